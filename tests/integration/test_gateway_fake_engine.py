@@ -10,83 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections import defaultdict
 
-import grpc
 import httpx
 import openai
 import pytest
 import uvicorn
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from services.api_gateway.app import build_app
 from services.common.config import parse_models_config
-from services.common.errors import ContextLengthExceededError
-from services.common.grpc_server import abort_with
-from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
+from tests.support.fake_text_engine import STAND_IN, TEXT, start_fake_text_engine
 
-TEXT = "ministral-3-3b-reasoning"
 GHOST = "ghost-model"  # configured, but nothing listens at its endpoint
-STAND_IN = "mistralai/Ministral-3-3B-Reasoning-2512"
-
-
-class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
-    """Echoes the last message word by word; a few magic prompts script failures."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[pb.GenerateRequest, dict]] = []
-        self.cancelled: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
-
-    async def Generate(self, request, context):
-        self.calls.append((request, dict(context.invocation_metadata())))
-        # grpc.aio cancels the handler where it waits: inside this generator (CancelledError) or in the
-        # server's write between two yields, and then the abandoned generator is closed (GeneratorExit).
-        try:
-            prompt = request.messages[-1].content
-            if prompt == "TOO_LONG":
-                await abort_with(context, ContextLengthExceededError("This model's maximum context length is 64 tokens",
-                                                                     param="messages"))  # fmt: skip
-            if prompt == "SLEEP":
-                await asyncio.sleep(10)
-            if prompt == "FAIL_MIDWAY":
-                yield pb.GenerateResponse(delta=pb.TextDelta(text="partial"))
-                yield finished(pb.FINISH_REASON_ERROR, 1, 1, error="CUDA error: device fell over")
-                return
-            if prompt == "FOREVER":
-                for i in range(500):  # bounded: a broken cancel fails the test instead of hanging it
-                    yield pb.GenerateResponse(delta=pb.TextDelta(text=f"tick{i} "))
-                    await asyncio.sleep(0.02)
-            words = prompt.split()
-            limit = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else len(words)
-            for i, word in enumerate(words[:limit]):
-                yield pb.GenerateResponse(delta=pb.TextDelta(text=word if i == 0 else " " + word))
-            reason = pb.FINISH_REASON_LENGTH if limit < len(words) else pb.FINISH_REASON_STOP
-            yield finished(reason, len(words), min(limit, len(words)))
-        except (asyncio.CancelledError, GeneratorExit):
-            self.cancelled[request.request_id].set()
-            raise
-
-    async def GetModelInfo(self, request, context):
-        return common_pb2.ModelInfo(name=TEXT, hf_id="tiny/ministral", max_context=2048,
-                                    state=common_pb2.MODEL_STATE_READY, stand_in_for=STAND_IN)  # fmt: skip
-
-
-def finished(reason, prompt_tokens: int, completion_tokens: int, error: str = "") -> pb.GenerateResponse:
-    usage = pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-    return pb.GenerateResponse(finished=pb.Finished(finish_reason=reason, usage=usage, error_message=error))
 
 
 @pytest.fixture(scope="module")
 async def engine():
     """The fake engine on 127.0.0.1:<free port>, with the standard health service SERVING."""
-    server = grpc.aio.server()
-    servicer, health_servicer = ScriptedEngine(), health.aio.HealthServicer()
-    text_engine_pb2_grpc.add_TextEngineServicer_to_server(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    servicer.address, servicer.health = f"127.0.0.1:{port}", health_servicer
+    server, servicer = await start_fake_text_engine()
     yield servicer
     await server.stop(0)
 

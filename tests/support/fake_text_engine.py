@@ -1,0 +1,110 @@
+"""A scripted grpc.aio text engine, for tests that need exact replies behind the real gateway.
+
+It echoes the last message word by word; a few magic prompts script failures and long streams. It runs
+in the test's event loop (`start_fake_text_engine`) or as a process of its own
+(`python -m tests.support.fake_text_engine --port N`), for tests whose gateway and browser are
+subprocesses while the test itself is synchronous.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections import defaultdict
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from services.common.errors import ContextLengthExceededError
+from services.common.grpc_server import abort_with
+from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
+
+TEXT = "ministral-3-3b-reasoning"
+STAND_IN = "mistralai/Ministral-3-3B-Reasoning-2512"
+VERBATIM = "VERBATIM "  # prompt prefix: stream the rest unchanged (newlines kept), in small pieces
+VERBATIM_PIECE = 5  # characters per delta: small enough to split markup such as "[THINK]" across deltas
+
+
+class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
+    """Echoes the last message word by word; a few magic prompts script failures."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[pb.GenerateRequest, dict]] = []
+        self.cancelled: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    async def Generate(self, request, context):
+        self.calls.append((request, dict(context.invocation_metadata())))
+        # grpc.aio cancels the handler where it waits: inside this generator (CancelledError) or in the
+        # server's write between two yields, and then the abandoned generator is closed (GeneratorExit).
+        try:
+            prompt = request.messages[-1].content
+            if prompt == "TOO_LONG":
+                await abort_with(context, ContextLengthExceededError("This model's maximum context length is 64 tokens",
+                                                                     param="messages"))  # fmt: skip
+            if prompt == "SLEEP":
+                await asyncio.sleep(10)
+            if prompt == "FAIL_MIDWAY":
+                yield pb.GenerateResponse(delta=pb.TextDelta(text="partial"))
+                yield finished(pb.FINISH_REASON_ERROR, 1, 1, error="CUDA error: device fell over")
+                return
+            if prompt == "FOREVER":
+                for i in range(500):  # bounded: a broken cancel fails the test instead of hanging it
+                    yield pb.GenerateResponse(delta=pb.TextDelta(text=f"tick{i} "))
+                    await asyncio.sleep(0.02)
+            if prompt.startswith(VERBATIM):
+                text = prompt[len(VERBATIM):]
+                pieces = [text[i:i + VERBATIM_PIECE] for i in range(0, len(text), VERBATIM_PIECE)]
+                for piece in pieces:
+                    yield pb.GenerateResponse(delta=pb.TextDelta(text=piece))
+                yield finished(pb.FINISH_REASON_STOP, len(pieces), len(pieces))
+                return
+            words = prompt.split()
+            limit = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else len(words)
+            for i, word in enumerate(words[:limit]):
+                yield pb.GenerateResponse(delta=pb.TextDelta(text=word if i == 0 else " " + word))
+            reason = pb.FINISH_REASON_LENGTH if limit < len(words) else pb.FINISH_REASON_STOP
+            yield finished(reason, len(words), min(limit, len(words)))
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled[request.request_id].set()
+            raise
+
+    async def GetModelInfo(self, request, context):
+        return common_pb2.ModelInfo(name=TEXT, hf_id="tiny/ministral", max_context=2048,
+                                    state=common_pb2.MODEL_STATE_READY, stand_in_for=STAND_IN)  # fmt: skip
+
+
+def finished(reason, prompt_tokens: int, completion_tokens: int, error: str = "") -> pb.GenerateResponse:
+    """The closing `Finished` event with its usage."""
+    usage = pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    return pb.GenerateResponse(finished=pb.Finished(finish_reason=reason, usage=usage, error_message=error))
+
+
+async def start_fake_text_engine(port: int = 0) -> tuple[grpc.aio.Server, ScriptedEngine]:
+    """A started server on 127.0.0.1:`port` (0: a free one) with the standard health service SERVING.
+
+    The servicer carries `address` and `health` (to flip SERVING / NOT_SERVING); the caller stops the server."""
+    server = grpc.aio.server()
+    servicer, health_servicer = ScriptedEngine(), health.aio.HealthServicer()
+    text_engine_pb2_grpc.add_TextEngineServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    servicer.address, servicer.health = f"127.0.0.1:{bound}", health_servicer
+    return server, servicer
+
+
+async def _serve(port: int) -> None:
+    server, _ = await start_fake_text_engine(port)
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    """Serve until SIGTERM (the process helper's stop), which ends the process with the server."""
+    parser = argparse.ArgumentParser(prog="python -m tests.support.fake_text_engine", description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    asyncio.run(_serve(parser.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()
