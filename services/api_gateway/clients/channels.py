@@ -1,16 +1,62 @@
-"""gRPC channels to the engines, and the standard health check every engine answers."""
+"""gRPC channels to the engines, and the standard health check every engine answers.
+
+Every engine channel balances and retries the same way, so one target string can name one engine or
+many replicas of it:
+
+* `127.0.0.1:50051`: one engine (the launcher, the tests).
+* `dns:///text-x.ns.svc.cluster.local:50051`: every pod behind a Kubernetes headless Service. The DNS
+  resolver returns one address per ready pod and `round_robin` spreads calls over all of them. gRPC
+  re-resolves when a connection closes, which the engines force now and then with
+  `grpc.max_connection_age_ms` (services/common/grpc_server.py), so new pods get traffic too.
+* `ipv4:10.0.0.1:50051,10.0.0.2:50051`: a fixed list, balanced the same way.
+
+A call that fails with UNAVAILABLE before it is committed (no response headers or messages have reached
+us yet: the pod was gone, refused the connection, or was already draining) is retried on another
+replica. A call that has started streaming is never retried: its tokens or captions were already seen.
+"""
 
 from __future__ import annotations
+
+import json
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.grpc_server import GRPC_OPTIONS
+from services.common.grpc_server import GRPC_OPTIONS, MAX_MESSAGE_BYTES
+
+# Attempts include the first one. Four covers a rolling update that takes down a few replicas at once;
+# the backoff keeps the whole sequence well under a second, inside any sensible request deadline.
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    # `[{}]` names every method of every service: Generate, Describe, GetModelInfo and health checks.
+    "methodConfig": [{"name": [{}], "retryPolicy": RETRY_POLICY}],
+    # No retryThrottling: it counts every UNAVAILABLE, committed streams cut by a dying pod included,
+    # so one pod going away under load would switch retries off exactly when they are needed. Without
+    # it the worst case is 4 quick local attempts when no replica is up at all.
+}
+
+CHANNEL_OPTIONS = [
+    *GRPC_OPTIONS,
+    ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+    ("grpc.enable_retries", 1),
+    # A call stays retryable only while its request fits the retry buffer (default 256 KiB); images
+    # make requests of several MiB, so the buffer is as large as the largest message we send.
+    ("grpc.per_rpc_retry_buffer_size", MAX_MESSAGE_BYTES),
+]
 
 
 def open_channel(target: str) -> grpc.aio.Channel:
-    """An insecure aio channel with raised message limits (images travel over it)."""
-    return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS)
+    """The one place engine channels are made: insecure aio, raised message limits (images travel over
+    it), round-robin over every address `target` resolves to, retries of uncommitted UNAVAILABLE calls."""
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
 
 
 async def check_health(channel: grpc.aio.Channel, timeout: float) -> str:
