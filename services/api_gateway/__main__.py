@@ -1,4 +1,6 @@
-"""`python -m services.api_gateway --models-config models.yaml --port 2000 [--ui-server]`."""
+"""`python -m services.api_gateway --models-config models.yaml --port 2000 [--ui-server]`.
+
+SIGTERM / Ctrl-C drain the gateway (see server.py) and exit 0."""
 
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ from services.common.env import first_set, models_config_path, parse_endpoints
 from services.common.logging_setup import setup_service_logging
 
 from .app import build_app
+from .server import DrainingServer
+from .state import Drain
+
+DEFAULT_DRAIN_GRACE_SECS = 30.0
 
 log = logging.getLogger("services.api_gateway")
 
@@ -26,6 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="engine address of a model, e.g. ministral-3-3b-reasoning=127.0.0.1:50051 "
                              "(repeatable; env PROXYVISION_ENDPOINTS='a=h:p,b=h:p'; overrides models.yaml)")  # fmt: skip
     parser.add_argument("--ui-server", action="store_true", help="serve the web UI at /")
+    parser.add_argument("--drain-grace-secs", type=float, help="on SIGTERM, how long running requests may finish "
+                        f"(env PROXYVISION_DRAIN_GRACE_SECS, default {DEFAULT_DRAIN_GRACE_SECS:.0f})")  # fmt: skip
+    parser.add_argument("--request-timeout-secs", type=float, help="deadline of one engine call (env "
+                        "PROXYVISION_REQUEST_TIMEOUT_SECS; default gateway.request_timeout_secs of models.yaml, 600)")  # fmt: skip
     parser.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
     return parser.parse_args(argv)
 
@@ -37,15 +47,22 @@ def main(argv: list[str] | None = None) -> int:
         config = load_models_config(models_config_path(args.models_config))
         endpoints = parse_endpoints(first_set(",".join(args.endpoint) or None, "PROXYVISION_ENDPOINTS"))
         config = config.with_endpoints(endpoints)
-        app = build_app(config, ui_server=args.ui_server)
+        timeout = first_set(args.request_timeout_secs, "PROXYVISION_REQUEST_TIMEOUT_SECS")
+        if timeout is not None:
+            config = config.model_copy(update={"gateway": config.gateway.model_copy(
+                update={"request_timeout_secs": float(timeout)})})  # fmt: skip
+        grace = float(first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=DEFAULT_DRAIN_GRACE_SECS))
+        drain = Drain()
+        app = build_app(config, ui_server=args.ui_server, drain=drain)
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     host = first_set(args.host, "PROXYVISION_HOST", default="127.0.0.1")
     port = int(first_set(args.port, "PROXYVISION_PORT", default=2000))
     # loop="asyncio": grpc.aio supports the standard event loop; never let an installed uvloop be picked.
-    uvicorn.run(app, host=host, port=port, log_level=level.lower(), access_log=False, log_config=None,
-                loop="asyncio", timeout_graceful_shutdown=10)  # fmt: skip
+    server_config = uvicorn.Config(app, host=host, port=port, log_level=level.lower(), access_log=False,
+                                   log_config=None, loop="asyncio", timeout_graceful_shutdown=5)  # fmt: skip
+    DrainingServer(server_config, app, drain, grace).run()
     return 0
 
 

@@ -16,21 +16,28 @@ from .clients.vision_engine import VisionEngineClient
 from .errors import install_error_handlers
 from .media.fetcher import ImageFetcher
 from .middleware import RequestIdMiddleware
+from .metrics import GatewayMetrics
 from .routers import chat, health, models, ui
+from .routers import metrics as metrics_router
 from .serving.chat import ChatService
 from .serving.registry import EngineRegistry
 from .serving.vision_rewrite import ProxyVisionRewriter
 from .serving.vision_status import VisionBackend
-from .state import GatewayState
+from .state import Drain, GatewayState
 
 log = logging.getLogger(__name__)
 
 
-def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFetcher | None = None) -> FastAPI:
-    """The gateway app for `config`; every model must have an `endpoint`."""
+def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFetcher | None = None,
+              drain: Drain | None = None) -> FastAPI:  # fmt: skip
+    """The gateway app for `config`; every model must have an `endpoint`. `drain` is shared with the server
+    that runs the app (it flips it on SIGTERM)."""
     missing = [m.name for m in config.models if not m.endpoint]
     if missing:
         raise ValueError(f"no engine endpoint for model(s): {', '.join(missing)} (set models[].endpoint or --endpoint)")
+
+    metrics = GatewayMetrics()
+    drain = drain or Drain()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -44,8 +51,9 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         image_fetcher = fetcher or ImageFetcher(config.gateway.images)
         backend = VisionBackend(registry.vision)
         timeout = config.gateway.request_timeout_secs
-        rewriter = ProxyVisionRewriter(image_fetcher, backend, config.gateway.images, timeout)
-        app.state.gateway = GatewayState(config, registry, ChatService(registry, rewriter, timeout), backend, int(time.time()))
+        rewriter = ProxyVisionRewriter(image_fetcher, backend, config.gateway.images, timeout, metrics)
+        chat_service = ChatService(registry, rewriter, timeout, metrics=metrics)
+        app.state.gateway = GatewayState(config, registry, chat_service, backend, int(time.time()), metrics, drain)
         await backend.start()
         log.info("Gateway ready: text models %s, default %s", [m.name for m in config.text_models], config.default_model_name)
         try:
@@ -66,7 +74,8 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(metrics_router.router)
     if ui_server:
         app.include_router(ui.router)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, metrics=metrics, drain=drain)
     return app

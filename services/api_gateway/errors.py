@@ -24,8 +24,10 @@ _TYPE_LABELS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 
 def error_response(error: ProxyVisionError) -> JSONResponse:
-    """The JSON response for one of our errors."""
-    return JSONResponse(error.to_openai(), status_code=error.http_status)
+    """The JSON response for one of our errors (with `Retry-After` when retrying later will help)."""
+    retry_after = getattr(error, "retry_after_secs", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse(error.to_openai(), status_code=error.http_status, headers=headers)
 
 
 def field_path(loc: tuple) -> str:

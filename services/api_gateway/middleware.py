@@ -1,5 +1,5 @@
-"""Request ids, access logs and the last-resort 500, as a plain ASGI middleware (no buffering of
-streamed bodies).
+"""Request ids, access logs, chat request metrics and the last-resort 500, as a plain ASGI middleware (no
+buffering of streamed bodies).
 
 The id comes from the client's `x-request-id` header or is generated; it is put in the logging context
 (every gateway log line of the request carries it), sent to engines as gRPC metadata, and returned in
@@ -21,17 +21,28 @@ import uuid
 from services.common.errors import InternalError
 from services.common.logging_setup import request_id_var
 
+from .metrics import GatewayMetrics
+from .state import Drain
+
 log = logging.getLogger("services.api_gateway.access")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _UNEXPECTED = json.dumps(InternalError("The server had an error while processing your request.").to_openai()).encode()
 
 
-class RequestIdMiddleware:
-    """Wraps the app: assigns the id, adds the header, logs one line per request, turns a crash into a 500."""
+CHAT_PATH = "/v1/chat/completions"
 
-    def __init__(self, app) -> None:
+
+class RequestIdMiddleware:
+    """Wraps the app: assigns the id, adds the header, logs one line per request, turns a crash into a 500.
+
+    Chat completions are also counted (status, latency to the last byte, in flight): a streamed response
+    is only over when the app returns, which is exactly what a drain must wait for."""
+
+    def __init__(self, app, metrics: GatewayMetrics, drain: Drain) -> None:
         self.app = app
+        self._metrics = metrics
+        self._drain = drain
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -43,6 +54,10 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.monotonic()
         status = {"code": 0}
+        is_chat = scope["path"] == CHAT_PATH
+        if is_chat:
+            self._drain.inflight += 1
+            self._metrics.running.inc()
 
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
@@ -62,5 +77,12 @@ class RequestIdMiddleware:
                                             (b"content-length", str(len(_UNEXPECTED)).encode())]})  # fmt: skip
             await send({"type": "http.response.body", "body": _UNEXPECTED})
         finally:
-            log.info("%s %s %d %.0fms", scope["method"], scope["path"], status["code"], (time.monotonic() - started) * 1000)
+            elapsed = time.monotonic() - started
+            if is_chat:
+                self._drain.inflight -= 1
+                self._metrics.running.dec()
+                model = scope["state"].get("model", "unknown")  # set by the route once the model is resolved
+                self._metrics.requests.labels(model, str(status["code"] or 499)).inc()
+                self._metrics.latency.labels(model).observe(elapsed)
+            log.info("%s %s %d %.0fms", scope["method"], scope["path"], status["code"], elapsed * 1000)
             request_id_var.reset(token)

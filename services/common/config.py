@@ -36,6 +36,13 @@ class ModelParams(_Strict):
     max_num_seqs: int = Field(16, gt=0, description="Sequences in flight at once; the rest wait in a FIFO queue.")
     prefill_chunk_size: int = Field(1024, gt=0, description="Tokens per forward pass (prefill is chunked to this).")
     block_size: int = Field(64, gt=0, description="Tokens per KV cache block (page).")
+    max_queue: int | None = Field(None, ge=0, description="Requests that may wait for a slot; beyond it the engine answers "
+                                  "RESOURCE_EXHAUSTED (HTTP 503 + Retry-After). Default 4 x max_num_seqs.")
+
+    @property
+    def queue_limit(self) -> int:
+        """`max_queue`, or its default."""
+        return 4 * self.max_num_seqs if self.max_queue is None else self.max_queue
 
 
 class VisionProxy(_Strict):
@@ -131,7 +138,7 @@ class ModelsConfig(_Strict):
     """The whole `models.yaml`."""
 
     models: list[ModelEntry] = Field(min_length=1)
-    idle_unload_secs: int = Field(300, ge=0, description="Unload a model after this many idle seconds; 0 never.")
+    idle_unload_secs: int | None = Field(300, ge=0, description="Unload a model after this many idle seconds; 0 or null never.")
     default_model: str | None = None
     gateway: GatewaySettings = GatewaySettings()
 
@@ -178,7 +185,8 @@ class ModelsConfig(_Strict):
 
     def idle_unload_secs_for(self, entry: ModelEntry) -> int:
         """The idle-unload delay of one model (its own value, else the global one)."""
-        return self.idle_unload_secs if entry.idle_unload_secs is None else entry.idle_unload_secs
+        value = self.idle_unload_secs if entry.idle_unload_secs is None else entry.idle_unload_secs
+        return value or 0
 
     def with_endpoints(self, endpoints: dict[str, str]) -> "ModelsConfig":
         """A copy with the engine endpoints of some models replaced (the launcher and env use this)."""

@@ -1,6 +1,8 @@
-"""The command line both engines share: `--models-config F --model NAME --host H --port P --device D`.
+"""The command line both engines share: `--models-config F --model NAME --host H --port P --device D
+--metrics-port M --drain-grace-secs G`.
 
-Resolves CLI > env > file > defaults once, sets up logging, runs the server until SIGINT/SIGTERM.
+Resolves CLI > env > file > defaults once, sets up logging, runs the server until SIGINT/SIGTERM, then
+drains it (running requests get the grace period) and exits 0.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import signal
 from collections.abc import Callable
 
 from .config import ConfigError, ModelEntry, ModelsConfig, load_models_config
+from .engine_server import EngineOptions, EngineServer
 from .env import first_set, models_config_path
-from .grpc_server import EngineServer
 from .logging_setup import setup_service_logging
 
-BuildServer = Callable[[ModelsConfig, ModelEntry, str, int, str], EngineServer]
+BuildServer = Callable[[ModelsConfig, ModelEntry, EngineOptions], EngineServer]
+DEFAULT_DRAIN_GRACE_SECS = 30.0
+DEFAULT_MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 
 
 def parse_args(prog: str, default_port: int, argv: list[str] | None) -> argparse.Namespace:
@@ -26,8 +30,25 @@ def parse_args(prog: str, default_port: int, argv: list[str] | None) -> argparse
     parser.add_argument("--host", help="bind address (env PROXYVISION_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help=f"port (env PROXYVISION_PORT, default {default_port}; 0 picks a free one)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], help="env PROXYVISION_DEVICE, default auto")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                        "(env PROXYVISION_METRICS_PORT; default: no exporter; 0 picks a free port)")  # fmt: skip
+    parser.add_argument("--drain-grace-secs", type=float, help="on SIGTERM, how long running requests may finish "
+                        f"(env PROXYVISION_DRAIN_GRACE_SECS, default {DEFAULT_DRAIN_GRACE_SECS:.0f})")  # fmt: skip
     parser.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
     return parser.parse_args(argv)
+
+
+def resolve_options(args: argparse.Namespace, default_port: int) -> EngineOptions:
+    """CLI > env > defaults for how the engine serves."""
+    metrics_port = first_set(args.metrics_port, "PROXYVISION_METRICS_PORT")
+    return EngineOptions(
+        host=first_set(args.host, "PROXYVISION_HOST", default="127.0.0.1"),
+        port=int(first_set(args.port, "PROXYVISION_PORT", default=default_port)),
+        device=first_set(args.device, "PROXYVISION_DEVICE", default="auto"),
+        metrics_port=None if metrics_port is None else int(metrics_port),
+        drain_grace_secs=float(first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=DEFAULT_DRAIN_GRACE_SECS)),
+        max_connection_age_ms=int(first_set(None, "PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS", default=DEFAULT_MAX_CONNECTION_AGE_MS)),
+    )
 
 
 def engine_main(*, service: str, default_port: int, pick_model: Callable[[ModelsConfig, str | None], ModelEntry],
@@ -39,28 +60,34 @@ def engine_main(*, service: str, default_port: int, pick_model: Callable[[Models
     try:
         config = load_models_config(models_config_path(args.models_config))
         entry = pick_model(config, args.model)
+        options = resolve_options(args, default_port)
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    host = first_set(args.host, "PROXYVISION_HOST", default="127.0.0.1")
-    port = int(first_set(args.port, "PROXYVISION_PORT", default=default_port))
-    device = first_set(args.device, "PROXYVISION_DEVICE", default="auto")
     try:
-        return asyncio.run(_serve(build_server, config, entry, host, port, device, log))
+        return asyncio.run(_serve(build_server, config, entry, options, log))
     except OSError as exc:
         log.error("%s", exc)
         return 1
 
 
-async def _serve(build_server: BuildServer, config, entry, host, port, device, log) -> int:
-    server = build_server(config, entry, host, port, device)
+async def _serve(build_server: BuildServer, config, entry, options: EngineOptions, log) -> int:
+    server = build_server(config, entry, options)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     log.info("%s for %s listening on %s", type(server).__name__, entry.name, server.address)
-    await server.start()
-    await stopping.wait()
+    starting = asyncio.create_task(server.start())
+    # A signal during a long model load still drains and exits 0 (nothing is running yet).
+    await asyncio.wait({starting, asyncio.create_task(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    if starting.done():
+        starting.result()  # a bind error of the metrics port surfaces here
+        await stopping.wait()
     log.info("Shutting down")
-    await server.stop()
+    await server.drain()
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+    log.info("Stopped")
     return 0

@@ -15,6 +15,11 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "PROXYVISION_PORT": (None, "Port the service binds (gateway 2000, text engine 50051, vision engine 50052)."),
     "PROXYVISION_DEVICE": ("auto", "cpu, cuda, cuda:N or auto (cuda when available)."),
     "PROXYVISION_ENDPOINTS": (None, "Engine addresses, 'name=host:port,name2=dns:///svc:50051'; overrides models.yaml."),
+    "PROXYVISION_METRICS_PORT": (None, "Engines: port of the Prometheus exporter (/metrics); unset: none; 0: a free port."),
+    "PROXYVISION_DRAIN_GRACE_SECS": ("30", "On SIGTERM, seconds running requests may finish before they are aborted."),
+    "PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS": ("300000", "Engines: close client connections after this long so "
+                                               "DNS-balanced clients re-resolve (0: never)."),
+    "PROXYVISION_REQUEST_TIMEOUT_SECS": (None, "Gateway: deadline of one engine call (overrides gateway.request_timeout_secs)."),
     "LOG_LEVEL": ("INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
     "RUST_LOG": (None, "Accepted for the brief's users (info, debug, warn...); LOG_LEVEL wins if both are set."),
 }

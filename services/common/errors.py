@@ -75,13 +75,23 @@ class EngineUnavailableError(ProxyVisionError):
     default_code = "engine_unavailable"
 
 
+class ShuttingDownError(EngineUnavailableError):
+    """The service is draining (SIGTERM): it finishes what it has and takes nothing new."""
+
+    default_code = "server_shutting_down"
+    retry_after_secs = 1
+
+
 class OverloadedError(ProxyVisionError):
-    """The engine's queue is full; retry later."""
+    """The engine's waiting queue is full, or the service is draining; retry later.
+
+    HTTP 503 with a `Retry-After` header: the OpenAI SDKs retry 503s and honour the header."""
 
     grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 429
-    error_type = "rate_limit_error"
-    default_code = "engine_overloaded"
+    http_status = 503
+    error_type = "server_error"
+    default_code = "server_overloaded"
+    retry_after_secs = 1
 
 
 class DeadlineExceededError(ProxyVisionError):
@@ -127,6 +137,8 @@ def from_grpc(status: grpc.StatusCode, details: str | None, trailers: tuple | No
     cls = _BY_GRPC_STATUS.get(status, InternalError)
     if cls is InvalidRequestError and code == ContextLengthExceededError.default_code:
         cls = ContextLengthExceededError
+    if cls is EngineUnavailableError and code == ShuttingDownError.default_code:
+        cls = ShuttingDownError
     message = details or status.name.lower().replace("_", " ")
     return cls(message, param=meta.get(PARAM_METADATA_KEY), code=code)
 

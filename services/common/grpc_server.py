@@ -6,7 +6,6 @@ with no proto files at hand, and Kubernetes probes use the standard `grpc.health
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterable
 
@@ -36,9 +35,22 @@ MODEL_STATE_TO_PB = {
 }
 
 
-def create_grpc_server(service_full_names: Iterable[str]) -> tuple[grpc.aio.Server, "HealthReporter"]:
+def server_options(max_connection_age_ms: int) -> list[tuple[str, int]]:
+    """Message limits plus a maximum connection age: clients that balance over a headless Service (DNS)
+    only re-resolve when a connection closes, so closing them now and then lets new pods get traffic."""
+    if max_connection_age_ms <= 0:
+        return list(GRPC_OPTIONS)
+    return [
+        *GRPC_OPTIONS,
+        ("grpc.max_connection_age_ms", max_connection_age_ms),
+        # Calls still running when the age is reached get this long to finish.
+        ("grpc.max_connection_age_grace_ms", 10 * 60 * 1000),
+    ]
+
+
+def create_grpc_server(service_full_names: Iterable[str], *, max_connection_age_ms: int = 0) -> tuple[grpc.aio.Server, "HealthReporter"]:
     """An aio server with reflection for `service_full_names` and the health service registered."""
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server = grpc.aio.server(options=server_options(max_connection_age_ms))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_full_names)
@@ -81,39 +93,3 @@ async def abort_with(context: grpc.aio.ServicerContext, error: ProxyVisionError)
     """End the call with the error's status; code and param travel as trailing metadata."""
     context.set_trailing_metadata(error.grpc_trailers())
     await context.abort(error.grpc_status, error.message)
-
-
-class EngineServer:
-    """A running engine process: gRPC server + an engine object with `start()`/`stop()`.
-
-    `start()` binds the port (0 picks a free one), serves health (NOT_SERVING while loading) and
-    reflection at once, then loads the model. The engine reports SERVING / NOT_SERVING through the
-    `report_serving` callback it was given.
-    """
-
-    def __init__(self, service_full_name: str, *, host: str, port: int) -> None:
-        self.server, self._health = create_grpc_server([service_full_name])
-        self._pending: set = set()
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
-        if self.port == 0:
-            raise OSError(f"cannot bind {host}:{port} (in use?)")
-        self.address = f"{host}:{self.port}"
-        self.engine = None
-
-    def report_serving(self, serving: bool) -> None:
-        """Callback for the engine: set the health status (from the event loop)."""
-        task = asyncio.get_running_loop().create_task(self._health.set(serving))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def start(self) -> None:
-        """Serve, then load."""
-        await self._health.set(False)
-        await self.server.start()
-        await self.engine.start()
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Refuse new calls, let running ones finish for `grace` seconds, then free the model."""
-        await self._health.set(False)
-        await self.server.stop(grace)
-        await self.engine.stop()

@@ -2,7 +2,11 @@
 
 One asyncio lock orders loads and unloads; `use()` marks a request as active so the idle timer never
 unloads a model under a request. Loading and unloading run in worker threads (they are seconds of
-CPU/GPU work), never on the event loop.
+CPU/GPU work), never on the event loop. Requests that arrive while the model (re)loads wait on the lock,
+bounded by their own deadline; concurrent arrivals after an unload trigger one load.
+
+Draining (SIGTERM): `begin_drain()` refuses new requests with UNAVAILABLE (a client with a retry policy
+goes to another replica), `wait_idle()` lets the ones inside `use()` finish.
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from enum import Enum
 from typing import Generic, TypeVar
 
-from .errors import EngineUnavailableError
+from .errors import EngineUnavailableError, ShuttingDownError
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +58,14 @@ class ModelLifecycle(Generic[R]):
         self.resource: R | None = None
         self._lock = asyncio.Lock()
         self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._last_activity = time.monotonic()
         self._idle_task: asyncio.Task | None = None
+        self.draining = False
+        self.loads = 0
+        self.unloads = 0  # idle unloads only
+        self.last_load_seconds = 0.0
 
     @property
     def serving(self) -> bool:
@@ -102,10 +113,25 @@ class ModelLifecycle(Generic[R]):
             self.state, self.error = ModelState.FAILED, reason
             self._on_serving_change(False)
 
+    def begin_drain(self) -> None:
+        """From now on `use()` refuses new requests; those already inside go on."""
+        self.draining = True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is inside `use()`; False if some still are after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     @asynccontextmanager
     async def use(self) -> AsyncIterator[R]:
         """The ready resource for one request; loads it first if it was unloaded."""
+        if self.draining:
+            raise ShuttingDownError(f"The engine serving {self.name} is shutting down; retry on another replica")
         self._active += 1
+        self._idle.clear()
         self._last_activity = time.monotonic()
         try:
             if self.state is not ModelState.READY:
@@ -117,10 +143,13 @@ class ModelLifecycle(Generic[R]):
             yield self.resource
         finally:
             self._active -= 1
+            if self._active == 0:
+                self._idle.set()
             self._last_activity = time.monotonic()
 
     async def _load(self) -> None:
         self.state = ModelState.LOADING
+        started = time.monotonic()
         try:
             self.resource = await asyncio.to_thread(self._load_fn)
         except Exception as exc:  # noqa: BLE001 - a failed load is reported, never a crash loop
@@ -129,6 +158,8 @@ class ModelLifecycle(Generic[R]):
             self._on_serving_change(False)
             return
         self.state, self.error = ModelState.READY, ""
+        self.loads += 1
+        self.last_load_seconds = time.monotonic() - started
         self._last_activity = time.monotonic()
         self._on_serving_change(True)
 
@@ -137,6 +168,9 @@ class ModelLifecycle(Generic[R]):
         if resource is not None:
             await asyncio.to_thread(self._unload_fn, resource)
         gc.collect()
+        torch = sys.modules.get("torch")  # only engines that loaded torch can hold device memory
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the freed blocks back to the device, not just to torch's pool
         if self.state is not ModelState.FAILED:
             self.state = ModelState.UNLOADED
 
@@ -150,3 +184,4 @@ class ModelLifecycle(Generic[R]):
                         continue
                     log.info("Unloading model %s after %.0fs idle", self.name, idle_for)
                     await self._unload()
+                    self.unloads += 1

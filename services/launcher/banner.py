@@ -14,7 +14,8 @@ def base_url(host: str, port: int) -> str:
     return f"http://{connect_host(host)}:{port}"
 
 
-def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool) -> str:
+def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
+                 engine_metrics: list[tuple[str, int]] = ()) -> str:  # fmt: skip
     """The ready banner (stdout, so it stands apart from the log lines on stderr)."""
     base = base_url(host, port)
     default = config.default_model_name
@@ -29,6 +30,8 @@ def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool)
     ]
     if ui_server:
         lines.append(f"  web UI          : {base}/")
+    lines.append(f"  metrics         : {base}/metrics" + "".join(
+        f", {name} http://{connect_host('127.0.0.1')}:{metrics_port}/metrics" for name, metrics_port in engine_metrics))
     lines += [
         "  python          : openai.OpenAI(base_url=\"" + base + "/v1\", api_key=\"not-needed\")",
         "  try:",

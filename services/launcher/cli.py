@@ -25,6 +25,7 @@ from .probes import is_ready, ports_in_use
 from .supervisor import Supervisor
 
 log = logging.getLogger("proxyvision")
+STOP_MARGIN_SECS = 15.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ui-server", action="store_true", help="serve the web UI at the gateway's /")
     serve.add_argument("--log", action="store_true", help="detailed (DEBUG) logs unless a level is given")
     serve.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
+    serve.add_argument("--drain-grace-secs", type=float, help="on Ctrl-C/SIGTERM, how long running requests may "
+                       "finish before they are aborted (env PROXYVISION_DRAIN_GRACE_SECS, default 30)")  # fmt: skip
     serve.add_argument("--ready-timeout", type=float, default=600.0,
                        help="seconds the engines may take to load before the launcher gives up (0: no limit)")  # fmt: skip
     return parser
@@ -94,6 +97,7 @@ def options_from(args: argparse.Namespace, level: str) -> StackOptions:
         device=first_set(args.device, "PROXYVISION_DEVICE", default="auto"),
         log_level=level,
         ui_server=args.ui_server,
+        drain_grace_secs=float(first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=30.0)),
     )
 
 
@@ -114,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         resolved_path = Path(tmp) / "models.resolved.yaml"
         try:
             config = load_config(args)
-            plan = plan_stack(config, options_from(args, level), resolved_path,
-                              vision_engine_installed=vision_engine_installed())  # fmt: skip
+            options = options_from(args, level)
+            plan = plan_stack(config, options, resolved_path, vision_engine_installed=vision_engine_installed())
         except (ConfigError, ValueError) as exc:  # ConfigError is a ValueError; both are the operator's to fix
             log.error("%s", exc)
             return 2
@@ -127,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             log.error("port(s) already in use: %s; choose others with --port / --engine-port-base", which)
             return 1
         write_config(plan.config, resolved_path)
-        supervisor = Supervisor(plan.processes, env={**os.environ, "PYTHONUNBUFFERED": "1"}, probe=is_ready)
+        # The children drain for up to their grace period; SIGKILL only comes after that, with a margin.
+        supervisor = Supervisor(plan.processes, env={**os.environ, "PYTHONUNBUFFERED": "1"}, probe=is_ready,
+                                grace_secs=options.drain_grace_secs + STOP_MARGIN_SECS)  # fmt: skip
         gateway = plan.processes[-1]
-        banner = ready_banner(plan.config, gateway.host, gateway.port, ui_server=args.ui_server)
+        banner = ready_banner(plan.config, gateway.host, gateway.port, ui_server=args.ui_server,
+                              engine_metrics=[(spec.name, spec.metrics_port) for spec in plan.processes if spec.metrics_port])  # fmt: skip
         return supervisor.run(on_ready=lambda: print(banner, flush=True), ready_timeout=args.ready_timeout)

@@ -1,7 +1,8 @@
 """From a models.yaml to the processes to start: pure (no I/O but `write_config`), so it is easy to test.
 
 Ports are deterministic: text engines get `engine_port_base`, `+1`, ... in file order (the first on
-50051), the vision engine the next one (50052 with one text model), the gateway `--port`. The launcher
+50051), the vision engine the next one (50052 with one text model), the gateway `--port`. Each engine
+exports Prometheus metrics on its port + 1000 (51051, ...); the gateway on its own `/metrics`. The launcher
 runs every engine itself, on 127.0.0.1, so it overrides any `endpoint` the file gives. The resolved
 config (endpoints filled in, local paths absolute) is what every child reads.
 """
@@ -18,6 +19,7 @@ import yaml
 from services.common.config import ModelsConfig, parse_models_config
 
 ENGINE_HOST = "127.0.0.1"  # engines are private to the launcher; only the gateway faces clients
+METRICS_PORT_OFFSET = 1000  # an engine's metrics port is its gRPC port + this
 
 Kind = Literal["text_engine", "vision_engine", "api_gateway"]
 HealthKind = Literal["grpc", "http", "none"]
@@ -33,6 +35,7 @@ class ProcessSpec:
     port: int
     host: str = ENGINE_HOST  # the address it binds
     health_kind: HealthKind = "none"  # grpc: grpc.health.v1 Check; http: GET /ready; none: never probed
+    metrics_port: int | None = None  # engines: where their Prometheus exporter listens
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class StackOptions:
     device: str = "auto"
     log_level: str = "INFO"
     ui_server: bool = False
+    drain_grace_secs: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,11 @@ def plan_stack(config: ModelsConfig, options: StackOptions, resolved_config_path
         default = None if config.default_model == skipped else config.default_model
         config = config.model_copy(update={"models": config.text_models, "default_model": default})
     ports = engine_ports(config, options.engine_port_base)
-    _check_ports(options.port, ports)
+    _check_ports(options.port, {**ports, **{f"{n} (metrics)": p + METRICS_PORT_OFFSET for n, p in ports.items()}})
     endpoints = {name: f"{ENGINE_HOST}:{port}" for name, port in ports.items()}
     resolved = config.with_endpoints(endpoints)
-    common = ("--models-config", str(resolved_config_path), "--log-level", options.log_level)
+    common = ("--models-config", str(resolved_config_path), "--log-level", options.log_level,
+              "--drain-grace-secs", f"{options.drain_grace_secs:g}")  # fmt: skip
     processes = [
         _engine(kind, entry.name, ports[entry.name], common, options.device)
         for kind, entries in (("text_engine", resolved.text_models), ("vision_engine", resolved.vision_models))
@@ -124,13 +129,14 @@ def _check_ports(gateway_port: int, engine_ports_by_model: dict[str, int]) -> No
             raise ValueError(f"port {port} of {name} is not in 1-65535 (see --port / --engine-port-base)")
     clash = [name for name, port in engine_ports_by_model.items() if port == gateway_port]
     if clash:
-        raise ValueError(f"--port {gateway_port} is also the engine port of {clash[0]}; choose another --port or --engine-port-base")
+        raise ValueError(f"--port {gateway_port} is also the port of {clash[0]}; choose another --port or --engine-port-base")
 
 
 def _engine(kind: Kind, model: str, port: int, common: tuple[str, ...], device: str) -> ProcessSpec:
-    argv = (sys.executable, "-m", f"services.{kind}", *common, "--model", model,
-            "--host", ENGINE_HOST, "--port", str(port), "--device", device)  # fmt: skip
-    return ProcessSpec(f"{kind}[{model}]", kind, argv, port, ENGINE_HOST, "grpc")
+    metrics_port = port + METRICS_PORT_OFFSET
+    argv = (sys.executable, "-m", f"services.{kind}", *common, "--model", model, "--host", ENGINE_HOST,
+            "--port", str(port), "--device", device, "--metrics-port", str(metrics_port))  # fmt: skip
+    return ProcessSpec(f"{kind}[{model}]", kind, argv, port, ENGINE_HOST, "grpc", metrics_port)
 
 
 def write_config(config: ModelsConfig, path: Path) -> None:

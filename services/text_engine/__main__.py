@@ -6,6 +6,7 @@ import sys
 
 from services.common.config import ConfigError, ModelEntry, ModelsConfig
 from services.common.engine_main import engine_main
+from services.common.engine_server import EngineOptions
 
 from .server import TextEngineServer
 
@@ -22,8 +23,8 @@ def pick_model(config: ModelsConfig, name: str | None) -> ModelEntry:
     return entry
 
 
-def build(config: ModelsConfig, entry: ModelEntry, host: str, port: int, device: str) -> TextEngineServer:
-    return TextEngineServer(entry, host=host, port=port, device=device, idle_unload_secs=config.idle_unload_secs_for(entry))
+def build(config: ModelsConfig, entry: ModelEntry, options: EngineOptions) -> TextEngineServer:
+    return TextEngineServer(entry, options, idle_unload_secs=config.idle_unload_secs_for(entry))
 
 
 if __name__ == "__main__":

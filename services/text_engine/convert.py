@@ -68,4 +68,10 @@ def info_to_pb(info: EngineInfo) -> common_pb2.ModelInfo:
         stand_in_for=info.stand_in_for,
         error=info.error,
         kv_cache_tokens=info.kv_cache_tokens,
+        memory_budget_bytes=info.memory_budget_bytes,
+        memory_used_bytes=info.memory_used_bytes,
+        memory_free_bytes=max(0, info.memory_budget_bytes - info.memory_used_bytes),
+        kv_cache_usage=info.kv_cache_usage,
+        max_queue=info.max_queue,
+        last_load_seconds=info.last_load_seconds,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.common.grpc_server import MODEL_STATE_TO_PB
+from services.common.hf_models import MIB
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb
 
 from .captioner.engine import VisionEngineInfo
@@ -39,4 +40,7 @@ def info_to_pb(entry, info: VisionEngineInfo) -> common_pb2.ModelInfo:
         memory_budget_mib=entry.params.mem, running=info.running, waiting=info.waiting,
         max_num_seqs=entry.params.max_num_seqs, dtype=info.dtype, device=info.device,
         stand_in_for=info.stand_in_for, error=info.error,
+        memory_budget_bytes=entry.params.mem * MIB, memory_used_bytes=info.memory_used_bytes,
+        memory_free_bytes=max(0, entry.params.mem * MIB - info.memory_used_bytes),
+        max_queue=entry.params.queue_limit, last_load_seconds=info.last_load_seconds,
     )  # fmt: skip

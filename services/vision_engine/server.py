@@ -1,9 +1,10 @@
-"""Wire a VisionEngine gRPC server: servicer, health (follows the engine's state), reflection, graceful stop."""
+"""Wire a VisionEngine gRPC server: servicer, health (follows the engine's state), reflection, metrics, drain."""
 
 from __future__ import annotations
 
 from services.common.config import ModelEntry
-from services.common.grpc_server import EngineServer
+from services.common.engine_server import EngineOptions, EngineServer
+from services.common.metrics import VisionMetrics
 from services.common.pb.proxyvision.v1 import vision_engine_pb2, vision_engine_pb2_grpc
 
 from .captioner.engine import CaptionEngine
@@ -15,11 +16,11 @@ SERVICE_NAME = vision_engine_pb2.DESCRIPTOR.services_by_name["VisionEngine"].ful
 class VisionEngineServer(EngineServer):
     """The vision engine process: `start()` binds the port (0 picks a free one) and loads the model."""
 
-    def __init__(self, entry: ModelEntry, *, host: str, port: int, device: str, idle_unload_secs: int) -> None:
-        super().__init__(SERVICE_NAME, host=host, port=port)
+    def __init__(self, entry: ModelEntry, options: EngineOptions, *, idle_unload_secs: int) -> None:
+        super().__init__(SERVICE_NAME, options, VisionMetrics(entry.name))
         settings = entry.vision_proxy
         self.engine = CaptionEngine(
-            entry, device=device, idle_unload_secs=idle_unload_secs, cache_entries=settings.cache_max_entries,
-            cache_bytes=settings.cache_max_bytes, on_serving_change=self.report_serving,
+            entry, device=options.device, idle_unload_secs=idle_unload_secs, cache_entries=settings.cache_max_entries,
+            cache_bytes=settings.cache_max_bytes, on_serving_change=self.report_serving, metrics=self.metrics,
         )  # fmt: skip
         vision_engine_pb2_grpc.add_VisionEngineServicer_to_server(VisionEngineServicer(self.engine), self.server)

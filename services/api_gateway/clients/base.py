@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
 
-from services.common.errors import ProxyVisionError, from_grpc
+from services.common.errors import ProxyVisionError, ShuttingDownError, from_grpc
 from services.common.pb.proxyvision.v1 import common_pb2
 
 from .channels import check_health
@@ -37,6 +40,36 @@ class EngineClient:
         self._channel = channel
         self._stub = stub
         self.model = model
+        self._calls: set = set()  # streaming calls in flight
+        self._aborted: set = set()  # ... of which abort_calls() cancelled these
+
+    @asynccontextmanager
+    async def tracked(self, call) -> AsyncIterator[None]:
+        """Run a streaming `call` so that `abort_calls()` can end it with a ShuttingDownError; failures
+        of the call become our errors here."""
+        self._calls.add(call)
+        try:
+            yield
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc) from None
+        except asyncio.CancelledError:
+            # Only a cancel of ours (not of the task) turns into an error the stream can report.
+            if call in self._aborted:
+                raise ShuttingDownError("The gateway is shutting down; the request was aborted after the drain "
+                                        "grace period") from None  # fmt: skip
+            raise
+        finally:
+            self._calls.discard(call)
+            self._aborted.discard(call)
+            call.cancel()  # no-op once the call finished; frees the engine's slot otherwise
+
+    def abort_calls(self) -> int:
+        """Cancel every streaming call in flight (the drain grace is over); returns how many."""
+        calls = list(self._calls)
+        for call in calls:
+            self._aborted.add(call)
+            call.cancel()
+        return len(calls)
 
     async def model_info(self, timeout: float) -> EngineModelInfo:
         """GetModelInfo."""

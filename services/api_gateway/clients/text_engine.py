@@ -11,7 +11,7 @@ import grpc
 from services.common.grpc_server import REQUEST_ID_KEY
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 
-from .base import EngineClient, EngineModelInfo, translate
+from .base import EngineClient, EngineModelInfo
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ class TextEngine(Protocol):
 
     async def health(self, timeout: float) -> str: ...
 
+    def abort_calls(self) -> int: ...
+
 
 class TextEngineClient(EngineClient):
     """One text engine (one model)."""
@@ -83,7 +85,7 @@ class TextEngineClient(EngineClient):
         are raised as `services.common.errors` classes."""
         call = self._stub.Generate(_request(self.model, messages, params, request_id), timeout=timeout,
                                    metadata=((REQUEST_ID_KEY, request_id),))  # fmt: skip
-        try:
+        async with self.tracked(call):
             async for response in call:
                 if response.HasField("delta"):
                     yield TextDelta(response.delta.text)
@@ -91,10 +93,6 @@ class TextEngineClient(EngineClient):
                     f = response.finished
                     yield Finished(_FINISH.get(f.finish_reason, "error"), f.usage.prompt_tokens,
                                    f.usage.completion_tokens, f.error_message)  # fmt: skip
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc) from None
-        finally:
-            call.cancel()  # no-op once the call finished; frees the engine's slot otherwise
 
 
 def _request(model: str, messages: Sequence[ChatTurn], params: GenerationParams, request_id: str) -> pb.GenerateRequest:

@@ -10,7 +10,7 @@ import grpc
 from services.common.grpc_server import REQUEST_ID_KEY
 from services.common.pb.proxyvision.v1 import vision_engine_pb2 as pb, vision_engine_pb2_grpc
 
-from .base import EngineClient, translate
+from .base import EngineClient
 
 _DETAIL = {"low": pb.DETAIL_LOW, "high": pb.DETAIL_HIGH, "auto": pb.DETAIL_AUTO}
 
@@ -52,12 +52,8 @@ class VisionEngineClient(EngineClient):
                     for i in images],
         )  # fmt: skip
         call = self._stub.Describe(request, timeout=timeout, metadata=((REQUEST_ID_KEY, request_id),))
-        try:
+        async with self.tracked(call):
             async for response in call:
                 if response.HasField("done"):
                     d = response.done
                     yield Caption(d.image_index, d.caption, d.cached, d.elapsed_ms, d.image_tokens, d.caption_tokens)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc) from None
-        finally:
-            call.cancel()

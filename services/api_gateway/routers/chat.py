@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request
 
-from services.common.errors import RequestCancelledError
+from services.common.errors import RequestCancelledError, ShuttingDownError
 
 from ..dependencies import get_state, request_id
 from ..schemas.chat import ChatCompletion, ChatCompletionRequest
@@ -18,7 +18,7 @@ from ..state import GatewayState
 
 router = APIRouter(tags=["chat"])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 429, 500, 503, 504)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 500, 503, 504)}
 DISCONNECT_POLL_SECS = 0.5
 T = TypeVar("T")
 
@@ -29,7 +29,10 @@ async def create_chat_completion(
     rid: str = Depends(request_id),
 ):  # fmt: skip
     """OpenAI chat completions, streamed (SSE) or not; images are described by the vision engine."""
+    if state.drain.draining:
+        raise ShuttingDownError("The server is shutting down; retry in a moment (another replica will answer)")
     plan = await state.chat.plan(body)
+    request.state.model = plan.entry.name  # for the request metrics
     if body.stream:
         # Until the engine accepts (it may queue the request), nothing is sent: watch the client meanwhile.
         frames = await _unless_disconnected(request, state.chat.stream(plan, rid))

@@ -1,4 +1,8 @@
-"""GET /health (the gateway process is up) and GET /ready (every configured engine is SERVING)."""
+"""GET /health (the gateway process is up) and GET /ready (it can serve chats: not draining, every text
+engine SERVING).
+
+The vision engine is reported but not required: without it text chats still work and image requests get
+a clear 503 (the brief's degradation), so taking the gateway out of a load balancer would only hurt."""
 
 from __future__ import annotations
 
@@ -23,11 +27,12 @@ async def health() -> dict:
 
 @router.get("/ready")
 async def ready(state: GatewayState = Depends(get_state)) -> JSONResponse:
-    """Readiness: 200 when every engine (text and vision) answers SERVING, else 503 with each status."""
+    """Readiness: 200 when not draining and every text engine answers SERVING, else 503 with each status."""
     engines = state.registry.all_engines()
     statuses = await asyncio.gather(*(c.health(CHECK_TIMEOUT_SECS) for c in engines.values()))
     report = {name: status for name, status in zip(engines, statuses)}
-    ok = all(status == "SERVING" for status in statuses)
-    body = {"status": "ready" if ok else "not ready", "engines": report,
+    ok = not state.drain.draining and all(report[name] == "SERVING" for name in state.registry.text)
+    status = "draining" if state.drain.draining else ("ready" if ok else "not ready")
+    body = {"status": status, "engines": report,
             "vision": {"available": bool(state.vision.available), "reason": state.vision.reason or None}}  # fmt: skip
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -25,6 +25,7 @@ from services.common.errors import InternalError, InvalidRequestError, ProxyVisi
 
 from ..clients.text_engine import ChatTurn, Finished, GenerationParams, TextDelta, TextEngine
 from ..schemas.chat import ChatCompletionRequest
+from ..metrics import GatewayMetrics
 from . import sse
 from .registry import EngineRegistry
 from .vision_rewrite import PendingImages, ProxyVisionRewriter
@@ -41,6 +42,7 @@ class ChatPlan:
     client: TextEngine
     params: GenerationParams
     images: PendingImages | None
+    started: float  # time.monotonic() when the request was planned (for time to first token)
 
 
 class ChatService:
@@ -51,8 +53,9 @@ class ChatService:
 
     def __init__(self, registry: EngineRegistry, rewriter: ProxyVisionRewriter, timeout: float,
                  keepalive_secs: float = KEEPALIVE_SECS, first_event_wait_secs: float = FIRST_EVENT_WAIT_SECS,
-                 ) -> None:  # fmt: skip
+                 metrics: GatewayMetrics | None = None) -> None:  # fmt: skip
         self._registry = registry
+        self._metrics = metrics or GatewayMetrics()
         self._rewriter = rewriter
         self._timeout = timeout
         self._keepalive_secs = keepalive_secs
@@ -60,6 +63,7 @@ class ChatService:
 
     async def plan(self, request: ChatCompletionRequest) -> ChatPlan:
         """Refuse what we cannot serve, resolve the model, fetch and check images."""
+        started = time.monotonic()
         _refuse_unsupported(request)
         entry, client = self._registry.text_client(request.model)
         params = GenerationParams(
@@ -68,7 +72,7 @@ class ChatService:
             presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
         )  # fmt: skip
         images = await self._rewriter.prepare(request.messages)
-        return ChatPlan(request, entry, client, params, images)
+        return ChatPlan(request, entry, client, params, images, started)
 
     async def _turns(self, plan: ChatPlan, request_id: str) -> list[ChatTurn]:
         if plan.images is None:
@@ -138,6 +142,7 @@ class ChatService:
             event = first.result()
             if started is None:
                 yield _timing_comment(plan, (time.monotonic() - generation_started) * 1000)
+            self._metrics.ttft.labels(plan.entry.name).observe(time.monotonic() - plan.started)
             while True:
                 if isinstance(event, TextDelta):
                     if event.text:

@@ -41,3 +41,7 @@ class EngineRegistry:
         if self.vision is not None:
             engines[self.vision.model] = self.vision
         return engines
+
+    def abort_calls(self) -> int:
+        """Cancel every engine call in flight (end of a drain); their streams end with an error event."""
+        return sum(client.abort_calls() for client in self.all_engines().values())

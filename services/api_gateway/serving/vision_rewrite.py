@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 from services.common.config import ImageLimits
 from services.common.errors import (EngineUnavailableError, ImageUrlNotAccessibleError, InvalidRequestError,
-                                    TooManyImagesError)  # fmt: skip
+                                    ProxyVisionError, TooManyImagesError)  # fmt: skip
 from services.common.images import MIME_BY_FORMAT, decode_image
 
 from ..clients.text_engine import ChatTurn
 from ..clients.vision_engine import ImageToDescribe, VisionEngineClient
 from ..media.data_urls import decode_data_url
 from ..media.fetcher import NOT_ACCESSIBLE, ImageFetcher
+from ..metrics import GatewayMetrics
 from ..schemas.chat import ChatMessage, ImageURL
 from .vision_status import VisionBackend
 
@@ -82,11 +83,13 @@ class PendingImages:
 class ProxyVisionRewriter:
     """Finds, fetches and checks images; hands back what the vision engine must describe."""
 
-    def __init__(self, fetcher: ImageFetcher, backend: VisionBackend, limits: ImageLimits, timeout: float) -> None:
+    def __init__(self, fetcher: ImageFetcher, backend: VisionBackend, limits: ImageLimits, timeout: float,
+                 metrics: GatewayMetrics | None = None) -> None:  # fmt: skip
         self._fetcher = fetcher
         self._backend = backend
         self._limits = limits
         self._timeout = timeout
+        self._metrics = metrics or GatewayMetrics()
 
     async def prepare(self, messages: list[ChatMessage]) -> PendingImages | None:
         """None for text-only requests; else the checked images (raises our 4xx/503 errors)."""
@@ -114,7 +117,16 @@ class ProxyVisionRewriter:
 
     async def _load(self, image: ImageURL, param: str) -> ImageToDescribe:
         url = image.url.strip()
-        if url[:5].lower() == "data:":
+        is_data = url[:5].lower() == "data:"
+        self._metrics.images.labels("data" if is_data else "url").inc()
+        try:
+            return await self._load_checked(image, url, is_data, param)
+        except ProxyVisionError as error:
+            self._metrics.fetch_failures.labels(error.code or "invalid_image").inc()
+            raise
+
+    async def _load_checked(self, image: ImageURL, url: str, is_data: bool, param: str) -> ImageToDescribe:
+        if is_data:
             data, _ = decode_data_url(url, max_bytes=self._limits.max_image_bytes, param=param)
         elif url.split(":", 1)[0].lower() in ("http", "https"):
             data = (await self._fetcher.fetch(url, param=param)).data

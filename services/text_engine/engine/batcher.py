@@ -79,6 +79,13 @@ class ContinuousBatcher:
         """Why the loop died, if it did."""
         return self.manager.background_thread_status.fatal_error
 
+    def cache_usage(self) -> float:
+        """Fraction of the paged KV cache in use now (read from any thread: a gauge, not an invariant)."""
+        processor = self.manager.batch_processor
+        if processor is None:
+            return 0.0
+        return max(0.0, min(1.0, 1.0 - float(processor.cache.compute_free_capacity(relative=True))))
+
     def submit(
         self,
         request_id: str,

@@ -15,13 +15,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from services.common.config import ModelEntry
+from services.common.errors import OverloadedError, ProxyVisionError, ShuttingDownError
+from services.common.hf_models import MIB
 from services.common.lifecycle import ModelLifecycle, ModelState
+from services.common.metrics import EngineMetrics, ModelSnapshot
 
 from .admission import prepare_request
 from .batcher import ContinuousBatcher
 from .loader import LoadedModel, load_text_model
 from .stream import RequestStream
-from .types import GenerationEvent, GenerationRequest
+from .types import Finished, FinishReason, GenerationEvent, GenerationRequest, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,20 @@ class EngineInfo:
     stand_in_for: str
     error: str
     kv_cache_tokens: int
+    kv_cache_usage: float  # 0..1
+    kv_cache_bytes: int
+    max_queue: int
+    last_load_seconds: float
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """`params.mem` in bytes."""
+        return self.memory_budget_mib * MIB
+
+    @property
+    def memory_used_bytes(self) -> int:
+        """KV cache bytes holding tokens now."""
+        return int(self.kv_cache_usage * self.kv_cache_bytes)
 
 
 class InferenceEngine:
@@ -61,8 +78,11 @@ class InferenceEngine:
     CRASH_WINDOW_SECS = 60.0
 
     def __init__(self, entry: ModelEntry, *, device: str, idle_unload_secs: int,
-                 on_serving_change: Callable[[bool], None] = lambda serving: None) -> None:  # fmt: skip
+                 on_serving_change: Callable[[bool], None] = lambda serving: None,
+                 metrics: EngineMetrics | None = None) -> None:  # fmt: skip
         self.entry = entry
+        self.metrics = metrics or EngineMetrics(entry.name)
+        self.metrics.watch(self._snapshot)
         self._device = device
         self._idle_unload_secs = idle_unload_secs
         self.lifecycle: ModelLifecycle[TextRuntime] = ModelLifecycle(
@@ -71,6 +91,7 @@ class InferenceEngine:
         )  # fmt: skip
         self._slots = asyncio.Semaphore(entry.params.max_num_seqs)
         self._running = 0
+        self._waiting = 0  # for a slot (requests still loading the model or templating are not counted)
         self._streams: dict[str, RequestStream] = {}
         self._ids = itertools.count()
         self._watchdog_task: asyncio.Task | None = None
@@ -106,9 +127,9 @@ class InferenceEngine:
         budget = batcher.budget
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         log.info(
-            "Model %s ready%s in %.1fs: max_context=%d, KV cache %d tokens (%d blocks x %d, %d bytes/token)",
-            entry.name, note, time.monotonic() - started, loaded.max_context, budget.capacity_tokens,
-            budget.num_blocks, budget.page_size, budget.bytes_per_token,
+            "Model %s ready%s in %.1fs: max_context=%d, KV cache: %d blocks × %d tokens = %d tokens (mem=%d MiB, "
+            "%d bytes/token)", entry.name, note, time.monotonic() - started, loaded.max_context, budget.num_blocks,
+            budget.page_size, budget.capacity_tokens, params.mem, budget.bytes_per_token,
         )  # fmt: skip
         return TextRuntime(loaded, batcher)
 
@@ -143,11 +164,48 @@ class InferenceEngine:
     # Requests -------------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream the completion of one request. Raises our errors before the first event."""
+        started = time.monotonic()
+        status = "cancelled"  # what the caller's leaving (GeneratorExit/CancelledError) leaves in place
+        first = True
+        try:
+            async for event in self._generate(request):
+                if first and isinstance(event, TextDelta):
+                    self.metrics.ttft.labels(self.entry.name).observe(time.monotonic() - started)
+                    first = False
+                if isinstance(event, Finished):
+                    status = "error" if event.reason is FinishReason.ERROR else "ok"
+                    self.metrics.prompt_tokens.labels(self.entry.name).inc(event.prompt_tokens)
+                    self.metrics.generation_tokens.labels(self.entry.name).inc(event.completion_tokens)
+                yield event
+        except OverloadedError:
+            status = "overloaded"
+            raise
+        except ShuttingDownError:
+            status = "unavailable"
+            raise
+        except ProxyVisionError:
+            status = "rejected"
+            raise
+        finally:
+            self.metrics.count(status)
+            if status in ("ok", "error"):
+                self.metrics.latency.labels(self.entry.name).observe(time.monotonic() - started)
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         async with self.lifecycle.use() as runtime:
             prepared = await asyncio.to_thread(
                 prepare_request, request, runtime.loaded, self.entry, runtime.batcher.budget
             )
-            async with self._slots:
+            limit = self.entry.params.queue_limit
+            if self._slots.locked() and self._waiting >= limit:
+                raise OverloadedError(f"The engine serving {self.entry.name} is at capacity ({self._running} running, "
+                                      f"{self._waiting} waiting, max_queue={limit}); retry shortly")  # fmt: skip
+            self._waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+            try:
                 self._running += 1
                 key = f"{request.request_id}#{next(self._ids)}"
                 # The batcher may have been restarted while this request waited for a slot.
@@ -164,6 +222,13 @@ class InferenceEngine:
                         batcher.cancel(key)
                     del self._streams[key]
                     self._running -= 1
+            finally:
+                self._slots.release()
+
+    def abort_all(self, reason: str) -> None:
+        """End every running request with UNAVAILABLE (the drain grace is over)."""
+        for stream in list(self._streams.values()):
+            stream.abort(ShuttingDownError(reason))
 
     def info(self) -> EngineInfo:
         """Current state and load."""
@@ -176,14 +241,27 @@ class InferenceEngine:
             max_context=loaded.max_context if loaded else (self.entry.max_model_len or 0),
             memory_budget_mib=self.entry.params.mem,
             running=self._running,
-            waiting=self.lifecycle.active - self._running,
+            waiting=max(0, self.lifecycle.active - self._running),
             max_num_seqs=self.entry.params.max_num_seqs,
             dtype=str(loaded.dtype).removeprefix("torch.") if loaded else self.entry.params.dtype,
             device=str(loaded.device) if loaded else self._device,
             stand_in_for=loaded.stand_in_for if loaded else "",
             error=self.lifecycle.error,
             kv_cache_tokens=runtime.batcher.budget.capacity_tokens if runtime else 0,
+            kv_cache_usage=runtime.batcher.cache_usage() if runtime else 0.0,
+            kv_cache_bytes=runtime.batcher.budget.capacity_tokens * runtime.batcher.budget.bytes_per_token if runtime else 0,
+            max_queue=self.entry.params.queue_limit,
+            last_load_seconds=self.lifecycle.last_load_seconds,
         )
+
+    def _snapshot(self) -> ModelSnapshot:
+        info = self.info()
+        return ModelSnapshot(
+            state=info.state, running=info.running, waiting=info.waiting,
+            memory_budget_bytes=info.memory_budget_bytes, memory_used_bytes=info.memory_used_bytes,
+            last_load_seconds=info.last_load_seconds, kv_cache_usage_ratio=info.kv_cache_usage,
+            loads=self.lifecycle.loads, unloads=self.lifecycle.unloads,
+        )  # fmt: skip
 
     @property
     def serving(self) -> bool:

@@ -38,10 +38,14 @@ class RequestStream:
         """End the stream with an error (the batching loop died)."""
         self._outputs.put_nowait(message)
 
+    def abort(self, error: Exception) -> None:
+        """Make `events()` raise `error` (the engine is shutting down): the call ends with its status."""
+        self._outputs.put_nowait(error)
+
     def _latest(self, output):
         """Outputs carry the cumulative token list: when the reader fell behind, the newest one says it all
         (one delta instead of several: fewer messages to send exactly when the engine is busiest)."""
-        while not self._outputs.empty() and not isinstance(output, str):
+        while not self._outputs.empty() and not isinstance(output, (str, Exception)):
             output = self._outputs.get_nowait()
         return output
 
@@ -50,6 +54,8 @@ class RequestStream:
         prompt_tokens = len(self._prepared.prompt_ids)
         while True:
             output = self._latest(await self._outputs.get())
+            if isinstance(output, Exception):
+                raise output
             if isinstance(output, str):
                 self.engine_finished = True
                 yield Finished(FinishReason.ERROR, prompt_tokens, self._seen, output)

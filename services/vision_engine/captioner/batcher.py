@@ -83,6 +83,7 @@ class CaptionBatcher:
         self._queue: queue.Queue[CaptionJob | None] = queue.Queue()
         self._carry: CaptionJob | None = None  # a job that did not fit the last batch goes first next time
         self.running = 0
+        self.tokens_in_flight = 0  # prompt + image + caption tokens of the batch being captioned
         self.captioned = 0  # images that went through the model (cache hits never get here)
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=256)  # recent batches, for tests and metrics
         self._stopping = False
@@ -121,6 +122,7 @@ class CaptionBatcher:
             if not rows:
                 continue
             self.running = len(rows)
+            self.tokens_in_flight = sum(len(row.prompt_ids) + row.job.max_new_tokens for row in rows)
             self.batch_sizes.append(len(rows))
             self.captioned += len(rows)
             try:
@@ -133,6 +135,7 @@ class CaptionBatcher:
                         self._call(row.job.on_error, f"captioning failed: {exc}")
             finally:
                 self.running = 0
+                self.tokens_in_flight = 0
 
     def _next_batch(self) -> list[_Row]:
         first = self._carry or self._queue.get()

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from services.common.config import ModelEntry
-from services.common.errors import InternalError, InvalidRequestError
+from services.common.errors import InternalError, InvalidRequestError, OverloadedError, ProxyVisionError, ShuttingDownError
+from services.common.hf_models import MIB
 from services.common.images import decode_image
 from services.common.lifecycle import ModelLifecycle, ModelState
+from services.common.metrics import ModelSnapshot, VisionMetrics
 
 from .batcher import CaptionBatcher, CaptionJob
 from .cache import CacheKey, CaptionCache
@@ -69,14 +71,20 @@ class VisionEngineInfo:
     stand_in_for: str
     cache_entries: int
     cache_hits: int
+    memory_used_bytes: int
+    last_load_seconds: float
 
 
 class CaptionEngine:
     """Serves the proxy vision model entry of models.yaml."""
 
     def __init__(self, entry: ModelEntry, *, device: str, idle_unload_secs: int, cache_entries: int = 1024,
-                 cache_bytes: int = 8 * 1024 * 1024, on_serving_change: Callable[[bool], None] = lambda s: None) -> None:  # fmt: skip
+                 cache_bytes: int = 8 * 1024 * 1024, on_serving_change: Callable[[bool], None] = lambda s: None,
+                 metrics: VisionMetrics | None = None) -> None:  # fmt: skip
         self.entry = entry
+        self.metrics = metrics or VisionMetrics(entry.name)
+        self.metrics.watch(self._snapshot)
+        self._listeners: set[asyncio.Queue] = set()  # event queues of running requests (abort_all feeds them)
         self._device = device
         self._idle_unload_secs = idle_unload_secs
         self.board = FlightBoard(CaptionCache(cache_entries, cache_bytes))
@@ -106,11 +114,40 @@ class CaptionEngine:
         loaded = load_vision_model(entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,
                                    trust_remote_code=entry.trust_remote_code)  # fmt: skip
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
-        log.info("Vision model %s ready%s", entry.name, note)
-        return VisionRuntime(loaded, CaptionBatcher(loaded, params, self._loop))
+        batcher = CaptionBatcher(loaded, params, self._loop)
+        log.info("Vision model %s ready%s: batch budget %d tokens of prompt + image + caption (mem=%d MiB, "
+                 "%d bytes/token)", entry.name, note, batcher.token_budget, params.mem, loaded.kv_bytes_per_token)  # fmt: skip
+        return VisionRuntime(loaded, batcher)
 
     async def describe(self, job: DescribeJob) -> AsyncIterator[CaptionEvent]:
         """Stream captions of all images of `job`; per image, deltas then one CaptionDone."""
+        started = time.monotonic()
+        status, first = "cancelled", True
+        try:
+            async for event in self._describe(job):
+                if first:
+                    self.metrics.ttft.labels(self.entry.name).observe(time.monotonic() - started)
+                    first = False
+                yield event
+            status = "ok"
+        except OverloadedError:
+            status = "overloaded"
+            raise
+        except ShuttingDownError:
+            status = "unavailable"
+            raise
+        except InternalError:
+            status = "error"
+            raise
+        except ProxyVisionError:
+            status = "rejected"
+            raise
+        finally:
+            self.metrics.count(status)
+            if status == "ok":
+                self.metrics.latency.labels(self.entry.name).observe(time.monotonic() - started)
+
+    async def _describe(self, job: DescribeJob) -> AsyncIterator[CaptionEvent]:
         if not job.images:
             raise InvalidRequestError("no images to describe", param="images")
         started = time.monotonic()
@@ -121,6 +158,11 @@ class CaptionEngine:
         flights: list[Flight] = []
         pending = set(range(len(job.images)))
         async with self.lifecycle.use() as runtime:
+            limit = self.entry.params.queue_limit
+            if runtime.batcher.waiting >= limit:
+                raise OverloadedError(f"The vision engine is at capacity ({runtime.batcher.waiting} images waiting, "
+                                      f"max_queue={limit}); retry shortly")  # fmt: skip
+            self._listeners.add(events)
             try:
                 keys = [CacheKey.of(item.sha256 or hashlib.sha256(item.data).hexdigest(), item.detail,
                                     f"{instruction}\x00{max_tokens}", self.entry.name) for item in job.images]  # fmt: skip
@@ -130,8 +172,11 @@ class CaptionEngine:
                     if hit is None:
                         misses.append(index)
                     else:  # these bytes decoded fine when they were captioned: no need to decode them again
+                        self.metrics.cache_hits.labels(self.entry.name).inc()
                         events.put_nowait(CaptionDone(index, hit.text, hit.finish_reason, hit.image_tokens,
                                                       hit.caption_tokens, True, 0.0))  # fmt: skip
+                self.metrics.images.labels(self.entry.name).inc(len(keys))
+                self.metrics.cache_misses.labels(self.entry.name).inc(len(misses))
                 decoded = await asyncio.to_thread(self._decode, job, misses)
                 for index, image in zip(misses, decoded):
                     budget = self._image_budget(runtime, job.images[index].detail, image, max_tokens)
@@ -142,12 +187,15 @@ class CaptionEngine:
                     flights.append(flight)
                 while pending:
                     for event in _drain(await events.get(), events):
+                        if isinstance(event, ProxyVisionError):  # abort_all: the engine is shutting down
+                            raise event
                         if isinstance(event, CaptionFailed):
                             raise InternalError(f"Vision processing failed: {event}")
                         if isinstance(event, CaptionDone):
                             pending.discard(event.image_index)
                         yield event
             finally:
+                self._listeners.discard(events)
                 for flight in flights:
                     flight.unsubscribe(events)
         log.info("Vision processing completed in %.0fms (%d images)", (time.monotonic() - started) * 1000, len(job.images))
@@ -170,6 +218,11 @@ class CaptionEngine:
         runtime.batcher.submit(job)
         return job
 
+    def abort_all(self, reason: str) -> None:
+        """End every running request with UNAVAILABLE (the drain grace is over)."""
+        for events in list(self._listeners):
+            events.put_nowait(ShuttingDownError(reason))
+
     def info(self) -> VisionEngineInfo:
         """Current state and load."""
         runtime = self.lifecycle.resource
@@ -185,4 +238,14 @@ class CaptionEngine:
             stand_in_for=loaded.stand_in_for if loaded else "",
             cache_entries=len(self.board.cache),
             cache_hits=self.board.cache.hits,
+            memory_used_bytes=runtime.batcher.tokens_in_flight * loaded.kv_bytes_per_token if runtime else 0,
+            last_load_seconds=self.lifecycle.last_load_seconds,
         )
+
+    def _snapshot(self) -> ModelSnapshot:
+        info = self.info()
+        return ModelSnapshot(
+            state=info.state, running=info.running, waiting=info.waiting,
+            memory_budget_bytes=self.entry.params.mem * MIB, memory_used_bytes=info.memory_used_bytes,
+            last_load_seconds=info.last_load_seconds, loads=self.lifecycle.loads, unloads=self.lifecycle.unloads,
+        )  # fmt: skip

@@ -61,6 +61,9 @@ class FakeTextEngine:
     async def health(self, timeout: float) -> str:
         return self.status
 
+    def abort_calls(self) -> int:
+        return 0
+
 
 def finished(reason: str = "stop", prompt: int = 7, completion: int = 2, error: str = "") -> Finished:
     return Finished(reason, prompt, completion, error)

@@ -156,6 +156,7 @@ async def test_health_and_readiness(client, engines):
     engines[OTHER].status = "NOT_SERVING"
     not_ready = await client.get("/ready")
     assert not_ready.status_code == 503 and not_ready.json()["engines"][OTHER] == "NOT_SERVING"
+    assert not_ready.json()["status"] == "not ready"
 
 
 async def test_openapi_document_is_served(client):

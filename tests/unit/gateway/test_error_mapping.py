@@ -17,7 +17,7 @@ TABLE = [
     (S.INVALID_ARGUMENT, {"x-error-param": "stop"}, errors.InvalidRequestError, 400, "invalid_request_error", None, "stop"),
     (S.NOT_FOUND, {}, errors.ModelNotFoundError, 404, "invalid_request_error", "model_not_found", None),
     (S.UNAVAILABLE, {}, errors.EngineUnavailableError, 503, "server_error", "engine_unavailable", None),
-    (S.RESOURCE_EXHAUSTED, {}, errors.OverloadedError, 429, "rate_limit_error", "engine_overloaded", None),
+    (S.RESOURCE_EXHAUSTED, {}, errors.OverloadedError, 503, "server_error", "server_overloaded", None),
     (S.DEADLINE_EXCEEDED, {}, errors.DeadlineExceededError, 504, "timeout_error", "timeout", None),
     (S.INTERNAL, {}, errors.InternalError, 500, "server_error", None, None),
     (S.UNKNOWN, {}, errors.InternalError, 500, "server_error", None, None),  # anything unlisted

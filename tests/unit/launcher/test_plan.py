@@ -98,10 +98,18 @@ def test_endpoints_in_the_file_are_overridden_and_text_models_come_first():
         {"name": "a", "hf_id": "o/a"},
         {"name": "b", "hf_id": "o/b", "endpoint": "elsewhere:2"},
     ]})  # fmt: skip
-    plan = plan_stack(config, StackOptions(engine_port_base=6000, port=7000), "r.yaml")
-    assert [(s.name, s.port) for s in plan.processes] == [
-        ("text_engine[a]", 6000), ("text_engine[b]", 6001), ("vision_engine[v]", 6002), ("api_gateway", 7000)]  # fmt: skip
+    plan = plan_stack(config, StackOptions(engine_port_base=6000, port=8000), "r.yaml")
+    assert [(s.name, s.port, s.metrics_port) for s in plan.processes] == [
+        ("text_engine[a]", 6000, 7000), ("text_engine[b]", 6001, 7001), ("vision_engine[v]", 6002, 7002),
+        ("api_gateway", 8000, None)]  # fmt: skip
+    assert all("--metrics-port" in s.argv and "--drain-grace-secs" in s.argv for s in plan.processes[:3])
     assert {m.name: m.endpoint for m in plan.config.models} == {"v": "127.0.0.1:6002", "a": "127.0.0.1:6000", "b": "127.0.0.1:6001"}
+
+
+def test_the_gateway_port_may_not_be_an_engine_metrics_port():
+    config = parse_models_config({"models": [{"name": "a", "hf_id": "o/a"}]})
+    with pytest.raises(ValueError, match="--port 7000 is also the port of a \\(metrics\\)"):
+        plan_stack(config, StackOptions(engine_port_base=6000, port=7000), "r.yaml")
 
 
 def test_without_a_vision_engine_the_vision_model_is_left_out(brief_file):
@@ -112,7 +120,7 @@ def test_without_a_vision_engine_the_vision_model_is_left_out(brief_file):
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    (StackOptions(port=50051), "--port 50051 is also the engine port of ministral-3-3b-reasoning"),
+    (StackOptions(port=50051), "--port 50051 is also the port of ministral-3-3b-reasoning"),
     (StackOptions(port=0), "port 0 of --port"),
     (StackOptions(engine_port_base=65535), f"port 65536 of {VISION}"),
 ])  # fmt: skip
@@ -148,7 +156,7 @@ def test_bad_config_exits_2_with_the_message(tmp_path, capsys):
     assert main(["--models-config", str(bad), "--m", "org/model"]) == 2
     assert "either --models-config or --m" in capsys.readouterr().err
     assert main(["--m", "org/model", "--port", "50051"]) == 2
-    assert "also the engine port" in capsys.readouterr().err
+    assert "also the port of" in capsys.readouterr().err
 
 
 def test_a_taken_port_fails_fast_naming_it(brief_file, capsys):

@@ -1,0 +1,91 @@
+"""A running engine process: the gRPC server, the metrics exporter and the engine, started and drained together.
+
+Both engines subclass `EngineServer`; an engine object provides `start()`, `stop()`, `lifecycle` (the
+shared ModelLifecycle) and `abort_all(reason)` (end the requests still running with UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from .grpc_server import create_grpc_server
+from .metrics import EngineMetrics, start_metrics_server
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an engine process serves (CLI > env > defaults, resolved in `engine_main`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 picks a free port
+    device: str = "auto"
+    metrics_port: int | None = None  # None: no exporter; 0: a free port
+    drain_grace_secs: float = 30.0
+    max_connection_age_ms: int = 0  # 0: connections never age out
+
+
+class EngineServer:
+    """gRPC server + engine + metrics exporter.
+
+    `start()` binds the port, serves health (NOT_SERVING while loading) and reflection at once, then
+    loads the model; the engine reports SERVING / NOT_SERVING through `report_serving`.
+    `drain()` is the SIGTERM path: NOT_SERVING, refuse new calls, let running ones finish for the
+    grace period, end the rest with UNAVAILABLE, stop.
+    """
+
+    def __init__(self, service_full_name: str, options: EngineOptions, metrics: EngineMetrics) -> None:
+        self.options = options
+        self.metrics = metrics
+        self.server, self._health = create_grpc_server([service_full_name], max_connection_age_ms=options.max_connection_age_ms)
+        self._pending: set = set()
+        self.port = self.server.add_insecure_port(f"{options.host}:{options.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {options.host}:{options.port} (in use?)")
+        self.address = f"{options.host}:{self.port}"
+        self.metrics_port: int | None = None
+        self._metrics_server = None
+        self.engine = None
+
+    def report_serving(self, serving: bool) -> None:
+        """Callback for the engine: set the health status (from the event loop)."""
+        if serving and self.engine is not None and self.engine.lifecycle.draining:
+            return  # a load that finishes during a drain must not turn health back on
+        task = asyncio.get_running_loop().create_task(self._health.set(serving))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def start(self) -> None:
+        """Serve, export metrics, then load."""
+        await self._health.set(False)
+        await self.server.start()
+        if self.options.metrics_port is not None:
+            self._metrics_server, self.metrics_port = start_metrics_server(
+                self.metrics.registry, self.options.host, self.options.metrics_port
+            )
+        await self.engine.start()
+
+    async def drain(self) -> None:
+        """Stop taking work, let running requests finish within the grace period, abort the rest, stop."""
+        grace = self.options.drain_grace_secs
+        lifecycle = self.engine.lifecycle
+        log.info("Draining: %d request(s) in flight, grace %.0fs", lifecycle.active, grace)
+        await self._health.set(False)
+        lifecycle.begin_drain()
+        if not await lifecycle.wait_idle(grace):
+            log.warning("Drain grace of %.0fs over: aborting %d request(s)", grace, lifecycle.active)
+            self.engine.abort_all("The engine is shutting down; the request was aborted after the drain grace period")
+            await lifecycle.wait_idle(5.0)  # the aborted calls send their status
+        await self.stop(grace=1.0)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Refuse new calls, let running ones finish for `grace` seconds, then free the model."""
+        await self._health.set(False)
+        await self.server.stop(grace)
+        await self.engine.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
