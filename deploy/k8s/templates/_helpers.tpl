@@ -1,0 +1,249 @@
+{{/* Names, labels and the per-engine settings every template shares. */}}
+
+{{- define "proxyvision.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: <release>-proxyvision, or the release name when it already says proxyvision. */}}
+{{- define "proxyvision.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "proxyvision.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "proxyvision.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "proxyvision.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "proxyvision.labels" -}}
+helm.sh/chart: {{ include "proxyvision.chart" . }}
+{{ include "proxyvision.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: proxyvision
+{{- end }}
+
+{{/* Pod labels: no chart or app version, so a chart bump alone does not restart (and reload) engines. */}}
+{{- define "proxyvision.podLabels" -}}
+{{ include "proxyvision.selectorLabels" . }}
+app.kubernetes.io/part-of: proxyvision
+{{- end }}
+
+{{- define "proxyvision.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "proxyvision.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "proxyvision.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "proxyvision.configMapName" -}}
+{{- printf "%s-config" (include "proxyvision.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "proxyvision.modelCacheClaimName" -}}
+{{- if eq .Values.modelCache.type "existingClaim" }}
+{{- required "modelCache.existingClaim is required when modelCache.type is existingClaim" .Values.modelCache.existingClaim }}
+{{- else }}
+{{- printf "%s-model-cache" (include "proxyvision.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Where every service reads models.yaml (the ConfigMap's mount). */}}
+{{- define "proxyvision.configDir" -}}/etc/proxyvision{{- end }}
+{{- define "proxyvision.configPath" -}}{{ include "proxyvision.configDir" . }}/models.yaml{{- end }}
+
+{{/* Pods get the preStop pause, the drain and a margin for the process to exit (and free the GPU). */}}
+{{- define "proxyvision.terminationGracePeriodSeconds" -}}
+{{- add (int64 .Values.preStopSleepSeconds) (int64 .Values.drainGraceSeconds) 15 }}
+{{- end }}
+
+{{/*
+A model name as a DNS label part: lower case, runs of other characters as "-".
+*/}}
+{{- define "proxyvision.slug" -}}
+{{- regexReplaceAll "[^a-z0-9]+" (lower .) "-" | trimAll "-" }}
+{{- end }}
+
+{{/*
+The name of an engine's Deployment, Service, PDB and HPA: <fullname>-<text|vision>-<model slug>, at most
+63 characters (Service names are DNS labels); longer ones keep 54 characters and a hash of the whole.
+*/}}
+{{- define "proxyvision.engineName" -}}
+{{- $root := index . 0 }}
+{{- $full := printf "%s-%s-%s" (include "proxyvision.fullname" $root) (index . 1) (index . 2) }}
+{{- if le (len $full) 63 }}
+{{- $full }}
+{{- else }}
+{{- printf "%s-%s" ($full | trunc 54 | trimSuffix "-") ($full | sha256sum | trunc 8) }}
+{{- end }}
+{{- end }}
+
+{{/*
+engineDefaults with engines.<model> on top: an override key replaces the default; maps are merged one
+level deep (so `resources: {requests: ...}` keeps the default GPU limit). Returns JSON.
+*/}}
+{{- define "proxyvision.engineSettings" -}}
+{{- $root := index . 0 }}
+{{- $out := deepCopy $root.Values.engineDefaults }}
+{{- $override := index $root.Values.engines (index . 1) | default dict }}
+{{- range $key, $value := $override }}
+{{- if and (kindIs "map" $value) (kindIs "map" (index $out $key)) }}
+{{- $merged := deepCopy (index $out $key) }}
+{{- range $k, $v := $value }}
+{{- $_ := set $merged $k $v }}
+{{- end }}
+{{- $_ := set $out $key $merged }}
+{{- else }}
+{{- $_ := set $out $key $value }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
+Every engine the release runs, as JSON {"engines": [...]}: per model its kind (text or vision), resource
+name, gRPC port, in-cluster address (dns:///<headless service>.<namespace>.svc.<domain>:<port>: the
+gateway resolves every ready pod and balances over them) and merged settings. Fails on a mistake the
+schema cannot see.
+*/}}
+{{- define "proxyvision.engines" -}}
+{{- $root := . }}
+{{- $engines := list }}
+{{- $names := list }}
+{{- $modelNames := list }}
+{{- range $entry := .Values.modelsConfig.models }}
+{{- $vision := eq (dig "capabilities" "vision_mode" "disabled" $entry) "proxy" }}
+{{- $kind := ternary "vision" "text" $vision }}
+{{- $slug := include "proxyvision.slug" $entry.name }}
+{{- if not $slug }}
+{{- fail (printf "modelsConfig.models: the name %q has no letter or digit to name its engine after" $entry.name) }}
+{{- end }}
+{{- $name := include "proxyvision.engineName" (list $root $kind $slug) }}
+{{- if has $name $names }}
+{{- fail (printf "modelsConfig.models: %q gives the engine name %s that another model already has; rename one" $entry.name $name) }}
+{{- end }}
+{{- $port := int64 (ternary $root.Values.ports.visionEngine $root.Values.ports.textEngine $vision) }}
+{{- $address := printf "dns:///%s.%s.svc.%s:%d" $name $root.Release.Namespace $root.Values.clusterDomain $port }}
+{{- $settings := include "proxyvision.engineSettings" (list $root $entry.name) | fromJson }}
+{{- $autoscaling := $settings.autoscaling }}
+{{- if and $autoscaling.enabled (not $autoscaling.metrics) (not (dig "requests" "cpu" "" $settings.resources)) }}
+{{- fail (printf "engines.%s.autoscaling: the default CPU-utilization target needs resources.requests.cpu; set one, or give autoscaling.metrics" $entry.name) }}
+{{- end }}
+{{- $engines = append $engines (dict "model" $entry.name "kind" $kind "name" $name "port" $port "address" $address "entry" $entry "settings" $settings) }}
+{{- $names = append $names $name }}
+{{- $modelNames = append $modelNames $entry.name }}
+{{- end }}
+{{- range $model, $_ := .Values.engines }}
+{{- if not (has $model $modelNames) }}
+{{- fail (printf "engines.%s: there is no model named %q in modelsConfig.models" $model $model) }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "engines" $engines) }}
+{{- end }}
+
+{{- define "proxyvision.engineLabels" -}}
+app.kubernetes.io/component: {{ .kind }}-engine
+proxyvision.io/engine: {{ .name }}
+{{- end }}
+
+{{/* The models.yaml every service reads: modelsConfig with each model's endpoint filled in. */}}
+{{- define "proxyvision.modelsYaml" -}}
+{{- $engines := (include "proxyvision.engines" . | fromJson).engines }}
+{{- $models := list }}
+{{- range $engine := $engines }}
+{{- $models = append $models (merge (dict "endpoint" $engine.address) $engine.entry) }}
+{{- end }}
+{{- $config := merge (dict "models" $models) (omit .Values.modelsConfig "models") }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* Volumes and mounts every pod has: the config, a writable /tmp. */}}
+{{- define "proxyvision.commonVolumes" -}}
+- name: config
+  configMap:
+    name: {{ include "proxyvision.configMapName" . }}
+- name: tmp
+  emptyDir: {}
+{{- end }}
+
+{{- define "proxyvision.commonVolumeMounts" -}}
+- name: config
+  mountPath: {{ include "proxyvision.configDir" . }}
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{- define "proxyvision.modelCacheVolume" -}}
+- name: model-cache
+{{- if eq .Values.modelCache.type "emptyDir" }}
+  emptyDir:
+    {{- with .Values.modelCache.sizeLimit }}
+    sizeLimit: {{ . }}
+    {{- end }}
+{{- else }}
+  persistentVolumeClaim:
+    claimName: {{ include "proxyvision.modelCacheClaimName" . }}
+{{- end }}
+{{- end }}
+
+{{/* Environment every service shares. */}}
+{{- define "proxyvision.commonEnv" -}}
+- name: PROXYVISION_DRAIN_GRACE_SECS
+  value: {{ int64 .Values.drainGraceSeconds | quote }}
+- name: LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+- name: PYTHONUNBUFFERED
+  value: "1"
+- name: HOME
+  value: /tmp
+{{- end }}
+
+{{/* A probe from its settings (periodSeconds, failureThreshold, timeoutSeconds) and its check. */}}
+{{- define "proxyvision.probeTiming" -}}
+periodSeconds: {{ int64 .periodSeconds }}
+failureThreshold: {{ int64 .failureThreshold }}
+timeoutSeconds: {{ int64 .timeoutSeconds }}
+{{- end }}
+
+{{/* An autoscaling/v2 HPA spec body for `target` (a Deployment name) and its settings. */}}
+{{- define "proxyvision.hpaSpec" -}}
+scaleTargetRef:
+  apiVersion: apps/v1
+  kind: Deployment
+  name: {{ .target }}
+minReplicas: {{ int64 .settings.minReplicas }}
+maxReplicas: {{ int64 .settings.maxReplicas }}
+metrics:
+{{- if .settings.metrics }}
+  {{- toYaml .settings.metrics | nindent 2 }}
+{{- else }}
+  - type: Resource
+    resource:
+      name: cpu
+      target:
+        type: Utilization
+        averageUtilization: {{ int64 .settings.targetCPUUtilizationPercentage }}
+{{- end }}
+{{- with .settings.behavior }}
+behavior:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
