@@ -75,7 +75,6 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)
-    if ui_server:
-        app.include_router(ui.router)
+    ui.install(app, enabled=ui_server)
     app.add_middleware(RequestIdMiddleware, metrics=metrics, drain=drain)
     return app

@@ -1,0 +1,78 @@
+// One streamed answer: feeds the stream's events into the assistant message object, which the view renders
+// and the store saves. No DOM here.
+
+import { ApiError, streamChat } from "./api.js";
+import { parseTiming } from "./sse.js";
+
+/**
+ * A new assistant message for a request carrying `imageCount` images. Its `phase` drives the status
+ * line: "describing" while images are on their way through the vision model (the request has images and
+ * no token has arrived), "waiting" for a text-only request before its first token, then "writing".
+ */
+export function newAssistantMessage(model, imageCount) {
+  return {
+    role: "assistant", model, content: "", reasoning: "", status: "streaming",
+    phase: imageCount > 0 ? "describing" : "waiting", imageCount,
+    error: null, meta: { usage: null, finishReason: null, timing: null, ttftMs: null, totalMs: null },
+  };
+}
+
+/**
+ * Stream `body` into `message`, calling `onUpdate()` after every change. Resolves when the answer is
+ * complete, stopped (`signal` aborted) or failed; never rejects: the outcome is in `message.status`.
+ */
+export async function runCompletion(message, body, { apiKey, signal, onUpdate }) {
+  const started = performance.now();
+  let firstTokenAt = null;
+  try {
+    for await (const { comment, chunk } of streamChat(body, { apiKey, signal })) {
+      if (comment !== undefined) {
+        if (comment.startsWith("timing ")) message.meta.timing = parseTiming(comment);
+        continue; // keep-alives only say the server is still at work; the phase already says so
+      }
+      if (chunk.usage) message.meta.usage = chunk.usage;
+      const choice = chunk.choices?.[0];
+      if (!choice) {
+        onUpdate();
+        continue;
+      }
+      const delta = choice.delta || {};
+      // Some servers send reasoning in its own field; ours sends it inline as [THINK]...[/THINK].
+      const reasoning = delta.reasoning_content || delta.reasoning || "";
+      if (delta.content || reasoning) {
+        if (firstTokenAt === null) firstTokenAt = performance.now();
+        message.content += delta.content || "";
+        message.reasoning += reasoning;
+        message.phase = "writing";
+      }
+      if (choice.finish_reason) message.meta.finishReason = choice.finish_reason;
+      onUpdate();
+    }
+    message.status = "done";
+  } catch (error) {
+    if (signal.aborted) {
+      message.status = "stopped";
+    } else {
+      message.status = "error";
+      message.error = describeError(error);
+    }
+  } finally {
+    const ended = performance.now();
+    message.meta.totalMs = ended - started;
+    message.meta.ttftMs = firstTokenAt === null ? null : firstTokenAt - started;
+    message.meta.decodeMs = firstTokenAt === null ? null : ended - firstTokenAt;
+    message.phase = "finished";
+    onUpdate();
+  }
+}
+
+/** A plain object (it is saved with the conversation) describing what went wrong. */
+export function describeError(error) {
+  if (error instanceof ApiError) {
+    return { message: error.message, status: error.status, type: error.type, code: error.code, param: error.param };
+  }
+  if (error instanceof TypeError) { // fetch() reports network failures as TypeError
+    return { message: `Could not reach the server (${error.message})`, status: null, type: "network_error", code: null };
+  }
+  return { message: String(error?.message || error), status: null, type: "client_error", code: null };
+}
