@@ -1,0 +1,391 @@
+"""The web UI (`--ui-server`) in Debian's Chromium, driven by Playwright.
+
+Against real services with the tiny models: the page loads from the gateway alone, streams a text
+answer, sends attached images (file, drag and drop, paste, URL) and shows the "describing" state, and
+Stop frees the engine's slot. Against the real gateway over the scripted fake engine (exact replies):
+untrusted model output renders as text, markdown and reasoning render, API errors read clearly, and the
+page works at phone width in dark mode by keyboard. Screenshots go to test-artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+from playwright.sync_api import Page, expect
+
+from tests.conftest import TEXT_MODEL
+from tests.support.browser import PageWatch, chromium, new_page, origin, screenshot
+from tests.support.fake_text_engine import STAND_IN
+from tests.support.http_servers import ScriptedServer, send_bytes
+from tests.support.images import png
+from tests.support.processes import free_port, start_service, wait_grpc_serving
+
+from .stack import make_stack, wait_http, wait_until
+from .test_text_chat import engine_running
+
+pytestmark = pytest.mark.e2e
+SLOW = 60_000  # ms: the tiny models on a busy 2-core machine
+
+
+def picture() -> bytes:
+    """A small landscape (sky, sun, hills), so screenshots show something recognisable."""
+    image = Image.new("RGB", (320, 220), (135, 190, 235))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((220, 25, 280, 85), fill=(255, 210, 60))
+    draw.polygon([(0, 220), (0, 150), (90, 100), (190, 160), (320, 110), (320, 220)], fill=(70, 150, 80))
+    draw.polygon([(0, 220), (0, 185), (140, 150), (320, 200), (320, 220)], fill=(45, 115, 60))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+PICTURE = picture()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def images_server():
+    """Serves /slow.png: at once to the browser (its thumbnail), but to the gateway only once the test
+    releases it, so the "describing" state lasts as long as the test needs to see it."""
+    release = threading.Event()
+
+    def slow(handler) -> None:
+        if "Chrome" not in handler.headers.get("User-Agent", ""):
+            release.wait(30)
+        send_bytes(PICTURE, "image/png")(handler)
+
+    server = ScriptedServer({"/slow.png": slow})
+    server.release = release
+    yield server
+    release.set()
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_models, tmp_path_factory):
+    """Text engine, vision engine and gateway (with --ui-server) on the tiny models."""
+    images = {"allow_private_networks": ["127.0.0.0/8"], "fetch_timeout_secs": 30}
+    s = make_stack(tmp_path_factory.mktemp("web_ui"), tiny_models, vision=True, gateway_extra={"images": images})
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_gateway(tmp_path_factory):
+    """The real gateway process (with --ui-server, no vision model) over the scripted fake text engine
+    in a process of its own: exact replies, and failures on cue."""
+    tmp = tmp_path_factory.mktemp("web_ui_fake")
+    engine_port, gateway_port = free_port(), free_port()
+    engine = start_service("tests.support.fake_text_engine", ["--port", str(engine_port)], engine_port, tmp)
+    config = tmp / "models.yaml"
+    config.write_text(yaml.safe_dump({"models": [{"name": TEXT_MODEL, "hf_id": STAND_IN, "endpoint": engine.address}]}))
+    gateway = None
+    try:
+        wait_grpc_serving(engine, timeout=30)
+        gateway = start_service("services.api_gateway", ["--models-config", str(config), "--port", str(gateway_port),
+                                                         "--ui-server"], gateway_port, tmp)  # fmt: skip
+        wait_http(f"http://127.0.0.1:{gateway_port}/health", gateway)
+        yield f"http://127.0.0.1:{gateway_port}"
+    finally:
+        for service in (gateway, engine):
+            if service is not None:
+                service.stop()
+
+
+def open_ui(browser, base_url: str, **context_options) -> tuple[Page, PageWatch]:
+    page, watch = new_page(browser, **context_options)
+    page.goto(f"{base_url}/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")  # the model list has loaded
+    return page, watch
+
+
+def configure(page: Page, *, max_tokens: int | None = None, temperature: float | None = None) -> None:
+    """Set generation settings through the settings dialog."""
+    page.get_by_role("button", name="Settings").click()
+    dialog = page.get_by_role("dialog", name="Settings")
+    if max_tokens is not None:
+        dialog.get_by_label("Max tokens").fill(str(max_tokens))
+    if temperature is not None:
+        dialog.get_by_label("Temperature").fill(str(temperature))
+    dialog.get_by_role("button", name="Done").click()
+    expect(dialog).to_be_hidden()
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_label("Message", exact=True).press("Enter")
+
+
+def last_answer(page: Page):
+    return page.locator("article.assistant").last
+
+
+def image_parts(request_body: dict) -> list[dict]:
+    return [part for message in request_body["messages"] if isinstance(message["content"], list)
+            for part in message["content"] if part["type"] == "image_url"]  # fmt: skip
+
+
+# --- real services, tiny models -------------------------------------------------------------------------
+
+
+def test_page_loads_from_the_gateway_alone_and_streams_a_text_answer(browser, stack):
+    page, watch = open_ui(browser, stack.base_url)
+    picker = page.get_by_label("Model")
+    expect(picker).to_have_value(TEXT_MODEL)  # the default model, preselected
+    expect(picker.locator("option")).to_have_count(1)  # the vision model is not a chat model
+    expect(picker.locator("option")).to_have_text(f"{TEXT_MODEL} (tiny stand-in)")
+    # Everything, vendored libraries included, came from the gateway: the page works offline.
+    assert watch.off_origin(stack.base_url) == []
+    assert any(url.endswith("/ui/vendor/marked/marked.esm.js") for url in watch.requests)
+    assert any(url.endswith("/ui/vendor/highlight/highlight.min.js") for url in watch.requests)
+
+    configure(page, max_tokens=24, temperature=0)  # greedy: the tiny model runs to max_tokens
+    with page.expect_response("**/v1/chat/completions") as response_info:
+        send(page, "Hello, how are you?")
+    response = response_info.value
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.request.post_data_json["stream"] is True and response.request.post_data_json["max_tokens"] == 24
+    expect(page.locator("article.user")).to_have_text("Hello, how are you?")
+    answer = last_answer(page)
+    expect(answer).to_have_attribute("data-state", "done", timeout=SLOW)
+    expect(answer.locator(".content")).not_to_be_empty()
+    expect(answer.locator(".meta .usage")).to_contain_text("+ 24 completion tokens")
+    expect(answer.locator(".meta .finish")).to_have_text("cut at max tokens")
+    expect(answer.locator(".meta .time")).to_contain_text("first token")
+    screenshot(page, "text-answer")
+
+    # The conversation is kept in the browser: it survives a reload, then new chat and clear.
+    page.reload()
+    expect(page.locator("article.user")).to_have_text("Hello, how are you?")
+    expect(last_answer(page)).to_have_attribute("data-state", "done")
+    page.get_by_role("button", name="+ New chat").click()
+    expect(page.locator("article")).to_have_count(0)
+    expect(page.get_by_role("heading", name="What can I help with?")).to_be_visible()
+    page.get_by_role("button", name="Hello, how are you?", exact=True).click()  # back to it, from the history list
+    expect(page.locator("article.user")).to_have_text("Hello, how are you?")
+    page.get_by_role("button", name="Clear all chats").click()  # confirm() is accepted by the watch
+    expect(page.locator("article")).to_have_count(0)
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("article")).to_have_count(0)
+    assert watch.dialogs == ["confirm: Delete all chats stored in this browser?"]
+    assert watch.off_origin(stack.base_url) == []
+    watch.assert_quiet()
+
+
+def test_attach_by_file_drop_and_paste_then_send_an_image(browser, stack):
+    page, watch = open_ui(browser, stack.base_url)
+    configure(page, max_tokens=16, temperature=0)
+    page.locator("#file-input").set_input_files([
+        {"name": "landscape.png", "mimeType": "image/png", "buffer": PICTURE},
+        {"name": "red.png", "mimeType": "image/png", "buffer": png()},
+    ])  # fmt: skip
+    thumbs = page.locator("#attachments figure")
+    expect(thumbs).to_have_count(2)
+    expect(thumbs.locator("img").first).to_have_attribute("src", f"data:image/png;base64,{base64.b64encode(PICTURE).decode()}")
+
+    # Drag and drop, and paste, of image files (the events a real drop or Ctrl+V would fire).
+    page.evaluate("""([name, b64]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const transfer = () => { const dt = new DataTransfer(); dt.items.add(new File([bytes], name, {type: "image/png"})); return dt; };
+        window.dropTransfer = transfer();
+        document.querySelector("#prompt").dispatchEvent(
+            new ClipboardEvent("paste", {clipboardData: transfer(), bubbles: true, cancelable: true}));
+    }""", ["dropped.png", base64.b64encode(png((0, 0, 255))).decode()])  # fmt: skip
+    expect(thumbs).to_have_count(3)
+    drop = page.evaluate_handle("window.dropTransfer")
+    page.dispatch_event("#messages", "dragenter", {"dataTransfer": drop})
+    expect(page.locator("#drop-overlay")).to_be_visible()
+    page.dispatch_event("#messages", "drop", {"dataTransfer": drop})
+    expect(page.locator("#drop-overlay")).to_be_hidden()
+    expect(thumbs).to_have_count(4)
+    expect(thumbs.locator("figcaption")).to_have_text(["landscape.png", "red.png", "dropped.png", "dropped.png"])
+
+    # Remove buttons, by keyboard: focus stays in the list.
+    for name in ("red.png", "dropped.png", "dropped.png"):
+        page.get_by_role("button", name=f"Remove {name}").first.focus()
+        page.keyboard.press("Enter")
+    expect(thumbs).to_have_count(1)
+    page.get_by_label("Image detail").select_option("low")
+
+    with page.expect_request("**/v1/chat/completions") as request_info:
+        send(page, "What is in this picture?")
+    parts = image_parts(request_info.value.post_data_json)
+    assert [p["image_url"]["detail"] for p in parts] == ["low"]
+    assert parts[0]["image_url"]["url"] == f"data:image/png;base64,{base64.b64encode(PICTURE).decode()}"
+    expect(thumbs).to_have_count(0)  # handed over to the message
+    expect(page.locator("article.user img")).to_have_attribute("alt", "landscape.png")
+    answer = last_answer(page)
+    expect(answer).to_have_attribute("data-state", "done", timeout=SLOW)
+    expect(answer.locator(".content")).not_to_be_empty()
+    expect(answer.locator(".meta .timing")).to_contain_text("vision")  # from the gateway's timing comment
+    stack.gateway.wait_for_log("Processing multimodal request with 1 images")
+    screenshot(page, "image-answer")
+    assert watch.off_origin(stack.base_url) == []
+    watch.assert_quiet()
+
+
+def test_image_url_shows_describing_state_until_the_first_token(browser, stack, images_server):
+    page, watch = open_ui(browser, stack.base_url)
+    configure(page, max_tokens=8, temperature=0)
+    url = f"{images_server.base}/slow.png"
+    page.get_by_role("button", name="Attach an image by URL").click()
+    page.get_by_label("Image URL").fill("not a url")
+    page.get_by_label("Image URL").press("Enter")
+    expect(page.locator("#notice")).to_contain_text("An image URL starts with")
+    page.get_by_label("Image URL").fill(url)
+    page.get_by_label("Image URL").press("Enter")
+    expect(page.locator("#attachments img")).to_have_attribute("src", url)
+
+    with page.expect_request("**/v1/chat/completions") as request_info:
+        send(page, "Describe it")
+    assert image_parts(request_info.value.post_data_json)[0]["image_url"]["url"] == url
+    answer = last_answer(page)
+    # The gateway is fetching the image (held by the server): the UI says what is going on.
+    expect(answer.locator(".status")).to_have_text("Describing 1 image…")
+    expect(answer).to_have_attribute("data-phase", "describing")
+    expect(answer.locator(".content")).to_be_empty()
+    screenshot(page, "describing")
+    images_server.release.set()
+    expect(answer).to_have_attribute("data-state", "done", timeout=SLOW)
+    expect(answer.locator(".status")).to_be_hidden()
+    expect(answer.locator(".meta .timing")).to_contain_text("fetch")
+    # Only the thumbnail left the gateway's origin, to the image's own (loopback) server.
+    assert watch.off_origin(stack.base_url) == [url]
+    watch.assert_quiet()
+
+
+def test_stop_aborts_the_stream_and_frees_the_engine_slot(browser, stack):
+    page, watch = open_ui(browser, stack.base_url)
+    configure(page, max_tokens=3000, temperature=0)  # far longer than the test takes
+    send(page, "Tell me a very long story")
+    answer = last_answer(page)
+    expect(answer.locator(".content")).not_to_be_empty(timeout=SLOW)  # tokens are arriving...
+    expect(answer).to_have_attribute("data-state", "streaming")  # ...and the answer is not finished
+    assert engine_running(stack) == 1
+    stop = page.get_by_role("button", name="Stop")
+    expect(page.get_by_role("button", name="Send")).to_be_hidden()
+    stop.click()
+    expect(answer).to_have_attribute("data-state", "stopped")
+    expect(answer.locator(".meta .stopped")).to_have_text("Stopped")
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    # Aborting the fetch closed the connection; the gateway cancelled the gRPC call; the slot is free.
+    wait_until(lambda: engine_running(stack) == 0, timeout=15, message="engine slot freed")
+    screenshot(page, "stopped")
+    watch.assert_quiet()
+
+
+# --- real gateway over the scripted fake engine ---------------------------------------------------------
+
+
+# Inline HTML, an HTML block, and a markdown link to a javascript: URL (each in its own paragraph: an
+# HTML block would swallow the link as text).
+XSS = ("VERBATIM Look: <img src=x onerror=\"window.pwned='img'\"> and <script>window.pwned='script'</script>\n\n"
+       "<iframe src=\"javascript:window.pwned='iframe'\"></iframe>\n\n[click me](javascript:window.pwned='link')")  # fmt: skip
+
+
+def test_model_output_with_html_and_script_renders_as_text(browser, fake_gateway):
+    page, watch = open_ui(browser, fake_gateway)
+    send(page, XSS)
+    answer = last_answer(page)
+    expect(answer).to_have_attribute("data-state", "done")
+    content = answer.locator(".content")
+    expect(content).to_contain_text("""Look: <img src=x onerror="window.pwned='img'"> and <script>window.pwned='script'</script>""")
+    expect(content).to_contain_text("""<iframe src="javascript:window.pwned='iframe'"></iframe>""")
+    expect(page.locator("article.user .text")).to_have_text(XSS)  # the user's own text: also only text
+    for tag in ("img", "script", "iframe"):  # shown, never made into elements
+        expect(page.locator(f"#messages {tag}")).to_have_count(0)
+    link = content.locator("a", has_text="click me")
+    expect(link).to_have_count(1)  # markdown made it a link...
+    assert link.get_attribute("href") is None  # ...whose javascript: URL the sanitizer removed
+    link.click()
+    assert page.evaluate("() => window.pwned") is None
+    assert watch.dialogs == []
+    screenshot(page, "xss-as-text")
+    watch.assert_quiet()  # a blocked script would also have logged a CSP violation
+
+
+def test_markdown_code_and_collapsed_reasoning(browser, fake_gateway):
+    page, watch = open_ui(browser, fake_gateway)
+    send(page, "VERBATIM [THINK]The user wants a function.[/THINK]Here is **the code**:\n\n"
+               "```python\ndef add(a, b):\n    return a + b\n```\n")  # fmt: skip
+    answer = last_answer(page)
+    expect(answer).to_have_attribute("data-state", "done")
+    reasoning = answer.locator("details.reasoning")
+    expect(reasoning.locator("summary")).to_have_text("Reasoning")
+    expect(reasoning.locator(".reasoning-text")).to_be_hidden()  # collapsed
+    reasoning.locator("summary").click()
+    expect(reasoning.locator(".reasoning-text")).to_have_text("The user wants a function.")
+    content = answer.locator(".content")
+    expect(content).not_to_contain_text("THINK")
+    expect(content.locator("strong")).to_have_text("the code")
+    expect(content.locator("code.language-python .hljs-keyword")).to_have_text(["def", "return"])
+    screenshot(page, "markdown")
+    watch.assert_quiet()
+
+
+def test_api_errors_are_shown_readably(browser, fake_gateway):
+    page, watch = open_ui(browser, fake_gateway)
+    # Before the stream: an HTTP error (no vision model is configured behind this gateway).
+    page.locator("#file-input").set_input_files([{"name": "red.png", "mimeType": "image/png", "buffer": png()}])
+    send(page, "What is this?")
+    answer = last_answer(page)
+    expect(answer).to_have_attribute("data-state", "error")
+    alert = answer.get_by_role("alert")
+    expect(alert.locator(".error-title")).to_have_text("Error · 503 · vision_unavailable")
+    expect(alert.locator(".error-message")).to_have_text("Vision model unavailable: no vision model configured")
+    expect(answer.get_by_role("button", name="Retry")).to_be_visible()
+    screenshot(page, "api-error")
+
+    # After the first byte: an error event in the stream; what arrived before it stays.
+    send(page, "FAIL_MIDWAY")
+    answer = last_answer(page)
+    expect(answer).to_have_attribute("data-state", "error")
+    expect(answer.locator(".content")).to_have_text("partial")
+    expect(answer.get_by_role("alert")).to_contain_text("Generation failed: CUDA error: device fell over")
+    expect(page.get_by_role("button", name="Retry")).to_have_count(1)  # only the last answer is retried
+    watch.assert_quiet("503")
+
+
+def test_phone_width_dark_mode_and_keyboard(browser, fake_gateway):
+    page, watch = open_ui(browser, fake_gateway, viewport={"width": 390, "height": 844}, color_scheme="dark")
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(22, 24, 29)"  # the dark palette, from the system setting
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+    sidebar = page.get_by_role("complementary", name="Conversations")
+    expect(sidebar).to_be_hidden()
+
+    prompt = page.get_by_label("Message", exact=True)
+    prompt.focus()
+    page.keyboard.type("one two three")
+    page.keyboard.press("Shift+Enter")  # a new line, not a send
+    page.keyboard.type("four")
+    expect(prompt).to_have_value("one two three\nfour")
+    page.keyboard.press("Enter")
+    expect(last_answer(page)).to_have_attribute("data-state", "done")
+    expect(last_answer(page).locator(".content")).to_have_text("one two three four")
+    expect(prompt).to_be_focused()
+
+    menu = page.get_by_role("button", name="Conversations")
+    menu.focus()
+    page.keyboard.press("Enter")
+    expect(sidebar).to_be_visible()
+    expect(menu).to_have_attribute("aria-expanded", "true")
+    expect(page.get_by_role("button", name="+ New chat")).to_be_focused()  # focus moved into the drawer
+    screenshot(page, "phone-dark-sidebar")
+    page.keyboard.press("Escape")
+    expect(sidebar).to_be_hidden()
+    expect(menu).to_be_focused()
+    screenshot(page, "phone-dark")
+    assert watch.off_origin(fake_gateway) == []
+    watch.assert_quiet()
