@@ -1,0 +1,234 @@
+"""Run rendered Deployments as local processes: a kubelet and cluster DNS small enough to read.
+
+What a pod is here, and the only things rewritten on the way from the manifests to the processes:
+
+* **One process per container**, started from the container's own `command`, `args` and `env`; init
+  containers first, each to exit 0. `python` is this virtual environment's interpreter, and the
+  image's `PYTHONPATH=/app` is the repository (the image copies services/ there).
+* **Addresses and ports**: `--host 0.0.0.0` becomes `127.0.0.1`; every containerPort gets a free local
+  port, and `--port N` / `*_PORT=N` naming a port of the same container are rewritten to it.
+* **Paths (volumes)**: every volume becomes a local directory (emptyDir: empty; configMap: its files),
+  and a value that starts with a mountPath (args, env, and the mounted models.yaml) starts with that
+  directory instead.
+* **Cluster DNS**: an engine `endpoint` in the mounted models.yaml, `dns:///<svc>.<ns>.svc.cluster.local:<p>`,
+  becomes the local address of the pod that Service selects, through the Service's port -> targetPort
+  -> the container port of that name; exactly as the Service would route it, so a wrong selector, port
+  or name fails here.
+* **Probes**: readiness is checked with the rendered probe (gRPC health on its port, or HTTP GET on its
+  path and named port), on the local port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.processes import REPO_ROOT, free_port
+
+from .chart import Rendered, main_container
+
+_DNS = re.compile(r"dns:///([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)")
+
+
+@dataclass
+class LocalPod:
+    """One replica of a Deployment: its volumes as directories, its ports, its main process."""
+
+    deployment: dict
+    root: Path
+    volumes: dict[str, Path] = field(default_factory=dict)
+    ports: dict[int, int] = field(default_factory=dict)  # containerPort -> local port
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.deployment["metadata"]["name"]
+
+    @property
+    def container(self) -> dict:
+        return main_container(self.deployment)
+
+    @property
+    def spec(self) -> dict:
+        return self.deployment["spec"]["template"]["spec"]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def local_port(self, port: int | str) -> int:
+        """A probe's or Service's port (number or container port name) on this machine."""
+        if isinstance(port, str):
+            port = next(p["containerPort"] for p in self.container["ports"] if p["name"] == port)
+        return self.ports[port]
+
+    def local_path(self, container: dict, value: str) -> str:
+        """`value` with the container's mountPath prefixes replaced by the volumes' directories."""
+        for mount in sorted(container.get("volumeMounts", []), key=lambda m: -len(m["mountPath"])):
+            path = mount["mountPath"].rstrip("/")
+            if value == path or value.startswith(path + "/"):
+                return str(self.volumes[mount["name"]]) + value[len(path):]
+        return value
+
+
+class LocalCluster:
+    """The rendered Deployments of one release, one local pod each."""
+
+    def __init__(self, rendered: Rendered, tmp: Path, namespace: str) -> None:
+        self.rendered = rendered
+        self.namespace = namespace
+        self.pods = {d["metadata"]["name"]: LocalPod(d, tmp / d["metadata"]["name"]) for d in rendered.of_kind("Deployment")}
+        for pod in self.pods.values():
+            assert pod.deployment["spec"].get("replicas", 1) >= 1
+            for container in [pod.container, *pod.spec.get("initContainers", [])]:
+                for port in container.get("ports", []):
+                    pod.ports[port["containerPort"]] = free_port()
+        for pod in self.pods.values():
+            self._make_volumes(pod)
+
+    # --- cluster DNS and Services -------------------------------------------------------------------
+    def pod_behind(self, service_name: str) -> LocalPod:
+        service = self.rendered.get("Service", service_name)
+        (deployment,) = self.rendered.deployments_selected_by(service)
+        return self.pods[deployment["metadata"]["name"]]
+
+    def service_address(self, service_name: str, port: int | str) -> str:
+        """host:port of a Service port (by number or name), as its selected pod serves it locally."""
+        service = self.rendered.get("Service", service_name)
+        (spec,) = [p for p in service["spec"]["ports"] if port in (p["port"], p["name"])]
+        return f"127.0.0.1:{self.pod_behind(service_name).local_port(spec['targetPort'])}"
+
+    def resolve(self, target: str) -> str:
+        match = _DNS.fullmatch(target)
+        assert match, f"not an in-cluster engine address: {target}"
+        service, namespace, port = match[1], match[2], int(match[3])
+        assert namespace == self.namespace, f"{target}: not this release's namespace"
+        return self.service_address(service, port)
+
+    # --- volumes ---------------------------------------------------------------------------------------
+    def _make_volumes(self, pod: LocalPod) -> None:
+        volumes = pod.spec.get("volumes", [])
+        for volume in volumes:
+            pod.volumes[volume["name"]] = pod.root / "volumes" / volume["name"]
+            pod.volumes[volume["name"]].mkdir(parents=True)
+        for volume in volumes:
+            if "configMap" in volume:
+                (configmap,) = [c for c in self.rendered.of_kind("ConfigMap") if c["metadata"]["name"] == volume["configMap"]["name"]]
+                for filename, text in configmap["data"].items():
+                    (pod.volumes[volume["name"]] / filename).write_text(self._localize_config(pod, filename, text))
+            else:
+                assert set(volume) == {"name", "emptyDir"}, f"{pod.name}: volume kind not emulated: {volume}"
+
+    def _localize_config(self, pod: LocalPod, filename: str, text: str) -> str:
+        if filename != "models.yaml":
+            return text
+        config = yaml.safe_load(text)
+        for model in config["models"]:
+            model["endpoint"] = self.resolve(model["endpoint"])
+            if "local_path" in model:
+                model["local_path"] = pod.local_path(pod.container, model["local_path"])
+        return yaml.safe_dump(config, sort_keys=False)
+
+    # --- processes ---------------------------------------------------------------------------------------
+    def _argv_env(self, pod: LocalPod, container: dict) -> tuple[list[str], dict[str, str]]:
+        ports = {str(p["containerPort"]) for p in container.get("ports", [])}
+        command = [sys.executable if part == "python" else part for part in container["command"]]
+        args = list(container.get("args", []))
+        for i, arg in enumerate(args):
+            previous = args[i - 1] if i else ""
+            if previous == "--host" and arg == "0.0.0.0":
+                args[i] = "127.0.0.1"
+            elif previous == "--port" and arg in ports:
+                args[i] = str(pod.ports[int(arg)])
+            else:
+                args[i] = pod.local_path(container, arg)
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+        for var in container.get("env", []):
+            assert "value" in var, f"{pod.name}: {var['name']} is not a plain value (secrets are not emulated)"
+            value = var["value"]
+            if var["name"].endswith("_PORT") and value in ports:
+                value = str(pod.ports[int(value)])
+            env[var["name"]] = pod.local_path(container, value)
+        return [*command, *args], env
+
+    def run_init_containers(self, timeout: float = 180) -> None:
+        for pod in self.pods.values():
+            for container in pod.spec.get("initContainers", []):
+                argv, env = self._argv_env(pod, container)
+                result = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+                assert result.returncode == 0, f"{pod.name} init {container['name']}: {result.stdout}{result.stderr}"
+
+    def start(self) -> None:
+        for pod in self.pods.values():
+            argv, env = self._argv_env(pod, pod.container)
+            pod.log_path = pod.root / "container.log"
+            with open(pod.log_path, "wb") as log:
+                pod.proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)  # fmt: skip
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Every pod passes its rendered readiness probe (after its startup probe) within `timeout`."""
+        deadline = time.monotonic() + timeout
+        for pod in self.pods.values():
+            for probe in ("startupProbe", "readinessProbe"):
+                while not self.probe(pod, pod.container[probe]):
+                    assert pod.proc.poll() is None, f"{pod.name} exited {pod.proc.returncode}:\n{pod.log_text()[-4000:]}"
+                    assert time.monotonic() < deadline, f"{pod.name}: {probe} failing after {timeout}s:\n{pod.log_text()[-4000:]}"
+                    time.sleep(0.2)
+
+    def probe(self, pod: LocalPod, probe: dict) -> bool:
+        if "grpc" in probe:
+            with grpc.insecure_channel(f"127.0.0.1:{pod.local_port(probe['grpc']['port'])}") as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=probe["grpc"].get("service", "")), timeout=probe["timeoutSeconds"])  # fmt: skip
+                except grpc.RpcError:
+                    return False
+                return reply.status == health_pb2.HealthCheckResponse.SERVING
+        get = probe["httpGet"]
+        try:
+            response = httpx.get(f"http://127.0.0.1:{pod.local_port(get['port'])}{get['path']}", timeout=probe["timeoutSeconds"])
+        except httpx.HTTPError:
+            return False
+        return 200 <= response.status_code < 400
+
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM every pod (as Kubernetes does) and wait its terminationGracePeriodSeconds; exit codes."""
+        for pod in self.pods.values():
+            if pod.proc is not None and pod.proc.poll() is None:
+                pod.proc.send_signal(signal.SIGTERM)
+        codes = {}
+        for pod in self.pods.values():
+            if pod.proc is None:
+                continue
+            try:
+                codes[pod.name] = pod.proc.wait(pod.spec["terminationGracePeriodSeconds"])
+            except subprocess.TimeoutExpired:
+                os.killpg(pod.proc.pid, signal.SIGKILL)
+                pod.proc.wait(10)
+                codes[pod.name] = None
+        return codes
+
+
+def scrape(address: str) -> dict[tuple[str, frozenset], float]:
+    """GET http://address/metrics as {(sample name, labels): value}."""
+    response = httpx.get(f"http://{address}/metrics", timeout=5)
+    response.raise_for_status()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}  # fmt: skip
+
+
+def sample(samples: dict, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
