@@ -21,6 +21,15 @@ def tiny_models() -> dict[str, Path]:
     return build_all(REPO_ROOT / "models" / "tiny", only={"text", "vision"})
 
 
+@pytest.fixture(scope="session")
+def bench_model() -> Path:
+    """The 58M-parameter bench checkpoint (232 MB of f32 weights): big enough to see memory freed and slow
+    enough on a CPU (tens of tokens/s) to hold requests in flight for seconds."""
+    from services.model_builder import build_all
+
+    return build_all(REPO_ROOT / "models" / "tiny", only={"bench"})["bench"]
+
+
 def write_models_yaml(path: Path, tiny_models: dict[str, Path], *, endpoints: dict[str, str] | None = None,
                       vision: bool = False, extra: dict | None = None, text_params: dict | None = None) -> Path:  # fmt: skip
     """A models.yaml of the brief's shape pointing at the tiny checkpoints."""

@@ -28,6 +28,12 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway.port}"
 
+    def metrics_url(self, service: str) -> str:
+        """/metrics of "gateway", "text" or "vision"."""
+        if service == "gateway":
+            return f"{self.base_url}/metrics"
+        return f"http://127.0.0.1:{self.ports[service + '_metrics']}/metrics"
+
     def client(self, **kw) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="not-needed", max_retries=0, timeout=120, **kw)
 
@@ -36,12 +42,14 @@ class Stack:
 
     def start_text(self) -> ServiceProcess:
         self.text = start_service("services.text_engine", ["--models-config", str(self.config_path), "--model", TEXT_MODEL,
-                                  "--port", str(self.ports["text"]), "--device", "cpu"], self.ports["text"], self.tmp)  # fmt: skip
+                                  "--port", str(self.ports["text"]), "--device", "cpu", "--metrics-port", str(self.ports["text_metrics"])],
+                                  self.ports["text"], self.tmp)  # fmt: skip
         return self.text
 
     def start_vision(self) -> ServiceProcess:
         self.vision = start_service("services.vision_engine", ["--models-config", str(self.config_path), "--model",
-                                    VISION_MODEL, "--port", str(self.ports["vision"]), "--device", "cpu"],
+                                    VISION_MODEL, "--port", str(self.ports["vision"]), "--device", "cpu",
+                                    "--metrics-port", str(self.ports["vision_metrics"])],
                                     self.ports["vision"], self.tmp)  # fmt: skip
         return self.vision
 
@@ -60,7 +68,7 @@ class Stack:
 def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: bool = True, gateway_extra: dict | None = None,
                text_params: dict | None = None) -> Stack:  # fmt: skip
     """Write the config and start text engine, vision engine (optional) and gateway."""
-    ports = {"text": free_port(), "vision": free_port(), "gateway": free_port()}
+    ports = {name: free_port() for name in ("text", "vision", "gateway", "text_metrics", "vision_metrics")}
     endpoints = {TEXT_MODEL: f"127.0.0.1:{ports['text']}", VISION_MODEL: f"127.0.0.1:{ports['vision']}"}
     extra = {"gateway": gateway_extra} if gateway_extra else None
     config = write_models_yaml(tmp / "models.yaml", tiny_models, endpoints=endpoints, vision=vision, extra=extra,

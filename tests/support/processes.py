@@ -67,7 +67,8 @@ class ServiceProcess:
 def start_service(module: str, args: list[str], port: int, log_dir: Path, env: dict | None = None) -> ServiceProcess:
     """`python -m module args...` with output in log_dir/<module>-<port>.log."""
     log_path = log_dir / f"{module.rsplit('.', 1)[-1]}-{port}.log"
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # A short drain grace: stopping a test's service must not wait the production default of 30 s.
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROXYVISION_DRAIN_GRACE_SECS": "5", **(env or {})}
     full_env.pop("RUST_LOG", None)
     log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
     proc = subprocess.Popen(

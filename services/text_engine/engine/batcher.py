@@ -80,11 +80,17 @@ class ContinuousBatcher:
         return self.manager.background_thread_status.fatal_error
 
     def cache_usage(self) -> float:
-        """Fraction of the paged KV cache in use now (read from any thread: a gauge, not an invariant)."""
+        """Fraction of the paged KV cache held by requests now (read from any thread: a gauge, not an invariant).
+
+        Blocks kept only for prefix reuse count as free, as in vLLM: the manager evicts them under pressure."""
         processor = self.manager.batch_processor
         if processor is None:
             return 0.0
-        return max(0.0, min(1.0, 1.0 - float(processor.cache.compute_free_capacity(relative=True))))
+        cache = processor.cache
+        total = cache.num_sectors * cache.bytes_per_sector
+        free = cache.compute_free_capacity(relative=False)
+        free += sum(len(a.ledger.cached_blocks) * a.bytes_per_block for a in cache.cache_allocators.values())
+        return max(0.0, min(1.0, 1.0 - free / total)) if total else 0.0
 
     def submit(
         self,

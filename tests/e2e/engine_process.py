@@ -1,0 +1,94 @@
+"""One text engine process on the bench checkpoint, with its metrics exporter, for lifecycle tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import yaml
+
+from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
+from tests.support.metrics import Scrape, scrape
+from tests.support.processes import ServiceProcess, free_port, start_service, wait_grpc_serving
+
+BENCH = "bench"
+
+
+def bench_config(tmp: Path, bench_model: Path, *, params: dict | None = None, idle_unload_secs: int = 300,
+                 endpoint: str | None = None) -> Path:  # fmt: skip
+    """A models.yaml with the bench checkpoint as its only text model."""
+    entry = {"name": BENCH, "local_path": str(bench_model), "idle_unload_secs": idle_unload_secs,
+             "params": {"mem": 16, "dtype": "f32", "max_num_seqs": 8, "prefill_chunk_size": 256, **(params or {})}}  # fmt: skip
+    if endpoint:
+        entry["endpoint"] = endpoint
+    path = tmp / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": [entry]}, sort_keys=False))
+    return path
+
+
+class EngineProcess:
+    """A running `python -m services.text_engine` with a gRPC stub and a metrics URL."""
+
+    def __init__(self, tmp: Path, config: Path, *, env: dict | None = None, port: int | None = None) -> None:
+        self.port, self.metrics_port = port or free_port(), free_port()
+        self.service: ServiceProcess = start_service(
+            "services.text_engine",
+            ["--models-config", str(config), "--model", BENCH, "--port", str(self.port), "--device", "cpu",
+             "--metrics-port", str(self.metrics_port)],
+            self.port, tmp, env=env,
+        )  # fmt: skip
+        self.channel = grpc.insecure_channel(self.service.address)
+        self.stub = text_engine_pb2_grpc.TextEngineStub(self.channel)
+
+    def wait_serving(self) -> "EngineProcess":
+        wait_grpc_serving(self.service)
+        return self
+
+    def info(self) -> common_pb2.ModelInfo:
+        return self.stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
+
+    def state(self) -> str:
+        return common_pb2.ModelState.Name(self.info().state)
+
+    def metrics(self) -> Scrape:
+        return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
+
+    def generate(self, prompt: str = "Tell me a story.", max_tokens: int = 16, timeout: float = 120):
+        """A streamed Generate, consumed whole: (text, finished message)."""
+        request = pb.GenerateRequest(model=BENCH, messages=[pb.ChatMessage(role="user", content=prompt)],
+                                     sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0.0))  # fmt: skip
+        text, finished = [], None
+        for response in self.stub.Generate(request, timeout=timeout):
+            if response.HasField("delta"):
+                text.append(response.delta.text)
+            else:
+                finished = response.finished
+        return "".join(text), finished
+
+    def stop(self) -> int:
+        self.channel.close()
+        return self.service.stop()
+
+
+class BenchStack:
+    """The bench-model engine behind a real gateway (both with metrics)."""
+
+    def __init__(self, tmp: Path, bench_model: Path, *, params: dict | None = None, env: dict | None = None,
+                 gateway_env: dict | None = None, engine_env: dict | None = None) -> None:  # fmt: skip
+        from .stack import wait_http
+
+        port = free_port()
+        config = bench_config(tmp, bench_model, params=params, endpoint=f"127.0.0.1:{port}")
+        self.engine = EngineProcess(tmp, config, env={**(env or {}), **(engine_env or {})}, port=port).wait_serving()
+        gateway_port = free_port()
+        self.gateway = start_service("services.api_gateway", ["--models-config", str(config), "--port", str(gateway_port)],
+                                     gateway_port, tmp, env={**(env or {}), **(gateway_env or {})})  # fmt: skip
+        self.base_url = f"http://127.0.0.1:{gateway_port}"
+        wait_http(f"{self.base_url}/ready", self.gateway)
+
+    def gateway_metrics(self) -> Scrape:
+        return scrape(f"{self.base_url}/metrics")
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        self.engine.stop()

@@ -1,0 +1,139 @@
+"""SIGTERM drains: running streams finish within the grace period, new work gets 503 / UNAVAILABLE, exit 0;
+streams longer than the grace end with an SSE error event, never a hang."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+import grpc
+import httpx
+import pytest
+
+from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
+from tests.support.processes import free_port, start_service
+
+from .engine_process import BENCH, BenchStack
+from .stack import wait_http, wait_until
+
+STREAMS = 4
+
+
+def stream_events(base_url: str, max_tokens: int) -> list:
+    """A streamed chat read to its end: the decoded `data:` payloads ('[DONE]' as is)."""
+    body = {"model": BENCH, "messages": [{"role": "user", "content": "Tell me a long story."}],
+            "max_tokens": max_tokens, "temperature": 0, "stream": True}  # fmt: skip
+    events = []
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                data = line[len("data: "):]
+                events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def start_streams(base_url: str, max_tokens: int) -> tuple[list[threading.Thread], dict[int, list]]:
+    results: dict[int, list] = {}
+
+    def run(i: int) -> None:
+        results[i] = stream_events(base_url, max_tokens)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(STREAMS)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def finish_reasons(events: list) -> list:
+    return [c["finish_reason"] for e in events if isinstance(e, dict) for c in e.get("choices", []) if c.get("finish_reason")]
+
+
+def errors(events: list) -> list:
+    return [e["error"] for e in events if isinstance(e, dict) and "error" in e]
+
+
+@pytest.fixture
+def stack(tmp_path, bench_model):
+    stack = BenchStack(tmp_path, bench_model, params={"max_num_seqs": STREAMS}, engine_env={"PROXYVISION_DRAIN_GRACE_SECS": "30"})
+    yield stack
+    stack.stop()
+
+
+def restart_gateway(stack: BenchStack, tmp_path, grace: str) -> None:
+    port = free_port()
+    stack.gateway = start_service("services.api_gateway", ["--models-config", str(tmp_path / "models.yaml"), "--port",
+                                  str(port), "--drain-grace-secs", grace], port, tmp_path)  # fmt: skip
+    stack.base_url = f"http://127.0.0.1:{port}"
+    wait_http(f"{stack.base_url}/ready", stack.gateway)
+
+
+def test_gateway_drains_on_sigterm(stack, tmp_path):
+    restart_gateway(stack, tmp_path, grace="60")
+    threads, results = start_streams(stack.base_url, max_tokens=64)
+    wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
+    stack.gateway.proc.send_signal(signal.SIGTERM)
+    stack.gateway.wait_for_log("Draining: 4 request(s) in flight")
+
+    ready = httpx.get(f"{stack.base_url}/ready", timeout=5)
+    assert ready.status_code == 503 and ready.json()["status"] == "draining"
+    late = httpx.post(f"{stack.base_url}/v1/chat/completions", timeout=5,
+                      json={"model": BENCH, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    assert late.status_code == 503 and late.headers["retry-after"] == "1"
+    assert late.json()["error"]["code"] == "server_shutting_down"
+
+    for thread in threads:
+        thread.join(60)
+    for i in range(STREAMS):
+        assert finish_reasons(results[i]) == ["length"] and not errors(results[i]) and results[i][-1] == "[DONE]"
+    assert stack.gateway.proc.wait(30) == 0
+
+
+def test_gateway_grace_shorter_than_the_streams_ends_them_with_an_error_event(stack, tmp_path):
+    restart_gateway(stack, tmp_path, grace="1")
+    threads, results = start_streams(stack.base_url, max_tokens=1000)
+    wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
+    stack.gateway.proc.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive(), "a stream hung past the grace period"
+    for i in range(STREAMS):
+        (error,) = errors(results[i])
+        assert error["code"] == "server_shutting_down" and results[i][-1] == "[DONE]"
+        assert finish_reasons(results[i]) == []
+    assert stack.gateway.proc.wait(30) == 0
+    wait_until(lambda: stack.engine.info().running == 0, timeout=15, message="engine slots freed")
+
+
+def test_engine_drains_on_sigterm_and_refuses_new_calls(stack):
+    threads, results = start_streams(stack.base_url, max_tokens=64)
+    wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
+    stack.engine.service.proc.send_signal(signal.SIGTERM)
+    stack.engine.service.wait_for_log("Draining: 4 request(s) in flight")
+    request = pb.GenerateRequest(model=BENCH, messages=[pb.ChatMessage(role="user", content="hi")])
+    with pytest.raises(grpc.RpcError) as refused:
+        list(stack.engine.stub.Generate(request, timeout=10))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    for thread in threads:
+        thread.join(60)
+    for i in range(STREAMS):
+        assert finish_reasons(results[i]) == ["length"] and not errors(results[i])
+    assert stack.engine.service.proc.wait(30) == 0
+
+
+def test_engine_grace_shorter_than_the_streams_ends_them_with_an_error_event(tmp_path, bench_model):
+    stack = BenchStack(tmp_path, bench_model, params={"max_num_seqs": STREAMS}, engine_env={"PROXYVISION_DRAIN_GRACE_SECS": "1"})
+    try:
+        threads, results = start_streams(stack.base_url, max_tokens=1000)
+        wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
+        stack.engine.service.proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(30)
+            assert not thread.is_alive(), "a stream hung past the grace period"
+        for i in range(STREAMS):
+            (error,) = errors(results[i])
+            assert error["code"] == "server_shutting_down" and "drain grace" in error["message"]
+        assert stack.engine.service.proc.wait(30) == 0
+    finally:
+        stack.stop()

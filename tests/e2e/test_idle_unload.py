@@ -1,0 +1,78 @@
+"""Idle unload for real: the weights leave the process, health stays SERVING, the next requests reload once."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .engine_process import BENCH, EngineProcess, bench_config
+from .stack import wait_until
+
+IDLE_SECS = 2
+
+
+def weights_bytes(model_dir) -> int:
+    return sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+
+
+def rss(engine: EngineProcess) -> int:
+    return psutil.Process(engine.service.proc.pid).memory_info().rss
+
+
+def health(engine: EngineProcess) -> int:
+    return health_pb2_grpc.HealthStub(engine.channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def test_idle_unload_frees_the_weights_and_the_next_requests_reload_once(tmp_path, bench_model):
+    engine = EngineProcess(tmp_path, bench_config(tmp_path, bench_model, idle_unload_secs=IDLE_SECS)).wait_serving()
+    try:
+        text, finished = engine.generate(max_tokens=4)
+        assert finished.usage.completion_tokens == 4
+        loaded_rss = rss(engine)
+
+        engine.service.wait_for_log(f"Unloading model {BENCH} after {IDLE_SECS}s idle", timeout=30)
+        wait_until(lambda: engine.state() == "MODEL_STATE_UNLOADED", timeout=10, message="UNLOADED")
+        assert health(engine) == health_pb2.HealthCheckResponse.SERVING  # the pod is fine: no restart
+        freed = loaded_rss - rss(engine)
+        assert freed >= 0.8 * weights_bytes(bench_model), (loaded_rss, rss(engine), weights_bytes(bench_model))
+        assert engine.metrics().value("proxyvision_model_state", model=BENCH, state="unloaded") == 1
+
+        # Ten requests arrive while the model is unloaded: one load, every request answered.
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(lambda i: engine.generate(f"Request {i}", max_tokens=3), range(10)))
+        assert [finished.usage.completion_tokens for _, finished in results] == [3] * 10
+        after = engine.metrics()
+        assert after.value("proxyvision_model_loads_total", model=BENCH) == 2
+        assert after.value("proxyvision_model_unloads_total", model=BENCH) == 1
+        assert engine.state() == "MODEL_STATE_READY" and engine.info().last_load_seconds > 0
+    finally:
+        assert engine.stop() == 0
+
+
+def test_a_request_longer_than_the_idle_time_is_never_unloaded_under_its_feet(tmp_path, bench_model):
+    engine = EngineProcess(tmp_path, bench_config(tmp_path, bench_model, idle_unload_secs=IDLE_SECS)).wait_serving()
+    try:
+        states: list[str] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                states.append(engine.state())
+                done.wait(0.2)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            # ~30 tokens/s on 2 CPU cores: 200 tokens keep the request running several idle periods long.
+            _, finished = engine.generate(max_tokens=200)
+        finally:
+            done.set()
+            watcher.join()
+        assert finished.usage.completion_tokens == 200
+        assert len(states) > 5 * IDLE_SECS and set(states) == {"MODEL_STATE_READY"}
+        assert "Unloading model" not in engine.service.log_text()
+    finally:
+        assert engine.stop() == 0
