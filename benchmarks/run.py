@@ -24,6 +24,7 @@ from services.common.config import ModelParams
 from services.common.hf_models import MIB, kv_bytes_per_token
 from tests.support.http_servers import ScriptedServer
 
+from .budget import budget_sweep, cold_start, report as budget_report
 from .inprocess import InProcessManager
 from .load import Summary, openai_stream_fn, run_load
 from .servers import our_stack, transformers_serve, vision_stack
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=64)
     parser.add_argument("--num-blocks", type=int, default=64)
     parser.add_argument("--tiny-dir", default="models/tiny", help="where the tiny text and vision models are")
+    parser.add_argument("--budgets", default="64,256,1024", help="params.mem values (MiB) of the budget sweep")
+    parser.add_argument("--sections", default="text,budget,vision", help="which sections to run")
     args = parser.parse_args()
     model_dir = str(Path(args.model_dir).resolve())
 
@@ -70,25 +73,40 @@ def main() -> None:
     mem_mib = max(1, math.ceil(args.num_blocks * args.block_size * per_token / MIB))
     params = {"mem": mem_mib, "dtype": "f32", "max_num_seqs": args.concurrency, "prefill_chunk_size": 1024,
               "block_size": args.block_size}  # fmt: skip
-    manager = InProcessManager(model_dir, ModelParams(**params))
+    sections = set(args.sections.split(","))
+    header = (f"{datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}"
+              f"  torch {torch.__version__}  cores={__import__('os').cpu_count()}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as tmp:
         work = Path(tmp)
+        if "text" in sections:
+            print_text_section(text_section(model_dir, params, args, work), args, model_dir, header)
+        if "budget" in sections:
+            budgets = tuple(int(b) for b in args.budgets.split(","))
+            rows = budget_sweep(model_dir, MODEL_NAME, params, work, budgets, args.concurrency, args.max_tokens,
+                                max(1, args.repeats // 2 + 1))  # fmt: skip
+            cold = cold_start(model_dir, MODEL_NAME, {**params, "mem": 64}, work, args.repeats)
+            print(f"\nProxyVision budget benchmark  {header}\nmodel {model_dir}")
+            print(budget_report(rows, cold, args.concurrency, args.max_tokens))
+        if "vision" in sections:
+            vision = vision_section(args, work)
+            print(f"\nProxyVision vision benchmark (tiny Qwen2-VL stand-in, 448x448 images, medians of {args.repeats})")
+            print(vision.report())
+
+
+def text_section(model_dir: str, params: dict, args, work: Path) -> dict:
+    manager = InProcessManager(model_dir, ModelParams(**params))
+    try:
         with our_stack(model_dir, MODEL_NAME, params, work) as ours, \
                 transformers_serve(model_dir, args.block_size, args.num_blocks, 1024, work) as theirs:  # fmt: skip
-            contenders = {"a": manager.stream, "b": openai_stream_fn(ours, MODEL_NAME), "c": openai_stream_fn(theirs, model_dir)}
-            results = asyncio.run(interleaved(contenders, args.concurrency, args.max_tokens, args.repeats))
+            contenders = {"a": manager.stream, "b": openai_stream_fn(ours.base_url, MODEL_NAME),
+                          "c": openai_stream_fn(theirs, model_dir)}  # fmt: skip
+            return asyncio.run(interleaved(contenders, args.concurrency, args.max_tokens, args.repeats))
+    finally:
         manager.close()
-        tiny = Path(args.tiny_dir).resolve()
-        image_server = ScriptedServer({})
-        try:
-            with vision_stack(str(tiny / "ministral-3-tiny"), str(tiny / "qwen2-vl-tiny"), "ministral-3-3b-reasoning",
-                              "qwen2-vl-7b", work) as (base_url, vision_address):  # fmt: skip
-                vision = run_vision_section(vision_address, base_url, "ministral-3-3b-reasoning", image_server, args.repeats)
-        finally:
-            image_server.close()
 
-    print(f"\nProxyVision text benchmark  {datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}"
-          f"  torch {torch.__version__}  cores={__import__('os').cpu_count()}")
+
+def print_text_section(results: dict, args, model_dir: str, header: str) -> None:
+    print(f"\nProxyVision text benchmark  {header}")
     print(f"model {model_dir}  load: {args.concurrency} concurrent streams x {args.max_tokens} tokens, contenders alternated over {args.repeats} rounds, medians\n")
     for single, multi in results.values():
         print(multi.row())
@@ -98,9 +116,18 @@ def main() -> None:
     print(f"  throughput (b)/(a) = {b.tokens_per_sec / a.tokens_per_sec:.2f}   [>= 0.8]")
     print(f"  throughput (b)/(c) = {b.tokens_per_sec / c.tokens_per_sec:.2f}   [>= 1.0]")
     print(f"  TTFT p50   (b)/(c) = {b.ttft_pct(50) / c.ttft_pct(50):.2f}   [<= 1.0]")
-    print(f"  (b) {args.concurrency}-stream / single-stream throughput = {b.tokens_per_sec / results['b'][0].tokens_per_sec:.2f}   [>= 3]")
-    print(f"\nProxyVision vision benchmark (tiny Qwen2-VL stand-in, 448x448 images, medians of {args.repeats})")
-    print(vision.report())
+    print(f"  (b) {args.concurrency}-stream / single-stream throughput = {b.tokens_per_sec / results['b'][0].tokens_per_sec:.2f}   [>= 3]", flush=True)
+
+
+def vision_section(args, work: Path):
+    tiny = Path(args.tiny_dir).resolve()
+    image_server = ScriptedServer({})
+    try:
+        with vision_stack(str(tiny / "ministral-3-tiny"), str(tiny / "qwen2-vl-tiny"), "ministral-3-3b-reasoning",
+                          "qwen2-vl-7b", work) as (base_url, vision_address):  # fmt: skip
+            return run_vision_section(vision_address, base_url, "ministral-3-3b-reasoning", image_server, args.repeats)
+    finally:
+        image_server.close()
 
 
 if __name__ == "__main__":

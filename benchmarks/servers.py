@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -51,15 +52,23 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
+@dataclass(frozen=True)
+class OurStack:
+    """Where the gateway (OpenAI base URL) and the text engine (gRPC) of a running stack answer."""
+
+    base_url: str
+    engine_address: str
+
+
 @contextmanager
-def our_stack(model_dir: str, model_name: str, params: dict, work: Path):
-    """Text engine + gateway as separate processes (as the launcher runs them). Yields the base URL."""
+def our_stack(model_dir: str, model_name: str, params: dict, work: Path, *, idle_unload_secs: int = 0):
+    """Text engine + gateway as separate processes (as the launcher runs them). Yields an OurStack."""
     engine_port, gateway_port = free_port(), free_port()
     config = work / "bench.models.yaml"
     config.write_text(yaml.safe_dump({
         "models": [{"name": model_name, "local_path": model_dir, "params": params,
                     "endpoint": f"127.0.0.1:{engine_port}"}],
-        "idle_unload_secs": 0,
+        "idle_unload_secs": idle_unload_secs,
     }))  # fmt: skip
     log_path = work / "stack.log"
     common = ["--models-config", str(config), "--log-level", "WARNING"]
@@ -68,7 +77,7 @@ def our_stack(model_dir: str, model_name: str, params: dict, work: Path):
     gateway = _spawn([sys.executable, "-m", "services.api_gateway", *common, "--port", str(gateway_port)], log_path)
     try:
         _wait_http(f"http://127.0.0.1:{gateway_port}/ready", [engine, gateway], 300, work / "engine.log")
-        yield f"http://127.0.0.1:{gateway_port}/v1"
+        yield OurStack(f"http://127.0.0.1:{gateway_port}/v1", f"127.0.0.1:{engine_port}")
     finally:
         _stop([gateway, engine])
 
