@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect
 
 from tests.conftest import TEXT_MODEL
-from tests.support.browser import PageWatch, chromium, new_page, origin, screenshot
+from tests.support.browser import PageWatch, chromium, new_page, screenshot
 from tests.support.fake_text_engine import STAND_IN
 from tests.support.http_servers import ScriptedServer, send_bytes
 from tests.support.images import png
@@ -102,11 +102,21 @@ def fake_gateway(tmp_path_factory):
                 service.stop()
 
 
-def open_ui(browser, base_url: str, **context_options) -> tuple[Page, PageWatch]:
-    page, watch = new_page(browser, **context_options)
-    page.goto(f"{base_url}/")
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")  # the model list has loaded
-    return page, watch
+@pytest.fixture
+def open_ui(browser):
+    """Open the UI of a gateway in a fresh browser context (closed after the test)."""
+    contexts = []
+
+    def open_(base_url: str, **context_options) -> tuple[Page, PageWatch]:
+        page, watch = new_page(browser, **context_options)
+        contexts.append(page.context)
+        page.goto(f"{base_url}/")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")  # the model list has loaded
+        return page, watch
+
+    yield open_
+    for context in contexts:
+        context.close()
 
 
 def configure(page: Page, *, max_tokens: int | None = None, temperature: float | None = None) -> None:
@@ -138,8 +148,8 @@ def image_parts(request_body: dict) -> list[dict]:
 # --- real services, tiny models -------------------------------------------------------------------------
 
 
-def test_page_loads_from_the_gateway_alone_and_streams_a_text_answer(browser, stack):
-    page, watch = open_ui(browser, stack.base_url)
+def test_page_loads_from_the_gateway_alone_and_streams_a_text_answer(open_ui, stack):
+    page, watch = open_ui(stack.base_url)
     picker = page.get_by_label("Model")
     expect(picker).to_have_value(TEXT_MODEL)  # the default model, preselected
     expect(picker.locator("option")).to_have_count(1)  # the vision model is not a chat model
@@ -183,8 +193,8 @@ def test_page_loads_from_the_gateway_alone_and_streams_a_text_answer(browser, st
     watch.assert_quiet()
 
 
-def test_attach_by_file_drop_and_paste_then_send_an_image(browser, stack):
-    page, watch = open_ui(browser, stack.base_url)
+def test_attach_by_file_drop_and_paste_then_send_an_image(open_ui, stack):
+    page, watch = open_ui(stack.base_url)
     configure(page, max_tokens=16, temperature=0)
     page.locator("#file-input").set_input_files([
         {"name": "landscape.png", "mimeType": "image/png", "buffer": PICTURE},
@@ -235,8 +245,8 @@ def test_attach_by_file_drop_and_paste_then_send_an_image(browser, stack):
     watch.assert_quiet()
 
 
-def test_image_url_shows_describing_state_until_the_first_token(browser, stack, images_server):
-    page, watch = open_ui(browser, stack.base_url)
+def test_image_url_shows_describing_state_until_the_first_token(open_ui, stack, images_server):
+    page, watch = open_ui(stack.base_url)
     configure(page, max_tokens=8, temperature=0)
     url = f"{images_server.base}/slow.png"
     page.get_by_role("button", name="Attach an image by URL").click()
@@ -265,8 +275,8 @@ def test_image_url_shows_describing_state_until_the_first_token(browser, stack, 
     watch.assert_quiet()
 
 
-def test_stop_aborts_the_stream_and_frees_the_engine_slot(browser, stack):
-    page, watch = open_ui(browser, stack.base_url)
+def test_stop_aborts_the_stream_and_frees_the_engine_slot(open_ui, stack):
+    page, watch = open_ui(stack.base_url)
     configure(page, max_tokens=3000, temperature=0)  # far longer than the test takes
     send(page, "Tell me a very long story")
     answer = last_answer(page)
@@ -294,8 +304,8 @@ XSS = ("VERBATIM Look: <img src=x onerror=\"window.pwned='img'\"> and <script>wi
        "<iframe src=\"javascript:window.pwned='iframe'\"></iframe>\n\n[click me](javascript:window.pwned='link')")  # fmt: skip
 
 
-def test_model_output_with_html_and_script_renders_as_text(browser, fake_gateway):
-    page, watch = open_ui(browser, fake_gateway)
+def test_model_output_with_html_and_script_renders_as_text(open_ui, fake_gateway):
+    page, watch = open_ui(fake_gateway)
     send(page, XSS)
     answer = last_answer(page)
     expect(answer).to_have_attribute("data-state", "done")
@@ -315,8 +325,8 @@ def test_model_output_with_html_and_script_renders_as_text(browser, fake_gateway
     watch.assert_quiet()  # a blocked script would also have logged a CSP violation
 
 
-def test_markdown_code_and_collapsed_reasoning(browser, fake_gateway):
-    page, watch = open_ui(browser, fake_gateway)
+def test_markdown_code_and_collapsed_reasoning(open_ui, fake_gateway):
+    page, watch = open_ui(fake_gateway)
     send(page, "VERBATIM [THINK]The user wants a function.[/THINK]Here is **the code**:\n\n"
                "```python\ndef add(a, b):\n    return a + b\n```\n")  # fmt: skip
     answer = last_answer(page)
@@ -334,8 +344,8 @@ def test_markdown_code_and_collapsed_reasoning(browser, fake_gateway):
     watch.assert_quiet()
 
 
-def test_api_errors_are_shown_readably(browser, fake_gateway):
-    page, watch = open_ui(browser, fake_gateway)
+def test_api_errors_are_shown_readably(open_ui, fake_gateway):
+    page, watch = open_ui(fake_gateway)
     # Before the stream: an HTTP error (no vision model is configured behind this gateway).
     page.locator("#file-input").set_input_files([{"name": "red.png", "mimeType": "image/png", "buffer": png()}])
     send(page, "What is this?")
@@ -357,8 +367,8 @@ def test_api_errors_are_shown_readably(browser, fake_gateway):
     watch.assert_quiet("503")
 
 
-def test_phone_width_dark_mode_and_keyboard(browser, fake_gateway):
-    page, watch = open_ui(browser, fake_gateway, viewport={"width": 390, "height": 844}, color_scheme="dark")
+def test_phone_width_dark_mode_and_keyboard(open_ui, fake_gateway):
+    page, watch = open_ui(fake_gateway, viewport={"width": 390, "height": 844}, color_scheme="dark")
     background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(22, 24, 29)"  # the dark palette, from the system setting
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
