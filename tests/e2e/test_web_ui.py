@@ -22,7 +22,7 @@ from tests.conftest import TEXT_MODEL
 from tests.support.browser import PageWatch, chromium, new_page, screenshot
 from tests.support.fake_text_engine import STAND_IN
 from tests.support.http_servers import ScriptedServer, send_bytes
-from tests.support.images import png
+from tests.support.images import encode, png
 from tests.support.processes import free_port, start_service, wait_grpc_serving
 
 from .stack import make_stack, wait_http, wait_until
@@ -346,9 +346,15 @@ def test_markdown_code_and_collapsed_reasoning(open_ui, fake_gateway):
 
 def test_api_errors_are_shown_readably(open_ui, fake_gateway):
     page, watch = open_ui(fake_gateway)
-    # Before the stream: an HTTP error (no vision model is configured behind this gateway).
-    page.locator("#file-input").set_input_files([{"name": "red.png", "mimeType": "image/png", "buffer": png()}])
-    send(page, "What is this?")
+    # Before the stream: an HTTP error (no vision model is configured behind this gateway). The photo is
+    # larger than the vision model can use: the page sends it scaled down to 1536 px, as JPEG.
+    big = Image.new("RGB", (3000, 2000), (200, 30, 30))
+    page.locator("#file-input").set_input_files([{"name": "big.png", "mimeType": "image/png", "buffer": encode(big)}])
+    with page.expect_request("**/v1/chat/completions") as request_info:
+        send(page, "What is this?")
+    sent = image_parts(request_info.value.post_data_json)[0]["image_url"]["url"]
+    assert sent.startswith("data:image/jpeg;base64,")
+    assert Image.open(io.BytesIO(base64.b64decode(sent.split(",", 1)[1]))).size == (1536, 1024)
     answer = last_answer(page)
     expect(answer).to_have_attribute("data-state", "error")
     alert = answer.get_by_role("alert")
@@ -357,13 +363,21 @@ def test_api_errors_are_shown_readably(open_ui, fake_gateway):
     expect(answer.get_by_role("button", name="Retry")).to_be_visible()
     screenshot(page, "api-error")
 
-    # After the first byte: an error event in the stream; what arrived before it stays.
-    send(page, "FAIL_MIDWAY")
+    # After the first byte: an error event in the stream; what arrived before it stays. The failed turn
+    # above is not sent again (it would fail this request too).
+    with page.expect_request("**/v1/chat/completions") as request_info:
+        send(page, "FAIL_MIDWAY")
+    assert request_info.value.post_data_json["messages"] == [{"role": "user", "content": "FAIL_MIDWAY"}]
     answer = last_answer(page)
     expect(answer).to_have_attribute("data-state", "error")
     expect(answer.locator(".content")).to_have_text("partial")
     expect(answer.get_by_role("alert")).to_contain_text("Generation failed: CUDA error: device fell over")
     expect(page.get_by_role("button", name="Retry")).to_have_count(1)  # only the last answer is retried
+    with page.expect_request("**/v1/chat/completions") as request_info:
+        page.get_by_role("button", name="Retry").click()
+    assert request_info.value.post_data_json["messages"] == [{"role": "user", "content": "FAIL_MIDWAY"}]
+    expect(last_answer(page)).to_have_attribute("data-state", "error")
+    expect(page.locator("article.assistant")).to_have_count(2)  # the retried answer replaced the failed one
     watch.assert_quiet("503")
 
 
