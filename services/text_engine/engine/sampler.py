@@ -80,9 +80,11 @@ class RequestSampler:
         """Pick one token per row; return one-hot scores (0 at the token, -inf elsewhere)."""
         # The manager passes one row per request in the batch; only the first len(self._rows) (requests with a
         # new token, in order) matter. The rest belong to requests still prefilling and are discarded.
+        specs = [state.logit_processor_kwargs[SPEC_KEY] for state in self._rows[: scores.shape[0]]]
+        if all(spec.greedy and not spec.penalized for spec in specs):
+            return scores  # all greedy: the manager's own argmax over the raw scores is the same choice
         chosen = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
-        for row, state in enumerate(self._rows[: scores.shape[0]]):
-            spec: SamplingSpec = state.logit_processor_kwargs[SPEC_KEY]
+        for row, (state, spec) in enumerate(zip(self._rows, specs)):
             chosen[row] = sample_row(scores[row], spec, state.generated_tokens)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen.unsqueeze(1), 0.0)

@@ -54,7 +54,7 @@ def test_request_sampler_returns_one_hot_rows_for_requests_with_new_tokens():
     sampler = RequestSampler()
     prefilling = _Future(_State(spec(temperature=0.0)), has_new_token=False)
     a = _Future(_State(spec(temperature=0.0)))
-    b = _Future(_State(spec(temperature=0.0)))
+    b = _Future(_State(spec(temperature=0.0, frequency_penalty=0.5)))  # one penalized row: the per-row path
     sampler.prepare_tensor_args([prefilling, a, b], torch.empty(0, 2, dtype=torch.int32))
     scores = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])
     out = sampler(torch.zeros(2, dtype=torch.long), scores, torch.empty(0))
@@ -66,9 +66,18 @@ def test_rows_of_requests_still_prefilling_get_a_valid_token():
     """The manager hands more logits rows than requests with a new token; the extra rows must not hold
     garbage indices (they did once: an uninitialised tensor crashed a mixed prefill/decode batch)."""
     sampler = RequestSampler()
-    sampler.prepare_tensor_args([_Future(_State(spec(temperature=0.0)))], torch.empty(0, 2, dtype=torch.int32))
+    sampler.prepare_tensor_args([_Future(_State(spec(temperature=1.0, seed=3)))], torch.empty(0, 2, dtype=torch.int32))
     out = sampler(torch.zeros(3, dtype=torch.long), torch.randn(3, 5), torch.empty(0))
     assert torch.isfinite(out).sum(dim=-1).tolist() == [1, 1, 1]
+
+
+def test_an_all_greedy_batch_is_left_to_the_managers_argmax():
+    """The common case pays nothing: no per-row Python, the raw scores go back (argmax is the same token)."""
+    sampler = RequestSampler()
+    rows = [_Future(_State(spec(temperature=0.0))) for _ in range(2)]
+    sampler.prepare_tensor_args(rows, torch.empty(0, 2, dtype=torch.int32))
+    scores = torch.randn(3, 7)
+    assert sampler(torch.zeros(3, dtype=torch.long), scores, torch.empty(0)) is scores
 
 
 def test_kv_budget_is_capped_at_what_sequences_can_use():
