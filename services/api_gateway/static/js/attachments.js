@@ -48,27 +48,56 @@ export function isImageUrl(text) {
   }
 }
 
-/** The pending images and their thumbnails (each with a remove button) in `container`. */
+/**
+ * The pending images and their thumbnails (each with a remove button) in `container`. Reading (and
+ * scaling) a file takes a moment: its thumbnail shows a spinner meanwhile, and `take()` waits for it, so
+ * a message sent right after a drop still carries the image.
+ */
 export class Attachments {
   constructor(container, onChange, focusWhenEmpty) {
     this.container = container;
     this.onChange = onChange;
     this.focusWhenEmpty = focusWhenEmpty;
-    this.items = []; // {url, name}
+    this.items = []; // {url, name}; url is null while the file is being read
+    this.reading = new Set(); // promises of files still being read
   }
 
-  /** Add the image files among `files`; returns the names of the files that are not images. */
+  /** Add the image files among `files`; resolves, once they are read, to the names of those refused. */
   async addFiles(files) {
     const rejected = [];
+    const jobs = [];
     for (const file of files) {
       if (!file.type.startsWith("image/")) {
         rejected.push(file.name || "a file");
         continue;
       }
-      this.items.push({ url: await imageDataUrl(file), name: file.name || "pasted image" });
+      const item = { url: null, name: file.name || "pasted image" };
+      this.items.push(item);
+      jobs.push(imageDataUrl(file).then((url) => { item.url = url; }, (error) => {
+        this.items = this.items.filter((other) => other !== item);
+        rejected.push(`${item.name} (${error?.message || "unreadable"})`);
+      }));
     }
     this.render();
+    const all = Promise.all(jobs);
+    this.reading.add(all);
+    await all;
+    this.reading.delete(all);
+    this.render();
     return rejected;
+  }
+
+  get count() {
+    return this.items.length;
+  }
+
+  /** Hand the images over (to the message being sent), once all are read, and empty the list. */
+  async take() {
+    while (this.reading.size) await Promise.all([...this.reading]);
+    const items = this.items;
+    this.items = [];
+    this.render();
+    return items;
   }
 
   addUrl(url) {
@@ -84,22 +113,22 @@ export class Attachments {
     (buttons[Math.min(index, buttons.length - 1)] || this.focusWhenEmpty).focus();
   }
 
-  /** Hand the images over (to the message being sent) and empty the list. */
-  take() {
-    const items = this.items;
-    this.items = [];
-    this.render();
-    return items;
-  }
-
   render() {
     this.container.replaceChildren(...this.items.map((item, index) => {
       const figure = document.createElement("figure");
       figure.className = "thumb";
-      const img = document.createElement("img");
-      img.src = item.url;
-      img.alt = item.name;
-      img.referrerPolicy = "no-referrer";
+      let preview;
+      if (item.url) {
+        preview = document.createElement("img");
+        preview.src = item.url;
+        preview.alt = item.name;
+        preview.referrerPolicy = "no-referrer";
+      } else {
+        preview = document.createElement("span");
+        preview.className = "thumb-reading";
+        preview.append(Object.assign(document.createElement("span"), { className: "spinner" }));
+        preview.setAttribute("aria-label", `Reading ${item.name}`);
+      }
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "thumb-remove";
@@ -108,7 +137,7 @@ export class Attachments {
       remove.addEventListener("click", () => this.remove(index));
       const caption = document.createElement("figcaption");
       caption.textContent = item.name;
-      figure.append(img, remove, caption);
+      figure.append(preview, remove, caption);
       return figure;
     }));
     this.onChange(this.items.length);

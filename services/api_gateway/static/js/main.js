@@ -156,15 +156,22 @@ async function answer(chat) {
   persist();
 }
 
-function send() {
-  if (active) return;
+let sending = false; // between Enter and the request: images still being read are awaited
+
+async function send() {
+  if (active || sending) return;
   const text = ui.prompt.value.trim();
-  if (!text && attachments.items.length === 0) return;
+  if (!text && attachments.count === 0) return;
   notify("");
-  const chat = store.current();
-  chat.messages.push({ role: "user", text, images: attachments.take(), detail: ui.detail.value });
+  sending = true;
   ui.prompt.value = "";
   autosize();
+  const chat = store.current();
+  try {
+    chat.messages.push({ role: "user", text, images: await attachments.take(), detail: ui.detail.value });
+  } finally {
+    sending = false;
+  }
   answer(chat);
 }
 
