@@ -3,9 +3,7 @@ streams longer than the grace end with an SSE error event, never a hang."""
 
 from __future__ import annotations
 
-import json
 import signal
-import threading
 
 import grpc
 import httpx
@@ -14,44 +12,12 @@ import pytest
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
 from tests.support.processes import free_port, start_service
 
+from tests.support.chat_streams import errors, finish_reasons, start_streams
+
 from .engine_process import BENCH, BenchStack
 from .stack import wait_http, wait_until
 
 STREAMS = 4
-
-
-def stream_events(base_url: str, max_tokens: int) -> list:
-    """A streamed chat read to its end: the decoded `data:` payloads ('[DONE]' as is)."""
-    body = {"model": BENCH, "messages": [{"role": "user", "content": "Tell me a long story."}],
-            "max_tokens": max_tokens, "temperature": 0, "stream": True}  # fmt: skip
-    events = []
-    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=120) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                data = line[len("data: "):]
-                events.append(data if data == "[DONE]" else json.loads(data))
-    return events
-
-
-def start_streams(base_url: str, max_tokens: int) -> tuple[list[threading.Thread], dict[int, list]]:
-    results: dict[int, list] = {}
-
-    def run(i: int) -> None:
-        results[i] = stream_events(base_url, max_tokens)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(STREAMS)]
-    for thread in threads:
-        thread.start()
-    return threads, results
-
-
-def finish_reasons(events: list) -> list:
-    return [c["finish_reason"] for e in events if isinstance(e, dict) for c in e.get("choices", []) if c.get("finish_reason")]
-
-
-def errors(events: list) -> list:
-    return [e["error"] for e in events if isinstance(e, dict) and "error" in e]
 
 
 @pytest.fixture
@@ -71,7 +37,7 @@ def restart_gateway(stack: BenchStack, tmp_path, grace: str) -> None:
 
 def test_gateway_drains_on_sigterm(stack, tmp_path):
     restart_gateway(stack, tmp_path, grace="60")
-    threads, results = start_streams(stack.base_url, max_tokens=64)
+    threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=64)
     wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
     stack.gateway.proc.send_signal(signal.SIGTERM)
     stack.gateway.wait_for_log("Draining: 4 request(s) in flight")
@@ -92,7 +58,7 @@ def test_gateway_drains_on_sigterm(stack, tmp_path):
 
 def test_gateway_grace_shorter_than_the_streams_ends_them_with_an_error_event(stack, tmp_path):
     restart_gateway(stack, tmp_path, grace="1")
-    threads, results = start_streams(stack.base_url, max_tokens=1000)
+    threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=1000)
     wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
     stack.gateway.proc.send_signal(signal.SIGTERM)
     for thread in threads:
@@ -107,7 +73,7 @@ def test_gateway_grace_shorter_than_the_streams_ends_them_with_an_error_event(st
 
 
 def test_engine_drains_on_sigterm_and_refuses_new_calls(stack):
-    threads, results = start_streams(stack.base_url, max_tokens=64)
+    threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=64)
     wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
     stack.engine.service.proc.send_signal(signal.SIGTERM)
     stack.engine.service.wait_for_log("Draining: 4 request(s) in flight")
@@ -125,7 +91,7 @@ def test_engine_drains_on_sigterm_and_refuses_new_calls(stack):
 def test_engine_grace_shorter_than_the_streams_ends_them_with_an_error_event(tmp_path, bench_model):
     stack = BenchStack(tmp_path, bench_model, params={"max_num_seqs": STREAMS}, engine_env={"PROXYVISION_DRAIN_GRACE_SECS": "1"})
     try:
-        threads, results = start_streams(stack.base_url, max_tokens=1000)
+        threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=1000)
         wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
         stack.engine.service.proc.send_signal(signal.SIGTERM)
         for thread in threads:

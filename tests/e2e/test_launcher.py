@@ -14,7 +14,12 @@ import pytest
 import yaml
 
 from tests.conftest import TEXT_MODEL, write_models_yaml
+from tests.support.chat_streams import finish_reasons, start_streams
+from tests.support.metrics import scrape
 from tests.support.processes import REPO_ROOT, free_port
+
+from .engine_process import BENCH, bench_config
+from .stack import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -67,3 +72,32 @@ def test_busy_port_fails_fast(tiny_models, tmp_path):
                                  "--engine-port-base", str(free_port())], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 1 and f"port(s) already in use: {port}" in result.stderr
     assert yaml.safe_load(config.read_text())["models"][0]["name"] == TEXT_MODEL
+
+
+def test_sigterm_to_the_launcher_drains_running_streams_and_exits_0(bench_model, tmp_path):
+
+    config = bench_config(tmp_path, bench_model, params={"max_num_seqs": 2})
+    port, base = free_port(), free_port()
+    cli = Path(sys.executable).parent / "proxyvision"
+    proc = subprocess.Popen([str(cli), "serve", "--models-config", str(config), "--port", str(port),
+                             "--engine-port-base", str(base), "--device", "cpu", "--drain-grace-secs", "60"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        output = []
+        while "Ctrl-C stops everything" not in "".join(output):
+            assert proc.poll() is None, "".join(output)
+            output.append(proc.stdout.readline())
+        metrics_url = f"http://127.0.0.1:{base + 1000}/metrics"
+        assert metrics_url in "".join(output)  # the banner says where each engine's metrics are
+        threads, results = start_streams(f"http://127.0.0.1:{port}", BENCH, 2, max_tokens=64)
+        wait_until(lambda: scrape(metrics_url).value("proxyvision_requests_running", model=BENCH) == 2, timeout=30,
+                   message="2 streams running")  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(60)
+        for events in results.values():
+            assert finish_reasons(events) == ["length"] and events[-1] == "[DONE]"
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
