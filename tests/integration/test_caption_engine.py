@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from services.common.config import parse_models_config
+from services.common.errors import OverloadedError, ShuttingDownError
 from services.vision_engine.captioner.engine import CaptionEngine
 from services.vision_engine.captioner.loader import load_vision_model
 from services.vision_engine.captioner.prompts import render_prompt
@@ -87,6 +88,34 @@ async def test_a_cancelled_request_stops_its_caption(tiny_models):
             await asyncio.sleep(0.05)
         done = await collect(engine, job(png((2, 2, 2))))  # the engine serves the next request
         assert isinstance(done[-1], CaptionDone)
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_full_queue_is_refused_at_once_and_a_drain_aborts_running_requests(tiny_models):
+    engine = CaptionEngine(entry_for(tiny_models, max_num_seqs=1, max_queue=1), device="cpu", idle_unload_secs=0)
+    await engine.start()
+    try:
+        batcher = engine.lifecycle.resource.batcher
+        running = engine.describe(job(png((3, 1, 1)), max_tokens=100_000))
+        await anext(running)
+        queued = asyncio.ensure_future(collect(engine, job(png((4, 1, 1)))))
+        deadline = asyncio.get_running_loop().time() + 20
+        while batcher.waiting < 1:
+            assert asyncio.get_running_loop().time() < deadline, "the second request never queued"
+            await asyncio.sleep(0.01)
+        with pytest.raises(OverloadedError, match="max_queue=1"):
+            await collect(engine, job(png((5, 1, 1))))
+        assert engine.metrics.requests.labels("v", "overloaded")._value.get() == 1
+
+        engine.lifecycle.begin_drain()
+        engine.abort_all("shutting down")  # what the server does when the grace period is over
+        with pytest.raises(ShuttingDownError):
+            async for _ in running:  # deltas already produced come first, then the error
+                pass
+        with pytest.raises(ShuttingDownError):
+            await queued
     finally:
         await engine.stop()
 
