@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 
+import httpx
 import openai
 import pytest
 
+from tests.e2e.stack import wait_until
 from tests.support.images import png
 
 from .chart import NAMESPACE, RELEASE, example_values, render
@@ -29,6 +31,11 @@ def cluster(tmp_path_factory):
         local.run_init_containers()
         local.start()
         local.wait_ready()
+        # The gateway is ready once the text engine serves; the vision engine is watched in the background
+        # and may have been unreachable when the gateway first looked (all pods start at once).
+        ready_url = f"http://{local.service_address(RELEASE, 'http')}/ready"
+        wait_until(lambda: httpx.get(ready_url, timeout=5).json()["vision"]["available"] is True, timeout=60,
+                   message="the gateway sees the vision engine")  # fmt: skip
         yield local
     finally:
         codes = local.stop()

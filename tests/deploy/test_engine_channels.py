@@ -59,6 +59,8 @@ def test_channel_options_name_round_robin_and_a_retry_policy_for_every_method():
     assert options["grpc.enable_retries"] == 1
     # A request with images must stay retryable: the retry buffer holds the largest message we send.
     assert options["grpc.per_rpc_retry_buffer_size"] == options["grpc.max_send_message_length"]
+    assert options["grpc.max_reconnect_backoff_ms"] <= 10_000
+    assert options["grpc.dns_min_time_between_resolutions_ms"] <= 10_000
 
 
 async def test_calls_are_spread_over_every_address_of_the_target(start_server):

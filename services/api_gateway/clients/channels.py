@@ -50,6 +50,12 @@ CHANNEL_OPTIONS = [
     # A call stays retryable only while its request fits the retry buffer (default 256 KiB); images
     # make requests of several MiB, so the buffer is as large as the largest message we send.
     ("grpc.per_rpc_retry_buffer_size", MAX_MESSAGE_BYTES),
+    # An engine that comes back at the same address (a restart under the launcher, or a pod that was not
+    # ready yet) is reconnected within 10 s, not after a backoff that grows to 2 minutes.
+    ("grpc.max_reconnect_backoff_ms", 10_000),
+    # A connection that closes (an engine's max connection age, a pod gone) asks for a new DNS lookup;
+    # allow one every 10 s (default 30 s) so pods that came or went are seen sooner.
+    ("grpc.dns_min_time_between_resolutions_ms", 10_000),
 ]
 
 
