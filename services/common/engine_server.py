@@ -15,6 +15,8 @@ from .metrics import EngineMetrics, start_metrics_server
 
 log = logging.getLogger(__name__)
 
+ABORT_FLUSH_SECS = 5.0  # for aborted calls to send their final status
+
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -75,11 +77,16 @@ class EngineServer:
         log.info("Draining: %d request(s) in flight, grace %.0fs", lifecycle.active, grace)
         await self._health.set(False)
         lifecycle.begin_drain()
+        # Stop at the transport at once (GOAWAY): round-robin clients drop this replica now instead of
+        # retrying new calls into it. Calls in flight go on; gRPC's own hard cancel comes only after our
+        # grace and abort below, so every call still ends with a status of ours.
+        transport_stop = asyncio.create_task(self.server.stop(grace + ABORT_FLUSH_SECS + 1.0))
         if not await lifecycle.wait_idle(grace):
             log.warning("Drain grace of %.0fs over: aborting %d request(s)", grace, lifecycle.active)
             self.engine.abort_all("The engine is shutting down; the request was aborted after the drain grace period")
-            await lifecycle.wait_idle(5.0)  # the aborted calls send their status
-        await self.stop(grace=1.0)
+            await lifecycle.wait_idle(ABORT_FLUSH_SECS)  # the aborted calls send their status
+        await transport_stop
+        await self.stop(grace=0)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let running ones finish for `grace` seconds, then free the model."""
