@@ -44,18 +44,26 @@ def log_level_from(cli_value: str | None, environ: Mapping[str, str] | None = No
 
 
 def parse_endpoints(value: str | None) -> dict[str, str]:
-    """Parse PROXYVISION_ENDPOINTS / --endpoint values: 'name=target,name2=target2'."""
+    """Parse PROXYVISION_ENDPOINTS / --endpoint values: 'name=target,name2=target2'.
+
+    A piece without '=' continues the previous target, so gRPC address lists keep their commas:
+    'a=ipv4:10.0.0.1:50051,10.0.0.2:50051,b=dns:///b:50051'."""
     if not value:
         return {}
-    result = {}
+    result: dict[str, str] = {}
+    last = None
     for item in value.split(","):
         item = item.strip()
         if not item:
             continue
         name, sep, target = item.partition("=")
+        if not sep and last is not None:
+            result[last] += f",{item}"
+            continue
         if not sep or not name or not target:
             raise ValueError(f"bad endpoint {item!r}: expected name=host:port")
-        result[name.strip()] = target.strip()
+        last = name.strip()
+        result[last] = target.strip()
     return result
 
 

@@ -67,6 +67,8 @@ def test_precedence_cli_env_file_default():
 
 def test_endpoints_and_log_levels():
     assert parse_endpoints("a=127.0.0.1:1, b=dns:///svc:2") == {"a": "127.0.0.1:1", "b": "dns:///svc:2"}
+    # gRPC address lists keep their commas
+    assert parse_endpoints("a=ipv4:10.0.0.1:5,10.0.0.2:5,b=h:1") == {"a": "ipv4:10.0.0.1:5,10.0.0.2:5", "b": "h:1"}
     with pytest.raises(ValueError):
         parse_endpoints("nonsense")
     assert normalize_level("info") == "INFO"
