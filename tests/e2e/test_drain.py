@@ -28,6 +28,8 @@ def stack(tmp_path, bench_model):
 
 
 def restart_gateway(stack: BenchStack, tmp_path, grace: str) -> None:
+    """Replace the stack's gateway by one with drain grace `grace` (the old one is stopped, not leaked)."""
+    assert stack.gateway.stop() == 0
     port = free_port()
     stack.gateway = start_service("services.api_gateway", ["--models-config", str(tmp_path / "models.yaml"), "--port",
                                   str(port), "--drain-grace-secs", grace], port, tmp_path)  # fmt: skip
