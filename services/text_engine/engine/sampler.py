@@ -80,12 +80,17 @@ class RequestSampler:
         """Pick one token per row; return one-hot scores (0 at the token, -inf elsewhere)."""
         # The manager passes one row per request in the batch; only the first len(self._rows) (requests with a
         # new token, in order) matter. The rest belong to requests still prefilling and are discarded.
-        specs = [state.logit_processor_kwargs[SPEC_KEY] for state in self._rows[: scores.shape[0]]]
+        states = self._rows[: scores.shape[0]]
+        specs = [state.logit_processor_kwargs[SPEC_KEY] for state in states]
         if all(spec.greedy and not spec.penalized for spec in specs):
             return scores  # all greedy: the manager's own argmax over the raw scores is the same choice
+        logits = scores[: len(specs)].float()
+        for row, (state, spec) in enumerate(zip(states, specs)):
+            if spec.penalized:
+                logits[row] = apply_penalties(logits[row], spec, state.generated_tokens)
+        # Rows past the requests with a new token get token 0: valid, and discarded by the manager.
         chosen = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
-        for row, (state, spec) in enumerate(zip(self._rows, specs)):
-            chosen[row] = sample_row(scores[row], spec, state.generated_tokens)
+        chosen[: len(specs)] = sample_batch(logits, specs)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen.unsqueeze(1), 0.0)
         return out
@@ -100,20 +105,38 @@ def apply_penalties(logits: torch.Tensor, spec: SamplingSpec, generated: list[in
     return logits - spec.frequency_penalty * counts - spec.presence_penalty * (counts > 0).to(logits.dtype)
 
 
-def sample_row(logits: torch.Tensor, spec: SamplingSpec, generated: list[int]) -> int:
-    """Sample one token from one row of logits with the request's own generator."""
-    logits = apply_penalties(logits.float(), spec, generated)
-    if spec.greedy:
-        return int(torch.argmax(logits))
-    logits = logits / spec.temperature
-    if 0 < spec.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, spec.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if spec.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+def sample_batch(logits: torch.Tensor, specs: list[SamplingSpec]) -> torch.Tensor:
+    """One token per row of `logits` [rows, vocab], each row with its own request's parameters.
+
+    The tensor work (temperature, top-k, top-p, softmax) is done for the whole batch at once; only one
+    uniform number per sampled row comes from that request's own generator, and it is turned into a token
+    by inverse-CDF lookup. So a seeded request draws the same tokens whatever else is in the batch."""
+    rows, vocab = logits.shape
+    device = logits.device
+    greedy = torch.tensor([spec.greedy for spec in specs], device=device)
+    temperature = torch.tensor([1.0 if spec.greedy else spec.temperature for spec in specs], device=device)
+    top_k = torch.tensor([spec.top_k if 0 < spec.top_k < vocab else vocab for spec in specs], device=device)
+    top_p = torch.tensor([spec.top_p for spec in specs], device=device)
+    uniform = torch.stack([
+        torch.zeros((), device=device) if spec.greedy else torch.rand((), generator=spec.generator, device=device)
+        for spec in specs
+    ])  # fmt: skip
+    scaled = logits / temperature[:, None]
+    if bool(((top_k < vocab) | (top_p < 1.0)).any()):
+        scaled, order = torch.sort(scaled, dim=-1, descending=True)
+        ranks = torch.arange(vocab, device=device)[None, :]
+        scaled = scaled.masked_fill(ranks >= top_k[:, None], float("-inf"))
+        probs = torch.softmax(scaled, dim=-1)
         # Drop a token when the tokens before it already reach top_p (the first token always stays).
-        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= spec.top_p
-        logits = logits.masked_fill(torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=spec.generator))
+        scaled = scaled.masked_fill(probs.cumsum(dim=-1) - probs >= top_p[:, None], float("-inf"))
+    else:
+        order = None  # nothing to cut: no need to sort the vocabulary
+    cdf = torch.softmax(scaled, dim=-1).cumsum(dim=-1)
+    picked = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).clamp_(max=vocab - 1)
+    sampled = (order.gather(1, picked) if order is not None else picked).squeeze(1)
+    return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+def sample_row(logits: torch.Tensor, spec: SamplingSpec, generated: list[int]) -> int:
+    """Sample one token from one row of logits with the request's own generator (as in a batch)."""
+    return int(sample_batch(apply_penalties(logits.float(), spec, generated)[None, :], [spec])[0])

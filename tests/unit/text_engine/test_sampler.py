@@ -90,3 +90,39 @@ def test_kv_budget_is_capped_at_what_sequences_can_use():
     assert big.bytes_per_token == 2 * 2 * 2 * 16 * 4 and big.capacity_tokens == 2048 * 1024 * 1024 // 512
     capped = kv_budget(config, torch.float32, 2048, 64, max_useful_tokens=16 * 4096)
     assert capped.capacity_tokens == 16 * 4096
+
+
+def test_a_seeded_request_draws_the_same_tokens_alone_or_in_a_batch():
+    from services.text_engine.engine.sampler import sample_batch
+
+    logits = torch.randn(30, 50, generator=torch.Generator().manual_seed(0))
+    alone, mine = [], spec(seed=7, top_p=0.9)
+    for step in range(30):
+        alone.append(int(sample_batch(logits[step : step + 1], [mine])[0]))
+    batched, mine, other = [], spec(seed=7, top_p=0.9), spec(seed=11, top_k=3)
+    for step in range(30):
+        rows = torch.stack([logits[step], logits[(step + 1) % 30], logits[(step + 2) % 30]])
+        batched.append(int(sample_batch(rows, [mine, other, spec(temperature=0.0)])[0]))
+    assert alone == batched
+
+
+def test_each_row_keeps_its_own_parameters_in_a_mixed_batch():
+    from services.text_engine.engine.sampler import sample_batch
+
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05], [0.6, 0.3, 0.05, 0.05], [0.1, 0.2, 0.3, 0.4]]))
+    specs = [spec(top_k=1, seed=1), spec(top_p=0.8, seed=2), spec(temperature=0.0)]
+    draws = [sample_batch(logits, specs).tolist() for _ in range(300)]
+    assert {d[0] for d in draws} == {0}  # top_k=1
+    assert {d[1] for d in draws} == {0, 1}  # the 0.8 nucleus
+    assert {d[2] for d in draws} == {3}  # greedy
+
+
+def test_sampling_follows_the_softmax_at_the_requested_temperature():
+    from services.text_engine.engine.sampler import sample_batch
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    s = spec(temperature=0.5, seed=5)
+    counts = torch.bincount(torch.tensor([int(sample_batch(torch.log(probs)[None, :], [s])[0]) for _ in range(4000)]),
+                            minlength=4).float() / 4000  # fmt: skip
+    expected = torch.softmax(torch.log(probs) / 0.5, dim=-1)
+    assert torch.allclose(counts, expected, atol=0.03), (counts, expected)
