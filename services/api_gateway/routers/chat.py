@@ -31,13 +31,22 @@ async def create_chat_completion(
     """OpenAI chat completions, streamed (SSE) or not; images are described by the vision engine."""
     if state.drain.draining:
         raise ShuttingDownError("The server is shutting down; retry in a moment (another replica will answer)")
-    plan = await state.chat.plan(body)
+    plan = await state.chat.plan(body, client_timeout(request))
     request.state.model = plan.entry.name  # for the request metrics
     if body.stream:
         # Until the engine accepts (it may queue the request), nothing is sent: watch the client meanwhile.
         frames = await _unless_disconnected(request, state.chat.stream(plan, rid))
         return EventStreamResponse(frames)
     return await _unless_disconnected(request, state.chat.complete(plan, rid))
+
+
+def client_timeout(request: Request) -> float | None:
+    """The timeout the official OpenAI SDKs announce (`X-Stainless-Timeout`, seconds), if any and sane."""
+    try:
+        value = float(request.headers.get("x-stainless-timeout", ""))
+    except ValueError:
+        return None
+    return value if 0 < value < float("inf") else None
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:

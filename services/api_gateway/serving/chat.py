@@ -43,6 +43,7 @@ class ChatPlan:
     params: GenerationParams
     images: PendingImages | None
     started: float  # time.monotonic() when the request was planned (for time to first token)
+    timeout: float  # deadline of each engine call of this request, in seconds
 
 
 class ChatService:
@@ -61,9 +62,11 @@ class ChatService:
         self._keepalive_secs = keepalive_secs
         self._first_event_wait_secs = first_event_wait_secs
 
-    async def plan(self, request: ChatCompletionRequest) -> ChatPlan:
-        """Refuse what we cannot serve, resolve the model, fetch and check images."""
+    async def plan(self, request: ChatCompletionRequest, client_timeout: float | None = None) -> ChatPlan:
+        """Refuse what we cannot serve, resolve the model, fetch and check images. Engine calls get the
+        configured deadline, or the client's own timeout when that is shorter (nobody waits for the rest)."""
         started = time.monotonic()
+        timeout = min(self._timeout, client_timeout) if client_timeout else self._timeout
         _refuse_unsupported(request)
         entry, client = self._registry.text_client(request.model)
         params = GenerationParams(
@@ -71,8 +74,8 @@ class ChatService:
             top_k=request.top_k, seed=request.seed, stop=request.stop_list,
             presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
         )  # fmt: skip
-        images = await self._rewriter.prepare(request.messages)
-        return ChatPlan(request, entry, client, params, images, started)
+        images = await self._rewriter.prepare(request.messages, timeout)
+        return ChatPlan(request, entry, client, params, images, started, timeout)
 
     async def _turns(self, plan: ChatPlan, request_id: str) -> list[ChatTurn]:
         if plan.images is None:
@@ -80,7 +83,7 @@ class ChatService:
         return await plan.images.describe(request_id)
 
     def _generate(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str) -> AsyncIterator[TextDelta | Finished]:
-        return plan.client.generate(turns, plan.params, request_id=request_id, timeout=self._timeout)
+        return plan.client.generate(turns, plan.params, request_id=request_id, timeout=plan.timeout)
 
     async def complete(self, plan: ChatPlan, request_id: str) -> dict:
         """A non-streamed `chat.completion`."""

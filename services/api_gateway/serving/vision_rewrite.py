@@ -91,8 +91,9 @@ class ProxyVisionRewriter:
         self._timeout = timeout
         self._metrics = metrics or GatewayMetrics()
 
-    async def prepare(self, messages: list[ChatMessage]) -> PendingImages | None:
-        """None for text-only requests; else the checked images (raises our 4xx/503 errors)."""
+    async def prepare(self, messages: list[ChatMessage], timeout: float | None = None) -> PendingImages | None:
+        """None for text-only requests; else the checked images (raises our 4xx/503 errors). `timeout` is the
+        deadline of the Describe calls (default: the configured one)."""
         refs = [(m, p, image) for m, message in enumerate(messages) for p, image in _image_parts(message)]
         if not refs:
             return None
@@ -111,7 +112,7 @@ class ProxyVisionRewriter:
         grouped: dict[int, list[ImageToDescribe]] = {}
         for (m, _, _), item in zip(refs, loaded):
             grouped.setdefault(m, []).append(item)
-        pending = PendingImages(messages, grouped, client, self._backend, self._timeout)
+        pending = PendingImages(messages, grouped, client, self._backend, timeout or self._timeout)
         pending.timings.fetch_ms = (time.monotonic() - started) * 1000
         return pending
 
