@@ -18,6 +18,8 @@ from .engine_process import BENCH, BenchStack
 from .stack import wait_http, wait_until
 
 STREAMS = 4
+# Streams that drain gracefully run for seconds on 2 CPU cores (4 x 160 tokens of the bench model), so the
+# checks made while draining (/ready, a late request) happen while they are still running.
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def restart_gateway(stack: BenchStack, tmp_path, grace: str) -> None:
 
 def test_gateway_drains_on_sigterm(stack, tmp_path):
     restart_gateway(stack, tmp_path, grace="60")
-    threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=64)
+    threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=160)
     wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
     stack.gateway.proc.send_signal(signal.SIGTERM)
     stack.gateway.wait_for_log("Draining: 4 request(s) in flight")
@@ -75,7 +77,7 @@ def test_gateway_grace_shorter_than_the_streams_ends_them_with_an_error_event(st
 
 
 def test_engine_drains_on_sigterm_and_refuses_new_calls(stack):
-    threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=64)
+    threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=160)
     wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
     stack.engine.service.proc.send_signal(signal.SIGTERM)
     stack.engine.service.wait_for_log("Draining: 4 request(s) in flight")
