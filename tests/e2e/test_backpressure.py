@@ -25,7 +25,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_later_requests_succeed(tm
         results: dict[str, httpx.Response] = {}
 
         def hold(name: str) -> None:
-            results[name] = chat(stack.base_url, max_tokens=120, stream=True)
+            results[name] = chat(stack.base_url, max_tokens=300, stream=True)  # seconds: the checks below run meanwhile
 
         first = threading.Thread(target=hold, args=("running",))
         first.start()
