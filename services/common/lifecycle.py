@@ -182,6 +182,7 @@ class ModelLifecycle(Generic[R]):
                 async with self._lock:
                     if self._active:
                         continue
-                    log.info("Unloading model %s after %.0fs idle", self.name, idle_for)
+                    # The configured delay, not the measured one: operators grep for the number they set.
+                    log.info("Unloading model %s after %ds idle", self.name, self._idle_unload_secs)
                     await self._unload()
                     self.unloads += 1
