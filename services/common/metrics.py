@@ -9,17 +9,22 @@ GetModelInfo. The exporter runs in prometheus_client's own thread: a scrape neve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
+from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .errors import InternalError, OverloadedError, ProxyVisionError, ShuttingDownError
 from .lifecycle import ModelState
 
 log = logging.getLogger(__name__)
+E = TypeVar("E")
 
 # From a few milliseconds (a cached caption, a token) to minutes (a long completion on a busy engine).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -99,6 +104,42 @@ class EngineMetrics:
     def count(self, status: str) -> None:
         """One finished request."""
         self.requests.labels(self.model, status).inc()
+
+    async def observe(self, events: AsyncIterator[E], *, is_output: Callable[[E], bool] = lambda event: True,
+                      outcome: Callable[[E], str | None] = lambda event: None) -> AsyncIterator[E]:  # fmt: skip
+        """Pass one request's events through, counting it: time to the first event that `is_output`, its
+        status (`outcome(event)` of a final event, else "ok" when the events run out, the error's status
+        when one is raised, "cancelled" when the caller leaves) and, for finished requests, its duration.
+        Closing this generator closes `events` at once (the engine frees the request's slot)."""
+        started = time.monotonic()
+        status, waiting_first = None, True
+        try:
+            async with aclosing(events) as inner:
+                async for event in inner:
+                    if waiting_first and is_output(event):
+                        self.ttft.labels(self.model).observe(time.monotonic() - started)
+                        waiting_first = False
+                    status = outcome(event) or status
+                    yield event
+            status = status or "ok"
+        except ProxyVisionError as error:
+            status = error_status(error)
+            raise
+        finally:
+            self.count(status or "cancelled")
+            if status in ("ok", "error"):
+                self.latency.labels(self.model).observe(time.monotonic() - started)
+
+
+def error_status(error: ProxyVisionError) -> str:
+    """The `status` label of a request that ended with `error`."""
+    if isinstance(error, OverloadedError):
+        return "overloaded"
+    if isinstance(error, ShuttingDownError):
+        return "unavailable"
+    if isinstance(error, InternalError):
+        return "error"
+    return "rejected"
 
 
 def start_metrics_server(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer, int]:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from services.common.config import ModelEntry
-from services.common.errors import OverloadedError, ProxyVisionError, ShuttingDownError
+from services.common.errors import OverloadedError, ShuttingDownError
 from services.common.hf_models import MIB
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import EngineMetrics, ModelSnapshot
@@ -162,34 +162,18 @@ class InferenceEngine:
             await self.lifecycle.replace(self._restart_batcher)
 
     # Requests -------------------------------------------------------------------------------------
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream the completion of one request. Raises our errors before the first event."""
-        started = time.monotonic()
-        status = "cancelled"  # what the caller's leaving (GeneratorExit/CancelledError) leaves in place
-        first = True
-        try:
-            async for event in self._generate(request):
-                if first and isinstance(event, TextDelta):
-                    self.metrics.ttft.labels(self.entry.name).observe(time.monotonic() - started)
-                    first = False
-                if isinstance(event, Finished):
-                    status = "error" if event.reason is FinishReason.ERROR else "ok"
-                    self.metrics.prompt_tokens.labels(self.entry.name).inc(event.prompt_tokens)
-                    self.metrics.generation_tokens.labels(self.entry.name).inc(event.completion_tokens)
-                yield event
-        except OverloadedError:
-            status = "overloaded"
-            raise
-        except ShuttingDownError:
-            status = "unavailable"
-            raise
-        except ProxyVisionError:
-            status = "rejected"
-            raise
-        finally:
-            self.metrics.count(status)
-            if status in ("ok", "error"):
-                self.metrics.latency.labels(self.entry.name).observe(time.monotonic() - started)
+        return self.metrics.observe(self._generate(request), is_output=lambda e: isinstance(e, TextDelta),
+                                    outcome=self._finished)  # fmt: skip
+
+    def _finished(self, event: GenerationEvent) -> str | None:
+        """Token counters and the request's status, from its final event."""
+        if not isinstance(event, Finished):
+            return None
+        self.metrics.prompt_tokens.labels(self.entry.name).inc(event.prompt_tokens)
+        self.metrics.generation_tokens.labels(self.entry.name).inc(event.completion_tokens)
+        return "error" if event.reason is FinishReason.ERROR else "ok"
 
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         async with self.lifecycle.use() as runtime:

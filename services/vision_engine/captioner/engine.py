@@ -119,33 +119,9 @@ class CaptionEngine:
                  "%d bytes/token)", entry.name, note, batcher.token_budget, params.mem, loaded.kv_bytes_per_token)  # fmt: skip
         return VisionRuntime(loaded, batcher)
 
-    async def describe(self, job: DescribeJob) -> AsyncIterator[CaptionEvent]:
+    def describe(self, job: DescribeJob) -> AsyncIterator[CaptionEvent]:
         """Stream captions of all images of `job`; per image, deltas then one CaptionDone."""
-        started = time.monotonic()
-        status, first = "cancelled", True
-        try:
-            async for event in self._describe(job):
-                if first:
-                    self.metrics.ttft.labels(self.entry.name).observe(time.monotonic() - started)
-                    first = False
-                yield event
-            status = "ok"
-        except OverloadedError:
-            status = "overloaded"
-            raise
-        except ShuttingDownError:
-            status = "unavailable"
-            raise
-        except InternalError:
-            status = "error"
-            raise
-        except ProxyVisionError:
-            status = "rejected"
-            raise
-        finally:
-            self.metrics.count(status)
-            if status == "ok":
-                self.metrics.latency.labels(self.entry.name).observe(time.monotonic() - started)
+        return self.metrics.observe(self._describe(job))
 
     async def _describe(self, job: DescribeJob) -> AsyncIterator[CaptionEvent]:
         if not job.images:
