@@ -38,6 +38,7 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
 
     metrics = GatewayMetrics()
     drain = drain or Drain()
+    metrics.running.set_function(lambda: drain.inflight)  # one count of requests in flight: the drain's
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -57,7 +57,6 @@ class RequestIdMiddleware:
         is_chat = scope["path"] == CHAT_PATH
         if is_chat:
             self._drain.inflight += 1
-            self._metrics.running.inc()
 
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
@@ -80,7 +79,6 @@ class RequestIdMiddleware:
             elapsed = time.monotonic() - started
             if is_chat:
                 self._drain.inflight -= 1
-                self._metrics.running.dec()
                 model = scope["state"].get("model", "unknown")  # set by the route once the model is resolved
                 self._metrics.requests.labels(model, str(status["code"] or 499)).inc()
                 self._metrics.latency.labels(model).observe(elapsed)
