@@ -7,7 +7,6 @@ Every wait has a deadline and polls for the state asserted; no sleep stands in f
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import subprocess
