@@ -73,17 +73,25 @@ class EngineProcess:
 class BenchStack:
     """The bench-model engine behind a real gateway (both with metrics)."""
 
-    def __init__(self, tmp: Path, bench_model: Path, *, params: dict | None = None, env: dict | None = None,
-                 gateway_env: dict | None = None, engine_env: dict | None = None) -> None:  # fmt: skip
+    def __init__(self, tmp: Path, bench_model: Path, *, params: dict | None = None,
+                 engine_env: dict | None = None) -> None:  # fmt: skip
+        self.tmp = tmp
+        port = free_port()
+        self.config = bench_config(tmp, bench_model, params=params, endpoint=f"127.0.0.1:{port}")
+        self.engine = EngineProcess(tmp, self.config, env=engine_env, port=port).wait_serving()
+        self.gateway: ServiceProcess | None = None
+        self.start_gateway()
+
+    def start_gateway(self, *args: str) -> None:
+        """Start a gateway with extra `args` (stopping the one running, if any) and wait until it is ready."""
         from .stack import wait_http
 
+        if self.gateway is not None:
+            assert self.gateway.stop() == 0
         port = free_port()
-        config = bench_config(tmp, bench_model, params=params, endpoint=f"127.0.0.1:{port}")
-        self.engine = EngineProcess(tmp, config, env={**(env or {}), **(engine_env or {})}, port=port).wait_serving()
-        gateway_port = free_port()
-        self.gateway = start_service("services.api_gateway", ["--models-config", str(config), "--port", str(gateway_port)],
-                                     gateway_port, tmp, env={**(env or {}), **(gateway_env or {})})  # fmt: skip
-        self.base_url = f"http://127.0.0.1:{gateway_port}"
+        self.gateway = start_service("services.api_gateway", ["--models-config", str(self.config), "--port", str(port),
+                                                              *args], port, self.tmp)  # fmt: skip
+        self.base_url = f"http://127.0.0.1:{port}"
         wait_http(f"{self.base_url}/ready", self.gateway)
 
     def gateway_metrics(self) -> Scrape:

@@ -10,12 +10,10 @@ import httpx
 import pytest
 
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
-from tests.support.processes import free_port, start_service
-
 from tests.support.chat_streams import errors, finish_reasons, start_streams
 
 from .engine_process import BENCH, BenchStack
-from .stack import wait_http, wait_until
+from .stack import wait_until
 
 STREAMS = 4
 # Streams that drain gracefully run for seconds on 2 CPU cores (4 x 160 tokens of the bench model), so the
@@ -29,18 +27,8 @@ def stack(tmp_path, bench_model):
     stack.stop()
 
 
-def restart_gateway(stack: BenchStack, tmp_path, grace: str) -> None:
-    """Replace the stack's gateway by one with drain grace `grace` (the old one is stopped, not leaked)."""
-    assert stack.gateway.stop() == 0
-    port = free_port()
-    stack.gateway = start_service("services.api_gateway", ["--models-config", str(tmp_path / "models.yaml"), "--port",
-                                  str(port), "--drain-grace-secs", grace], port, tmp_path)  # fmt: skip
-    stack.base_url = f"http://127.0.0.1:{port}"
-    wait_http(f"{stack.base_url}/ready", stack.gateway)
-
-
-def test_gateway_drains_on_sigterm(stack, tmp_path):
-    restart_gateway(stack, tmp_path, grace="60")
+def test_gateway_drains_on_sigterm(stack):
+    stack.start_gateway("--drain-grace-secs", "60")
     threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=160)
     wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
     stack.gateway.proc.send_signal(signal.SIGTERM)
@@ -60,8 +48,8 @@ def test_gateway_drains_on_sigterm(stack, tmp_path):
     assert stack.gateway.proc.wait(30) == 0
 
 
-def test_gateway_grace_shorter_than_the_streams_ends_them_with_an_error_event(stack, tmp_path):
-    restart_gateway(stack, tmp_path, grace="1")
+def test_gateway_grace_shorter_than_the_streams_ends_them_with_an_error_event(stack):
+    stack.start_gateway("--drain-grace-secs", "1")
     threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=1000)
     wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
     stack.gateway.proc.send_signal(signal.SIGTERM)
