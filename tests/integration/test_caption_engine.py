@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 
 import pytest
 import torch
@@ -68,6 +69,39 @@ async def test_identical_concurrent_requests_are_computed_once(tiny_models):
         assert engine.lifecycle.resource.batcher.captioned == 1
         again = await collect(engine, job(image))
         assert again[-1].cached and engine.lifecycle.resource.batcher.captioned == 1
+    finally:
+        await engine.stop()
+
+
+class DecodeAfterGate(CaptionEngine):
+    """The real engine, but the second request's image decoding waits for `gate`: it lets a test put the
+    landing of another request's caption exactly between a cache check and the flight lookup."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.decodes = 0
+
+    def _decode(self, job, indices):
+        self.decodes += 1
+        if self.decodes == 2:
+            assert self.gate.wait(30)
+        return super()._decode(job, indices)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_caption_that_lands_while_a_request_decodes_is_not_computed_again(tiny_models):
+    engine = DecodeAfterGate(entry_for(tiny_models), device="cpu", idle_unload_secs=0)
+    await engine.start()
+    try:
+        image = png((9, 9, 9))
+        first = asyncio.ensure_future(collect(engine, job(image)))
+        second = asyncio.ensure_future(collect(engine, job(image)))  # misses the cache, then decodes slowly
+        await first  # its caption lands in the cache while the second request is still decoding
+        engine.gate.set()
+        done = (await second)[-1]
+        assert done.cached and done.caption == (await first)[-1].caption
+        assert engine.lifecycle.resource.batcher.captioned == 1
     finally:
         await engine.stop()
 

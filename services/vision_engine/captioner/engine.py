@@ -142,19 +142,15 @@ class CaptionEngine:
             try:
                 keys = [CacheKey.of(item.sha256 or hashlib.sha256(item.data).hexdigest(), item.detail,
                                     f"{instruction}\x00{max_tokens}", self.entry.name) for item in job.images]  # fmt: skip
-                misses = []
-                for index, key in enumerate(keys):
-                    hit = self.board.cached(key)
-                    if hit is None:
-                        misses.append(index)
-                    else:  # these bytes decoded fine when they were captioned: no need to decode them again
-                        self.metrics.cache_hits.labels(self.entry.name).inc()
-                        events.put_nowait(CaptionDone(index, hit.text, hit.finish_reason, hit.image_tokens,
-                                                      hit.caption_tokens, True, 0.0))  # fmt: skip
                 self.metrics.images.labels(self.entry.name).inc(len(keys))
-                self.metrics.cache_misses.labels(self.entry.name).inc(len(misses))
+                # Cached bytes decoded fine when they were captioned: no need to decode them again.
+                misses = [index for index, key in enumerate(keys) if not self._answer_from_cache(events, index, key)]
                 decoded = await asyncio.to_thread(self._decode, job, misses)
                 for index, image in zip(misses, decoded):
+                    # Someone else's caption of these bytes may have landed while they were decoded.
+                    if self._answer_from_cache(events, index, keys[index]):
+                        continue
+                    self.metrics.cache_misses.labels(self.entry.name).inc()
                     budget = self._image_budget(runtime, job.images[index].detail, image, max_tokens)
                     flight = self.board.join_or_start(
                         keys[index], lambda f, im=image, b=budget: self._submit(runtime, f, im, b, instruction, max_tokens)
@@ -175,6 +171,15 @@ class CaptionEngine:
                 for flight in flights:
                     flight.unsubscribe(events)
         log.info("Vision processing completed in %.0fms (%d images)", (time.monotonic() - started) * 1000, len(job.images))
+
+    def _answer_from_cache(self, events: asyncio.Queue, index: int, key: CacheKey) -> bool:
+        """Queue image `index`'s cached caption, if there is one."""
+        hit = self.board.cached(key)
+        if hit is None:
+            return False
+        self.metrics.cache_hits.labels(self.entry.name).inc()
+        events.put_nowait(CaptionDone(index, hit.text, hit.finish_reason, hit.image_tokens, hit.caption_tokens, True, 0.0))
+        return True
 
     @staticmethod
     def _decode(job: DescribeJob, indices: list[int]):
