@@ -3,8 +3,9 @@
 Against real services with the tiny models: the page loads from the gateway alone, streams a text
 answer, sends attached images (file, drag and drop, paste, URL) and shows the "describing" state, and
 Stop frees the engine's slot. Against the real gateway over the scripted fake engine (exact replies):
-untrusted model output renders as text, markdown and reasoning render, API errors read clearly, and the
-page works at phone width in dark mode by keyboard. Screenshots go to test-artifacts/ui/.
+untrusted model output (answer and reasoning) renders as text, markdown renders, reasoning from its own
+field shows collapsed ("Thinking…" while it streams) and is kept with the chat, think markers in an answer
+are just text, API errors read clearly, and the page works at phone width in dark mode by keyboard. Screenshots go to test-artifacts/ui/.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from playwright.sync_api import Page, expect
 
 from tests.conftest import TEXT_MODEL
 from tests.support.browser import PageWatch, chromium, new_page, screenshot
-from tests.support.fake_text_engine import STAND_IN
+from tests.support.fake_text_engine import REASON, REASON_SPLIT, STAND_IN, VERBATIM, VERBATIM_PIECE
 from tests.support.http_servers import ScriptedServer, send_bytes
 from tests.support.images import encode, png
 from tests.support.processes import free_port, start_service, wait_grpc_serving
@@ -300,47 +301,114 @@ def test_stop_aborts_the_stream_and_frees_the_engine_slot(open_ui, stack):
 
 # Inline HTML, an HTML block, and a markdown link to a javascript: URL (each in its own paragraph: an
 # HTML block would swallow the link as text).
-XSS = ("VERBATIM Look: <img src=x onerror=\"window.pwned='img'\"> and <script>window.pwned='script'</script>\n\n"
+XSS = ("Look: <img src=x onerror=\"window.pwned='img'\"> and <script>window.pwned='script'</script>\n\n"
        "<iframe src=\"javascript:window.pwned='iframe'\"></iframe>\n\n[click me](javascript:window.pwned='link')")  # fmt: skip
 
 
-def test_model_output_with_html_and_script_renders_as_text(open_ui, fake_gateway):
+@pytest.mark.parametrize("where", ["answer", "reasoning"])
+def test_model_output_with_html_and_script_renders_as_text(open_ui, fake_gateway, where):
     page, watch = open_ui(fake_gateway)
-    send(page, XSS)
+    prompt = f"{VERBATIM}{XSS}" if where == "answer" else f"{REASON}{XSS}{REASON_SPLIT}Done."
+    send(page, prompt)
     answer = last_answer(page)
     expect(answer).to_have_attribute("data-state", "done")
-    content = answer.locator(".content")
-    expect(content).to_contain_text("""Look: <img src=x onerror="window.pwned='img'"> and <script>window.pwned='script'</script>""")
-    expect(content).to_contain_text("""<iframe src="javascript:window.pwned='iframe'"></iframe>""")
-    expect(page.locator("article.user .text")).to_have_text(XSS)  # the user's own text: also only text
+    shown = answer.locator(".content")
+    if where == "reasoning":
+        expect(shown).to_have_text("Done.")
+        answer.locator("details.reasoning summary").click()  # open it: its link must be clickable
+        shown = answer.locator(".reasoning-text")
+    expect(shown).to_contain_text("""Look: <img src=x onerror="window.pwned='img'"> and <script>window.pwned='script'</script>""")
+    expect(shown).to_contain_text("""<iframe src="javascript:window.pwned='iframe'"></iframe>""")
+    expect(page.locator("article.user .text")).to_have_text(prompt)  # the user's own text: also only text
     for tag in ("img", "script", "iframe"):  # shown, never made into elements
         expect(page.locator(f"#messages {tag}")).to_have_count(0)
-    link = content.locator("a", has_text="click me")
+    link = shown.locator("a", has_text="click me")
     expect(link).to_have_count(1)  # markdown made it a link...
     assert link.get_attribute("href") is None  # ...whose javascript: URL the sanitizer removed
     link.click()
     assert page.evaluate("() => window.pwned") is None
     assert watch.dialogs == []
-    screenshot(page, "xss-as-text")
+    screenshot(page, f"xss-as-text-{where}")
     watch.assert_quiet()  # a blocked script would also have logged a CSP violation
 
 
-def test_markdown_code_and_collapsed_reasoning(open_ui, fake_gateway):
+REASONING = "The user wants a **function** that adds two numbers."
+CODE = "Here is **the code**:\n\n```python\ndef add(a, b):\n    return a + b\n```\n"
+
+
+def reasoning_tokens(text: str) -> int:
+    """What the fake engine reports for a reasoning `text`: one token per piece, plus the two think markers."""
+    return -(-len(text) // VERBATIM_PIECE) + 2
+
+
+def test_reasoning_is_shown_collapsed_from_its_field_and_kept_in_the_history(open_ui, fake_gateway):
     page, watch = open_ui(fake_gateway)
-    send(page, "VERBATIM [THINK]The user wants a function.[/THINK]Here is **the code**:\n\n"
-               "```python\ndef add(a, b):\n    return a + b\n```\n")  # fmt: skip
+    prompt = f"{REASON}{REASONING}{REASON_SPLIT}{CODE}"
+    send(page, prompt)
     answer = last_answer(page)
     expect(answer).to_have_attribute("data-state", "done")
-    reasoning = answer.locator("details.reasoning")
-    expect(reasoning.locator("summary")).to_have_text("Reasoning")
-    expect(reasoning.locator(".reasoning-text")).to_be_hidden()  # collapsed
-    reasoning.locator("summary").click()
-    expect(reasoning.locator(".reasoning-text")).to_have_text("The user wants a function.")
-    content = answer.locator(".content")
-    expect(content).not_to_contain_text("THINK")
-    expect(content.locator("strong")).to_have_text("the code")
-    expect(content.locator("code.language-python .hljs-keyword")).to_have_text(["def", "return"])
-    screenshot(page, "markdown")
+
+    def check_reasoning_and_answer() -> None:
+        reasoning = answer.locator("details.reasoning")
+        expect(reasoning.locator("summary")).to_have_text("Reasoning")
+        expect(reasoning.locator(".reasoning-text")).to_be_hidden()  # collapsed
+        content = answer.locator(".content")  # the answer, outside the reasoning, as markdown
+        expect(content.locator("strong")).to_have_text("the code")
+        expect(content.locator("code.language-python .hljs-keyword")).to_have_text(["def", "return"])
+        expect(content).not_to_contain_text("adds two numbers")
+        expect(answer.locator(".meta .usage")).to_contain_text(f"completion tokens ({reasoning_tokens(REASONING)} reasoning)")
+        reasoning.locator("summary").click()
+        expect(reasoning.locator(".reasoning-text")).to_have_text("The user wants a function that adds two numbers.")
+        expect(reasoning.locator(".reasoning-text strong")).to_have_text("function")  # markdown too, sanitized
+
+    check_reasoning_and_answer()
+    screenshot(page, "reasoning")
+    page.reload()  # the reasoning was saved with the chat
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    answer = last_answer(page)
+    check_reasoning_and_answer()
+
+    # The next turn sends the earlier answer back without its reasoning (see toApiMessages).
+    with page.expect_request("**/v1/chat/completions") as request_info:
+        send(page, "thanks")
+    assert request_info.value.post_data_json["messages"] == [
+        {"role": "user", "content": prompt}, {"role": "assistant", "content": CODE}, {"role": "user", "content": "thanks"}]  # fmt: skip
+    expect(last_answer(page)).to_have_attribute("data-state", "done")
+    expect(last_answer(page).locator(".content")).to_have_text("thanks")
+    expect(last_answer(page).locator("details.reasoning")).to_be_hidden()  # an answer without reasoning has none
+    expect(last_answer(page).locator(".meta .usage")).not_to_contain_text("reasoning")
+    watch.assert_quiet()
+
+
+def test_thinking_shows_while_reasoning_streams_then_collapses_for_the_answer(open_ui, fake_gateway):
+    page, watch = open_ui(fake_gateway)
+    thought = "Let me think this through, one small step at a time. " * 8  # ~85 pieces: ~4 s of reasoning
+    send(page, f"{REASON}{thought}{REASON_SPLIT}Four.")
+    answer = last_answer(page)
+    # Checked at every animation frame: the moment the first reasoning piece is on screen.
+    page.wait_for_function("() => document.querySelector('article.assistant:last-of-type')?.dataset.thinking === 'true'",
+                           polling="raf")  # fmt: skip
+    expect(answer.locator("details.reasoning summary")).to_have_text("Thinking…")
+    expect(answer.locator(".reasoning-text")).to_be_visible()  # open while the model thinks
+    expect(answer.locator(".reasoning-text")).to_contain_text("Let me think")
+    expect(answer.locator(".content")).to_be_empty()
+    expect(answer).to_have_attribute("data-state", "streaming")
+    expect(answer.locator(".status")).to_be_hidden()  # "Waiting for the model…" is over
+    screenshot(page, "thinking")
+    expect(answer).to_have_attribute("data-state", "done", timeout=SLOW)
+    expect(answer.locator("details.reasoning summary")).to_have_text("Reasoning")
+    expect(answer.locator(".reasoning-text")).to_be_hidden()  # closed when the answer came
+    expect(answer.locator(".content")).to_have_text("Four.")
+    watch.assert_quiet()
+
+
+def test_think_markers_inside_the_answer_are_just_text(open_ui, fake_gateway):
+    page, watch = open_ui(fake_gateway)
+    send(page, f"{VERBATIM}[THINK]x[/THINK] and <think>y</think> are how models mark reasoning.")
+    answer = last_answer(page)
+    expect(answer).to_have_attribute("data-state", "done")
+    expect(answer.locator(".content")).to_have_text("[THINK]x[/THINK] and <think>y</think> are how models mark reasoning.")
+    expect(answer.locator("details.reasoning")).to_be_hidden()  # reasoning comes in its field, not in the content
     watch.assert_quiet()
 
 

@@ -1,9 +1,10 @@
 """A scripted grpc.aio text engine, for tests that need exact replies behind the real gateway.
 
-It echoes the last message word by word; a few magic prompts script failures and long streams. It runs
-in the test's event loop (`start_fake_text_engine`) or as a process of its own
-(`python -m tests.support.fake_text_engine --port N`), for tests whose gateway and browser are
-subprocesses while the test itself is synchronous.
+It speaks the engine's stream protocol: `accepted` (with the prompt's token count) first, then `reasoning`
+and `delta` pieces, then `finished`. It echoes the last message word by word; a few magic prompts script
+failures, long streams and reasoning. It runs in the test's event loop (`start_fake_text_engine`) or as a
+process of its own (`python -m tests.support.fake_text_engine --port N`), for tests whose gateway and
+browser are subprocesses while the test itself is synchronous.
 """
 
 from __future__ import annotations
@@ -23,10 +24,21 @@ TEXT = "ministral-3-3b-reasoning"
 STAND_IN = "mistralai/Ministral-3-3B-Reasoning-2512"
 VERBATIM = "VERBATIM "  # prompt prefix: stream the rest unchanged (newlines kept), in small pieces
 VERBATIM_PIECE = 5  # characters per delta: small enough to split markup such as "[THINK]" across deltas
+# Prompt prefix: "REASON <reasoning>||<answer>" streams the reasoning as `reasoning` messages, then the
+# answer (verbatim) as `delta` messages, both in VERBATIM_PIECE pieces; no "||": all of it is reasoning.
+REASON = "REASON "
+REASON_SPLIT = "||"
+# Pause before each reasoning piece, so a reasoning of N pieces streams for about N * REASON_PAUSE s: long
+# enough for a browser to show its "thinking" state, which a test can then wait for.
+REASON_PAUSE = 0.05
+
+
+def pieces(text: str) -> list[str]:
+    return [text[i:i + VERBATIM_PIECE] for i in range(0, len(text), VERBATIM_PIECE)]
 
 
 class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
-    """Echoes the last message word by word; a few magic prompts script failures."""
+    """Echoes the last message word by word; a few magic prompts script failures and reasoning."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[pb.GenerateRequest, dict]] = []
@@ -38,9 +50,11 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
         # server's write between two yields, and then the abandoned generator is closed (GeneratorExit).
         try:
             prompt = request.messages[-1].content
-            if prompt == "TOO_LONG":
+            prompt_tokens = len(prompt.split())
+            if prompt == "TOO_LONG":  # refused at admission: before `accepted`, as the real engine does
                 await abort_with(context, ContextLengthExceededError("This model's maximum context length is 64 tokens",
                                                                      param="messages"))  # fmt: skip
+            yield accepted(prompt_tokens)
             if prompt == "SLEEP":
                 await asyncio.sleep(10)
             if prompt == "FAIL_MIDWAY":
@@ -51,19 +65,29 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
                 for i in range(500):  # bounded: a broken cancel fails the test instead of hanging it
                     yield pb.GenerateResponse(delta=pb.TextDelta(text=f"tick{i} "))
                     await asyncio.sleep(0.02)
-            if prompt.startswith(VERBATIM):
-                text = prompt[len(VERBATIM):]
-                pieces = [text[i:i + VERBATIM_PIECE] for i in range(0, len(text), VERBATIM_PIECE)]
-                for piece in pieces:
+            if prompt.startswith(REASON):
+                reasoning, _, answer = prompt[len(REASON):].partition(REASON_SPLIT)
+                thought, said = pieces(reasoning), pieces(answer)
+                for piece in thought:
+                    await asyncio.sleep(REASON_PAUSE)
+                    yield pb.GenerateResponse(reasoning=pb.ReasoningDelta(text=piece))
+                for piece in said:
                     yield pb.GenerateResponse(delta=pb.TextDelta(text=piece))
-                yield finished(pb.FINISH_REASON_STOP, len(pieces), len(pieces))
+                thinking = len(thought) + 2  # the real engine counts the two think markers as reasoning tokens
+                yield finished(pb.FINISH_REASON_STOP, prompt_tokens, thinking + len(said), reasoning_tokens=thinking)
+                return
+            if prompt.startswith(VERBATIM):
+                said = pieces(prompt[len(VERBATIM):])
+                for piece in said:
+                    yield pb.GenerateResponse(delta=pb.TextDelta(text=piece))
+                yield finished(pb.FINISH_REASON_STOP, prompt_tokens, len(said))
                 return
             words = prompt.split()
             limit = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else len(words)
             for i, word in enumerate(words[:limit]):
                 yield pb.GenerateResponse(delta=pb.TextDelta(text=word if i == 0 else " " + word))
             reason = pb.FINISH_REASON_LENGTH if limit < len(words) else pb.FINISH_REASON_STOP
-            yield finished(reason, len(words), min(limit, len(words)))
+            yield finished(reason, prompt_tokens, min(limit, len(words)))
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled[request.request_id].set()
             raise
@@ -73,9 +97,14 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
                                     state=common_pb2.MODEL_STATE_READY, stand_in_for=STAND_IN)  # fmt: skip
 
 
-def finished(reason, prompt_tokens: int, completion_tokens: int, error: str = "") -> pb.GenerateResponse:
-    """The closing `Finished` event with its usage."""
-    usage = pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+def accepted(prompt_tokens: int) -> pb.GenerateResponse:
+    """The opening `Accepted` event (the request passed admission)."""
+    return pb.GenerateResponse(accepted=pb.Accepted(prompt_tokens=prompt_tokens))
+
+
+def finished(reason, prompt: int, completion: int, error: str = "", reasoning_tokens: int = 0) -> pb.GenerateResponse:
+    """The closing `Finished` event with its usage (`prompt` and `completion` token counts)."""
+    usage = pb.Usage(prompt_tokens=prompt, completion_tokens=completion, reasoning_tokens=reasoning_tokens)
     return pb.GenerateResponse(finished=pb.Finished(finish_reason=reason, usage=usage, error_message=error))
 
 

@@ -69,8 +69,13 @@ export async function* streamChat(body, { apiKey, signal }) {
 
 /**
  * The OpenAI `messages` for a conversation: an optional system prompt, user turns with their images, and
- * the assistant's answers (without reasoning). A turn that failed is left out, question and error both:
- * otherwise a refused request (say, an image with the vision model down) would fail every later one.
+ * the assistant's answers. A turn that failed is left out, question and error both: otherwise a refused
+ * request (say, an image with the vision model down) would fail every later one.
+ *
+ * Earlier answers go back without their reasoning, although the gateway would accept it
+ * (`reasoning_content`): the usual practice for reasoning models (DeepSeek's API and Qwen3's model card
+ * both ask for past turns without their thinking), and a long trace would take context, and the engine's
+ * KV cache that all requests share, away from the turns that follow. The reasoning stays in the saved chat.
  */
 export function toApiMessages(messages, systemPrompt) {
   const result = systemPrompt ? [{ role: "system", content: systemPrompt }] : [];

@@ -37,11 +37,11 @@ export async function runCompletion(message, body, { apiKey, signal, onUpdate })
         continue;
       }
       const delta = choice.delta || {};
-      // Some servers send reasoning in its own field; ours sends it inline as [THINK]...[/THINK].
-      const reasoning = delta.reasoning_content || delta.reasoning || "";
-      if (delta.content || reasoning) {
+      const reasoning = reasoningOf(delta);
+      const content = typeof delta.content === "string" ? delta.content : "";
+      if (content || reasoning) {
         if (firstTokenAt === null) firstTokenAt = performance.now();
-        message.content += delta.content || "";
+        message.content += content;
         message.reasoning += reasoning;
         message.phase = "writing";
       }
@@ -64,6 +64,18 @@ export async function runCompletion(message, body, { apiKey, signal, onUpdate })
     message.phase = "finished";
     onUpdate();
   }
+}
+
+/**
+ * The reasoning text of a stream's delta. The gateway sends it as `reasoning_content` (vLLM's older name,
+ * which most clients read), as `reasoning` (vLLM's newer one) or as both, as configured; both carry the
+ * same text, so one is read, never the two added up. Content never carries reasoning: a "[THINK]" in it is text.
+ */
+export function reasoningOf(delta) {
+  for (const key of ["reasoning_content", "reasoning"]) {
+    if (typeof delta[key] === "string" && delta[key]) return delta[key];
+  }
+  return "";
 }
 
 /** A plain object (it is saved with the conversation) describing what went wrong. */

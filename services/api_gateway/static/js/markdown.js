@@ -1,4 +1,4 @@
-// Model output is untrusted. It is rendered as markdown in which raw HTML is shown as text, code is
+// Model output, answers and reasoning alike, is untrusted. It is rendered as markdown in which raw HTML is shown as text, code is
 // highlighted, links open elsewhere, and images are links (a reply must not make the browser fetch
 // anything). DOMPurify then cleans the result as a second line of defence, and the page's
 // Content-Security-Policy forbids inline script as a third.
@@ -53,25 +53,4 @@ const PURIFY_OPTIONS = {
 /** Sanitized HTML for a markdown string from the model. */
 export function renderMarkdown(text) {
   return purifier.sanitize(marked.parse(text), PURIFY_OPTIONS);
-}
-
-const REASONING_TAGS = [["[THINK]", "[/THINK]"], ["<think>", "</think>"]];
-
-/**
- * Split a reply that opens with a reasoning block (`[THINK]...[/THINK]` from Mistral reasoning models,
- * `<think>...</think>` from others) into `{reasoning, answer, thinking}`; `thinking` is true while the
- * block is still open. A reply that is so far only the start of an opening tag shows nothing yet.
- */
-export function splitReasoning(content) {
-  const start = content.trimStart();
-  for (const [open, close] of REASONING_TAGS) {
-    if (start.startsWith(open)) {
-      const rest = start.slice(open.length);
-      const end = rest.indexOf(close);
-      if (end < 0) return { reasoning: rest, answer: "", thinking: true };
-      return { reasoning: rest.slice(0, end), answer: rest.slice(end + close.length).trimStart(), thinking: false };
-    }
-    if (start.length > 0 && open.startsWith(start)) return { reasoning: "", answer: "", thinking: false };
-  }
-  return { reasoning: "", answer: content, thinking: false };
 }

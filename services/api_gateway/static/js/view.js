@@ -1,7 +1,7 @@
 // DOM for the chat list and the messages. Text from users and models only ever goes in through
-// textContent, or through renderMarkdown() (sanitized) for answers.
+// textContent, or through renderMarkdown() (sanitized) for answers and reasoning.
 
-import { renderMarkdown, splitReasoning } from "./markdown.js";
+import { renderMarkdown } from "./markdown.js";
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -55,7 +55,7 @@ function assistantElement() {
   const status = el("p", "status");
   status.append(el("span", "spinner"), el("span", "status-text"));
   const reasoning = el("details", "reasoning");
-  reasoning.append(el("summary", "", "Reasoning"), el("div", "reasoning-text"));
+  reasoning.append(el("summary", "", "Reasoning"), el("div", "reasoning-text markdown"));
   const error = el("div", "error");
   error.setAttribute("role", "alert");
   error.append(el("strong", "error-title"), el("p", "error-message"));
@@ -78,7 +78,9 @@ function metaParts(message) {
   if (message.status === "stopped") parts.push(["stopped", "Stopped"]);
   if (finishReason === "length") parts.push(["finish", "cut at max tokens"]);
   if (usage) {
-    parts.push(["usage", `${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens`]);
+    const reasoning = usage.completion_tokens_details?.reasoning_tokens || 0; // of the completion tokens
+    const ofWhich = reasoning > 0 ? ` (${reasoning} reasoning)` : "";
+    parts.push(["usage", `${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens${ofWhich}`]);
     if (decodeMs > 100 && usage.completion_tokens > 1) { // shorter runs measure the network, not the model
       parts.push(["speed", `${(usage.completion_tokens / (decodeMs / 1000)).toFixed(1)} tok/s`]);
     }
@@ -92,6 +94,15 @@ function metaParts(message) {
   return parts;
 }
 
+const shown = new WeakMap(); // element -> the markdown it shows
+
+/** Render `text` into `node` unless it already shows it: a long reasoning is not parsed again for every answer token. */
+function showMarkdown(node, text) {
+  if (shown.get(node) === text) return;
+  shown.set(node, text);
+  node.innerHTML = renderMarkdown(text);
+}
+
 /** Bring an assistant message's element up to date; `canRetry` offers a Retry button for a failed answer. */
 export function updateAssistant(article, message, canRetry = false) {
   article.dataset.state = message.status;
@@ -101,13 +112,20 @@ export function updateAssistant(article, message, canRetry = false) {
   status.hidden = !(message.status === "streaming" && statusText);
   status.querySelector(".status-text").textContent = statusText || "";
 
-  const { reasoning, answer, thinking } = splitReasoning(message.content);
-  const allReasoning = message.reasoning + reasoning;
+  // Reasoning comes in its own field (completion.js), never inside the answer. While it streams and no
+  // answer has started, the block is open and says "Thinking…"; it closes when the answer starts (or the
+  // stream ends). Only that change of state opens or closes it: a reader's own toggle is left alone.
+  const reasoning = message.reasoning || ""; // chats saved by older versions may lack the field
+  const thinking = message.status === "streaming" && reasoning !== "" && !message.content;
   const details = article.querySelector(".reasoning");
-  details.hidden = !allReasoning;
-  details.querySelector("summary").textContent = thinking && message.status === "streaming" ? "Thinking…" : "Reasoning";
-  details.querySelector(".reasoning-text").textContent = allReasoning.trim();
-  article.querySelector(".content").innerHTML = renderMarkdown(answer);
+  details.hidden = !reasoning;
+  if (article.dataset.thinking !== String(thinking)) {
+    article.dataset.thinking = String(thinking);
+    details.open = thinking;
+  }
+  details.querySelector("summary").textContent = thinking ? "Thinking…" : "Reasoning";
+  showMarkdown(details.querySelector(".reasoning-text"), reasoning);
+  showMarkdown(article.querySelector(".content"), message.content);
 
   const error = article.querySelector(".error");
   error.hidden = !message.error;
