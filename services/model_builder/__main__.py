@@ -1,4 +1,4 @@
-"""`python -m services.model_builder --out models/tiny [--only text,vision,bench] [--force]`."""
+"""`python -m services.model_builder --out models/tiny [--only text,vision,reasoning,bench] [--force]`."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import build_atomically
-from .text_model import MINISTRAL_HUB_ID, write_bench_ministral3, write_tiny_ministral3
+from .text_model import MINISTRAL_HUB_ID, write_bench_ministral3, write_scripted_ministral3, write_tiny_ministral3
 from .vision_model import QWEN2_VL_HUB_ID, write_tiny_qwen2_vl
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,9 @@ class Checkpoint:
 CHECKPOINTS = {
     "text": Checkpoint("ministral-3-tiny", MINISTRAL_HUB_ID, write_tiny_ministral3),
     "vision": Checkpoint("qwen2-vl-tiny", QWEN2_VL_HUB_ID, write_tiny_qwen2_vl),
+    # The tiny one's files, with weights whose greedy output is scripted.py's [THINK]..[/THINK]answer chain.
+    "reasoning": Checkpoint("ministral-3-reasoning-scripted", MINISTRAL_HUB_ID, write_scripted_ministral3,
+                            (("variant", "scripted"),)),
     # Same family, bench-sized: stands in for the same hub model, and says it is the bench variant.
     "bench": Checkpoint("bench-text", MINISTRAL_HUB_ID, write_bench_ministral3, (("variant", "bench"),)),
 }
@@ -53,6 +56,11 @@ def build_text_model(target: Path, force: bool = False) -> Path:
 def build_vision_model(target: Path, force: bool = False) -> Path:
     """Tiny Qwen2-VL (`Qwen2VLForConditionalGeneration`) at `target`, unless already built there."""
     return _build("vision", target, force)
+
+
+def build_reasoning_model(target: Path, force: bool = False) -> Path:
+    """The scripted reasoning Ministral-3 (services/model_builder/scripted.py) at `target`, unless built there."""
+    return _build("reasoning", target, force)
 
 
 def build_bench_model(target: Path, force: bool = False) -> Path:

@@ -1,75 +1,138 @@
-"""Chat templates with the structure of the real checkpoints' templates.
+"""Chat templates that render exactly as the real checkpoints' templates do.
 
-Ministral-3 Reasoning (Mistral's tekken layout)::
+Ministral-3 Reasoning (`chat_template.jinja` of mistralai/Ministral-3-3B-Reasoning-2512), Mistral's layout::
 
-    <s>[SYSTEM_PROMPT]sys[/SYSTEM_PROMPT][INST]user[/INST][THINK]thoughts[/THINK]answer</s>[INST]...
+    <s>[SYSTEM_PROMPT]sys[/SYSTEM_PROMPT][AVAILABLE_TOOLS][..][/AVAILABLE_TOOLS][INST]user[/INST][THINK]..[/THINK]answer</s>
 
-The model continues right after `[/INST]`, so `add_generation_prompt` adds nothing, as in the real
-template. Content may be a string or a list of chunks: `text`, `thinking` (rendered `[THINK]..[/THINK]`)
-and images (`[IMG]`); assistant `tool_calls` render as `[TOOL_CALLS]name[ARGS]{json}`, `tool` messages as
-`[TOOL_RESULTS]..[/TOOL_RESULTS]`, and `tools=` as `[AVAILABLE_TOOLS][..][/AVAILABLE_TOOLS]`. Unlike the
-real Reasoning template, no long default system prompt is injected when none is given: with a ~1k-token
-vocabulary it would cost hundreds of tokens per request and mean nothing to random weights.
+Rules of the real template, reproduced here (written anew, same output):
+- with no leading system message, the default one (the repo's `SYSTEM_PROMPT.txt`, which teaches the model
+  to think in `[THINK]..[/THINK]`) is injected; a system message replaces it. System content is a string or
+  `text` / `thinking` chunks; a system message anywhere but first is refused, like any unknown role;
+- after the system part, user and assistant (without tool calls) messages must alternate, user first;
+- user content is a string or `text` / `image` / `image_url` chunks (`[IMG]`); a [text, image] pair is
+  rendered image first;
+- assistant content is a string or `text` / `thinking` chunks (`[THINK]..[/THINK]`), then each tool call as
+  `[TOOL_CALLS]name[ARGS]arguments` (JSON unless already a string; an empty string becomes `{}`), then `</s>`;
+  an assistant message with neither content nor tool calls is refused;
+- a `tool` message is `[TOOL_RESULTS]content[/TOOL_RESULTS]`;
+- the model continues right after `[/INST]`, so `add_generation_prompt` adds nothing.
+
+The bench checkpoint uses the same template with no default system prompt (`ministral3_chat_template("")`),
+so its prompts stay as short as before.
 
 Qwen2-VL: ChatML with the default system prompt and `<|vision_start|><|image_pad|><|vision_end|>` per
 image part (`<|video_pad|>` per video part), rendering exactly as Qwen/Qwen2-VL-7B-Instruct's does.
 """
 
-MINISTRAL3_CHAT_TEMPLATE = """
-{%- macro render(content) -%}
-    {%- if content is string -%}
-        {{- content -}}
-    {%- elif content is not none -%}
-        {%- for chunk in content -%}
-            {%- if chunk['type'] == 'text' -%}
-                {{- chunk['text'] -}}
-            {%- elif chunk['type'] == 'thinking' -%}
-                {{- '[THINK]' + chunk['thinking'] + '[/THINK]' -}}
-            {%- elif chunk['type'] in ['image', 'image_url'] -%}
-                {{- '[IMG]' -}}
-            {%- else -%}
-                {{- raise_exception('Unsupported content chunk type: ' + chunk['type']) -}}
-            {%- endif -%}
-        {%- endfor -%}
-    {%- endif -%}
+import json
+
+# The Reasoning repo's SYSTEM_PROMPT.txt, which its chat template also carries as the default.
+MINISTRAL3_REASONING_SYSTEM_PROMPT = (
+    "# HOW YOU SHOULD THINK AND ANSWER\n\n"
+    "First draft your thinking process (inner monologue) until you arrive at a response. Format your response "
+    "using Markdown, and use LaTeX for any mathematical equations. Write both your thoughts and the response in "
+    "the same language as the input.\n\n"
+    "Your thinking process must follow the template below:[THINK]Your thoughts or/and draft, like working "
+    "through an exercise on scratch paper. Be as casual and as long as you want until you are confident to "
+    "generate the response to the user.[/THINK]Here, provide a self-contained response."
+)
+
+_MINISTRAL3_TEMPLATE_BODY = """
+{%- macro fail(text) -%}{{- raise_exception(text) -}}{%- endmacro -%}
+{%- macro chunks(content, allowed, where) -%}
+    {%- for chunk in content -%}
+        {%- if chunk['type'] not in allowed -%}
+            {{- fail('Only ' + allowed | join(', ') + ' chunks are supported in ' + where + ' contents.') -}}
+        {%- elif chunk['type'] == 'text' -%}
+            {{- chunk['text'] -}}
+        {%- elif chunk['type'] == 'thinking' -%}
+            {{- '[THINK]' + chunk['thinking'] + '[/THINK]' -}}
+        {%- else -%}
+            {{- '[IMG]' -}}
+        {%- endif -%}
+    {%- endfor -%}
 {%- endmacro -%}
 
 {{- bos_token -}}
 {%- if messages and messages[0]['role'] == 'system' -%}
-    {{- '[SYSTEM_PROMPT]' + render(messages[0]['content']) + '[/SYSTEM_PROMPT]' -}}
-    {%- set loop_messages = messages[1:] -%}
+    {%- set system = messages[0]['content'] -%}
+    {{- '[SYSTEM_PROMPT]' -}}
+    {{- system if system is string else chunks(system, ['text', 'thinking'], 'system message') -}}
+    {{- '[/SYSTEM_PROMPT]' -}}
+    {%- set conversation = messages[1:] -%}
 {%- else -%}
-    {%- set loop_messages = messages -%}
+    {%- if default_system_prompt -%}
+        {{- '[SYSTEM_PROMPT]' + default_system_prompt + '[/SYSTEM_PROMPT]' -}}
+    {%- endif -%}
+    {%- set conversation = messages -%}
 {%- endif -%}
-{%- if tools -%}
+{%- if tools is defined and tools is not none and tools | length > 0 -%}
     {{- '[AVAILABLE_TOOLS]' + (tools | tojson) + '[/AVAILABLE_TOOLS]' -}}
 {%- endif -%}
 
-{%- for message in loop_messages -%}
+{%- set turn = namespace(count=0) -%}
+{%- for message in conversation -%}
+    {%- set plain_assistant = message['role'] == 'assistant' and not message.get('tool_calls') -%}
+    {%- if message['role'] == 'user' or plain_assistant -%}
+        {%- if (message['role'] == 'user') != (turn.count % 2 == 0) -%}
+            {{- fail('After the optional system message, conversation roles must alternate user and assistant '
+                     'roles except for tool calls and results.') -}}
+        {%- endif -%}
+        {%- set turn.count = turn.count + 1 -%}
+    {%- endif -%}
+{%- endfor -%}
+
+{%- for message in conversation -%}
+    {%- set content = message['content'] if 'content' in message else none -%}
     {%- if message['role'] == 'user' -%}
-        {{- '[INST]' + render(message['content']) + '[/INST]' -}}
-    {%- elif message['role'] == 'system' -%}
-        {{- '[SYSTEM_PROMPT]' + render(message['content']) + '[/SYSTEM_PROMPT]' -}}
+        {%- if content is string -%}
+            {{- '[INST]' + content + '[/INST]' -}}
+        {%- elif content -%}
+            {%- if content | length == 2 and content[0]['type'] == 'text'
+                  and content[1]['type'] in ['image', 'image_url'] -%}
+                {%- set content = [content[1], content[0]] -%}
+            {%- endif -%}
+            {{- '[INST]' + chunks(content, ['text', 'image', 'image_url'], 'user message') + '[/INST]' -}}
+        {%- else -%}
+            {{- fail('User message must have a string or a list of chunks in content') -}}
+        {%- endif -%}
     {%- elif message['role'] == 'assistant' -%}
-        {%- if message['content'] is defined -%}
-            {{- render(message['content']) -}}
+        {%- set calls = message.get('tool_calls') or [] -%}
+        {%- if not content and not calls -%}
+            {{- fail('Assistant message must have a string or a list of chunks in content or a list of tool calls.') -}}
         {%- endif -%}
-        {%- if message['tool_calls'] is defined and message['tool_calls'] -%}
-            {%- for call in message['tool_calls'] -%}
-                {%- set function = call['function'] if 'function' in call else call -%}
-                {%- set arguments = function['arguments'] -%}
-                {{- '[TOOL_CALLS]' + function['name'] + '[ARGS]' -}}
-                {{- arguments if arguments is string else (arguments | tojson) -}}
-            {%- endfor -%}
+        {%- if content is string -%}
+            {{- content -}}
+        {%- elif content -%}
+            {{- chunks(content, ['text', 'thinking'], 'assistant message') -}}
         {%- endif -%}
+        {%- for call in calls -%}
+            {%- set arguments = call['function']['arguments'] -%}
+            {%- if arguments is not string -%}
+                {%- set arguments = arguments | tojson -%}
+            {%- elif arguments == '' -%}
+                {%- set arguments = '{}' -%}
+            {%- endif -%}
+            {{- '[TOOL_CALLS]' + call['function']['name'] + '[ARGS]' + arguments -}}
+        {%- endfor -%}
         {{- eos_token -}}
     {%- elif message['role'] == 'tool' -%}
-        {{- '[TOOL_RESULTS]' + render(message['content']) + '[/TOOL_RESULTS]' -}}
+        {{- '[TOOL_RESULTS]' + content | string + '[/TOOL_RESULTS]' -}}
     {%- else -%}
-        {{- raise_exception('Only system, user, assistant and tool roles are supported, not ' + message['role']) -}}
+        {{- fail('Only user, assistant and tool roles are supported, got ' + message['role'] + '.') -}}
     {%- endif -%}
 {%- endfor -%}
 """.strip()
+
+
+def ministral3_chat_template(default_system_prompt: str) -> str:
+    """The Ministral-3 template with `default_system_prompt` injected when a conversation brings none."""
+    # A JSON string literal is a valid Jinja string literal (the prompt holds no Jinja delimiters).
+    return "{%- set default_system_prompt = " + json.dumps(default_system_prompt) + " -%}\n" + _MINISTRAL3_TEMPLATE_BODY
+
+
+MINISTRAL3_REASONING_CHAT_TEMPLATE = ministral3_chat_template(MINISTRAL3_REASONING_SYSTEM_PROMPT)
+MINISTRAL3_CHAT_TEMPLATE = ministral3_chat_template("")  # the bench checkpoint's
 
 QWEN2_VL_CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"

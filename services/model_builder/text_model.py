@@ -1,49 +1,59 @@
-"""Random-weight Ministral-3 checkpoints: the brief's text model in miniature, and a bench-sized one.
+"""Ministral-3 stand-ins: the brief's text model in miniature (random, and scripted), and a bench-sized one.
 
-The tiny one has the real checkpoint's layout: `Mistral3ForConditionalGeneration` (a pixtral vision
-tower, a projector and a `ministral3` language model) with `config.text_config` of type `Ministral3Config`.
-`save_pretrained` writes the weights under the hub checkpoint's names::
+The tiny ones carry mistralai/Ministral-3-3B-Reasoning-2512's file set and key layout::
 
-    language_model.model.embed_tokens.weight, language_model.model.layers.N.*, language_model.model.norm.weight
-    language_model.lm_head.weight            (untied: always present, so a text-only load leaves nothing random)
-    vision_tower.*, multi_modal_projector.*  (skipped by a text-only load, reported as "unexpected")
+    config.json               Mistral3ForConditionalGeneration: a `ministral3` text_config (YaRN
+                              rope_parameters with llama_4_scaling_beta), a pixtral vision_config,
+                              tie_word_embeddings true at both levels
+    model.safetensors         the hub's weight names: language_model.model.*, vision_tower.*,
+                              multi_modal_projector.*; tied, so no lm_head.weight is stored
+    generation_config.json    bos 1, eos 2, pad 11, do_sample, temperature 0.7, top_p 0.95
+    tekken.json               the only tokenizer file (tekken.py); no tokenizer.json / tokenizer_config.json
+    chat_template.jinja       the real template's behaviour (chat_templates.py)
+    SYSTEM_PROMPT.txt         the default system prompt the template injects
+    params.json, consolidated.safetensors   Mistral's native format, for mistral-inference / vLLM's
+                              `--load-format mistral`; transformers (and so our loaders) ignore them
 
-A text-only load (what the text engine does) is therefore::
+A text-only load (what the text engine does) is::
 
     config = AutoConfig.from_pretrained(path)
     Ministral3ForCausalLM.from_pretrained(path, config=config.text_config, key_mapping=text_only_key_mapping())
 
-which reports no missing keys. The mapping `{"^model.language_model.": "model.", ...}` one might guess from
-the transformers-5 module names matches nothing in these files (every weight would be random).
+which reports no missing keys: lm_head is tied to the embeddings. The mapping `{"^model.language_model.":
+"model.", ...}` one might guess from the transformers-5 module names matches nothing in these files.
 
 The bench model is a plain `Ministral3ForCausalLM` (~57M parameters): `transformers serve
 --continuous-batching` only batches models it classifies as text-only LLMs, and a Mistral3 checkpoint is
-loaded there as a multimodal model, so the bench could not compare like with like.
+loaded there as a multimodal model, so the bench could not compare like with like. It keeps its locally
+trained tokenizer.json and a template without the default system prompt: its documented numbers were
+measured with those prompt lengths (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import GenerationConfig, Mistral3Config, Mistral3ForConditionalGeneration
 from transformers.models.ministral3 import Ministral3Config, Ministral3ForCausalLM
 from transformers.models.pixtral import PixtralVisionConfig
 
-from .chat_templates import MINISTRAL3_CHAT_TEMPLATE
+from services.common.tokenizers import load_tokenizer
+
+from . import scripted
+from .chat_templates import MINISTRAL3_CHAT_TEMPLATE, MINISTRAL3_REASONING_CHAT_TEMPLATE, MINISTRAL3_REASONING_SYSTEM_PROMPT
+from .tekken import NAMED_SPECIAL_TOKENS, write_tekken
 from .tokenizer import train_tokenizer
 
 MINISTRAL_HUB_ID = "mistralai/Ministral-3-3B-Reasoning-2512"
+BOS, EOS, PAD, IMG = 1, 2, 11, 10  # the real tekken ids
+TINY_VOCAB = 4096  # 1,000 special tokens + 3,096 BPE ranks of the real vocabulary
+TINY_CONTEXT = 4096
 
-# Laid out like the first 36 ids of the real tekken vocabulary, so the ids that end up in configs and logs
-# (bos 1, eos 2, [IMG] 10 = image_token_index, <pad> 11, [THINK] 34) are the real checkpoint's.
-SPECIAL_TOKENS = [
-    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
-    "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
-    "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
-    *(f"<SPECIAL_{i}>" for i in range(20, 32)),
-    "[ARGS]", "[CALL_ID]", "[THINK]", "[/THINK]",
-]  # fmt: skip
+# The bench tokenizer's leading special tokens: the first 36 ids of the real tekken vocabulary.
+SPECIAL_TOKENS = [NAMED_SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>") for i in range(36)]
 
 # Checkpoint key prefix -> Ministral3ForCausalLM key prefix. The first two are what these checkpoints (and
 # the hub's) hold; the third covers a checkpoint saved with transformers-5 module names.
@@ -53,6 +63,17 @@ TEXT_ONLY_KEY_MAPPING = {
     r"^model\.language_model\.": "model.",
 }
 
+# transformers' Ministral3 names -> Mistral's native (consolidated.safetensors) names.
+_NATIVE_NAMES = [
+    ("language_model.model.embed_tokens.", "tok_embeddings."), ("language_model.model.norm.", "norm."),
+    ("language_model.model.layers.", "layers."), (".self_attn.q_proj.", ".attention.wq."),
+    (".self_attn.k_proj.", ".attention.wk."), (".self_attn.v_proj.", ".attention.wv."),
+    (".self_attn.o_proj.", ".attention.wo."), (".mlp.gate_proj.", ".feed_forward.w1."),
+    (".mlp.down_proj.", ".feed_forward.w2."), (".mlp.up_proj.", ".feed_forward.w3."),
+    (".input_layernorm.", ".attention_norm."), (".post_attention_layernorm.", ".ffn_norm."),
+    ("vision_tower.", "vision_encoder."), ("multi_modal_projector.", "vision_language_adapter."),
+]  # fmt: skip
+
 
 def text_only_key_mapping() -> dict[str, str]:
     """`key_mapping` for loading a Mistral3 checkpoint's language model alone (see the module docstring)."""
@@ -60,56 +81,99 @@ def text_only_key_mapping() -> dict[str, str]:
 
 
 def ministral3_tokenizer(vocab_size: int, context: int):
-    """The locally trained stand-in for the tekken tokenizer, with the Ministral-3 chat template."""
+    """The bench's locally trained stand-in for the tekken tokenizer, with the Ministral-3 chat template."""
     tok = train_tokenizer(vocab_size, leading_specials=SPECIAL_TOKENS, bos="<s>", eos="</s>", unk="<unk>",
                           pad="<pad>", model_max_length=context)  # fmt: skip
     tok.chat_template = MINISTRAL3_CHAT_TEMPLATE
     return tok
 
 
-def _text_config(tok, *, hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, ffn: int,
-                 context: int) -> Ministral3Config:  # fmt: skip
+def _rope(context: int) -> dict:
+    # The real model's YaRN rope (factor 16, theta 1e6, Llama-4 attention scaling), scaled to this context.
+    return {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 16.0, "original_max_position_embeddings": context // 16,
+            "max_position_embeddings": context, "beta_fast": 32.0, "beta_slow": 1.0, "mscale_all_dim": 1.0,
+            "mscale": 1.0, "llama_4_scaling_beta": 0.1}  # fmt: skip
+
+
+def _text_config(vocab_size: int, *, hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, ffn: int,
+                 context: int, tied: bool) -> Ministral3Config:  # fmt: skip
     return Ministral3Config(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
-        max_position_embeddings=context, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, rms_norm_eps=1e-5, tie_word_embeddings=False,
-        # The real model's YaRN rope (factor 16, theta 1e6, Llama-4 attention scaling), scaled to this context.
-        rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 16.0,
-                         "original_max_position_embeddings": context // 16, "max_position_embeddings": context,
-                         "beta_fast": 32.0, "beta_slow": 1.0, "mscale_all_dim": 1.0, "mscale": 1.0,
-                         "llama_4_scaling_beta": 0.1},
+        max_position_embeddings=context, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
+        rms_norm_eps=1e-5, tie_word_embeddings=tied, rope_parameters=_rope(context),
     )  # fmt: skip
 
 
-def _save(model, tok, out: Path) -> int:
-    model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        do_sample=True, temperature=0.7, top_p=0.95,
-    )  # fmt: skip
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return sum(p.numel() for p in model.parameters())
+def _generation_config() -> GenerationConfig:
+    # The card's recommended sampling, as the hub repo's generation_config.json carries it.
+    return GenerationConfig(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, do_sample=True, temperature=0.7,
+                            top_p=0.95)  # fmt: skip
 
 
-def write_tiny_ministral3(out: Path) -> dict:
-    """Write a ~0.3M-parameter `Mistral3ForConditionalGeneration` with the real config structure to `out`."""
-    torch.manual_seed(0)
-    context = 4096
-    tok = ministral3_tokenizer(1024, context)
-    text = _text_config(tok, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, ffn=256, context=context)
+def _params_json(text: Ministral3Config, vision: PixtralVisionConfig) -> dict:
+    """params.json: the native format's view of the same model (what mistral-inference and vLLM read)."""
+    original = text.rope_parameters["original_max_position_embeddings"]
+    return {
+        "dim": text.hidden_size, "n_layers": text.num_hidden_layers, "head_dim": text.head_dim,
+        "hidden_dim": text.intermediate_size, "n_heads": text.num_attention_heads,
+        "n_kv_heads": text.num_key_value_heads, "rope_theta": 1000000.0, "norm_eps": text.rms_norm_eps,
+        "vocab_size": text.vocab_size, "tied_embeddings": True, "max_position_embeddings": text.max_position_embeddings,
+        "llama_4_scaling": {"original_max_position_embeddings": original, "beta": 0.1},
+        "yarn": {"original_max_position_embeddings": original, "factor": 16, "apply_scale": False, "beta": 32, "alpha": 1},
+        "vision_encoder": {"hidden_size": vision.hidden_size, "num_channels": 3, "max_image_size": vision.image_size,
+                           "patch_size": vision.patch_size, "rope_theta": 10000.0, "intermediate_size": vision.intermediate_size,
+                           "num_hidden_layers": vision.num_hidden_layers, "num_attention_heads": vision.num_attention_heads,
+                           "image_token_id": IMG, "spatial_merge_size": 2, "adapter_bias": False},
+    }  # fmt: skip
+
+
+def _native_name(name: str) -> str:
+    for old, new in _NATIVE_NAMES:
+        name = name.replace(old, new)
+    return name
+
+
+def _write_ministral3(out: Path, arrange=None) -> dict:
+    tied = True
+    text = _text_config(TINY_VOCAB, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, ffn=256,
+                        context=TINY_CONTEXT, tied=tied)  # fmt: skip
     # The real pixtral tower's patch and image sizes; everything else as small as it goes.
     vision = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                  head_dim=16, image_size=1540, patch_size=14)  # fmt: skip
     config = Mistral3Config(
-        text_config=text, vision_config=vision, image_token_index=tok.convert_tokens_to_ids("[IMG]"),
-        spatial_merge_size=2, projector_hidden_act="gelu", multimodal_projector_bias=False,
-        vision_feature_layer=-1, tie_word_embeddings=False,
+        text_config=text, vision_config=vision, image_token_index=IMG, spatial_merge_size=2,
+        projector_hidden_act="gelu", multimodal_projector_bias=False, vision_feature_layer=-1, tie_word_embeddings=tied,
     )  # fmt: skip
     config.architectures = ["Mistral3ForConditionalGeneration"]
     model = Mistral3ForConditionalGeneration(config)
-    language_model = sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel()
-    return {"parameters": _save(model, tok, out), "language_model_parameters": language_model}
+    if arrange is not None:
+        arrange(model.model.language_model)
+    model.generation_config = _generation_config()
+    model.save_pretrained(out)
+    write_tekken(out, TINY_VOCAB)
+    (out / "chat_template.jinja").write_text(MINISTRAL3_REASONING_CHAT_TEMPLATE)
+    (out / "SYSTEM_PROMPT.txt").write_text(MINISTRAL3_REASONING_SYSTEM_PROMPT)
+    (out / "params.json").write_text(json.dumps(_params_json(text, vision), indent=2) + "\n")
+    # Written from the saved file, so its tensors are exactly model.safetensors' under the native names.
+    native = {_native_name(k): v for k, v in load_file(out / "model.safetensors").items()}
+    save_file(native, out / "consolidated.safetensors", metadata={"format": "pt"})
+    language_model = sum(p.numel() for p in model.model.language_model.parameters())  # lm_head is these embeddings
+    return {"parameters": sum(p.numel() for p in model.parameters()), "language_model_parameters": language_model}
+
+
+def write_tiny_ministral3(out: Path) -> dict:
+    """Write a ~0.6M-parameter random `Mistral3ForConditionalGeneration` with the hub repo's files to `out`."""
+    torch.manual_seed(0)
+    return _write_ministral3(out)
+
+
+def write_scripted_ministral3(out: Path) -> dict:
+    """The same files, with weights whose greedy continuation of any chat prompt is the scripted chain."""
+    torch.manual_seed(3)
+    details = _write_ministral3(out, arrange=scripted.arrange_weights)
+    scripted.check_token_ids(load_tokenizer(str(out)))
+    return {**details, "scripted_completion": scripted.SCRIPTED_TEXT}
 
 
 def write_bench_ministral3(out: Path) -> dict:
@@ -117,7 +181,12 @@ def write_bench_ministral3(out: Path) -> dict:
     torch.manual_seed(1)
     context = 8192
     tok = ministral3_tokenizer(2048, context)
-    config = _text_config(tok, hidden=768, layers=8, heads=12, kv_heads=4, head_dim=64, ffn=2304, context=context)
+    config = _text_config(len(tok), hidden=768, layers=8, heads=12, kv_heads=4, head_dim=64, ffn=2304,
+                          context=context, tied=False)  # fmt: skip
     config.architectures = ["Ministral3ForCausalLM"]
     model = Ministral3ForCausalLM(config)
-    return {"parameters": _save(model, tok, out)}
+    model.generation_config = GenerationConfig(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, do_sample=True,
+                                               temperature=0.7, top_p=0.95)  # fmt: skip
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return {"parameters": sum(p.numel() for p in model.parameters())}

@@ -1,14 +1,25 @@
 """A random-weight Qwen2-VL checkpoint in the layout of Qwen/Qwen2-VL-7B-Instruct.
 
-The same files as the hub checkpoint: config.json, generation_config.json, model.safetensors, the tokenizer
-(tokenizer.json, tokenizer_config.json, chat_template.jinja with the real template) and
-preprocessor_config.json for `Qwen2VLImageProcessor`, so the vision engine loads it through exactly the
-code path a real checkpoint takes. The special tokens come after the learned vocabulary in the real order
-(`<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, ..., `<|vision_start|>`, `<|vision_end|>`, `<|vision_pad|>`,
-`<|image_pad|>`, `<|video_pad|>`), and the config's token ids point at them.
+The hub repo's files, in its (pre-transformers-5) layout, so the vision engine loads it through exactly the
+code path a real checkpoint takes, key conversion included:
+- config.json flat, as the 7B repo has it: the text model's keys at the top level (`hidden_size`,
+  `rope_theta`, `rope_scaling: {"type": "mrope", "mrope_section": ...}`, ...), the vision tower's under
+  `vision_config` with the old key names (`in_chans`, `spatial_patch_size`);
+- model.safetensors with the old weight names (`model.layers.*`, `model.embed_tokens.*`, `visual.*`,
+  `lm_head.weight`), which transformers 5 maps to `model.language_model.*` / `model.visual.*` on load;
+- generation_config.json with the repo's values (stop on `<|im_end|>` or `<|endoftext|>`, do_sample,
+  temperature 0.01, top_k 1, top_p 0.001, repetition_penalty 1.05);
+- the tokenizer as the repo ships it: tokenizer.json, vocab.json + merges.txt, tokenizer_config.json
+  (`Qwen2Tokenizer`, the added tokens, the chat template) and chat_template.json (the same template, for
+  the processor); preprocessor_config.json for `Qwen2VLImageProcessor`.
 
-No processor_config.json / video_preprocessor_config.json: `Qwen2VLProcessor` (and so `AutoProcessor`)
-needs a video processor, which needs torchvision; loaders combine tokenizer + image processor instead.
+The special tokens come after the learned vocabulary in the real order (`<|endoftext|>`, `<|im_start|>`,
+`<|im_end|>`, ..., `<|vision_start|>`, `<|vision_end|>`, `<|vision_pad|>`, `<|image_pad|>`, `<|video_pad|>`),
+and the config's token ids point at them.
+
+No video_preprocessor_config.json (the 7B repo has none either): `Qwen2VLProcessor` (and so
+`AutoProcessor`) needs a video processor, which needs torchvision; loaders combine tokenizer + image
+processor instead.
 """
 
 from __future__ import annotations
@@ -17,7 +28,8 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from safetensors.torch import save_file
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from .chat_templates import QWEN2_VL_CHAT_TEMPLATE
 from .tokenizer import train_tokenizer
@@ -43,38 +55,82 @@ PREPROCESSOR_CONFIG = {
     "processor_class": "Qwen2VLProcessor",
 }
 
+# The repo's generation_config.json, with its ids replaced by this vocabulary's (filled in below).
+GENERATION_CONFIG = {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.01, "top_k": 1, "top_p": 0.001}
+
+CONTEXT = 8192
+
+
+def _flat_config(ids: dict[str, int], vocab_size: int) -> dict:
+    """config.json as the 7B repo lays it out (transformers 4.4x), with this model's sizes."""
+    return {
+        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+        "attention_dropout": 0.0, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
+        "vision_token_id": ids["<|vision_pad|>"], "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"], "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
+        "intermediate_size": 256, "max_position_embeddings": CONTEXT, "max_window_layers": 2,
+        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0, "sliding_window": CONTEXT, "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": "4.41.2", "use_cache": True, "use_sliding_window": False,
+        "vision_config": {"depth": 2, "embed_dim": 32, "mlp_ratio": 2, "num_heads": 2, "in_chans": 3,
+                          "hidden_size": 64, "patch_size": 14, "spatial_merge_size": 2, "spatial_patch_size": 14,
+                          "temporal_patch_size": 2},
+        # M-RoPE: temporal/height/width sections sum to head_dim / 2 (16 / 2), as 16+24+24 does for 128.
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        "vocab_size": vocab_size,
+    }  # fmt: skip
+
+
+def _legacy_name(name: str) -> str:
+    # transformers-5 module names -> the 7B repo's weight names (the inverse of transformers' key mapping).
+    if name.startswith("model.language_model."):
+        return "model." + name[len("model.language_model.") :]
+    if name.startswith("model.visual."):
+        return name[len("model.") :]
+    return name
+
+
+def _write_tokenizer(tok, out: Path, ids: dict[str, int]) -> None:
+    """tokenizer.json, vocab.json, merges.txt, tokenizer_config.json and chat_template.json, as the repo has."""
+    tok.backend_tokenizer.save(str(out / "tokenizer.json"))
+    model = json.loads(tok.backend_tokenizer.to_str())["model"]
+    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False) + "\n")
+    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    config = {
+        "add_prefix_space": False,
+        "added_tokens_decoder": {
+            str(ids[t]): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                          "special": True}
+            for t in SPECIAL_TOKENS
+        },
+        "additional_special_tokens": SPECIAL_TOKENS[1:],  # all but <|endoftext|>, the pad token
+        "bos_token": None, "chat_template": QWEN2_VL_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>", "padding_side": "left", "errors": "replace", "model_max_length": 32768,
+        "pad_token": "<|endoftext|>", "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": None,
+    }  # fmt: skip
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_VL_CHAT_TEMPLATE}, indent=2) + "\n")
+
 
 def write_tiny_qwen2_vl(out: Path) -> dict:
-    """Write a ~0.3M-parameter `Qwen2VLForConditionalGeneration` with the real config structure to `out`."""
+    """Write a ~0.3M-parameter `Qwen2VLForConditionalGeneration` in the 7B repo's layout to `out`."""
     torch.manual_seed(2)
-    context = 8192
     tok = train_tokenizer(1024, trailing_specials=SPECIAL_TOKENS, bos=None, eos="<|im_end|>", unk=None,
-                          pad="<|endoftext|>", model_max_length=context)  # fmt: skip
-    tok.chat_template = QWEN2_VL_CHAT_TEMPLATE
+                          pad="<|endoftext|>", model_max_length=CONTEXT)  # fmt: skip
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
-    config = Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": context,
-            "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "bos_token_id": endoftext, "eos_token_id": im_end,
-            # M-RoPE: temporal/height/width sections sum to head_dim / 2 (16 / 2), as 16+24+24 does for 128.
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
-        },
-        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2,
-                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3},
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=endoftext, eos_token_id=im_end, tie_word_embeddings=False,
-    )  # fmt: skip
-    config.architectures = ["Qwen2VLForConditionalGeneration"]
+    flat = _flat_config(ids, len(tok))
+    config = Qwen2VLConfig(**{k: v for k, v in flat.items() if k not in ("architectures", "model_type")})
     model = Qwen2VLForConditionalGeneration(config)
-    # As the real generation_config.json: stop on <|im_end|> or <|endoftext|>. Greedy, because a caption
-    # should not change between two identical requests (the vision engine caches them).
-    model.generation_config = GenerationConfig(
-        bos_token_id=endoftext, eos_token_id=[im_end, endoftext], pad_token_id=endoftext, do_sample=False,
-    )  # fmt: skip
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    weights = {_legacy_name(k): v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
+    endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
+    generation = {"bos_token_id": endoftext, "pad_token_id": endoftext, "eos_token_id": [im_end, endoftext],
+                  **GENERATION_CONFIG, "transformers_version": "4.41.2"}  # fmt: skip
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    _write_tokenizer(tok, out, ids)
     (out / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
     return {"parameters": sum(p.numel() for p in model.parameters())}

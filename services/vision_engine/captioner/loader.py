@@ -6,6 +6,11 @@ parts it combines, and they all load from any Qwen2-VL checkpoint unchanged: the
 chat template), the image processor (`AutoImageProcessor` falls back to the PIL implementation when
 torchvision is missing) and the model. `prompts.py` does the one thing the processor would add:
 expanding the image placeholder to one token per merged patch.
+
+Captions decode greedily (the batcher passes `do_sample=False`: a cached caption must not depend on
+chance) but keep the checkpoint's `repetition_penalty` (`generation_config.json`: 1.05 for Qwen2-VL),
+which `generate` applies from `model.generation_config`. The hub config's own sampling (top_k 1) is greedy
+too, so this is the decoding the model's authors chose, and the penalty keeps long captions from looping.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText
 
 from services.common.hf_models import ModelLoadError, eos_token_ids, kv_bytes_per_token, resolve_device, resolve_dtype, stand_in_for
+from services.common.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ def load_vision_model(source: str, *, dtype: str, device: str, revision: str | N
     common = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(source, **common)
-        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        tokenizer = load_tokenizer(source, **common)  # one backend for every checkpoint: services/common/tokenizers.py
         image_processor = AutoImageProcessor.from_pretrained(source, **common)
         model, info = AutoModelForImageTextToText.from_pretrained(
             source, dtype=torch_dtype, output_loading_info=True, **common

@@ -1,0 +1,50 @@
+"""Load a checkpoint's tokenizer with one backend, chosen on purpose: transformers' `TokenizersBackend`.
+
+transformers 5 picks a tokenizer class by what happens to be installed: for Mistral model types with a
+`tekken.json`, `AutoTokenizer` returns `MistralCommonBackend` as soon as `mistral-common` is importable
+(installing vLLM, for instance, pulls it in). That backend encodes chats with mistral-common's own request
+encoder: it ignores the checkpoint's `chat_template.jinja` (so the Reasoning model's default system prompt
+from `SYSTEM_PROMPT.txt` is never injected), ignores `add_generation_prompt`, and has no
+`convert_ids_to_tokens`-style API that our incremental detokenizer uses. The same checkpoint would then
+give different prompt token ids on two machines.
+
+So both engines load every tokenizer with `mistral_format=False`: `TokenizersBackend`, which converts
+`tekken.json` to a `tokenizers` BPE (transformers' `MistralConverter`), honours `chat_template.jinja` and
+`add_generation_prompt`, whether or not mistral-common is installed. A tekken-only checkpoint (no
+`tokenizer_config.json`, like the Ministral-3 Reasoning repos) names no bos/eos/pad/unk tokens, and the
+converted tokenizer would then have none: the template's `{{ bos_token }}` would render empty and `<s>`
+would silently go missing. For those we name them as tekken defines them (`<s>` 1, `</s>` 2, `<pad>` 11,
+`<unk>` 0), as transformers' own `convert_tekken_tokenizer` does.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoTokenizer
+from transformers.utils import cached_file
+
+TEKKEN_FILE = "tekken.json"
+# The special tokens of every tekken vocabulary, by role (mistral-common's SpecialTokens).
+TEKKEN_ROLE_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+def _has_file(source: str, filename: str, revision: str | None) -> bool:
+    return (
+        cached_file(source, filename, revision=revision, _raise_exceptions_for_missing_entries=False,
+                    _raise_exceptions_for_connection_errors=False)  # fmt: skip
+        is not None
+    )
+
+
+def is_tekken_only(source: str, revision: str | None = None) -> bool:
+    """True when the checkpoint's tokenizer is a `tekken.json` with no HF tokenizer files beside it."""
+    if not _has_file(source, TEKKEN_FILE, revision):
+        return False
+    return not any(_has_file(source, name, revision) for name in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def load_tokenizer(source: str, *, revision: str | None = None, trust_remote_code: bool = False):
+    """The checkpoint's tokenizer as a `TokenizersBackend` (never `MistralCommonBackend`, see the module doc)."""
+    extra = dict(TEKKEN_ROLE_TOKENS) if is_tekken_only(source, revision) else {}
+    return AutoTokenizer.from_pretrained(
+        source, revision=revision, trust_remote_code=trust_remote_code, mistral_format=False, **extra
+    )
