@@ -7,6 +7,7 @@ start-up with a `ConfigError` whose message names the file, the key path and wha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -65,14 +66,49 @@ class Capabilities(_Strict):
 
 
 class SamplingDefaults(_Strict):
-    """Sampling defaults of a model, used when a request leaves a parameter out."""
+    """Sampling defaults of a model, used when a request leaves a parameter out.
 
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0, description="0 disables top-k.")
+    Every field is optional: unset (None) means "not set here". The effective default of each parameter is
+    resolved once per load by `resolve_sampling`: models.yaml first, then the checkpoint's
+    `generation_config.json`, then `BUILTIN_SAMPLING`.
+    """
+
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0, description="0 disables top-k.")
     max_tokens: int | None = Field(None, gt=0, description="Completion budget when a request gives none; unset: up to the context.")
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+
+
+# The last resort of every parameter (the OpenAI API's and vLLM's defaults; temperature 0.7 as before).
+# max_tokens stays None: a request without one may use the rest of the context.
+BUILTIN_SAMPLING = SamplingDefaults(temperature=0.7, top_p=1.0, top_k=0, presence_penalty=0.0, frequency_penalty=0.0)
+
+# Where an effective default came from (shown by GetModelInfo and /v1/models).
+SOURCE_CONFIG, SOURCE_CHECKPOINT, SOURCE_BUILTIN = "models.yaml", "generation_config.json", "default"
+
+
+@dataclass(frozen=True)
+class ResolvedSampling:
+    """The effective sampling defaults of a loaded model, and where each one came from."""
+
+    values: SamplingDefaults
+    sources: dict[str, str]
+
+
+def resolve_sampling(configured: SamplingDefaults, checkpoint: SamplingDefaults) -> ResolvedSampling:
+    """The one place defaults are resolved: models.yaml wins, then the checkpoint, then the built-ins."""
+    values, sources = {}, {}
+    for name in SamplingDefaults.model_fields:
+        for layer, source in ((configured, SOURCE_CONFIG), (checkpoint, SOURCE_CHECKPOINT), (BUILTIN_SAMPLING, SOURCE_BUILTIN)):
+            value = getattr(layer, name)
+            if value is not None:
+                values[name], sources[name] = value, source
+                break
+        else:
+            sources[name] = SOURCE_BUILTIN  # max_tokens: no default anywhere, so up to the context
+    return ResolvedSampling(SamplingDefaults(**values), sources)
 
 
 class ModelEntry(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.common.config import ResolvedSampling
 from services.common.grpc_server import MODEL_STATE_TO_PB
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb
 
@@ -74,4 +75,14 @@ def info_to_pb(info: EngineInfo) -> common_pb2.ModelInfo:
         kv_cache_usage=info.kv_cache_usage,
         max_queue=info.max_queue,
         last_load_seconds=info.last_load_seconds,
+        sampling_defaults=sampling_defaults_to_pb(info.sampling),
+        quantization=info.quantization,
     )
+
+
+def sampling_defaults_to_pb(sampling: ResolvedSampling | None) -> common_pb2.SamplingDefaults | None:
+    """The effective defaults, field by field (the proto's fields are named as SamplingDefaults' are)."""
+    if sampling is None:
+        return None
+    values = {k: v for k, v in sampling.values.model_dump().items() if v is not None}
+    return common_pb2.SamplingDefaults(**values, sources=sampling.sources)

@@ -26,6 +26,15 @@ class EngineModelInfo:
     running: int
     waiting: int
     stand_in_for: str
+    # Effective sampling defaults (name -> value, unset ones absent) and where each came from; None until loaded.
+    sampling_defaults: dict[str, float | int] | None = None
+    sampling_sources: dict[str, str] | None = None
+    quantization: str = ""
+
+
+def _fields(message) -> dict:
+    """The set scalar fields of a message, by name (float32 values rounded back to what was sent)."""
+    return {f.name: round(v, 6) if isinstance(v, float) else v for f, v in message.ListFields() if f.name != "sources"}
 
 
 def translate(exc: grpc.aio.AioRpcError) -> ProxyVisionError:
@@ -80,6 +89,9 @@ class EngineClient:
         return EngineModelInfo(
             name=info.name, source=info.hf_id, max_context=info.max_context, running=info.running,
             waiting=info.waiting, stand_in_for=info.stand_in_for,
+            sampling_defaults=_fields(info.sampling_defaults) if info.HasField("sampling_defaults") else None,
+            sampling_sources=dict(info.sampling_defaults.sources) if info.HasField("sampling_defaults") else None,
+            quantization=info.quantization,
             state=common_pb2.ModelState.Name(info.state).removeprefix("MODEL_STATE_").lower(),
         )  # fmt: skip
 

@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Depends
 
+from services.common.config import SamplingDefaults
 from services.common.errors import ModelNotFoundError, ProxyVisionError
 
 from ..state import GatewayState
@@ -40,11 +41,22 @@ async def _describe(state: GatewayState) -> list[dict]:
             item["state"] = "unreachable"
         else:
             item.update(state=info.state, max_context=info.max_context)
+            if info.sampling_defaults is not None:
+                item["sampling_defaults"] = _sampling_defaults(info)
+            if info.quantization:
+                item["quantization"] = info.quantization
             if info.stand_in_for:
                 item["stand_in_for"] = info.stand_in_for
                 item["note"] = f"offline tiny random-weight stand-in for {info.stand_in_for}"
         listing.append(item)
     return listing
+
+
+def _sampling_defaults(info) -> dict:
+    """What a request that leaves a parameter out gets, and where each value came from (models.yaml,
+    generation_config.json or default). `max_tokens: null` means up to the context."""
+    values = {name: info.sampling_defaults.get(name) for name in SamplingDefaults.model_fields}
+    return {**values, "sources": dict(info.sampling_sources or {})}
 
 
 @router.get("/v1/models")

@@ -46,7 +46,7 @@ def render_prompt(tokenizer, request: GenerationRequest) -> list[int]:
 def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry, budget: KvBudget) -> PreparedRequest:
     """Template, count and validate one request (runs in a worker thread: tokenizing is CPU work)."""
     prompt_ids = render_prompt(loaded.tokenizer, request)
-    sampling, defaults = request.sampling, entry.sampling
+    sampling, defaults = request.sampling, loaded.sampling.values  # resolved once at load (loader.py)
     limit = min(loaded.max_context, budget.capacity_tokens)
     room = limit - len(prompt_ids)
     if sampling.max_tokens is not None:

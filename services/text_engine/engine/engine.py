@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from services.common.config import ModelEntry
+from services.common.config import ModelEntry, ResolvedSampling
 from services.common.errors import OverloadedError, ShuttingDownError
 from services.common.hf_models import MIB
 from services.common.lifecycle import ModelLifecycle, ModelState
@@ -58,6 +58,8 @@ class EngineInfo:
     kv_cache_bytes: int
     max_queue: int
     last_load_seconds: float
+    sampling: ResolvedSampling | None = None  # effective sampling defaults (None until loaded)
+    quantization: str = ""  # how a quantized checkpoint runs here; "" when unquantized
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -121,7 +123,7 @@ class InferenceEngine:
         started = time.monotonic()
         loaded = load_text_model(
             entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,
-            trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len,
+            trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len, sampling=entry.sampling,
         )  # fmt: skip
         batcher = ContinuousBatcher(loaded, params)
         budget = batcher.budget
@@ -236,6 +238,8 @@ class InferenceEngine:
             kv_cache_bytes=runtime.batcher.budget.capacity_tokens * runtime.batcher.budget.bytes_per_token if runtime else 0,
             max_queue=self.entry.params.queue_limit,
             last_load_seconds=self.lifecycle.last_load_seconds,
+            sampling=loaded.sampling if loaded else None,
+            quantization=loaded.quantization if loaded else "",
         )
 
     def _snapshot(self) -> ModelSnapshot:

@@ -3,7 +3,13 @@
 Multimodal checkpoints whose text part we serve alone (the brief's Ministral-3 is
 `Mistral3ForConditionalGeneration`, text part `Ministral3ForCausalLM`) are loaded text-only: the text
 config, and a key mapping that strips the language-model prefix. The vision tower's weights are then
-"unexpected" and skipped; a weight that is *missing* would be silently random, so it fails the load.
+"unexpected" and skipped; a weight that is *missing* would be silently random, so it fails the load, and so
+does a skipped quantization scale (see quantization.py: the text-only load keeps the checkpoint's
+`quantization_config`). The top-level `tie_word_embeddings` reaches the text config: the 3B stores no
+`lm_head.weight` and ties it to the embeddings.
+
+The sampling defaults are resolved here, once per load: models.yaml, then the checkpoint's
+`generation_config.json`, then the built-ins (`services.common.config.resolve_sampling`).
 """
 
 from __future__ import annotations
@@ -12,9 +18,15 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from pydantic import ValidationError
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from services.common.config import ResolvedSampling, SamplingDefaults, resolve_sampling
 from services.common.hf_models import ModelLoadError, eos_token_ids, resolve_device, resolve_dtype, stand_in_for
+
+from .quantization import (
+    carry_quantization_config, check_skipped_scales, import_error, plan_quantization, quantization_config_of,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +51,8 @@ class LoadedModel:
     dtype: torch.dtype
     device: torch.device
     stand_in_for: str
+    sampling: ResolvedSampling  # effective defaults of requests that leave a parameter out
+    quantization: str = ""  # e.g. "fp8, dequantized to float32 (no FP8 kernel on cpu)"; "" when unquantized
 
 
 def _is_multimodal(config) -> bool:
@@ -53,8 +67,11 @@ def load_text_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     max_model_len: int | None = None,
+    sampling: SamplingDefaults | None = None,
 ) -> LoadedModel:
-    """Load weights, tokenizer and generation defaults; raise ModelLoadError on anything left random."""
+    """Load weights, tokenizer and generation defaults; raise ModelLoadError on anything left random.
+
+    `sampling` is the model's `sampling:` block of models.yaml (unset fields defer to the checkpoint)."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     common = {"revision": revision, "trust_remote_code": trust_remote_code}
@@ -63,33 +80,46 @@ def load_text_model(
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load config/tokenizer from {source!r}: {exc}") from exc
+    except ImportError as exc:
+        raise import_error(source, exc) from exc
 
+    quantization = quantization_config_of(config)
+    plan = plan_quantization(quantization, torch_device)
     if _is_multimodal(config):
         text_config = config.get_text_config()
+        # The full model ties lm_head by the top-level flag; the text model alone must do the same.
         text_config.tie_word_embeddings = getattr(config, "tie_word_embeddings", text_config.tie_word_embeddings)
         model_cls = AutoModelForCausalLM._model_mapping[type(text_config)]
-        extra = {"config": text_config, "key_mapping": TEXT_ONLY_KEY_MAPPING}
+        extra = {"key_mapping": TEXT_ONLY_KEY_MAPPING}
     else:
         text_config = config
         model_cls = AutoModelForCausalLM
         extra = {}
+    if quantization is not None:
+        carry_quantization_config(text_config, quantization, plan)
     try:
         model, info = model_cls.from_pretrained(
-            source, dtype=torch_dtype, output_loading_info=True, **common, **extra
+            source, config=text_config, dtype=torch_dtype, output_loading_info=True, **common, **extra
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load weights from {source!r}: {exc}") from exc
+    except ImportError as exc:
+        raise import_error(source, exc) from exc
     missing = list(info.get("missing_keys", [])) + [k for k, *_ in info.get("mismatched_keys", [])]
     if missing:
         raise ModelLoadError(
             f"{source!r}: {len(missing)} weight(s) missing from the checkpoint would be randomly initialised "
             f"(e.g. {', '.join(sorted(missing)[:5])}); refusing to serve it"
         )
+    check_skipped_scales(source, info.get("unexpected_keys", []), plan)
     model = model.to(torch_device).eval()
 
     max_context = getattr(text_config, "max_position_embeddings", None) or 4096
     if max_model_len is not None:
         max_context = min(max_context, max_model_len)
+    resolved = resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(source, common))
+    log.info("Sampling defaults of %s: %s", source,
+             ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.values.model_dump().items()))  # fmt: skip
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -99,4 +129,39 @@ def load_text_model(
         dtype=torch_dtype,
         device=torch_device,
         stand_in_for=stand_in_for(source),
+        sampling=resolved,
+        quantization=plan.describe(torch_dtype) if plan else "",
     )
+
+
+# generation_config.json key -> our sampling default. Like vLLM, `do_sample` is not read (a request without
+# parameters samples at the resolved temperature) and neither is `max_length` (prompt + completion: the context).
+_CHECKPOINT_SAMPLING_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "max_new_tokens": "max_tokens"}
+# Set in some checkpoints but not applied by this engine's sampler: said in the log, never shown as in effect.
+# Each with its neutral value (a checkpoint that sets that is not warned about).
+_NOT_APPLIED = {"repetition_penalty": 1.0, "min_p": 0.0, "typical_p": 1.0, "no_repeat_ngram_size": 0}
+
+
+def checkpoint_sampling(source: str, common: dict) -> SamplingDefaults:
+    """The sampling defaults `generation_config.json` sets (fields it does not set stay None)."""
+    try:
+        generation = GenerationConfig.from_pretrained(source, **common)
+    except OSError:
+        return SamplingDefaults()  # no generation_config.json
+    found = {}
+    for key, name in _CHECKPOINT_SAMPLING_KEYS.items():
+        value = getattr(generation, key, None)
+        if value is None:
+            continue
+        try:
+            SamplingDefaults(**{name: value})
+        except ValidationError:
+            log.warning("%s: generation_config.json sets %s=%r, out of range for %s; ignoring it", source, key, value, name)
+            continue
+        found[name] = value
+    ignored = {key: value for key, neutral in _NOT_APPLIED.items()
+               if (value := getattr(generation, key, None)) is not None and value != neutral}  # fmt: skip
+    if ignored:
+        log.warning("%s: generation_config.json sets %s, which this engine does not apply", source,
+                    ", ".join(f"{k}={v}" for k, v in ignored.items()))  # fmt: skip
+    return SamplingDefaults(**found)

@@ -1,0 +1,82 @@
+"""Where a request's default sampling parameters come from: models.yaml, then generation_config.json, then
+the built-ins; resolved once per load."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from services.common.config import (
+    BUILTIN_SAMPLING, SOURCE_BUILTIN, SOURCE_CHECKPOINT, SOURCE_CONFIG, ConfigError, SamplingDefaults,
+    parse_models_config, resolve_sampling,
+)  # fmt: skip
+from services.text_engine.engine.loader import checkpoint_sampling
+
+
+def test_nothing_set_anywhere_gives_the_builtins():
+    resolved = resolve_sampling(SamplingDefaults(), SamplingDefaults())
+    assert resolved.values == BUILTIN_SAMPLING
+    assert (resolved.values.temperature, resolved.values.top_p, resolved.values.max_tokens) == (0.7, 1.0, None)
+    assert set(resolved.sources.values()) == {SOURCE_BUILTIN} and set(resolved.sources) == set(SamplingDefaults.model_fields)
+
+
+def test_the_checkpoint_fills_what_models_yaml_leaves_unset():
+    resolved = resolve_sampling(SamplingDefaults(), SamplingDefaults(temperature=0.6, top_p=0.95, max_tokens=512))
+    assert (resolved.values.temperature, resolved.values.top_p, resolved.values.max_tokens) == (0.6, 0.95, 512)
+    assert resolved.values.top_k == 0 and resolved.sources["top_k"] == SOURCE_BUILTIN
+    assert resolved.sources["temperature"] == resolved.sources["top_p"] == SOURCE_CHECKPOINT
+
+
+def test_models_yaml_wins_field_by_field_even_with_zero():
+    configured = SamplingDefaults(temperature=0.0, top_k=0)  # 0 is a value, not "unset"
+    resolved = resolve_sampling(configured, SamplingDefaults(temperature=0.6, top_p=0.9, top_k=40))
+    assert (resolved.values.temperature, resolved.values.top_k, resolved.values.top_p) == (0.0, 0, 0.9)
+    assert resolved.sources == {
+        "temperature": SOURCE_CONFIG, "top_k": SOURCE_CONFIG, "top_p": SOURCE_CHECKPOINT,
+        "max_tokens": SOURCE_BUILTIN, "presence_penalty": SOURCE_BUILTIN, "frequency_penalty": SOURCE_BUILTIN,
+    }  # fmt: skip
+
+
+def test_models_yaml_sampling_fields_are_optional_and_still_validated():
+    base = {"name": "m", "local_path": "/x"}
+    entry = parse_models_config({"models": [base]}).models[0]
+    assert entry.sampling == SamplingDefaults() and entry.sampling.temperature is None
+    entry = parse_models_config({"models": [{**base, "sampling": {"top_p": 0.95}}]}).models[0]
+    assert (entry.sampling.top_p, entry.sampling.temperature) == (0.95, None)
+    with pytest.raises(ConfigError, match=r"models\[0\]\.sampling\.top_p"):
+        parse_models_config({"models": [{**base, "sampling": {"top_p": 0}}]})
+
+
+def _checkpoint(tmp_path, generation: dict | None):
+    if generation is not None:
+        (tmp_path / "generation_config.json").write_text(json.dumps(generation))
+    return str(tmp_path)
+
+
+def test_checkpoint_sampling_reads_only_what_generation_config_sets(tmp_path):
+    source = _checkpoint(tmp_path, {"do_sample": True, "temperature": 0.7, "top_p": 0.95, "top_k": 20,
+                                    "max_new_tokens": 4096, "max_length": 262144, "eos_token_id": 2})  # fmt: skip
+    found = checkpoint_sampling(source, {})
+    assert found == SamplingDefaults(temperature=0.7, top_p=0.95, top_k=20, max_tokens=4096)
+
+
+def test_checkpoint_without_generation_config_sets_nothing(tmp_path):
+    assert checkpoint_sampling(_checkpoint(tmp_path, None), {}) == SamplingDefaults()
+    assert checkpoint_sampling(_checkpoint(tmp_path, {"eos_token_id": 2}), {}) == SamplingDefaults()
+
+
+def test_out_of_range_and_unapplied_checkpoint_values_are_logged_not_used(tmp_path, caplog):
+    source = _checkpoint(tmp_path, {"temperature": 3.5, "top_p": 0.8, "repetition_penalty": 1.05})
+    with caplog.at_level(logging.WARNING):
+        found = checkpoint_sampling(source, {})
+    assert found == SamplingDefaults(top_p=0.8)
+    assert "temperature=3.5, out of range" in caplog.text
+    assert "repetition_penalty=1.05, which this engine does not apply" in caplog.text
+
+
+def test_neutral_unapplied_values_are_not_warned_about(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        checkpoint_sampling(_checkpoint(tmp_path, {"repetition_penalty": 1.0}), {})
+    assert "does not apply" not in caplog.text
