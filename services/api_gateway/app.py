@@ -53,7 +53,8 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         backend = VisionBackend(registry.vision)
         timeout = config.gateway.request_timeout_secs
         rewriter = ProxyVisionRewriter(image_fetcher, backend, config.gateway.images, timeout, metrics)
-        chat_service = ChatService(registry, rewriter, timeout, metrics=metrics)
+        chat_service = ChatService(registry, rewriter, timeout, metrics=metrics,
+                                   reasoning_field=config.gateway.reasoning_field)
         app.state.gateway = GatewayState(config, registry, chat_service, backend, int(time.time()), metrics, drain)
         await backend.start()
         log.info("Gateway ready: text models %s, default %s", [m.name for m in config.text_models], config.default_model_name)

@@ -48,6 +48,8 @@ class IncrementalDetokenizer:
     def flush(self) -> str:
         """At the end of generation: whatever is still held back (an incomplete character at the very end
         decodes to U+FFFD, as a non-streaming decode of the same tokens would show it)."""
+        if self._read_offset == len(self._ids):
+            return ""  # nothing held back: keep the decoding context (tokenizers that merge spaces need it)
         prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
         full_text = self._decode(self._ids[self._prefix_offset :])
         self._prefix_offset = self._read_offset = len(self._ids)

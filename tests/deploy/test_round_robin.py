@@ -108,7 +108,8 @@ async def start_draining(replica: Replica) -> grpc.aio.Call:
     call = text_engine_pb2_grpc.TextEngineStub(channel).Generate(pb.GenerateRequest(
         messages=[pb.ChatMessage(role="user", content="Hello")], sampling=pb.SamplingParams(max_tokens=3000, temperature=0)))  # fmt: skip
     call.add_done_callback(lambda _: asyncio.get_running_loop().create_task(channel.close()))
-    assert (await call.read()).HasField("delta")
+    assert (await call.read()).HasField("accepted")
+    assert (await call.read()).HasField("delta")  # generating: the replica has a request in flight
     replica.process.proc.send_signal(signal.SIGTERM)
     replica.process.wait_for_log("Draining: 1 request(s) in flight")
     return call

@@ -61,7 +61,7 @@ class EngineProcess:
         for response in self.stub.Generate(request, timeout=timeout):
             if response.HasField("delta"):
                 text.append(response.delta.text)
-            else:
+            elif response.HasField("finished"):
                 finished = response.finished
         return "".join(text), finished
 

@@ -53,7 +53,10 @@ def chat(text="Hello, how are you?", **sampling):
 def collect(stub, request, metadata=()):
     responses = list(stub.Generate(request, metadata=metadata, timeout=60))
     text = "".join(r.delta.text for r in responses if r.HasField("delta"))
+    # accepted first, with the prompt's size; finished last and only there
+    assert responses[0].HasField("accepted") and not any(r.HasField("accepted") for r in responses[1:])
     assert responses[-1].HasField("finished") and not any(r.HasField("finished") for r in responses[:-1])
+    assert responses[0].accepted.prompt_tokens == responses[-1].finished.usage.prompt_tokens > 0
     return text, responses[-1].finished
 
 
@@ -136,9 +139,11 @@ def test_request_id_metadata_reaches_the_engine_log(engine, stub):
 def test_cancelled_stream_frees_its_slot(engine, stub):
     """Cancel a long stream mid-way: the engine's running count returns to zero."""
     call = stub.Generate(chat(max_tokens=2000, temperature=0), timeout=60)  # greedy runs to max_tokens
-    first = next(call)  # generation has started
-    assert first.HasField("delta") or first.HasField("finished")
-    assert stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running == 1
+    assert next(call).HasField("accepted")
+    deadline = time.monotonic() + 10
+    while stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running != 1:  # accepted, then given its slot
+        assert time.monotonic() < deadline, "the accepted request never got a slot"
+        time.sleep(0.01)
     call.cancel()
     deadline = time.monotonic() + 10
     while stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running != 0:

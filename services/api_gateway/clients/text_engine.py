@@ -16,10 +16,11 @@ from .base import EngineClient, EngineModelInfo
 
 @dataclass(frozen=True)
 class ChatTurn:
-    """One text-only message."""
+    """One text-only message; an assistant turn may carry the reasoning its answer came with."""
 
     role: str
     content: str
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,22 @@ class GenerationParams:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """The engine admitted the request (always its first event): the HTTP response may start."""
+
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
 class TextDelta:
-    """New text."""
+    """New answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """New reasoning text."""
 
     text: str
 
@@ -51,6 +66,10 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     error_message: str = ""
+    reasoning_tokens: int = 0  # of completion_tokens
+
+
+EngineEvent = Accepted | TextDelta | ReasoningDelta | Finished
 
 
 _FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length",
@@ -63,7 +82,7 @@ class TextEngine(Protocol):
     model: str
 
     def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                 timeout: float | None) -> AsyncIterator[TextDelta | Finished]: ...  # fmt: skip
+                 timeout: float | None) -> AsyncIterator[EngineEvent]: ...  # fmt: skip
 
     async def model_info(self, timeout: float) -> EngineModelInfo: ...
 
@@ -79,20 +98,33 @@ class TextEngineClient(EngineClient):
         super().__init__(channel, model, text_engine_pb2_grpc.TextEngineStub(channel))
 
     async def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                       timeout: float | None) -> AsyncIterator[TextDelta | Finished]:  # fmt: skip
-        """Stream the engine's events: deltas, then one `Finished`. Closing the iterator (aclose, or the
-        consuming task being cancelled) cancels the call, so the engine frees the slot. gRPC failures
-        are raised as `services.common.errors` classes."""
+                       timeout: float | None) -> AsyncIterator[EngineEvent]:  # fmt: skip
+        """Stream the engine's events: `Accepted`, deltas, then one `Finished`. Closing the iterator (aclose,
+        or the consuming task being cancelled) cancels the call, so the engine frees the slot. gRPC
+        failures are raised as `services.common.errors` classes."""
         call = self._stub.Generate(_request(self.model, messages, params, request_id), timeout=timeout,
                                    metadata=((REQUEST_ID_KEY, request_id),))  # fmt: skip
         async with self.tracked(call):
             async for response in call:
-                if response.HasField("delta"):
-                    yield TextDelta(response.delta.text)
-                else:
-                    f = response.finished
-                    yield Finished(_FINISH.get(f.finish_reason, "error"), f.usage.prompt_tokens,
-                                   f.usage.completion_tokens, f.error_message)  # fmt: skip
+                event = _event(response)
+                if event is not None:
+                    yield event
+
+
+def _event(response: pb.GenerateResponse) -> EngineEvent | None:
+    """Our event for one stream message; None for a kind this gateway does not know (a newer engine)."""
+    kind = response.WhichOneof("event")
+    if kind == "delta":
+        return TextDelta(response.delta.text)
+    if kind == "reasoning":
+        return ReasoningDelta(response.reasoning.text)
+    if kind == "accepted":
+        return Accepted(response.accepted.prompt_tokens)
+    if kind != "finished":
+        return None
+    f = response.finished
+    return Finished(_FINISH.get(f.finish_reason, "error"), f.usage.prompt_tokens, f.usage.completion_tokens,
+                    f.error_message, f.usage.reasoning_tokens)  # fmt: skip
 
 
 def _request(model: str, messages: Sequence[ChatTurn], params: GenerationParams, request_id: str) -> pb.GenerateRequest:
@@ -103,5 +135,5 @@ def _request(model: str, messages: Sequence[ChatTurn], params: GenerationParams,
             setattr(sampling, field, value)
     return pb.GenerateRequest(
         request_id=request_id, model=model, sampling=sampling,
-        messages=[pb.ChatMessage(role=m.role, content=m.content) for m in messages],
+        messages=[pb.ChatMessage(role=m.role, content=m.content, reasoning=m.reasoning) for m in messages],
     )  # fmt: skip

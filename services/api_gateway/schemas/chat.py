@@ -51,6 +51,14 @@ class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    # An earlier answer's reasoning, as this server (or vLLM: `reasoning`) returned it; assistant messages only.
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+    @property
+    def reasoning_text(self) -> str:
+        """The reasoning sent back with an assistant message, under either name ('' for none)."""
+        return (self.reasoning_content or self.reasoning or "") if self.role == "assistant" else ""
 
     def text(self) -> str:
         """The message's text parts joined (images are handled by the proxy-vision rewrite)."""
@@ -102,6 +110,8 @@ class ChatCompletionRequest(_Lenient):
     response_format: ResponseFormat | None = None
     tools: list[dict] | None = None
     tool_choice: str | dict | None = None
+    include_reasoning: bool = Field(True, description="False drops a reasoning model's reasoning from the answer "
+                                    "(it is still generated and counted in usage).")
 
     @field_validator("stop")
     @classmethod
@@ -128,6 +138,8 @@ class ChatCompletionMessage(BaseModel):
 
     role: Literal["assistant"] = "assistant"
     content: str
+    reasoning_content: str | None = Field(None, description="A reasoning model's reasoning (the name is "
+                                          "`gateway.reasoning_field`: reasoning_content, reasoning, or both).")
 
 
 class Choice(BaseModel):
@@ -139,12 +151,19 @@ class Choice(BaseModel):
     logprobs: None = None
 
 
+class CompletionTokensDetails(BaseModel):
+    """Breakdown of `completion_tokens`."""
+
+    reasoning_tokens: int = 0
+
+
 class Usage(BaseModel):
     """Token counts."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails = CompletionTokensDetails()
 
 
 class ChatCompletion(BaseModel):

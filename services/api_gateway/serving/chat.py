@@ -2,31 +2,30 @@
 
 `ChatService.plan()` does everything that can fail with a clean HTTP status before a response starts
 (unsupported parameters, unknown model, image download and decoding). `complete()` returns a
-`chat.completion`; `stream()` returns SSE frames. For text-only streams the engine's first event is
-awaited for up to `first_event_wait_secs` before the response starts: the engine refuses a request
-(context too long, bad parameters) as soon as it has templated it, so that still becomes a 400. A
-request that is merely queued for a batch slot gets its role chunk then, and keep-alive comments every
-`keepalive_secs` until its first token. Once the first byte is out, errors become an SSE error event
-followed by [DONE].
+`chat.completion`; `stream()` returns SSE frames. A text-only stream starts only once the engine has sent
+`Accepted` (it has templated the request, checked it against the context and the KV budget, and queued
+it), so every refusal (context too long, bad parameters, a full queue) is still a proper HTTP status,
+however long an idle model takes to reload: no timer decides. An accepted request gets its role chunk at
+once, and keep-alive comments every `keepalive_secs` until its first token. Once the first byte is out,
+errors become an SSE error event followed by [DONE].
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from services.common.config import ModelEntry
+from services.common.config import ModelEntry, ReasoningField
 from services.common.errors import InternalError, InvalidRequestError, ProxyVisionError
 
-from ..clients.text_engine import ChatTurn, Finished, GenerationParams, TextDelta, TextEngine
-from ..schemas.chat import ChatCompletionRequest
+from ..clients.text_engine import (Accepted, ChatTurn, EngineEvent, Finished, GenerationParams, ReasoningDelta,
+                                   TextDelta, TextEngine)  # fmt: skip
 from ..metrics import GatewayMetrics
-from . import sse
+from ..schemas.chat import ChatCompletionRequest
+from . import chunks, sse
 from .registry import EngineRegistry
 from .vision_rewrite import PendingImages, ProxyVisionRewriter
 
@@ -50,17 +49,16 @@ class ChatService:
     """Runs chat completions against the engines."""
 
     KEEPALIVE_SECS = 10.0
-    FIRST_EVENT_WAIT_SECS = 2.0
 
     def __init__(self, registry: EngineRegistry, rewriter: ProxyVisionRewriter, timeout: float,
-                 keepalive_secs: float = KEEPALIVE_SECS, first_event_wait_secs: float = FIRST_EVENT_WAIT_SECS,
-                 metrics: GatewayMetrics | None = None) -> None:  # fmt: skip
+                 keepalive_secs: float = KEEPALIVE_SECS, metrics: GatewayMetrics | None = None,
+                 reasoning_field: ReasoningField = "reasoning_content") -> None:  # fmt: skip
         self._registry = registry
         self._metrics = metrics or GatewayMetrics()
         self._rewriter = rewriter
         self._timeout = timeout
         self._keepalive_secs = keepalive_secs
-        self._first_event_wait_secs = first_event_wait_secs
+        self._reasoning_field = reasoning_field
 
     async def plan(self, request: ChatCompletionRequest, client_timeout: float | None = None) -> ChatPlan:
         """Refuse what we cannot serve, resolve the model, fetch and check images. Engine calls get the
@@ -79,50 +77,54 @@ class ChatService:
 
     async def _turns(self, plan: ChatPlan, request_id: str) -> list[ChatTurn]:
         if plan.images is None:
-            return [ChatTurn(m.role, m.text()) for m in plan.request.messages]
+            return [ChatTurn(m.role, m.text(), m.reasoning_text) for m in plan.request.messages]
         return await plan.images.describe(request_id)
 
-    def _generate(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str) -> AsyncIterator[TextDelta | Finished]:
+    def _generate(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str) -> AsyncIterator[EngineEvent]:
         return plan.client.generate(turns, plan.params, request_id=request_id, timeout=plan.timeout)
 
     async def complete(self, plan: ChatPlan, request_id: str) -> dict:
         """A non-streamed `chat.completion`."""
         turns = await self._turns(plan, request_id)
-        parts: list[str] = []
+        answer: list[str] = []
+        reasoning: list[str] = []
         finished: Finished | None = None
         async for event in self._generate(plan, turns, request_id):
             if isinstance(event, TextDelta):
-                parts.append(event.text)
-            else:
+                answer.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                reasoning.append(event.text)
+            elif isinstance(event, Finished):
                 finished = event
         finished = _check(finished)
+        thinking = "".join(reasoning) if plan.request.include_reasoning else None
         return {
-            "id": _completion_id(), "object": "chat.completion", "created": int(time.time()),
+            "id": chunks.completion_id(), "object": "chat.completion", "created": int(time.time()),
             "model": plan.entry.name, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
+            "choices": [{"index": 0, "message": chunks.message("".join(answer), thinking, self._reasoning_field),
                          "finish_reason": finished.finish_reason, "logprobs": None}],
-            "usage": _usage(finished),
+            "usage": chunks.usage(finished),
         }  # fmt: skip
 
     async def stream(self, plan: ChatPlan, request_id: str) -> sse.FrameStream:
-        """SSE frames. Text-only: raises what the engine refuses within `first_event_wait_secs`."""
+        """SSE frames. Text-only: first waits for the engine to accept the request (raising its refusal)."""
         if plan.images is not None:
             return sse.FrameStream(self._frames(plan, request_id, None))
         events = self._generate(plan, await self._turns(plan, request_id), request_id)
-        # One task for the first event only: the frames keep waiting on it, so no token pays for a timer.
-        first = asyncio.ensure_future(anext(events))
         try:
-            await asyncio.wait({first}, timeout=self._first_event_wait_secs)
-            if first.done() and first.exception() is not None:  # refused: still a proper HTTP status
-                error = first.exception()
-                raise _no_finish() if isinstance(error, StopAsyncIteration) else error
+            head = await anext(events)
+        except StopAsyncIteration:
+            raise _no_finish() from None
         except BaseException:
-            await sse.close_engine_call(first, events)
+            await events.aclose()
             raise
-        return sse.FrameStream(self._frames(plan, request_id, (first, events)), events, first)
+        # An engine that predates `Accepted` sends its first delta instead: that is an acceptance too.
+        first = None if isinstance(head, Accepted) else head
+        return sse.FrameStream(self._frames(plan, request_id, (events, first)), events)
 
     async def _frames(self, plan: ChatPlan, request_id: str, started) -> AsyncIterator[str]:
-        chunk = _ChunkMaker(plan.entry.name)
+        chunk = chunks.ChunkMaker(plan.entry.name, self._reasoning_field)
+        include_reasoning = plan.request.include_reasoning
         yield chunk.delta({"role": "assistant", "content": ""})
         events = first = None
         try:
@@ -136,10 +138,10 @@ class ChatService:
                         describing.cancel()
                 turns = describing.result()
                 generation_started = time.monotonic()
-                events = self._generate(plan, turns, request_id)
-                first = asyncio.ensure_future(anext(events))
+                events, head = self._generate(plan, turns, request_id), None
             else:
-                first, events = started
+                events, head = started
+            first = asyncio.ensure_future(_first_output(events, head))
             async for comment in sse.keepalive_until_done(first, self._keepalive_secs):
                 yield comment  # queued for a batch slot, or a long prefill
             event = first.result()
@@ -150,11 +152,14 @@ class ChatService:
                 if isinstance(event, TextDelta):
                     if event.text:
                         yield chunk.content(event.text)
-                else:
+                elif isinstance(event, ReasoningDelta):
+                    if event.text and include_reasoning:
+                        yield chunk.reasoning(event.text)
+                elif isinstance(event, Finished):
                     finished = _check(event)
                     yield chunk.finish(finished.finish_reason)
                     if plan.request.stream_options and plan.request.stream_options.include_usage:
-                        yield chunk.usage(_usage(finished))
+                        yield chunk.usage(chunks.usage(finished))
                     break
                 event = await anext(events)
         except ProxyVisionError as error:
@@ -171,31 +176,14 @@ class ChatService:
         yield sse.DONE
 
 
-class _ChunkMaker:
-    """`chat.completion.chunk` frames sharing one id and timestamp.
-
-    Content chunks are the hot path (one per token): their JSON is a fixed prefix and suffix around the
-    encoded text, built once per stream."""
-
-    def __init__(self, model: str) -> None:
-        self._base = {"id": _completion_id(), "object": "chat.completion.chunk", "created": int(time.time()),
-                      "model": model, "system_fingerprint": None}  # fmt: skip
-        marker = "\x00CONTENT\x00"
-        template = sse.event({**self._base, "choices": [{"index": 0, "delta": {"content": marker}, "logprobs": None,
-                                                         "finish_reason": None}]})  # fmt: skip
-        self._before, self._after = template.split(json.dumps(marker, ensure_ascii=False))
-
-    def content(self, text: str) -> str:
-        return f"{self._before}{json.dumps(text, ensure_ascii=False)}{self._after}"
-
-    def delta(self, delta: dict) -> str:
-        return sse.event({**self._base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]})
-
-    def finish(self, reason: str) -> str:
-        return sse.event({**self._base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}]})
-
-    def usage(self, usage: dict) -> str:
-        return sse.event({**self._base, "choices": [], "usage": usage})
+async def _first_output(events: AsyncIterator[EngineEvent], head: EngineEvent | None) -> EngineEvent:
+    """The first event after the acceptance: a delta, or the Finished of an empty answer."""
+    if head is not None:
+        return head
+    event = await anext(events)
+    while isinstance(event, Accepted):
+        event = await anext(events)
+    return event
 
 
 def _timing_comment(plan: ChatPlan, text_ttft_ms: float) -> str:
@@ -214,15 +202,6 @@ def _check(finished: Finished | None) -> Finished:
     if finished.finish_reason in ("error", "cancelled"):
         raise InternalError(f"Generation failed: {finished.error_message or finished.finish_reason}")
     return finished
-
-
-def _usage(finished: Finished) -> dict:
-    return {"prompt_tokens": finished.prompt_tokens, "completion_tokens": finished.completion_tokens,
-            "total_tokens": finished.prompt_tokens + finished.completion_tokens}  # fmt: skip
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
 def _refuse_unsupported(request: ChatCompletionRequest) -> None:

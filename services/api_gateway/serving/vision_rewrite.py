@@ -68,7 +68,7 @@ class PendingImages:
             if index in by_message:
                 lines = "\n".join(f"Image {n}: {caption}" for n, caption in enumerate(by_message[index], start=1))
                 text = f"{text}\n\n{lines}" if text else lines
-            turns.append(ChatTurn(message.role, text))
+            turns.append(ChatTurn(message.role, text, message.reasoning_text))
         return turns
 
     async def _describe_message(self, index: int, request_id: str) -> list[str]:

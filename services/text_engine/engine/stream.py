@@ -1,8 +1,8 @@
-"""One request's stream: manager outputs in, text deltas and a final event out.
+"""One request's stream: manager outputs in, reasoning/answer deltas and a final event out.
 
 The manager delivers the cumulative token list of a request on every step (on the event loop, through
-`on_output`); this class turns it into new text with the incremental detokenizer, applies stop strings,
-and decides the finish reason. A cancelled request gets no final output from the manager, so the
+`on_output`); this class feeds the new tokens to the request's output pipeline (detokenizer, parser, stop
+strings) and decides the finish reason. A cancelled request gets no final output from the manager, so the
 engine ends the stream itself.
 """
 
@@ -12,21 +12,23 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from .admission import PreparedRequest
-from services.common.detokenizer import IncrementalDetokenizer
+from .output import MarkerDetokenizer, OutputPipeline, ParserSpec
+from .output.pipeline import merge_deltas
 from .stopping import StopStringMatcher
-from .types import Finished, FinishReason, GenerationEvent, TextDelta
+from .types import Finished, FinishReason, GenerationEvent
 
 
 class RequestStream:
     """Converts GenerationOutputs of one request into GenerationEvents."""
 
-    def __init__(self, key: str, prepared: PreparedRequest, tokenizer, eos_token_ids: list[int]) -> None:
+    def __init__(self, key: str, prepared: PreparedRequest, tokenizer, eos_token_ids: list[int],
+                 parser: ParserSpec = ParserSpec("none")) -> None:  # fmt: skip
         self.key = key
         self.engine_finished = False
         self._prepared = prepared
         self._eos = set(eos_token_ids)
-        self._detok = IncrementalDetokenizer(tokenizer, prepared.prompt_ids)
-        self._stops = StopStringMatcher(prepared.stop)
+        self._output = OutputPipeline(MarkerDetokenizer(tokenizer, prepared.prompt_ids, parser.keep), parser.new(),
+                                      StopStringMatcher(prepared.stop))  # fmt: skip
         self._outputs: asyncio.Queue = asyncio.Queue()
         self._seen = 0
 
@@ -49,16 +51,18 @@ class RequestStream:
             output = self._outputs.get_nowait()
         return output
 
+    def _finished(self, reason: FinishReason, error: str = "") -> Finished:
+        return Finished(reason, len(self._prepared.prompt_ids), self._seen, error, self._output.reasoning_tokens)
+
     async def events(self) -> AsyncIterator[GenerationEvent]:
         """Yield deltas until the request finishes; the last event is always `Finished`."""
-        prompt_tokens = len(self._prepared.prompt_ids)
         while True:
             output = self._latest(await self._outputs.get())
             if isinstance(output, Exception):
                 raise output
             if isinstance(output, str):
                 self.engine_finished = True
-                yield Finished(FinishReason.ERROR, prompt_tokens, self._seen, output)
+                yield self._finished(FinishReason.ERROR, output)
                 return
             tokens = output.generated_tokens
             new = tokens[self._seen :]
@@ -66,23 +70,19 @@ class RequestStream:
             if output.is_finished():
                 self.engine_finished = True
             if output.error:
-                yield Finished(FinishReason.ERROR, prompt_tokens, self._seen, output.error)
+                yield self._finished(FinishReason.ERROR, output.error)
                 return
             # One token at a time, even when several arrived together: the text must not depend on how
             # the engine's steps were grouped into messages (byte-level tokens can be invalid UTF-8).
-            text = "".join(self._detok.push([token]) for token in new)
+            deltas = [d for token in new for d in self._output.push(token)]
             if self.engine_finished:
-                text += self._detok.flush()
-            result = self._stops.push(text) if text else None
-            if result is not None and result.text:
-                yield TextDelta(result.text)
-            if result is not None and result.stopped:
-                yield Finished(FinishReason.STOP, prompt_tokens, self._seen)
+                deltas += self._output.finish()
+            for delta in merge_deltas(deltas):
+                yield delta
+            if self._output.stopped:
+                yield self._finished(FinishReason.STOP)
                 return
             if self.engine_finished:
-                tail = self._stops.flush()
-                if tail:
-                    yield TextDelta(tail)
                 reason = FinishReason.STOP if tokens and tokens[-1] in self._eos else FinishReason.LENGTH
-                yield Finished(reason, prompt_tokens, self._seen)
+                yield self._finished(reason)
                 return

@@ -8,10 +8,11 @@ from enum import Enum
 
 @dataclass(frozen=True)
 class ChatTurn:
-    """One chat message, text only."""
+    """One chat message, text only; an assistant turn may carry the reasoning its answer came with."""
 
     role: str
     content: str
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,22 @@ class FinishReason(str, Enum):
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """The first event of every request: it passed admission and waits for (or has) a batch slot."""
+
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
 class TextDelta:
-    """New text of one request."""
+    """New answer text of one request (stop strings apply to it)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """New reasoning text of one request (a reasoning model's thinking, markers removed)."""
 
     text: str
 
@@ -61,6 +76,7 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     error_message: str = ""
+    reasoning_tokens: int = 0  # of completion_tokens
 
 
-GenerationEvent = TextDelta | Finished
+GenerationEvent = Accepted | TextDelta | ReasoningDelta | Finished

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.api_gateway.clients.base import EngineModelInfo
-from services.api_gateway.clients.text_engine import ChatTurn, Finished, GenerationParams, TextDelta
+from services.api_gateway.clients.text_engine import Accepted, ChatTurn, Finished, GenerationParams, ReasoningDelta, TextDelta
 from services.api_gateway.serving.chat import ChatService
 from services.api_gateway.serving.registry import EngineRegistry
 from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
@@ -65,12 +65,18 @@ class FakeTextEngine:
         return 0
 
 
-def finished(reason: str = "stop", prompt: int = 7, completion: int = 2, error: str = "") -> Finished:
-    return Finished(reason, prompt, completion, error)
+def finished(reason: str = "stop", prompt: int = 7, completion: int = 2, error: str = "", reasoning: int = 0) -> Finished:
+    return Finished(reason, prompt, completion, error, reasoning)
 
 
 def hello_script() -> list:
-    return [TextDelta("Hello"), TextDelta(""), TextDelta(" wörld"), finished("stop")]
+    return [Accepted(7), TextDelta("Hello"), TextDelta(""), TextDelta(" wörld"), finished("stop")]
+
+
+def reasoning_script() -> list:
+    """What the engine sends for a reasoning model: reasoning deltas, then the answer."""
+    return [Accepted(7), ReasoningDelta("Let me"), ReasoningDelta(" think."), TextDelta("Hello"), TextDelta("!"),
+            finished("stop", completion=6, reasoning=4)]  # fmt: skip
 
 
 def make_config(*, vision: bool = False, default: str | None = None) -> ModelsConfig:
@@ -82,11 +88,11 @@ def make_config(*, vision: bool = False, default: str | None = None) -> ModelsCo
     return parse_models_config({"models": models, "default_model": default})
 
 
-def make_state(engines: dict[str, FakeTextEngine], config: ModelsConfig | None = None, **timings) -> GatewayState:
-    """Gateway state over fakes; text-only requests never touch the rewriter's fetcher."""
+def make_state(engines: dict[str, FakeTextEngine], config: ModelsConfig | None = None, **options) -> GatewayState:
+    """Gateway state over fakes (`options`: ChatService keywords); text-only requests never touch the fetcher."""
     config = config or make_config()
     registry = EngineRegistry(config, dict(engines), None)
     backend = VisionBackend(None)
     rewriter = ProxyVisionRewriter(None, backend, ImageLimits(), 5.0)  # type: ignore[arg-type]
-    chat = ChatService(registry, rewriter, 5.0, **timings)
+    chat = ChatService(registry, rewriter, 5.0, **options)
     return GatewayState(config, registry, chat, backend, int(time.time()))

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from services.api_gateway.clients.text_engine import TextDelta
+from services.api_gateway.clients.text_engine import Accepted, TextDelta
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving import sse
 from services.common.errors import (ContextLengthExceededError, EngineUnavailableError, InternalError,
                                     InvalidRequestError, ModelNotFoundError)  # fmt: skip
 
-from .fakes import OTHER, TEXT, VISION, FakeTextEngine, finished, hello_script, make_config, make_state
+from .fakes import OTHER, TEXT, VISION, FakeTextEngine, finished, hello_script, make_config, make_state, reasoning_script
 
 GOLDEN = Path(__file__).parent / "fixtures" / "stream_include_usage.sse"
 
@@ -58,12 +58,13 @@ async def test_complete_returns_a_chat_completion_with_usage():
     assert body["object"] == "chat.completion" and re.fullmatch(r"chatcmpl-[0-9a-f]{24}", body["id"])
     assert body["model"] == TEXT and body["choices"][0]["message"] == {"role": "assistant", "content": "Hello wörld"}
     assert body["choices"][0]["finish_reason"] == "stop"
-    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9,
+                             "completion_tokens_details": {"reasoning_tokens": 0}}
     assert engine.calls[0].request_id == "rid-2" and engine.calls[0].timeout == 5.0
 
 
 async def test_length_finish_reason_passes_through():
-    state = make_state({TEXT: FakeTextEngine(TEXT, [TextDelta("a"), finished("length")])})
+    state = make_state({TEXT: FakeTextEngine(TEXT, [Accepted(1), TextDelta("a"), finished("length")])})
     body = await state.chat.complete(await state.chat.plan(request(max_tokens=1)), "r")
     assert body["choices"][0]["finish_reason"] == "length"
 
@@ -147,7 +148,7 @@ async def test_error_before_the_first_event_is_raised_and_the_call_closed():
     ([RuntimeError("a bug")], "server_error"),
 ])  # fmt: skip
 async def test_error_after_the_first_byte_is_an_sse_error_event_then_done(tail, kind):
-    engine = FakeTextEngine(TEXT, [TextDelta("partial"), *tail])
+    engine = FakeTextEngine(TEXT, [Accepted(1), TextDelta("partial"), *tail])
     state = make_state({TEXT: engine})
     frames = (await run_stream(state, request(stream=True))).split("\n\n")
     assert frames[-2:] == ["data: [DONE]", ""]
@@ -158,7 +159,7 @@ async def test_error_after_the_first_byte_is_an_sse_error_event_then_done(tail, 
 
 
 async def test_non_streamed_engine_error_is_internal_error():
-    state = make_state({TEXT: FakeTextEngine(TEXT, [TextDelta("x"), finished("error", error="boom")])})
+    state = make_state({TEXT: FakeTextEngine(TEXT, [Accepted(1), TextDelta("x"), finished("error", error="boom")])})
     with pytest.raises(InternalError, match="boom"):
         await state.chat.complete(await state.chat.plan(request()), "r")
 
@@ -167,13 +168,13 @@ async def test_closing_a_stream_that_never_started_cancels_the_engine_call():
     engine = FakeTextEngine(TEXT, hello_script())
     state = make_state({TEXT: engine})
     stream = await state.chat.stream(await state.chat.plan(request(stream=True)), "r")
-    assert not engine.calls[0].closed.is_set()  # accepted, first event read, response not started
+    assert not engine.calls[0].closed.is_set()  # accepted, response not started
     await stream.aclose()
     assert engine.calls[0].closed.is_set()
 
 
 async def test_closing_a_stream_midway_cancels_the_engine_call():
-    engine = FakeTextEngine(TEXT, [TextDelta(str(i)) for i in range(100)])
+    engine = FakeTextEngine(TEXT, [Accepted(1), *(TextDelta(str(i)) for i in range(100))])
     state = make_state({TEXT: engine})
     stream = await state.chat.stream(await state.chat.plan(request(stream=True)), "r")
     iterator = aiter(stream)
@@ -184,10 +185,10 @@ async def test_closing_a_stream_midway_cancels_the_engine_call():
 
 
 def queued_state(*script):
-    """An engine that holds the request at a gate (queued for a slot); the gateway gives up waiting at once."""
+    """An engine that accepts the request and holds it at a gate (queued for a batch slot)."""
     gate = asyncio.Event()
-    engine = FakeTextEngine(TEXT, [gate, *script])
-    return make_state({TEXT: engine}, first_event_wait_secs=0.01, keepalive_secs=0.01), engine, gate
+    engine = FakeTextEngine(TEXT, [Accepted(7), gate, *script])
+    return make_state({TEXT: engine}, keepalive_secs=0.01), engine, gate
 
 
 async def test_a_queued_request_starts_the_stream_and_keeps_it_alive():
@@ -219,3 +220,66 @@ async def test_leaving_while_queued_cancels_the_engine_call(read_first_frame):
         assert '"role":"assistant"' in await anext(aiter(stream))
     await stream.aclose()
     assert engine.calls[0].closed.is_set() and not gate.is_set()
+
+
+async def test_the_response_waits_for_acceptance_however_long_so_a_late_refusal_is_still_a_status():
+    # An idle model reloading for longer than any timer: the refusal that follows is still raised, not streamed.
+    gate = asyncio.Event()
+    engine = FakeTextEngine(TEXT, [gate, ContextLengthExceededError("too long", param="messages")])
+    state = make_state({TEXT: engine})
+    pending = asyncio.ensure_future(state.chat.stream(await state.chat.plan(request(stream=True)), "r"))
+    await asyncio.sleep(0.3)
+    assert not pending.done()  # no response has started
+    gate.set()
+    with pytest.raises(ContextLengthExceededError):
+        await pending
+    assert engine.calls[0].closed.is_set()
+
+
+async def test_an_engine_without_accepted_still_streams_its_first_delta():
+    state = make_state({TEXT: FakeTextEngine(TEXT, [TextDelta("Hi"), finished()])})
+    transcript = await run_stream(state, request(stream=True))
+    assert '"content":"Hi"' in transcript and transcript.endswith(sse.DONE)
+
+
+REASONING_GOLDEN = Path(__file__).parent / "fixtures" / "stream_reasoning.sse"
+
+
+async def test_reasoning_streams_in_its_own_field_and_counts_in_usage():
+    state = make_state({TEXT: FakeTextEngine(TEXT, reasoning_script())})
+    transcript = await run_stream(state, request(stream=True, stream_options={"include_usage": True}))
+    assert normalized(transcript) == REASONING_GOLDEN.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("field, keys", [("reasoning_content", {"reasoning_content"}), ("reasoning", {"reasoning"}),
+                                         ("both", {"reasoning_content", "reasoning"})])  # fmt: skip
+async def test_the_reasoning_field_name_is_configurable(field, keys):
+    state = make_state({TEXT: FakeTextEngine(TEXT, reasoning_script())}, reasoning_field=field)
+    body = await state.chat.complete(await state.chat.plan(request()), "r")
+    message = body["choices"][0]["message"]
+    assert message["content"] == "Hello!" and set(message) - {"role", "content"} == keys
+    assert all(message[k] == "Let me think." for k in keys)
+    assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 4}
+    deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in (await run_stream(state, request(stream=True))).splitlines()
+              if line.startswith("data: {")][1:-1]  # fmt: skip
+    assert [set(d) for d in deltas] == [keys, keys, {"content"}, {"content"}]
+
+
+async def test_include_reasoning_false_drops_it_but_usage_still_counts_it():
+    state = make_state({TEXT: FakeTextEngine(TEXT, reasoning_script())})
+    body = await state.chat.complete(await state.chat.plan(request(include_reasoning=False)), "r")
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hello!"}
+    assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 4}
+    transcript = await run_stream(state, request(stream=True, include_reasoning=False))
+    assert '"reasoning' not in transcript and '"content":"Hello"' in transcript
+
+
+async def test_reasoning_sent_back_with_an_assistant_message_reaches_the_engine():
+    engine = FakeTextEngine(TEXT, hello_script())
+    state = make_state({TEXT: engine})
+    body = request(messages=[{"role": "user", "content": "Hi"},
+                             {"role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."},
+                             {"role": "assistant", "content": "Again", "reasoning": "vLLM's name"},
+                             {"role": "user", "content": "Bye", "reasoning_content": "ignored for users"}])  # fmt: skip
+    await state.chat.complete(await state.chat.plan(body), "r")
+    assert [t.reasoning for t in engine.calls[0].messages] == ["", "Greet back.", "vLLM's name", ""]

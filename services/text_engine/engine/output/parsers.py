@@ -1,0 +1,152 @@
+"""Output parsers: which part of a model's output is reasoning and which is the answer.
+
+A parser sees the pieces of one request's output in order (text, and `Marker`s for the special tokens it
+asked the detokenizer to keep) and tags each with a `Channel`. Markers it does not own pass through on the
+channel they arrived in, so a later parser (tool calls) can read the answer's markers; markers it owns are
+consumed. `ParserSpec` is chosen once per model at load (`parser_for`); `ParserSpec.new()` makes the
+per-request state.
+
+The reasoning parsers follow vLLM's, so clients see what they see there:
+- `mistral` (`[THINK]`...`[/THINK]`, Ministral-3 / Magistral): text before `[THINK]` is answer; after it,
+  reasoning until `[/THINK]`; then answer. Only `[THINK]` (e.g. cut by max_tokens): the rest is reasoning.
+  Only `[/THINK]` (a model that was not prompted to think): the marker is dropped, everything is answer.
+  Neither: everything is answer.
+- `deepseek_r1` (`<think>`...`</think>`, whose templates usually open the `<think>` in the prompt):
+  everything up to `</think>` is reasoning, with or without a generated `<think>`; then answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from services.common.config import ReasoningParser
+from services.common.hf_models import ModelLoadError
+
+from .detokenizer import Marker, Piece
+
+
+# name -> (start marker, end marker, whether output starts inside the reasoning)
+_THINKING_FORMATS = {
+    "mistral": ("[THINK]", "[/THINK]", False),
+    "deepseek_r1": ("<think>", "</think>", True),
+}
+
+
+class Channel(str, Enum):
+    """What a piece of output is."""
+
+    ANSWER = "answer"
+    REASONING = "reasoning"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of output with its channel."""
+
+    channel: Channel
+    piece: Piece
+
+
+class OutputParser(Protocol):
+    """Per-request parser state (one request's coroutine owns it)."""
+
+    @property
+    def in_reasoning(self) -> bool:
+        """Whether the output is inside the reasoning now (token accounting reads it)."""
+
+    def feed(self, piece: Piece) -> list[Segment]:
+        """Tag the next piece; may return nothing (a consumed marker) or several segments."""
+
+    def finish(self) -> list[Segment]:
+        """End of output: anything still held."""
+
+
+class PlainParser:
+    """Everything is answer (models without reasoning, or `reasoning_parser: none`)."""
+
+    in_reasoning = False
+
+    def feed(self, piece: Piece) -> list[Segment]:
+        return [Segment(Channel.ANSWER, piece)]
+
+    def finish(self) -> list[Segment]:
+        return []
+
+
+class ThinkingParser:
+    """Reasoning between a start and an end marker (see the module docstring for the four cases)."""
+
+    def __init__(self, start_id: int, end_id: int, starts_in_reasoning: bool) -> None:
+        self._start, self._end = start_id, end_id
+        self._state = "reasoning" if starts_in_reasoning else "before"
+
+    @property
+    def in_reasoning(self) -> bool:
+        return self._state == "reasoning"
+
+    def feed(self, piece: Piece) -> list[Segment]:
+        if isinstance(piece, Marker) and piece.token_id == self._start:
+            if self._state == "before":
+                self._state = "reasoning"
+            return []  # a second start marker (or one inside the reasoning) is dropped, as vLLM does
+        if isinstance(piece, Marker) and piece.token_id == self._end:
+            if self._state == "reasoning":
+                self._state = "after"
+            return []  # an end marker without a start is dropped: the text stays answer
+        return [Segment(Channel.REASONING if self.in_reasoning else Channel.ANSWER, piece)]
+
+    def finish(self) -> list[Segment]:
+        return []
+
+
+@dataclass(frozen=True)
+class ParserSpec:
+    """A model's output parsing, resolved once at load from `reasoning_parser` and the tokenizer."""
+
+    reasoning: str  # "mistral" | "deepseek_r1" | "none"
+    markers: tuple[Marker, ...] = ()
+
+    @property
+    def keep(self) -> dict[int, str]:
+        """Special tokens the detokenizer must keep for the parser: id -> literal."""
+        return {m.token_id: m.token for m in self.markers}
+
+    @property
+    def thinking_in_content_chunks(self) -> bool:
+        """How the chat template takes an earlier answer's reasoning: Mistral templates read `thinking`
+        content chunks; `<think>` templates (Qwen3, DeepSeek-R1) read a `reasoning_content` key."""
+        return self.reasoning == "mistral"
+
+    def new(self) -> OutputParser:
+        """Fresh per-request parser state."""
+        if self.reasoning == "none":
+            return PlainParser()
+        start, end = self.markers
+        return ThinkingParser(start.token_id, end.token_id, _THINKING_FORMATS[self.reasoning][2])
+
+
+def special_token_id(tokenizer, token: str) -> int | None:
+    """The id of `token` when it is one token of the vocabulary (not split, not the unknown token)."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or isinstance(token_id, list):
+        return None
+    if token_id == getattr(tokenizer, "unk_token_id", None) and token != getattr(tokenizer, "unk_token", None):
+        return None
+    return token_id if tokenizer.convert_ids_to_tokens(token_id) == token else None
+
+
+def parser_for(name: ReasoningParser, tokenizer) -> ParserSpec:
+    """The model's parser. `auto` picks the format whose two markers are single tokens of the vocabulary;
+    an explicit name whose markers the tokenizer lacks fails the load (it could never split anything)."""
+    candidates = list(_THINKING_FORMATS) if name == "auto" else [] if name == "none" else [name]
+    for fmt in candidates:
+        start, end, _ = _THINKING_FORMATS[fmt]
+        ids = special_token_id(tokenizer, start), special_token_id(tokenizer, end)
+        if None not in ids:
+            return ParserSpec(fmt, (Marker(ids[0], start), Marker(ids[1], end)))
+        if name != "auto":
+            raise ModelLoadError(f"reasoning_parser {name!r} needs the tokens {start} and {end}, which this "
+                                 "tokenizer does not have as single tokens; use 'auto' or 'none'")  # fmt: skip
+    return ParserSpec("none")
