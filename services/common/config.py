@@ -18,6 +18,10 @@ DEFAULT_VISION_PROMPT = "Describe this image in detail:"
 
 DType = Literal["auto", "bf16", "bfloat16", "f16", "fp16", "float16", "f32", "fp32", "float32"]
 VisionMode = Literal["disabled", "proxy", "native"]
+ReasoningParser = Literal["auto", "mistral", "deepseek_r1", "none"]
+# Clients disagree on the field's name (vLLM renamed `reasoning_content` to `reasoning`; Open WebUI and
+# Dify read the old one), so the gateway can send either or both.
+ReasoningField = Literal["reasoning_content", "reasoning", "both"]
 
 
 class ConfigError(ValueError):
@@ -126,6 +130,9 @@ class ModelEntry(_Strict):
     max_model_len: int | None = Field(None, gt=0, description="Context cap; default: the model's own maximum.")
     idle_unload_secs: int | None = Field(None, ge=0, description="Overrides the top-level value; 0 never unloads.")
     endpoint: str | None = Field(None, description="gRPC target of this model's engine, e.g. 127.0.0.1:50051.")
+    reasoning_parser: ReasoningParser = Field("auto", description="How reasoning is split from the answer: 'auto' "
+                                              "picks 'mistral' ([THINK]...[/THINK]) or 'deepseek_r1' (<think>...</think>) "
+                                              "from the tokenizer's special tokens; 'none' leaves all output as answer.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelEntry":
@@ -167,6 +174,8 @@ class GatewaySettings(_Strict):
     """Settings of the API gateway."""
 
     request_timeout_secs: float = Field(600.0, gt=0, description="Deadline of one engine call; past it the client gets 504.")
+    reasoning_field: ReasoningField = Field("reasoning_content", description="Name of the reasoning field in "
+                                            "answers and stream deltas: reasoning_content, reasoning, or both.")
     images: ImageLimits = ImageLimits()
 
 

@@ -13,11 +13,10 @@ from services.common.errors import ContextLengthExceededError, InvalidRequestErr
 
 from .kv_budget import KvBudget
 from .loader import LoadedModel
+from .output import ParserSpec
+from .prompt import render_prompt
 from .sampler import SamplingSpec
 from .types import GenerationRequest
-
-_ROLE_ALIASES = {"developer": "system"}
-
 
 @dataclass(frozen=True)
 class PreparedRequest:
@@ -29,23 +28,10 @@ class PreparedRequest:
     stop: tuple[str, ...]
 
 
-def render_prompt(tokenizer, request: GenerationRequest) -> list[int]:
-    """Apply the model's chat template (the engine owns it, so clients never see model formats)."""
-    if not request.messages:
-        raise InvalidRequestError("messages must not be empty", param="messages")
-    messages = [{"role": _ROLE_ALIASES.get(m.role, m.role), "content": m.content} for m in request.messages]
-    try:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
-    except Exception as exc:  # noqa: BLE001 - templates raise jinja's own exceptions for bad conversations
-        raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}", param="messages") from exc
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    return list(ids)
-
-
-def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry, budget: KvBudget) -> PreparedRequest:
+def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry, budget: KvBudget,
+                    parser: ParserSpec = ParserSpec("none")) -> PreparedRequest:  # fmt: skip
     """Template, count and validate one request (runs in a worker thread: tokenizing is CPU work)."""
-    prompt_ids = render_prompt(loaded.tokenizer, request)
+    prompt_ids = render_prompt(loaded.tokenizer, request, parser)
     sampling, defaults = request.sampling, loaded.sampling.values  # resolved once at load (loader.py)
     limit = min(loaded.max_context, budget.capacity_tokens)
     room = limit - len(prompt_ids)
