@@ -71,7 +71,7 @@ def write_fp8_copy(src: Path, out: Path) -> dict:
     src, out = Path(src), Path(out)
     shutil.copytree(src, out, dirs_exist_ok=True)
     quantized = 0
-    for shard in sorted(out.glob("*.safetensors")):
+    for shard in sorted(out.glob("model*.safetensors")):  # not consolidated.safetensors (Mistral names)
         state = load_file(shard)
         new: dict[str, torch.Tensor] = {}
         for key, value in state.items():
