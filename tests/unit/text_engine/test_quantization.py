@@ -97,3 +97,10 @@ def test_fp8_round_trip_is_the_weight_up_to_fp8_rounding():
     assert set(restored) == {"a.weight"}
     # e4m3 keeps 3 mantissa bits: relative error at most 2**-4 per element (plus underflow near zero)
     assert torch.allclose(restored["a.weight"], weight, rtol=2**-4, atol=float(scale) * 2**-6)
+
+
+def test_fp8_kernel_problem_on_an_old_gpu_names_the_capability(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A10")
+    assert fp8_kernel_problem(CUDA) == "FP8 matmuls need compute capability >= 8.9, NVIDIA A10 has 8.6"
+
