@@ -128,6 +128,53 @@ def test_fp8_without_accelerate_names_the_missing_package(fp8_checkpoint, monkey
     assert isinstance(info.value.__cause__, ImportError) and "requires accelerate" in str(info.value)
 
 
+@pytest.fixture(scope="module")
+def dequantized_checkpoint(fp8_checkpoint, tmp_path_factory) -> Path:
+    """The FP8 checkpoint's reference twin: weight x scale computed by hand, saved unquantized."""
+    out = tmp_path_factory.mktemp("dequantized") / "ministral-3-dequantized"
+    shutil.copytree(fp8_checkpoint, out)
+    save_file(dequantize_fp8(load_file(fp8_checkpoint / "model.safetensors")), out / "model.safetensors",
+              metadata={"format": "pt"})  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    del config["quantization_config"]
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def _serve(checkpoint: Path, tmp: Path):
+    path = write_models_yaml(tmp / "models.yaml", {"text": checkpoint})
+    port = free_port()
+    return start_service("services.text_engine", ["--models-config", str(path), "--model", TEXT_MODEL,
+                                                  "--port", str(port), "--device", "cpu"], port, tmp)  # fmt: skip
+
+
+def _greedy(service, text: str) -> tuple[list[str], int, common_pb2.ModelInfo]:
+    wait_grpc_serving(service)
+    with grpc.insecure_channel(service.address) as channel:
+        stub = text_engine_pb2_grpc.TextEngineStub(channel)
+        request = pb.GenerateRequest(model=TEXT_MODEL, messages=[pb.ChatMessage(role="user", content=text)],
+                                     sampling=pb.SamplingParams(max_tokens=24, temperature=0))  # fmt: skip
+        run = list(stub.Generate(request, timeout=60))
+        info = stub.GetModelInfo(common_pb2.GetModelInfoRequest())
+    return [str(r) for r in run], run[-1].finished.usage.completion_tokens, info  # every event, as sent
+
+
+def test_the_served_fp8_model_answers_as_its_dequantized_twin(fp8_checkpoint, dequantized_checkpoint, tmp_path):
+    outputs = []
+    for name, checkpoint in (("fp8", fp8_checkpoint), ("twin", dequantized_checkpoint)):
+        (tmp_path / name).mkdir()
+        service = _serve(checkpoint, tmp_path / name)
+        try:
+            outputs.append(_greedy(service, "Tell me about FP8 please."))
+        finally:
+            assert service.stop() == 0, service.log_text()[-3000:]
+        if name == "fp8":
+            assert "dequantizing the weights at load" in service.log_text()
+    (fp8_events, fp8_tokens, fp8_info), (twin_events, twin_tokens, twin_info) = outputs
+    assert fp8_info.quantization == "fp8, dequantized to float32 (no FP8 kernel on cpu)" and twin_info.quantization == ""
+    assert fp8_tokens > 0 and (fp8_events, fp8_tokens) == (twin_events, twin_tokens)
+
+
 # Tied embeddings -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text_tied", [True, False], ids=["both-flags", "top-level-flag-only"])
 def test_tied_embeddings_use_the_embedding_matrix_as_output_projection(tiny_models, tmp_path, text_tied):
