@@ -11,9 +11,13 @@ are just text, API errors read clearly, and the page works at phone width in dar
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from PIL import Image, ImageDraw
@@ -82,25 +86,39 @@ def stack(tiny_models, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fake_gateway(tmp_path_factory):
-    """The real gateway process (with --ui-server, no vision model) over the scripted fake text engine
-    in a process of its own: exact replies, and failures on cue."""
-    tmp = tmp_path_factory.mktemp("web_ui_fake")
-    engine_port, gateway_port = free_port(), free_port()
-    engine = start_service("tests.support.fake_text_engine", ["--port", str(engine_port)], engine_port, tmp)
-    config = tmp / "models.yaml"
-    config.write_text(yaml.safe_dump({"models": [{"name": TEXT_MODEL, "hf_id": STAND_IN, "endpoint": engine.address}]}))
-    gateway = None
+def fake_engine(tmp_path_factory):
+    """The scripted fake text engine in a process of its own: exact replies, and failures on cue."""
+    tmp = tmp_path_factory.mktemp("web_ui_fake_engine")
+    port = free_port()
+    engine = start_service("tests.support.fake_text_engine", ["--port", str(port)], port, tmp)
     try:
         wait_grpc_serving(engine, timeout=30)
-        gateway = start_service("services.api_gateway", ["--models-config", str(config), "--port", str(gateway_port),
-                                                         "--ui-server"], gateway_port, tmp)  # fmt: skip
-        wait_http(f"http://127.0.0.1:{gateway_port}/health", gateway)
-        yield f"http://127.0.0.1:{gateway_port}"
+        yield engine
     finally:
-        for service in (gateway, engine):
-            if service is not None:
-                service.stop()
+        engine.stop()
+
+
+@contextlib.contextmanager
+def gateway_over(engine, tmp: Path, **gateway_settings) -> Iterator[str]:
+    """The real gateway process (with --ui-server, no vision model) over `engine`; yields its base URL."""
+    config = tmp / "models.yaml"
+    config.write_text(yaml.safe_dump({"models": [{"name": TEXT_MODEL, "hf_id": STAND_IN, "endpoint": engine.address}],
+                                      "gateway": gateway_settings}))  # fmt: skip
+    port = free_port()
+    gateway = start_service("services.api_gateway", ["--models-config", str(config), "--port", str(port), "--ui-server"],
+                            port, tmp)  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", gateway)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_gateway(fake_engine, tmp_path_factory):
+    """The real gateway over the fake engine, with the default settings (reasoning as `reasoning_content`)."""
+    with gateway_over(fake_engine, tmp_path_factory.mktemp("web_ui_fake")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -333,7 +351,7 @@ def test_model_output_with_html_and_script_renders_as_text(open_ui, fake_gateway
 
 
 REASONING = "The user wants a **function** that adds two numbers."
-CODE = "Here is **the code**:\n\n```python\ndef add(a, b):\n    return a + b\n```\n"
+CODE = "Here is **the code**:\n\n```python\ndef add(a, b):\n    return a + b\n```"  # no newline at the end: the page trims what it sends
 
 
 def reasoning_tokens(text: str) -> int:
@@ -400,6 +418,25 @@ def test_thinking_shows_while_reasoning_streams_then_collapses_for_the_answer(op
     expect(answer.locator(".reasoning-text")).to_be_hidden()  # closed when the answer came
     expect(answer.locator(".content")).to_have_text("Four.")
     watch.assert_quiet()
+
+
+@pytest.mark.parametrize("field", ["reasoning", "both"])
+def test_reasoning_is_read_once_under_either_name(open_ui, fake_engine, tmp_path, field):
+    """`gateway.reasoning_field` may name it `reasoning` (vLLM's newer name), or send both names with the
+    same text: the page reads one of them, never the two added up."""
+    prompt = f"{REASON}{REASONING}{REASON_SPLIT}Done."
+    with gateway_over(fake_engine, tmp_path, reasoning_field=field) as url:
+        body = {"model": TEXT_MODEL, "messages": [{"role": "user", "content": prompt}], "stream": True}
+        stream = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30).text
+        assert ("reasoning_content" in stream, '"reasoning"' in stream) == (field == "both", True)  # that name, really
+        page, watch = open_ui(url)
+        send(page, prompt)
+        answer = last_answer(page)
+        expect(answer).to_have_attribute("data-state", "done")
+        expect(answer.locator(".content")).to_have_text("Done.")
+        answer.locator("details.reasoning summary").click()
+        expect(answer.locator(".reasoning-text")).to_have_text("The user wants a function that adds two numbers.")
+        watch.assert_quiet()
 
 
 def test_think_markers_inside_the_answer_are_just_text(open_ui, fake_gateway):
