@@ -24,6 +24,7 @@ processor instead.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -122,7 +123,8 @@ def write_tiny_qwen2_vl(out: Path) -> dict:
                           pad="<|endoftext|>", model_max_length=CONTEXT)  # fmt: skip
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     flat = _flat_config(ids, len(tok))
-    config = Qwen2VLConfig(**{k: v for k, v in flat.items() if k not in ("architectures", "model_type")})
+    # A copy: the config class rewrites the rope dict it is given, and config.json must keep the old form.
+    config = Qwen2VLConfig(**{k: v for k, v in copy.deepcopy(flat).items() if k not in ("architectures", "model_type")})
     model = Qwen2VLForConditionalGeneration(config)
     weights = {_legacy_name(k): v.contiguous() for k, v in model.state_dict().items()}
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})

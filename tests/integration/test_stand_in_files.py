@@ -1,0 +1,212 @@
+"""The stand-ins carry their hub repos' files and key layouts, and load through the engines' own loaders.
+
+Hub file sets (from the public repos; README "Real models" says what differs and why it does not matter):
+- mistralai/Ministral-3-3B-Reasoning-2512: config.json, model.safetensors, generation_config.json,
+  tekken.json (no tokenizer.json), chat_template.jinja, SYSTEM_PROMPT.txt, params.json,
+  consolidated.safetensors;
+- Qwen/Qwen2-VL-7B-Instruct: config.json (flat), model weights with the pre-transformers-5 names,
+  generation_config.json, tokenizer.json, tokenizer_config.json, vocab.json, merges.txt,
+  chat_template.json, preprocessor_config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor, GenerationConfig, RepetitionPenaltyLogitsProcessor
+
+from services.common.tokenizers import load_tokenizer
+from services.model_builder import build_all
+from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_COMPLETION_IDS, SCRIPTED_REASONING
+from services.text_engine.engine.loader import load_text_model
+from services.vision_engine.captioner.loader import load_vision_model
+from tests.support.processes import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def stand_ins() -> dict[str, Path]:
+    return build_all(REPO_ROOT / "models" / "tiny", only={"text", "vision", "reasoning"})
+
+
+@pytest.fixture(scope="module")
+def ministral(stand_ins):
+    return load_text_model(str(stand_ins["text"]), dtype="f32", device="cpu")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# --- Ministral-3 ------------------------------------------------------------------------------------------
+
+
+def test_ministral3_config_weights_and_native_files(stand_ins):
+    path = stand_ins["text"]
+    config = read_json(path / "config.json")
+    text = config["text_config"]
+    assert (config["model_type"], text["model_type"], config["vision_config"]["model_type"]) == (
+        "mistral3", "ministral3", "pixtral")  # fmt: skip
+    assert config["tie_word_embeddings"] is True and text["tie_word_embeddings"] is True
+    rope = text["rope_parameters"]
+    assert rope["rope_type"] == "yarn" and rope["factor"] == 16.0 and rope["llama_4_scaling_beta"] == 0.1
+    with safe_open(path / "model.safetensors", "pt") as weights:
+        names = set(weights.keys())
+    assert not [n for n in names if "lm_head" in n]  # tied: the hub stores no lm_head.weight either
+    assert "language_model.model.embed_tokens.weight" in names
+    params = read_json(path / "params.json")
+    assert params["tied_embeddings"] is True and params["llama_4_scaling"]["beta"] == 0.1
+    assert (params["dim"], params["n_layers"], params["vocab_size"]) == (
+        text["hidden_size"], text["num_hidden_layers"], text["vocab_size"])  # fmt: skip
+    native = load_file(path / "consolidated.safetensors")
+    hf = load_file(path / "model.safetensors")
+    assert torch.equal(native["tok_embeddings.weight"], hf["language_model.model.embed_tokens.weight"])
+    assert torch.equal(native["layers.1.feed_forward.w2.weight"], hf["language_model.model.layers.1.mlp.down_proj.weight"])
+    assert len(native) == len(hf)
+
+
+def test_ministral3_generation_config_is_the_cards(stand_ins):
+    generation = GenerationConfig.from_pretrained(stand_ins["text"])
+    assert (generation.bos_token_id, generation.eos_token_id, generation.pad_token_id) == (1, 2, 11)
+    assert generation.do_sample is True and (generation.temperature, generation.top_p) == (0.7, 0.95)
+
+
+def test_tied_embeddings_give_the_logits_of_explicit_weights(ministral, stand_ins):
+    model = ministral.model
+    embed = load_file(stand_ins["text"] / "model.safetensors")["language_model.model.embed_tokens.weight"]
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    ids = torch.tensor([[1, 3, 1300, 1400, 2500, 4]])
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+    final = out.hidden_states[-1]  # after the final norm
+    torch.testing.assert_close(out.logits, final @ embed.T)
+
+
+def test_the_loader_ignores_the_native_files(stand_ins, ministral, tmp_path):
+    broken = tmp_path / "m"
+    shutil.copytree(stand_ins["text"], broken)
+    (broken / "consolidated.safetensors").write_bytes(b"not a safetensors file")
+    (broken / "params.json").write_text("{not json")
+    loaded = load_text_model(str(broken), dtype="f32", device="cpu")
+    ids = torch.tensor([[1, 3, 1300, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, ministral.model(ids).logits)
+
+
+def render(tokenizer, messages, **kwargs) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+def test_the_default_system_prompt_is_system_prompt_txt_and_a_system_message_replaces_it(ministral, stand_ins):
+    tok, default = ministral.tokenizer, (stand_ins["text"] / "SYSTEM_PROMPT.txt").read_text()
+    assert default.startswith("# HOW YOU SHOULD THINK AND ANSWER") and "[THINK]" in default
+    user = [{"role": "user", "content": "Hi"}]
+    assert render(tok, user) == f"<s>[SYSTEM_PROMPT]{default}[/SYSTEM_PROMPT][INST]Hi[/INST]"
+    assert render(tok, user, add_generation_prompt=True) == render(tok, user)  # the model goes on after [/INST]
+    own = [{"role": "system", "content": [{"type": "text", "text": "Be "}, {"type": "thinking", "thinking": "x"}]}, *user]
+    assert render(tok, own) == "<s>[SYSTEM_PROMPT]Be [THINK]x[/THINK][/SYSTEM_PROMPT][INST]Hi[/INST]"
+
+
+def test_thinking_tools_tool_calls_and_tool_results_render_as_the_real_template(ministral):
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+    messages = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": [{"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": "u"}}]},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "Ok"}],
+         "tool_calls": [{"id": "1", "type": "function", "function": {"name": "add", "arguments": {"a": 1}}},
+                        {"id": "2", "type": "function", "function": {"name": "now", "arguments": ""}}]},
+        {"role": "tool", "tool_call_id": "1", "content": "2"},
+        {"role": "assistant", "content": "Two"},
+        {"role": "user", "content": "Thanks"},
+    ]  # fmt: skip
+    assert render(ministral.tokenizer, messages, tools=tools) == (
+        '<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][AVAILABLE_TOOLS][{"type": "function", "function": {"name": "add", '
+        '"parameters": {"type": "object"}}}][/AVAILABLE_TOOLS][INST][IMG]Look[/INST][THINK]hmm[/THINK]Ok'
+        '[TOOL_CALLS]add[ARGS]{"a": 1}[TOOL_CALLS]now[ARGS]{}</s>[TOOL_RESULTS]2[/TOOL_RESULTS]Two</s>'
+        "[INST]Thanks[/INST]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "must alternate"),
+        ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], "got system"),
+        ([{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}], "Assistant message must have"),
+        ([{"role": "user", "content": [{"type": "video", "video": "v"}]}], "Only text, image, image_url chunks"),
+    ],
+)
+def test_conversations_the_real_template_refuses(ministral, messages, error):
+    with pytest.raises(Exception, match=error):
+        render(ministral.tokenizer, messages)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "What is two plus two?"}],
+        [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Hello"}],
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Sum?"}],
+    ],
+)
+def test_scripted_stand_in_greedily_writes_its_chain(stand_ins, messages):
+    loaded = load_text_model(str(stand_ins["reasoning"]), dtype="f32", device="cpu")
+    tok = loaded.tokenizer
+    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+    assert prompt[-1] == tok.convert_tokens_to_ids("[/INST]")
+    ids = torch.tensor([prompt])
+    out = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False,
+                                eos_token_id=loaded.eos_token_ids)  # fmt: skip
+    completion = out[0, len(prompt) :].tolist()
+    assert completion == list(SCRIPTED_COMPLETION_IDS)
+    assert tok.decode(completion) == f"[THINK]{SCRIPTED_REASONING}[/THINK]{SCRIPTED_ANSWER}</s>"
+    assert "think" in SCRIPTED_REASONING and "think" not in SCRIPTED_ANSWER  # for stop-string tests
+    assert "four" in SCRIPTED_ANSWER and "four" not in SCRIPTED_REASONING
+
+
+# --- Qwen2-VL ---------------------------------------------------------------------------------------------
+
+
+def test_qwen2_vl_has_the_7b_repos_flat_config_and_legacy_weight_names(stand_ins):
+    path = stand_ins["vision"]
+    config = read_json(path / "config.json")
+    assert "text_config" not in config and config["hidden_size"] == 64 and config["rope_theta"] == 1000000.0
+    assert config["rope_scaling"] == {"type": "mrope", "mrope_section": [2, 3, 3]}
+    assert {"in_chans", "spatial_patch_size"} <= set(config["vision_config"])
+    with safe_open(path / "model.safetensors", "pt") as weights:
+        prefixes = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("model.") else "") for k in weights.keys()}
+    assert prefixes == {"lm_head", "model.embed_tokens", "model.layers", "model.norm", "visual"}
+    assert read_json(path / "chat_template.json")["chat_template"] == read_json(path / "tokenizer_config.json")["chat_template"]
+    generation = read_json(path / "generation_config.json")
+    assert {k: generation[k] for k in ("do_sample", "repetition_penalty", "temperature", "top_k", "top_p")} == {
+        "do_sample": True, "repetition_penalty": 1.05, "temperature": 0.01, "top_k": 1, "top_p": 0.001}  # fmt: skip
+
+
+def test_qwen2_vl_loads_with_the_key_mapping_and_captions_honour_its_repetition_penalty(stand_ins):
+    path = stand_ins["vision"]
+    loaded = load_vision_model(str(path), dtype="f32", device="cpu")  # refuses any missing weight
+    model, tok = loaded.model, loaded.tokenizer
+    assert type(tok).__name__ == "Qwen2Tokenizer" and loaded.eos_token_ids == sorted(
+        tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]))  # fmt: skip
+    legacy = load_file(path / "model.safetensors")
+    torch.testing.assert_close(model.model.language_model.layers[1].mlp.up_proj.weight, legacy["model.layers.1.mlp.up_proj.weight"])
+    torch.testing.assert_close(model.model.visual.merger.mlp[0].weight, legacy["visual.merger.mlp.0.weight"])
+    # The batcher decodes greedily (do_sample=False) and leaves the rest to the checkpoint's generation_config:
+    # the first step's scores are the raw logits with the 1.05 penalty on every token already in the row.
+    pixels = AutoImageProcessor.from_pretrained(path)(images=[Image.new("RGB", (56, 56), (9, 99, 199))], return_tensors="pt")
+    prompt = tok.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe"}]}],
+                                     add_generation_prompt=True, tokenize=False)  # fmt: skip
+    n = int(pixels["image_grid_thw"].prod()) // 4
+    inputs = tok(prompt.replace(loaded.image_token, loaded.image_token * n), return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, **pixels, max_new_tokens=1, do_sample=False, output_logits=True,
+                             output_scores=True, return_dict_in_generate=True)  # fmt: skip
+    expected = RepetitionPenaltyLogitsProcessor(1.05)(inputs["input_ids"], out.logits[0].clone())
+    torch.testing.assert_close(out.scores[0], expected)
+    assert not torch.equal(out.scores[0], out.logits[0])
