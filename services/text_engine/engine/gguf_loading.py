@@ -1,0 +1,40 @@
+"""Serve a GGUF file directly (`gguf_file` in models.yaml): the text engine's side of services/common/gguf.py.
+
+The file is dequantized at load (see that module: ~40 s and parameters x 4 bytes in float32 for SmolLM2-135M);
+`/v1/models` shows what was dequantized to what under `quantization`. Sampling defaults: a GGUF carries no
+`generation_config.json`, so models.yaml, then one beside the file (a hub repo's), then the built-ins.
+"""
+
+from __future__ import annotations
+
+from services.common.config import SamplingDefaults, resolve_sampling
+from services.common.gguf import load_gguf, locate, open_gguf
+from services.common.hf_models import eos_token_ids, resolve_device, resolve_dtype
+
+from .loader import LoadedModel, checkpoint_sampling
+
+
+def load_gguf_text_model(source: str, gguf_file: str, *, dtype: str, device: str, revision: str | None = None,
+                         max_model_len: int | None = None, sampling: SamplingDefaults | None = None) -> LoadedModel:  # fmt: skip
+    """Load `gguf_file` (in `source`, see `locate`) for the batching loop; ModelLoadError naming the file."""
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    path = open_gguf(locate(source, gguf_file, revision))
+    config, tokenizer, model, summary = load_gguf(path, dtype=torch_dtype)
+    model = model.to(torch_device)
+    max_context = getattr(config, "max_position_embeddings", None) or 4096
+    if max_model_len is not None:
+        max_context = min(max_context, max_model_len)
+    beside = str(path.parent)  # a generation_config.json next to the file, if any (hub repos rarely have one)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        text_config=config,
+        eos_token_ids=eos_token_ids(beside, tokenizer, {}),
+        max_context=max_context,
+        dtype=torch_dtype,
+        device=torch_device,
+        stand_in_for="",
+        sampling=resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(beside, {})),
+        quantization=summary.describe(torch_dtype),
+    )
