@@ -10,16 +10,17 @@ give different prompt token ids on two machines.
 
 So both engines load every tokenizer with `mistral_format=False`: `TokenizersBackend`, which converts
 `tekken.json` to a `tokenizers` BPE (transformers' `MistralConverter`), honours `chat_template.jinja` and
-`add_generation_prompt`, whether or not mistral-common is installed. A tekken-only checkpoint (no
-`tokenizer_config.json`, like the Ministral-3 Reasoning repos) names no bos/eos/pad/unk tokens, and the
-converted tokenizer would then have none: the template's `{{ bos_token }}` would render empty and `<s>`
-would silently go missing. For those we name them as tekken defines them (`<s>` 1, `</s>` 2, `<pad>` 11,
+`add_generation_prompt`, whether or not mistral-common is installed (also when a tokenizer_config.json
+names `MistralCommonBackend`, which AutoTokenizer would otherwise obey). A tekken.json with nothing that
+names the bos/eos/pad/unk tokens (the stand-ins ship no tokenizer_config.json) gives a converted tokenizer
+with none of them: the template's `{{ bos_token }}` would render empty and `<s>` would silently go
+missing. So the loader names the missing ones as tekken defines them (`<s>` 1, `</s>` 2, `<pad>` 11,
 `<unk>` 0), as transformers' own `convert_tekken_tokenizer` does.
 """
 
 from __future__ import annotations
 
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, TokenizersBackend
 from transformers.utils import cached_file
 
 TEKKEN_FILE = "tekken.json"
@@ -35,16 +36,15 @@ def _has_file(source: str, filename: str, revision: str | None) -> bool:
     )
 
 
-def is_tekken_only(source: str, revision: str | None = None) -> bool:
-    """True when the checkpoint's tokenizer is a `tekken.json` with no HF tokenizer files beside it."""
-    if not _has_file(source, TEKKEN_FILE, revision):
-        return False
-    return not any(_has_file(source, name, revision) for name in ("tokenizer.json", "tokenizer_config.json"))
-
-
 def load_tokenizer(source: str, *, revision: str | None = None, trust_remote_code: bool = False):
     """The checkpoint's tokenizer as a `TokenizersBackend` (never `MistralCommonBackend`, see the module doc)."""
-    extra = dict(TEKKEN_ROLE_TOKENS) if is_tekken_only(source, revision) else {}
-    return AutoTokenizer.from_pretrained(
-        source, revision=revision, trust_remote_code=trust_remote_code, mistral_format=False, **extra
-    )
+    common = {"revision": revision, "trust_remote_code": trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(source, mistral_format=False, **common)
+    if type(tokenizer).__name__ == "MistralCommonBackend":
+        # A tokenizer_config.json that names the class outranks `mistral_format` in AutoTokenizer.
+        tokenizer = TokenizersBackend.from_pretrained(source, **common)
+    missing = {role: token for role, token in TEKKEN_ROLE_TOKENS.items() if getattr(tokenizer, role) is None}
+    if missing and _has_file(source, TEKKEN_FILE, revision):
+        # The tokens exist in every tekken vocabulary; only their roles were never named.
+        tokenizer.add_special_tokens(missing)
+    return tokenizer

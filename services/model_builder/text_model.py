@@ -11,6 +11,7 @@ The tiny ones carry mistralai/Ministral-3-3B-Reasoning-2512's file set and key l
     tekken.json               the only tokenizer file (tekken.py); no tokenizer.json / tokenizer_config.json
     chat_template.jinja       the real template's behaviour (chat_templates.py)
     SYSTEM_PROMPT.txt         the default system prompt the template injects
+    processor_config.json     PixtralProcessor's image tokens ([IMG], [IMG_BREAK], [IMG_END]), patch 14, merge 2
     params.json, consolidated.safetensors   Mistral's native format, for mistral-inference / vLLM's
                               `--load-format mistral`; transformers (and so our loaders) ignore them
 
@@ -51,6 +52,10 @@ MINISTRAL_HUB_ID = "mistralai/Ministral-3-3B-Reasoning-2512"
 BOS, EOS, PAD, IMG = 1, 2, 11, 10  # the real tekken ids
 TINY_VOCAB = 4096  # 1,000 special tokens + 3,096 BPE ranks of the real vocabulary
 TINY_CONTEXT = 4096
+
+# processor_config.json: the PixtralProcessor's image tokens and geometry (the text engine does not read it).
+PROCESSOR_CONFIG = {"image_break_token": "[IMG_BREAK]", "image_end_token": "[IMG_END]", "image_token": "[IMG]",
+                    "patch_size": 14, "processor_class": "PixtralProcessor", "spatial_merge_size": 2}  # fmt: skip
 
 # The bench tokenizer's leading special tokens: the first 36 ids of the real tekken vocabulary.
 SPECIAL_TOKENS = [NAMED_SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>") for i in range(36)]
@@ -155,6 +160,7 @@ def _write_ministral3(out: Path, arrange=None) -> dict:
     (out / "chat_template.jinja").write_text(MINISTRAL3_REASONING_CHAT_TEMPLATE)
     (out / "SYSTEM_PROMPT.txt").write_text(MINISTRAL3_REASONING_SYSTEM_PROMPT)
     (out / "params.json").write_text(json.dumps(_params_json(text, vision), indent=2) + "\n")
+    (out / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2) + "\n")
     # Written from the saved file, so its tensors are exactly model.safetensors' under the native names.
     native = {_native_name(k): v for k, v in load_file(out / "model.safetensors").items()}
     save_file(native, out / "consolidated.safetensors", metadata={"format": "pt"})

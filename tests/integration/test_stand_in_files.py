@@ -2,8 +2,8 @@
 
 Hub file sets (from the public repos; README "Real models" says what differs and why it does not matter):
 - mistralai/Ministral-3-3B-Reasoning-2512: config.json, model.safetensors, generation_config.json,
-  tekken.json (no tokenizer.json), chat_template.jinja, SYSTEM_PROMPT.txt, params.json,
-  consolidated.safetensors;
+  tekken.json (no tokenizer.json), chat_template.jinja, SYSTEM_PROMPT.txt, processor_config.json,
+  params.json, consolidated.safetensors;
 - Qwen/Qwen2-VL-7B-Instruct: config.json (flat), model weights with the pre-transformers-5 names,
   generation_config.json, tokenizer.json, tokenizer_config.json, vocab.json, merges.txt,
   chat_template.json, preprocessor_config.json.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,16 @@ def test_tekken_checkpoint_loads_as_tokenizers_backend_with_the_templates_ids(st
     assert result["ids"] == expected
     think = load_tokenizer(str(stand_ins["text"])).convert_tokens_to_ids("[THINK]")
     assert think == 34 and think in expected["no_system"] and think not in expected["own_system"]
+
+
+def test_a_tokenizer_config_naming_mistral_common_does_not_switch_the_backend(stand_ins, tmp_path):
+    # AutoTokenizer obeys a tokenizer_config.json's class over `mistral_format=False`; the loader must not.
+    path = tmp_path / "m"
+    shutil.copytree(stand_ins["text"], path)
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MistralCommonBackend"}))
+    result = probe(path, with_mistral_common=True)
+    assert (result["loader_class"], result["auto_class"]) == ("TokenizersBackend", "MistralCommonBackend")
+    assert result["ids"] == expected_ids(stand_ins["text"])
 
 
 @pytest.mark.parametrize("with_mistral_common", [False, True], ids=["without", "with"])

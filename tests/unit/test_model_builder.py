@@ -34,7 +34,8 @@ QWEN2_VL = "Qwen/Qwen2-VL-7B-Instruct"
 # What each checkpoint holds: the hub repo's file set (tests/integration/test_stand_in_files.py says why) plus
 # the builder's marker.
 MINISTRAL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tekken.json", "chat_template.jinja",
-                   "SYSTEM_PROMPT.txt", "params.json", "consolidated.safetensors", MARKER}  # fmt: skip
+                   "SYSTEM_PROMPT.txt", "params.json", "consolidated.safetensors", "processor_config.json",
+                   MARKER}  # fmt: skip
 FILES = {
     "text": MINISTRAL_FILES,
     "reasoning": MINISTRAL_FILES,
