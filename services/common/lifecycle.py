@@ -7,6 +7,11 @@ bounded by their own deadline; concurrent arrivals after an unload trigger one l
 
 Draining (SIGTERM): `begin_drain()` refuses new requests with UNAVAILABLE (a client with a retry policy
 goes to another replica), `wait_idle()` lets the ones inside `use()` finish.
+
+A failed load, whatever it raised, leaves the engine up and NOT_SERVING with `state` FAILED and one line
+in `error` saying why (GetModelInfo reports it; the launcher stops on it): never a dead process with
+only a traceback, never a model stuck in LOADING. While loading, `status` says what the load is doing
+("downloading model.safetensors 1.2/7.5 GB", "loading weights"): the load reports it through `report()`.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class ModelLifecycle(Generic[R]):
         self._on_serving_change = on_serving_change
         self.state = ModelState.UNLOADED
         self.error = ""
+        self.status = ""  # what a load is doing now, in words (see `report`)
         self.resource: R | None = None
         self._lock = asyncio.Lock()
         self._active = 0
@@ -66,6 +72,11 @@ class ModelLifecycle(Generic[R]):
         self.loads = 0
         self.unloads = 0  # idle unloads only
         self.last_load_seconds = 0.0
+
+    def report(self, status: str) -> None:
+        """Say what the load is doing now (called from the loading thread: one attribute write, which
+        readers on the event loop see whole)."""
+        self.status = status
 
     @property
     def serving(self) -> bool:
@@ -101,7 +112,8 @@ class ModelLifecycle(Generic[R]):
             try:
                 self.resource = await asyncio.to_thread(build, self.resource)
             except Exception as exc:  # noqa: BLE001 - whatever broke, the engine cannot serve now
-                self.state, self.error, self.resource = ModelState.FAILED, f"restart failed: {exc}", None
+                self.state, self.error, self.resource = ModelState.FAILED, f"restart failed: {describe_load_error(exc)}", None
+                self.status = f"failed: {self.error}"
                 log.error("Model %s: %s", self.name, self.error)
                 return
             self._on_serving_change(True)
@@ -110,7 +122,7 @@ class ModelLifecycle(Generic[R]):
         """Give up on the resource: free it and report FAILED (NOT_SERVING) with `reason`."""
         async with self._lock:
             await self._unload()
-            self.state, self.error = ModelState.FAILED, reason
+            self.state, self.error, self.status = ModelState.FAILED, reason, f"failed: {reason}"
             self._on_serving_change(False)
 
     def begin_drain(self) -> None:
@@ -148,16 +160,19 @@ class ModelLifecycle(Generic[R]):
             self._last_activity = time.monotonic()
 
     async def _load(self) -> None:
-        self.state = ModelState.LOADING
+        self.state, self.status = ModelState.LOADING, "loading"
         started = time.monotonic()
         try:
             self.resource = await asyncio.to_thread(self._load_fn)
-        except Exception as exc:  # noqa: BLE001 - a failed load is reported, never a crash loop
-            self.state, self.error, self.resource = ModelState.FAILED, str(exc), None
-            log.error("Model %s failed to load: %s", self.name, exc)
+        # SystemExit too: a library that calls sys.exit() in the loading thread must not take the engine down.
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failed load is reported, never a crash loop
+            self.state, self.error, self.resource = ModelState.FAILED, describe_load_error(exc), None
+            self.status = f"failed: {self.error}"
+            # Our own load errors are written for the operator; anything else is a bug worth its traceback.
+            log.error("Model %s failed to load: %s", self.name, self.error, exc_info=not _expected(exc))
             self._on_serving_change(False)
             return
-        self.state, self.error = ModelState.READY, ""
+        self.state, self.error, self.status = ModelState.READY, "", ""
         self.loads += 1
         self.last_load_seconds = time.monotonic() - started
         self._last_activity = time.monotonic()
@@ -186,3 +201,25 @@ class ModelLifecycle(Generic[R]):
                     log.info("Unloading model %s after %ds idle", self.name, self._idle_unload_secs)
                     await self._unload()
                     self.unloads += 1
+
+
+def _expected(exc: BaseException) -> bool:
+    """A load error that already says what to fix (the loaders' ModelLoadError)."""
+    from .hf_models import ModelLoadError  # here, not at import: only engines that load models have torch
+
+    return isinstance(exc, ModelLoadError)
+
+
+def describe_load_error(exc: BaseException) -> str:
+    """One line for GetModelInfo and the log, whatever the load raised.
+
+    Our ModelLoadError already reads as a reason. Other types get their class name in front, since their
+    message alone can be a bare key or path (`KeyError('lm_head.weight')` reads "'lm_head.weight'"); a
+    missing module is named as such (its pip name can differ, so no install command is guessed)."""
+    message = " ".join(str(exc).split())  # one line: the launcher and /ready show it in one
+    if _expected(exc):
+        return message or type(exc).__name__
+    if isinstance(exc, ImportError):
+        module = f" ({exc.name!r})" if getattr(exc, "name", None) else ""
+        return f"a Python module the model needs is missing{module}: {message}"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

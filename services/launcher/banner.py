@@ -16,11 +16,14 @@ def base_url(host: str, port: int) -> str:
 
 
 def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
-                 engine_metrics: list[tuple[str, int]] = ()) -> str:  # fmt: skip
-    """The ready banner (stdout, so it stands apart from the log lines on stderr)."""
+                 engine_metrics: list[tuple[str, int]] = (), vision_error: str | None = None) -> str:  # fmt: skip
+    """The ready banner (stdout, so it stands apart from the log lines on stderr). `vision_error`: why
+    the vision model failed to load (text is served; image requests get "Vision model unavailable")."""
     base = base_url(host, port)
     default = config.default_model_name
     vision = config.vision_model.name if config.vision_model else "none (text only)"
+    if vision_error is not None:
+        vision = f"UNAVAILABLE: {vision} failed to load ({vision_error}); text only"
     body = json.dumps({"model": default, "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 100})
     lines = [
         "",

@@ -1,8 +1,10 @@
 """`proxyvision serve --models-config models.yaml --port 2000 [--ui-server]` (and the brief's forms).
 
 The config is loaded and validated once, here; the children read the resolved copy this writes.
-Exit codes: 0 after a requested stop, 1 when a child fails or a port is taken, 2 for a bad config
-or command line.
+Exit codes: 0 after a requested stop, 1 when a child fails (exits, or a text model fails to load: the
+engine's reason is logged within a probe round, not after --ready-timeout) or a port is taken, 2 for a
+bad config or command line. A vision model that fails to load does not stop the stack: text is served,
+and the banner and the gateway's /ready say why vision is unavailable.
 """
 
 from __future__ import annotations
@@ -135,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         supervisor = Supervisor(plan.processes, env={**os.environ, "PYTHONUNBUFFERED": "1"}, probe=is_ready,
                                 grace_secs=options.drain_grace_secs + STOP_MARGIN_SECS)  # fmt: skip
         gateway = plan.processes[-1]
-        banner = ready_banner(plan.config, gateway.host, gateway.port, ui_server=args.ui_server,
-                              engine_metrics=[(spec.name, spec.metrics_port) for spec in plan.processes if spec.metrics_port])  # fmt: skip
-        return supervisor.run(on_ready=lambda: print(banner, flush=True), ready_timeout=args.ready_timeout)
+        vision = next((spec.name for spec in plan.processes if spec.kind == "vision_engine"), None)
+
+        def announce(failed: dict[str, str]) -> None:
+            banner = ready_banner(plan.config, gateway.host, gateway.port, ui_server=args.ui_server,
+                                  engine_metrics=[(spec.name, spec.metrics_port) for spec in plan.processes if spec.metrics_port],
+                                  vision_error=failed.get(vision))  # fmt: skip
+            print(banner, flush=True)
+
+        return supervisor.run(on_ready=announce, ready_timeout=args.ready_timeout)

@@ -36,6 +36,9 @@ class ProcessSpec:
     host: str = ENGINE_HOST  # the address it binds
     health_kind: HealthKind = "none"  # grpc: grpc.health.v1 Check; http: GET /ready; none: never probed
     metrics_port: int | None = None  # engines: where their Prometheus exporter listens
+    # False for the vision engine: if its model fails to load, text is still served (the brief's
+    # degradation, and the gateway's /ready needs the text engines only); True stops the stack.
+    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,8 @@ def _engine(kind: Kind, model: str, port: int, common: tuple[str, ...], device: 
     metrics_port = port + METRICS_PORT_OFFSET
     argv = (sys.executable, "-m", f"services.{kind}", *common, "--model", model, "--host", ENGINE_HOST,
             "--port", str(port), "--device", device, "--metrics-port", str(metrics_port))  # fmt: skip
-    return ProcessSpec(f"{kind}[{model}]", kind, argv, port, ENGINE_HOST, "grpc", metrics_port)
+    return ProcessSpec(f"{kind}[{model}]", kind, argv, port, ENGINE_HOST, "grpc", metrics_port,
+                       required=kind == "text_engine")  # fmt: skip
 
 
 def write_config(config: ModelsConfig, path: Path) -> None:

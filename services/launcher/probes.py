@@ -8,14 +8,29 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.pb.proxyvision.v1 import common_pb2
+
 from .plan import ProcessSpec
 
 PROBE_TIMEOUT_SECS = 1.0
+# Both engine services answer GetModelInfo with the same ModelInfo message.
+_MODEL_INFO_METHOD = {"text_engine": "/proxyvision.v1.TextEngine/GetModelInfo",
+                      "vision_engine": "/proxyvision.v1.VisionEngine/GetModelInfo"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """One probe's answer: ready, failed for good (with the engine's reason), or not yet (with what it is doing)."""
+
+    ready: bool = False
+    failed: str | None = None  # the model failed to load: waiting longer cannot help
+    status: str = ""  # e.g. "downloading model.safetensors 1.2/7.5 GB", for the timeout message
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -58,6 +73,32 @@ def grpc_serving(target: str, timeout: float = PROBE_TIMEOUT_SECS) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def model_info(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS) -> common_pb2.ModelInfo | None:
+    """The engine's GetModelInfo answer, or None while it does not answer (still starting)."""
+    method = _MODEL_INFO_METHOD.get(kind)
+    if method is None:
+        return None
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(method, request_serializer=common_pb2.GetModelInfoRequest.SerializeToString,
+                                   response_deserializer=common_pb2.ModelInfo.FromString)  # fmt: skip
+        try:
+            return call(common_pb2.GetModelInfoRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return None
+
+
+def engine_readiness(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS) -> Readiness:
+    """SERVING is ready; otherwise GetModelInfo tells a model still loading from one that failed to load."""
+    if grpc_serving(target, timeout):
+        return Readiness(ready=True)
+    info = model_info(target, kind, timeout)
+    if info is None:
+        return Readiness(status="starting")
+    if info.state == common_pb2.MODEL_STATE_FAILED:
+        return Readiness(failed=info.error or info.status or "unknown error")
+    return Readiness(status=info.status or common_pb2.ModelState.Name(info.state).removeprefix("MODEL_STATE_").lower())
+
+
 def http_ready(url: str, timeout: float = PROBE_TIMEOUT_SECS) -> bool:
     """True if GET `url` answers 200 (the gateway's /ready: every engine SERVING)."""
     try:
@@ -66,11 +107,11 @@ def http_ready(url: str, timeout: float = PROBE_TIMEOUT_SECS) -> bool:
         return False
 
 
-def is_ready(spec: ProcessSpec) -> bool:
+def is_ready(spec: ProcessSpec) -> Readiness:
     """The readiness probe of one child, chosen by its `health_kind`."""
     address = f"{connect_host(spec.host)}:{spec.port}"
     if spec.health_kind == "grpc":
-        return grpc_serving(address)
+        return engine_readiness(address, spec.kind)
     if spec.health_kind == "http":
-        return http_ready(f"http://{address}/ready")
-    return True
+        return Readiness(ready=http_ready(f"http://{address}/ready"))
+    return Readiness(ready=True)

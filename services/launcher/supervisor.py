@@ -10,6 +10,11 @@ Two guards, because either alone leaves a hole:
 If a child exits on its own, the others are stopped and the launcher exits non-zero (predictable;
 Kubernetes restarts pods). On SIGINT/SIGTERM: SIGTERM to every group, SIGKILL after a grace period
 (or at once on a second signal), exit 0.
+
+An engine whose model failed to load stays up (NOT_SERVING, the reason in GetModelInfo), so the probe
+sees the failure at its next round: a required child (a text engine) then stops the stack at once with
+the engine's reason, instead of waiting out the ready timeout; an optional one (the vision engine) is
+reported and the stack is ready without it.
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from .plan import ProcessSpec
+from .probes import Readiness
 
 log = logging.getLogger("proxyvision")
 
 _PR_SET_PDEATHSIG = 1
 
-Probe = Callable[[ProcessSpec], bool]
+Probe = Callable[[ProcessSpec], "Readiness | bool"]  # a bool means ready / not yet
 
 
 def _die_with_parent_hook() -> Callable[[], None] | None:
@@ -67,6 +73,8 @@ class Supervisor:
         self.grace_secs = grace_secs
         self._env = env
         self._probe = probe or (lambda spec: True)
+        self.failed: dict[str, str] = {}  # optional children whose model failed to load -> the reason
+        self._status: dict[str, str] = {}  # what each child not yet ready is doing (for the timeout message)
         self.procs: dict[str, subprocess.Popen] = {}
         self._stop_requests = 0
         self._stopping = False
@@ -89,13 +97,15 @@ class Supervisor:
                 return name, code
         return None
 
-    def wait(self, *, on_ready: Callable[[], None] | None = None, ready_timeout: float = 600.0,
+    def wait(self, *, on_ready: Callable[[dict[str, str]], None] | None = None, ready_timeout: float = 600.0,
              poll_secs: float = 0.25) -> int:  # fmt: skip
         """Block until a child exits or a stop is requested; returns the launcher's exit code.
 
         Children not yet ready are probed each round; each is logged when it becomes ready, and
-        `on_ready` runs once when all are. Not all ready after `ready_timeout` (0: no limit) is a
-        failure, naming the laggards: a stack that hangs while loading must not wait unnoticed.
+        `on_ready(failed)` runs once when all are (`failed`: optional children left out, with their
+        reason). A required child whose model failed to load stops the stack at once, with the reason.
+        Not all ready after `ready_timeout` (0: no limit) is a failure, naming the laggards and what
+        they were doing: a stack that hangs while loading must not wait unnoticed.
         """
         started = time.monotonic()
         pending = list(self.specs)
@@ -104,26 +114,41 @@ class Supervisor:
             if gone is not None:
                 log.error("%s exited unexpectedly with code %d; stopping the stack", *gone)
                 return 1
-            still = [spec for spec in pending if not self._probed_ready(spec, pending)]
+            still = []
             for spec in pending:
-                if spec not in still:
+                answer = self._probed(spec, pending)
+                if answer.ready:
                     log.info("%s is ready on port %d (%.1fs)", spec.name, spec.port, time.monotonic() - started)
+                elif answer.failed is not None and spec.required:
+                    log.error("%s: model failed to load: %s; stopping the stack", spec.name, answer.failed)
+                    return 1
+                elif answer.failed is not None:
+                    log.warning("%s: model failed to load: %s; serving without it", spec.name, answer.failed)
+                    self.failed[spec.name] = answer.failed
+                else:
+                    self._status[spec.name] = answer.status
+                    still.append(spec)
             if pending and not still and on_ready is not None:
-                on_ready()
+                on_ready(dict(self.failed))
             pending = still
             if pending and ready_timeout and time.monotonic() - started > ready_timeout:
-                names = ", ".join(f"{s.name} (port {s.port})" for s in pending)
+                names = ", ".join(f"{s.name} (port {s.port}{self._doing(s)})" for s in pending)
                 log.error("not ready after %.0fs: %s; stopping the stack", ready_timeout, names)
                 return 1
             time.sleep(poll_secs)
         return 0
 
-    def _probed_ready(self, spec: ProcessSpec, pending: list[ProcessSpec]) -> bool:
+    def _doing(self, spec: ProcessSpec) -> str:
+        status = self._status.get(spec.name, "")
+        return f": {status}" if status else ""
+
+    def _probed(self, spec: ProcessSpec, pending: list[ProcessSpec]) -> Readiness:
         # The last child (the gateway) is ready only when all the others are, so it is asked only then:
         # polling its /ready while models load would fill its access log with 503 lines.
         if spec is self.specs[-1] and len(pending) > 1:
-            return False
-        return self._probe(spec)
+            return Readiness(status="waiting for the engines")
+        answer = self._probe(spec)
+        return Readiness(ready=answer) if isinstance(answer, bool) else answer
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame=None) -> None:
         """Signal handler: the first call makes `wait` return; a second one kills the children at once."""
@@ -156,7 +181,7 @@ class Supervisor:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
 
-    def run(self, *, on_ready: Callable[[], None] | None = None, ready_timeout: float = 600.0) -> int:
+    def run(self, *, on_ready: Callable[[dict[str, str]], None] | None = None, ready_timeout: float = 600.0) -> int:
         """The launcher's whole life: handle SIGINT/SIGTERM, start, wait, always stop; the exit code."""
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)

@@ -77,6 +77,7 @@ def info_to_pb(info: EngineInfo) -> common_pb2.ModelInfo:
         last_load_seconds=info.last_load_seconds,
         sampling_defaults=sampling_defaults_to_pb(info.sampling),
         quantization=info.quantization,
+        status=info.status,
     )
 
 

@@ -42,5 +42,5 @@ def info_to_pb(entry, info: VisionEngineInfo) -> common_pb2.ModelInfo:
         stand_in_for=info.stand_in_for, error=info.error,
         memory_budget_bytes=entry.params.mem * MIB, memory_used_bytes=info.memory_used_bytes,
         memory_free_bytes=max(0, entry.params.mem * MIB - info.memory_used_bytes),
-        max_queue=entry.params.queue_limit, last_load_seconds=info.last_load_seconds,
+        max_queue=entry.params.queue_limit, last_load_seconds=info.last_load_seconds, status=info.status,
     )  # fmt: skip

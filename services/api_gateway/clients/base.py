@@ -30,6 +30,8 @@ class EngineModelInfo:
     sampling_defaults: dict[str, float | int] | None = None
     sampling_sources: dict[str, str] | None = None
     quantization: str = ""
+    status: str = ""  # what a loading model is doing ("downloading ...", "loading weights"), or "failed: ..."
+    error: str = ""  # why the last load failed
 
 
 def _fields(message) -> dict:
@@ -91,7 +93,7 @@ class EngineClient:
             waiting=info.waiting, stand_in_for=info.stand_in_for,
             sampling_defaults=_fields(info.sampling_defaults) if info.HasField("sampling_defaults") else None,
             sampling_sources=dict(info.sampling_defaults.sources) if info.HasField("sampling_defaults") else None,
-            quantization=info.quantization,
+            quantization=info.quantization, status=info.status, error=info.error,
             state=common_pb2.ModelState.Name(info.state).removeprefix("MODEL_STATE_").lower(),
         )  # fmt: skip
 

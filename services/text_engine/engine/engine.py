@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from services.common.config import ModelEntry, ResolvedSampling
 from services.common.errors import OverloadedError, ShuttingDownError
 from services.common.hf_models import MIB
+from services.common.hub_download import fetch_checkpoint
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import EngineMetrics, ModelSnapshot
 
@@ -60,6 +61,7 @@ class EngineInfo:
     last_load_seconds: float
     sampling: ResolvedSampling | None = None  # effective sampling defaults (None until loaded)
     quantization: str = ""  # how a quantized checkpoint runs here; "" when unquantized
+    status: str = ""  # what a load is doing now ("downloading ...", "loading weights"); "" when serving
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -121,11 +123,14 @@ class InferenceEngine:
             params.prefill_chunk_size, params.block_size, entry.max_model_len, self._idle_unload_secs,
         )  # fmt: skip
         started = time.monotonic()
+        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
+        self.lifecycle.report(f"loading weights from {entry.source}")
         loaded = load_text_model(
             entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,
             trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len, sampling=entry.sampling,
             gguf_file=entry.gguf_file,
         )  # fmt: skip
+        self.lifecycle.report("building KV cache")
         batcher = ContinuousBatcher(loaded, params)
         budget = batcher.budget
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
@@ -241,6 +246,7 @@ class InferenceEngine:
             last_load_seconds=self.lifecycle.last_load_seconds,
             sampling=loaded.sampling if loaded else None,
             quantization=loaded.quantization if loaded else "",
+            status=self.lifecycle.status,
         )
 
     def _snapshot(self) -> ModelSnapshot:

@@ -18,6 +18,7 @@ from services.common.config import ModelEntry
 from services.common.errors import InternalError, InvalidRequestError, OverloadedError, ProxyVisionError, ShuttingDownError
 from services.common.hf_models import MIB
 from services.common.images import decode_image
+from services.common.hub_download import fetch_checkpoint
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import ModelSnapshot, VisionMetrics
 
@@ -73,6 +74,7 @@ class VisionEngineInfo:
     cache_hits: int
     memory_used_bytes: int
     last_load_seconds: float
+    status: str = ""  # what a load is doing now ("downloading ...", "loading weights"); "" when serving
 
 
 class CaptionEngine:
@@ -111,6 +113,8 @@ class CaptionEngine:
             entry.name, entry.source, params.dtype, self._device, params.mem, params.max_num_seqs,
             entry.vision_proxy.max_image_tokens, self._idle_unload_secs,
         )  # fmt: skip
+        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
+        self.lifecycle.report(f"loading weights from {entry.source}")
         loaded = load_vision_model(entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,
                                    trust_remote_code=entry.trust_remote_code)  # fmt: skip
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
@@ -221,6 +225,7 @@ class CaptionEngine:
             cache_hits=self.board.cache.hits,
             memory_used_bytes=runtime.batcher.tokens_in_flight * loaded.kv_bytes_per_token if runtime else 0,
             last_load_seconds=self.lifecycle.last_load_seconds,
+            status=self.lifecycle.status,
         )
 
     def _snapshot(self) -> ModelSnapshot:

@@ -75,6 +75,8 @@ def test_brief_config_plan(brief_file, tmp_path):
     assert (text.name, text.port, text.health_kind) == (f"text_engine[{TEXT}]", 50051, "grpc")
     assert (vision.name, vision.port, vision.health_kind) == (f"vision_engine[{VISION}]", 50052, "grpc")
     assert (gateway.name, gateway.port, gateway.health_kind) == ("api_gateway", 2000, "http")
+    # A failed text model stops the stack; a failed vision model leaves text served (see Supervisor).
+    assert (text.required, vision.required) == (True, False)
     assert text.argv[:3] == (sys.executable, "-m", "services.text_engine")
     assert vision.argv[:3] == (sys.executable, "-m", "services.vision_engine")
     assert gateway.argv[:3] == (sys.executable, "-m", "services.api_gateway")
@@ -203,3 +205,5 @@ def test_banner_says_where_to_point_clients(brief_file):
     assert "web UI          : http://127.0.0.1:2000/" in text
     assert f'curl -s http://127.0.0.1:2000/v1/chat/completions' in text and f'"model": "{TEXT}"' in text
     assert "http://[::1]:2000/v1" in ready_banner(config, "::1", 2000, ui_server=False)
+    degraded = ready_banner(config, "0.0.0.0", 2000, ui_server=False, vision_error="ImportError: no accelerate")
+    assert f"vision          : UNAVAILABLE: {VISION} failed to load (ImportError: no accelerate); text only" in degraded

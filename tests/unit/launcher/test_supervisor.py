@@ -21,7 +21,8 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.launcher.plan import ProcessSpec
-from services.launcher.probes import grpc_serving, http_ready, port_is_free, ports_in_use
+from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
+from services.launcher.probes import Readiness, engine_readiness, grpc_serving, http_ready, port_is_free, ports_in_use
 from services.launcher.supervisor import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -190,7 +191,8 @@ def test_wait_announces_readiness_once_and_asks_the_gateway_last(caplog):
 
     announced = []
 
-    def on_ready() -> None:
+    def on_ready(failed: dict[str, str]) -> None:
+        assert failed == {}
         announced.append(time.monotonic())
         # Stop a few dozen rounds later, from another thread like a signal would: enough rounds to see
         # a second announcement if there were one.
@@ -218,6 +220,62 @@ def test_a_stack_not_ready_in_time_fails_naming_the_laggard(caplog):
     finally:
         sup.stop()
     assert "not ready after 0s: slow (port 0)" in caplog.text
+
+
+def test_a_stack_not_ready_in_time_says_what_the_laggard_was_doing(caplog):
+    probe = lambda s: Readiness(ready=True) if s.name == "a" else Readiness(status="downloading model.safetensors 1.2/7.5 GB")  # noqa: E731
+    sup = Supervisor([spec("a", SLEEPER), spec("slow", SLEEPER)], grace_secs=1.0, probe=probe)
+    sup.start()
+    try:
+        assert sup.wait(ready_timeout=0.3, poll_secs=0.05) == 1
+    finally:
+        sup.stop()
+    assert "not ready after 0s: slow (port 0: downloading model.safetensors 1.2/7.5 GB)" in caplog.text
+
+
+@pytest.mark.timeout(20)
+def test_a_required_model_that_failed_to_load_stops_the_stack_at_once_with_the_reason(caplog):
+    probes = {"text": 0}
+
+    def probe(s: ProcessSpec) -> Readiness:  # the text engine loads for two rounds, then fails
+        probes[s.name] = probes.get(s.name, 0) + 1
+        if s.name == "text" and probes["text"] > 2:
+            return Readiness(failed="cannot load weights from '/m': no model.safetensors")
+        return Readiness(status="loading weights")
+
+    sup = Supervisor([spec("text", SLEEPER), spec("gateway", SLEEPER)], grace_secs=1.0, probe=probe)
+    sup.start()
+    try:
+        started = time.monotonic()
+        assert sup.wait(ready_timeout=600, poll_secs=0.01) == 1
+        assert time.monotonic() - started < 5  # not the ready timeout
+    finally:
+        sup.stop()
+    assert "text: model failed to load: cannot load weights from '/m': no model.safetensors; stopping the stack" in caplog.text
+    assert probes == {"text": 3}  # the gateway was never asked
+
+
+@pytest.mark.timeout(20)
+def test_an_optional_model_that_failed_to_load_is_left_out_and_named_in_on_ready(caplog):
+    def probe(s: ProcessSpec) -> Readiness:
+        return Readiness(failed="ImportError: no accelerate") if s.name == "vision" else Readiness(ready=True)
+
+    announced: list[dict] = []
+
+    def on_ready(failed: dict[str, str]) -> None:
+        announced.append(failed)
+        threading.Timer(0.2, sup.request_stop).start()
+
+    vision = ProcessSpec("vision", "vision_engine", SLEEPER, 0, required=False)
+    sup = Supervisor([spec("text", SLEEPER), vision, spec("gateway", SLEEPER)], grace_secs=1.0, probe=probe)
+    sup.start()
+    try:
+        assert sup.wait(on_ready=on_ready, poll_secs=0.01) == 0
+        assert sup.procs["vision"].poll() is None  # kept running: its GetModelInfo still says why
+    finally:
+        sup.stop()
+    assert announced == [{"vision": "ImportError: no accelerate"}]
+    assert "vision: model failed to load: ImportError: no accelerate; serving without it" in caplog.text
 
 
 def test_ports_in_use_are_reported():
@@ -249,3 +307,35 @@ def test_grpc_probe_follows_the_health_service():
         server.stop(None)
     assert not grpc_serving(f"127.0.0.1:{port}", timeout=0.5)  # nothing listening
     assert not http_ready(f"http://127.0.0.1:{port}/ready", timeout=0.5)
+
+
+class FakeModelInfo(text_engine_pb2_grpc.TextEngineServicer):
+    """GetModelInfo answering whatever `info` holds now."""
+
+    def __init__(self) -> None:
+        self.info = common_pb2.ModelInfo(state=common_pb2.MODEL_STATE_LOADING, status="loading weights")
+
+    def GetModelInfo(self, request, context):
+        return self.info
+
+
+def test_engine_readiness_tells_loading_from_failed_from_serving():
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    servicer, fake = health.HealthServicer(), FakeModelInfo()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    text_engine_pb2_grpc.add_TextEngineServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    target = f"127.0.0.1:{port}"
+    try:
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert engine_readiness(target, "text_engine") == Readiness(status="loading weights")
+        fake.info = common_pb2.ModelInfo(state=common_pb2.MODEL_STATE_FAILED, error="no weights", status="failed: no weights")
+        assert engine_readiness(target, "text_engine") == Readiness(failed="no weights")
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert engine_readiness(target, "text_engine") == Readiness(ready=True)
+    finally:
+        server.stop(None)
+    assert engine_readiness(target, "text_engine", timeout=0.5) == Readiness(status="starting")

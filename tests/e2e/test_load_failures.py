@@ -1,0 +1,134 @@
+"""`proxyvision serve` with a model that cannot load: the launcher says so within seconds, with the
+engine's reason, instead of waiting out --ready-timeout.
+
+- a broken text checkpoint (a config but no weights) stops the stack: exit 1, reason in the output;
+- a corrupt vision checkpoint (garbage safetensors: an exception type the loader does not expect) leaves
+  text served: the banner and /ready say why vision is unavailable, and image requests get a clear 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEXT_MODEL, VISION_MODEL, write_models_yaml
+from tests.support.images import png
+from tests.support.processes import REPO_ROOT, free_port
+
+from .stack import wait_until
+
+pytestmark = pytest.mark.e2e
+READY_TIMEOUT = 600  # the default: a launcher that waited for it would fail these tests by their own timeout
+
+
+class Launcher:
+    """`proxyvision serve` in a subprocess, its output read line by line with the time each line arrived."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        cli = Path(sys.executable).parent / "proxyvision"
+        self.proc = subprocess.Popen([str(cli), "serve", "--models-config", str(config), "--port", str(port),
+                                      "--engine-port-base", str(free_port()), "--device", "cpu",
+                                      "--ready-timeout", str(READY_TIMEOUT)],
+                                     cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line))
+
+    @property
+    def output(self) -> str:
+        return "".join(line for _, line in self.lines)
+
+    def wait_for(self, needle: str, timeout: float = 120.0) -> float:
+        """When the first line containing `needle` arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, line in list(self.lines):
+                if needle in line:
+                    return at
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not in the launcher's output:\n{self.output[-6000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._reader.join(10)
+
+
+def without_weights(source: Path, dest: Path) -> Path:
+    """The checkpoint's config, tokenizer and template, but no model.safetensors."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("*.safetensors"))
+    return dest
+
+
+def with_corrupt_weights(source: Path, dest: Path) -> Path:
+    shutil.copytree(source, dest)
+    (dest / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json" + b"\x00" * 64)
+    return dest
+
+
+def test_a_text_model_that_fails_to_load_stops_the_stack_within_seconds_with_the_reason(tiny_models, tmp_path):
+    broken = without_weights(tiny_models["text"], tmp_path / "no-weights")
+    config = write_models_yaml(tmp_path / "models.yaml", {**tiny_models, "text": broken})
+    launcher = Launcher(config, free_port())
+    try:
+        failed_at = launcher.wait_for(f"Model {TEXT_MODEL} failed to load")  # the engine's own log line
+        assert launcher.proc.wait(30) == 1
+        stopped_at = launcher.wait_for("stopped")
+    finally:
+        launcher.stop()
+    output = launcher.output
+    # The launcher's own line names the engine and carries the engine's reason (from GetModelInfo).
+    reason = f"text_engine[{TEXT_MODEL}]: model failed to load: cannot load weights from '{broken}'"
+    assert reason in output and "model.safetensors" in output.split(reason, 1)[1].splitlines()[0]
+    assert stopped_at - failed_at < 10  # a probe round and a stop, not the 600 s ready timeout
+    assert "ProxyVision is ready" not in output and "Traceback" not in output
+
+
+def test_a_vision_model_that_fails_to_load_leaves_text_served_and_says_why(tiny_models, tmp_path):
+    corrupt = with_corrupt_weights(tiny_models["vision"], tmp_path / "corrupt")
+    config = write_models_yaml(tmp_path / "models.yaml", {**tiny_models, "vision": corrupt}, vision=True)
+    port = free_port()
+    launcher = Launcher(config, port)
+    try:
+        launcher.wait_for("Ctrl-C stops everything")
+        output = launcher.output
+        # An exception the loader does not translate is still one clear line (with a traceback for the bug report).
+        assert f"vision_engine[{VISION_MODEL}]: model failed to load: " in output
+        banner_line = next(line for _, line in launcher.lines if line.startswith("  vision "))
+        assert f"UNAVAILABLE: {VISION_MODEL} failed to load (" in banner_line and "text only" in banner_line
+        base = f"http://127.0.0.1:{port}"
+        # The gateway's channel to the vision engine may still be in its reconnect backoff (up to 10 s).
+        wait_until(lambda: httpx.get(f"{base}/ready", timeout=10).json()["engines"][VISION_MODEL] == "NOT_SERVING",
+                   timeout=30, message="the gateway to reach the vision engine")  # fmt: skip
+        ready = httpx.get(f"{base}/ready", timeout=10)
+        assert ready.status_code == 200
+        detail = ready.json()["models"][VISION_MODEL]
+        assert detail["state"] == "failed" and detail["error"] and detail["error"] in banner_line
+        chat = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
+            "model": TEXT_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "Hello"}]})  # fmt: skip
+        assert chat.status_code == 200
+        image = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
+            "model": TEXT_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}]}]})  # fmt: skip
+        assert image.status_code == 503 and "Vision model unavailable" in image.json()["error"]["message"]
+    finally:
+        launcher.stop()
+    assert launcher.proc.returncode == 0

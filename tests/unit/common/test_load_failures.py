@@ -1,0 +1,77 @@
+"""Whatever a load raises, the lifecycle ends FAILED with one line saying why (never a crash, never stuck
+in LOADING), and `status` says what a load is doing while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from services.common.errors import EngineUnavailableError
+from services.common.hf_models import ModelLoadError
+from services.common.lifecycle import ModelLifecycle, ModelState, describe_load_error
+
+
+def failing(exc: BaseException):
+    def load():
+        raise exc
+
+    return load
+
+
+def missing_module() -> ImportError:
+    try:
+        import accelerate_that_is_not_installed  # noqa: F401
+    except ImportError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (ModelLoadError("cannot load weights from '/m': no file named model.safetensors"),
+     "cannot load weights from '/m': no file named model.safetensors"),
+    (missing_module(), "a Python module the model needs is missing ('accelerate_that_is_not_installed'): "
+                       "No module named 'accelerate_that_is_not_installed'"),
+    (KeyError("lm_head.weight"), "KeyError: 'lm_head.weight'"),
+    (AssertionError(), "AssertionError"),
+    (RuntimeError("CUDA out of memory.\n  Tried to allocate 2 GiB"), "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"),
+    (SystemExit(3), "SystemExit: 3"),
+])  # fmt: skip
+async def test_every_load_error_becomes_failed_with_one_line(exc, expected, caplog):
+    serving: list[bool] = []
+    lifecycle = ModelLifecycle("m", failing(exc), lambda r: None, idle_unload_secs=0, on_serving_change=serving.append)
+    await lifecycle.start()
+    assert (lifecycle.state, lifecycle.error, lifecycle.status) == (ModelState.FAILED, expected, f"failed: {expected}")
+    assert serving == [False] and not lifecycle.serving
+    assert f"Model m failed to load: {expected}" in caplog.text
+    # Our own error needs no traceback; anything else is a bug worth one.
+    assert bool(caplog.records[-1].exc_info) != isinstance(exc, ModelLoadError)
+    with pytest.raises(EngineUnavailableError, match=f"Model m is not available: {expected[:20]}"):
+        async with lifecycle.use():
+            pass
+
+
+def test_describe_load_error_keeps_a_load_error_as_written():
+    assert describe_load_error(ModelLoadError("")) == "ModelLoadError"
+
+
+async def test_status_follows_the_load_and_clears_when_ready():
+    reached, go = threading.Event(), threading.Event()
+    lifecycle: ModelLifecycle[str] = None  # type: ignore[assignment]
+
+    def load() -> str:
+        lifecycle.report("downloading model.safetensors 1.2/7.5 GB")
+        reached.set()
+        go.wait(10)
+        lifecycle.report("building KV cache")
+        return "model"
+
+    lifecycle = ModelLifecycle("m", load, lambda r: None, idle_unload_secs=0)
+    start = asyncio.create_task(lifecycle.start())
+    await asyncio.to_thread(reached.wait, 10)
+    assert (lifecycle.state, lifecycle.status) == (ModelState.LOADING, "downloading model.safetensors 1.2/7.5 GB")
+    go.set()
+    await start
+    assert (lifecycle.state, lifecycle.status, lifecycle.error) == (ModelState.READY, "", "")
+    await lifecycle.stop()
