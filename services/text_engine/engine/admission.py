@@ -45,6 +45,10 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
                 param="messages",
             )
     else:
+        # No max_tokens: the models.yaml/checkpoint default, else all the room the context and the whole KV
+        # cache leave (vLLM: context - prompt). A reasoning model answers after it thinks, so a smaller
+        # built-in default would cut answers off. The cache is not reserved up front: requests that outgrow
+        # it together are preempted and resumed by the batcher (batcher.py), costing time, never a request.
         max_new = min(defaults.max_tokens or room, room)
     if len(prompt_ids) + max_new > budget.capacity_tokens or max_new < 1:
         raise ContextLengthExceededError(

@@ -2,6 +2,11 @@
 
 The manager runs its own background thread (the only thread that touches the model). Outputs reach
 the event loop through `call_soon_threadsafe`, one callback per request.
+
+When the paged cache runs out while several requests decode, the manager preempts: the newest requests
+lose their KV blocks and are requeued (soft reset: prompt + tokens so far are prefilled again when they
+resume, so their output continues exactly; one request always keeps going, and admission keeps every
+request small enough to run alone, so every request finishes). Two hooks here make that visible and safe (see `_watch_preemption`).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class ContinuousBatcher:
         self.manager.logit_processor = RequestSampler()
         self.manager.start()
         self._wait_until_running()
+        self.preemptions = 0  # requests preempted because the KV cache was full (written by the loop thread)
+        self._watch_preemption(params.mem)
 
     def _wait_until_running(self, timeout: float = 120.0) -> None:
         """The manager allocates its cache on its own thread; a failure there (e.g. a cache the device
@@ -68,6 +75,39 @@ class ContinuousBatcher:
             if time.monotonic() > deadline:
                 raise ModelLoadError(f"the batching loop did not start in {timeout:.0f}s")
             time.sleep(0.01)
+
+    def _watch_preemption(self, mem_mib: int) -> None:
+        """Count and log preemptions, and keep a preempted request from waiting forever.
+
+        After preempting, the scheduler admits no waiting request until an active one *finishes*
+        (`block_new_requests`, cleared only on completion). If the active requests are cancelled instead
+        (a client left, a deadline passed), nothing ever finishes: the preempted request and every new
+        one would wait forever. A cancellation frees the blocks just as a completion does, so it lifts the
+        block too. Both hooks run on the manager's thread."""
+        processor = self.manager.batch_processor
+        scheduler, offloader = processor.scheduler, processor.offloading_manager
+        offload, clear_cancelled = offloader.offload_requests, scheduler.clear_cancelled_requests
+
+        def offload_requests() -> bool:
+            before = len(scheduler.active_requests)
+            offloaded = offload()
+            preempted = before - len(scheduler.active_requests)
+            if preempted > 0:
+                self.preemptions += preempted
+                log.log(logging.WARNING if self.preemptions == preempted else logging.INFO,
+                        "KV cache full (%d tokens, mem=%d MiB): preempted %d request(s), %d so far; they resume "
+                        "when blocks free up (recomputed). A larger mem or a lower max_num_seqs avoids it",
+                        self.budget.capacity_tokens, mem_mib, preempted, self.preemptions)  # fmt: skip
+            return offloaded
+
+        def clear_cancelled_requests():
+            cancelled = clear_cancelled()
+            if cancelled:
+                scheduler.block_new_requests = False
+            return cancelled
+
+        offloader.offload_requests = offload_requests
+        scheduler.clear_cancelled_requests = clear_cancelled_requests
 
     @property
     def alive(self) -> bool:
