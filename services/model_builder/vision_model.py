@@ -108,7 +108,7 @@ def _write_tokenizer(tok, out: Path, ids: dict[str, int]) -> None:
         },
         "additional_special_tokens": SPECIAL_TOKENS[1:],  # all but <|endoftext|>, the pad token
         "bos_token": None, "chat_template": QWEN2_VL_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>", "padding_side": "left", "errors": "replace", "model_max_length": 32768,
+        "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": 32768,
         "pad_token": "<|endoftext|>", "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer",
         "unk_token": None,
     }  # fmt: skip

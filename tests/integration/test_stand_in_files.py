@@ -22,7 +22,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, GenerationConfig, RepetitionPenaltyLogitsProcessor
 
-from services.common.tokenizers import load_tokenizer
 from services.model_builder import build_all
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_COMPLETION_IDS, SCRIPTED_REASONING
 from services.text_engine.engine.loader import load_text_model

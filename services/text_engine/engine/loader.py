@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import torch
 from pydantic import ValidationError
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from services.common.config import ResolvedSampling, SamplingDefaults, resolve_sampling
 from services.common.hf_models import ModelLoadError, eos_token_ids, resolve_device, resolve_dtype, stand_in_for
+from services.common.tokenizers import load_tokenizer
 
 from .quantization import (
     carry_quantization_config, check_skipped_scales, import_error, plan_quantization, quantization_config_of,
@@ -84,7 +85,7 @@ def load_text_model(
     common = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(source, **common)
-        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        tokenizer = load_tokenizer(source, **common)  # TokenizersBackend, on purpose: services/common/tokenizers.py
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load config/tokenizer from {source!r}: {exc}") from exc
     except ImportError as exc:
