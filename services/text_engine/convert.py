@@ -7,7 +7,8 @@ from services.common.grpc_server import MODEL_STATE_TO_PB
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb
 
 from .engine.engine import EngineInfo
-from .engine.types import ChatTurn, Finished, FinishReason, GenerationEvent, GenerationRequest, SamplingRequest
+from .engine.types import (Accepted, ChatTurn, Finished, FinishReason, GenerationEvent, GenerationRequest,
+                           ReasoningDelta, SamplingRequest)  # fmt: skip
 
 _FINISH = {
     FinishReason.STOP: pb.FINISH_REASON_STOP,
@@ -26,7 +27,7 @@ def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationR
     s = message.sampling
     return GenerationRequest(
         request_id=request_id,
-        messages=tuple(ChatTurn(m.role, m.content) for m in message.messages),
+        messages=tuple(ChatTurn(m.role, m.content, m.reasoning) for m in message.messages),
         sampling=SamplingRequest(
             max_tokens=_opt(s, "max_tokens"),
             temperature=_opt(s, "temperature"),
@@ -43,13 +44,15 @@ def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationR
 def event_to_pb(event: GenerationEvent) -> pb.GenerateResponse:
     """One stream message."""
     if isinstance(event, Finished):
+        usage = pb.Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+                         reasoning_tokens=event.reasoning_tokens)  # fmt: skip
         return pb.GenerateResponse(
-            finished=pb.Finished(
-                finish_reason=_FINISH[event.reason],
-                usage=pb.Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens),
-                error_message=event.error_message,
-            )
+            finished=pb.Finished(finish_reason=_FINISH[event.reason], usage=usage, error_message=event.error_message)
         )
+    if isinstance(event, Accepted):
+        return pb.GenerateResponse(accepted=pb.Accepted(prompt_tokens=event.prompt_tokens))
+    if isinstance(event, ReasoningDelta):
+        return pb.GenerateResponse(reasoning=pb.ReasoningDelta(text=event.text))
     return pb.GenerateResponse(delta=pb.TextDelta(text=event.text))
 
 

@@ -24,18 +24,20 @@ from services.common.metrics import EngineMetrics, ModelSnapshot
 from .admission import prepare_request
 from .batcher import ContinuousBatcher
 from .loader import LoadedModel, load_text_model
+from .output import ParserSpec, parser_for
 from .stream import RequestStream
-from .types import Finished, FinishReason, GenerationEvent, GenerationRequest, TextDelta
+from .types import Accepted, Finished, FinishReason, GenerationEvent, GenerationRequest, ReasoningDelta, TextDelta
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TextRuntime:
-    """What a load produces: the model and the loop that batches it."""
+    """What a load produces: the model, the loop that batches it, and how its output is parsed."""
 
     loaded: LoadedModel
     batcher: ContinuousBatcher
+    parser: ParserSpec
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class InferenceEngine:
         self._ids = itertools.count()
         self._watchdog_task: asyncio.Task | None = None
         self._deaths: list[float] = []
+        # The defaults of the last load, so GetModelInfo still shows them while the model is unloaded.
+        self._last_sampling: ResolvedSampling | None = None
 
     async def start(self) -> None:
         """Load the model and start watching the batching loop."""
@@ -130,23 +134,25 @@ class InferenceEngine:
             trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len, sampling=entry.sampling,
             gguf_file=entry.gguf_file,
         )  # fmt: skip
+        parser = parser_for(entry.reasoning_parser, loaded.tokenizer)
+        self._last_sampling = loaded.sampling
         self.lifecycle.report("building KV cache")
         batcher = ContinuousBatcher(loaded, params)
         budget = batcher.budget
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         log.info(
             "Model %s ready%s in %.1fs: max_context=%d, KV cache: %d blocks × %d tokens = %d tokens (mem=%d MiB, "
-            "%d bytes/token)", entry.name, note, time.monotonic() - started, loaded.max_context, budget.num_blocks,
-            budget.page_size, budget.capacity_tokens, params.mem, budget.bytes_per_token,
+            "%d bytes/token); reasoning parser: %s", entry.name, note, time.monotonic() - started, loaded.max_context,
+            budget.num_blocks, budget.page_size, budget.capacity_tokens, params.mem, budget.bytes_per_token, parser.reasoning,
         )  # fmt: skip
-        return TextRuntime(loaded, batcher)
+        return TextRuntime(loaded, batcher, parser)
 
     @staticmethod
     def _teardown(runtime: TextRuntime) -> None:
         runtime.batcher.stop()
 
     def _restart_batcher(self, runtime: TextRuntime) -> TextRuntime:
-        return TextRuntime(runtime.loaded, ContinuousBatcher(runtime.loaded, self.entry.params))
+        return TextRuntime(runtime.loaded, ContinuousBatcher(runtime.loaded, self.entry.params), runtime.parser)
 
     async def _watchdog(self) -> None:
         """Restart a batching loop that died, so one bad step never leaves the engine hanging."""
@@ -172,7 +178,7 @@ class InferenceEngine:
     # Requests -------------------------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream the completion of one request. Raises our errors before the first event."""
-        return self.metrics.observe(self._generate(request), is_output=lambda e: isinstance(e, TextDelta),
+        return self.metrics.observe(self._generate(request), is_output=lambda e: isinstance(e, (TextDelta, ReasoningDelta)),
                                     outcome=self._finished)  # fmt: skip
 
     def _finished(self, event: GenerationEvent) -> str | None:
@@ -186,12 +192,15 @@ class InferenceEngine:
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         async with self.lifecycle.use() as runtime:
             prepared = await asyncio.to_thread(
-                prepare_request, request, runtime.loaded, self.entry, runtime.batcher.budget
+                prepare_request, request, runtime.loaded, self.entry, runtime.batcher.budget, runtime.parser
             )
             limit = self.entry.params.queue_limit
             if self._slots.locked() and self._waiting >= limit:
                 raise OverloadedError(f"The engine serving {self.entry.name} is at capacity ({self._running} running, "
                                       f"{self._waiting} waiting, max_queue={limit}); retry shortly")  # fmt: skip
+            # Admitted: from here on the request is served (or fails with an error *event*), so the caller
+            # may commit to its response now instead of guessing from a timer.
+            yield Accepted(len(prepared.prompt_ids))
             self._waiting += 1
             try:
                 await self._slots.acquire()
@@ -202,7 +211,7 @@ class InferenceEngine:
                 key = f"{request.request_id}#{next(self._ids)}"
                 # The batcher may have been restarted while this request waited for a slot.
                 batcher = (self.lifecycle.resource or runtime).batcher
-                stream = RequestStream(key, prepared, runtime.loaded.tokenizer, runtime.loaded.eos_token_ids)
+                stream = RequestStream(key, prepared, runtime.loaded.tokenizer, runtime.loaded.eos_token_ids, runtime.parser)
                 self._streams[key] = stream
                 try:
                     batcher.submit(key, prepared.prompt_ids, prepared.max_new_tokens, prepared.spec, stream.on_output)
@@ -244,7 +253,7 @@ class InferenceEngine:
             kv_cache_bytes=runtime.batcher.budget.capacity_tokens * runtime.batcher.budget.bytes_per_token if runtime else 0,
             max_queue=self.entry.params.queue_limit,
             last_load_seconds=self.lifecycle.last_load_seconds,
-            sampling=loaded.sampling if loaded else None,
+            sampling=loaded.sampling if loaded else self._last_sampling,
             quantization=loaded.quantization if loaded else "",
             status=self.lifecycle.status,
         )
