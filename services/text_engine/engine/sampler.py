@@ -87,13 +87,22 @@ class RequestSampler:
         logits = scores[: len(specs)].float()
         for row, (state, spec) in enumerate(zip(states, specs)):
             if spec.penalized:
-                logits[row] = apply_penalties(logits[row], spec, state.generated_tokens)
+                logits[row] = apply_penalties(logits[row], spec, generated_so_far(state))
         # Rows past the requests with a new token get token 0: valid, and discarded by the manager.
         chosen = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
         chosen[: len(specs)] = sample_batch(logits, specs)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen.unsqueeze(1), 0.0)
         return out
+
+
+def generated_so_far(state) -> list[int]:
+    """All tokens a request has generated. After a preemption the manager restarts the request with its
+    earlier output folded into the prompt (`initial_tokens` past `_true_initial_tokens`), and
+    `generated_tokens` holds only what came since; penalties must count both, as the output does."""
+    if state._true_initial_tokens:
+        return state.initial_tokens[state._true_initial_tokens :] + state.generated_tokens
+    return state.generated_tokens
 
 
 def apply_penalties(logits: torch.Tensor, spec: SamplingSpec, generated: list[int]) -> torch.Tensor:

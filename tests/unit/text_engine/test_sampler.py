@@ -40,9 +40,13 @@ def test_penalties_follow_openai_formula():
 
 
 class _State:
+    """The fields of the manager's RequestState that the sampler reads."""
+
     def __init__(self, s, generated=()):
         self.logit_processor_kwargs = {SPEC_KEY: s}
         self.generated_tokens = list(generated)
+        self.initial_tokens = [1]
+        self._true_initial_tokens = 0  # set by the manager once a request was preempted and resumed
 
 
 class _Future:
@@ -126,3 +130,17 @@ def test_sampling_follows_the_softmax_at_the_requested_temperature():
                             minlength=4).float() / 4000  # fmt: skip
     expected = torch.softmax(torch.log(probs) / 0.5, dim=-1)
     assert torch.allclose(counts, expected, atol=0.03), (counts, expected)
+
+
+def test_penalties_count_tokens_generated_before_a_preemption():
+    from transformers.generation.continuous_batching.requests import RequestState
+
+    from services.text_engine.engine.sampler import generated_so_far
+
+    state = RequestState(request_id="r", initial_tokens=[1, 2, 3])
+    state.generated_tokens = [7, 8]
+    assert generated_so_far(state) == [7, 8]
+    # What the manager does on preemption: the output so far joins the prompt, and generation resumes.
+    resumed = RequestState(request_id="r", initial_tokens=[1, 2, 3, 7, 8], _true_initial_tokens=3)
+    resumed.generated_tokens = [9]
+    assert generated_so_far(resumed) == [7, 8, 9]
