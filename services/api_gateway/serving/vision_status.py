@@ -50,9 +50,22 @@ class VisionBackend:
         if status == "SERVING":
             self._set(True, "")
         elif status == "NOT_SERVING":
-            self._set(False, "vision engine not serving (model not loaded)")
+            self._set(False, await self._not_serving_reason())
         else:
             self._set(False, f"vision engine {status.lower()}")
+
+    async def _not_serving_reason(self) -> str:
+        """Why the engine is up but not serving: its own words when it says them (a failed load's error,
+        what a load is doing), else the generic reason."""
+        try:
+            info = await self.client.model_info(self._timeout)
+        except Exception:  # noqa: BLE001 - the health answer stands even if the engine cannot say more
+            info = None
+        if info is not None and info.error:
+            return f"vision model failed to load: {info.error}"
+        if info is not None and info.status:
+            return f"vision model not ready: {info.status}"
+        return "vision engine not serving (model not loaded)"
 
     async def require(self) -> VisionEngineClient:
         """The client, or the 503 the brief describes (re-checking first: the engine may be back)."""

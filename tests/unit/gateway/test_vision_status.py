@@ -1,0 +1,44 @@
+"""VisionBackend over a hand-written fake vision client: the reason a 503 gives is the engine's own."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.api_gateway.clients.base import EngineModelInfo
+from services.api_gateway.serving.vision_status import VisionBackend
+from services.common.errors import VisionUnavailableError
+
+
+class FakeVisionClient:
+    """Answers health and GetModelInfo as set."""
+
+    def __init__(self, health: str, *, error: str = "", status: str = "", info_fails: bool = False) -> None:
+        self.status, self.error, self.load_status, self.info_fails = health, error, status, info_fails
+
+    async def health(self, timeout: float) -> str:
+        return self.status
+
+    async def model_info(self, timeout: float) -> EngineModelInfo:
+        if self.info_fails:
+            raise ConnectionError("gone")
+        return EngineModelInfo("qwen2-vl-7b", "x", "failed" if self.error else "loading", 0, 0, 0, "",
+                               status=self.load_status, error=self.error)  # fmt: skip
+
+
+@pytest.mark.parametrize("client, reason", [
+    (FakeVisionClient("NOT_SERVING", error="no weights in /models/qwen"), "vision model failed to load: no weights in /models/qwen"),
+    (FakeVisionClient("NOT_SERVING", status="downloading model.safetensors 1.0/7.5 GB"),
+     "vision model not ready: downloading model.safetensors 1.0/7.5 GB"),
+    (FakeVisionClient("NOT_SERVING", info_fails=True), "vision engine not serving (model not loaded)"),
+    (FakeVisionClient("UNKNOWN"), "vision engine unknown"),
+])  # fmt: skip
+async def test_an_unavailable_vision_engine_is_refused_with_its_own_reason(client, reason):
+    backend = VisionBackend(client)  # type: ignore[arg-type]
+    with pytest.raises(VisionUnavailableError) as info:
+        await backend.require()
+    assert info.value.message == f"Vision model unavailable: {reason}" and info.value.http_status == 503
+
+
+async def test_a_serving_vision_engine_is_handed_out():
+    client = FakeVisionClient("SERVING")
+    assert await VisionBackend(client).require() is client  # type: ignore[arg-type]
