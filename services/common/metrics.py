@@ -96,6 +96,8 @@ class EngineMetrics:
                                  ["model"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.prompt_tokens = Counter("proxyvision_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
         self.generation_tokens = Counter("proxyvision_generation_tokens", "Tokens generated.", ["model"], registry=r)
+        self.kv_preemptions = Counter("proxyvision_kv_preemptions", "Requests preempted because the KV cache was "
+                                      "full (they resume, recomputed, when blocks free up).", ["model"], registry=r)  # fmt: skip
 
     def watch(self, snapshot: Callable[[], ModelSnapshot]) -> None:
         """Export the state gauges of `snapshot()` (called by the exporter thread at each scrape)."""

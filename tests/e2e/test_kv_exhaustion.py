@@ -15,6 +15,7 @@ import pytest
 
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
 from tests.conftest import TEXT_MODEL
+from tests.support.metrics import scrape
 
 from .stack import make_stack
 
@@ -78,6 +79,7 @@ async def test_requests_that_outgrow_the_cache_together_all_finish_properly(stac
     assert sum(usage.total_tokens for _, _, usage in results) > capacity  # so they cannot all have fit at once
     log = stack.text.log_text()
     assert "KV cache full (2048 tokens, mem=1 MiB): preempted" in log  # the cache did run out mid-decode
+    assert scrape(stack.metrics_url("text")).value("proxyvision_kv_preemptions_total", model=TEXT_MODEL) >= 1
     # Each one alone (nothing to preempt it) writes the same text: preemption resumed them exactly.
     for topic, (text, _, usage) in zip(TOPICS, results):
         alone, finish, _ = await asyncio.wait_for(whole(client, topic, max_tokens=usage.completion_tokens), 120)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class ContinuousBatcher:
     """Starts, feeds and stops one `ContinuousBatchingManager`."""
 
-    def __init__(self, loaded: LoadedModel, params: ModelParams) -> None:
+    def __init__(self, loaded: LoadedModel, params: ModelParams, on_preempt: Callable[[int], None] = lambda n: None) -> None:
         self.budget: KvBudget = kv_budget(loaded.text_config, loaded.dtype, params.mem, params.block_size,
                                           max_useful_tokens=params.max_num_seqs * loaded.max_context)  # fmt: skip
         generation_config = GenerationConfig(
@@ -62,6 +62,7 @@ class ContinuousBatcher:
         self.manager.start()
         self._wait_until_running()
         self.preemptions = 0  # requests preempted because the KV cache was full (written by the loop thread)
+        self._on_preempt = on_preempt  # called on the loop thread with each preemption's count
         self._watch_preemption(params.mem)
 
     def _wait_until_running(self, timeout: float = 120.0) -> None:
@@ -94,6 +95,7 @@ class ContinuousBatcher:
             preempted = before - len(scheduler.active_requests)
             if preempted > 0:
                 self.preemptions += preempted
+                self._on_preempt(preempted)
                 log.log(logging.WARNING if self.preemptions == preempted else logging.INFO,
                         "KV cache full (%d tokens, mem=%d MiB): preempted %d request(s), %d so far; they resume "
                         "when blocks free up (recomputed). A larger mem or a lower max_num_seqs avoids it",

@@ -137,7 +137,7 @@ class InferenceEngine:
         parser = parser_for(entry.reasoning_parser, loaded.tokenizer)
         self._last_sampling = loaded.sampling
         self.lifecycle.report("building KV cache")
-        batcher = ContinuousBatcher(loaded, params)
+        batcher = ContinuousBatcher(loaded, params, self._count_preemptions)
         budget = batcher.budget
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         log.info(
@@ -147,12 +147,16 @@ class InferenceEngine:
         )  # fmt: skip
         return TextRuntime(loaded, batcher, parser)
 
+    def _count_preemptions(self, count: int) -> None:
+        self.metrics.kv_preemptions.labels(self.entry.name).inc(count)  # prometheus counters are thread-safe
+
     @staticmethod
     def _teardown(runtime: TextRuntime) -> None:
         runtime.batcher.stop()
 
     def _restart_batcher(self, runtime: TextRuntime) -> TextRuntime:
-        return TextRuntime(runtime.loaded, ContinuousBatcher(runtime.loaded, self.entry.params), runtime.parser)
+        return TextRuntime(runtime.loaded, ContinuousBatcher(runtime.loaded, self.entry.params, self._count_preemptions),
+                           runtime.parser)  # fmt: skip
 
     async def _watchdog(self) -> None:
         """Restart a batching loop that died, so one bad step never leaves the engine hanging."""
