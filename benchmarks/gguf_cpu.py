@@ -10,7 +10,7 @@ together and alternated round by round (this machine's speed drifts; alternating
       GGUF has no `architectures`, which serve's model manager indexes), after spending ~40 s loading it,
   (d) llama.cpp's server through llama-cpp-python (`python -m llama_cpp.server`): the Q4_1 weights stay
       quantized and run on llama.cpp's CPU kernels. Its server runs one completion at a time: concurrent
-      streams queue.
+      streams queue (with `--interrupt_requests False`; its default cuts a running stream short instead).
 Load: 1 and C concurrent streaming chats x T tokens (greedy), through the official SDK. Every server gets the
 machine's cores (llama.cpp `--n_threads`; torch's default). Prints tok/s and TTFT p50/p95, then the ratios.
 
@@ -93,7 +93,8 @@ def llama_cpp_server(python: str, gguf: Path, n_ctx: int, threads: int, work: Pa
     log_path = work / "llama_cpp.log"
     proc = _spawn([python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_NAME,
                    "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-                   "--host", "127.0.0.1", "--port", str(port)], log_path)  # fmt: skip
+                   # Its default cuts a running stream short whenever a new request arrives: queue them instead.
+                   "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port)], log_path)  # fmt: skip
     try:
         _wait_http(f"http://127.0.0.1:{port}/v1/models", [proc], 300, log_path)
         yield f"http://127.0.0.1:{port}/v1", MODEL_NAME
@@ -117,7 +118,8 @@ def report(results: dict, concurrency: int) -> str:
     """The rows, then every ratio against ProxyVision (b) at 1 and `concurrency` streams."""
     lines = []
     for single, multi in results.values():
-        lines += [single.row(), multi.row()]
+        # Tokens of each run's first round: every stream should have got its max_tokens (a cut stream shows here).
+        lines += [f"{single.row()}  {single.runs[0].tokens} tok", f"{multi.row()}  {multi.runs[0].tokens} tok"]
     b1, bn = results["b"]
     lines.append("\nratios, ProxyVision (b) / other (throughput: > 1 is faster; TTFT: < 1 is faster):")
     for key in [k for k in results if k != "b"]:
