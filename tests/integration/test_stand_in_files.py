@@ -196,8 +196,8 @@ def test_qwen2_vl_loads_with_the_key_mapping_and_captions_honour_its_repetition_
     legacy = load_file(path / "model.safetensors")
     torch.testing.assert_close(model.model.language_model.layers[1].mlp.up_proj.weight, legacy["model.layers.1.mlp.up_proj.weight"])
     torch.testing.assert_close(model.model.visual.merger.mlp[0].weight, legacy["visual.merger.mlp.0.weight"])
-    # The batcher decodes greedily (do_sample=False) and leaves the rest to the checkpoint's generation_config:
-    # the first step's scores are the raw logits with the 1.05 penalty on every token already in the row.
+    # The checkpoint's generation_config makes generate penalize (1.05) every token already in the row; the
+    # batcher applies the same penalty itself, over each row's own tokens (captioner/penalty.py).
     pixels = AutoImageProcessor.from_pretrained(path)(images=[Image.new("RGB", (56, 56), (9, 99, 199))], return_tensors="pt")
     prompt = tok.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe"}]}],
                                      add_generation_prompt=True, tokenize=False)  # fmt: skip

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from services.common.config import ModelParams
@@ -28,6 +28,7 @@ from services.common.detokenizer import IncrementalDetokenizer
 from services.common.hf_models import MIB
 
 from .loader import LoadedVisionModel
+from .penalty import UnpaddedRepetitionPenalty
 from .prompts import render_prompt
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,8 @@ class CaptionBatcher:
         input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
         mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
         streamer = _RowStreamer(rows, set(loaded.eos_token_ids), self._finish, self._call)
+        penalty = loaded.model.generation_config.repetition_penalty or 1.0
+        processors = [UnpaddedRepetitionPenalty(penalty, [width - len(r.prompt_ids) for r in rows])] if penalty != 1.0 else []
         with torch.inference_mode():
             loaded.model.generate(
                 input_ids=input_ids.to(loaded.device),
@@ -191,6 +194,8 @@ class CaptionBatcher:
                 image_grid_thw=torch.cat([r.grid_thw for r in rows]).to(loaded.device),
                 max_new_tokens=max(r.job.max_new_tokens for r in rows),
                 do_sample=False,  # captions are cached: the same image must give the same caption
+                repetition_penalty=1.0,  # the checkpoint's penalty is applied without the padding (penalty.py)
+                logits_processor=LogitsProcessorList(processors),
                 pad_token_id=pad,
                 eos_token_id=loaded.eos_token_ids,
                 streamer=streamer,

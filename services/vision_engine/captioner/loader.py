@@ -9,7 +9,7 @@ expanding the image placeholder to one token per merged patch.
 
 Captions decode greedily (the batcher passes `do_sample=False`: a cached caption must not depend on
 chance) but keep the checkpoint's `repetition_penalty` (`generation_config.json`: 1.05 for Qwen2-VL),
-which `generate` applies from `model.generation_config`. The hub config's own sampling (top_k 1) is greedy
+which the batcher applies from `model.generation_config` over each row's own tokens (penalty.py). The hub config's own sampling (top_k 1) is greedy
 too, so this is the decoding the model's authors chose, and the penalty keeps long captions from looping.
 """
 
