@@ -1,0 +1,87 @@
+"""`make demo` as a newcomer meets it: `proxyvision serve` on configs/demo.models.yaml (the Makefile's
+command, on free ports), the web UI in Chromium, "Hello" typed in, an answer in words from the real
+SmolLM2 model it preselects; the brief's own request still reaches the brief's model name."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import TEXT_MODEL
+from tests.support.browser import chromium, new_page, screenshot
+from tests.support.processes import REPO_ROOT, free_port
+from tests.support.real_model import REAL_MODEL
+
+pytestmark = pytest.mark.e2e
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.models.yaml"
+# Words a greeting's answer is made of; the stand-ins' random tokens are almost never whole English words.
+COMMON_WORDS = {"hello", "hi", "how", "can", "i", "help", "you", "today", "assist", "what", "are", "doing", "there"}
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_models):
+    """The demo stack, started as `make demo` starts it; yields (base URL, banner)."""
+    port = free_port()
+    cli = Path(sys.executable).parent / "proxyvision"
+    proc = subprocess.Popen([str(cli), "serve", "--models-config", str(DEMO_CONFIG), "--host", "127.0.0.1",
+                             "--port", str(port), "--engine-port-base", str(free_port()), "--ui-server",
+                             "--device", "cpu"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        output: list[str] = []
+        deadline = time.monotonic() + 240
+        while "Ctrl-C stops everything" not in "".join(output):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(output)[-4000:]
+            output.append(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}", "".join(output)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_banner_says_which_model_is_real(demo):
+    _, banner = demo
+    line = next(line for line in banner.splitlines() if "real weights" in line)
+    assert REAL_MODEL in line.split("real weights")[0] and "stand-in" in line
+
+
+def test_hello_in_the_web_ui_gets_an_answer_in_words(demo):
+    base, _ = demo
+    with chromium() as browser:
+        page, watch = new_page(browser)
+        page.goto(f"{base}/")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        expect(page.get_by_label("Model")).to_have_value(REAL_MODEL)  # preselected: the model that answers in words
+        page.get_by_role("button", name="Settings").click()
+        dialog = page.get_by_role("dialog", name="Settings")
+        dialog.get_by_label("Temperature").fill("0")  # greedy: the same answer every run
+        dialog.get_by_label("Max tokens").fill("32")
+        dialog.get_by_role("button", name="Done").click()
+        page.get_by_label("Message", exact=True).fill("Hello")
+        page.get_by_label("Message", exact=True).press("Enter")
+        answer = page.locator("article.assistant").last
+        expect(answer).to_have_attribute("data-state", "done", timeout=120_000)
+        text = answer.locator(".content").inner_text()
+        screenshot(page, "demo-hello")
+        words = re.findall(r"[A-Za-z']+", text)
+        assert len(words) >= 3 and set(w.lower() for w in words) & COMMON_WORDS, text
+        assert "\ufffd" not in text and text.isascii(), text
+        watch.assert_quiet()
+
+
+def test_the_brief_request_still_reaches_the_brief_model_name(demo):
+    base, _ = demo
+    reply = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
+        "model": TEXT_MODEL, "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 100})  # fmt: skip
+    assert reply.status_code == 200 and reply.json()["model"] == TEXT_MODEL
+    assert reply.json()["usage"]["completion_tokens"] > 0
