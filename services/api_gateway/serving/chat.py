@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from services.common.config import ModelEntry, ReasoningField
 from services.common.errors import InternalError, InvalidRequestError, ProxyVisionError
 
-from ..clients.text_engine import (Accepted, ChatTurn, EngineEvent, Finished, GenerationParams, ReasoningDelta,
-                                   TextDelta, TextEngine)  # fmt: skip
+from ..clients.text_engine import ChatTurn, Finished, GenerationParams, ReasoningDelta, TextDelta, TextEngine
 from ..metrics import GatewayMetrics
 from ..schemas.chat import ChatCompletionRequest
 from . import chunks, sse
+from .engine_call import EngineCall
 from .registry import EngineRegistry
 from .vision_rewrite import PendingImages, ProxyVisionRewriter
 
@@ -80,23 +80,22 @@ class ChatService:
             return [ChatTurn(m.role, m.text(), m.reasoning_text) for m in plan.request.messages]
         return await plan.images.describe(request_id)
 
-    def _generate(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str) -> AsyncIterator[EngineEvent]:
-        return plan.client.generate(turns, plan.params, request_id=request_id, timeout=plan.timeout)
+    def _call(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str) -> EngineCall:
+        return EngineCall(plan.client.generate(turns, plan.params, request_id=request_id, timeout=plan.timeout))
 
     async def complete(self, plan: ChatPlan, request_id: str) -> dict:
         """A non-streamed `chat.completion`."""
-        turns = await self._turns(plan, request_id)
+        call = self._call(plan, await self._turns(plan, request_id), request_id)
         answer: list[str] = []
         reasoning: list[str] = []
-        finished: Finished | None = None
-        async for event in self._generate(plan, turns, request_id):
-            if isinstance(event, TextDelta):
-                answer.append(event.text)
-            elif isinstance(event, ReasoningDelta):
-                reasoning.append(event.text)
-            elif isinstance(event, Finished):
-                finished = event
-        finished = _check(finished)
+        try:
+            event = await call.next()
+            while not isinstance(event, Finished):
+                (reasoning if isinstance(event, ReasoningDelta) else answer).append(event.text)
+                event = await call.next()
+        finally:
+            await call.aclose()
+        finished = _check(event)
         thinking = "".join(reasoning) if plan.request.include_reasoning else None
         return {
             "id": chunks.completion_id(), "object": "chat.completion", "created": int(time.time()),
@@ -110,25 +109,21 @@ class ChatService:
         """SSE frames. Text-only: first waits for the engine to accept the request (raising its refusal)."""
         if plan.images is not None:
             return sse.FrameStream(self._frames(plan, request_id, None))
-        events = self._generate(plan, await self._turns(plan, request_id), request_id)
+        call = self._call(plan, await self._turns(plan, request_id), request_id)
         try:
-            head = await anext(events)
-        except StopAsyncIteration:
-            raise _no_finish() from None
+            await call.accept()
         except BaseException:
-            await events.aclose()
+            await call.aclose()
             raise
-        # An engine that predates `Accepted` sends its first delta instead: that is an acceptance too.
-        first = None if isinstance(head, Accepted) else head
-        return sse.FrameStream(self._frames(plan, request_id, (events, first)), events)
+        return sse.FrameStream(self._frames(plan, request_id, call), call)
 
-    async def _frames(self, plan: ChatPlan, request_id: str, started) -> AsyncIterator[str]:
+    async def _frames(self, plan: ChatPlan, request_id: str, accepted: EngineCall | None) -> AsyncIterator[str]:
         chunk = chunks.ChunkMaker(plan.entry.name, self._reasoning_field)
         include_reasoning = plan.request.include_reasoning
         yield chunk.delta({"role": "assistant", "content": ""})
-        events = first = None
+        call = accepted
         try:
-            if started is None:
+            if call is None:
                 describing = asyncio.ensure_future(self._turns(plan, request_id))
                 try:
                     async for comment in sse.keepalive_until_done(describing, self._keepalive_secs):
@@ -136,16 +131,13 @@ class ChatService:
                 finally:
                     if not describing.done():  # the client left while images were being described
                         describing.cancel()
-                turns = describing.result()
                 generation_started = time.monotonic()
-                events, head = self._generate(plan, turns, request_id), None
-            else:
-                events, head = started
-            first = asyncio.ensure_future(_first_output(events, head))
+                call = self._call(plan, describing.result(), request_id)
+            first = call.next_soon()
             async for comment in sse.keepalive_until_done(first, self._keepalive_secs):
                 yield comment  # queued for a batch slot, or a long prefill
             event = first.result()
-            if started is None:
+            if accepted is None:
                 yield _timing_comment(plan, (time.monotonic() - generation_started) * 1000)
             self._metrics.ttft.labels(plan.entry.name).observe(time.monotonic() - plan.started)
             while True:
@@ -161,29 +153,17 @@ class ChatService:
                     if plan.request.stream_options and plan.request.stream_options.include_usage:
                         yield chunk.usage(chunks.usage(finished))
                     break
-                event = await anext(events)
+                event = await call.next()
         except ProxyVisionError as error:
             log.info("Stream failed after it started: %s", error.message)
             yield sse.event(error.to_openai())
-        except StopAsyncIteration:
-            yield sse.event(_no_finish().to_openai())
         except Exception:  # a bug: the client still gets an error event and [DONE], the log the traceback
             log.exception("Stream failed unexpectedly")
             yield sse.event(InternalError("The server had an error while processing your request.").to_openai())
         finally:
-            if events is not None:
-                await sse.close_engine_call(first, events)
+            if call is not None:
+                await call.aclose()
         yield sse.DONE
-
-
-async def _first_output(events: AsyncIterator[EngineEvent], head: EngineEvent | None) -> EngineEvent:
-    """The first event after the acceptance: a delta, or the Finished of an empty answer."""
-    if head is not None:
-        return head
-    event = await anext(events)
-    while isinstance(event, Accepted):
-        event = await anext(events)
-    return event
 
 
 def _timing_comment(plan: ChatPlan, text_ttft_ms: float) -> str:
@@ -192,13 +172,7 @@ def _timing_comment(plan: ChatPlan, text_ttft_ms: float) -> str:
     return f": timing fetch_ms={timings.fetch_ms:.1f} vision_ms={timings.vision_ms:.1f} text_ttft_ms={text_ttft_ms:.1f}\n\n"
 
 
-def _no_finish() -> InternalError:
-    return InternalError("The engine ended the stream without finishing")
-
-
-def _check(finished: Finished | None) -> Finished:
-    if finished is None:
-        raise _no_finish()
+def _check(finished: Finished) -> Finished:
     if finished.finish_reason in ("error", "cancelled"):
         raise InternalError(f"Generation failed: {finished.error_message or finished.finish_reason}")
     return finished

@@ -33,27 +33,16 @@ async def keepalive_until_done(work: asyncio.Future, interval: float) -> AsyncIt
             yield KEEPALIVE
 
 
-async def close_engine_call(first: asyncio.Future | None, events: AsyncGenerator) -> None:
-    """Cancel an engine call whose first event may still be awaited by `first` (a task running
-    `anext(events)`): the generator cannot be closed while that task runs it."""
-    if first is not None and not first.done():
-        first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
-    await events.aclose()
-
-
 class FrameStream:
     """The SSE frames of one completion, owning the engine call behind them.
 
     `aclose()` releases the engine call even when iteration never started (the client left before
-    the first byte): closing a never-started generator would not run its `finally`, so the engine
-    events (and the task awaiting the first of them) are closed here as well."""
+    the first byte): closing a never-started generator would not run its `finally`, so the call (anything
+    with an `aclose()`: an `EngineCall`) is closed here as well."""
 
-    def __init__(self, frames: AsyncGenerator[str, None], events: AsyncGenerator | None = None,
-                 first: asyncio.Future | None = None) -> None:  # fmt: skip
+    def __init__(self, frames: AsyncGenerator[str, None], call=None) -> None:
         self._frames = frames
-        self._events = events
-        self._first = first
+        self._call = call
 
     def __aiter__(self) -> AsyncGenerator[str, None]:
         return self._frames
@@ -63,8 +52,8 @@ class FrameStream:
         try:
             await self._frames.aclose()
         finally:
-            if self._events is not None:
-                await close_engine_call(self._first, self._events)
+            if self._call is not None:
+                await self._call.aclose()
 
 
 class EventStreamResponse(StreamingResponse):
