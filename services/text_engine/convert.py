@@ -23,21 +23,14 @@ def _opt(message, field: str):
 
 
 def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationRequest:
-    """Build the domain request; unset optional fields stay None (model defaults apply)."""
+    """Build the domain request; unset optional fields stay None (model defaults apply). Sampling fields are
+    mapped by name, so a new parameter is added to the proto and to `SamplingRequest`, nothing here."""
     s = message.sampling
+    sampling = {f.name: tuple(getattr(s, f.name)) if f.is_repeated else _opt(s, f.name) for f in s.DESCRIPTOR.fields}
     return GenerationRequest(
         request_id=request_id,
         messages=tuple(ChatTurn(m.role, m.content, m.reasoning) for m in message.messages),
-        sampling=SamplingRequest(
-            max_tokens=_opt(s, "max_tokens"),
-            temperature=_opt(s, "temperature"),
-            top_p=_opt(s, "top_p"),
-            top_k=_opt(s, "top_k"),
-            seed=_opt(s, "seed"),
-            stop=tuple(s.stop),
-            presence_penalty=_opt(s, "presence_penalty"),
-            frequency_penalty=_opt(s, "frequency_penalty"),
-        ),
+        sampling=SamplingRequest(**sampling),
     )
 
 

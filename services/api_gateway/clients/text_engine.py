@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import grpc
@@ -25,7 +25,8 @@ class ChatTurn:
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling parameters; None leaves the model's default."""
+    """Sampling parameters, named as in the proto's `SamplingParams` and the request body (validated there,
+    once); None leaves the model's default."""
 
     max_tokens: int | None = None
     temperature: float | None = None
@@ -128,11 +129,9 @@ def _event(response: pb.GenerateResponse) -> EngineEvent | None:
 
 
 def _request(model: str, messages: Sequence[ChatTurn], params: GenerationParams, request_id: str) -> pb.GenerateRequest:
-    sampling = pb.SamplingParams(stop=list(params.stop))
-    for field in ("max_tokens", "temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty"):
-        value = getattr(params, field)
-        if value is not None:
-            setattr(sampling, field, value)
+    # Mapped by name: a new parameter is a field of GenerationParams and of the proto, nothing here.
+    sampling = pb.SamplingParams(**{f.name: getattr(params, f.name) for f in fields(GenerationParams)
+                                    if getattr(params, f.name) is not None})  # fmt: skip
     return pb.GenerateRequest(
         request_id=request_id, model=model, sampling=sampling,
         messages=[pb.ChatMessage(role=m.role, content=m.content, reasoning=m.reasoning) for m in messages],

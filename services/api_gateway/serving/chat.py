@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from services.common.config import ModelEntry, ReasoningField
 from services.common.errors import InternalError, InvalidRequestError, ProxyVisionError
@@ -67,11 +67,7 @@ class ChatService:
         timeout = min(self._timeout, client_timeout) if client_timeout else self._timeout
         _refuse_unsupported(request)
         entry, client = self._registry.text_client(request.model)
-        params = GenerationParams(
-            max_tokens=request.completion_limit, temperature=request.temperature, top_p=request.top_p,
-            top_k=request.top_k, seed=request.seed, stop=request.stop_list,
-            presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
-        )  # fmt: skip
+        params = generation_params(request)
         images = await self._rewriter.prepare(request.messages, timeout)
         return ChatPlan(request, entry, client, params, images, started, timeout)
 
@@ -170,6 +166,16 @@ def _timing_comment(plan: ChatPlan, text_ttft_ms: float) -> str:
     """Where a multimodal request's time went, as an SSE comment (clients ignore comments; benchmarks read it)."""
     timings = plan.images.timings
     return f": timing fetch_ms={timings.fetch_ms:.1f} vision_ms={timings.vision_ms:.1f} text_ttft_ms={text_ttft_ms:.1f}\n\n"
+
+
+# Request fields whose body name or form differs from the engine's (the rest are taken by name).
+_RENAMED = {"max_tokens": lambda r: r.completion_limit, "stop": lambda r: r.stop_list}
+
+
+def generation_params(request: ChatCompletionRequest) -> GenerationParams:
+    """The engine's sampling parameters from a validated request, field by field."""
+    return GenerationParams(**{f.name: _RENAMED[f.name](request) if f.name in _RENAMED else getattr(request, f.name)
+                               for f in fields(GenerationParams)})  # fmt: skip
 
 
 def _check(finished: Finished) -> Finished:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import ModelEntry
+from pydantic import ValidationError
+
+from services.common.config import ModelEntry, SamplingDefaults
 from services.common.errors import ContextLengthExceededError, InvalidRequestError
 
 from .kv_budget import KvBudget
@@ -16,7 +18,7 @@ from .loader import LoadedModel
 from .output import ParserSpec
 from .prompt import render_prompt
 from .sampler import SamplingSpec
-from .types import GenerationRequest
+from .types import GenerationRequest, SamplingRequest
 
 @dataclass(frozen=True)
 class PreparedRequest:
@@ -57,31 +59,24 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
             "Please reduce the length of the messages or completion.",
             param="messages",
         )
-    spec = SamplingSpec(
-        temperature=_pick(sampling.temperature, defaults.temperature),
-        top_p=_pick(sampling.top_p, defaults.top_p),
-        top_k=_pick(sampling.top_k, defaults.top_k),
-        presence_penalty=_pick(sampling.presence_penalty, defaults.presence_penalty),
-        frequency_penalty=_pick(sampling.frequency_penalty, defaults.frequency_penalty),
-        seed=sampling.seed,
-    )
-    _validate(spec)
-    return PreparedRequest(prompt_ids=prompt_ids, max_new_tokens=max_new, spec=spec, stop=sampling.stop)
+    return PreparedRequest(prompt_ids=prompt_ids, max_new_tokens=max_new, spec=sampling_spec(sampling, defaults),
+                           stop=sampling.stop)  # fmt: skip
 
 
-def _pick(value, default):
-    return default if value is None else value
+# Every parameter that has a model default, except max_tokens (the completion budget, decided above).
+_SAMPLED = tuple(name for name in SamplingDefaults.model_fields if name != "max_tokens")
 
 
-def _validate(spec: SamplingSpec) -> None:
-    # The gateway validates too; engines are also called directly (grpcurl), so they check again.
-    checks = [
-        ("temperature", 0.0 <= spec.temperature <= 2.0, "must be between 0 and 2"),
-        ("top_p", 0.0 < spec.top_p <= 1.0, "must be in (0, 1]"),
-        ("top_k", spec.top_k >= 0, "must be >= 0"),
-        ("presence_penalty", -2.0 <= spec.presence_penalty <= 2.0, "must be between -2 and 2"),
-        ("frequency_penalty", -2.0 <= spec.frequency_penalty <= 2.0, "must be between -2 and 2"),
-    ]
-    for name, ok, rule in checks:
-        if not ok:
-            raise InvalidRequestError(f"{name} {rule}", param=name)
+def sampling_spec(sampling: SamplingRequest, defaults: SamplingDefaults) -> SamplingSpec:
+    """The request's parameters over the model's defaults, validated against the one definition of their
+    bounds (`SamplingDefaults`, which also validates models.yaml): engines are called directly too (grpcurl),
+    so they check what the gateway already checked."""
+    values = {name: getattr(defaults, name) if getattr(sampling, name) is None else getattr(sampling, name)
+              for name in _SAMPLED}  # fmt: skip
+    try:
+        SamplingDefaults.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0])
+        raise InvalidRequestError(f"{name}: {error['msg']}", param=name) from None
+    return SamplingSpec(**values, seed=sampling.seed)
