@@ -60,7 +60,7 @@ class ModelLifecycle(Generic[R]):
         self._on_serving_change = on_serving_change
         self.state = ModelState.UNLOADED
         self.error = ""
-        self.status = ""  # what a load is doing now, in words (see `report`)
+        self._progress = ""  # what the load in progress is doing, in words (see `report`)
         self.resource: R | None = None
         self._lock = asyncio.Lock()
         self._active = 0
@@ -76,7 +76,15 @@ class ModelLifecycle(Generic[R]):
     def report(self, status: str) -> None:
         """Say what the load is doing now (called from the loading thread: one attribute write, which
         readers on the event loop see whole)."""
-        self.status = status
+        self._progress = status
+
+    @property
+    def status(self) -> str:
+        """What the model is doing, in words: the load's progress while LOADING, "failed: <error>" once it
+        failed, "" otherwise."""
+        if self.state is ModelState.LOADING:
+            return self._progress
+        return f"failed: {self.error}" if self.state is ModelState.FAILED else ""
 
     @property
     def serving(self) -> bool:
@@ -113,7 +121,6 @@ class ModelLifecycle(Generic[R]):
                 self.resource = await asyncio.to_thread(build, self.resource)
             except Exception as exc:  # noqa: BLE001 - whatever broke, the engine cannot serve now
                 self.state, self.error, self.resource = ModelState.FAILED, f"restart failed: {describe_load_error(exc)}", None
-                self.status = f"failed: {self.error}"
                 log.error("Model %s: %s", self.name, self.error)
                 return
             self._on_serving_change(True)
@@ -122,7 +129,7 @@ class ModelLifecycle(Generic[R]):
         """Give up on the resource: free it and report FAILED (NOT_SERVING) with `reason`."""
         async with self._lock:
             await self._unload()
-            self.state, self.error, self.status = ModelState.FAILED, reason, f"failed: {reason}"
+            self.state, self.error = ModelState.FAILED, reason
             self._on_serving_change(False)
 
     def begin_drain(self) -> None:
@@ -160,19 +167,18 @@ class ModelLifecycle(Generic[R]):
             self._last_activity = time.monotonic()
 
     async def _load(self) -> None:
-        self.state, self.status = ModelState.LOADING, "loading"
+        self.state, self._progress = ModelState.LOADING, "loading"
         started = time.monotonic()
         try:
             self.resource = await asyncio.to_thread(self._load_fn)
         # SystemExit too: a library that calls sys.exit() in the loading thread must not take the engine down.
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failed load is reported, never a crash loop
             self.state, self.error, self.resource = ModelState.FAILED, describe_load_error(exc), None
-            self.status = f"failed: {self.error}"
             # Our own load errors are written for the operator; anything else is a bug worth its traceback.
             log.error("Model %s failed to load: %s", self.name, self.error, exc_info=not _expected(exc))
             self._on_serving_change(False)
             return
-        self.state, self.error, self.status = ModelState.READY, "", ""
+        self.state, self.error = ModelState.READY, ""
         self.loads += 1
         self.last_load_seconds = time.monotonic() - started
         self._last_activity = time.monotonic()
