@@ -62,14 +62,20 @@ def kv_bytes_per_token(text_config, dtype: torch.dtype) -> int:
     return 2 * text_config.num_hidden_layers * heads * head_dim * element
 
 
-def eos_token_ids(source: str, tokenizer, common: dict) -> list[int]:
-    """End-of-sequence ids: the checkpoint's generation_config.json (often several) plus the tokenizer's."""
-    ids: set[int] = set()
+def read_generation_config(source: str, common: dict) -> GenerationConfig | None:
+    """The checkpoint's generation_config.json (stop tokens, sampling defaults), or None when it has none."""
     try:
-        eos = GenerationConfig.from_pretrained(source, **common).eos_token_id
-        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        return GenerationConfig.from_pretrained(source, **common)
     except OSError:
-        pass  # no generation_config.json: the tokenizer's eos is the only stop token
+        return None
+
+
+def eos_token_ids(generation: GenerationConfig | None, tokenizer) -> list[int]:
+    """End-of-sequence ids: the checkpoint's generation_config.json (often several) plus the tokenizer's
+    (without a generation_config.json, the tokenizer's eos is the only stop token)."""
+    ids: set[int] = set()
+    eos = generation.eos_token_id if generation is not None else None
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return sorted(ids)

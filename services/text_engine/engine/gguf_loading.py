@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from services.common.config import SamplingDefaults, resolve_sampling
 from services.common.gguf import load_gguf, locate, open_gguf
-from services.common.hf_models import eos_token_ids, resolve_device, resolve_dtype
+from services.common.hf_models import eos_token_ids, read_generation_config, resolve_device, resolve_dtype
 
-from .loader import LoadedModel, checkpoint_sampling
+from .loader import LoadedModel, checkpoint_sampling, max_context
 
 
 def load_gguf_text_model(source: str, gguf_file: str, *, dtype: str, device: str, revision: str | None = None,
@@ -22,19 +22,17 @@ def load_gguf_text_model(source: str, gguf_file: str, *, dtype: str, device: str
     path = open_gguf(locate(source, gguf_file, revision))
     config, tokenizer, model, summary = load_gguf(path, dtype=torch_dtype)
     model = model.to(torch_device)
-    max_context = getattr(config, "max_position_embeddings", None) or 4096
-    if max_model_len is not None:
-        max_context = min(max_context, max_model_len)
     beside = str(path.parent)  # a generation_config.json next to the file, if any (hub repos rarely have one)
+    generation = read_generation_config(beside, {})
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         text_config=config,
-        eos_token_ids=eos_token_ids(beside, tokenizer, {}),
-        max_context=max_context,
+        eos_token_ids=eos_token_ids(generation, tokenizer),
+        max_context=max_context(config, max_model_len),
         dtype=torch_dtype,
         device=torch_device,
         stand_in_for="",
-        sampling=resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(beside, {})),
+        sampling=resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(generation, beside)),
         quantization=summary.describe(torch_dtype),
     )

@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from services.common.config import ResolvedSampling, SamplingDefaults, resolve_sampling
-from services.common.hf_models import ModelLoadError, eos_token_ids, resolve_device, resolve_dtype, stand_in_for
+from services.common.hf_models import (ModelLoadError, eos_token_ids, read_generation_config, resolve_device,
+                                      resolve_dtype, stand_in_for)  # fmt: skip
 from services.common.tokenizers import load_tokenizer
 
 from .quantization import (
@@ -122,18 +123,16 @@ def load_text_model(
     check_skipped_scales(source, info.get("unexpected_keys", []), plan)
     model = model.to(torch_device).eval()
 
-    max_context = getattr(text_config, "max_position_embeddings", None) or 4096
-    if max_model_len is not None:
-        max_context = min(max_context, max_model_len)
-    resolved = resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(source, common))
+    generation = read_generation_config(source, common)
+    resolved = resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(generation, source))
     log.info("Sampling defaults of %s: %s", source,
              ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.values.model_dump().items()))  # fmt: skip
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         text_config=text_config,
-        eos_token_ids=eos_token_ids(source, tokenizer, common),
-        max_context=max_context,
+        eos_token_ids=eos_token_ids(generation, tokenizer),
+        max_context=max_context(text_config, max_model_len),
         dtype=torch_dtype,
         device=torch_device,
         stand_in_for=stand_in_for(source),
@@ -150,11 +149,16 @@ _CHECKPOINT_SAMPLING_KEYS = {"temperature": "temperature", "top_p": "top_p", "to
 _NOT_APPLIED = {"repetition_penalty": 1.0, "min_p": 0.0, "typical_p": 1.0, "no_repeat_ngram_size": 0}
 
 
-def checkpoint_sampling(source: str, common: dict) -> SamplingDefaults:
-    """The sampling defaults `generation_config.json` sets (fields it does not set stay None)."""
-    try:
-        generation = GenerationConfig.from_pretrained(source, **common)
-    except OSError:
+def max_context(text_config, max_model_len: int | None) -> int:
+    """The context a request may fill: the model's own maximum, capped by `max_model_len`."""
+    own = getattr(text_config, "max_position_embeddings", None) or 4096
+    return own if max_model_len is None else min(own, max_model_len)
+
+
+def checkpoint_sampling(generation: GenerationConfig | None, source: str) -> SamplingDefaults:
+    """The sampling defaults `generation_config.json` sets (fields it does not set stay None); `source` names
+    the checkpoint in warnings."""
+    if generation is None:
         return SamplingDefaults()  # no generation_config.json
     found = {}
     for key, name in _CHECKPOINT_SAMPLING_KEYS.items():

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText
 
-from services.common.hf_models import ModelLoadError, eos_token_ids, kv_bytes_per_token, resolve_device, resolve_dtype, stand_in_for
+from services.common.hf_models import (ModelLoadError, eos_token_ids, kv_bytes_per_token, read_generation_config,
+                                      resolve_device, resolve_dtype, stand_in_for)  # fmt: skip
 from services.common.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def load_vision_model(source: str, *, dtype: str, device: str, revision: str | N
     if tokenizer.convert_tokens_to_ids(image_token) != getattr(config, "image_token_id", None):
         raise ModelLoadError(f"{source!r}: image token {image_token!r} does not match config.image_token_id")
     text_config = config.get_text_config()
-    eos_ids = eos_token_ids(source, tokenizer, common)
+    eos_ids = eos_token_ids(read_generation_config(source, common), tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     size = image_processor.size
     return LoadedVisionModel(

@@ -12,7 +12,13 @@ from services.common.config import (
     BUILTIN_SAMPLING, SOURCE_BUILTIN, SOURCE_CHECKPOINT, SOURCE_CONFIG, ConfigError, SamplingDefaults,
     parse_models_config, resolve_sampling,
 )  # fmt: skip
+from services.common.hf_models import read_generation_config
 from services.text_engine.engine.loader import checkpoint_sampling
+
+
+def from_checkpoint(source) -> SamplingDefaults:
+    """What the loader takes from a checkpoint directory's generation_config.json."""
+    return checkpoint_sampling(read_generation_config(str(source), {}), str(source))
 
 
 def test_nothing_set_anywhere_gives_the_builtins():
@@ -58,19 +64,19 @@ def _checkpoint(tmp_path, generation: dict | None):
 def test_checkpoint_sampling_reads_only_what_generation_config_sets(tmp_path):
     source = _checkpoint(tmp_path, {"do_sample": True, "temperature": 0.7, "top_p": 0.95, "top_k": 20,
                                     "max_new_tokens": 4096, "max_length": 262144, "eos_token_id": 2})  # fmt: skip
-    found = checkpoint_sampling(source, {})
+    found = from_checkpoint(source)
     assert found == SamplingDefaults(temperature=0.7, top_p=0.95, top_k=20, max_tokens=4096)
 
 
 def test_checkpoint_without_generation_config_sets_nothing(tmp_path):
-    assert checkpoint_sampling(_checkpoint(tmp_path, None), {}) == SamplingDefaults()
-    assert checkpoint_sampling(_checkpoint(tmp_path, {"eos_token_id": 2}), {}) == SamplingDefaults()
+    assert from_checkpoint(_checkpoint(tmp_path, None)) == SamplingDefaults()
+    assert from_checkpoint(_checkpoint(tmp_path, {"eos_token_id": 2})) == SamplingDefaults()
 
 
 def test_out_of_range_and_unapplied_checkpoint_values_are_logged_not_used(tmp_path, caplog):
     source = _checkpoint(tmp_path, {"temperature": 3.5, "top_p": 0.8, "repetition_penalty": 1.05})
     with caplog.at_level(logging.WARNING):
-        found = checkpoint_sampling(source, {})
+        found = from_checkpoint(source)
     assert found == SamplingDefaults(top_p=0.8)
     assert "temperature=3.5, out of range" in caplog.text
     assert "repetition_penalty=1.05, which this engine does not apply" in caplog.text
@@ -78,7 +84,7 @@ def test_out_of_range_and_unapplied_checkpoint_values_are_logged_not_used(tmp_pa
 
 def test_neutral_unapplied_values_are_not_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        checkpoint_sampling(_checkpoint(tmp_path, {"repetition_penalty": 1.0}), {})
+        from_checkpoint(_checkpoint(tmp_path, {"repetition_penalty": 1.0}))
     assert "does not apply" not in caplog.text
 
 
