@@ -18,6 +18,7 @@ DEFAULT_VISION_PROMPT = "Describe this image in detail:"
 
 DType = Literal["auto", "bf16", "bfloat16", "f16", "fp16", "float16", "f32", "fp32", "float32"]
 VisionMode = Literal["disabled", "proxy", "native"]
+ToolCallParser = Literal["auto", "mistral", "hermes", "none"]
 ReasoningParser = Literal["auto", "mistral", "deepseek_r1", "none"]
 # Clients disagree on the field's name (vLLM renamed `reasoning_content` to `reasoning`; Open WebUI and
 # Dify read the old one), so the gateway can send either or both.
@@ -83,11 +84,14 @@ class SamplingDefaults(_Strict):
     max_tokens: int | None = Field(None, gt=0, description="Completion budget when a request gives none; unset: up to the context.")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0, description="1 disables it.")
+    min_p: float | None = Field(None, ge=0.0, le=1.0, description="0 disables it.")
 
 
 # The last resort of every parameter (the OpenAI API's and vLLM's defaults; temperature 0.7 as before).
 # max_tokens stays None: a request without one may use the rest of the context.
-BUILTIN_SAMPLING = SamplingDefaults(temperature=0.7, top_p=1.0, top_k=0, presence_penalty=0.0, frequency_penalty=0.0)
+BUILTIN_SAMPLING = SamplingDefaults(temperature=0.7, top_p=1.0, top_k=0, presence_penalty=0.0, frequency_penalty=0.0,
+                                    repetition_penalty=1.0, min_p=0.0)
 
 # Where an effective default came from (shown by GetModelInfo and /v1/models).
 SOURCE_CONFIG, SOURCE_CHECKPOINT, SOURCE_BUILTIN = "models.yaml", "generation_config.json", "default"
@@ -137,6 +141,10 @@ class ModelEntry(_Strict):
     reasoning_parser: ReasoningParser = Field("auto", description="How reasoning is split from the answer: 'auto' "
                                               "picks 'mistral' ([THINK]...[/THINK]) or 'deepseek_r1' (<think>...</think>) "
                                               "from the tokenizer's special tokens; 'none' leaves all output as answer.")
+    tool_call_parser: ToolCallParser = Field("auto", description="How tool calls are read from the answer: 'auto' "
+                                             "picks 'mistral' ([TOOL_CALLS]name[ARGS]{...}) or 'hermes' "
+                                             "(<tool_call>{...}</tool_call>) from the tokenizer's special tokens and "
+                                             "the chat template; 'none' refuses requests with tools.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelEntry":

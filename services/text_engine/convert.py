@@ -8,29 +8,53 @@ from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb
 
 from .engine.engine import EngineInfo
 from .engine.types import (Accepted, ChatTurn, Finished, FinishReason, GenerationEvent, GenerationRequest,
-                           ReasoningDelta, SamplingRequest)  # fmt: skip
+                           ReasoningDelta, ResponseFormat, ResponseFormatType, SamplingRequest, TextDelta, Tool,
+                           ToolCall, ToolCallDelta, ToolChoice, ToolChoiceMode)  # fmt: skip
 
 _FINISH = {
     FinishReason.STOP: pb.FINISH_REASON_STOP,
     FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
     FinishReason.CANCELLED: pb.FINISH_REASON_CANCELLED,
     FinishReason.ERROR: pb.FINISH_REASON_ERROR,
+    FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
 }
+_TOOL_CHOICE = {pb.ToolChoice.TOOL_CHOICE_AUTO: ToolChoiceMode.AUTO, pb.ToolChoice.TOOL_CHOICE_NONE: ToolChoiceMode.NONE,
+                pb.ToolChoice.TOOL_CHOICE_REQUIRED: ToolChoiceMode.REQUIRED,
+                pb.ToolChoice.TOOL_CHOICE_NAMED: ToolChoiceMode.NAMED}  # fmt: skip
+_RESPONSE_FORMAT = {pb.ResponseFormat.RESPONSE_FORMAT_TEXT: ResponseFormatType.TEXT,
+                    pb.ResponseFormat.RESPONSE_FORMAT_JSON_OBJECT: ResponseFormatType.JSON_OBJECT,
+                    pb.ResponseFormat.RESPONSE_FORMAT_JSON_SCHEMA: ResponseFormatType.JSON_SCHEMA}  # fmt: skip
 
 
 def _opt(message, field: str):
     return getattr(message, field) if message.HasField(field) else None
 
 
+def _field_value(message, f):
+    """A field as a plain value: a map as a dict, a repeated field as a tuple, an unset optional as None."""
+    if f.message_type is not None and f.message_type.GetOptions().map_entry:
+        return dict(getattr(message, f.name))
+    return tuple(getattr(message, f.name)) if f.is_repeated else _opt(message, f.name)
+
+
 def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationRequest:
     """Build the domain request; unset optional fields stay None (model defaults apply). Sampling fields are
     mapped by name, so a new parameter is added to the proto and to `SamplingRequest`, nothing here."""
     s = message.sampling
-    sampling = {f.name: tuple(getattr(s, f.name)) if f.is_repeated else _opt(s, f.name) for f in s.DESCRIPTOR.fields}
+    sampling = {f.name: _field_value(s, f) for f in s.DESCRIPTOR.fields}
+    fmt = message.response_format
     return GenerationRequest(
         request_id=request_id,
-        messages=tuple(ChatTurn(m.role, m.content, m.reasoning) for m in message.messages),
+        messages=tuple(
+            ChatTurn(m.role, m.content, m.reasoning, tuple(ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls),
+                     m.tool_call_id, m.name)
+            for m in message.messages
+        ),  # fmt: skip
         sampling=SamplingRequest(**sampling),
+        tools=tuple(Tool(t.name, t.description, t.parameters, t.strict) for t in message.tools),
+        tool_choice=ToolChoice(_TOOL_CHOICE[message.tool_choice.mode], message.tool_choice.name),
+        parallel_tool_calls=True if not message.HasField("parallel_tool_calls") else message.parallel_tool_calls,
+        response_format=ResponseFormat(_RESPONSE_FORMAT[fmt.type], fmt.schema, fmt.name),
     )
 
 
@@ -46,7 +70,16 @@ def event_to_pb(event: GenerationEvent) -> pb.GenerateResponse:
         return pb.GenerateResponse(accepted=pb.Accepted(prompt_tokens=event.prompt_tokens))
     if isinstance(event, ReasoningDelta):
         return pb.GenerateResponse(reasoning=pb.ReasoningDelta(text=event.text))
-    return pb.GenerateResponse(delta=pb.TextDelta(text=event.text))
+    if isinstance(event, ToolCallDelta):
+        return pb.GenerateResponse(tool_call=pb.ToolCallDelta(index=event.index, id=event.id, name=event.name,
+                                                              arguments=event.arguments))  # fmt: skip
+    assert isinstance(event, TextDelta)
+    logprobs = [
+        pb.TokenLogprob(token=t.token, logprob=t.logprob, bytes=t.bytes,
+                        top_logprobs=[pb.TopLogprob(token=a.token, logprob=a.logprob, bytes=a.bytes) for a in t.top_logprobs])
+        for t in event.logprobs
+    ]  # fmt: skip
+    return pb.GenerateResponse(delta=pb.TextDelta(text=event.text, logprobs=logprobs))
 
 
 def info_to_pb(info: EngineInfo) -> common_pb2.ModelInfo:

@@ -143,10 +143,11 @@ def load_text_model(
 
 # generation_config.json key -> our sampling default. Like vLLM, `do_sample` is not read (a request without
 # parameters samples at the resolved temperature) and neither is `max_length` (prompt + completion: the context).
-_CHECKPOINT_SAMPLING_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "max_new_tokens": "max_tokens"}
+_CHECKPOINT_SAMPLING_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "max_new_tokens": "max_tokens",
+                             "repetition_penalty": "repetition_penalty", "min_p": "min_p"}  # fmt: skip
 # Set in some checkpoints but not applied by this engine's sampler: said in the log, never shown as in effect.
 # Each with its neutral value (a checkpoint that sets that is not warned about).
-_NOT_APPLIED = {"repetition_penalty": 1.0, "min_p": 0.0, "typical_p": 1.0, "no_repeat_ngram_size": 0}
+_NOT_APPLIED = {"typical_p": 1.0, "no_repeat_ngram_size": 0}
 
 
 def max_context(text_config, max_model_len: int | None) -> int:

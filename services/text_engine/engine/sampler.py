@@ -28,6 +28,8 @@ class SamplingSpec:
     top_k: int
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    min_p: float = 0.0
     seed: int | None = None
     generator: torch.Generator | None = field(default=None, repr=False)
 

@@ -7,17 +7,76 @@ from enum import Enum
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call in the conversation's history (an earlier answer's)."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass(frozen=True)
 class ChatTurn:
-    """One chat message, text only; an assistant turn may carry the reasoning its answer came with."""
+    """One chat message, text only; an assistant turn may carry the reasoning and the tool calls its answer came
+    with; a tool turn answers the call `tool_call_id`."""
 
     role: str
     content: str
     reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call."""
+
+    name: str
+    description: str = ""
+    parameters: str = ""  # JSON Schema as JSON text; "" means any object
+    strict: bool = False
+
+
+class ToolChoiceMode(str, Enum):
+    """Whether and which tool the model must call."""
+
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    NAMED = "named"
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """`tool_choice`: a mode, and the function's name for NAMED."""
+
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    name: str = ""
+
+
+class ResponseFormatType(str, Enum):
+    """`response_format.type`."""
+
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """The answer's format; a schema (JSON text) for JSON_SCHEMA."""
+
+    type: ResponseFormatType = ResponseFormatType.TEXT
+    schema: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True)
 class SamplingRequest:
-    """Sampling parameters as the client sent them; None means "use the model's default"."""
+    """Sampling parameters as the client sent them; None means "use the model's default".
+
+    Field names are the proto's `SamplingParams` names (convert.py maps them by name)."""
 
     max_tokens: int | None = None
     temperature: float | None = None
@@ -27,6 +86,13 @@ class SamplingRequest:
     stop: tuple[str, ...] = ()
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    min_p: float | None = None
+    min_tokens: int | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool | None = None
+    top_logprobs: int | None = None  # set: return logprobs with this many alternatives
 
 
 @dataclass(frozen=True)
@@ -36,6 +102,10 @@ class GenerationRequest:
     request_id: str
     messages: tuple[ChatTurn, ...]
     sampling: SamplingRequest = field(default_factory=SamplingRequest)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
 
 
 class FinishReason(str, Enum):
@@ -45,6 +115,7 @@ class FinishReason(str, Enum):
     LENGTH = "length"
     CANCELLED = "cancelled"
     ERROR = "error"
+    TOOL_CALLS = "tool_calls"
 
 
 @dataclass(frozen=True)
@@ -55,10 +126,40 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    """One alternative at a position: a token's text, its log-probability, its bytes."""
+
+    token: str
+    logprob: float
+    bytes: bytes
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability, with the most likely alternatives at its position."""
+
+    token: str
+    logprob: float
+    bytes: bytes
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
-    """New answer text of one request (stop strings apply to it)."""
+    """New answer text of one request (stop strings apply to it), with its tokens' logprobs when asked for."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call: the first of a call has its index, id and name; later ones argument fragments."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,4 +180,4 @@ class Finished:
     reasoning_tokens: int = 0  # of completion_tokens
 
 
-GenerationEvent = Accepted | TextDelta | ReasoningDelta | Finished
+GenerationEvent = Accepted | TextDelta | ReasoningDelta | ToolCallDelta | Finished

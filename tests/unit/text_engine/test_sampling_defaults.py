@@ -42,6 +42,7 @@ def test_models_yaml_wins_field_by_field_even_with_zero():
     assert resolved.sources == {
         "temperature": SOURCE_CONFIG, "top_k": SOURCE_CONFIG, "top_p": SOURCE_CHECKPOINT,
         "max_tokens": SOURCE_BUILTIN, "presence_penalty": SOURCE_BUILTIN, "frequency_penalty": SOURCE_BUILTIN,
+        "repetition_penalty": SOURCE_BUILTIN, "min_p": SOURCE_BUILTIN,
     }  # fmt: skip
 
 
@@ -74,17 +75,17 @@ def test_checkpoint_without_generation_config_sets_nothing(tmp_path):
 
 
 def test_out_of_range_and_unapplied_checkpoint_values_are_logged_not_used(tmp_path, caplog):
-    source = _checkpoint(tmp_path, {"temperature": 3.5, "top_p": 0.8, "repetition_penalty": 1.05})
+    source = _checkpoint(tmp_path, {"temperature": 3.5, "top_p": 0.8, "repetition_penalty": 1.05, "typical_p": 0.9})
     with caplog.at_level(logging.WARNING):
         found = from_checkpoint(source)
-    assert found == SamplingDefaults(top_p=0.8)
+    assert found == SamplingDefaults(top_p=0.8, repetition_penalty=1.05)  # applied since the sampler has it
     assert "temperature=3.5, out of range" in caplog.text
-    assert "repetition_penalty=1.05, which this engine does not apply" in caplog.text
+    assert "typical_p=0.9, which this engine does not apply" in caplog.text
 
 
 def test_neutral_unapplied_values_are_not_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        from_checkpoint(_checkpoint(tmp_path, {"repetition_penalty": 1.0}))
+        from_checkpoint(_checkpoint(tmp_path, {"typical_p": 1.0}))
     assert "does not apply" not in caplog.text
 
 
