@@ -8,7 +8,8 @@ import time
 
 import torch
 
-from services.text_engine.engine.sampler import SamplingSpec, sample_batch
+from services.text_engine.engine.sampling.sampler import sample_batch
+from services.text_engine.engine.sampling.spec import SamplingSpec
 
 
 def per_row_reference(logits: torch.Tensor, specs: list[SamplingSpec]) -> torch.Tensor:

@@ -17,7 +17,7 @@ from .kv_budget import KvBudget
 from .loader import LoadedModel
 from .output import ParserSpec
 from .prompt import render_prompt
-from .sampler import SamplingSpec
+from .sampling.spec import SamplingSpec
 from .types import GenerationRequest, SamplingRequest
 
 @dataclass(frozen=True)

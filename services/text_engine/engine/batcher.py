@@ -1,4 +1,10 @@
-"""One transformers continuous-batching manager over a loaded model, sized from the config.
+"""The adapter to transformers' continuous batching: the one module that touches the manager's internals.
+
+One `ContinuousBatchingManager` over a loaded model, sized from the config. What this module reads or patches
+of the manager's private state: the output router's handler table (`forget`), the cache allocators' ledger
+(`cache_usage`), the scheduler and offloader (`_watch_preemption`), and each request state's token lists and
+kwargs (`RequestSampler`, which plugs our own logits pipeline, sampling/pipeline.py, in place of the manager's
+logits processors). A transformers upgrade that moves any of these breaks here and only here.
 
 The manager runs its own background thread (the only thread that touches the model). Outputs reach
 the event loop through `call_soon_threadsafe`, one callback per request.
@@ -16,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import torch
 from transformers import GenerationConfig
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -24,9 +31,73 @@ from services.common.hf_models import ModelLoadError
 
 from .kv_budget import KvBudget, kv_budget
 from .loader import LoadedModel
-from .sampler import SPEC_KEY, RequestSampler, SamplingSpec
+from .sampling.pipeline import Row, choose_tokens
+from .sampling.spec import SamplingSpec
 
 log = logging.getLogger(__name__)
+
+SPEC_KEY = "proxyvision_sampling"  # the request kwarg that carries our SamplingSpec through the manager
+
+
+class RequestSampler:
+    """Drop-in for the manager's `ContinuousBatchingLogitsProcessorList` (same duck-typed interface).
+
+    The manager samples the whole batch with one global RNG and knows only temperature/top-k/top-p. This sees
+    which request owns each row of logits, hands the rows to our pipeline (each request's own parameters,
+    generator, grammar and logprobs), and returns scores that are -inf everywhere but the chosen token, so
+    the manager's own argmax picks exactly that token. Runs on the manager's generation thread."""
+
+    # The manager reads these attributes.
+    do_processing = True
+    tensors_required = 0
+
+    def __init__(self) -> None:
+        self.supported_keys = {SPEC_KEY: SamplingSpec}
+        self.ignored_keys: set[str] = set()
+        self._states: list = []
+
+    def check_kwargs(self, kwargs: dict) -> None:
+        """Every request must carry its SamplingSpec (the engine always adds one)."""
+        if not isinstance(kwargs.get(SPEC_KEY), SamplingSpec):
+            raise ValueError("request is missing its SamplingSpec")
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        """No tensor arguments: the specs live on the request states."""
+
+    def prepare_tensor_args(self, requests_in_batch: list, arg_storage: torch.Tensor) -> torch.Tensor:
+        """Remember which request owns each logits row (rows follow requests that have a new token)."""
+        self._states = [r.state for r in requests_in_batch if r.has_new_token]
+        return arg_storage
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, _args: torch.Tensor) -> torch.Tensor:
+        """Pick one token per row; return one-hot scores (0 at the token, -inf elsewhere)."""
+        # The manager passes one row per request in the batch; only the first len(self._states) (requests with a
+        # new token, in order) matter. The rest belong to requests still prefilling and are discarded.
+        rows = [_row(state) for state in self._states[: scores.shape[0]]]
+        chosen = choose_tokens(scores, rows)
+        if chosen is None:
+            return scores  # all plain greedy: the manager's own argmax over the raw scores is the same choice
+        # Rows past the requests with a new token get token 0: valid, and discarded by the manager.
+        picks = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+        picks[: len(rows)] = chosen
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, picks.unsqueeze(1), 0.0)
+        return out
+
+
+def _row(state) -> Row:
+    spec = state.logit_processor_kwargs[SPEC_KEY]
+    generated = generated_so_far(state)
+    return Row(spec, generated, state.initial_tokens + state.generated_tokens if spec.repetition_penalty != 1.0 else [])
+
+
+def generated_so_far(state) -> list[int]:
+    """All tokens a request has generated. After a preemption the manager restarts the request with its
+    earlier output folded into the prompt (`initial_tokens` past `_true_initial_tokens`), and
+    `generated_tokens` holds only what came since; penalties must count both, as the output does."""
+    if state._true_initial_tokens:
+        return state.initial_tokens[state._true_initial_tokens :] + state.generated_tokens
+    return state.generated_tokens
 
 
 class ContinuousBatcher:

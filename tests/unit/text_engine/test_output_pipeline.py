@@ -11,7 +11,7 @@ import pytest
 from services.common.hf_models import ModelLoadError
 from services.text_engine.engine.admission import PreparedRequest
 from services.text_engine.engine.output import parser_for
-from services.text_engine.engine.sampler import SamplingSpec
+from services.text_engine.engine.sampling.spec import SamplingSpec
 from services.text_engine.engine.stream import RequestStream
 from services.text_engine.engine.types import Finished, ReasoningDelta, TextDelta
 
