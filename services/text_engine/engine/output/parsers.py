@@ -4,7 +4,8 @@ A parser sees the pieces of one request's output in order (text, and `Marker`s f
 asked the detokenizer to keep) and tags each with a `Channel`. Markers it does not own pass through on the
 channel they arrived in, so a later parser (tool calls) can read the answer's markers; markers it owns are
 consumed. `ParserSpec` is chosen once per model at load (`parser_for`); `ParserSpec.new()` makes the
-per-request state.
+per-request state. The spec also carries the model's tool-call format (engine/tools/parsers.py reads calls
+out of the answer segments; `ParserSpec.new_tool_parser()`).
 
 The reasoning parsers follow vLLM's, so clients see what they see there:
 - `mistral` (`[THINK]`...`[/THINK]`, Ministral-3 / Magistral): text before `[THINK]` is answer; after it,
@@ -21,9 +22,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from services.common.config import ReasoningParser
+from services.common.config import ReasoningParser, ToolCallParser
 from services.common.hf_models import ModelLoadError
 
+from ..tools.parsers import HermesToolParser, MistralToolParser
+from ..tools.parsers import ToolCallParser as ToolCallParserState
 from .detokenizer import Marker, Piece
 
 
@@ -32,6 +35,8 @@ _THINKING_FORMATS = {
     "mistral": ("[THINK]", "[/THINK]", False),
     "deepseek_r1": ("<think>", "</think>", True),
 }
+_MISTRAL_TOOL_MARKERS = ("[TOOL_CALLS]", "[ARGS]")
+_HERMES_TAGS = (HermesToolParser.OPEN, HermesToolParser.CLOSE)
 
 
 class Channel(str, Enum):
@@ -103,15 +108,23 @@ class ThinkingParser:
 
 @dataclass(frozen=True)
 class ParserSpec:
-    """A model's output parsing, resolved once at load from `reasoning_parser` and the tokenizer."""
+    """A model's output parsing, resolved once at load from `reasoning_parser`, `tool_call_parser`, the
+    tokenizer and the chat template."""
 
     reasoning: str  # "mistral" | "deepseek_r1" | "none"
     markers: tuple[Marker, ...] = ()
+    tools: str = "none"  # "mistral" | "hermes" | "none"
+    tool_markers: tuple[Marker, ...] = ()
 
     @property
     def keep(self) -> dict[int, str]:
-        """Special tokens the detokenizer must keep for the parser: id -> literal."""
+        """Special tokens the detokenizer must keep for the reasoning parser: id -> literal."""
         return {m.token_id: m.token for m in self.markers}
+
+    def keep_for(self, parse_tools: bool) -> dict[int, str]:
+        """The keep-set of one request: the tool markers too when its tool calls are parsed (otherwise a
+        tag that is ordinary text in the vocabulary, like Qwen's `<tool_call>`, stays text)."""
+        return {m.token_id: m.token for m in self.markers + (self.tool_markers if parse_tools else ())}
 
     @property
     def thinking_in_content_chunks(self) -> bool:
@@ -126,6 +139,15 @@ class ParserSpec:
         start, end = self.markers
         return ThinkingParser(start.token_id, end.token_id, _THINKING_FORMATS[self.reasoning][2])
 
+    def new_tool_parser(self) -> ToolCallParserState | None:
+        """Fresh per-request tool-call parser state; None for a model without a tool format."""
+        if self.tools == "mistral":
+            calls, args = self.tool_markers
+            return MistralToolParser(calls.token_id, args.token_id)
+        if self.tools == "hermes":
+            return HermesToolParser()
+        return None
+
 
 def special_token_id(tokenizer, token: str) -> int | None:
     """The id of `token` when it is one token of the vocabulary (not split, not the unknown token)."""
@@ -137,16 +159,45 @@ def special_token_id(tokenizer, token: str) -> int | None:
     return token_id if tokenizer.convert_ids_to_tokens(token_id) == token else None
 
 
-def parser_for(name: ReasoningParser, tokenizer) -> ParserSpec:
-    """The model's parser. `auto` picks the format whose two markers are single tokens of the vocabulary;
-    an explicit name whose markers the tokenizer lacks fails the load (it could never split anything)."""
+def parser_for(name: ReasoningParser, tokenizer, tool_call_parser: ToolCallParser = "none") -> ParserSpec:
+    """The model's parsers. `auto` picks the reasoning format whose two markers are single tokens of the
+    vocabulary; an explicit name whose markers the tokenizer lacks fails the load (it could never split
+    anything). The tool format is resolved by `tool_format_for`."""
+    tools, tool_markers = tool_format_for(tool_call_parser, tokenizer)
     candidates = list(_THINKING_FORMATS) if name == "auto" else [] if name == "none" else [name]
     for fmt in candidates:
         start, end, _ = _THINKING_FORMATS[fmt]
         ids = special_token_id(tokenizer, start), special_token_id(tokenizer, end)
         if None not in ids:
-            return ParserSpec(fmt, (Marker(ids[0], start), Marker(ids[1], end)))
+            return ParserSpec(fmt, (Marker(ids[0], start), Marker(ids[1], end)), tools, tool_markers)
         if name != "auto":
             raise ModelLoadError(f"reasoning_parser {name!r} needs the tokens {start} and {end}, which this "
                                  "tokenizer does not have as single tokens; use 'auto' or 'none'")  # fmt: skip
-    return ParserSpec("none")
+    return ParserSpec("none", (), tools, tool_markers)
+
+
+def tool_format_for(name: ToolCallParser, tokenizer) -> tuple[str, tuple[Marker, ...]]:
+    """The model's tool-call format and the markers its parser needs kept.
+
+    `auto`: `mistral` when `[TOOL_CALLS]` and `[ARGS]` are single tokens (tokenizer v11+; older Mistral
+    vocabularies have no `[ARGS]` and another format); else `hermes` when the chat template mentions
+    `<tool_call>`; else `none`. An explicit `mistral` without those tokens fails the load; an explicit
+    `hermes` always loads, since its tags are read from text when they are not single tokens."""
+    if name == "none":
+        return "none", ()
+    mistral = tuple(special_token_id(tokenizer, token) for token in _MISTRAL_TOOL_MARKERS)
+    if name in ("auto", "mistral") and None not in mistral:
+        return "mistral", tuple(Marker(i, t) for i, t in zip(mistral, _MISTRAL_TOOL_MARKERS))
+    if name == "mistral":
+        raise ModelLoadError("tool_call_parser 'mistral' needs the tokens [TOOL_CALLS] and [ARGS], which this "
+                             "tokenizer does not have as single tokens; use 'auto', 'hermes' or 'none'")  # fmt: skip
+    if name == "hermes" or HermesToolParser.OPEN in _chat_templates(tokenizer):
+        tags = ((special_token_id(tokenizer, t), t) for t in _HERMES_TAGS)
+        return "hermes", tuple(Marker(i, t) for i, t in tags if i is not None)
+    return "none", ()
+
+
+def _chat_templates(tokenizer) -> str:
+    """All of the tokenizer's chat templates as one text (some tokenizers have several, by name)."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return "\n".join(template.values()) if isinstance(template, dict) else str(template)

@@ -1,26 +1,48 @@
-"""One request's output pipeline: token ids in, reasoning and answer deltas out."""
+"""One request's output pipeline: token ids in, reasoning, answer and tool-call deltas out."""
 
 from __future__ import annotations
 
-from ..stopping import StopStringMatcher
-from ..types import ReasoningDelta, TextDelta
-from .detokenizer import Marker, MarkerDetokenizer
-from .parsers import Channel, OutputParser, Segment
+from collections.abc import Sequence
 
-OutputDelta = TextDelta | ReasoningDelta
+from ..stopping import StopStringMatcher
+from ..tools.parsers import ToolCallParser
+from ..types import ReasoningDelta, TextDelta, ToolCallDelta
+from .detokenizer import Marker, MarkerDetokenizer
+from .parsers import Channel, OutputParser, ParserSpec, Segment
+
+OutputDelta = TextDelta | ReasoningDelta | ToolCallDelta
 
 
 class OutputPipeline:
-    """Detokenizer -> parser -> stop strings (answer only) for one request.
+    """Detokenizer -> reasoning parser -> tool-call parser (answer only) -> stop strings (answer text only)
+    for one request.
 
-    `push(token_id)` returns the deltas that token completes (consecutive deltas of one kind merged);
-    once a stop string matched, `stopped` is True and later tokens are ignored. `reasoning_tokens` counts
-    the tokens generated inside the reasoning, its start and end markers included."""
+    `push(token_id)` returns the deltas that token completes (neighbours merged, see `merge_deltas`); once a
+    stop string matched, `stopped` is True and later tokens are ignored. `reasoning_tokens` counts the
+    tokens generated inside the reasoning, its start and end markers included. `made_tool_calls` says
+    whether a tool call started (the request then finishes with TOOL_CALLS). Without a tool parser
+    (`tools=None`: the model has no tool format, or the request asked for no tool calls) the answer is all
+    text."""
 
-    def __init__(self, detokenizer: MarkerDetokenizer, parser: OutputParser, stops: StopStringMatcher) -> None:
-        self._detok, self._parser, self._stops = detokenizer, parser, stops
+    def __init__(self, detokenizer: MarkerDetokenizer, parser: OutputParser, stops: StopStringMatcher,
+                 tools: ToolCallParser | None = None) -> None:  # fmt: skip
+        self._detok, self._parser, self._stops, self._tools = detokenizer, parser, stops, tools
         self.reasoning_tokens = 0
         self.stopped = False
+
+    @classmethod
+    def for_request(cls, spec: ParserSpec, tokenizer, prompt_ids: Sequence[int], stop: tuple[str, ...],
+                    parse_tools: bool = False) -> OutputPipeline:  # fmt: skip
+        """The pipeline of one request of a model whose parsing is `spec`; `parse_tools` when the request
+        offers tools and lets the model call them (tool_choice is not `none`)."""
+        tools = spec.new_tool_parser() if parse_tools else None
+        detokenizer = MarkerDetokenizer(tokenizer, prompt_ids, spec.keep_for(tools is not None))
+        return cls(detokenizer, spec.new(), StopStringMatcher(stop), tools)
+
+    @property
+    def made_tool_calls(self) -> bool:
+        """Whether the answer contains a tool call (at least its first delta went out)."""
+        return self._tools is not None and self._tools.made_calls
 
     def push(self, token_id: int) -> list[OutputDelta]:
         """Feed one generated token."""
@@ -30,28 +52,50 @@ class OutputPipeline:
         segments = [s for piece in self._detok.push(token_id) for s in self._parser.feed(piece)]
         if was_reasoning or self._parser.in_reasoning:
             self.reasoning_tokens += 1
-        return self._emit(segments)
+        return self._emit(self._read_tool_calls(segments))
 
     def finish(self) -> list[OutputDelta]:
-        """End of generation: release what the detokenizer, the parser and the stop matcher still hold."""
+        """End of generation: release what the detokenizer, the parsers and the stop matcher still hold."""
         if self.stopped:
             return []
         segments = [s for piece in self._detok.flush() for s in self._parser.feed(piece)] + self._parser.finish()
-        out = self._emit(segments)
+        items = self._read_tool_calls(segments)
+        if self._tools is not None:
+            items += [self._answer(item) for item in self._tools.finish()]
+        out = self._emit(items)
         if not self.stopped:
             out = merge_deltas(out + [TextDelta(self._stops.flush())])
         return out
 
-    def _emit(self, segments: list[Segment]) -> list[OutputDelta]:
-        out: list[OutputDelta] = []
+    def _read_tool_calls(self, segments: list[Segment]) -> list[Segment | ToolCallDelta]:
+        """Answer segments through the tool-call parser; reasoning passes by it."""
+        if self._tools is None:
+            return list(segments)
+        out: list[Segment | ToolCallDelta] = []
         for segment in segments:
-            if isinstance(segment.piece, Marker) or not segment.piece:
-                continue  # a marker no parser consumed: a special token, never shown as text
-            if segment.channel is Channel.REASONING:
-                # Answer text held back as a possible stop-string start goes out before the reasoning.
-                out += [TextDelta(self._stops.flush()), ReasoningDelta(segment.piece)]
+            if segment.channel is Channel.ANSWER:
+                out += [self._answer(item) for item in self._tools.feed(segment.piece)]
+            else:
+                out.append(segment)
+        return out
+
+    @staticmethod
+    def _answer(item):
+        return item if isinstance(item, ToolCallDelta) else Segment(Channel.ANSWER, item)
+
+    def _emit(self, items: list[Segment | ToolCallDelta]) -> list[OutputDelta]:
+        out: list[OutputDelta] = []
+        for item in items:
+            if isinstance(item, ToolCallDelta):
+                # Stop strings never apply to arguments; answer text held as a possible stop start goes first.
+                out += [TextDelta(self._stops.flush()), item]
                 continue
-            result = self._stops.push(segment.piece)
+            if isinstance(item.piece, Marker) or not item.piece:
+                continue  # a marker no parser consumed: a special token, never shown as text
+            if item.channel is Channel.REASONING:
+                out += [TextDelta(self._stops.flush()), ReasoningDelta(item.piece)]
+                continue
+            result = self._stops.push(item.piece)
             out.append(TextDelta(result.text))
             if result.stopped:
                 self.stopped = True
@@ -60,13 +104,29 @@ class OutputPipeline:
 
 
 def merge_deltas(deltas: list[OutputDelta]) -> list[OutputDelta]:
-    """Drop empty deltas and join neighbours of the same kind (fewer messages, same text)."""
+    """Drop empty deltas and join neighbours of one kind (fewer messages, same content): answer text with
+    its logprobs, reasoning text, and argument fragments of the same call. A call's first delta (id and
+    name) is never merged into, so each call still starts with its own delta."""
     out: list[OutputDelta] = []
     for delta in deltas:
-        if not delta.text:
+        if _empty(delta):
             continue
-        if out and type(out[-1]) is type(delta):
-            out[-1] = type(delta)(out[-1].text + delta.text)
+        last = out[-1] if out else None
+        if isinstance(delta, TextDelta) and isinstance(last, TextDelta):
+            out[-1] = TextDelta(last.text + delta.text, last.logprobs + delta.logprobs)
+        elif isinstance(delta, ReasoningDelta) and isinstance(last, ReasoningDelta):
+            out[-1] = ReasoningDelta(last.text + delta.text)
+        elif (isinstance(delta, ToolCallDelta) and isinstance(last, ToolCallDelta) and last.index == delta.index
+              and not (last.id or last.name or delta.id or delta.name)):  # fmt: skip
+            out[-1] = ToolCallDelta(delta.index, arguments=last.arguments + delta.arguments)
         else:
             out.append(delta)
     return out
+
+
+def _empty(delta: OutputDelta) -> bool:
+    if isinstance(delta, ToolCallDelta):
+        return not (delta.id or delta.name or delta.arguments)
+    if isinstance(delta, TextDelta):
+        return not (delta.text or delta.logprobs)
+    return not delta.text
