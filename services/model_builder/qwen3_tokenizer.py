@@ -1,0 +1,132 @@
+"""The Qwen3 stand-in's tokenizer: Qwen's byte-level BPE pipeline, with every special token at its real id.
+
+What Qwen/Qwen3-0.6B ships (its tokenizer.json / tokenizer_config.json, as vendored verbatim by public
+repos that test against it; the same files as every Qwen2/2.5/3 text model):
+- a byte-level BPE of 151,643 tokens (ids 0..151642) behind an NFC normalizer and a pre-tokenizer that
+  splits with Qwen2's regex (single digits, ``(?i:'s|'t|...)`` contractions, punctuation runs with their
+  newlines) and then maps bytes with `ByteLevel(add_prefix_space=False, use_regex=False)`;
+- 26 added tokens from id 151643: `<|endoftext|>` (151643, bos and pad), `<|im_start|>` (151644),
+  `<|im_end|>` (151645, eos), the object/box/quad/vision tokens (151646..151656), then the tool and FIM
+  tokens `<tool_call>` 151657, `</tool_call>` 151658, `<|fim_prefix|>`..`<|file_sep|>` (151659..151664),
+  `<tool_response>` 151665, `</tool_response>` 151666, `<think>` 151667, `</think>` 151668. Only the first
+  14 are *special*: the tool, FIM and think tokens are added tokens with `special: false`, so
+  `skip_special_tokens` keeps them in decoded text (a reasoning or tool-call parser sees them);
+- `len(tokenizer)` 151,669; the model's 151,936 embedding rows leave 267 ids with no token at all.
+
+What differs here: the real merges cannot be had offline, so the first `LEARNED_VOCAB` ids are a BPE
+trained on the built-in corpus (corpus.py) with the same pipeline, and the ids up to 151642 are filler
+tokens (" bako", " lumiro", ...): pseudo-words in the byte-level alphabet that no merge produces, so
+they never appear in an encoding but decode to visible text when a random model picks them. The vocabulary
+is therefore full size and every id the real tokenizer has exists here too, with the real added tokens.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from .corpus import corpus
+
+BPE_VOCAB = 151643  # ids 0..151642: the real tokenizer's `vocab_size`
+LEARNED_VOCAB = 2048  # of those, learned from the corpus; the rest are filler
+CONTEXT = 131072  # tokenizer_config.json's model_max_length
+
+# Qwen2's pre-tokenizer split (the Split step of its tokenizer.json).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# The added tokens in id order from BPE_VOCAB, with their `special` flags.
+ADDED_TOKENS = [
+    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True), ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True), ("<|box_start|>", True), ("<|box_end|>", True), ("<|quad_start|>", True),
+    ("<|quad_end|>", True), ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
+    ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False), ("</tool_call>", False),
+    ("<|fim_prefix|>", False), ("<|fim_middle|>", False), ("<|fim_suffix|>", False), ("<|fim_pad|>", False),
+    ("<|repo_name|>", False), ("<|file_sep|>", False), ("<tool_response>", False), ("</tool_response>", False),
+    ("<think>", False), ("</think>", False),
+]  # fmt: skip
+TOKEN_IDS = {token: BPE_VOCAB + i for i, (token, _) in enumerate(ADDED_TOKENS)}
+NUM_TOKENS = BPE_VOCAB + len(ADDED_TOKENS)  # 151669, len(tokenizer) of the real one
+
+
+def _pipeline(tok: Tokenizer) -> Tokenizer:
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+    ])  # fmt: skip
+    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    return tok
+
+
+def _filler(taken: set[str], count: int) -> list[str]:
+    """`count` pseudo-words (" ba", ... " bako", ...) not among `taken`, in a fixed order."""
+    syllables = [c + v for c in "bdfghjklmnprstvz" for v in "aeiou"]  # letters: byte-level maps them to themselves
+    words = (
+        "Ġ" + "".join(parts)  # Ġ is the byte-level form of the leading space
+        for n in itertools.count(2)
+        for parts in itertools.product(syllables, repeat=n)
+    )
+    return list(itertools.islice((w for w in words if w not in taken), count))
+
+
+def build_qwen3_tokenizer() -> Tokenizer:
+    """The full-size tokenizer: learned BPE, filler up to id 151642, then the 26 real added tokens."""
+    learner = _pipeline(Tokenizer(models.BPE(unk_token=None)))
+    trainer = trainers.BpeTrainer(vocab_size=LEARNED_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=[], show_progress=False)  # fmt: skip
+    learner.train_from_iterator(corpus(), trainer)
+    if learner.get_vocab_size() != LEARNED_VOCAB:
+        # The corpus is sized so this cannot happen; a smaller vocabulary would silently change every id.
+        raise RuntimeError(f"the corpus yields only {learner.get_vocab_size()} tokens, not {LEARNED_VOCAB}")
+    learned = json.loads(learner.to_str())["model"]
+    vocab = dict(learned["vocab"])
+    for i, word in enumerate(_filler(set(vocab), BPE_VOCAB - len(vocab)), start=len(vocab)):
+        vocab[word] = i
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
+    tok = _pipeline(Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False,
+                                         byte_fallback=False, ignore_merges=False)))  # fmt: skip
+    for token, special in ADDED_TOKENS:  # one at a time, so each takes the next id
+        added = AddedToken(token, special=special, normalized=False)
+        if special:
+            tok.add_special_tokens([added])
+        else:
+            tok.add_tokens([added])
+    wrong = {t: tok.token_to_id(t) for t, i in TOKEN_IDS.items() if tok.token_to_id(t) != i}
+    if wrong:
+        raise RuntimeError(f"added tokens off their real ids: {wrong}")
+    return tok
+
+
+def tokenizer_config(chat_template: str) -> dict:
+    """tokenizer_config.json in the hub repo's layout (transformers 4.51's Qwen2Tokenizer)."""
+    return {
+        "add_prefix_space": False,
+        "added_tokens_decoder": {
+            str(TOKEN_IDS[token]): {"content": token, "lstrip": False, "normalized": False, "rstrip": False,
+                                    "single_word": False, "special": special}
+            for token, special in ADDED_TOKENS
+        },
+        "additional_special_tokens": [t for t, special in ADDED_TOKENS[1:] if special],  # <|endoftext|> is pad
+        "bos_token": None, "chat_template": chat_template, "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": CONTEXT,
+        "pad_token": "<|endoftext|>", "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer",
+        "unk_token": None,
+    }  # fmt: skip
+
+
+def write_qwen3_tokenizer(out: Path, chat_template: str) -> None:
+    """tokenizer.json, vocab.json, merges.txt and tokenizer_config.json, as the hub repo has them."""
+    tok = build_qwen3_tokenizer()
+    tok.save(str(out / "tokenizer.json"))
+    model = json.loads(tok.to_str())["model"]
+    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False) + "\n")
+    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(chat_template), indent=2,
+                                                          ensure_ascii=False) + "\n")  # fmt: skip
