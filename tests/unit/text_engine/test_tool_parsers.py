@@ -300,3 +300,25 @@ def test_a_real_tekken_tokenizers_call_becomes_a_call():
     assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("get_weather", {"city": "Paris"}),
                                                                         ("get_time", {"tz": "CET"})]
     assert all(re.fullmatch(r"[A-Za-z0-9]{9}", c["id"]) for c in calls)
+
+
+def test_a_real_qwen3_tokenizers_calls_become_calls():
+    tokenizer = load_tokenizer("models/tiny/qwen3-tiny")
+    spec = parser_for("auto", tokenizer, "auto")
+    assert (spec.reasoning, spec.tools) == ("deepseek_r1", "hermes")
+    text = ('<think>\nWeather, so a tool.\n</think>\n\nOn it.\n<tool_call>\n{"name": "get_weather", "arguments": '
+            '{"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_call>')
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    assert spec.tool_markers[0].token_id in tokens  # the tags are single (non-special) tokens here
+    deltas, pipeline = run_pipeline(tokens + [tokenizer.convert_tokens_to_ids("<|im_end|>")], spec=spec,
+                                    tokenizer=tokenizer)  # fmt: skip
+    answer, calls = collect([d.text if isinstance(d, TextDelta) else d for d in deltas
+                             if not isinstance(d, ReasoningDelta)])  # fmt: skip
+    assert "".join(d.text for d in deltas if isinstance(d, ReasoningDelta)).strip() == "Weather, so a tool."
+    assert answer.strip() == "On it." and pipeline.made_tool_calls
+    assert [(c["name"], c["arguments"]) for c in calls] == [("get_weather", '{"city": "Paris"}'),
+                                                            ("get_time", '{"tz": "CET"}')]
+    assert all(re.fullmatch(r"call_[A-Za-z0-9]{24}", c["id"]) for c in calls)
+    # Without tool parsing the tags are what they are in this vocabulary: text.
+    deltas, pipeline = run_pipeline(tokens, spec=spec, tokenizer=tokenizer, parse_tools=False)
+    assert "<tool_call>" in "".join(d.text for d in deltas if isinstance(d, TextDelta)) and not pipeline.made_tool_calls

@@ -35,6 +35,11 @@ _NAME_CHARS = frozenset(_ALPHANUMERIC + "_-.")
 _MAX_NAME = 64  # OpenAI's and mistral-common's limit on a function name
 
 
+def is_function_name(name: str) -> bool:
+    """A name the parsers read as a function name: 1 to 64 of letters, digits, `_`, `-` and `.`."""
+    return 0 < len(name) <= _MAX_NAME and set(name) <= _NAME_CHARS
+
+
 def mistral_call_id() -> str:
     """9 alphanumerics: the only ids mistral-common accepts back in a conversation."""
     return "".join(secrets.choice(_ALPHANUMERIC) for _ in range(9))
@@ -99,7 +104,7 @@ class MistralToolParser:
         if self._state == "args":
             return [ToolCallDelta(self._calls - 1, arguments=text)]
         self._name += text
-        if len(self._name) > _MAX_NAME or not set(self._name) <= _NAME_CHARS:
+        if not is_function_name(self._name):
             return self._abandon_name()  # not a function name: the model was writing prose
         return []
 
