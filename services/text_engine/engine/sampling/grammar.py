@@ -204,22 +204,38 @@ def _short(message: str) -> str:
 _BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
 
 
+def fill_bitmask(rows: Sequence[GrammarMatcher], bitmask: torch.Tensor, *, parallel: bool) -> None:
+    """Write each matcher's allowed-token bits into its row of `bitmask` (int32 [len(rows), words], CPU).
+
+    `parallel` uses llguidance's thread pool (one call for all rows). On a CPU-only machine that is slower:
+    torch's OpenMP threads keep spinning on the same cores between ops, and the pool's threads wait for them
+    (measured on the 2-core VM, 8 rows of a 49k vocabulary: 0.5 ms a step on the calling thread, 10-38 ms
+    mean with the pool; docs/benchmarks.md). So the pool is for when the model runs on an accelerator.
+    """
+    stride = bitmask.shape[1] * 4
+    if parallel and len(rows) > 1:
+        pairs = [(matcher.ll_matcher, i) for i, matcher in enumerate(rows)]
+        rows[0].executor.unsafe_compute_mask_ptr(pairs, bitmask.data_ptr(), stride, len(rows))
+    else:
+        for i, matcher in enumerate(rows):
+            matcher.ll_matcher.unsafe_compute_mask_ptr(bitmask.data_ptr() + i * stride, stride)
+
+
 def apply_grammar_masks(logits: torch.Tensor, rows: Sequence[tuple[int, GrammarMatcher]]) -> None:
     """Set -inf, in place on `logits` [batch, vocab], on every token each listed row's grammar forbids now.
 
-    One parallel llguidance call fills all the rows' bitmasks (on its own threads, GIL released); the bits are
-    unpacked on the logits' device. Ids at or past the tokenizer's vocabulary (padded embeddings) are always
-    forbidden on these rows; once a grammar is complete the library's mask allows only the EOS ids. Rows not
-    listed are untouched.
+    The library fills all the rows' bitmasks (in parallel when the logits live on an accelerator, see
+    `fill_bitmask`), and the bits are unpacked on the logits' device. Ids at or past the tokenizer's vocabulary
+    (padded embeddings) are always forbidden on these rows; once a grammar is complete the library's mask
+    allows only the EOS ids. Rows not listed are untouched.
     """
     if not rows:
         return
-    vocab = rows[0][1].vocab_size
+    matchers = [matcher for _, matcher in rows]
+    vocab = matchers[0].vocab_size
     words = (vocab + 31) // 32
     bitmask = torch.zeros((len(rows), words), dtype=torch.int32)
-    rows[0][1].executor.unsafe_compute_mask_ptr(
-        [(matcher.ll_matcher, i) for i, (_, matcher) in enumerate(rows)], bitmask.data_ptr(), words * 4, len(rows)
-    )
+    fill_bitmask(matchers, bitmask, parallel=logits.device.type != "cpu")
     bits = bitmask.to(logits.device, non_blocking=True).unsqueeze(-1) >> _BIT_SHIFTS.to(logits.device)
     allowed = (bits & 1).bool().reshape(len(rows), words * 32)[:, :vocab]
     width = logits.shape[-1]
