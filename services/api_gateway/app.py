@@ -16,6 +16,7 @@ from .clients.vision_engine import VisionEngineClient
 from .errors import install_error_handlers
 from .media.fetcher import ImageFetcher
 from .middleware import RequestIdMiddleware
+from .openapi import install_openapi
 from .metrics import GatewayMetrics
 from .routers import chat, health, models, ui
 from .routers import metrics as metrics_router
@@ -54,7 +55,7 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         timeout = config.gateway.request_timeout_secs
         rewriter = ProxyVisionRewriter(image_fetcher, backend, config.gateway.images, timeout, metrics)
         chat_service = ChatService(registry, rewriter, timeout, metrics=metrics,
-                                   reasoning_field=config.gateway.reasoning_field)
+                                   reasoning_field=config.gateway.reasoning_field, max_n=config.gateway.max_n)
         app.state.gateway = GatewayState(config, registry, chat_service, backend, int(time.time()), metrics, drain)
         await backend.start()
         log.info("Gateway ready: text models %s, default %s", [m.name for m in config.text_models], config.default_model_name)
@@ -73,6 +74,7 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)

@@ -190,6 +190,7 @@ class GatewaySettings(_Strict):
     request_timeout_secs: float = Field(600.0, gt=0, description="Deadline of one engine call; past it the client gets 504.")
     reasoning_field: ReasoningField = Field("reasoning_content", description="Name of the reasoning field in "
                                             "answers and stream deltas: reasoning_content, reasoning, or both.")
+    max_n: int = Field(8, ge=1, description="Most choices (`n`) one chat request may ask for: each is an engine call.")
     images: ImageLimits = ImageLimits()
 
 

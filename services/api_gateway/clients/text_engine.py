@@ -15,18 +15,32 @@ from .base import EngineClient, EngineModelInfo
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A call an earlier answer made (in the history sent back to the model)."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass(frozen=True)
 class ChatTurn:
-    """One text-only message; an assistant turn may carry the reasoning its answer came with."""
+    """One text-only message; an assistant turn may carry the reasoning and the tool calls its answer came with;
+    a tool turn answers the call `tool_call_id` (and may name its function)."""
 
     role: str
     content: str
     reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling parameters, named as in the proto's `SamplingParams` and the request body (validated there,
-    once); None leaves the model's default."""
+    """Sampling parameters, named as in the proto's `SamplingParams` (validated in the request schema,
+    once); None leaves the model's default. Mapped to the proto by name: a new parameter is a field here
+    and there (a dict maps to a proto map, a tuple to a repeated field)."""
 
     max_tokens: int | None = None
     temperature: float | None = None
@@ -36,6 +50,39 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    min_p: float | None = None
+    min_tokens: int | None = None
+    logit_bias: dict[int, float] | None = None
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool | None = None
+    top_logprobs: int | None = None  # set (0..20): return logprobs, with this many alternatives
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call; `parameters` is its JSON Schema as JSON text ('' for any object)."""
+
+    name: str
+    description: str = ""
+    parameters: str = ""
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What the answer may or must be, beyond sampling: tools to call and the answer's format.
+
+    `tool_choice` is "auto", "none", "required" or "named" (then `tool_name` says which); `response_format`
+    is "text", "json_object" or "json_schema" (then `schema` is the JSON Schema as JSON text)."""
+
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"
+    tool_name: str = ""
+    parallel_tool_calls: bool | None = None
+    response_format: str = "text"
+    schema: str = ""
+    schema_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,10 +93,30 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    """An alternative at one position."""
+
+    token: str
+    logprob: float
+    bytes: bytes
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One answer token's log-probability and its most likely alternatives."""
+
+    token: str
+    logprob: float
+    bytes: bytes
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
-    """New answer text."""
+    """New answer text; with logprobs requested, one entry per token it came from."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,20 +127,31 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of tool call `index`: its first piece carries the id and the name, later ones fragments of
+    the arguments' JSON text."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Finished:
     """End of a generation."""
 
-    finish_reason: str  # "stop" | "length" | "cancelled" | "error"
+    finish_reason: str  # "stop" | "length" | "tool_calls" | "cancelled" | "error"
     prompt_tokens: int
     completion_tokens: int
     error_message: str = ""
     reasoning_tokens: int = 0  # of completion_tokens
 
 
-EngineEvent = Accepted | TextDelta | ReasoningDelta | Finished
+EngineEvent = Accepted | TextDelta | ReasoningDelta | ToolCallDelta | Finished
 
 
-_FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length",
+_FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length", pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
            pb.FINISH_REASON_CANCELLED: "cancelled", pb.FINISH_REASON_ERROR: "error"}  # fmt: skip
 
 
@@ -83,7 +161,7 @@ class TextEngine(Protocol):
     model: str
 
     def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                 timeout: float | None) -> AsyncIterator[EngineEvent]: ...  # fmt: skip
+                 timeout: float | None, options: OutputOptions = OutputOptions()) -> AsyncIterator[EngineEvent]: ...  # fmt: skip
 
     async def model_info(self, timeout: float) -> EngineModelInfo: ...
 
@@ -99,26 +177,29 @@ class TextEngineClient(EngineClient):
         super().__init__(channel, model, text_engine_pb2_grpc.TextEngineStub(channel))
 
     async def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                       timeout: float | None) -> AsyncIterator[EngineEvent]:  # fmt: skip
+                       timeout: float | None, options: OutputOptions = OutputOptions()) -> AsyncIterator[EngineEvent]:  # fmt: skip
         """Stream the engine's events: `Accepted`, deltas, then one `Finished`. Closing the iterator (aclose,
         or the consuming task being cancelled) cancels the call, so the engine frees the slot. gRPC
         failures are raised as `services.common.errors` classes."""
-        call = self._stub.Generate(_request(self.model, messages, params, request_id), timeout=timeout,
+        call = self._stub.Generate(to_request(self.model, messages, params, options, request_id), timeout=timeout,
                                    metadata=((REQUEST_ID_KEY, request_id),))  # fmt: skip
         async with self.tracked(call):
             async for response in call:
-                event = _event(response)
+                event = to_event(response)
                 if event is not None:
                     yield event
 
 
-def _event(response: pb.GenerateResponse) -> EngineEvent | None:
+def to_event(response: pb.GenerateResponse) -> EngineEvent | None:
     """Our event for one stream message; None for a kind this gateway does not know (a newer engine)."""
     kind = response.WhichOneof("event")
     if kind == "delta":
-        return TextDelta(response.delta.text)
+        return TextDelta(response.delta.text, tuple(_logprob(lp) for lp in response.delta.logprobs))
     if kind == "reasoning":
         return ReasoningDelta(response.reasoning.text)
+    if kind == "tool_call":
+        call = response.tool_call
+        return ToolCallDelta(call.index, call.id, call.name, call.arguments)
     if kind == "accepted":
         return Accepted(response.accepted.prompt_tokens)
     if kind != "finished":
@@ -128,11 +209,31 @@ def _event(response: pb.GenerateResponse) -> EngineEvent | None:
                     f.error_message, f.usage.reasoning_tokens)  # fmt: skip
 
 
-def _request(model: str, messages: Sequence[ChatTurn], params: GenerationParams, request_id: str) -> pb.GenerateRequest:
+def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:
+    return TokenLogprob(lp.token, lp.logprob, lp.bytes, tuple(TopLogprob(t.token, t.logprob, t.bytes) for t in lp.top_logprobs))
+
+
+def to_request(model: str, messages: Sequence[ChatTurn], params: GenerationParams, options: OutputOptions,
+               request_id: str) -> pb.GenerateRequest:  # fmt: skip
+    """The GenerateRequest of one engine call."""
     # Mapped by name: a new parameter is a field of GenerationParams and of the proto, nothing here.
     sampling = pb.SamplingParams(**{f.name: getattr(params, f.name) for f in fields(GenerationParams)
                                     if getattr(params, f.name) is not None})  # fmt: skip
-    return pb.GenerateRequest(
-        request_id=request_id, model=model, sampling=sampling,
-        messages=[pb.ChatMessage(role=m.role, content=m.content, reasoning=m.reasoning) for m in messages],
-    )  # fmt: skip
+    request = pb.GenerateRequest(request_id=request_id, model=model, sampling=sampling,
+                                 messages=[_message(m) for m in messages], parallel_tool_calls=options.parallel_tool_calls)  # fmt: skip
+    if options.tools:  # tool_choice means nothing without tools; left unset, as is a text response_format
+        request.tools.extend(pb.Tool(name=t.name, description=t.description, parameters=t.parameters, strict=t.strict)
+                             for t in options.tools)  # fmt: skip
+        request.tool_choice.CopyFrom(pb.ToolChoice(mode=pb.ToolChoice.Mode.Value(f"TOOL_CHOICE_{options.tool_choice.upper()}"),
+                                                   name=options.tool_name))  # fmt: skip
+    if options.response_format != "text":
+        request.response_format.CopyFrom(pb.ResponseFormat(
+            type=pb.ResponseFormat.Type.Value(f"RESPONSE_FORMAT_{options.response_format.upper()}"),
+            schema=options.schema, name=options.schema_name))  # fmt: skip
+    return request
+
+
+def _message(turn: ChatTurn) -> pb.ChatMessage:
+    return pb.ChatMessage(role=turn.role, content=turn.content, reasoning=turn.reasoning, tool_call_id=turn.tool_call_id,
+                          name=turn.name, tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments)
+                                                      for c in turn.tool_calls])  # fmt: skip

@@ -7,23 +7,29 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from services.common.errors import RequestCancelledError, ShuttingDownError
 
 from ..dependencies import get_state, request_id
+from ..openapi import error_responses
 from ..schemas.chat import ChatCompletion, ChatCompletionRequest
-from ..schemas.errors import ErrorResponse
 from ..serving.sse import EventStreamResponse
 from ..state import GatewayState
 
 router = APIRouter(tags=["chat"])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 500, 503, 504)}
+_RESPONSES = {
+    200: {"description": "A `chat.completion`, or with `stream: true` a `text/event-stream` of `chat.completion.chunk` "
+                         "events ending with `data: [DONE]`",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    **error_responses(400, 404, 500, 503, 504),
+}  # fmt: skip
 DISCONNECT_POLL_SECS = 0.5
 T = TypeVar("T")
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=_ERRORS)
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=_RESPONSES)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, state: GatewayState = Depends(get_state),
     rid: str = Depends(request_id),
@@ -37,7 +43,9 @@ async def create_chat_completion(
         # Until the engine accepts (it may queue the request), nothing is sent: watch the client meanwhile.
         frames = await _unless_disconnected(request, state.chat.stream(plan, rid))
         return EventStreamResponse(frames)
-    return await _unless_disconnected(request, state.chat.complete(plan, rid))
+    # Sent as built: the body is already the OpenAI shape, and re-validating it against the response model
+    # (documentation) would drop what the model does not spell out.
+    return JSONResponse(await _unless_disconnected(request, state.chat.complete(plan, rid)))
 
 
 def client_timeout(request: Request) -> float | None:

@@ -11,6 +11,7 @@ from services.common.errors import ModelNotFoundError, ProxyVisionError
 
 from ..state import GatewayState
 from ..dependencies import get_state
+from ..openapi import error_responses
 
 router = APIRouter(tags=["models"])
 
@@ -65,7 +66,7 @@ async def list_models(state: GatewayState = Depends(get_state)) -> dict:
     return {"object": "list", "data": await _describe(state), "default": state.config.default_model_name}
 
 
-@router.get("/v1/models/{model_id}")
+@router.get("/v1/models/{model_id}", responses=error_responses(404))
 async def get_model(model_id: str, state: GatewayState = Depends(get_state)) -> dict:
     """One model."""
     for item in await _describe(state):

@@ -1,15 +1,26 @@
 """OpenAI chat completion request and response models: the one copy the gateway uses.
 
 Requests accept what the official SDK sends (string content or parts, `image_url` as object or plain
-string, `max_completion_tokens`), ignore unknown fields as OpenAI does, and reject values OpenAI would
-reject, so clients get a 400 that names the field instead of a surprise.
+string, `max_completion_tokens`, vLLM's extra sampling parameters at the top level as `extra_body` puts
+them), ignore unknown fields as OpenAI does, and reject values OpenAI would reject, so clients get a 400
+that names the field instead of a surprise. Rules that tie two fields together are validators of the later
+field (pydantic validates in declaration order), so the error names the field the client must change.
+Tools and response formats are in `tools.py`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from services.common.config import SamplingDefaults
+
+from .tools import NamedToolChoice, ResponseFormat, Tool, ToolCall, ToolChoice
+
+MAX_LOGIT_BIAS = 300  # entries, as OpenAI
+INT32 = 2**31
 
 
 class _Lenient(BaseModel):
@@ -46,14 +57,42 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class ChatMessage(_Lenient):
-    """One message of the conversation."""
+    """One message of the conversation.
+
+    `content` is required, except for an assistant message that carries `tool_calls`; a `tool` message
+    answers the call `tool_call_id`. (Fields are declared in the order their checks need.)"""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="An assistant message's calls, as an answer returned them.")
+    tool_call_id: str | None = Field(None, validate_default=True, description="A tool message: the call it answers (required).")
+    content: str | list[ContentPart] | None = Field(None, validate_default=True)
     # An earlier answer's reasoning, as this server (or vLLM: `reasoning`) returned it; assistant messages only.
     reasoning_content: str | None = None
     reasoning: str | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _only_assistants_call(cls, value, info: ValidationInfo):
+        if value and info.data.get("role", "assistant") != "assistant":
+            raise ValueError("only assistant messages have tool_calls")
+        return value
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _tool_messages_name_their_call(cls, value, info: ValidationInfo):
+        if info.data.get("role") == "tool" and not value:
+            raise PydanticCustomError("missing", "a tool message needs the tool_call_id of the call it answers")
+        return value
+
+    @field_validator("content")
+    @classmethod
+    def _content_unless_tool_calls(cls, value, info: ValidationInfo):
+        role = info.data.get("role")
+        if value is None and role is not None and not (role == "assistant" and info.data.get("tool_calls")):
+            raise PydanticCustomError("missing", "content is required (an assistant message may omit it only "
+                                      "when it has tool_calls)")  # fmt: skip
+        return value
 
     @property
     def reasoning_text(self) -> str:
@@ -81,10 +120,13 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-class ResponseFormat(_Lenient):
-    """`response_format`; only plain text is produced."""
+def _sampling_bounds(name: str) -> dict[str, float]:
+    """The bounds models.yaml validates the default of `name` with: one definition for both."""
+    return {k: getattr(m, k) for m in SamplingDefaults.model_fields[name].metadata for k in ("gt", "ge", "lt", "le")
+            if hasattr(m, k)}  # fmt: skip
 
-    type: str
+
+TokenId = Annotated[int, Field(ge=0, lt=INT32)]
 
 
 class ChatCompletionRequest(_Lenient):
@@ -96,28 +138,99 @@ class ChatCompletionRequest(_Lenient):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0)
-    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
+    temperature: float | None = Field(None, **_sampling_bounds("temperature"))
+    top_p: float | None = Field(None, **_sampling_bounds("top_p"))
+    top_k: int | None = Field(None, **_sampling_bounds("top_k"), description="vLLM extra: 0 disables it.")
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="Choice i of n samples with seed + i.")
     stop: str | list[str] | None = None
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    n: int | None = Field(None, ge=1)
+    presence_penalty: float | None = Field(None, **_sampling_bounds("presence_penalty"))
+    frequency_penalty: float | None = Field(None, **_sampling_bounds("frequency_penalty"))
+    repetition_penalty: float | None = Field(None, **_sampling_bounds("repetition_penalty"),
+                                             description="vLLM extra: multiplicative penalty on tokens seen so far; 1 disables it.")  # fmt: skip
+    min_p: float | None = Field(None, **_sampling_bounds("min_p"), description="vLLM extra: 0 disables it.")
+    min_tokens: int | None = Field(None, ge=0, description="vLLM extra: no end of sequence before this many tokens "
+                                   "(at most max_tokens).")  # fmt: skip
+    stop_token_ids: list[TokenId] | None = Field(None, description="vLLM extra: token ids that end the answer.")
+    ignore_eos: bool | None = Field(None, description="vLLM extra: generate up to max_tokens past end of sequence.")
+    logit_bias: dict[str, float] | None = Field(None, description=f"Token id (as a string) -> bias in [-100, 100] "
+                                                f"added to its logit; at most {MAX_LOGIT_BIAS} entries.")  # fmt: skip
+    n: int | None = Field(None, ge=1, description="Choices to generate: at most `gateway.max_n` (default 8).")
     user: str | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token; needs logprobs true.")
     response_format: ResponseFormat | None = None
-    tools: list[dict] | None = None
-    tool_choice: str | dict | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = Field(None, description="A choice other than none/auto needs tools; a named "
+                                           "function must be one of them.")  # fmt: skip
+    parallel_tool_calls: bool | None = Field(None, description="Whether one answer may hold several calls (default true).")
     include_reasoning: bool = Field(True, description="False drops a reasoning model's reasoning from the answer "
                                     "(it is still generated and counted in usage).")
+    # Refused with a 400 rather than silently ignored: a client sending them expects what they do.
+    functions: list[Any] | None = Field(None, deprecated=True, description="Not supported: use tools.")
+    function_call: Any = Field(None, deprecated=True, description="Not supported: use tool_choice.")
+    audio: Any = Field(None, description="Not supported (text only).")
+    modalities: list[Literal["text"]] | None = Field(None, description="Only [\"text\"].")
 
     @field_validator("stop")
     @classmethod
     def _at_most_four_stops(cls, value):
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences are allowed")
+        return value
+
+    @field_validator("min_tokens")
+    @classmethod
+    def _min_tokens_within_max(cls, value, info: ValidationInfo):
+        limit = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
+        if value is not None and limit is not None and value > limit:
+            raise ValueError(f"min_tokens ({value}) must not exceed max_tokens ({limit})")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids_and_biases(cls, value):
+        if value is None:
+            return value
+        if len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {MAX_LOGIT_BIAS} entries are allowed")
+        for key, bias in value.items():
+            if not key.isdigit() or int(key) >= INT32:
+                raise ValueError(f"keys must be token ids (non-negative integers as strings), not {key!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"the bias of token {key} must be in [-100, 100], not {bias}")
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_need_logprobs(cls, value, info: ValidationInfo):
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs requires logprobs to be true")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice_within_tools(cls, value, info: ValidationInfo):
+        if value in (None, "none", "auto") or "tools" not in info.data:  # no tools field: it failed on its own
+            return value
+        names = [t.function.name for t in info.data["tools"] or ()]
+        if not names:
+            raise ValueError("tool_choice other than 'none' or 'auto' requires tools")
+        if isinstance(value, NamedToolChoice) and value.function.name not in names:
+            raise ValueError(f"function {value.function.name!r} is not one of the tools")
+        return value
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _no_legacy_functions(cls, value, info: ValidationInfo):
+        if value is not None:
+            raise ValueError(f"the legacy {info.field_name} parameter is not supported: use tools and tool_choice")
+        return value
+
+    @field_validator("audio")
+    @classmethod
+    def _no_audio(cls, value):
+        if value is not None:
+            raise ValueError("audio output is not supported")
         return value
 
     @property
@@ -137,18 +250,41 @@ class ChatCompletionMessage(BaseModel):
     """The assistant's message in a non-streamed answer."""
 
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="The answer; null when the answer is only tool calls.")
+    tool_calls: list[ToolCall] | None = Field(None, description="The calls the model made, with their full arguments.")
     reasoning_content: str | None = Field(None, description="A reasoning model's reasoning (the name is "
                                           "`gateway.reasoning_field`: reasoning_content, reasoning, or both).")
+    reasoning: str | None = Field(None, description="The same reasoning, under vLLM's newer name (see reasoning_content).")
+
+
+class TopLogprob(BaseModel):
+    """One alternative at a position."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    """One answer token: its log-probability and the most likely alternatives (`top_logprobs` of them)."""
+
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    """`choices[].logprobs` (with `logprobs: true`)."""
+
+    content: list[TokenLogprob] | None
+    refusal: None = None
 
 
 class Choice(BaseModel):
-    """One choice (always one: n=1)."""
+    """One of the `n` choices."""
 
     index: int = 0
     message: ChatCompletionMessage
-    finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    finish_reason: Literal["stop", "length", "tool_calls"]
+    logprobs: ChoiceLogprobs | None = None
 
 
 class CompletionTokensDetails(BaseModel):
@@ -158,7 +294,7 @@ class CompletionTokensDetails(BaseModel):
 
 
 class Usage(BaseModel):
-    """Token counts."""
+    """Token counts: the prompt once, the completion tokens of all choices summed."""
 
     prompt_tokens: int
     completion_tokens: int

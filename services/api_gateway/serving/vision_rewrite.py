@@ -4,7 +4,8 @@
 or decodes every image concurrently and refuses bad ones with a 400. `PendingImages.describe()` then
 asks the vision engine for captions (one Describe call per message, all messages concurrently) and
 turns each message with images into text: the user's text, a blank line, then `Image 1: <caption>`,
-`Image 2: <caption>`... numbered per message. Messages without images pass unchanged.
+`Image 2: <caption>`... numbered per message. Messages without images pass unchanged, and every message
+keeps its tool data (an assistant's tool calls, a tool message's call id and name).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..media.data_urls import decode_data_url
 from ..media.fetcher import NOT_ACCESSIBLE, ImageFetcher
 from ..metrics import GatewayMetrics
 from ..schemas.chat import ChatMessage, ImageURL
+from .turns import chat_turn
 from .vision_status import VisionBackend
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class PendingImages:
             if index in by_message:
                 lines = "\n".join(f"Image {n}: {caption}" for n, caption in enumerate(by_message[index], start=1))
                 text = f"{text}\n\n{lines}" if text else lines
-            turns.append(ChatTurn(message.role, text, message.reasoning_text))
+            turns.append(chat_turn(message, text))  # tool calls, call ids and names pass unchanged
         return turns
 
     async def _describe_message(self, index: int, request_id: str) -> list[str]:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.api_gateway.clients.base import EngineModelInfo
-from services.api_gateway.clients.text_engine import Accepted, ChatTurn, Finished, GenerationParams, ReasoningDelta, TextDelta
+from services.api_gateway.clients.text_engine import (Accepted, ChatTurn, Finished, GenerationParams, OutputOptions, ReasoningDelta,
+                                                     TextDelta)  # fmt: skip
 from services.api_gateway.serving.chat import ChatService
 from services.api_gateway.serving.registry import EngineRegistry
 from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
@@ -29,6 +30,7 @@ class Call:
     params: GenerationParams
     request_id: str
     timeout: float | None
+    options: OutputOptions = OutputOptions()
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -41,8 +43,8 @@ class FakeTextEngine:
         self.status = health
         self.calls: list[Call] = []
 
-    async def generate(self, messages, params, *, request_id, timeout):
-        call = Call(list(messages), params, request_id, timeout)
+    async def generate(self, messages, params, *, request_id, timeout, options=OutputOptions()):
+        call = Call(list(messages), params, request_id, timeout, options)
         self.calls.append(call)
         try:
             for item in self.script:
