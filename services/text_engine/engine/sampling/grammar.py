@@ -136,7 +136,12 @@ class GrammarCompiler:
         grammar syntax error) with `param=spec.param`.
         """
         start = time.perf_counter()
-        key = _cache_key(spec)
+        try:
+            key = _cache_key(spec)
+        except InvalidRequestError:
+            with self._lock:
+                self._stats.failed += 1
+            raise
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
