@@ -35,19 +35,27 @@ class Call:
 
 
 class FakeTextEngine:
-    """Replays `script` (events, or an exception to raise at that point) for every call."""
+    """Replays `script` (events, or an exception to raise at that point) for every call; with `scripts`, the
+    i-th call replays scripts[i] (n > 1: each choice its own answer)."""
 
-    def __init__(self, model: str, script: Sequence = (), *, health: str = "SERVING") -> None:
+    def __init__(self, model: str, script: Sequence = (), *, health: str = "SERVING",
+                 scripts: Sequence[Sequence] = ()) -> None:  # fmt: skip
         self.model = model
         self.script = list(script)
+        self.scripts = [list(s) for s in scripts]
         self.status = health
         self.calls: list[Call] = []
 
-    async def generate(self, messages, params, *, request_id, timeout, options=OutputOptions()):
+    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions()):
         call = Call(list(messages), params, request_id, timeout, options)
+        script = self.scripts[len(self.calls)] if self.scripts else self.script
         self.calls.append(call)
+        return self._replay(call, script)
+
+    @staticmethod
+    async def _replay(call: Call, script: list):
         try:
-            for item in self.script:
+            for item in script:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, asyncio.Event):  # a gate: the request waits (queued) until it opens
