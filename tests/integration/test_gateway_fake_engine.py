@@ -1,6 +1,7 @@
 """The real gateway (uvicorn on a free port) over a real grpc.aio fake text engine, driven by the
 official `openai` SDK: completions, streams, every error class, request ids, disconnect -> cancel,
-models, health and readiness.
+models, health and readiness; tool calls (streamed ones assembled by the SDK's stream helper), the
+tool history sent back, logprobs and n choices.
 
 Engine, gateway and async clients share the test's event loop; the synchronous SDK runs in a thread.
 """
@@ -19,7 +20,8 @@ from grpc_health.v1 import health_pb2
 
 from services.api_gateway.app import build_app
 from services.common.config import parse_models_config
-from tests.support.fake_text_engine import STAND_IN, TEXT, start_fake_text_engine
+from tests.support.fake_text_engine import STAND_IN, TEXT, TOOL_CALL, call_id, start_fake_text_engine
+from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
 
 GHOST = "ghost-model"  # configured, but nothing listens at its endpoint
 
@@ -128,7 +130,7 @@ async def test_bad_requests_are_bad_request_errors(gateway):
         await client.chat.completions.create(model=TEXT, messages=user("hi"), temperature=3)
     assert info.value.status_code == 400 and info.value.body["param"] == "temperature"
     with pytest.raises(openai.BadRequestError) as info:
-        await client.chat.completions.create(model=TEXT, messages=user("hi"), n=2)
+        await client.chat.completions.create(model=TEXT, messages=user("hi"), n=9)  # gateway.max_n is 8
     assert info.value.body["param"] == "n"
     async with httpx.AsyncClient() as raw:
         response = await raw.post(f"{gateway}/v1/chat/completions", content=b'{"model": ',
@@ -228,3 +230,69 @@ async def test_health_and_readiness(gateway, engine):
             await engine.health.set("", health_pb2.HealthCheckResponse.SERVING)
         assert not_ready.status_code == 503 and not_ready.json()["engines"] == {TEXT: "NOT_SERVING"}
         assert (await raw.get("/ready")).status_code == 200
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
+TWO_CALLS = f'{TOOL_CALL}get_weather {{"city": "Paris"}} ;; get_weather {{"city": "Rome"}}'
+
+
+async def test_streamed_tool_calls_are_assembled_by_the_sdk(gateway, engine):
+    client = async_client(gateway)
+    async with client.chat.completions.stream(model=TEXT, messages=user(TWO_CALLS), tools=[WEATHER_TOOL],
+                                              tool_choice="required", parallel_tool_calls=True) as stream:  # fmt: skip
+        pieces = [event.arguments_delta async for event in stream if event.type == "tool_calls.function.arguments.delta"]
+        final = await stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls" and len(pieces) > 2  # the arguments really came in fragments
+    assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls] == [
+        (call_id(0), "get_weather", '{"city": "Paris"}'), (call_id(1), "get_weather", '{"city": "Rome"}')]
+    request = engine.calls[-1][0]
+    assert [(t.name, t.description) for t in request.tools] == [("get_weather", "Weather in a city")]
+    assert request.tool_choice.mode == pb.ToolChoice.TOOL_CHOICE_REQUIRED and request.parallel_tool_calls
+
+
+async def test_non_streamed_tool_calls_and_the_tool_history_round_trip(gateway, engine):
+    client = async_client(gateway)
+    reply = await client.chat.completions.create(model=TEXT, messages=user(TWO_CALLS), tools=[WEATHER_TOOL])
+    message = reply.choices[0].message
+    assert reply.choices[0].finish_reason == "tool_calls" and message.content is None and len(message.tool_calls) == 2
+    history = [*user(TWO_CALLS), message.model_dump(exclude_none=True),
+               *({"role": "tool", "tool_call_id": c.id, "content": f"sunny in call {c.id}"} for c in message.tool_calls),
+               *user("thanks")]  # fmt: skip
+    again = await client.chat.completions.create(model=TEXT, messages=history, tools=[WEATHER_TOOL])
+    assert again.choices[0].message.content == "thanks"
+    sent = engine.calls[-1][0].messages
+    assert [(c.id, c.name, c.arguments) for c in sent[1].tool_calls] == [(c.id, c.function.name, c.function.arguments)
+                                                                        for c in message.tool_calls]  # fmt: skip
+    assert [(m.role, m.tool_call_id, m.content) for m in sent[2:4]] == [("tool", call_id(i), f"sunny in call {call_id(i)}")
+                                                                        for i in range(2)]  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_logprobs(gateway, engine, stream):
+    client = async_client(gateway)
+    asked = dict(model=TEXT, messages=user("one two three"), logprobs=True, top_logprobs=2)
+    if stream:
+        chunks = [c async for c in await client.chat.completions.create(**asked, stream=True)]
+        entries = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    else:
+        entries = (await client.chat.completions.create(**asked)).choices[0].logprobs.content
+    assert [e.token for e in entries] == ["one", " two", " three"] and {e.logprob for e in entries} == {-0.5}
+    assert entries[1].bytes == list(b" two") and [t.token for t in entries[1].top_logprobs] == [" two", "alt1"]
+    assert engine.calls[-1][0].sampling.top_logprobs == 2
+
+
+async def test_n_choices(gateway, engine):
+    client = async_client(gateway)
+    reply = await client.chat.completions.create(model=TEXT, messages=user("a b c"), n=3, seed=10)
+    assert [(c.index, c.message.content, c.finish_reason) for c in reply.choices] == [(i, "a b c", "stop") for i in range(3)]
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (3, 9)
+    assert sorted(call[0].sampling.seed for call in engine.calls[-3:]) == [10, 11, 12]
+    stream = await client.chat.completions.create(model=TEXT, messages=user("x y"), n=3, stream=True,
+                                                  stream_options={"include_usage": True})  # fmt: skip
+    chunks = [c async for c in stream]
+    texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i) for i in range(3)}
+    assert texts == {0: "x y", 1: "x y", 2: "x y"}
+    assert sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason == "stop") == [0, 1, 2]
+    assert chunks[-1].usage.completion_tokens == 6 and chunks[-1].usage.prompt_tokens == 2

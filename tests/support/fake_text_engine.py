@@ -2,7 +2,8 @@
 
 It speaks the engine's stream protocol: `accepted` (with the prompt's token count) first, then `reasoning`
 and `delta` pieces, then `finished`. It echoes the last message word by word; a few magic prompts script
-failures, long streams and reasoning. It runs in the test's event loop (`start_fake_text_engine`) or as a
+failures, long streams, reasoning and tool calls; a request with `top_logprobs` set gets logprobs on every
+delta (one made-up token per delta). It runs in the test's event loop (`start_fake_text_engine`) or as a
 process of its own (`python -m tests.support.fake_text_engine --port N`), for tests whose gateway and
 browser are subprocesses while the test itself is synchronous.
 """
@@ -31,6 +32,11 @@ REASON_SPLIT = "||"
 # Pause before each reasoning piece, so a reasoning of N pieces streams for about N * REASON_PAUSE s: long
 # enough for a browser to show its "thinking" state, which a test can then wait for.
 REASON_PAUSE = 0.05
+# Prompt prefix: "TOOL_CALL <name> <json arguments>[ ;; <name> <json arguments>...]" streams each call as the
+# real engine does (an opening delta with index, id and name, then the arguments in VERBATIM_PIECE pieces)
+# and finishes with FINISH_REASON_TOOL_CALLS. Ids are "call_" + the call's index, zero-padded to 24 digits.
+TOOL_CALL = "TOOL_CALL "
+TOOL_CALL_SPLIT = " ;; "
 
 
 def pieces(text: str) -> list[str]:
@@ -65,6 +71,16 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
                 for i in range(500):  # bounded: a broken cancel fails the test instead of hanging it
                     yield pb.GenerateResponse(delta=pb.TextDelta(text=f"tick{i} "))
                     await asyncio.sleep(0.02)
+            if prompt.startswith(TOOL_CALL):
+                calls = [part.partition(" ") for part in prompt[len(TOOL_CALL):].split(TOOL_CALL_SPLIT)]
+                count = 0
+                for index, (name, _, arguments) in enumerate(calls):
+                    yield pb.GenerateResponse(tool_call=pb.ToolCallDelta(index=index, id=call_id(index), name=name))
+                    for piece in pieces(arguments):
+                        yield pb.GenerateResponse(tool_call=pb.ToolCallDelta(index=index, arguments=piece))
+                    count += 1 + len(pieces(arguments))
+                yield finished(pb.FINISH_REASON_TOOL_CALLS, prompt_tokens, count)
+                return
             if prompt.startswith(REASON):
                 reasoning, _, answer = prompt[len(REASON):].partition(REASON_SPLIT)
                 thought, said = pieces(reasoning), pieces(answer)
@@ -72,20 +88,20 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
                     await asyncio.sleep(REASON_PAUSE)
                     yield pb.GenerateResponse(reasoning=pb.ReasoningDelta(text=piece))
                 for piece in said:
-                    yield pb.GenerateResponse(delta=pb.TextDelta(text=piece))
+                    yield delta(piece, request)
                 thinking = len(thought) + 2  # the real engine counts the two think markers as reasoning tokens
                 yield finished(pb.FINISH_REASON_STOP, prompt_tokens, thinking + len(said), reasoning_tokens=thinking)
                 return
             if prompt.startswith(VERBATIM):
                 said = pieces(prompt[len(VERBATIM):])
                 for piece in said:
-                    yield pb.GenerateResponse(delta=pb.TextDelta(text=piece))
+                    yield delta(piece, request)
                 yield finished(pb.FINISH_REASON_STOP, prompt_tokens, len(said))
                 return
             words = prompt.split()
             limit = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else len(words)
             for i, word in enumerate(words[:limit]):
-                yield pb.GenerateResponse(delta=pb.TextDelta(text=word if i == 0 else " " + word))
+                yield delta(word if i == 0 else " " + word, request)
             reason = pb.FINISH_REASON_LENGTH if limit < len(words) else pb.FINISH_REASON_STOP
             yield finished(reason, prompt_tokens, min(limit, len(words)))
         except (asyncio.CancelledError, GeneratorExit):
@@ -95,6 +111,22 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
     async def GetModelInfo(self, request, context):
         return common_pb2.ModelInfo(name=TEXT, hf_id="tiny/ministral", max_context=2048,
                                     state=common_pb2.MODEL_STATE_READY, stand_in_for=STAND_IN)  # fmt: skip
+
+
+def call_id(index: int) -> str:
+    """The id the fake gives tool call `index` ("call_" + 24 characters, as the real engine's)."""
+    return f"call_{index:024d}"
+
+
+def delta(text: str, request: pb.GenerateRequest) -> pb.GenerateResponse:
+    """A text delta; with `top_logprobs` set, it carries one token for the whole text: logprob -0.5 - 0.5 * k
+    for the k-th alternative, the text itself first (so `logprob` of the token is -0.5), then "alt1", "alt2"..."""
+    if not request.sampling.HasField("top_logprobs"):
+        return pb.GenerateResponse(delta=pb.TextDelta(text=text))
+    top = [pb.TopLogprob(token=t, logprob=-0.5 - 0.5 * k, bytes=t.encode())
+           for k, t in enumerate([text, *(f"alt{k}" for k in range(1, request.sampling.top_logprobs))])]
+    token = pb.TokenLogprob(token=text, logprob=-0.5, bytes=text.encode(), top_logprobs=top[:request.sampling.top_logprobs])
+    return pb.GenerateResponse(delta=pb.TextDelta(text=text, logprobs=[token]))
 
 
 def accepted(prompt_tokens: int) -> pb.GenerateResponse:
