@@ -132,12 +132,14 @@ class ParserSpec:
         content chunks; `<think>` templates (Qwen3, DeepSeek-R1) read a `reasoning_content` key."""
         return self.reasoning == "mistral"
 
-    def new(self) -> OutputParser:
-        """Fresh per-request parser state."""
+    def new(self, constrained: bool = False) -> OutputParser:
+        """Fresh per-request parser state. `constrained`: a grammar shapes the output from its first token
+        (a forced tool call, a response_format), so the output does not start inside a reasoning even
+        where the format says it would (the grammar leaves no room for one)."""
         if self.reasoning == "none":
             return PlainParser()
         start, end = self.markers
-        return ThinkingParser(start.token_id, end.token_id, _THINKING_FORMATS[self.reasoning][2])
+        return ThinkingParser(start.token_id, end.token_id, _THINKING_FORMATS[self.reasoning][2] and not constrained)
 
     def new_tool_parser(self) -> ToolCallParserState | None:
         """Fresh per-request tool-call parser state; None for a model without a tool format."""

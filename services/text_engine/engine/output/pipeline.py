@@ -32,12 +32,13 @@ class OutputPipeline:
 
     @classmethod
     def for_request(cls, spec: ParserSpec, tokenizer, prompt_ids: Sequence[int], stop: tuple[str, ...],
-                    parse_tools: bool = False) -> OutputPipeline:  # fmt: skip
+                    parse_tools: bool = False, constrained: bool = False) -> OutputPipeline:  # fmt: skip
         """The pipeline of one request of a model whose parsing is `spec`; `parse_tools` when the request
-        offers tools and lets the model call them (tool_choice is not `none`)."""
+        offers tools and lets the model call them (tool_choice is not `none`); `constrained` when a grammar
+        shapes the output from its first token (see `ParserSpec.new`)."""
         tools = spec.new_tool_parser() if parse_tools else None
         detokenizer = MarkerDetokenizer(tokenizer, prompt_ids, spec.keep_for(tools is not None))
-        return cls(detokenizer, spec.new(), StopStringMatcher(stop), tools)
+        return cls(detokenizer, spec.new(constrained), StopStringMatcher(stop), tools)
 
     @property
     def made_tool_calls(self) -> bool:
