@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2
 
 from services.api_gateway.app import build_app
 from services.common.config import parse_models_config
-from tests.support.fake_text_engine import STAND_IN, TEXT, TOOL_CALL, call_id, start_fake_text_engine
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
+from tests.support.fake_text_engine import STAND_IN, TEXT, TOOL_CALL, call_id, start_fake_text_engine
 
 GHOST = "ghost-model"  # configured, but nothing listens at its endpoint
 

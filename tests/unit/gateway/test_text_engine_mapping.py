@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from services.api_gateway.clients.text_engine import (Finished, GenerationParams, OutputOptions, TextDelta, ChatTurn,
+from services.api_gateway.clients.text_engine import (ChatTurn, Finished, GenerationParams, OutputOptions, TextDelta,
                                                       TokenLogprob, ToolCall, ToolCallDelta, ToolSpec, TopLogprob,
                                                       to_event, to_request)  # fmt: skip
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
