@@ -17,8 +17,12 @@ from .kv_budget import KvBudget
 from .loader import LoadedModel
 from .output import ParserSpec
 from .prompt import render_prompt
+from .sampling.constraint import Constraint
+from .sampling.grammar import GrammarCompiler, GrammarSpec
 from .sampling.spec import SamplingSpec
-from .types import GenerationRequest, SamplingRequest
+from .tools.constraints import tool_call_grammar
+from .tools.validation import calls_tools, validate_tools
+from .types import GenerationRequest, ResponseFormatType, SamplingRequest
 
 @dataclass(frozen=True)
 class PreparedRequest:
@@ -28,11 +32,18 @@ class PreparedRequest:
     max_new_tokens: int
     spec: SamplingSpec
     stop: tuple[str, ...]
+    stop_token_ids: tuple[int, ...] = ()
+    parse_tools: bool = False  # the request offers tools and lets the model call them: read calls from the answer
+    # A grammar shapes the answer from the first token (no reasoning opened by the prompt): the output parser
+    # must not start inside a reasoning even where the model's format would.
+    constrained: bool = False
 
 
 def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry, budget: KvBudget,
-                    parser: ParserSpec = ParserSpec("none")) -> PreparedRequest:  # fmt: skip
-    """Template, count and validate one request (runs in a worker thread: tokenizing is CPU work)."""
+                    parser: ParserSpec = ParserSpec("none"), grammars: GrammarCompiler | None = None) -> PreparedRequest:  # fmt: skip
+    """Template, count and validate one request, and compile its grammar (runs in a worker thread: tokenizing
+    and compiling are CPU work)."""
+    validate_tools(request, parser.tools)
     prompt_ids = render_prompt(loaded.tokenizer, request, parser)
     sampling, defaults = request.sampling, loaded.sampling.values  # resolved once at load (loader.py)
     limit = min(loaded.max_context, budget.capacity_tokens)
@@ -59,8 +70,16 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
             "Please reduce the length of the messages or completion.",
             param="messages",
         )
-    return PreparedRequest(prompt_ids=prompt_ids, max_new_tokens=max_new, spec=sampling_spec(sampling, defaults),
-                           stop=sampling.stop)  # fmt: skip
+    spec = sampling_spec(sampling, defaults)
+    _token_parameters(spec, sampling, loaded, max_new)
+    spec.constraint = _constraint(request, parser, grammars, prompt_ids)
+    if spec.constraint is not None and (spec.banned_ids or spec.min_tokens):
+        raise InvalidRequestError("ignore_eos and min_tokens cannot be combined with a response_format or tool_choice "
+                                  "that constrains the output: the grammar decides where it ends",
+                                  param="ignore_eos" if spec.banned_ids else "min_tokens")  # fmt: skip
+    return PreparedRequest(prompt_ids=prompt_ids, max_new_tokens=max_new, spec=spec, stop=sampling.stop,
+                           stop_token_ids=sampling.stop_token_ids, parse_tools=calls_tools(request),
+                           constrained=spec.constraint is not None and spec.constraint.masks)  # fmt: skip
 
 
 # Every parameter that has a model default, except max_tokens (the completion budget, decided above).
@@ -80,3 +99,73 @@ def sampling_spec(sampling: SamplingRequest, defaults: SamplingDefaults) -> Samp
         name = str(error["loc"][0])
         raise InvalidRequestError(f"{name}: {error['msg']}", param=name) from None
     return SamplingSpec(**values, seed=sampling.seed)
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound
+
+
+def _token_parameters(spec: SamplingSpec, sampling: SamplingRequest, loaded: LoadedModel, max_new: int) -> None:
+    """The parameters that name token ids or counts: checked against this model's vocabulary and the completion
+    budget, then set on the spec (the ends min_tokens protects, the ids ignore_eos bans)."""
+    vocab = loaded.text_config.vocab_size
+    for name, ids in (("logit_bias", list(sampling.logit_bias)), ("stop_token_ids", list(sampling.stop_token_ids))):
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise InvalidRequestError(f"{name}: token id {bad[0]} is not in this model's vocabulary (0..{vocab - 1})",
+                                      param=name)  # fmt: skip
+    bias = [v for v in sampling.logit_bias.values() if not -100.0 <= v <= 100.0]
+    if bias:
+        raise InvalidRequestError(f"logit_bias: {bias[0]} is outside [-100, 100]", param="logit_bias")
+    if sampling.top_logprobs is not None and not 0 <= sampling.top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidRequestError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    min_tokens = sampling.min_tokens or 0
+    if min_tokens > max_new:
+        raise InvalidRequestError(f"min_tokens ({min_tokens}) exceeds the completion budget ({max_new} tokens)",
+                                  param="min_tokens")  # fmt: skip
+    spec.logit_bias = dict(sampling.logit_bias)
+    spec.min_tokens = min_tokens
+    spec.end_ids = tuple(dict.fromkeys([*loaded.eos_token_ids, *sampling.stop_token_ids]))
+    spec.banned_ids = tuple(loaded.eos_token_ids) if sampling.ignore_eos else ()
+    spec.top_logprobs = sampling.top_logprobs
+
+
+def grammar_spec(request: GenerationRequest, parser: ParserSpec) -> GrammarSpec | None:
+    """The grammar a request's output must match, if any: its response_format, or its tool_choice when that
+    is `required` or a named function (a call in the model's own format, arguments by the function's schema)."""
+    fmt = request.response_format
+    tools = tool_call_grammar(parser, request.tools, request.tool_choice, request.parallel_tool_calls)
+    if tools is not None and fmt.type is not ResponseFormatType.TEXT:
+        raise InvalidRequestError("response_format cannot be combined with a tool_choice that forces a tool call",
+                                  param="response_format")  # fmt: skip
+    if fmt.type is ResponseFormatType.JSON_OBJECT:
+        return GrammarSpec("json_object")
+    if fmt.type is ResponseFormatType.JSON_SCHEMA:
+        if not fmt.schema.strip():
+            raise InvalidRequestError("response_format json_schema needs a schema", param="response_format")
+        return GrammarSpec("json_schema", fmt.schema)
+    return tools
+
+
+def _constraint(request: GenerationRequest, parser: ParserSpec, grammars: GrammarCompiler | None,
+                prompt_ids: list[int]) -> Constraint | None:  # fmt: skip
+    """The request's compiled grammar, gated so that a reasoning model's reasoning stays free: the grammar
+    starts after the reasoning's end marker when the prompt opened a reasoning (DeepSeek-R1 templates) or the
+    model opens one with its first token (Ministral-3, Qwen3); otherwise it shapes the answer from the start."""
+    spec = grammar_spec(request, parser)
+    if spec is None:
+        return None
+    if grammars is None:
+        raise InvalidRequestError("this engine cannot constrain output", param=spec.param)
+    matcher = grammars.compile(spec).matcher()
+    if parser.reasoning == "none":
+        return Constraint.for_model(matcher, None, None, False)
+    start, end = (m.token_id for m in parser.markers)
+    opened = _last_index(prompt_ids, start) > _last_index(prompt_ids, end)
+    return Constraint.for_model(matcher, start, end, starts_in_reasoning=opened)
+
+
+def _last_index(ids: list[int], token: int) -> int:
+    for i in range(len(ids) - 1, -1, -1):
+        if ids[i] == token:
+            return i
+    return -1

@@ -8,6 +8,7 @@ goes away; a watchdog restarts a batching loop that died, failing only the reque
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -24,20 +25,26 @@ from services.common.metrics import EngineMetrics, ModelSnapshot
 from .admission import prepare_request
 from .batcher import ContinuousBatcher
 from .loader import LoadedModel, load_text_model
+from .logprobs import LogprobFormatter
 from .output import ParserSpec, parser_for
+from .sampling.grammar import GrammarCompiler
 from .stream import RequestStream
-from .types import Accepted, Finished, FinishReason, GenerationEvent, GenerationRequest, ReasoningDelta, TextDelta
+from .types import (Accepted, Finished, FinishReason, GenerationEvent, GenerationRequest, ReasoningDelta, TextDelta,
+                    ToolCallDelta)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TextRuntime:
-    """What a load produces: the model, the loop that batches it, and how its output is parsed."""
+    """What a load produces: the model, the loop that batches it, how its output is parsed, its grammar compiler
+    (with its cache of compiled grammars) and its logprob formatter."""
 
     loaded: LoadedModel
     batcher: ContinuousBatcher
     parser: ParserSpec
+    grammars: GrammarCompiler
+    logprobs: LogprobFormatter
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ class InferenceEngine:
             trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len, sampling=entry.sampling,
             gguf_file=entry.gguf_file,
         )  # fmt: skip
-        parser = parser_for(entry.reasoning_parser, loaded.tokenizer)
+        parser = parser_for(entry.reasoning_parser, loaded.tokenizer, entry.tool_call_parser)
         self._last_sampling = loaded.sampling
         self.lifecycle.report("building KV cache")
         batcher = ContinuousBatcher(loaded, params, self._count_preemptions)
@@ -142,10 +149,11 @@ class InferenceEngine:
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         log.info(
             "Model %s ready%s in %.1fs: max_context=%d, KV cache: %d blocks × %d tokens = %d tokens (mem=%d MiB, "
-            "%d bytes/token); reasoning parser: %s", entry.name, note, time.monotonic() - started, loaded.max_context,
-            budget.num_blocks, budget.page_size, budget.capacity_tokens, params.mem, budget.bytes_per_token, parser.reasoning,
+            "%d bytes/token); reasoning parser: %s, tool-call parser: %s", entry.name, note, time.monotonic() - started, loaded.max_context,
+            budget.num_blocks, budget.page_size, budget.capacity_tokens, params.mem, budget.bytes_per_token, parser.reasoning, parser.tools,
         )  # fmt: skip
-        return TextRuntime(loaded, batcher, parser)
+        grammars = GrammarCompiler(loaded.tokenizer, loaded.text_config.vocab_size, loaded.eos_token_ids)
+        return TextRuntime(loaded, batcher, parser, grammars, LogprobFormatter(loaded.tokenizer))
 
     def _count_preemptions(self, count: int) -> None:
         self.metrics.kv_preemptions.labels(self.entry.name).inc(count)  # prometheus counters are thread-safe
@@ -155,8 +163,8 @@ class InferenceEngine:
         runtime.batcher.stop()
 
     def _restart_batcher(self, runtime: TextRuntime) -> TextRuntime:
-        return TextRuntime(runtime.loaded, ContinuousBatcher(runtime.loaded, self.entry.params, self._count_preemptions),
-                           runtime.parser)  # fmt: skip
+        batcher = ContinuousBatcher(runtime.loaded, self.entry.params, self._count_preemptions)
+        return dataclasses.replace(runtime, batcher=batcher)
 
     async def _watchdog(self) -> None:
         """Restart a batching loop that died, so one bad step never leaves the engine hanging."""
@@ -182,7 +190,7 @@ class InferenceEngine:
     # Requests -------------------------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream the completion of one request. Raises our errors before the first event."""
-        return self.metrics.observe(self._generate(request), is_output=lambda e: isinstance(e, (TextDelta, ReasoningDelta)),
+        return self.metrics.observe(self._generate(request), is_output=lambda e: isinstance(e, (TextDelta, ReasoningDelta, ToolCallDelta)),
                                     outcome=self._finished)  # fmt: skip
 
     def _finished(self, event: GenerationEvent) -> str | None:
@@ -196,7 +204,7 @@ class InferenceEngine:
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         async with self.lifecycle.use() as runtime:
             prepared = await asyncio.to_thread(
-                prepare_request, request, runtime.loaded, self.entry, runtime.batcher.budget, runtime.parser
+                prepare_request, request, runtime.loaded, self.entry, runtime.batcher.budget, runtime.parser, runtime.grammars
             )
             limit = self.entry.params.queue_limit
             if self._slots.locked() and self._waiting >= limit:
@@ -215,7 +223,8 @@ class InferenceEngine:
                 key = f"{request.request_id}#{next(self._ids)}"
                 # The batcher may have been restarted while this request waited for a slot.
                 batcher = (self.lifecycle.resource or runtime).batcher
-                stream = RequestStream(key, prepared, runtime.loaded.tokenizer, runtime.loaded.eos_token_ids, runtime.parser)
+                stream = RequestStream(key, prepared, runtime.loaded.tokenizer, runtime.loaded.eos_token_ids, runtime.parser,
+                                       runtime.logprobs)  # fmt: skip
                 self._streams[key] = stream
                 try:
                     batcher.submit(key, prepared.prompt_ids, prepared.max_new_tokens, prepared.spec, stream.on_output)
