@@ -68,8 +68,8 @@ async def run_load(label: str, stream_fn: StreamFn, concurrency: int, max_tokens
     return LoadResult(label, concurrency, sum(r.tokens for r in results), wall, [r.ttft for r in results])
 
 
-def openai_stream_fn(base_url: str, model: str) -> StreamFn:
-    """A StreamFn that calls an OpenAI-compatible server with the official SDK."""
+def openai_stream_fn(base_url: str, model: str, **extra) -> StreamFn:
+    """A StreamFn that calls an OpenAI-compatible server with the official SDK (`extra`: more request fields)."""
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=600)
@@ -81,7 +81,7 @@ def openai_stream_fn(base_url: str, model: str) -> StreamFn:
         usage_tokens = None
         stream = await client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
-            temperature=0, stream=True, stream_options={"include_usage": True},
+            temperature=0, stream=True, stream_options={"include_usage": True}, **extra,
         )  # fmt: skip
         async for chunk in stream:
             if chunk.usage is not None:

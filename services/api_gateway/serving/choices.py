@@ -11,10 +11,10 @@ import asyncio
 from collections import deque
 
 from ..clients.text_engine import EngineEvent, Finished
-from .engine_call import EngineCall
+from .engine_call import BackgroundRead, EngineCall
 
 
-class ChoiceCalls:
+class ChoiceCalls(BackgroundRead):
     """Engine calls for choices 0..n-1, read by one coroutine; `next()` says which choice an event is for."""
 
     def __init__(self, calls: list[EngineCall]) -> None:
@@ -22,7 +22,6 @@ class ChoiceCalls:
         self._open = set(range(len(calls)))  # choices whose Finished has not been read yet
         self._reads: dict[asyncio.Future, int] = {}  # reads in flight -> their choice (n > 1)
         self._ready: deque[tuple[int, EngineEvent]] = deque()  # events read together, not yet returned
-        self._pending: asyncio.Future | None = None
 
     async def accept(self) -> None:
         """Wait until the engine admitted every call; the first refusal is raised (the others are then
@@ -61,15 +60,8 @@ class ChoiceCalls:
             index = self._reads.pop(read)
             self._ready.append((index, read.result()))
 
-    def next_soon(self) -> asyncio.Future:
-        """`next()` in a task, so the caller can send keep-alives until it is done."""
-        self._pending = asyncio.ensure_future(self.next())
-        return self._pending
-
     async def aclose(self) -> None:
         """Cancel every call (no-ops for those that finished)."""
-        if self._pending is not None and not self._pending.done():
-            self._pending.cancel()
-            await asyncio.gather(self._pending, return_exceptions=True)
+        await self._cancel_read()
         for call in self.calls:
             await call.aclose()

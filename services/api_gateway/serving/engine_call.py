@@ -17,13 +17,32 @@ from services.common.errors import InternalError
 from ..clients.text_engine import Accepted, EngineEvent
 
 
-class EngineCall:
+class BackgroundRead:
+    """`next_soon()`: the next event read in a task, so the caller can send keep-alives meanwhile; `aclose()`
+    of a subclass calls `_cancel_read()` first so no read outlives the call."""
+
+    _pending: asyncio.Future | None = None
+
+    async def next(self):
+        raise NotImplementedError
+
+    def next_soon(self) -> asyncio.Future:
+        """`next()` in a task, so the caller can do other work (keep-alives) until it is done."""
+        self._pending = asyncio.ensure_future(self.next())
+        return self._pending
+
+    async def _cancel_read(self) -> None:
+        if self._pending is not None and not self._pending.done():
+            self._pending.cancel()
+            await asyncio.gather(self._pending, return_exceptions=True)
+
+
+class EngineCall(BackgroundRead):
     """The events of one engine call, read in order by one coroutine."""
 
     def __init__(self, events: AsyncGenerator[EngineEvent, None]) -> None:
         self._events = events
         self._head: EngineEvent | None = None  # an event read while waiting for acceptance
-        self._pending: asyncio.Future | None = None
 
     async def accept(self) -> None:
         """Wait until the engine admitted the request; its refusal (a 4xx/503 error) is raised here."""
@@ -47,16 +66,9 @@ class EngineCall:
         except StopAsyncIteration:
             raise ended_without_finish() from None
 
-    def next_soon(self) -> asyncio.Future:
-        """`next()` in a task, so the caller can do other work (keep-alives) until it is done."""
-        self._pending = asyncio.ensure_future(self.next())
-        return self._pending
-
     async def aclose(self) -> None:
         """Cancel the call (a no-op once it finished)."""
-        if self._pending is not None and not self._pending.done():
-            self._pending.cancel()
-            await asyncio.gather(self._pending, return_exceptions=True)
+        await self._cancel_read()
         await self._events.aclose()
 
 
