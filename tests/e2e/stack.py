@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import yaml
 
 from tests.conftest import TEXT_MODEL, VISION_MODEL, write_models_yaml
 from tests.support.processes import ServiceProcess, free_port, start_service, wait_grpc_serving
@@ -23,6 +24,7 @@ class Stack:
     vision: ServiceProcess | None = None
     gateway: ServiceProcess | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    more_text: dict[str, ServiceProcess] = field(default_factory=dict)  # by model name, beside TEXT_MODEL's
 
     @property
     def base_url(self) -> str:
@@ -46,6 +48,13 @@ class Stack:
                                   self.ports["text"], self.tmp)  # fmt: skip
         return self.text
 
+    def start_more_text(self, name: str) -> ServiceProcess:
+        """The engine of `name`, one of make_stack's `more_text` models (own port, no metrics exporter)."""
+        port = self.ports[f"text:{name}"]
+        self.more_text[name] = start_service("services.text_engine", ["--models-config", str(self.config_path), "--model",
+                                             name, "--port", str(port), "--device", "cpu"], port, self.tmp)  # fmt: skip
+        return self.more_text[name]
+
     def start_vision(self) -> ServiceProcess:
         self.vision = start_service("services.vision_engine", ["--models-config", str(self.config_path), "--model",
                                     VISION_MODEL, "--port", str(self.ports["vision"]), "--device", "cpu",
@@ -60,25 +69,32 @@ class Stack:
         return self.gateway
 
     def stop(self) -> None:
-        for service in (self.gateway, self.text, self.vision):
+        for service in (self.gateway, self.text, self.vision, *self.more_text.values()):
             if service is not None:
                 service.stop()
 
 
 def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: bool = True, gateway_extra: dict | None = None,
-               text_params: dict | None = None) -> Stack:  # fmt: skip
-    """Write the config and start text engine, vision engine (optional) and gateway."""
+               text_params: dict | None = None, more_text: dict[str, Path] | None = None) -> Stack:  # fmt: skip
+    """Write the config and start text engine, vision engine (optional) and gateway. `more_text` (model name ->
+    checkpoint) adds text models beside TEXT_MODEL, with its params, each served by an engine of its own."""
     ports = {name: free_port() for name in ("text", "vision", "gateway", "text_metrics", "vision_metrics")}
+    ports.update({f"text:{name}": free_port() for name in more_text or {}})
     endpoints = {TEXT_MODEL: f"127.0.0.1:{ports['text']}", VISION_MODEL: f"127.0.0.1:{ports['vision']}"}
     extra = {"gateway": gateway_extra} if gateway_extra else None
     config = write_models_yaml(tmp / "models.yaml", tiny_models, endpoints=endpoints, vision=vision, extra=extra,
                                text_params=text_params)  # fmt: skip
+    if more_text:
+        add_text_models(config, {name: (path, f"127.0.0.1:{ports[f'text:{name}']}") for name, path in more_text.items()})
     stack = Stack(tmp, config, ports=ports)
     try:
         stack.start_text()
+        for name in more_text or {}:
+            stack.start_more_text(name)
         if vision and start_vision:
             stack.start_vision()
-        wait_grpc_serving(stack.text)
+        for engine in (stack.text, *stack.more_text.values()):
+            wait_grpc_serving(engine)
         if vision and start_vision:
             wait_grpc_serving(stack.vision)
         stack.start_gateway()
@@ -86,6 +102,16 @@ def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: boo
         stack.stop()
         raise
     return stack
+
+
+def add_text_models(config: Path, models: dict[str, tuple[Path, str]]) -> None:
+    """Append text models (name -> (checkpoint, endpoint)) to a written models.yaml, each a copy of
+    TEXT_MODEL's entry but for its name, checkpoint and endpoint."""
+    data = yaml.safe_load(config.read_text())
+    template = next(m for m in data["models"] if m["name"] == TEXT_MODEL)
+    for name, (path, endpoint) in models.items():
+        data["models"].append({**template, "name": name, "local_path": str(path), "endpoint": endpoint})
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def wait_http(url: str, service: ServiceProcess, timeout: float = 60.0, status: int = 200) -> None:
