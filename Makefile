@@ -63,6 +63,7 @@ test: models
 bench: install
 	$(PY) -m services.model_builder --out $(MODELS_DIR) --only bench
 	$(PY) -m benchmarks.run --model-dir $(MODELS_DIR)/bench-text
+	$(PY) -m benchmarks.structured --model-dir $(MODELS_DIR)/bench-text
 
 LLAMA_VENV := .bench/llama-venv
 # llama.cpp is compiled for AVX2 + AVX-512 (what docs/benchmarks.md measured) without AMX: some VMs (this

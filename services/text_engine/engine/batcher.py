@@ -73,10 +73,11 @@ class RequestSampler:
         """Pick one token per row; return one-hot scores (0 at the token, -inf elsewhere)."""
         # The manager passes one row per request in the batch; only the first len(self._states) (requests with a
         # new token, in order) matter. The rest belong to requests still prefilling and are discarded.
-        rows = [_row(state) for state in self._states[: scores.shape[0]]]
-        chosen = choose_tokens(scores, rows)
-        if chosen is None:
+        states = self._states[: scores.shape[0]]
+        if all(state.logit_processor_kwargs[SPEC_KEY].plain_greedy for state in states):
             return scores  # all plain greedy: the manager's own argmax over the raw scores is the same choice
+        rows = [_row(state) for state in states]
+        chosen = choose_tokens(scores, rows)
         # Rows past the requests with a new token get token 0: valid, and discarded by the manager.
         picks = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
         picks[: len(rows)] = chosen

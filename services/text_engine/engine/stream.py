@@ -115,6 +115,10 @@ class RequestStream:
                 deltas += self._output.finish()
             for delta in self._with_logprobs(merge_deltas(deltas)):
                 yield delta
+            if self._pending and (self.engine_finished or stop_token) and not self._output.stopped:
+                # The last tokens showed no text (a special token): their logprobs still go out, on an empty delta.
+                yield TextDelta("", tuple(self._pending))
+                self._pending = []
             if self._output.stopped or stop_token:
                 yield self._finished(FinishReason.STOP)
                 return

@@ -36,11 +36,12 @@ def choose_tokens(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor | N
     if all(row.spec.plain_greedy for row in rows):
         return None
     specs = [row.spec for row in rows]
-    processed = logits[: len(rows)].float()  # a copy for bf16/f16 models; f32 logits are processed in place
-    if processed.data_ptr() == logits.data_ptr():
-        processed = processed.clone()
-    for i, row in enumerate(rows):
-        spec = row.spec
+    processed = logits[: len(rows)].float()  # a copy for bf16/f16 models; the same tensor for f32 ones
+    touched = [i for i, spec in enumerate(specs) if spec.processed]
+    if touched and processed.data_ptr() == logits.data_ptr():
+        processed = processed.clone()  # never write into the model's own logits
+    for i in touched:
+        row, spec = rows[i], specs[i]
         if spec.penalized:
             apply_penalties(processed[i], spec, row.generated, row.context)
         apply_logit_bias(processed[i], spec)
