@@ -116,6 +116,9 @@ def test_mistral_call_cut_off_by_max_tokens_keeps_what_it_has():
     assert every_split(mistral, [TOOL_CALLS, "f", ARGS, '{"a": "x']) == ("", [call(0, "f", '{"a": "x')], True)
     # Cut before [ARGS]: no call was made; the name goes out as answer text.
     assert every_split(mistral, ["Hi ", TOOL_CALLS, "get_we"]) == ("Hi get_we", [], False)
+    # Cut before [ARGS] of a second call: the model was calling tools; the cut header is no answer text.
+    pieces = [TOOL_CALLS, "f", ARGS, '{"a": 1}', TOOL_CALLS, "get"]
+    assert every_split(mistral, pieces) == ("", [call(0, "f", '{"a": 1}')], True)
 
 
 def test_mistral_malformed_calls():
@@ -179,6 +182,9 @@ def test_hermes_call_cut_off_by_max_tokens():
         "", [call(0, "f", '{"a": "x')], True)
     # Before the arguments started: no call; the text goes out as answer, as vLLM returns unparsable output.
     assert every_split(hermes, ['Hi\n<tool_call>\n{"name": "f"']) == ('Hi\n<tool_call>\n{"name": "f"', [], False)
+    # ... unless calls came before it: then it is the cut-off start of one more call, and dropped.
+    second = ONE + '\n<tool_call>\n{"name": "get_weat'
+    assert every_split(hermes, [second]) == ("", [call(0, "get_weather", ONE_ARGS)], True)
 
 
 def test_hermes_blocks_of_another_shape_are_parsed_whole_or_returned_as_text():

@@ -96,7 +96,11 @@ class MistralToolParser:
         return [piece]
 
     def finish(self) -> list[Piece | ToolCallDelta]:
-        return self._abandon_name()
+        # A call header cut off after complete calls (max_tokens) is the start of one more call, not answer
+        # text: once the model is calling tools, the rest of its output is calls (vLLM keeps only the text
+        # before the first call as content).
+        held = self._abandon_name()
+        return [] if self._calls else held
 
     def _text(self, text: str) -> list[Piece | ToolCallDelta]:
         if self._state == "text":
@@ -133,8 +137,9 @@ class HermesToolParser:
       and parsed as JSON at `</tool_call>` (or at the end); a JSON object with a string `name` is a call
       (no `arguments`: `{}`), and anything else goes out as answer text, tags included (vLLM returns
       unparsable output as content);
-    - a block cut off before its arguments started (max_tokens) is answer text too, for the same reason;
-      one cut off inside its arguments stays a call whose arguments are incomplete;
+    - a block cut off before its arguments started (max_tokens) is answer text too, for the same reason,
+      unless calls came before it (then it is dropped: the model was calling tools); one cut off inside its
+      arguments stays a call whose arguments are incomplete;
     - whitespace between the answer text and a call, or between calls, is dropped: the template's own
       newlines around the tags are not part of the answer.
     """
@@ -171,8 +176,8 @@ class HermesToolParser:
         if self._state == "text":
             self._answer(self._buf, out)
             out.append(self._space)
-        elif self._state in ("head", "whole"):
-            self._whole_block(self._buf, out)
+        elif self._state in ("head", "whole") and not self._calls:
+            self._whole_block(self._buf, out)  # after complete calls, a cut-off block is no answer text (see Mistral's)
         self._buf = self._space = ""
         return [o for o in out if o != ""]
 
