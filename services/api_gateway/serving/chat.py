@@ -9,6 +9,12 @@ however long an idle model takes to reload: no timer decides. An accepted reques
 once, and keep-alive comments every `keepalive_secs` until its first token. Once the first byte is out,
 errors become an SSE error event followed by [DONE].
 
+A stream with images starts before the text engine is called (captions take seconds; the client gets its
+role chunk and keep-alives meanwhile). If the text engine's queue is then full, the request has produced
+nothing yet and the client can no longer be told to retry: the gateway waits for capacity itself
+(`admitted_calls`: the engine's RESOURCE_EXHAUSTED says "nothing was done, try again"), with backoff, until
+the request's deadline.
+
 `n` choices are `n` engine calls (`ChoiceCalls`), started together: a stream interleaves their chunks as
 they come (each chunk carries one choice), finishes each choice on its own, and counts usage once for
 the prompt; any choice failing after the first byte ends the stream with the error event.
@@ -23,7 +29,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.common.config import ModelEntry, ReasoningField
-from services.common.errors import InternalError, InvalidRequestError, ProxyVisionError
+from services.common.errors import (DeadlineExceededError, InternalError, InvalidRequestError, OverloadedError,
+                                    ProxyVisionError)  # fmt: skip
 
 from ..clients.text_engine import (ChatTurn, Finished, GenerationParams, OutputOptions, ReasoningDelta, TextDelta,
                                    TextEngine, ToolCallDelta)  # fmt: skip
@@ -65,6 +72,9 @@ class ChatService:
 
     KEEPALIVE_SECS = 10.0
     MAX_N = 8
+    # A started stream whose engine is at capacity asks again after this, doubling up to the cap.
+    ADMISSION_RETRY_SECS = 0.1
+    ADMISSION_RETRY_MAX_SECS = 2.0
 
     def __init__(self, registry: EngineRegistry, rewriter: ProxyVisionRewriter, timeout: float,
                  keepalive_secs: float = KEEPALIVE_SECS, metrics: GatewayMetrics | None = None,
@@ -94,11 +104,43 @@ class ChatService:
             return [chat_turn(m) for m in plan.request.messages]
         return await plan.images.describe(request_id)
 
-    def _calls(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str) -> ChoiceCalls:
+    def _calls(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str, timeout: float | None = None) -> ChoiceCalls:
         """One engine call per choice, all started now (choice i samples with seed + i)."""
+        timeout = plan.timeout if timeout is None else timeout
         return ChoiceCalls([EngineCall(plan.client.generate(turns, choice_params(plan.params, i), options=plan.options,
-                                                            request_id=request_id, timeout=plan.timeout))
+                                                            request_id=request_id, timeout=timeout))
                             for i in range(plan.n)])  # fmt: skip
+
+    async def admitted_calls(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str) -> ChoiceCalls:
+        """The engine calls of a stream that has already started, once the engine admitted them all.
+
+        A full queue (OverloadedError: refused at admission, nothing generated) is waited out with backoff
+        until the request's deadline, which then ends it with a 504-type error; any other refusal is raised
+        at once. Each attempt's calls get the time left, so waiting never stretches the deadline."""
+        deadline = plan.started + plan.timeout
+        delay, attempts = self.ADMISSION_RETRY_SECS, 0
+        while True:
+            calls = self._calls(plan, turns, request_id, timeout=max(0.001, deadline - time.monotonic()))
+            try:
+                await calls.accept()
+                if attempts:
+                    log.info("Text engine of %s admitted the request after %d refusal(s) at capacity",
+                             plan.entry.name, attempts)  # fmt: skip
+                return calls
+            except OverloadedError as error:
+                await calls.aclose()
+                attempts += 1
+                if time.monotonic() + delay >= deadline:
+                    raise DeadlineExceededError(f"The text engine stayed at capacity for the request's whole deadline "
+                                                f"({plan.timeout:.0f}s): {error.message}") from None  # fmt: skip
+                if attempts == 1:
+                    log.info("Text engine of %s at capacity after the stream started; waiting for a slot",
+                             plan.entry.name)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.ADMISSION_RETRY_MAX_SECS)
+            except BaseException:
+                await calls.aclose()
+                raise
 
     async def complete(self, plan: ChatPlan, request_id: str) -> dict:
         """A non-streamed `chat.completion`."""
@@ -153,7 +195,17 @@ class ChatService:
                     if not describing.done():  # the client left while images were being described
                         describing.cancel()
                 generation_started = time.monotonic()
-                calls = self._calls(plan, describing.result(), request_id)
+                admitting = asyncio.ensure_future(self.admitted_calls(plan, describing.result(), request_id))
+                try:
+                    async for comment in sse.keepalive_until_done(admitting, self._keepalive_secs):
+                        yield comment  # the engine at capacity: we wait for it, the client waits with us
+                    calls = admitting.result()
+                finally:
+                    if not admitting.done():
+                        admitting.cancel()
+                        await asyncio.gather(admitting, return_exceptions=True)
+                    elif calls is None and not admitting.cancelled() and admitting.exception() is None:
+                        await admitting.result().aclose()  # the client left just as the engine admitted it
             first = calls.next_soon()
             async for comment in sse.keepalive_until_done(first, self._keepalive_secs):
                 yield comment  # queued for a batch slot, or a long prefill
