@@ -184,6 +184,22 @@ class ImageLimits(_Strict):
     allowed_domains: list[str] = Field(default_factory=list, description="If set, only these hosts (and their subdomains).")
 
 
+class RequestLimits(_Strict):
+    """What one chat request may carry, checked before any heavy work (parsing, tokenizing, fetching).
+
+    The body default admits one image of `images.max_image_bytes` as a base64 data URL (4/3 of its bytes);
+    to let every one of `images.max_images_per_request` images come inline at full size, raise it to about
+    max_images_per_request x max_image_bytes x 4/3 (images by URL do not count)."""
+
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body; larger is a 413, "
+                                "refused while reading (chunked bodies too).")
+    max_messages: int = Field(2048, gt=0, description="Most messages in one chat request (OpenAI's limit).")
+    max_text_chars: int = Field(1_000_000, gt=0, description="Most characters of text across a request's messages "
+                                "(content, reasoning, tool call arguments).")
+    max_completion_tokens: int = Field(32768, gt=0, description="Largest max_tokens / max_completion_tokens a "
+                                       "request may ask for; above it is a 400.")
+
+
 class GatewaySettings(_Strict):
     """Settings of the API gateway."""
 
@@ -192,6 +208,7 @@ class GatewaySettings(_Strict):
                                             "answers and stream deltas: reasoning_content, reasoning, or both.")
     max_n: int = Field(8, ge=1, description="Most choices (`n`) one chat request may ask for: each is an engine call.")
     images: ImageLimits = ImageLimits()
+    limits: RequestLimits = RequestLimits()
 
 
 class ModelsConfig(_Strict):
