@@ -1,5 +1,7 @@
 """The supervisor with real child processes: a stop stops all (stubborn ones and grandchildren too), a
-crash stops the stack, a hung start times out, and children never outlive a launcher, even a SIGKILLed one.
+crashed child is restarted (and probed again) while the others keep running, a crash loop is given up
+(the stack stops for a required child, not for an optional one), a hung start times out, and children
+never outlive a launcher, even a SIGKILLed one.
 
 Every wait has a deadline and polls for the state asserted; no sleep stands in for an assertion.
 """
@@ -23,7 +25,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.launcher.plan import ProcessSpec
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
 from services.launcher.probes import Readiness, engine_readiness, grpc_serving, http_ready, port_is_free, ports_in_use
-from services.launcher.supervisor import Supervisor
+from services.launcher.restarts import RestartPolicy
+from services.launcher.supervisor import Supervisor, exit_status
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -33,7 +36,18 @@ def program(code: str, *args: str) -> tuple[str, ...]:
 
 
 SLEEPER = program("import time; time.sleep(600)")
-CRASHER = program("import sys, time; time.sleep(0.3); sys.exit(3)")
+CRASHER = program("import sys, time; time.sleep(0.3); print('boom: no weights', flush=True); sys.exit(3)")
+# Crashes on its first run (creating the file argv[1]), then stays up.
+CRASHES_ONCE = """
+    import pathlib, sys, time
+    marker = pathlib.Path(sys.argv[1])
+    if not marker.exists():
+        marker.write_text("crashed")
+        sys.exit(7)
+    time.sleep(600)
+"""
+FAST = RestartPolicy(initial_backoff_secs=0.05, max_backoff_secs=0.2, stable_after_secs=60, max_crashes=3,
+                     crash_window_secs=60)  # fmt: skip
 # Ignores SIGTERM, then says so by creating the file given as argv[1].
 STUBBORN = """
     import pathlib, signal, sys, time
@@ -84,14 +98,17 @@ def launcher():
     children); any still running at teardown is stopped, so a failing test leaks nothing."""
     started: list[subprocess.Popen] = []
 
-    def start(specs: str, *, grace: float = 1.0) -> subprocess.Popen:
+    def start(specs: str, *, grace: float = 1.0, restart: RestartPolicy = FAST) -> subprocess.Popen:
+        """`specs`: Python source of a list of (name, argv) or (name, argv, required)."""
         script = f"""
             import logging, sys
             logging.basicConfig(level=logging.INFO, format="%(message)s")
             from services.launcher.plan import ProcessSpec
+            from services.launcher.restarts import RestartPolicy
             from services.launcher.supervisor import Supervisor
-            specs = [ProcessSpec(name, "text_engine", tuple(argv), 0) for name, argv in {specs}]
-            sys.exit(Supervisor(specs, grace_secs={grace}).run())
+            specs = [ProcessSpec(s[0], "text_engine", tuple(s[1]), 0, required=s[2] if len(s) > 2 else True)
+                     for s in {specs}]
+            sys.exit(Supervisor(specs, grace_secs={grace}, restart={restart!r}).run())
         """
         proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO_ROOT,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -163,13 +180,94 @@ def test_a_second_signal_kills_at_once(launcher, tmp_path):
     wait_gone([child])
 
 
-def test_a_crashing_child_stops_the_stack_and_exits_nonzero(launcher):
+def test_a_required_child_in_a_crash_loop_stops_the_stack_naming_it_its_exit_and_its_output(launcher):
     proc = launcher(f"[('sleeper', {SLEEPER!r}), ('crasher', {CRASHER!r})]")
     wait_until(lambda: len(child_pids(proc.pid)) == 2, "both children to start")
+    sleeper = child_pids(proc.pid)  # the crasher is still in its first run; the sleeper must not be restarted
+    assert proc.wait(20) == 1
+    log = proc.stderr.read()
+    assert log.count("started crasher") == 3 and log.count("started sleeper") == 1
+    assert "crasher exited unexpectedly with code 3 after" in log and "restarting it in 0.05s (crash 1 of 2" in log
+    assert "restarting it in 0.1s (crash 2 of 2" in log
+    assert "crasher exited unexpectedly with code 3, its 3rd crash in 60s: a crash loop, giving up on it." in log
+    assert "Its last output:\n    boom: no weights" in log
+    assert "crasher is required; stopping the stack" in log
+    assert log.count("boom: no weights") == 4  # each of the 3 runs' output passed through, then quoted once
+    wait_gone(sleeper)
+
+
+def test_an_optional_child_in_a_crash_loop_is_left_out_and_the_stack_stays_up(launcher):
+    proc = launcher(f"[('sleeper', {SLEEPER!r}), ('vision', {CRASHER!r}, False)]")
+    wait_for_line(proc, "vision is optional: the stack keeps serving without it")
+    [sleeper] = child_pids(proc.pid)  # the sleeper alone is left, and the launcher runs on
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    wait_gone([sleeper])
+
+
+def test_a_crashed_child_is_restarted_the_others_untouched(launcher, tmp_path):
+    marker = tmp_path / "crashed"
+    proc = launcher(f"[('sleeper', {SLEEPER!r}), ('flaky', {program(CRASHES_ONCE, str(marker))!r})]")
+    wait_for_line(proc, "flaky exited unexpectedly with code 7")
+    wait_for_line(proc, "started flaky")  # its second run, which stays up
+    wait_until(lambda: len(child_pids(proc.pid)) == 2, "the restarted child to run beside the sleeper")
     children = child_pids(proc.pid)
-    assert proc.wait(10) == 1
-    assert "crasher exited unexpectedly with code 3" in proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 0
+    assert "sleeper exited" not in proc.stderr.read()
     wait_gone(children)
+
+
+@pytest.mark.timeout(20)
+def test_a_restarted_child_is_probed_until_ready_again_and_announced_once(tmp_path, caplog):
+    marker = tmp_path / "crashed"
+    probes: dict[str, int] = {}
+
+    def probe(s: ProcessSpec) -> bool:  # ready whenever its process is running
+        probes[s.name] = probes.get(s.name, 0) + 1
+        return sup.procs[s.name].poll() is None
+
+    announced: list[dict] = []
+    sup = Supervisor([spec("flaky", program(CRASHES_ONCE, str(marker))), spec("gateway", SLEEPER)], grace_secs=1.0,
+                     probe=probe, restart=FAST)  # fmt: skip
+    sup.start()
+    first = sup.procs["flaky"].pid
+    results: list[int] = []
+    with caplog.at_level(logging.INFO, logger="proxyvision"):
+        waiter = threading.Thread(target=lambda: results.append(sup.wait(on_ready=announced.append, poll_secs=0.01)))
+        waiter.start()
+        try:
+            wait_until(lambda: "flaky is ready again" in caplog.text, "the restarted child to be ready again")
+        finally:
+            sup.request_stop()
+            waiter.join(10)
+            sup.stop()
+    assert results == [0] and sup.procs["flaky"].pid != first
+    assert len(announced) <= 1  # at most the first time everything was ready, never per restart
+    assert "flaky exited unexpectedly with code 7" in caplog.text
+
+
+def test_a_stop_during_a_backoff_starts_nothing(tmp_path, caplog):
+    slow = RestartPolicy(initial_backoff_secs=600, max_backoff_secs=600)
+    sup = Supervisor([spec("crasher", CRASHER)], grace_secs=1.0, restart=slow)
+    results: list[int] = []
+    with caplog.at_level(logging.INFO, logger="proxyvision"):
+        sup.start()
+        waiter = threading.Thread(target=lambda: results.append(sup.wait(poll_secs=0.01)))
+        waiter.start()
+        try:
+            wait_until(lambda: "restarting it in 600s" in caplog.text, "the restart to be scheduled")
+        finally:
+            sup.request_stop()
+            waiter.join(10)
+            sup.stop()
+    assert results == [0] and caplog.text.count("started crasher") == 1
+
+
+def test_exit_status_names_signals():
+    assert exit_status(3) == "code 3"
+    assert exit_status(-signal.SIGKILL) == "killed by SIGKILL"
 
 
 def test_children_die_with_a_sigkilled_launcher(launcher):
