@@ -13,6 +13,7 @@ import uvicorn
 from services.common.config import ConfigError, load_models_config
 from services.common.env import first_set, models_config_path, parse_endpoints
 from services.common.logging_setup import setup_service_logging
+from services.common.tls import add_tls_arguments, channel_credentials, client_transport, resolve_tls
 
 from .app import build_app
 from .server import DrainingServer
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--request-timeout-secs", type=float, help="deadline of one engine call (env "
                         "PROXYVISION_REQUEST_TIMEOUT_SECS; default gateway.request_timeout_secs of models.yaml, 600)")  # fmt: skip
     parser.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
+    add_tls_arguments(parser, side="gateway")
     return parser.parse_args(argv)
 
 
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_models_config(models_config_path(args.models_config))
         endpoints = parse_endpoints(first_set(",".join(args.endpoint) or None, "PROXYVISION_ENDPOINTS"))
         config = config.with_endpoints(endpoints)
+        config = config.model_copy(update={"tls": resolve_tls(config.tls, args)})
+        if config.tls is not None:
+            channel_credentials(config.tls)  # reads the files now: a missing one is a config error at start
         timeout = first_set(args.request_timeout_secs, "PROXYVISION_REQUEST_TIMEOUT_SECS")
         if timeout is not None:
             config = config.model_copy(update={"gateway": config.gateway.model_copy(
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return 2
+    log.info("Engine channels: %s", client_transport(config.tls))
     host = first_set(args.host, "PROXYVISION_HOST", default="127.0.0.1")
     port = int(first_set(args.port, "PROXYVISION_PORT", default=2000))
     # loop="asyncio": grpc.aio supports the standard event loop; never let an installed uvloop be picked.

@@ -43,7 +43,7 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        channels = {m.name: open_channel(m.endpoint) for m in config.models}
+        channels = {m.name: open_channel(m.endpoint, config.tls) for m in config.models}
         vision_entry = config.vision_model
         registry = EngineRegistry(
             config=config,

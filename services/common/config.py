@@ -211,6 +211,44 @@ class GatewaySettings(_Strict):
     limits: RequestLimits = RequestLimits()
 
 
+_TLS_FILES = ("ca", "server_cert", "server_key", "client_cert", "client_key")
+
+
+class TlsSettings(_Strict):
+    """TLS on the gRPC hop between the gateway and the engines (services/common/tls.py builds the credentials).
+
+    Off unless the section is present. Both sides read it and take their part: the engines their certificate
+    (and, with require_client_cert, the CA their clients' certificates must chain to), the gateway the CA it
+    verifies the engines with (and a client certificate for mTLS). Paths are relative to models.yaml."""
+
+    ca: str | None = Field(None, min_length=1, description="PEM CA bundle. Gateway: verifies the engines' certificates "
+                           "(unset: gRPC's bundled public roots). Engines: verifies client certificates (require_client_cert).")
+    server_cert: str | None = Field(None, min_length=1, description="Engines: PEM certificate chain they serve.")
+    server_key: str | None = Field(None, min_length=1, description="Engines: PEM private key of server_cert.")
+    client_cert: str | None = Field(None, min_length=1, description="Gateway: PEM certificate it presents (mTLS).")
+    client_key: str | None = Field(None, min_length=1, description="Gateway: PEM private key of client_cert.")
+    require_client_cert: bool = Field(False, description="Engines: refuse clients without a certificate signed by ca (mTLS).")
+    server_name: str | None = Field(None, min_length=1, description="Gateway: the name the engines' certificates must "
+                                    "carry, when it is not the host it dials (IP targets, tests).")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "TlsSettings":
+        for cert, key in (("server_cert", "server_key"), ("client_cert", "client_key")):
+            if getattr(self, cert) and not getattr(self, key):
+                raise ValueError(f"{key} is required when {cert} is set")
+            if getattr(self, key) and not getattr(self, cert):
+                raise ValueError(f"{cert} is required when {key} is set")
+        if self.require_client_cert and not self.ca:
+            raise ValueError("require_client_cert needs ca (the CA that signs the clients' certificates)")
+        return self
+
+    def relative_to(self, directory: Path) -> "TlsSettings":
+        """A copy whose relative file paths are resolved against `directory` (the yaml's)."""
+        update = {key: str((directory / value).resolve()) for key in _TLS_FILES
+                  if (value := getattr(self, key)) and not Path(value).is_absolute()}  # fmt: skip
+        return self.model_copy(update=update)
+
+
 class ModelsConfig(_Strict):
     """The whole `models.yaml`."""
 
@@ -218,6 +256,7 @@ class ModelsConfig(_Strict):
     idle_unload_secs: int | None = Field(300, ge=0, description="Unload a model after this many idle seconds; 0 or null never.")
     default_model: str | None = None
     gateway: GatewaySettings = GatewaySettings()
+    tls: TlsSettings | None = Field(None, description="TLS on the gRPC hop; absent: plaintext.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelsConfig":
@@ -309,6 +348,8 @@ def load_models_config(path: str | Path) -> ModelsConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     config = parse_models_config(data, str(path))
+    if config.tls is not None:  # certificate paths, like local_path, are relative to the file
+        config = config.model_copy(update={"tls": config.tls.relative_to(path.parent)})
     # A relative local_path is relative to the file, so a config works from any working directory.
     models = [
         m.model_copy(update={"local_path": str((path.parent / m.local_path).resolve())})

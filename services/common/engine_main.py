@@ -1,5 +1,5 @@
 """The command line both engines share: `--models-config F --model NAME --host H --port P --device D
---metrics-port M --drain-grace-secs G`.
+--metrics-port M --drain-grace-secs G [--tls-server-cert C --tls-server-key K [--tls-ca CA --tls-require-client-cert]]`.
 
 Resolves CLI > env > file > defaults once, sets up logging, runs the server until SIGINT/SIGTERM, then
 drains it (running requests get the grace period) and exits 0.
@@ -17,6 +17,7 @@ from .config import ConfigError, ModelEntry, ModelsConfig, load_models_config
 from .engine_server import EngineOptions, EngineServer
 from .env import first_set, models_config_path
 from .logging_setup import setup_service_logging
+from .tls import add_tls_arguments, resolve_tls
 
 BuildServer = Callable[[ModelsConfig, ModelEntry, EngineOptions], EngineServer]
 DEFAULT_DRAIN_GRACE_SECS = 30.0
@@ -35,11 +36,12 @@ def parse_args(prog: str, default_port: int, argv: list[str] | None) -> argparse
     parser.add_argument("--drain-grace-secs", type=float, help="on SIGTERM, how long running requests may finish "
                         f"(env PROXYVISION_DRAIN_GRACE_SECS, default {DEFAULT_DRAIN_GRACE_SECS:.0f})")  # fmt: skip
     parser.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
+    add_tls_arguments(parser, side="engine")
     return parser.parse_args(argv)
 
 
-def resolve_options(args: argparse.Namespace, default_port: int) -> EngineOptions:
-    """CLI > env > defaults for how the engine serves."""
+def resolve_options(args: argparse.Namespace, default_port: int, config: ModelsConfig | None = None) -> EngineOptions:
+    """CLI > env > defaults (> models.yaml for tls) for how the engine serves."""
     metrics_port = first_set(args.metrics_port, "PROXYVISION_METRICS_PORT")
     return EngineOptions(
         host=first_set(args.host, "PROXYVISION_HOST", default="127.0.0.1"),
@@ -48,6 +50,7 @@ def resolve_options(args: argparse.Namespace, default_port: int) -> EngineOption
         metrics_port=None if metrics_port is None else int(metrics_port),
         drain_grace_secs=float(first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=DEFAULT_DRAIN_GRACE_SECS)),
         max_connection_age_ms=int(first_set(None, "PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS", default=DEFAULT_MAX_CONNECTION_AGE_MS)),
+        tls=resolve_tls(config.tls if config is not None else None, args),
     )
 
 
@@ -60,12 +63,15 @@ def engine_main(*, service: str, default_port: int, pick_model: Callable[[Models
     try:
         config = load_models_config(models_config_path(args.models_config))
         entry = pick_model(config, args.model)
-        options = resolve_options(args, default_port)
+        options = resolve_options(args, default_port, config)
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     try:
         return asyncio.run(_serve(build_server, config, entry, options, log))
+    except ConfigError as exc:  # the TLS files are read when the port is bound
+        log.error("%s", exc)
+        return 2
     except OSError as exc:
         log.error("%s", exc)
         return 1
@@ -77,7 +83,7 @@ async def _serve(build_server: BuildServer, config, entry, options: EngineOption
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    log.info("%s for %s listening on %s", type(server).__name__, entry.name, server.address)
+    log.info("%s for %s listening on %s (%s)", type(server).__name__, entry.name, server.address, server.transport)
     starting = asyncio.create_task(server.start())
     # A signal during a long model load still drains and exits 0 (nothing is running yet).
     await asyncio.wait({starting, asyncio.create_task(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED)

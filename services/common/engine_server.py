@@ -10,8 +10,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from .config import TlsSettings
 from .grpc_server import create_grpc_server
 from .metrics import EngineMetrics, start_metrics_server
+from .tls import bind_port, server_transport
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ class EngineOptions:
     metrics_port: int | None = None  # None: no exporter; 0: a free port
     drain_grace_secs: float = 30.0
     max_connection_age_ms: int = 0  # 0: connections never age out
+    tls: TlsSettings | None = None  # None: plaintext; else TLS (mTLS with tls.require_client_cert)
 
 
 class EngineServer:
@@ -44,10 +47,12 @@ class EngineServer:
         self.metrics = metrics
         self.server, self._health = create_grpc_server([service_full_name], max_connection_age_ms=options.max_connection_age_ms)
         self._pending: set = set()
-        self.port = self.server.add_insecure_port(f"{options.host}:{options.port}")
+        # A TLS setting the engine cannot use (no certificate, an unreadable file) raises ConfigError here.
+        self.port = bind_port(self.server, f"{options.host}:{options.port}", options.tls)
         if self.port == 0:
             raise OSError(f"cannot bind {options.host}:{options.port} (in use?)")
         self.address = f"{options.host}:{self.port}"
+        self.transport = server_transport(options.tls)  # "plaintext", "TLS" or "mTLS (...)", for the logs
         self.metrics_port: int | None = None
         self._metrics_server = None
         self.engine = None

@@ -20,6 +20,15 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS": ("300000", "Engines: close client connections after this long so "
                                                "DNS-balanced clients re-resolve (0: never)."),
     "PROXYVISION_REQUEST_TIMEOUT_SECS": (None, "Gateway: deadline of one engine call (overrides gateway.request_timeout_secs)."),
+    # TLS on the gRPC hop (services/common/tls.py); each overrides its tls.* key of models.yaml, and any of them
+    # turns TLS on. Paths are relative to the working directory.
+    "PROXYVISION_TLS_CA": (None, "PEM CA bundle: the gateway verifies engines with it; engines verify client certificates."),
+    "PROXYVISION_TLS_SERVER_CERT": (None, "Engines: PEM certificate chain they serve (with PROXYVISION_TLS_SERVER_KEY)."),
+    "PROXYVISION_TLS_SERVER_KEY": (None, "Engines: PEM private key of the server certificate."),
+    "PROXYVISION_TLS_CLIENT_CERT": (None, "Gateway: PEM certificate it presents to the engines (mTLS)."),
+    "PROXYVISION_TLS_CLIENT_KEY": (None, "Gateway: PEM private key of the client certificate."),
+    "PROXYVISION_TLS_REQUIRE_CLIENT_CERT": ("false", "Engines: true demands a client certificate signed by the CA (mTLS)."),
+    "PROXYVISION_TLS_SERVER_NAME": (None, "Gateway: name the engines' certificates must carry instead of the dialled host."),
     "LOG_LEVEL": ("INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
     "RUST_LOG": (None, "Accepted for the brief's users (info, debug, warn...); LOG_LEVEL wins if both are set."),
 }

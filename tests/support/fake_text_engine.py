@@ -17,9 +17,11 @@ from collections import defaultdict
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services.common.config import TlsSettings
 from services.common.errors import ContextLengthExceededError
 from services.common.grpc_server import abort_with
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
+from services.common.tls import bind_port
 
 TEXT = "ministral-3-3b-reasoning"
 STAND_IN = "mistralai/Ministral-3-3B-Reasoning-2512"
@@ -140,15 +142,16 @@ def finished(reason, prompt: int, completion: int, error: str = "", reasoning_to
     return pb.GenerateResponse(finished=pb.Finished(finish_reason=reason, usage=usage, error_message=error))
 
 
-async def start_fake_text_engine(port: int = 0) -> tuple[grpc.aio.Server, ScriptedEngine]:
-    """A started server on 127.0.0.1:`port` (0: a free one) with the standard health service SERVING.
+async def start_fake_text_engine(port: int = 0, tls: TlsSettings | None = None) -> tuple[grpc.aio.Server, ScriptedEngine]:
+    """A started server on 127.0.0.1:`port` (0: a free one) with the standard health service SERVING;
+    with `tls`, secured exactly as a real engine is (services/common/tls.py).
 
     The servicer carries `address` and `health` (to flip SERVING / NOT_SERVING); the caller stops the server."""
     server = grpc.aio.server()
     servicer, health_servicer = ScriptedEngine(), health.aio.HealthServicer()
     text_engine_pb2_grpc.add_TextEngineServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = bind_port(server, f"127.0.0.1:{port}", tls)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     servicer.address, servicer.health = f"127.0.0.1:{bound}", health_servicer

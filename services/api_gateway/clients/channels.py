@@ -10,6 +10,10 @@ many replicas of it:
   `grpc.max_connection_age_ms` (services/common/grpc_server.py), so new pods get traffic too.
 * `ipv4:10.0.0.1:50051,10.0.0.2:50051`: a fixed list, balanced the same way.
 
+With a `tls:` section in models.yaml the channels are TLS (mTLS with a client certificate), built by
+services/common/tls.py: the engines' certificates must name the host of the target (a Service's DNS name,
+127.0.0.1) or `tls.server_name`.
+
 A call that fails with UNAVAILABLE before it is committed (no response headers or messages have reached
 us yet: the pod was gone, refused the connection, or was already draining) is retried on another
 replica. A call that has started streaming is never retried: its tokens or captions were already seen.
@@ -22,7 +26,9 @@ import json
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.config import TlsSettings
 from services.common.grpc_server import GRPC_OPTIONS, MAX_MESSAGE_BYTES
+from services.common.tls import handshake_failure, open_aio_channel
 
 # Attempts include the first one. Four covers a rolling update that takes down a few replicas at once;
 # the backoff keeps the whole sequence well under a second, inside any sensible request deadline.
@@ -59,16 +65,18 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    """The one place engine channels are made: insecure aio, raised message limits (images travel over
-    it), round-robin over every address `target` resolves to, retries of uncommitted UNAVAILABLE calls."""
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+def open_channel(target: str, tls: TlsSettings | None = None) -> grpc.aio.Channel:
+    """The one place engine channels are made: aio, plaintext or TLS as `tls` says, raised message limits
+    (images travel over it), round-robin over every address `target` resolves to, retries of uncommitted
+    UNAVAILABLE calls."""
+    return open_aio_channel(target, tls, CHANNEL_OPTIONS)
 
 
 async def check_health(channel: grpc.aio.Channel, timeout: float) -> str:
-    """'SERVING', 'NOT_SERVING', or 'UNREACHABLE: <why>'."""
+    """'SERVING', 'NOT_SERVING', or 'UNREACHABLE: <why>' (e.g. 'UNREACHABLE: unavailable', or
+    'UNREACHABLE: TLS handshake failed: CERTIFICATE_VERIFY_FAILED: ...' when the certificates do not fit)."""
     try:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
     except grpc.aio.AioRpcError as exc:
-        return f"UNREACHABLE: {exc.code().name.lower()}"
+        return f"UNREACHABLE: {handshake_failure(exc.details()) or exc.code().name.lower()}"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
