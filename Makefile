@@ -11,11 +11,13 @@ MODELS_CONFIG ?= configs/demo.models.yaml
 PORT ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: install protos models demo run test bench bench-gguf clean help
+.PHONY: install protos models demo run test unit lint bench bench-gguf clean help
 
 help:
 	@echo "make demo    - install, build the offline tiny models, start the stack on 127.0.0.1:$(PORT)"
 	@echo "make test    - install and run the whole test suite"
+	@echo "make unit    - the unit tests that need no built model (no make models; about a minute on 2 cores)"
+	@echo "make lint    - ruff check and ruff format --check on services, tests and benchmarks"
 	@echo "make run MODELS_CONFIG=path/to/models.yaml - start the stack on any config"
 	@echo "make bench   - benchmark against the in-process engine and 'transformers serve'"
 	@echo "make bench-gguf - one GGUF on the CPU: ProxyVision vs 'transformers serve' vs llama.cpp's server"
@@ -59,6 +61,15 @@ run: install
 
 test: models
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Tests that need the stand-ins (models/tiny/) are marked needs_models by tests/conftest.py.
+unit: install
+	$(PY) -m pytest -q tests/unit -m "not needs_models" $(PYTEST_ARGS)
+
+LINT_PATHS := services tests benchmarks
+lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 bench: install
 	$(PY) -m services.model_builder --out $(MODELS_DIR) --only bench
