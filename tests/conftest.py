@@ -5,12 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.support import models_yaml
+from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL
 from tests.support.processes import REPO_ROOT
 
-TEXT_MODEL = "ministral-3-3b-reasoning"
-VISION_MODEL = "qwen2-vl-7b"
+__all__ = ["TEXT_MODEL", "VISION_MODEL", "write_models_yaml"]
+
+# Tests that need checkpoints: those that take a fixture that builds them, and the unit tests below, which read
+# the stand-ins' tokenizers straight from models/tiny/ (built by `make models`). All are marked `needs_models`;
+# `make unit` runs tests/unit without them. A new unit test that opens models/tiny/ belongs in this list.
+MODEL_FIXTURES = {"tiny_models", "bench_model"}
+READS_MODELS_TINY = (
+    "tests/unit/text_engine/test_grammar.py::",
+    "tests/unit/text_engine/test_tool_constraints.py::",
+    "tests/unit/text_engine/test_tool_prompt.py::",
+    "tests/unit/text_engine/test_tool_parsers.py::test_a_real_tekken_tokenizers_call_becomes_a_call",
+    "tests/unit/text_engine/test_tool_parsers.py::test_a_real_qwen3_tokenizers_calls_become_calls",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_models: needs the stand-in checkpoints under models/tiny/ (make models)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.nodeid.startswith(READS_MODELS_TINY):
+            item.add_marker(pytest.mark.needs_models)
 
 
 @pytest.fixture(scope="session")
@@ -32,25 +54,7 @@ def bench_model() -> Path:
 
 def write_models_yaml(path: Path, tiny_models: dict[str, Path], *, endpoints: dict[str, str] | None = None,
                       vision: bool = False, extra: dict | None = None, text_params: dict | None = None) -> Path:  # fmt: skip
-    """A models.yaml of the brief's shape pointing at the tiny checkpoints."""
-    endpoints = endpoints or {}
-    text = {
-        "name": TEXT_MODEL,
-        "local_path": str(tiny_models["text"]),
-        "params": {"mem": 16, "dtype": "f32", "max_num_seqs": 16, "prefill_chunk_size": 512, **(text_params or {})},
-        "capabilities": {"vision_mode": "disabled"},
-    }
-    models = [text]
-    if vision:
-        models.append({
-            "name": VISION_MODEL,
-            "local_path": str(tiny_models["vision"]),
-            "params": {"mem": 64, "dtype": "f32", "max_num_seqs": 4},
-            "capabilities": {"vision_mode": "proxy", "vision_proxy": {"prompt_template": "Describe this image in detail:"}},
-        })  # fmt: skip
-    for model in models:
-        if model["name"] in endpoints:
-            model["endpoint"] = endpoints[model["name"]]
-    data = {"models": models, "idle_unload_secs": 300, **(extra or {})}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    """A models.yaml of the brief's shape pointing at the tiny checkpoints (kept for the tests that call it:
+    new code builds with tests/support/models_yaml.py, of which this is the `tiny` preset)."""
+    config = models_yaml.tiny(tiny_models, vision=vision, text_params=text_params, endpoints=endpoints)
+    return config.set(**(extra or {})).write(path, validate=False)

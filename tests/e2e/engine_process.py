@@ -5,25 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-import yaml
 
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
+from tests.support import models_yaml
 from tests.support.metrics import Scrape, scrape
-from tests.support.processes import ServiceProcess, free_port, start_service, wait_grpc_serving
-
-BENCH = "bench"
+from tests.support.models_yaml import BENCH_MODEL as BENCH
+from tests.support.processes import ServiceProcess, free_port, wait_grpc_serving
+from tests.support.stack import start_gateway, start_text_engine
 
 
 def bench_config(tmp: Path, bench_model: Path, *, params: dict | None = None, idle_unload_secs: int = 300,
                  endpoint: str | None = None) -> Path:  # fmt: skip
     """A models.yaml with the bench checkpoint as its only text model."""
-    entry = {"name": BENCH, "local_path": str(bench_model), "idle_unload_secs": idle_unload_secs,
-             "params": {"mem": 16, "dtype": "f32", "max_num_seqs": 8, "prefill_chunk_size": 256, **(params or {})}}  # fmt: skip
-    if endpoint:
-        entry["endpoint"] = endpoint
-    path = tmp / "models.yaml"
-    path.write_text(yaml.safe_dump({"models": [entry]}, sort_keys=False))
-    return path
+    return models_yaml.bench(bench_model, params=params, idle_unload_secs=idle_unload_secs,
+                             endpoint=endpoint).write(tmp / "models.yaml")  # fmt: skip
 
 
 class EngineProcess:
@@ -31,16 +26,12 @@ class EngineProcess:
 
     def __init__(self, tmp: Path, config: Path, *, env: dict | None = None, port: int | None = None) -> None:
         self.port, self.metrics_port = port or free_port(), free_port()
-        self.service: ServiceProcess = start_service(
-            "services.text_engine",
-            ["--models-config", str(config), "--model", BENCH, "--port", str(self.port), "--device", "cpu",
-             "--metrics-port", str(self.metrics_port)],
-            self.port, tmp, env=env,
-        )  # fmt: skip
+        self.service: ServiceProcess = start_text_engine(config, tmp, model=BENCH, port=self.port,
+                                                         metrics_port=self.metrics_port, env=env, wait=False)  # fmt: skip
         self.channel = grpc.insecure_channel(self.service.address)
         self.stub = text_engine_pb2_grpc.TextEngineStub(self.channel)
 
-    def wait_serving(self) -> "EngineProcess":
+    def wait_serving(self) -> EngineProcess:
         wait_grpc_serving(self.service)
         return self
 
@@ -84,15 +75,10 @@ class BenchStack:
 
     def start_gateway(self, *args: str) -> None:
         """Start a gateway with extra `args` (stopping the one running, if any) and wait until it is ready."""
-        from .stack import wait_http
-
         if self.gateway is not None:
             assert self.gateway.stop() == 0
-        port = free_port()
-        self.gateway = start_service("services.api_gateway", ["--models-config", str(self.config), "--port", str(port),
-                                                              *args], port, self.tmp)  # fmt: skip
-        self.base_url = f"http://127.0.0.1:{port}"
-        wait_http(f"{self.base_url}/ready", self.gateway)
+        self.gateway = start_gateway(self.config, self.tmp, args=args, ready="/ready")
+        self.base_url = self.gateway.url
 
     def gateway_metrics(self) -> Scrape:
         return scrape(f"{self.base_url}/metrics")

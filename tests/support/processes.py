@@ -1,4 +1,7 @@
-"""Start real service processes for tests: free ports, log files, readiness waits, clean stops."""
+"""Processes for tests, suites and benchmarks: free ports, log files, readiness waits, clean stops.
+
+The generic layer: any program (ours, `transformers serve`, llama.cpp's server). tests/support/stack.py
+builds ProxyVision's engines, gateway and whole stacks on it."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,10 +36,16 @@ class ServiceProcess:
     proc: subprocess.Popen
     port: int
     log_path: Path
+    metrics_port: int | None = None  # its Prometheus exporter, when started with one
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """http://address, for an HTTP service."""
+        return f"http://{self.address}"
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -64,18 +74,31 @@ class ServiceProcess:
         return self.proc.returncode
 
 
+def start_process(name: str, argv: list[str], port: int, log_path: Path, env: dict | None = None) -> ServiceProcess:
+    """Run `argv` from the repository root with stdout and stderr in `log_path`; `env` adds to os.environ."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("RUST_LOG", None)
+    log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=full_env)
+    log_file.close()
+    return ServiceProcess(name, proc, port, log_path)
+
+
 def start_service(module: str, args: list[str], port: int, log_dir: Path, env: dict | None = None) -> ServiceProcess:
     """`python -m module args...` with output in log_dir/<module>-<port>.log."""
     log_path = log_dir / f"{module.rsplit('.', 1)[-1]}-{port}.log"
     # A short drain grace: stopping a test's service must not wait the production default of 30 s.
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROXYVISION_DRAIN_GRACE_SECS": "5", **(env or {})}
-    full_env.pop("RUST_LOG", None)
-    log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=full_env
-    )
-    log_file.close()
-    return ServiceProcess(module, proc, port, log_path)
+    env = {"PROXYVISION_DRAIN_GRACE_SECS": "5", **(env or {})}
+    return start_process(module, [sys.executable, "-m", module, *args], port, log_path, env)
+
+
+def stop_all(services: list[ServiceProcess], timeout: float = 20.0) -> None:
+    """SIGTERM every one at once, then wait for each (SIGKILL after `timeout`): a bench's quick teardown."""
+    for service in services:
+        if service.proc.poll() is None:
+            service.proc.send_signal(signal.SIGTERM)
+    for service in services:
+        service.stop(timeout)
 
 
 def wait_grpc_serving(service: ServiceProcess, timeout: float = 120.0, service_name: str = "") -> None:
@@ -94,3 +117,29 @@ def wait_grpc_serving(service: ServiceProcess, timeout: float = 120.0, service_n
                 pass
             time.sleep(0.2)
     raise AssertionError(f"{service.name} not SERVING after {timeout}s:\n{service.log_text()[-4000:]}")
+
+
+def wait_http(url: str, *services: ServiceProcess, timeout: float = 60.0, status: int = 200) -> None:
+    """Poll GET `url` until it answers `status`; fail with the log of the first of `services` to exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for service in services:
+            if service.proc.poll() is not None:
+                raise AssertionError(f"{service.name} exited:\n{service.log_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == status:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    logs = "".join(f"\n--- {s.name}:\n{s.log_text()[-3000:]}" for s in services)
+    raise AssertionError(f"{url} did not answer {status} in {timeout}s:{logs}")
+
+
+def wait_until(predicate, timeout: float = 30.0, message: str = "condition") -> None:
+    """Poll `predicate` until it is true (a readiness poll, not a sleep standing in for synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not reached in {timeout}s")
+        time.sleep(0.1)

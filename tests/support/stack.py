@@ -1,0 +1,222 @@
+"""The one way tests, suites and benchmarks start ProxyVision: engines, gateway, fakes, whole stacks.
+
+Processes on free loopback ports, each logging to a file in the test's tmp dir; every wait fails with the
+log of the process that died or never became ready.
+
+    config = tiny(tiny_models).write(tmp / "models.yaml")             # tests/support/models_yaml.py
+    text = start_text_engine(config, tmp)                              # waits until gRPC health is SERVING
+    gateway = start_gateway(config.parent / "gw.yaml", tmp, ready="/ready")
+    ...
+    stack = make_stack(tmp, tiny_models, vision=True)                  # all three, endpoints wired; stack.stop()
+
+The real gateway can also run in the test's own event loop (`gateway_in_process`), beside in-process fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openai
+
+from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, ModelsYaml, tiny
+from tests.support.processes import ServiceProcess, free_port, start_service, wait_grpc_serving, wait_http
+
+__all__ = [
+    "Stack", "make_stack", "start_text_engine", "start_vision_engine", "start_gateway", "start_fake_text_engine",
+    "start_fake_vision_engine", "gateway_in_process",
+]  # fmt: skip
+
+
+# --- single processes --------------------------------------------------------------------------------------
+def _ready(service: ServiceProcess, wait) -> ServiceProcess:
+    """Run the readiness `wait`; a process that does not become ready is stopped, not leaked."""
+    try:
+        wait()
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def _engine(module: str, config: Path, tmp: Path, model: str, port: int | None, metrics_port: int | None,
+            args: Sequence[str], env: dict | None, wait: bool) -> ServiceProcess:  # fmt: skip
+    port = port or free_port()
+    argv = ["--models-config", str(config), "--model", model, "--port", str(port), "--device", "cpu"]
+    if metrics_port is not None:
+        argv += ["--metrics-port", str(metrics_port)]
+    service = start_service(module, [*argv, *args], port, tmp, env=env)
+    service.metrics_port = metrics_port
+    return _ready(service, lambda: wait_grpc_serving(service)) if wait else service
+
+
+def start_text_engine(config: Path, tmp: Path, *, model: str = TEXT_MODEL, port: int | None = None,
+                      metrics_port: int | None = None, args: Sequence[str] = (), env: dict | None = None,
+                      wait: bool = True) -> ServiceProcess:  # fmt: skip
+    """`python -m services.text_engine` for `model` on the CPU (a free port unless given); with `wait`, returns
+    once it is SERVING (its model loaded). `metrics_port` starts its Prometheus exporter there."""
+    return _engine("services.text_engine", config, tmp, model, port, metrics_port, args, env, wait)
+
+
+def start_vision_engine(config: Path, tmp: Path, *, model: str = VISION_MODEL, port: int | None = None,
+                        metrics_port: int | None = None, args: Sequence[str] = (), env: dict | None = None,
+                        wait: bool = True) -> ServiceProcess:  # fmt: skip
+    """`python -m services.vision_engine`, as start_text_engine."""
+    return _engine("services.vision_engine", config, tmp, model, port, metrics_port, args, env, wait)
+
+
+def start_fake_text_engine(tmp: Path, *, port: int | None = None, wait: bool = True) -> ServiceProcess:
+    """The scripted fake text engine (tests/support/fake_text_engine.py) in a process of its own: exact
+    replies and failures on cue, any model name. For one in the test's event loop, use that module directly."""
+    port = port or free_port()
+    service = start_service("tests.support.fake_text_engine", ["--port", str(port)], port, tmp)
+    return _ready(service, lambda: wait_grpc_serving(service, timeout=30)) if wait else service
+
+
+def start_fake_vision_engine(tmp: Path, *, port: int | None = None, caption: str | None = None,
+                             wait: bool = True) -> ServiceProcess:  # fmt: skip
+    """The scripted fake vision engine (tests/support/fake_vision_engine.py) in a process of its own."""
+    port = port or free_port()
+    args = ["--port", str(port), *(["--caption", caption] if caption is not None else [])]
+    service = start_service("tests.support.fake_vision_engine", args, port, tmp)
+    return _ready(service, lambda: wait_grpc_serving(service)) if wait else service
+
+
+def start_gateway(config: Path, tmp: Path, *, port: int | None = None, ui: bool = False, args: Sequence[str] = (),
+                  env: dict | None = None, ready: str | None = "/health") -> ServiceProcess:  # fmt: skip
+    """`python -m services.api_gateway` (with `ui`: --ui-server); waits until GET `ready` answers 200
+    ("/health": the process is up; "/ready": its engines are serving too; None: no wait). Every start_*
+    stops the process again when it does not become ready, and fails with its log."""
+    port = port or free_port()
+    argv = ["--models-config", str(config), "--port", str(port), *(["--ui-server"] if ui else []), *args]
+    service = start_service("services.api_gateway", argv, port, tmp, env=env)
+    return _ready(service, lambda: wait_http(f"{service.url}{ready}", service)) if ready is not None else service
+
+
+@contextlib.asynccontextmanager
+async def gateway_in_process(config: ModelsYaml | dict) -> AsyncIterator[str]:
+    """The real app under real uvicorn in this event loop, on a free loopback port; yields its base URL.
+    For tests that script the engine in-process too (tests/support/fake_text_engine.py)."""
+    import uvicorn
+
+    from services.api_gateway.app import build_app
+    from services.common.config import parse_models_config
+
+    parsed = parse_models_config(config.to_dict() if isinstance(config, ModelsYaml) else config)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(build_app(parsed), log_config=None, log_level="warning", access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    async with asyncio.timeout(10):
+        while not server.started:  # readiness poll, not an assertion
+            await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+# --- a whole stack -------------------------------------------------------------------------------------------
+@dataclass
+class Stack:
+    """Engines and a gateway started from one models.yaml; each process can be stopped and started again
+    on its own port (a restart keeps the address the gateway dials)."""
+
+    tmp: Path
+    config_path: Path
+    text: ServiceProcess | None = None
+    vision: ServiceProcess | None = None
+    gateway: ServiceProcess | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    more_text: dict[str, ServiceProcess] = field(default_factory=dict)  # by model name, beside TEXT_MODEL's
+    env: dict[str, str] = field(default_factory=dict)  # for every process
+    gateway_args: tuple[str, ...] = ("--ui-server",)
+
+    @property
+    def base_url(self) -> str:
+        return self.gateway.url
+
+    def metrics_url(self, service: str) -> str:
+        """/metrics of "gateway", "text" or "vision"."""
+        if service == "gateway":
+            return f"{self.base_url}/metrics"
+        return f"http://127.0.0.1:{self.ports[service + '_metrics']}/metrics"
+
+    def client(self, **kw) -> openai.OpenAI:
+        kw.setdefault("api_key", "not-needed")
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", max_retries=0, timeout=120, **kw)
+
+    def async_client(self, **kw) -> openai.AsyncOpenAI:
+        kw.setdefault("api_key", "not-needed")
+        return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", max_retries=0, timeout=120, **kw)
+
+    def start_text(self, wait: bool = False) -> ServiceProcess:
+        self.text = start_text_engine(self.config_path, self.tmp, port=self.ports["text"], env=self.env,
+                                      metrics_port=self.ports["text_metrics"], wait=wait)  # fmt: skip
+        return self.text
+
+    def start_more_text(self, name: str, wait: bool = False) -> ServiceProcess:
+        """The engine of `name`, one of make_stack's `more_text` models (own port, no metrics exporter)."""
+        self.more_text[name] = start_text_engine(self.config_path, self.tmp, model=name, port=self.ports[f"text:{name}"],
+                                                 env=self.env, wait=wait)  # fmt: skip
+        return self.more_text[name]
+
+    def start_vision(self, wait: bool = False) -> ServiceProcess:
+        self.vision = start_vision_engine(self.config_path, self.tmp, port=self.ports["vision"], env=self.env,
+                                          metrics_port=self.ports["vision_metrics"], wait=wait)  # fmt: skip
+        return self.vision
+
+    def start_gateway(self) -> ServiceProcess:
+        self.gateway = start_gateway(self.config_path, self.tmp, port=self.ports["gateway"], args=self.gateway_args,
+                                     env=self.env)  # fmt: skip
+        return self.gateway
+
+    def stop(self) -> None:
+        for service in (self.gateway, self.text, self.vision, *self.more_text.values()):
+            if service is not None:
+                service.stop()
+
+
+def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: bool = True, gateway_extra: dict | None = None,
+               text_params: dict | None = None, more_text: dict[str, Path] | None = None,
+               config: ModelsYaml | None = None, env: dict | None = None,
+               gateway_args: Sequence[str] = ("--ui-server",)) -> Stack:  # fmt: skip
+    """Write the config and start text engine, vision engine (optional) and gateway (with the web UI).
+
+    The config is `tiny(tiny_models, vision=..., text_params=...)` with `gateway_extra` as its gateway section,
+    or `config` as built by the caller (it must name TEXT_MODEL, and VISION_MODEL with `vision`); make_stack
+    fills in the endpoints. `more_text` (model name -> checkpoint) adds text models beside TEXT_MODEL, with its
+    params, each served by an engine of its own. `env` goes to every process."""
+    ports = {name: free_port() for name in ("text", "vision", "gateway", "text_metrics", "vision_metrics")}
+    ports.update({f"text:{name}": free_port() for name in more_text or {}})
+    if config is None:
+        config = tiny(tiny_models, vision=vision, text_params=text_params)
+        if gateway_extra:
+            config.gateway(**gateway_extra)
+    config.endpoints({TEXT_MODEL: f"127.0.0.1:{ports['text']}", VISION_MODEL: f"127.0.0.1:{ports['vision']}"})
+    for name, path in (more_text or {}).items():
+        config.copy_model(TEXT_MODEL, name, local_path=path, endpoint=f"127.0.0.1:{ports[f'text:{name}']}")
+    stack = Stack(tmp, config.write(tmp / "models.yaml"), ports=ports, env=dict(env or {}),
+                  gateway_args=tuple(gateway_args))  # fmt: skip
+    try:
+        # All engines load at once (in parallel on the CPUs), then the gateway starts over serving engines.
+        stack.start_text()
+        for name in more_text or {}:
+            stack.start_more_text(name)
+        if vision and start_vision:
+            stack.start_vision()
+        for engine in (stack.text, *stack.more_text.values()):
+            wait_grpc_serving(engine)
+        if vision and start_vision:
+            wait_grpc_serving(stack.vision)
+        stack.start_gateway()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
