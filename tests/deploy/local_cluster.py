@@ -32,10 +32,9 @@ from pathlib import Path
 import grpc
 import httpx
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import REPO_ROOT, free_port
+from tests.support.metrics import Scrape, scrape as scrape_url
+from tests.support.processes import REPO_ROOT, ServiceProcess, free_port, grpc_serving, start_process
 
 from .chart import Rendered, main_container
 
@@ -50,8 +49,11 @@ class LocalPod:
     root: Path
     volumes: dict[str, Path] = field(default_factory=dict)
     ports: dict[int, int] = field(default_factory=dict)  # containerPort -> local port
-    proc: subprocess.Popen | None = None
-    log_path: Path | None = None
+    process: ServiceProcess | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.process.proc if self.process else None
 
     @property
     def name(self) -> str:
@@ -66,7 +68,7 @@ class LocalPod:
         return self.deployment["spec"]["template"]["spec"]
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
+        return self.process.log_text() if self.process else ""
 
     def local_port(self, port: int | str) -> int:
         """A probe's or Service's port (number or container port name) on this machine."""
@@ -173,10 +175,8 @@ class LocalCluster:
     def start(self) -> None:
         for pod in self.pods.values():
             argv, env = self._argv_env(pod, pod.container)
-            pod.log_path = pod.root / "container.log"
-            with open(pod.log_path, "wb") as log:
-                pod.proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)  # fmt: skip
+            pod.process = start_process(pod.name, argv, 0, pod.root / "container.log", env, inherit_env=False,
+                                        new_session=True)  # fmt: skip
 
     def wait_ready(self, timeout: float = 180) -> None:
         """Every pod passes its rendered readiness probe (after its startup probe) within `timeout`."""
@@ -191,12 +191,7 @@ class LocalCluster:
     def probe(self, pod: LocalPod, probe: dict) -> bool:
         if "grpc" in probe:
             with grpc.insecure_channel(f"127.0.0.1:{pod.local_port(probe['grpc']['port'])}") as channel:
-                try:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(service=probe["grpc"].get("service", "")), timeout=probe["timeoutSeconds"])  # fmt: skip
-                except grpc.RpcError:
-                    return False
-                return reply.status == health_pb2.HealthCheckResponse.SERVING
+                return grpc_serving(channel, probe["grpc"].get("service", ""), probe["timeoutSeconds"])
         get = probe["httpGet"]
         try:
             response = httpx.get(f"http://127.0.0.1:{pod.local_port(get['port'])}{get['path']}", timeout=probe["timeoutSeconds"])
@@ -222,13 +217,11 @@ class LocalCluster:
         return codes
 
 
-def scrape(address: str) -> dict[tuple[str, frozenset], float]:
-    """GET http://address/metrics as {(sample name, labels): value}."""
-    response = httpx.get(f"http://{address}/metrics", timeout=5)
-    response.raise_for_status()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}  # fmt: skip
+def scrape(address: str) -> Scrape:
+    """GET http://address/metrics (tests/support/metrics.py)."""
+    return scrape_url(f"http://{address}/metrics")
 
 
-def sample(samples: dict, name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items())
+def sample(samples: Scrape, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples that carry `labels`."""
+    return samples.value(name, **labels)

@@ -14,14 +14,13 @@ import base64
 
 import httpx
 import pytest
-import yaml
 
 from tests.support.fake_vision_engine import VISION
 from tests.support.images import png
-from tests.support.processes import free_port, start_service, wait_grpc_serving
+from tests.support.models_yaml import ModelsYaml
+from tests.support.processes import free_port, wait_grpc_serving
 from tests.support.real_model import REAL_MODEL, smollm2_checkpoint
-
-from .stack import wait_http
+from tests.support.stack import start_fake_vision_engine, start_gateway, start_text_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -44,29 +43,22 @@ def stack(tmp_path_factory):
     import openai
 
     tmp = tmp_path_factory.mktemp("real_model")
-    text_port, vision_port, gateway_port = free_port(), free_port(), free_port()
-    config = tmp / "models.yaml"
-    config.write_text(yaml.safe_dump({"models": [
-        {"name": REAL_MODEL, "local_path": str(smollm2_checkpoint()), "endpoint": f"127.0.0.1:{text_port}",
-         "params": {"mem": 32, "dtype": "f32", "max_num_seqs": 4}},
-        {"name": VISION, "hf_id": "scripted/vision", "endpoint": f"127.0.0.1:{vision_port}",
-         "capabilities": {"vision_mode": "proxy"}},
-    ]}))  # fmt: skip
-    services = [
-        start_service("services.text_engine", ["--models-config", str(config), "--model", REAL_MODEL, "--port",
-                      str(text_port), "--device", "cpu"], text_port, tmp),  # fmt: skip
-        start_service("tests.support.fake_vision_engine", ["--port", str(vision_port)], vision_port, tmp),
-    ]
+    text_port, vision_port = free_port(), free_port()
+    config = (ModelsYaml()
+              .text(REAL_MODEL, local_path=smollm2_checkpoint(), endpoint=f"127.0.0.1:{text_port}", tiny_defaults=False,
+                    params={"mem": 32, "dtype": "f32", "max_num_seqs": 4})
+              .vision(VISION, hf_id="scripted/vision", endpoint=f"127.0.0.1:{vision_port}", tiny_defaults=False,
+                      prompt_template=None)
+              .write(tmp / "models.yaml"))  # fmt: skip
+    services = [start_text_engine(config, tmp, model=REAL_MODEL, port=text_port, wait=False),
+                start_fake_vision_engine(tmp, port=vision_port, wait=False)]
     try:
         for service in services:
             wait_grpc_serving(service)
-        gateway = start_service("services.api_gateway", ["--models-config", str(config), "--port", str(gateway_port)],
-                                gateway_port, tmp)  # fmt: skip
+        gateway = start_gateway(config, tmp, ready="/ready")
         services.append(gateway)
-        base = f"http://127.0.0.1:{gateway_port}"
-        wait_http(f"{base}/ready", gateway)
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key="not-needed", max_retries=0, timeout=120)
-        yield {"client": client, "base": base, "text": services[0]}
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="not-needed", max_retries=0, timeout=120)
+        yield {"client": client, "base": gateway.url, "text": services[0]}
     finally:
         for service in reversed(services):
             service.stop()

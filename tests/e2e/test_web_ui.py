@@ -19,18 +19,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect
 
-from tests.conftest import TEXT_MODEL
 from tests.support.browser import PageWatch, chromium, new_page, screenshot
 from tests.support.fake_text_engine import REASON, REASON_SPLIT, STAND_IN, VERBATIM, VERBATIM_PIECE
 from tests.support.http_servers import ScriptedServer, send_bytes
 from tests.support.images import encode, png
-from tests.support.processes import free_port, start_service, wait_grpc_serving
+from tests.support.models_yaml import TEXT_MODEL, ModelsYaml
+from tests.support.processes import wait_until
+from tests.support.stack import make_stack, start_fake_text_engine, start_gateway
 
-from .stack import make_stack, wait_http, wait_until
 from .test_text_chat import engine_running
 
 pytestmark = pytest.mark.e2e
@@ -88,11 +87,8 @@ def stack(tiny_models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fake_engine(tmp_path_factory):
     """The scripted fake text engine in a process of its own: exact replies, and failures on cue."""
-    tmp = tmp_path_factory.mktemp("web_ui_fake_engine")
-    port = free_port()
-    engine = start_service("tests.support.fake_text_engine", ["--port", str(port)], port, tmp)
+    engine = start_fake_text_engine(tmp_path_factory.mktemp("web_ui_fake_engine"))
     try:
-        wait_grpc_serving(engine, timeout=30)
         yield engine
     finally:
         engine.stop()
@@ -101,15 +97,10 @@ def fake_engine(tmp_path_factory):
 @contextlib.contextmanager
 def gateway_over(engine, tmp: Path, **gateway_settings) -> Iterator[str]:
     """The real gateway process (with --ui-server, no vision model) over `engine`; yields its base URL."""
-    config = tmp / "models.yaml"
-    config.write_text(yaml.safe_dump({"models": [{"name": TEXT_MODEL, "hf_id": STAND_IN, "endpoint": engine.address}],
-                                      "gateway": gateway_settings}))  # fmt: skip
-    port = free_port()
-    gateway = start_service("services.api_gateway", ["--models-config", str(config), "--port", str(port), "--ui-server"],
-                            port, tmp)  # fmt: skip
+    config = ModelsYaml().model(TEXT_MODEL, hf_id=STAND_IN, endpoint=engine.address).gateway(**gateway_settings)
+    gateway = start_gateway(config.write(tmp / "models.yaml"), tmp, ui=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", gateway)
-        yield f"http://127.0.0.1:{port}"
+        yield gateway.url
     finally:
         gateway.stop()
 

@@ -9,19 +9,17 @@ Engine, gateway and async clients share the test's event loop; the synchronous S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from grpc_health.v1 import health_pb2
 
-from services.api_gateway.app import build_app
-from services.common.config import parse_models_config
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
 from tests.support.fake_text_engine import STAND_IN, TEXT, TOOL_CALL, call_id, start_fake_text_engine
+from tests.support.models_yaml import ModelsYaml
+from tests.support.stack import gateway_in_process
 
 GHOST = "ghost-model"  # configured, but nothing listens at its endpoint
 
@@ -34,26 +32,12 @@ async def engine():
     await server.stop(0)
 
 
-@contextlib.asynccontextmanager
-async def serve_gateway(endpoints: dict[str, str], timeout: float):
-    """The real app under real uvicorn, on a socket bound to a free loopback port."""
-    config = parse_models_config({
-        "models": [{"name": name, "hf_id": STAND_IN, "endpoint": target} for name, target in endpoints.items()],
-        "gateway": {"request_timeout_secs": timeout},
-    })  # fmt: skip
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(build_app(config), log_config=None, log_level="warning", access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with asyncio.timeout(10):
-        while not server.started:  # readiness poll, not an assertion
-            await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+def serve_gateway(endpoints: dict[str, str], timeout: float):
+    """The real app under real uvicorn, on a socket bound to a free loopback port: a model per endpoint."""
+    config = ModelsYaml().gateway(request_timeout_secs=timeout)
+    for name, target in endpoints.items():
+        config.model(name, hf_id=STAND_IN, endpoint=target)
+    return gateway_in_process(config)
 
 
 @pytest.fixture(scope="module")

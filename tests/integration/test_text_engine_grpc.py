@@ -15,8 +15,8 @@ import pytest
 
 from services.common.errors import CODE_METADATA_KEY
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
-from tests.conftest import TEXT_MODEL, write_models_yaml
-from tests.support.processes import free_port, start_service, wait_grpc_serving
+from tests.support.models_yaml import TEXT_MODEL, tiny
+from tests.support.stack import start_text_engine
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
 
@@ -24,15 +24,9 @@ GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shut
 @pytest.fixture(scope="module")
 def engine(tiny_models, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("text_engine")
-    config = write_models_yaml(tmp / "models.yaml", tiny_models, text_params={"max_num_seqs": 4})
-    port = free_port()
-    service = start_service(
-        "services.text_engine",
-        ["--models-config", str(config), "--model", TEXT_MODEL, "--port", str(port), "--device", "cpu"],
-        port, tmp,
-    )  # fmt: skip
+    config = tiny(tiny_models, text_params={"max_num_seqs": 4}).write(tmp / "models.yaml")
+    service = start_text_engine(config, tmp)
     try:
-        wait_grpc_serving(service)
         yield service
     finally:
         assert service.stop() == 0, service.log_text()[-3000:]

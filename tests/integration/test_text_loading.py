@@ -16,7 +16,6 @@ import grpc
 import openai
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, Mistral3ForConditionalGeneration
 from transformers.models.ministral3 import Ministral3ForCausalLM
@@ -25,9 +24,10 @@ from services.common.hf_models import ModelLoadError
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
 from services.model_builder.fp8_model import FP8, FP8_HUB_ID, dequantize_fp8, write_fp8_copy
 from services.text_engine.engine.loader import TEXT_ONLY_KEY_MAPPING, load_text_model
-from tests.conftest import TEXT_MODEL, write_models_yaml
-from tests.integration.test_gateway_fake_engine import serve_gateway
-from tests.support.processes import free_port, start_service, wait_grpc_serving
+from tests.support.fake_text_engine import STAND_IN
+from tests.support.models_yaml import TEXT_MODEL, ModelsYaml, tiny
+from tests.support.processes import wait_grpc_serving
+from tests.support.stack import gateway_in_process, start_text_engine
 
 IDS = torch.tensor([[1, 3, 40, 41, 42, 300, 7, 4, 500, 2]])
 
@@ -141,10 +141,8 @@ def dequantized_checkpoint(fp8_checkpoint, tmp_path_factory) -> Path:
 
 
 def _serve(checkpoint: Path, tmp: Path):
-    path = write_models_yaml(tmp / "models.yaml", {"text": checkpoint})
-    port = free_port()
-    return start_service("services.text_engine", ["--models-config", str(path), "--model", TEXT_MODEL,
-                                                  "--port", str(port), "--device", "cpu"], port, tmp)  # fmt: skip
+    path = tiny({"text": checkpoint}).write(tmp / "models.yaml")
+    return start_text_engine(path, tmp, wait=False)
 
 
 def _greedy(service, text: str) -> tuple[list[str], int, common_pb2.ModelInfo]:
@@ -216,15 +214,10 @@ def engine_with_defaults(tiny_models, tmp_path_factory):
     checkpoint = tmp / "checkpoint"
     shutil.copytree(tiny_models["text"], checkpoint)
     (checkpoint / "generation_config.json").write_text(json.dumps(CHECKPOINT_GENERATION))
-    path = write_models_yaml(tmp / "models.yaml", {**tiny_models, "text": checkpoint})
-    data = yaml.safe_load(path.read_text())
-    data["models"][0]["sampling"] = {"temperature": 0.0}
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    port = free_port()
-    service = start_service("services.text_engine", ["--models-config", str(path), "--model", TEXT_MODEL,
-                                                     "--port", str(port), "--device", "cpu"], port, tmp)  # fmt: skip
+    config = tiny({**tiny_models, "text": checkpoint})
+    config.entry(TEXT_MODEL)["sampling"] = {"temperature": 0.0}
+    service = start_text_engine(config.write(tmp / "models.yaml"), tmp)
     try:
-        wait_grpc_serving(service)
         yield service
     finally:
         assert service.stop() == 0, service.log_text()[-3000:]
@@ -254,7 +247,8 @@ def test_get_model_info_shows_the_effective_defaults(engine_with_defaults):
 
 
 async def test_v1_models_shows_the_effective_defaults(engine_with_defaults):
-    async with serve_gateway({TEXT_MODEL: engine_with_defaults.address}, timeout=10.0) as url:
+    config = ModelsYaml().model(TEXT_MODEL, hf_id=STAND_IN, endpoint=engine_with_defaults.address)
+    async with gateway_in_process(config.gateway(request_timeout_secs=10.0)) as url:
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
         models = (await client.models.list()).data
         await client.close()

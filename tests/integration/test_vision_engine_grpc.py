@@ -14,9 +14,9 @@ import grpc
 import pytest
 
 from services.common.pb.proxyvision.v1 import vision_engine_pb2 as pb, vision_engine_pb2_grpc
-from tests.conftest import VISION_MODEL, write_models_yaml
 from tests.support.images import png
-from tests.support.processes import free_port, start_service, wait_grpc_serving
+from tests.support.models_yaml import tiny
+from tests.support.stack import start_vision_engine
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
 
@@ -24,12 +24,9 @@ GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shut
 @pytest.fixture(scope="module")
 def engine(tiny_models, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vision_engine")
-    config = write_models_yaml(tmp / "models.yaml", tiny_models, vision=True)
-    port = free_port()
-    service = start_service("services.vision_engine", ["--models-config", str(config), "--model", VISION_MODEL,
-                            "--port", str(port), "--device", "cpu"], port, tmp)  # fmt: skip
+    config = tiny(tiny_models, vision=True).write(tmp / "models.yaml")
+    service = start_vision_engine(config, tmp)
     try:
-        wait_grpc_serving(service)
         yield service
     finally:
         assert service.stop() == 0

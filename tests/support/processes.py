@@ -74,12 +74,18 @@ class ServiceProcess:
         return self.proc.returncode
 
 
-def start_process(name: str, argv: list[str], port: int, log_path: Path, env: dict | None = None) -> ServiceProcess:
-    """Run `argv` from the repository root with stdout and stderr in `log_path`; `env` adds to os.environ."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("RUST_LOG", None)
+def start_process(name: str, argv: list[str], port: int, log_path: Path, env: dict | None = None, *,
+                  inherit_env: bool = True, new_session: bool = False) -> ServiceProcess:  # fmt: skip
+    """Run `argv` from the repository root with stdout and stderr in `log_path`. `env` adds to os.environ, or with
+    `inherit_env=False` is the whole environment (a container's, say); `new_session` gives it a process group."""
+    if inherit_env:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env.pop("RUST_LOG", None)
+    else:
+        full_env = dict(env or {})
     log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
-    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=full_env)
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=full_env,
+                            start_new_session=new_session)  # fmt: skip
     log_file.close()
     return ServiceProcess(name, proc, port, log_path)
 
@@ -101,20 +107,25 @@ def stop_all(services: list[ServiceProcess], timeout: float = 20.0) -> None:
         service.stop(timeout)
 
 
+def grpc_serving(channel: grpc.Channel, service_name: str = "", timeout: float = 1.0) -> bool:
+    """One grpc.health.v1 Check: True if SERVING (False if not, or if nothing answers)."""
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service_name),
+                                                          timeout=timeout)  # fmt: skip
+    except grpc.RpcError:
+        return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def wait_grpc_serving(service: ServiceProcess, timeout: float = 120.0, service_name: str = "") -> None:
     """Poll grpc.health.v1 until SERVING (the engine has loaded its model)."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(service.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if service.proc.poll() is not None:
                 raise AssertionError(f"{service.name} exited {service.proc.returncode}:\n{service.log_text()[-4000:]}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=service_name), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
+            if grpc_serving(channel, service_name):
+                return
             time.sleep(0.2)
     raise AssertionError(f"{service.name} not SERVING after {timeout}s:\n{service.log_text()[-4000:]}")
 
