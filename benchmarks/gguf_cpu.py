@@ -32,14 +32,14 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
-import yaml
 
 from services.common.hf_models import MIB
 from services.model_builder.smollm2 import packaged_gguf
-from tests.support.processes import free_port
+from tests.support.models_yaml import ModelsYaml
+from tests.support.processes import free_port, stop_all
 
 from .load import Summary, openai_stream_fn, run_load
-from .servers import _spawn, _stop, _wait_http
+from .servers import spawn, text_stack, wait_ready
 
 MODEL_NAME = "smollm2-135m-instruct"
 LABELS = {"b": "(b) ProxyVision gguf_file", "c": "(c) transformers serve --cb (converted)", "d": "(d) llama.cpp server"}
@@ -49,22 +49,11 @@ KV_BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: 30 layers x 3 KV heads
 @contextmanager
 def our_gguf_stack(gguf: Path, num_tokens: int, concurrency: int, work: Path):
     """Text engine (`gguf_file`) + gateway, as the launcher runs them. Yields the OpenAI base URL."""
-    engine_port, gateway_port = free_port(), free_port()
     mem = max(1, math.ceil(num_tokens * KV_BYTES_PER_TOKEN / MIB))
-    config = work / "gguf.models.yaml"
-    config.write_text(yaml.safe_dump({"models": [{
-        "name": MODEL_NAME, "gguf_file": str(gguf), "endpoint": f"127.0.0.1:{engine_port}",
-        "params": {"mem": mem, "dtype": "f32", "max_num_seqs": concurrency, "block_size": 64}}],
-        "idle_unload_secs": 0}))  # fmt: skip
-    common = ["--models-config", str(config), "--log-level", "WARNING"]
-    engine = _spawn([sys.executable, "-m", "services.text_engine", *common, "--model", MODEL_NAME,
-                     "--port", str(engine_port), "--device", "cpu"], work / "engine.log")  # fmt: skip
-    gateway = _spawn([sys.executable, "-m", "services.api_gateway", *common, "--port", str(gateway_port)], work / "gateway.log")
-    try:
-        _wait_http(f"http://127.0.0.1:{gateway_port}/ready", [engine, gateway], 600, work / "engine.log")
-        yield f"http://127.0.0.1:{gateway_port}/v1"
-    finally:
-        _stop([gateway, engine])
+    config = ModelsYaml().model(MODEL_NAME, gguf_file=str(gguf), params={"mem": mem, "dtype": "f32",
+                                "max_num_seqs": concurrency, "block_size": 64}).set(idle_unload_secs=0)  # fmt: skip
+    with text_stack(config, MODEL_NAME, work, timeout=600) as stack:
+        yield stack.base_url
 
 
 @contextmanager
@@ -74,32 +63,31 @@ def transformers_serve_converted(num_blocks: int, work: Path):
 
     port = free_port()
     model = str(build_all(Path(__file__).resolve().parents[1] / "models" / "tiny", only={"smollm2"})["smollm2"])
-    log_path = work / "transformers_serve.log"
     cli = Path(sys.executable).parent / "transformers"
-    proc = _spawn([str(cli), "serve", model, "--continuous-batching", "--cb-block-size", "64", "--cb-num-blocks",
-                   str(num_blocks), "--cb-max-batch-tokens", "1024", "--device", "cpu", "--dtype", "float32",
-                   "--port", str(port), "--host", "127.0.0.1"], log_path)  # fmt: skip
+    proc = spawn([str(cli), "serve", model, "--continuous-batching", "--cb-block-size", "64", "--cb-num-blocks",
+                  str(num_blocks), "--cb-max-batch-tokens", "1024", "--device", "cpu", "--dtype", "float32",
+                  "--port", str(port), "--host", "127.0.0.1"], work / "transformers_serve.log", port)  # fmt: skip
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health", [proc], 600, log_path)
-        yield f"http://127.0.0.1:{port}/v1", model
+        wait_ready(f"{proc.url}/health", [proc], 600)
+        yield f"{proc.url}/v1", model
     finally:
-        _stop([proc])
+        stop_all([proc])
 
 
 @contextmanager
 def llama_cpp_server(python: str, gguf: Path, n_ctx: int, threads: int, work: Path):
     """llama-cpp-python's OpenAI-compatible server on the file itself. Yields (base URL, model)."""
     port = free_port()
-    log_path = work / "llama_cpp.log"
-    proc = _spawn([python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_NAME,
-                   "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-                   # Its default cuts a running stream short whenever a new request arrives: queue them instead.
-                   "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port)], log_path)  # fmt: skip
+    proc = spawn([python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_NAME,
+                  "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+                  # Its default cuts a running stream short whenever a new request arrives: queue them instead.
+                  "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port)],
+                 work / "llama_cpp.log", port)  # fmt: skip
     try:
-        _wait_http(f"http://127.0.0.1:{port}/v1/models", [proc], 300, log_path)
-        yield f"http://127.0.0.1:{port}/v1", MODEL_NAME
+        wait_ready(f"{proc.url}/v1/models", [proc], 300)
+        yield f"{proc.url}/v1", MODEL_NAME
     finally:
-        _stop([proc])
+        stop_all([proc])
 
 
 async def alternate(contenders: dict, concurrency: int, max_tokens: int, rounds: int) -> dict[str, tuple[Summary, Summary]]:

@@ -1,55 +1,32 @@
-"""Start and stop the server contenders as child processes of the bench: our stack and `transformers serve`."""
+"""Start and stop the server contenders as child processes of the bench: our stack and `transformers serve`.
+
+Our stack is started with the test harness (tests/support/stack.py, configs from tests/support/models_yaml.py),
+at WARNING log level and with the hub offline; the other servers with its generic process helpers."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import yaml
+from tests.support.models_yaml import ModelsYaml
+from tests.support.processes import ServiceProcess, free_port, start_process, stop_all, wait_http
+from tests.support.stack import start_gateway, start_text_engine, start_vision_engine
 
-from tests.support.processes import free_port
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "wb")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})  # fmt: skip
-    log.close()
-    return proc
+QUIET = ("--log-level", "WARNING")
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+START_TIMEOUT = 300.0  # s: a bench checkpoint loads in seconds, but on a busy 2-core machine
 
 
-def _wait_http(url: str, procs: list[subprocess.Popen], timeout: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise RuntimeError(f"a server exited early; see {log_path}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} not ready after {timeout}s; see {log_path}")
+def spawn(argv: list[str], log_path: Path, port: int = 0) -> ServiceProcess:
+    """Another program (a contender's server) with its output in `log_path` and the hub offline."""
+    return start_process(Path(argv[0]).name, argv, port, log_path, OFFLINE)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def wait_ready(url: str, services: list[ServiceProcess], timeout: float = START_TIMEOUT) -> None:
+    """GET `url` answers 200; fails (with the logs) as soon as one of `services` exits."""
+    wait_http(url, *services, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -61,25 +38,27 @@ class OurStack:
 
 
 @contextmanager
-def our_stack(model_dir: str, model_name: str, params: dict, work: Path, *, idle_unload_secs: int = 0):
-    """Text engine + gateway as separate processes (as the launcher runs them). Yields an OurStack."""
-    engine_port, gateway_port = free_port(), free_port()
-    config = work / "bench.models.yaml"
-    config.write_text(yaml.safe_dump({
-        "models": [{"name": model_name, "local_path": model_dir, "params": params,
-                    "endpoint": f"127.0.0.1:{engine_port}"}],
-        "idle_unload_secs": idle_unload_secs,
-    }))  # fmt: skip
-    log_path = work / "stack.log"
-    common = ["--models-config", str(config), "--log-level", "WARNING"]
-    engine = _spawn([sys.executable, "-m", "services.text_engine", *common, "--model", model_name,
-                     "--port", str(engine_port), "--device", "cpu"], work / "engine.log")  # fmt: skip
-    gateway = _spawn([sys.executable, "-m", "services.api_gateway", *common, "--port", str(gateway_port)], log_path)
+def text_stack(config: ModelsYaml, model_name: str, work: Path, *, timeout: float = START_TIMEOUT):
+    """A text engine for `model_name` + gateway as separate processes (as the launcher runs them), both loading at
+    once; `config` gets the engine's endpoint. Yields an OurStack once the gateway is ready."""
+    engine_port = free_port()
+    config.endpoints({model_name: f"127.0.0.1:{engine_port}"})
+    path = config.write(work / f"{model_name}.models.yaml")
+    services = [start_text_engine(path, work, model=model_name, port=engine_port, args=QUIET, env=OFFLINE, wait=False)]
     try:
-        _wait_http(f"http://127.0.0.1:{gateway_port}/ready", [engine, gateway], 300, work / "engine.log")
-        yield OurStack(f"http://127.0.0.1:{gateway_port}/v1", f"127.0.0.1:{engine_port}")
+        services.append(start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None))
+        wait_ready(f"{services[1].url}/ready", services, timeout)
+        yield OurStack(f"{services[1].url}/v1", services[0].address)
     finally:
-        _stop([gateway, engine])
+        stop_all(services[::-1])
+
+
+@contextmanager
+def our_stack(model_dir: str, model_name: str, params: dict, work: Path, *, idle_unload_secs: int = 0):
+    """Text engine + gateway on one checkpoint (`params` as given). Yields an OurStack."""
+    config = ModelsYaml().text(model_name, local_path=model_dir, params=params, tiny_defaults=False)
+    with text_stack(config.set(idle_unload_secs=idle_unload_secs), model_name, work) as stack:
+        yield stack
 
 
 @contextmanager
@@ -87,43 +66,36 @@ def transformers_serve(model_dir: str, block_size: int, num_blocks: int, max_bat
     """`transformers serve <dir> --continuous-batching` on the same checkpoint and cache size."""
     port = free_port()
     cli = Path(sys.executable).parent / "transformers"
-    log_path = work / "transformers_serve.log"
-    proc = _spawn([str(cli), "serve", model_dir, "--continuous-batching", "--cb-block-size", str(block_size),
-                   "--cb-num-blocks", str(num_blocks), "--cb-max-batch-tokens", str(max_batch_tokens),
-                   "--device", "cpu", "--dtype", "float32", "--port", str(port), "--host", "127.0.0.1"],
-                  log_path)  # fmt: skip
+    proc = spawn([str(cli), "serve", model_dir, "--continuous-batching", "--cb-block-size", str(block_size),
+                  "--cb-num-blocks", str(num_blocks), "--cb-max-batch-tokens", str(max_batch_tokens),
+                  "--device", "cpu", "--dtype", "float32", "--port", str(port), "--host", "127.0.0.1"],
+                 work / "transformers_serve.log", port)  # fmt: skip
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health", [proc], 300, log_path)
-        yield f"http://127.0.0.1:{port}/v1"
+        wait_ready(f"{proc.url}/health", [proc])
+        yield f"{proc.url}/v1"
     finally:
-        _stop([proc])
+        stop_all([proc])
 
 
 @contextmanager
 def vision_stack(text_dir: str, vision_dir: str, text_name: str, vision_name: str, work: Path):
     """Tiny text engine + vision engine + gateway (fetching allowed from 127.0.0.1). Yields (base URL, vision address)."""
-    text_port, vision_port, gateway_port = free_port(), free_port(), free_port()
-    config = work / "vision.models.yaml"
-    config.write_text(yaml.safe_dump({
-        "models": [
-            {"name": text_name, "local_path": text_dir, "endpoint": f"127.0.0.1:{text_port}",
-             "params": {"mem": 8, "dtype": "f32", "max_num_seqs": 16}},
-            {"name": vision_name, "local_path": vision_dir, "endpoint": f"127.0.0.1:{vision_port}",
-             "params": {"mem": 256, "dtype": "f32", "max_num_seqs": 4}, "capabilities": {"vision_mode": "proxy"}},
-        ],
-        "idle_unload_secs": 0,
-        "gateway": {"images": {"allow_private_networks": ["127.0.0.0/8"]}},
-    }))  # fmt: skip
-    common = ["--models-config", str(config), "--log-level", "WARNING"]
-    procs = [
-        _spawn([sys.executable, "-m", "services.text_engine", *common, "--model", text_name, "--port", str(text_port),
-                "--device", "cpu"], work / "v-text.log"),
-        _spawn([sys.executable, "-m", "services.vision_engine", *common, "--model", vision_name, "--port",
-                str(vision_port), "--device", "cpu"], work / "v-vision.log"),
-        _spawn([sys.executable, "-m", "services.api_gateway", *common, "--port", str(gateway_port)], work / "v-gateway.log"),
-    ]  # fmt: skip
+    text_port, vision_port = free_port(), free_port()
+    path = (ModelsYaml()
+            .text(text_name, local_path=text_dir, endpoint=f"127.0.0.1:{text_port}", tiny_defaults=False,
+                  params={"mem": 8, "dtype": "f32", "max_num_seqs": 16})
+            .vision(vision_name, local_path=vision_dir, endpoint=f"127.0.0.1:{vision_port}", tiny_defaults=False,
+                    prompt_template=None, params={"mem": 256, "dtype": "f32", "max_num_seqs": 4})
+            .set(idle_unload_secs=0)
+            .gateway(images={"allow_private_networks": ["127.0.0.0/8"]})
+            .write(work / "vision.models.yaml"))  # fmt: skip
+    services = []
     try:
-        _wait_http(f"http://127.0.0.1:{gateway_port}/ready", procs, 300, work / "v-gateway.log")
-        yield f"http://127.0.0.1:{gateway_port}", f"127.0.0.1:{vision_port}"
+        services.append(start_text_engine(path, work, model=text_name, port=text_port, args=QUIET, env=OFFLINE, wait=False))
+        services.append(start_vision_engine(path, work, model=vision_name, port=vision_port, args=QUIET, env=OFFLINE,
+                                            wait=False))  # fmt: skip
+        services.append(start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None))
+        wait_ready(f"{services[2].url}/ready", services)
+        yield services[2].url, services[1].address
     finally:
-        _stop(procs)
+        stop_all(services[::-1])
