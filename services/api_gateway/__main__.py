@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 
 import uvicorn
 
-from services.common.config import ConfigError, load_models_config
-from services.common.env import first_set, models_config_path, parse_endpoints
+from services.common.config import ConfigError, ModelsConfig, load_models_config
+from services.common.env import first_set, models_config_path, parse_api_keys, parse_endpoints
 from services.common.logging_setup import setup_service_logging
 from services.common.tls import add_tls_arguments, channel_credentials, client_transport, resolve_tls
 
@@ -37,9 +38,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"(env PROXYVISION_DRAIN_GRACE_SECS, default {DEFAULT_DRAIN_GRACE_SECS:.0f})")  # fmt: skip
     parser.add_argument("--request-timeout-secs", type=float, help="deadline of one engine call (env "
                         "PROXYVISION_REQUEST_TIMEOUT_SECS; default gateway.request_timeout_secs of models.yaml, 600)")  # fmt: skip
+    parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                        help="a key clients must send as 'Authorization: Bearer KEY' on /v1 (repeatable or "
+                             "comma-separated; env PROXYVISION_API_KEY; replaces gateway.api_keys of models.yaml). "
+                             "Other users can read a command line: prefer the env or a key file")  # fmt: skip
     parser.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
     add_tls_arguments(parser, side="gateway")
     return parser.parse_args(argv)
+
+
+def with_api_keys(config: ModelsConfig, cli_keys: list[str], environ: Mapping[str, str] | None = None) -> ModelsConfig:
+    """--api-key, else PROXYVISION_API_KEY, replaces gateway.api_keys (the keys of api_keys_file still count)."""
+    keys = first_set(",".join(cli_keys) or None, "PROXYVISION_API_KEY", environ=environ)
+    if keys is None:
+        return config
+    gateway = config.gateway.model_copy(update={"api_keys": parse_api_keys(keys)})
+    return config.model_copy(update={"gateway": gateway})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if timeout is not None:
             config = config.model_copy(update={"gateway": config.gateway.model_copy(
                 update={"request_timeout_secs": float(timeout)})})  # fmt: skip
+        config = with_api_keys(config, args.api_key)
         grace = float(first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=DEFAULT_DRAIN_GRACE_SECS))
         drain = Drain()
         app = build_app(config, ui_server=args.ui_server, drain=drain)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from services.common.config import ModelsConfig
 
+from .auth import install_api_keys
 from .clients.channels import open_channel
 from .clients.text_engine import TextEngineClient
 from .clients.vision_engine import VisionEngineClient
@@ -74,7 +75,8 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    install_openapi(app)
+    key_policy = install_api_keys(app, config.gateway)  # before RequestIdMiddleware: a 401 gets its id and access line
+    install_openapi(app, key_policy=key_policy)
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)

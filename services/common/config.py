@@ -7,12 +7,13 @@ start-up with a `ConfigError` whose message names the file, the key path and wha
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_VISION_PROMPT = "Describe this image in detail:"
 
@@ -200,6 +201,29 @@ class RequestLimits(_Strict):
                                        "request may ask for; above it is a 400.")
 
 
+_API_KEY = re.compile(r"[\x21-\x7e]+")
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why `key` cannot be an API key (None if it can): it must be printable ASCII without spaces, as a
+    Bearer token sent in an HTTP header is. The message never contains the key."""
+    if not key:
+        return "an API key cannot be empty"
+    if not _API_KEY.fullmatch(key):
+        return "an API key must be printable ASCII without spaces"
+    return None
+
+
+def _check_api_key(key: str) -> str:
+    problem = api_key_problem(key)
+    if problem:
+        raise ValueError(problem)
+    return key
+
+
+ApiKey = Annotated[str, AfterValidator(_check_api_key)]
+
+
 class GatewaySettings(_Strict):
     """Settings of the API gateway."""
 
@@ -209,6 +233,14 @@ class GatewaySettings(_Strict):
     max_n: int = Field(8, ge=1, description="Most choices (`n`) one chat request may ask for: each is an engine call.")
     images: ImageLimits = ImageLimits()
     limits: RequestLimits = RequestLimits()
+    # repr=False: a logged or printed config never shows the keys.
+    api_keys: list[ApiKey] = Field(default_factory=list, repr=False, description="Keys a client must send as 'Authorization: Bearer "
+                                "<key>' on every /v1 route; none here and no api_keys_file: no authentication.")
+    api_keys_file: str | None = Field(None, min_length=1, description="A file of keys, one per line ('#' comments and "
+                                      "blank lines ignored), e.g. a mounted Kubernetes Secret; re-read when it changes. "
+                                      "Its keys are accepted as well as api_keys. Relative to models.yaml.")
+    api_keys_protect_health: bool = Field(False, description="With keys set, /health, /ready and /metrics need a key "
+                                          "too (probes and Prometheus must then send one).")
 
 
 _TLS_FILES = ("ca", "server_cert", "server_key", "client_cert", "client_key")
@@ -364,4 +396,8 @@ def load_models_config(path: str | Path) -> ModelsConfig:
         else m
         for m in models
     ]
-    return config.model_copy(update={"models": models})
+    # And so is the gateway's key file.
+    gateway = config.gateway
+    if gateway.api_keys_file and not Path(gateway.api_keys_file).is_absolute():
+        gateway = gateway.model_copy(update={"api_keys_file": str((path.parent / gateway.api_keys_file).resolve())})
+    return config.model_copy(update={"models": models, "gateway": gateway})

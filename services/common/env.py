@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from .config import api_key_problem
+
 # name -> (default, meaning)
 ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "PROXYVISION_MODELS_CONFIG": (None, "Path of models.yaml when --models-config is not given."),
@@ -20,6 +22,8 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS": ("300000", "Engines: close client connections after this long so "
                                                "DNS-balanced clients re-resolve (0: never)."),
     "PROXYVISION_REQUEST_TIMEOUT_SECS": (None, "Gateway: deadline of one engine call (overrides gateway.request_timeout_secs)."),
+    "PROXYVISION_API_KEY": (None, "Gateway: API key(s) clients must send as 'Authorization: Bearer <key>', "
+                            "comma-separated; replaces gateway.api_keys (keys of gateway.api_keys_file still count)."),
     # TLS on the gRPC hop (services/common/tls.py); each overrides its tls.* key of models.yaml, and any of them
     # turns TLS on. Paths are relative to the working directory.
     "PROXYVISION_TLS_CA": (None, "PEM CA bundle: the gateway verifies engines with it; engines verify client certificates."),
@@ -74,6 +78,21 @@ def parse_endpoints(value: str | None) -> dict[str, str]:
         last = name.strip()
         result[last] = target.strip()
     return result
+
+
+def parse_api_keys(value: str | None) -> list[str]:
+    """Parse --api-key / PROXYVISION_API_KEY values: 'key1,key2' (spaces around a key ignored).
+
+    ValueError, never naming the key, for one that cannot be sent as a Bearer token, or for a value
+    without any key (',' would otherwise switch authentication off)."""
+    keys = [key.strip() for key in (value or "").split(",") if key.strip()]
+    if value and not keys:
+        raise ValueError("--api-key / PROXYVISION_API_KEY is set but names no key")
+    for index, key in enumerate(keys):
+        problem = api_key_problem(key)
+        if problem:
+            raise ValueError(f"API key {index + 1} of --api-key / PROXYVISION_API_KEY: {problem}")
+    return keys
 
 
 def models_config_path(cli_value: str | None, environ: Mapping[str, str] | None = None) -> str:

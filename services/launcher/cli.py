@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from services.common.config import ConfigError, ModelsConfig, load_models_config, parse_models_config
-from services.common.env import first_set, log_level_from
+from services.common.env import first_set, log_level_from, parse_api_keys
 from services.common.logging_setup import normalize_level, setup_logging
 
 from .banner import ready_banner
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
     serve.add_argument("--drain-grace-secs", type=float, help="on Ctrl-C/SIGTERM, how long running requests may "
                        "finish before they are aborted (env PROXYVISION_DRAIN_GRACE_SECS, default 30)")  # fmt: skip
+    serve.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                       help="a key clients must send as 'Authorization: Bearer KEY' on /v1 (repeatable or "
+                            "comma-separated; env PROXYVISION_API_KEY; replaces gateway.api_keys)")  # fmt: skip
     serve.add_argument("--ready-timeout", type=float, default=600.0,
                        help="seconds the engines may take to load before the launcher gives up (0: no limit)")  # fmt: skip
     return parser
@@ -103,6 +106,13 @@ def options_from(args: argparse.Namespace, level: str) -> StackOptions:
     )
 
 
+def api_key_env(cli_keys: list[str]) -> dict[str, str]:
+    """--api-key reaches the gateway as PROXYVISION_API_KEY (which it would otherwise inherit as it is): an
+    environment is private to the process, a command line is not. ValueError for a bad key, before anything starts."""
+    keys = first_set(",".join(cli_keys) or None, "PROXYVISION_API_KEY")
+    return {"PROXYVISION_API_KEY": ",".join(parse_api_keys(keys))} if keys is not None else {}
+
+
 def log_level(args: argparse.Namespace, environ=None) -> str:
     """--log-level > LOG_LEVEL > RUST_LOG > --log (DEBUG: the brief's "detailed logging") > INFO."""
     return normalize_level(log_level_from(args.log_level, environ)) or ("DEBUG" if args.log else "INFO")
@@ -122,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args)
             options = options_from(args, level)
             plan = plan_stack(config, options, resolved_path, vision_engine_installed=vision_engine_installed())
+            child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **api_key_env(args.api_key)}
         except (ConfigError, ValueError) as exc:  # ConfigError is a ValueError; both are the operator's to fix
             log.error("%s", exc)
             return 2
@@ -134,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         write_config(plan.config, resolved_path)
         # The children drain for up to their grace period; SIGKILL only comes after that, with a margin.
-        supervisor = Supervisor(plan.processes, env={**os.environ, "PYTHONUNBUFFERED": "1"}, probe=is_ready,
+        supervisor = Supervisor(plan.processes, env=child_env, probe=is_ready,
                                 grace_secs=options.drain_grace_secs + STOP_MARGIN_SECS)  # fmt: skip
         gateway = plan.processes[-1]
         vision = next((spec.name for spec in plan.processes if spec.kind == "vision_engine"), None)
