@@ -15,6 +15,7 @@ from .clients.channels import open_channel
 from .clients.text_engine import TextEngineClient
 from .clients.vision_engine import VisionEngineClient
 from .errors import install_error_handlers
+from .limits import RequestLimitsMiddleware
 from .media.fetcher import ImageFetcher
 from .middleware import RequestIdMiddleware
 from .openapi import install_openapi
@@ -75,6 +76,8 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Innermost middleware: a 413 gets its request id and access line, and an API key is checked before a body is read.
+    app.add_middleware(RequestLimitsMiddleware, limits=config.gateway.limits)
     key_policy = install_api_keys(app, config.gateway)  # before RequestIdMiddleware: a 401 gets its id and access line
     install_openapi(app, key_policy=key_policy)
     app.include_router(chat.router)

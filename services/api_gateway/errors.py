@@ -55,8 +55,9 @@ def validation_error(exc: RequestValidationError, content_type: str | None = Non
     if any(e.get("type") == "json_invalid" for e in errors):
         return InvalidRequestError("We could not parse the JSON body of your request. (HINT: This likely means you "
                                    "aren't using your HTTP library correctly.)", code="invalid_json")  # fmt: skip
-    # The deepest location is the one that names what is wrong (not the union branch that did not fit).
-    first = max(errors, key=lambda e: len(e.get("loc", ())))
+    # The deepest location is the one that names what is wrong (not the union branch that did not fit); at equal
+    # depth, a bad value of the right type (an empty or malformed URL string) beats "should be an object".
+    first = max(errors, key=lambda e: (len(e.get("loc", ())), not str(e.get("type", "")).endswith("_type")))
     path = field_path(tuple(first.get("loc", ())))
     if not path:
         return _bad_body(first, content_type)

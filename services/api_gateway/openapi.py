@@ -30,6 +30,7 @@ _DESCRIPTIONS = {
     400: "Invalid request: malformed JSON, a bad or unsupported parameter (`param` names it), a context overflow, a bad image",
     401: "No API key, or not an accepted one (send 'Authorization: Bearer <key>')",
     404: "Unknown model",
+    413: "The request body is larger than gateway.limits.max_body_bytes",
     500: "Internal error (details are in the server's log)",
     503: "An engine is unavailable, overloaded (`Retry-After`) or the server is shutting down",
     504: "The engine did not answer within the deadline",

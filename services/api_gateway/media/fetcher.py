@@ -103,13 +103,19 @@ class ImageFetcher:
             result = await self._get_with_retries(target, address)
             if isinstance(result, FetchedImage):
                 return result
-            url = urljoin(url, result)  # a redirect: the next hop is checked like the first
+            try:
+                url = urljoin(url, result)  # a redirect: the next hop is checked like the first
+            except ValueError as exc:  # a Location that is not a URL ("http://[::1")
+                raise _Refused(f"bad redirect location: {exc}") from None
         raise _Refused(f"more than {self._limits.max_redirects} redirects")
 
     def _check_url(self, url: str) -> _Target:
         if "\\" in url or any(ord(ch) < 0x21 for ch in url):
             raise _Refused("backslash or control character in URL")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # an unclosed IPv6 bracket; the schema refuses it first, a redirect may not
+            raise _Refused(f"malformed URL: {exc}") from None
         if parts.scheme.lower() not in ("http", "https"):
             raise _Refused(f"scheme {parts.scheme!r} not allowed")
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
@@ -132,7 +138,7 @@ class ImageFetcher:
     async def _resolve(self, target: _Target) -> str:
         try:
             addresses = await self._resolver(target.host, target.port)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host IDNA cannot encode ("a..b", a 64-char label)
             raise _Refused(f"cannot resolve {target.host}: {exc}") from None
         if not addresses:
             raise _Refused(f"no address for {target.host}")
@@ -194,5 +200,8 @@ class ImageFetcher:
 
 def _redact(url: str) -> str:
     """URLs may carry tokens in their query; log scheme, host and path only."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # the URL was refused for being malformed: log that much of it
+        return url.split("?", 1)[0][:80]
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path[:80]}"

@@ -23,7 +23,7 @@ _RESPONSES = {
     200: {"description": "A `chat.completion`, or with `stream: true` a `text/event-stream` of `chat.completion.chunk` "
                          "events ending with `data: [DONE]`",
           "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-    **error_responses(400, 404, 500, 503, 504),
+    **error_responses(400, 404, 413, 500, 503, 504),
 }  # fmt: skip
 DISCONNECT_POLL_SECS = 0.5
 T = TypeVar("T")

@@ -11,16 +11,37 @@ Tools and response formats are in `tools.py`.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from services.common.config import SamplingDefaults
 
+from ..limits import active_limits, check_chat_limits
+from .json_values import check_json_values
 from .tools import NamedToolChoice, ResponseFormat, Tool, ToolCall, ToolChoice
 
 MAX_LOGIT_BIAS = 300  # entries, as OpenAI
 INT32 = 2**31
+UINT32 = 2**32  # the proto's token counts and top_k are uint32: larger values could not be sent
+
+
+def _parsable_url(url: str) -> str:
+    """An image URL the fetcher can take apart (brackets closed, a numeric port): a malformed one is the
+    client's mistake and is named as such, before anything is fetched. data: URLs are decoded later."""
+    stripped = url.strip()
+    if stripped[:5].lower() == "data:":
+        return url
+    try:
+        parts = urlsplit(stripped)
+        parts.port  # noqa: B018 - parsing the port is the check (ValueError when it is not a number in range)
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    return url
+
+
+ImageAddress = Annotated[str, Field(min_length=1), AfterValidator(_parsable_url)]
 
 
 class _Lenient(BaseModel):
@@ -30,7 +51,7 @@ class _Lenient(BaseModel):
 class ImageURL(_Lenient):
     """The `image_url` object of an image part."""
 
-    url: str = Field(min_length=1)
+    url: ImageAddress
     detail: Literal["low", "high", "auto"] = "auto"
 
 
@@ -45,7 +66,7 @@ class ImagePart(_Lenient):
     """`{"type": "image_url", "image_url": {"url": ..., "detail": ...}}` (or a plain URL string)."""
 
     type: Literal["image_url"]
-    image_url: ImageURL | str
+    image_url: ImageURL | ImageAddress
 
     @property
     def image(self) -> ImageURL:
@@ -136,8 +157,8 @@ class ChatCompletionRequest(_Lenient):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, lt=UINT32, description="At most gateway.limits.max_completion_tokens.")
+    max_completion_tokens: int | None = Field(None, ge=1, lt=UINT32, description="At most gateway.limits.max_completion_tokens.")
     temperature: float | None = Field(None, **_sampling_bounds("temperature"))
     top_p: float | None = Field(None, **_sampling_bounds("top_p"))
     top_k: int | None = Field(None, **_sampling_bounds("top_k"), description="vLLM extra: 0 disables it.")
@@ -148,7 +169,7 @@ class ChatCompletionRequest(_Lenient):
     repetition_penalty: float | None = Field(None, **_sampling_bounds("repetition_penalty"),
                                              description="vLLM extra: multiplicative penalty on tokens seen so far; 1 disables it.")  # fmt: skip
     min_p: float | None = Field(None, **_sampling_bounds("min_p"), description="vLLM extra: 0 disables it.")
-    min_tokens: int | None = Field(None, ge=0, description="vLLM extra: no end of sequence before this many tokens "
+    min_tokens: int | None = Field(None, ge=0, lt=UINT32, description="vLLM extra: no end of sequence before this many tokens "
                                    "(at most max_tokens).")  # fmt: skip
     stop_token_ids: list[TokenId] | None = Field(None, description="vLLM extra: token ids that end the answer.")
     ignore_eos: bool | None = Field(None, description="vLLM extra: generate up to max_tokens past end of sequence.")
@@ -170,6 +191,16 @@ class ChatCompletionRequest(_Lenient):
     function_call: Any = Field(None, deprecated=True, description="Not supported: use tool_choice.")
     audio: Any = Field(None, description="Not supported (text only).")
     modalities: list[Literal["text"]] | None = Field(None, description="Only [\"text\"].")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _within_limits_and_carriable(cls, data):
+        # On the parsed JSON, before any field is validated: counting is cheap, validating 10^6 messages is not.
+        limits = active_limits.get()
+        if limits is not None:
+            check_chat_limits(data, limits)
+        check_json_values(data)
+        return data
 
     @field_validator("stop")
     @classmethod

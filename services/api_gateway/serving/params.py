@@ -10,9 +10,13 @@ from ..clients.text_engine import GenerationParams, OutputOptions, ToolSpec
 from ..schemas.chat import ChatCompletionRequest
 from ..schemas.tools import JsonSchemaFormat, NamedToolChoice
 
+TOP_K_MAX = 2**32 - 1
+
 # Request fields whose body name or form differs from the engine's (the rest are taken by name).
 _RENAMED = {
     "max_tokens": lambda r: r.completion_limit,
+    # Any top_k past the vocabulary keeps every token; past uint32 (the proto's type) it could not be sent.
+    "top_k": lambda r: None if r.top_k is None else min(r.top_k, TOP_K_MAX),
     "stop": lambda r: r.stop_list,
     "stop_token_ids": lambda r: tuple(r.stop_token_ids or ()),
     "logit_bias": lambda r: {int(k): v for k, v in r.logit_bias.items()} if r.logit_bias else None,

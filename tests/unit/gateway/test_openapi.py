@@ -31,8 +31,8 @@ async def test_no_fastapi_422_or_its_validation_schemas(doc):
 
 async def test_chat_completions_declares_its_errors_with_the_openai_body(doc):
     responses = doc["paths"]["/v1/chat/completions"]["post"]["responses"]
-    assert set(responses) == {"200", "400", "404", "500", "503", "504"}
-    for status in ("400", "404", "500", "503", "504"):
+    assert set(responses) == {"200", "400", "404", "413", "500", "503", "504"}
+    for status in ("400", "404", "413", "500", "503", "504"):
         assert responses[status]["content"]["application/json"]["schema"] == {"$ref": ERROR_REF}, status
     assert set(responses["200"]["content"]) == {"application/json", "text/event-stream"}
     error = doc["components"]["schemas"]["ErrorDetail"]

@@ -1,0 +1,145 @@
+"""Request limits (`gateway.limits`), checked before any heavy work: a body that is too large is never parsed,
+a request with too many messages or too much text is never validated field by field, tokenized or sent on.
+
+Two steps, each where it is cheapest:
+- `RequestLimitsMiddleware` (ASGI) counts the body's bytes as they arrive and answers 413 as soon as they
+  pass `max_body_bytes`: at once when `Content-Length` says so, else (chunked) at the chunk that crosses it.
+  A body within the limit is buffered and handed on unchanged: FastAPI reads whole bodies anyway.
+- `check_chat_limits` runs on the parsed JSON before pydantic validates it (validating a million tiny
+  messages takes seconds; counting them takes nothing): messages, text characters, the completion budget.
+  The request schema calls it with the limits the middleware put in `active_limits` for this request.
+
+A `max_tokens` above the cap is refused (400 naming the field), not clamped: a client that asked for more
+than it can get would otherwise read `finish_reason: "length"` as the model's choice; OpenAI answers 400 too,
+and so does this gateway when a budget does not fit the context.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+
+from services.common.config import RequestLimits
+from services.common.errors import InvalidRequestError, ProxyVisionError
+
+# Set by the middleware for the duration of one request; None outside requests (a schema validated in a
+# test, or by code that is not answering a client, is not limited).
+active_limits: contextvars.ContextVar[RequestLimits | None] = contextvars.ContextVar("request_limits", default=None)
+
+
+class RequestTooLargeError(ProxyVisionError):
+    """The body is larger than `gateway.limits.max_body_bytes`."""
+
+    http_status = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+def too_large(limit: int) -> RequestTooLargeError:
+    """The 413 of a body over `limit` bytes."""
+    return RequestTooLargeError(f"The request body is larger than this server accepts ({limit} bytes; "
+                                "gateway.limits.max_body_bytes). Send images by URL, or fewer or smaller ones.")  # fmt: skip
+
+
+class RequestLimitsMiddleware:
+    """Refuses oversized bodies while reading them and makes the limits known to the request schema."""
+
+    def __init__(self, app, limits: RequestLimits) -> None:
+        self.app = app
+        self._limits = limits
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = active_limits.set(self._limits)
+        try:
+            body = await self._read_body(scope, receive, send)
+            if body is not None:
+                await self.app(scope, _replay(body, receive), send)
+        finally:
+            active_limits.reset(token)
+
+    async def _read_body(self, scope, receive, send) -> list[dict] | None:
+        """The body's messages, or None when this middleware has answered (413) or the client has gone."""
+        limit = self._limits.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _refuse(send, limit)  # not one byte of it is read
+            return None
+        messages, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect: nobody is left to answer
+                return None
+            total += len(message.get("body", b""))
+            if total > limit:
+                await _refuse(send, limit)
+                return None
+            messages.append(message)
+            if not message.get("more_body", False):
+                return messages
+
+
+def _replay(messages: list[dict], receive):
+    """A `receive` that hands the buffered body on, then waits on the client as before (for disconnects)."""
+    pending = list(messages)
+
+    async def replayed() -> dict:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
+
+
+async def _refuse(send, limit: int) -> None:
+    body = json.dumps(too_large(limit).to_openai()).encode()
+    # The rest of the body is not read: close the connection rather than leave it for the next request.
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+def check_chat_limits(data: object, limits: RequestLimits) -> None:
+    """Raise a 400 naming the field if the raw (parsed, not yet validated) chat request is over a limit.
+
+    Anything of the wrong shape is left alone: the schema's own validation reports it."""
+    if not isinstance(data, dict):
+        return
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        if len(messages) > limits.max_messages:
+            raise InvalidRequestError(f"Invalid 'messages': {len(messages)} messages is more than this server accepts "
+                                      f"(at most {limits.max_messages}; gateway.limits.max_messages).",
+                                      param="messages", code="too_many_messages")  # fmt: skip
+        chars = sum(_text_chars(m) for m in messages)
+        if chars > limits.max_text_chars:
+            raise InvalidRequestError(f"Invalid 'messages': {chars} characters of text is more than this server "
+                                      f"accepts (at most {limits.max_text_chars}; gateway.limits.max_text_chars).",
+                                      param="messages", code="text_too_long")  # fmt: skip
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = data.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > limits.max_completion_tokens:
+            raise InvalidRequestError(f"Invalid '{name}': {value} is more than this server allows (at most "
+                                      f"{limits.max_completion_tokens} completion tokens; "
+                                      "gateway.limits.max_completion_tokens).", param=name, code="invalid_value")  # fmt: skip
+
+
+def _text_chars(message: object) -> int:
+    """Characters of text one raw message carries into the prompt (image parts are not text)."""
+    if not isinstance(message, dict):
+        return 0
+    total = sum(len(v) for k in ("content", "reasoning_content", "reasoning", "name")
+                if isinstance(v := message.get(k), str))  # fmt: skip
+    content = message.get("content")
+    if isinstance(content, list):
+        total += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        for call in calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                total += sum(len(v) for k in ("name", "arguments") if isinstance(v := function.get(k), str))
+    return total
