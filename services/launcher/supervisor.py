@@ -161,9 +161,9 @@ class Supervisor:
                         self._start(child)
                         waiting = {s.name for s in pending} | {child.spec.name}
                         pending = [s for s in self.specs if s.name in waiting]  # in start order: the gateway last
-                was_pending = bool(pending)
                 pending = [spec for spec in pending if not self._settled(spec, pending)]
-                if was_pending and not pending and not announced:
+                restarting = any(c.restart_at is not None for c in self._children.values())
+                if not pending and not restarting and not announced:  # the banner waits for a child in backoff
                     announced = True
                     if on_ready is not None:
                         on_ready(dict(self.failed))

@@ -244,7 +244,7 @@ def test_a_restarted_child_is_probed_until_ready_again_and_announced_once(tmp_pa
             waiter.join(10)
             sup.stop()
     assert results == [0] and sup.procs["flaky"].pid != first
-    assert len(announced) <= 1  # at most the first time everything was ready, never per restart
+    assert announced == [{}]  # once (never per restart), and not while a child waits out its backoff
     assert "flaky exited unexpectedly with code 7" in caplog.text
 
 
