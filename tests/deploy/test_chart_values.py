@@ -67,7 +67,7 @@ def test_every_object_in_the_schema_refuses_unknown_keys_except_kubernetes_pass_
     # Maps handed to Kubernetes as they are (labels, affinity, security contexts, HPA specs) are
     # validated by the API server; everything the chart itself reads must refuse unknown keys.
     pass_through = {"affinity", "podSecurityContext", "securityContext", "behavior", "metrics", "tolerations",
-                    "topologySpreadConstraints", "extraEnv", "tls", "claims"}  # fmt: skip
+                    "topologySpreadConstraints", "extraEnv", "tls", "claims", "metricsFrom"}  # fmt: skip
     open_objects = []
 
     def walk(node, path):

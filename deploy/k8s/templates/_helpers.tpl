@@ -163,7 +163,8 @@ app.kubernetes.io/component: {{ .kind }}-engine
 proxyvision.io/engine: {{ .name }}
 {{- end }}
 
-{{/* The models.yaml every service reads: modelsConfig with each model's endpoint filled in. */}}
+{{/* The models.yaml every service reads: modelsConfig with each model's endpoint filled in, and the API
+key file when gateway.apiKeys is used. */}}
 {{- define "proxyvision.modelsYaml" -}}
 {{- $engines := (include "proxyvision.engines" . | fromJson).engines }}
 {{- $models := list }}
@@ -171,8 +172,39 @@ proxyvision.io/engine: {{ .name }}
 {{- $models = append $models (merge (dict "endpoint" $engine.address) $engine.entry) }}
 {{- end }}
 {{- $config := merge (dict "models" $models) (omit .Values.modelsConfig "models") }}
+{{- $gateway := deepCopy (.Values.modelsConfig.gateway | default dict) }}
+{{- if $gateway.api_keys }}
+{{- fail "modelsConfig.gateway.api_keys: keys in the ConfigMap could be read by anyone who may read ConfigMaps; put them in a Secret (gateway.apiKeys)" }}
+{{- end }}
+{{- if $gateway.api_keys_protect_health }}
+{{- fail "modelsConfig.gateway.api_keys_protect_health: the kubelet's probes (and the ServiceMonitor) cannot send a key from a Secret; keep /health, /ready and /metrics open and limit who reaches them instead" }}
+{{- end }}
+{{- if include "proxyvision.apiKeysEnabled" . }}
+{{- if $gateway.api_keys_file }}
+{{- fail "modelsConfig.gateway.api_keys_file: the chart sets it from gateway.apiKeys; leave it out" }}
+{{- end }}
+{{- $_ := set $gateway "api_keys_file" (include "proxyvision.apiKeysPath" .) }}
+{{- $_ := set $config "gateway" $gateway }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
+
+{{/* API keys: a non-empty string when gateway.apiKeys names or creates a Secret. */}}
+{{- define "proxyvision.apiKeysEnabled" -}}
+{{- if or .Values.gateway.apiKeys.create .Values.gateway.apiKeys.existingSecret }}true{{ end }}
+{{- end }}
+
+{{- define "proxyvision.apiKeysSecretName" -}}
+{{- if .Values.gateway.apiKeys.existingSecret }}
+{{- .Values.gateway.apiKeys.existingSecret }}
+{{- else }}
+{{- printf "%s-api-keys" (include "proxyvision.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret is mounted as a directory (never with subPath, which would stop the kubelet's updates). */}}
+{{- define "proxyvision.apiKeysDir" -}}/etc/proxyvision-api-keys{{- end }}
+{{- define "proxyvision.apiKeysPath" -}}{{ include "proxyvision.apiKeysDir" . }}/api-keys{{- end }}
 
 {{/* Volumes and mounts every pod has: the config, a writable /tmp. */}}
 {{- define "proxyvision.commonVolumes" -}}
