@@ -122,6 +122,7 @@ def check_chat_limits(data: object, limits: RequestLimits) -> None:
     for name in ("max_tokens", "max_completion_tokens"):
         value = data.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > limits.max_completion_tokens:
+            value = int(value) if isinstance(value, float) and value.is_integer() else value  # 40000.0 is read as 40000
             raise InvalidRequestError(f"Invalid '{name}': {value} is more than this server allows (at most "
                                       f"{limits.max_completion_tokens} completion tokens; "
                                       "gateway.limits.max_completion_tokens).", param=name, code="invalid_value")  # fmt: skip

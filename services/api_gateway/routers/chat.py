@@ -19,10 +19,17 @@ from ..state import GatewayState
 
 router = APIRouter(tags=["chat"])
 
+_SSE_EVENT = {
+    "type": "object", "required": ["data"],
+    "properties": {"data": {"type": "string", "description": "A `chat.completion.chunk` as JSON; after the first byte, "
+                                                            "an error as `{\"error\": {...}}`; last, `[DONE]`"},
+                   "event": {"type": "string", "description": "Always the default, `message`"}},
+}  # fmt: skip
 _RESPONSES = {
     200: {"description": "A `chat.completion`, or with `stream: true` a `text/event-stream` of `chat.completion.chunk` "
                          "events ending with `data: [DONE]`",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          # Before OpenAPI 3.2 (FastAPI writes 3.1) a stream's `schema` describes one event, as a parsed SSE event.
+          "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
     **error_responses(400, 404, 413, 500, 503, 504),
 }  # fmt: skip
 DISCONNECT_POLL_SECS = 0.5
