@@ -16,7 +16,7 @@ const ui = {
   imageUrl: $("image-url"), addUrl: $("add-url"), cancelUrl: $("cancel-url"), detail: $("detail"),
   detailField: $("detail-field"), notice: $("notice"), dropOverlay: $("drop-overlay"),
   settings: $("settings"), openSettings: $("open-settings"), apiKey: $("api-key"), systemPrompt: $("system-prompt"),
-  maxTokens: $("max-tokens"), temperature: $("temperature"),
+  maxTokens: $("max-tokens"), temperature: $("temperature"), apiKeyProblem: $("api-key-problem"),
 };
 
 const store = new ChatStore();
@@ -93,6 +93,26 @@ function newChat() {
   ui.prompt.focus();
 }
 
+/** A 401: say why in plain words, and open Settings at the key field (the key is kept in this browser). */
+function askForKey(error) {
+  const text = settings.apiKey
+    ? "The API key was not accepted (401). Check the key in Settings."
+    : "This server needs an API key (401). Enter it in Settings.";
+  notify(text);
+  ui.apiKeyProblem.textContent = `${text} The server said: ${error.message}`;
+  ui.apiKeyProblem.hidden = false;
+  if (!ui.settings.open) openSettings();
+  ui.apiKey.focus();
+}
+
+function openSettings() {
+  ui.apiKey.value = settings.apiKey;
+  ui.systemPrompt.value = settings.systemPrompt;
+  ui.maxTokens.value = settings.maxTokens ?? "";
+  ui.temperature.value = settings.temperature ?? "";
+  ui.settings.showModal();
+}
+
 async function loadModels() {
   try {
     const { models, defaultId } = await listModels(settings.apiKey);
@@ -103,9 +123,11 @@ async function loadModels() {
       return option;
     }));
     ui.model.value = defaultId;
+    ui.apiKeyProblem.hidden = true;
   } catch (error) {
     ui.model.replaceChildren(new Option("(no models)", ""));
-    notify(`Could not list the models: ${error.message}`);
+    if (error.status === 401) askForKey(error);
+    else notify(`Could not list the models: ${error.message}`);
   }
 }
 
@@ -145,6 +167,7 @@ async function answer(chat) {
     });
   };
   await runCompletion(message, body, { apiKey: settings.apiKey, signal: active.controller.signal, onUpdate });
+  if (message.error?.status === 401) askForKey(message.error);
   cancelAnimationFrame(frame);
   const { article } = active;
   active = null;
@@ -305,13 +328,7 @@ function wireChrome() {
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && ui.app.classList.contains("sidebar-open")) setSidebar(false);
   });
-  ui.openSettings.addEventListener("click", () => {
-    ui.apiKey.value = settings.apiKey;
-    ui.systemPrompt.value = settings.systemPrompt;
-    ui.maxTokens.value = settings.maxTokens ?? "";
-    ui.temperature.value = settings.temperature ?? "";
-    ui.settings.showModal();
-  });
+  ui.openSettings.addEventListener("click", openSettings);
   ui.settings.addEventListener("close", () => {
     const keyChanged = ui.apiKey.value !== settings.apiKey;
     Object.assign(settings, {
