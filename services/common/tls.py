@@ -169,8 +169,11 @@ def client_transport(tls: TlsSettings | None) -> str:
 
 
 def handshake_failure(details: str | None) -> str | None:
-    """'TLS handshake failed: CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate' when a call's
-    details say the handshake failed, else None."""
+    """What went wrong with TLS, in a few words, when a failed call's details say so, else None:
+    'TLS handshake failed: CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate' (an untrusted
+    certificate), or the hostname check failing (the certificate names another host: see tls.server_name)."""
+    if "hostname verification check failed" in (details or "").lower():
+        return "TLS handshake failed: the engine's certificate does not name the host dialled (see tls.server_name)"
     if "handshake failed" not in (details or "").lower():
         return None
     match = _OPENSSL_REASON.search(details or "")

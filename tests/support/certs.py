@@ -33,7 +33,7 @@ class TlsFiles:
     """The files a TLS test points models.yaml at."""
 
     ca: Path  # the CA that signed server and client
-    server: CertPair  # SAN localhost, 127.0.0.1; serverAuth
+    server: CertPair  # SAN localhost, 127.0.0.1; serverAuth (+ clientAuth, for the engine's own probe)
     client: CertPair  # the gateway's; clientAuth
     other_ca: Path  # a CA that signed nothing here: a gateway trusting it must refuse the engine
     other_client: CertPair  # signed by other_ca: an engine demanding client certs must refuse it
@@ -75,12 +75,13 @@ def make_ca(directory: Path, name: str) -> tuple[Path, x509.Certificate, ec.Elli
 
 def issue(directory: Path, name: str, ca_cert: x509.Certificate, ca_key, *, server: bool,
           dns_names: tuple[str, ...] = ("localhost",), ip_addresses: tuple[str, ...] = ("127.0.0.1",)) -> CertPair:  # fmt: skip
-    """A leaf certificate signed by the CA: for a server (SANs, serverAuth) or a client (clientAuth)."""
+    """A leaf certificate signed by the CA: for a server (SANs; serverAuth and clientAuth, so that the engine's
+    own health probe can present it under mTLS) or a client (clientAuth)."""
     key = ec.generate_private_key(ec.SECP256R1())
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
     builder = (_builder(name, ca_cert.subject, key.public_key())
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))  # fmt: skip
+               .add_extension(x509.ExtendedKeyUsage(usages), critical=False))  # fmt: skip
     if server:
         sans = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)

@@ -140,13 +140,14 @@ schema cannot see.
 {{- fail (printf "modelsConfig.models: %q gives the engine name %s that another model already has; rename one" $entry.name $name) }}
 {{- end }}
 {{- $port := int64 (ternary $root.Values.ports.visionEngine $root.Values.ports.textEngine $vision) }}
-{{- $address := printf "dns:///%s.%s.svc.%s:%d" $name $root.Release.Namespace $root.Values.clusterDomain $port }}
+{{- $host := printf "%s.%s.svc.%s" $name $root.Release.Namespace $root.Values.clusterDomain }}
+{{- $address := printf "dns:///%s:%d" $host $port }}
 {{- $settings := include "proxyvision.engineSettings" (list $root $entry.name) | fromJson }}
 {{- $autoscaling := $settings.autoscaling }}
 {{- if and $autoscaling.enabled (not $autoscaling.metrics) (not (dig "requests" "cpu" "" $settings.resources)) }}
 {{- fail (printf "engines.%s.autoscaling: the default CPU-utilization target needs resources.requests.cpu; set one, or give autoscaling.metrics" $entry.name) }}
 {{- end }}
-{{- $engines = append $engines (dict "model" $entry.name "kind" $kind "name" $name "port" $port "address" $address "entry" $entry "settings" $settings) }}
+{{- $engines = append $engines (dict "model" $entry.name "kind" $kind "name" $name "port" $port "host" $host "address" $address "entry" $entry "settings" $settings) }}
 {{- $names = append $names $name }}
 {{- $modelNames = append $modelNames $entry.name }}
 {{- end }}
@@ -186,7 +187,104 @@ key file when gateway.apiKeys is used. */}}
 {{- $_ := set $gateway "api_keys_file" (include "proxyvision.apiKeysPath" .) }}
 {{- $_ := set $config "gateway" $gateway }}
 {{- end }}
+{{- if .Values.modelsConfig.tls }}
+{{- fail "modelsConfig.tls: the chart writes it from tls (Secrets mounted into the pods); set tls.* instead" }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+{{- $_ := set $config "tls" (include "proxyvision.tlsSection" . | fromYaml) }}
+{{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/* TLS between gateway and engines: where the Secrets are mounted, and the tls: section pointing there.
+Each pod mounts only its side's files (engines: their certificate, and the CA under mTLS; the gateway: the
+CA and its client certificate); each side reads only its keys of the shared section. */}}
+{{- define "proxyvision.tlsDir" -}}/etc/proxyvision-tls{{- end }}
+{{- define "proxyvision.tlsSection" -}}
+{{- $tls := .Values.tls }}
+{{- $dir := include "proxyvision.tlsDir" . }}
+{{- if not $tls.serverSecret }}
+{{- fail "tls.serverSecret: TLS needs the engines' certificate (a kubernetes.io/tls Secret)" }}
+{{- end }}
+{{- if and $tls.requireClientCert (not $tls.clientSecret) }}
+{{- fail "tls.clientSecret: with tls.requireClientCert the gateway needs a client certificate (a kubernetes.io/tls Secret)" }}
+{{- end }}
+ca: {{ $dir }}/ca/ca.crt
+server_cert: {{ $dir }}/server/tls.crt
+server_key: {{ $dir }}/server/tls.key
+{{- if $tls.clientSecret }}
+client_cert: {{ $dir }}/client/tls.crt
+client_key: {{ $dir }}/client/tls.key
+{{- end }}
+require_client_cert: {{ $tls.requireClientCert }}
+{{- with $tls.serverName }}
+server_name: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes of one side ("engine" or "gateway"): list of (root, side). */}}
+{{- define "proxyvision.tlsVolumes" -}}
+{{- $root := index . 0 }}{{- $side := index . 1 }}
+{{- $tls := $root.Values.tls }}
+{{- if or (eq $side "gateway") $tls.requireClientCert }}
+- name: tls-ca
+  secret:
+    secretName: {{ $tls.caSecret | default $tls.serverSecret }}
+    items:
+      - key: {{ $tls.caKey }}
+        path: ca.crt
+{{- end }}
+{{- if eq $side "engine" }}
+- name: tls-server
+  secret:
+    secretName: {{ $tls.serverSecret }}
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+    defaultMode: 288  # 0440: the pod's group (fsGroup) may read the key, nobody else
+{{- else if $tls.clientSecret }}
+- name: tls-client
+  secret:
+    secretName: {{ $tls.clientSecret }}
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+    defaultMode: 288
+{{- end }}
+{{- end }}
+
+{{- define "proxyvision.tlsVolumeMounts" -}}
+{{- $root := index . 0 }}{{- $side := index . 1 }}
+{{- $tls := $root.Values.tls }}
+{{- $dir := include "proxyvision.tlsDir" $root }}
+{{- if or (eq $side "gateway") $tls.requireClientCert }}
+- name: tls-ca
+  mountPath: {{ $dir }}/ca
+  readOnly: true
+{{- end }}
+{{- if eq $side "engine" }}
+- name: tls-server
+  mountPath: {{ $dir }}/server
+  readOnly: true
+{{- else if $tls.clientSecret }}
+- name: tls-client
+  mountPath: {{ $dir }}/client
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* An engine's probe check: native gRPC, or with TLS on an exec of services.common.health_check (the
+kubelet's gRPC probe cannot speak TLS). Argument: (root, engine). */}}
+{{- define "proxyvision.engineProbeCheck" -}}
+{{- $root := index . 0 }}{{- $engine := index . 1 }}
+{{- if $root.Values.tls.enabled }}
+exec:
+  command: ["python", "-m", "services.common.health_check", "--models-config", {{ include "proxyvision.configPath" $root | quote }},
+            "--port", {{ $engine.port | int64 | quote }}, "--server-name", {{ $root.Values.tls.serverName | default $engine.host | quote }}]
+{{- else }}
+grpc:
+  port: {{ $engine.port | int64 }}
+{{- end }}
 {{- end }}
 
 {{/* API keys: a non-empty string when gateway.apiKeys names or creates a Secret. */}}
