@@ -293,7 +293,7 @@ async def test_bad_input_is_a_clear_openai_error(client, engine, kind, content, 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_the_findings_as_reported_are_400s_streamed_or_not(client, engine, stream):
     """The issue's exact requests, with `stream` both ways (a stream must refuse before its first byte)."""
-    surrogate = raw('{"model": "$TEXT", "stream": %s, "messages": [{"role": "user", "content": "\\ud800"}]}' % json.dumps(stream))
+    surrogate = raw('{"model": "$TEXT", "stream": ' + json.dumps(stream) + ', "messages": [{"role": "user", "content": "\\ud800"}]}')
     developer = body(stream=stream, messages=[{"role": "developer", "content": [{"type": "image_url", "image_url": ""}]}])
     ipv6 = body(stream=stream, messages=image("http://[::1"))
     for content in (surrogate, developer, ipv6):

@@ -16,13 +16,16 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
-from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                               response_headers_conformance, response_schema_conformance,
-                                               status_code_conformance)  # fmt: skip
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,  # fmt: skip
+)
 
 from .fakes import TEXT, VISION, hello_script
 from .test_bad_inputs import WireCheckingEngine, hostile_app, hostile_config
@@ -85,15 +88,20 @@ def test_every_generated_request_is_answered_as_documented(app, mode):
         if mode is GenerationMode.NEGATIVE and "requestBody" not in operation.definition.raw:
             continue  # nothing to get wrong: no body, and a string path parameter accepts any string
         examples = CHAT_EXAMPLES if operation.label == "POST /v1/chat/completions" else 20
+        fuzz(operation, mode, examples)()
 
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
-        def answered_as_documented(case):
-            response = case.call_and_validate(checks=CHECKS)
-            STATUSES[(operation.label, mode.value, response.status_code)] += 1
 
-        answered_as_documented()
+def fuzz(operation, mode: GenerationMode, examples: int):
+    """The hypothesis test of one operation: `examples` generated requests, each answered as documented."""
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
+    def answered_as_documented(case):
+        response = case.call_and_validate(checks=CHECKS)
+        STATUSES[(operation.label, mode.value, response.status_code)] += 1
+
+    return answered_as_documented
 
 
 def test_the_fuzzing_reached_the_chat_core():
