@@ -16,7 +16,8 @@ from typing import Literal
 
 import yaml
 
-from services.common.config import ModelsConfig, parse_models_config
+from services.common.config import ModelsConfig, TlsSettings, parse_models_config
+from services.common.tls import resolve_tls
 
 ENGINE_HOST = "127.0.0.1"  # engines are private to the launcher; only the gateway faces clients
 METRICS_PORT_OFFSET = 1000  # an engine's metrics port is its gRPC port + this
@@ -39,6 +40,8 @@ class ProcessSpec:
     # False for the vision engine: if its model fails to load, text is still served (the brief's
     # degradation, and the gateway's /ready needs the text engines only); True stops the stack.
     required: bool = True
+    # Engines: how to dial them (the readiness probe must speak the TLS they serve); None: plaintext.
+    tls: TlsSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -108,11 +111,14 @@ def plan_stack(config: ModelsConfig, options: StackOptions, resolved_config_path
     ports = engine_ports(config, options.engine_port_base)
     _check_ports(options.port, {**ports, **{f"{n} (metrics)": p + METRICS_PORT_OFFSET for n, p in ports.items()}})
     endpoints = {name: f"{ENGINE_HOST}:{port}" for name, port in ports.items()}
-    resolved = config.with_endpoints(endpoints)
+    # TLS: the file's section with any PROXYVISION_TLS_* overrides, written into the resolved config so the
+    # children (which inherit the environment anyway) and the launcher's probes agree. The engines are dialled
+    # as 127.0.0.1: their certificate must name it, or tls.server_name the name it carries.
+    resolved = config.with_endpoints(endpoints).model_copy(update={"tls": resolve_tls(config.tls)})
     common = ("--models-config", str(resolved_config_path), "--log-level", options.log_level,
               "--drain-grace-secs", f"{options.drain_grace_secs:g}")  # fmt: skip
     processes = [
-        _engine(kind, entry.name, ports[entry.name], common, options.device)
+        _engine(kind, entry.name, ports[entry.name], common, options.device, resolved.tls)
         for kind, entries in (("text_engine", resolved.text_models), ("vision_engine", resolved.vision_models))
         for entry in entries
     ]
@@ -135,12 +141,12 @@ def _check_ports(gateway_port: int, engine_ports_by_model: dict[str, int]) -> No
         raise ValueError(f"--port {gateway_port} is also the port of {clash[0]}; choose another --port or --engine-port-base")
 
 
-def _engine(kind: Kind, model: str, port: int, common: tuple[str, ...], device: str) -> ProcessSpec:
+def _engine(kind: Kind, model: str, port: int, common: tuple[str, ...], device: str, tls: TlsSettings | None) -> ProcessSpec:
     metrics_port = port + METRICS_PORT_OFFSET
     argv = (sys.executable, "-m", f"services.{kind}", *common, "--model", model, "--host", ENGINE_HOST,
             "--port", str(port), "--device", device, "--metrics-port", str(metrics_port))  # fmt: skip
     return ProcessSpec(f"{kind}[{model}]", kind, argv, port, ENGINE_HOST, "grpc", metrics_port,
-                       required=kind == "text_engine")  # fmt: skip
+                       required=kind == "text_engine", tls=tls)  # fmt: skip
 
 
 def write_config(config: ModelsConfig, path: Path) -> None:
