@@ -54,11 +54,17 @@ def add_tls_arguments(parser, *, side: str) -> None:
         flag("client_cert", "PEM certificate the gateway presents to the engines (mTLS)")
         flag("client_key", "PEM private key of --tls-client-cert")
         env, dest = TLS_OVERRIDES["server_name"]
-        group.add_argument("--tls-server-name", dest=dest, metavar="NAME",
-                           help=f"name the engines' certificates must carry, instead of the dialled host (env {env})")
+        group.add_argument(
+            "--tls-server-name",
+            dest=dest,
+            metavar="NAME",
+            help=f"name the engines' certificates must carry, instead of the dialled host (env {env})",
+        )
 
 
-def resolve_tls(file_value: TlsSettings | None, args=None, environ: Mapping[str, str] | None = None) -> TlsSettings | None:
+def resolve_tls(
+    file_value: TlsSettings | None, args=None, environ: Mapping[str, str] | None = None
+) -> TlsSettings | None:
     """CLI > env > models.yaml for each tls key; None (plaintext) when no layer sets any.
 
     Paths from the file are already absolute (relative to the yaml); from a flag or variable they are
