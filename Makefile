@@ -11,7 +11,7 @@ MODELS_CONFIG ?= configs/demo.models.yaml
 PORT ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: install protos models demo run test unit lint bench bench-gguf clean help
+.PHONY: install protos models demo run test unit lint bench bench-gguf loadtest clean help
 
 help:
 	@echo "make demo    - install, build the offline tiny models, start the stack on 127.0.0.1:$(PORT)"
@@ -70,6 +70,10 @@ LINT_PATHS := services tests benchmarks
 lint: install
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+# Not part of `make test`: 200 concurrent clients x 3 rounds on the tiny stand-ins (benchmarks/loadtest.py).
+loadtest: models
+	$(PY) -m benchmarks.loadtest
 
 bench: install
 	$(PY) -m services.model_builder --out $(MODELS_DIR) --only bench

@@ -73,6 +73,9 @@ class EngineUnavailableError(ProxyVisionError):
     http_status = 503
     error_type = "server_error"
     default_code = "engine_unavailable"
+    # An engine restarting (a crash, a reload, a rollout) is back in seconds: clients may retry, and the SDKs do
+    # when Retry-After says so.
+    retry_after_secs = 1
 
 
 class ShuttingDownError(EngineUnavailableError):

@@ -14,7 +14,9 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.config import TlsSettings
 from services.common.pb.proxyvision.v1 import common_pb2
+from services.common.tls import open_sync_channel
 
 from .plan import ProcessSpec
 
@@ -63,9 +65,9 @@ def ports_in_use(specs: Sequence[ProcessSpec]) -> list[ProcessSpec]:
     return [spec for spec in specs if not port_is_free(spec.host, spec.port)]
 
 
-def grpc_serving(target: str, timeout: float = PROBE_TIMEOUT_SECS) -> bool:
+def grpc_serving(target: str, timeout: float = PROBE_TIMEOUT_SECS, tls: TlsSettings | None = None) -> bool:
     """True if the engine at `target` answers grpc.health.v1 Check('') with SERVING (model loaded)."""
-    with grpc.insecure_channel(target) as channel:
+    with open_sync_channel(target, tls) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError:
@@ -73,12 +75,13 @@ def grpc_serving(target: str, timeout: float = PROBE_TIMEOUT_SECS) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def model_info(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS) -> common_pb2.ModelInfo | None:
+def model_info(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS,
+               tls: TlsSettings | None = None) -> common_pb2.ModelInfo | None:  # fmt: skip
     """The engine's GetModelInfo answer, or None while it does not answer (still starting)."""
     method = _MODEL_INFO_METHOD.get(kind)
     if method is None:
         return None
-    with grpc.insecure_channel(target) as channel:
+    with open_sync_channel(target, tls) as channel:
         call = channel.unary_unary(method, request_serializer=common_pb2.GetModelInfoRequest.SerializeToString,
                                    response_deserializer=common_pb2.ModelInfo.FromString)  # fmt: skip
         try:
@@ -87,11 +90,12 @@ def model_info(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS) -> c
             return None
 
 
-def engine_readiness(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS) -> Readiness:
+def engine_readiness(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS,
+                     tls: TlsSettings | None = None) -> Readiness:  # fmt: skip
     """SERVING is ready; otherwise GetModelInfo tells a model still loading from one that failed to load."""
-    if grpc_serving(target, timeout):
+    if grpc_serving(target, timeout, tls):
         return Readiness(ready=True)
-    info = model_info(target, kind, timeout)
+    info = model_info(target, kind, timeout, tls)
     if info is None:
         return Readiness(status="starting")
     if info.state == common_pb2.MODEL_STATE_FAILED:
@@ -111,7 +115,7 @@ def is_ready(spec: ProcessSpec) -> Readiness:
     """The readiness probe of one child, chosen by its `health_kind`."""
     address = f"{connect_host(spec.host)}:{spec.port}"
     if spec.health_kind == "grpc":
-        return engine_readiness(address, spec.kind)
+        return engine_readiness(address, spec.kind, tls=spec.tls)  # the engines' TLS, from the plan
     if spec.health_kind == "http":
         return Readiness(ready=http_ready(f"http://{address}/ready"))
     return Readiness(ready=True)

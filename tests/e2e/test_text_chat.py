@@ -116,12 +116,14 @@ def test_penalties_are_applied_not_ignored(client):
     [
         ({"temperature": 5}, "temperature"),
         ({"top_p": 0}, "top_p"),
-        ({"n": 2}, "n"),
+        ({"n": 9}, "n"),  # above gateway.max_n
         ({"max_tokens": 0}, "max_tokens"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"presence_penalty": 3}, "presence_penalty"),
-        ({"logprobs": True}, "logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
+         "response_format"),
+        ({"tool_choice": "required"}, "tool_choice"),  # a tool choice without tools
     ],
 )
 def test_invalid_parameters_are_400_naming_the_field(client, kwargs, param):
@@ -149,11 +151,12 @@ def test_unknown_model_is_404(client):
 
 
 def test_context_too_long_is_400(client):
+    # Under gateway.limits.max_completion_tokens (32768), over what the tiny model's context and KV cache hold.
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model=TEXT_MODEL, messages=HELLO, max_tokens=1_000_000)
+        client.chat.completions.create(model=TEXT_MODEL, messages=HELLO, max_tokens=32_000)
     assert info.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError):  # streamed: refused before the first byte, still a 400
-        list(client.chat.completions.create(model=TEXT_MODEL, messages=HELLO, max_tokens=1_000_000, stream=True))
+        list(client.chat.completions.create(model=TEXT_MODEL, messages=HELLO, max_tokens=32_000, stream=True))
 
 
 def test_request_id_travels_to_the_engine(stack):

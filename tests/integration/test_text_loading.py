@@ -224,9 +224,10 @@ def engine_with_defaults(tiny_models, tmp_path_factory):
 
 
 EXPECTED_DEFAULTS = {"temperature": 0.0, "top_p": 0.9, "top_k": 20, "max_tokens": 48, "presence_penalty": 0.0,
-                     "frequency_penalty": 0.0}  # fmt: skip
+                     "frequency_penalty": 0.0, "repetition_penalty": 1.0, "min_p": 0.0}  # fmt: skip
 EXPECTED_SOURCES = {"temperature": "models.yaml", "top_p": "generation_config.json", "top_k": "generation_config.json",
-                    "max_tokens": "generation_config.json", "presence_penalty": "default", "frequency_penalty": "default"}  # fmt: skip
+                    "max_tokens": "generation_config.json", "presence_penalty": "default", "frequency_penalty": "default",
+                    "repetition_penalty": "default", "min_p": "default"}  # fmt: skip
 
 
 def test_get_model_info_shows_the_effective_defaults(engine_with_defaults):
