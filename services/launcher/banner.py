@@ -16,9 +16,11 @@ def base_url(host: str, port: int) -> str:
 
 
 def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
-                 engine_metrics: list[tuple[str, int]] = (), vision_error: str | None = None) -> str:  # fmt: skip
+                 engine_metrics: list[tuple[str, int]] = (), vision_error: str | None = None,
+                 keys_required: bool = False) -> str:  # fmt: skip
     """The ready banner (stdout, so it stands apart from the log lines on stderr). `vision_error`: why
-    the vision model failed to load (text is served; image requests get "Vision model unavailable")."""
+    the vision model failed to load (text is served; image requests get "Vision model unavailable").
+    `keys_required`: API keys are configured, so the examples say a key is needed (never which)."""
     base = base_url(host, port)
     default = config.default_model_name
     vision = config.vision_model.name if config.vision_model else "none (text only)"
@@ -28,7 +30,7 @@ def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
     lines = [
         "",
         "ProxyVision is ready.",
-        f"  OpenAI base_url : {base}/v1   (api_key: any string)",
+        f"  OpenAI base_url : {base}/v1   (api_key: {'one of the configured keys' if keys_required else 'any string'})",
         f"  models          : {', '.join(m.name for m in config.text_models)} (default: {default})",
         f"  vision          : {vision}",
     ]
@@ -40,9 +42,10 @@ def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
     lines.append(f"  metrics         : {base}/metrics" + "".join(
         f", {name} http://{connect_host('127.0.0.1')}:{metrics_port}/metrics" for name, metrics_port in engine_metrics))
     lines += [
-        "  python          : openai.OpenAI(base_url=\"" + base + "/v1\", api_key=\"not-needed\")",
+        "  python          : openai.OpenAI(base_url=\"" + base + "/v1\", api_key=" + ("os.environ[\"PROXYVISION_API_KEY\"]" if keys_required else "\"not-needed\"") + ")",
         "  try:",
-        f"    curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' \\",
+        f"    curl -s {base}/v1/chat/completions -H 'Content-Type: application/json'"
+        + (" -H \"Authorization: Bearer $PROXYVISION_API_KEY\"" if keys_required else "") + " \\",
         f"      -d '{body}'",
         "  Ctrl-C stops everything.",
         "",

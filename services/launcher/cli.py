@@ -150,10 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         gateway = plan.processes[-1]
         vision = next((spec.name for spec in plan.processes if spec.kind == "vision_engine"), None)
 
+        gw = plan.config.gateway
+        keys_required = bool(api_key_env(args.api_key) or gw.api_keys or gw.api_keys_file)
+
         def announce(failed: dict[str, str]) -> None:
             banner = ready_banner(plan.config, gateway.host, gateway.port, ui_server=args.ui_server,
                                   engine_metrics=[(spec.name, spec.metrics_port) for spec in plan.processes if spec.metrics_port],
-                                  vision_error=failed.get(vision))  # fmt: skip
+                                  vision_error=failed.get(vision), keys_required=keys_required)  # fmt: skip
             print(banner, flush=True)
 
         return supervisor.run(on_ready=announce, ready_timeout=args.ready_timeout)
