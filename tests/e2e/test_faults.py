@@ -37,7 +37,7 @@ from tests.support.processes import REPO_ROOT, free_port
 from .stack import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
-DEADLINE_SECS = 3.0  # gateway.request_timeout_secs in this stack
+DEADLINE_SECS = 3.0  # the hung-engine requests' own deadline (the SDK's x-stainless-timeout; the stack allows 60 s)
 STREAM_END_SECS = 2.0  # the issue's bound: error event and [DONE] this soon after an engine dies
 HELLO = [{"role": "user", "content": "Hello, how are you?"}]
 # Greedy decoding on the tiny model runs to max_tokens: a stream long enough to be killed in the middle.
@@ -49,9 +49,10 @@ class Supervised:
 
     def __init__(self, tmp: Path, tiny_models) -> None:
         config = write_models_yaml(tmp / "models.yaml", tiny_models, vision=True,
-                                   extra={"gateway": {"request_timeout_secs": DEADLINE_SECS}})  # fmt: skip
+                                   extra={"gateway": {"request_timeout_secs": 60}})  # fmt: skip
         data = yaml.safe_load(config.read_text())
-        data["models"][1]["capabilities"]["vision_proxy"]["max_caption_tokens"] = 4096  # captions that take a while
+        # Captions that take a few seconds: long enough to kill one in the middle, short enough to prove recovery.
+        data["models"][1]["capabilities"]["vision_proxy"]["max_caption_tokens"] = 400
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         self.port, base = free_port(), free_port()
         self.vision_metrics = f"http://127.0.0.1:{base + 1 + 1000}/metrics"
@@ -85,8 +86,8 @@ class Supervised:
                 continue
         raise AssertionError(f"no {service} child running:\n{self.log()[-3000:]}")
 
-    def post(self, body: dict, timeout: float = 30) -> httpx.Response:
-        return httpx.post(f"{self.base_url}/v1/chat/completions", json=body, timeout=timeout)
+    def post(self, body: dict, timeout: float = 30, headers: dict | None = None) -> httpx.Response:
+        return httpx.post(f"{self.base_url}/v1/chat/completions", json=body, timeout=timeout, headers=headers)
 
     def stop(self) -> int:
         os.kill(self.proc.pid, signal.SIGCONT)  # in case a failing test left it paused
@@ -206,7 +207,8 @@ def test_a_hung_text_engine_ends_requests_at_their_deadline(stack):
     try:
         for stream in (False, True):  # a text stream starts only once the engine accepts: a plain 504 too
             started = time.monotonic()
-            reply = stack.post({"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3, "stream": stream})
+            reply = stack.post({"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3, "stream": stream},
+                               headers={"x-stainless-timeout": str(DEADLINE_SECS)})  # the SDK's own timeout header
             elapsed = time.monotonic() - started
             print(f"\nFAULT-TIMING hung text (stream={stream}): 504 after {elapsed:.3f}s (deadline {DEADLINE_SECS}s)")
             assert reply.status_code == 504 and reply.json()["error"]["type"] == "timeout_error", reply.text
