@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 
 import grpc
@@ -200,7 +201,14 @@ def test_32_concurrent_streams_complete_unmixed(stack):
 
     alone, together = asyncio.run(main())
     assert len(set(alone)) > 24  # the requests really differ
-    assert together == alone
+    # Batched f32 logits differ from solo ones in the last bits, so a seeded draw that lands within ~1e-6 of a
+    # token boundary may pick the neighbour and the text diverges from there (seen about once in ten runs). A
+    # stream that got another request's tokens would share nothing with its own solo run: each stream must start
+    # as its own request does and be closer to it than to any other, and nearly all must match exactly.
+    for i, text in enumerate(together):
+        shared = [len(os.path.commonprefix([text, other])) for other in alone]
+        assert shared[i] >= min(8, len(alone[i])) and shared[i] == max(shared), (i, text, alone[i])
+    assert sum(t == a for t, a in zip(together, alone)) >= 30, list(zip(together, alone))
 
 
 def test_models_health_ready_openapi(stack):
