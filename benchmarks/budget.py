@@ -58,11 +58,15 @@ def budget_sweep(model_dir: str, model_name: str, params: dict, work: Path, budg
                 return [await run_load(f"mem={mem} MiB", fn, concurrency, max_tokens) for _ in range(rounds)]
 
             runs = asyncio.run(measure())
-            rows.append(SweepRow(mem, model_info(stack.engine_address).kv_cache_tokens, Summary(f"mem={mem} MiB", runs)))
+            rows.append(
+                SweepRow(mem, model_info(stack.engine_address).kv_cache_tokens, Summary(f"mem={mem} MiB", runs))
+            )
     return rows
 
 
-def cold_start(model_dir: str, model_name: str, params: dict, work: Path, repeats: int, max_tokens: int = 8) -> ColdStart:
+def cold_start(
+    model_dir: str, model_name: str, params: dict, work: Path, repeats: int, max_tokens: int = 8
+) -> ColdStart:
     with our_stack(model_dir, model_name, params, work, idle_unload_secs=IDLE_SECS) as stack:
         return asyncio.run(_cold_start(stack, model_name, repeats, max_tokens))
 

@@ -90,7 +90,9 @@ def llama_cpp_server(python: str, gguf: Path, n_ctx: int, threads: int, work: Pa
         stop_all([proc])
 
 
-async def alternate(contenders: dict, concurrency: int, max_tokens: int, rounds: int) -> dict[str, tuple[Summary, Summary]]:
+async def alternate(
+    contenders: dict, concurrency: int, max_tokens: int, rounds: int
+) -> dict[str, tuple[Summary, Summary]]:
     """Warm every contender up, then per round: each one alone at 1 stream, then at `concurrency` streams."""
     for fn in contenders.values():
         await run_load("warm up", fn, concurrency, 8)
@@ -120,8 +122,11 @@ def report(results: dict, concurrency: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--llama-python", default=os.environ.get("LLAMA_CPP_PYTHON"),
-                        help="a Python with llama-cpp-python[server] installed (default: $LLAMA_CPP_PYTHON; unset: skip (d))")
+    parser.add_argument(
+        "--llama-python",
+        default=os.environ.get("LLAMA_CPP_PYTHON"),
+        help="a Python with llama-cpp-python[server] installed (default: $LLAMA_CPP_PYTHON; unset: skip (d))",
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
@@ -145,7 +150,9 @@ def main() -> None:
             url, model = stack.enter_context(transformers_serve_converted(args.num_blocks, work))
             contenders["c"] = openai_stream_fn(url, model)
         if "d" in keys:
-            url, model = stack.enter_context(llama_cpp_server(args.llama_python, gguf, args.num_blocks * 64, threads, work))
+            url, model = stack.enter_context(
+                llama_cpp_server(args.llama_python, gguf, args.num_blocks * 64, threads, work)
+            )
             contenders["d"] = openai_stream_fn(url, model)
         results = asyncio.run(alternate(contenders, args.concurrency, args.max_tokens, args.rounds))
     print(f"\nProxyVision GGUF-on-CPU benchmark  {header}")

@@ -62,15 +62,30 @@ FLAT = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"ty
 NESTED = {
     "type": "object",
     "properties": {
-        "order": {"type": "object", "properties": {"id": {"type": "integer"}, "status": {"enum": ["new", "paid", "sent"]}},
-                  "required": ["id", "status"], "additionalProperties": False},  # fmt: skip
-        "items": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}},
-                                             "required": ["sku", "qty"]}},  # fmt: skip
+        "order": {
+            "type": "object",
+            "properties": {"id": {"type": "integer"}, "status": {"enum": ["new", "paid", "sent"]}},
+            "required": ["id", "status"],
+            "additionalProperties": False,
+        },  # fmt: skip
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}},
+                "required": ["sku", "qty"],
+            },
+        },  # fmt: skip
         "note": {"type": "string"},
     },
     "required": ["order", "items"],
 }
-SCHEMAS = {"flat": FLAT, "nested": NESTED, "pydantic_defs": Forecast.model_json_schema(), "json_object": {"type": "object"}}
+SCHEMAS = {
+    "flat": FLAT,
+    "nested": NESTED,
+    "pydantic_defs": Forecast.model_json_schema(),
+    "json_object": {"type": "object"},
+}
 BAD_SCHEMAS = {
     "unknown type": {"type": "strin"},
     "dangling $ref": {"$ref": "#/$defs/missing"},
@@ -143,7 +158,7 @@ def llguidance_special_tokens(tok) -> str:
            *tok.encode('{"name": "x", "age": 3}', add_special_tokens=False)]  # fmt: skip
     for t in ids:
         matcher.accept(t)
-    return f"yes: lark `<[{tc}]> \"get_weather\" <[{args}]> %json{{...}}` accepts the sequence, finished={matcher.is_finished}"
+    return f'yes: lark `<[{tc}]> "get_weather" <[{args}]> %json{{...}}` accepts the sequence, finished={matcher.is_finished}'
 
 
 def llguidance_errors(tok) -> dict:
@@ -174,8 +189,10 @@ def bench_xgrammar(xgr, tok, eos: list[int]) -> dict:
         if name == "json_object":
             fn = compiler.compile_builtin_json_grammar
         else:
+
             def fn(schema=schema):
                 return compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=SEPARATORS)
+
         compiled[name], cold = timed(fn)
         _, cached = timed(fn)
         _, matcher = timed(lambda: xgr.GrammarMatcher(compiled[name]))
@@ -255,12 +272,15 @@ def report(lib: str, result: dict) -> None:
             continue
         times = sorted(result[key][10:])  # the first steps warm caches
         p95 = times[int(len(times) * 0.95)]
-        print(f"  {lib:11s} {key:14s} batch {BATCH}: mean {ms(statistics.mean(times))} p50 {ms(statistics.median(times))} p95 {ms(p95)}")
+        print(
+            f"  {lib:11s} {key:14s} batch {BATCH}: mean {ms(statistics.mean(times))} p50 {ms(statistics.median(times))} p95 {ms(p95)}"
+        )
 
 
 def main() -> None:
     try:
         import xgrammar as xgr
+
         xgr_note = f"xgrammar importable (from {xgr.__file__})"
     except Exception as exc:  # recorded as evidence: xgrammar might not import without triton
         xgr, xgr_note = None, f"xgrammar NOT importable: {type(exc).__name__}: {exc}"

@@ -61,9 +61,7 @@ StreamFn = Callable[[str, int], Awaitable[StreamResult]]
 async def run_load(label: str, stream_fn: StreamFn, concurrency: int, max_tokens: int) -> LoadResult:
     """Start `concurrency` streams at once and wait for all."""
     started = time.perf_counter()
-    results = await asyncio.gather(
-        *(stream_fn(PROMPTS[i % len(PROMPTS)], max_tokens) for i in range(concurrency))
-    )
+    results = await asyncio.gather(*(stream_fn(PROMPTS[i % len(PROMPTS)], max_tokens) for i in range(concurrency)))
     wall = time.perf_counter() - started
     return LoadResult(label, concurrency, sum(r.tokens for r in results), wall, [r.ttft for r in results])
 
@@ -93,8 +91,6 @@ def openai_stream_fn(base_url: str, model: str, **extra) -> StreamFn:
         return StreamResult(first if first is not None else time.perf_counter() - started, usage_tokens or chunks)
 
     return one
-
-
 
 
 @dataclass(frozen=True)

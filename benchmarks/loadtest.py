@@ -68,7 +68,10 @@ class Load:
                 path = f"/load-{next(_colours)}.png"
                 self.images.add(path, fresh_png(), "image/png")
                 url = f"{self.images.base}{path}"
-            content = [{"type": "text", "text": "What is in this image?"}, {"type": "image_url", "image_url": {"url": url}}]
+            content = [
+                {"type": "text", "text": "What is in this image?"},
+                {"type": "image_url", "image_url": {"url": url}},
+            ]
         return {"model": TEXT_MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": self.max_tokens,
                 "stream": stream, "temperature": 0.7}  # fmt: skip
 
@@ -79,7 +82,7 @@ class Load:
         started = time.monotonic()
         try:
             outcome, detail = await (self._stream if stream else self._plain)(client, self.body(kind, stream), leave)
-        except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, httpx.HTTPError) as exc:
             outcome, detail = "lost", f"{type(exc).__name__}: {exc}"
         self.outcomes[outcome] += 1
         if outcome == "succeeded":
@@ -187,7 +190,11 @@ def main() -> int:
     total: Counter[str] = Counter()
     print(f"\nProxyVision load test ({time.strftime('%Y-%m-%d')}): {args.clients} concurrent clients x {args.rounds} "
           f"rounds, max_tokens {args.max_tokens}, 40% image, 60% streamed, 25% leave early")  # fmt: skip
-    print(f"{'round':>5} {'sent':>5} " + " ".join(f"{o:>12}" for o in OUTCOMES) + f" {'p50 s':>7} {'p95 s':>7} {'wall s':>7}")
+    print(
+        f"{'round':>5} {'sent':>5} "
+        + " ".join(f"{o:>12}" for o in OUTCOMES)
+        + f" {'p50 s':>7} {'p95 s':>7} {'wall s':>7}"
+    )
     for i, (load, wall) in enumerate(rounds, 1):
         total += load.outcomes
         lat = sorted(load.latencies) or [0.0]

@@ -33,7 +33,9 @@ from .vision import run_vision_section
 MODEL_NAME = "bench-text"
 
 
-async def interleaved(contenders: dict, concurrency: int, max_tokens: int, rounds: int) -> dict[str, tuple[Summary, Summary]]:
+async def interleaved(
+    contenders: dict, concurrency: int, max_tokens: int, rounds: int
+) -> dict[str, tuple[Summary, Summary]]:
     """Alternate the contenders round by round (this machine's speed drifts; alternating spreads the drift
     evenly); report medians across rounds."""
     for fn in contenders.values():
@@ -107,7 +109,9 @@ def text_section(model_dir: str, params: dict, args, work: Path) -> dict:
 
 def print_text_section(results: dict, args, model_dir: str, header: str) -> None:
     print(f"\nProxyVision text benchmark  {header}")
-    print(f"model {model_dir}  load: {args.concurrency} concurrent streams x {args.max_tokens} tokens, contenders alternated over {args.repeats} rounds, medians\n")
+    print(
+        f"model {model_dir}  load: {args.concurrency} concurrent streams x {args.max_tokens} tokens, contenders alternated over {args.repeats} rounds, medians\n"
+    )
     for single, multi in results.values():
         print(multi.row())
         print(single.row())
@@ -116,7 +120,10 @@ def print_text_section(results: dict, args, model_dir: str, header: str) -> None
     print(f"  throughput (b)/(a) = {b.tokens_per_sec / a.tokens_per_sec:.2f}   [>= 0.8]")
     print(f"  throughput (b)/(c) = {b.tokens_per_sec / c.tokens_per_sec:.2f}   [>= 1.0]")
     print(f"  TTFT p50   (b)/(c) = {b.ttft_pct(50) / c.ttft_pct(50):.2f}   [<= 1.0]")
-    print(f"  (b) {args.concurrency}-stream / single-stream throughput = {b.tokens_per_sec / results['b'][0].tokens_per_sec:.2f}   [>= 3]", flush=True)
+    print(
+        f"  (b) {args.concurrency}-stream / single-stream throughput = {b.tokens_per_sec / results['b'][0].tokens_per_sec:.2f}   [>= 3]",
+        flush=True,
+    )
 
 
 def vision_section(args, work: Path):

@@ -91,7 +91,9 @@ def vision_stack(text_dir: str, vision_dir: str, text_name: str, vision_name: st
             .write(work / "vision.models.yaml"))  # fmt: skip
     services = []
     try:
-        services.append(start_text_engine(path, work, model=text_name, port=text_port, args=QUIET, env=OFFLINE, wait=False))
+        services.append(
+            start_text_engine(path, work, model=text_name, port=text_port, args=QUIET, env=OFFLINE, wait=False)
+        )
         services.append(start_vision_engine(path, work, model=vision_name, port=vision_port, args=QUIET, env=OFFLINE,
                                             wait=False))  # fmt: skip
         services.append(start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None))

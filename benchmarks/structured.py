@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import itertools
 import json
 import statistics
 import subprocess
@@ -87,9 +88,13 @@ def step_ab(vocab: int, rows: int = 16, rounds: int = 5) -> list[str]:
             specs_new = [SamplingSpec(temperature, 0.9, 0).bind(torch.device("cpu")) for _ in range(rows)]
             times["before"].append(_per_step_ms(old.RequestSampler(), scores,
                                                 [_Future(_State(old.SPEC_KEY, s)) for s in specs_old]))  # fmt: skip
-            times["now"].append(_per_step_ms(RequestSampler(), scores, [_Future(_State(SPEC_KEY, s)) for s in specs_new]))
+            times["now"].append(
+                _per_step_ms(RequestSampler(), scores, [_Future(_State(SPEC_KEY, s)) for s in specs_new])
+            )
         before, now = statistics.median(times["before"]), statistics.median(times["now"])
-        out.append(f"  {label:<26} before {before:7.3f} ms/step   now {now:7.3f} ms/step   now/before = {now / before:.2f}")
+        out.append(
+            f"  {label:<26} before {before:7.3f} ms/step   now {now:7.3f} ms/step   now/before = {now / before:.2f}"
+        )
     return out
 
 
@@ -127,8 +132,10 @@ async def mixed_load(base_url: str, model: str, concurrency: int, max_tokens: in
     constrained = openai_stream_fn(base_url, model, response_format={
         "type": "json_schema", "json_schema": {"name": "free_text", "schema": FREE_TEXT}})  # fmt: skip
 
-    async def mix(prompt: str, tokens: int, _counter=iter(range(10**9))):
-        return await (constrained if next(_counter) % 2 == 0 else free)(prompt, tokens)
+    counter = itertools.count()
+
+    async def mix(prompt: str, tokens: int):
+        return await (constrained if next(counter) % 2 == 0 else free)(prompt, tokens)
 
     await run_load("warm up", mix, concurrency, 8)
     plain, mixed = [], []
@@ -163,7 +170,9 @@ def main() -> None:
     params = {"mem": 64, "dtype": "f32", "max_num_seqs": args.concurrency, "prefill_chunk_size": 1024, "block_size": 64}
     with tempfile.TemporaryDirectory(prefix="pv-structured-") as tmp, \
             our_stack(str(Path(args.model_dir).resolve()), "bench-text", params, Path(tmp)) as stack:  # fmt: skip
-        plain, mixed = asyncio.run(mixed_load(stack.base_url, "bench-text", args.concurrency, args.max_tokens, args.rounds))
+        plain, mixed = asyncio.run(
+            mixed_load(stack.base_url, "bench-text", args.concurrency, args.max_tokens, args.rounds)
+        )
     a, b = _median_tps(plain), _median_tps(mixed)
     print(f"\n3. end to end, {args.concurrency} streams x {args.max_tokens} tokens, medians of {args.rounds} rounds:")
     print(f"  16 free text              {a:7.1f} tok/s")

@@ -54,7 +54,9 @@ class VisionResults:
 
 
 def _describe_ms(stub, images: list[bytes], max_tokens: int) -> float:
-    request = pb.DescribeRequest(images=[pb.ImageInput(data=d, mime_type="image/jpeg") for d in images], max_tokens=max_tokens)
+    request = pb.DescribeRequest(
+        images=[pb.ImageInput(data=d, mime_type="image/jpeg") for d in images], max_tokens=max_tokens
+    )
     started = time.perf_counter()
     for _ in stub.Describe(request):
         pass

@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             config = config.model_copy(update={"gateway": config.gateway.model_copy(
                 update={"request_timeout_secs": float(timeout)})})  # fmt: skip
         config = with_api_keys(config, args.api_key)
-        grace = float(first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=DEFAULT_DRAIN_GRACE_SECS))
+        grace = float(
+            first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=DEFAULT_DRAIN_GRACE_SECS)
+        )
         drain = Drain()
         app = build_app(config, ui_server=args.ui_server, drain=drain)
     except (ConfigError, ValueError) as exc:

@@ -17,11 +17,10 @@ from .clients.vision_engine import VisionEngineClient
 from .errors import install_error_handlers
 from .limits import RequestLimitsMiddleware
 from .media.fetcher import ImageFetcher
+from .metrics import GatewayMetrics
 from .middleware import RequestIdMiddleware
 from .openapi import install_openapi
-from .metrics import GatewayMetrics
-from .routers import chat, health, models, ui
-from .routers import metrics as metrics_router
+from .routers import chat, health, metrics as metrics_router, models, ui
 from .serving.chat import ChatService
 from .serving.registry import EngineRegistry
 from .serving.vision_rewrite import ProxyVisionRewriter
@@ -56,11 +55,19 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         backend = VisionBackend(registry.vision)
         timeout = config.gateway.request_timeout_secs
         rewriter = ProxyVisionRewriter(image_fetcher, backend, config.gateway.images, timeout, metrics)
-        chat_service = ChatService(registry, rewriter, timeout, metrics=metrics,
-                                   reasoning_field=config.gateway.reasoning_field, max_n=config.gateway.max_n)
+        chat_service = ChatService(
+            registry,
+            rewriter,
+            timeout,
+            metrics=metrics,
+            reasoning_field=config.gateway.reasoning_field,
+            max_n=config.gateway.max_n,
+        )
         app.state.gateway = GatewayState(config, registry, chat_service, backend, int(time.time()), metrics, drain)
         await backend.start()
-        log.info("Gateway ready: text models %s, default %s", [m.name for m in config.text_models], config.default_model_name)
+        log.info(
+            "Gateway ready: text models %s, default %s", [m.name for m in config.text_models], config.default_model_name
+        )
         try:
             yield
         finally:

@@ -120,7 +120,11 @@ class ApiKeys:
             except OSError as exc:
                 raise ConfigError(f"gateway.api_keys_file: cannot read {file}: {exc.strerror or exc}") from None
         if not self.count:
-            where = f"gateway.api_keys_file: {file} has no keys (one per line; '#' starts a comment)" if file else "no API keys"
+            where = (
+                f"gateway.api_keys_file: {file} has no keys (one per line; '#' starts a comment)"
+                if file
+                else "no API keys"
+            )
             raise ConfigError(where)
 
     @classmethod
@@ -161,7 +165,9 @@ class ApiKeys:
                         exc.strerror if isinstance(exc, OSError) else exc)  # fmt: skip
             return
         if self._file_digests:
-            log.info("API key file %s re-read: %d key(s) from it, %d in all", self._file, len(self._file_digests), self.count)
+            log.info(
+                "API key file %s re-read: %d key(s) from it, %d in all", self._file, len(self._file_digests), self.count
+            )
         else:
             log.warning("API key file %s re-read: it has no keys now; only gateway.api_keys are accepted (%d)",
                         self._file, self.count)  # fmt: skip
@@ -226,7 +232,7 @@ class ApiKeyMiddleware:
 def _app_path(scope) -> str:
     # Behind a proxy that sets root_path, scope["path"] carries the prefix; the routes do not.
     path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def install_api_keys(app: FastAPI, settings: GatewaySettings) -> KeyPolicy | None:

@@ -62,7 +62,9 @@ def validation_error(exc: RequestValidationError, content_type: str | None = Non
     if not path:
         return _bad_body(first, content_type)
     if first.get("type") == "missing":
-        return InvalidRequestError(f"Missing required parameter: '{path}'.", param=path, code="missing_required_parameter")
+        return InvalidRequestError(
+            f"Missing required parameter: '{path}'.", param=path, code="missing_required_parameter"
+        )
     detail = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     return InvalidRequestError(f"Invalid value for '{path}': {detail}.", param=path, code="invalid_value")
 

@@ -64,7 +64,9 @@ def install_openapi(app: FastAPI, *, key_policy: KeyPolicy | None = None) -> Non
             schemas = components.setdefault("schemas", {})
             for name in _FASTAPI_ONLY:
                 schemas.pop(name, None)
-            schemas.setdefault("ErrorResponse", ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}"))
+            schemas.setdefault(
+                "ErrorResponse", ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            )
             app.openapi_schema = doc
         return app.openapi_schema
 

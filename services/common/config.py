@@ -38,13 +38,21 @@ class _Strict(BaseModel):
 class ModelParams(_Strict):
     """Resources of one engine (the brief's `params`)."""
 
-    mem: int = Field(2048, gt=0, description="Memory budget in MiB: the KV cache of a text engine, the image batch of a vision engine.")
+    mem: int = Field(
+        2048,
+        gt=0,
+        description="Memory budget in MiB: the KV cache of a text engine, the image batch of a vision engine.",
+    )
     dtype: DType = Field("bf16", description="Weight dtype.")
     max_num_seqs: int = Field(16, gt=0, description="Sequences in flight at once; the rest wait in a FIFO queue.")
     prefill_chunk_size: int = Field(1024, gt=0, description="Tokens per forward pass (prefill is chunked to this).")
     block_size: int = Field(64, gt=0, description="Tokens per KV cache block (page).")
-    max_queue: int | None = Field(None, ge=0, description="Requests that may wait for a slot; beyond it the engine answers "
-                                  "RESOURCE_EXHAUSTED (HTTP 503 + Retry-After). Default 4 x max_num_seqs.")
+    max_queue: int | None = Field(
+        None,
+        ge=0,
+        description="Requests that may wait for a slot; beyond it the engine answers "
+        "RESOURCE_EXHAUSTED (HTTP 503 + Retry-After). Default 4 x max_num_seqs.",
+    )
 
     @property
     def queue_limit(self) -> int:
@@ -82,7 +90,9 @@ class SamplingDefaults(_Strict):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=0, description="0 disables top-k.")
-    max_tokens: int | None = Field(None, gt=0, description="Completion budget when a request gives none; unset: up to the context.")
+    max_tokens: int | None = Field(
+        None, gt=0, description="Completion budget when a request gives none; unset: up to the context."
+    )
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0, description="1 disables it.")
@@ -91,8 +101,9 @@ class SamplingDefaults(_Strict):
 
 # The last resort of every parameter (the OpenAI API's and vLLM's defaults; temperature 0.7 as before).
 # max_tokens stays None: a request without one may use the rest of the context.
-BUILTIN_SAMPLING = SamplingDefaults(temperature=0.7, top_p=1.0, top_k=0, presence_penalty=0.0, frequency_penalty=0.0,
-                                    repetition_penalty=1.0, min_p=0.0)
+BUILTIN_SAMPLING = SamplingDefaults(
+    temperature=0.7, top_p=1.0, top_k=0, presence_penalty=0.0, frequency_penalty=0.0, repetition_penalty=1.0, min_p=0.0
+)
 
 # Where an effective default came from (shown by GetModelInfo and /v1/models).
 SOURCE_CONFIG, SOURCE_CHECKPOINT, SOURCE_BUILTIN = "models.yaml", "generation_config.json", "default"
@@ -110,7 +121,11 @@ def resolve_sampling(configured: SamplingDefaults, checkpoint: SamplingDefaults)
     """The one place defaults are resolved: models.yaml wins, then the checkpoint, then the built-ins."""
     values, sources = {}, {}
     for name in SamplingDefaults.model_fields:
-        for layer, source in ((configured, SOURCE_CONFIG), (checkpoint, SOURCE_CHECKPOINT), (BUILTIN_SAMPLING, SOURCE_BUILTIN)):
+        for layer, source in (
+            (configured, SOURCE_CONFIG),
+            (checkpoint, SOURCE_CHECKPOINT),
+            (BUILTIN_SAMPLING, SOURCE_BUILTIN),
+        ):
             value = getattr(layer, name)
             if value is not None:
                 values[name], sources[name] = value, source
@@ -139,16 +154,22 @@ class ModelEntry(_Strict):
     max_model_len: int | None = Field(None, gt=0, description="Context cap; default: the model's own maximum.")
     idle_unload_secs: int | None = Field(None, ge=0, description="Overrides the top-level value; 0 never unloads.")
     endpoint: str | None = Field(None, description="gRPC target of this model's engine, e.g. 127.0.0.1:50051.")
-    reasoning_parser: ReasoningParser = Field("auto", description="How reasoning is split from the answer: 'auto' "
-                                              "picks 'mistral' ([THINK]...[/THINK]) or 'deepseek_r1' (<think>...</think>) "
-                                              "from the tokenizer's special tokens; 'none' leaves all output as answer.")
-    tool_call_parser: ToolCallParser = Field("auto", description="How tool calls are read from the answer: 'auto' "
-                                             "picks 'mistral' ([TOOL_CALLS]name[ARGS]{...}) or 'hermes' "
-                                             "(<tool_call>{...}</tool_call>) from the tokenizer's special tokens and "
-                                             "the chat template; 'none' refuses requests with tools.")
+    reasoning_parser: ReasoningParser = Field(
+        "auto",
+        description="How reasoning is split from the answer: 'auto' "
+        "picks 'mistral' ([THINK]...[/THINK]) or 'deepseek_r1' (<think>...</think>) "
+        "from the tokenizer's special tokens; 'none' leaves all output as answer.",
+    )
+    tool_call_parser: ToolCallParser = Field(
+        "auto",
+        description="How tool calls are read from the answer: 'auto' "
+        "picks 'mistral' ([TOOL_CALLS]name[ARGS]{...}) or 'hermes' "
+        "(<tool_call>{...}</tool_call>) from the tokenizer's special tokens and "
+        "the chat template; 'none' refuses requests with tools.",
+    )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelEntry":
+    def _one_source(self) -> ModelEntry:
         if not self.hf_id and not self.local_path and not self.gguf_file:
             raise ValueError("needs either hf_id or local_path (or a gguf_file)")
         if self.gguf_file and self.is_vision_proxy:
@@ -181,8 +202,12 @@ class ImageLimits(_Strict):
     max_image_pixels: int = Field(50_000_000, gt=0)
     fetch_timeout_secs: float = Field(10.0, gt=0)
     max_redirects: int = Field(3, ge=0)
-    allow_private_networks: list[str] = Field(default_factory=list, description="CIDRs the fetcher may reach although not public.")
-    allowed_domains: list[str] = Field(default_factory=list, description="If set, only these hosts (and their subdomains).")
+    allow_private_networks: list[str] = Field(
+        default_factory=list, description="CIDRs the fetcher may reach although not public."
+    )
+    allowed_domains: list[str] = Field(
+        default_factory=list, description="If set, only these hosts (and their subdomains)."
+    )
 
 
 class RequestLimits(_Strict):
@@ -192,13 +217,20 @@ class RequestLimits(_Strict):
     to let every one of `images.max_images_per_request` images come inline at full size, raise it to about
     max_images_per_request x max_image_bytes x 4/3 (images by URL do not count)."""
 
-    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest request body; larger is a 413, "
-                                "refused while reading (chunked bodies too).")
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description="Largest request body; larger is a 413, refused while reading (chunked bodies too).",
+    )
     max_messages: int = Field(2048, gt=0, description="Most messages in one chat request (OpenAI's limit).")
-    max_text_chars: int = Field(1_000_000, gt=0, description="Most characters of text across a request's messages "
-                                "(content, reasoning, tool call arguments).")
-    max_completion_tokens: int = Field(32768, gt=0, description="Largest max_tokens / max_completion_tokens a "
-                                       "request may ask for; above it is a 400.")
+    max_text_chars: int = Field(
+        1_000_000,
+        gt=0,
+        description="Most characters of text across a request's messages (content, reasoning, tool call arguments).",
+    )
+    max_completion_tokens: int = Field(
+        32768, gt=0, description="Largest max_tokens / max_completion_tokens a request may ask for; above it is a 400."
+    )
 
 
 _API_KEY = re.compile(r"[\x21-\x7e]+")
@@ -227,20 +259,35 @@ ApiKey = Annotated[str, AfterValidator(_check_api_key)]
 class GatewaySettings(_Strict):
     """Settings of the API gateway."""
 
-    request_timeout_secs: float = Field(600.0, gt=0, description="Deadline of one engine call; past it the client gets 504.")
-    reasoning_field: ReasoningField = Field("reasoning_content", description="Name of the reasoning field in "
-                                            "answers and stream deltas: reasoning_content, reasoning, or both.")
+    request_timeout_secs: float = Field(
+        600.0, gt=0, description="Deadline of one engine call; past it the client gets 504."
+    )
+    reasoning_field: ReasoningField = Field(
+        "reasoning_content",
+        description="Name of the reasoning field in answers and stream deltas: reasoning_content, reasoning, or both.",
+    )
     max_n: int = Field(8, ge=1, description="Most choices (`n`) one chat request may ask for: each is an engine call.")
     images: ImageLimits = ImageLimits()
     limits: RequestLimits = RequestLimits()
     # repr=False: a logged or printed config never shows the keys.
-    api_keys: list[ApiKey] = Field(default_factory=list, repr=False, description="Keys a client must send as 'Authorization: Bearer "
-                                "<key>' on every /v1 route; none here and no api_keys_file: no authentication.")
-    api_keys_file: str | None = Field(None, min_length=1, description="A file of keys, one per line ('#' comments and "
-                                      "blank lines ignored), e.g. a mounted Kubernetes Secret; re-read when it changes. "
-                                      "Its keys are accepted as well as api_keys. Relative to models.yaml.")
-    api_keys_protect_health: bool = Field(False, description="With keys set, /health, /ready and /metrics need a key "
-                                          "too (probes and Prometheus must then send one).")
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        repr=False,
+        description="Keys a client must send as 'Authorization: Bearer "
+        "<key>' on every /v1 route; none here and no api_keys_file: no authentication.",
+    )
+    api_keys_file: str | None = Field(
+        None,
+        min_length=1,
+        description="A file of keys, one per line ('#' comments and "
+        "blank lines ignored), e.g. a mounted Kubernetes Secret; re-read when it changes. "
+        "Its keys are accepted as well as api_keys. Relative to models.yaml.",
+    )
+    api_keys_protect_health: bool = Field(
+        False,
+        description="With keys set, /health, /ready and /metrics need a key "
+        "too (probes and Prometheus must then send one).",
+    )
 
 
 _TLS_FILES = ("ca", "server_cert", "server_key", "client_cert", "client_key")
@@ -253,18 +300,28 @@ class TlsSettings(_Strict):
     (and, with require_client_cert, the CA their clients' certificates must chain to), the gateway the CA it
     verifies the engines with (and a client certificate for mTLS). Paths are relative to models.yaml."""
 
-    ca: str | None = Field(None, min_length=1, description="PEM CA bundle. Gateway: verifies the engines' certificates "
-                           "(unset: gRPC's bundled public roots). Engines: verifies client certificates (require_client_cert).")
+    ca: str | None = Field(
+        None,
+        min_length=1,
+        description="PEM CA bundle. Gateway: verifies the engines' certificates "
+        "(unset: gRPC's bundled public roots). Engines: verifies client certificates (require_client_cert).",
+    )
     server_cert: str | None = Field(None, min_length=1, description="Engines: PEM certificate chain they serve.")
     server_key: str | None = Field(None, min_length=1, description="Engines: PEM private key of server_cert.")
     client_cert: str | None = Field(None, min_length=1, description="Gateway: PEM certificate it presents (mTLS).")
     client_key: str | None = Field(None, min_length=1, description="Gateway: PEM private key of client_cert.")
-    require_client_cert: bool = Field(False, description="Engines: refuse clients without a certificate signed by ca (mTLS).")
-    server_name: str | None = Field(None, min_length=1, description="Gateway: the name the engines' certificates must "
-                                    "carry, when it is not the host it dials (IP targets, tests).")
+    require_client_cert: bool = Field(
+        False, description="Engines: refuse clients without a certificate signed by ca (mTLS)."
+    )
+    server_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Gateway: the name the engines' certificates must "
+        "carry, when it is not the host it dials (IP targets, tests).",
+    )
 
     @model_validator(mode="after")
-    def _complete(self) -> "TlsSettings":
+    def _complete(self) -> TlsSettings:
         for cert, key in (("server_cert", "server_key"), ("client_cert", "client_key")):
             if getattr(self, cert) and not getattr(self, key):
                 raise ValueError(f"{key} is required when {cert} is set")
@@ -274,7 +331,7 @@ class TlsSettings(_Strict):
             raise ValueError("require_client_cert needs ca (the CA that signs the clients' certificates)")
         return self
 
-    def relative_to(self, directory: Path) -> "TlsSettings":
+    def relative_to(self, directory: Path) -> TlsSettings:
         """A copy whose relative file paths are resolved against `directory` (the yaml's)."""
         update = {key: str((directory / value).resolve()) for key in _TLS_FILES
                   if (value := getattr(self, key)) and not Path(value).is_absolute()}  # fmt: skip
@@ -285,13 +342,15 @@ class ModelsConfig(_Strict):
     """The whole `models.yaml`."""
 
     models: list[ModelEntry] = Field(min_length=1)
-    idle_unload_secs: int | None = Field(300, ge=0, description="Unload a model after this many idle seconds; 0 or null never.")
+    idle_unload_secs: int | None = Field(
+        300, ge=0, description="Unload a model after this many idle seconds; 0 or null never."
+    )
     default_model: str | None = None
     gateway: GatewaySettings = GatewaySettings()
     tls: TlsSettings | None = Field(None, description="TLS on the gRPC hop; absent: plaintext.")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelsConfig":
+    def _consistent(self) -> ModelsConfig:
         names = [m.name for m in self.models]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -336,12 +395,14 @@ class ModelsConfig(_Strict):
         value = self.idle_unload_secs if entry.idle_unload_secs is None else entry.idle_unload_secs
         return value or 0
 
-    def with_endpoints(self, endpoints: dict[str, str]) -> "ModelsConfig":
+    def with_endpoints(self, endpoints: dict[str, str]) -> ModelsConfig:
         """A copy with the engine endpoints of some models replaced (the launcher and env use this)."""
         unknown = set(endpoints) - {m.name for m in self.models}
         if unknown:
             raise ConfigError(f"endpoint given for unknown model(s): {', '.join(sorted(unknown))}")
-        models = [m.model_copy(update={"endpoint": endpoints[m.name]}) if m.name in endpoints else m for m in self.models]
+        models = [
+            m.model_copy(update={"endpoint": endpoints[m.name]}) if m.name in endpoints else m for m in self.models
+        ]
         return self.model_copy(update={"models": models})
 
 

@@ -8,7 +8,8 @@ newest text ends in U+FFFD (an incomplete UTF-8 sequence) we emit nothing and wa
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 REPLACEMENT_CHAR = "\ufffd"
 

@@ -29,7 +29,9 @@ def parse_args(prog: str, default_port: int, argv: list[str] | None) -> argparse
     parser.add_argument("--models-config", help="models.yaml (env PROXYVISION_MODELS_CONFIG)")
     parser.add_argument("--model", help="name of the model to serve")
     parser.add_argument("--host", help="bind address (env PROXYVISION_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help=f"port (env PROXYVISION_PORT, default {default_port}; 0 picks a free one)")
+    parser.add_argument(
+        "--port", type=int, help=f"port (env PROXYVISION_PORT, default {default_port}; 0 picks a free one)"
+    )
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], help="env PROXYVISION_DEVICE, default auto")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at http://HOST:PORT/metrics "
                         "(env PROXYVISION_METRICS_PORT; default: no exporter; 0 picks a free port)")  # fmt: skip
@@ -48,8 +50,12 @@ def resolve_options(args: argparse.Namespace, default_port: int, config: ModelsC
         port=int(first_set(args.port, "PROXYVISION_PORT", default=default_port)),
         device=first_set(args.device, "PROXYVISION_DEVICE", default="auto"),
         metrics_port=None if metrics_port is None else int(metrics_port),
-        drain_grace_secs=float(first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=DEFAULT_DRAIN_GRACE_SECS)),
-        max_connection_age_ms=int(first_set(None, "PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS", default=DEFAULT_MAX_CONNECTION_AGE_MS)),
+        drain_grace_secs=float(
+            first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=DEFAULT_DRAIN_GRACE_SECS)
+        ),
+        max_connection_age_ms=int(
+            first_set(None, "PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS", default=DEFAULT_MAX_CONNECTION_AGE_MS)
+        ),
         tls=resolve_tls(config.tls if config is not None else None, args),
     )
 

@@ -45,7 +45,9 @@ class EngineServer:
     def __init__(self, service_full_name: str, options: EngineOptions, metrics: EngineMetrics) -> None:
         self.options = options
         self.metrics = metrics
-        self.server, self._health = create_grpc_server([service_full_name], max_connection_age_ms=options.max_connection_age_ms)
+        self.server, self._health = create_grpc_server(
+            [service_full_name], max_connection_age_ms=options.max_connection_age_ms
+        )
         self._pending: set = set()
         # A TLS setting the engine cannot use (no certificate, an unreadable file) raises ConfigError here.
         self.port = bind_port(self.server, f"{options.host}:{options.port}", options.tls)

@@ -16,23 +16,49 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
     "PROXYVISION_HOST": ("127.0.0.1", "Address the service binds."),
     "PROXYVISION_PORT": (None, "Port the service binds (gateway 2000, text engine 50051, vision engine 50052)."),
     "PROXYVISION_DEVICE": ("auto", "cpu, cuda, cuda:N or auto (cuda when available)."),
-    "PROXYVISION_ENDPOINTS": (None, "Engine addresses, 'name=host:port,name2=dns:///svc:50051'; overrides models.yaml."),
-    "PROXYVISION_METRICS_PORT": (None, "Engines: port of the Prometheus exporter (/metrics); unset: none; 0: a free port."),
+    "PROXYVISION_ENDPOINTS": (
+        None,
+        "Engine addresses, 'name=host:port,name2=dns:///svc:50051'; overrides models.yaml.",
+    ),
+    "PROXYVISION_METRICS_PORT": (
+        None,
+        "Engines: port of the Prometheus exporter (/metrics); unset: none; 0: a free port.",
+    ),
     "PROXYVISION_DRAIN_GRACE_SECS": ("30", "On SIGTERM, seconds running requests may finish before they are aborted."),
-    "PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS": ("300000", "Engines: close client connections after this long so "
-                                               "DNS-balanced clients re-resolve (0: never)."),
-    "PROXYVISION_REQUEST_TIMEOUT_SECS": (None, "Gateway: deadline of one engine call (overrides gateway.request_timeout_secs)."),
-    "PROXYVISION_API_KEY": (None, "Gateway: API key(s) clients must send as 'Authorization: Bearer <key>', "
-                            "comma-separated; replaces gateway.api_keys (keys of gateway.api_keys_file still count)."),
+    "PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS": (
+        "300000",
+        "Engines: close client connections after this long so DNS-balanced clients re-resolve (0: never).",
+    ),
+    "PROXYVISION_REQUEST_TIMEOUT_SECS": (
+        None,
+        "Gateway: deadline of one engine call (overrides gateway.request_timeout_secs).",
+    ),
+    "PROXYVISION_API_KEY": (
+        None,
+        "Gateway: API key(s) clients must send as 'Authorization: Bearer <key>', "
+        "comma-separated; replaces gateway.api_keys (keys of gateway.api_keys_file still count).",
+    ),
     # TLS on the gRPC hop (services/common/tls.py); each overrides its tls.* key of models.yaml, and any of them
     # turns TLS on. Paths are relative to the working directory.
-    "PROXYVISION_TLS_CA": (None, "PEM CA bundle: the gateway verifies engines with it; engines verify client certificates."),
-    "PROXYVISION_TLS_SERVER_CERT": (None, "Engines: PEM certificate chain they serve (with PROXYVISION_TLS_SERVER_KEY)."),
+    "PROXYVISION_TLS_CA": (
+        None,
+        "PEM CA bundle: the gateway verifies engines with it; engines verify client certificates.",
+    ),
+    "PROXYVISION_TLS_SERVER_CERT": (
+        None,
+        "Engines: PEM certificate chain they serve (with PROXYVISION_TLS_SERVER_KEY).",
+    ),
     "PROXYVISION_TLS_SERVER_KEY": (None, "Engines: PEM private key of the server certificate."),
     "PROXYVISION_TLS_CLIENT_CERT": (None, "Gateway: PEM certificate it presents to the engines (mTLS)."),
     "PROXYVISION_TLS_CLIENT_KEY": (None, "Gateway: PEM private key of the client certificate."),
-    "PROXYVISION_TLS_REQUIRE_CLIENT_CERT": ("false", "Engines: true demands a client certificate signed by the CA (mTLS)."),
-    "PROXYVISION_TLS_SERVER_NAME": (None, "Gateway: name the engines' certificates must carry instead of the dialled host."),
+    "PROXYVISION_TLS_REQUIRE_CLIENT_CERT": (
+        "false",
+        "Engines: true demands a client certificate signed by the CA (mTLS).",
+    ),
+    "PROXYVISION_TLS_SERVER_NAME": (
+        None,
+        "Gateway: name the engines' certificates must carry instead of the dialled host.",
+    ),
     "LOG_LEVEL": ("INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
     "RUST_LOG": (None, "Accepted for the brief's users (info, debug, warn...); LOG_LEVEL wins if both are set."),
 }

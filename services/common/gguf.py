@@ -65,7 +65,9 @@ class GgufSummary:
 
     def describe(self, dtype: torch.dtype) -> str:
         """e.g. 'gguf Q4_1 x210, Q8_0 x1, F32 x61, dequantized to float32 at load: 538 MB of weights (file 98 MB)'."""
-        types = ", ".join(f"{name} x{count}" for name, count in sorted(self.tensor_types.items(), key=lambda kv: -kv[1]))
+        types = ", ".join(
+            f"{name} x{count}" for name, count in sorted(self.tensor_types.items(), key=lambda kv: -kv[1])
+        )
         return (f"gguf {types}, dequantized to {str(dtype).removeprefix('torch.')} at load: "
                 f"{self.dequantized_bytes(dtype) / 1e6:.0f} MB of weights (file {self.file_bytes / 1e6:.0f} MB)")  # fmt: skip
 
@@ -105,7 +107,9 @@ def _gguf_reader(path: Path):
     try:
         from gguf import GGUFReader
     except ImportError as exc:
-        raise ModelLoadError(f"GGUF file {path}: reading it needs the `gguf` package (pip install gguf): {exc}") from exc
+        raise ModelLoadError(
+            f"GGUF file {path}: reading it needs the `gguf` package (pip install gguf): {exc}"
+        ) from exc
     try:
         return GGUFReader(str(path))
     except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file fails anywhere in the parser

@@ -48,7 +48,9 @@ def server_options(max_connection_age_ms: int) -> list[tuple[str, int]]:
     ]
 
 
-def create_grpc_server(service_full_names: Iterable[str], *, max_connection_age_ms: int = 0) -> tuple[grpc.aio.Server, "HealthReporter"]:
+def create_grpc_server(
+    service_full_names: Iterable[str], *, max_connection_age_ms: int = 0
+) -> tuple[grpc.aio.Server, HealthReporter]:
     """An aio server with reflection for `service_full_names` and the health service registered."""
     server = grpc.aio.server(options=server_options(max_connection_age_ms))
     health_servicer = health.aio.HealthServicer()

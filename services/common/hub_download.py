@@ -55,7 +55,9 @@ class DownloadProgress:
     report: Report = staticmethod(lambda status: None)
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
-    def __init__(self, *_args, desc: str | None = None, total: float | None = None, initial: float = 0, **_kwargs) -> None:
+    def __init__(
+        self, *_args, desc: str | None = None, total: float | None = None, initial: float = 0, **_kwargs
+    ) -> None:
         # Xet names its bar "model.safetensors: reconstructing file": the file is what an operator needs.
         self.desc = (desc or "").split(": ")[0]
         self.total = total
@@ -65,7 +67,7 @@ class DownloadProgress:
         self._publish()
 
     @classmethod
-    def bound(cls, repo: str, files: str, report: Report) -> type["DownloadProgress"]:
+    def bound(cls, repo: str, files: str, report: Report) -> type[DownloadProgress]:
         """A subclass that knows which download it reports (huggingface_hub instantiates the class itself)."""
         return type("BoundDownloadProgress", (cls,), {"repo": repo, "files": files, "report": staticmethod(report)})
 
@@ -116,7 +118,7 @@ class DownloadProgress:
             self._closed = True
             log.info("Downloaded %s: %s %s (%s)", self.repo, self.desc, human_bytes(self.n), self.files)
 
-    def __enter__(self) -> "DownloadProgress":
+    def __enter__(self) -> DownloadProgress:
         return self
 
     def __exit__(self, *_exc) -> None:

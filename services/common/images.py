@@ -15,7 +15,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import InvalidRequestError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
-MIME_BY_FORMAT = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
+MIME_BY_FORMAT = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+}
 # Vision models want each side at least this long (Qwen2-VL: 28 = patch 14 x merge 2).
 MIN_SIDE = 28
 # Qwen2-VL refuses aspect ratios above 200; we pad well before that.
@@ -52,7 +58,8 @@ def decode_image(data: bytes, *, max_pixels: int, param: str | None = None) -> D
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidImageError(
-            f"Invalid image: {width}x{height} is {width * height} pixels, more than the limit of {max_pixels}", param=param
+            f"Invalid image: {width}x{height} is {width * height} pixels, more than the limit of {max_pixels}",
+            param=param,
         )
     fmt = image.format or "unknown"
     try:

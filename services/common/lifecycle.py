@@ -120,7 +120,11 @@ class ModelLifecycle(Generic[R]):
             try:
                 self.resource = await asyncio.to_thread(build, self.resource)
             except Exception as exc:  # noqa: BLE001 - whatever broke, the engine cannot serve now
-                self.state, self.error, self.resource = ModelState.FAILED, f"restart failed: {describe_load_error(exc)}", None
+                self.state, self.error, self.resource = (
+                    ModelState.FAILED,
+                    f"restart failed: {describe_load_error(exc)}",
+                    None,
+                )
                 log.error("Model %s: %s", self.name, self.error)
                 return
             self._on_serving_change(True)

@@ -63,9 +63,13 @@ class _SnapshotCollector(Collector):
 
         yield gauge("requests_running", "Requests being processed now.", s.running)
         yield gauge("requests_waiting", "Requests queued for a slot.", s.waiting)
-        yield gauge("memory_budget_bytes", "Working-memory budget (params.mem) on top of the weights.", s.memory_budget_bytes)
+        yield gauge(
+            "memory_budget_bytes", "Working-memory budget (params.mem) on top of the weights.", s.memory_budget_bytes
+        )
         yield gauge("memory_used_bytes", "Part of the budget in use now.", s.memory_used_bytes)
-        yield gauge("memory_free_bytes", "Part of the budget free now.", max(0, s.memory_budget_bytes - s.memory_used_bytes))
+        yield gauge(
+            "memory_free_bytes", "Part of the budget free now.", max(0, s.memory_budget_bytes - s.memory_used_bytes)
+        )
         yield gauge("model_load_seconds", "Duration of the last model load (0 before the first).", s.last_load_seconds)
         if s.kv_cache_usage_ratio is not None:
             yield gauge("kv_cache_usage_ratio", "Fraction of the paged KV cache in use.", s.kv_cache_usage_ratio)

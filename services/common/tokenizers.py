@@ -30,8 +30,13 @@ TEKKEN_ROLE_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pa
 
 def _has_file(source: str, filename: str, revision: str | None) -> bool:
     return (
-        cached_file(source, filename, revision=revision, _raise_exceptions_for_missing_entries=False,
-                    _raise_exceptions_for_connection_errors=False)  # fmt: skip
+        cached_file(
+            source,
+            filename,
+            revision=revision,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )  # fmt: skip
         is not None
     )
 

@@ -26,7 +26,9 @@ def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
     vision = config.vision_model.name if config.vision_model else "none (text only)"
     if vision_error is not None:
         vision = f"UNAVAILABLE: {vision} failed to load ({vision_error}); text only"
-    body = json.dumps({"model": default, "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 100})
+    body = json.dumps(
+        {"model": default, "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 100}
+    )
     lines = [
         "",
         "ProxyVision is ready.",
@@ -39,13 +41,23 @@ def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
         lines.append(f"  weights         : {weights}")
     if ui_server:
         lines.append(f"  web UI          : {base}/")
-    lines.append(f"  metrics         : {base}/metrics" + "".join(
-        f", {name} http://{connect_host('127.0.0.1')}:{metrics_port}/metrics" for name, metrics_port in engine_metrics))
+    lines.append(
+        f"  metrics         : {base}/metrics"
+        + "".join(
+            f", {name} http://{connect_host('127.0.0.1')}:{metrics_port}/metrics"
+            for name, metrics_port in engine_metrics
+        )
+    )
     lines += [
-        "  python          : openai.OpenAI(base_url=\"" + base + "/v1\", api_key=" + ("os.environ[\"PROXYVISION_API_KEY\"]" if keys_required else "\"not-needed\"") + ")",
+        '  python          : openai.OpenAI(base_url="'
+        + base
+        + '/v1", api_key='
+        + ('os.environ["PROXYVISION_API_KEY"]' if keys_required else '"not-needed"')
+        + ")",
         "  try:",
         f"    curl -s {base}/v1/chat/completions -H 'Content-Type: application/json'"
-        + (" -H \"Authorization: Bearer $PROXYVISION_API_KEY\"" if keys_required else "") + " \\",
+        + (' -H "Authorization: Bearer $PROXYVISION_API_KEY"' if keys_required else "")
+        + " \\",
         f"      -d '{body}'",
         "  Ctrl-C stops everything.",
         "",

@@ -6,6 +6,7 @@ already in use") is usually in the last lines the child wrote, and it may have s
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections import deque
@@ -30,10 +31,8 @@ class OutputTail:
             for line in self._pipe:
                 with self._lock:
                     self._tail.append(line)
-                try:
+                with contextlib.suppress(OSError, ValueError):  # our stderr closed (its reader left): keep the tail
                     self._write(line)
-                except (OSError, ValueError):  # our stderr closed (a pipe whose reader left): keep the tail
-                    pass
 
     def _write(self, line: bytes) -> None:
         if self._sink is not None:

@@ -79,7 +79,9 @@ def load_config(args: argparse.Namespace) -> ModelsConfig:
 
 def _with_vision(config: ModelsConfig, vision_model: str) -> ModelsConfig:
     if config.vision_model is not None:
-        raise ConfigError(f"--vision-model given but the config already has a vision model ({config.vision_model.name})")
+        raise ConfigError(
+            f"--vision-model given but the config already has a vision model ({config.vision_model.name})"
+        )
     data = config.model_dump(mode="json")
     data["models"].append(entry_for_model_id(vision_model, vision=True))
     return parse_models_config(data, "--vision-model")
@@ -137,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s", exc)
             return 2
         if plan.skipped_vision:
-            log.warning("Vision backend: Unavailable (vision engine not installed); %s is not started", plan.skipped_vision)
+            log.warning(
+                "Vision backend: Unavailable (vision engine not installed); %s is not started", plan.skipped_vision
+            )
         taken = ports_in_use(plan.processes)
         if taken:
             which = ", ".join(f"{spec.port} ({spec.name})" for spec in taken)

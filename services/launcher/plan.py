@@ -138,10 +138,14 @@ def _check_ports(gateway_port: int, engine_ports_by_model: dict[str, int]) -> No
             raise ValueError(f"port {port} of {name} is not in 1-65535 (see --port / --engine-port-base)")
     clash = [name for name, port in engine_ports_by_model.items() if port == gateway_port]
     if clash:
-        raise ValueError(f"--port {gateway_port} is also the port of {clash[0]}; choose another --port or --engine-port-base")
+        raise ValueError(
+            f"--port {gateway_port} is also the port of {clash[0]}; choose another --port or --engine-port-base"
+        )
 
 
-def _engine(kind: Kind, model: str, port: int, common: tuple[str, ...], device: str, tls: TlsSettings | None) -> ProcessSpec:
+def _engine(
+    kind: Kind, model: str, port: int, common: tuple[str, ...], device: str, tls: TlsSettings | None
+) -> ProcessSpec:
     metrics_port = port + METRICS_PORT_OFFSET
     argv = (sys.executable, "-m", f"services.{kind}", *common, "--model", model, "--host", ENGINE_HOST,
             "--port", str(port), "--device", device, "--metrics-port", str(metrics_port))  # fmt: skip

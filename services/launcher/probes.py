@@ -33,6 +33,8 @@ class Readiness:
     ready: bool = False
     failed: str | None = None  # the model failed to load: waiting longer cannot help
     status: str = ""  # e.g. "downloading model.safetensors 1.2/7.5 GB", for the timeout message
+
+
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -69,7 +71,9 @@ def grpc_serving(target: str, timeout: float = PROBE_TIMEOUT_SECS, tls: TlsSetti
     """True if the engine at `target` answers grpc.health.v1 Check('') with SERVING (model loaded)."""
     with open_sync_channel(target, tls) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
         except grpc.RpcError:
             return False  # not listening yet, or not up: both mean "not ready"
     return reply.status == health_pb2.HealthCheckResponse.SERVING

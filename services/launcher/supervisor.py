@@ -27,6 +27,7 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -69,10 +70,8 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     # The group outlives its leader while any member lives, and Linux never reuses its id for a new
     # process meanwhile, so this is safe after the leader was reaped.
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass  # the whole group is gone already
 
 
 def exit_status(code: int) -> str:
@@ -179,7 +178,9 @@ class Supervisor:
         answer = self._probed(spec, pending)
         if answer.ready:
             again = " again" if child.ready_once else ""
-            log.info("%s is ready%s on port %d (%.1fs)", spec.name, again, spec.port, time.monotonic() - child.started_at)
+            log.info(
+                "%s is ready%s on port %d (%.1fs)", spec.name, again, spec.port, time.monotonic() - child.started_at
+            )
             child.ready_once = True
             self.failed.pop(spec.name, None)
             return True

@@ -14,8 +14,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the CLI, build, print `kind: path` per checkpoint; exit 2 on a bad `--only`."""
     parser = argparse.ArgumentParser(prog="python -m services.model_builder", description=__doc__)
     parser.add_argument("--out", default="models/tiny", help="directory for the checkpoints (default: models/tiny)")
-    parser.add_argument("--only", help=f"comma-separated kinds out of {', '.join(CHECKPOINTS)} "
-                        "(default: all but smollm2, the real model converted from a package's GGUF)")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated kinds out of {', '.join(CHECKPOINTS)} "
+        "(default: all but smollm2, the real model converted from a package's GGUF)",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even the checkpoints that are complete")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s model_builder: %(message)s")

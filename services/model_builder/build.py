@@ -32,8 +32,9 @@ CHECKPOINTS = {
     "text": Checkpoint("ministral-3-tiny", MINISTRAL_HUB_ID, write_tiny_ministral3),
     "vision": Checkpoint("qwen2-vl-tiny", QWEN2_VL_HUB_ID, write_tiny_qwen2_vl),
     # The tiny one's files, with weights whose greedy output is scripted.py's [THINK]..[/THINK]answer chain.
-    "reasoning": Checkpoint("ministral-3-reasoning-scripted", MINISTRAL_HUB_ID, write_scripted_ministral3,
-                            (("variant", "scripted"),)),
+    "reasoning": Checkpoint(
+        "ministral-3-reasoning-scripted", MINISTRAL_HUB_ID, write_scripted_ministral3, (("variant", "scripted"),)
+    ),
     # Same family, bench-sized: stands in for the same hub model, and says it is the bench variant.
     "bench": Checkpoint("bench-text", MINISTRAL_HUB_ID, write_bench_ministral3, (("variant", "bench"),)),
     # The Hermes tool-call / <think> reasoning family: Qwen3's files, token ids and template (qwen3_model.py).

@@ -44,9 +44,7 @@ def _exclusive(target: Path) -> Iterator[None]:
         yield
 
 
-def build_atomically(
-    target: Path, stands_in_for: str, write: Callable[[Path], dict], *, force: bool = False
-) -> Path:
+def build_atomically(target: Path, stands_in_for: str, write: Callable[[Path], dict], *, force: bool = False) -> Path:
     """Run `write(tmpdir)` unless `target` is complete, then move the result to `target`.
 
     `write` fills the directory and returns extra marker fields (e.g. the parameter count).

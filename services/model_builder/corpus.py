@@ -56,11 +56,20 @@ in on under over behind beside near above below between inside outside around ac
 _NAMES = "Alice Bob Carol David Emma Frank Grace Henry Isabel Jack Laura Marco Nina Oscar Paris London Tokyo Berlin"
 
 _QUESTIONS = [
-    "What do you see in this image?", "Describe this picture in detail.", "How many {n} are there?",
-    "What colour is the {n}?", "Where is the {n}?", "Is there a {a} {n} in the photo?",
-    "Can you explain why the {n} {v} {p} the {n2}?", "Compare the two images.", "What happens next?",
-    "Write a short story about a {a} {n}.", "Summarise the text in one sentence.",
-    "Translate this sentence into French.", "What is the capital of France?", "Why is the sky blue?",
+    "What do you see in this image?",
+    "Describe this picture in detail.",
+    "How many {n} are there?",
+    "What colour is the {n}?",
+    "Where is the {n}?",
+    "Is there a {a} {n} in the photo?",
+    "Can you explain why the {n} {v} {p} the {n2}?",
+    "Compare the two images.",
+    "What happens next?",
+    "Write a short story about a {a} {n}.",
+    "Summarise the text in one sentence.",
+    "Translate this sentence into French.",
+    "What is the capital of France?",
+    "Why is the sky blue?",
     "The image shows a {a} {n} {p} a {a2} {n2}. In the background there is a {n3}.",
 ]
 
@@ -71,7 +80,7 @@ _FIXED = [
     "Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 12 20 42 99 100 256 1000 2024 3.14 1,000,000 50% $20 #1",
     "Punctuation: ( ) [ ] { } < > , . ; : ! ? ' \" ` - _ / \\ | @ & * + = ~ ^ %",
     "def main(argv):\n    for i in range(10):\n        print(i * 2)\n    return 0\n",
-    "{\"role\": \"user\", \"content\": \"hello\", \"stream\": true, \"max_tokens\": 16}",
+    '{"role": "user", "content": "hello", "stream": true, "max_tokens": 16}',
     "Unicode: café, naïve, über, señor, São Paulo, 東京, 你好世界, привет, مرحبا, γειά, 🙂 👍 🚀 ❤️",
 ]
 

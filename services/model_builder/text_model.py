@@ -44,7 +44,11 @@ from transformers.models.pixtral import PixtralVisionConfig
 from services.common.tokenizers import load_tokenizer
 
 from . import scripted
-from .chat_templates import MINISTRAL3_CHAT_TEMPLATE, MINISTRAL3_REASONING_CHAT_TEMPLATE, MINISTRAL3_REASONING_SYSTEM_PROMPT
+from .chat_templates import (
+    MINISTRAL3_CHAT_TEMPLATE,
+    MINISTRAL3_REASONING_CHAT_TEMPLATE,
+    MINISTRAL3_REASONING_SYSTEM_PROMPT,
+)
 from .tekken import NAMED_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS, write_tekken
 from .tokenizer import train_tokenizer
 

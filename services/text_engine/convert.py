@@ -7,9 +7,24 @@ from services.common.grpc_server import MODEL_STATE_TO_PB
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb
 
 from .engine.engine import EngineInfo
-from .engine.types import (Accepted, ChatTurn, Finished, FinishReason, GenerationEvent, GenerationRequest,
-                           ReasoningDelta, ResponseFormat, ResponseFormatType, SamplingRequest, TextDelta, Tool,
-                           ToolCall, ToolCallDelta, ToolChoice, ToolChoiceMode)  # fmt: skip
+from .engine.types import (
+    Accepted,
+    ChatTurn,
+    Finished,
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    ReasoningDelta,
+    ResponseFormat,
+    ResponseFormatType,
+    SamplingRequest,
+    TextDelta,
+    Tool,
+    ToolCall,  # fmt: skip
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
+)
 
 _FINISH = {
     FinishReason.STOP: pb.FINISH_REASON_STOP,
@@ -46,8 +61,14 @@ def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationR
     return GenerationRequest(
         request_id=request_id,
         messages=tuple(
-            ChatTurn(m.role, m.content, m.reasoning, tuple(ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls),
-                     m.tool_call_id, m.name)
+            ChatTurn(
+                m.role,
+                m.content,
+                m.reasoning,
+                tuple(ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls),
+                m.tool_call_id,
+                m.name,
+            )
             for m in message.messages
         ),  # fmt: skip
         sampling=SamplingRequest(**sampling),

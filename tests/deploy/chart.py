@@ -45,7 +45,9 @@ class Rendered:
 
     def get(self, kind: str, name: str) -> dict:
         found = [d for d in self.of_kind(kind) if d["metadata"]["name"] == name]
-        assert len(found) == 1, f"{kind}/{name}: {len(found)} found among {[(d['kind'], d['metadata']['name']) for d in self.docs]}"
+        assert len(found) == 1, (
+            f"{kind}/{name}: {len(found)} found among {[(d['kind'], d['metadata']['name']) for d in self.docs]}"
+        )
         return found[0]
 
     def models_yaml(self) -> str:
@@ -66,7 +68,9 @@ class Rendered:
 def render(values: dict | None = None, *, namespace: str = NAMESPACE) -> Rendered:
     """`helm template RELEASE deploy/k8s -n NAMESPACE -f values` (schema checked, as install does)."""
     out = chart().render(values or {}, name=RELEASE, namespace=namespace, is_install=True)
-    docs = [doc for path, text in sorted(out.items()) if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc]
+    docs = [
+        doc for path, text in sorted(out.items()) if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc
+    ]
     notes = next((text for path, text in out.items() if path.endswith("NOTES.txt")), "")
     return Rendered(docs, notes)
 

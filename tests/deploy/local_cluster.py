@@ -81,7 +81,7 @@ class LocalPod:
         for mount in sorted(container.get("volumeMounts", []), key=lambda m: -len(m["mountPath"])):
             path = mount["mountPath"].rstrip("/")
             if value == path or value.startswith(path + "/"):
-                return str(self.volumes[mount["name"]]) + value[len(path):]
+                return str(self.volumes[mount["name"]]) + value[len(path) :]
         return value
 
 
@@ -91,7 +91,9 @@ class LocalCluster:
     def __init__(self, rendered: Rendered, tmp: Path, namespace: str) -> None:
         self.rendered = rendered
         self.namespace = namespace
-        self.pods = {d["metadata"]["name"]: LocalPod(d, tmp / d["metadata"]["name"]) for d in rendered.of_kind("Deployment")}
+        self.pods = {
+            d["metadata"]["name"]: LocalPod(d, tmp / d["metadata"]["name"]) for d in rendered.of_kind("Deployment")
+        }
         for pod in self.pods.values():
             assert pod.deployment["spec"].get("replicas", 1) >= 1
             for container in [pod.container, *pod.spec.get("initContainers", [])]:
@@ -127,7 +129,11 @@ class LocalCluster:
             pod.volumes[volume["name"]].mkdir(parents=True)
         for volume in volumes:
             if "configMap" in volume:
-                (configmap,) = [c for c in self.rendered.of_kind("ConfigMap") if c["metadata"]["name"] == volume["configMap"]["name"]]
+                (configmap,) = [
+                    c
+                    for c in self.rendered.of_kind("ConfigMap")
+                    if c["metadata"]["name"] == volume["configMap"]["name"]
+                ]
                 for filename, text in configmap["data"].items():
                     (pod.volumes[volume["name"]] / filename).write_text(self._localize_config(pod, filename, text))
             else:
@@ -184,8 +190,12 @@ class LocalCluster:
         for pod in self.pods.values():
             for probe in ("startupProbe", "readinessProbe"):
                 while not self.probe(pod, pod.container[probe]):
-                    assert pod.proc.poll() is None, f"{pod.name} exited {pod.proc.returncode}:\n{pod.log_text()[-4000:]}"
-                    assert time.monotonic() < deadline, f"{pod.name}: {probe} failing after {timeout}s:\n{pod.log_text()[-4000:]}"
+                    assert pod.proc.poll() is None, (
+                        f"{pod.name} exited {pod.proc.returncode}:\n{pod.log_text()[-4000:]}"
+                    )
+                    assert time.monotonic() < deadline, (
+                        f"{pod.name}: {probe} failing after {timeout}s:\n{pod.log_text()[-4000:]}"
+                    )
                     time.sleep(0.2)
 
     def probe(self, pod: LocalPod, probe: dict) -> bool:
@@ -194,7 +204,9 @@ class LocalCluster:
                 return grpc_serving(channel, probe["grpc"].get("service", ""), probe["timeoutSeconds"])
         get = probe["httpGet"]
         try:
-            response = httpx.get(f"http://127.0.0.1:{pod.local_port(get['port'])}{get['path']}", timeout=probe["timeoutSeconds"])
+            response = httpx.get(
+                f"http://127.0.0.1:{pod.local_port(get['port'])}{get['path']}", timeout=probe["timeoutSeconds"]
+            )
         except httpx.HTTPError:
             return False
         return 200 <= response.status_code < 400

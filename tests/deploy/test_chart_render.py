@@ -18,8 +18,18 @@ from kubernetes_validate.utils import SchemaNotFoundError, all_versions, latest_
 
 from services.common.config import parse_models_config
 
-from .chart import (CHART_DIR, NAMESPACE, RELEASE, arg_after, container_port, env_of, example_values, main_container,
-                    render, value_sets)  # fmt: skip
+from .chart import (
+    CHART_DIR,
+    NAMESPACE,
+    RELEASE,
+    arg_after,
+    container_port,
+    env_of,
+    example_values,
+    main_container,
+    render,  # fmt: skip
+    value_sets,
+)
 
 VALUE_SETS = value_sets()
 KUBE_VERSIONS = ["1.33.0", latest_version()]
@@ -64,7 +74,9 @@ def test_the_kubernetes_validate_command_line_accepts_the_rendered_files(tmp_pat
         files.append(str(path))
     cli = Path(sys.executable).with_name("kubernetes-validate")
     for version in KUBE_VERSIONS:
-        result = subprocess.run([str(cli), "--strict", "-k", version, *files], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [str(cli), "--strict", "-k", version, *files], capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "passed" in result.stdout and "ERROR" not in result.stdout and "WARN" not in result.stdout
 
@@ -170,7 +182,10 @@ def test_every_deployment_has_a_disruption_budget_over_exactly_its_pods(values_n
 def test_two_text_models_with_three_replicas_each_scale_with_an_hpa():
     rendered = render(example_values("two-text-models-hpa"))
     text = [d for d in rendered.engine_deployments() if main_container(d)["name"] == "text-engine"]
-    assert sorted(arg_after(main_container(d), "--model") for d in text) == ["ministral-3-3b-reasoning", "qwen2.5-7b-instruct"]
+    assert sorted(arg_after(main_container(d), "--model") for d in text) == [
+        "ministral-3-3b-reasoning",
+        "qwen2.5-7b-instruct",
+    ]
     hpas = {h["spec"]["scaleTargetRef"]["name"]: h["spec"] for h in rendered.of_kind("HorizontalPodAutoscaler")}
     for deployment in text:
         # The HPA owns the replica count: a rendered `replicas` would fight it on every upgrade.
@@ -201,14 +216,22 @@ def test_model_cache_volume_kinds():
     assert next(v for v in default if v["name"] == "model-cache")["emptyDir"] == {"sizeLimit": "64Gi"}
     gpu = render(example_values("gpu"))
     (claim,) = gpu.of_kind("PersistentVolumeClaim")
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert (
+        claim["spec"]["accessModes"] == ["ReadWriteMany"]
+        and claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    )
     for deployment in gpu.engine_deployments():
         volumes = deployment["spec"]["template"]["spec"]["volumes"]
-        assert next(v for v in volumes if v["name"] == "model-cache")["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+        assert (
+            next(v for v in volumes if v["name"] == "model-cache")["persistentVolumeClaim"]["claimName"]
+            == claim["metadata"]["name"]
+        )
     existing = render(example_values("two-text-models-hpa"))
     assert not existing.of_kind("PersistentVolumeClaim")
     volumes = existing.engine_deployments()[0]["spec"]["template"]["spec"]["volumes"]
-    assert next(v for v in volumes if v["name"] == "model-cache")["persistentVolumeClaim"]["claimName"] == "model-weights"
+    assert (
+        next(v for v in volumes if v["name"] == "model-cache")["persistentVolumeClaim"]["claimName"] == "model-weights"
+    )
 
 
 def test_service_monitors_scrape_ports_that_the_selected_services_have():
@@ -238,12 +261,18 @@ def test_gateway_service_ingress_and_ui_flag():
     assert main_container(gateway)["command"] == ["python", "-m", "services.api_gateway"]
     assert gateway["spec"]["replicas"] == 2
     assert "--ui-server" not in main_container(gateway)["args"]
-    assert "--ui-server" in main_container(render(example_values("cpu-demo")).get("Deployment", f"{RELEASE}-gateway"))["args"]
+    assert (
+        "--ui-server"
+        in main_container(render(example_values("cpu-demo")).get("Deployment", f"{RELEASE}-gateway"))["args"]
+    )
 
 
 def test_a_change_to_one_model_restarts_that_engine_and_the_gateways_only():
     def checksums(values):
-        return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"] for d in render(values).of_kind("Deployment")}
+        return {
+            d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]
+            for d in render(values).of_kind("Deployment")
+        }
 
     values = example_values("gpu")
     before = checksums(values)

@@ -40,14 +40,18 @@ def cluster(tmp_path_factory):
     finally:
         codes = local.stop()
     # SIGTERM drains and exits 0 within the pod's terminationGracePeriodSeconds.
-    assert codes == {name: 0 for name in local.pods}, {n: local.pods[n].log_text()[-2000:] for n, c in codes.items() if c}
+    assert codes == {name: 0 for name in local.pods}, {
+        n: local.pods[n].log_text()[-2000:] for n, c in codes.items() if c
+    }
 
 
 def test_the_init_containers_built_the_models_into_the_cache_volume(cluster):
     for kind, model in (("text", TEXT), ("vision", VISION)):
         pod = cluster.pod_behind(f"{RELEASE}-{kind}-{model}")
         cache = pod.volumes["model-cache"]
-        assert (cache / "tiny" / ("ministral-3-tiny" if kind == "text" else "qwen2-vl-tiny") / "model.safetensors").is_file()
+        assert (
+            cache / "tiny" / ("ministral-3-tiny" if kind == "text" else "qwen2-vl-tiny") / "model.safetensors"
+        ).is_file()
         assert f"Building InferenceEngine for model {model}" in pod.log_text()
 
 
@@ -58,7 +62,9 @@ def test_a_chat_with_an_image_through_the_gateway_service(cluster):
     question = "What is in this image?"
     with_image = client.chat.completions.create(model=TEXT, max_tokens=8, temperature=0, messages=[
         {"role": "user", "content": [{"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": data_url}}]}])  # fmt: skip
-    text_only = client.chat.completions.create(model=TEXT, max_tokens=1, messages=[{"role": "user", "content": question}])
+    text_only = client.chat.completions.create(
+        model=TEXT, max_tokens=1, messages=[{"role": "user", "content": question}]
+    )
     assert isinstance(with_image.choices[0].message.content, str) and with_image.usage.completion_tokens > 0
     # The caption was woven into the prompt the text engine saw.
     assert with_image.usage.prompt_tokens > text_only.usage.prompt_tokens
@@ -72,5 +78,7 @@ def test_a_chat_with_an_image_through_the_gateway_service(cluster):
 
 
 def test_the_gateway_is_ready_and_lists_the_configmap_s_models(cluster):
-    client = openai.OpenAI(base_url=f"http://{cluster.service_address(RELEASE, 2000)}/v1", api_key="not-needed", max_retries=0)
+    client = openai.OpenAI(
+        base_url=f"http://{cluster.service_address(RELEASE, 2000)}/v1", api_key="not-needed", max_retries=0
+    )
     assert [m.id for m in client.models.list().data] == [TEXT, VISION]

@@ -66,7 +66,9 @@ def test_keys_come_from_a_secret_mounted_as_a_file_that_models_yaml_names(api_ke
 
 
 def test_api_key_mistakes_are_refused():
-    assert "not both" in render_failure({"gateway": {"apiKeys": {"create": True, "keys": ["k"], "existingSecret": "s"}}})
+    assert "not both" in render_failure(
+        {"gateway": {"apiKeys": {"create": True, "keys": ["k"], "existingSecret": "s"}}}
+    )
     assert "at least one key" in render_failure({"gateway": {"apiKeys": {"create": True}}})
     assert "put them in a Secret" in render_failure({"modelsConfig": {**_brief(), "gateway": {"api_keys": ["k"]}}})
     assert "probes" in render_failure({"modelsConfig": {**_brief(), "gateway": {"api_keys_protect_health": True}}})
@@ -118,7 +120,9 @@ def test_prometheus_may_scrape_the_engines_when_the_service_monitors_are_on():
     grpc_rule, metrics_rule = _engine_policy(rendered)["spec"]["ingress"]
     assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
     assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
-    assert metrics_rule["from"] == [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    assert metrics_rule["from"] == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    ]
     own = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     custom = render({"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"metricsFrom": own}})
     validate_all(custom)

@@ -37,7 +37,9 @@ def test_a_typo_in_a_key_is_rejected_with_its_path():
     assert "'replica' not allowed" in rejected({"gateway": {"replica": 3}})
     assert "'gatway' not allowed" in rejected({"gatway": {"replicas": 3}})
     assert "'limit' not allowed" in rejected({"engineDefaults": {"resources": {"limit": {"memory": "1Gi"}}}})
-    assert "'mme' not allowed" in rejected({"modelsConfig": {"models": [{"name": "m", "hf_id": "a/b", "params": {"mme": 64}}]}})
+    assert "'mme' not allowed" in rejected(
+        {"modelsConfig": {"models": [{"name": "m", "hf_id": "a/b", "params": {"mme": 64}}]}}
+    )
     assert "/engines/qwen2-vl-7b" in rejected({"engines": {"qwen2-vl-7b": {"replica": 2}}})
 
 
@@ -45,7 +47,9 @@ def test_a_wrong_type_is_rejected_with_its_path():
     message = rejected({"gateway": {"replicas": "two"}})
     assert "/gateway/replicas" in message and "want integer" in message
     assert "/engineDefaults/gpu/count" in rejected({"engineDefaults": {"gpu": {"count": "1"}}})
-    assert "/modelsConfig/models/0/params/mem" in rejected({"modelsConfig": {"models": [{"name": "m", "hf_id": "a/b", "params": {"mem": "2GB"}}]}})
+    assert "/modelsConfig/models/0/params/mem" in rejected(
+        {"modelsConfig": {"models": [{"name": "m", "hf_id": "a/b", "params": {"mem": "2GB"}}]}}
+    )
     assert "/engineDefaults/device" in rejected({"engineDefaults": {"device": "gpu"}})
     assert "/modelCache/type" in rejected({"modelCache": {"type": "hostPath"}})
 
@@ -53,8 +57,12 @@ def test_a_wrong_type_is_rejected_with_its_path():
 def test_models_yaml_rules_hold_in_values_too():
     # Neither or both of hf_id and local_path; the chart owns `endpoint`.
     assert "/modelsConfig/models/0" in rejected({"modelsConfig": {"models": [{"name": "m"}]}})
-    assert "/modelsConfig/models/0" in rejected({"modelsConfig": {"models": [{"name": "m", "hf_id": "a/b", "local_path": "/m"}]}})
-    assert "'endpoint' not allowed" in rejected({"modelsConfig": {"models": [{"name": "m", "hf_id": "a/b", "endpoint": "x:1"}]}})
+    assert "/modelsConfig/models/0" in rejected(
+        {"modelsConfig": {"models": [{"name": "m", "hf_id": "a/b", "local_path": "/m"}]}}
+    )
+    assert "'endpoint' not allowed" in rejected(
+        {"modelsConfig": {"models": [{"name": "m", "hf_id": "a/b", "endpoint": "x:1"}]}}
+    )
 
 
 def test_the_hub_token_cannot_be_a_plain_value():
@@ -74,7 +82,11 @@ def test_every_object_in_the_schema_refuses_unknown_keys_except_kubernetes_pass_
         if isinstance(node, dict):
             # An array's items are named after the array.
             name = path[-2] if path[-1] == "items" else path[-1]
-            if node.get("type") == "object" and node.get("additionalProperties", True) in (True, {}) and name not in pass_through:
+            if (
+                node.get("type") == "object"
+                and node.get("additionalProperties", True) in (True, {})
+                and name not in pass_through
+            ):
                 open_objects.append("/".join(path))
             for key, value in node.items():
                 walk(value, [*path, key])
@@ -113,10 +125,13 @@ def _resolve(node: dict) -> dict:
 def test_the_models_part_of_the_schema_is_the_services_models_yaml_schema():
     """values.schema.json is hand-kept; this keeps its modelsConfig in step with services/common/config.py:
     the same keys at every level (endpoint excepted: the chart sets it), and the same types and bounds."""
+
     def compare(model: type[BaseModel], node: dict, path: str) -> None:
         node = _resolve(node)
         expected = set(model.model_fields) - {"endpoint"}
-        assert set(node["properties"]) == expected, f"{path}: schema {sorted(node['properties'])} vs config {sorted(expected)}"
+        assert set(node["properties"]) == expected, (
+            f"{path}: schema {sorted(node['properties'])} vs config {sorted(expected)}"
+        )
         pyschema = model.model_json_schema()["properties"]
         for name, annotation in _pydantic_fields(model).items():
             if name == "endpoint":

@@ -9,9 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from tests.support.processes import REPO_ROOT
 
@@ -87,7 +86,12 @@ def test_every_entrypoint_the_chart_runs_is_a_module_of_the_image():
             for container in [main_container(deployment), *pod.get("initContainers", [])]:
                 assert container["command"][:2] == ["python", "-m"]
                 modules.add(container["command"][2])
-    assert modules == {"services.api_gateway", "services.text_engine", "services.vision_engine", "services.model_builder"}
+    assert modules == {
+        "services.api_gateway",
+        "services.text_engine",
+        "services.vision_engine",
+        "services.model_builder",
+    }
     for module in modules:
         assert (REPO_ROOT / module.replace(".", "/") / "__main__.py").is_file(), module
 
@@ -95,13 +99,19 @@ def test_every_entrypoint_the_chart_runs_is_a_module_of_the_image():
 def test_the_requirement_step_reads_pyproject_s_pins(tmp_path):
     shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path)
     command = run_step("python -c")
-    subprocess.run(["bash", "-c", command.replace("python -c", f"{sys.executable} -c", 1)], cwd=tmp_path, check=True, timeout=60)
+    subprocess.run(
+        ["bash", "-c", command.replace("python -c", f"{sys.executable} -c", 1)], cwd=tmp_path, check=True, timeout=60
+    )
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert (tmp_path / "requirements.txt").read_text().split() == project["dependencies"]
     torch = [d for d in project["dependencies"] if d.startswith("torch==")]
     assert (tmp_path / "torch.txt").read_text().split() == torch == ["torch==2.13.0"]
     tools = (tmp_path / "tools.txt").read_text().split()
-    assert len(tools) == 1 and tools[0].startswith("grpcio-tools==") and tools[0] in project["optional-dependencies"]["dev"]
+    assert (
+        len(tools) == 1
+        and tools[0].startswith("grpcio-tools==")
+        and tools[0] in project["optional-dependencies"]["dev"]
+    )
     # torch comes from TORCH_INDEX, everything else from the default index.
     install = run_step("python -m venv /opt/venv")
     assert '--index-url "${TORCH_INDEX}" -r torch.txt' in install and "pip install -r requirements.txt" in install
@@ -117,8 +127,10 @@ def test_the_grpc_code_step_generates_importable_modules(tmp_path):
     generated = tmp_path / "services" / "common" / "pb" / "proxyvision" / "v1"
     assert {p.name for p in generated.glob("*_pb2_grpc.py")} == {"common_pb2_grpc.py", "text_engine_pb2_grpc.py",
                                                                  "vision_engine_pb2_grpc.py"}  # fmt: skip
-    probe = ("from services.common.pb.proxyvision.v1 import text_engine_pb2_grpc, vision_engine_pb2_grpc; "
-             "print(text_engine_pb2_grpc.TextEngineStub.__name__, vision_engine_pb2_grpc.VisionEngineStub.__name__)")
+    probe = (
+        "from services.common.pb.proxyvision.v1 import text_engine_pb2_grpc, vision_engine_pb2_grpc; "
+        "print(text_engine_pb2_grpc.TextEngineStub.__name__, vision_engine_pb2_grpc.VisionEngineStub.__name__)"
+    )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                             env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert result.stdout.split() == ["TextEngineStub", "VisionEngineStub"], result.stderr
@@ -144,7 +156,11 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_else():
     sources = [rest.split()[:-1] for keyword, rest in stages()[0] if keyword == "COPY"]
     for source in (s for group in sources for s in group):
         assert not _dockerignore_excludes(source.rstrip("/"), patterns), source
-    for path in ("services/api_gateway/static/index.html", "services/text_engine/__main__.py", "protos/proxyvision/v1/common.proto"):
+    for path in (
+        "services/api_gateway/static/index.html",
+        "services/text_engine/__main__.py",
+        "protos/proxyvision/v1/common.proto",
+    ):
         assert (REPO_ROOT / path).exists() and not _dockerignore_excludes(path, patterns), path
     for path in (".venv/bin/python", "models/tiny/ministral-3-tiny/model.safetensors", ".git/config", "tests/conftest.py",
                  "services/common/pb/proxyvision/v1/common_pb2.py", "services/text_engine/__pycache__/server.cpython-311.pyc",

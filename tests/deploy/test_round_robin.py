@@ -13,10 +13,9 @@ import grpc
 import openai
 import pytest
 
-from tests.conftest import TEXT_MODEL, write_models_yaml
-from tests.e2e.stack import wait_http
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
-from tests.e2e.stack import wait_until
+from tests.conftest import TEXT_MODEL, write_models_yaml
+from tests.e2e.stack import wait_http, wait_until
 from tests.support.processes import ServiceProcess, free_port, start_service, wait_grpc_serving
 
 from .local_cluster import sample, scrape
@@ -39,7 +38,9 @@ class Replica:
 
     def served(self, status: str = "ok") -> float:
         """Requests this engine ended with `status` (its own Prometheus counter)."""
-        return sample(scrape(f"127.0.0.1:{self.metrics_port}"), "proxyvision_requests_total", model=TEXT_MODEL, status=status)
+        return sample(
+            scrape(f"127.0.0.1:{self.metrics_port}"), "proxyvision_requests_total", model=TEXT_MODEL, status=status
+        )
 
 
 @pytest.fixture
@@ -54,7 +55,9 @@ def replicas_and_gateway(tiny_models, tmp_path):
         # One endpoint naming both replicas, as a headless Service's DNS name does in a cluster.
         # (In models.yaml: PROXYVISION_ENDPOINTS splits on commas, so it cannot carry this target.)
         target = "ipv4:" + ",".join(f"127.0.0.1:{r.port}" for r in replicas)
-        gateway_config = write_models_yaml(tmp_path / "gateway.models.yaml", tiny_models, endpoints={TEXT_MODEL: target})
+        gateway_config = write_models_yaml(
+            tmp_path / "gateway.models.yaml", tiny_models, endpoints={TEXT_MODEL: target}
+        )
         gateway_port = free_port()
         gateway = start_service("services.api_gateway", ["--models-config", str(gateway_config), "--port", str(gateway_port)],
                                 gateway_port, tmp_path, env={"PROXYVISION_DRAIN_GRACE_SECS": "5"})  # fmt: skip
@@ -67,7 +70,9 @@ def replicas_and_gateway(tiny_models, tmp_path):
 
 
 def client_for(gateway: ServiceProcess) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="not-needed", max_retries=0, timeout=60)
+    return openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="not-needed", max_retries=0, timeout=60
+    )
 
 
 async def chat(client: openai.AsyncOpenAI) -> str:

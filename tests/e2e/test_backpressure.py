@@ -38,13 +38,21 @@ def test_a_full_queue_answers_503_with_retry_after_and_later_requests_succeed(tm
         assert busy.value("proxyvision_requests_running", model=BENCH) == 1
         assert busy.value("proxyvision_requests_waiting", model=BENCH) == 1
         assert 0 < busy.value("proxyvision_kv_cache_usage_ratio", model=BENCH) <= 1
-        assert 0 < busy.value("proxyvision_memory_used_bytes", model=BENCH) < busy.value("proxyvision_memory_budget_bytes", model=BENCH)
+        assert (
+            0
+            < busy.value("proxyvision_memory_used_bytes", model=BENCH)
+            < busy.value("proxyvision_memory_budget_bytes", model=BENCH)
+        )
         assert stack.gateway_metrics().value("proxyvision_gateway_requests_running") == 2
 
         refused = chat(stack.base_url, max_tokens=4)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         error = refused.json()["error"]
-        assert error["code"] == "server_overloaded" and error["type"] == "server_error" and "max_queue=1" in error["message"]
+        assert (
+            error["code"] == "server_overloaded"
+            and error["type"] == "server_error"
+            and "max_queue=1" in error["message"]
+        )
 
         # The official SDK retries a 503 and honours Retry-After: it gets through once there is room.
         sdk = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="x", max_retries=20, timeout=120)

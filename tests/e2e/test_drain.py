@@ -22,7 +22,9 @@ STREAMS = 4
 
 @pytest.fixture
 def stack(tmp_path, bench_model):
-    stack = BenchStack(tmp_path, bench_model, params={"max_num_seqs": STREAMS}, engine_env={"PROXYVISION_DRAIN_GRACE_SECS": "30"})
+    stack = BenchStack(
+        tmp_path, bench_model, params={"max_num_seqs": STREAMS}, engine_env={"PROXYVISION_DRAIN_GRACE_SECS": "30"}
+    )
     yield stack
     stack.stop()
 
@@ -81,7 +83,9 @@ def test_engine_drains_on_sigterm_and_refuses_new_calls(stack):
 
 
 def test_engine_grace_shorter_than_the_streams_ends_them_with_an_error_event(tmp_path, bench_model):
-    stack = BenchStack(tmp_path, bench_model, params={"max_num_seqs": STREAMS}, engine_env={"PROXYVISION_DRAIN_GRACE_SECS": "1"})
+    stack = BenchStack(
+        tmp_path, bench_model, params={"max_num_seqs": STREAMS}, engine_env={"PROXYVISION_DRAIN_GRACE_SECS": "1"}
+    )
     try:
         threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=1000)
         wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")

@@ -164,15 +164,21 @@ def test_text_engine_killed_mid_stream(stack):
     try:
         with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", json=LONG_STREAM, timeout=30) as reply:
             assert reply.status_code == 200
-            rest, ended = kill_mid_stream(reply, text_pid, lambda f: isinstance(f, dict) and f["choices"][0]["delta"].get("content"))
+            rest, ended = kill_mid_stream(
+                reply, text_pid, lambda f: isinstance(f, dict) and f["choices"][0]["delta"].get("content")
+            )
         print(f"\nFAULT-TIMING text: stream ended {ended:.3f}s after kill -9")
         assert rest[-1] == "[DONE]" and rest[-2]["error"]["code"] == "engine_unavailable", rest[-3:]
         assert ended < STREAM_END_SECS
-        assert_503_with_retry_after(stack.post({"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3}), "engine_unavailable")
+        assert_503_with_retry_after(
+            stack.post({"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3}), "engine_unavailable"
+        )
         assert httpx.get(f"{stack.base_url}/ready").json()["engines"][TEXT_MODEL].startswith("UNREACHABLE")
     finally:
         resumed = resume(stack)
-    recovered = time_recovery(stack, {"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3}, "text_engine", text_pid, resumed)
+    recovered = time_recovery(
+        stack, {"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3}, "text_engine", text_pid, resumed
+    )
     print(f"FAULT-TIMING text: served again {recovered:.3f}s after the launcher resumed")
 
 
@@ -207,8 +213,10 @@ def test_a_hung_text_engine_ends_requests_at_their_deadline(stack):
     try:
         for stream in (False, True):  # a text stream starts only once the engine accepts: a plain 504 too
             started = time.monotonic()
-            reply = stack.post({"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3, "stream": stream},
-                               headers={"x-stainless-timeout": str(DEADLINE_SECS)})  # the SDK's own timeout header
+            reply = stack.post(
+                {"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3, "stream": stream},
+                headers={"x-stainless-timeout": str(DEADLINE_SECS)},
+            )  # the SDK's own timeout header
             elapsed = time.monotonic() - started
             print(f"\nFAULT-TIMING hung text (stream={stream}): 504 after {elapsed:.3f}s (deadline {DEADLINE_SECS}s)")
             assert reply.status_code == 504 and reply.json()["error"]["type"] == "timeout_error", reply.text

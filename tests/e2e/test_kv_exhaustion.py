@@ -61,7 +61,11 @@ async def whole(client, topic: str, **kw) -> tuple[str, str, object]:
 
 def kv_cache_tokens(stack) -> int:
     with grpc.insecure_channel(stack.text.address) as channel:
-        return text_engine_pb2_grpc.TextEngineStub(channel).GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10).kv_cache_tokens
+        return (
+            text_engine_pb2_grpc.TextEngineStub(channel)
+            .GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
+            .kv_cache_tokens
+        )
 
 
 async def test_requests_that_outgrow_the_cache_together_all_finish_properly(stack):
@@ -71,7 +75,7 @@ async def test_requests_that_outgrow_the_cache_together_all_finish_properly(stac
     # Two streams and one plain request at once; each bounded, so a hang fails the test instead of stalling it.
     calls = [streamed(client, TOPICS[0]), streamed(client, TOPICS[1]), whole(client, TOPICS[2])]
     results = await asyncio.wait_for(asyncio.gather(*calls), timeout=240)
-    for text, finish, usage in results:
+    for _text, finish, usage in results:
         assert finish == "length" and usage is not None
         # No max_tokens: the completion may use all the cache its prompt leaves, and got it.
         assert usage.prompt_tokens > 0 and usage.prompt_tokens + usage.completion_tokens == capacity

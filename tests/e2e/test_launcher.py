@@ -53,7 +53,7 @@ def test_serve_prints_banner_serves_and_stops_cleanly(tiny_models, tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
         for pid in children:
-            assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+            assert not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -56,8 +56,12 @@ def test_counters_and_gauges_follow_the_traffic(tmp_path, tiny_models):
 
         t0, t1 = before["text"], after["text"]
         assert delta(t1, t0, "proxyvision_requests_total", model=TEXT_MODEL, status="ok") == 4
-        assert delta(t1, t0, "proxyvision_generation_tokens_total", model=TEXT_MODEL) == sum(u.completion_tokens for u in usages)
-        assert delta(t1, t0, "proxyvision_prompt_tokens_total", model=TEXT_MODEL) == sum(u.prompt_tokens for u in usages)
+        assert delta(t1, t0, "proxyvision_generation_tokens_total", model=TEXT_MODEL) == sum(
+            u.completion_tokens for u in usages
+        )
+        assert delta(t1, t0, "proxyvision_prompt_tokens_total", model=TEXT_MODEL) == sum(
+            u.prompt_tokens for u in usages
+        )
         assert delta(t1, t0, "proxyvision_time_to_first_token_seconds_count", model=TEXT_MODEL) == 4
         assert t1.value("proxyvision_requests_running", model=TEXT_MODEL) == 0
         assert t1.value("proxyvision_requests_waiting", model=TEXT_MODEL) == 0

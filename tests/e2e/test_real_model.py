@@ -50,8 +50,10 @@ def stack(tmp_path_factory):
               .vision(VISION, hf_id="scripted/vision", endpoint=f"127.0.0.1:{vision_port}", tiny_defaults=False,
                       prompt_template=None)
               .write(tmp / "models.yaml"))  # fmt: skip
-    services = [start_text_engine(config, tmp, model=REAL_MODEL, port=text_port, wait=False),
-                start_fake_vision_engine(tmp, port=vision_port, wait=False)]
+    services = [
+        start_text_engine(config, tmp, model=REAL_MODEL, port=text_port, wait=False),
+        start_fake_vision_engine(tmp, port=vision_port, wait=False),
+    ]
     try:
         for service in services:
             wait_grpc_serving(service)
@@ -98,7 +100,10 @@ def test_a_second_turn_asks_about_the_first_turns_image(stack, image, fruit):
     client = stack["client"]
     first = [with_image("Here is a picture.", image)]
     answer = ask(client, first, max_tokens=40)
-    second = first + [{"role": "assistant", "content": answer}, {"role": "user", "content": "Which fruit was in the picture?"}]
+    second = first + [
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "Which fruit was in the picture?"},
+    ]
     assert fruit in ask(client, second).lower()
 
 

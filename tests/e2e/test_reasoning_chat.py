@@ -6,10 +6,16 @@ vLLM's clients expect (`reasoning_content`, `delta.reasoning_content`, `reasonin
 from __future__ import annotations
 
 import pytest
+
 from services.common.tokenizers import load_tokenizer
 from services.model_builder import build_all
-from services.model_builder.scripted import (END_THINK_ID, SCRIPTED_ANSWER, SCRIPTED_COMPLETION_IDS, SCRIPTED_REASONING,
-                                             THINK_ID)  # fmt: skip
+from services.model_builder.scripted import (
+    END_THINK_ID,
+    SCRIPTED_ANSWER,
+    SCRIPTED_COMPLETION_IDS,
+    SCRIPTED_REASONING,
+    THINK_ID,  # fmt: skip
+)
 from tests.conftest import TEXT_MODEL
 from tests.support.processes import REPO_ROOT
 
@@ -17,6 +23,8 @@ from .stack import make_stack
 
 pytestmark = pytest.mark.e2e
 ASK = [{"role": "user", "content": "What is two plus two?"}]
+
+
 @pytest.fixture(scope="module")
 def scripted_model():
     return build_all(REPO_ROOT / "models" / "tiny", only={"reasoning"})["reasoning"]
@@ -87,7 +95,9 @@ def test_include_reasoning_false_drops_it_streamed_and_not(client):
 def test_stop_strings_cut_the_answer_and_never_the_reasoning(client):
     word_only_in_reasoning = "think"
     assert word_only_in_reasoning in SCRIPTED_REASONING and word_only_in_reasoning not in SCRIPTED_ANSWER
-    response = client.chat.completions.create(model=TEXT_MODEL, messages=ASK, temperature=0, stop=[word_only_in_reasoning])
+    response = client.chat.completions.create(
+        model=TEXT_MODEL, messages=ASK, temperature=0, stop=[word_only_in_reasoning]
+    )
     assert response.choices[0].message.reasoning_content == SCRIPTED_REASONING
     assert response.choices[0].message.content == SCRIPTED_ANSWER and response.choices[0].finish_reason == "stop"
     word_in_answer = SCRIPTED_ANSWER.split()[-1]

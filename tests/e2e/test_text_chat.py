@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
 
 import grpc
 import httpx
@@ -39,7 +39,9 @@ def engine_running(stack) -> int:
 
 def test_brief_text_only_curl_verbatim(stack):
     body = '{\n    "model": "ministral-3-3b-reasoning",\n    "messages": [\n      {"role": "user", "content": "Hello, how are you?"}\n    ],\n    "max_tokens": 100\n  }'
-    reply = httpx.post(f"{stack.base_url}/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    reply = httpx.post(
+        f"{stack.base_url}/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}, timeout=60
+    )
     assert reply.status_code == 200
     data = reply.json()
     assert data["object"] == "chat.completion" and data["model"] == TEXT_MODEL
@@ -89,8 +91,10 @@ def test_seed_reproducibility(client):
     assert client.chat.completions.create(**kw).choices[0].message.content == first
     assert client.chat.completions.create(**{**kw, "seed": 43}).choices[0].message.content != first
     negative = {**kw, "seed": -42}  # OpenAI accepts any 64-bit integer
-    assert client.chat.completions.create(**negative).choices[0].message.content == \
+    assert (
         client.chat.completions.create(**negative).choices[0].message.content
+        == client.chat.completions.create(**negative).choices[0].message.content
+    )
 
 
 def test_stop_strings(client):
@@ -108,7 +112,9 @@ def test_stop_strings(client):
 def test_penalties_are_applied_not_ignored(client):
     kw = {"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 30, "temperature": 0}
     plain = client.chat.completions.create(**kw).choices[0].message.content
-    penalized = client.chat.completions.create(**kw, frequency_penalty=2.0, presence_penalty=2.0).choices[0].message.content
+    penalized = (
+        client.chat.completions.create(**kw, frequency_penalty=2.0, presence_penalty=2.0).choices[0].message.content
+    )
     assert plain != penalized
 
 
@@ -122,8 +128,10 @@ def test_penalties_are_applied_not_ignored(client):
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"presence_penalty": 3}, "presence_penalty"),
         ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
-         "response_format"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
+            "response_format",
+        ),
         ({"tool_choice": "required"}, "tool_choice"),  # a tool choice without tools
     ],
 )
@@ -135,11 +143,16 @@ def test_invalid_parameters_are_400_naming_the_field(client, kwargs, param):
 
 
 def test_malformed_json_and_schema_errors_are_openai_400s(stack):
-    bad_json = httpx.post(f"{stack.base_url}/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"})
+    bad_json = httpx.post(
+        f"{stack.base_url}/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert bad_json.status_code == 400 and set(bad_json.json()["error"]) == {"message", "type", "param", "code"}
     missing = httpx.post(f"{stack.base_url}/v1/chat/completions", json={"messages": HELLO})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "model"
-    wrong_role = httpx.post(f"{stack.base_url}/v1/chat/completions", json={"model": TEXT_MODEL, "messages": [{"role": "robot", "content": "x"}]})
+    wrong_role = httpx.post(
+        f"{stack.base_url}/v1/chat/completions",
+        json={"model": TEXT_MODEL, "messages": [{"role": "robot", "content": "x"}]},
+    )
     assert wrong_role.status_code == 400 and wrong_role.json()["error"]["param"].startswith("messages[0].role")
     unknown_route = httpx.get(f"{stack.base_url}/v1/nothing")
     assert unknown_route.status_code == 404 and "error" in unknown_route.json()

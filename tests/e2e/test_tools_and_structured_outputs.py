@@ -114,7 +114,11 @@ def streamed_tool_calls(stream) -> tuple[list[dict], str | None]:
         for delta in chunk.choices[0].delta.tool_calls or ():
             if delta.index not in calls:
                 assert delta.id and delta.function.name, delta  # the opening delta names the call
-                calls[delta.index] = {"id": delta.id, "name": delta.function.name, "arguments": delta.function.arguments or ""}
+                calls[delta.index] = {
+                    "id": delta.id,
+                    "name": delta.function.name,
+                    "arguments": delta.function.arguments or "",
+                }
             else:
                 assert delta.id is None and not delta.function.name, delta  # later deltas only carry arguments
                 calls[delta.index]["arguments"] += delta.function.arguments or ""
@@ -154,7 +158,9 @@ def test_required_tool_choice_over_seeds_with_and_without_parallel_calls(stack, 
 
     async def main():
         async with stack.async_client() as client:
-            return await asyncio.gather(*(ask(client, seed, parallel) for parallel in (False, True) for seed in range(6)))
+            return await asyncio.gather(
+                *(ask(client, seed, parallel) for parallel in (False, True) for seed in range(6))
+            )
 
     answers = asyncio.run(main())
     single, parallel = answers[:6], answers[6:]
@@ -223,7 +229,10 @@ def test_json_object_answers_are_objects(client, no_think):
 
 
 def test_an_invalid_schema_is_a_bad_request_naming_response_format(client):
-    bad = {"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "object", "properties": {"a": {"type": "nope"}}}}}
+    bad = {
+        "type": "json_schema",
+        "json_schema": {"name": "bad", "schema": {"type": "object", "properties": {"a": {"type": "nope"}}}},
+    }
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=TEXT_MODEL, messages=ASK, response_format=bad, max_tokens=8)
     assert info.value.status_code == 400
@@ -249,7 +258,14 @@ def assert_greedy_logprobs(entries, content: str) -> None:
 
 
 def test_logprobs_cover_every_answer_token_streamed_and_not(client):
-    kwargs = {"model": TEXT_MODEL, "messages": ASK, "temperature": 0, "max_tokens": 8, "logprobs": True, "top_logprobs": 3}
+    kwargs = {
+        "model": TEXT_MODEL,
+        "messages": ASK,
+        "temperature": 0,
+        "max_tokens": 8,
+        "logprobs": True,
+        "top_logprobs": 3,
+    }
     response = client.chat.completions.create(**kwargs)
     choice = response.choices[0]
     entries = choice.logprobs.content
@@ -329,7 +345,9 @@ def test_stop_token_ids_end_the_answer_and_min_p_one_is_greedy(client, models):
     tokenizer = load_tokenizer(str(models["text"]))
     forced = tokenizer.encode("cat", add_special_tokens=False)[0]
     base = {"model": TEXT_MODEL, "messages": ASK, "max_tokens": 5, "temperature": 1.0, "seed": 1}
-    response = client.chat.completions.create(**base, logit_bias={str(forced): 100}, extra_body={"stop_token_ids": [forced]})
+    response = client.chat.completions.create(
+        **base, logit_bias={str(forced): 100}, extra_body={"stop_token_ids": [forced]}
+    )
     assert (response.choices[0].message.content, response.choices[0].finish_reason) == ("", "stop")
     # min_p 1 keeps only the most likely token: sampling at temperature 1 gives the greedy answer.
     greedy = client.chat.completions.create(**{**base, "temperature": 0}).choices[0].message.content
@@ -346,5 +364,7 @@ def test_stop_token_ids_end_the_answer_and_min_p_one_is_greedy(client, models):
 
 def test_a_stop_token_id_outside_the_vocabulary_is_a_bad_request(client):
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model=TEXT_MODEL, messages=ASK, max_tokens=4, extra_body={"stop_token_ids": [10**7]})
+        client.chat.completions.create(
+            model=TEXT_MODEL, messages=ASK, max_tokens=4, extra_body={"stop_token_ids": [10**7]}
+        )
     assert info.value.param == "stop_token_ids", info.value.body

@@ -144,9 +144,16 @@ def test_same_image_twice_second_describe_is_a_cache_hit_without_model_work(stac
 
 
 def test_multi_turn_conversation_reuses_captions(client, images_server, stack):
-    turn = {"role": "user", "content": [{"type": "text", "text": "Remember this"}, image_part(f"{images_server.base}/image2.jpg")]}
+    turn = {
+        "role": "user",
+        "content": [{"type": "text", "text": "Remember this"}, image_part(f"{images_server.base}/image2.jpg")],
+    }
     first = client.chat.completions.create(model=TEXT_MODEL, max_tokens=3, messages=[turn])
-    history = [turn, {"role": "assistant", "content": first.choices[0].message.content}, {"role": "user", "content": "And now?"}]
+    history = [
+        turn,
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And now?"},
+    ]
     second = client.chat.completions.create(model=TEXT_MODEL, max_tokens=3, messages=history)
     assert second.usage.prompt_tokens > first.usage.prompt_tokens
 
@@ -160,7 +167,10 @@ def test_multi_turn_conversation_reuses_captions(client, images_server, stack):
         ("{base}/slow.jpg", "image_download_timeout"),
         ("{base}/random.bin", "invalid_image"),
         ("data:image/png;base64,@@@@", "invalid_image"),
-        ("data:image/svg+xml;base64," + base64.b64encode(b"<svg xmlns='http://www.w3.org/2000/svg'/>").decode(), "invalid_image"),
+        (
+            "data:image/svg+xml;base64," + base64.b64encode(b"<svg xmlns='http://www.w3.org/2000/svg'/>").decode(),
+            "invalid_image",
+        ),
     ],
 )
 def test_bad_images_are_400s_with_the_brief_words(client, images_server, stack, url, code):

@@ -21,7 +21,9 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + ba
 
 def ask(client, with_image: bool):
     content = [{"type": "text", "text": "What is it?"}, IMAGE] if with_image else "Hello"
-    return client.chat.completions.create(model=TEXT_MODEL, max_tokens=3, messages=[{"role": "user", "content": content}])
+    return client.chat.completions.create(
+        model=TEXT_MODEL, max_tokens=3, messages=[{"role": "user", "content": content}]
+    )
 
 
 def assert_vision_unavailable(client):

@@ -212,7 +212,9 @@ def test_attach_by_file_drop_and_paste_then_send_an_image(open_ui, stack):
     ])  # fmt: skip
     thumbs = page.locator("#attachments figure")
     expect(thumbs).to_have_count(2)
-    expect(thumbs.locator("img").first).to_have_attribute("src", f"data:image/png;base64,{base64.b64encode(PICTURE).decode()}")
+    expect(thumbs.locator("img").first).to_have_attribute(
+        "src", f"data:image/png;base64,{base64.b64encode(PICTURE).decode()}"
+    )
 
     # Drag and drop, and paste, of image files (the events a real drop or Ctrl+V would fire).
     page.evaluate("""([name, b64]) => {
@@ -326,7 +328,9 @@ def test_model_output_with_html_and_script_renders_as_text(open_ui, fake_gateway
         expect(shown).to_have_text("Done.")
         answer.locator("details.reasoning summary").click()  # open it: its link must be clickable
         shown = answer.locator(".reasoning-text")
-    expect(shown).to_contain_text("""Look: <img src=x onerror="window.pwned='img'"> and <script>window.pwned='script'</script>""")
+    expect(shown).to_contain_text(
+        """Look: <img src=x onerror="window.pwned='img'"> and <script>window.pwned='script'</script>"""
+    )
     expect(shown).to_contain_text("""<iframe src="javascript:window.pwned='iframe'"></iframe>""")
     expect(page.locator("article.user .text")).to_have_text(prompt)  # the user's own text: also only text
     for tag in ("img", "script", "iframe"):  # shown, never made into elements
@@ -365,7 +369,9 @@ def test_reasoning_is_shown_collapsed_from_its_field_and_kept_in_the_history(ope
         expect(content.locator("strong")).to_have_text("the code")
         expect(content.locator("code.language-python .hljs-keyword")).to_have_text(["def", "return"])
         expect(content).not_to_contain_text("adds two numbers")
-        expect(answer.locator(".meta .usage")).to_contain_text(f"completion tokens ({reasoning_tokens(REASONING)} reasoning)")
+        expect(answer.locator(".meta .usage")).to_contain_text(
+            f"completion tokens ({reasoning_tokens(REASONING)} reasoning)"
+        )
         reasoning.locator("summary").click()
         expect(reasoning.locator(".reasoning-text")).to_have_text("The user wants a function that adds two numbers.")
         expect(reasoning.locator(".reasoning-text strong")).to_have_text("function")  # markdown too, sanitized
@@ -435,7 +441,9 @@ def test_think_markers_inside_the_answer_are_just_text(open_ui, fake_gateway):
     send(page, f"{VERBATIM}[THINK]x[/THINK] and <think>y</think> are how models mark reasoning.")
     answer = last_answer(page)
     expect(answer).to_have_attribute("data-state", "done")
-    expect(answer.locator(".content")).to_have_text("[THINK]x[/THINK] and <think>y</think> are how models mark reasoning.")
+    expect(answer.locator(".content")).to_have_text(
+        "[THINK]x[/THINK] and <think>y</think> are how models mark reasoning."
+    )
     expect(answer.locator("details.reasoning")).to_be_hidden()  # reasoning comes in its field, not in the content
     watch.assert_quiet()
 

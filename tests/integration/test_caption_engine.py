@@ -19,7 +19,6 @@ from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, De
 from tests.support.images import png
 
 
-
 def entry_for(tiny_models, **params):
     return parse_models_config({"models": [
         {"name": "t", "hf_id": "unused"},

@@ -12,12 +12,21 @@ import pytest
 import torch
 
 from services.common.config import parse_models_config
-from services.model_builder.build import build_all
 from services.common.errors import InvalidRequestError
+from services.model_builder.build import build_all
 from services.text_engine.engine.engine import InferenceEngine
 from services.text_engine.engine.prompt import render_prompt
-from services.text_engine.engine.types import (ChatTurn, Finished, FinishReason, GenerationRequest, ReasoningDelta,
-                                               ResponseFormat, ResponseFormatType, SamplingRequest, TextDelta)  # fmt: skip
+from services.text_engine.engine.types import (
+    ChatTurn,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    ReasoningDelta,
+    ResponseFormat,  # fmt: skip
+    ResponseFormatType,
+    SamplingRequest,
+    TextDelta,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PERSON = {

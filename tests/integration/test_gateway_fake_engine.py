@@ -90,7 +90,8 @@ async def test_max_tokens_gives_length_and_parameters_pass_through(gateway, engi
 
 async def test_stream_with_usage(gateway):
     stream = await async_client(gateway).chat.completions.create(
-        model=TEXT, messages=user("hello streaming world"), stream=True, stream_options={"include_usage": True})
+        model=TEXT, messages=user("hello streaming world"), stream=True, stream_options={"include_usage": True}
+    )
     chunks = [chunk async for chunk in stream]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "hello streaming world"
@@ -165,7 +166,8 @@ async def test_error_after_first_byte_is_api_error(gateway):
 
 async def test_request_id_reaches_the_engine(gateway, engine):
     raw = await async_client(gateway).chat.completions.with_raw_response.create(
-        model=TEXT, messages=user("hi"), extra_headers={"x-request-id": "trace-me-7"})
+        model=TEXT, messages=user("hi"), extra_headers={"x-request-id": "trace-me-7"}
+    )
     assert raw.headers["x-request-id"] == "trace-me-7"
     request, metadata = engine.calls[-1]
     assert metadata["x-request-id"] == "trace-me-7" and request.request_id == "trace-me-7"
@@ -175,7 +177,8 @@ async def test_request_id_reaches_the_engine(gateway, engine):
 
 async def test_client_disconnect_mid_stream_cancels_the_engine_call(gateway, engine):
     stream = await async_client(gateway).chat.completions.create(
-        model=TEXT, messages=user("FOREVER"), stream=True, extra_headers={"x-request-id": "leaver-1"})
+        model=TEXT, messages=user("FOREVER"), stream=True, extra_headers={"x-request-id": "leaver-1"}
+    )
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             break
@@ -225,12 +228,16 @@ async def test_streamed_tool_calls_are_assembled_by_the_sdk(gateway, engine):
     client = async_client(gateway)
     async with client.chat.completions.stream(model=TEXT, messages=user(TWO_CALLS), tools=[WEATHER_TOOL],
                                               tool_choice="required", parallel_tool_calls=True) as stream:  # fmt: skip
-        pieces = [event.arguments_delta async for event in stream if event.type == "tool_calls.function.arguments.delta"]
+        pieces = [
+            event.arguments_delta async for event in stream if event.type == "tool_calls.function.arguments.delta"
+        ]
         final = await stream.get_final_completion()
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls" and len(pieces) > 2  # the arguments really came in fragments
     assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls] == [
-        (call_id(0), "get_weather", '{"city": "Paris"}'), (call_id(1), "get_weather", '{"city": "Rome"}')]
+        (call_id(0), "get_weather", '{"city": "Paris"}'),
+        (call_id(1), "get_weather", '{"city": "Rome"}'),
+    ]
     request = engine.calls[-1][0]
     assert [(t.name, t.description) for t in request.tools] == [("get_weather", "Weather in a city")]
     assert request.tool_choice.mode == pb.ToolChoice.TOOL_CHOICE_REQUIRED and request.parallel_tool_calls
@@ -270,13 +277,18 @@ async def test_logprobs(gateway, engine, stream):
 async def test_n_choices(gateway, engine):
     client = async_client(gateway)
     reply = await client.chat.completions.create(model=TEXT, messages=user("a b c"), n=3, seed=10)
-    assert [(c.index, c.message.content, c.finish_reason) for c in reply.choices] == [(i, "a b c", "stop") for i in range(3)]
+    assert [(c.index, c.message.content, c.finish_reason) for c in reply.choices] == [
+        (i, "a b c", "stop") for i in range(3)
+    ]
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (3, 9)
     assert sorted(call[0].sampling.seed for call in engine.calls[-3:]) == [10, 11, 12]
     stream = await client.chat.completions.create(model=TEXT, messages=user("x y"), n=3, stream=True,
                                                   stream_options={"include_usage": True})  # fmt: skip
     chunks = [c async for c in stream]
-    texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i) for i in range(3)}
+    texts = {
+        i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+        for i in range(3)
+    }
     assert texts == {0: "x y", 1: "x y", 2: "x y"}
     assert sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason == "stop") == [0, 1, 2]
     assert chunks[-1].usage.completion_tokens == 6 and chunks[-1].usage.prompt_tokens == 2

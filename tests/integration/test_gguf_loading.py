@@ -107,5 +107,7 @@ def test_a_hub_file_that_cannot_be_fetched_names_the_repo_and_file(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no network here; offline mode fails at once
-    with pytest.raises(ModelLoadError, match=r"GGUF file someone/SmolLM2-GGUF/smol\.Q8_0\.gguf \(hub\): cannot download"):
+    with pytest.raises(
+        ModelLoadError, match=r"GGUF file someone/SmolLM2-GGUF/smol\.Q8_0\.gguf \(hub\): cannot download"
+    ):
         load_text_model("someone/SmolLM2-GGUF", dtype="f32", device="cpu", gguf_file="smol.Q8_0.gguf")

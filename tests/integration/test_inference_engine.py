@@ -37,14 +37,22 @@ async def wait_until(predicate, timeout=30.0):
 @pytest.mark.asyncio(loop_scope="function")
 async def test_dead_batching_loop_is_reported_and_restarted(tiny_models):
     serving_log: list[bool] = []
-    engine = InferenceEngine(entry_for(tiny_models), device="cpu", idle_unload_secs=0, on_serving_change=serving_log.append)
+    engine = InferenceEngine(
+        entry_for(tiny_models), device="cpu", idle_unload_secs=0, on_serving_change=serving_log.append
+    )
     await engine.start()
     try:
         assert (await run(engine))[1].completion_tokens == 8
         dead = engine.lifecycle.resource.batcher
         # Kill the manager's loop the way a crash would: it stops without our engine asking.
         await asyncio.to_thread(dead.manager.stop, True, 10, False, True)
-        await wait_until(lambda: engine.lifecycle.resource is not None and engine.lifecycle.resource.batcher is not dead and serving_log[-1])
+        await wait_until(
+            lambda: (
+                engine.lifecycle.resource is not None
+                and engine.lifecycle.resource.batcher is not dead
+                and serving_log[-1]
+            )
+        )
         assert serving_log[-2:] == [False, True]  # NOT_SERVING while restarting, then SERVING again
         assert (await run(engine))[1].completion_tokens == 8
     finally:
@@ -80,7 +88,9 @@ async def test_missing_checkpoint_fails_load_without_crashing(tmp_path):
 @pytest.mark.asyncio(loop_scope="function")
 async def test_a_loop_that_keeps_dying_is_reported_failed_not_restarted_forever(tiny_models):
     serving_log: list[bool] = []
-    engine = InferenceEngine(entry_for(tiny_models), device="cpu", idle_unload_secs=0, on_serving_change=serving_log.append)
+    engine = InferenceEngine(
+        entry_for(tiny_models), device="cpu", idle_unload_secs=0, on_serving_change=serving_log.append
+    )
     engine.MAX_RESTARTS = 1
     await engine.start()
     try:

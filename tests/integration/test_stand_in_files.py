@@ -71,7 +71,9 @@ def test_ministral3_config_weights_and_native_files(stand_ins):
     native = load_file(path / "consolidated.safetensors")
     hf = load_file(path / "model.safetensors")
     assert torch.equal(native["tok_embeddings.weight"], hf["language_model.model.embed_tokens.weight"])
-    assert torch.equal(native["layers.1.feed_forward.w2.weight"], hf["language_model.model.layers.1.mlp.down_proj.weight"])
+    assert torch.equal(
+        native["layers.1.feed_forward.w2.weight"], hf["language_model.model.layers.1.mlp.down_proj.weight"]
+    )
     assert len(native) == len(hf)
 
 
@@ -113,7 +115,10 @@ def test_the_default_system_prompt_is_system_prompt_txt_and_a_system_message_rep
     user = [{"role": "user", "content": "Hi"}]
     assert render(tok, user) == f"<s>[SYSTEM_PROMPT]{default}[/SYSTEM_PROMPT][INST]Hi[/INST]"
     assert render(tok, user, add_generation_prompt=True) == render(tok, user)  # the model goes on after [/INST]
-    own = [{"role": "system", "content": [{"type": "text", "text": "Be "}, {"type": "thinking", "thinking": "x"}]}, *user]
+    own = [
+        {"role": "system", "content": [{"type": "text", "text": "Be "}, {"type": "thinking", "thinking": "x"}]},
+        *user,
+    ]
     assert render(tok, own) == "<s>[SYSTEM_PROMPT]Be [THINK]x[/THINK][/SYSTEM_PROMPT][INST]Hi[/INST]"
 
 
@@ -156,7 +161,11 @@ def test_conversations_the_real_template_refuses(ministral, messages, error):
     [
         [{"role": "user", "content": "What is two plus two?"}],
         [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Hello"}],
-        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Sum?"}],
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Sum?"},
+        ],
     ],
 )
 def test_scripted_stand_in_greedily_writes_its_chain(stand_ins, messages):
@@ -184,9 +193,12 @@ def test_qwen2_vl_has_the_7b_repos_flat_config_and_legacy_weight_names(stand_ins
     assert config["rope_scaling"] == {"type": "mrope", "mrope_section": [2, 3, 3]}
     assert {"in_chans", "spatial_patch_size"} <= set(config["vision_config"])
     with safe_open(path / "model.safetensors", "pt") as weights:
-        prefixes = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("model.") else "") for k in weights.keys()}
+        prefixes = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("model.") else "") for k in weights}
     assert prefixes == {"lm_head", "model.embed_tokens", "model.layers", "model.norm", "visual"}
-    assert read_json(path / "chat_template.json")["chat_template"] == read_json(path / "tokenizer_config.json")["chat_template"]
+    assert (
+        read_json(path / "chat_template.json")["chat_template"]
+        == read_json(path / "tokenizer_config.json")["chat_template"]
+    )
     generation = read_json(path / "generation_config.json")
     assert {k: generation[k] for k in ("do_sample", "repetition_penalty", "temperature", "top_k", "top_p")} == {
         "do_sample": True, "repetition_penalty": 1.05, "temperature": 0.01, "top_k": 1, "top_p": 0.001}  # fmt: skip
@@ -199,11 +211,15 @@ def test_qwen2_vl_loads_with_the_key_mapping_and_captions_honour_its_repetition_
     assert type(tok).__name__ == "Qwen2Tokenizer" and loaded.eos_token_ids == sorted(
         tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]))  # fmt: skip
     legacy = load_file(path / "model.safetensors")
-    torch.testing.assert_close(model.model.language_model.layers[1].mlp.up_proj.weight, legacy["model.layers.1.mlp.up_proj.weight"])
+    torch.testing.assert_close(
+        model.model.language_model.layers[1].mlp.up_proj.weight, legacy["model.layers.1.mlp.up_proj.weight"]
+    )
     torch.testing.assert_close(model.model.visual.merger.mlp[0].weight, legacy["visual.merger.mlp.0.weight"])
     # The checkpoint's generation_config makes generate penalize (1.05) every token already in the row; the
     # batcher applies the same penalty itself, over each row's own tokens (captioner/penalty.py).
-    pixels = AutoImageProcessor.from_pretrained(path)(images=[Image.new("RGB", (56, 56), (9, 99, 199))], return_tensors="pt")
+    pixels = AutoImageProcessor.from_pretrained(path)(
+        images=[Image.new("RGB", (56, 56), (9, 99, 199))], return_tensors="pt"
+    )
     prompt = tok.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe"}]}],
                                      add_generation_prompt=True, tokenize=False)  # fmt: skip
     n = int(pixels["image_grid_thw"].prod()) // 4
@@ -269,7 +285,11 @@ def test_qwen3_has_the_hub_repos_files_config_and_tied_bf16_weights(qwen3_path):
         embed = weights.get_tensor("model.embed_tokens.weight")
         dtypes = {weights.get_tensor(n).dtype for n in names}
     assert not [n for n in names if "lm_head" in n]  # tied, as the hub stores it
-    assert {"model.layers.1.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight", "model.norm.weight"} <= names
+    assert {
+        "model.layers.1.self_attn.q_norm.weight",
+        "model.layers.1.self_attn.k_norm.weight",
+        "model.norm.weight",
+    } <= names
     assert dtypes == {torch.bfloat16} and embed.shape == (151936, config["hidden_size"])
     assert not embed[151669:].any() and embed[:151669].abs().sum(dim=1).min() > 0  # tokenless ids are zero rows
 
@@ -279,7 +299,9 @@ def test_qwen3_added_tokens_have_the_real_ids_and_special_flags(qwen3, qwen3_pat
     assert {int(i): (t["content"], t["special"]) for i, t in decoder.items()} == QWEN3_ADDED_TOKENS
     tok = qwen3.tokenizer
     assert type(tok).__name__ == "Qwen2Tokenizer" and len(tok) == 151669
-    assert {i: tok.convert_ids_to_tokens(i) for i in QWEN3_ADDED_TOKENS} == {i: t for i, (t, _) in QWEN3_ADDED_TOKENS.items()}
+    assert {i: tok.convert_ids_to_tokens(i) for i in QWEN3_ADDED_TOKENS} == {
+        i: t for i, (t, _) in QWEN3_ADDED_TOKENS.items()
+    }
     assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
     ids = tok.encode("<|im_start|><think>a</think><tool_call>b</tool_call><|im_end|>", add_special_tokens=False)
     assert [ids[0], ids[1], ids[3], ids[4], ids[6], ids[7]] == [151644, 151667, 151668, 151657, 151658, 151645]
@@ -292,8 +314,16 @@ def test_qwen3_added_tokens_have_the_real_ids_and_special_flags(qwen3, qwen3_pat
 
 def test_qwen3_generation_config_is_the_repos_and_the_loader_reads_it(qwen3, qwen3_path):
     generation = GenerationConfig.from_pretrained(qwen3_path)
-    assert (generation.bos_token_id, generation.eos_token_id, generation.pad_token_id) == (151643, [151645, 151643], 151643)
-    assert generation.do_sample is True and (generation.temperature, generation.top_p, generation.top_k) == (0.6, 0.95, 20)
+    assert (generation.bos_token_id, generation.eos_token_id, generation.pad_token_id) == (
+        151643,
+        [151645, 151643],
+        151643,
+    )
+    assert generation.do_sample is True and (generation.temperature, generation.top_p, generation.top_k) == (
+        0.6,
+        0.95,
+        20,
+    )
     assert qwen3.eos_token_ids == [151643, 151645]
     values = qwen3.sampling.values
     assert (values.temperature, values.top_p, values.top_k) == (0.6, 0.95, 20)
@@ -330,7 +360,10 @@ def test_qwen3_reasoning_parser_is_detected_as_deepseek_r1(qwen3):
 
 
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}}
-QWEN3_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": CITY}}
+QWEN3_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Weather in a city", "parameters": CITY},
+}
 
 
 def test_qwen3_template_renders_tools_and_a_tool_round_trip_as_hermes(qwen3):

@@ -71,7 +71,10 @@ def test_grpcurl_lists_describes_and_checks_health(engine):
     services = grpcurl(engine.address, "list").split()
     assert {"proxyvision.v1.TextEngine", "grpc.health.v1.Health"} <= set(services)
     described = grpcurl(engine.address, "describe", "proxyvision.v1.TextEngine")
-    assert "rpc Generate ( .proxyvision.v1.GenerateRequest ) returns ( stream .proxyvision.v1.GenerateResponse )" in described
+    assert (
+        "rpc Generate ( .proxyvision.v1.GenerateRequest ) returns ( stream .proxyvision.v1.GenerateResponse )"
+        in described
+    )
     assert json.loads(grpcurl(engine.address, "grpc.health.v1.Health/Check", data={}))["status"] == "SERVING"
 
 

@@ -170,7 +170,9 @@ def test_the_served_fp8_model_answers_as_its_dequantized_twin(fp8_checkpoint, de
         if name == "fp8":
             assert "dequantizing the weights at load" in service.log_text()
     (fp8_events, fp8_tokens, fp8_info), (twin_events, twin_tokens, twin_info) = outputs
-    assert fp8_info.quantization == "fp8, dequantized to float32 (no FP8 kernel on cpu)" and twin_info.quantization == ""
+    assert (
+        fp8_info.quantization == "fp8, dequantized to float32 (no FP8 kernel on cpu)" and twin_info.quantization == ""
+    )
     assert fp8_tokens > 0 and (fp8_events, fp8_tokens) == (twin_events, twin_tokens)
 
 

@@ -58,7 +58,8 @@ def probe(path: Path, *, with_mistral_common: bool) -> dict:
     paths = [str(REPO_ROOT)]
     if with_mistral_common:
         assert (MISTRAL_COMMON_SITE / "mistral_common").is_dir(), (
-            f"{MISTRAL_COMMON_SITE} is missing: `make install` puts mistral-common 1.13.1 there")
+            f"{MISTRAL_COMMON_SITE} is missing: `make install` puts mistral-common 1.13.1 there"
+        )
         paths.append(str(MISTRAL_COMMON_SITE))
     env["PYTHONPATH"] = os.pathsep.join(paths)
     out = subprocess.run([sys.executable, "-c", PROBE, str(path), json.dumps(MESSAGES)], env=env, cwd=REPO_ROOT,

@@ -62,7 +62,9 @@ def test_bad_image_is_invalid_argument(engine):
 def test_several_images_of_one_request_come_back_by_index(engine):
     images = [pb.ImageInput(data=png((i * 40, 10, 10), (40 + i * 8, 40)), detail=pb.DETAIL_AUTO) for i in range(4)]
     with grpc.insecure_channel(engine.address) as channel:
-        responses = list(vision_engine_pb2_grpc.VisionEngineStub(channel).Describe(pb.DescribeRequest(images=images, max_tokens=5)))
+        responses = list(
+            vision_engine_pb2_grpc.VisionEngineStub(channel).Describe(pb.DescribeRequest(images=images, max_tokens=5))
+        )
     done = {r.done.image_index: r.done for r in responses if r.HasField("done")}
     assert sorted(done) == [0, 1, 2, 3] and all(d.caption_tokens == 5 for d in done.values())
     engine.wait_for_log("Vision processing completed in ")

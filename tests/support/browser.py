@@ -26,7 +26,9 @@ def chromium_path() -> str:
     """The Chromium binary; a clear failure (not a skip) when it is missing."""
     path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
     if path is None:
-        raise AssertionError("Debian's Chromium is needed for the web UI tests: apt-get install chromium (.ci/run does)")
+        raise AssertionError(
+            "Debian's Chromium is needed for the web UI tests: apt-get install chromium (.ci/run does)"
+        )
     return path
 
 
@@ -81,7 +83,9 @@ class PageWatch:
         """No uncaught exception, and no console error but the failed loads a test caused on purpose
         (Chromium logs each HTTP error status of a fetch as "Failed to load resource: ... status of N")."""
         assert self.page_errors == []
-        unexpected = [text for text in self.console_errors if not any(f"status of {code}" in text for code in expected_failures)]
+        unexpected = [
+            text for text in self.console_errors if not any(f"status of {code}" in text for code in expected_failures)
+        ]
         assert unexpected == []
 
 

@@ -17,12 +17,14 @@ def stream_events(base_url: str, model: str, max_tokens: int) -> list:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("data: "):
-                data = line[len("data: "):]
+                data = line[len("data: ") :]
                 events.append(data if data == "[DONE]" else json.loads(data))
     return events
 
 
-def start_streams(base_url: str, model: str, count: int, max_tokens: int) -> tuple[list[threading.Thread], dict[int, list]]:
+def start_streams(
+    base_url: str, model: str, count: int, max_tokens: int
+) -> tuple[list[threading.Thread], dict[int, list]]:
     """`count` streams in threads; their events land in the returned dict when they end."""
     results: dict[int, list] = {}
 
@@ -36,7 +38,13 @@ def start_streams(base_url: str, model: str, count: int, max_tokens: int) -> tup
 
 
 def finish_reasons(events: list) -> list:
-    return [c["finish_reason"] for e in events if isinstance(e, dict) for c in e.get("choices", []) if c.get("finish_reason")]
+    return [
+        c["finish_reason"]
+        for e in events
+        if isinstance(e, dict)
+        for c in e.get("choices", [])
+        if c.get("finish_reason")
+    ]
 
 
 def errors(events: list) -> list:

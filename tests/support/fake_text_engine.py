@@ -42,7 +42,7 @@ TOOL_CALL_SPLIT = " ;; "
 
 
 def pieces(text: str) -> list[str]:
-    return [text[i:i + VERBATIM_PIECE] for i in range(0, len(text), VERBATIM_PIECE)]
+    return [text[i : i + VERBATIM_PIECE] for i in range(0, len(text), VERBATIM_PIECE)]
 
 
 class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
@@ -74,7 +74,7 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
                     yield pb.GenerateResponse(delta=pb.TextDelta(text=f"tick{i} "))
                     await asyncio.sleep(0.02)
             if prompt.startswith(TOOL_CALL):
-                calls = [part.partition(" ") for part in prompt[len(TOOL_CALL):].split(TOOL_CALL_SPLIT)]
+                calls = [part.partition(" ") for part in prompt[len(TOOL_CALL) :].split(TOOL_CALL_SPLIT)]
                 count = 0
                 for index, (name, _, arguments) in enumerate(calls):
                     yield pb.GenerateResponse(tool_call=pb.ToolCallDelta(index=index, id=call_id(index), name=name))
@@ -84,7 +84,7 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
                 yield finished(pb.FINISH_REASON_TOOL_CALLS, prompt_tokens, count)
                 return
             if prompt.startswith(REASON):
-                reasoning, _, answer = prompt[len(REASON):].partition(REASON_SPLIT)
+                reasoning, _, answer = prompt[len(REASON) :].partition(REASON_SPLIT)
                 thought, said = pieces(reasoning), pieces(answer)
                 for piece in thought:
                     await asyncio.sleep(REASON_PAUSE)
@@ -95,7 +95,7 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
                 yield finished(pb.FINISH_REASON_STOP, prompt_tokens, thinking + len(said), reasoning_tokens=thinking)
                 return
             if prompt.startswith(VERBATIM):
-                said = pieces(prompt[len(VERBATIM):])
+                said = pieces(prompt[len(VERBATIM) :])
                 for piece in said:
                     yield delta(piece, request)
                 yield finished(pb.FINISH_REASON_STOP, prompt_tokens, len(said))
@@ -125,9 +125,13 @@ def delta(text: str, request: pb.GenerateRequest) -> pb.GenerateResponse:
     for the k-th alternative, the text itself first (so `logprob` of the token is -0.5), then "alt1", "alt2"..."""
     if not request.sampling.HasField("top_logprobs"):
         return pb.GenerateResponse(delta=pb.TextDelta(text=text))
-    top = [pb.TopLogprob(token=t, logprob=-0.5 - 0.5 * k, bytes=t.encode())
-           for k, t in enumerate([text, *(f"alt{k}" for k in range(1, request.sampling.top_logprobs))])]
-    token = pb.TokenLogprob(token=text, logprob=-0.5, bytes=text.encode(), top_logprobs=top[:request.sampling.top_logprobs])
+    top = [
+        pb.TopLogprob(token=t, logprob=-0.5 - 0.5 * k, bytes=t.encode())
+        for k, t in enumerate([text, *(f"alt{k}" for k in range(1, request.sampling.top_logprobs))])
+    ]
+    token = pb.TokenLogprob(
+        token=text, logprob=-0.5, bytes=text.encode(), top_logprobs=top[: request.sampling.top_logprobs]
+    )
     return pb.GenerateResponse(delta=pb.TextDelta(text=text, logprobs=[token]))
 
 
@@ -142,7 +146,9 @@ def finished(reason, prompt: int, completion: int, error: str = "", reasoning_to
     return pb.GenerateResponse(finished=pb.Finished(finish_reason=reason, usage=usage, error_message=error))
 
 
-async def start_fake_text_engine(port: int = 0, tls: TlsSettings | None = None) -> tuple[grpc.aio.Server, ScriptedEngine]:
+async def start_fake_text_engine(
+    port: int = 0, tls: TlsSettings | None = None
+) -> tuple[grpc.aio.Server, ScriptedEngine]:
     """A started server on 127.0.0.1:`port` (0: a free one) with the standard health service SERVING;
     with `tls`, secured exactly as a real engine is (services/common/tls.py).
 

@@ -52,7 +52,9 @@ class ScriptedVisionEngine(vision_engine_pb2_grpc.VisionEngineServicer):
                                     state=common_pb2.MODEL_STATE_READY)  # fmt: skip
 
 
-async def start_fake_vision_engine(port: int = 0, caption: str = CAPTION) -> tuple[grpc.aio.Server, ScriptedVisionEngine]:
+async def start_fake_vision_engine(
+    port: int = 0, caption: str = CAPTION
+) -> tuple[grpc.aio.Server, ScriptedVisionEngine]:
     """A started server on 127.0.0.1:`port` (0: a free one), health SERVING; the caller stops the server.
 
     The servicer carries `address`."""

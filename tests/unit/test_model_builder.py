@@ -125,7 +125,7 @@ def test_ministral3_has_the_real_architecture_and_hub_weight_names(built):
     assert config.text_config.rope_parameters["llama_4_scaling_beta"] == 0.1
     assert config.tie_word_embeddings is True and config.text_config.tie_word_embeddings is True
     with safe_open(built["text"] / "model.safetensors", "pt") as weights:
-        prefixes = {".".join(k.split(".")[:2]) for k in weights.keys()}
+        prefixes = {".".join(k.split(".")[:2]) for k in weights}
     assert prefixes == {"language_model.model", "vision_tower.ln_pre",
                         "vision_tower.patch_conv", "vision_tower.transformer", "multi_modal_projector.linear_1",
                         "multi_modal_projector.linear_2", "multi_modal_projector.norm",
@@ -193,7 +193,8 @@ def test_ministral3_chat_template(built):
     render = lambda messages, **kw: tok.apply_chat_template(messages, tokenize=False, **kw)  # noqa: E731
     system_user = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, how are you?"}]
     assert render(system_user, add_generation_prompt=True) == (
-        "<s>[SYSTEM_PROMPT]Be brief.[/SYSTEM_PROMPT][INST]Hello, how are you?[/INST]")
+        "<s>[SYSTEM_PROMPT]Be brief.[/SYSTEM_PROMPT][INST]Hello, how are you?[/INST]"
+    )
     default = (built["text"] / "SYSTEM_PROMPT.txt").read_text()
     assert render([{"role": "user", "content": "Hi"}]) == f"<s>[SYSTEM_PROMPT]{default}[/SYSTEM_PROMPT][INST]Hi[/INST]"
     ids = tok.apply_chat_template(system_user, add_generation_prompt=True, return_dict=False)
@@ -207,8 +208,12 @@ def test_qwen2_vl_tokens_template_and_image_processor(built):
     tok, config = load_tokenizer(str(path)), AutoConfig.from_pretrained(path)
     assert type(tok).__name__ == "Qwen2Tokenizer"  # tokenizer_config.json's class, as in the 7B repo
     assert config.architectures == ["Qwen2VLForConditionalGeneration"] and config.model_type == "qwen2_vl"
-    for token, key in [("<|image_pad|>", "image_token_id"), ("<|video_pad|>", "video_token_id"),
-                       ("<|vision_start|>", "vision_start_token_id"), ("<|vision_end|>", "vision_end_token_id")]:
+    for token, key in [
+        ("<|image_pad|>", "image_token_id"),
+        ("<|video_pad|>", "video_token_id"),
+        ("<|vision_start|>", "vision_start_token_id"),
+        ("<|vision_end|>", "vision_end_token_id"),
+    ]:
         assert tok.convert_tokens_to_ids(token) == getattr(config, key)  # fmt: skip
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>" and tok.bos_token is None
     assert GenerationConfig.from_pretrained(path).eos_token_id == [tok.eos_token_id, tok.pad_token_id]

@@ -53,4 +53,6 @@ def test_a_bad_config_fails_at_write_unless_asked_not_to(tmp_path):
     with pytest.raises(ConfigError, match="mem"):
         bad.write(tmp_path / "bad.yaml")
     assert not (tmp_path / "bad.yaml").exists()
-    assert yaml.safe_load(bad.write(tmp_path / "bad.yaml", validate=False).read_text())["models"][0]["params"] == {"mem": "lots"}
+    assert yaml.safe_load(bad.write(tmp_path / "bad.yaml", validate=False).read_text())["models"][0]["params"] == {
+        "mem": "lots"
+    }

@@ -210,7 +210,9 @@ def to_event(response: pb.GenerateResponse) -> EngineEvent | None:
 
 
 def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:
-    return TokenLogprob(lp.token, lp.logprob, lp.bytes, tuple(TopLogprob(t.token, t.logprob, t.bytes) for t in lp.top_logprobs))
+    return TokenLogprob(
+        lp.token, lp.logprob, lp.bytes, tuple(TopLogprob(t.token, t.logprob, t.bytes) for t in lp.top_logprobs)
+    )
 
 
 def to_request(model: str, messages: Sequence[ChatTurn], params: GenerationParams, options: OutputOptions,

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 
 from services.common.errors import ProxyVisionError
 
-from ..state import GatewayState
 from ..dependencies import get_state
+from ..state import GatewayState
 
 router = APIRouter(tags=["health"])
 

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends
 from services.common.config import SamplingDefaults
 from services.common.errors import ModelNotFoundError, ProxyVisionError
 
-from ..state import GatewayState
 from ..dependencies import get_state
 from ..openapi import error_responses
+from ..state import GatewayState
 
 router = APIRouter(tags=["models"])
 

@@ -85,8 +85,12 @@ class ChatMessage(_Lenient):
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     name: str | None = None
-    tool_calls: list[ToolCall] | None = Field(None, description="An assistant message's calls, as an answer returned them.")
-    tool_call_id: str | None = Field(None, validate_default=True, description="A tool message: the call it answers (required).")
+    tool_calls: list[ToolCall] | None = Field(
+        None, description="An assistant message's calls, as an answer returned them."
+    )
+    tool_call_id: str | None = Field(
+        None, validate_default=True, description="A tool message: the call it answers (required)."
+    )
     content: str | list[ContentPart] | None = Field(None, validate_default=True)
     # An earlier answer's reasoning, as this server (or vLLM: `reasoning`) returned it; assistant messages only.
     reasoning_content: str | None = None
@@ -158,7 +162,9 @@ class ChatCompletionRequest(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1, lt=UINT32, description="At most gateway.limits.max_completion_tokens.")
-    max_completion_tokens: int | None = Field(None, ge=1, lt=UINT32, description="At most gateway.limits.max_completion_tokens.")
+    max_completion_tokens: int | None = Field(
+        None, ge=1, lt=UINT32, description="At most gateway.limits.max_completion_tokens."
+    )
     temperature: float | None = Field(None, **_sampling_bounds("temperature"))
     top_p: float | None = Field(None, **_sampling_bounds("top_p"))
     top_k: int | None = Field(None, **_sampling_bounds("top_k"), description="vLLM extra: 0 disables it.")
@@ -183,14 +189,19 @@ class ChatCompletionRequest(_Lenient):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = Field(None, description="A choice other than none/auto needs tools; a named "
                                            "function must be one of them.")  # fmt: skip
-    parallel_tool_calls: bool | None = Field(None, description="Whether one answer may hold several calls (default true).")
-    include_reasoning: bool = Field(True, description="False drops a reasoning model's reasoning from the answer "
-                                    "(it is still generated and counted in usage).")
+    parallel_tool_calls: bool | None = Field(
+        None, description="Whether one answer may hold several calls (default true)."
+    )
+    include_reasoning: bool = Field(
+        True,
+        description="False drops a reasoning model's reasoning from the answer "
+        "(it is still generated and counted in usage).",
+    )
     # Refused with a 400 rather than silently ignored: a client sending them expects what they do.
     functions: list[Any] | None = Field(None, deprecated=True, description="Not supported: use tools.")
     function_call: Any = Field(None, deprecated=True, description="Not supported: use tool_choice.")
     audio: Any = Field(None, description="Not supported (text only).")
-    modalities: list[Literal["text"]] | None = Field(None, description="Only [\"text\"].")
+    modalities: list[Literal["text"]] | None = Field(None, description='Only ["text"].')
 
     @model_validator(mode="before")
     @classmethod
@@ -283,9 +294,14 @@ class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = Field(description="The answer; null when the answer is only tool calls.")
     tool_calls: list[ToolCall] | None = Field(None, description="The calls the model made, with their full arguments.")
-    reasoning_content: str | None = Field(None, description="A reasoning model's reasoning (the name is "
-                                          "`gateway.reasoning_field`: reasoning_content, reasoning, or both).")
-    reasoning: str | None = Field(None, description="The same reasoning, under vLLM's newer name (see reasoning_content).")
+    reasoning_content: str | None = Field(
+        None,
+        description="A reasoning model's reasoning (the name is "
+        "`gateway.reasoning_field`: reasoning_content, reasoning, or both).",
+    )
+    reasoning: str | None = Field(
+        None, description="The same reasoning, under vLLM's newer name (see reasoning_content)."
+    )
 
 
 class TopLogprob(BaseModel):

@@ -39,7 +39,9 @@ def check_json_values(data: object) -> None:
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 if isinstance(key, str) and _SURROGATE.search(key):
-                    raise _invalid(path, "has a key with a lone UTF-16 surrogate (not valid Unicode text)", "invalid_unicode")
+                    raise _invalid(
+                        path, "has a key with a lone UTF-16 surrogate (not valid Unicode text)", "invalid_unicode"
+                    )
                 stack.append((item, _join(path, key), depth + 1))
 
 

@@ -68,7 +68,9 @@ class JsonSchema(_Lenient):
     name: str = Field(pattern=FUNCTION_NAME)
     description: str | None = None
     # `schema` shadows a BaseModel attribute: the field is `schema_` under its JSON name.
-    schema_: dict[str, Any] | None = Field(None, alias="schema", description="JSON Schema of the answer; absent: any object.")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="JSON Schema of the answer; absent: any object."
+    )
     strict: bool | None = None
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)

@@ -29,11 +29,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.common.config import ModelEntry, ReasoningField
-from services.common.errors import (DeadlineExceededError, InternalError, InvalidRequestError, OverloadedError,
-                                    ProxyVisionError)  # fmt: skip
+from services.common.errors import (
+    DeadlineExceededError,
+    InternalError,
+    InvalidRequestError,
+    OverloadedError,
+    ProxyVisionError,  # fmt: skip
+)
 
-from ..clients.text_engine import (ChatTurn, Finished, GenerationParams, OutputOptions, ReasoningDelta, TextDelta,
-                                   TextEngine, ToolCallDelta)  # fmt: skip
+from ..clients.text_engine import (
+    ChatTurn,
+    Finished,
+    GenerationParams,
+    OutputOptions,
+    ReasoningDelta,
+    TextDelta,
+    TextEngine,  # fmt: skip
+    ToolCallDelta,
+)
 from ..metrics import GatewayMetrics
 from ..schemas.chat import ChatCompletionRequest
 from . import chunks, sse
@@ -104,7 +117,9 @@ class ChatService:
             return [chat_turn(m) for m in plan.request.messages]
         return await plan.images.describe(request_id)
 
-    def _calls(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str, timeout: float | None = None) -> ChoiceCalls:
+    def _calls(
+        self, plan: ChatPlan, turns: list[ChatTurn], request_id: str, timeout: float | None = None
+    ) -> ChoiceCalls:
         """One engine call per choice, all started now (choice i samples with seed + i)."""
         timeout = plan.timeout if timeout is None else timeout
         return ChoiceCalls([EngineCall(plan.client.generate(turns, choice_params(plan.params, i), options=plan.options,

@@ -129,7 +129,9 @@ class ChunkMaker:
                                                      "finish_reason": None}]})  # fmt: skip
 
     def finish(self, reason: str, index: int = 0) -> str:
-        return sse.event({**self._base, "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]})
+        return sse.event(
+            {**self._base, "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]}
+        )
 
     def usage(self, usage: dict) -> str:
         return sse.event({**self._base, "choices": [], "usage": usage})

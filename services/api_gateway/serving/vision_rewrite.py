@@ -17,8 +17,13 @@ import time
 from dataclasses import dataclass, field
 
 from services.common.config import ImageLimits
-from services.common.errors import (EngineUnavailableError, ImageUrlNotAccessibleError, InvalidRequestError,
-                                    ProxyVisionError, TooManyImagesError)  # fmt: skip
+from services.common.errors import (
+    EngineUnavailableError,
+    ImageUrlNotAccessibleError,
+    InvalidRequestError,
+    ProxyVisionError,  # fmt: skip
+    TooManyImagesError,
+)
 from services.common.images import MIME_BY_FORMAT, decode_image
 
 from ..clients.text_engine import ChatTurn
@@ -110,7 +115,9 @@ class ProxyVisionRewriter:
         client = await self._backend.require()
         log.info("Processing multimodal request with %d images", len(refs))
         started = time.monotonic()
-        loaded = await asyncio.gather(*(self._load(image, f"messages[{m}].content[{p}].image_url") for m, p, image in refs))
+        loaded = await asyncio.gather(
+            *(self._load(image, f"messages[{m}].content[{p}].image_url") for m, p, image in refs)
+        )
         grouped: dict[int, list[ImageToDescribe]] = {}
         for (m, _, _), item in zip(refs, loaded):
             grouped.setdefault(m, []).append(item)

@@ -24,6 +24,7 @@ from .tools.constraints import tool_call_grammar
 from .tools.validation import calls_tools, validate_tools
 from .types import GenerationRequest, ResponseFormatType, SamplingRequest
 
+
 @dataclass(frozen=True)
 class PreparedRequest:
     """A validated request: templated prompt, completion budget, sampling."""

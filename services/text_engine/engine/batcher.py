@@ -104,7 +104,9 @@ def generated_so_far(state) -> list[int]:
 class ContinuousBatcher:
     """Starts, feeds and stops one `ContinuousBatchingManager`."""
 
-    def __init__(self, loaded: LoadedModel, params: ModelParams, on_preempt: Callable[[int], None] = lambda n: None) -> None:
+    def __init__(
+        self, loaded: LoadedModel, params: ModelParams, on_preempt: Callable[[int], None] = lambda n: None
+    ) -> None:
         self.budget: KvBudget = kv_budget(loaded.text_config, loaded.dtype, params.mem, params.block_size,
                                           max_useful_tokens=params.max_num_seqs * loaded.max_context)  # fmt: skip
         generation_config = GenerationConfig(

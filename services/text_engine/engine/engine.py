@@ -29,8 +29,16 @@ from .logprobs import LogprobFormatter
 from .output import ParserSpec, parser_for
 from .sampling.grammar import GrammarCompiler
 from .stream import RequestStream
-from .types import (Accepted, Finished, FinishReason, GenerationEvent, GenerationRequest, ReasoningDelta, TextDelta,
-                    ToolCallDelta)  # fmt: skip
+from .types import (
+    Accepted,
+    Finished,
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,  # fmt: skip
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +212,13 @@ class InferenceEngine:
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         async with self.lifecycle.use() as runtime:
             prepared = await asyncio.to_thread(
-                prepare_request, request, runtime.loaded, self.entry, runtime.batcher.budget, runtime.parser, runtime.grammars
+                prepare_request,
+                request,
+                runtime.loaded,
+                self.entry,
+                runtime.batcher.budget,
+                runtime.parser,
+                runtime.grammars,
             )
             limit = self.entry.params.queue_limit
             if self._slots.locked() and self._waiting >= limit:
@@ -263,7 +277,9 @@ class InferenceEngine:
             error=self.lifecycle.error,
             kv_cache_tokens=runtime.batcher.budget.capacity_tokens if runtime else 0,
             kv_cache_usage=runtime.batcher.cache_usage() if runtime else 0.0,
-            kv_cache_bytes=runtime.batcher.budget.capacity_tokens * runtime.batcher.budget.bytes_per_token if runtime else 0,
+            kv_cache_bytes=runtime.batcher.budget.capacity_tokens * runtime.batcher.budget.bytes_per_token
+            if runtime
+            else 0,
             max_queue=self.entry.params.queue_limit,
             last_load_seconds=self.lifecycle.last_load_seconds,
             sampling=loaded.sampling if loaded else self._last_sampling,

@@ -27,7 +27,9 @@ class KvBudget:
         return self.num_blocks * self.page_size
 
 
-def kv_budget(text_config, dtype: torch.dtype, mem_mib: int, page_size: int, *, max_useful_tokens: int | None = None) -> KvBudget:
+def kv_budget(
+    text_config, dtype: torch.dtype, mem_mib: int, page_size: int, *, max_useful_tokens: int | None = None
+) -> KvBudget:
     """The cache that fits `mem_mib` MiB; at least one block so a tiny budget still serves short prompts.
 
     `max_useful_tokens` (max_num_seqs x max context) caps it: more cache than every sequence in flight can

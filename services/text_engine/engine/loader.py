@@ -22,12 +22,22 @@ from pydantic import ValidationError
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from services.common.config import ResolvedSampling, SamplingDefaults, resolve_sampling
-from services.common.hf_models import (ModelLoadError, eos_token_ids, read_generation_config, resolve_device,
-                                      resolve_dtype, stand_in_for)  # fmt: skip
+from services.common.hf_models import (
+    ModelLoadError,
+    eos_token_ids,
+    read_generation_config,
+    resolve_device,
+    resolve_dtype,  # fmt: skip
+    stand_in_for,
+)
 from services.common.tokenizers import load_tokenizer
 
 from .quantization import (
-    carry_quantization_config, check_skipped_scales, import_error, plan_quantization, quantization_config_of,
+    carry_quantization_config,
+    check_skipped_scales,
+    import_error,
+    plan_quantization,
+    quantization_config_of,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -169,7 +179,9 @@ def checkpoint_sampling(generation: GenerationConfig | None, source: str) -> Sam
         try:
             SamplingDefaults(**{name: value})
         except ValidationError:
-            log.warning("%s: generation_config.json sets %s=%r, out of range for %s; ignoring it", source, key, value, name)
+            log.warning(
+                "%s: generation_config.json sets %s=%r, out of range for %s; ignoring it", source, key, value, name
+            )
             continue
         found[name] = value
     ignored = {key: value for key, neutral in _NOT_APPLIED.items()

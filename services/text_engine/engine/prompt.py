@@ -32,7 +32,10 @@ def template_message(turn: ChatTurn, parser: ParserSpec, call_names: dict[str, s
     message: dict = {"role": _ROLE_ALIASES.get(turn.role, turn.role), "content": turn.content}
     if turn.role == "assistant" and turn.reasoning:
         if parser.thinking_in_content_chunks:
-            message["content"] = [{"type": "thinking", "thinking": turn.reasoning}, {"type": "text", "text": turn.content}]
+            message["content"] = [
+                {"type": "thinking", "thinking": turn.reasoning},
+                {"type": "text", "text": turn.content},
+            ]
         else:
             message["reasoning_content"] = turn.reasoning
     if turn.role == "assistant" and turn.tool_calls:
@@ -77,7 +80,9 @@ def render_prompt(tokenizer, request: GenerationRequest, parser: ParserSpec = Pa
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False,
                                             **extra)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - templates raise jinja's own exceptions for bad conversations
-        raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}", param="messages") from exc
+        raise InvalidRequestError(
+            f"The model's chat template rejected these messages: {exc}", param="messages"
+        ) from exc
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
     return list(ids)

@@ -85,7 +85,9 @@ def fp8_kernel_problem(device: torch.device) -> str:
     return ""
 
 
-def plan_quantization(qc: dict | None, device: torch.device, kernel_problem=fp8_kernel_problem) -> QuantizationPlan | None:
+def plan_quantization(
+    qc: dict | None, device: torch.device, kernel_problem=fp8_kernel_problem
+) -> QuantizationPlan | None:
     """Decide how a checkpoint with quantization config `qc` loads on `device` (None: not quantized)."""
     if qc is None:
         return None

@@ -34,8 +34,14 @@ class RequestStream:
         self._records = prepared.spec.sampled if prepared.spec.top_logprobs is not None else None
         self._formatter = logprobs or (LogprobFormatter(tokenizer) if self._records is not None else None)
         self._pending: list[TokenLogprob] = []
-        self._output = OutputPipeline.for_request(parser, tokenizer, prepared.prompt_ids, prepared.stop,
-                                                  parse_tools=prepared.parse_tools, constrained=prepared.constrained)
+        self._output = OutputPipeline.for_request(
+            parser,
+            tokenizer,
+            prepared.prompt_ids,
+            prepared.stop,
+            parse_tools=prepared.parse_tools,
+            constrained=prepared.constrained,
+        )
         self._outputs: asyncio.Queue = asyncio.Queue()
         self._seen = 0
 

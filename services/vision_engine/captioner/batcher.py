@@ -86,7 +86,9 @@ class CaptionBatcher:
         self.running = 0
         self.tokens_in_flight = 0  # prompt + image + caption tokens of the batch being captioned
         self.captioned = 0  # images that went through the model (cache hits never get here)
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=256)  # recent batches, for tests and metrics
+        self.batch_sizes: collections.deque[int] = collections.deque(
+            maxlen=256
+        )  # recent batches, for tests and metrics
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="caption-batcher", daemon=True)
         self._thread.start()
@@ -185,7 +187,9 @@ class CaptionBatcher:
         mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
         streamer = _RowStreamer(rows, set(loaded.eos_token_ids), self._finish, self._call)
         penalty = loaded.model.generation_config.repetition_penalty or 1.0
-        processors = [UnpaddedRepetitionPenalty(penalty, [width - len(r.prompt_ids) for r in rows])] if penalty != 1.0 else []
+        processors = (
+            [UnpaddedRepetitionPenalty(penalty, [width - len(r.prompt_ids) for r in rows])] if penalty != 1.0 else []
+        )
         with torch.inference_mode():
             loaded.model.generate(
                 input_ids=input_ids.to(loaded.device),

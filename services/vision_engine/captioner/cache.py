@@ -21,7 +21,7 @@ class CacheKey:
     model: str
 
     @classmethod
-    def of(cls, image_sha256: str, detail: str, prompt: str, model: str) -> "CacheKey":
+    def of(cls, image_sha256: str, detail: str, prompt: str, model: str) -> CacheKey:
         return cls(image_sha256, detail, hashlib.sha256(prompt.encode()).hexdigest(), model)
 
 

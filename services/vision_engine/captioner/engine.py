@@ -15,10 +15,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from services.common.config import ModelEntry
-from services.common.errors import InternalError, InvalidRequestError, OverloadedError, ProxyVisionError, ShuttingDownError
+from services.common.errors import (
+    InternalError,
+    InvalidRequestError,
+    OverloadedError,
+    ProxyVisionError,
+    ShuttingDownError,
+)
 from services.common.hf_models import MIB
-from services.common.images import decode_image
 from services.common.hub_download import fetch_checkpoint
+from services.common.images import decode_image
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import ModelSnapshot, VisionMetrics
 
@@ -157,7 +163,8 @@ class CaptionEngine:
                     self.metrics.cache_misses.labels(self.entry.name).inc()
                     budget = self._image_budget(runtime, job.images[index].detail, image, max_tokens)
                     flight = self.board.join_or_start(
-                        keys[index], lambda f, im=image, b=budget: self._submit(runtime, f, im, b, instruction, max_tokens)
+                        keys[index],
+                        lambda f, im=image, b=budget: self._submit(runtime, f, im, b, instruction, max_tokens),
                     )
                     flight.subscribe(events, index)
                     flights.append(flight)
@@ -174,7 +181,9 @@ class CaptionEngine:
                 self._listeners.discard(events)
                 for flight in flights:
                     flight.unsubscribe(events)
-        log.info("Vision processing completed in %.0fms (%d images)", (time.monotonic() - started) * 1000, len(job.images))
+        log.info(
+            "Vision processing completed in %.0fms (%d images)", (time.monotonic() - started) * 1000, len(job.images)
+        )
 
     def _answer_from_cache(self, events: asyncio.Queue, index: int, key: CacheKey) -> bool:
         """Queue image `index`'s cached caption, if there is one."""
@@ -182,12 +191,16 @@ class CaptionEngine:
         if hit is None:
             return False
         self.metrics.cache_hits.labels(self.entry.name).inc()
-        events.put_nowait(CaptionDone(index, hit.text, hit.finish_reason, hit.image_tokens, hit.caption_tokens, True, 0.0))
+        events.put_nowait(
+            CaptionDone(index, hit.text, hit.finish_reason, hit.image_tokens, hit.caption_tokens, True, 0.0)
+        )
         return True
 
     @staticmethod
     def _decode(job: DescribeJob, indices: list[int]):
-        return [decode_image(job.images[i].data, max_pixels=MAX_DECODE_PIXELS, param=f"images[{i}]").image for i in indices]
+        return [
+            decode_image(job.images[i].data, max_pixels=MAX_DECODE_PIXELS, param=f"images[{i}]").image for i in indices
+        ]
 
     def _image_budget(self, runtime: VisionRuntime, detail: str, image, max_tokens: int) -> int:
         # One sequence may use the whole batch budget, less its text and caption.
@@ -198,7 +211,9 @@ class CaptionEngine:
         )  # fmt: skip
 
     @staticmethod
-    def _submit(runtime: VisionRuntime, flight: Flight, image, budget: int, instruction: str, max_tokens: int) -> CaptionJob:
+    def _submit(
+        runtime: VisionRuntime, flight: Flight, image, budget: int, instruction: str, max_tokens: int
+    ) -> CaptionJob:
         job = CaptionJob(image, instruction, budget, max_tokens, flight.on_delta, flight.on_done, flight.on_error)
         runtime.batcher.submit(job)
         return job

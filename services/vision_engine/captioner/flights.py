@@ -22,7 +22,7 @@ class CaptionFailed(Exception):
 class Flight:
     """One caption in progress."""
 
-    def __init__(self, key: CacheKey, on_landed: Callable[["Flight", CaptionResult | None], None]) -> None:
+    def __init__(self, key: CacheKey, on_landed: Callable[[Flight, CaptionResult | None], None]) -> None:
         self.key = key
         self.job: CaptionJob | None = None
         self._text: list[str] = []

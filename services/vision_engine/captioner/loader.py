@@ -21,8 +21,15 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText
 
-from services.common.hf_models import (ModelLoadError, eos_token_ids, kv_bytes_per_token, read_generation_config,
-                                      resolve_device, resolve_dtype, stand_in_for)  # fmt: skip
+from services.common.hf_models import (
+    ModelLoadError,
+    eos_token_ids,
+    kv_bytes_per_token,
+    read_generation_config,
+    resolve_device,  # fmt: skip
+    resolve_dtype,
+    stand_in_for,
+)
 from services.common.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)

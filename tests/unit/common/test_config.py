@@ -36,9 +36,13 @@ def test_wrong_type_names_path():
 
 
 def test_duplicate_names_and_missing_source_and_bad_default():
-    assert "duplicate model name(s): a" in errors_of({"models": [{"name": "a", "hf_id": "x"}, {"name": "a", "hf_id": "y"}]})
+    assert "duplicate model name(s): a" in errors_of(
+        {"models": [{"name": "a", "hf_id": "x"}, {"name": "a", "hf_id": "y"}]}
+    )
     assert "models[0]: needs either hf_id or local_path" in errors_of({"models": [{"name": "a"}]})
-    assert "default_model 'b' is not one of the models" in errors_of({"models": [{"name": "a", "hf_id": "x"}], "default_model": "b"})
+    assert "default_model 'b' is not one of the models" in errors_of(
+        {"models": [{"name": "a", "hf_id": "x"}], "default_model": "b"}
+    )
 
 
 def test_relative_local_path_is_relative_to_the_file(tmp_path):

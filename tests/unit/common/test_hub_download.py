@@ -65,7 +65,10 @@ def test_a_download_logs_periodically_and_reports_its_status(monkeypatch, caplog
                          list_files=lambda repo, revision: list(sizes), download=download)  # fmt: skip
     assert fetched == [("org/model", "config.json", "main"), ("org/model", "model.safetensors", "main")]
     assert statuses[0] == "listing the files of org/model"
-    assert "downloading model.safetensors 1.2/7.5 GB" in statuses and statuses[-1] == "downloading model.safetensors 7.5/7.5 GB"
+    assert (
+        "downloading model.safetensors 1.2/7.5 GB" in statuses
+        and statuses[-1] == "downloading model.safetensors 7.5/7.5 GB"
+    )
     lines = [r.getMessage() for r in caplog.records]
     # One line every 10 s (10 of the 30 chunks), one when each file is done: not one per chunk.
     assert lines == [
@@ -88,11 +91,11 @@ def test_a_xet_download_uses_one_bar_named_after_the_file(caplog):
         total_bytes_completion_rate = None
         total_transfer_bytes_completion_rate = None
 
-    with caplog.at_level(logging.INFO, logger="services.common.hub_download"):
-        with XetDownloadProgressReporter(reconstruction_desc="model.safetensors: reconstructing file",
-                                         transfer_desc="model.safetensors: downloading bytes", total=6 * GB,
-                                         log_level=logging.INFO, tqdm_class=cls) as progress:  # fmt: skip
-            progress.update_progress(Report())
+    with caplog.at_level(logging.INFO, logger="services.common.hub_download"), \
+            XetDownloadProgressReporter(reconstruction_desc="model.safetensors: reconstructing file",
+                                        transfer_desc="model.safetensors: downloading bytes", total=6 * GB,
+                                        log_level=logging.INFO, tqdm_class=cls) as progress:  # fmt: skip
+        progress.update_progress(Report())
     assert progress.transfer_bar is progress.reconstruction_bar  # one bar: one set of lines
     assert statuses == ["downloading model.safetensors 0 B/6.0 GB", "downloading model.safetensors 3.0/6.0 GB"]
     assert [r.getMessage() for r in caplog.records] == ["Downloaded org/model: model.safetensors 3.0 GB (file 1 of 1)"]
@@ -116,5 +119,10 @@ def test_a_failed_prefetch_is_a_warning_and_leaves_the_load_to_transformers(capl
 
 
 def test_human_bytes():
-    assert [human_bytes(n) for n in (12, 12_345, 350_000_000, 7_500_000_000)] == ["12 B", "12.3 kB", "350.0 MB", "7.5 GB"]
+    assert [human_bytes(n) for n in (12, 12_345, 350_000_000, 7_500_000_000)] == [
+        "12 B",
+        "12.3 kB",
+        "350.0 MB",
+        "7.5 GB",
+    ]
     assert hub_download.LOG_EVERY_SECS == 10.0

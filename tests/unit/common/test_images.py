@@ -21,11 +21,17 @@ LIMIT = 50_000_000
 
 def png_header_bomb(width: int, height: int) -> bytes:
     """A tiny PNG that claims width x height pixels (a decompression bomb's header)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     raw = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,7 +94,9 @@ def test_accepted_formats(fmt):
 
 
 def test_data_url_decoding():
-    data, mime = decode_data_url("data:image/png;base64," + base64.b64encode(png()).decode(), max_bytes=10_000, param="p")
+    data, mime = decode_data_url(
+        "data:image/png;base64," + base64.b64encode(png()).decode(), max_bytes=10_000, param="p"
+    )
     assert data == png() and mime == "image/png"
     with pytest.raises(InvalidImageError, match="invalid base64"):
         decode_data_url("data:image/png;base64,@@@notbase64@@@", max_bytes=10_000, param="p")

@@ -8,8 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.api_gateway.clients.base import EngineModelInfo
-from services.api_gateway.clients.text_engine import (Accepted, ChatTurn, Finished, GenerationParams, OutputOptions, ReasoningDelta,
-                                                     TextDelta)  # fmt: skip
+from services.api_gateway.clients.text_engine import (
+    Accepted,
+    ChatTurn,
+    Finished,
+    GenerationParams,
+    OutputOptions,
+    ReasoningDelta,
+    TextDelta,  # fmt: skip
+)
 from services.api_gateway.serving.chat import ChatService
 from services.api_gateway.serving.registry import EngineRegistry
 from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
@@ -75,7 +82,9 @@ class FakeTextEngine:
         return 0
 
 
-def finished(reason: str = "stop", prompt: int = 7, completion: int = 2, error: str = "", reasoning: int = 0) -> Finished:
+def finished(
+    reason: str = "stop", prompt: int = 7, completion: int = 2, error: str = "", reasoning: int = 0
+) -> Finished:
     return Finished(reason, prompt, completion, error, reasoning)
 
 

@@ -166,8 +166,14 @@ async def test_openapi_document_is_served(client):
 
 async def test_engine_calls_get_the_clients_timeout_when_it_is_shorter(client, engines):
     body = {"model": TEXT, "messages": [{"role": "user", "content": "hi"}]}
-    assert (await client.post("/v1/chat/completions", json=body, headers={"X-Stainless-Timeout": "2.5"})).status_code == 200
-    assert (await client.post("/v1/chat/completions", json=body, headers={"X-Stainless-Timeout": "1e9"})).status_code == 200
-    assert (await client.post("/v1/chat/completions", json=body, headers={"X-Stainless-Timeout": "soon"})).status_code == 200
+    assert (
+        await client.post("/v1/chat/completions", json=body, headers={"X-Stainless-Timeout": "2.5"})
+    ).status_code == 200
+    assert (
+        await client.post("/v1/chat/completions", json=body, headers={"X-Stainless-Timeout": "1e9"})
+    ).status_code == 200
+    assert (
+        await client.post("/v1/chat/completions", json=body, headers={"X-Stainless-Timeout": "soon"})
+    ).status_code == 200
     configured = 5.0  # make_state's ChatService deadline
     assert [call.timeout for call in engines[TEXT].calls] == [2.5, configured, configured]

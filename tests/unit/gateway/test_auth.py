@@ -64,9 +64,13 @@ async def test_with_keys_v1_needs_one_of_them():
     async with client_for(config_with(api_keys=KEYS)) as client:
         message = assert_refused(await client.post("/v1/chat/completions", json=HI), code=None)
         assert "didn't provide an API key" in message and "Bearer" in message
-        message = assert_refused(await client.post("/v1/chat/completions", json=HI, headers=bearer("sk-wrong")), "invalid_api_key")
+        message = assert_refused(
+            await client.post("/v1/chat/completions", json=HI, headers=bearer("sk-wrong")), "invalid_api_key"
+        )
         assert message.startswith("Incorrect API key provided") and "sk-wrong" not in message
-        assert_refused(await client.get("/v1/models", headers={"Authorization": "Basic dXNlcjpwYXNz"}), "invalid_api_key")
+        assert_refused(
+            await client.get("/v1/models", headers={"Authorization": "Basic dXNlcjpwYXNz"}), "invalid_api_key"
+        )
         assert_refused(await client.get("/v1/models", headers={"Authorization": "Bearer "}), "invalid_api_key")
         assert_refused(await client.get("/v1/models", headers=bearer(KEYS[0] + "x")), "invalid_api_key")
         assert_refused(await client.get("/v1/models", headers=bearer(KEYS[0][:-1])), "invalid_api_key")
@@ -87,7 +91,9 @@ async def test_a_streamed_request_without_a_key_gets_a_plain_401_and_no_stream()
         response = await client.post("/v1/chat/completions", json={**HI, "stream": True})
         assert_refused(response, None)
         assert response.headers["content-type"] == "application/json"
-        async with client.stream("POST", "/v1/chat/completions", json={**HI, "stream": True}, headers=bearer(KEYS[2])) as ok:
+        async with client.stream(
+            "POST", "/v1/chat/completions", json={**HI, "stream": True}, headers=bearer(KEYS[2])
+        ) as ok:
             assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/event-stream")
             assert "data: [DONE]" in (await ok.aread()).decode()
 
@@ -120,7 +126,9 @@ async def test_the_openapi_document_declares_the_bearer_scheme_and_the_401():
     assert {path for path, _ in v1} >= {"/v1/chat/completions", "/v1/models", "/v1/models/{model_id}"}
     for path, operation in v1:
         assert operation["security"] == [{"ApiKey": []}], path
-        assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+        assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorResponse"
+        }
     assert "security" not in doc["paths"]["/health"]["get"] and "401" not in doc["paths"]["/health"]["get"]["responses"]
 
 
@@ -159,7 +167,7 @@ def test_bearer_header_parsing():
 KEY_FILE = """# keys for the team (one per line)
 sk-file-one
 
-   sk-file-two   
+   sk-file-two
 # retired: sk-old
 sk-file-three
 """  # fmt: skip
@@ -261,5 +269,7 @@ def test_the_launcher_passes_keys_to_the_gateway_in_its_environment(monkeypatch)
 
 
 def test_every_file_key_is_path_relative_only_when_relative(tmp_path):
-    (tmp_path / "models.yaml").write_text(f"models:\n  - name: {TEXT}\n    hf_id: a/b\ngateway:\n  api_keys_file: /abs/keys\n")
+    (tmp_path / "models.yaml").write_text(
+        f"models:\n  - name: {TEXT}\n    hf_id: a/b\ngateway:\n  api_keys_file: /abs/keys\n"
+    )
     assert load_models_config(tmp_path / "models.yaml").gateway.api_keys_file == str(Path("/abs/keys"))

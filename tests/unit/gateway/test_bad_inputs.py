@@ -158,7 +158,13 @@ BAD = [
     ("text/plain body", body(), "text/plain", 400, None),
     ("form-encoded body", b"model=x&messages=hi", "application/x-www-form-urlencoded", 400, None),
     ("recursion: 100000 nested arrays", b"[" * 100_000, JSON, 400, None),
-    ("an integer of 5000 digits", raw('{"model": "$TEXT", "messages": [], "seed": 1' + "0" * 5000 + "}"), JSON, 400, None),
+    (
+        "an integer of 5000 digits",
+        raw('{"model": "$TEXT", "messages": [], "seed": 1' + "0" * 5000 + "}"),
+        JSON,
+        400,
+        None,
+    ),
     # -- wrong types and junk --
     ("model missing", json.dumps({"messages": HI}).encode(), JSON, 400, "model"),
     ("model empty", body(model=""), JSON, 400, "model"),
@@ -171,13 +177,34 @@ BAD = [
     ("role missing", body(messages=[{"content": "x"}]), JSON, 400, "messages[0].role"),
     ("content a number", body(messages=[{"role": "user", "content": 42}]), JSON, 400, "messages[0].content"),
     ("user content null", body(messages=[{"role": "user", "content": None}]), JSON, 400, "messages[0].content"),
-    ("content part without type", body(messages=[{"role": "user", "content": [{"text": "x"}]}]), JSON, 400, "messages[0].content[0]"),
-    ("content part of unknown type", body(messages=[{"role": "user", "content": [{"type": "audio"}]}]), JSON, 400,
-     "messages[0].content[0]"),
-    ("text part with a list", body(messages=[{"role": "user", "content": [{"type": "text", "text": ["x"]}]}]), JSON, 400,
-     "messages[0].content[0].text"),
-    ("nested junk: lists of lists", body(messages=[{"role": "user", "content": [[[{"type": "text"}]]]}]), JSON, 400,
-     "messages[0].content[0]"),
+    (
+        "content part without type",
+        body(messages=[{"role": "user", "content": [{"text": "x"}]}]),
+        JSON,
+        400,
+        "messages[0].content[0]",
+    ),
+    (
+        "content part of unknown type",
+        body(messages=[{"role": "user", "content": [{"type": "audio"}]}]),
+        JSON,
+        400,
+        "messages[0].content[0]",
+    ),
+    (
+        "text part with a list",
+        body(messages=[{"role": "user", "content": [{"type": "text", "text": ["x"]}]}]),
+        JSON,
+        400,
+        "messages[0].content[0].text",
+    ),
+    (
+        "nested junk: lists of lists",
+        body(messages=[{"role": "user", "content": [[[{"type": "text"}]]]}]),
+        JSON,
+        400,
+        "messages[0].content[0]",
+    ),
     ("temperature true", body(temperature="hot"), JSON, 400, "temperature"),
     ("max_tokens a fraction", body(max_tokens=1.5), JSON, 400, "max_tokens"),
     ("negative n", body(n=-1), JSON, 400, "n"),
@@ -185,96 +212,324 @@ BAD = [
     ("stream_options a string", body(stream=True, stream_options="usage"), JSON, 400, "stream_options"),
     ("tools a string", body(tools="all"), JSON, 400, "tools"),
     # -- numbers JSON or the proto cannot carry --
-    ("NaN literal", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}'), JSON, 400,
-     "temperature"),
-    ("Infinity literal", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "top_p": Infinity}'), JSON,
-     400, "top_p"),
-    ("-Infinity literal", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "presence_penalty": '
-                              '-Infinity}'), JSON, 400, "presence_penalty"),
-    ("1e999 (overflows to infinity)", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], '
-                                          '"logit_bias": {"5": 1e999}}'), JSON, 400, "logit_bias.5"),
-    ("NaN inside a tool's JSON Schema", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "tools": '
-                                            '[{"type": "function", "function": {"name": "f", "parameters": {"maximum": NaN}}}]}'),
-     JSON, 400, "tools[0].function.parameters.maximum"),
+    (
+        "NaN literal",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}'),
+        JSON,
+        400,
+        "temperature",
+    ),
+    (
+        "Infinity literal",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "top_p": Infinity}'),
+        JSON,
+        400,
+        "top_p",
+    ),
+    (
+        "-Infinity literal",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "presence_penalty": -Infinity}'),
+        JSON,
+        400,
+        "presence_penalty",
+    ),
+    (
+        "1e999 (overflows to infinity)",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"5": 1e999}}'),
+        JSON,
+        400,
+        "logit_bias.5",
+    ),
+    (
+        "NaN inside a tool's JSON Schema",
+        raw(
+            '{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "tools": '
+            '[{"type": "function", "function": {"name": "f", "parameters": {"maximum": NaN}}}]}'
+        ),
+        JSON,
+        400,
+        "tools[0].function.parameters.maximum",
+    ),
     ("max_tokens 10^30", body(max_tokens=10**30), JSON, 400, "max_tokens"),
     ("min_tokens past uint32", body(min_tokens=2**40), JSON, 400, "min_tokens"),
     # -- text that is not Unicode (finding: a lone surrogate was a 500) --
-    ("lone high surrogate in content", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "a\\ud800b"}]}'),
-     JSON, 400, "messages[0].content"),
-    ("lone low surrogate in a text part", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": '
-                                              '[{"type": "text", "text": "\\udc00"}]}]}'), JSON, 400, "messages[0].content[0].text"),
-    ("lone surrogate in the model name", raw('{"model": "\\ud800", "messages": [{"role": "user", "content": "x"}]}'), JSON,
-     400, "model"),
-    ("lone surrogate in a key", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], '
-                                    '"metadata": {"\\ud800": 1}}'), JSON, 400, "metadata"),
-    ("lone surrogate in a tool call", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}, {"role": '
-                                          '"assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": '
-                                          '"f", "arguments": "\\ud83d"}}]}]}'), JSON, 400,
-     "messages[1].tool_calls[0].function.arguments"),
+    (
+        "lone high surrogate in content",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "a\\ud800b"}]}'),
+        JSON,
+        400,
+        "messages[0].content",
+    ),
+    (
+        "lone low surrogate in a text part",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udc00"}]}]}'),
+        JSON,
+        400,
+        "messages[0].content[0].text",
+    ),
+    (
+        "lone surrogate in the model name",
+        raw('{"model": "\\ud800", "messages": [{"role": "user", "content": "x"}]}'),
+        JSON,
+        400,
+        "model",
+    ),
+    (
+        "lone surrogate in a key",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "metadata": {"\\ud800": 1}}'),
+        JSON,
+        400,
+        "metadata",
+    ),
+    (
+        "lone surrogate in a tool call",
+        raw(
+            '{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}, {"role": '
+            '"assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": '
+            '"f", "arguments": "\\ud83d"}}]}]}'
+        ),
+        JSON,
+        400,
+        "messages[1].tool_calls[0].function.arguments",
+    ),
     # -- nesting --
-    ("a tool schema nested 100 deep", body(tools=[{"type": "function", "function": {"name": "f", "parameters": nested(100)}}]),
-     JSON, 400, None),
+    (
+        "a tool schema nested 100 deep",
+        body(tools=[{"type": "function", "function": {"name": "f", "parameters": nested(100)}}]),
+        JSON,
+        400,
+        None,
+    ),
     # -- image URLs (finding: http://[::1 was a 500) --
-    ("image URL with an unclosed IPv6 bracket", body(messages=image("http://[::1")), JSON, 400,
-     "messages[0].content[1].image_url.url"),
-    ("image URL string form, unclosed bracket", body(messages=[{"role": "user", "content": [{"type": "image_url",
-                                                     "image_url": "http://[::1"}]}]), JSON, 400, "messages[0].content[0].image_url"),  # fmt: skip
-    ("image URL with port 99999", body(messages=image("http://images.example:99999/cat.png")), JSON, 400,
-     "messages[0].content[1].image_url.url"),
-    ("image URL with a port that is not a number", body(messages=image("http://images.example:http/cat.png")), JSON, 400,
-     "messages[0].content[1].image_url.url"),
-    ("image URL empty (developer message, finding)", body(messages=[{"role": "developer", "content": [{"type": "image_url",
-                                                          "image_url": ""}]}]), JSON, 400, "messages[0].content[0].image_url"),  # fmt: skip
+    (
+        "image URL with an unclosed IPv6 bracket",
+        body(messages=image("http://[::1")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url.url",
+    ),
+    (
+        "image URL string form, unclosed bracket",
+        body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": "http://[::1"}]}]),
+        JSON,
+        400,
+        "messages[0].content[0].image_url",
+    ),  # fmt: skip
+    (
+        "image URL with port 99999",
+        body(messages=image("http://images.example:99999/cat.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url.url",
+    ),
+    (
+        "image URL with a port that is not a number",
+        body(messages=image("http://images.example:http/cat.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url.url",
+    ),
+    (
+        "image URL empty (developer message, finding)",
+        body(messages=[{"role": "developer", "content": [{"type": "image_url", "image_url": ""}]}]),
+        JSON,
+        400,
+        "messages[0].content[0].image_url",
+    ),  # fmt: skip
     ("image URL empty (user message)", body(messages=image("")), JSON, 400, "messages[0].content[1].image_url.url"),
-    ("image_url null", body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": None}]}]), JSON, 400,
-     "messages[0].content[0].image_url"),
-    ("image URL to loopback", body(messages=image("http://[::1]:8000/cat.png")), JSON, 400, "messages[0].content[1].image_url"),
-    ("image URL to the metadata service", body(messages=image("http://169.254.169.254/latest")), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("image URL with ftp scheme", body(messages=image("ftp://images.example/cat.png")), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("image URL with file scheme", body(messages=image("file:///etc/passwd")), JSON, 400, "messages[0].content[1].image_url"),
-    ("image URL javascript:", body(messages=image("javascript:alert(1)")), JSON, 400, "messages[0].content[1].image_url"),
-    ("image URL with userinfo", body(messages=image("http://user:pw@images.example/cat.png")), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("image URL without a host", body(messages=image("http:///cat.png")), JSON, 400, "messages[0].content[1].image_url"),
-    ("image URL with an empty label (IDNA)", body(messages=image("http://images..example/cat.png")), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("image URL with a 64-character label", body(messages=image(f"http://{'a' * 64}.example/cat.png")), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("image URL with a backslash", body(messages=image("http://images.example\\@evil/cat.png")), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("image URL with a space", body(messages=image("http://images.example/c at.png")), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("image URL that answers 404", body(messages=image("http://images.example/dog.png")), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("image URL of 100000 characters", body(messages=image("http://images.example/" + "a" * 100_000)), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("image detail 'ultra'", body(messages=image("http://images.example/cat.png", detail="ultra")), JSON, 400,
-     "messages[0].content[1].image_url.detail"),
-    ("an image in a system message", body(messages=[{"role": "system", "content": [{"type": "image_url", "image_url":
-                                                     {"url": "http://images.example/cat.png"}}]}, *HI]), JSON, 400,
-     "messages[0].content"),  # fmt: skip
-    ("more images than allowed", body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url":
-                                                 "http://images.example/cat.png"}] * 4}]), JSON, 400, "messages"),  # fmt: skip
+    (
+        "image_url null",
+        body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": None}]}]),
+        JSON,
+        400,
+        "messages[0].content[0].image_url",
+    ),
+    (
+        "image URL to loopback",
+        body(messages=image("http://[::1]:8000/cat.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL to the metadata service",
+        body(messages=image("http://169.254.169.254/latest")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL with ftp scheme",
+        body(messages=image("ftp://images.example/cat.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL with file scheme",
+        body(messages=image("file:///etc/passwd")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL javascript:",
+        body(messages=image("javascript:alert(1)")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL with userinfo",
+        body(messages=image("http://user:pw@images.example/cat.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL without a host",
+        body(messages=image("http:///cat.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL with an empty label (IDNA)",
+        body(messages=image("http://images..example/cat.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL with a 64-character label",
+        body(messages=image(f"http://{'a' * 64}.example/cat.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL with a backslash",
+        body(messages=image("http://images.example\\@evil/cat.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL with a space",
+        body(messages=image("http://images.example/c at.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL that answers 404",
+        body(messages=image("http://images.example/dog.png")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image URL of 100000 characters",
+        body(messages=image("http://images.example/" + "a" * 100_000)),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "image detail 'ultra'",
+        body(messages=image("http://images.example/cat.png", detail="ultra")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url.detail",
+    ),
+    (
+        "an image in a system message",
+        body(
+            messages=[
+                {
+                    "role": "system",
+                    "content": [{"type": "image_url", "image_url": {"url": "http://images.example/cat.png"}}],
+                },
+                *HI,
+            ]
+        ),
+        JSON,
+        400,
+        "messages[0].content",
+    ),  # fmt: skip
+    (
+        "more images than allowed",
+        body(
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": "http://images.example/cat.png"}] * 4}
+            ]
+        ),
+        JSON,
+        400,
+        "messages",
+    ),  # fmt: skip
     # -- data URLs --
-    ("data URL without a comma", body(messages=image("data:image/png;base64")), JSON, 400, "messages[0].content[1].image_url"),
+    (
+        "data URL without a comma",
+        body(messages=image("data:image/png;base64")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
     ("data URL not base64", body(messages=image("data:image/png,AAAA")), JSON, 400, "messages[0].content[1].image_url"),
-    ("data URL with bad base64", body(messages=image("data:image/png;base64,@@@@")), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("data URL of text/plain", body(messages=image(data_url(PNG, "text/plain"))), JSON, 400, "messages[0].content[1].image_url"),
-    ("data URL of bytes that are no image", body(messages=image(data_url(b"not an image at all"))), JSON, 400,
-     "messages[0].content[1].image_url"),
-    ("data URL with no payload", body(messages=image("data:image/png;base64,")), JSON, 400, "messages[0].content[1].image_url"),
-    ("data URL over max_image_bytes", body(messages=image(data_url(b"\0" * 70_000))), JSON, 400,
-     "messages[0].content[1].image_url"),
+    (
+        "data URL with bad base64",
+        body(messages=image("data:image/png;base64,@@@@")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "data URL of text/plain",
+        body(messages=image(data_url(PNG, "text/plain"))),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "data URL of bytes that are no image",
+        body(messages=image(data_url(b"not an image at all"))),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "data URL with no payload",
+        body(messages=image("data:image/png;base64,")),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
+    (
+        "data URL over max_image_bytes",
+        body(messages=image(data_url(b"\0" * 70_000))),
+        JSON,
+        400,
+        "messages[0].content[1].image_url",
+    ),
     # -- duplicated keys: the last one counts, as in every JSON parser --
-    ("duplicated key, the last one bad", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], '
-                                             '"temperature": 1, "temperature": 9}'), JSON, 400, "temperature"),
+    (
+        "duplicated key, the last one bad",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "x"}], "temperature": 1, "temperature": 9}'),
+        JSON,
+        400,
+        "temperature",
+    ),
     # -- request limits (finding: a 40 MB message did not answer) --
     ("body over max_body_bytes", body(messages=[{"role": "user", "content": "x" * 300_000}]), JSON, 413, None),
     ("more messages than max_messages", body(messages=HI * 65), JSON, 400, "messages"),
-    ("more text than max_text_chars", body(messages=[{"role": "user", "content": "x" * 20_001}]), JSON, 400, "messages"),
+    (
+        "more text than max_text_chars",
+        body(messages=[{"role": "user", "content": "x" * 20_001}]),
+        JSON,
+        400,
+        "messages",
+    ),
     ("max_completion_tokens over the cap", body(max_completion_tokens=4097), JSON, 400, "max_completion_tokens"),
 ]
 
@@ -293,8 +548,12 @@ async def test_bad_input_is_a_clear_openai_error(client, engine, kind, content, 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_the_findings_as_reported_are_400s_streamed_or_not(client, engine, stream):
     """The issue's exact requests, with `stream` both ways (a stream must refuse before its first byte)."""
-    surrogate = raw('{"model": "$TEXT", "stream": ' + json.dumps(stream) + ', "messages": [{"role": "user", "content": "\\ud800"}]}')
-    developer = body(stream=stream, messages=[{"role": "developer", "content": [{"type": "image_url", "image_url": ""}]}])
+    surrogate = raw(
+        '{"model": "$TEXT", "stream": ' + json.dumps(stream) + ', "messages": [{"role": "user", "content": "\\ud800"}]}'
+    )
+    developer = body(
+        stream=stream, messages=[{"role": "developer", "content": [{"type": "image_url", "image_url": ""}]}]
+    )
     ipv6 = body(stream=stream, messages=image("http://[::1"))
     for content in (surrogate, developer, ipv6):
         response = await client.post("/v1/chat/completions", content=content, headers={"content-type": JSON})
@@ -305,14 +564,31 @@ async def test_the_findings_as_reported_are_400s_streamed_or_not(client, engine,
 
 # Inputs that look hostile but are valid requests: answered, with what the client sent reaching the engine intact.
 ODD_BUT_VALID = [
-    ("NUL characters in content", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "a\\u0000b"}]}'), "a\x00b"),
-    ("a surrogate pair (an emoji) as escapes", raw('{"model": "$TEXT", "messages": [{"role": "user", "content": '
-                                                   '"\\ud83d\\ude00"}]}'), "\U0001f600"),
-    ("duplicated model key, the last one served", raw('{"model": "nope", "model": "$TEXT", "messages": [{"role": "user", '
-                                                      '"content": "dup"}]}'), "dup"),
-    ("unknown fields, deeply junk", body(messages=[{"role": "user", "content": "junk", "extra": [[[{}]]]}], foo={"bar": [1]}),
-     "junk"),
-    ("right-to-left and combining marks", body(messages=[{"role": "user", "content": "\u202eabc\u0301"}]), "\u202eabc\u0301"),
+    (
+        "NUL characters in content",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "a\\u0000b"}]}'),
+        "a\x00b",
+    ),
+    (
+        "a surrogate pair (an emoji) as escapes",
+        raw('{"model": "$TEXT", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'),
+        "\U0001f600",
+    ),
+    (
+        "duplicated model key, the last one served",
+        raw('{"model": "nope", "model": "$TEXT", "messages": [{"role": "user", "content": "dup"}]}'),
+        "dup",
+    ),
+    (
+        "unknown fields, deeply junk",
+        body(messages=[{"role": "user", "content": "junk", "extra": [[[{}]]]}], foo={"bar": [1]}),
+        "junk",
+    ),
+    (
+        "right-to-left and combining marks",
+        body(messages=[{"role": "user", "content": "\u202eabc\u0301"}]),
+        "\u202eabc\u0301",
+    ),
     ("top_k past uint32 (as good as no top-k)", body(top_k=2**40, messages=[{"role": "user", "content": "k"}]), "k"),
     ("an image URL with an IPv6 literal", body(messages=image("http://[2606:2800:220:1::]/cat.png")), None),
     ("an image as a data URL", body(messages=image(data_url(PNG))), None),

@@ -12,16 +12,33 @@ import pytest
 from services.api_gateway.clients.text_engine import Accepted, TextDelta
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving import sse
-from services.common.errors import (ContextLengthExceededError, EngineUnavailableError, InternalError,
-                                    InvalidRequestError, ModelNotFoundError)  # fmt: skip
+from services.common.errors import (
+    ContextLengthExceededError,
+    EngineUnavailableError,
+    InternalError,
+    InvalidRequestError,  # fmt: skip
+    ModelNotFoundError,
+)
 
-from .fakes import OTHER, TEXT, VISION, FakeTextEngine, finished, hello_script, make_config, make_state, reasoning_script
+from .fakes import (
+    OTHER,
+    TEXT,
+    VISION,
+    FakeTextEngine,
+    finished,
+    hello_script,
+    make_config,
+    make_state,
+    reasoning_script,
+)
 
 GOLDEN = Path(__file__).parent / "fixtures" / "stream_include_usage.sse"
 
 
 def request(**fields) -> ChatCompletionRequest:
-    return ChatCompletionRequest.model_validate({"model": TEXT, "messages": [{"role": "user", "content": "Hi"}], **fields})
+    return ChatCompletionRequest.model_validate(
+        {"model": TEXT, "messages": [{"role": "user", "content": "Hi"}], **fields}
+    )
 
 
 def normalized(transcript: str) -> str:
@@ -58,8 +75,12 @@ async def test_complete_returns_a_chat_completion_with_usage():
     assert body["object"] == "chat.completion" and re.fullmatch(r"chatcmpl-[0-9a-f]{24}", body["id"])
     assert body["model"] == TEXT and body["choices"][0]["message"] == {"role": "assistant", "content": "Hello wörld"}
     assert body["choices"][0]["finish_reason"] == "stop"
-    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9,
-                             "completion_tokens_details": {"reasoning_tokens": 0}}
+    assert body["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 2,
+        "total_tokens": 9,
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     assert engine.calls[0].request_id == "rid-2" and engine.calls[0].timeout == 5.0
 
 

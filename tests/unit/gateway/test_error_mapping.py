@@ -33,7 +33,9 @@ def test_grpc_status_translates_to_our_error(status, trailers, cls, http, kind, 
     error = translate(rpc_error(status, trailers))
     assert type(error) is cls
     assert (error.http_status, error.error_type, error.code, error.param) == (http, kind, code, param)
-    assert error.to_openai() == {"error": {"message": "what the engine said", "type": kind, "param": param, "code": code}}
+    assert error.to_openai() == {
+        "error": {"message": "what the engine said", "type": kind, "param": param, "code": code}
+    }
 
 
 def test_every_error_class_round_trips_through_grpc_trailers():

@@ -110,6 +110,8 @@ def test_the_fuzzing_reached_the_chat_core():
     for (label, _, status), n in STATUSES.items():
         if label == "POST /v1/chat/completions":
             chat[status] += n
-    print(f"\nfuzz cases: {sum(STATUSES.values())} in all; POST /v1/chat/completions by status: {dict(sorted(chat.items()))}")
+    print(
+        f"\nfuzz cases: {sum(STATUSES.values())} in all; POST /v1/chat/completions by status: {dict(sorted(chat.items()))}"
+    )
     assert chat[200] >= 10 and chat[400] >= 10, chat
     assert not any(status >= 500 for (*_, status) in STATUSES), STATUSES

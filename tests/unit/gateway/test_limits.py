@@ -65,7 +65,9 @@ async def test_a_chunked_body_is_refused_at_the_chunk_that_crosses_the_limit(cli
             yield b" " * 1000
 
     response = await client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
-    assert response.request.headers["transfer-encoding"] == "chunked" and "content-length" not in response.request.headers
+    assert (
+        response.request.headers["transfer-encoding"] == "chunked" and "content-length" not in response.request.headers
+    )
     assert response.status_code == 413
     error = openai_error(response)
     assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "request_too_large", None)
@@ -79,7 +81,7 @@ async def test_a_chunked_body_within_the_limit_is_served_unchanged(client, engin
 
     async def chunks():
         for start in range(0, len(payload), 7):
-            yield payload[start:start + 7]
+            yield payload[start : start + 7]
 
     response = await client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 200, response.text
@@ -90,7 +92,9 @@ async def test_the_reported_40_mb_message_is_a_413_with_the_default_limits():
     engine = FakeTextEngine(TEXT, hello_script())
     app = await hostile_app(hostile_config(), engine)  # gateway.limits left at its defaults
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-        response = await client.post("/v1/chat/completions", json=chat(messages=[{"role": "user", "content": "x" * 40_000_000}]))
+        response = await client.post(
+            "/v1/chat/completions", json=chat(messages=[{"role": "user", "content": "x" * 40_000_000}])
+        )
     assert response.status_code == 413 and openai_error(response)["code"] == "request_too_large"
     assert engine.calls == []
 
@@ -142,7 +146,14 @@ async def test_a_completion_budget_over_the_cap_is_a_400_naming_it_and_the_cap_i
 
 def test_checks_leave_what_is_not_their_business_to_the_schema():
     limits = RequestLimits(max_messages=3, max_text_chars=1, max_completion_tokens=1)
-    for data in ([], "x", {"messages": "x" * 10}, {"messages": [1, None, "x" * 10]}, {"max_tokens": "9"}, {"max_tokens": True}):
+    for data in (
+        [],
+        "x",
+        {"messages": "x" * 10},
+        {"messages": [1, None, "x" * 10]},
+        {"max_tokens": "9"},
+        {"max_tokens": True},
+    ):
         check_chat_limits(data, limits)
     with pytest.raises(InvalidRequestError):
         check_chat_limits({"max_tokens": 1e30}, limits)
@@ -156,4 +167,6 @@ def test_the_defaults_admit_one_largest_image_inline_and_refuse_40_mb():
 
 def test_limits_are_configurable_in_models_yaml():
     config = hostile_config({"max_body_bytes": 1, "max_messages": 2, "max_text_chars": 3, "max_completion_tokens": 4})
-    assert config.gateway.limits == RequestLimits(max_body_bytes=1, max_messages=2, max_text_chars=3, max_completion_tokens=4)
+    assert config.gateway.limits == RequestLimits(
+        max_body_bytes=1, max_messages=2, max_text_chars=3, max_completion_tokens=4
+    )

@@ -28,7 +28,9 @@ def logprob_script() -> list:
 
 async def test_streamed_logprobs_ride_on_their_content_chunks():
     state = make_state({TEXT: FakeTextEngine(TEXT, logprob_script())})
-    choices = [c["choices"][0] for c in data_of(await run_stream(state, request(stream=True, logprobs=True, top_logprobs=2)))]
+    choices = [
+        c["choices"][0] for c in data_of(await run_stream(state, request(stream=True, logprobs=True, top_logprobs=2)))
+    ]
     assert choices[0]["logprobs"] is None and choices[-1]["logprobs"] is None  # role and finish chunks
     assert choices[1]["delta"] == {"content": "Hello"}
     assert choices[1]["logprobs"] == {"content": [{"token": "Hello", "logprob": -0.25, "bytes": list(b"Hello"), "top_logprobs": [
@@ -44,7 +46,9 @@ async def test_non_streamed_logprobs_are_joined_and_only_sent_when_asked():
     state = make_state({TEXT: engine})
     body = await state.chat.complete(await state.chat.plan(request(logprobs=True)), "r")
     logprobs = body["choices"][0]["logprobs"]
-    assert [e["token"] for e in logprobs["content"]] == ["Hello", " w\ufffd", "\ufffdrld"] and logprobs["refusal"] is None
+    assert [e["token"] for e in logprobs["content"]] == ["Hello", " w\ufffd", "\ufffdrld"] and logprobs[
+        "refusal"
+    ] is None
     assert engine.calls[0].params.top_logprobs == 0  # logprobs alone: the tokens, no alternatives
     plain = await state.chat.complete(await state.chat.plan(request()), "r")
     assert plain["choices"][0]["logprobs"] is None and engine.calls[1].params.top_logprobs is None
@@ -71,11 +75,18 @@ async def test_n_choices_are_n_calls_with_consecutive_seeds_and_usage_counts_the
     state = make_state({TEXT: engine})
     body = await state.chat.complete(await state.chat.plan(request(n=3, seed=41, temperature=1.0)), "r")
     assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in body["choices"]] == [
-        (0, "zero", "stop"), (1, "one", "stop"), (2, "two", "stop")]
+        (0, "zero", "stop"),
+        (1, "one", "stop"),
+        (2, "two", "stop"),
+    ]
     assert [c.params.seed for c in engine.calls] == [41, 42, 43]
     assert {c.params.temperature for c in engine.calls} == {1.0} and {c.request_id for c in engine.calls} == {"r"}
-    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16,
-                             "completion_tokens_details": {"reasoning_tokens": 3}}
+    assert body["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 9,
+        "total_tokens": 16,
+        "completion_tokens_details": {"reasoning_tokens": 3},
+    }
 
 
 async def test_n_without_a_seed_leaves_every_seed_unset_and_a_seed_wraps_within_int64():
@@ -88,10 +99,14 @@ async def test_n_without_a_seed_leaves_every_seed_unset_and_a_seed_wraps_within_
 
 async def test_n_streams_interleave_one_choice_per_chunk_and_finish_each_choice():
     gate = asyncio.Event()  # choice 0 waits until choice 1 has finished: arrival order, not choice order
-    engine = per_call([Accepted(7), TextDelta("slow"), gate, TextDelta(" zero"), finished("length")],
-                      [Accepted(7), TextDelta("one"), finished("stop")])
+    engine = per_call(
+        [Accepted(7), TextDelta("slow"), gate, TextDelta(" zero"), finished("length")],
+        [Accepted(7), TextDelta("one"), finished("stop")],
+    )
     state = make_state({TEXT: engine})
-    stream = await state.chat.stream(await state.chat.plan(request(n=2, stream=True, stream_options={"include_usage": True})), "r")
+    stream = await state.chat.stream(
+        await state.chat.plan(request(n=2, stream=True, stream_options={"include_usage": True})), "r"
+    )
     frames = []
     async for frame in stream:
         frames.append(frame)
@@ -107,8 +122,10 @@ async def test_n_streams_interleave_one_choice_per_chunk_and_finish_each_choice(
 
 
 async def test_a_choice_failing_after_the_stream_started_ends_it_with_the_error_event():
-    engine = per_call([Accepted(7), TextDelta("fine"), asyncio.Event()],  # never finishes on its own
-                      [Accepted(7), TextDelta("x"), finished("error", error="CUDA fell over")])
+    engine = per_call(
+        [Accepted(7), TextDelta("fine"), asyncio.Event()],  # never finishes on its own
+        [Accepted(7), TextDelta("x"), finished("error", error="CUDA fell over")],
+    )
     state = make_state({TEXT: engine})
     frames = (await run_stream(state, request(n=2, stream=True))).split("\n\n")
     assert frames[-2:] == ["data: [DONE]", ""] and "CUDA fell over" in json.loads(frames[-3][6:])["error"]["message"]

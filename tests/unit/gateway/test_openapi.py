@@ -26,7 +26,11 @@ async def doc():
 
 async def test_no_fastapi_422_or_its_validation_schemas(doc):
     text = json.dumps(doc)
-    assert '"422"' not in text and "HTTPValidationError" not in text and "ValidationError" not in doc["components"]["schemas"]
+    assert (
+        '"422"' not in text
+        and "HTTPValidationError" not in text
+        and "ValidationError" not in doc["components"]["schemas"]
+    )
 
 
 async def test_chat_completions_declares_its_errors_with_the_openai_body(doc):
@@ -44,8 +48,21 @@ async def test_the_request_schema_is_the_validated_one(doc):
     body = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/ChatCompletionRequest"}
     request = schemas["ChatCompletionRequest"]["properties"]
-    for name in ("tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs", "top_logprobs", "n",
-                 "logit_bias", "min_tokens", "repetition_penalty", "min_p", "stop_token_ids", "ignore_eos"):
+    for name in (
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "logit_bias",
+        "min_tokens",
+        "repetition_penalty",
+        "min_p",
+        "stop_token_ids",
+        "ignore_eos",
+    ):
         assert name in request, name
     top = next(v for v in request["top_logprobs"]["anyOf"] if v["type"] == "integer")
     assert (top["minimum"], top["maximum"]) == (0, 20)

@@ -35,7 +35,10 @@ PART = st.one_of(
 
 
 @SETTINGS
-@given(role=st.sampled_from(["system", "developer", "user", "assistant", "tool", "robot"]), parts=st.lists(PART, max_size=4))
+@given(
+    role=st.sampled_from(["system", "developer", "user", "assistant", "tool", "robot"]),
+    parts=st.lists(PART, max_size=4),
+)
 def test_content_parts_parse_to_what_was_sent_or_to_a_400_naming_a_field(role, parts):
     message = {"role": role, "content": parts, "tool_call_id": "call_1"}
     try:
@@ -56,7 +59,11 @@ def test_content_parts_parse_to_what_was_sent_or_to_a_400_naming_a_field(role, p
 
 
 @SETTINGS
-@given(body=st.dictionaries(st.sampled_from(["model", "messages", "max_tokens", "temperature", "tools", "stop", "n"]), JSON))
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["model", "messages", "max_tokens", "temperature", "tools", "stop", "n"]), JSON
+    )
+)
 def test_any_json_body_validates_or_is_refused_with_a_validation_or_request_error(body):
     with contextlib.suppress(ValidationError, InvalidRequestError):  # both are 400s; anything else would be a 500
         ChatCompletionRequest.model_validate(body)
@@ -68,7 +75,7 @@ def test_any_json_body_validates_or_is_refused_with_a_validation_or_request_erro
 def test_data_urls_round_trip_whatever_the_line_wrapping(data, mime, wrap):
     payload = base64.b64encode(data).decode()
     if wrap:  # some clients wrap base64 lines
-        payload = "\n".join(payload[i:i + wrap] for i in range(0, len(payload), wrap))
+        payload = "\n".join(payload[i : i + wrap] for i in range(0, len(payload), wrap))
     decoded, declared = decode_data_url(f"data:{mime};base64,{payload}", max_bytes=300, param="p")
     assert decoded == data and declared == mime.lower()
 
@@ -100,7 +107,7 @@ def test_an_sse_event_is_one_frame_that_carries_its_payload_intact(payload):
     frame = sse.event(payload)
     assert frame.startswith("data: ") and frame.endswith("\n\n")
     assert "\n" not in frame[:-2] and "\r" not in frame[:-2]  # one line: a newline in the text cannot split the event
-    assert json.loads(frame[len("data: "):-2]) == payload
+    assert json.loads(frame[len("data: ") : -2]) == payload
 
 
 @SETTINGS
@@ -108,7 +115,7 @@ def test_an_sse_event_is_one_frame_that_carries_its_payload_intact(payload):
 def test_a_stream_of_events_splits_back_into_its_events_and_done(payloads):
     stream = "".join(sse.event(p) for p in payloads) + sse.KEEPALIVE + sse.DONE
     blocks = [b for b in stream.split("\n\n") if b]
-    data = [b[len("data: "):] for b in blocks if b.startswith("data: ")]
+    data = [b[len("data: ") :] for b in blocks if b.startswith("data: ")]
     assert [json.loads(d) for d in data[:-1]] == payloads and data[-1] == "[DONE]"
     assert [b for b in blocks if not b.startswith("data: ")] == [sse.KEEPALIVE.strip()]
 

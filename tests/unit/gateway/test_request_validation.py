@@ -98,17 +98,38 @@ async def test_the_issue_12_parameters_are_accepted_and_reach_the_engine(client,
     assert response.status_code == 200, response.text
     assert [c["index"] for c in response.json()["choices"]] == [0, 1, 2, 3]
     params = engine.calls[0].params
-    assert (params.logit_bias, params.stop_token_ids, params.min_tokens, params.ignore_eos) == ({5: -100, 17: 2.5}, (2, 7), 2, True)
+    assert (params.logit_bias, params.stop_token_ids, params.min_tokens, params.ignore_eos) == (
+        {5: -100, 17: 2.5},
+        (2, 7),
+        2,
+        True,
+    )
     assert (params.repetition_penalty, params.min_p, params.top_logprobs) == (1.1, 0.05, 20)
-    assert engine.calls[0].messages[2].tool_call_id == "call_1" and engine.calls[0].options.response_format == "json_object"
+    assert (
+        engine.calls[0].messages[2].tool_call_id == "call_1"
+        and engine.calls[0].options.response_format == "json_object"
+    )
 
 
 async def test_the_sampling_bounds_are_the_ones_models_yaml_validates_defaults_with():
     from services.api_gateway.schemas.chat import ChatCompletionRequest
     from services.common.config import SamplingDefaults
 
-    request, config = ChatCompletionRequest.model_json_schema()["properties"], SamplingDefaults.model_json_schema()["properties"]
-    for name in ("temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty", "repetition_penalty", "min_p"):
+    request, config = (
+        ChatCompletionRequest.model_json_schema()["properties"],
+        SamplingDefaults.model_json_schema()["properties"],
+    )
+    for name in (
+        "temperature",
+        "top_p",
+        "top_k",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+        "min_p",
+    ):
         ours = next(v for v in request[name]["anyOf"] if v["type"] != "null")
         theirs = next(v for v in config[name]["anyOf"] if v["type"] != "null")
-        assert {k: v for k, v in ours.items() if k != "description"} == {k: v for k, v in theirs.items() if k != "description"}
+        assert {k: v for k, v in ours.items() if k != "description"} == {
+            k: v for k, v in theirs.items() if k != "description"
+        }

@@ -38,6 +38,8 @@ async def test_captioned_conversation_keeps_tool_calls_ids_names_and_tool_text()
     pending = PendingImages(request.messages, {0: [image]}, vision, VisionBackend(None), 5.0)  # type: ignore[arg-type]
     user, assistant, tool = await pending.describe("rid")
     assert (user.role, user.content) == ("user", "What is this?\n\nImage 1: a red bicycle")
-    assert assistant.tool_calls == (ToolCall("call_1", "lookup", '{"q": "bike"}'),) and assistant.reasoning == "look it up"
+    assert (
+        assistant.tool_calls == (ToolCall("call_1", "lookup", '{"q": "bike"}'),) and assistant.reasoning == "look it up"
+    )
     assert (tool.role, tool.content, tool.tool_call_id, tool.name) == ("tool", "a bicycle", "call_1", "lookup")
     assert vision.prompts == ["What is this?"]

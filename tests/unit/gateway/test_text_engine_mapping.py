@@ -7,9 +7,20 @@ from dataclasses import fields
 
 import pytest
 
-from services.api_gateway.clients.text_engine import (ChatTurn, Finished, GenerationParams, OutputOptions, TextDelta,
-                                                      TokenLogprob, ToolCall, ToolCallDelta, ToolSpec, TopLogprob,
-                                                      to_event, to_request)  # fmt: skip
+from services.api_gateway.clients.text_engine import (
+    ChatTurn,
+    Finished,
+    GenerationParams,
+    OutputOptions,
+    TextDelta,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    TopLogprob,
+    to_event,  # fmt: skip
+    to_request,
+)
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
 
 
@@ -35,10 +46,15 @@ def test_tools_choice_and_format_map_to_the_request():
                             response_format="json_schema", schema='{"type": "object"}', schema_name="out")  # fmt: skip
     request = to_request("m", [], GenerationParams(), options, "r")
     assert [(t.name, t.description, t.parameters, t.strict) for t in request.tools] == [
-        ("f", "does f", '{"type": "object"}', True), ("g", "", "", False)]
+        ("f", "does f", '{"type": "object"}', True),
+        ("g", "", "", False),
+    ]
     assert (request.tool_choice.mode, request.tool_choice.name) == (pb.ToolChoice.TOOL_CHOICE_NAMED, "g")
     assert request.HasField("parallel_tool_calls") and not request.parallel_tool_calls
-    assert (request.response_format.type, request.response_format.name) == (pb.ResponseFormat.RESPONSE_FORMAT_JSON_SCHEMA, "out")
+    assert (request.response_format.type, request.response_format.name) == (
+        pb.ResponseFormat.RESPONSE_FORMAT_JSON_SCHEMA,
+        "out",
+    )
     for mode in ("auto", "none", "required"):
         chosen = to_request("m", [], GenerationParams(), OutputOptions(tools=(ToolSpec("f"),), tool_choice=mode), "r")
         assert pb.ToolChoice.Mode.Name(chosen.tool_choice.mode) == f"TOOL_CHOICE_{mode.upper()}"
@@ -51,7 +67,10 @@ def test_tool_history_maps_to_the_messages():
     turns = [ChatTurn("assistant", "", "thought", tool_calls=(ToolCall("call_1", "f", '{"a": 1}'),)),
              ChatTurn("tool", "42", tool_call_id="call_1", name="f")]  # fmt: skip
     assistant, tool = to_request("m", turns, GenerationParams(), OutputOptions(), "r").messages
-    assert (assistant.reasoning, [(c.id, c.name, c.arguments) for c in assistant.tool_calls]) == ("thought", [("call_1", "f", '{"a": 1}')])
+    assert (assistant.reasoning, [(c.id, c.name, c.arguments) for c in assistant.tool_calls]) == (
+        "thought",
+        [("call_1", "f", '{"a": 1}')],
+    )
     assert (tool.role, tool.content, tool.tool_call_id, tool.name) == ("tool", "42", "call_1", "f")
 
 

@@ -31,7 +31,9 @@ def data_of(transcript: str) -> list[dict]:
 
 async def test_streamed_tool_calls_match_the_golden_transcript():
     state = make_state({TEXT: FakeTextEngine(TEXT, tool_script())})
-    transcript = await run_stream(state, request(stream=True, tools=[WEATHER, TIME], stream_options={"include_usage": True}))
+    transcript = await run_stream(
+        state, request(stream=True, tools=[WEATHER, TIME], stream_options={"include_usage": True})
+    )
     assert normalized(transcript) == GOLDEN.read_text(encoding="utf-8")
 
 
@@ -60,7 +62,12 @@ async def test_non_streamed_tool_calls_have_full_arguments_and_null_content():
 
 
 async def test_text_before_a_tool_call_is_kept_as_content():
-    script = [Accepted(3), TextDelta("Let me check."), ToolCallDelta(0, "call_x", "get_time", "{}"), finished("tool_calls")]
+    script = [
+        Accepted(3),
+        TextDelta("Let me check."),
+        ToolCallDelta(0, "call_x", "get_time", "{}"),
+        finished("tool_calls"),
+    ]
     state = make_state({TEXT: FakeTextEngine(TEXT, script)})
     message = (await state.chat.complete(await state.chat.plan(request(tools=[TIME])), "r"))["choices"][0]["message"]
     assert message["content"] == "Let me check." and message["tool_calls"][0]["function"]["name"] == "get_time"

@@ -14,4 +14,4 @@ def test_without_keys_any_string_does():
 def test_with_keys_the_examples_send_one():
     banner = ready_banner(CONFIG, "127.0.0.1", 8000, ui_server=False, keys_required=True)
     assert "(api_key: one of the configured keys)" in banner
-    assert 'Authorization: Bearer $PROXYVISION_API_KEY' in banner and 'os.environ["PROXYVISION_API_KEY"]' in banner
+    assert "Authorization: Bearer $PROXYVISION_API_KEY" in banner and 'os.environ["PROXYVISION_API_KEY"]' in banner

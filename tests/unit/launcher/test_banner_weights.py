@@ -23,7 +23,10 @@ def test_the_banner_names_the_real_model_and_the_stand_ins(tmp_path):
          "capabilities": {"vision_mode": "proxy"}},
     ], "default_model": "smollm2"})  # fmt: skip
     text = ready_banner(config, "127.0.0.1", 2000, ui_server=True)
-    assert "  weights         : smollm2: real weights; ministral, qwen: tiny random-weight stand-ins (gibberish by design)" in text
+    assert (
+        "  weights         : smollm2: real weights; ministral, qwen: tiny random-weight stand-ins (gibberish by design)"
+        in text
+    )
     assert '"model": "smollm2"' in text  # the curl to paste asks the real model
 
 

@@ -70,7 +70,9 @@ def flag(argv, name):
 
 def test_brief_config_plan(brief_file, tmp_path):
     resolved_path = tmp_path / "resolved.yaml"
-    plan = plan_stack(load_models_config(brief_file), StackOptions(port=2000, ui_server=True, device="cpu"), resolved_path)
+    plan = plan_stack(
+        load_models_config(brief_file), StackOptions(port=2000, ui_server=True, device="cpu"), resolved_path
+    )
     text, vision, gateway = plan.processes
     assert (text.name, text.port, text.health_kind) == (f"text_engine[{TEXT}]", 50051, "grpc")
     assert (vision.name, vision.port, vision.health_kind) == (f"vision_engine[{VISION}]", 50052, "grpc")
@@ -82,7 +84,11 @@ def test_brief_config_plan(brief_file, tmp_path):
     assert gateway.argv[:3] == (sys.executable, "-m", "services.api_gateway")
     for spec in plan.processes:
         assert flag(spec.argv, "--models-config") == str(resolved_path)
-    assert (flag(text.argv, "--model"), flag(text.argv, "--port"), flag(text.argv, "--host")) == (TEXT, "50051", "127.0.0.1")
+    assert (flag(text.argv, "--model"), flag(text.argv, "--port"), flag(text.argv, "--host")) == (
+        TEXT,
+        "50051",
+        "127.0.0.1",
+    )
     assert (flag(vision.argv, "--model"), flag(vision.argv, "--device")) == (VISION, "cpu")
     assert "--ui-server" in gateway.argv and flag(gateway.argv, "--port") == "2000"
     assert [a for a in gateway.argv if "=" in a] == [f"{TEXT}=127.0.0.1:50051", f"{VISION}=127.0.0.1:50052"]
@@ -105,7 +111,11 @@ def test_endpoints_in_the_file_are_overridden_and_text_models_come_first():
         ("text_engine[a]", 6000, 7000), ("text_engine[b]", 6001, 7001), ("vision_engine[v]", 6002, 7002),
         ("api_gateway", 8000, None)]  # fmt: skip
     assert all("--metrics-port" in s.argv and "--drain-grace-secs" in s.argv for s in plan.processes[:3])
-    assert {m.name: m.endpoint for m in plan.config.models} == {"v": "127.0.0.1:6002", "a": "127.0.0.1:6000", "b": "127.0.0.1:6001"}
+    assert {m.name: m.endpoint for m in plan.config.models} == {
+        "v": "127.0.0.1:6002",
+        "a": "127.0.0.1:6000",
+        "b": "127.0.0.1:6001",
+    }
 
 
 def test_the_gateway_port_may_not_be_an_engine_metrics_port():
@@ -174,7 +184,9 @@ def test_vision_model_flag_adds_a_proxy_vision_model_to_a_file_config(tmp_path, 
     text_only = tmp_path / "text.yaml"
     text_only.write_text(yaml.safe_dump({"models": [{"name": "t", "hf_id": "org/text"}]}))
     config = load_config(parse_args(["--models-config", str(text_only), "--vision-model", "Qwen/Qwen2-VL-7B-Instruct"]))
-    assert config.vision_model.name == "qwen2-vl-7b-instruct" and config.vision_model.hf_id == "Qwen/Qwen2-VL-7B-Instruct"
+    assert (
+        config.vision_model.name == "qwen2-vl-7b-instruct" and config.vision_model.hf_id == "Qwen/Qwen2-VL-7B-Instruct"
+    )
     with pytest.raises(ConfigError, match="already has a vision model"):
         load_config(parse_args(["--models-config", str(brief_file), "--vision-model", "x/y"]))
 
@@ -203,7 +215,7 @@ def test_banner_says_where_to_point_clients(brief_file):
     assert 'base_url="http://127.0.0.1:2000/v1"' in text and "OpenAI base_url : http://127.0.0.1:2000/v1" in text
     assert f"models          : {TEXT} (default: {TEXT})" in text and f"vision          : {VISION}" in text
     assert "web UI          : http://127.0.0.1:2000/" in text
-    assert f'curl -s http://127.0.0.1:2000/v1/chat/completions' in text and f'"model": "{TEXT}"' in text
+    assert "curl -s http://127.0.0.1:2000/v1/chat/completions" in text and f'"model": "{TEXT}"' in text
     assert "http://[::1]:2000/v1" in ready_banner(config, "::1", 2000, ui_server=False)
     degraded = ready_banner(config, "0.0.0.0", 2000, ui_server=False, vision_error="ImportError: no accelerate")
     assert f"vision          : UNAVAILABLE: {VISION} failed to load (ImportError: no accelerate); text only" in degraded

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from services.launcher.restarts import CrashHistory, GiveUp, Restart, RestartPolicy
 
-POLICY = RestartPolicy(initial_backoff_secs=1, max_backoff_secs=5, stable_after_secs=60, max_crashes=6, crash_window_secs=300)
+POLICY = RestartPolicy(
+    initial_backoff_secs=1, max_backoff_secs=5, stable_after_secs=60, max_crashes=6, crash_window_secs=300
+)
 
 
 def test_backoff_doubles_up_to_the_cap_then_a_crash_loop_is_given_up():

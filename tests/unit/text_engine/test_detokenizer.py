@@ -36,7 +36,7 @@ def test_long_output_round_trips():
 def test_text_does_not_depend_on_how_tokens_are_grouped_and_flush_releases_the_tail():
     tok = ByteTokenizer()
     # Invalid UTF-8 (as random weights produce), then valid text, then an unfinished 3-byte character.
-    ids = [0xE4, 0xB8, 0x41, 0xC3, 0x42, *"ok".encode(), 0xE4, 0xB8]
+    ids = [0xE4, 0xB8, 0x41, 0xC3, 0x42, *b"ok", 0xE4, 0xB8]
     one_by_one = IncrementalDetokenizer(tok)
     text_a = "".join(one_by_one.push([i]) for i in ids) + one_by_one.flush()
     assert text_a == tok.decode(ids)

@@ -30,22 +30,39 @@ MAX_STEPS = 400
 
 # Bounded schemas (lengths, item counts, ranges) so every random walk finishes within MAX_STEPS.
 SCHEMAS = {
-    "flat": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8}, "ok": {"type": "boolean"}},
-             "required": ["name", "ok"], "additionalProperties": False},  # fmt: skip
+    "flat": {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 8}, "ok": {"type": "boolean"}},
+        "required": ["name", "ok"],
+        "additionalProperties": False,
+    },  # fmt: skip
     "nested": {
         "type": "object",
         "properties": {
             "status": {"enum": ["new", "paid", "sent"]},
-            "items": {"type": "array", "maxItems": 3, "items": {
-                "type": "object", "properties": {"qty": {"type": "integer", "minimum": 0, "maximum": 99}},
-                "required": ["qty"], "additionalProperties": False}},  # fmt: skip
+            "items": {
+                "type": "array",
+                "maxItems": 3,
+                "items": {
+                    "type": "object",
+                    "properties": {"qty": {"type": "integer", "minimum": 0, "maximum": 99}},
+                    "required": ["qty"],
+                    "additionalProperties": False,
+                },
+            },  # fmt: skip
         },
         "required": ["status", "items"],
         "additionalProperties": False,
     },
     "defs": {
-        "$defs": {"Loc": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 6}},
-                          "required": ["city"], "additionalProperties": False}},  # fmt: skip
+        "$defs": {
+            "Loc": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 6}},
+                "required": ["city"],
+                "additionalProperties": False,
+            }
+        },  # fmt: skip
         "type": "object",
         "properties": {"home": {"$ref": "#/$defs/Loc"}, "unit": {"enum": ["c", "f"]}},
         "required": ["home", "unit"],
@@ -138,8 +155,8 @@ def test_padded_vocabulary_and_unlisted_rows():
     matcher = comp.compile(GrammarSpec("json_object")).matcher()
     logits = torch.zeros(3, comp.model_vocab_size)
     apply_grammar_masks(logits, [(1, matcher)])
-    assert torch.isneginf(logits[1, comp.vocab_size:]).all()  # padded ids: never allowed
-    assert torch.isfinite(logits[1, :comp.vocab_size]).any()
+    assert torch.isneginf(logits[1, comp.vocab_size :]).all()  # padded ids: never allowed
+    assert torch.isfinite(logits[1, : comp.vocab_size]).any()
     assert torch.equal(logits[0], torch.zeros(comp.model_vocab_size))  # rows not listed are untouched
     assert torch.equal(logits[2], torch.zeros(comp.model_vocab_size))
     allowed = torch.isfinite(logits[1]).nonzero().flatten().tolist()
@@ -181,14 +198,18 @@ def test_cache_returns_the_same_grammar_and_counts_hits():
     comp = GrammarCompiler(tok, len(tok), [1026], cache_size=2)
     first = comp.compile(GrammarSpec("json_schema", '{"type": "object", "properties": {"a": {"type": "integer"}}}'))
     # Same schema, other formatting and param: one cache entry.
-    again = comp.compile(GrammarSpec("json_schema", '{"type":"object","properties":{"a":{"type":"integer"}}}', param="x"))
+    again = comp.compile(
+        GrammarSpec("json_schema", '{"type":"object","properties":{"a":{"type":"integer"}}}', param="x")
+    )
     assert again is first
     stats = comp.stats()
     assert (stats.cold, stats.cached) == (1, 1)
     assert stats.cold_seconds > 0
     comp.compile(GrammarSpec("json_object"))
     comp.compile(GrammarSpec("lark", 'start: "a"\n'))  # evicts the least recently used (the schema)
-    assert comp.compile(GrammarSpec("json_schema", '{"type":"object","properties":{"a":{"type":"integer"}}}')) is not first
+    assert (
+        comp.compile(GrammarSpec("json_schema", '{"type":"object","properties":{"a":{"type":"integer"}}}')) is not first
+    )
     assert comp.stats().cold == 4
     # Matchers are independent per request.
     m1, m2 = first.matcher(), first.matcher()

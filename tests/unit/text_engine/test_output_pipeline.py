@@ -16,7 +16,14 @@ from services.text_engine.engine.stream import RequestStream
 from services.text_engine.engine.types import Finished, ReasoningDelta, TextDelta
 
 EOS, THINK, END_THINK, OPEN, CLOSE, TOOL = 502, 534, 535, 540, 541, 509
-SPECIALS = {EOS: "</s>", THINK: "[THINK]", END_THINK: "[/THINK]", OPEN: "<think>", CLOSE: "</think>", TOOL: "[TOOL_CALLS]"}
+SPECIALS = {
+    EOS: "</s>",
+    THINK: "[THINK]",
+    END_THINK: "[/THINK]",
+    OPEN: "<think>",
+    CLOSE: "</think>",
+    TOOL: "[TOOL_CALLS]",
+}
 WORDS = {1000 + i: w for i, w in enumerate(["Let", " me", " think", ".", "Hello", " there", "!", " STOP", " here"])}
 W = {w: i for i, w in WORDS.items()}
 
@@ -77,7 +84,10 @@ async def run(tokens, *, split=None, parser="mistral", stop=(), tokenizer=None):
 
 async def every_split(tokens, **kw):
     """The result, checked to be the same at every split position of the stream."""
-    results = {(r, a, f.reason, f.reasoning_tokens) for r, a, f in [await run(tokens, split=s, **kw) for s in range(len(tokens) + 1)]}
+    results = {
+        (r, a, f.reason, f.reasoning_tokens)
+        for r, a, f in [await run(tokens, split=s, **kw) for s in range(len(tokens) + 1)]
+    }
     assert len(results) == 1, results
     return results.pop()
 
@@ -103,7 +113,12 @@ async def test_mistral_reasoning_cases_at_every_split(tokens, reasoning, answer,
 
 async def test_deepseek_r1_treats_text_before_the_end_marker_as_reasoning():
     # Its templates open <think> in the prompt: the output starts inside the reasoning.
-    assert await every_split(ids("Let", " me", CLOSE, "Hello", EOS), parser="deepseek_r1") == ("Let me", "Hello", "stop", 3)
+    assert await every_split(ids("Let", " me", CLOSE, "Hello", EOS), parser="deepseek_r1") == (
+        "Let me",
+        "Hello",
+        "stop",
+        3,
+    )
     assert await every_split(ids(OPEN, "Let", CLOSE, "Hello", EOS), parser="deepseek_r1") == ("Let", "Hello", "stop", 3)
     assert await every_split(ids("Let", " me"), parser="deepseek_r1") == ("Let me", "", "length", 2)
 
@@ -114,7 +129,9 @@ async def test_none_parser_and_models_without_markers_pass_everything_as_answer(
     no_think = WordTokenizer({EOS: "</s>"})
     assert parser_for("auto", no_think).reasoning == "none"
     assert parser_for("auto", WordTokenizer()).reasoning == "mistral"
-    assert parser_for("auto", WordTokenizer({EOS: "</s>", OPEN: "<think>", CLOSE: "</think>"})).reasoning == "deepseek_r1"
+    assert (
+        parser_for("auto", WordTokenizer({EOS: "</s>", OPEN: "<think>", CLOSE: "</think>"})).reasoning == "deepseek_r1"
+    )
 
 
 def test_an_explicit_parser_whose_markers_are_missing_fails_the_load():

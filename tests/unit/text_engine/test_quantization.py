@@ -9,7 +9,11 @@ import torch
 from services.common.hf_models import ModelLoadError
 from services.model_builder.fp8_model import QUANTIZATION_CONFIG, dequantize_fp8, quantize_fp8
 from services.text_engine.engine.quantization import (
-    QuantizationPlan, carry_quantization_config, check_skipped_scales, fp8_kernel_problem, import_error,
+    QuantizationPlan,
+    carry_quantization_config,
+    check_skipped_scales,
+    fp8_kernel_problem,
+    import_error,
     plan_quantization,
 )  # fmt: skip
 
@@ -84,7 +88,9 @@ def test_a_skipped_text_scale_fails_the_load(key):
 def test_import_error_names_the_package_and_the_fix():
     error = import_error("repo/x", ModuleNotFoundError("No module named 'accelerate'", name="accelerate"))
     assert "needs the Python package 'accelerate'" in str(error) and "pip install" in str(error)
-    error = import_error("repo/x", ImportError("Loading an FP8 quantized model requires accelerate (`pip install accelerate`)"))
+    error = import_error(
+        "repo/x", ImportError("Loading an FP8 quantized model requires accelerate (`pip install accelerate`)")
+    )
     assert "requires accelerate (`pip install accelerate`)" in str(error) and "restart" in str(error)
 
 
@@ -93,7 +99,9 @@ def test_fp8_round_trip_is_the_weight_up_to_fp8_rounding():
     weight = torch.randn(32, 16)
     values, scale = quantize_fp8(weight)
     assert values.dtype == torch.float8_e4m3fn and scale.shape == () and values.float().abs().max() <= 448
-    restored = dequantize_fp8({"a.weight": values, "a.weight_scale_inv": scale, "a.activation_scale": torch.tensor(1.0)})
+    restored = dequantize_fp8(
+        {"a.weight": values, "a.weight_scale_inv": scale, "a.activation_scale": torch.tensor(1.0)}
+    )
     assert set(restored) == {"a.weight"}
     # e4m3 keeps 3 mantissa bits: relative error at most 2**-4 per element (plus underflow near zero)
     assert torch.allclose(restored["a.weight"], weight, rtol=2**-4, atol=float(scale) * 2**-6)
@@ -103,4 +111,3 @@ def test_fp8_kernel_problem_on_an_old_gpu_names_the_capability(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A10")
     assert fp8_kernel_problem(CUDA) == "FP8 matmuls need compute capability >= 8.9, NVIDIA A10 has 8.6"
-

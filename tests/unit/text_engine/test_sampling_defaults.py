@@ -9,8 +9,14 @@ import logging
 import pytest
 
 from services.common.config import (
-    BUILTIN_SAMPLING, SOURCE_BUILTIN, SOURCE_CHECKPOINT, SOURCE_CONFIG, ConfigError, SamplingDefaults,
-    parse_models_config, resolve_sampling,
+    BUILTIN_SAMPLING,
+    SOURCE_BUILTIN,
+    SOURCE_CHECKPOINT,
+    SOURCE_CONFIG,
+    ConfigError,
+    SamplingDefaults,
+    parse_models_config,
+    resolve_sampling,
 )  # fmt: skip
 from services.common.hf_models import read_generation_config
 from services.text_engine.engine.loader import checkpoint_sampling
@@ -25,7 +31,9 @@ def test_nothing_set_anywhere_gives_the_builtins():
     resolved = resolve_sampling(SamplingDefaults(), SamplingDefaults())
     assert resolved.values == BUILTIN_SAMPLING
     assert (resolved.values.temperature, resolved.values.top_p, resolved.values.max_tokens) == (0.7, 1.0, None)
-    assert set(resolved.sources.values()) == {SOURCE_BUILTIN} and set(resolved.sources) == set(SamplingDefaults.model_fields)
+    assert set(resolved.sources.values()) == {SOURCE_BUILTIN} and set(resolved.sources) == set(
+        SamplingDefaults.model_fields
+    )
 
 
 def test_the_checkpoint_fills_what_models_yaml_leaves_unset():

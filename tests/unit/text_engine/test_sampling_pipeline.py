@@ -113,7 +113,9 @@ def test_kv_budget_is_capped_at_what_sequences_can_use():
 
     from services.text_engine.engine.kv_budget import kv_budget
 
-    config = SimpleNamespace(num_key_value_heads=2, num_attention_heads=4, head_dim=16, hidden_size=64, num_hidden_layers=2)
+    config = SimpleNamespace(
+        num_key_value_heads=2, num_attention_heads=4, head_dim=16, hidden_size=64, num_hidden_layers=2
+    )
     big = kv_budget(config, torch.float32, 2048, 64)
     assert big.bytes_per_token == 2 * 2 * 2 * 16 * 4 and big.capacity_tokens == 2048 * 1024 * 1024 // 512
     capped = kv_budget(config, torch.float32, 2048, 64, max_useful_tokens=16 * 4096)
@@ -148,5 +150,3 @@ def test_sampling_follows_the_softmax_at_the_requested_temperature():
                             minlength=4).float() / 4000  # fmt: skip
     expected = torch.softmax(torch.log(probs) / 0.5, dim=-1)
     assert torch.allclose(counts, expected, atol=0.03), (counts, expected)
-
-

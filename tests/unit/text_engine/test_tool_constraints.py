@@ -17,8 +17,16 @@ from services.text_engine.engine.output import OutputPipeline, parser_for
 from services.text_engine.engine.sampling.grammar import GrammarCompiler, apply_grammar_masks
 from services.text_engine.engine.tools.constraints import tool_call_grammar
 from services.text_engine.engine.tools.validation import calls_tools, validate_tools
-from services.text_engine.engine.types import (ChatTurn, GenerationRequest, ReasoningDelta, TextDelta, Tool, ToolCallDelta,
-                                               ToolChoice, ToolChoiceMode)  # fmt: skip
+from services.text_engine.engine.types import (
+    ChatTurn,
+    GenerationRequest,
+    ReasoningDelta,
+    TextDelta,
+    Tool,
+    ToolCallDelta,
+    ToolChoice,  # fmt: skip
+    ToolChoiceMode,
+)
 
 MODELS = {"mistral": ("models/tiny/ministral-3-tiny", [2]), "hermes": ("models/tiny/qwen3-tiny", [151645, 151643])}
 MAX_STEPS = 400

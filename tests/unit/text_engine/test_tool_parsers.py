@@ -13,10 +13,15 @@ import pytest
 from services.common.hf_models import ModelLoadError
 from services.common.tokenizers import load_tokenizer
 from services.text_engine.engine.output import Marker, OutputPipeline, merge_deltas, parser_for
-from services.text_engine.engine.tools.parsers import HermesToolParser, MistralToolParser, mistral_call_id, openai_call_id
+from services.text_engine.engine.tools.parsers import (
+    HermesToolParser,
+    MistralToolParser,
+    mistral_call_id,
+    openai_call_id,
+)
 from services.text_engine.engine.types import ReasoningDelta, TextDelta, TokenLogprob, ToolCallDelta
 
-from .test_output_pipeline import EOS, SPECIALS, THINK, END_THINK, WordTokenizer
+from .test_output_pipeline import END_THINK, EOS, SPECIALS, THINK, WordTokenizer
 
 TOOL_CALLS, ARGS = Marker(9, "[TOOL_CALLS]"), Marker(32, "[ARGS]")
 OPEN, CLOSE = Marker(151657, "<tool_call>"), Marker(151658, "</tool_call>")
@@ -92,6 +97,7 @@ def call(index, name, arguments):
 
 # Mistral -------------------------------------------------------------------------------------------------
 
+
 def test_mistral_single_call_with_text_before_it():
     pieces = ["Let me check.", TOOL_CALLS, "get_weather", ARGS, '{"city": "Paris"}']
     assert every_split(mistral, pieces) == ("Let me check.", [call(0, "get_weather", '{"city": "Paris"}')], True)
@@ -100,7 +106,10 @@ def test_mistral_single_call_with_text_before_it():
 def test_mistral_parallel_calls():
     pieces = [TOOL_CALLS, "get_weather", ARGS, '{"city": "Paris"}', TOOL_CALLS, "get_time", ARGS, '{"tz": "CET"}']
     assert every_split(mistral, pieces) == (
-        "", [call(0, "get_weather", '{"city": "Paris"}'), call(1, "get_time", '{"tz": "CET"}')], True)
+        "",
+        [call(0, "get_weather", '{"city": "Paris"}'), call(1, "get_time", '{"tz": "CET"}')],
+        True,
+    )
 
 
 def test_mistral_arguments_stream_as_they_arrive():
@@ -155,7 +164,10 @@ def test_hermes_single_and_parallel_calls_with_text_before_them(tags):
                 for p in [{"<tool_call>": OPEN, "</tool_call>": CLOSE}.get(part, part)]]  # fmt: skip
 
     assert every_split(hermes, pieces("Let me check.\n\n" + ONE)) == (
-        "Let me check.", [call(0, "get_weather", ONE_ARGS)], True)
+        "Let me check.",
+        [call(0, "get_weather", ONE_ARGS)],
+        True,
+    )
     two = ONE + '\n<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'
     assert every_split(hermes, pieces(two)) == ("", [call(0, "get_weather", ONE_ARGS), call(1, "get_time", "{}")], True)
 
@@ -164,7 +176,7 @@ def test_hermes_arguments_stream_before_the_call_is_complete():
     parser = hermes()
     assert parser.feed('<tool_call>\n{"name": "f", "argu') == []
     assert parser.feed('ments": {"a": ') == [ToolCallDelta(0, id="id0", name="f"), ToolCallDelta(0, arguments='{"a": ')]
-    assert parser.feed('[1, 2]}}\n</tool') == [ToolCallDelta(0, arguments="[1, 2]}")]
+    assert parser.feed("[1, 2]}}\n</tool") == [ToolCallDelta(0, arguments="[1, 2]}")]
     assert parser.feed("_call>") == [] and parser.finish() == []
 
 
@@ -179,7 +191,10 @@ def test_hermes_text_after_a_call_stays_answer_but_its_whitespace_does_not():
 def test_hermes_call_cut_off_by_max_tokens():
     # Inside the arguments: a call with what arrived.
     assert every_split(hermes, ['<tool_call>\n{"name": "f", "arguments": {"a": "x']) == (
-        "", [call(0, "f", '{"a": "x')], True)
+        "",
+        [call(0, "f", '{"a": "x')],
+        True,
+    )
     # Before the arguments started: no call; the text goes out as answer, as vLLM returns unparsable output.
     assert every_split(hermes, ['Hi\n<tool_call>\n{"name": "f"']) == ('Hi\n<tool_call>\n{"name": "f"', [], False)
     # ... unless calls came before it: then it is the cut-off start of one more call, and dropped.
@@ -197,7 +212,11 @@ def test_hermes_blocks_of_another_shape_are_parsed_whole_or_returned_as_text():
     assert every_split(hermes, ["x <tool_call>oops</tool_call> y"]) == ("x <tool_call>oops</tool_call> y", [], False)
     # A block that closes before any arguments: a name alone is a call without arguments; no name, no call.
     assert every_split(hermes, ['a <tool_call>{"name": "f"}</tool_call>']) == ("a", [call(0, "f", "{}")], True)
-    assert every_split(hermes, ['<tool_call>{"name": 3}</tool_call>']) == ('<tool_call>{"name": 3}</tool_call>', [], False)
+    assert every_split(hermes, ['<tool_call>{"name": 3}</tool_call>']) == (
+        '<tool_call>{"name": 3}</tool_call>',
+        [],
+        False,
+    )
 
 
 def test_hermes_markers_it_does_not_own_pass_through():
@@ -303,8 +322,10 @@ def test_a_real_tekken_tokenizers_call_becomes_a_call():
                              if not isinstance(d, ReasoningDelta)])  # fmt: skip
     assert "".join(d.text for d in deltas if isinstance(d, ReasoningDelta)) == "Weather, so a tool."
     assert answer == "On it." and pipeline.made_tool_calls
-    assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("get_weather", {"city": "Paris"}),
-                                                                        ("get_time", {"tz": "CET"})]
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"tz": "CET"}),
+    ]
     assert all(re.fullmatch(r"[A-Za-z0-9]{9}", c["id"]) for c in calls)
 
 
@@ -312,8 +333,10 @@ def test_a_real_qwen3_tokenizers_calls_become_calls():
     tokenizer = load_tokenizer("models/tiny/qwen3-tiny")
     spec = parser_for("auto", tokenizer, "auto")
     assert (spec.reasoning, spec.tools) == ("deepseek_r1", "hermes")
-    text = ('<think>\nWeather, so a tool.\n</think>\n\nOn it.\n<tool_call>\n{"name": "get_weather", "arguments": '
-            '{"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_call>')
+    text = (
+        '<think>\nWeather, so a tool.\n</think>\n\nOn it.\n<tool_call>\n{"name": "get_weather", "arguments": '
+        '{"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_call>'
+    )
     tokens = tokenizer.encode(text, add_special_tokens=False)
     assert spec.tool_markers[0].token_id in tokens  # the tags are single (non-special) tokens here
     deltas, pipeline = run_pipeline(tokens + [tokenizer.convert_tokens_to_ids("<|im_end|>")], spec=spec,
@@ -322,8 +345,10 @@ def test_a_real_qwen3_tokenizers_calls_become_calls():
                              if not isinstance(d, ReasoningDelta)])  # fmt: skip
     assert "".join(d.text for d in deltas if isinstance(d, ReasoningDelta)).strip() == "Weather, so a tool."
     assert answer.strip() == "On it." and pipeline.made_tool_calls
-    assert [(c["name"], c["arguments"]) for c in calls] == [("get_weather", '{"city": "Paris"}'),
-                                                            ("get_time", '{"tz": "CET"}')]
+    assert [(c["name"], c["arguments"]) for c in calls] == [
+        ("get_weather", '{"city": "Paris"}'),
+        ("get_time", '{"tz": "CET"}'),
+    ]
     assert all(re.fullmatch(r"call_[A-Za-z0-9]{24}", c["id"]) for c in calls)
     # Without tool parsing the tags are what they are in this vocabulary: text.
     deltas, pipeline = run_pipeline(tokens, spec=spec, tokenizer=tokenizer, parse_tools=False)

@@ -67,8 +67,13 @@ def test_parallel_calls_and_malformed_history_arguments_render_as_the_model_made
 def test_history_messages_have_the_shape_hugging_face_templates_take(ministral):
     _, spec = ministral
     assistant, tool = (template_message(t, spec, {"abcdefgh1": "get_weather"}) for t in HISTORY[1:])
-    assert assistant == {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "abcdefgh1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
+    assert assistant == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "abcdefgh1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+        ],
+    }
     # A tool result without a name gets the name of the call it answers.
     assert tool == {"role": "tool", "content": "22 C", "tool_call_id": "abcdefgh1", "name": "get_weather"}
 

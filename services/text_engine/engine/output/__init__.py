@@ -15,5 +15,16 @@ from .detokenizer import Marker, MarkerDetokenizer, Piece
 from .parsers import Channel, OutputParser, ParserSpec, Segment, parser_for
 from .pipeline import OutputDelta, OutputPipeline, merge_deltas
 
-__all__ = ["Channel", "Marker", "MarkerDetokenizer", "OutputDelta", "OutputParser", "OutputPipeline", "ParserSpec",
-           "Piece", "Segment", "merge_deltas", "parser_for"]
+__all__ = [
+    "Channel",
+    "Marker",
+    "MarkerDetokenizer",
+    "OutputDelta",
+    "OutputParser",
+    "OutputPipeline",
+    "ParserSpec",
+    "Piece",
+    "Segment",
+    "merge_deltas",
+    "parser_for",
+]

@@ -25,10 +25,8 @@ from typing import Protocol
 from services.common.config import ReasoningParser, ToolCallParser
 from services.common.hf_models import ModelLoadError
 
-from ..tools.parsers import HermesToolParser, MistralToolParser
-from ..tools.parsers import ToolCallParser as ToolCallParserState
+from ..tools.parsers import HermesToolParser, MistralToolParser, ToolCallParser as ToolCallParserState
 from .detokenizer import Marker, Piece
-
 
 # name -> (start marker, end marker, whether output starts inside the reasoning)
 _THINKING_FORMATS = {

@@ -32,7 +32,7 @@ class Constraint:
 
     @classmethod
     def for_model(cls, matcher: Matcher, think_start: int | None, think_end: int | None,
-                  starts_in_reasoning: bool) -> "Constraint":  # fmt: skip
+                  starts_in_reasoning: bool) -> Constraint:  # fmt: skip
         """The gate for a model's reasoning format."""
         if think_end is None:
             return cls(matcher)

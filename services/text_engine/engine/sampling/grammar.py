@@ -91,7 +91,9 @@ class GrammarMatcher:
     def accept(self, token_id: int) -> None:
         """Advance by one sampled token (an EOS the grammar allows is accepted too)."""
         if not self._matcher.consume_token(token_id):
-            raise GrammarViolationError(f"token {token_id} violates the grammar: {self._matcher.get_error()[:MAX_ERROR_CHARS]}")
+            raise GrammarViolationError(
+                f"token {token_id} violates the grammar: {self._matcher.get_error()[:MAX_ERROR_CHARS]}"
+            )
 
     @property
     def is_finished(self) -> bool:
@@ -175,7 +177,9 @@ class GrammarCompiler:
         # Building the matcher is what compiles (and validates) the grammar; it reports errors, never raises.
         template = llguidance.LLMatcher(self._ll_tokenizer, grammar, log_level=0)
         if template.is_error():
-            raise InvalidRequestError(f"Unsupported or invalid {what}: {_short(template.get_error())}", param=spec.param)
+            raise InvalidRequestError(
+                f"Unsupported or invalid {what}: {_short(template.get_error())}", param=spec.param
+            )
         for warning in template.get_grammar_warnings():
             logger.warning("grammar warning for %s: %s", spec.param, warning)
         return CompiledGrammar(template, self.vocab_size, self._executor)

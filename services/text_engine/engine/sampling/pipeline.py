@@ -68,7 +68,9 @@ def _mask(logits: torch.Tensor, constrained: list) -> None:
     """Grammar masks on the constrained rows; a reasoning model's start marker stays allowed until it decides."""
     from .grammar import apply_grammar_masks  # the grammar library loads only when a request uses it
 
-    kept = [(i, c.also_allowed, logits[i, c.also_allowed].clone()) for i, c in constrained if c.also_allowed is not None]
+    kept = [
+        (i, c.also_allowed, logits[i, c.also_allowed].clone()) for i, c in constrained if c.also_allowed is not None
+    ]
     apply_grammar_masks(logits, [(i, c.matcher) for i, c in constrained])
     for i, token, value in kept:
         logits[i, token] = value

@@ -44,7 +44,9 @@ def sample_batch(logits: torch.Tensor, specs: list[SamplingSpec]) -> torch.Tenso
     return torch.where(greedy, logits.argmax(dim=-1), sampled)
 
 
-def token_logprobs(logits: torch.Tensor, chosen: torch.Tensor, top_n: list[int]) -> list[tuple[float, list[tuple[int, float]]]]:
+def token_logprobs(
+    logits: torch.Tensor, chosen: torch.Tensor, top_n: list[int]
+) -> list[tuple[float, list[tuple[int, float]]]]:
     """Per row: the chosen token's log-probability and the `top_n[row]` most likely (id, logprob) pairs.
 
     The distribution is log-softmax of the processed logits (after penalties, logit_bias and grammar masks,
@@ -53,7 +55,7 @@ def token_logprobs(logits: torch.Tensor, chosen: torch.Tensor, top_n: list[int])
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     chosen_lp = logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()
     k = max(top_n, default=0)
-    top_values, top_ids = (logprobs.topk(k, dim=-1) if k else (None, None))
+    top_values, top_ids = logprobs.topk(k, dim=-1) if k else (None, None)
     out = []
     for row, n in enumerate(top_n):
         top = list(zip(top_ids[row, :n].tolist(), top_values[row, :n].tolist())) if n else []

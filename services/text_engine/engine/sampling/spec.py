@@ -44,7 +44,7 @@ class SamplingSpec:
     generator: torch.Generator | None = field(default=None, repr=False)
     sampled: deque[SampledToken] = field(default_factory=deque, repr=False)
 
-    def bind(self, device: torch.device) -> "SamplingSpec":
+    def bind(self, device: torch.device) -> SamplingSpec:
         """Create the request's generator on the model's device (seeded when the client gave a seed)."""
         self.generator = torch.Generator(device=device)
         if self.seed is not None:

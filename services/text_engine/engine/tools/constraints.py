@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 _HERMES_ARGUMENTS_KEY = ', "arguments": '
 
 
-def tool_call_grammar(parser: ParserSpec, tools: Sequence[Tool], choice: ToolChoice, parallel: bool) -> GrammarSpec | None:
+def tool_call_grammar(
+    parser: ParserSpec, tools: Sequence[Tool], choice: ToolChoice, parallel: bool
+) -> GrammarSpec | None:
     """The grammar that enforces `choice` in the model's format (`parser.tools`), or None when nothing is
     enforced (auto, none). Expects a request `validate_tools` accepted."""
     if choice.mode not in (ToolChoiceMode.REQUIRED, ToolChoiceMode.NAMED):
@@ -48,7 +50,9 @@ def tool_call_grammar(parser: ParserSpec, tools: Sequence[Tool], choice: ToolCho
         tags = {m.token: m.token for m in parser.tool_markers}
         open_tag, close_tag = (tags.get(tag) or _literal(tag) for tag in ("<tool_call>", "</tool_call>"))
         head, tail = _literal('\n{"name": '), _literal("}\n")
-        branches = " | ".join(f"{_literal(json.dumps(t.name) + _HERMES_ARGUMENTS_KEY)} args{i}" for i, t in enumerate(chosen))
+        branches = " | ".join(
+            f"{_literal(json.dumps(t.name) + _HERMES_ARGUMENTS_KEY)} args{i}" for i, t in enumerate(chosen)
+        )
         rules = ['start: call ("\\n" call)*' if parallel else "start: call",
                  f"call: {open_tag} {head} ( {branches} ) {tail} {close_tag}"]  # fmt: skip
     else:
