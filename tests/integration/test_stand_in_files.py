@@ -193,7 +193,7 @@ def test_qwen2_vl_has_the_7b_repos_flat_config_and_legacy_weight_names(stand_ins
     assert config["rope_scaling"] == {"type": "mrope", "mrope_section": [2, 3, 3]}
     assert {"in_chans", "spatial_patch_size"} <= set(config["vision_config"])
     with safe_open(path / "model.safetensors", "pt") as weights:
-        prefixes = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("model.") else "") for k in weights}
+        prefixes = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("model.") else "") for k in weights.keys()}  # noqa: SIM118 - safe_open is not iterable
     assert prefixes == {"lm_head", "model.embed_tokens", "model.layers", "model.norm", "visual"}
     assert (
         read_json(path / "chat_template.json")["chat_template"]

@@ -125,7 +125,7 @@ def test_ministral3_has_the_real_architecture_and_hub_weight_names(built):
     assert config.text_config.rope_parameters["llama_4_scaling_beta"] == 0.1
     assert config.tie_word_embeddings is True and config.text_config.tie_word_embeddings is True
     with safe_open(built["text"] / "model.safetensors", "pt") as weights:
-        prefixes = {".".join(k.split(".")[:2]) for k in weights}
+        prefixes = {".".join(k.split(".")[:2]) for k in weights.keys()}  # noqa: SIM118 - safe_open is not iterable
     assert prefixes == {"language_model.model", "vision_tower.ln_pre",
                         "vision_tower.patch_conv", "vision_tower.transformer", "multi_modal_projector.linear_1",
                         "multi_modal_projector.linear_2", "multi_modal_projector.norm",
