@@ -10,10 +10,10 @@ once, and keep-alive comments every `keepalive_secs` until its first token. Once
 errors become an SSE error event followed by [DONE].
 
 A stream with images starts before the text engine is called (captions take seconds; the client gets its
-role chunk and keep-alives meanwhile). If the text engine's queue is then full, the request has produced
-nothing yet and the client can no longer be told to retry: the gateway waits for capacity itself
-(`admitted_calls`: the engine's RESOURCE_EXHAUSTED says "nothing was done, try again"), with backoff, until
-the request's deadline.
+role chunk and keep-alives meanwhile). If the vision or the text engine's queue is then full, the request has
+produced nothing yet and the client can no longer be told to retry: the gateway waits for capacity itself
+(`described_turns`, `admitted_calls`: an engine's RESOURCE_EXHAUSTED says "nothing was done, try again"), with
+backoff, until the request's deadline.
 
 `n` choices are `n` engine calls (`ChoiceCalls`), started together: a stream interleaves their chunks as
 they come (each chunk carries one choice), finishes each choice on its own, and counts usage once for
@@ -127,35 +127,49 @@ class ChatService:
                             for i in range(plan.n)])  # fmt: skip
 
     async def admitted_calls(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str) -> ChoiceCalls:
-        """The engine calls of a stream that has already started, once the engine admitted them all.
+        """The engine calls of a stream that has already started, once the engine admitted them all (a full
+        queue is waited out: `_at_capacity_retried`). Each attempt's calls get the time left."""
 
-        A full queue (OverloadedError: refused at admission, nothing generated) is waited out with backoff
-        until the request's deadline, which then ends it with a 504-type error; any other refusal is raised
-        at once. Each attempt's calls get the time left, so waiting never stretches the deadline."""
-        deadline = plan.started + plan.timeout
-        delay, attempts = self.ADMISSION_RETRY_SECS, 0
-        while True:
-            calls = self._calls(plan, turns, request_id, timeout=max(0.001, deadline - time.monotonic()))
+        async def attempt(time_left: float) -> ChoiceCalls:
+            calls = self._calls(plan, turns, request_id, timeout=time_left)
             try:
                 await calls.accept()
-                if attempts:
-                    log.info("Text engine of %s admitted the request after %d refusal(s) at capacity",
-                             plan.entry.name, attempts)  # fmt: skip
-                return calls
-            except OverloadedError as error:
-                await calls.aclose()
-                attempts += 1
-                if time.monotonic() + delay >= deadline:
-                    raise DeadlineExceededError(f"The text engine stayed at capacity for the request's whole deadline "
-                                                f"({plan.timeout:.0f}s): {error.message}") from None  # fmt: skip
-                if attempts == 1:
-                    log.info("Text engine of %s at capacity after the stream started; waiting for a slot",
-                             plan.entry.name)  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.ADMISSION_RETRY_MAX_SECS)
             except BaseException:
                 await calls.aclose()
                 raise
+            return calls
+
+        return await self._at_capacity_retried(plan, attempt, f"text engine of {plan.entry.name}")
+
+    async def described_turns(self, plan: ChatPlan, request_id: str) -> list[ChatTurn]:
+        """The captioned conversation of a stream that has already started: a vision engine whose queue is full
+        is waited out as the text engine's is (captions are made again from the start; the cache keeps any
+        that were done)."""
+        return await self._at_capacity_retried(plan, lambda _: self._turns(plan, request_id), "vision engine")
+
+    async def _at_capacity_retried(self, plan: ChatPlan, attempt, what: str):
+        """`attempt(time_left)` until it is not refused for capacity. A full queue (OverloadedError: refused at
+        admission, nothing done) is waited out with backoff until the request's deadline, which then ends it
+        with a 504-type error; any other refusal is raised at once. Once a stream has answered 200 the client
+        cannot be told to retry, so the gateway does it."""
+        deadline = plan.started + plan.timeout
+        delay, refusals = self.ADMISSION_RETRY_SECS, 0
+        while True:
+            try:
+                result = await attempt(max(0.001, deadline - time.monotonic()))
+            except OverloadedError as error:
+                refusals += 1
+                if time.monotonic() + delay >= deadline:
+                    raise DeadlineExceededError(f"The {what} stayed at capacity for the request's whole deadline "
+                                                f"({plan.timeout:.0f}s): {error.message}") from None  # fmt: skip
+                if refusals == 1:
+                    log.info("The %s is at capacity after the stream started; waiting for a slot", what)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.ADMISSION_RETRY_MAX_SECS)
+                continue
+            if refusals:
+                log.info("The %s took the request after %d refusal(s) at capacity", what, refusals)
+            return result
 
     async def complete(self, plan: ChatPlan, request_id: str) -> dict:
         """A non-streamed `chat.completion`."""
@@ -202,7 +216,7 @@ class ChatService:
         calls = accepted
         try:
             if calls is None:
-                describing = asyncio.ensure_future(self._turns(plan, request_id))
+                describing = asyncio.ensure_future(self.described_turns(plan, request_id))
                 try:
                     async for comment in sse.keepalive_until_done(describing, self._keepalive_secs):
                         yield comment

@@ -66,3 +66,20 @@ async def test_other_refusals_are_not_retried():
     with pytest.raises(InvalidRequestError):
         await service.admitted_calls(plan, [ChatTurn("user", "hi")], "r3")
     assert len(engine.calls) == 1
+
+
+async def test_a_full_vision_queue_is_waited_out_too():
+    """Captions are retried the same way (the loadtest found image streams lost to a full vision queue)."""
+    engine = FakeTextEngine(TEXT, hello_script())
+    service, plan = await plan_for(engine)
+    service.ADMISSION_RETRY_SECS = 0.01
+    refusals = [OverloadedError("The vision engine is at capacity (16 images waiting, max_queue=16)")] * 2
+
+    async def turns(plan, request_id):
+        if refusals:
+            raise refusals.pop()
+        return [ChatTurn("user", "hi\n\nImage 1: a red square")]
+
+    service._turns = turns
+    described = await service.described_turns(plan, "r4")
+    assert described[0].content.endswith("a red square") and not refusals
