@@ -16,7 +16,7 @@ import grpc
 import httpx
 from PIL import Image
 
-from services.common.pb.proxyvision.v1 import vision_engine_pb2 as pb, vision_engine_pb2_grpc
+from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb, vision_engine_pb2_grpc
 
 _colours = itertools.count(1)
 
@@ -55,7 +55,7 @@ class VisionResults:
 
 def _describe_ms(stub, images: list[bytes], max_tokens: int) -> float:
     request = pb.DescribeRequest(
-        images=[pb.ImageInput(data=d, mime_type="image/jpeg") for d in images], max_tokens=max_tokens
+        images=[common_pb2.ImageInput(data=d, mime_type="image/jpeg") for d in images], max_tokens=max_tokens
     )
     started = time.perf_counter()
     for _ in stub.Describe(request):

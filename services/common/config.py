@@ -15,7 +15,13 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-DEFAULT_VISION_PROMPT = "Describe this image in detail:"
+# Text in screenshots and documents is what users ask about most, and a description alone paraphrases it away:
+# the default asks for the visible text verbatim first, then the description (the brief's own example sets
+# "Describe this image in detail:", which still works as written).
+DEFAULT_VISION_PROMPT = (
+    "First transcribe any text visible in the image exactly as written (verbatim, line by line), or say there is "
+    "none. Then describe the image in detail:"
+)
 
 DType = Literal["auto", "bf16", "bfloat16", "f16", "fp16", "float16", "f32", "fp32", "float32"]
 VisionMode = Literal["disabled", "proxy", "native"]
@@ -61,7 +67,11 @@ class ModelParams(_Strict):
 
 
 class VisionProxy(_Strict):
-    """The vision model that describes images for a text-only model."""
+    """The vision model that describes images for a text-only model.
+
+    `hf_id` / `local_path` name the checkpoint that captions; unset, the entry's own `hf_id` / `local_path`
+    is used (the brief's example sets both to the same repo). When both are set and differ, these win and
+    the vision engine logs which checkpoint it loads."""
 
     hf_id: str | None = None
     local_path: str | None = None
@@ -72,11 +82,25 @@ class VisionProxy(_Strict):
     cache_max_bytes: int = Field(8 * 1024 * 1024, ge=0, description="Caption cache size in bytes of caption text.")
 
 
+class NativeVision(_Strict):
+    """How a `vision_mode: native` model looks at images itself (its own vision encoder, in the text engine)."""
+
+    max_image_tokens: int = Field(1280, gt=0, description="Image tokens per image at detail=high.")
+
+
 class Capabilities(_Strict):
-    """What a model can do with images (the brief's `capabilities`)."""
+    """What a model can do with images (the brief's `capabilities`).
+
+    - `disabled`: a text-only model; images sent to it are captioned by the `proxy` model when there is one,
+      else refused with a 400.
+    - `proxy`: this entry is the vision model that captions images for the others (at most one).
+    - `native`: the model answers images itself (a VLM checkpoint served by the text engine with its vision
+      weights, e.g. Mistral3 with its Pixtral tower, Qwen2-VL); images go to it over gRPC, never to the proxy.
+    """
 
     vision_mode: VisionMode = "disabled"
     vision_proxy: VisionProxy | None = None
+    native_vision: NativeVision | None = None
 
 
 class SamplingDefaults(_Strict):
@@ -170,23 +194,41 @@ class ModelEntry(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
-        if not self.hf_id and not self.local_path and not self.gguf_file:
+        proxy = self.capabilities.vision_proxy
+        proxy_source = self.is_vision_proxy and proxy is not None and (proxy.hf_id or proxy.local_path)
+        if not self.hf_id and not self.local_path and not self.gguf_file and not proxy_source:
             raise ValueError("needs either hf_id or local_path (or a gguf_file)")
-        if self.gguf_file and self.is_vision_proxy:
-            raise ValueError("gguf_file: GGUF files are supported for text models only")
+        if proxy is not None and proxy.hf_id and proxy.local_path:
+            raise ValueError("capabilities.vision_proxy: set only one of hf_id and local_path")
+        if self.gguf_file and self.capabilities.vision_mode != "disabled":
+            raise ValueError("gguf_file: GGUF files are supported for text-only models (vision_mode 'disabled')")
         if self.hf_id and self.local_path:
             raise ValueError("set only one of hf_id and local_path")
         return self
 
     @property
     def source(self) -> str:
-        """What `from_pretrained` is given: the local path or the hub id (a lone gguf_file: the file)."""
+        """What `from_pretrained` is given: the local path or the hub id (a lone gguf_file: the file). For the
+        proxy vision model, `vision_proxy.local_path` / `hf_id` when set (they name the captioning checkpoint)."""
+        proxy = self.capabilities.vision_proxy
+        if self.is_vision_proxy and proxy is not None and (proxy.local_path or proxy.hf_id):
+            return proxy.local_path or proxy.hf_id  # type: ignore[return-value]
         return self.local_path or self.hf_id or self.gguf_file  # type: ignore[return-value]
 
     @property
     def is_vision_proxy(self) -> bool:
         """True for the model that describes images for the others."""
         return self.capabilities.vision_mode == "proxy"
+
+    @property
+    def is_native_vision(self) -> bool:
+        """True for a model that answers images itself (served by a text engine with its vision weights)."""
+        return self.capabilities.vision_mode == "native"
+
+    @property
+    def native_vision(self) -> NativeVision:
+        """Native-vision settings, defaults included."""
+        return self.capabilities.native_vision or NativeVision()
 
     @property
     def vision_proxy(self) -> VisionProxy:
@@ -269,6 +311,12 @@ class GatewaySettings(_Strict):
     max_n: int = Field(8, ge=1, description="Most choices (`n`) one chat request may ask for: each is an engine call.")
     images: ImageLimits = ImageLimits()
     limits: RequestLimits = RequestLimits()
+    show_captions: bool = Field(
+        True,
+        description="Answers to requests with proxied images carry `proxy_vision: {images: [{message, index, caption, "
+        "cached, ms}]}` (what the text model was told about each image): in a non-streamed answer and in one "
+        "chunk of a stream. SDKs keep it as an extra field.",
+    )
     # repr=False: a logged or printed config never shows the keys.
     api_keys: list[ApiKey] = Field(
         default_factory=list,
@@ -429,6 +477,16 @@ def parse_models_config(data: object, source: str = "models.yaml") -> ModelsConf
         raise ConfigError("\n".join(problems)) from None
 
 
+def _proxy_path_relative_to(entry: ModelEntry, base: Path) -> ModelEntry:
+    """`vision_proxy.local_path`, like `local_path`, is relative to the yaml file."""
+    proxy = entry.capabilities.vision_proxy
+    if proxy is None or not proxy.local_path or Path(proxy.local_path).is_absolute():
+        return entry
+    proxy = proxy.model_copy(update={"local_path": str((base / proxy.local_path).resolve())})
+    capabilities = entry.capabilities.model_copy(update={"vision_proxy": proxy})
+    return entry.model_copy(update={"capabilities": capabilities})
+
+
 def load_models_config(path: str | Path) -> ModelsConfig:
     """Read and validate a models.yaml file."""
     path = Path(path)
@@ -450,6 +508,7 @@ def load_models_config(path: str | Path) -> ModelsConfig:
         else m
         for m in config.models
     ]
+    models = [_proxy_path_relative_to(m, path.parent) for m in models]
     # So is a lone gguf_file (a local file); beside hf_id or local_path it is a file name in that repo or directory.
     models = [
         m.model_copy(update={"gguf_file": str((path.parent / m.gguf_file).resolve())})

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from services.common.pb.proxyvision.v1 import vision_engine_pb2 as vpb, vision_engine_pb2_grpc
+from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as vpb, vision_engine_pb2_grpc
 from tests.conftest import TEXT_MODEL
 from tests.support.http_servers import ScriptedServer, send_bytes
 from tests.support.images import jpeg, png
@@ -56,10 +56,10 @@ def image_part(url: str, detail: str | None = None) -> dict:
     return part
 
 
-def describe_directly(stack, data: bytes, user_prompt: str, detail=vpb.DETAIL_AUTO) -> vpb.CaptionDone:
+def describe_directly(stack, data: bytes, user_prompt: str, detail=common_pb2.DETAIL_AUTO) -> vpb.CaptionDone:
     with grpc.insecure_channel(stack.vision.address) as channel:
         responses = list(vision_engine_pb2_grpc.VisionEngineStub(channel).Describe(vpb.DescribeRequest(
-            images=[vpb.ImageInput(data=data, mime_type="image/jpeg", detail=detail)], user_prompt=user_prompt)))  # fmt: skip
+            images=[common_pb2.ImageInput(data=data, mime_type="image/jpeg", detail=detail)], user_prompt=user_prompt)))  # fmt: skip
     return responses[-1].done
 
 
@@ -92,8 +92,8 @@ def test_two_images_are_numbered_in_the_rewrite(stack, client, images_server):
     response = client.chat.completions.create(model=TEXT_MODEL, max_tokens=4, messages=[{"role": "user", "content": [
         {"type": "text", "text": "Compare these two images:"},
         image_part(f"{images_server.base}/image1.jpg", "high"), image_part(f"{images_server.base}/image2.jpg", "high")]}])  # fmt: skip
-    first = describe_directly(stack, IMAGES["/image1.jpg"], "Compare these two images:", vpb.DETAIL_HIGH)
-    second = describe_directly(stack, IMAGES["/image2.jpg"], "Compare these two images:", vpb.DETAIL_HIGH)
+    first = describe_directly(stack, IMAGES["/image1.jpg"], "Compare these two images:", common_pb2.DETAIL_HIGH)
+    second = describe_directly(stack, IMAGES["/image2.jpg"], "Compare these two images:", common_pb2.DETAIL_HIGH)
     assert first.cached and second.cached
     rewritten = f"Compare these two images:\n\nImage 1: {first.caption.strip()}\nImage 2: {second.caption.strip()}"
     assert response.usage.prompt_tokens == text_only_prompt_tokens(client, rewritten)

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.common.pb.proxyvision.v1 import vision_engine_pb2 as pb, vision_engine_pb2_grpc
+from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb, vision_engine_pb2_grpc
 from tests.support.images import png
 from tests.support.models_yaml import tiny
 from tests.support.stack import start_vision_engine
@@ -55,12 +55,12 @@ def test_bad_image_is_invalid_argument(engine):
     with grpc.insecure_channel(engine.address) as channel:
         stub = vision_engine_pb2_grpc.VisionEngineStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            list(stub.Describe(pb.DescribeRequest(images=[pb.ImageInput(data=b"definitely not an image")])))
+            list(stub.Describe(pb.DescribeRequest(images=[common_pb2.ImageInput(data=b"definitely not an image")])))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "Invalid image" in info.value.details()
 
 
 def test_several_images_of_one_request_come_back_by_index(engine):
-    images = [pb.ImageInput(data=png((i * 40, 10, 10), (40 + i * 8, 40)), detail=pb.DETAIL_AUTO) for i in range(4)]
+    images = [common_pb2.ImageInput(data=png((i * 40, 10, 10), (40 + i * 8, 40)), detail=common_pb2.DETAIL_AUTO) for i in range(4)]
     with grpc.insecure_channel(engine.address) as channel:
         responses = list(
             vision_engine_pb2_grpc.VisionEngineStub(channel).Describe(pb.DescribeRequest(images=images, max_tokens=5))

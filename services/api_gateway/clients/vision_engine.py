@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import grpc
 
 from services.common.grpc_server import REQUEST_ID_KEY
-from services.common.pb.proxyvision.v1 import vision_engine_pb2 as pb, vision_engine_pb2_grpc
+from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb, vision_engine_pb2_grpc
 
 from .base import EngineClient
 
-_DETAIL = {"low": pb.DETAIL_LOW, "high": pb.DETAIL_HIGH, "auto": pb.DETAIL_AUTO}
+_DETAIL = {"low": common_pb2.DETAIL_LOW, "high": common_pb2.DETAIL_HIGH, "auto": common_pb2.DETAIL_AUTO}
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class VisionEngineClient(EngineClient):
         """Yield each image's finished caption as it completes (deltas are not needed by the rewrite)."""
         request = pb.DescribeRequest(
             request_id=request_id, model=self.model, user_prompt=user_prompt,
-            images=[pb.ImageInput(data=i.data, mime_type=i.mime_type, detail=_DETAIL[i.detail], sha256=i.sha256)
+            images=[common_pb2.ImageInput(data=i.data, mime_type=i.mime_type, detail=_DETAIL[i.detail], sha256=i.sha256)
                     for i in images],
         )  # fmt: skip
         call = self._stub.Describe(request, timeout=timeout, metadata=((REQUEST_ID_KEY, request_id),))

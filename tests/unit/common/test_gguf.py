@@ -33,7 +33,7 @@ def test_beside_hf_id_or_local_path_it_is_a_file_name_there(tmp_path):
 
 
 def test_gguf_file_is_refused_for_the_vision_model_and_cannot_be_empty():
-    with pytest.raises(ConfigError, match=r"models\[1\]: gguf_file: GGUF files are supported for text models only"):
+    with pytest.raises(ConfigError, match=r"models\[1\]: gguf_file: GGUF files are supported for text-only models"):
         parse_models_config({"models": [{"name": "t", "hf_id": "x"},
                                         {"name": "v", "gguf_file": "/m.gguf", "capabilities": {"vision_mode": "proxy"}}]})  # fmt: skip
     with pytest.raises(ConfigError, match=r"models\[0\].gguf_file"):
