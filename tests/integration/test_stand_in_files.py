@@ -223,7 +223,7 @@ def test_qwen2_vl_loads_with_the_key_mapping_and_captions_honour_its_repetition_
     prompt = tok.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe"}]}],
                                      add_generation_prompt=True, tokenize=False)  # fmt: skip
     n = int(pixels["image_grid_thw"].prod()) // 4
-    inputs = tok(prompt.replace(loaded.image_token, loaded.image_token * n), return_tensors="pt")
+    inputs = tok(prompt.replace(loaded.family.placeholder, loaded.family.placeholder * n), return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**inputs, **pixels, max_new_tokens=1, do_sample=False, output_logits=True,
                              output_scores=True, return_dict_in_generate=True)  # fmt: skip

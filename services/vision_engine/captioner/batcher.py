@@ -2,7 +2,8 @@
 
 Jobs from all requests wait in one FIFO queue. Each round takes as many as fit (at most
 `params.max_num_seqs` images, and prompt + image + caption tokens of the whole batch within `params.mem`
-MiB of KV cache), preprocesses them and runs one batched `generate`. Tokens are streamed per row as they
+MiB of KV cache), preprocesses them through the model family's adapter (services/common/multimodal/) and
+runs one batched `generate`. Tokens are streamed per row as they
 are produced, each row finishes on its own (end of sequence, its token limit, or its caller leaving),
 and callbacks reach the event loop through `call_soon_threadsafe`.
 """
@@ -26,6 +27,8 @@ from transformers.generation.streamers import BaseStreamer
 from services.common.config import ModelParams
 from services.common.detokenizer import IncrementalDetokenizer
 from services.common.hf_models import MIB
+from services.common.multimodal import EncodedImage
+from services.common.multimodal.family import expand_placeholders
 
 from .loader import LoadedVisionModel
 from .penalty import UnpaddedRepetitionPenalty
@@ -64,9 +67,7 @@ class CaptionJob:
 class _Row:
     job: CaptionJob
     prompt_ids: list[int]
-    pixel_values: torch.Tensor
-    grid_thw: torch.Tensor
-    image_tokens: int
+    image: EncodedImage
     detok: IncrementalDetokenizer
     tokens: list[int] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
@@ -165,19 +166,16 @@ class CaptionBatcher:
         return rows
 
     def _prepare(self, job: CaptionJob) -> _Row | None:
-        loaded = self._loaded
+        loaded, family = self._loaded, self._loaded.family
         try:
-            size = {"shortest_edge": loaded.min_pixels,
-                    "longest_edge": max(loaded.min_pixels, job.max_image_tokens * loaded.patch_factor**2)}  # fmt: skip
-            vision = loaded.image_processor(images=[job.image], return_tensors="pt", size=size)
-            grid = vision["image_grid_thw"]
-            image_tokens = int(grid.prod()) // (loaded.image_processor.merge_size**2)
-            prompt = render_prompt(loaded.tokenizer, loaded.image_token, job.instruction, image_tokens)
+            image = family.encode(job.image, job.max_image_tokens)
+            prompt = render_prompt(loaded.tokenizer, family.placeholder, job.instruction)
             ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            ids = expand_placeholders(ids, family.placeholder_id, [image])
         except Exception as exc:  # noqa: BLE001 - one bad image must not fail its batch
             self._call(job.on_error, f"cannot prepare image: {exc}")
             return None
-        return _Row(job, ids, vision["pixel_values"], grid, image_tokens, IncrementalDetokenizer(loaded.tokenizer))
+        return _Row(job, ids, image, IncrementalDetokenizer(loaded.tokenizer))
 
     def _generate(self, rows: list[_Row]) -> None:
         loaded = self._loaded
@@ -190,12 +188,13 @@ class CaptionBatcher:
         processors = (
             [UnpaddedRepetitionPenalty(penalty, [width - len(r.prompt_ids) for r in rows])] if penalty != 1.0 else []
         )
+        images = {key: value.to(loaded.device, loaded.dtype) if value.is_floating_point() else value.to(loaded.device)
+                  for key, value in loaded.family.collate([r.image for r in rows]).items()}  # fmt: skip
         with torch.inference_mode():
             loaded.model.generate(
                 input_ids=input_ids.to(loaded.device),
                 attention_mask=mask.to(loaded.device),
-                pixel_values=torch.cat([r.pixel_values for r in rows]).to(loaded.device, loaded.dtype),
-                image_grid_thw=torch.cat([r.grid_thw for r in rows]).to(loaded.device),
+                **images,
                 max_new_tokens=max(r.job.max_new_tokens for r in rows),
                 do_sample=False,  # captions are cached: the same image must give the same caption
                 repetition_penalty=1.0,  # the checkpoint's penalty is applied without the padding (penalty.py)
@@ -214,7 +213,7 @@ class CaptionBatcher:
         if row.job.cancelled.is_set():
             return
         elapsed = (time.monotonic() - row.job.submitted_at) * 1000
-        result = CaptionResult("".join(row.text), reason, row.image_tokens, len(row.tokens), elapsed)
+        result = CaptionResult("".join(row.text), reason, row.image.image_tokens, len(row.tokens), elapsed)
         self._call(row.job.on_done, result)
 
     def _call(self, callback: Callable, *args) -> None:

@@ -206,7 +206,7 @@ class CaptionEngine:
         # One sequence may use the whole batch budget, less its text and caption.
         memory_tokens = runtime.batcher.token_budget - max_tokens - 128
         return image_token_budget(
-            detail, *image.size, patch_factor=runtime.loaded.patch_factor,
+            detail, runtime.loaded.family.natural_tokens(*image.size),
             max_image_tokens=self.entry.vision_proxy.max_image_tokens, memory_tokens=memory_tokens,
         )  # fmt: skip
 

@@ -1,11 +1,11 @@
-"""Load a vision-language model (Qwen2-VL family first) for image-only captioning.
+"""Load a vision-language model for image-only captioning, through its family's adapter.
 
-`AutoProcessor` cannot be used for Qwen2-VL here: `Qwen2VLProcessor` insists on building a video
-processor, which needs torchvision (not installable beside our torch). Captioning needs only the three
-parts it combines, and they all load from any Qwen2-VL checkpoint unchanged: the tokenizer (with its
-chat template), the image processor (`AutoImageProcessor` falls back to the PIL implementation when
-torchvision is missing) and the model. `prompts.py` does the one thing the processor would add:
-expanding the image placeholder to one token per merged patch.
+`AutoProcessor` cannot be used here: several families' processors (Qwen2-VL's among them) insist on building
+a video processor, which needs torchvision (not installable beside our torch). Captioning needs only the three
+parts a processor combines, and they load from the checkpoint unchanged: the tokenizer (with its chat
+template), the image processor (`AutoImageProcessor` falls back to the PIL implementation when torchvision is
+missing) and the model. The family adapter (services/common/multimodal/) does what the processor would add:
+the image's tensors and the expansion of its placeholder token.
 
 Captions decode greedily (the batcher passes `do_sample=False`: a cached caption must not depend on
 chance) but keep the checkpoint's `repetition_penalty` (`generation_config.json`: 1.05 for Qwen2-VL),
@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText
+from transformers import AutoConfig, AutoModelForImageTextToText
 
 from services.common.hf_models import (
     ModelLoadError,
@@ -30,6 +30,7 @@ from services.common.hf_models import (
     resolve_dtype,
     stand_in_for,
 )
+from services.common.multimodal import VisionFamily, load_family
 from services.common.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,7 @@ class LoadedVisionModel:
 
     model: torch.nn.Module
     tokenizer: object
-    image_processor: object
-    image_token: str
-    patch_factor: int  # pixels per side of one image token (patch_size * merge_size)
-    min_pixels: int
+    family: VisionFamily  # how this checkpoint's images become model inputs and prompt tokens
     eos_token_ids: list[int]
     pad_token_id: int
     max_context: int
@@ -63,7 +61,7 @@ def load_vision_model(source: str, *, dtype: str, device: str, revision: str | N
     try:
         config = AutoConfig.from_pretrained(source, **common)
         tokenizer = load_tokenizer(source, **common)  # one backend for every checkpoint: services/common/tokenizers.py
-        image_processor = AutoImageProcessor.from_pretrained(source, **common)
+        family = load_family(source, config, tokenizer, **common)
         model, info = AutoModelForImageTextToText.from_pretrained(
             source, dtype=torch_dtype, output_loading_info=True, **common
         )
@@ -72,20 +70,13 @@ def load_vision_model(source: str, *, dtype: str, device: str, revision: str | N
     if info.get("missing_keys"):
         raise ModelLoadError(f"{source!r}: weights missing from the checkpoint: {sorted(info['missing_keys'])[:5]}")
     tokenizer.padding_side = "left"  # batched generation appends to the right end of every row
-    image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-    if tokenizer.convert_tokens_to_ids(image_token) != getattr(config, "image_token_id", None):
-        raise ModelLoadError(f"{source!r}: image token {image_token!r} does not match config.image_token_id")
     text_config = config.get_text_config()
     eos_ids = eos_token_ids(read_generation_config(source, common), tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    size = image_processor.size
     return LoadedVisionModel(
         model=model.to(torch_device).eval(),
         tokenizer=tokenizer,
-        image_processor=image_processor,
-        image_token=image_token,
-        patch_factor=image_processor.patch_size * image_processor.merge_size,
-        min_pixels=getattr(size, "shortest_edge", None) or 56 * 56,
+        family=family,
         eos_token_ids=eos_ids,
         pad_token_id=pad,
         max_context=getattr(text_config, "max_position_embeddings", 32768),

@@ -19,10 +19,11 @@ def build_instruction(template: str, user_prompt: str) -> str:
     return f"{template}\n\nThe user's message that came with this image, for context: {user_prompt}"
 
 
-def render_prompt(tokenizer, image_token: str, instruction: str, image_tokens: int) -> str:
-    """The chat-templated prompt with the image placeholder expanded to `image_tokens` tokens."""
+def render_prompt(tokenizer, image_token: str, instruction: str) -> str:
+    """The chat-templated prompt, with the one image placeholder where the image goes (the family adapter
+    expands it after tokenizing)."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     if text.count(image_token) != 1:
         raise ValueError(f"the chat template must place exactly one {image_token!r} per image")
-    return text.replace(image_token, image_token * image_tokens)
+    return text

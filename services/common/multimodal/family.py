@@ -1,0 +1,90 @@
+"""The interface of one VLM family's image handling.
+
+A family turns one PIL image into (a) the tensors its vision encoder takes and (b) the token ids that stand
+for the image in the prompt: the chat template writes one placeholder token per image (`placeholder`), and
+`expand_placeholders` replaces each by its image's tokens. `collate` stacks the tensors of a batch's images,
+in prompt order, into `generate()` keyword arguments. Nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """One image, preprocessed for a family's vision encoder."""
+
+    tensors: dict[str, torch.Tensor]  # this image's encoder inputs (what the processor returns for it alone)
+    tokens: tuple[int, ...]  # the prompt tokens that stand for it (its placeholder, expanded)
+    image_tokens: int  # how many of those tokens the encoder's output fills
+
+
+class VisionFamily(ABC):
+    """How one family of checkpoints (by `config.model_type`) takes images.
+
+    Built by `families.load_family` from a checkpoint's config, tokenizer and image processor."""
+
+    name: str  # e.g. "qwen2_vl"
+    model_types: tuple[str, ...]  # config.model_type values this adapter serves
+
+    def __init__(self, config, tokenizer, image_processor) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+
+    @classmethod
+    def load_image_processor(cls, source: str, **common):
+        """The checkpoint's image processor (the PIL implementation where torchvision is missing)."""
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(source, **common)
+
+    @property
+    @abstractmethod
+    def placeholder(self) -> str:
+        """The token the chat template writes where an image goes (`{"type": "image"}` content)."""
+
+    @property
+    def placeholder_id(self) -> int:
+        """The placeholder's token id."""
+        return self.tokenizer.convert_tokens_to_ids(self.placeholder)
+
+    @abstractmethod
+    def natural_tokens(self, width: int, height: int) -> int:
+        """Image tokens of an image at its own size (what `detail: auto` compares with the budget)."""
+
+    @abstractmethod
+    def encode(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
+        """Preprocess one image for at most `max_image_tokens` image tokens (families with a fixed cost per
+        image or tile use their own and may exceed it; `EncodedImage.image_tokens` says what it costs)."""
+
+    def collate(self, images: list[EncodedImage]) -> dict[str, torch.Tensor]:
+        """`generate()` inputs for a batch's images, in prompt order (default: concatenate each tensor)."""
+        keys = images[0].tensors.keys()
+        return {key: torch.cat([image.tensors[key] for image in images]) for key in keys}
+
+    def check(self) -> None:
+        """Raise ValueError when the checkpoint's files disagree with what this adapter expects."""
+        expected = getattr(self.config, "image_token_id", None) or getattr(self.config, "image_token_index", None)
+        if expected is not None and self.placeholder_id != expected:
+            raise ValueError(f"image token {self.placeholder!r} (id {self.placeholder_id}) does not match the "
+                             f"config's image token id {expected}")  # fmt: skip
+
+
+def expand_placeholders(prompt_ids: list[int], placeholder_id: int, images: list[EncodedImage]) -> list[int]:
+    """Replace the i-th placeholder token by the i-th image's tokens; the counts must agree."""
+    positions = [i for i, token in enumerate(prompt_ids) if token == placeholder_id]
+    if len(positions) != len(images):
+        raise ValueError(f"the prompt has {len(positions)} image placeholder(s) for {len(images)} image(s)")
+    out: list[int] = []
+    start = 0
+    for position, image in zip(positions, images):
+        out += prompt_ids[start:position]
+        out += image.tokens
+        start = position + 1
+    return out + prompt_ids[start:]

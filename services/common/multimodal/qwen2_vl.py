@@ -1,0 +1,46 @@
+"""Qwen2-VL (and the families that share its image processor and placeholder: Qwen2.5-VL, Qwen3-VL).
+
+The template writes `<|vision_start|><|image_pad|><|vision_end|>` per image; the image processor resizes the
+image to a multiple of `patch_size * merge_size` pixels within a pixel budget and cuts it into patches
+(`pixel_values` [patches, C*T*P*P], `image_grid_thw` [1, 3]); every 2x2 merged patch is one `<|image_pad|>`.
+`generate()` builds the M-RoPE positions from the prompt's image tokens and `image_grid_thw` itself.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from .family import EncodedImage, VisionFamily
+
+
+class Qwen2VLFamily(VisionFamily):
+    """Qwen2-VL: a pixel budget per image, one token per merged patch."""
+
+    name = "qwen2_vl"
+    model_types = ("qwen2_vl",)
+
+    @property
+    def placeholder(self) -> str:
+        return getattr(self.tokenizer, "image_token", None) or "<|image_pad|>"
+
+    @property
+    def patch_factor(self) -> int:
+        """Pixels per side of one image token."""
+        return self.image_processor.patch_size * self.image_processor.merge_size
+
+    @property
+    def min_pixels(self) -> int:
+        return getattr(self.image_processor.size, "shortest_edge", None) or 56 * 56
+
+    def natural_tokens(self, width: int, height: int) -> int:
+        return max(1, (width * height) // (self.patch_factor**2))
+
+    def encode(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
+        # Qwen's processor reads `size` as a pixel range: shortest_edge = min pixels, longest_edge = max pixels.
+        size = {"shortest_edge": self.min_pixels,
+                "longest_edge": max(self.min_pixels, max_image_tokens * self.patch_factor**2)}  # fmt: skip
+        out = self.image_processor(images=[image], return_tensors="pt", size=size)
+        grid = out["image_grid_thw"]
+        count = int(grid.prod()) // (self.image_processor.merge_size**2)
+        tensors = {"pixel_values": out["pixel_values"], "image_grid_thw": grid}
+        return EncodedImage(tensors, (self.placeholder_id,) * count, count)
