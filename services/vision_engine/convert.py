@@ -9,7 +9,12 @@ from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as p
 from .captioner.engine import VisionEngineInfo
 from .captioner.types import CaptionDone, CaptionEvent, DescribeJob, ImageItem
 
-_DETAIL = {common_pb2.DETAIL_UNSPECIFIED: "auto", common_pb2.DETAIL_LOW: "low", common_pb2.DETAIL_HIGH: "high", common_pb2.DETAIL_AUTO: "auto"}
+_DETAIL = {
+    common_pb2.DETAIL_UNSPECIFIED: "auto",
+    common_pb2.DETAIL_LOW: "low",
+    common_pb2.DETAIL_HIGH: "high",
+    common_pb2.DETAIL_AUTO: "auto",
+}
 
 
 def job_from_pb(message: pb.DescribeRequest, request_id: str) -> DescribeJob:

@@ -60,7 +60,10 @@ def test_bad_image_is_invalid_argument(engine):
 
 
 def test_several_images_of_one_request_come_back_by_index(engine):
-    images = [common_pb2.ImageInput(data=png((i * 40, 10, 10), (40 + i * 8, 40)), detail=common_pb2.DETAIL_AUTO) for i in range(4)]
+    images = [
+        common_pb2.ImageInput(data=png((i * 40, 10, 10), (40 + i * 8, 40)), detail=common_pb2.DETAIL_AUTO)
+        for i in range(4)
+    ]
     with grpc.insecure_channel(engine.address) as channel:
         responses = list(
             vision_engine_pb2_grpc.VisionEngineStub(channel).Describe(pb.DescribeRequest(images=images, max_tokens=5))

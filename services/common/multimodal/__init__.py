@@ -5,7 +5,7 @@ engine (captions) and the text engine (`vision_mode: native`), so neither has a 
 batching loop.
 """
 
-from .family import EncodedImage, VisionFamily
 from .families import family_for, load_family
+from .family import EncodedImage, VisionFamily
 
 __all__ = ["EncodedImage", "VisionFamily", "family_for", "load_family"]
