@@ -1,15 +1,17 @@
 """`proxyvision serve --models-config models.yaml --port 2000 [--ui-server]` (and the brief's forms).
 
 The config is loaded and validated once, here; the children read the resolved copy this writes.
-Exit codes: 0 after a requested stop, 1 when a child fails (exits, or a text model fails to load: the
-engine's reason is logged within a probe round, not after --ready-timeout) or a port is taken, 2 for a
-bad config or command line. A vision model that fails to load does not stop the stack: text is served,
+Exit codes: 0 after a requested stop, 1 when a required child fails for good (a text model fails to load:
+the engine's reason is logged within a probe round, not after --ready-timeout; or a child crash-loops: a
+child that exits on its own is restarted with backoff, see restarts.py) or a port is taken, 2 for a bad
+config or command line. A vision model that fails to load does not stop the stack: text is served,
 and the banner and the gateway's /ready say why vision is unavailable.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -22,7 +24,7 @@ from services.common.env import first_set, log_level_from, parse_api_keys
 from services.common.logging_setup import normalize_level, setup_logging
 
 from .banner import ready_banner
-from .plan import StackOptions, config_from_model_ids, entry_for_model_id, plan_stack, write_config
+from .plan import ProcessSpec, StackOptions, config_from_model_ids, entry_for_model_id, plan_stack, write_config
 from .probes import is_ready, ports_in_use
 from .supervisor import Supervisor
 
@@ -108,6 +110,26 @@ def options_from(args: argparse.Namespace, level: str) -> StackOptions:
     )
 
 
+def with_probe_key(processes: list[ProcessSpec], config: ModelsConfig, env: dict[str, str]) -> list[ProcessSpec]:
+    """With `api_keys_protect_health`, the gateway's /ready needs a key: its readiness probe sends the first key
+    the gateway will accept (PROXYVISION_API_KEY / --api-key, else gateway.api_keys, else the key file's first).
+    A key file rotated later keeps the probe working as long as that key stays in it."""
+    gateway = config.gateway
+    if not gateway.api_keys_protect_health:
+        return processes
+    keys = parse_api_keys(env.get("PROXYVISION_API_KEY")) or list(gateway.api_keys)
+    if not keys and gateway.api_keys_file:
+        from services.api_gateway.auth import parse_key_file  # the gateway's own reading of the file
+
+        try:
+            keys = parse_key_file(Path(gateway.api_keys_file).read_text(encoding="utf-8"), gateway.api_keys_file)
+        except OSError as exc:
+            raise ConfigError(f"gateway.api_keys_file: cannot read {gateway.api_keys_file}: {exc.strerror}") from None
+    if not keys:
+        return processes
+    return [dataclasses.replace(spec, probe_key=keys[0]) if spec.health_kind == "http" else spec for spec in processes]
+
+
 def api_key_env(cli_keys: list[str]) -> dict[str, str]:
     """--api-key reaches the gateway as PROXYVISION_API_KEY (which it would otherwise inherit as it is): an
     environment is private to the process, a command line is not. ValueError for a bad key, before anything starts."""
@@ -148,8 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             log.error("port(s) already in use: %s; choose others with --port / --engine-port-base", which)
             return 1
         write_config(plan.config, resolved_path)
+        try:
+            processes = with_probe_key(plan.processes, plan.config, child_env)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 2
         # The children drain for up to their grace period; SIGKILL only comes after that, with a margin.
-        supervisor = Supervisor(plan.processes, env=child_env, probe=is_ready,
+        supervisor = Supervisor(processes, env=child_env, probe=is_ready,
                                 grace_secs=options.drain_grace_secs + STOP_MARGIN_SECS)  # fmt: skip
         gateway = plan.processes[-1]
         vision = next((spec.name for spec in plan.processes if spec.kind == "vision_engine"), None)

@@ -10,7 +10,7 @@ config (endpoints filled in, local paths absolute) is what every child reads.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +42,8 @@ class ProcessSpec:
     required: bool = True
     # Engines: how to dial them (the readiness probe must speak the TLS they serve); None: plaintext.
     tls: TlsSettings | None = None
+    # The gateway with `api_keys_protect_health`: the key its readiness probe sends (never shown in a repr).
+    probe_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -107,10 +107,12 @@ def engine_readiness(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS
     return Readiness(status=info.status or common_pb2.ModelState.Name(info.state).removeprefix("MODEL_STATE_").lower())
 
 
-def http_ready(url: str, timeout: float = PROBE_TIMEOUT_SECS) -> bool:
-    """True if GET `url` answers 200 (the gateway's /ready: every engine SERVING)."""
+def http_ready(url: str, timeout: float = PROBE_TIMEOUT_SECS, key: str | None = None) -> bool:
+    """True if GET `url` answers 200 (the gateway's /ready: every engine SERVING); `key` is sent as a Bearer
+    token (a gateway whose /ready needs one)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        return httpx.get(url, timeout=timeout).status_code == 200
+        return httpx.get(url, timeout=timeout, headers=headers).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -121,5 +123,5 @@ def is_ready(spec: ProcessSpec) -> Readiness:
     if spec.health_kind == "grpc":
         return engine_readiness(address, spec.kind, tls=spec.tls)  # the engines' TLS, from the plan
     if spec.health_kind == "http":
-        return Readiness(ready=http_ready(f"http://{address}/ready"))
+        return Readiness(ready=http_ready(f"http://{address}/ready", key=spec.probe_key))
     return Readiness(ready=True)

@@ -101,3 +101,33 @@ def test_sigterm_to_the_launcher_drains_running_streams_and_exits_0(bench_model,
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_serve_with_keys_protecting_health_still_gets_ready(tiny_models, tmp_path):
+    """With `api_keys_protect_health` the gateway's /ready needs a key: the launcher's own readiness probe sends
+    the key file's first key, so the stack comes up (it used to wait for --ready-timeout and fail)."""
+    config = write_models_yaml(tmp_path / "models.yaml", tiny_models, vision=False)
+    data = yaml.safe_load(config.read_text())
+    (tmp_path / "keys.txt").write_text("# rotated monthly\nsk-launcher-probe-1\nsk-other-2\n")
+    data["gateway"] = {**data.get("gateway", {}), "api_keys_file": "keys.txt", "api_keys_protect_health": True}
+    config.write_text(yaml.safe_dump(data))
+    port, base = free_port(), free_port()
+    cli = Path(sys.executable).parent / "proxyvision"
+    proc = subprocess.Popen([str(cli), "serve", "--models-config", str(config), "--port", str(port),
+                             "--engine-port-base", str(base), "--device", "cpu", "--ready-timeout", "90"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        output = []
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops everything" not in "".join(output):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(output)
+            output.append(proc.stdout.readline())
+        assert "sk-launcher-probe-1" not in "".join(output)  # the probe's key is never printed
+        assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).status_code == 401
+        ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10, headers={"Authorization": "Bearer sk-other-2"})
+        assert ready.status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
