@@ -12,6 +12,7 @@ from services.common.grpc_server import REQUEST_ID_KEY
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 
 from .base import EngineClient, EngineModelInfo
+from .images import ImageBytes, image_to_pb
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,11 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class ChatTurn:
-    """One text-only message; an assistant turn may carry the reasoning and the tool calls its answer came with;
-    a tool turn answers the call `tool_call_id` (and may name its function)."""
+    """One message; an assistant turn may carry the reasoning and the tool calls its answer came with; a tool
+    turn answers the call `tool_call_id` (and may name its function).
+
+    A user turn for a natively seeing model (`vision_mode: native`) may carry `parts` instead of `content`: its
+    text pieces (str) and images in the order the user sent them. Every other turn is text only."""
 
     role: str
     content: str
@@ -34,6 +38,7 @@ class ChatTurn:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
     name: str = ""
+    parts: tuple[str | ImageBytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,4 +243,9 @@ def to_request(model: str, messages: Sequence[ChatTurn], params: GenerationParam
 def _message(turn: ChatTurn) -> pb.ChatMessage:
     return pb.ChatMessage(role=turn.role, content=turn.content, reasoning=turn.reasoning, tool_call_id=turn.tool_call_id,
                           name=turn.name, tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments)
-                                                      for c in turn.tool_calls])  # fmt: skip
+                                                      for c in turn.tool_calls],
+                          parts=[_part(p) for p in turn.parts])  # fmt: skip
+
+
+def _part(part: str | ImageBytes) -> pb.ContentPart:
+    return pb.ContentPart(text=part) if isinstance(part, str) else pb.ContentPart(image=image_to_pb(part))

@@ -8,21 +8,10 @@ from dataclasses import dataclass
 import grpc
 
 from services.common.grpc_server import REQUEST_ID_KEY
-from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb, vision_engine_pb2_grpc
+from services.common.pb.proxyvision.v1 import vision_engine_pb2 as pb, vision_engine_pb2_grpc
 
 from .base import EngineClient
-
-_DETAIL = {"low": common_pb2.DETAIL_LOW, "high": common_pb2.DETAIL_HIGH, "auto": common_pb2.DETAIL_AUTO}
-
-
-@dataclass(frozen=True)
-class ImageToDescribe:
-    """Validated image bytes from the request."""
-
-    data: bytes
-    mime_type: str
-    detail: str
-    sha256: str
+from .images import ImageBytes, image_to_pb
 
 
 @dataclass(frozen=True)
@@ -43,14 +32,11 @@ class VisionEngineClient(EngineClient):
     def __init__(self, channel: grpc.aio.Channel, model: str) -> None:
         super().__init__(channel, model, vision_engine_pb2_grpc.VisionEngineStub(channel))
 
-    async def describe(self, images: Sequence[ImageToDescribe], *, user_prompt: str, request_id: str,
+    async def describe(self, images: Sequence[ImageBytes], *, user_prompt: str, request_id: str,
                        timeout: float | None) -> AsyncIterator[Caption]:  # fmt: skip
         """Yield each image's finished caption as it completes (deltas are not needed by the rewrite)."""
-        request = pb.DescribeRequest(
-            request_id=request_id, model=self.model, user_prompt=user_prompt,
-            images=[common_pb2.ImageInput(data=i.data, mime_type=i.mime_type, detail=_DETAIL[i.detail], sha256=i.sha256)
-                    for i in images],
-        )  # fmt: skip
+        request = pb.DescribeRequest(request_id=request_id, model=self.model, user_prompt=user_prompt,
+                                     images=[image_to_pb(i) for i in images])  # fmt: skip
         call = self._stub.Describe(request, timeout=timeout, metadata=((REQUEST_ID_KEY, request_id),))
         async with self.tracked(call):
             async for response in call:

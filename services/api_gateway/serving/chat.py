@@ -109,7 +109,7 @@ class ChatService:
             raise InvalidRequestError(f"n must be at most {self._max_n} on this server (gateway.max_n)", param="n")
         entry, client = self._registry.text_client(request.model)
         params, options = generation_params(request), output_options(request)
-        images = await self._rewriter.prepare(request.messages, timeout)
+        images = await self._rewriter.prepare(request.messages, timeout=timeout)
         return ChatPlan(request, entry, client, params, options, images, started, timeout)
 
     async def _turns(self, plan: ChatPlan, request_id: str) -> list[ChatTurn]:

@@ -1,7 +1,7 @@
 """The proxy-vision rewrite: images in, text out.
 
-`prepare()` runs before a response starts: counts the images, checks the vision backend, downloads
-or decodes every image concurrently and refuses bad ones with a 400. `PendingImages.describe()` then
+`prepare()` runs before a response starts: checks the vision backend, then has the `ImageLoader` download
+or decode every image and refuse bad ones with a 400. `PendingImages.describe()` then
 asks the vision engine for captions (one Describe call per message, all messages concurrently) and
 turns each message with images into text: the user's text, a blank line, then `Image 1: <caption>`,
 `Image 2: <caption>`... numbered per message. Messages without images pass unchanged, and every message
@@ -11,27 +11,17 @@ keeps its tool data (an assistant's tool calls, a tool message's call id and nam
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 
-from services.common.config import ImageLimits
-from services.common.errors import (
-    EngineUnavailableError,
-    ImageUrlNotAccessibleError,
-    InvalidRequestError,
-    ProxyVisionError,  # fmt: skip
-    TooManyImagesError,
-)
-from services.common.images import MIME_BY_FORMAT, decode_image
+from services.common.errors import EngineUnavailableError
 
+from ..clients.images import ImageBytes
 from ..clients.text_engine import ChatTurn
-from ..clients.vision_engine import ImageToDescribe, VisionEngineClient
-from ..media.data_urls import decode_data_url
-from ..media.fetcher import NOT_ACCESSIBLE, ImageFetcher
-from ..metrics import GatewayMetrics
-from ..schemas.chat import ChatMessage, ImageURL
+from ..clients.vision_engine import VisionEngineClient
+from ..schemas.chat import ChatMessage
+from .images import ImageLoader, ImageRef
 from .turns import chat_turn
 from .vision_status import VisionBackend
 
@@ -51,7 +41,7 @@ class PendingImages:
     """A request's images, downloaded and checked, waiting to be described."""
 
     messages: list[ChatMessage]
-    images: dict[int, list[ImageToDescribe]]  # message index -> its images, in order
+    images: dict[int, list[ImageBytes]]  # message index -> its images, in order
     client: VisionEngineClient
     backend: VisionBackend
     timeout: float
@@ -88,66 +78,25 @@ class PendingImages:
 
 
 class ProxyVisionRewriter:
-    """Finds, fetches and checks images; hands back what the vision engine must describe."""
+    """Hands back what the vision engine must describe: the request's images, checked by the loader, once the
+    vision backend is known to be there (a 503 before any download when it is not)."""
 
-    def __init__(self, fetcher: ImageFetcher, backend: VisionBackend, limits: ImageLimits, timeout: float,
-                 metrics: GatewayMetrics | None = None) -> None:  # fmt: skip
-        self._fetcher = fetcher
+    def __init__(self, loader: ImageLoader, backend: VisionBackend, timeout: float) -> None:
+        self._loader = loader
         self._backend = backend
-        self._limits = limits
         self._timeout = timeout
-        self._metrics = metrics or GatewayMetrics()
 
-    async def prepare(self, messages: list[ChatMessage], timeout: float | None = None) -> PendingImages | None:
-        """None for text-only requests; else the checked images (raises our 4xx/503 errors). `timeout` is the
-        deadline of the Describe calls (default: the configured one)."""
-        refs = [(m, p, image) for m, message in enumerate(messages) for p, image in _image_parts(message)]
+    async def prepare(self, messages: list[ChatMessage], *, refs: list[ImageRef] | None = None,
+                      timeout: float | None = None) -> PendingImages | None:  # fmt: skip
+        """None for text-only requests; else the checked images (raises our 4xx/503 errors). `refs`: the images
+        `ImageLoader.find` found (found here when not given); `timeout` is the deadline of the Describe calls
+        (default: the configured one)."""
+        refs = self._loader.find(messages) if refs is None else refs
         if not refs:
             return None
-        for m, _, _ in refs:
-            if messages[m].role != "user":
-                raise InvalidRequestError("Images are only supported in user messages", param=f"messages[{m}].content")
-        if len(refs) > self._limits.max_images_per_request:
-            raise TooManyImagesError(
-                f"Too many images: {len(refs)} in this request, at most {self._limits.max_images_per_request} allowed",
-                param="messages",
-            )  # fmt: skip
         client = await self._backend.require()
         log.info("Processing multimodal request with %d images", len(refs))
-        started = time.monotonic()
-        loaded = await asyncio.gather(
-            *(self._load(image, f"messages[{m}].content[{p}].image_url") for m, p, image in refs)
-        )
-        grouped: dict[int, list[ImageToDescribe]] = {}
-        for (m, _, _), item in zip(refs, loaded):
-            grouped.setdefault(m, []).append(item)
-        pending = PendingImages(messages, grouped, client, self._backend, timeout or self._timeout)
-        pending.timings.fetch_ms = (time.monotonic() - started) * 1000
+        loaded = await self._loader.load(refs)
+        pending = PendingImages(messages, loaded.by_message, client, self._backend, timeout or self._timeout)
+        pending.timings.fetch_ms = loaded.fetch_ms
         return pending
-
-    async def _load(self, image: ImageURL, param: str) -> ImageToDescribe:
-        url = image.url.strip()
-        is_data = url[:5].lower() == "data:"
-        self._metrics.images.labels("data" if is_data else "url").inc()
-        try:
-            return await self._load_checked(image, url, is_data, param)
-        except ProxyVisionError as error:
-            self._metrics.fetch_failures.labels(error.code or "invalid_image").inc()
-            raise
-
-    async def _load_checked(self, image: ImageURL, url: str, is_data: bool, param: str) -> ImageToDescribe:
-        if is_data:
-            data, _ = decode_data_url(url, max_bytes=self._limits.max_image_bytes, param=param)
-        elif url.split(":", 1)[0].lower() in ("http", "https"):
-            data = (await self._fetcher.fetch(url, param=param)).data
-        else:
-            raise ImageUrlNotAccessibleError(NOT_ACCESSIBLE, param=param)
-        decoded = await asyncio.to_thread(decode_image, data, max_pixels=self._limits.max_image_pixels, param=param)
-        return ImageToDescribe(data, MIME_BY_FORMAT.get(decoded.format, "application/octet-stream"), image.detail,
-                               hashlib.sha256(data).hexdigest())  # fmt: skip
-
-
-def _image_parts(message: ChatMessage) -> list[tuple[int, ImageURL]]:
-    if not isinstance(message.content, list):
-        return []
-    return [(p, part.image) for p, part in enumerate(message.content) if part.type == "image_url"]

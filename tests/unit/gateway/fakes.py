@@ -18,6 +18,7 @@ from services.api_gateway.clients.text_engine import (
     TextDelta,  # fmt: skip
 )
 from services.api_gateway.serving.chat import ChatService
+from services.api_gateway.serving.images import ImageLoader
 from services.api_gateway.serving.registry import EngineRegistry
 from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
 from services.api_gateway.serving.vision_status import VisionBackend
@@ -112,6 +113,6 @@ def make_state(engines: dict[str, FakeTextEngine], config: ModelsConfig | None =
     config = config or make_config()
     registry = EngineRegistry(config, dict(engines), None)
     backend = VisionBackend(None)
-    rewriter = ProxyVisionRewriter(None, backend, ImageLimits(), 5.0)  # type: ignore[arg-type]
+    rewriter = ProxyVisionRewriter(ImageLoader(None, ImageLimits()), backend, 5.0)  # type: ignore[arg-type]
     chat = ChatService(registry, rewriter, 5.0, **options)
     return GatewayState(config, registry, chat, backend, int(time.time()))

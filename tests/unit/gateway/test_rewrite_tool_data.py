@@ -3,8 +3,9 @@ user message has an image comes out as text turns with every call, call id and n
 
 from __future__ import annotations
 
+from services.api_gateway.clients.images import ImageBytes
 from services.api_gateway.clients.text_engine import ToolCall
-from services.api_gateway.clients.vision_engine import Caption, ImageToDescribe
+from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.vision_rewrite import PendingImages
 from services.api_gateway.serving.vision_status import VisionBackend
@@ -34,7 +35,7 @@ async def test_captioned_conversation_keeps_tool_calls_ids_names_and_tool_text()
             {"role": "tool", "tool_call_id": "call_1", "name": "lookup", "content": [{"type": "text", "text": "a bicycle"}]},
         ]})  # fmt: skip
     vision = FakeVision()
-    image = ImageToDescribe(b"png", "image/png", "auto", "hash")
+    image = ImageBytes(b"png", "image/png", "auto", "hash")
     pending = PendingImages(request.messages, {0: [image]}, vision, VisionBackend(None), 5.0)  # type: ignore[arg-type]
     user, assistant, tool = await pending.describe("rid")
     assert (user.role, user.content) == ("user", "What is this?\n\nImage 1: a red bicycle")

@@ -1,0 +1,113 @@
+"""A request's images, found, counted, downloaded or decoded, and checked, whatever then happens to them
+(captioned by the proxy vision model, or sent to a natively seeing model as they are).
+
+`ImageLoader.find()` does the checks that need no I/O (images only in user messages, at most
+`max_images_per_request`); `load()` fetches URLs through the SSRF-safe fetcher and decodes data URLs, all
+concurrently, and decodes every image under the byte and pixel limits. Every refusal is our 4xx error,
+before any response starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+
+from services.common.config import ImageLimits
+from services.common.errors import (
+    ImageUrlNotAccessibleError,
+    InvalidRequestError,
+    ProxyVisionError,  # fmt: skip
+    TooManyImagesError,
+)
+from services.common.images import MIME_BY_FORMAT, decode_image
+
+from ..clients.images import ImageBytes
+from ..media.data_urls import decode_data_url
+from ..media.fetcher import NOT_ACCESSIBLE, ImageFetcher
+from ..metrics import GatewayMetrics
+from ..schemas.chat import ChatMessage, ImageURL
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where an image is in the request: message `message`, content part `part`."""
+
+    message: int
+    part: int
+    image: ImageURL
+
+
+@dataclass
+class LoadedImages:
+    """A request's images, checked: each message's images in the order they appear."""
+
+    by_message: dict[int, list[ImageBytes]]  # message index -> its images
+    fetch_ms: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(len(images) for images in self.by_message.values())
+
+
+class ImageLoader:
+    """Finds, fetches and checks a request's images."""
+
+    def __init__(self, fetcher: ImageFetcher, limits: ImageLimits, metrics: GatewayMetrics | None = None) -> None:
+        self._fetcher = fetcher
+        self._limits = limits
+        self._metrics = metrics or GatewayMetrics()
+
+    def find(self, messages: list[ChatMessage]) -> list[ImageRef]:
+        """Every image of the request, in order ([] for text only); a 400 for an image outside a user message
+        or more images than allowed."""
+        refs = [ImageRef(m, p, image) for m, message in enumerate(messages) for p, image in _image_parts(message)]
+        for ref in refs:
+            if messages[ref.message].role != "user":
+                raise InvalidRequestError("Images are only supported in user messages",
+                                          param=f"messages[{ref.message}].content")  # fmt: skip
+        if len(refs) > self._limits.max_images_per_request:
+            raise TooManyImagesError(
+                f"Too many images: {len(refs)} in this request, at most {self._limits.max_images_per_request} allowed",
+                param="messages",
+            )  # fmt: skip
+        return refs
+
+    async def load(self, refs: list[ImageRef]) -> LoadedImages:
+        """Download or decode every image concurrently and check it (raises our 4xx errors)."""
+        started = time.monotonic()
+        loaded = await asyncio.gather(
+            *(self._load(ref.image, f"messages[{ref.message}].content[{ref.part}].image_url") for ref in refs)
+        )
+        grouped: dict[int, list[ImageBytes]] = {}
+        for ref, item in zip(refs, loaded):
+            grouped.setdefault(ref.message, []).append(item)
+        return LoadedImages(grouped, (time.monotonic() - started) * 1000)
+
+    async def _load(self, image: ImageURL, param: str) -> ImageBytes:
+        url = image.url.strip()
+        is_data = url[:5].lower() == "data:"
+        self._metrics.images.labels("data" if is_data else "url").inc()
+        try:
+            return await self._load_checked(image, url, is_data, param)
+        except ProxyVisionError as error:
+            self._metrics.fetch_failures.labels(error.code or "invalid_image").inc()
+            raise
+
+    async def _load_checked(self, image: ImageURL, url: str, is_data: bool, param: str) -> ImageBytes:
+        if is_data:
+            data, _ = decode_data_url(url, max_bytes=self._limits.max_image_bytes, param=param)
+        elif url.split(":", 1)[0].lower() in ("http", "https"):
+            data = (await self._fetcher.fetch(url, param=param)).data
+        else:
+            raise ImageUrlNotAccessibleError(NOT_ACCESSIBLE, param=param)
+        decoded = await asyncio.to_thread(decode_image, data, max_pixels=self._limits.max_image_pixels, param=param)
+        return ImageBytes(data, MIME_BY_FORMAT.get(decoded.format, "application/octet-stream"), image.detail,
+                          hashlib.sha256(data).hexdigest())  # fmt: skip
+
+
+def _image_parts(message: ChatMessage) -> list[tuple[int, ImageURL]]:
+    if not isinstance(message.content, list):
+        return []
+    return [(p, part.image) for p, part in enumerate(message.content) if part.type == "image_url"]
