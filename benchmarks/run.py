@@ -27,7 +27,9 @@ from tests.support.http_servers import ScriptedServer
 from .budget import budget_sweep, cold_start, report as budget_report
 from .inprocess import InProcessManager
 from .load import Summary, openai_stream_fn, run_load
-from .servers import our_stack, transformers_serve, vision_stack
+from .native_vision import run_native_section
+from .roofline import ModelCost, bound_by, measure_machine, roofline_tokens_per_sec
+from .servers import native_stack, our_stack, transformers_serve, vision_stack
 from .vision import run_vision_section
 
 MODEL_NAME = "bench-text"
@@ -63,7 +65,7 @@ def main() -> None:
     parser.add_argument("--num-blocks", type=int, default=64)
     parser.add_argument("--tiny-dir", default="models/tiny", help="where the tiny text and vision models are")
     parser.add_argument("--budgets", default="64,256,1024", help="params.mem values (MiB) of the budget sweep")
-    parser.add_argument("--sections", default="text,budget,vision", help="which sections to run")
+    parser.add_argument("--sections", default="text,budget,vision,native", help="which sections to run")
     args = parser.parse_args()
     model_dir = str(Path(args.model_dir).resolve())
 
@@ -81,7 +83,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as tmp:
         work = Path(tmp)
         if "text" in sections:
-            print_text_section(text_section(model_dir, params, args, work), args, model_dir, header)
+            results = text_section(model_dir, params, args, work)
+            print_text_section(results, args, model_dir, header)
+            print_roofline(results, args, model_dir)
         if "budget" in sections:
             budgets = tuple(int(b) for b in args.budgets.split(","))
             rows = budget_sweep(model_dir, MODEL_NAME, params, work, budgets, args.concurrency, args.max_tokens,
@@ -93,6 +97,11 @@ def main() -> None:
             vision = vision_section(args, work)
             print(f"\nProxyVision vision benchmark (tiny Qwen2-VL stand-in, 448x448 images, medians of {args.repeats})")
             print(vision.report())
+        if "native" in sections:
+            native = native_section(args, work)
+            print(f"\nProxyVision native vs proxy vision (tiny Ministral-3 + its Pixtral tower vs tiny Qwen2-VL captions, "
+                  f"448x448 images, medians of {args.repeats})")  # fmt: skip
+            print(native.report())
 
 
 def text_section(model_dir: str, params: dict, args, work: Path) -> dict:
@@ -124,6 +133,32 @@ def print_text_section(results: dict, args, model_dir: str, header: str) -> None
         f"  (b) {args.concurrency}-stream / single-stream throughput = {b.tokens_per_sec / results['b'][0].tokens_per_sec:.2f}   [>= 3]",
         flush=True,
     )
+
+
+def print_roofline(results: dict, args, model_dir: str) -> None:
+    """Each text contender's tok/s as a fraction of this machine's roofline for the bench model (measured now,
+    after the contenders ran, so it sees the machine in the same state)."""
+    machine, cost = measure_machine(), ModelCost.of_checkpoint(model_dir)
+    print(f"\nroofline: {machine.describe()}")
+    print(
+        f"  bench model: {cost.step_params / 1e6:.1f} M parameters read per decode step ({cost.step_bytes / 1e6:.0f} MB)"
+    )
+    for batch in (1, args.concurrency):
+        print(
+            f"  batch {batch:<3} bound: {roofline_tokens_per_sec(machine, cost, batch):8.1f} tok/s ({bound_by(machine, cost, batch)}-bound)"
+        )
+    for key, (single, multi) in results.items():
+        fractions = [f"c={s.runs[0].concurrency}: {s.tokens_per_sec / roofline_tokens_per_sec(machine, cost, s.runs[0].concurrency):.2f}"
+                     for s in (single, multi)]  # fmt: skip
+        print(f"  {LABELS[key]:<38} fraction of roofline  {'   '.join(fractions)}")  # fmt: skip
+
+
+def native_section(args, work: Path):
+    tiny = Path(args.tiny_dir).resolve()
+    text, vision = str(tiny / "ministral-3-tiny"), str(tiny / "qwen2-vl-tiny")
+    with native_stack(text, vision, work) as base_url, \
+            native_stack(text, vision, work, cache_entries=0, tag="uncached") as uncached:  # fmt: skip
+        return run_native_section(base_url, "native", "proxied", uncached, args.repeats)
 
 
 def vision_section(args, work: Path):

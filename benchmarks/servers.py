@@ -101,3 +101,35 @@ def vision_stack(text_dir: str, vision_dir: str, text_name: str, vision_name: st
         yield services[2].url, services[1].address
     finally:
         stop_all(services[::-1])
+
+
+@contextmanager
+def native_stack(text_dir: str, vision_dir: str, work: Path, *, cache_entries: int = 1024, tag: str = "native"):
+    """The tiny Ministral-3 twice (text-only, its images captioned by the tiny Qwen2-VL vision engine; and
+    `vision_mode: native`) + the vision engine + a gateway. Yields the gateway's base URL.
+
+    Model names: "proxied" (the caption path) and "native"."""
+    ports = {"proxied": free_port(), "native": free_port(), "captioner": free_port()}
+    params = {"mem": 64, "dtype": "f32", "max_num_seqs": 16}
+    config = (ModelsYaml()
+              .text("proxied", local_path=text_dir, tiny_defaults=False, params=params)
+              .text("native", local_path=text_dir, tiny_defaults=False, params=params,
+                    capabilities={"vision_mode": "native"})
+              .vision("captioner", local_path=vision_dir, tiny_defaults=False, prompt_template=None,
+                      params={"mem": 256, "dtype": "f32", "max_num_seqs": 4})
+              .set(idle_unload_secs=0))  # fmt: skip
+    config.models[-1]["capabilities"]["vision_proxy"] = {"cache_max_entries": cache_entries}
+    config.endpoints({name: f"127.0.0.1:{port}" for name, port in ports.items()})
+    path = config.write(work / f"{tag}.models.yaml")
+    services = []
+    try:
+        for name in ("proxied", "native"):
+            services.append(start_text_engine(path, work, model=name, port=ports[name], args=QUIET, env=OFFLINE,
+                                              wait=False))  # fmt: skip
+        services.append(start_vision_engine(path, work, model="captioner", port=ports["captioner"], args=QUIET,
+                                            env=OFFLINE, wait=False))  # fmt: skip
+        services.append(start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None))
+        wait_ready(f"{services[-1].url}/ready", services)
+        yield services[-1].url
+    finally:
+        stop_all(services[::-1])
