@@ -22,6 +22,7 @@ from .middleware import RequestIdMiddleware
 from .openapi import install_openapi
 from .routers import chat, health, metrics as metrics_router, models, ui
 from .serving.chat import ChatService
+from .serving.image_policy import ImagePolicies
 from .serving.images import ImageLoader
 from .serving.registry import EngineRegistry
 from .serving.vision_rewrite import ProxyVisionRewriter
@@ -55,10 +56,11 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         image_fetcher = fetcher or ImageFetcher(config.gateway.images)
         backend = VisionBackend(registry.vision)
         timeout = config.gateway.request_timeout_secs
-        rewriter = ProxyVisionRewriter(ImageLoader(image_fetcher, config.gateway.images, metrics), backend, timeout)
+        loader = ImageLoader(image_fetcher, config.gateway.images, metrics)
+        images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, timeout))
         chat_service = ChatService(
             registry,
-            rewriter,
+            images,
             timeout,
             metrics=metrics,
             reasoning_field=config.gateway.reasoning_field,

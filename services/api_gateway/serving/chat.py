@@ -53,10 +53,10 @@ from . import chunks, sse
 from .answers import ChoiceAnswer
 from .choices import ChoiceCalls
 from .engine_call import EngineCall
+from .image_policy import ImagePolicies
 from .params import choice_params, generation_params, output_options
 from .registry import EngineRegistry
-from .turns import chat_turn
-from .vision_rewrite import PendingImages, ProxyVisionRewriter
+from .vision_rewrite import PendingImages
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class ChatPlan:
     client: TextEngine
     params: GenerationParams
     options: OutputOptions
-    images: PendingImages | None
+    turns: list[ChatTurn] | None  # the engine's conversation, when it is ready before the engine is called
+    images: PendingImages | None  # else the images the proxy still has to caption
     started: float  # time.monotonic() when the request was planned (for time to first token)
     timeout: float  # deadline of each engine call of this request, in seconds
 
@@ -89,13 +90,13 @@ class ChatService:
     ADMISSION_RETRY_SECS = 0.1
     ADMISSION_RETRY_MAX_SECS = 2.0
 
-    def __init__(self, registry: EngineRegistry, rewriter: ProxyVisionRewriter, timeout: float,
+    def __init__(self, registry: EngineRegistry, images: ImagePolicies, timeout: float,
                  keepalive_secs: float = KEEPALIVE_SECS, metrics: GatewayMetrics | None = None,
                  reasoning_field: ReasoningField = "reasoning_content", max_n: int = MAX_N) -> None:  # fmt: skip
         self._registry = registry
         self._max_n = max_n
         self._metrics = metrics or GatewayMetrics()
-        self._rewriter = rewriter
+        self._images = images
         self._timeout = timeout
         self._keepalive_secs = keepalive_secs
         self._reasoning_field = reasoning_field
@@ -109,12 +110,14 @@ class ChatService:
             raise InvalidRequestError(f"n must be at most {self._max_n} on this server (gateway.max_n)", param="n")
         entry, client = self._registry.text_client(request.model)
         params, options = generation_params(request), output_options(request)
-        images = await self._rewriter.prepare(request.messages, timeout=timeout)
-        return ChatPlan(request, entry, client, params, options, images, started, timeout)
+        prepared = await self._images.prepare(entry.name, request.messages, timeout)
+        images = prepared if isinstance(prepared, PendingImages) else None
+        turns = None if images is not None else prepared
+        return ChatPlan(request, entry, client, params, options, turns, images, started, timeout)
 
     async def _turns(self, plan: ChatPlan, request_id: str) -> list[ChatTurn]:
         if plan.images is None:
-            return [chat_turn(m) for m in plan.request.messages]
+            return plan.turns
         return await plan.images.describe(request_id)
 
     def _calls(

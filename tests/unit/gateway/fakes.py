@@ -17,7 +17,9 @@ from services.api_gateway.clients.text_engine import (
     ReasoningDelta,
     TextDelta,  # fmt: skip
 )
+from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.serving.chat import ChatService
+from services.api_gateway.serving.image_policy import ImagePolicies
 from services.api_gateway.serving.images import ImageLoader
 from services.api_gateway.serving.registry import EngineRegistry
 from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
@@ -113,6 +115,52 @@ def make_state(engines: dict[str, FakeTextEngine], config: ModelsConfig | None =
     config = config or make_config()
     registry = EngineRegistry(config, dict(engines), None)
     backend = VisionBackend(None)
-    rewriter = ProxyVisionRewriter(ImageLoader(None, ImageLimits()), backend, 5.0)  # type: ignore[arg-type]
-    chat = ChatService(registry, rewriter, 5.0, **options)
+    loader = ImageLoader(None, ImageLimits())  # type: ignore[arg-type]
+    images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, 5.0))
+    chat = ChatService(registry, images, 5.0, **options)
+    return GatewayState(config, registry, chat, backend, int(time.time()))
+
+
+class FakeVision:
+    """A vision engine (the VisionEngineClient surface the gateway uses): `captions` maps an image's sha256 to its
+    caption (else 'caption of image <n>' by its place in the call); images whose hash is in `cached` come back
+    as cache hits. Records every Describe call as (user_prompt, images); `health` is what its health service says."""
+
+    model = VISION
+
+    def __init__(self, captions: dict[str, str] | None = None, cached: set[str] = frozenset(), *,
+                 health: str = "SERVING") -> None:  # fmt: skip
+        self.captions = dict(captions or {})
+        self.cached = set(cached)
+        self.status = health
+        self.calls: list[tuple[str, list]] = []
+
+    async def health(self, timeout: float) -> str:
+        return self.status
+
+    async def model_info(self, timeout: float) -> EngineModelInfo:
+        return EngineModelInfo(VISION, "tiny/vision", "ready", 4096, 0, 0, "Qwen/Qwen2-VL")
+
+    async def describe(self, images, *, user_prompt, request_id, timeout):
+        self.calls.append((user_prompt, list(images)))
+        for index in reversed(range(len(images))):  # out of order, as a batching engine may finish them
+            image = images[index]
+            text = self.captions.get(image.sha256, f"caption of image {index + 1}")
+            hit = image.sha256 in self.cached
+            yield Caption(index, f" {text} ", hit, 0.0 if hit else 12.5, 16, 4)
+
+    def abort_calls(self) -> int:
+        return 0
+
+
+async def make_vision_state(config: ModelsConfig, engines: dict[str, FakeTextEngine], vision: FakeVision | None,
+                            **options) -> GatewayState:  # fmt: skip
+    """Gateway state over fakes, images included: data URLs are decoded and checked for real (no fetcher: a
+    test that needs http URLs builds its own); `vision` None is a config without a proxy."""
+    registry = EngineRegistry(config, dict(engines), vision)  # type: ignore[arg-type]
+    backend = VisionBackend(vision)  # type: ignore[arg-type]
+    await backend.refresh()
+    loader = ImageLoader(None, config.gateway.images)  # type: ignore[arg-type]
+    images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, 5.0))
+    chat = ChatService(registry, images, 5.0, **options)
     return GatewayState(config, registry, chat, backend, int(time.time()))

@@ -24,6 +24,7 @@ from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.dependencies import get_state
 from services.api_gateway.media.fetcher import ImageFetcher
 from services.api_gateway.serving.chat import ChatService
+from services.api_gateway.serving.image_policy import ImagePolicies
 from services.api_gateway.serving.images import ImageLoader
 from services.api_gateway.serving.registry import EngineRegistry
 from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
@@ -94,8 +95,9 @@ async def hostile_app(config: ModelsConfig, engine: FakeTextEngine):
     backend = VisionBackend(CaptioningVision())  # type: ignore[arg-type]
     await backend.refresh()
     fetcher = ImageFetcher(config.gateway.images, resolver=public_resolver, transport=httpx.MockTransport(serve_images))
-    rewriter = ProxyVisionRewriter(ImageLoader(fetcher, config.gateway.images), backend, 5.0)
-    state = GatewayState(config, registry, ChatService(registry, rewriter, 5.0, max_n=4), backend, int(time.time()))
+    loader = ImageLoader(fetcher, config.gateway.images)
+    images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, 5.0))
+    state = GatewayState(config, registry, ChatService(registry, images, 5.0, max_n=4), backend, int(time.time()))
     app.dependency_overrides[get_state] = lambda: state
     return app
 
