@@ -13,6 +13,13 @@ When the paged cache runs out while several requests decode, the manager preempt
 lose their KV blocks and are requeued (soft reset: prompt + tokens so far are prefilled again when they
 resume, so their output continues exactly; one request always keeps going, and admission keeps every
 request small enough to run alone, so every request finishes). Two hooks here make that visible and safe (see `_watch_preemption`).
+
+Token ids only: the manager's `add_request(input_ids, ...)` takes a prompt as a list of token ids, and its model
+runner calls `model(**batch_data)` with packed `input_ids`, positions and the paged cache, never `pixel_values`
+or `inputs_embeds` (transformers 5.24, generation/continuous_batching/continuous_api.py and model_runner.py).
+Image requests of a `vision_mode: native` model therefore go through static batches of `generate()` instead
+(image_batcher.py); text requests to that model still come here, over the same VLM (its forward without
+images is its language model's), sharing its weights.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import GenerationConfig
@@ -103,6 +110,8 @@ def generated_so_far(state) -> list[int]:
 
 class ContinuousBatcher:
     """Starts, feeds and stops one `ContinuousBatchingManager`."""
+
+    image_capacity_tokens = 0  # takes no images (see the module docstring)
 
     def __init__(
         self, loaded: LoadedModel, params: ModelParams, on_preempt: Callable[[int], None] = lambda n: None
@@ -215,8 +224,11 @@ class ContinuousBatcher:
         max_new_tokens: int,
         spec: SamplingSpec,
         on_output: Callable,
+        images: Sequence = (),
     ) -> None:
         """Queue a request; `on_output(GenerationOutput)` runs on the calling event loop. Loop thread only."""
+        if images:
+            raise ValueError("continuous batching takes token ids only: image requests go to the image batcher")
         asyncio.get_running_loop()  # register_result_handler binds the callback to the running loop
         self.manager.register_result_handler(request_id, on_output)
         accepted = self.manager.add_request(

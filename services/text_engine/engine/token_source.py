@@ -1,0 +1,56 @@
+"""What the engine needs of a batching loop: the interface both of ours implement.
+
+`ContinuousBatcher` (batcher.py) runs transformers' continuous batching over token ids; `NativeVisionBatcher`
+(native.py) adds static batches of image requests beside it for `vision_mode: native` models. The engine
+submits, cancels and watches either the same way, and `RequestStream` (stream.py) reads the outputs of both:
+`generated_tokens` (cumulative), `is_finished()` and `error`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from services.common.multimodal import EncodedImage
+
+from .kv_budget import KvBudget
+from .sampling.spec import SamplingSpec
+
+
+class TokenOutput(Protocol):
+    """One request's progress, as delivered to `on_output` on the event loop."""
+
+    generated_tokens: list[int]  # everything generated so far (an end-of-sequence token included)
+    error: str | None
+
+    def is_finished(self) -> bool:
+        """Whether this is the request's last output."""
+
+
+class TokenSource(Protocol):
+    """A batching loop on its own thread; every method but `stop` is called on the event loop."""
+
+    budget: KvBudget  # the paged KV cache of text requests
+    image_capacity_tokens: int  # KV tokens of one image batch; 0 when the loop takes no images
+
+    def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
+               on_output: Callable[[TokenOutput], None], images: Sequence[EncodedImage] = ()) -> None:  # fmt: skip
+        """Queue a request; `images` fill the prompt's image tokens, in order (only a native-vision loop takes
+        them). `on_output` runs on the calling event loop."""
+
+    def cancel(self, request_id: str) -> None:
+        """Abort a request and free what it holds; it delivers nothing more."""
+
+    @property
+    def alive(self) -> bool:
+        """False once the loop has died or was stopped."""
+
+    @property
+    def fatal_error(self) -> Exception | None:
+        """Why the loop died, if it did."""
+
+    def cache_usage(self) -> float:
+        """Fraction of the KV cache in use now, 0..1."""
+
+    def stop(self) -> None:
+        """Stop the loop and free its memory (blocking: call from a worker thread)."""
