@@ -11,7 +11,9 @@ The tiny ones carry mistralai/Ministral-3-3B-Reasoning-2512's file set and key l
     tekken.json               the only tokenizer file (tekken.py); no tokenizer.json / tokenizer_config.json
     chat_template.jinja       the real template's behaviour (chat_templates.py)
     SYSTEM_PROMPT.txt         the default system prompt the template injects
-    processor_config.json     PixtralProcessor's image tokens ([IMG], [IMG_BREAK], [IMG_END]), patch 14, merge 2
+    processor_config.json     PixtralProcessor's image tokens ([IMG], [IMG_BREAK], [IMG_END]), patch 14, merge 2,
+                              and its `image_processor` section (PixtralImageProcessorFast, longest_edge 1540),
+                              as the 2512 repos ship it: AutoImageProcessor loads it (native vision)
     params.json, consolidated.safetensors   Mistral's native format, for mistral-inference / vLLM's
                               `--load-format mistral`; transformers (and so our loaders) ignore them
 
@@ -57,9 +59,18 @@ BOS, EOS, PAD, IMG = 1, 2, 11, 10  # the real tekken ids
 TINY_VOCAB = 4096  # 1,000 special tokens + 3,096 BPE ranks of the real vocabulary
 TINY_CONTEXT = 4096
 
-# processor_config.json: the PixtralProcessor's image tokens and geometry (the text engine does not read it).
-PROCESSOR_CONFIG = {"image_break_token": "[IMG_BREAK]", "image_end_token": "[IMG_END]", "image_token": "[IMG]",
-                    "patch_size": 14, "processor_class": "PixtralProcessor", "spatial_merge_size": 2}  # fmt: skip
+# processor_config.json as the hub repos ship it (transformers-5 layout: the image processor nested in the
+# processor's config, no preprocessor_config.json): PixtralProcessor's image tokens and geometry, and the
+# PixtralImageProcessorFast settings that `AutoImageProcessor` loads (native vision reads them).
+IMAGE_PROCESSOR_CONFIG = {
+    "data_format": "channels_first", "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_processor_type": "PixtralImageProcessorFast",
+    "image_std": [0.26862954, 0.26130258, 0.27577711], "patch_size": 14, "resample": 3,
+    "rescale_factor": 0.00392156862745098, "size": {"longest_edge": 1540},
+}  # fmt: skip
+PROCESSOR_CONFIG = {"image_break_token": "[IMG_BREAK]", "image_end_token": "[IMG_END]",
+                    "image_processor": IMAGE_PROCESSOR_CONFIG, "image_token": "[IMG]", "patch_size": 14,
+                    "processor_class": "PixtralProcessor", "spatial_merge_size": 2}  # fmt: skip
 
 # The bench tokenizer's leading special tokens: the first 36 ids of the real tekken vocabulary.
 SPECIAL_TOKENS = [NAMED_SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>") for i in range(36)]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from .family import VisionFamily
+from .pixtral import PixtralFamily
 from .qwen2_vl import Qwen2VLFamily
 
-FAMILIES: tuple[type[VisionFamily], ...] = (Qwen2VLFamily,)
+FAMILIES: tuple[type[VisionFamily], ...] = (Qwen2VLFamily, PixtralFamily)
 
 
 def family_for(config) -> type[VisionFamily]:
