@@ -65,6 +65,7 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
             metrics=metrics,
             reasoning_field=config.gateway.reasoning_field,
             max_n=config.gateway.max_n,
+            show_captions=config.gateway.show_captions,
         )
         app.state.gateway = GatewayState(config, registry, chat_service, backend, int(time.time()), metrics, drain)
         await backend.start()

@@ -22,7 +22,9 @@ router = APIRouter(tags=["chat"])
 _SSE_EVENT = {
     "type": "object", "required": ["data"],
     "properties": {"data": {"type": "string", "description": "A `chat.completion.chunk` as JSON; after the first byte, "
-                                                            "an error as `{\"error\": {...}}`; last, `[DONE]`"},
+                                                            "an error as `{\"error\": {...}}`; last, `[DONE]`. With images "
+                                                            "captioned, one chunk also carries `proxy_vision` (as in "
+                                                            "ChatCompletion)"},
                    "event": {"type": "string", "description": "Always the default, `message`"}},
 }  # fmt: skip
 _RESPONSES = {

@@ -349,6 +349,23 @@ class Usage(BaseModel):
     completion_tokens_details: CompletionTokensDetails = CompletionTokensDetails()
 
 
+class ImageCaption(BaseModel):
+    """What the text model was told about one image of the request."""
+
+    message: int = Field(description="Index of the message the image is in (in `messages`).")
+    index: int = Field(description="Index of the image among that message's images, from 0 (the caption stands in "
+                       "the text the model read as `Image <index + 1>: <caption>`).")  # fmt: skip
+    caption: str = Field(description="The vision model's caption, as the text model read it.")
+    cached: bool = Field(description="Whether the caption came from the caption cache (no vision model work).")
+    ms: float = Field(description="The vision engine's time for this caption, in milliseconds (0 when cached).")
+
+
+class ProxyVision(BaseModel):
+    """The captions of a request whose images were described by the proxy vision model."""
+
+    images: list[ImageCaption] = Field(description="One entry per image, in the order of the request.")
+
+
 class ChatCompletion(BaseModel):
     """A non-streamed answer (`object: chat.completion`)."""
 
@@ -359,3 +376,10 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     system_fingerprint: str | None = None
+    proxy_vision: ProxyVision | None = Field(
+        None,
+        description="Only for a request whose images were captioned by the proxy vision model (and with "
+        "gateway.show_captions on, the default): what the text model was told about each image. A stream carries "
+        "it in one chunk, the one right after the captions are made (its delta is empty). Absent for text-only "
+        "requests and for models that see images natively.",
+    )

@@ -9,8 +9,11 @@ however long an idle model takes to reload: no timer decides. An accepted reques
 once, and keep-alive comments every `keepalive_secs` until its first token. Once the first byte is out,
 errors become an SSE error event followed by [DONE].
 
-A stream with images starts before the text engine is called (captions take seconds; the client gets its
-role chunk and keep-alives meanwhile). If the vision or the text engine's queue is then full, the request has
+A stream with images to caption starts before the text engine is called (captions take seconds; the client
+gets its role chunk and keep-alives meanwhile). With `gateway.show_captions`, what the text model was told
+about each image goes out as `proxy_vision`: at the top level of a `chat.completion`, and in one chunk of a
+stream, the one sent as soon as the captions exist (an empty delta for choice 0). A native model's images
+need no caption: its stream starts as a text one does. If the vision or the text engine's queue is then full, the request has
 produced nothing yet and the client can no longer be told to retry: the gateway waits for capacity itself
 (`described_turns`, `admitted_calls`: an engine's RESOURCE_EXHAUSTED says "nothing was done, try again"), with
 backoff, until the request's deadline.
@@ -92,7 +95,8 @@ class ChatService:
 
     def __init__(self, registry: EngineRegistry, images: ImagePolicies, timeout: float,
                  keepalive_secs: float = KEEPALIVE_SECS, metrics: GatewayMetrics | None = None,
-                 reasoning_field: ReasoningField = "reasoning_content", max_n: int = MAX_N) -> None:  # fmt: skip
+                 reasoning_field: ReasoningField = "reasoning_content", max_n: int = MAX_N,
+                 show_captions: bool = True) -> None:  # fmt: skip
         self._registry = registry
         self._max_n = max_n
         self._metrics = metrics or GatewayMetrics()
@@ -100,6 +104,7 @@ class ChatService:
         self._timeout = timeout
         self._keepalive_secs = keepalive_secs
         self._reasoning_field = reasoning_field
+        self._show_captions = show_captions
 
     async def plan(self, request: ChatCompletionRequest, client_timeout: float | None = None) -> ChatPlan:
         """Refuse what we cannot serve, resolve the model, fetch and check images. Engine calls get the
@@ -174,8 +179,15 @@ class ChatService:
                 log.info("The %s took the request after %d refusal(s) at capacity", what, refusals)
             return result
 
+    def _proxy_vision(self, plan: ChatPlan) -> dict:
+        """`{"proxy_vision": ...}` for an answer whose images were captioned (with `gateway.show_captions`), else
+        nothing."""
+        if plan.images is None or not self._show_captions:
+            return {}
+        return {"proxy_vision": plan.images.proxy_vision()}
+
     async def complete(self, plan: ChatPlan, request_id: str) -> dict:
-        """A non-streamed `chat.completion`."""
+        """A non-streamed `chat.completion` (with `proxy_vision` when its images were captioned)."""
         calls = self._calls(plan, await self._turns(plan, request_id), request_id)
         answers = [ChoiceAnswer() for _ in range(plan.n)]
         finished: dict[int, Finished] = {}
@@ -196,6 +208,7 @@ class ChatService:
                                       reasoning_field=self._reasoning_field, logprobs=bool(plan.request.logprobs))
                         for i, answer in enumerate(answers)],
             "usage": chunks.usage(done),
+            **self._proxy_vision(plan),
         }  # fmt: skip
 
     async def stream(self, plan: ChatPlan, request_id: str) -> sse.FrameStream:
@@ -226,6 +239,10 @@ class ChatService:
                 finally:
                     if not describing.done():  # the client left while images were being described
                         describing.cancel()
+                if captions := self._proxy_vision(plan):
+                    # One chunk, as soon as the captions exist (a UI shows them while the answer is generated);
+                    # its own chunk, so the per-token frames stay prebuilt (chunks.ChunkMaker).
+                    yield chunk.annotation(captions)
                 generation_started = time.monotonic()
                 admitting = asyncio.ensure_future(self.admitted_calls(plan, describing.result(), request_id))
                 try:

@@ -133,5 +133,11 @@ class ChunkMaker:
             {**self._base, "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]}
         )
 
+    def annotation(self, fields: dict) -> str:
+        """A chunk that carries `fields` at the top level (e.g. `proxy_vision`) and an empty delta for choice 0:
+        a client that reads `chunk.choices[0]` of every chunk finds one, with nothing to add to the answer."""
+        return sse.event({**self._base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                                     "finish_reason": None}], **fields})  # fmt: skip
+
     def usage(self, usage: dict) -> str:
         return sse.event({**self._base, "choices": [], "usage": usage})

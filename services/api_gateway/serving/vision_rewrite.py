@@ -3,8 +3,9 @@
 `prepare()` runs before a response starts: checks the vision backend, then has the `ImageLoader` download
 or decode every image and refuse bad ones with a 400. `PendingImages.describe()` then
 asks the vision engine for captions (one Describe call per message, all messages concurrently) and
-turns each message with images into text: the user's text, a blank line, then `Image 1: <caption>`,
-`Image 2: <caption>`... numbered per message. Messages without images pass unchanged, and every message
+turns each message with images into text: each image is replaced where it was by `Image 1: <caption>`,
+`Image 2: <caption>`... numbered per message, between the text around it (`captioned_text`). The captions
+are kept (`PendingImages.captions`) for the answer's `proxy_vision` field. Messages without images pass unchanged, and every message
 keeps its tool data (an assistant's tool calls, a tool message's call id and name).
 """
 
@@ -20,7 +21,7 @@ from services.common.errors import EngineUnavailableError
 from ..clients.images import ImageBytes
 from ..clients.text_engine import ChatTurn
 from ..clients.vision_engine import VisionEngineClient
-from ..schemas.chat import ChatMessage
+from ..schemas.chat import ChatMessage, TextPart
 from .images import ImageLoader, ImageRef
 from .turns import chat_turn
 from .vision_status import VisionBackend
@@ -36,6 +37,21 @@ class Timings:
     vision_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class ImageCaption:
+    """What the text model was told about one image: image `index` (0-based) of message `message`."""
+
+    message: int
+    index: int
+    caption: str
+    cached: bool
+    ms: float  # the vision engine's time for it (0 for a cache hit)
+
+    def to_json(self) -> dict:
+        return {"message": self.message, "index": self.index, "caption": self.caption, "cached": self.cached,
+                "ms": round(self.ms, 1)}  # fmt: skip
+
+
 @dataclass
 class PendingImages:
     """A request's images, downloaded and checked, waiting to be described."""
@@ -46,35 +62,58 @@ class PendingImages:
     backend: VisionBackend
     timeout: float
     timings: Timings = field(default_factory=Timings)
+    captions: list[ImageCaption] = field(default_factory=list)  # once described: every image's, in request order
 
     async def describe(self, request_id: str) -> list[ChatTurn]:
         """Caption every image and return the text-only conversation."""
         started = time.monotonic()
         indices = sorted(self.images)
         try:
-            captions = await asyncio.gather(*(self._describe_message(i, request_id) for i in indices))
+            described = await asyncio.gather(*(self._describe_message(i, request_id) for i in indices))
         except EngineUnavailableError as error:
             raise self.backend.mark_failed(error.message) from None
         self.timings.vision_ms = (time.monotonic() - started) * 1000
         total = sum(len(v) for v in self.images.values())
         log.info("Vision processing completed in %.0fms (%d images)", self.timings.vision_ms, total)
-        by_message = dict(zip(indices, captions))
-        turns = []
-        for index, message in enumerate(self.messages):
-            text = message.text()
-            if index in by_message:
-                lines = "\n".join(f"Image {n}: {caption}" for n, caption in enumerate(by_message[index], start=1))
-                text = f"{text}\n\n{lines}" if text else lines
-            turns.append(chat_turn(message, text))  # tool calls, call ids and names pass unchanged
-        return turns
+        by_message = dict(zip(indices, described))
+        self.captions = [caption for i in indices for caption in by_message[i]]
+        # Every message keeps its tool data (an assistant's calls, a tool message's call id and name).
+        return [chat_turn(message, captioned_text(message, by_message[index])) if index in by_message
+                else chat_turn(message) for index, message in enumerate(self.messages)]  # fmt: skip
 
-    async def _describe_message(self, index: int, request_id: str) -> list[str]:
+    def proxy_vision(self) -> dict:
+        """The answer's `proxy_vision` field: what the text model was told about each image."""
+        return {"images": [caption.to_json() for caption in self.captions]}
+
+    async def _describe_message(self, index: int, request_id: str) -> list[ImageCaption]:
         images = self.images[index]
-        captions = [""] * len(images)
-        async for caption in self.client.describe(images, user_prompt=self.messages[index].text(),
-                                                  request_id=request_id, timeout=self.timeout):  # fmt: skip
-            captions[caption.image_index] = caption.text.strip()
-        return captions
+        captions: list[ImageCaption | None] = [None] * len(images)
+        async for c in self.client.describe(images, user_prompt=self.messages[index].text(),
+                                            request_id=request_id, timeout=self.timeout):  # fmt: skip
+            captions[c.image_index] = ImageCaption(index, c.image_index, c.text.strip(), c.cached, c.elapsed_ms)
+        return [c or ImageCaption(index, i, "", False, 0.0) for i, c in enumerate(captions)]
+
+
+def captioned_text(message: ChatMessage, captions: list[ImageCaption]) -> str:
+    """The message as text, each image replaced where it was by `Image <n>: <caption>` (numbered per message):
+    "compare this [image] with this [image]" keeps its order. Text pieces are joined as `ChatMessage.text()`
+    joins them (a newline), a caption is set off from the text around it by a blank line, and captions that
+    follow each other are one per line."""
+    pieces: list[tuple[bool, str]] = []  # (is a caption, text)
+    images = iter(captions)
+    for part in message.content:
+        if isinstance(part, TextPart):
+            if part.text:
+                pieces.append((False, part.text))
+        else:
+            caption = next(images)
+            pieces.append((True, f"Image {caption.index + 1}: {caption.caption}"))
+    text = ""
+    for i, (is_caption, piece) in enumerate(pieces):
+        if i:
+            text += "\n" if is_caption == pieces[i - 1][0] else "\n\n"
+        text += piece
+    return text
 
 
 class ProxyVisionRewriter:

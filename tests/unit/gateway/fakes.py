@@ -162,5 +162,6 @@ async def make_vision_state(config: ModelsConfig, engines: dict[str, FakeTextEng
     await backend.refresh()
     loader = ImageLoader(None, config.gateway.images)  # type: ignore[arg-type]
     images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, 5.0))
+    options.setdefault("show_captions", config.gateway.show_captions)
     chat = ChatService(registry, images, 5.0, **options)
     return GatewayState(config, registry, chat, backend, int(time.time()))

@@ -3,14 +3,18 @@ statuses the gateway answers, and no FastAPI 422 anywhere (validation errors are
 
 from __future__ import annotations
 
+import base64
 import json
 
 import httpx
+import jsonschema
 import pytest
 
 from services.api_gateway.app import build_app
+from tests.support.images import png
 
-from .fakes import make_config
+from .fakes import TEXT, hello_script, make_config
+from .test_bad_inputs import WireCheckingEngine, hostile_app, hostile_config
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
 
@@ -84,3 +88,23 @@ async def test_other_routes_declare_what_they_answer(doc):
     one_model = doc["paths"]["/v1/models/{model_id}"]["get"]["responses"]
     assert one_model["404"]["content"]["application/json"]["schema"] == {"$ref": ERROR_REF}
     assert "400" not in one_model  # a path parameter cannot fail validation
+
+
+async def test_proxy_vision_is_declared_and_a_captioned_answer_conforms_to_it(doc):
+    """The non-streamed answer of a captioned request, from the real app, validates against the document's
+    ChatCompletion (proxy_vision included: an undeclared or mistyped field would fail here)."""
+    schemas = doc["components"]["schemas"]
+    proxy_vision = schemas["ChatCompletion"]["properties"]["proxy_vision"]
+    assert {"$ref": "#/components/schemas/ProxyVision"} in proxy_vision["anyOf"]
+    assert "proxy_vision" not in schemas["ChatCompletion"].get("required", [])
+    assert set(schemas["ImageCaption"]["required"]) == {"message", "index", "caption", "cached", "ms"}
+    app = await hostile_app(hostile_config(), WireCheckingEngine(TEXT, hello_script()))
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        reply = await client.post("/v1/chat/completions", json={"model": TEXT, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What is it?"}, image]}]})  # fmt: skip
+    assert reply.status_code == 200
+    answer = reply.json()
+    assert answer["proxy_vision"] == {"images": [{"message": 0, "index": 0, "caption": "a cat", "cached": False,
+                                                  "ms": 1.0}]}  # fmt: skip
+    jsonschema.validate(answer, {"$ref": "#/components/schemas/ChatCompletion", "components": doc["components"]})
