@@ -10,15 +10,19 @@ from .engine.engine import EngineInfo
 from .engine.types import (
     Accepted,
     ChatTurn,
+    ContentPart,
+    Detail,
     Finished,
     FinishReason,
     GenerationEvent,
     GenerationRequest,
+    ImagePart,
     ReasoningDelta,
     ResponseFormat,
     ResponseFormatType,
     SamplingRequest,
     TextDelta,
+    TextPart,
     Tool,
     ToolCall,  # fmt: skip
     ToolCallDelta,
@@ -39,6 +43,18 @@ _TOOL_CHOICE = {pb.ToolChoice.TOOL_CHOICE_AUTO: ToolChoiceMode.AUTO, pb.ToolChoi
 _RESPONSE_FORMAT = {pb.ResponseFormat.RESPONSE_FORMAT_TEXT: ResponseFormatType.TEXT,
                     pb.ResponseFormat.RESPONSE_FORMAT_JSON_OBJECT: ResponseFormatType.JSON_OBJECT,
                     pb.ResponseFormat.RESPONSE_FORMAT_JSON_SCHEMA: ResponseFormatType.JSON_SCHEMA}  # fmt: skip
+
+
+_DETAIL = {common_pb2.DETAIL_UNSPECIFIED: Detail.AUTO, common_pb2.DETAIL_AUTO: Detail.AUTO,
+           common_pb2.DETAIL_LOW: Detail.LOW, common_pb2.DETAIL_HIGH: Detail.HIGH}  # fmt: skip
+
+
+def part_from_pb(part: pb.ContentPart) -> ContentPart:
+    """One content part; a part with neither text nor image is empty text."""
+    if part.WhichOneof("part") == "image":
+        image = part.image
+        return ImagePart(image.data, image.mime_type, _DETAIL.get(image.detail, Detail.AUTO), image.sha256)
+    return TextPart(part.text)
 
 
 def _opt(message, field: str):
@@ -68,6 +84,7 @@ def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationR
                 tuple(ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls),
                 m.tool_call_id,
                 m.name,
+                tuple(part_from_pb(p) for p in m.parts),
             )
             for m in message.messages
         ),  # fmt: skip
@@ -128,6 +145,7 @@ def info_to_pb(info: EngineInfo) -> common_pb2.ModelInfo:
         sampling_defaults=sampling_defaults_to_pb(info.sampling),
         quantization=info.quantization,
         status=info.status,
+        vision_mode=info.vision_mode,
     )
 
 

@@ -1,7 +1,9 @@
 """Turn a GenerationRequest into what the batcher needs, or refuse it before it reaches the batch.
 
 A request that cannot fit the context or the whole KV cache is refused here: inside transformers'
-manager, one request larger than the cache stops the loop for everybody.
+manager, one request larger than the cache stops the loop for everybody. A request with images (native
+vision) has them decoded and encoded here (images.py), its prompt counted with their tokens, and is held to
+the image batches' share of the memory instead of the paged cache (native.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from pydantic import ValidationError
 
 from services.common.config import ModelEntry, SamplingDefaults
 from services.common.errors import ContextLengthExceededError, InvalidRequestError
+from services.common.multimodal import EncodedImage
 
+from .images import encode_images, expand, refuse_images
 from .kv_budget import KvBudget
 from .loader import LoadedModel
 from .output import ParserSpec
@@ -38,23 +42,38 @@ class PreparedRequest:
     # A grammar shapes the answer from the first token (no reasoning opened by the prompt): the output parser
     # must not start inside a reasoning even where the model's format would.
     constrained: bool = False
+    images: tuple[EncodedImage, ...] = ()  # the prompt's images, in order (native vision)
+
+    @property
+    def image_tokens(self) -> int:
+        """Prompt tokens the vision encoder fills."""
+        return sum(image.image_tokens for image in self.images)
 
 
 def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry, budget: KvBudget,
-                    parser: ParserSpec = ParserSpec("none"), grammars: GrammarCompiler | None = None) -> PreparedRequest:  # fmt: skip
+                    parser: ParserSpec = ParserSpec("none"), grammars: GrammarCompiler | None = None,
+                    image_capacity: int = 0) -> PreparedRequest:  # fmt: skip
     """Template, count and validate one request, and compile its grammar (runs in a worker thread: tokenizing
-    and compiling are CPU work)."""
+    and compiling are CPU work). `image_capacity`: KV tokens of one image batch (0: the model takes no images)."""
     validate_tools(request, parser.tools)
+    if request.has_images and (loaded.family is None or image_capacity <= 0):
+        refuse_images(request, entry)
+    images = encode_images(request, loaded, entry, image_capacity) if request.has_images else []
     prompt_ids = render_prompt(loaded.tokenizer, request, parser)
+    if images:
+        prompt_ids = expand(prompt_ids, loaded, images)
+    capacity = image_capacity if images else budget.capacity_tokens
+    counted = f", {sum(i.image_tokens for i in images)} of them image tokens" if images else ""
     sampling, defaults = request.sampling, loaded.sampling.values  # resolved once at load (loader.py)
-    limit = min(loaded.max_context, budget.capacity_tokens)
+    limit = min(loaded.max_context, capacity)
     room = limit - len(prompt_ids)
     if sampling.max_tokens is not None:
         max_new = sampling.max_tokens
         if len(prompt_ids) + max_new > loaded.max_context:
             raise ContextLengthExceededError(
                 f"This model's maximum context length is {loaded.max_context} tokens. However, you requested "
-                f"{len(prompt_ids) + max_new} tokens ({len(prompt_ids)} in the messages, {max_new} in the completion). "
+                f"{len(prompt_ids) + max_new} tokens ({len(prompt_ids)} in the messages{counted}, {max_new} in the "
+                "completion). "
                 "Please reduce the length of the messages or completion.",
                 param="messages",
             )
@@ -64,10 +83,11 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
         # built-in default would cut answers off. The cache is not reserved up front: requests that outgrow
         # it together are preempted and resumed by the batcher (batcher.py), costing time, never a request.
         max_new = min(defaults.max_tokens or room, room)
-    if len(prompt_ids) + max_new > budget.capacity_tokens or max_new < 1:
+    if len(prompt_ids) + max_new > capacity or max_new < 1:
         raise ContextLengthExceededError(
-            f"This request needs {len(prompt_ids) + max(max_new, 1)} tokens ({len(prompt_ids)} in the messages, "
-            f"{max(max_new, 1)} in the completion) but the model's context and KV cache budget allow {limit}. "
+            f"This request needs {len(prompt_ids) + max(max_new, 1)} tokens ({len(prompt_ids)} in the messages"
+            f"{counted}, {max(max_new, 1)} in the completion) but the model's context and "
+            f"{'image batch memory' if images else 'KV cache'} budget allow {limit}. "
             "Please reduce the length of the messages or completion.",
             param="messages",
         )
@@ -80,7 +100,8 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
                                   param="ignore_eos" if spec.banned_ids else "min_tokens")  # fmt: skip
     return PreparedRequest(prompt_ids=prompt_ids, max_new_tokens=max_new, spec=spec, stop=sampling.stop,
                            stop_token_ids=sampling.stop_token_ids, parse_tools=calls_tools(request),
-                           constrained=spec.constraint is not None and spec.constraint.masks)  # fmt: skip
+                           constrained=spec.constraint is not None and spec.constraint.masks,
+                           images=tuple(images))  # fmt: skip
 
 
 # Every parameter that has a model default, except max_tokens (the completion budget, decided above).

@@ -26,9 +26,11 @@ from .admission import prepare_request
 from .batcher import ContinuousBatcher
 from .loader import LoadedModel, load_text_model
 from .logprobs import LogprobFormatter
+from .native import NativeVisionBatcher
 from .output import ParserSpec, parser_for
 from .sampling.grammar import GrammarCompiler
 from .stream import RequestStream
+from .token_source import TokenSource
 from .types import (
     Accepted,
     Finished,
@@ -49,7 +51,7 @@ class TextRuntime:
     (with its cache of compiled grammars) and its logprob formatter."""
 
     loaded: LoadedModel
-    batcher: ContinuousBatcher
+    batcher: TokenSource  # ContinuousBatcher; NativeVisionBatcher for a native-vision model
     parser: ParserSpec
     grammars: GrammarCompiler
     logprobs: LogprobFormatter
@@ -79,6 +81,8 @@ class EngineInfo:
     sampling: ResolvedSampling | None = None  # effective sampling defaults (None until loaded)
     quantization: str = ""  # how a quantized checkpoint runs here; "" when unquantized
     status: str = ""  # what a load is doing now ("downloading ...", "loading weights"); "" when serving
+    vision_mode: str = ""  # "native" when the model answers images itself; "" for text only
+    image_batch_bytes_used: int = 0  # native vision: KV bytes the running image batch holds now
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -87,8 +91,8 @@ class EngineInfo:
 
     @property
     def memory_used_bytes(self) -> int:
-        """KV cache bytes holding tokens now."""
-        return int(self.kv_cache_usage * self.kv_cache_bytes)
+        """KV cache bytes holding tokens now (a native model's image batch included)."""
+        return int(self.kv_cache_usage * self.kv_cache_bytes) + self.image_batch_bytes_used
 
 
 class InferenceEngine:
@@ -147,12 +151,12 @@ class InferenceEngine:
         loaded = load_text_model(
             entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,
             trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len, sampling=entry.sampling,
-            gguf_file=entry.gguf_file,
+            gguf_file=entry.gguf_file, native_vision=entry.is_native_vision,
         )  # fmt: skip
         parser = parser_for(entry.reasoning_parser, loaded.tokenizer, entry.tool_call_parser)
         self._last_sampling = loaded.sampling
         self.lifecycle.report("building KV cache")
-        batcher = ContinuousBatcher(loaded, params, self._count_preemptions)
+        batcher = self._new_batcher(loaded)
         budget = batcher.budget
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         log.info(
@@ -160,8 +164,17 @@ class InferenceEngine:
             "%d bytes/token); reasoning parser: %s, tool-call parser: %s", entry.name, note, time.monotonic() - started, loaded.max_context,
             budget.num_blocks, budget.page_size, budget.capacity_tokens, params.mem, budget.bytes_per_token, parser.reasoning, parser.tools,
         )  # fmt: skip
+        if isinstance(batcher, NativeVisionBatcher):
+            log.info("Model %s answers images itself (%s adapter): image batches of up to %d requests and %d KV tokens "
+                     "(half of mem); text requests keep continuous batching", entry.name, loaded.family.name,
+                     params.max_num_seqs, batcher.image_capacity_tokens)  # fmt: skip
         grammars = GrammarCompiler(loaded.tokenizer, loaded.text_config.vocab_size, loaded.eos_token_ids)
         return TextRuntime(loaded, batcher, parser, grammars, LogprobFormatter(loaded.tokenizer))
+
+    def _new_batcher(self, loaded: LoadedModel) -> TokenSource:
+        if loaded.family is not None:
+            return NativeVisionBatcher(loaded, self.entry.params, self._count_preemptions)
+        return ContinuousBatcher(loaded, self.entry.params, self._count_preemptions)
 
     def _count_preemptions(self, count: int) -> None:
         self.metrics.kv_preemptions.labels(self.entry.name).inc(count)  # prometheus counters are thread-safe
@@ -171,8 +184,9 @@ class InferenceEngine:
         runtime.batcher.stop()
 
     def _restart_batcher(self, runtime: TextRuntime) -> TextRuntime:
-        batcher = ContinuousBatcher(runtime.loaded, self.entry.params, self._count_preemptions)
-        return dataclasses.replace(runtime, batcher=batcher)
+        if isinstance(runtime.batcher, NativeVisionBatcher):
+            runtime.batcher.stop()  # its other loop may still run: free it before its replacement
+        return dataclasses.replace(runtime, batcher=self._new_batcher(runtime.loaded))
 
     async def _watchdog(self) -> None:
         """Restart a batching loop that died, so one bad step never leaves the engine hanging."""
@@ -219,6 +233,7 @@ class InferenceEngine:
                 runtime.batcher.budget,
                 runtime.parser,
                 runtime.grammars,
+                runtime.batcher.image_capacity_tokens,
             )
             limit = self.entry.params.queue_limit
             if self._slots.locked() and self._waiting >= limit:
@@ -241,7 +256,14 @@ class InferenceEngine:
                                        runtime.logprobs)  # fmt: skip
                 self._streams[key] = stream
                 try:
-                    batcher.submit(key, prepared.prompt_ids, prepared.max_new_tokens, prepared.spec, stream.on_output)
+                    batcher.submit(
+                        key,
+                        prepared.prompt_ids,
+                        prepared.max_new_tokens,
+                        prepared.spec,
+                        stream.on_output,
+                        prepared.images,
+                    )
                     async for event in stream.events():
                         yield event
                 finally:
@@ -285,7 +307,16 @@ class InferenceEngine:
             sampling=loaded.sampling if loaded else self._last_sampling,
             quantization=loaded.quantization if loaded else "",
             status=self.lifecycle.status,
+            vision_mode="native" if self.entry.is_native_vision else "",
+            image_batch_bytes_used=self._image_batch_bytes(runtime),
         )
+
+    @staticmethod
+    def _image_batch_bytes(runtime: TextRuntime | None) -> int:
+        batcher = runtime.batcher if runtime else None
+        if not isinstance(batcher, NativeVisionBatcher):
+            return 0
+        return batcher.image_tokens_in_flight * batcher.image_bytes_per_token
 
     def _snapshot(self) -> ModelSnapshot:
         info = self.info()

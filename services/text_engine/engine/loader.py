@@ -8,6 +8,11 @@ does a skipped quantization scale (see quantization.py: the text-only load keeps
 `quantization_config`). The top-level `tie_word_embeddings` reaches the text config: the 3B stores no
 `lm_head.weight` and ties it to the embeddings.
 
+A `vision_mode: native` entry (`native_vision=True`) is the opposite: the whole checkpoint is loaded
+(`AutoModelForImageTextToText`, vision tower and projector kept) with its family's image adapter
+(services/common/multimodal/); the batching loops drive the VLM itself (its forward without images runs its
+language model). Idle unload drops the whole model, vision weights included.
+
 The sampling defaults are resolved here, once per load: models.yaml, then the checkpoint's
 `generation_config.json`, then the built-ins (`services.common.config.resolve_sampling`).
 """
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from pydantic import ValidationError
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
 
 from services.common.config import ResolvedSampling, SamplingDefaults, resolve_sampling
 from services.common.hf_models import (
@@ -30,6 +35,7 @@ from services.common.hf_models import (
     resolve_dtype,  # fmt: skip
     stand_in_for,
 )
+from services.common.multimodal import VisionFamily, load_family
 from services.common.tokenizers import load_tokenizer
 
 from .quantization import (
@@ -65,6 +71,7 @@ class LoadedModel:
     stand_in_for: str
     sampling: ResolvedSampling  # effective defaults of requests that leave a parameter out
     quantization: str = ""  # e.g. "fp8, dequantized to float32 (no FP8 kernel on cpu)"; "" when unquantized
+    family: VisionFamily | None = None  # native vision: how images become this model's inputs; None: text only
 
 
 def _is_multimodal(config) -> bool:
@@ -81,11 +88,13 @@ def load_text_model(
     max_model_len: int | None = None,
     sampling: SamplingDefaults | None = None,
     gguf_file: str | None = None,
+    native_vision: bool = False,
 ) -> LoadedModel:
     """Load weights, tokenizer and generation defaults; raise ModelLoadError on anything left random.
 
     `sampling` is the model's `sampling:` block of models.yaml (unset fields defer to the checkpoint).
-    `gguf_file`: the model is that GGUF file (in `source`, see gguf_loading.py), dequantized at load."""
+    `gguf_file`: the model is that GGUF file (in `source`, see gguf_loading.py), dequantized at load.
+    `native_vision`: load the whole VLM and its image adapter (`LoadedModel.family`)."""
     if gguf_file is not None:
         from .gguf_loading import load_gguf_text_model  # imports this module: imported here, not at the top
 
@@ -104,7 +113,19 @@ def load_text_model(
 
     quantization = quantization_config_of(config)
     plan = plan_quantization(quantization, torch_device)
-    if _is_multimodal(config):
+    family = None
+    if native_vision:
+        if not _is_multimodal(config):
+            raise ModelLoadError(f"{source!r} is not a vision-language checkpoint (config {type(config).__name__} has "
+                                 "no vision part): vision_mode 'native' needs one")  # fmt: skip
+        try:
+            family = load_family(source, config, tokenizer, **common)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the image processor of {source!r} for native vision: {exc}") from exc
+        text_config = config.get_text_config()
+        model_cls = AutoModelForImageTextToText
+        extra = {}
+    elif _is_multimodal(config):
         text_config = config.get_text_config()
         # The full model ties lm_head by the top-level flag; the text model alone must do the same.
         text_config.tie_word_embeddings = getattr(config, "tie_word_embeddings", text_config.tie_word_embeddings)
@@ -114,11 +135,12 @@ def load_text_model(
         text_config = config
         model_cls = AutoModelForCausalLM
         extra = {}
+    model_config = config if native_vision else text_config
     if quantization is not None:
-        carry_quantization_config(text_config, quantization, plan)
+        carry_quantization_config(model_config, quantization, plan)
     try:
         model, info = model_cls.from_pretrained(
-            source, config=text_config, dtype=torch_dtype, output_loading_info=True, **common, **extra
+            source, config=model_config, dtype=torch_dtype, output_loading_info=True, **common, **extra
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load weights from {source!r}: {exc}") from exc
@@ -148,6 +170,7 @@ def load_text_model(
         stand_in_for=stand_in_for(source),
         sampling=resolved,
         quantization=plan.describe(torch_dtype) if plan else "",
+        family=family,
     )
 
 

@@ -11,6 +11,12 @@ still knows the tools, it is just not asked to call them and its calls are not r
 travel the way Hugging Face chat templates take them (vLLM does the same): an assistant message's
 `tool_calls` with `arguments` as a dict (Qwen's templates `tojson` it; Mistral's take a dict or a string),
 and `tool` messages with `tool_call_id` and `name`.
+
+A message with content parts (native vision) goes to the template as Hugging Face chat templates take
+multimodal content: a list of `{"type": "text", "text": ...}` and `{"type": "image"}` in the order sent; the
+template writes its placeholder per image (`[IMG]`, `<|vision_start|><|image_pad|><|vision_end|>`), which
+admission expands with the image's own tokens (images.py). Parts without an image are joined into one text
+(by newlines, as vLLM joins text parts), so text-only templates keep their string content.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from services.common.errors import InvalidRequestError
 
 from .output import ParserSpec
 from .tools.validation import parameters_schema
-from .types import ChatTurn, GenerationRequest, Tool, ToolCall
+from .types import ChatTurn, GenerationRequest, ImagePart, TextPart, Tool, ToolCall
 
 _ROLE_ALIASES = {"developer": "system"}
 
@@ -29,7 +35,7 @@ _ROLE_ALIASES = {"developer": "system"}
 def template_message(turn: ChatTurn, parser: ParserSpec, call_names: dict[str, str] | None = None) -> dict:
     """One message as chat templates expect it; `call_names` (earlier calls' id -> function name) names a
     tool result whose turn does not."""
-    message: dict = {"role": _ROLE_ALIASES.get(turn.role, turn.role), "content": turn.content}
+    message: dict = {"role": _ROLE_ALIASES.get(turn.role, turn.role), "content": content_of(turn)}
     if turn.role == "assistant" and turn.reasoning:
         if parser.thinking_in_content_chunks:
             message["content"] = [
@@ -46,6 +52,17 @@ def template_message(turn: ChatTurn, parser: ParserSpec, call_names: dict[str, s
         if name:
             message["name"] = name
     return message
+
+
+def content_of(turn: ChatTurn) -> str | list[dict]:
+    """The message's content: its text, or its parts as content chunks when it has an image."""
+    if not turn.parts:
+        return turn.content
+    if not turn.images:
+        return "\n".join(part.text for part in turn.parts if isinstance(part, TextPart))
+    return [
+        {"type": "image"} if isinstance(part, ImagePart) else {"type": "text", "text": part.text} for part in turn.parts
+    ]
 
 
 def template_tool_call(call: ToolCall) -> dict:

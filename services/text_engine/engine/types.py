@@ -15,10 +15,39 @@ class ToolCall:
     arguments: str  # JSON text
 
 
+class Detail(str, Enum):
+    """How much of an image the model looks at (`detail` of an OpenAI image part)."""
+
+    AUTO = "auto"
+    LOW = "low"
+    HIGH = "high"
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """Text of a message with content parts."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image a `vision_mode: native` model looks at itself: encoded bytes, decoded at admission."""
+
+    data: bytes
+    mime_type: str = ""
+    detail: Detail = Detail.AUTO
+    sha256: str = ""
+
+
+ContentPart = TextPart | ImagePart
+
+
 @dataclass(frozen=True)
 class ChatTurn:
-    """One chat message, text only; an assistant turn may carry the reasoning and the tool calls its answer came
-    with; a tool turn answers the call `tool_call_id`."""
+    """One chat message; an assistant turn may carry the reasoning and the tool calls its answer came with; a
+    tool turn answers the call `tool_call_id`. A user turn with `parts` (text and images, in order) is rendered
+    from them instead of `content`."""
 
     role: str
     content: str
@@ -26,6 +55,12 @@ class ChatTurn:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
     name: str = ""
+    parts: tuple[ContentPart, ...] = ()
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        """The turn's image parts, in order."""
+        return tuple(part for part in self.parts if isinstance(part, ImagePart))
 
 
 @dataclass(frozen=True)
@@ -106,6 +141,11 @@ class GenerationRequest:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool = True
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
+
+    @property
+    def has_images(self) -> bool:
+        """Whether any message carries an image part."""
+        return any(turn.images for turn in self.messages)
 
 
 class FinishReason(str, Enum):
