@@ -62,6 +62,13 @@ class ModelsYaml:
             fields.setdefault("capabilities", {"vision_mode": "disabled"})
         return self.model(name, params=params, **fields)
 
+    def native(self, name: str, *, max_image_tokens: int | None = None, **fields: Any) -> ModelsYaml:
+        """A text model that answers images itself (`vision_mode: native`), as `text` otherwise."""
+        capabilities: dict[str, Any] = {"vision_mode": "native"}
+        if max_image_tokens is not None:
+            capabilities["native_vision"] = {"max_image_tokens": max_image_tokens}
+        return self.text(name, capabilities=capabilities, **fields)
+
     def vision(self, name: str = VISION_MODEL, *, params: dict | None = None, tiny_defaults: bool = True,
                prompt_template: str | None = PROXY_PROMPT, **fields: Any) -> ModelsYaml:  # fmt: skip
         """A vision model in proxy mode (it captions images for the text model); `prompt_template=None`
