@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from .family import VisionFamily
+from .gemma3 import Gemma3Family
+from .idefics3 import Idefics3Family
 from .pixtral import PixtralFamily
+from .qwen2_5_vl import Qwen25VLFamily
 from .qwen2_vl import Qwen2VLFamily
+from .qwen3_vl import Qwen3VLFamily
 
-FAMILIES: tuple[type[VisionFamily], ...] = (Qwen2VLFamily, PixtralFamily)
+FAMILIES: tuple[type[VisionFamily], ...] = (
+    Qwen2VLFamily,
+    PixtralFamily,
+    Qwen25VLFamily,
+    Qwen3VLFamily,
+    Idefics3Family,
+    Gemma3Family,
+)
 
 
 def family_for(config) -> type[VisionFamily]:

@@ -68,6 +68,18 @@ class VisionFamily(ABC):
         keys = images[0].tensors.keys()
         return {key: torch.cat([image.tensors[key] for image in images]) for key in keys}
 
+    def prompt_ids(self, prompt: str, images: list[EncodedImage]) -> list[int]:
+        """The token ids of a chat-templated prompt with each placeholder replaced by its image's tokens.
+
+        Default: tokenize, then expand the placeholder ids. A family whose processor expands the prompt's text
+        (so the tokens around an image may merge with it) overrides this to do the same."""
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return expand_placeholders(ids, self.placeholder_id, images)
+
+    def text_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra per-token `generate()` inputs the family needs beside the image tensors (default: none)."""
+        return {}
+
     def check(self) -> None:
         """Raise ValueError when the checkpoint's files disagree with what this adapter expects."""
         expected = getattr(self.config, "image_token_id", None) or getattr(self.config, "image_token_index", None)

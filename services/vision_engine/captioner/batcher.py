@@ -28,7 +28,6 @@ from services.common.config import ModelParams
 from services.common.detokenizer import IncrementalDetokenizer
 from services.common.hf_models import MIB
 from services.common.multimodal import EncodedImage
-from services.common.multimodal.family import expand_placeholders
 
 from .loader import LoadedVisionModel
 from .penalty import UnpaddedRepetitionPenalty
@@ -170,8 +169,7 @@ class CaptionBatcher:
         try:
             image = family.encode(job.image, job.max_image_tokens)
             prompt = render_prompt(loaded.tokenizer, family.placeholder, job.instruction)
-            ids = loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            ids = expand_placeholders(ids, family.placeholder_id, [image])
+            ids = family.prompt_ids(prompt, [image])
         except Exception as exc:  # noqa: BLE001 - one bad image must not fail its batch
             self._call(job.on_error, f"cannot prepare image: {exc}")
             return None
@@ -190,11 +188,16 @@ class CaptionBatcher:
         )
         images = {key: value.to(loaded.device, loaded.dtype) if value.is_floating_point() else value.to(loaded.device)
                   for key, value in loaded.family.collate([r.image for r in rows]).items()}  # fmt: skip
+        # Per-token inputs some families need beside the images (Gemma 3's token_type_ids), padded rows included.
+        text_inputs = {
+            key: value.to(loaded.device) for key, value in loaded.family.text_inputs(input_ids, mask).items()
+        }
         with torch.inference_mode():
             loaded.model.generate(
                 input_ids=input_ids.to(loaded.device),
                 attention_mask=mask.to(loaded.device),
                 **images,
+                **text_inputs,
                 max_new_tokens=max(r.job.max_new_tokens for r in rows),
                 do_sample=False,  # captions are cached: the same image must give the same caption
                 repetition_penalty=1.0,  # the checkpoint's penalty is applied without the padding (penalty.py)
