@@ -22,9 +22,12 @@ from services.common.config import parse_models_config
 from services.common.engine_server import EngineOptions
 from services.common.errors import PARAM_METADATA_KEY
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
+from services.model_builder import build_all
+from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_REASONING
 from services.text_engine.server import TextEngineServer
 from tests.support.images import encode, png
 from tests.support.models_yaml import ModelsYaml
+from tests.support.processes import REPO_ROOT
 
 NATIVE_PARAMS = {"mem": 16, "dtype": "f32", "max_num_seqs": 8, "prefill_chunk_size": 512}
 STAND_INS = {"qwen2-vl": "vision", "ministral-3": "text"}  # model name -> tiny_models kind
@@ -278,6 +281,25 @@ async def test_idle_unload_frees_the_vlm_and_the_next_request_reloads_it(tiny_mo
         again = await generate(stub, image_request(name, RED))
         assert again.text == first.text
         assert server.engine.lifecycle.resource.loaded.family is not None
+    finally:
+        await channel.close()
+        await server.stop(grace=0)
+
+
+async def test_reasoning_is_split_from_the_answer_as_for_text():
+    """The scripted Ministral-3 stand-in writes [THINK]..[/THINK]It is four. after any prompt: with an image
+    too, the reasoning and the answer arrive apart, as they do for a text request."""
+    path = build_all(REPO_ROOT / "models" / "tiny", only={"reasoning"})["reasoning"]
+    server, channel = await serve(native_entry("reasoner", path))
+    try:
+        stub = text_engine_pb2_grpc.TextEngineStub(channel)
+        for request in (image_request("reasoner", RED, max_tokens=64), text_request("reasoner", max_tokens=64)):
+            responses = [r async for r in stub.Generate(request, timeout=60)]
+            reasoning = "".join(r.reasoning.text for r in responses if r.HasField("reasoning"))
+            answer = "".join(r.delta.text for r in responses if r.HasField("delta"))
+            finished = responses[-1].finished
+            assert (reasoning, answer) == (SCRIPTED_REASONING, SCRIPTED_ANSWER)
+            assert finished.finish_reason == pb.FINISH_REASON_STOP and finished.usage.reasoning_tokens > 0
     finally:
         await channel.close()
         await server.stop(grace=0)
