@@ -1,4 +1,5 @@
-"""Caption cache: identical (image bytes, detail, prompt, model) -> the same caption, with no model work.
+"""Caption cache: identical (image bytes, detail, instruction, caption limit, vision checkpoint) -> the same
+caption, with no model work.
 
 In a multi-turn chat the same images are re-sent every turn, so this is what keeps later turns cheap.
 Bounded LRU by entries and by caption bytes. Event-loop only (no locks needed).
@@ -13,16 +14,21 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CacheKey:
-    """What makes two captions interchangeable."""
+    """What makes two captions interchangeable: the same pixels, seen at the same detail, by the same checkpoint
+    (its source and revision: the entry's name alone would survive swapping `vision_proxy.local_path` for
+    another model), asked the same instruction (user text included) for the same number of tokens."""
 
     image_sha256: str
     detail: str
-    prompt: str
-    model: str
+    instruction_sha256: str  # of the instruction and the caption limit
+    model: str  # the checkpoint's source (hub id or local path)
+    revision: str
 
     @classmethod
-    def of(cls, image_sha256: str, detail: str, prompt: str, model: str) -> CacheKey:
-        return cls(image_sha256, detail, hashlib.sha256(prompt.encode()).hexdigest(), model)
+    def of(cls, image_sha256: str, detail: str, instruction: str, *, max_tokens: int, model: str,
+           revision: str | None = None) -> CacheKey:  # fmt: skip
+        digest = hashlib.sha256(f"{instruction}\x00{max_tokens}".encode()).hexdigest()
+        return cls(image_sha256, detail, digest, model, revision or "")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from .detail import image_token_budget
 from .flights import CaptionFailed, Flight, FlightBoard
 from .loader import LoadedVisionModel, load_vision_model
 from .prompts import build_instruction
-from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob
+from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob, ImageItem
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,11 @@ class CaptionEngine:
             entry.name, entry.source, params.dtype, self._device, params.mem, params.max_num_seqs,
             entry.vision_proxy.max_image_tokens, self._idle_unload_secs,
         )  # fmt: skip
+        own = entry.local_path or entry.hf_id
+        if own and own != entry.source:
+            # vision_proxy.local_path / hf_id name the captioning checkpoint; say so when the entry names another.
+            log.info("Vision model %s: captioning with %s from vision_proxy (not the entry's own %s)",
+                     entry.name, entry.source, own)  # fmt: skip
         fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
         self.lifecycle.report(f"loading weights from {entry.source}")
         loaded = load_vision_model(entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,
@@ -150,8 +155,7 @@ class CaptionEngine:
                                       f"max_queue={limit}); retry shortly")  # fmt: skip
             self._listeners.add(events)
             try:
-                keys = [CacheKey.of(item.sha256 or hashlib.sha256(item.data).hexdigest(), item.detail,
-                                    f"{instruction}\x00{max_tokens}", self.entry.name) for item in job.images]  # fmt: skip
+                keys = [self.cache_key(item, instruction, max_tokens) for item in job.images]
                 self.metrics.images.labels(self.entry.name).inc(len(keys))
                 # Cached bytes decoded fine when they were captioned: no need to decode them again.
                 misses = [index for index, key in enumerate(keys) if not self._answer_from_cache(events, index, key)]
@@ -184,6 +188,13 @@ class CaptionEngine:
         log.info(
             "Vision processing completed in %.0fms (%d images)", (time.monotonic() - started) * 1000, len(job.images)
         )
+
+    def cache_key(self, item: ImageItem, instruction: str, max_tokens: int) -> CacheKey:
+        """The cache key of one image of a request: its bytes and detail, the instruction and caption limit, and
+        the checkpoint this engine loads (source and revision)."""
+        sha = item.sha256 or hashlib.sha256(item.data).hexdigest()
+        return CacheKey.of(sha, item.detail, instruction, max_tokens=max_tokens, model=self.entry.source,
+                           revision=self.entry.revision)  # fmt: skip
 
     def _answer_from_cache(self, events: asyncio.Queue, index: int, key: CacheKey) -> bool:
         """Queue image `index`'s cached caption, if there is one."""

@@ -7,7 +7,7 @@ from services.vision_engine.captioner.types import CaptionDelta, CaptionDone
 
 
 def key(n: int) -> CacheKey:
-    return CacheKey.of(f"sha{n}", "auto", "Describe", "m")
+    return CacheKey.of(f"sha{n}", "auto", "Describe", max_tokens=8, model="m")
 
 
 def caption(text: str) -> CachedCaption:
@@ -28,10 +28,16 @@ def test_lru_evicts_by_entries_and_bytes():
 
 
 def test_key_depends_on_every_part():
-    base = CacheKey.of("sha", "auto", "p", "m")
-    assert base == CacheKey.of("sha", "auto", "p", "m")
-    assert len({base, CacheKey.of("sha2", "auto", "p", "m"), CacheKey.of("sha", "low", "p", "m"),
-                CacheKey.of("sha", "auto", "q", "m"), CacheKey.of("sha", "auto", "p", "n")}) == 5  # fmt: skip
+    def of(sha="sha", detail="auto", instruction="p", max_tokens=8, model="org/a", revision=None):
+        return CacheKey.of(sha, detail, instruction, max_tokens=max_tokens, model=model, revision=revision)
+
+    base = of()
+    assert base == of() and of(revision="") == base  # no revision and an empty one are the same checkpoint
+    variants = [of(sha="sha2"), of(detail="low"), of(detail="high"), of(instruction="q"), of(max_tokens=9),
+                of(model="org/b"), of(model="/models/a"), of(revision="abc123")]  # fmt: skip
+    assert len({base, *variants}) == len(variants) + 1
+    # Instruction and limit are hashed with a separator: moving a digit from one to the other changes the key.
+    assert of(instruction="p", max_tokens=12) != of(instruction="p1", max_tokens=2)
 
 
 def make_job(flight) -> CaptionJob:
