@@ -252,7 +252,19 @@ def test_attach_by_file_drop_and_paste_then_send_an_image(open_ui, stack):
     expect(answer.locator(".content")).not_to_be_empty()
     expect(answer.locator(".meta .timing")).to_contain_text("vision")  # from the gateway's timing comment
     stack.gateway.wait_for_log("Processing multimodal request with 1 images")
+    # The vision model's caption, from the stream's proxy_vision chunk, shows under the image it describes. The
+    # same request through the SDK is answered from the caption cache: the caption the text model was told.
+    again = stack.client().chat.completions.create(model=TEXT_MODEL, max_tokens=1,
+                                                   messages=request_info.value.post_data_json["messages"])  # fmt: skip
+    (told,) = again.model_extra["proxy_vision"]["images"]
+    assert told["cached"] and (told["message"], told["index"]) == (0, 0) and told["caption"].strip()
+    told = told["caption"]
+    figure = page.locator("article.user figure.msg-image")
+    expect(figure.locator("img")).to_have_attribute("alt", "landscape.png")
+    expect(figure.locator("figcaption.image-caption")).to_have_text(told)
     screenshot(page, "image-answer")
+    page.reload()  # kept with the chat in this browser
+    expect(page.locator("article.user figure.msg-image figcaption.image-caption")).to_have_text(told)
     assert watch.off_origin(stack.base_url) == []
     watch.assert_quiet()
 
@@ -450,8 +462,9 @@ def test_think_markers_inside_the_answer_are_just_text(open_ui, fake_gateway):
 
 def test_api_errors_are_shown_readably(open_ui, fake_gateway):
     page, watch = open_ui(fake_gateway)
-    # Before the stream: an HTTP error (no vision model is configured behind this gateway). The photo is
-    # larger than the vision model can use: the page sends it scaled down to 1536 px, as JPEG.
+    # Before the stream: an HTTP error (no vision model is configured behind this gateway, and the text model
+    # does not see images itself). The photo is larger than any vision model uses: the page sends it scaled
+    # down to 1536 px, as JPEG.
     big = Image.new("RGB", (3000, 2000), (200, 30, 30))
     page.locator("#file-input").set_input_files([{"name": "big.png", "mimeType": "image/png", "buffer": encode(big)}])
     with page.expect_request("**/v1/chat/completions") as request_info:
@@ -462,8 +475,8 @@ def test_api_errors_are_shown_readably(open_ui, fake_gateway):
     answer = last_answer(page)
     expect(answer).to_have_attribute("data-state", "error")
     alert = answer.get_by_role("alert")
-    expect(alert.locator(".error-title")).to_have_text("Error · 503 · vision_unavailable")
-    expect(alert.locator(".error-message")).to_have_text("Vision model unavailable: no vision model configured")
+    expect(alert.locator(".error-title")).to_have_text("Error · 400 · images_not_supported")
+    expect(alert.locator(".error-message")).to_contain_text(f"The model '{TEXT_MODEL}' cannot take images")
     expect(answer.get_by_role("button", name="Retry")).to_be_visible()
     screenshot(page, "api-error")
 
@@ -482,7 +495,7 @@ def test_api_errors_are_shown_readably(open_ui, fake_gateway):
     assert request_info.value.post_data_json["messages"] == [{"role": "user", "content": "FAIL_MIDWAY"}]
     expect(last_answer(page)).to_have_attribute("data-state", "error")
     expect(page.locator("article.assistant")).to_have_count(2)  # the retried answer replaced the failed one
-    watch.assert_quiet("503")
+    watch.assert_quiet("400")  # Chromium logs the refused image request (a 400) as a console error
 
 
 def test_phone_width_dark_mode_and_keyboard(open_ui, fake_gateway):

@@ -76,13 +76,18 @@ export async function* streamChat(body, { apiKey, signal }) {
  * (`reasoning_content`): the usual practice for reasoning models (DeepSeek's API and Qwen3's model card
  * both ask for past turns without their thinking), and a long trace would take context, and the engine's
  * KV cache that all requests share, away from the turns that follow. The reasoning stays in the saved chat.
+ *
+ * `sentImages` (optional) gets, for each API message in order, the image objects it sent: an answer's
+ * `proxy_vision` names images by API message and index, and the page puts each caption on its image.
  */
-export function toApiMessages(messages, systemPrompt) {
+export function toApiMessages(messages, systemPrompt, sentImages = []) {
   const result = systemPrompt ? [{ role: "system", content: systemPrompt }] : [];
+  if (systemPrompt) sentImages.push([]);
   for (const [index, message] of messages.entries()) {
     if (message.role === "user" && messages[index + 1]?.status === "error") continue;
     if (message.role === "user") {
       const images = message.images.filter((image) => image.url);
+      sentImages.push(images);
       result.push({
         role: "user",
         content: images.length === 0 ? message.text : [
@@ -91,6 +96,7 @@ export function toApiMessages(messages, systemPrompt) {
         ],
       });
     } else if (message.role === "assistant" && message.content && message.status !== "error") {
+      sentImages.push([]);
       result.push({ role: "assistant", content: message.content });
     }
   }

@@ -20,8 +20,10 @@ export function newAssistantMessage(model, imageCount) {
 /**
  * Stream `body` into `message`, calling `onUpdate()` after every change. Resolves when the answer is
  * complete, stopped (`signal` aborted) or failed; never rejects: the outcome is in `message.status`.
+ * `onCaptions(proxyVision)` gets the captions the vision model made for the request's images (the one
+ * chunk that carries `proxy_vision`; only when the server shows captions, and only for proxied images).
  */
-export async function runCompletion(message, body, { apiKey, signal, onUpdate }) {
+export async function runCompletion(message, body, { apiKey, signal, onUpdate, onCaptions = () => {} }) {
   const started = performance.now();
   let firstTokenAt = null;
   try {
@@ -31,6 +33,10 @@ export async function runCompletion(message, body, { apiKey, signal, onUpdate })
         continue; // keep-alives only say the server is still at work; the phase already says so
       }
       if (chunk.usage) message.meta.usage = chunk.usage;
+      if (chunk.proxy_vision) {
+        onCaptions(chunk.proxy_vision);
+        if (message.phase === "describing") message.phase = "waiting"; // described: the text model is next
+      }
       const choice = chunk.choices?.[0];
       if (!choice) {
         onUpdate();

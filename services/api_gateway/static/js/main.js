@@ -131,8 +131,8 @@ async function loadModels() {
   }
 }
 
-function requestBody(chat) {
-  const body = { model: ui.model.value, messages: toApiMessages(chat.messages, settings.systemPrompt) };
+function requestBody(chat, sentImages) {
+  const body = { model: ui.model.value, messages: toApiMessages(chat.messages, settings.systemPrompt, sentImages) };
   if (settings.maxTokens) body.max_tokens = Number(settings.maxTokens);
   if (settings.temperature !== null && settings.temperature !== "") body.temperature = Number(settings.temperature);
   return body;
@@ -144,9 +144,19 @@ function setStreaming(streaming) {
   if (!streaming && document.activeElement === ui.stop) ui.prompt.focus();
 }
 
+/** Put each caption of an answer's `proxy_vision` on the image it describes (saved with the chat, shown under it). */
+function showCaptions(sentImages, proxyVision) {
+  for (const { message, index, caption, cached } of proxyVision.images || []) {
+    const image = sentImages[message]?.[index];
+    if (image && typeof caption === "string") Object.assign(image, { caption, captionCached: Boolean(cached) });
+  }
+  showChat();
+}
+
 /** Ask for the next answer of `chat` (its last message is the user's) and stream it in. */
 async function answer(chat) {
-  const body = requestBody(chat);
+  const sentImages = []; // per API message, the images it sent (where the answer's captions go)
+  const body = requestBody(chat, sentImages);
   const imageCount = body.messages.flatMap((m) => (Array.isArray(m.content) ? m.content : []))
     .filter((part) => part.type === "image_url").length;
   const message = newAssistantMessage(body.model, imageCount);
@@ -166,7 +176,8 @@ async function answer(chat) {
       }
     });
   };
-  await runCompletion(message, body, { apiKey: settings.apiKey, signal: active.controller.signal, onUpdate });
+  const onCaptions = (proxyVision) => showCaptions(sentImages, proxyVision);
+  await runCompletion(message, body, { apiKey: settings.apiKey, signal: active.controller.signal, onUpdate, onCaptions });
   if (message.error?.status === 401) askForKey(message.error);
   cancelAnimationFrame(frame);
   const { article } = active;

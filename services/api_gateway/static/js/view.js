@@ -33,15 +33,23 @@ function userElement(message) {
   if (message.images.length) {
     const images = el("div", "msg-images");
     for (const image of message.images) {
+      const figure = el("figure", "msg-image");
       if (image.url) {
         const img = el("img");
         img.src = image.url;
         img.alt = image.name;
         img.referrerPolicy = "no-referrer";
-        images.append(img);
+        figure.append(img);
       } else {
-        images.append(el("span", "image-missing", `${image.name}: not kept (browser storage was full)`));
+        figure.append(el("span", "image-missing", `${image.name}: not kept (browser storage was full)`));
       }
+      if (typeof image.caption === "string") {
+        // What the text model was told about this image (the answer's proxy_vision): always as text.
+        const caption = el("figcaption", "image-caption", image.caption);
+        caption.title = image.captionCached ? "Vision model's caption (from the cache)" : "Vision model's caption";
+        figure.append(caption);
+      }
+      images.append(figure);
     }
     bubble.append(images);
   }
