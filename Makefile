@@ -94,3 +94,17 @@ bench-gguf: models
 
 clean:
 	rm -rf $(VENV) $(PB_DIR) models .pytest_cache
+
+# The GPU path (benchmarks/gpu_check.py): on a CUDA machine with no network, real-size random checkpoints, the stack
+# with --device cuda, tok/s at 1/16/64 streams, captions, GPU memory across an idle unload, `transformers serve`
+# beside it; under 8 minutes. Runs with the machine's own python/torch; pinned packages it lacks come from
+# .gpu-wheels/ (make gpu-wheels, where the index is reachable; GPU_PYTHONS names the machine's CPython).
+GPU_PYTHON ?= python3
+GPU_PYTHONS ?= 3.12
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check gpu-wheels
+gpu-check:
+	HF_HUB_OFFLINE=1 $(GPU_PYTHON) -m benchmarks.gpu_check --device cuda $(GPU_CHECK_ARGS)
+
+gpu-wheels: install
+	$(PY) -m benchmarks.gpu_wheels --out .gpu-wheels --pythons "$(GPU_PYTHONS)"
