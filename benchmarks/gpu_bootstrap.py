@@ -20,8 +20,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11: say so instead of a traceback
+    raise SystemExit(
+        f"the GPU check needs Python >= 3.11 (pyproject's requires-python); this is {sys.version.split()[0]}"
+    ) from None
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WHEELS_DIR = REPO_ROOT / ".gpu-wheels"
