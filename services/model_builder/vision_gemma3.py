@@ -197,7 +197,8 @@ def _write_tokenizer(out: Path) -> int:
 
 def legacy_name(name: str) -> str:
     """transformers-5 module names -> the 4b-it repo's (transformers 4.50) weight names."""
-    for new, old in (("model.language_model.", "language_model.model."), ("model.vision_tower.", "vision_tower."),
+    # transformers 5's SiglipVisionModel has no `vision_model.` level; the repo's names (4.50) do.
+    for new, old in (("model.language_model.", "language_model.model."), ("model.vision_tower.", "vision_tower.vision_model."),
                      ("model.multi_modal_projector.", "multi_modal_projector.")):  # fmt: skip
         if name.startswith(new):
             return old + name[len(new) :]

@@ -31,6 +31,7 @@ from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_COMPLETION
 from services.text_engine.engine.loader import load_text_model
 from services.text_engine.engine.output.parsers import parser_for
 from services.vision_engine.captioner.loader import load_vision_model
+from services.vision_engine.captioner.prompts import render_prompt
 from tests.support.processes import REPO_ROOT
 
 
@@ -413,3 +414,136 @@ def test_qwen3_template_thinking_rules(qwen3):
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
         "<|im_start|>user\nSum?<|im_end|>\n<|im_start|>assistant\n<think>\n2+2\n</think>\n\n4<|im_end|>\n"
     )
+
+
+# --- More captioning families: Qwen2.5-VL, Qwen3-VL, SmolVLM (Idefics3), Gemma 3 -------------------------------
+
+_SHARDS = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"}
+_QWEN_TOKENIZER = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "chat_template.json"}
+# kind -> the hub repo's files (README, LICENSE and the like aside), as listed on each repo's page.
+VISION_FILES = {
+    "qwen25_vl": {"config.json", "generation_config.json", "preprocessor_config.json", *_SHARDS, *_QWEN_TOKENIZER},
+    "qwen3_vl": {"config.json", "generation_config.json", "preprocessor_config.json",
+                 "video_preprocessor_config.json", "model.safetensors", *_QWEN_TOKENIZER},
+    "smolvlm": {"config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+                "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                "added_tokens.json", "special_tokens_map.json", "chat_template.json"},
+    "gemma3": {"config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+               *_SHARDS, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.json"},
+}  # fmt: skip
+# kind -> the top-level weight-name prefixes the repo stores (pre-transformers-5 names where the repo has them).
+VISION_WEIGHT_PREFIXES = {
+    "qwen25_vl": {"model.embed_tokens", "model.layers", "model.norm", "visual.blocks", "visual.merger",
+                  "visual.patch_embed"},
+    "qwen3_vl": {"model.language_model", "model.visual"},
+    "smolvlm": {"model.text_model", "model.vision_model", "model.connector", "lm_head.weight"},
+    "gemma3": {"language_model.model", "vision_tower.vision_model", "multi_modal_projector.mm_input_projection_weight",
+               "multi_modal_projector.mm_soft_emb_norm"},
+}  # fmt: skip
+# kind -> token -> the id the hub tokenizer gives it (and the config / generation_config names).
+VISION_TOKEN_IDS = {
+    "qwen25_vl": {"<|endoftext|>": 151643, "<|im_end|>": 151645, "<|vision_start|>": 151652, "<|image_pad|>": 151655,
+                  "<|file_sep|>": 151664},
+    "qwen3_vl": {"<|endoftext|>": 151643, "<|im_end|>": 151645, "<|vision_start|>": 151652, "<|image_pad|>": 151655,
+                 "</think>": 151668},
+    "smolvlm": {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "<global-img>": 49152, "<row_1_col_1>": 49153,
+                "<row_6_col_6>": 49188, "<fake_token_around_image>": 49189, "<image>": 49190,
+                "<end_of_utterance>": 49279},
+    "gemma3": {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<start_of_turn>": 105, "<end_of_turn>": 106,
+               "<start_of_image>": 255999, "<end_of_image>": 256000, "<image_soft_token>": 262144},
+}  # fmt: skip
+VISION_GENERATION = {
+    "qwen25_vl": {"eos_token_id": [151645, 151643], "pad_token_id": 151643, "repetition_penalty": 1.05, "top_k": 1},
+    "qwen3_vl": {"eos_token_id": [151645, 151643], "temperature": 0.7, "top_p": 0.8, "top_k": 20},
+    "smolvlm": {"bos_token_id": 1, "eos_token_id": 49279, "pad_token_id": 2},
+    "gemma3": {"eos_token_id": [1, 106], "pad_token_id": 0, "top_k": 64, "top_p": 0.95, "cache_implementation": "hybrid"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def vision_stand_ins() -> dict[str, Path]:
+    return build_all(REPO_ROOT / "models" / "tiny", only=set(VISION_FILES))
+
+
+def _weight_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(file, "pt") as weights:
+            names |= set(weights.keys())  # noqa: SIM118 - safe_open is not iterable
+    return names
+
+
+@pytest.mark.parametrize("kind", sorted(VISION_FILES))
+def test_vision_stand_ins_have_their_repos_files_and_weight_names(vision_stand_ins, kind):
+    path = vision_stand_ins[kind]
+    assert {p.name for p in path.iterdir()} == VISION_FILES[kind] | {TINY_MARKER}
+    names = _weight_names(path)
+    assert {p for p in VISION_WEIGHT_PREFIXES[kind] if any(n.startswith(p) for n in names)} == VISION_WEIGHT_PREFIXES[
+        kind
+    ]
+    assert all(any(n.startswith(p) for p in VISION_WEIGHT_PREFIXES[kind]) for n in names)  # nothing else
+    index = path / "model.safetensors.index.json"
+    if index.exists():  # sharded as the repo is: the index names every weight and only existing shards
+        weight_map = read_json(index)["weight_map"]
+        assert set(weight_map) == names and set(weight_map.values()) == {
+            n for n in _SHARDS if n.endswith("safetensors")
+        }
+    with safe_open(next(path.glob("*.safetensors")), "pt") as weights:
+        assert {weights.get_slice(k).get_dtype() for k in weights.keys()} == {"BF16"}  # noqa: SIM118 - as the repos
+
+
+@pytest.mark.parametrize("kind", sorted(VISION_FILES))
+def test_vision_stand_ins_special_tokens_and_configs_agree_with_the_repos(vision_stand_ins, kind):
+    path = vision_stand_ins[kind]
+    loaded = load_vision_model(str(path), dtype="f32", device="cpu")  # refuses any missing weight
+    tok, config = loaded.tokenizer, loaded.model.config
+    assert {t: tok.convert_tokens_to_ids(t) for t in VISION_TOKEN_IDS[kind]} == VISION_TOKEN_IDS[kind]
+    image_id = getattr(config, "image_token_id", None) or config.image_token_index
+    assert image_id == VISION_TOKEN_IDS[kind].get("<|image_pad|>", VISION_TOKEN_IDS[kind].get("<image>", 262144))
+    generation = GenerationConfig.from_pretrained(path)
+    assert {k: getattr(generation, k) for k in VISION_GENERATION[kind]} == VISION_GENERATION[kind]
+    assert read_json(path / "chat_template.json")["chat_template"] == read_json(path / "tokenizer_config.json")[
+        "chat_template"]  # fmt: skip
+    # Every id the tokenizer can produce has an embedding row, and the config's vocabulary covers the tokenizer.
+    assert len(tok) <= config.get_text_config().vocab_size
+
+
+def test_qwen25_vl_config_is_flat_with_the_old_vision_key_names(vision_stand_ins):
+    config = read_json(vision_stand_ins["qwen25_vl"] / "config.json")
+    assert "text_config" not in config and config["model_type"] == "qwen2_5_vl" and config["tie_word_embeddings"]
+    assert config["rope_scaling"]["type"] == "mrope" and config["vocab_size"] == 151936
+    vision = config["vision_config"]
+    assert {"in_chans", "spatial_patch_size", "fullatt_block_indexes", "window_size", "out_hidden_size"} <= set(vision)
+    assert read_json(vision_stand_ins["qwen25_vl"] / "preprocessor_config.json")["image_processor_type"] == (
+        "Qwen2VLImageProcessor")  # fmt: skip
+
+
+def test_qwen3_vl_config_is_nested_with_interleaved_mrope_and_deepstack(vision_stand_ins):
+    path = vision_stand_ins["qwen3_vl"]
+    config = read_json(path / "config.json")
+    text, vision = config["text_config"], config["vision_config"]
+    assert text["model_type"] == "qwen3_vl_text" and text["head_dim"] == 128
+    assert text["rope_scaling"] == {"mrope_interleaved": True, "mrope_section": [24, 20, 20], "rope_type": "default"}
+    assert vision["patch_size"] == 16 and vision["deepstack_visual_indexes"] and "in_channels" in vision
+    assert read_json(path / "preprocessor_config.json")["size"] == {"longest_edge": 16777216, "shortest_edge": 65536}
+    loaded = load_vision_model(str(path), dtype="f32", device="cpu")
+    assert len(loaded.model.model.visual.deepstack_merger_list) == len(vision["deepstack_visual_indexes"])
+    prompt = render_prompt(loaded.tokenizer, "<|image_pad|>", "Describe")
+    assert (
+        prompt
+        == "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_smolvlm_and_gemma3_prompts_are_their_templates(vision_stand_ins):
+    smol = load_vision_model(str(vision_stand_ins["smolvlm"]), dtype="f32", device="cpu")
+    assert render_prompt(smol.tokenizer, "<image>", "Describe") == (
+        "<|im_start|>User:<image>Describe<end_of_utterance>\nAssistant:")  # fmt: skip
+    gemma = load_vision_model(str(vision_stand_ins["gemma3"]), dtype="f32", device="cpu")
+    assert render_prompt(gemma.tokenizer, "<start_of_image>", "Describe") == (
+        "<bos><start_of_turn>user\n<start_of_image>Describe<end_of_turn>\n<start_of_turn>model\n")  # fmt: skip
+    text = read_json(vision_stand_ins["gemma3"] / "config.json")["text_config"]
+    assert (
+        set(text) >= {"hidden_size", "num_hidden_layers", "rope_scaling", "sliding_window"} and "vocab_size" not in text
+    )
+    assert gemma.model.config.text_config.vocab_size == 262208 and gemma.model.config.mm_tokens_per_image == 256

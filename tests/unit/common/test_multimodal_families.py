@@ -1,0 +1,127 @@
+"""Each family adapter against what the family's own processor produces (where transformers can build that
+processor without torchvision: Idefics3Processor, Gemma3Processor), or against the image processor and the
+hub's token arithmetic (Qwen2.5-VL, Qwen3-VL: their processors insist on a video processor)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoConfig, Gemma3Processor, Idefics3Processor
+
+from services.common.multimodal import family_for
+from services.model_builder import build_all
+from services.vision_engine.captioner.loader import load_vision_model
+from services.vision_engine.captioner.prompts import render_prompt
+from tests.support.processes import REPO_ROOT
+
+KINDS = {"vision": "qwen2_vl", "qwen25_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "smolvlm": "idefics3",
+         "gemma3": "gemma3"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def paths(tiny_models):
+    return {**tiny_models, **build_all(REPO_ROOT / "models" / "tiny", only=set(KINDS) - {"vision"})}
+
+
+@pytest.fixture(scope="module")
+def loaded(paths):
+    cache = {}
+
+    def load(kind):
+        if kind not in cache:
+            cache[kind] = load_vision_model(str(paths[kind]), dtype="f32", device="cpu")
+        return cache[kind]
+
+    return load
+
+
+def picture(size=(700, 300)) -> Image.Image:
+    """Not uniform, so a resize or a tile in the wrong place shows in the pixels."""
+    image = Image.new("RGB", size, (10, 200, 30))
+    image.paste((240, 20, 90), (0, 0, size[0] // 3, size[1] // 2))
+    return image
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_stand_in_is_served_by_its_adapter(paths, kind):
+    assert family_for(AutoConfig.from_pretrained(paths[kind])).name == KINDS[kind]
+
+
+def test_an_unknown_model_type_names_the_supported_ones():
+    class Config:
+        model_type = "llava"
+
+    with pytest.raises(ValueError, match="no vision adapter for model_type 'llava'") as info:
+        family_for(Config())
+    assert all(name in str(info.value) for name in KINDS.values())
+
+
+@pytest.mark.parametrize("budget", [64, 200, 256, 600, 100_000])
+def test_idefics3_matches_idefics3processor_at_the_edge_its_budget_allows(loaded, budget):
+    model = loaded("smolvlm")
+    family, image = model.family, picture()
+    processor = Idefics3Processor(image_processor=family.image_processor, tokenizer=model.tokenizer, image_seq_len=64)
+    prompt = render_prompt(model.tokenizer, family.placeholder, "Describe.")
+    encoded = family.encode(image, budget)
+    fits = []
+    for edge in (2048, 1536, 1024, 512):
+        out = processor(text=[prompt], images=[[image]], return_tensors="pt", add_special_tokens=False,
+                        size={"longest_edge": edge})  # fmt: skip
+        count = int((out["input_ids"] == family.placeholder_id).sum())
+        if count <= budget or edge == 512:
+            fits.append((edge, out, count))
+    _, expected, count = fits[0]  # the largest edge within the budget (one tile when none is)
+    assert family.prompt_ids(prompt, [encoded]) == expected["input_ids"][0].tolist()
+    assert encoded.image_tokens == count and (count <= budget or count == 64)
+    for key in ("pixel_values", "pixel_attention_mask"):
+        assert torch.equal(encoded.tensors[key], expected[key])
+
+
+def test_idefics3_collate_pads_tiles_and_masks_like_a_processor_batch(loaded):
+    model = loaded("smolvlm")
+    family = model.family
+    big, small = family.encode(picture((1200, 500)), 100_000), family.encode(picture((60, 40)), 64)
+    batch = family.collate([big, small])
+    tiles = big.tensors["pixel_values"].shape[1]
+    assert small.tensors["pixel_values"].shape[1] == 1 < tiles
+    assert batch["pixel_values"].shape == (2, tiles, 3, 512, 512)
+    assert torch.equal(batch["pixel_values"][0], big.tensors["pixel_values"][0])
+    assert torch.equal(batch["pixel_values"][1, :1], small.tensors["pixel_values"][0])
+    assert not batch["pixel_values"][1, 1:].any() and not batch["pixel_attention_mask"][1, 1:].any()
+    assert batch["pixel_attention_mask"][1, 0].all()
+
+
+def test_gemma3_matches_gemma3processor(loaded):
+    model = loaded("gemma3")
+    family, image = model.family, picture()
+    processor = Gemma3Processor(image_processor=family.image_processor, tokenizer=model.tokenizer,
+                                image_seq_length=256)  # fmt: skip
+    prompt = render_prompt(model.tokenizer, family.placeholder, "Describe.")
+    expected = processor(text=[prompt], images=[[image]], return_tensors="pt", add_special_tokens=False)
+    encoded = family.encode(image, 64)  # a fixed cost: the budget does not change it
+    ids = family.prompt_ids(prompt, [encoded])
+    assert ids == expected["input_ids"][0].tolist() and encoded.image_tokens == 256
+    assert torch.equal(encoded.tensors["pixel_values"], expected["pixel_values"])
+    mask = torch.ones(1, len(ids), dtype=torch.long)
+    assert torch.equal(family.text_inputs(torch.tensor([ids]), mask)["token_type_ids"], expected["token_type_ids"])
+
+
+@pytest.mark.parametrize(("kind", "pixels_per_token"), [("qwen25_vl", 28), ("qwen3_vl", 32)])
+def test_qwen_families_match_their_image_processor_and_token_arithmetic(loaded, kind, pixels_per_token):
+    model = loaded(kind)
+    family = model.family
+    image = picture((pixels_per_token * 20, pixels_per_token * 10))  # exactly 200 tokens at its own size
+    encoded = family.encode(image, 10_000)
+    assert encoded.image_tokens == family.natural_tokens(*image.size) == 200
+    assert encoded.tokens == (model.tokenizer.convert_tokens_to_ids("<|image_pad|>"),) * 200
+    assert torch.equal(encoded.tensors["image_grid_thw"], torch.tensor([[1, 20, 40]]))
+    reference = family.image_processor(images=[image], return_tensors="pt")  # the repo's own pixel range
+    assert torch.equal(encoded.tensors["pixel_values"], reference["pixel_values"])
+    assert family.encode(image, 50).image_tokens <= max(50, family.min_pixels // pixels_per_token**2)
+
+
+def test_qwen3_vl_keeps_its_pixel_floor(loaded):
+    """Qwen3-VL's preprocessor_config.json asks for at least 65,536 pixels (64 tokens of 32x32)."""
+    family = loaded("qwen3_vl").family
+    assert family.encode(picture((40, 40)), 4).image_tokens >= 64
