@@ -1,8 +1,9 @@
 """How many image tokens an image costs at each `detail` level.
 
-An image's natural cost (its tokens at its own size) comes from its family's adapter: for Qwen2-VL one token
-covers a 28x28 pixel square, so a token budget is a pixel budget and the image processor resizes the image
-to fit it, keeping its aspect ratio.
+An image's natural cost (its tokens at its own size) comes from its family's adapter
+(services/common/multimodal/): for the Qwen-VL families one token covers a 28x28 (Qwen3-VL: 32x32) pixel
+square, so a token budget is a pixel budget; Idefics3/SmolVLM turn it into a tile count; Gemma 3 costs 256
+tokens whatever the budget. The adapter resizes the image to fit, keeping its aspect ratio.
 """
 
 from __future__ import annotations
