@@ -22,6 +22,9 @@ Matched, file for file:
   extra special tokens) and special_tokens_map.json; chat_template.json with Gemma 3's template (bos, a
   system message folded into the first user turn, `model` for the assistant, `<start_of_image>` per image).
 
+Not checked against the repo's bytes here: the `<unusedN>` numbering past 256000, the position of the byte
+tokens, and tokenizer_config.json keys beyond the special tokens.
+
 What differs: the sizes (text hidden 32, 6 layers so the 5:1 sliding/global pattern is real, 2/1 heads of the
 real head_dim 256, MLP 64; SigLIP 2 layers 32 wide), no tokenizer.model (the SentencePiece file; transformers
 loads tokenizer.json), and the BPE's ordinary part: the 256 byte tokens follow `<end_of_turn>` and a BPE

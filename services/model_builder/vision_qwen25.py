@@ -19,6 +19,10 @@ Matched, file for file (the 3B repo: the smallest Instruct one, and tied like th
   151643..151664, model_max_length 131072) and chat_template.json: Qwen2-VL's template, which the
   Qwen2.5-VL repos ship unchanged (default system prompt "You are a helpful assistant.").
 
+Not checked against the repo's bytes here (offline; taken from public quotes and transformers' own code):
+generation_config.json's temperature (0.1 here; some Instruct repos quote 1e-06), `transformers_version`
+strings, and whether the 3B's index lists an `lm_head.weight` (tied: transformers needs none).
+
 What differs: the sizes (text hidden 64, 2 layers, 4/2 heads of head_dim 16 so the M-RoPE sections are
 [2, 3, 3] for the real [16, 24, 24]; vision 2 blocks of 32 wide, window attention in block 0 and full
 attention in block 1, as the real 32 blocks alternate), `max_window_layers` (2) and the tokenizer's learned

@@ -20,6 +20,9 @@ Matched, file for file (the repo as released with transformers 4.57):
   151643..151668, model_max_length 262144) and chat_template.json with Qwen3-VL's own template
   (chat_templates.QWEN3_VL_CHAT_TEMPLATE: no default system prompt).
 
+Not checked against the repo's bytes here: the chat template is rebuilt from its rules (see
+chat_templates.QWEN3_VL_CHAT_TEMPLATE), and generation_config.json's values are the model card's.
+
 What differs: the sizes (text hidden 64, 2 layers, 4/2 heads of the real head_dim 128, so the real M-RoPE
 sections fit; vision 2 blocks of 32 wide with DeepStack taps after blocks 0 and 1, for the real 24 blocks
 with taps at 5, 11, 17) and the tokenizer's learned part (vision_qwen_tokenizer.py). The embedding keeps

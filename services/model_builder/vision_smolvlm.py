@@ -20,6 +20,10 @@ Matched, file for file:
   `<end_of_utterance>`, `<image>` where each image goes);
 - generation_config.json: bos 1, eos 49279, pad 2.
 
+Not checked against the repo's bytes here: generation_config.json (bos 1, eos 49279, pad 2 as the config
+and tokenizer name them), the ids 49191..49278 (see below) and the tokenizer_config.json keys beyond the
+special tokens.
+
 What differs: the sizes (text hidden 64, 2 layers, 4/2 heads of head_dim 16 for the real 9/3 of 64, MLP 192; vision 2
 layers 32 wide), the BPE's learned part (trained on the built-in corpus, the rest of the ids filler words
 that no merge produces, as in qwen3_tokenizer.py) and the ids 49191..49278, which hold filler words here
