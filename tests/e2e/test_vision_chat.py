@@ -76,6 +76,10 @@ def test_single_image_url_and_the_text_engine_sees_the_rewritten_prompt(stack, c
     # The caption the gateway used is in the vision cache now: ask for it directly (a cache hit).
     caption = describe_directly(stack, IMAGES["/photo.jpg"], "What's in this image?")
     assert caption.cached
+    # The answer says what the text model was told (an extra the SDK keeps).
+    (told,) = response.model_extra["proxy_vision"]["images"]
+    assert (told["message"], told["index"], told["caption"]) == (0, 0, caption.caption.strip())
+    assert told["cached"] in (True, False) and told["ms"] >= 0
     rewritten = f"What's in this image?\n\nImage 1: {caption.caption.strip()}"
     assert response.usage.prompt_tokens == text_only_prompt_tokens(client, rewritten)
     assert response.usage.prompt_tokens > text_only_prompt_tokens(client, "What's in this image?")
@@ -98,6 +102,32 @@ def test_two_images_are_numbered_in_the_rewrite(stack, client, images_server):
     rewritten = f"Compare these two images:\n\nImage 1: {first.caption.strip()}\nImage 2: {second.caption.strip()}"
     assert response.usage.prompt_tokens == text_only_prompt_tokens(client, rewritten)
     stack.gateway.wait_for_log("Processing multimodal request with 2 images")
+    told = response.model_extra["proxy_vision"]["images"]
+    assert [(i["message"], i["index"], i["caption"]) for i in told] == [
+        (0, 0, first.caption.strip()), (0, 1, second.caption.strip())]  # fmt: skip
+
+
+def test_captions_land_where_each_image_was(stack, client, images_server):
+    """'compare this [image] with this [image]': each caption stands where its image was, between the texts."""
+    response = client.chat.completions.create(model=TEXT_MODEL, max_tokens=2, messages=[
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": [
+            {"type": "text", "text": "compare this"}, image_part(f"{images_server.base}/image1.jpg", "low"),
+            {"type": "text", "text": "with this"}, image_part(f"{images_server.base}/photo.jpg", "low"),
+            {"type": "text", "text": "Which is bluer?"}]}])  # fmt: skip
+    prompt = "compare this\nwith this\nWhich is bluer?"  # what the vision model was asked about the images
+    first = describe_directly(stack, IMAGES["/image1.jpg"], prompt, common_pb2.DETAIL_LOW)
+    second = describe_directly(stack, IMAGES["/photo.jpg"], prompt, common_pb2.DETAIL_LOW)
+    assert first.cached and second.cached
+    told = response.model_extra["proxy_vision"]["images"]
+    assert [(i["message"], i["index"], i["caption"]) for i in told] == [
+        (2, 0, first.caption.strip()), (2, 1, second.caption.strip())]  # fmt: skip
+    in_place = (f"compare this\n\nImage 1: {first.caption.strip()}\n\nwith this\n\nImage 2: {second.caption.strip()}"
+                f"\n\nWhich is bluer?")  # fmt: skip
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+               {"role": "user", "content": in_place}]  # fmt: skip
+    expected = client.chat.completions.create(model=TEXT_MODEL, max_tokens=1, messages=history).usage.prompt_tokens
+    assert response.usage.prompt_tokens == expected
 
 
 def test_base64_data_url(client):
@@ -106,6 +136,8 @@ def test_base64_data_url(client):
         {"type": "text", "text": "Analyze this image:"},
         {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}", "detail": "high"}}]}])  # fmt: skip
     assert response.usage.completion_tokens == 5
+    (told,) = response.model_extra["proxy_vision"]["images"]
+    assert (told["message"], told["index"]) == (0, 0) and told["caption"]
 
 
 def test_plain_string_image_url_form(client):
@@ -121,7 +153,13 @@ def test_streaming_multimodal_response(client, images_server):
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason == "length"
+    # The brief's loop (`chunk.choices[0].delta.content`) works on every chunk, the captions' one included.
     assert "".join(c.choices[0].delta.content or "" for c in chunks)
+    carrying = [c for c in chunks if (c.model_extra or {}).get("proxy_vision")]
+    assert len(carrying) == 1 and carrying[0].choices[0].delta.content is None
+    (told,) = carrying[0].model_extra["proxy_vision"]["images"]
+    assert (told["message"], told["index"]) == (0, 0) and told["caption"]
+    assert chunks.index(carrying[0]) < next(i for i, c in enumerate(chunks) if c.choices[0].delta.content)
 
 
 def test_streamed_multimodal_reports_its_time_split_as_an_sse_comment(stack, images_server):
@@ -131,7 +169,8 @@ def test_streamed_multimodal_reports_its_time_split_as_an_sse_comment(stack, ima
         lines = [line for line in reply.iter_lines() if line]
     timing = next(line for line in lines if line.startswith(": timing "))
     assert {item.split("=")[0] for item in timing.split()[2:]} == {"fetch_ms", "vision_ms", "text_ttft_ms"}
-    assert lines.index(timing) == 1  # right after the role chunk, before any content
+    # After the role chunk and the captions' chunk, before any content.
+    assert lines.index(timing) == 2 and '"proxy_vision"' in lines[1]
     assert lines[-1] == "data: [DONE]"
 
 

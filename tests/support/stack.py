@@ -192,7 +192,8 @@ def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: boo
     The config is `tiny(tiny_models, vision=..., text_params=...)` with `gateway_extra` as its gateway section,
     or `config` as built by the caller (it must name TEXT_MODEL, and VISION_MODEL with `vision`); make_stack
     fills in the endpoints. `more_text` (model name -> checkpoint) adds text models beside TEXT_MODEL, with its
-    params, each served by an engine of its own. `env` goes to every process."""
+    params, each served by an engine of its own (a name `config` already has keeps its entry, e.g. a
+    `ModelsYaml.native` one, and only gets its engine). `env` goes to every process."""
     ports = {name: free_port() for name in ("text", "vision", "gateway", "text_metrics", "vision_metrics")}
     ports.update({f"text:{name}": free_port() for name in more_text or {}})
     if config is None:
@@ -201,7 +202,10 @@ def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: boo
             config.gateway(**gateway_extra)
     config.endpoints({TEXT_MODEL: f"127.0.0.1:{ports['text']}", VISION_MODEL: f"127.0.0.1:{ports['vision']}"})
     for name, path in (more_text or {}).items():
-        config.copy_model(TEXT_MODEL, name, local_path=path, endpoint=f"127.0.0.1:{ports[f'text:{name}']}")
+        if any(m["name"] == name for m in config.models):  # the caller's own entry (e.g. a native one): wire it
+            config.endpoints({name: f"127.0.0.1:{ports[f'text:{name}']}"})
+        else:
+            config.copy_model(TEXT_MODEL, name, local_path=path, endpoint=f"127.0.0.1:{ports[f'text:{name}']}")
     stack = Stack(tmp, config.write(tmp / "models.yaml"), ports=ports, env=dict(env or {}),
                   gateway_args=tuple(gateway_args))  # fmt: skip
     try:
