@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import weakref
 from dataclasses import dataclass
 
 import grpc
@@ -271,6 +272,10 @@ async def test_idle_unload_frees_the_vlm_and_the_next_request_reloads_it(tiny_mo
     try:
         stub = text_engine_pb2_grpc.TextEngineStub(channel)
         first = await generate(stub, image_request(name, RED))
+        vlm = weakref.ref(server.engine.lifecycle.resource.loaded.model)
+        inner = server.engine.lifecycle.resource.loaded.model.model
+        tower = weakref.ref(getattr(inner, "vision_tower", None) or inner.visual)  # Mistral3's name, Qwen2-VL's
+        del inner
 
         async def unloaded():
             info = await stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
@@ -278,6 +283,7 @@ async def test_idle_unload_frees_the_vlm_and_the_next_request_reloads_it(tiny_mo
 
         await until(unloaded, what="the idle unload")
         assert server.engine.lifecycle.resource is None  # model, vision tower and both loops dropped
+        assert vlm() is None and tower() is None  # and freed: nothing keeps the weights alive
         again = await generate(stub, image_request(name, RED))
         assert again.text == first.text
         assert server.engine.lifecycle.resource.loaded.family is not None

@@ -54,20 +54,35 @@ def serialise_forward(model, lock: threading.Lock) -> None:
     model.forward = locked
 
 
+def restore_forward(model) -> None:
+    """Undo `serialise_forward`: the wrapper holds the model (a reference cycle that only a later garbage
+    collection would break, keeping the weights after an unload)."""
+    if getattr(model.forward, "_proxyvision_lock", None) is not None:
+        del model.forward
+
+
 class NativeVisionBatcher:
     """Routes each request to the loop that can serve it; looks like one loop to the engine."""
 
     def __init__(self, loaded: LoadedModel, params: ModelParams, on_preempt: Callable[[int], None] = lambda n: None) -> None:  # fmt: skip
         text_mib, image_mib = split_memory(params.mem)
-        serialise_forward(loaded.model, threading.Lock())
-        self.text = ContinuousBatcher(loaded, params.model_copy(update={"mem": text_mib}), on_preempt)
-        self.budget = self.text.budget
+        self._model = loaded.model
         self.image_bytes_per_token = kv_bytes_per_token(loaded.text_config, loaded.dtype)
         self.image_capacity_tokens = max(1, (image_mib * MIB) // self.image_bytes_per_token)
+        serialise_forward(loaded.model, threading.Lock())
+        try:
+            self.text = ContinuousBatcher(loaded, params.model_copy(update={"mem": text_mib}), on_preempt)
+        except Exception:
+            restore_forward(loaded.model)
+            raise
+        self.budget = self.text.budget
         try:
             self.images = ImageBatcher(loaded, max_batch=params.max_num_seqs, token_budget=self.image_capacity_tokens)
         except Exception:
-            self.text.stop()
+            try:
+                self.text.stop()
+            finally:
+                restore_forward(loaded.model)
             raise
         self._routes: dict[str, TokenSource] = {}
 
@@ -114,8 +129,11 @@ class NativeVisionBatcher:
         return self.images.tokens_in_flight
 
     def stop(self) -> None:
-        """Stop both loops (blocking)."""
+        """Stop both loops (blocking) and unwrap the model's forward."""
         try:
             self.images.stop()
         finally:
-            self.text.stop()
+            try:
+                self.text.stop()
+            finally:
+                restore_forward(self._model)
