@@ -309,3 +309,39 @@ async def test_reasoning_is_split_from_the_answer_as_for_text():
     finally:
         await channel.close()
         await server.stop(grace=0)
+
+
+async def test_max_num_seqs_and_the_queue_bound_span_image_and_text_requests(tiny_models):
+    """One slot (max_num_seqs 1) and one queue place (max_queue 1) for both paths: an image request holding the
+    slot makes a text request wait and a third request of either kind is refused with RESOURCE_EXHAUSTED."""
+    entry = native_entry("one", tiny_models["text"], params={"max_num_seqs": 1, "max_queue": 1})
+    server, channel = await serve(entry)
+    try:
+        stub = text_engine_pb2_grpc.TextEngineStub(channel)
+        runtime = server.engine.lifecycle.resource
+        lock = runtime.loaded.model.forward._proxyvision_lock
+
+        async def load():
+            info = await stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
+            return info.running, info.waiting
+
+        lock.acquire()  # the image request takes the slot and stays in its first forward pass
+        try:
+            image = asyncio.create_task(generate(stub, image_request("one", RED, max_tokens=4)))
+            await until(lambda: len(runtime.batcher.images.batch_sizes) == 1, what="the image batch")
+            text = asyncio.create_task(generate(stub, text_request("one", max_tokens=4)))
+
+            # Admitted and queued for the slot (not still templating): the queue bound counts it from here.
+            await until(lambda: server.engine._waiting == 1, what="the text request to wait for the slot")
+            assert await load() == (1, 1)
+            for third in (image_request("one", NOISE), text_request("one")):
+                error = await refused(stub, third)
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "at capacity" in error.details()
+        finally:
+            lock.release()
+        done = await asyncio.gather(image, text)
+        assert all(a.finished.usage.completion_tokens == 4 for a in done)
+        assert await load() == (0, 0)
+    finally:
+        await channel.close()
+        await server.stop(grace=0)
