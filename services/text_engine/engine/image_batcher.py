@@ -204,7 +204,8 @@ class ImageBatcher:
         images = self._family.collate([image for r in rows for image in r.images])
         extra = {key: value.to(loaded.device, loaded.dtype) if value.is_floating_point() else value.to(loaded.device)
                  for key, value in images.items()}  # fmt: skip
-        if self._token_types:
+        extra.update({key: value.to(loaded.device) for key, value in self._family.text_inputs(ids, mask).items()})
+        if self._token_types and "mm_token_type_ids" not in extra:
             extra["mm_token_type_ids"] = ((ids == self._family.placeholder_id) & (mask == 1)).int().to(loaded.device)
         self.tokens_in_flight = len(rows) * width
         with torch.inference_mode():
