@@ -3,11 +3,14 @@
 The template writes `<|vision_start|><|image_pad|><|vision_end|>` per image; the image processor resizes the
 image to a multiple of `patch_size * merge_size` pixels within a pixel budget and cuts it into patches
 (`pixel_values` [patches, C*T*P*P], `image_grid_thw` [1, 3]); every 2x2 merged patch is one `<|image_pad|>`.
-`generate()` builds the M-RoPE positions from the prompt's image tokens and `image_grid_thw` itself.
+`generate()` builds the M-RoPE positions from `image_grid_thw` and `mm_token_type_ids` (which prompt tokens are
+image tokens: the processor returns it beside `input_ids`); without it transformers 5.24 falls back to plain
+1-D positions for the image tokens, which a real checkpoint was never trained on.
 """
 
 from __future__ import annotations
 
+import torch
 from PIL import Image
 
 from .family import EncodedImage, VisionFamily
@@ -34,6 +37,10 @@ class Qwen2VLFamily(VisionFamily):
 
     def natural_tokens(self, width: int, height: int) -> int:
         return max(1, (width * height) // (self.patch_factor**2))
+
+    def text_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`mm_token_type_ids`: 1 at image tokens, 0 elsewhere (padding included), as the processor returns it."""
+        return {"mm_token_type_ids": ((input_ids == self.placeholder_id) & (attention_mask == 1)).int()}
 
     def encode(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
         # Qwen's processor reads `size` as a pixel range: shortest_edge = min pixels, longest_edge = max pixels.

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import queue
 import threading
@@ -93,8 +92,6 @@ class ImageBatcher:
         self._pad = (
             loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.eos_token_ids[0]
         )
-        # Qwen2-VL and its successors build M-RoPE positions from which prompt tokens are image tokens.
-        self._token_types = "mm_token_type_ids" in inspect.signature(loaded.model.forward).parameters
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._carry: _Job | None = None  # a job that did not fit the last batch leads the next one
         self._jobs: dict[str, _Job] = {}
@@ -205,8 +202,6 @@ class ImageBatcher:
         extra = {key: value.to(loaded.device, loaded.dtype) if value.is_floating_point() else value.to(loaded.device)
                  for key, value in images.items()}  # fmt: skip
         extra.update({key: value.to(loaded.device) for key, value in self._family.text_inputs(ids, mask).items()})
-        if self._token_types and "mm_token_type_ids" not in extra:
-            extra["mm_token_type_ids"] = ((ids == self._family.placeholder_id) & (mask == 1)).int().to(loaded.device)
         self.tokens_in_flight = len(rows) * width
         with torch.inference_mode():
             loaded.model.generate(

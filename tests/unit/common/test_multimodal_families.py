@@ -125,3 +125,22 @@ def test_qwen3_vl_keeps_its_pixel_floor(loaded):
     """Qwen3-VL's preprocessor_config.json asks for at least 65,536 pixels (64 tokens of 32x32)."""
     family = loaded("qwen3_vl").family
     assert family.encode(picture((40, 40)), 4).image_tokens >= 64
+
+
+@pytest.mark.parametrize("kind", ["vision", "qwen25_vl", "qwen3_vl"])
+def test_qwen_families_give_generate_the_image_token_types_mrope_needs(loaded, kind):
+    """Without `mm_token_type_ids` transformers gives image tokens plain 1-D positions; with the family's, the
+    image's tokens get M-RoPE's 2-D grid (height and width components differ) and the text after it resumes."""
+    model = loaded(kind)
+    family = model.family
+    encoded = family.encode(picture((family.patch_factor * 4, family.patch_factor * 2)), 10_000)
+    prompt = render_prompt(model.tokenizer, family.placeholder, "Describe")
+    ids = torch.tensor([[model.pad_token_id] * 3 + family.prompt_ids(prompt, [encoded])])
+    mask = torch.tensor([[0] * 3 + [1] * (ids.shape[1] - 3)])
+    types = family.text_inputs(ids, mask)["mm_token_type_ids"]
+    assert int(types.sum()) == encoded.image_tokens and not types[0, :3].any()  # image tokens only, no padding
+    grid = encoded.tensors["image_grid_thw"]
+    positions, _ = model.model.model.get_rope_index(input_ids=ids, mm_token_type_ids=types, image_grid_thw=grid,
+                                                    attention_mask=mask)  # fmt: skip
+    image = positions[:, 0, types[0].bool()]  # (temporal, height, width) of the image tokens
+    assert not torch.equal(image[1], image[2])  # a 2-D grid, not one running position
