@@ -192,6 +192,9 @@ class ModelLifecycle(Generic[R]):
         resource, self.resource = self.resource, None
         if resource is not None:
             await asyncio.to_thread(self._unload_fn, resource)
+        # Drop this frame's reference first: a model held in a reference cycle is only freed by a collection
+        # that runs after the last outside reference is gone.
+        del resource
         gc.collect()
         torch = sys.modules.get("torch")  # only engines that loaded torch can hold device memory
         if torch is not None and torch.cuda.is_available():

@@ -36,11 +36,15 @@ def assert_vision_unavailable(client):
 
 
 def test_no_vision_model_configured(tiny_models, tmp_path):
+    """Text is served; an image has no way to be seen (no proxy, no native model): a 400 that says so, not the
+    503 of a vision engine that is down (retrying would not help)."""
     stack = make_stack(tmp_path, tiny_models, vision=False)
     try:
         client = stack.client()
         assert ask(client, with_image=False).usage.completion_tokens == 3
-        assert "no vision model configured" in assert_vision_unavailable(client)
+        with pytest.raises(openai.BadRequestError) as refused:
+            ask(client, with_image=True)
+        assert refused.value.code == "images_not_supported" and TEXT_MODEL in refused.value.message
         stack.gateway.wait_for_log("Vision backend: Unavailable (no vision model configured)")
     finally:
         stack.stop()
