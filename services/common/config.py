@@ -53,6 +53,11 @@ class ModelParams(_Strict):
     max_num_seqs: int = Field(16, gt=0, description="Sequences in flight at once; the rest wait in a FIFO queue.")
     prefill_chunk_size: int = Field(1024, gt=0, description="Tokens per forward pass (prefill is chunked to this).")
     block_size: int = Field(64, gt=0, description="Tokens per KV cache block (page).")
+    prefix_caching: bool = Field(
+        True,
+        description="Text engines: reuse the KV blocks of a prompt prefix another request already computed "
+        "(a conversation's earlier turns, a shared system prompt) instead of prefilling it again.",
+    )
     max_queue: int | None = Field(
         None,
         ge=0,

@@ -102,6 +102,11 @@ class EngineMetrics:
         self.generation_tokens = Counter("proxyvision_generation_tokens", "Tokens generated.", ["model"], registry=r)
         self.kv_preemptions = Counter("proxyvision_kv_preemptions", "Requests preempted because the KV cache was "
                                       "full (they resume, recomputed, when blocks free up).", ["model"], registry=r)  # fmt: skip
+        # In tokens, as vLLM's prefix_cache_queries/hits: hits / queries is the share of prompt tokens not prefilled.
+        self.prefix_cache_queries = Counter("proxyvision_prefix_cache_queries", "Prompt tokens looked up in the "
+                                            "prefix cache (text engines).", ["model"], registry=r)  # fmt: skip
+        self.prefix_cache_hits = Counter("proxyvision_prefix_cache_hits", "Prompt tokens whose KV blocks came from "
+                                         "the prefix cache instead of a prefill (text engines).", ["model"], registry=r)  # fmt: skip
 
     def watch(self, snapshot: Callable[[], ModelSnapshot]) -> None:
         """Export the state gauges of `snapshot()` (called by the exporter thread at each scrape)."""

@@ -116,3 +116,38 @@ def test_a_cache_the_device_cannot_hold_fails_the_load(tiny_models):
     params = entry_for(tiny_models).params.model_copy(update={"mem": 10_000_000, "prefill_chunk_size": 100_000})
     with pytest.raises(ModelLoadError, match="failed to start"):
         ContinuousBatcher(loaded, params)
+
+
+@pytest.mark.parametrize("prefix_caching", [True, False])
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_later_turn_reuses_the_conversations_cached_prefix_only_when_prefix_caching_is_on(
+    tiny_models, prefix_caching
+):
+    """Turn 2 re-sends turn 1's history: with `prefix_caching` its full blocks come from the cache (counted in
+    proxyvision_prefix_cache_hits), without it everything is prefilled again; the answers are the same."""
+    entry = entry_for(tiny_models)
+    params = entry.params.model_copy(update={"block_size": 16, "prefix_caching": prefix_caching})
+    engine = InferenceEngine(entry.model_copy(update={"params": params}), device="cpu", idle_unload_secs=0)
+    await engine.start()
+    history = (ChatTurn("user", "Tell me about the lighthouse keeper and his logbook. " * 6),)
+
+    async def turn(turns) -> str:
+        request = GenerationRequest("t", turns, SamplingRequest(max_tokens=6, temperature=0.0))
+        events = [e async for e in engine.generate(request)]
+        return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+    try:
+        first = await turn(history)
+        batcher = engine.lifecycle.resource.batcher
+        hits_before = batcher.prefix_hit_tokens
+        second = (*history, ChatTurn("assistant", first), ChatTurn("user", "And then?"))
+        await turn(second)
+        reused = batcher.prefix_hit_tokens - hits_before
+        sample = engine.metrics.registry.get_sample_value("proxyvision_prefix_cache_hits_total", {"model": "m"})
+        if prefix_caching:
+            assert reused >= 16 * 4 and sample == batcher.prefix_hit_tokens  # turn 1's prompt: several blocks
+        else:
+            assert reused == 0 and not sample  # no lookups counted as hits (the series has no sample yet)
+        assert await turn(history) == first  # greedy, with or without reused blocks
+    finally:
+        await engine.stop()

@@ -2,7 +2,7 @@
 
 One `ContinuousBatchingManager` over a loaded model, sized from the config. What this module reads or patches
 of the manager's private state: the output router's handler table (`forget`), the cache allocators' ledger
-(`cache_usage`), the scheduler and offloader (`_watch_preemption`), and each request state's token lists and
+(`cache_usage`), the scheduler and offloader (`_watch_preemption`), the cache's prefix search (`_watch_prefix_hits`), and each request state's token lists and
 kwargs (`RequestSampler`, which plugs our own logits pipeline, sampling/pipeline.py, in place of the manager's
 logits processors). A transformers upgrade that moves any of these breaks here and only here.
 
@@ -114,7 +114,11 @@ class ContinuousBatcher:
     image_capacity_tokens = 0  # takes no images (see the module docstring)
 
     def __init__(
-        self, loaded: LoadedModel, params: ModelParams, on_preempt: Callable[[int], None] = lambda n: None
+        self,
+        loaded: LoadedModel,
+        params: ModelParams,
+        on_preempt: Callable[[int], None] = lambda n: None,
+        on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None,
     ) -> None:
         self.budget: KvBudget = kv_budget(loaded.text_config, loaded.dtype, params.mem, params.block_size,
                                           max_useful_tokens=params.max_num_seqs * loaded.max_context)  # fmt: skip
@@ -132,6 +136,9 @@ class ContinuousBatcher:
             num_blocks=self.budget.num_blocks,
             max_batch_tokens=max(params.prefill_chunk_size, params.max_num_seqs),
             max_requests_per_batch=params.max_num_seqs,
+            # Prefix caching: a prompt's full blocks already in the cache (an earlier turn, a shared system prompt)
+            # are reused instead of prefilled again.
+            allow_block_sharing=params.prefix_caching,
             # The sampler reads Python-side request state each step: graphs and double-buffering would
             # replay or reorder it.
             use_cuda_graph=False,
@@ -147,6 +154,24 @@ class ContinuousBatcher:
         self.preemptions = 0  # requests preempted because the KV cache was full (written by the loop thread)
         self._on_preempt = on_preempt  # called on the loop thread with each preemption's count
         self._watch_preemption(params.mem)
+        self.prefix_queried_tokens = 0  # prompt tokens looked up in the prefix cache (loop thread writes)
+        self.prefix_hit_tokens = 0  # of those, tokens whose KV blocks were reused instead of prefilled
+        self._watch_prefix_hits(on_prefix_lookup)
+
+    def _watch_prefix_hits(self, on_lookup: Callable[[int, int], None]) -> None:
+        """Count what the prefix cache saves: the scheduler asks the cache for each request's longest cached
+        prefix once, before its first prefill (`search_prefix_match`). Runs on the manager's thread."""
+        cache = self.manager.batch_processor.cache
+        search = cache.search_prefix_match
+
+        def search_prefix_match(request_id: str, prompt_ids: list[int]) -> int:
+            hit = search(request_id, prompt_ids)
+            self.prefix_queried_tokens += len(prompt_ids)
+            self.prefix_hit_tokens += hit
+            on_lookup(len(prompt_ids), hit)
+            return hit
+
+        cache.search_prefix_match = search_prefix_match
 
     def _wait_until_running(self, timeout: float = 120.0) -> None:
         """The manager allocates its cache on its own thread; a failure there (e.g. a cache the device

@@ -173,8 +173,12 @@ class InferenceEngine:
 
     def _new_batcher(self, loaded: LoadedModel) -> TokenSource:
         if loaded.family is not None:
-            return NativeVisionBatcher(loaded, self.entry.params, self._count_preemptions)
-        return ContinuousBatcher(loaded, self.entry.params, self._count_preemptions)
+            return NativeVisionBatcher(loaded, self.entry.params, self._count_preemptions, self._count_prefix_lookup)
+        return ContinuousBatcher(loaded, self.entry.params, self._count_preemptions, self._count_prefix_lookup)
+
+    def _count_prefix_lookup(self, queried: int, hit: int) -> None:
+        self.metrics.prefix_cache_queries.labels(self.entry.name).inc(queried)
+        self.metrics.prefix_cache_hits.labels(self.entry.name).inc(hit)
 
     def _count_preemptions(self, count: int) -> None:
         self.metrics.kv_preemptions.labels(self.entry.name).inc(count)  # prometheus counters are thread-safe
