@@ -17,10 +17,10 @@ import pytest
 from services.common.config import DEFAULT_VISION_PROMPT, parse_models_config
 from services.common.engine_server import EngineOptions
 from services.common.errors import InvalidRequestError
+from services.common.multimodal.detail import LOW_DETAIL_TOKENS
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb, vision_engine_pb2_grpc
 from services.model_builder import build_all
 from services.model_builder.build import CHECKPOINTS
-from services.vision_engine.captioner.detail import LOW_DETAIL_TOKENS
 from services.vision_engine.captioner.engine import CaptionEngine
 from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob, ImageItem
 from services.vision_engine.server import VisionEngineServer

@@ -3,9 +3,9 @@
 Runs at admission (a worker thread), so a bad image is a 400 naming its part before the request takes a slot,
 and the prompt's length (image tokens included) is known for the context and KV checks.
 
-`detail` (as the vision engine's captioner/detail.py does for the proxy): `low` 256 image tokens, `high`
-`native_vision.max_image_tokens`, `auto` the image at its own size capped to that; every image also within
-its share of the image batches' memory (`memory_tokens` / images in the request).
+`detail` follows the same rule as the proxy's captions (services/common/multimodal/detail.py), against
+`native_vision.max_image_tokens`; every image also within its share of the image batches' memory
+(`memory_tokens` / images in the request).
 """
 
 from __future__ import annotations
@@ -14,26 +14,14 @@ from services.common.config import ModelEntry
 from services.common.errors import InvalidRequestError
 from services.common.images import decode_image
 from services.common.multimodal import EncodedImage
+from services.common.multimodal.detail import MIN_IMAGE_TOKENS, image_token_budget
 from services.common.multimodal.family import expand_placeholders
 
 from .loader import LoadedModel
-from .types import Detail, GenerationRequest, ImagePart
+from .types import GenerationRequest, ImagePart
 
-LOW_DETAIL_TOKENS = 256
-MIN_IMAGE_TOKENS = 4
 # Pixels an image may have before decoding; the gateway enforces its own (configurable) limit first.
 MAX_DECODE_PIXELS = 100_000_000
-
-
-def image_token_budget(detail: Detail, natural: int, *, max_image_tokens: int, memory_tokens: int) -> int:
-    """Maximum image tokens for one image (`natural`: its tokens at its own size)."""
-    if detail is Detail.LOW:
-        budget = LOW_DETAIL_TOKENS
-    elif detail is Detail.HIGH:
-        budget = max_image_tokens
-    else:
-        budget = min(max(natural, LOW_DETAIL_TOKENS), max_image_tokens)
-    return max(MIN_IMAGE_TOKENS, min(budget, max_image_tokens, memory_tokens))
 
 
 def refuse_images(request: GenerationRequest, entry: ModelEntry) -> None:

@@ -27,10 +27,10 @@ from services.common.hub_download import fetch_checkpoint
 from services.common.images import decode_image
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import ModelSnapshot, VisionMetrics
+from services.common.multimodal.detail import image_token_budget
 
 from .batcher import CaptionBatcher, CaptionJob
 from .cache import CacheKey, CaptionCache
-from .detail import image_token_budget
 from .flights import CaptionFailed, Flight, FlightBoard
 from .loader import LoadedVisionModel, load_vision_model
 from .prompts import build_instruction

@@ -11,12 +11,11 @@ from transformers import AutoConfig
 from services.common.config import ModelEntry
 from services.common.errors import InvalidRequestError
 from services.common.multimodal import load_family
+from services.common.multimodal.detail import LOW_DETAIL_TOKENS, image_token_budget
 from services.common.tokenizers import load_tokenizer
 from services.text_engine.engine.images import (
-    LOW_DETAIL_TOKENS,
     encode_images,
     expand,
-    image_token_budget,
     refuse_images,
 )  # fmt: skip
 from services.text_engine.engine.prompt import content_of, render_prompt

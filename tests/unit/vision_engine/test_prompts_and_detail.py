@@ -1,4 +1,4 @@
-from services.vision_engine.captioner.detail import LOW_DETAIL_TOKENS, image_token_budget
+from services.common.multimodal.detail import LOW_DETAIL_TOKENS, image_token_budget
 from services.vision_engine.captioner.prompts import build_instruction
 
 

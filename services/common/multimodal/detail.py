@@ -1,4 +1,5 @@
-"""How many image tokens an image costs at each `detail` level.
+"""How many image tokens an image costs at each `detail` level: one rule for the proxy's captions (vision engine)
+and for native models (text engine).
 
 An image's natural cost (its tokens at its own size) comes from its family's adapter
 (services/common/multimodal/): for the Qwen-VL families one token covers a 28x28 (Qwen3-VL: 32x32) pixel
@@ -9,14 +10,15 @@ tokens whatever the budget. The adapter resizes the image to fit, keeping its as
 from __future__ import annotations
 
 LOW_DETAIL_TOKENS = 256
+MIN_IMAGE_TOKENS = 4
 
 
 def image_token_budget(detail: str, natural: int, *, max_image_tokens: int, memory_tokens: int) -> int:
     """Maximum image tokens for one image.
 
-    `natural`: the image's tokens at its own size. low: 256. high: `max_image_tokens`. auto: the image at its
-    own size when that is at most
-    `max_image_tokens`, else capped; always within what one sequence may take of the memory budget.
+    `detail`: "low" | "high" | "auto" (or a str enum of those). `natural`: the image's tokens at its own size.
+    low: 256. high: `max_image_tokens`. auto: the image at its own size when that is at most `max_image_tokens`,
+    else capped; always within what one sequence may take of the memory budget (`memory_tokens`).
     """
     if detail == "low":
         budget = LOW_DETAIL_TOKENS
@@ -24,4 +26,4 @@ def image_token_budget(detail: str, natural: int, *, max_image_tokens: int, memo
         budget = max_image_tokens
     else:
         budget = min(max(natural, LOW_DETAIL_TOKENS), max_image_tokens)
-    return max(4, min(budget, max_image_tokens, memory_tokens))
+    return max(MIN_IMAGE_TOKENS, min(budget, max_image_tokens, memory_tokens))
