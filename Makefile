@@ -75,9 +75,11 @@ lint: install
 loadtest: models
 	$(PY) -m benchmarks.loadtest
 
-bench: install
+# SECTIONS=text,budget,vision,native,multiturn (default: all) picks benchmarks.run's sections.
+SECTIONS ?=
+bench: models
 	$(PY) -m services.model_builder --out $(MODELS_DIR) --only bench
-	$(PY) -m benchmarks.run --model-dir $(MODELS_DIR)/bench-text
+	$(PY) -m benchmarks.run --model-dir $(MODELS_DIR)/bench-text $(if $(SECTIONS),--sections $(SECTIONS))
 	$(PY) -m benchmarks.structured --model-dir $(MODELS_DIR)/bench-text
 
 LLAMA_VENV := .bench/llama-venv

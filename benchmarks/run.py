@@ -27,6 +27,7 @@ from tests.support.http_servers import ScriptedServer
 from .budget import budget_sweep, cold_start, report as budget_report
 from .inprocess import InProcessManager
 from .load import Summary, openai_stream_fn, run_load
+from .multiturn import run_multiturn
 from .native_vision import run_native_section
 from .roofline import ModelCost, bound_by, measure_machine, roofline_tokens_per_sec
 from .servers import native_stack, our_stack, transformers_serve, vision_stack
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--num-blocks", type=int, default=64)
     parser.add_argument("--tiny-dir", default="models/tiny", help="where the tiny text and vision models are")
     parser.add_argument("--budgets", default="64,256,1024", help="params.mem values (MiB) of the budget sweep")
-    parser.add_argument("--sections", default="text,budget,vision,native", help="which sections to run")
+    parser.add_argument("--sections", default="text,budget,vision,native,multiturn", help="which sections to run")
     args = parser.parse_args()
     model_dir = str(Path(args.model_dir).resolve())
 
@@ -97,6 +98,12 @@ def main() -> None:
             vision = vision_section(args, work)
             print(f"\nProxyVision vision benchmark (tiny Qwen2-VL stand-in, 448x448 images, medians of {args.repeats})")
             print(vision.report())
+        if "multiturn" in sections:
+            multiturn = multiturn_section(args, model_dir, params, work)
+            print(
+                f"\nProxyVision multi-turn: a 5-turn conversation re-sending its history (and image), medians of {args.repeats}"
+            )
+            print(multiturn.report())
         if "native" in sections:
             native = native_section(args, work)
             print(f"\nProxyVision native vs proxy vision (tiny Ministral-3 + its Pixtral tower vs tiny Qwen2-VL captions, "
@@ -151,6 +158,25 @@ def print_roofline(results: dict, args, model_dir: str) -> None:
         fractions = [f"c={s.runs[0].concurrency}: {s.tokens_per_sec / roofline_tokens_per_sec(machine, cost, s.runs[0].concurrency):.2f}"
                      for s in (single, multi)]  # fmt: skip
         print(f"  {LABELS[key]:<38} fraction of roofline  {'   '.join(fractions)}")  # fmt: skip
+
+
+def multiturn_section(args, model_dir: str, params: dict, work: Path):
+    """The bench model with the prefix cache on and off; the tiny models' image path with both caches on and off."""
+    tiny = Path(args.tiny_dir).resolve()
+    text, vision = str(tiny / "ministral-3-tiny"), str(tiny / "qwen2-vl-tiny")
+    on_dir, off_dir = work / "prefix-on", work / "prefix-off"
+    on_dir.mkdir(), off_dir.mkdir()
+    with our_stack(model_dir, MODEL_NAME, params, on_dir) as on, \
+            our_stack(model_dir, MODEL_NAME, {**params, "prefix_caching": False}, off_dir) as off, \
+            native_stack(text, vision, work, tag="images-cached") as images_on, \
+            native_stack(text, vision, work, tag="images-uncached", cache_entries=0,
+                         text_params={"prefix_caching": False}) as images_off:  # fmt: skip
+        return run_multiturn({
+            "bench model, prefix cache on": (on.base_url.removesuffix("/v1"), MODEL_NAME, False),
+            "bench model, prefix cache off": (off.base_url.removesuffix("/v1"), MODEL_NAME, False),
+            "image, prefix + caption caches": (images_on, "proxied", True),
+            "image, no caches": (images_off, "proxied", True),
+        }, args.repeats)  # fmt: skip
 
 
 def native_section(args, work: Path):

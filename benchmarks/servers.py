@@ -104,13 +104,16 @@ def vision_stack(text_dir: str, vision_dir: str, text_name: str, vision_name: st
 
 
 @contextmanager
-def native_stack(text_dir: str, vision_dir: str, work: Path, *, cache_entries: int = 1024, tag: str = "native"):
+def native_stack(text_dir: str, vision_dir: str, work: Path, *, cache_entries: int = 1024, tag: str = "native",
+                 text_params: dict | None = None):  # fmt: skip
     """The tiny Ministral-3 twice (text-only, its images captioned by the tiny Qwen2-VL vision engine; and
     `vision_mode: native`) + the vision engine + a gateway. Yields the gateway's base URL.
 
-    Model names: "proxied" (the caption path) and "native"."""
+    Model names: "proxied" (the caption path) and "native"; `text_params` override both text engines' params."""
     ports = {"proxied": free_port(), "native": free_port(), "captioner": free_port()}
-    params = {"mem": 64, "dtype": "f32", "max_num_seqs": 16}
+    params = {"mem": 64, "dtype": "f32", "max_num_seqs": 16, **(text_params or {})}
+    work = work / tag
+    work.mkdir(parents=True, exist_ok=True)
     config = (ModelsYaml()
               .text("proxied", local_path=text_dir, tiny_defaults=False, params=params)
               .text("native", local_path=text_dir, tiny_defaults=False, params=params,
