@@ -26,7 +26,7 @@ from tests.support.browser import PageWatch, chromium, new_page, screenshot
 from tests.support.fake_text_engine import REASON, REASON_SPLIT, STAND_IN, VERBATIM, VERBATIM_PIECE
 from tests.support.http_servers import ScriptedServer, send_bytes
 from tests.support.images import encode, png
-from tests.support.models_yaml import TEXT_MODEL, ModelsYaml
+from tests.support.models_yaml import TEXT_MODEL, ModelsYaml, tiny
 from tests.support.processes import wait_until
 from tests.support.stack import make_stack, start_fake_text_engine, start_gateway
 
@@ -296,6 +296,39 @@ def test_image_url_shows_describing_state_until_the_first_token(open_ui, stack, 
     expect(answer.locator(".meta .timing")).to_contain_text("fetch")
     # Only the thumbnail left the gateway's origin, to the image's own (loopback) server.
     assert watch.off_origin(stack.base_url) == [url]
+    watch.assert_quiet()
+
+
+@pytest.fixture(scope="module")
+def native_stack(tiny_models, tmp_path_factory):
+    """The tiny Qwen2-VL served as a chat model that sees images itself (`vision_mode: native`)."""
+    images = {"allow_private_networks": ["127.0.0.0/8"], "fetch_timeout_secs": 30}
+    config = tiny(tiny_models).native("qwen2-vl-native", local_path=tiny_models["vision"]).gateway(images=images)
+    s = make_stack(tmp_path_factory.mktemp("web_ui_native"), tiny_models, config=config, vision=False,
+                   more_text={"qwen2-vl-native": tiny_models["vision"]})  # fmt: skip
+    yield s
+    s.stop()
+
+
+def test_a_native_model_looks_at_the_image_itself_and_shows_no_caption(open_ui, native_stack, images_server):
+    """No "Describing" for a model that is not captioned for: the status says it is looking at the image, and the
+    answer has no caption under the image (no proxy_vision came)."""
+    page, watch = open_ui(native_stack.base_url)
+    page.get_by_label("Model").select_option("qwen2-vl-native")
+    configure(page, max_tokens=6, temperature=0)
+    url = f"{images_server.base}/slow.png"
+    images_server.release.clear()
+    page.get_by_role("button", name="Attach an image by URL").click()
+    page.get_by_label("Image URL").fill(url)
+    page.get_by_label("Image URL").press("Enter")
+    send(page, "What is in it?")
+    answer = last_answer(page)
+    expect(answer.locator(".status")).to_have_text("Looking at 1 image…")
+    expect(answer).to_have_attribute("data-phase", "looking")
+    images_server.release.set()
+    expect(answer).to_have_attribute("data-state", "done", timeout=SLOW)
+    expect(page.locator("article.user figure.msg-image img")).to_have_count(1)
+    expect(page.locator("article.user figcaption.image-caption")).to_have_count(0)
     watch.assert_quiet()
 
 

@@ -33,8 +33,10 @@ async def _describe(state: GatewayState) -> list[dict]:
             "default": entry.name == default,
             "source": entry.source,
             "role": "vision-proxy" if entry.is_vision_proxy else "text",
+            # image_input: whether a chat request to it may carry images (native, or captioned by the proxy).
             "capabilities": {"vision_mode": entry.capabilities.vision_mode,
-                             "image_input": (not entry.is_vision_proxy) and config.vision_model is not None},
+                             "image_input": entry.is_native_vision or
+                                            (not entry.is_vision_proxy and config.vision_model is not None)},
         }  # fmt: skip
         if entry.description:
             item["description"] = entry.description

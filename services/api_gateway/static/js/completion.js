@@ -7,12 +7,14 @@ import { parseTiming } from "./sse.js";
 /**
  * A new assistant message for a request carrying `imageCount` images. Its `phase` drives the status
  * line: "describing" while images are on their way through the vision model (the request has images and
- * no token has arrived), "waiting" for a text-only request before its first token, then "writing".
+ * no token has arrived), "looking" for a model that sees images itself (`native`: nothing is captioned),
+ * "waiting" for a text-only request before its first token, then "writing".
  */
-export function newAssistantMessage(model, imageCount) {
+export function newAssistantMessage(model, imageCount, native = false) {
+  const phase = imageCount === 0 ? "waiting" : native ? "looking" : "describing";
   return {
     role: "assistant", model, content: "", reasoning: "", status: "streaming",
-    phase: imageCount > 0 ? "describing" : "waiting", imageCount,
+    phase, imageCount,
     error: null, meta: { usage: null, finishReason: null, timing: null, ttftMs: null, totalMs: null },
   };
 }

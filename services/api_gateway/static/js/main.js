@@ -113,9 +113,13 @@ function openSettings() {
   ui.settings.showModal();
 }
 
+// Models that look at images themselves (vision_mode native, from /v1/models): their images are not captioned.
+let nativeModels = new Set();
+
 async function loadModels() {
   try {
     const { models, defaultId } = await listModels(settings.apiKey);
+    nativeModels = new Set(models.filter((m) => m.capabilities?.vision_mode === "native").map((m) => m.id));
     ui.model.replaceChildren(...models.map((m) => {
       const flags = [m.stand_in_for && "tiny stand-in", m.state === "unreachable" && "unreachable"].filter(Boolean);
       const option = new Option(flags.length ? `${m.id} (${flags.join(", ")})` : m.id, m.id);
@@ -159,7 +163,7 @@ async function answer(chat) {
   const body = requestBody(chat, sentImages);
   const imageCount = body.messages.flatMap((m) => (Array.isArray(m.content) ? m.content : []))
     .filter((part) => part.type === "image_url").length;
-  const message = newAssistantMessage(body.model, imageCount);
+  const message = newAssistantMessage(body.model, imageCount, nativeModels.has(body.model));
   chat.messages.push(message);
   active = { controller: new AbortController(), chat, message, article: null };
   store.touch(chat);

@@ -74,6 +74,7 @@ function assistantElement() {
 const STATUS = {
   waiting: () => "Waiting for the model…",
   describing: (m) => `Describing ${m.imageCount} image${m.imageCount === 1 ? "" : "s"}…`,
+  looking: (m) => `Looking at ${m.imageCount} image${m.imageCount === 1 ? "" : "s"}…`,
 };
 
 function seconds(ms) {
