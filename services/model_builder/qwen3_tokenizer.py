@@ -75,8 +75,9 @@ def _filler(taken: set[str], count: int) -> list[str]:
     return list(itertools.islice((w for w in words if w not in taken), count))
 
 
-def build_qwen3_tokenizer() -> Tokenizer:
-    """The full-size tokenizer: learned BPE, filler up to id 151642, then the 26 real added tokens."""
+def build_qwen3_tokenizer(added: int = len(ADDED_TOKENS)) -> Tokenizer:
+    """The full-size tokenizer: learned BPE, filler up to id 151642, then the first `added` of the 26 real added
+    tokens at their ids (Qwen3 has all 26; the Qwen-VL repos, released before the tool and think tokens, fewer)."""
     learner = _pipeline(Tokenizer(models.BPE(unk_token=None)))
     trainer = trainers.BpeTrainer(vocab_size=LEARNED_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=[], show_progress=False)  # fmt: skip
@@ -91,13 +92,13 @@ def build_qwen3_tokenizer() -> Tokenizer:
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
     tok = _pipeline(Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False,
                                          byte_fallback=False, ignore_merges=False)))  # fmt: skip
-    for token, special in ADDED_TOKENS:  # one at a time, so each takes the next id
-        added = AddedToken(token, special=special, normalized=False)
+    for token, special in ADDED_TOKENS[:added]:  # one at a time, so each takes the next id
+        item = AddedToken(token, special=special, normalized=False)
         if special:
-            tok.add_special_tokens([added])
+            tok.add_special_tokens([item])
         else:
-            tok.add_tokens([added])
-    wrong = {t: tok.token_to_id(t) for t, i in TOKEN_IDS.items() if tok.token_to_id(t) != i}
+            tok.add_tokens([item])
+    wrong = {t: tok.token_to_id(t) for t, i in list(TOKEN_IDS.items())[:added] if tok.token_to_id(t) != i}
     if wrong:
         raise RuntimeError(f"added tokens off their real ids: {wrong}")
     return tok

@@ -11,34 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
-
-from .corpus import corpus
-from .qwen3_tokenizer import ADDED_TOKENS, BPE_VOCAB, LEARNED_VOCAB, _filler, _pipeline
-
-
-def build_qwen_vl_tokenizer(added: int) -> Tokenizer:
-    """Learned BPE, filler up to id 151642, then the first `added` of Qwen's added tokens at their ids."""
-    learner = _pipeline(Tokenizer(models.BPE(unk_token=None)))
-    trainer = trainers.BpeTrainer(vocab_size=LEARNED_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=[], show_progress=False)  # fmt: skip
-    learner.train_from_iterator(corpus(), trainer)
-    if learner.get_vocab_size() != LEARNED_VOCAB:
-        raise RuntimeError(f"the corpus yields only {learner.get_vocab_size()} tokens, not {LEARNED_VOCAB}")
-    learned = json.loads(learner.to_str())["model"]
-    vocab = dict(learned["vocab"])
-    for i, word in enumerate(_filler(set(vocab), BPE_VOCAB - len(vocab)), start=len(vocab)):
-        vocab[word] = i
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
-    tok = _pipeline(Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False,
-                                         byte_fallback=False, ignore_merges=False)))  # fmt: skip
-    for token, special in ADDED_TOKENS[:added]:  # one at a time, so each takes the next id
-        item = AddedToken(token, special=special, normalized=False)
-        tok.add_special_tokens([item]) if special else tok.add_tokens([item])
-    wrong = [t for i, (t, _) in enumerate(ADDED_TOKENS[:added]) if tok.token_to_id(t) != BPE_VOCAB + i]
-    if wrong:
-        raise RuntimeError(f"added tokens off their real ids: {wrong}")
-    return tok
+from .qwen3_tokenizer import ADDED_TOKENS, BPE_VOCAB, build_qwen3_tokenizer
 
 
 def qwen_vl_token_ids(added: int) -> dict[str, int]:
@@ -48,7 +21,7 @@ def qwen_vl_token_ids(added: int) -> dict[str, int]:
 
 def write_qwen_vl_tokenizer(out: Path, *, added: int, chat_template: str, model_max_length: int) -> None:
     """tokenizer.json, vocab.json, merges.txt, tokenizer_config.json and chat_template.json, as the repos have."""
-    tok = build_qwen_vl_tokenizer(added)
+    tok = build_qwen3_tokenizer(added)
     tok.save(str(out / "tokenizer.json"))
     model = json.loads(tok.to_str())["model"]
     (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False) + "\n")
