@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import asyncio
 import contextlib
+import copy
 import time
 
 import torch
