@@ -16,6 +16,7 @@ from tests.support.images import jpeg, png
 from tests.support.models_yaml import tiny
 
 from .stack import make_stack
+from .test_vision_chat import image_part
 
 pytestmark = pytest.mark.e2e
 NATIVE = "qwen2-vl-native"
@@ -43,13 +44,6 @@ def stack(tiny_models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(stack):
     return stack.client()
-
-
-def image_part(url: str, detail: str | None = None) -> dict:
-    part = {"type": "image_url", "image_url": {"url": url}}
-    if detail:
-        part["image_url"]["detail"] = detail
-    return part
 
 
 def user(*content) -> list[dict]:
