@@ -30,6 +30,7 @@ ReasoningParser = Literal["auto", "mistral", "deepseek_r1", "none"]
 # Clients disagree on the field's name (vLLM renamed `reasoning_content` to `reasoning`; Open WebUI and
 # Dify read the old one), so the gateway can send either or both.
 ReasoningField = Literal["reasoning_content", "reasoning", "both"]
+RoutingPolicy = Literal["round_robin", "affinity"]
 
 
 class ConfigError(ValueError):
@@ -71,6 +72,22 @@ class ModelParams(_Strict):
         return 4 * self.max_num_seqs if self.max_queue is None else self.max_queue
 
 
+class SharedCaptionCache(_Strict):
+    """A second caption cache level behind each vision engine's in-process LRU: a Redis (or Valkey) server that
+    every vision replica reads and writes, so replicas share captions and a restarted one starts warm.
+
+    Keys are the in-process cache's (image hash, detail, instruction and caption limit, checkpoint and revision)
+    under `key_prefix`; values expire after `ttl_secs`. The memory bound is the server's own (`maxmemory` with an
+    LRU eviction policy; the chart's bundled Redis sets both). A Redis that is down, slow or refusing is a miss,
+    never an error: the engine falls back to its in-process cache and tries Redis again `retry_secs` later."""
+
+    url: str = Field(min_length=1, description="redis://[:password@]host:port/db (rediss:// for TLS).")
+    ttl_secs: int = Field(7 * 24 * 3600, gt=0, description="Seconds a shared caption lives.")
+    timeout_ms: int = Field(100, gt=0, description="Deadline of one Redis call; past it the call counts as a miss.")
+    retry_secs: float = Field(5.0, gt=0, description="After a failed call, Redis is not tried again for this long.")
+    key_prefix: str = Field("proxyvision:caption:", description="Prefix of every key this cache writes.")
+
+
 class VisionProxy(_Strict):
     """The vision model that describes images for a text-only model.
 
@@ -85,6 +102,9 @@ class VisionProxy(_Strict):
     max_caption_tokens: int = Field(256, gt=0, description="Tokens generated per caption.")
     cache_max_entries: int = Field(1024, ge=0, description="Caption cache entries (0 disables the cache).")
     cache_max_bytes: int = Field(8 * 1024 * 1024, ge=0, description="Caption cache size in bytes of caption text.")
+    shared_cache: SharedCaptionCache | None = Field(
+        None, description="Redis/Valkey shared by every vision replica, behind the in-process cache; absent: none."
+    )
 
 
 class NativeVision(_Strict):
@@ -303,6 +323,32 @@ def _check_api_key(key: str) -> str:
 ApiKey = Annotated[str, AfterValidator(_check_api_key)]
 
 
+class RoutingSettings(_Strict):
+    """How the gateway spreads engine calls over the replicas an endpoint resolves to (a headless Service's pods,
+    an `ipv4:a,b,c` list).
+
+    - `round_robin`: every call to the next ready replica (gRPC's balancer): even load, caches shared by luck.
+    - `affinity`: a call goes to the replica that owns its key on a consistent-hash ring of the ready replicas, so
+      caches stay warm: images by their hash (Describe, so a re-sent image finds its caption), conversations by
+      the request's `user` or a hash of its first messages (Generate, so a conversation's earlier turns are in
+      that replica's prefix cache). A replica that leaves or joins moves only its own share of keys; one that is
+      down or draining is skipped for the next on the ring."""
+
+    text: RoutingPolicy = Field("round_robin", description="Text engines: round_robin or affinity (by conversation).")
+    vision: RoutingPolicy = Field("affinity", description="The vision engine: round_robin or affinity (by image).")
+    load_guard_gap: int = Field(
+        8,
+        ge=1,
+        description="Text affinity's load guard: a conversation goes to the least-loaded replica instead of its own "
+        "when its own has at least this many more calls in flight from this gateway than the least-loaded one.",
+    )
+    resolve_interval_secs: float = Field(
+        10.0,
+        gt=0,
+        description="Affinity: how often a dns:/// endpoint is looked up again for replicas that came or went.",
+    )
+
+
 class GatewaySettings(_Strict):
     """Settings of the API gateway."""
 
@@ -316,6 +362,7 @@ class GatewaySettings(_Strict):
     max_n: int = Field(8, ge=1, description="Most choices (`n`) one chat request may ask for: each is an engine call.")
     images: ImageLimits = ImageLimits()
     limits: RequestLimits = RequestLimits()
+    routing: RoutingSettings = RoutingSettings()
     show_captions: bool = Field(
         True,
         description="Answers to requests with proxied images carry `proxy_vision: {images: [{message, index, caption, "
