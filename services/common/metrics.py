@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -162,7 +162,7 @@ def start_metrics_server(registry: CollectorRegistry, host: str, port: int) -> t
 
 
 class VisionMetrics(EngineMetrics):
-    """Engine series plus what only the vision engine knows: images and its caption cache."""
+    """Engine series plus what only the vision engine knows: images and its caption caches."""
 
     def __init__(self, model: str, registry: CollectorRegistry | None = None) -> None:
         super().__init__(model, registry)
@@ -172,3 +172,11 @@ class VisionMetrics(EngineMetrics):
                                   ["model"], registry=r)  # fmt: skip
         self.cache_misses = Counter("proxyvision_vision_cache_misses", "Images that needed the model (or joined "
                                     "a caption already being computed).", ["model"], registry=r)  # fmt: skip
+        # The shared cache (vision_proxy.shared_cache) behind the in-process one: an in-process miss that Redis
+        # answers is counted above as a miss and here as a hit. Counted per image looked up; "error" when Redis
+        # did not answer (failed, timed out, or skipped for retry_secs after a failure).
+        self.shared_cache_requests = Counter("proxyvision_vision_shared_cache_requests", "Images looked up in the "
+                                             "shared caption cache (Redis), by result (hit, miss, error).",
+                                             ["model", "result"], registry=r)  # fmt: skip
+        self.shared_cache_up = Gauge("proxyvision_vision_shared_cache_up", "1 when the last call to the shared "
+                                     "caption cache succeeded, 0 when it failed.", ["model"], registry=r)  # fmt: skip

@@ -48,4 +48,5 @@ def info_to_pb(entry, info: VisionEngineInfo) -> common_pb2.ModelInfo:
         memory_budget_bytes=entry.params.mem * MIB, memory_used_bytes=info.memory_used_bytes,
         memory_free_bytes=max(0, entry.params.mem * MIB - info.memory_used_bytes),
         max_queue=entry.params.queue_limit, last_load_seconds=info.last_load_seconds, status=info.status,
+        shared_cache=info.shared_cache,
     )  # fmt: skip

@@ -1,8 +1,9 @@
-"""The CaptionEngine: one vision model, the caption cache, single flight and the batching thread.
+"""The CaptionEngine: one vision model, the caption caches, single flight and the batching thread.
 
-`describe()` decodes a request's images (refusing bad ones before any work), answers what the cache
-holds, joins captions already being computed for someone else, submits the rest to the batcher, and
-streams every image's events as they come. Leaving early cancels work nobody else waits for.
+`describe()` answers what the in-process cache holds, then what the shared cache (Redis, when configured)
+holds, decodes the rest (refusing bad ones before any work), joins captions already being computed for
+someone else, submits the others to the batcher, and streams every image's events as they come. Leaving
+early cancels work nobody else waits for.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from services.common.metrics import ModelSnapshot, VisionMetrics
 from services.common.multimodal.detail import image_token_budget
 
 from .batcher import CaptionBatcher, CaptionJob
-from .cache import CacheKey, CaptionCache
+from .cache import CachedCaption, CacheKey, CaptionCache
 from .flights import CaptionFailed, Flight, FlightBoard
 from .loader import LoadedVisionModel, load_vision_model
 from .prompts import build_instruction
+from .shared_cache import SharedCaptionStore
 from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob, ImageItem
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class VisionEngineInfo:
     memory_used_bytes: int
     last_load_seconds: float
     status: str = ""  # what a load is doing now ("downloading ...", "loading weights"); "" when serving
+    shared_cache: str = ""  # the shared caption cache's URL (password masked) and state; "" when there is none
 
 
 class CaptionEngine:
@@ -95,7 +98,10 @@ class CaptionEngine:
         self._listeners: set[asyncio.Queue] = set()  # event queues of running requests (abort_all feeds them)
         self._device = device
         self._idle_unload_secs = idle_unload_secs
-        self.board = FlightBoard(CaptionCache(cache_entries, cache_bytes))
+        shared = entry.vision_proxy.shared_cache
+        self.shared = SharedCaptionStore(shared, model=entry.name, metrics=self.metrics) if shared else None
+        self.board = FlightBoard(CaptionCache(cache_entries, cache_bytes),
+                                 on_caption=self.shared.put if self.shared else None)  # fmt: skip
         self.lifecycle: ModelLifecycle[VisionRuntime] = ModelLifecycle(
             entry.name, self._build, lambda runtime: runtime.batcher.stop(),
             idle_unload_secs=idle_unload_secs, on_serving_change=on_serving_change,
@@ -103,21 +109,25 @@ class CaptionEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        """Load the model."""
+        """Check the shared cache (at most its timeout: unreachable is logged, not fatal), load the model."""
         self._loop = asyncio.get_running_loop()
+        if self.shared is not None:
+            await self.shared.check()
         await self.lifecycle.start()
 
     async def stop(self) -> None:
-        """Free the model."""
+        """Free the model; close the shared cache's connections."""
         await self.lifecycle.stop()
+        if self.shared is not None:
+            await self.shared.close()
 
     def _build(self) -> VisionRuntime:
         entry, params = self.entry, self.entry.params
         log.info(
             "Building InferenceEngine for model %s (vision proxy; source=%s, dtype=%s, device=%s, mem=%d MiB, "
-            "max_num_seqs=%d, max_image_tokens=%d, idle_unload_secs=%d)",
+            "max_num_seqs=%d, max_image_tokens=%d, idle_unload_secs=%d, shared_cache=%s)",
             entry.name, entry.source, params.dtype, self._device, params.mem, params.max_num_seqs,
-            entry.vision_proxy.max_image_tokens, self._idle_unload_secs,
+            entry.vision_proxy.max_image_tokens, self._idle_unload_secs, self.shared.url if self.shared else "none",
         )  # fmt: skip
         own = entry.local_path or entry.hf_id
         if own and own != entry.source:
@@ -159,6 +169,8 @@ class CaptionEngine:
                 self.metrics.images.labels(self.entry.name).inc(len(keys))
                 # Cached bytes decoded fine when they were captioned: no need to decode them again.
                 misses = [index for index, key in enumerate(keys) if not self._answer_from_cache(events, index, key)]
+                if misses and self.shared is not None:
+                    misses = await self._answer_from_shared(events, misses, keys)
                 decoded = await asyncio.to_thread(self._decode, job, misses)
                 for index, image in zip(misses, decoded):
                     # Someone else's caption of these bytes may have landed while they were decoded.
@@ -207,6 +219,23 @@ class CaptionEngine:
         )
         return True
 
+    async def _answer_from_shared(self, events: asyncio.Queue, misses: list[int], keys: list[CacheKey]) -> list[int]:
+        """Look the in-process misses up in the shared cache (one MGET, at most its timeout) and queue its hits,
+        which this replica keeps too; returns the images still missing. Captions already being computed here
+        skip the lookup: single flight answers them."""
+        asked = [index for index in misses if not self.board.flying(keys[index])]
+        found: dict[int, CachedCaption] = {}
+        for index, hit in zip(asked, await self.shared.get_many([keys[index] for index in asked])):
+            if hit is not None:
+                found[index] = hit
+        for index, hit in found.items():
+            self.board.cache.put(keys[index], hit)
+            self.metrics.cache_misses.labels(self.entry.name).inc()  # an in-process miss, a shared hit
+            events.put_nowait(
+                CaptionDone(index, hit.text, hit.finish_reason, hit.image_tokens, hit.caption_tokens, True, 0.0)
+            )
+        return [index for index in misses if index not in found]
+
     @staticmethod
     def _decode(job: DescribeJob, indices: list[int]):
         return [
@@ -252,6 +281,7 @@ class CaptionEngine:
             memory_used_bytes=runtime.batcher.tokens_in_flight * loaded.kv_bytes_per_token if runtime else 0,
             last_load_seconds=self.lifecycle.last_load_seconds,
             status=self.lifecycle.status,
+            shared_cache=self.shared.describe() if self.shared else "",
         )
 
     def _snapshot(self) -> ModelSnapshot:

@@ -60,15 +60,22 @@ class Flight:
 
 
 class FlightBoard:
-    """The cache and the flights in the air, keyed alike."""
+    """The cache and the flights in the air, keyed alike. `on_caption` hears of every caption that lands (the
+    shared cache publishes it); it must not block."""
 
-    def __init__(self, cache: CaptionCache) -> None:
+    def __init__(self, cache: CaptionCache,
+                 on_caption: Callable[[CacheKey, CachedCaption], None] | None = None) -> None:  # fmt: skip
         self.cache = cache
         self._flights: dict[CacheKey, Flight] = {}
+        self._on_caption = on_caption
 
     def cached(self, key: CacheKey) -> CachedCaption | None:
         """A finished caption, if any."""
         return self.cache.get(key)
+
+    def flying(self, key: CacheKey) -> bool:
+        """Is this caption being computed here now?"""
+        return key in self._flights
 
     def join_or_start(self, key: CacheKey, start: Callable[[Flight], CaptionJob]) -> Flight:
         """The flight for `key`: an existing one, or a new one whose job `start` submits."""
@@ -83,8 +90,10 @@ class FlightBoard:
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         if result is not None:
-            self.cache.put(flight.key, CachedCaption(result.text, result.finish_reason, result.image_tokens,
-                                                     result.caption_tokens))  # fmt: skip
+            caption = CachedCaption(result.text, result.finish_reason, result.image_tokens, result.caption_tokens)
+            self.cache.put(flight.key, caption)
+            if self._on_caption is not None:
+                self._on_caption(flight.key, caption)
 
     @property
     def in_flight(self) -> int:
