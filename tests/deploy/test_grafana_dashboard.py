@@ -53,6 +53,17 @@ def metric_names(expr: str) -> set[str]:
     return names | {name for name in _IDENTIFIER.findall(text) if name not in KEYWORDS}
 
 
+def balanced(expr: str) -> bool:
+    """Every (, { and [ outside strings closed in order: a cheap guard against a typo no parser here sees."""
+    stack, pairs = [], {")": "(", "}": "{", "]": "["}
+    for char in _STRING.sub('""', expr):
+        if char in "({[":
+            stack.append(char)
+        elif char in pairs and (not stack or stack.pop() != pairs[char]):
+            return False
+    return not stack
+
+
 def test_the_extractor_finds_series_names_and_only_them():
     assert metric_names(
         "histogram_quantile(0.99, sum by (le, model) (rate(proxyvision_gateway_time_to_first_token_seconds_bucket"
@@ -65,6 +76,7 @@ def test_the_extractor_finds_series_names_and_only_them():
     assert metric_names('count by (model, state) (up{job="x"} == 1) or vector(0)') == {"up"}
     assert metric_names('{__name__="proxyvision_model_state", model="m"}') == {"proxyvision_model_state"}
     assert metric_names("sum(rate(x_total[$__rate_interval]))/sum(rate(y_total[5m]))") == {"x_total", "y_total"}
+    assert balanced('sum by (a) (rate(x{b="(}"}[5m]))') and not balanced("sum(rate(x[5m))")
 
 
 # The series prometheus_client exports for a family of each type: a labelled metric with no child yet
@@ -153,7 +165,7 @@ def test_panel_ids_are_unique_and_every_panel_queries_the_datasource_variable():
         assert len(ref_ids) == len(set(ref_ids)), panel["title"]
         for target in panel["targets"]:
             assert target["datasource"] == DATASOURCE, panel["title"]
-            assert target["expr"].strip() and metric_names(target["expr"]), (panel["title"], target["expr"])
+            assert metric_names(target["expr"]) and balanced(target["expr"]), (panel["title"], target["expr"])
 
 
 def test_every_query_filters_on_the_namespace_variable():
