@@ -51,8 +51,8 @@ class Rendered:
         return found[0]
 
     def models_yaml(self) -> str:
-        """The models.yaml the ConfigMap carries."""
-        (configmap,) = self.of_kind("ConfigMap")
+        """The models.yaml the config ConfigMap carries (other ConfigMaps, e.g. the Grafana dashboard's, aside)."""
+        (configmap,) = [c for c in self.of_kind("ConfigMap") if "models.yaml" in c.get("data", {})]
         return configmap["data"]["models.yaml"]
 
     def deployments_selected_by(self, service: dict) -> list[dict]:

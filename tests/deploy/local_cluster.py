@@ -2,8 +2,9 @@
 
 What a pod is here, and the only things rewritten on the way from the manifests to the processes:
 
-* **One process per container**, started from the container's own `command`, `args` and `env`; init
-  containers first, each to exit 0. `python` is this virtual environment's interpreter, and the
+* **One process per container and replica**, started from the container's own `command`, `args` and `env`; init
+  containers first, each to exit 0. A Deployment of `replicas: N` is N pods, `<name>-0` .. `<name>-<N-1>`
+  (one pod keeps the Deployment's name). `python` is this virtual environment's interpreter, and the
   image's `PYTHONPATH=/app` is the repository (the image copies services/ there).
 * **Addresses and ports**: `--host 0.0.0.0` becomes `127.0.0.1`; every containerPort gets a free local
   port, and `--port N` / `*_PORT=N` naming a port of the same container are rewritten to it.
@@ -13,7 +14,8 @@ What a pod is here, and the only things rewritten on the way from the manifests 
 * **Cluster DNS**: an engine `endpoint` in the mounted models.yaml, `dns:///<svc>.<ns>.svc.cluster.local:<p>`,
   becomes the local address of the pod that Service selects, through the Service's port -> targetPort
   -> the container port of that name; exactly as the Service would route it, so a wrong selector, port
-  or name fails here.
+  or name fails here. With several replicas it becomes `ipv4:<pod 0>,<pod 1>,...`: the addresses a headless
+  Service's DNS name resolves to.
 * **Probes**: readiness is checked with the rendered probe (gRPC health on its port, or HTTP GET on its
   path and named port), on the local port.
 """
@@ -47,6 +49,7 @@ class LocalPod:
 
     deployment: dict
     root: Path
+    replica: int = 0
     volumes: dict[str, Path] = field(default_factory=dict)
     ports: dict[int, int] = field(default_factory=dict)  # containerPort -> local port
     process: ServiceProcess | None = None
@@ -57,7 +60,9 @@ class LocalPod:
 
     @property
     def name(self) -> str:
-        return self.deployment["metadata"]["name"]
+        """The Deployment's name, with `-<replica>` when it has several."""
+        name = self.deployment["metadata"]["name"]
+        return f"{name}-{self.replica}" if self.deployment["spec"].get("replicas", 1) > 1 else name
 
     @property
     def container(self) -> dict:
@@ -91,11 +96,11 @@ class LocalCluster:
     def __init__(self, rendered: Rendered, tmp: Path, namespace: str) -> None:
         self.rendered = rendered
         self.namespace = namespace
-        self.pods = {
-            d["metadata"]["name"]: LocalPod(d, tmp / d["metadata"]["name"]) for d in rendered.of_kind("Deployment")
-        }
+        pods = [LocalPod(d, tmp, replica) for d in rendered.of_kind("Deployment")
+                for replica in range(d["spec"].get("replicas", 1))]  # fmt: skip
+        self.pods = {pod.name: pod for pod in pods}
         for pod in self.pods.values():
-            assert pod.deployment["spec"].get("replicas", 1) >= 1
+            pod.root = tmp / pod.name
             for container in [pod.container, *pod.spec.get("initContainers", [])]:
                 for port in container.get("ports", []):
                     pod.ports[port["containerPort"]] = free_port()
@@ -103,23 +108,33 @@ class LocalCluster:
             self._make_volumes(pod)
 
     # --- cluster DNS and Services -------------------------------------------------------------------
-    def pod_behind(self, service_name: str) -> LocalPod:
+    def pods_behind(self, service_name: str) -> list[LocalPod]:
+        """Every replica of the one Deployment a Service selects."""
         service = self.rendered.get("Service", service_name)
         (deployment,) = self.rendered.deployments_selected_by(service)
-        return self.pods[deployment["metadata"]["name"]]
+        return [pod for pod in self.pods.values() if pod.deployment is deployment]
 
-    def service_address(self, service_name: str, port: int | str) -> str:
-        """host:port of a Service port (by number or name), as its selected pod serves it locally."""
+    def pod_behind(self, service_name: str) -> LocalPod:
+        """The first replica behind a Service."""
+        return self.pods_behind(service_name)[0]
+
+    def service_addresses(self, service_name: str, port: int | str) -> list[str]:
+        """host:port of a Service port (by number or name) on each pod it selects."""
         service = self.rendered.get("Service", service_name)
         (spec,) = [p for p in service["spec"]["ports"] if port in (p["port"], p["name"])]
-        return f"127.0.0.1:{self.pod_behind(service_name).local_port(spec['targetPort'])}"
+        return [f"127.0.0.1:{pod.local_port(spec['targetPort'])}" for pod in self.pods_behind(service_name)]
+
+    def service_address(self, service_name: str, port: int | str) -> str:
+        """host:port of a Service port on its first pod."""
+        return self.service_addresses(service_name, port)[0]
 
     def resolve(self, target: str) -> str:
         match = _DNS.fullmatch(target)
         assert match, f"not an in-cluster engine address: {target}"
         service, namespace, port = match[1], match[2], int(match[3])
         assert namespace == self.namespace, f"{target}: not this release's namespace"
-        return self.service_address(service, port)
+        addresses = self.service_addresses(service, port)
+        return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
 
     # --- volumes ---------------------------------------------------------------------------------------
     def _make_volumes(self, pod: LocalPod) -> None:
