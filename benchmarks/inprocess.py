@@ -19,7 +19,8 @@ from .load import StreamResult
 class InProcessManager:
     """Owns one manager; `stream` is a load.StreamFn."""
 
-    def __init__(self, model_dir: str, params: ModelParams) -> None:
+    def __init__(self, model_dir: str, params: ModelParams, **cb_overrides) -> None:
+        """`cb_overrides`: more ContinuousBatchingConfig fields (the A/Bs of benchmarks/engine_ab.py)."""
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -31,7 +32,7 @@ class InProcessManager:
             continuous_batching_config=ContinuousBatchingConfig(
                 page_size=params.block_size, num_blocks=budget.num_blocks,
                 max_batch_tokens=params.prefill_chunk_size, max_requests_per_batch=params.max_num_seqs,
-                use_cuda_graph=False, use_async_batching=False,
+                use_cuda_graph=False, use_async_batching=False, **cb_overrides,
             ),
         )  # fmt: skip
         self.manager.start()

@@ -38,13 +38,16 @@ class OurStack:
 
 
 @contextmanager
-def text_stack(config: ModelsYaml, model_name: str, work: Path, *, timeout: float = START_TIMEOUT):
+def text_stack(config: ModelsYaml, model_name: str, work: Path, *, timeout: float = START_TIMEOUT,
+               engine_env: dict | None = None):  # fmt: skip
     """A text engine for `model_name` + gateway as separate processes (as the launcher runs them), both loading at
-    once; `config` gets the engine's endpoint. Yields an OurStack once the gateway is ready."""
+    once; `config` gets the engine's endpoint; `engine_env`: more environment of the engine (e.g. OMP_NUM_THREADS).
+    Yields an OurStack once the gateway is ready."""
     engine_port = free_port()
     config.endpoints({model_name: f"127.0.0.1:{engine_port}"})
     path = config.write(work / f"{model_name}.models.yaml")
-    services = [start_text_engine(path, work, model=model_name, port=engine_port, args=QUIET, env=OFFLINE, wait=False)]
+    services = [start_text_engine(path, work, model=model_name, port=engine_port, args=QUIET,
+                                  env={**OFFLINE, **(engine_env or {})}, wait=False)]  # fmt: skip
     try:
         services.append(start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None))
         wait_ready(f"{services[1].url}/ready", services, timeout)
@@ -54,10 +57,11 @@ def text_stack(config: ModelsYaml, model_name: str, work: Path, *, timeout: floa
 
 
 @contextmanager
-def our_stack(model_dir: str, model_name: str, params: dict, work: Path, *, idle_unload_secs: int = 0):
+def our_stack(model_dir: str, model_name: str, params: dict, work: Path, *, idle_unload_secs: int = 0,
+              engine_env: dict | None = None):  # fmt: skip
     """Text engine + gateway on one checkpoint (`params` as given). Yields an OurStack."""
     config = ModelsYaml().text(model_name, local_path=model_dir, params=params, tiny_defaults=False)
-    with text_stack(config.set(idle_unload_secs=idle_unload_secs), model_name, work) as stack:
+    with text_stack(config.set(idle_unload_secs=idle_unload_secs), model_name, work, engine_env=engine_env) as stack:
         yield stack
 
 
