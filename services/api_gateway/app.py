@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 from services.common.config import ModelsConfig
 
 from .auth import install_api_keys
-from .clients.channels import open_channel
+from .clients.routing import AffinityRouting, Routing, open_routing
 from .clients.text_engine import TextEngineClient
 from .clients.vision_engine import VisionEngineClient
 from .errors import install_error_handlers
@@ -46,13 +47,14 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        channels = {m.name: open_channel(m.endpoint, config.tls) for m in config.models}
+        routings = open_routings(config, metrics)
         vision_entry = config.vision_model
         registry = EngineRegistry(
             config=config,
-            text={m.name: TextEngineClient(channels[m.name], m.name) for m in config.text_models},
-            vision=VisionEngineClient(channels[vision_entry.name], vision_entry.name) if vision_entry else None,
+            text={m.name: TextEngineClient(routings[m.name], m.name) for m in config.text_models},
+            vision=VisionEngineClient(routings[vision_entry.name], vision_entry.name) if vision_entry else None,
         )
+        await asyncio.gather(*(routing.start() for routing in routings.values()))
         image_fetcher = fetcher or ImageFetcher(config.gateway.images)
         backend = VisionBackend(registry.vision)
         timeout = config.gateway.request_timeout_secs
@@ -77,8 +79,8 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         finally:
             await backend.stop()
             await image_fetcher.aclose()
-            for channel in channels.values():
-                await channel.close()
+            for routing in routings.values():
+                await routing.close()
 
     app = FastAPI(
         title="ProxyVision",
@@ -98,3 +100,25 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
     ui.install(app, enabled=ui_server)
     app.add_middleware(RequestIdMiddleware, metrics=metrics, drain=drain)
     return app
+
+
+def open_routings(config: ModelsConfig, metrics: GatewayMetrics) -> dict[str, Routing]:
+    """Each model's engine routing, as `gateway.routing` says for its kind (text or vision), counted in `metrics`:
+    routes per outcome, and for affinity the replicas ready and unavailable."""
+    settings = config.gateway.routing
+    vision = config.vision_model
+    routings: dict[str, Routing] = {}
+    for entry in config.models:
+        is_vision = vision is not None and entry.name == vision.name
+        policy = settings.vision if is_vision else settings.text
+        routing = open_routing(
+            entry.name, entry.endpoint, policy, config.tls, settings, load_guard=not is_vision,
+            close_grace=config.gateway.request_timeout_secs,
+            count_route=lambda outcome, m=entry.name, p=policy: metrics.routes.labels(m, p, outcome).inc(),
+        )  # fmt: skip
+        if isinstance(routing, AffinityRouting):
+            replicas = routing.replicas
+            metrics.replicas.labels(entry.name, "ready").set_function(replicas.ready_count)
+            metrics.replicas.labels(entry.name, "unavailable").set_function(replicas.unavailable_count)
+        routings[entry.name] = routing
+    return routings

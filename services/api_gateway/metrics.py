@@ -2,7 +2,7 @@
 
 Engine-side series (`proxyvision_requests_total`, ...) come from each engine's own exporter; these are
 what only the gateway sees: HTTP statuses, end-to-end latency and time to first token as the client
-gets them, and image fetch failures.
+gets them, image fetch failures, and how engine calls were routed over replicas (clients/routing.py).
 """
 
 from __future__ import annotations
@@ -29,3 +29,10 @@ class GatewayMetrics:
                               ["source"], registry=r)  # fmt: skip
         self.fetch_failures = Counter("proxyvision_image_fetch_failures", "Images refused before the vision engine, "
                                       "by reason (the OpenAI error code).", ["reason"], registry=r)  # fmt: skip
+        self.routes = Counter("proxyvision_gateway_routes", "Engine calls by the route that served them: owner (the "
+                              "key's replica), next_owner (the owner was down, draining or refused), load_guard "
+                              "(spilled to the least-loaded replica), round_robin (gRPC's balancer).",
+                              ["model", "policy", "outcome"], registry=r)  # fmt: skip
+        self.replicas = Gauge("proxyvision_gateway_replicas", "Replicas of an affinity-routed engine endpoint, by "
+                              "state (ready, unavailable: down, draining or refusing).", ["model", "state"],
+                              registry=r)  # fmt: skip

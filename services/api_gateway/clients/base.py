@@ -1,18 +1,21 @@
-"""What both engine clients share: the channel, GetModelInfo, health, and gRPC error translation."""
+"""What both engine clients share: routing calls to a replica (clients/routing.py), GetModelInfo, health, and
+gRPC error translation."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
 
 import grpc
 
-from services.common.errors import ProxyVisionError, ShuttingDownError, from_grpc
+from services.common.errors import EngineUnavailableError, ProxyVisionError, ShuttingDownError, from_grpc
 from services.common.pb.proxyvision.v1 import common_pb2
 
 from .channels import check_health
+from .routing import Failover, RoundRobinRouting, Route, Routing
 
 
 @dataclass(frozen=True)
@@ -44,24 +47,41 @@ def translate(exc: grpc.aio.AioRpcError) -> ProxyVisionError:
     return from_grpc(exc.code(), exc.details(), tuple(exc.trailing_metadata() or ()))
 
 
-class EngineClient:
-    """An engine reached over one channel; subclasses add the engine's own RPC."""
+class Refused(Exception):
+    """An attempt failed UNAVAILABLE before its first message, on a route that fails over: try the next one."""
 
-    def __init__(self, channel: grpc.aio.Channel, model: str, stub) -> None:
-        self._channel = channel
-        self._stub = stub
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(error.details())
+        self.error = error
+
+
+class EngineClient:
+    """An engine reached through a `Routing` (a plain channel is round_robin over it); subclasses add the
+    engine's own RPC."""
+
+    def __init__(self, routing: Routing | grpc.aio.Channel, model: str, stub_factory) -> None:
+        self.routing: Routing = RoundRobinRouting(routing) if isinstance(routing, grpc.aio.Channel) else routing
+        self._stub_factory = stub_factory
         self.model = model
         self._calls: set = set()  # streaming calls in flight
         self._aborted: set = set()  # ... of which abort_calls() cancelled these
 
-    @asynccontextmanager
-    async def tracked(self, call) -> AsyncIterator[None]:
-        """Run a streaming `call` so that `abort_calls()` can end it with a ShuttingDownError; failures
-        of the call become our errors here."""
+    async def attempt(self, route: Route, start: Callable) -> AsyncIterator:
+        """The messages of one call, `start(stub)`, on `route`, so that `abort_calls()` can end it with a
+        ShuttingDownError. A refusal before the first message raises `Refused` where the route fails over;
+        every other failure becomes our error here. The route counts the call in flight while it runs."""
+        call = start(route.stub(self._stub_factory))
         self._calls.add(call)
+        committed = refused = False
+        route.begin()
         try:
-            yield
+            async for message in call:
+                committed = True
+                yield message
         except grpc.aio.AioRpcError as exc:
+            if not committed and route.fails_over and exc.code() == grpc.StatusCode.UNAVAILABLE:
+                refused = True
+                raise Refused(exc) from None
             raise translate(exc) from None
         except asyncio.CancelledError:
             # Only a cancel of ours (not of the task) turns into an error the stream can report.
@@ -70,9 +90,29 @@ class EngineClient:
                                         "grace period") from None  # fmt: skip
             raise
         finally:
+            route.end()
             self._calls.discard(call)
             self._aborted.discard(call)
             call.cancel()  # no-op once the call finished; frees the engine's slot otherwise
+            if not refused:
+                self.routing.count(route.outcome)
+
+    async def routed(self, key: str, start: Callable, timeout: float | None) -> AsyncIterator:
+        """The messages of one streaming call keyed `key`: `start(stub, time_left)` on the key's route, failing
+        over (`Failover`) while replicas refuse it before its first message. All attempts share `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failover = Failover(self.routing)
+        while True:
+            route = await failover.route(key)
+            left = None if deadline is None else max(0.001, deadline - time.monotonic())
+            try:
+                async with aclosing(self.attempt(route, lambda stub, left=left: start(stub, left))) as messages:
+                    async for message in messages:
+                        yield message
+                return
+            except Refused as refused:
+                if not failover.refused(route):
+                    raise translate(refused.error) from None
 
     def abort_calls(self) -> int:
         """Cancel every streaming call in flight (the drain grace is over); returns how many."""
@@ -83,9 +123,23 @@ class EngineClient:
         return len(calls)
 
     async def model_info(self, timeout: float) -> EngineModelInfo:
-        """GetModelInfo."""
+        """GetModelInfo. With several replicas: a ready one's answer (else any's), with `running` and `waiting`
+        summed over every replica that answered; the first failure when none did."""
+        routes = await self.routing.everyone()
+        if not routes:
+            raise EngineUnavailableError(f"Engine unavailable: {self.routing.why_none()}")
+        answers = await asyncio.gather(*(self._model_info(r, timeout) for r in routes), return_exceptions=True)
+        infos = [a for a in answers if isinstance(a, EngineModelInfo)]
+        if not infos:
+            raise answers[0]
+        if len(infos) == 1:
+            return infos[0]
+        best = next((i for i in infos if i.state == "ready"), infos[0])
+        return replace(best, running=sum(i.running for i in infos), waiting=sum(i.waiting for i in infos))
+
+    async def _model_info(self, route: Route, timeout: float) -> EngineModelInfo:
         try:
-            info = await self._stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=timeout)
+            info = await route.stub(self._stub_factory).GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise translate(exc) from None
         return EngineModelInfo(
@@ -98,5 +152,12 @@ class EngineClient:
         )  # fmt: skip
 
     async def health(self, timeout: float) -> str:
-        """'SERVING', 'NOT_SERVING' or 'UNREACHABLE: ...'."""
-        return await check_health(self._channel, timeout)
+        """'SERVING' when any replica serves, else 'NOT_SERVING' when any answers, else 'UNREACHABLE: ...'."""
+        routes = await self.routing.everyone()
+        if not routes:
+            return f"UNREACHABLE: {self.routing.why_none()}"
+        statuses = await asyncio.gather(*(check_health(r.channel, timeout) for r in routes))
+        for status in ("SERVING", "NOT_SERVING"):
+            if status in statuses:
+                return status
+        return statuses[0]

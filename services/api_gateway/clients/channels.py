@@ -17,6 +17,10 @@ services/common/tls.py: the engines' certificates must name the host of the targ
 A call that fails with UNAVAILABLE before it is committed (no response headers or messages have reached
 us yet: the pod was gone, refused the connection, or was already draining) is retried on another
 replica. A call that has started streaming is never retried: its tokens or captions were already seen.
+
+That is `routing: round_robin`. With `routing: affinity` (clients/routing.py) the gateway picks the replica
+itself: one channel per replica address (`open_replica_channel`), the same message limits, reconnect backoff
+and TLS, but neither a balancer nor gRPC retries: which replica gets the next attempt is the ring's choice.
 """
 
 from __future__ import annotations
@@ -65,11 +69,33 @@ CHANNEL_OPTIONS = [
 ]
 
 
+# One address per channel: no balancing, and no gRPC retries (the affinity router fails over to the key's next
+# owner instead of retrying the one that refused). The reconnect backoff stays short, as above.
+REPLICA_CHANNEL_OPTIONS = [
+    *GRPC_OPTIONS,
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"pick_first": {}}]})),
+    ("grpc.enable_retries", 0),
+    ("grpc.max_reconnect_backoff_ms", 10_000),
+]
+
+
 def open_channel(target: str, tls: TlsSettings | None = None) -> grpc.aio.Channel:
     """The one place engine channels are made: aio, plaintext or TLS as `tls` says, raised message limits
     (images travel over it), round-robin over every address `target` resolves to, retries of uncommitted
     UNAVAILABLE calls."""
     return open_aio_channel(target, tls, CHANNEL_OPTIONS)
+
+
+def open_replica_channel(
+    address: str, tls: TlsSettings | None = None, *, server_name: str | None = None
+) -> grpc.aio.Channel:
+    """A channel to one replica (`ipv4:10.0.0.5:50051`, `ipv6:[fd00::5]:50051`), for the affinity router. With
+    TLS, `server_name` (the Service's DNS name the pod's address came from) is the name its certificate must
+    carry, unless `tls.server_name` says otherwise: a pod's certificate names its Service, not its IP."""
+    options = list(REPLICA_CHANNEL_OPTIONS)
+    if tls is not None and not tls.server_name and server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return open_aio_channel(address, tls, options)
 
 
 async def check_health(channel: grpc.aio.Channel, timeout: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -13,6 +14,7 @@ from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine
 
 from .base import EngineClient, EngineModelInfo
 from .images import ImageBytes, image_to_pb
+from .routing import Routing
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,8 @@ class TextEngine(Protocol):
     model: str
 
     def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                 timeout: float | None, options: OutputOptions = OutputOptions()) -> AsyncIterator[EngineEvent]: ...  # fmt: skip
+                 timeout: float | None, options: OutputOptions = OutputOptions(),
+                 affinity_key: str = "") -> AsyncIterator[EngineEvent]: ...  # fmt: skip
 
     async def model_info(self, timeout: float) -> EngineModelInfo: ...
 
@@ -176,20 +179,24 @@ class TextEngine(Protocol):
 
 
 class TextEngineClient(EngineClient):
-    """One text engine (one model)."""
+    """One text engine (one model), over one channel or routed over its replicas (clients/routing.py)."""
 
-    def __init__(self, channel: grpc.aio.Channel, model: str) -> None:
-        super().__init__(channel, model, text_engine_pb2_grpc.TextEngineStub(channel))
+    def __init__(self, routing: Routing | grpc.aio.Channel, model: str) -> None:
+        super().__init__(routing, model, text_engine_pb2_grpc.TextEngineStub)
 
     async def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                       timeout: float | None, options: OutputOptions = OutputOptions()) -> AsyncIterator[EngineEvent]:  # fmt: skip
+                       timeout: float | None, options: OutputOptions = OutputOptions(),
+                       affinity_key: str = "") -> AsyncIterator[EngineEvent]:  # fmt: skip
         """Stream the engine's events: `Accepted`, deltas, then one `Finished`. Closing the iterator (aclose,
         or the consuming task being cancelled) cancels the call, so the engine frees the slot. gRPC
-        failures are raised as `services.common.errors` classes."""
-        call = self._stub.Generate(to_request(self.model, messages, params, options, request_id), timeout=timeout,
-                                   metadata=((REQUEST_ID_KEY, request_id),))  # fmt: skip
-        async with self.tracked(call):
-            async for response in call:
+        failures are raised as `services.common.errors` classes. `affinity_key` names the conversation, for
+        `routing.text: affinity` (its replica keeps the history in its prefix cache)."""
+        request = to_request(self.model, messages, params, options, request_id)
+        metadata = ((REQUEST_ID_KEY, request_id),)
+        responses = self.routed(affinity_key, lambda stub, left: stub.Generate(request, timeout=left, metadata=metadata),
+                                timeout)  # fmt: skip
+        async with aclosing(responses):
+            async for response in responses:
                 event = to_event(response)
                 if event is not None:
                     yield event

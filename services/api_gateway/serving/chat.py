@@ -55,6 +55,7 @@ from ..schemas.chat import ChatCompletionRequest
 from . import chunks, sse
 from .answers import ChoiceAnswer
 from .choices import ChoiceCalls
+from .conversation_key import conversation_key
 from .engine_call import EngineCall
 from .image_policy import ImagePolicies
 from .params import choice_params, generation_params, output_options
@@ -77,6 +78,7 @@ class ChatPlan:
     images: PendingImages | None  # else the images the proxy still has to caption
     started: float  # time.monotonic() when the request was planned (for time to first token)
     timeout: float  # deadline of each engine call of this request, in seconds
+    affinity_key: str = ""  # the conversation's key, for routing.text: affinity (conversation_key.py)
 
     @property
     def n(self) -> int:
@@ -118,7 +120,8 @@ class ChatService:
         prepared = await self._images.prepare(entry.name, request.messages, timeout)
         images = prepared if isinstance(prepared, PendingImages) else None
         turns = None if images is not None else prepared
-        return ChatPlan(request, entry, client, params, options, turns, images, started, timeout)
+        return ChatPlan(request, entry, client, params, options, turns, images, started, timeout,
+                        affinity_key=conversation_key(request))  # fmt: skip
 
     async def _turns(self, plan: ChatPlan, request_id: str) -> list[ChatTurn]:
         if plan.images is None:
@@ -131,7 +134,8 @@ class ChatService:
         """One engine call per choice, all started now (choice i samples with seed + i)."""
         timeout = plan.timeout if timeout is None else timeout
         return ChoiceCalls([EngineCall(plan.client.generate(turns, choice_params(plan.params, i), options=plan.options,
-                                                            request_id=request_id, timeout=timeout))
+                                                            request_id=request_id, timeout=timeout,
+                                                            affinity_key=plan.affinity_key))
                             for i in range(plan.n)])  # fmt: skip
 
     async def admitted_calls(self, plan: ChatPlan, turns: list[ChatTurn], request_id: str) -> ChoiceCalls:

@@ -42,6 +42,7 @@ class Call:
     timeout: float | None
     options: OutputOptions = OutputOptions()
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    affinity_key: str = ""  # the conversation key the serving layer routed the call by
 
 
 class FakeTextEngine:
@@ -56,8 +57,8 @@ class FakeTextEngine:
         self.status = health
         self.calls: list[Call] = []
 
-    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions()):
-        call = Call(list(messages), params, request_id, timeout, options)
+    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions(), affinity_key=""):
+        call = Call(list(messages), params, request_id, timeout, options, affinity_key=affinity_key)
         script = self.scripts[len(self.calls)] if self.scripts else self.script
         self.calls.append(call)
         return self._replay(call, script)
