@@ -125,6 +125,7 @@ schema cannot see.
 */}}
 {{- define "proxyvision.engines" -}}
 {{- $root := . }}
+{{- $cacheUrl := include "proxyvision.captionCacheUrl" . }}
 {{- $engines := list }}
 {{- $names := list }}
 {{- $modelNames := list }}
@@ -143,6 +144,9 @@ schema cannot see.
 {{- $host := printf "%s.%s.svc.%s" $name $root.Release.Namespace $root.Values.clusterDomain }}
 {{- $address := printf "dns:///%s:%d" $host $port }}
 {{- $settings := include "proxyvision.engineSettings" (list $root $entry.name) | fromJson }}
+{{- if and $vision $cacheUrl }}
+{{- $entry = include "proxyvision.withSharedCache" (list $root $entry $cacheUrl) | fromJson }}
+{{- end }}
 {{- $autoscaling := $settings.autoscaling }}
 {{- if and $autoscaling.enabled (not $autoscaling.metrics) (not (dig "requests" "cpu" "" $settings.resources)) }}
 {{- fail (printf "engines.%s.autoscaling: the default CPU-utilization target needs resources.requests.cpu; set one, or give autoscaling.metrics" $entry.name) }}
@@ -157,6 +161,43 @@ schema cannot see.
 {{- end }}
 {{- end }}
 {{- toJson (dict "engines" $engines) }}
+{{- end }}
+
+{{/* The shared caption cache (captionCache): the chart's Redis is <fullname>-caption-cache. */}}
+{{- define "proxyvision.captionCacheName" -}}
+{{- printf "%s-caption-cache" (include "proxyvision.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "proxyvision.captionCacheLabels" -}}
+app.kubernetes.io/component: caption-cache
+{{- end }}
+
+{{/* The URL the vision engines use: the chart's Redis Service, captionCache.url, or "" (no shared cache). */}}
+{{- define "proxyvision.captionCacheUrl" -}}
+{{- $cache := .Values.captionCache }}
+{{- if and $cache.redis.enabled $cache.url }}
+{{- fail "captionCache: set redis.enabled (the chart runs a Redis) or url (an existing one), not both" }}
+{{- end }}
+{{- if $cache.redis.enabled }}
+{{- printf "redis://%s.%s.svc.%s:%d/0" (include "proxyvision.captionCacheName" .) .Release.Namespace .Values.clusterDomain (int64 $cache.redis.port) }}
+{{- else }}
+{{- $cache.url }}
+{{- end }}
+{{- end }}
+
+{{/* A proxy vision model's entry with capabilities.vision_proxy.shared_cache written from captionCache.
+Argument: (root, entry, url); returns JSON. */}}
+{{- define "proxyvision.withSharedCache" -}}
+{{- $root := index . 0 }}
+{{- $entry := deepCopy (index . 1) }}
+{{- $proxy := get $entry.capabilities "vision_proxy" | default dict }}
+{{- if hasKey $proxy "shared_cache" }}
+{{- fail (printf "modelsConfig.models (%s): vision_proxy.shared_cache is written by captionCache; leave it out, or turn captionCache off and set it yourself" $entry.name) }}
+{{- end }}
+{{- $shared := dict "url" (index . 2) "ttl_secs" (int64 $root.Values.captionCache.ttlSecs) }}
+{{- $_ := set $proxy "shared_cache" $shared }}
+{{- $_ := set $entry.capabilities "vision_proxy" $proxy }}
+{{- toJson $entry }}
 {{- end }}
 
 {{- define "proxyvision.engineLabels" -}}
