@@ -60,7 +60,7 @@ run: install
 	$(VENV)/bin/proxyvision serve --models-config $(MODELS_CONFIG) --port $(PORT)
 
 test: models
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # Tests that need the stand-ins (models/tiny/) are marked needs_models by tests/conftest.py.
 unit: install
