@@ -16,8 +16,10 @@ What a pod is here, and the only things rewritten on the way from the manifests 
   -> the container port of that name; exactly as the Service would route it, so a wrong selector, port
   or name fails here. With several replicas it becomes `ipv4:<pod 0>,<pod 1>,...`: the addresses a headless
   Service's DNS name resolves to.
-* **Probes**: readiness is checked with the rendered probe (gRPC health on its port, or HTTP GET on its
-  path and named port), on the local port.
+* **Probes**: readiness is checked with the rendered probe (gRPC health on its port, HTTP GET on its path and
+  named port, or a TCP connect), on the local port.
+* **The shared caption cache**: the chart's Redis URL in models.yaml (`redis://<svc>.<ns>.svc.cluster.local:<p>`)
+  becomes its pod's local address, as the engine endpoints do; its container runs the local `redis-server`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +44,7 @@ from tests.support.processes import REPO_ROOT, ServiceProcess, free_port, grpc_s
 from .chart import Rendered, main_container
 
 _DNS = re.compile(r"dns:///([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)")
+_REDIS = re.compile(r"redis://([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)(/\d+)?")
 
 
 @dataclass
@@ -162,6 +166,11 @@ class LocalCluster:
             model["endpoint"] = self.resolve(model["endpoint"])
             if "local_path" in model:
                 model["local_path"] = pod.local_path(pod.container, model["local_path"])
+            shared = model.get("capabilities", {}).get("vision_proxy", {}).get("shared_cache")
+            if shared:  # the chart's Redis Service, as its pod serves it here
+                match = _REDIS.fullmatch(shared["url"])
+                assert match and match[2] == self.namespace, f"not this release's Redis: {shared['url']}"
+                shared["url"] = f"redis://{self.service_address(match[1], int(match[3]))}{match[4] or ''}"
         return yaml.safe_dump(config, sort_keys=False)
 
     # --- processes ---------------------------------------------------------------------------------------
@@ -204,6 +213,8 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         for pod in self.pods.values():
             for probe in ("startupProbe", "readinessProbe"):
+                if probe not in pod.container:
+                    continue
                 while not self.probe(pod, pod.container[probe]):
                     assert pod.proc.poll() is None, (
                         f"{pod.name} exited {pod.proc.returncode}:\n{pod.log_text()[-4000:]}"
@@ -217,6 +228,13 @@ class LocalCluster:
         if "grpc" in probe:
             with grpc.insecure_channel(f"127.0.0.1:{pod.local_port(probe['grpc']['port'])}") as channel:
                 return grpc_serving(channel, probe["grpc"].get("service", ""), probe["timeoutSeconds"])
+        if "tcpSocket" in probe:
+            try:
+                socket.create_connection(("127.0.0.1", pod.local_port(probe["tcpSocket"]["port"])),
+                                         timeout=probe["timeoutSeconds"]).close()  # fmt: skip
+            except OSError:
+                return False
+            return True
         get = probe["httpGet"]
         try:
             response = httpx.get(
@@ -236,7 +254,7 @@ class LocalCluster:
             if pod.proc is None:
                 continue
             try:
-                codes[pod.name] = pod.proc.wait(pod.spec["terminationGracePeriodSeconds"])
+                codes[pod.name] = pod.proc.wait(pod.spec.get("terminationGracePeriodSeconds", 30))  # k8s default: 30
             except subprocess.TimeoutExpired:
                 os.killpg(pod.proc.pid, signal.SIGKILL)
                 pod.proc.wait(10)
