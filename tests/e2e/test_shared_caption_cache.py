@@ -4,6 +4,8 @@ killed both replicas go on captioning. The engines are called directly over gRPC
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 import pytest
 import redis
@@ -123,6 +125,23 @@ def test_a_caption_made_on_one_replica_is_a_cached_answer_on_the_other(replicas,
     # Replica two keeps the caption itself now: the next ask is an in-process hit, Redis is not asked.
     assert two.describe(image).cached and two.shared("hit") == shared_hits + 1
     assert two.counter("proxyvision_vision_cache_hits_total") == hits + 1
+
+
+def set_calls(server: RedisServer) -> int:
+    """SET commands the server has run (INFO commandstats): one per caption a replica shared."""
+    with redis.Redis(port=server.port, socket_timeout=5) as client:
+        return int(client.info("commandstats").get("cmdstat_set", {}).get("calls", 0))
+
+
+def test_concurrent_identical_requests_on_one_replica_still_caption_once(replicas, redis_server):
+    one, _ = replicas
+    image = png((90, 20, 160), (36, 28))
+    sets, keys = set_calls(redis_server), shared_keys(redis_server)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: one.describe(image), range(4)))
+    assert len({a.caption for a in answers}) == 1 and answers[0].caption
+    wait_until(lambda: shared_keys(redis_server) == keys + 1, timeout=10, message="the caption shared in Redis")
+    assert set_calls(redis_server) == sets + 1  # one flight, one caption, one write
 
 
 def test_the_operator_sees_the_shared_cache_in_get_model_info_the_log_and_the_up_gauge(replicas, redis_server):
