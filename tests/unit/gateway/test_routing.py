@@ -21,6 +21,7 @@ from services.api_gateway.clients.text_engine import Accepted, Finished, Generat
 from services.api_gateway.clients.vision_engine import VisionEngineClient
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.conversation_key import conversation_key
+from services.common.config import TlsSettings
 from services.common.errors import EngineUnavailableError, InvalidRequestError
 from services.common.pb.proxyvision.v1 import (
     common_pb2,
@@ -29,6 +30,8 @@ from services.common.pb.proxyvision.v1 import (
     vision_engine_pb2 as vpb,
     vision_engine_pb2_grpc,
 )
+from tests.support.certs import issue, make_ca
+from tests.support.fake_text_engine import start_fake_text_engine
 
 from .fakes import TEXT, FakeTextEngine, hello_script, make_state
 
@@ -236,6 +239,39 @@ async def test_no_replica_at_all_is_an_engine_unavailable_error():
         assert (await client.health(1)).startswith("UNREACHABLE: no replica of m")
     finally:
         await routing.close()
+
+
+async def test_over_tls_a_pods_channel_expects_the_service_name_its_address_came_from(tmp_path):
+    service = "engines.ns.svc.cluster.local"
+    _, ca_cert, ca_key = make_ca(tmp_path, "svc-ca")
+    named = issue(tmp_path, "engine", ca_cert, ca_key, server=True, dns_names=(service,), ip_addresses=())
+    server, engine = await start_fake_text_engine(
+        tls=TlsSettings(server_cert=str(named.cert), server_key=str(named.key))
+    )
+    port = int(engine.address.rsplit(":", 1)[1])
+    gateway_tls = TlsSettings(ca=str(tmp_path / "svc-ca.pem"))
+
+    async def resolver(host: str, port: int) -> list[str]:
+        assert host == service
+        return ["127.0.0.1"]
+
+    def dial(address: str, server_name: str | None) -> grpc.aio.Channel:
+        return open_replica_channel(address, gateway_tls, server_name=server_name)
+
+    try:
+        looked_up = AffinityRouting(ReplicaSet(MODEL, f"dns:///{service}:{port}", dial, resolver=resolver))
+        fixed = AffinityRouting(ReplicaSet(MODEL, f"ipv4:127.0.0.1:{port}", dial))
+        for routing in (looked_up, fixed):
+            await routing.start()
+        try:
+            assert await TextEngineClient(looked_up, MODEL).health(5) == "SERVING"
+            # Dialled by IP with no name to expect, the certificate (naming only the Service) is refused.
+            assert "TLS handshake failed" in await TextEngineClient(fixed, MODEL).health(5)
+        finally:
+            for routing in (looked_up, fixed):
+                await routing.close()
+    finally:
+        await server.stop(0)
 
 
 # --- Generate: owners, failover, load guard ---------------------------------------------------------------------
