@@ -79,6 +79,7 @@ class VariantResult:
     computed_after_kill: float = 0
     killed_share: float = 0
     prefix_hit_ratio: float = 0
+    shared_errors: float = 0  # shared-cache lookups Redis did not answer (timeout, down, breaker open)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0
 
@@ -101,6 +102,8 @@ class VariantResult:
     def row(self) -> str:
         kill = (f"  recomputed after the kill {self.computed_after_kill:.0f} (killed replica's share {self.killed_share:.0f})"
                 if self.variant.kill_vision_after_turn else "")  # fmt: skip
+        if self.variant.redis:
+            kill += f"  shared cache errors {self.shared_errors:.0f}"
         return (f"{self.variant.label:<40} hit rate {self.hit_rate:4.2f}  captions computed {self.captions_computed:4.0f}  "
                 f"TTFT t2-5 p50 {self.ttft(50):7.1f} ms p90 {self.ttft(90):7.1f} ms  prefix hits {self.prefix_hit_ratio:4.2f}  "
                 f"CPU s text {self.cpu_seconds.get('text', 0):6.1f} vision {self.cpu_seconds.get('vision', 0):6.1f}  "
@@ -174,6 +177,12 @@ def vision_misses(pods: list[LocalPod]) -> dict[str, float]:
         shared_hits = sample(samples, "proxyvision_vision_shared_cache_requests_total", model=VISION, result="hit")
         out[pod.name] = misses - shared_hits
     return out
+
+
+def shared_errors(pods: list[LocalPod]) -> float:
+    """Shared-cache lookups the live vision replicas could not get an answer from Redis for."""
+    return sum(sample(scrape(f"127.0.0.1:{pod.local_port('metrics')}"), "proxyvision_vision_shared_cache_requests_total",
+                      model=VISION, result="error") for pod in pods if pod.proc.poll() is None)  # fmt: skip
 
 
 def prefix_ratio(pods: list[LocalPod], before: dict[str, tuple[float, float]]) -> float:
@@ -277,6 +286,7 @@ def drive(variant: Variant, args, base_url: str, text_pods: list[LocalPod], visi
         result.killed_share = killed["share"]
         result.computed_after_kill = sum(v - killed.get(f"before:{n}", 0) for n, v in misses_end.items())
     result.prefix_hit_ratio = prefix_ratio(text_pods, prefix_before)
+    result.shared_errors = shared_errors(vision_pods)
     return sorted(done_turns, key=lambda t: (t.turn, t.conversation))
 
 
