@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import grpc
@@ -44,14 +45,17 @@ class EngineProcess:
     def metrics(self) -> Scrape:
         return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
-    def generate(self, prompt: str = "Tell me a story.", max_tokens: int = 16, timeout: float = 120):
-        """A streamed Generate, consumed whole: (text, finished message)."""
+    def generate(self, prompt: str = "Tell me a story.", max_tokens: int = 16, timeout: float = 120,
+                 first_delta: threading.Event | None = None):  # fmt: skip
+        """A streamed Generate, consumed whole: (text, finished message); sets `first_delta` on the first token."""
         request = pb.GenerateRequest(model=BENCH, messages=[pb.ChatMessage(role="user", content=prompt)],
                                      sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0.0))  # fmt: skip
         text, finished = [], None
         for response in self.stub.Generate(request, timeout=timeout):
             if response.HasField("delta"):
                 text.append(response.delta.text)
+                if first_delta is not None:
+                    first_delta.set()
             elif response.HasField("finished"):
                 finished = response.finished
         return "".join(text), finished

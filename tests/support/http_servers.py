@@ -70,7 +70,11 @@ class ScriptedServer:
 
     def add(self, path: str, data: bytes, content_type: str = "image/jpeg") -> None:
         """Serve `data` at `path` from now on."""
-        self._routes[path] = send_bytes(data, content_type)
+        self.route(path, send_bytes(data, content_type))
+
+    def route(self, path: str, handler: Route) -> None:
+        """Answer GET `path` with `handler` from now on."""
+        self._routes[path] = handler
 
     def close(self) -> None:
         self._server.shutdown()
