@@ -11,7 +11,7 @@ MODELS_CONFIG ?= configs/demo.models.yaml
 PORT ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: install protos models demo run test unit lint bench bench-gguf loadtest clean help
+.PHONY: install protos models demo run test unit lint bench bench-gguf loadtest fuzz clean help
 
 help:
 	@echo "make demo    - install, build the offline tiny models, start the stack on 127.0.0.1:$(PORT)"
@@ -74,6 +74,11 @@ lint: install
 # Not part of `make test`: 200 concurrent clients x 3 rounds on the tiny stand-ins (benchmarks/loadtest.py).
 loadtest: models
 	$(PY) -m benchmarks.loadtest
+
+# Not part of `make test` either: the OpenAPI fuzz with 10x the chat examples `make test` generates (250).
+FUZZ_EXAMPLES ?= 2500
+fuzz: install
+	PROXYVISION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/unit/gateway/test_fuzz_openapi.py $(PYTEST_ARGS)
 
 # SECTIONS=text,budget,vision,native,multiturn (default: all) picks benchmarks.run's sections.
 SECTIONS ?=

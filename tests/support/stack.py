@@ -24,7 +24,7 @@ from pathlib import Path
 import openai
 
 from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, ModelsYaml, tiny
-from tests.support.processes import ServiceProcess, free_port, start_service, wait_grpc_serving, wait_http
+from tests.support.processes import ServiceProcess, free_port, start_service, stop_all, wait_grpc_serving, wait_http
 
 __all__ = [
     "Stack", "make_stack", "start_text_engine", "start_vision_engine", "start_gateway", "start_fake_text_engine",
@@ -178,9 +178,10 @@ class Stack:
         return self.gateway
 
     def stop(self) -> None:
-        for service in (self.gateway, self.text, self.vision, *self.more_text.values()):
-            if service is not None:
-                service.stop()
+        """The gateway first (its streams end while the engines still answer), then every engine at once."""
+        if self.gateway is not None:
+            self.gateway.stop()
+        stop_all([s for s in (self.text, self.vision, *self.more_text.values()) if s is not None])
 
 
 def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: bool = True, gateway_extra: dict | None = None,
