@@ -99,7 +99,13 @@ class EngineServer:
         """Refuse new calls, let running ones finish for `grace` seconds, then free the model."""
         await self._health.set(False)
         await self.server.stop(grace)
+        # The metrics server's shutdown waits out its poll interval (half a second): let it run beside the
+        # model's teardown rather than after it.
+        metrics_stop = asyncio.create_task(asyncio.to_thread(self._stop_metrics))
         await self.engine.stop()
+        await metrics_stop
+
+    def _stop_metrics(self) -> None:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
