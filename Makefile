@@ -59,8 +59,11 @@ demo: models
 run: install
 	$(VENV)/bin/proxyvision serve --models-config $(MODELS_CONFIG) --port $(PORT)
 
+# Test files run on PYTEST_WORKERS workers (0: in this process, one after another). Most of a file's time is
+# processes starting up (one core each, importing torch), so two workers keep two cores busy.
+PYTEST_WORKERS ?= 2
 test: models
-	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Tests that need the stand-ins (models/tiny/) are marked needs_models by tests/conftest.py.
 unit: install
@@ -80,7 +83,7 @@ FUZZ_EXAMPLES ?= 2500
 fuzz: install
 	PROXYVISION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/unit/gateway/test_fuzz_openapi.py $(PYTEST_ARGS)
 
-# SECTIONS=text,budget,vision,native,multiturn (default: all) picks benchmarks.run's sections.
+# SECTIONS=text,budget,vision,native,multiturn,image (default: all) picks benchmarks.run's sections.
 SECTIONS ?=
 bench: models
 	$(PY) -m services.model_builder --out $(MODELS_DIR) --only bench

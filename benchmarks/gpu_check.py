@@ -109,6 +109,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def engine_summary(info) -> dict:
+    """What the summary keeps of an engine's ModelInfo (read while its model is loaded)."""
+    return {"device": info.device, "dtype": info.dtype, "load_s": round(info.last_load_seconds, 1),
+            "kv_cache_tokens": info.kv_cache_tokens, "stand_in_for": info.stand_in_for}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -212,16 +218,18 @@ def _run(args: argparse.Namespace, work: Path, phases: Phases, summary: dict) ->
             stack: LauncherStack = running.enter_context(
                 launcher_stack(config, args.device, work, timeout=phases.records["stack start"]["limit_s"] - 5)
             )
-            info = {kind: stack.model_info(kind) for kind in ("text", "vision")}
-            summary["engines"] = {kind: {"device": i.device, "dtype": i.dtype, "load_s": round(i.last_load_seconds, 1),
-                                         "kv_cache_tokens": i.kv_cache_tokens, "stand_in_for": i.stand_in_for}
-                                  for kind, i in info.items()}  # fmt: skip
-            print(f"  {summary['engines']}")
+        # Each engine's info is read right after it served (at the CPU profile's short idle time an engine that
+        # waited for the other to load may already have been unloaded at start, and an unloaded engine reports
+        # no KV cache and no stand-in).
+        summary["engines"] = {}
         with phases("text: proxyvision"):
             summary.setdefault("text", {})["proxyvision"] = gp.text_load("ProxyVision (launcher)", f"{stack.base_url}/v1",
                                                                          TEXT_MODEL, profile)  # fmt: skip
+            summary["engines"]["text"] = engine_summary(stack.model_info("text"))
         with phases("captions"):
             summary["captions"] = gp.captions(stack, profile)
+            summary["engines"]["vision"] = engine_summary(stack.model_info("vision"))
+        print(f"  {summary['engines']}")
         with phases("idle unload"):
             summary["memory"] = gp.idle_unload(stack, profile, baseline)
             for line in gp.memory_lines(summary["memory"], cuda):

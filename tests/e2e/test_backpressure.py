@@ -54,8 +54,9 @@ def test_a_full_queue_answers_503_with_retry_after_and_later_requests_succeed(tm
             and "max_queue=1" in error["message"]
         )
 
-        # The official SDK retries a 503 and honours Retry-After: it gets through once there is room.
-        sdk = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="x", max_retries=20, timeout=120)
+        # The official SDK retries a 503 and honours Retry-After: it gets through once there is room. Room comes
+        # when both held streams (600 tokens) are done: tens of seconds on a busy machine, one retry a second.
+        sdk = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="x", max_retries=100, timeout=120)
         answer = sdk.chat.completions.create(model=BENCH, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
         assert answer.usage.completion_tokens == 4
 
