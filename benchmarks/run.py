@@ -25,6 +25,7 @@ from services.common.hf_models import MIB, kv_bytes_per_token
 from tests.support.http_servers import ScriptedServer
 
 from .budget import budget_sweep, cold_start, report as budget_report
+from .image_path import run_image_path_section
 from .inprocess import InProcessManager
 from .load import Summary, openai_stream_fn, run_load
 from .multiturn import run_multiturn
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--num-blocks", type=int, default=64)
     parser.add_argument("--tiny-dir", default="models/tiny", help="where the tiny text and vision models are")
     parser.add_argument("--budgets", default="64,256,1024", help="params.mem values (MiB) of the budget sweep")
-    parser.add_argument("--sections", default="text,budget,vision,native,multiturn", help="which sections to run")
+    parser.add_argument("--sections", default="text,budget,vision,native,multiturn,image", help="which sections to run")
     args = parser.parse_args()
     model_dir = str(Path(args.model_dir).resolve())
 
@@ -109,6 +110,11 @@ def main() -> None:
             print(f"\nProxyVision native vs proxy vision (tiny Ministral-3 + its Pixtral tower vs tiny Qwen2-VL captions, "
                   f"448x448 images, medians of {args.repeats})")  # fmt: skip
             print(native.report())
+        if "image" in sections:
+            image = run_image_path_section(args.tiny_dir, work, max(1, args.repeats // 2 + 1))
+            print(f"\nProxyVision image path (tiny Qwen2-VL captions, tiny Ministral-3 and bench-text as text models, "
+                  f"medians of {image.repeats})")  # fmt: skip
+            print(image.report())
 
 
 def text_section(model_dir: str, params: dict, args, work: Path) -> dict:
