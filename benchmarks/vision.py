@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -64,17 +65,24 @@ def _describe_ms(stub, images: list[bytes], max_tokens: int) -> float:
 
 
 def _streamed_chat(base_url: str, model: str, image_url: str) -> tuple[float, dict[str, float]]:
-    """TTFT of a one-image streamed chat, and the gateway's own split from its SSE timing comment."""
-    body = {"model": model, "stream": True, "max_tokens": 16, "messages": [{"role": "user", "content": [
+    """TTFT of a one-image streamed chat (the first token of its answer or of its reasoning: a reasoning model
+    may spend all 16 tokens thinking), and the gateway's own split from its SSE timing comment."""
+    body = {"model": model, "stream": True, "max_tokens": 16, "temperature": 0, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "Describe this image:"}, {"type": "image_url", "image_url": {"url": image_url}}]}]}  # fmt: skip
     started = time.perf_counter()
     ttft, split = None, {}
     with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=300) as reply:
+        reply.raise_for_status()
         for line in reply.iter_lines():
             if line.startswith(": timing"):
                 split = {k: float(v) for k, v in (item.split("=") for item in line.split()[2:])}
-            elif line.startswith("data: {") and '"content":"' in line and '"content":""' not in line and ttft is None:
-                ttft = (time.perf_counter() - started) * 1000
+            elif line.startswith("data: {") and ttft is None:
+                for choice in json.loads(line[6:]).get("choices", ()):
+                    delta = choice.get("delta", {})
+                    if (delta.get("content") or "") + (delta.get("reasoning_content") or ""):
+                        ttft = (time.perf_counter() - started) * 1000
+    if ttft is None:
+        raise RuntimeError(f"{model}: a streamed chat of 16 tokens sent no token")
     return ttft, split
 
 

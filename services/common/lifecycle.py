@@ -157,7 +157,9 @@ class ModelLifecycle(Generic[R]):
         self._idle.clear()
         self._last_activity = time.monotonic()
         try:
-            if self.state is not ModelState.READY:
+            # No resource while still READY: an unload is under way (it drops the resource before it frees it and
+            # says UNLOADED only once done). Wait for it behind the lock, then load again.
+            if self.state is not ModelState.READY or self.resource is None:
                 async with self._lock:
                     if self.state is ModelState.UNLOADED:
                         await self._load()

@@ -58,6 +58,38 @@ async def test_concurrent_requests_after_an_unload_trigger_one_load():
     assert res.loads == 2 and life.loads == 2 and life.last_load_seconds > 0
 
 
+async def test_a_request_arriving_while_the_model_unloads_waits_and_reloads_it():
+    res = Resource()
+    unloading, release = threading.Event(), threading.Event()
+
+    def slow_unload(value: int) -> None:
+        unloading.set()
+        release.wait(10)  # the unload is under way: resource dropped, state not yet UNLOADED
+        res.unload(value)
+
+    life = ModelLifecycle("m", res.load, slow_unload, idle_unload_secs=0)
+    await life.start()
+
+    async def unload() -> None:
+        async with life._lock:  # what the idle timer does
+            await life._unload()
+
+    unloader = asyncio.create_task(unload())
+    await until(unloading.is_set)
+    assert life.state is ModelState.READY and life.resource is None
+
+    async def request() -> int:
+        async with life.use() as value:
+            return value
+
+    answer = asyncio.create_task(request())
+    await asyncio.sleep(0.05)
+    assert not answer.done()  # it waits for the unload instead of failing with "not available"
+    release.set()
+    await unloader
+    assert await answer == 2 and res.unloaded == [1] and life.state is ModelState.READY
+
+
 async def test_the_idle_timer_unloads_only_without_requests():
     res = Resource()
     life = ModelLifecycle("m", res.load, res.unload, idle_unload_secs=1)
