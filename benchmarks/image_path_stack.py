@@ -138,7 +138,8 @@ class ChatTiming:
 
 
 def timed_chat(base_url: str, model: str, messages: list[dict], max_tokens: int = 8) -> ChatTiming:
-    """POST a streamed chat (greedy, usage included) and time it."""
+    """POST a streamed chat (greedy, usage included) and time it: TTFT is the first token of its answer or of its
+    reasoning (a reasoning model may spend all its tokens thinking)."""
     body = {"model": model, "stream": True, "max_tokens": max_tokens, "temperature": 0, "messages": messages,
             "stream_options": {"include_usage": True}}  # fmt: skip
     started = time.perf_counter()
@@ -162,7 +163,9 @@ def timed_chat(base_url: str, model: str, messages: list[dict], max_tokens: int 
                 delta = choice.get("delta", {})
                 if ttft is None and ((delta.get("content") or "") + (delta.get("reasoning_content") or "")):
                     ttft = (time.perf_counter() - started) * 1000
-    out.ttft_ms = ttft if ttft is not None else (time.perf_counter() - started) * 1000
+    if ttft is None:  # a figure from a stream that sent no token would be a false one
+        raise RuntimeError(f"{model}: a streamed chat of {max_tokens} tokens sent no token")
+    out.ttft_ms = ttft
     return out
 
 

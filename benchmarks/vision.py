@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import statistics
 import time
 from dataclasses import dataclass
 
 import grpc
-import httpx
 from PIL import Image
 
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb, vision_engine_pb2_grpc
+
+from .image_path_stack import timed_chat
 
 _colours = itertools.count(1)
 
@@ -64,28 +64,6 @@ def _describe_ms(stub, images: list[bytes], max_tokens: int) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _streamed_chat(base_url: str, model: str, image_url: str) -> tuple[float, dict[str, float]]:
-    """TTFT of a one-image streamed chat (the first token of its answer or of its reasoning: a reasoning model
-    may spend all 16 tokens thinking), and the gateway's own split from its SSE timing comment."""
-    body = {"model": model, "stream": True, "max_tokens": 16, "temperature": 0, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "Describe this image:"}, {"type": "image_url", "image_url": {"url": image_url}}]}]}  # fmt: skip
-    started = time.perf_counter()
-    ttft, split = None, {}
-    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=300) as reply:
-        reply.raise_for_status()
-        for line in reply.iter_lines():
-            if line.startswith(": timing"):
-                split = {k: float(v) for k, v in (item.split("=") for item in line.split()[2:])}
-            elif line.startswith("data: {") and ttft is None:
-                for choice in json.loads(line[6:]).get("choices", ()):
-                    delta = choice.get("delta", {})
-                    if (delta.get("content") or "") + (delta.get("reasoning_content") or ""):
-                        ttft = (time.perf_counter() - started) * 1000
-    if ttft is None:
-        raise RuntimeError(f"{model}: a streamed chat of 16 tokens sent no token")
-    return ttft, split
-
-
 def run_vision_section(vision_address: str, base_url: str, model: str, image_server, repeats: int = 3) -> VisionResults:
     """Measure everything; medians of `repeats` runs."""
     with grpc.insecure_channel(vision_address) as channel:
@@ -102,8 +80,10 @@ def run_vision_section(vision_address: str, base_url: str, model: str, image_ser
     for _ in range(repeats):
         path = f"/bench-{next(_colours)}.jpg"
         image_server.add(path, fresh_image())
-        runs.append(_streamed_chat(base_url, model, f"{image_server.base}{path}"))
-    ttft = statistics.median(r[0] for r in runs)
-    split = {k: statistics.median(r[1][k] for r in runs) for k in ("fetch_ms", "vision_ms", "text_ttft_ms")}
+        messages = [{"role": "user", "content": [{"type": "text", "text": "Describe this image:"},
+                                                 {"type": "image_url", "image_url": {"url": f"{image_server.base}{path}"}}]}]  # fmt: skip
+        runs.append(timed_chat(base_url, model, messages, max_tokens=16))
+    ttft = statistics.median(r.ttft_ms for r in runs)
+    split = {k: statistics.median(r.split[k] for r in runs) for k in ("fetch_ms", "vision_ms", "text_ttft_ms")}
     return VisionResults(one, four, statistics.median(firsts), statistics.median(cached), ttft,
                          split["fetch_ms"], split["vision_ms"], split["text_ttft_ms"])  # fmt: skip
