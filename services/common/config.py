@@ -31,6 +31,9 @@ ReasoningParser = Literal["auto", "mistral", "deepseek_r1", "none"]
 # Dify read the old one), so the gateway can send either or both.
 ReasoningField = Literal["reasoning_content", "reasoning", "both"]
 RoutingPolicy = Literal["round_robin", "affinity"]
+# What runs a model's forward passes under our engine: transformers' continuous batching (the default, in the
+# project's venv) or vLLM's engine core (its own environment: `make install-vllm`, services/common/backends.py).
+Backend = Literal["transformers", "vllm"]
 
 
 class ConfigError(ValueError):
@@ -201,6 +204,11 @@ class ModelEntry(_Strict):
     capabilities: Capabilities = Capabilities()
     sampling: SamplingDefaults = SamplingDefaults()
     max_model_len: int | None = Field(None, gt=0, description="Context cap; default: the model's own maximum.")
+    backend: Backend = Field(
+        "transformers",
+        description="What runs the model under the engine: 'transformers' (continuous batching, the default) or "
+        "'vllm' (vLLM's engine core; needs `make install-vllm`; text models for now).",
+    )
     idle_unload_secs: int | None = Field(None, ge=0, description="Overrides the top-level value; 0 never unloads.")
     endpoint: str | None = Field(None, description="gRPC target of this model's engine, e.g. 127.0.0.1:50051.")
     reasoning_parser: ReasoningParser = Field(
@@ -229,6 +237,16 @@ class ModelEntry(_Strict):
             raise ValueError("gguf_file: GGUF files are supported for text-only models (vision_mode 'disabled')")
         if self.hf_id and self.local_path:
             raise ValueError("set only one of hf_id and local_path")
+        if self.backend == "vllm" and self.capabilities.vision_mode != "disabled":
+            raise ValueError(
+                f"backend: vllm serves text models for now; vision_mode {self.capabilities.vision_mode!r} "
+                "runs on backend: transformers"
+            )
+        if self.backend == "vllm" and self.gguf_file:
+            raise ValueError(
+                "backend: vllm does not load gguf_file here; convert it (as `make models` does for "
+                "SmolLM2) or use backend: transformers"
+            )
         return self
 
     @property
@@ -502,6 +520,14 @@ class ModelsConfig(_Strict):
             raise ConfigError(f"endpoint given for unknown model(s): {', '.join(sorted(unknown))}")
         models = [
             m.model_copy(update={"endpoint": endpoints[m.name]}) if m.name in endpoints else m for m in self.models
+        ]
+        return self.model_copy(update={"models": models})
+
+    def with_backend(self, backend: Backend) -> ModelsConfig:
+        """A copy whose text-only models run on `backend` (the launcher's --backend); vision models keep theirs."""
+        models = [
+            m.model_copy(update={"backend": backend}) if m.capabilities.vision_mode == "disabled" else m
+            for m in self.models
         ]
         return self.model_copy(update={"models": models})
 

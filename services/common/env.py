@@ -59,6 +59,14 @@ ENVIRONMENT: dict[str, tuple[str | None, str]] = {
         None,
         "Gateway: name the engines' certificates must carry instead of the dialled host.",
     ),
+    "PROXYVISION_BACKEND": (
+        None,
+        "Launcher: 'transformers' or 'vllm' for every text model (overrides models.yaml `backend`, like --backend).",
+    ),
+    "PROXYVISION_VLLM_PYTHON": (
+        None,
+        "Launcher: the python that runs `backend: vllm` engines (default: its own if it has vLLM, else .venv-vllm's).",
+    ),
     "LOG_LEVEL": ("INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
     "RUST_LOG": (None, "Accepted for the brief's users (info, debug, warn...); LOG_LEVEL wins if both are set."),
 }

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from services.common.backends import vllm_python
 from services.common.config import ConfigError, ModelsConfig, load_models_config, parse_models_config
 from services.common.env import first_set, log_level_from, parse_api_keys
 from services.common.logging_setup import normalize_level, setup_logging
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", action="append", default=[], metavar="KEY",
                        help="a key clients must send as 'Authorization: Bearer KEY' on /v1 (repeatable or "
                             "comma-separated; env PROXYVISION_API_KEY; replaces gateway.api_keys)")  # fmt: skip
+    serve.add_argument("--backend", choices=["transformers", "vllm"],
+                       help="what runs every text model (env PROXYVISION_BACKEND; default: each model's `backend` in "
+                            "models.yaml, else transformers); vllm needs `make install-vllm`")  # fmt: skip
     serve.add_argument("--ready-timeout", type=float, default=600.0,
                        help="seconds the engines may take to load before the launcher gives up (0: no limit)")  # fmt: skip
     return parser
@@ -73,10 +77,16 @@ def load_config(args: argparse.Namespace) -> ModelsConfig:
         config = load_models_config(path)
         if args.vision_model:
             config = _with_vision(config, args.vision_model)
+    elif args.model_id:
+        config = config_from_model_ids(args.model_id, args.vision_model)
+    else:
+        raise ConfigError("nothing to serve: pass --models-config models.yaml or --m <hf_id or path>")
+    backend = first_set(args.backend, "PROXYVISION_BACKEND")
+    if backend is None:
         return config
-    if args.model_id:
-        return config_from_model_ids(args.model_id, args.vision_model)
-    raise ConfigError("nothing to serve: pass --models-config models.yaml or --m <hf_id or path>")
+    if backend not in ("transformers", "vllm"):
+        raise ConfigError(f"PROXYVISION_BACKEND={backend}: expected transformers or vllm")
+    return config.with_backend(backend)
 
 
 def _with_vision(config: ModelsConfig, vision_model: str) -> ModelsConfig:
@@ -97,9 +107,11 @@ def vision_engine_installed() -> bool:
         return False
 
 
-def options_from(args: argparse.Namespace, level: str) -> StackOptions:
-    """CLI > env > defaults, once."""
+def options_from(args: argparse.Namespace, level: str, config: ModelsConfig) -> StackOptions:
+    """CLI > env > defaults, once. ConfigError when a model needs vLLM and there is none."""
+    uses_vllm = any(entry.backend == "vllm" for entry in config.models)
     return StackOptions(
+        vllm_python=vllm_python() if uses_vllm else None,
         host=first_set(args.host, "PROXYVISION_HOST", default="127.0.0.1"),
         port=int(first_set(args.port, "PROXYVISION_PORT", default=2000)),
         engine_port_base=args.engine_port_base,
@@ -154,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         resolved_path = Path(tmp) / "models.resolved.yaml"
         try:
             config = load_config(args)
-            options = options_from(args, level)
+            options = options_from(args, level, config)
             plan = plan_stack(config, options, resolved_path, vision_engine_installed=vision_engine_installed())
             child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **api_key_env(args.api_key)}
         except (ConfigError, ValueError) as exc:  # ConfigError is a ValueError; both are the operator's to fix

@@ -57,6 +57,8 @@ class StackOptions:
     log_level: str = "INFO"
     ui_server: bool = False
     drain_grace_secs: float = 30.0
+    # The python that runs `backend: vllm` engines (services/common/backends.py); None when no model uses vLLM.
+    vllm_python: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,15 @@ def plan_stack(config: ModelsConfig, options: StackOptions, resolved_config_path
     common = ("--models-config", str(resolved_config_path), "--log-level", options.log_level,
               "--drain-grace-secs", f"{options.drain_grace_secs:g}")  # fmt: skip
     processes = [
-        _engine(kind, entry.name, ports[entry.name], common, options.device, resolved.tls)
+        _engine(
+            kind,
+            entry.name,
+            ports[entry.name],
+            common,
+            options.device,
+            resolved.tls,
+            python=options.vllm_python if entry.backend == "vllm" else sys.executable,
+        )
         for kind, entries in (("text_engine", resolved.text_models), ("vision_engine", resolved.vision_models))
         for entry in entries
     ]
@@ -146,10 +156,14 @@ def _check_ports(gateway_port: int, engine_ports_by_model: dict[str, int]) -> No
 
 
 def _engine(
-    kind: Kind, model: str, port: int, common: tuple[str, ...], device: str, tls: TlsSettings | None
+    kind: Kind, model: str, port: int, common: tuple[str, ...], device: str, tls: TlsSettings | None, python: str | None
 ) -> ProcessSpec:
+    if python is None:
+        raise ValueError(
+            f"model {model} has backend: vllm, but no python with vLLM was given (StackOptions.vllm_python)"
+        )
     metrics_port = port + METRICS_PORT_OFFSET
-    argv = (sys.executable, "-m", f"services.{kind}", *common, "--model", model, "--host", ENGINE_HOST,
+    argv = (python, "-m", f"services.{kind}", *common, "--model", model, "--host", ENGINE_HOST,
             "--port", str(port), "--device", device, "--metrics-port", str(metrics_port))  # fmt: skip
     return ProcessSpec(f"{kind}[{model}]", kind, argv, port, ENGINE_HOST, "grpc", metrics_port,
                        required=kind == "text_engine", tls=tls)  # fmt: skip
