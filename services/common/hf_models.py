@@ -54,12 +54,16 @@ def stand_in_for(source: str) -> str:
     return marker.get("stands_in_for", "") if marker else ""
 
 
+def head_dim(text_config) -> int:
+    """Size of one attention head."""
+    return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+
+
 def kv_bytes_per_token(text_config, dtype: torch.dtype) -> int:
     """K and V of every layer for one token."""
     heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
-    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
     element = torch.empty((), dtype=dtype).element_size()
-    return 2 * text_config.num_hidden_layers * heads * head_dim * element
+    return 2 * text_config.num_hidden_layers * heads * head_dim(text_config) * element
 
 
 def read_generation_config(source: str, common: dict) -> GenerationConfig | None:

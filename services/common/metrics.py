@@ -105,6 +105,8 @@ class EngineMetrics:
         # In tokens, as vLLM's prefix_cache_queries/hits: hits / queries is the share of prompt tokens not prefilled.
         self.prefix_cache_queries = Counter("proxyvision_prefix_cache_queries", "Prompt tokens looked up in the "
                                             "prefix cache (text engines).", ["model"], registry=r)  # fmt: skip
+        self.backend = Gauge("proxyvision_model_backend", "1 for what runs the model's forward passes (models.yaml "
+                             "backend: transformers or vllm).", ["model", "backend"], registry=r)  # fmt: skip
         self.prefix_cache_hits = Counter("proxyvision_prefix_cache_hits", "Prompt tokens whose KV blocks came from "
                                          "the prefix cache instead of a prefill (text engines).", ["model"], registry=r)  # fmt: skip
 

@@ -146,6 +146,7 @@ def info_to_pb(info: EngineInfo) -> common_pb2.ModelInfo:
         quantization=info.quantization,
         status=info.status,
         vision_mode=info.vision_mode,
+        backend=info.backend,
     )
 
 

@@ -5,7 +5,8 @@ engine is scripted (tests/support/fake_vision_engine.py): a red image is "a red 
 yellow one "a yellow banana on a plate". So an answer that names the fruit shows that the caption reached
 the text model in a form it can use. The prompts test the pipeline, not the 135M model's wit: a plain
 question about the picture, answered from the gateway's own rewrite ("<question>\n\nImage 1: <caption>");
-without a caption this model guesses "mango". One module-scoped stack; short max_tokens (~20 s in all).
+without a caption this model guesses "mango". One module-scoped stack per backend: transformers here, and
+`backend: vllm` (marked `vllm`, run by `make test-vllm`) for proxy vision over vLLM's engine core; short max_tokens.
 """
 
 from __future__ import annotations
@@ -37,26 +38,27 @@ def with_image(text: str, data: bytes) -> dict:
                                         {"type": "image_url", "image_url": {"url": data_url(data)}}]}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """Real text engine + scripted vision engine + gateway, as separate processes."""
+@pytest.fixture(scope="module", params=["transformers", pytest.param("vllm", marks=pytest.mark.vllm)])
+def stack(tmp_path_factory, request):
+    """Real text engine (on each backend) + scripted vision engine + gateway, as separate processes."""
     import openai
 
-    tmp = tmp_path_factory.mktemp("real_model")
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(f"real_model_{backend}")
     text_port, vision_port = free_port(), free_port()
     config = (ModelsYaml()
               .text(REAL_MODEL, local_path=smollm2_checkpoint(), endpoint=f"127.0.0.1:{text_port}", tiny_defaults=False,
-                    params={"mem": 32, "dtype": "f32", "max_num_seqs": 4})
+                    params={"mem": 32, "dtype": "f32", "max_num_seqs": 4}, backend=backend)
               .vision(VISION, hf_id="scripted/vision", endpoint=f"127.0.0.1:{vision_port}", tiny_defaults=False,
                       prompt_template=None)
               .write(tmp / "models.yaml"))  # fmt: skip
     services = [
-        start_text_engine(config, tmp, model=REAL_MODEL, port=text_port, wait=False),
+        start_text_engine(config, tmp, model=REAL_MODEL, port=text_port, wait=False, backend=backend),
         start_fake_vision_engine(tmp, port=vision_port, wait=False),
     ]
     try:
         for service in services:
-            wait_grpc_serving(service)
+            wait_grpc_serving(service, timeout=240)
         gateway = start_gateway(config, tmp, ready="/ready")
         services.append(gateway)
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="not-needed", max_retries=0, timeout=120)

@@ -90,12 +90,22 @@ def start_process(name: str, argv: list[str], port: int, log_path: Path, env: di
     return ServiceProcess(name, proc, port, log_path)
 
 
-def start_service(module: str, args: list[str], port: int, log_dir: Path, env: dict | None = None) -> ServiceProcess:
-    """`python -m module args...` with output in log_dir/<module>-<port>.log."""
+def start_service(module: str, args: list[str], port: int, log_dir: Path, env: dict | None = None, *,
+                  python: str | None = None) -> ServiceProcess:  # fmt: skip
+    """`python -m module args...` with output in log_dir/<module>-<port>.log; `python`: another interpreter than
+    the tests' (the vLLM backend's venv)."""
     log_path = log_dir / f"{module.rsplit('.', 1)[-1]}-{port}.log"
     # A short drain grace: stopping a test's service must not wait the production default of 30 s.
     env = {"PROXYVISION_DRAIN_GRACE_SECS": "5", **(env or {})}
-    return start_process(module, [sys.executable, "-m", module, *args], port, log_path, env)
+    return start_process(module, [python or sys.executable, "-m", module, *args], port, log_path, env)
+
+
+def engine_python(backend: str) -> str:
+    """The interpreter an engine of `backend` runs under, as the launcher picks it (services/common/backends.py):
+    the tests' own for transformers; for vllm the one `make install-vllm` built (a clear error without it)."""
+    from services.common.backends import vllm_python
+
+    return vllm_python() if backend == "vllm" else sys.executable
 
 
 def stop_all(services: list[ServiceProcess], timeout: float = 20.0) -> None:

@@ -24,7 +24,15 @@ from pathlib import Path
 import openai
 
 from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, ModelsYaml, tiny
-from tests.support.processes import ServiceProcess, free_port, start_service, stop_all, wait_grpc_serving, wait_http
+from tests.support.processes import (
+    ServiceProcess,
+    engine_python,
+    free_port,
+    start_service,
+    stop_all,
+    wait_grpc_serving,
+    wait_http,
+)
 
 __all__ = [
     "Stack", "make_stack", "start_text_engine", "start_vision_engine", "start_gateway", "start_fake_text_engine",
@@ -44,22 +52,23 @@ def _ready(service: ServiceProcess, wait) -> ServiceProcess:
 
 
 def _engine(module: str, config: Path, tmp: Path, model: str, port: int | None, metrics_port: int | None,
-            args: Sequence[str], env: dict | None, wait: bool) -> ServiceProcess:  # fmt: skip
+            args: Sequence[str], env: dict | None, wait: bool, backend: str = "transformers") -> ServiceProcess:  # fmt: skip
     port = port or free_port()
     argv = ["--models-config", str(config), "--model", model, "--port", str(port), "--device", "cpu"]
     if metrics_port is not None:
         argv += ["--metrics-port", str(metrics_port)]
-    service = start_service(module, [*argv, *args], port, tmp, env=env)
+    service = start_service(module, [*argv, *args], port, tmp, env=env, python=engine_python(backend))
     service.metrics_port = metrics_port
     return _ready(service, lambda: wait_grpc_serving(service)) if wait else service
 
 
 def start_text_engine(config: Path, tmp: Path, *, model: str = TEXT_MODEL, port: int | None = None,
                       metrics_port: int | None = None, args: Sequence[str] = (), env: dict | None = None,
-                      wait: bool = True) -> ServiceProcess:  # fmt: skip
+                      wait: bool = True, backend: str = "transformers") -> ServiceProcess:  # fmt: skip
     """`python -m services.text_engine` for `model` on the CPU (a free port unless given); with `wait`, returns
-    once it is SERVING (its model loaded). `metrics_port` starts its Prometheus exporter there."""
-    return _engine("services.text_engine", config, tmp, model, port, metrics_port, args, env, wait)
+    once it is SERVING (its model loaded). `metrics_port` starts its Prometheus exporter there. `backend`: the
+    model's `backend` in the config, which picks the interpreter (vllm: .venv-vllm's) as the launcher does."""
+    return _engine("services.text_engine", config, tmp, model, port, metrics_port, args, env, wait, backend)
 
 
 def start_vision_engine(config: Path, tmp: Path, *, model: str = VISION_MODEL, port: int | None = None,

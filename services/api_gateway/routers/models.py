@@ -33,6 +33,7 @@ async def _describe(state: GatewayState) -> list[dict]:
             "default": entry.name == default,
             "source": entry.source,
             "role": "vision-proxy" if entry.is_vision_proxy else "text",
+            "backend": entry.backend,
             # image_input: whether a chat request to it may carry images (native, or captioned by the proxy).
             "capabilities": {"vision_mode": entry.capabilities.vision_mode,
                              "image_input": entry.is_native_vision or

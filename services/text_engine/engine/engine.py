@@ -23,8 +23,8 @@ from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import EngineMetrics, ModelSnapshot
 
 from .admission import prepare_request
-from .batcher import ContinuousBatcher
-from .loader import LoadedModel, load_text_model
+from .backends import load_model, new_token_source, restarts_in_place
+from .loader import LoadedModel
 from .logprobs import LogprobFormatter
 from .native import NativeVisionBatcher
 from .output import ParserSpec, parser_for
@@ -51,9 +51,9 @@ class TextRuntime:
     (with its cache of compiled grammars) and its logprob formatter."""
 
     loaded: LoadedModel
-    batcher: TokenSource  # ContinuousBatcher; NativeVisionBatcher for a native-vision model
+    batcher: TokenSource  # ContinuousBatcher, NativeVisionBatcher (native vision) or VllmTokenSource (backends.py)
     parser: ParserSpec
-    grammars: GrammarCompiler
+    grammars: GrammarCompiler | None  # None when the loop applies no grammars (admission refuses them)
     logprobs: LogprobFormatter
 
 
@@ -83,6 +83,7 @@ class EngineInfo:
     status: str = ""  # what a load is doing now ("downloading ...", "loading weights"); "" when serving
     vision_mode: str = ""  # "native" when the model answers images itself; "" for text only
     image_batch_bytes_used: int = 0  # native vision: KV bytes the running image batch holds now
+    backend: str = "transformers"  # models.yaml `backend`: what runs the forward passes
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -108,6 +109,7 @@ class InferenceEngine:
         self.entry = entry
         self.metrics = metrics or EngineMetrics(entry.name)
         self.metrics.watch(self._snapshot)
+        self.metrics.backend.labels(entry.name, entry.backend).set(1)
         self._device = device
         self._idle_unload_secs = idle_unload_secs
         self.lifecycle: ModelLifecycle[TextRuntime] = ModelLifecycle(
@@ -140,19 +142,15 @@ class InferenceEngine:
     def _build(self) -> TextRuntime:
         entry, params = self.entry, self.entry.params
         log.info(
-            "Building InferenceEngine for model %s (source=%s, dtype=%s, device=%s, mem=%d MiB, max_num_seqs=%d, "
-            "prefill_chunk_size=%d, block_size=%d, max_model_len=%s, idle_unload_secs=%d)",
-            entry.name, entry.source, params.dtype, self._device, params.mem, params.max_num_seqs,
+            "Building InferenceEngine for model %s (backend=%s, source=%s, dtype=%s, device=%s, mem=%d MiB, "
+            "max_num_seqs=%d, prefill_chunk_size=%d, block_size=%d, max_model_len=%s, idle_unload_secs=%d)",
+            entry.name, entry.backend, entry.source, params.dtype, self._device, params.mem, params.max_num_seqs,
             params.prefill_chunk_size, params.block_size, entry.max_model_len, self._idle_unload_secs,
         )  # fmt: skip
         started = time.monotonic()
         fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
         self.lifecycle.report(f"loading weights from {entry.source}")
-        loaded = load_text_model(
-            entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,
-            trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len, sampling=entry.sampling,
-            gguf_file=entry.gguf_file, native_vision=entry.is_native_vision,
-        )  # fmt: skip
+        loaded = load_model(entry, self._device)
         parser = parser_for(entry.reasoning_parser, loaded.tokenizer, entry.tool_call_parser)
         self._last_sampling = loaded.sampling
         self.lifecycle.report("building KV cache")
@@ -160,21 +158,21 @@ class InferenceEngine:
         budget = batcher.budget
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         log.info(
-            "Model %s ready%s in %.1fs: max_context=%d, KV cache: %d blocks × %d tokens = %d tokens (mem=%d MiB, "
-            "%d bytes/token); reasoning parser: %s, tool-call parser: %s", entry.name, note, time.monotonic() - started, loaded.max_context,
-            budget.num_blocks, budget.page_size, budget.capacity_tokens, params.mem, budget.bytes_per_token, parser.reasoning, parser.tools,
+            "Model %s ready%s in %.1fs (backend=%s): max_context=%d, KV cache: %d blocks × %d tokens = %d tokens (mem=%d MiB, "
+            "%d bytes/token); reasoning parser: %s, tool-call parser: %s", entry.name, note, time.monotonic() - started, entry.backend,
+            loaded.max_context, budget.num_blocks, budget.page_size, budget.capacity_tokens, params.mem, budget.bytes_per_token,
+            parser.reasoning, parser.tools,
         )  # fmt: skip
         if isinstance(batcher, NativeVisionBatcher):
             log.info("Model %s answers images itself (%s adapter): image batches of up to %d requests and %d KV tokens "
                      "(half of mem); text requests keep continuous batching", entry.name, loaded.family.name,
                      params.max_num_seqs, batcher.image_capacity_tokens)  # fmt: skip
-        grammars = GrammarCompiler(loaded.tokenizer, loaded.text_config.vocab_size, loaded.eos_token_ids)
+        grammars = (GrammarCompiler(loaded.tokenizer, loaded.text_config.vocab_size, loaded.eos_token_ids)
+                    if batcher.supports_grammars else None)  # fmt: skip
         return TextRuntime(loaded, batcher, parser, grammars, LogprobFormatter(loaded.tokenizer))
 
     def _new_batcher(self, loaded: LoadedModel) -> TokenSource:
-        if loaded.family is not None:
-            return NativeVisionBatcher(loaded, self.entry.params, self._count_preemptions, self._count_prefix_lookup)
-        return ContinuousBatcher(loaded, self.entry.params, self._count_preemptions, self._count_prefix_lookup)
+        return new_token_source(self.entry, loaded, self._count_preemptions, self._count_prefix_lookup)
 
     def _count_prefix_lookup(self, queried: int, hit: int) -> None:
         self.metrics.prefix_cache_queries.labels(self.entry.name).inc(queried)
@@ -188,8 +186,8 @@ class InferenceEngine:
         runtime.batcher.stop()
 
     def _restart_batcher(self, runtime: TextRuntime) -> TextRuntime:
-        if isinstance(runtime.batcher, NativeVisionBatcher):
-            runtime.batcher.stop()  # its other loop may still run: free it before its replacement
+        if not restarts_in_place(runtime.batcher):
+            runtime.batcher.stop()  # its other loop or processes may still run: free them before the replacement
         return dataclasses.replace(runtime, batcher=self._new_batcher(runtime.loaded))
 
     async def _watchdog(self) -> None:
@@ -313,6 +311,7 @@ class InferenceEngine:
             status=self.lifecycle.status,
             vision_mode="native" if self.entry.is_native_vision else "",
             image_batch_bytes_used=self._image_batch_bytes(runtime),
+            backend=self.entry.backend,
         )
 
     @staticmethod

@@ -61,7 +61,7 @@ TEXT_ONLY_KEY_MAPPING = {
 class LoadedModel:
     """A model ready for the batching loop."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None when another engine core holds the weights (backend: vllm)
     tokenizer: object
     text_config: object
     eos_token_ids: list[int]
@@ -72,6 +72,7 @@ class LoadedModel:
     sampling: ResolvedSampling  # effective defaults of requests that leave a parameter out
     quantization: str = ""  # e.g. "fp8, dequantized to float32 (no FP8 kernel on cpu)"; "" when unquantized
     family: VisionFamily | None = None  # native vision: how images become this model's inputs; None: text only
+    architectures: tuple[str, ...] = ()  # the checkpoint's config.json `architectures` (the whole model's)
 
 
 def _is_multimodal(config) -> bool:
@@ -89,12 +90,14 @@ def load_text_model(
     sampling: SamplingDefaults | None = None,
     gguf_file: str | None = None,
     native_vision: bool = False,
+    weights: bool = True,
 ) -> LoadedModel:
     """Load weights, tokenizer and generation defaults; raise ModelLoadError on anything left random.
 
     `sampling` is the model's `sampling:` block of models.yaml (unset fields defer to the checkpoint).
     `gguf_file`: the model is that GGUF file (in `source`, see gguf_loading.py), dequantized at load.
-    `native_vision`: load the whole VLM and its image adapter (`LoadedModel.family`)."""
+    `native_vision`: load the whole VLM and its image adapter (`LoadedModel.family`).
+    `weights=False`: everything but the weights (`model` is None), for an engine core that loads them (vLLM)."""
     if gguf_file is not None:
         from .gguf_loading import load_gguf_text_model  # imports this module: imported here, not at the top
 
@@ -136,6 +139,30 @@ def load_text_model(
         model_cls = AutoModelForCausalLM
         extra = {}
     model_config = config if native_vision else text_config
+    model = _load_weights(source, model_cls, model_config, quantization, plan, torch_dtype, torch_device, common,
+                          extra) if weights else None  # fmt: skip
+    generation = read_generation_config(source, common)
+    resolved = resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(generation, source))
+    log.info("Sampling defaults of %s: %s", source,
+             ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.values.model_dump().items()))  # fmt: skip
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        text_config=text_config,
+        eos_token_ids=eos_token_ids(generation, tokenizer),
+        max_context=max_context(text_config, max_model_len),
+        dtype=torch_dtype,
+        device=torch_device,
+        stand_in_for=stand_in_for(source),
+        sampling=resolved,
+        quantization=plan.describe(torch_dtype) if plan else "",
+        family=family,
+        architectures=tuple(getattr(config, "architectures", None) or ()),
+    )
+
+
+def _load_weights(source, model_cls, model_config, quantization, plan, torch_dtype, torch_device, common, extra):
+    """The weights, on the device; ModelLoadError when one would be left random (or a quantization scale skipped)."""
     if quantization is not None:
         carry_quantization_config(model_config, quantization, plan)
     try:
@@ -153,25 +180,7 @@ def load_text_model(
             f"(e.g. {', '.join(sorted(missing)[:5])}); refusing to serve it"
         )
     check_skipped_scales(source, info.get("unexpected_keys", []), plan)
-    model = model.to(torch_device).eval()
-
-    generation = read_generation_config(source, common)
-    resolved = resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(generation, source))
-    log.info("Sampling defaults of %s: %s", source,
-             ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.values.model_dump().items()))  # fmt: skip
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        text_config=text_config,
-        eos_token_ids=eos_token_ids(generation, tokenizer),
-        max_context=max_context(text_config, max_model_len),
-        dtype=torch_dtype,
-        device=torch_device,
-        stand_in_for=stand_in_for(source),
-        sampling=resolved,
-        quantization=plan.describe(torch_dtype) if plan else "",
-        family=family,
-    )
+    return model.to(torch_device).eval()
 
 
 # generation_config.json key -> our sampling default. Like vLLM, `do_sample` is not read (a request without

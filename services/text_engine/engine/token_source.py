@@ -3,7 +3,8 @@
 `ContinuousBatcher` (batcher.py) runs transformers' continuous batching over token ids; `NativeVisionBatcher`
 (native.py) adds static batches of image requests beside it for `vision_mode: native` models. The engine
 submits, cancels and watches either the same way, and `RequestStream` (stream.py) reads the outputs of both:
-`generated_tokens` (cumulative), `is_finished()` and `error`.
+`generated_tokens` (cumulative), `is_finished()` and `error`. `VllmTokenSource` (vllm_source.py) is the third:
+the same interface over vLLM's engine core (`backend: vllm`, backends.py picks).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class TokenSource(Protocol):
 
     budget: KvBudget  # the paged KV cache of text requests
     image_capacity_tokens: int  # KV tokens of one image batch; 0 when the loop takes no images
+    supports_grammars: bool  # whether it applies a request's grammar (SamplingSpec.constraint)
 
     def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
                on_output: Callable[[TokenOutput], None], images: Sequence[EncodedImage] = ()) -> None:  # fmt: skip

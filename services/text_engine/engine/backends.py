@@ -1,0 +1,48 @@
+"""Which engine core runs a model (models.yaml `backend`): transformers' continuous batching or vLLM's.
+
+The engine (engine.py) asks this module for a loaded model and a `TokenSource` and never learns which core it
+drives. With `backend: transformers` our process holds the weights and runs the batching loop on a thread
+(batcher.py; native.py beside it for a natively seeing model). With `backend: vllm` our process holds only the
+tokenizer, config and sampling defaults, and vLLM's engine core loads the weights in its own processes
+(vllm_source.py, imported only then: vLLM lives in its own venv).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from services.common.config import ModelEntry
+
+from .batcher import ContinuousBatcher
+from .loader import LoadedModel, load_text_model
+from .native import NativeVisionBatcher
+from .token_source import TokenSource
+
+
+def load_model(entry: ModelEntry, device: str) -> LoadedModel:
+    """The model's tokenizer, config and sampling defaults, and its weights when our process runs it."""
+    return load_text_model(
+        entry.source, dtype=entry.params.dtype, device=device, revision=entry.revision,
+        trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len, sampling=entry.sampling,
+        gguf_file=entry.gguf_file, native_vision=entry.is_native_vision, weights=entry.backend == "transformers",
+    )  # fmt: skip
+
+
+def new_token_source(entry: ModelEntry, loaded: LoadedModel, on_preempt: Callable[[int], None],
+                     on_prefix_lookup: Callable[[int, int], None]) -> TokenSource:  # fmt: skip
+    """A started batching loop over `loaded` (blocking: a worker thread)."""
+    if entry.backend == "vllm":
+        from .vllm_source import VllmTokenSource
+
+        return VllmTokenSource(loaded, entry.source, entry.params, revision=entry.revision,
+                               trust_remote_code=entry.trust_remote_code, on_preempt=on_preempt,
+                               on_prefix_lookup=on_prefix_lookup)  # fmt: skip
+    if loaded.family is not None:
+        return NativeVisionBatcher(loaded, entry.params, on_preempt, on_prefix_lookup)
+    return ContinuousBatcher(loaded, entry.params, on_preempt, on_prefix_lookup)
+
+
+def restarts_in_place(source: TokenSource) -> bool:
+    """Whether a dead loop can be replaced without stopping it first: transformers' manager thread has ended and
+    holds nothing more; a native model's other loop or vLLM's processes must be freed before their replacement."""
+    return isinstance(source, ContinuousBatcher)

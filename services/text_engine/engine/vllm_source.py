@@ -1,0 +1,285 @@
+"""The adapter to vLLM's engine core (`backend: vllm`): the one module that imports vLLM.
+
+One `AsyncLLM` per load, as vLLM's own OpenAI server holds one: its engine core runs in child processes
+(scheduler, paged KV cache, continuous batching, the model's forward passes) and talks to this process over
+ZeroMQ, so our event loop never runs a forward pass. This class is the same `TokenSource` the engine drives
+for transformers (token_source.py): prompts go in as token ids and come back as token ids; the output
+pipeline (detokenizer, reasoning and tool parsers, stop strings, logprob formatting) stays ours, so both
+backends answer alike at the API.
+
+What maps to vLLM, per request: temperature, top-p/k, min-p, the three penalties, seed, logit_bias,
+min_tokens, ignore_eos, max_tokens, top logprobs (`SamplingParams`); the end-of-sequence ids of the
+checkpoint and the request's `stop_token_ids` (vLLM then stops on any of them, and holds them back before
+`min_tokens`). Cancellation cancels the `generate()` task, which aborts the request in the engine core.
+Stop strings are matched by our pipeline, which then cancels the request as it does on transformers.
+
+What does not map (yet): grammars (response_format, tool_choice required/named) and images. Admission
+refuses those with a clear error (`supports_grammars`); see the module note in docs/backends.md.
+
+Budget: `mem` is the KV cache (`kv_cache_memory_bytes`), sized by the same `kv_budget` as transformers'
+cache, so both hold the same number of tokens. Unloading shuts the engine core down (its processes exit, its
+memory goes back to the system).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.common.config import ModelParams
+from services.common.hf_models import ModelLoadError, head_dim
+
+from .kv_budget import KvBudget, kv_budget
+from .loader import LoadedModel
+from .sampling.spec import SampledToken, SamplingSpec
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "run `make install-vllm` and start the engine with .venv-vllm/bin/python (the launcher does)"
+
+
+def _import_vllm():
+    try:
+        import vllm
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+    except ImportError as exc:
+        raise ModelLoadError(f"backend: vllm, but vLLM cannot be imported here ({exc}): {INSTALL_HINT}") from None
+    return vllm, AsyncEngineArgs, AsyncLLM
+
+
+@dataclass
+class VllmOutput:
+    """One request's progress (token_source.TokenOutput): cumulative tokens, as transformers' outputs are."""
+
+    generated_tokens: list[int]
+    error: str | None = None
+    finished: bool = False
+
+    def is_finished(self) -> bool:
+        """Whether this is the request's last output."""
+        return self.finished
+
+
+@dataclass
+class EngineStats:
+    """What vLLM's stat loggers report after each engine step (written on the event loop)."""
+
+    kv_cache_usage: float = 0.0
+    running: int = 0
+    waiting: int = 0
+    preemptions: int = 0
+    prefix_queried_tokens: int = 0
+    prefix_hit_tokens: int = 0
+
+
+@dataclass
+class _Request:
+    task: asyncio.Task
+    tokens: list[int] = field(default_factory=list)
+
+
+class VllmTokenSource:
+    """Starts, feeds and stops one vLLM `AsyncLLM` over a checkpoint (text requests only)."""
+
+    image_capacity_tokens = 0  # takes no images (see the module docstring)
+    supports_grammars = False  # admission refuses grammar-constrained requests on this backend
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        source: str,
+        params: ModelParams,
+        *,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        on_preempt: Callable[[int], None] = lambda n: None,
+        on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None,
+    ) -> None:
+        vllm, engine_args_cls, async_llm_cls = _import_vllm()
+        _check_runnable(vllm, loaded, source)
+        self.budget: KvBudget = kv_budget(loaded.text_config, loaded.dtype, params.mem, params.block_size,
+                                          max_useful_tokens=params.max_num_seqs * loaded.max_context)  # fmt: skip
+        self.stats = EngineStats()
+        self._on_preempt = on_preempt
+        self._on_prefix_lookup = on_prefix_lookup
+        self._eos = list(loaded.eos_token_ids)
+        self._requests: dict[str, _Request] = {}
+        args = engine_args_cls(
+            model=source,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            dtype=str(loaded.dtype).removeprefix("torch."),  # what our loader resolved (bf16 on GPU, f32 on CPU...)
+            seed=0,
+            # vLLM refuses to start unless one request of max_model_len fits the cache; admission already refuses
+            # longer ones (they could never run), so the cache's capacity caps it here.
+            max_model_len=min(loaded.max_context, self.budget.capacity_tokens),
+            max_num_seqs=params.max_num_seqs,
+            max_num_batched_tokens=max(params.prefill_chunk_size, params.max_num_seqs),
+            enable_chunked_prefill=True,
+            block_size=params.block_size,
+            enable_prefix_caching=params.prefix_caching,
+            # The same usable cache as the transformers backend's for `mem`, plus the one block vLLM's allocator
+            # keeps as its null block (never holds tokens).
+            kv_cache_memory_bytes=(self.budget.num_blocks + 1) * self.budget.page_size * self.budget.bytes_per_token,
+            # Prompts arrive as token ids and outputs leave as token ids: our tokenizer and detokenizer own text.
+            skip_tokenizer_init=True,
+            # On the CPU, torch.compile costs ~90 s more at every load (an idle unload's reload included) for
+            # ~15 % more decode speed here (docs/benchmarks.md); on GPUs vLLM's compiled graphs are the point.
+            enforce_eager=loaded.device.type == "cpu",
+        )
+        try:
+            self.llm = async_llm_cls.from_engine_args(args, stat_loggers=[self._stat_logger_factory(vllm)])
+        except Exception as exc:  # vLLM raises many kinds; each is a failed load with its reason
+            raise ModelLoadError(f"vLLM could not start {source!r}: {_first_line(exc)}") from exc
+        self._sampling_params_cls = vllm.SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        self._delta = RequestOutputKind.DELTA
+        log.info("vLLM %s engine core started for %s (backend=vllm)", vllm.__version__, source)
+
+    def _stat_logger_factory(self, vllm):
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        stats, source = self.stats, self
+
+        class _Recorder(StatLoggerBase):
+            """Keeps the last step's scheduler figures for GetModelInfo and our metrics."""
+
+            def __init__(self, vllm_config, engine_index: int = 0) -> None:
+                pass
+
+            def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
+                if scheduler_stats is None:
+                    return
+                stats.kv_cache_usage = scheduler_stats.kv_cache_usage
+                stats.running, stats.waiting = scheduler_stats.num_running_reqs, scheduler_stats.num_waiting_reqs
+                prefix = scheduler_stats.prefix_cache_stats
+                if prefix.preempted_requests:
+                    stats.preemptions += prefix.preempted_requests
+                    source._on_preempt(prefix.preempted_requests)
+                queried, hit = prefix.queries - prefix.preempted_queries, prefix.hits - prefix.preempted_hits
+                if queried > 0:
+                    stats.prefix_queried_tokens += queried
+                    stats.prefix_hit_tokens += hit
+                    source._on_prefix_lookup(queried, hit)
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return _Recorder
+
+    # TokenSource --------------------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        """False once the engine core has died or was shut down."""
+        return not self.llm.errored
+
+    @property
+    def fatal_error(self) -> Exception | None:
+        """Why the engine core died, if it did."""
+        return self.llm.dead_error if self.llm.errored else None
+
+    def cache_usage(self) -> float:
+        """Fraction of the KV cache held by requests after the last engine step."""
+        return max(0.0, min(1.0, self.stats.kv_cache_usage))
+
+    def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
+               on_output: Callable, images: Sequence = ()) -> None:  # fmt: skip
+        """Start the request in the engine core; `on_output(VllmOutput)` runs on this event loop."""
+        if images:
+            raise ValueError("backend: vllm takes text requests only here")
+        if spec.constraint is not None:
+            raise ValueError("backend: vllm does not apply grammars here")
+        params = self.sampling_params(spec, max_new_tokens)
+        task = asyncio.get_running_loop().create_task(self._run(request_id, prompt_ids, params, spec, on_output))
+        self._requests[request_id] = _Request(task)
+
+    def sampling_params(self, spec: SamplingSpec, max_new_tokens: int):
+        """Our resolved sampling spec as vLLM's `SamplingParams`."""
+        ignore_eos = bool(spec.banned_ids)  # ignore_eos is the only source of banned ids (sampling/spec.py)
+        stops = [t for t in spec.end_ids if t not in self._eos] + ([] if ignore_eos else self._eos)
+        return self._sampling_params_cls(
+            temperature=0.0 if spec.greedy else spec.temperature,
+            top_p=spec.top_p,
+            top_k=spec.top_k,
+            min_p=spec.min_p,
+            presence_penalty=spec.presence_penalty,
+            frequency_penalty=spec.frequency_penalty,
+            repetition_penalty=spec.repetition_penalty,
+            seed=spec.seed,
+            logit_bias=dict(spec.logit_bias) or None,
+            min_tokens=spec.min_tokens,
+            ignore_eos=ignore_eos,
+            stop_token_ids=stops,
+            max_tokens=max_new_tokens,
+            logprobs=spec.top_logprobs,
+            detokenize=False,
+            output_kind=self._delta,
+        )
+
+    async def _run(self, request_id: str, prompt_ids: list[int], params, spec: SamplingSpec, on_output) -> None:
+        tokens: list[int] = []
+        try:
+            async for out in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id):
+                completion = out.outputs[0]
+                new = list(completion.token_ids)
+                if spec.top_logprobs is not None and completion.logprobs:
+                    for token, ranked in zip(new, completion.logprobs):
+                        spec.sampled.append(_sampled(token, ranked, spec.top_logprobs))
+                tokens = tokens + new  # a new list: the stream may still hold the previous one
+                on_output(VllmOutput(tokens, finished=out.finished))
+                if out.finished:
+                    return
+        except asyncio.CancelledError:
+            raise  # cancel(): vLLM's generate() aborts the request in the engine core on its way out
+        except Exception as exc:  # the engine core died or refused the request: this request fails, with why
+            on_output(VllmOutput(tokens, error=f"vLLM: {_first_line(exc)}", finished=True))
+        finally:
+            self._requests.pop(request_id, None)
+
+    def cancel(self, request_id: str) -> None:
+        """Abort a request: its task is cancelled, and vLLM frees its slot and KV blocks."""
+        request = self._requests.pop(request_id, None)
+        if request is not None:
+            request.task.cancel()
+
+    def stop(self) -> None:
+        """Shut the engine core down (its processes exit and free their memory). Blocking: a worker thread."""
+        for request in list(self._requests.values()):
+            request.task.get_loop().call_soon_threadsafe(request.task.cancel)
+        self._requests.clear()
+        self.llm.shutdown()
+
+
+def _check_runnable(vllm, loaded: LoadedModel, source: str) -> None:
+    """The two reasons vLLM cannot run a checkpoint that we know before it starts (its own failure only says "see
+    root cause above", in its child's log): an architecture it does not implement, and on the CPU a head size its
+    attention kernel lacks (the tiny stand-ins with 16-dim heads, for one)."""
+    supported = vllm.ModelRegistry.get_supported_archs()
+    if loaded.architectures and not any(arch in supported for arch in loaded.architectures):
+        raise ModelLoadError(f"{source!r}: vLLM {vllm.__version__} has no implementation of "
+                             f"{', '.join(loaded.architectures)}; "
+                             "serve it with backend: transformers")  # fmt: skip
+    if loaded.device.type == "cpu":
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        sizes = CPUAttentionBackend.get_supported_head_sizes()
+        if head_dim(loaded.text_config) not in sizes:
+            raise ModelLoadError(f"{source!r}: vLLM's CPU attention takes head sizes {sizes}, this model's heads are "
+                                 f"{head_dim(loaded.text_config)}; serve it with backend: transformers (or on a GPU)")  # fmt: skip
+
+
+def _sampled(token: int, ranked: dict, top: int) -> SampledToken:
+    """vLLM's logprobs of one position ({token: Logprob(logprob, rank)}) as our record."""
+    best = sorted(ranked.items(), key=lambda item: item[1].rank)[:top]
+    own = ranked.get(token)
+    return SampledToken(token, own.logprob if own is not None else float("-inf"),
+                        tuple((t, lp.logprob) for t, lp in best))  # fmt: skip
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

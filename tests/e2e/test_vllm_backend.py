@@ -1,0 +1,212 @@
+"""`backend: vllm` against `backend: transformers` on the same real checkpoint, through one gateway and the SDK.
+
+Two text engines serve SmolLM2-135M-Instruct (real weights, 64-dim heads: vLLM's CPU attention takes them):
+`hf` on transformers' continuous batching in the engine's process, `vllm` on vLLM's engine core (the engine
+runs under .venv-vllm's python, as the launcher starts it). Greedy answers must be the same text, token for
+token (the output pipeline is ours on both); the sampling parameters must reach vLLM; what vLLM does not do
+here (grammars) is a clear 400; idle unload must end vLLM's processes and a request must bring them back.
+Marked `vllm`: `make test-vllm` runs them after `make install-vllm`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import httpx
+import openai
+import psutil
+import pytest
+
+from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
+from tests.support.metrics import scrape
+from tests.support.models_yaml import ModelsYaml
+from tests.support.processes import free_port, wait_grpc_serving
+from tests.support.real_model import smollm2_checkpoint
+from tests.support.stack import start_gateway, start_text_engine
+
+pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
+
+HF, VLLM = "smollm2-hf", "smollm2-vllm"
+PARAMS = {"mem": 64, "dtype": "f32", "max_num_seqs": 8}
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three primary colors.",
+    "Explain what a CPU does in one sentence.",
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("vllm_backend")
+    ports = {HF: free_port(), VLLM: free_port()}
+    metrics_port = free_port()
+    yaml = ModelsYaml()
+    for name, backend in ((HF, "transformers"), (VLLM, "vllm")):
+        yaml = yaml.text(name, local_path=smollm2_checkpoint(), endpoint=f"127.0.0.1:{ports[name]}", backend=backend,
+                         tiny_defaults=False, params=PARAMS, max_model_len=2048, capabilities={"vision_mode": "disabled"})  # fmt: skip
+    config = yaml.write(tmp / "models.yaml")
+    engines = [
+        start_text_engine(config, tmp, model=HF, port=ports[HF], wait=False),
+        start_text_engine(config, tmp, model=VLLM, port=ports[VLLM], metrics_port=metrics_port, wait=False,
+                          backend="vllm"),
+    ]  # fmt: skip
+    services = list(engines)
+    try:
+        for engine in engines:
+            wait_grpc_serving(engine, timeout=240)
+        gateway = start_gateway(config, tmp, ready="/ready")
+        services.append(gateway)
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0, timeout=120)
+        yield {"client": client, "base": gateway.url, "vllm": engines[1], "metrics": metrics_port}
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def chat(client, model: str, content: str, **kwargs):
+    kwargs.setdefault("max_tokens", 40)
+    kwargs.setdefault("temperature", 0)
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}], **kwargs)
+
+
+def streamed_text(client, model: str, content: str, **kwargs) -> str:
+    stream = chat(client, model, content, stream=True, **kwargs)
+    return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_answers_are_the_same_on_both_backends(stack, prompt):
+    hf, vllm = chat(stack["client"], HF, prompt), chat(stack["client"], VLLM, prompt)
+    assert vllm.choices[0].message.content == hf.choices[0].message.content
+    assert vllm.choices[0].finish_reason == hf.choices[0].finish_reason
+    assert vllm.usage.model_dump() == hf.usage.model_dump()
+
+
+def test_a_stream_on_vllm_says_what_the_whole_answer_says(stack):
+    whole = chat(stack["client"], VLLM, PROMPTS[1]).choices[0].message.content
+    assert whole and streamed_text(stack["client"], VLLM, PROMPTS[1]) == whole
+
+
+def test_logprobs_agree_across_backends(stack):
+    kwargs = {"logprobs": True, "top_logprobs": 3, "max_tokens": 12}
+    hf = chat(stack["client"], HF, PROMPTS[0], **kwargs).choices[0].logprobs.content
+    vllm = chat(stack["client"], VLLM, PROMPTS[0], **kwargs).choices[0].logprobs.content
+    assert [t.token for t in vllm] == [t.token for t in hf] and len(hf) > 3
+    for ours, theirs in zip(vllm, hf):
+        assert ours.logprob == pytest.approx(theirs.logprob, abs=2e-3)
+        assert [t.token for t in ours.top_logprobs] == [t.token for t in theirs.top_logprobs]
+
+
+def test_max_tokens_stop_and_n_on_vllm(stack):
+    client = stack["client"]
+    cut = chat(client, VLLM, PROMPTS[1], max_tokens=5)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
+    full = chat(client, VLLM, PROMPTS[0]).choices[0].message.content  # "The capital of France is Paris."
+    stopped = chat(client, VLLM, PROMPTS[0], stop=["France"])
+    assert stopped.choices[0].message.content == full.split("France")[0]
+    assert stopped.choices[0].finish_reason == "stop"
+    two = chat(client, VLLM, PROMPTS[0], n=2)
+    assert [c.message.content for c in two.choices] == [full, full]
+
+
+def test_sampling_parameters_reach_vllm(stack):
+    client = stack["client"]
+    sampled = {"temperature": 1.0, "top_p": 0.95, "max_tokens": 30}
+    first = chat(client, VLLM, PROMPTS[1], seed=7, **sampled).choices[0].message.content
+    assert chat(client, VLLM, PROMPTS[1], seed=7, **sampled).choices[0].message.content == first
+    others = {chat(client, VLLM, PROMPTS[1], seed=seed, **sampled).choices[0].message.content for seed in (8, 9, 10)}
+    assert others - {first}, "three other seeds all gave the seed-7 text: the seed is not applied"
+    # ignore_eos + min_tokens: exactly max_tokens; logit_bias +100 on one token: nothing but that token.
+    long = chat(client, VLLM, PROMPTS[0], max_tokens=24, extra_body={"ignore_eos": True, "min_tokens": 24})
+    assert long.usage.completion_tokens == 24 and long.choices[0].finish_reason == "length"
+    biased = chat(client, VLLM, PROMPTS[0], max_tokens=4, logit_bias={"28": 100}, logprobs=True)  # 28: ","
+    assert [t.token for t in biased.choices[0].logprobs.content] == [","] * 4
+
+
+def test_grammars_are_a_clear_400_on_vllm(stack):
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(stack["client"], VLLM, "Give me JSON.", response_format={"type": "json_object"})
+    error = caught.value.body
+    assert error["param"] == "response_format"
+    assert "runs on backend: vllm, which applies no grammars here" in error["message"]
+
+
+def test_backend_is_shown_in_models_model_info_and_metrics(stack):
+    listing = {m["id"]: m for m in httpx.get(f"{stack['base']}/v1/models").json()["data"]}
+    assert (listing[HF]["backend"], listing[VLLM]["backend"]) == ("transformers", "vllm")
+    with grpc.insecure_channel(stack["vllm"].address) as channel:
+        info = text_engine_pb2_grpc.TextEngineStub(channel).GetModelInfo(common_pb2.GetModelInfoRequest())
+    assert info.backend == "vllm" and info.kv_cache_tokens == 1408
+    assert scrape(f"http://127.0.0.1:{stack['metrics']}/metrics").value("proxyvision_model_backend", model=VLLM,
+                                                                           backend="vllm") == 1  # fmt: skip
+    assert "backend=vllm" in stack["vllm"].wait_for_log(f"Model {VLLM} ready")
+
+
+def test_a_client_that_leaves_frees_its_slot_in_vllm(stack):
+    stream = chat(stack["client"], VLLM, PROMPTS[1], stream=True, max_tokens=400, extra_body={"ignore_eos": True})
+    for i, _ in enumerate(stream):
+        if i == 3:
+            break
+    stream.close()
+    deadline = time.monotonic() + 30
+    with grpc.insecure_channel(stack["vllm"].address) as channel:
+        stub = text_engine_pb2_grpc.TextEngineStub(channel)
+        while stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running == 0
+    # The engine still answers, and the same as before.
+    assert (
+        chat(stack["client"], VLLM, PROMPTS[0]).choices[0].message.content
+        == chat(stack["client"], HF, PROMPTS[0]).choices[0].message.content
+    )
+
+
+def test_idle_unload_ends_vllms_processes_and_a_request_reloads_it(tmp_path):
+    port = free_port()
+    config = (ModelsYaml()
+              .text(VLLM, local_path=smollm2_checkpoint(), endpoint=f"127.0.0.1:{port}", backend="vllm",
+                    tiny_defaults=False, params=PARAMS, max_model_len=2048, idle_unload_secs=3,
+                    capabilities={"vision_mode": "disabled"})
+              .write(tmp_path / "models.yaml"))  # fmt: skip
+    engine = start_text_engine(config, tmp_path, model=VLLM, port=port, backend="vllm")
+    try:
+        process = psutil.Process(engine.proc.pid)
+
+        def engine_core() -> list[psutil.Process]:
+            """vLLM's live processes under the engine: not multiprocessing's resource tracker (a few MB that lives
+            as long as the engine process), nor an exited child its parent has not reaped yet (it holds nothing)."""
+            alive = []
+            for child in process.children(recursive=True):
+                try:
+                    if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                        alive.append(child)
+                except psutil.NoSuchProcess:
+                    continue
+            return alive
+
+        def tree_rss() -> int:
+            return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+
+        loaded_rss, loaded_children = tree_rss(), len(engine_core())
+        engine.wait_for_log(f"Unloading model {VLLM} after 3s idle", timeout=60)
+        deadline = time.monotonic() + 30
+        while engine_core() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert loaded_children >= 1 and engine_core() == []
+        assert tree_rss() < loaded_rss / 2, (tree_rss(), loaded_rss)
+        with grpc.insecure_channel(engine.address) as channel:
+            stub = text_engine_pb2_grpc.TextEngineStub(channel)
+            assert stub.GetModelInfo(common_pb2.GetModelInfoRequest()).state == common_pb2.MODEL_STATE_UNLOADED
+        gateway = start_gateway(config, tmp_path)
+        try:
+            reply = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=240, json={
+                "model": VLLM, "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 8,
+                "temperature": 0})  # fmt: skip
+            assert reply.status_code == 200 and "Paris" in reply.json()["choices"][0]["message"]["content"]
+        finally:
+            gateway.stop()
+        assert len(engine_core()) >= 1  # reloaded
+    finally:
+        engine.stop()
