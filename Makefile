@@ -11,7 +11,7 @@ MODELS_CONFIG ?= configs/demo.models.yaml
 PORT ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: install install-vllm protos models demo run test test-vllm unit lint bench bench-gguf loadtest fuzz clean help
+.PHONY: install install-vllm protos models demo run test test-vllm unit lint bench bench-engines bench-gguf loadtest fuzz clean help
 
 help:
 	@echo "make demo    - install, build the offline tiny models, start the stack on 127.0.0.1:$(PORT)"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint    - ruff check and ruff format --check on services, tests and benchmarks"
 	@echo "make run MODELS_CONFIG=path/to/models.yaml - start the stack on any config"
 	@echo "make bench   - benchmark against the in-process engine and 'transformers serve'"
+	@echo "make bench-engines - the text engine on transformers vs on vLLM vs vLLM's own server, one checkpoint"
 	@echo "make bench-gguf - one GGUF on the CPU: ProxyVision vs 'transformers serve' vs llama.cpp's server"
 
 $(PY):
@@ -121,6 +122,11 @@ bench: models
 	$(PY) -m services.model_builder --out $(MODELS_DIR) --only bench
 	$(PY) -m benchmarks.run --model-dir $(MODELS_DIR)/bench-text $(if $(SECTIONS),--sections $(SECTIONS))
 	$(PY) -m benchmarks.structured --model-dir $(MODELS_DIR)/bench-text
+
+# The engine backends on one checkpoint (SmolLM2-135M by default): transformers vs vllm vs vLLM's own server.
+BENCH_ENGINES_ARGS ?=
+bench-engines: models install-vllm
+	$(PY) -m benchmarks.engines $(BENCH_ENGINES_ARGS)
 
 LLAMA_VENV := .bench/llama-venv
 # llama.cpp is compiled for AVX2 + AVX-512 (what docs/benchmarks.md measured) without AMX: some VMs (this

@@ -19,9 +19,9 @@ OFFLINE = {"HF_HUB_OFFLINE": "1"}
 START_TIMEOUT = 300.0  # s: a bench checkpoint loads in seconds, but on a busy 2-core machine
 
 
-def spawn(argv: list[str], log_path: Path, port: int = 0) -> ServiceProcess:
-    """Another program (a contender's server) with its output in `log_path` and the hub offline."""
-    return start_process(Path(argv[0]).name, argv, port, log_path, OFFLINE)
+def spawn(argv: list[str], log_path: Path, port: int = 0, env: dict | None = None) -> ServiceProcess:
+    """Another program (a contender's server) with its output in `log_path`, the hub offline and `env` added."""
+    return start_process(Path(argv[0]).name, argv, port, log_path, {**OFFLINE, **(env or {})})
 
 
 def wait_ready(url: str, services: list[ServiceProcess], timeout: float = START_TIMEOUT) -> None:
@@ -39,15 +39,16 @@ class OurStack:
 
 @contextmanager
 def text_stack(config: ModelsYaml, model_name: str, work: Path, *, timeout: float = START_TIMEOUT,
-               engine_env: dict | None = None):  # fmt: skip
+               engine_env: dict | None = None, engine_backend: str = "transformers"):  # fmt: skip
     """A text engine for `model_name` + gateway as separate processes (as the launcher runs them), both loading at
-    once; `config` gets the engine's endpoint; `engine_env`: more environment of the engine (e.g. OMP_NUM_THREADS).
+    once; `config` gets the engine's endpoint; `engine_env`: more environment of the engine (e.g. OMP_NUM_THREADS);
+    `engine_backend`: the model's backend in `config` (vllm: the engine runs under .venv-vllm's python).
     Yields an OurStack once the gateway is ready."""
     engine_port = free_port()
     config.endpoints({model_name: f"127.0.0.1:{engine_port}"})
     path = config.write(work / f"{model_name}.models.yaml")
     services = [start_text_engine(path, work, model=model_name, port=engine_port, args=QUIET,
-                                  env={**OFFLINE, **(engine_env or {})}, wait=False)]  # fmt: skip
+                                  env={**OFFLINE, **(engine_env or {})}, wait=False, backend=engine_backend)]  # fmt: skip
     try:
         services.append(start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None))
         wait_ready(f"{services[1].url}/ready", services, timeout)

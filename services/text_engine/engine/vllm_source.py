@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,11 @@ from .sampling.spec import SampledToken, SamplingSpec
 
 log = logging.getLogger(__name__)
 
+# vLLM on the CPU keeps VLLM_CPU_NUM_OF_RESERVED_CPU cores (default 1) off its worker's OpenMP threads for the
+# processes in front of it. On this project's 2-core machine that halves the worker; our engine process and the
+# gateway need far less than a core: 0 served 1.39x the tokens/s of vLLM's default at 16 streams here, with a
+# lower TTFT (make bench-engines, docs/benchmarks.md). An operator's own setting wins.
+DEFAULT_RESERVED_CPUS = "0"
 INSTALL_HINT = "run `make install-vllm` and start the engine with .venv-vllm/bin/python (the launcher does)"
 
 
@@ -98,6 +104,8 @@ class VllmTokenSource:
         on_preempt: Callable[[int], None] = lambda n: None,
         on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None,
     ) -> None:
+        # Read by vLLM's worker processes, which inherit this process's environment (set before they start).
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", DEFAULT_RESERVED_CPUS)
         vllm, engine_args_cls, async_llm_cls = _import_vllm()
         _check_runnable(vllm, loaded, source)
         self.budget: KvBudget = kv_budget(loaded.text_config, loaded.dtype, params.mem, params.block_size,
