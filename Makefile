@@ -77,10 +77,12 @@ protos: $(PB_STAMP)
 models: install
 	$(PY) -m services.model_builder --out $(MODELS_DIR) --only text,vision,reasoning,qwen3,smollm2,qwen25_vl,qwen3_vl,smolvlm,gemma3
 
-# BACKEND=vllm make demo: every text model of the demo on vLLM's engine core (builds .venv-vllm first).
+# BACKEND=vllm make demo: the demo with each text model vLLM can run here on its engine core
+# (configs/demo.vllm.models.yaml says which and why; builds .venv-vllm first).
 BACKEND ?=
+DEMO_CONFIG := $(if $(filter vllm,$(BACKEND)),configs/demo.vllm.models.yaml,configs/demo.models.yaml)
 demo: models $(if $(filter vllm,$(BACKEND)),install-vllm)
-	$(VENV)/bin/proxyvision serve --models-config configs/demo.models.yaml --host 127.0.0.1 --port $(PORT) --ui-server --device cpu $(if $(BACKEND),--backend $(BACKEND))
+	$(VENV)/bin/proxyvision serve --models-config $(DEMO_CONFIG) --host 127.0.0.1 --port $(PORT) --ui-server --device cpu
 
 run: install
 	$(VENV)/bin/proxyvision serve --models-config $(MODELS_CONFIG) --port $(PORT)

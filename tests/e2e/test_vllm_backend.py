@@ -21,13 +21,15 @@ import pytest
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
 from tests.support.metrics import scrape
 from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import free_port, wait_grpc_serving
+from tests.support.processes import REPO_ROOT, free_port, wait_grpc_serving
 from tests.support.real_model import smollm2_checkpoint
 from tests.support.stack import start_gateway, start_text_engine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
 HF, VLLM = "smollm2-hf", "smollm2-vllm"
+# The Qwen3-0.6B stand-in (random weights, 128-dim heads, <think> reasoning): the reasoning parser on both backends.
+QWEN_HF, QWEN_VLLM = "qwen3-hf", "qwen3-vllm"
 PARAMS = {"mem": 64, "dtype": "f32", "max_num_seqs": 8}
 PROMPTS = [
     "What is the capital of France?",
@@ -40,17 +42,19 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vllm_backend")
-    ports = {HF: free_port(), VLLM: free_port()}
+    models = [(HF, "transformers", smollm2_checkpoint()), (VLLM, "vllm", smollm2_checkpoint()),
+              (QWEN_HF, "transformers", qwen3_checkpoint()), (QWEN_VLLM, "vllm", qwen3_checkpoint())]  # fmt: skip
+    ports = {name: free_port() for name, _, _ in models}
     metrics_port = free_port()
     yaml = ModelsYaml()
-    for name, backend in ((HF, "transformers"), (VLLM, "vllm")):
-        yaml = yaml.text(name, local_path=smollm2_checkpoint(), endpoint=f"127.0.0.1:{ports[name]}", backend=backend,
+    for name, backend, path in models:
+        yaml = yaml.text(name, local_path=path, endpoint=f"127.0.0.1:{ports[name]}", backend=backend,
                          tiny_defaults=False, params=PARAMS, max_model_len=2048, capabilities={"vision_mode": "disabled"})  # fmt: skip
     config = yaml.write(tmp / "models.yaml")
     engines = [
-        start_text_engine(config, tmp, model=HF, port=ports[HF], wait=False),
-        start_text_engine(config, tmp, model=VLLM, port=ports[VLLM], metrics_port=metrics_port, wait=False,
-                          backend="vllm"),
+        start_text_engine(config, tmp, model=name, port=ports[name], wait=False, backend=backend,
+                          metrics_port=metrics_port if name == VLLM else None)
+        for name, backend, _ in models
     ]  # fmt: skip
     services = list(engines)
     try:
@@ -63,6 +67,12 @@ def stack(tmp_path_factory):
     finally:
         for service in reversed(services):
             service.stop()
+
+
+def qwen3_checkpoint():
+    from services.model_builder import build_all
+
+    return build_all(REPO_ROOT / "models" / "tiny", only={"qwen3"})["qwen3"]
 
 
 def chat(client, model: str, content: str, **kwargs):
@@ -82,6 +92,25 @@ def test_greedy_answers_are_the_same_on_both_backends(stack, prompt):
     assert vllm.choices[0].message.content == hf.choices[0].message.content
     assert vllm.choices[0].finish_reason == hf.choices[0].finish_reason
     assert vllm.usage.model_dump() == hf.usage.model_dump()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_reasoning_models_split_is_the_same_on_both_backends(stack, stream):
+    def answer(model: str) -> tuple[str, str]:
+        kwargs = {"max_tokens": 48}
+        if not stream:
+            message = chat(stack["client"], model, PROMPTS[0], **kwargs).choices[0].message
+            return message.model_extra.get("reasoning_content") or "", message.content or ""
+        parts = ["", ""]
+        for chunk in chat(stack["client"], model, PROMPTS[0], stream=True, **kwargs):
+            if chunk.choices:
+                parts[0] += chunk.choices[0].delta.model_extra.get("reasoning_content") or ""
+                parts[1] += chunk.choices[0].delta.content or ""
+        return parts[0], parts[1]
+
+    reasoning, content = answer(QWEN_VLLM)
+    assert (reasoning, content) == answer(QWEN_HF)
+    assert reasoning  # the stand-in opens <think> at once: its parser routed tokens to the reasoning
 
 
 def test_a_stream_on_vllm_says_what_the_whole_answer_says(stack):

@@ -263,14 +263,20 @@ class VllmTokenSource:
 
 
 def _check_runnable(vllm, loaded: LoadedModel, source: str) -> None:
-    """The two reasons vLLM cannot run a checkpoint that we know before it starts (its own failure only says "see
-    root cause above", in its child's log): an architecture it does not implement, and on the CPU a head size its
-    attention kernel lacks (the tiny stand-ins with 16-dim heads, for one)."""
+    """The reasons vLLM cannot run a checkpoint that we know before it starts (its own failure only says "see
+    root cause above", in its child's log): an architecture it does not implement; a vision-language checkpoint
+    (vLLM's classes for them, Mistral3/Pixtral, Qwen2-VL..., import torchvision) where torchvision cannot load; on
+    the CPU, a head size its attention kernel lacks (the tiny stand-ins with 16-dim heads, for one)."""
     supported = vllm.ModelRegistry.get_supported_archs()
+    archs = ", ".join(loaded.architectures)
     if loaded.architectures and not any(arch in supported for arch in loaded.architectures):
-        raise ModelLoadError(f"{source!r}: vLLM {vllm.__version__} has no implementation of "
-                             f"{', '.join(loaded.architectures)}; "
+        raise ModelLoadError(f"{source!r}: vLLM {vllm.__version__} has no implementation of {archs}; "
                              "serve it with backend: transformers")  # fmt: skip
+    if any(arch.endswith("ForConditionalGeneration") for arch in loaded.architectures) and not _torchvision_loads():
+        raise ModelLoadError(f"{source!r}: vLLM runs {archs} with its vision-language classes, which import "
+                             "torchvision, and no torchvision loads in this environment (the package registry has "
+                             "none for the CPU torch 2.13); serve it with backend: transformers, or on a GPU image "
+                             "whose vLLM brings its torchvision")  # fmt: skip
     if loaded.device.type == "cpu":
         from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
@@ -278,6 +284,14 @@ def _check_runnable(vllm, loaded: LoadedModel, source: str) -> None:
         if head_dim(loaded.text_config) not in sizes:
             raise ModelLoadError(f"{source!r}: vLLM's CPU attention takes head sizes {sizes}, this model's heads are "
                                  f"{head_dim(loaded.text_config)}; serve it with backend: transformers (or on a GPU)")  # fmt: skip
+
+
+def _torchvision_loads() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # ImportError, or a RuntimeError from a build that does not match this torch
+        return False
+    return True
 
 
 def _sampled(token: int, ranked: dict, top: int) -> SampledToken:
