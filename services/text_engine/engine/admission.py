@@ -182,10 +182,10 @@ def _constraint(request: GenerationRequest, entry: ModelEntry, parser: ParserSpe
                                   "with backend: transformers for those", param=spec.param)  # fmt: skip
     matcher = grammars.compile(spec).matcher()
     if parser.reasoning == "none":
-        return Constraint.for_model(matcher, None, None, False)
+        return Constraint.for_model(matcher, None, None, False, spec)
     start, end = (m.token_id for m in parser.markers)
     opened = _last_index(prompt_ids, start) > _last_index(prompt_ids, end)
-    return Constraint.for_model(matcher, start, end, starts_in_reasoning=opened)
+    return Constraint.for_model(matcher, start, end, starts_in_reasoning=opened, spec=spec)
 
 
 def _last_index(ids: list[int], token: int) -> int:

@@ -13,8 +13,9 @@ checkpoint and the request's `stop_token_ids` (vLLM then stops on any of them, a
 `min_tokens`). Cancellation cancels the `generate()` task, which aborts the request in the engine core.
 Stop strings are matched by our pipeline, which then cancels the request as it does on transformers.
 
-What does not map (yet): grammars (response_format, tool_choice required/named) and images. Admission
-refuses those with a clear error (`supports_grammars`); see the module note in docs/backends.md.
+Grammars (response_format, a required or named tool_choice) are ours too: vllm_grammar.py runs our
+`Constraint` as a vLLM logits processor in its worker. Images are not taken (models.yaml refuses vision modes
+on this backend).
 
 Budget: `mem` is the KV cache (`kv_cache_memory_bytes`), sized by the same `kv_budget` as transformers'
 cache, so both hold the same number of tokens. Unloading shuts the engine core down (its processes exit, its
@@ -35,6 +36,9 @@ from services.common.hf_models import ModelLoadError, head_dim
 from .kv_budget import KvBudget, kv_budget
 from .loader import LoadedModel
 from .sampling.spec import SampledToken, SamplingSpec
+
+# vllm_grammar.py imports vLLM: its name is what vLLM's worker imports, and `grammar_args` is imported when used.
+LOGITS_PROCESSOR = "services.text_engine.engine.vllm_grammar:GrammarLogitsProcessor"
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,7 @@ class VllmTokenSource:
     """Starts, feeds and stops one vLLM `AsyncLLM` over a checkpoint (text requests only)."""
 
     image_capacity_tokens = 0  # takes no images (see the module docstring)
-    supports_grammars = False  # admission refuses grammar-constrained requests on this backend
+    supports_grammars = True  # through our logits processor in vLLM's worker (vllm_grammar.py)
 
     def __init__(
         self,
@@ -114,6 +118,7 @@ class VllmTokenSource:
         self._on_preempt = on_preempt
         self._on_prefix_lookup = on_prefix_lookup
         self._eos = list(loaded.eos_token_ids)
+        self._source, self._revision, self._vocab_size = source, revision, loaded.text_config.vocab_size
         self._requests: dict[str, _Request] = {}
         args = engine_args_cls(
             model=source,
@@ -137,6 +142,7 @@ class VllmTokenSource:
             # On the CPU, torch.compile costs ~90 s more at every load (an idle unload's reload included) for
             # ~15 % more decode speed here (docs/benchmarks.md); on GPUs vLLM's compiled graphs are the point.
             enforce_eager=loaded.device.type == "cpu",
+            logits_processors=[LOGITS_PROCESSOR],
         )
         try:
             self.llm = async_llm_cls.from_engine_args(args, stat_loggers=[self._stat_logger_factory(vllm)])
@@ -199,14 +205,14 @@ class VllmTokenSource:
         """Start the request in the engine core; `on_output(VllmOutput)` runs on this event loop."""
         if images:
             raise ValueError("backend: vllm takes text requests only here")
-        if spec.constraint is not None:
-            raise ValueError("backend: vllm does not apply grammars here")
         params = self.sampling_params(spec, max_new_tokens)
         task = asyncio.get_running_loop().create_task(self._run(request_id, prompt_ids, params, spec, on_output))
         self._requests[request_id] = _Request(task)
 
     def sampling_params(self, spec: SamplingSpec, max_new_tokens: int):
-        """Our resolved sampling spec as vLLM's `SamplingParams`."""
+        """Our resolved sampling spec as vLLM's `SamplingParams` (a grammar travels in `extra_args`)."""
+        from .vllm_grammar import grammar_args
+
         ignore_eos = bool(spec.banned_ids)  # ignore_eos is the only source of banned ids (sampling/spec.py)
         stops = [t for t in spec.end_ids if t not in self._eos] + ([] if ignore_eos else self._eos)
         return self._sampling_params_cls(
@@ -226,6 +232,9 @@ class VllmTokenSource:
             logprobs=spec.top_logprobs,
             detokenize=False,
             output_kind=self._delta,
+            extra_args=None
+            if spec.constraint is None
+            else grammar_args(spec.constraint, self._source, self._revision, self._vocab_size, self._eos),
         )
 
     async def _run(self, request_id: str, prompt_ids: list[int], params, spec: SamplingSpec, on_output) -> None:

@@ -29,14 +29,17 @@ class Constraint:
     think_start: int | None = None  # reasoning markers of the model (None: no reasoning)
     think_end: int | None = None
     state: str = field(default="constrained")  # "undecided" | "thinking" | "constrained"
+    # What the matcher was compiled from (sampling/grammar.py's GrammarSpec): an engine core in another process
+    # (vLLM's, vllm_grammar.py) compiles its own matcher from it.
+    spec: object = None
 
     @classmethod
     def for_model(cls, matcher: Matcher, think_start: int | None, think_end: int | None,
-                  starts_in_reasoning: bool) -> Constraint:  # fmt: skip
+                  starts_in_reasoning: bool, spec: object = None) -> Constraint:  # fmt: skip
         """The gate for a model's reasoning format."""
         if think_end is None:
-            return cls(matcher)
-        return cls(matcher, think_start, think_end, "thinking" if starts_in_reasoning else "undecided")
+            return cls(matcher, spec=spec)
+        return cls(matcher, think_start, think_end, "thinking" if starts_in_reasoning else "undecided", spec)
 
     @property
     def masks(self) -> bool:

@@ -51,7 +51,7 @@ def choose_tokens(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor | N
     constrained = [(i, row.spec.constraint) for i, row in enumerate(rows)
                    if row.spec.constraint is not None and row.spec.constraint.masks]  # fmt: skip
     if constrained:
-        _mask(processed, constrained)
+        mask_constrained(processed, constrained)
     chosen = sample_batch(processed, specs)
     for i, constraint in ((i, row.spec.constraint) for i, row in enumerate(rows) if row.spec.constraint):
         constraint.observe(int(chosen[i]))
@@ -64,8 +64,9 @@ def choose_tokens(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor | N
     return chosen
 
 
-def _mask(logits: torch.Tensor, constrained: list) -> None:
-    """Grammar masks on the constrained rows; a reasoning model's start marker stays allowed until it decides."""
+def mask_constrained(logits: torch.Tensor, constrained: list) -> None:
+    """Grammar masks on the constrained rows ((row, Constraint) pairs); a reasoning model's start marker stays
+    allowed until it decides. Also vLLM's logits processor's (vllm_grammar.py)."""
     from .grammar import apply_grammar_masks  # the grammar library loads only when a request uses it
 
     kept = [
