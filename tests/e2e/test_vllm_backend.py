@@ -199,6 +199,26 @@ def test_backend_is_shown_in_models_model_info_and_metrics(stack):
     assert "backend=vllm" in stack["vllm"].wait_for_log(f"Model {VLLM} ready")
 
 
+def test_vllms_prefix_cache_is_counted_in_our_metrics(stack):
+    url = f"http://127.0.0.1:{stack['metrics']}/metrics"
+
+    def counted() -> tuple[float, float]:
+        scraped = scrape(url)
+        return (scraped.value("proxyvision_prefix_cache_queries_total", model=VLLM),
+                scraped.value("proxyvision_prefix_cache_hits_total", model=VLLM))  # fmt: skip
+
+    system = "You are a helpful assistant. " * 40  # a long shared prefix: several 64-token blocks
+    before = counted()
+    for question in ("Name a fruit.", "Name a color."):
+        stack["client"].chat.completions.create(model=VLLM, max_tokens=2, temperature=0, messages=[
+            {"role": "system", "content": system}, {"role": "user", "content": question}])  # fmt: skip
+    deadline = time.monotonic() + 10
+    while counted()[1] - before[1] < 64 and time.monotonic() < deadline:  # stats arrive after the engine's step
+        time.sleep(0.2)
+    queries, hits = (now - then for now, then in zip(counted(), before))
+    assert queries >= 2 * 200 and hits >= 64, (queries, hits)  # the second prompt reused the first one's blocks
+
+
 def test_a_client_that_leaves_frees_its_slot_in_vllm(stack):
     stream = chat(stack["client"], VLLM, PROMPTS[1], stream=True, max_tokens=400, extra_body={"ignore_eos": True})
     for i, _ in enumerate(stream):

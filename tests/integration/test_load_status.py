@@ -41,8 +41,8 @@ async def info(stub) -> tuple[str, str, str]:
 @pytest.mark.asyncio(loop_scope="function")
 async def test_get_model_info_reports_each_phase_of_a_load(tiny_models, monkeypatch):
     weights, batcher = (threading.Event(), threading.Event()), (threading.Event(), threading.Event())
-    monkeypatch.setattr(engine_module, "load_text_model", gated(engine_module.load_text_model, *weights))
-    monkeypatch.setattr(engine_module, "ContinuousBatcher", gated(engine_module.ContinuousBatcher, *batcher))
+    monkeypatch.setattr(engine_module, "load_model", gated(engine_module.load_model, *weights))
+    monkeypatch.setattr(engine_module, "new_token_source", gated(engine_module.new_token_source, *batcher))
     server = TextEngineServer(entry_for(tiny_models["text"]), EngineOptions(device="cpu"), idle_unload_secs=0)
     starting = asyncio.create_task(server.start())
     try:

@@ -16,7 +16,7 @@ one-hot scores, so `generate()`'s own greedy argmax takes exactly the chosen tok
 for continuous batching. `generate()` is called with its own processors neutralised (no checkpoint
 repetition penalty, no sampling), so the pipeline sees the model's raw logits.
 
-Outputs (`ImageOutput`) have what stream.py's RequestStream reads of the manager's outputs: the cumulative
+Outputs (`TokenProgress`) have what stream.py's RequestStream reads of the manager's outputs: the cumulative
 `generated_tokens`, `is_finished()` and `error`; they reach the event loop through `call_soon_threadsafe`.
 """
 
@@ -39,6 +39,7 @@ from services.common.multimodal import EncodedImage
 from .loader import LoadedModel
 from .sampling.pipeline import Row, choose_tokens
 from .sampling.spec import SamplingSpec
+from .token_source import TokenProgress
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +52,12 @@ NEUTRAL_GENERATE = {"do_sample": False, "repetition_penalty": 1.0, "no_repeat_ng
 
 
 @dataclass
-class ImageOutput:
-    """One request's progress (the fields of the manager's GenerationOutput that the engine reads)."""
-
-    request_id: str
-    generated_tokens: list[int]
-    error: str | None = None
-    finished: bool = False
-
-    def is_finished(self) -> bool:
-        """Whether this is the last output of the request."""
-        return self.finished
-
-
-@dataclass
 class _Job:
     key: str
     prompt_ids: list[int]
     max_new_tokens: int
     spec: SamplingSpec
-    on_output: Callable[[ImageOutput], None]
+    on_output: Callable[[TokenProgress], None]
     images: tuple[EncodedImage, ...]
     loop: asyncio.AbstractEventLoop
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -104,7 +91,7 @@ class ImageBatcher:
 
     # Event-loop side -------------------------------------------------------------------------------
     def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
-               on_output: Callable[[ImageOutput], None], images: Sequence[EncodedImage] = ()) -> None:  # fmt: skip
+               on_output: Callable[[TokenProgress], None], images: Sequence[EncodedImage] = ()) -> None:  # fmt: skip
         """Queue an image request (FIFO)."""
         if not images:
             raise ValueError("the image batcher serves requests with images")
@@ -231,15 +218,15 @@ class ImageBatcher:
         if token in self._eos or len(row.tokens) >= row.max_new_tokens:
             self._finish(row)
         else:
-            self._emit(row, ImageOutput(row.key, list(row.tokens)))
+            self._emit(row, TokenProgress(list(row.tokens)))
 
     def _finish(self, row: _Job, error: str | None = None) -> None:
         row.done = True
         if not row.cancelled.is_set():
-            self._emit(row, ImageOutput(row.key, list(row.tokens), error=error, finished=True))
+            self._emit(row, TokenProgress(list(row.tokens), error=error, finished=True))
 
     @staticmethod
-    def _emit(row: _Job, output: ImageOutput) -> None:
+    def _emit(row: _Job, output: TokenProgress) -> None:
         row.loop.call_soon_threadsafe(row.on_output, output)
 
 

@@ -10,6 +10,7 @@ the same interface over vLLM's engine core (`backend: vllm`, backends.py picks).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from services.common.multimodal import EncodedImage
@@ -26,6 +27,20 @@ class TokenOutput(Protocol):
 
     def is_finished(self) -> bool:
         """Whether this is the request's last output."""
+
+
+@dataclass
+class TokenProgress:
+    """A TokenOutput of the loops whose outputs we make ourselves (the image batcher's, vLLM's adapter's);
+    transformers' manager delivers its own GenerationOutput."""
+
+    generated_tokens: list[int]
+    error: str | None = None
+    finished: bool = False
+
+    def is_finished(self) -> bool:
+        """Whether this is the request's last output."""
+        return self.finished
 
 
 class TokenSource(Protocol):

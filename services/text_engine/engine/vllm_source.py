@@ -28,7 +28,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from services.common.config import ModelParams
 from services.common.hf_models import ModelLoadError, head_dim
@@ -36,6 +36,7 @@ from services.common.hf_models import ModelLoadError, head_dim
 from .kv_budget import KvBudget, kv_budget
 from .loader import LoadedModel
 from .sampling.spec import SampledToken, SamplingSpec
+from .token_source import TokenProgress
 
 # vllm_grammar.py imports vLLM: its name is what vLLM's worker imports, and `grammar_args` is imported when used.
 LOGITS_PROCESSOR = "services.text_engine.engine.vllm_grammar:GrammarLogitsProcessor"
@@ -61,34 +62,14 @@ def _import_vllm():
 
 
 @dataclass
-class VllmOutput:
-    """One request's progress (token_source.TokenOutput): cumulative tokens, as transformers' outputs are."""
-
-    generated_tokens: list[int]
-    error: str | None = None
-    finished: bool = False
-
-    def is_finished(self) -> bool:
-        """Whether this is the request's last output."""
-        return self.finished
-
-
-@dataclass
 class EngineStats:
-    """What vLLM's stat loggers report after each engine step (written on the event loop)."""
+    """What vLLM's stat loggers report after each engine step (written on the event loop), as ContinuousBatcher
+    counts them: the cache's use now, preempted requests and prefix-cache tokens so far."""
 
     kv_cache_usage: float = 0.0
-    running: int = 0
-    waiting: int = 0
     preemptions: int = 0
     prefix_queried_tokens: int = 0
     prefix_hit_tokens: int = 0
-
-
-@dataclass
-class _Request:
-    task: asyncio.Task
-    tokens: list[int] = field(default_factory=list)
 
 
 class VllmTokenSource:
@@ -119,7 +100,7 @@ class VllmTokenSource:
         self._on_prefix_lookup = on_prefix_lookup
         self._eos = list(loaded.eos_token_ids)
         self._source, self._revision, self._vocab_size = source, revision, loaded.text_config.vocab_size
-        self._requests: dict[str, _Request] = {}
+        self._requests: dict[str, asyncio.Task] = {}  # running requests' generate() tasks
         args = engine_args_cls(
             model=source,
             revision=revision,
@@ -145,7 +126,7 @@ class VllmTokenSource:
             logits_processors=[LOGITS_PROCESSOR],
         )
         try:
-            self.llm = async_llm_cls.from_engine_args(args, stat_loggers=[self._stat_logger_factory(vllm)])
+            self.llm = async_llm_cls.from_engine_args(args, stat_loggers=[self._stat_logger_factory()])
         except Exception as exc:  # vLLM raises many kinds; each is a failed load with its reason
             raise ModelLoadError(f"vLLM could not start {source!r}: {_first_line(exc)}") from exc
         self._sampling_params_cls = vllm.SamplingParams
@@ -154,10 +135,10 @@ class VllmTokenSource:
         self._delta = RequestOutputKind.DELTA
         log.info("vLLM %s engine core started for %s (backend=vllm)", vllm.__version__, source)
 
-    def _stat_logger_factory(self, vllm):
+    def _stat_logger_factory(self):
         from vllm.v1.metrics.loggers import StatLoggerBase
 
-        stats, source = self.stats, self
+        stats, on_preempt, on_prefix_lookup = self.stats, self._on_preempt, self._on_prefix_lookup
 
         class _Recorder(StatLoggerBase):
             """Keeps the last step's scheduler figures for GetModelInfo and our metrics."""
@@ -169,16 +150,16 @@ class VllmTokenSource:
                 if scheduler_stats is None:
                     return
                 stats.kv_cache_usage = scheduler_stats.kv_cache_usage
-                stats.running, stats.waiting = scheduler_stats.num_running_reqs, scheduler_stats.num_waiting_reqs
                 prefix = scheduler_stats.prefix_cache_stats
-                if prefix.preempted_requests:
+                if prefix.preempted_requests:  # requests resuming after a preemption: each counted once
                     stats.preemptions += prefix.preempted_requests
-                    source._on_preempt(prefix.preempted_requests)
+                    on_preempt(prefix.preempted_requests)
+                # A resumed request's lookup is not a new prompt's: counted apart by vLLM, left out here.
                 queried, hit = prefix.queries - prefix.preempted_queries, prefix.hits - prefix.preempted_hits
                 if queried > 0:
                     stats.prefix_queried_tokens += queried
                     stats.prefix_hit_tokens += hit
-                    source._on_prefix_lookup(queried, hit)
+                    on_prefix_lookup(queried, hit)
 
             def log_engine_initialized(self) -> None:
                 pass
@@ -202,12 +183,13 @@ class VllmTokenSource:
 
     def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
                on_output: Callable, images: Sequence = ()) -> None:  # fmt: skip
-        """Start the request in the engine core; `on_output(VllmOutput)` runs on this event loop."""
+        """Start the request in the engine core; `on_output(TokenProgress)` runs on this event loop."""
         if images:
             raise ValueError("backend: vllm takes text requests only here")
         params = self.sampling_params(spec, max_new_tokens)
-        task = asyncio.get_running_loop().create_task(self._run(request_id, prompt_ids, params, spec, on_output))
-        self._requests[request_id] = _Request(task)
+        self._requests[request_id] = asyncio.get_running_loop().create_task(
+            self._run(request_id, prompt_ids, params, spec, on_output)
+        )
 
     def sampling_params(self, spec: SamplingSpec, max_new_tokens: int):
         """Our resolved sampling spec as vLLM's `SamplingParams` (a grammar travels in `extra_args`)."""
@@ -247,26 +229,26 @@ class VllmTokenSource:
                     for token, ranked in zip(new, completion.logprobs):
                         spec.sampled.append(_sampled(token, ranked, spec.top_logprobs))
                 tokens = tokens + new  # a new list: the stream may still hold the previous one
-                on_output(VllmOutput(tokens, finished=out.finished))
+                on_output(TokenProgress(tokens, finished=out.finished))
                 if out.finished:
                     return
         except asyncio.CancelledError:
             raise  # cancel(): vLLM's generate() aborts the request in the engine core on its way out
         except Exception as exc:  # the engine core died or refused the request: this request fails, with why
-            on_output(VllmOutput(tokens, error=f"vLLM: {_first_line(exc)}", finished=True))
+            on_output(TokenProgress(tokens, error=f"vLLM: {_first_line(exc)}", finished=True))
         finally:
             self._requests.pop(request_id, None)
 
     def cancel(self, request_id: str) -> None:
         """Abort a request: its task is cancelled, and vLLM frees its slot and KV blocks."""
-        request = self._requests.pop(request_id, None)
-        if request is not None:
-            request.task.cancel()
+        task = self._requests.pop(request_id, None)
+        if task is not None:
+            task.cancel()
 
     def stop(self) -> None:
         """Shut the engine core down (its processes exit and free their memory). Blocking: a worker thread."""
-        for request in list(self._requests.values()):
-            request.task.get_loop().call_soon_threadsafe(request.task.cancel)
+        for task in list(self._requests.values()):
+            task.get_loop().call_soon_threadsafe(task.cancel)
         self._requests.clear()
         self.llm.shutdown()
 
