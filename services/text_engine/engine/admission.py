@@ -93,7 +93,7 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
         )
     spec = sampling_spec(sampling, defaults)
     _token_parameters(spec, sampling, loaded, max_new)
-    spec.constraint = _constraint(request, entry, parser, grammars, prompt_ids)
+    spec.constraint = _constraint(request, parser, grammars, prompt_ids)
     if spec.constraint is not None and (spec.banned_ids or spec.min_tokens):
         raise InvalidRequestError("ignore_eos and min_tokens cannot be combined with a response_format or tool_choice "
                                   "that constrains the output: the grammar decides where it ends",
@@ -168,7 +168,7 @@ def grammar_spec(request: GenerationRequest, parser: ParserSpec) -> GrammarSpec 
     return tools
 
 
-def _constraint(request: GenerationRequest, entry: ModelEntry, parser: ParserSpec, grammars: GrammarCompiler | None,
+def _constraint(request: GenerationRequest, parser: ParserSpec, grammars: GrammarCompiler | None,
                 prompt_ids: list[int]) -> Constraint | None:  # fmt: skip
     """The request's compiled grammar, gated so that a reasoning model's reasoning stays free: the grammar
     starts after the reasoning's end marker when the prompt opened a reasoning (DeepSeek-R1 templates) or the
@@ -177,9 +177,7 @@ def _constraint(request: GenerationRequest, entry: ModelEntry, parser: ParserSpe
     if spec is None:
         return None
     if grammars is None:
-        raise InvalidRequestError(f"{spec.param}: model {entry.name} runs on backend: {entry.backend}, which applies "
-                                  "no grammars here (response_format, a required or named tool_choice); serve it "
-                                  "with backend: transformers for those", param=spec.param)  # fmt: skip
+        raise InvalidRequestError("this engine cannot constrain output", param=spec.param)
     matcher = grammars.compile(spec).matcher()
     if parser.reasoning == "none":
         return Constraint.for_model(matcher, None, None, False, spec)

@@ -112,7 +112,6 @@ class ContinuousBatcher:
     """Starts, feeds and stops one `ContinuousBatchingManager`."""
 
     image_capacity_tokens = 0  # takes no images (see the module docstring)
-    supports_grammars = True  # our RequestSampler applies them
 
     def __init__(
         self,

@@ -53,7 +53,7 @@ class TextRuntime:
     loaded: LoadedModel
     batcher: TokenSource  # ContinuousBatcher, NativeVisionBatcher (native vision) or VllmTokenSource (backends.py)
     parser: ParserSpec
-    grammars: GrammarCompiler | None  # None when the loop applies no grammars (admission refuses them)
+    grammars: GrammarCompiler
     logprobs: LogprobFormatter
 
 
@@ -167,8 +167,7 @@ class InferenceEngine:
             log.info("Model %s answers images itself (%s adapter): image batches of up to %d requests and %d KV tokens "
                      "(half of mem); text requests keep continuous batching", entry.name, loaded.family.name,
                      params.max_num_seqs, batcher.image_capacity_tokens)  # fmt: skip
-        grammars = (GrammarCompiler(loaded.tokenizer, loaded.text_config.vocab_size, loaded.eos_token_ids)
-                    if batcher.supports_grammars else None)  # fmt: skip
+        grammars = GrammarCompiler(loaded.tokenizer, loaded.text_config.vocab_size, loaded.eos_token_ids)
         return TextRuntime(loaded, batcher, parser, grammars, LogprobFormatter(loaded.tokenizer))
 
     def _new_batcher(self, loaded: LoadedModel) -> TokenSource:

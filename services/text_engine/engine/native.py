@@ -64,8 +64,6 @@ def restore_forward(model) -> None:
 class NativeVisionBatcher:
     """Routes each request to the loop that can serve it; looks like one loop to the engine."""
 
-    supports_grammars = True  # both loops sample through our pipeline
-
     def __init__(self, loaded: LoadedModel, params: ModelParams, on_preempt: Callable[[int], None] = lambda n: None,
                  on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None) -> None:  # fmt: skip
         text_mib, image_mib = split_memory(params.mem)

@@ -48,7 +48,6 @@ class TokenSource(Protocol):
 
     budget: KvBudget  # the paged KV cache of text requests
     image_capacity_tokens: int  # KV tokens of one image batch; 0 when the loop takes no images
-    supports_grammars: bool  # whether it applies a request's grammar (SamplingSpec.constraint)
 
     def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
                on_output: Callable[[TokenOutput], None], images: Sequence[EncodedImage] = ()) -> None:  # fmt: skip

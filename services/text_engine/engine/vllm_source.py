@@ -76,7 +76,6 @@ class VllmTokenSource:
     """Starts, feeds and stops one vLLM `AsyncLLM` over a checkpoint (text requests only)."""
 
     image_capacity_tokens = 0  # takes no images (see the module docstring)
-    supports_grammars = True  # through our logits processor in vLLM's worker (vllm_grammar.py)
 
     def __init__(
         self,
