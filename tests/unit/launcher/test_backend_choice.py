@@ -4,7 +4,6 @@ Pure: nothing is started but, for the interpreter probe, a throwaway python that
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import pytest
@@ -28,15 +27,6 @@ def config_file(tmp_path):
     path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump(TEXT_AND_VISION))
     return path
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_the_default_backend_is_transformers():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 import sys
 
@@ -45,16 +44,6 @@ idle_unload_secs: 300
 """
 
 TEXT, VISION = "ministral-3-3b-reasoning", "qwen2-vl-7b"
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """`main` configures the root logger (its job in a real process); undo it for the next tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
