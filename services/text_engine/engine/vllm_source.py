@@ -63,13 +63,9 @@ def _import_vllm():
 
 @dataclass
 class EngineStats:
-    """What vLLM's stat loggers report after each engine step (written on the event loop), as ContinuousBatcher
-    counts them: the cache's use now, preempted requests and prefix-cache tokens so far."""
+    """What vLLM's stat loggers last reported (written on the event loop); counts go to the engine's callbacks."""
 
     kv_cache_usage: float = 0.0
-    preemptions: int = 0
-    prefix_queried_tokens: int = 0
-    prefix_hit_tokens: int = 0
 
 
 class VllmTokenSource:
@@ -151,13 +147,10 @@ class VllmTokenSource:
                 stats.kv_cache_usage = scheduler_stats.kv_cache_usage
                 prefix = scheduler_stats.prefix_cache_stats
                 if prefix.preempted_requests:  # requests resuming after a preemption: each counted once
-                    stats.preemptions += prefix.preempted_requests
                     on_preempt(prefix.preempted_requests)
                 # A resumed request's lookup is not a new prompt's: counted apart by vLLM, left out here.
                 queried, hit = prefix.queries - prefix.preempted_queries, prefix.hits - prefix.preempted_hits
                 if queried > 0:
-                    stats.prefix_queried_tokens += queried
-                    stats.prefix_hit_tokens += hit
                     on_prefix_lookup(queried, hit)
 
             def log_engine_initialized(self) -> None:
@@ -231,8 +224,7 @@ class VllmTokenSource:
                 on_output(TokenProgress(tokens, finished=out.finished))
                 if out.finished:
                     return
-        except asyncio.CancelledError:
-            raise  # cancel(): vLLM's generate() aborts the request in the engine core on its way out
+        # cancel() raises CancelledError here, which passes through: vLLM's generate() aborts the request on its way out.
         except Exception as exc:  # the engine core died or refused the request: this request fails, with why
             on_output(TokenProgress(tokens, error=f"vLLM: {_first_line(exc)}", finished=True))
         finally:
