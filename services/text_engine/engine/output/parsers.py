@@ -78,6 +78,19 @@ class PlainParser:
         return []
 
 
+class LiteralParser:
+    """Everything is answer, and kept markers are written out as their text (raw prompts: the output is the
+    model's text as it wrote it, a reasoning model's `[THINK]`/`<think>` included)."""
+
+    in_reasoning = False
+
+    def feed(self, piece: Piece) -> list[Segment]:
+        return [Segment(Channel.ANSWER, piece.token if isinstance(piece, Marker) else piece)]
+
+    def finish(self) -> list[Segment]:
+        return []
+
+
 class ThinkingParser:
     """Reasoning between a start and an end marker (see the module docstring for the four cases)."""
 

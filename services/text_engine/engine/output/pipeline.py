@@ -8,7 +8,7 @@ from ..stopping import StopStringMatcher
 from ..tools.parsers import ToolCallParser
 from ..types import ReasoningDelta, TextDelta, ToolCallDelta
 from .detokenizer import Marker, MarkerDetokenizer
-from .parsers import Channel, OutputParser, ParserSpec, Segment
+from .parsers import Channel, LiteralParser, OutputParser, ParserSpec, Segment
 
 OutputDelta = TextDelta | ReasoningDelta | ToolCallDelta
 
@@ -32,10 +32,13 @@ class OutputPipeline:
 
     @classmethod
     def for_request(cls, spec: ParserSpec, tokenizer, prompt_ids: Sequence[int], stop: tuple[str, ...],
-                    parse_tools: bool = False, constrained: bool = False) -> OutputPipeline:  # fmt: skip
+                    parse_tools: bool = False, constrained: bool = False, raw: bool = False) -> OutputPipeline:  # fmt: skip
         """The pipeline of one request of a model whose parsing is `spec`; `parse_tools` when the request
         offers tools and lets the model call them (tool_choice is not `none`); `constrained` when a grammar
-        shapes the output from its first token (see `ParserSpec.new`)."""
+        shapes the output from its first token (see `ParserSpec.new`); `raw` for a raw prompt (legacy
+        completions): no parsing, the output is all answer text, its reasoning markers written out."""
+        if raw:
+            return cls(MarkerDetokenizer(tokenizer, prompt_ids, spec.keep), LiteralParser(), StopStringMatcher(stop))
         tools = spec.new_tool_parser() if parse_tools else None
         detokenizer = MarkerDetokenizer(tokenizer, prompt_ids, spec.keep_for(tools is not None))
         return cls(detokenizer, spec.new(constrained), StopStringMatcher(stop), tools)
