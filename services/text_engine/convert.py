@@ -17,6 +17,7 @@ from .engine.types import (
     GenerationEvent,
     GenerationRequest,
     ImagePart,
+    RawPrompt,
     ReasoningDelta,
     ResponseFormat,
     ResponseFormatType,
@@ -93,7 +94,13 @@ def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationR
         tool_choice=ToolChoice(_TOOL_CHOICE[message.tool_choice.mode], message.tool_choice.name),
         parallel_tool_calls=True if not message.HasField("parallel_tool_calls") else message.parallel_tool_calls,
         response_format=ResponseFormat(_RESPONSE_FORMAT[fmt.type], fmt.schema, fmt.name),
+        prompt=raw_prompt_from_pb(message.prompt) if message.HasField("prompt") else None,
     )
+
+
+def raw_prompt_from_pb(prompt: pb.RawPrompt) -> RawPrompt:
+    """A raw prompt (legacy completions)."""
+    return RawPrompt(prompt.text, tuple(prompt.token_ids), prompt.suffix)
 
 
 def event_to_pb(event: GenerationEvent) -> pb.GenerateResponse:

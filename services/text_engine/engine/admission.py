@@ -20,7 +20,7 @@ from .images import encode_images, expand, refuse_images
 from .kv_budget import KvBudget
 from .loader import LoadedModel
 from .output import ParserSpec
-from .prompt import render_prompt
+from .prompt import render_prompt, render_raw_prompt
 from .sampling.constraint import Constraint
 from .sampling.grammar import GrammarCompiler, GrammarSpec
 from .sampling.spec import SamplingSpec
@@ -31,7 +31,7 @@ from .types import GenerationRequest, ResponseFormatType, SamplingRequest
 
 @dataclass(frozen=True)
 class PreparedRequest:
-    """A validated request: templated prompt, completion budget, sampling."""
+    """A validated request: its prompt (templated, or raw), completion budget, sampling."""
 
     prompt_ids: list[int]
     max_new_tokens: int
@@ -43,6 +43,7 @@ class PreparedRequest:
     # must not start inside a reasoning even where the model's format would.
     constrained: bool = False
     images: tuple[EncodedImage, ...] = ()  # the prompt's images, in order (native vision)
+    raw: bool = False  # a raw prompt: the output is all text (no reasoning split, no tool calls)
 
     @property
     def image_tokens(self) -> int:
@@ -50,11 +51,21 @@ class PreparedRequest:
         return sum(image.image_tokens for image in self.images)
 
 
-def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry, budget: KvBudget,
-                    parser: ParserSpec = ParserSpec("none"), grammars: GrammarCompiler | None = None,
-                    image_capacity: int = 0) -> PreparedRequest:  # fmt: skip
-    """Template, count and validate one request, and compile its grammar (runs in a worker thread: tokenizing
-    and compiling are CPU work). `image_capacity`: KV tokens of one image batch (0: the model takes no images)."""
+@dataclass(frozen=True)
+class Prompt:
+    """A request's prompt as the model reads it: token ids (image tokens expanded) and the images."""
+
+    ids: list[int]
+    images: tuple[EncodedImage, ...] = ()
+
+
+def build_prompt(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry,
+                 parser: ParserSpec = ParserSpec("none"), image_capacity: int = 0) -> Prompt:  # fmt: skip
+    """The prompt of one request: its conversation through the chat template (tools validated, images encoded and
+    expanded), or its raw prompt as given. The one place Generate (`prepare_request`) and CountTokens build a
+    prompt, so their counts cannot differ. Needs no weights (`loaded.model` may be None). Worker thread."""
+    if request.prompt is not None:
+        return Prompt(render_raw_prompt(loaded.tokenizer, request, loaded.text_config.vocab_size, entry.name))
     validate_tools(request, parser.tools)
     if request.has_images and (loaded.family is None or image_capacity <= 0):
         refuse_images(request, entry)
@@ -62,6 +73,22 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
     prompt_ids = render_prompt(loaded.tokenizer, request, parser)
     if images:
         prompt_ids = expand(prompt_ids, loaded, images)
+    return Prompt(prompt_ids, tuple(images))
+
+
+def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry, budget: KvBudget,
+                    parser: ParserSpec = ParserSpec("none"), grammars: GrammarCompiler | None = None,
+                    image_capacity: int = 0) -> PreparedRequest:  # fmt: skip
+    """Template, count and validate one request, and compile its grammar (runs in a worker thread: tokenizing
+    and compiling are CPU work). `image_capacity`: KV tokens of one image batch (0: the model takes no images).
+    A raw prompt is admitted as a chat is; its output is parsed by no reasoning or tool format (`raw`), so a
+    grammar shapes it from its first token."""
+    prompt = build_prompt(request, loaded, entry, parser, image_capacity)
+    prompt_ids, images = prompt.ids, prompt.images
+    raw = request.prompt is not None
+    if raw:
+        parser = ParserSpec("none")
+    where = "prompt" if raw else "messages"
     capacity = image_capacity if images else budget.capacity_tokens
     counted = f", {sum(i.image_tokens for i in images)} of them image tokens" if images else ""
     sampling, defaults = request.sampling, loaded.sampling.values  # resolved once at load (loader.py)
@@ -72,10 +99,10 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
         if len(prompt_ids) + max_new > loaded.max_context:
             raise ContextLengthExceededError(
                 f"This model's maximum context length is {loaded.max_context} tokens. However, you requested "
-                f"{len(prompt_ids) + max_new} tokens ({len(prompt_ids)} in the messages{counted}, {max_new} in the "
+                f"{len(prompt_ids) + max_new} tokens ({len(prompt_ids)} in the {where}{counted}, {max_new} in the "
                 "completion). "
-                "Please reduce the length of the messages or completion.",
-                param="messages",
+                f"Please reduce the length of the {where} or completion.",
+                param=where,
             )
     else:
         # No max_tokens: the models.yaml/checkpoint default, else all the room the context and the whole KV
@@ -85,11 +112,11 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
         max_new = min(defaults.max_tokens or room, room)
     if len(prompt_ids) + max_new > capacity or max_new < 1:
         raise ContextLengthExceededError(
-            f"This request needs {len(prompt_ids) + max(max_new, 1)} tokens ({len(prompt_ids)} in the messages"
+            f"This request needs {len(prompt_ids) + max(max_new, 1)} tokens ({len(prompt_ids)} in the {where}"
             f"{counted}, {max(max_new, 1)} in the completion) but the model's context and "
             f"{'image batch memory' if images else 'KV cache'} budget allow {limit}. "
-            "Please reduce the length of the messages or completion.",
-            param="messages",
+            f"Please reduce the length of the {where} or completion.",
+            param=where,
         )
     spec = sampling_spec(sampling, defaults)
     _token_parameters(spec, sampling, loaded, max_new)
@@ -101,7 +128,7 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
     return PreparedRequest(prompt_ids=prompt_ids, max_new_tokens=max_new, spec=spec, stop=sampling.stop,
                            stop_token_ids=sampling.stop_token_ids, parse_tools=calls_tools(request),
                            constrained=spec.constraint is not None and spec.constraint.masks,
-                           images=tuple(images))  # fmt: skip
+                           images=images, raw=raw)  # fmt: skip
 
 
 # Every parameter that has a model default, except max_tokens (the completion budget, decided above).

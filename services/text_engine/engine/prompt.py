@@ -17,6 +17,12 @@ multimodal content: a list of `{"type": "text", "text": ...}` and `{"type": "ima
 template writes its placeholder per image (`[IMG]`, `<|vision_start|><|image_pad|><|vision_end|>`), which
 admission expands with the image's own tokens (images.py). Parts without an image are joined into one text
 (by newlines, as vLLM joins text parts), so text-only templates keep their string content.
+
+A raw prompt (legacy completions, `render_raw_prompt`) skips the template: text is tokenized as vLLM's
+completions endpoint tokenizes it (the tokenizer's defaults: its BOS only where it adds one by default, special
+tokens written in the text read as such), token ids are taken as given. A `suffix` asks for fill-in-the-middle
+in the prefix-suffix-middle order, with the tokenizer's FIM tokens (`fim_tokens`): a tokenizer without them
+refuses it, since the model was never taught to fill a middle.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import json
 from services.common.errors import InvalidRequestError
 
 from .output import ParserSpec
+from .output.parsers import special_token_id
 from .tools.validation import parameters_schema
-from .types import ChatTurn, GenerationRequest, ImagePart, TextPart, Tool, ToolCall
+from .types import ChatTurn, GenerationRequest, ImagePart, RawPrompt, TextPart, Tool, ToolCall, ToolChoiceMode
 
 _ROLE_ALIASES = {"developer": "system"}
 
@@ -103,3 +110,68 @@ def render_prompt(tokenizer, request: GenerationRequest, parser: ParserSpec = Pa
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
     return list(ids)
+
+
+# Fill-in-the-middle tokens (prefix, suffix, middle) by family, in the order they are looked for.
+FIM_STYLES = (
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),  # StarCoder, SmolLM2
+    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # Qwen2.5 and later
+)
+
+
+def fim_tokens(tokenizer) -> tuple[str, str, str] | None:
+    """The tokenizer's FIM tokens (prefix, suffix, middle), when all three are single tokens of its vocabulary."""
+    for style in FIM_STYLES:
+        if all(special_token_id(tokenizer, token) is not None for token in style):
+            return style
+    return None
+
+
+def render_raw_prompt(tokenizer, request: GenerationRequest, vocab_size: int, model: str) -> list[int]:
+    """The token ids of a raw prompt (no chat template); a request that mixes it with chat-only fields, a token
+    id outside the vocabulary or a suffix for a model without FIM tokens is a 400 that says why."""
+    prompt = request.prompt
+    assert prompt is not None
+    _refuse_chat_fields(request)
+    if prompt.text and prompt.token_ids:
+        raise InvalidRequestError("prompt: give its text or its token ids, not both", param="prompt")
+    bad = next((i for i in prompt.token_ids if not 0 <= i < vocab_size), None)
+    if bad is not None:
+        raise InvalidRequestError(f"prompt: token id {bad} is not in this model's vocabulary (0..{vocab_size - 1})",
+                                  param="prompt")  # fmt: skip
+    ids = _fim(tokenizer, prompt, model) if prompt.suffix else _tokens(tokenizer, prompt)
+    if not ids:
+        raise InvalidRequestError("prompt must not be empty", param="prompt")
+    return ids
+
+
+def _refuse_chat_fields(request: GenerationRequest) -> None:
+    """A raw prompt is not a conversation: nothing in it renders tools or reads calls back."""
+    if request.messages:
+        raise InvalidRequestError("give either messages or a prompt, not both", param="messages")
+    if request.tools:
+        raise InvalidRequestError("tools need messages (a chat template renders them), not a raw prompt", param="tools")
+    if request.tool_choice.mode is not ToolChoiceMode.AUTO or request.tool_choice.name:
+        raise InvalidRequestError("tool_choice needs tools, which a raw prompt cannot have", param="tool_choice")
+
+
+def _tokens(tokenizer, prompt: RawPrompt) -> list[int]:
+    if prompt.token_ids:
+        return list(prompt.token_ids)
+    return list(tokenizer(prompt.text)["input_ids"])
+
+
+def _fim(tokenizer, prompt: RawPrompt, model: str) -> list[int]:
+    """`<fim_prefix>{prompt}<fim_suffix>{suffix}<fim_middle>`: from text, the whole of it tokenized as a text
+    prompt is (the same BOS rule; the FIM tokens are special tokens, so nothing merges across them); around
+    token ids, the FIM tokens' ids and the suffix's tokens (no special tokens added)."""
+    style = fim_tokens(tokenizer)
+    if style is None:
+        raise InvalidRequestError(f"model {model} has no fill-in-the-middle tokens; suffix is not supported",
+                                  param="suffix")  # fmt: skip
+    prefix, suffix, middle = style
+    if not prompt.token_ids:
+        return list(tokenizer(f"{prefix}{prompt.text}{suffix}{prompt.suffix}{middle}")["input_ids"])
+    fim = [special_token_id(tokenizer, token) for token in style]
+    suffix_ids = tokenizer(prompt.suffix, add_special_tokens=False)["input_ids"]
+    return [fim[0], *prompt.token_ids, fim[1], *suffix_ids, fim[2]]

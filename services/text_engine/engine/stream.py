@@ -41,6 +41,7 @@ class RequestStream:
             prepared.stop,
             parse_tools=prepared.parse_tools,
             constrained=prepared.constrained,
+            raw=prepared.raw,
         )
         self._outputs: asyncio.Queue = asyncio.Queue()
         self._seen = 0

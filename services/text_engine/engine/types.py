@@ -131,8 +131,19 @@ class SamplingRequest:
 
 
 @dataclass(frozen=True)
+class RawPrompt:
+    """A prompt given as it is (legacy completions): `text` (tokenized with the tokenizer's defaults) or
+    `token_ids` (used as given), and with `suffix` a fill-in-the-middle prompt (engine/prompt.py builds it)."""
+
+    text: str = ""
+    token_ids: tuple[int, ...] = ()
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
-    """A chat completion to generate."""
+    """A completion to generate: of a chat (`messages`), or of a raw prompt (`prompt`, `messages` empty: no chat
+    template, and the output is not parsed for reasoning or tool calls)."""
 
     request_id: str
     messages: tuple[ChatTurn, ...]
@@ -141,6 +152,7 @@ class GenerationRequest:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool = True
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    prompt: RawPrompt | None = None
 
     @property
     def has_images(self) -> bool:
