@@ -22,7 +22,7 @@ from .metrics import GatewayMetrics
 from .middleware import RequestIdMiddleware
 from .openapi import install_openapi
 from .routers import chat, health, metrics as metrics_router, models, ui
-from .serving.chat import ChatService
+from .serving.core import GenerationCore
 from .serving.image_policy import ImagePolicies
 from .serving.images import ImageLoader
 from .serving.registry import EngineRegistry
@@ -60,16 +60,9 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         timeout = config.gateway.request_timeout_secs
         loader = ImageLoader(image_fetcher, config.gateway.images, metrics)
         images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, timeout))
-        chat_service = ChatService(
-            registry,
-            images,
-            timeout,
-            metrics=metrics,
-            reasoning_field=config.gateway.reasoning_field,
-            max_n=config.gateway.max_n,
-            show_captions=config.gateway.show_captions,
-        )
-        app.state.gateway = GatewayState(config, registry, chat_service, backend, int(time.time()), metrics, drain)
+        core = GenerationCore(registry, images, timeout, metrics=metrics, max_n=config.gateway.max_n,
+                              show_captions=config.gateway.show_captions)  # fmt: skip
+        app.state.gateway = GatewayState(config, registry, core, backend, int(time.time()), metrics, drain)
         await backend.start()
         log.info(
             "Gateway ready: text models %s, default %s", [m.name for m in config.text_models], config.default_model_name

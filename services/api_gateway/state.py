@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from services.common.config import ModelsConfig
 
 from .metrics import GatewayMetrics
-from .serving.chat import ChatService
+from .serving.core import GenerationCore
+from .serving.protocols.chat import ChatCompletions
 from .serving.registry import EngineRegistry
 from .serving.vision_status import VisionBackend
 
@@ -17,17 +18,20 @@ class Drain:
     """Whether the gateway is draining (SIGTERM): `/ready` says 503 and new chats get 503."""
 
     draining: bool = False
-    inflight: int = 0  # chat completion requests not finished yet (counted by the middleware)
+    inflight: int = 0  # generation requests not finished yet, every protocol's (counted by the middleware)
 
 
 @dataclass
 class GatewayState:
-    """What the routes use."""
+    """What the routes use: the request core, and each protocol's translator over it."""
 
     config: ModelsConfig
     registry: EngineRegistry
-    chat: ChatService
+    core: GenerationCore
     vision: VisionBackend
     started_at: int
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     drain: Drain = field(default_factory=Drain)
+
+    def __post_init__(self) -> None:
+        self.chat = ChatCompletions(self.core, self.config.gateway.reasoning_field)

@@ -15,6 +15,7 @@ import pytest
 from services.api_gateway.clients.hash_ring import HashRing
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.conversation_key import conversation_key
+from services.api_gateway.serving.protocols.chat import chat_conversation
 from tests.conftest import TEXT_MODEL, VISION_MODEL
 from tests.support.images import png
 from tests.support.metrics import scrape
@@ -150,7 +151,9 @@ def test_different_images_spread_over_the_replicas_each_to_its_owner(cluster):
 
 def test_five_turns_of_one_conversation_stay_on_one_replica_and_reuse_its_prefix_cache(cluster):
     messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": HISTORY}]
-    key = conversation_key(ChatCompletionRequest.model_validate({"model": TEXT_MODEL, "messages": messages}))
+    key = conversation_key(
+        chat_conversation(ChatCompletionRequest.model_validate({"model": TEXT_MODEL, "messages": messages}))
+    )
     owner = next(r for r in cluster.text if r.name == cluster.text_ring.owner(key))
     before, hits_before = served(cluster.text), owner.metric("proxyvision_prefix_cache_hits_total", model=TEXT_MODEL)
     for turn in range(5):

@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions: parse, delegate to the ChatService, choose the response type."""
+"""POST /v1/chat/completions: parse, delegate to the Chat Completions protocol (serving/protocols/chat.py), choose the response type."""
 
 from __future__ import annotations
 

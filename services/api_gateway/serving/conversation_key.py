@@ -13,24 +13,25 @@ from __future__ import annotations
 
 import hashlib
 
-from ..schemas.chat import ChatCompletionRequest, ChatMessage, TextPart
+from .conversation import Conversation, ImageInput, Message
 
 _OPENING_ROLES = ("system", "developer")
 
 
-def conversation_key(request: ChatCompletionRequest) -> str:
-    """`user:<user>`, or `conv:<hash of the opening messages>`; the same for every turn of a conversation."""
-    if request.user:
-        return f"user:{request.user}"
+def conversation_key(conversation: Conversation) -> str:
+    """`user:<user>`, or `conv:<hash of the opening messages>`; the same for every turn of a conversation, whichever
+    protocol carries it."""
+    if conversation.user:
+        return f"user:{conversation.user}"
     digest = hashlib.blake2b(digest_size=16)
-    for message in opening_messages(request.messages):
+    for message in opening_messages(conversation.messages):
         digest.update(_message_bytes(message))
     return f"conv:{digest.hexdigest()}"
 
 
-def opening_messages(messages: list[ChatMessage]) -> list[ChatMessage]:
+def opening_messages(messages: tuple[Message, ...]) -> list[Message]:
     """The system/developer messages a conversation starts with, and its first user message."""
-    opening: list[ChatMessage] = []
+    opening: list[Message] = []
     for message in messages:
         if message.role in _OPENING_ROLES:
             opening.append(message)
@@ -41,13 +42,9 @@ def opening_messages(messages: list[ChatMessage]) -> list[ChatMessage]:
     return opening
 
 
-def _message_bytes(message: ChatMessage) -> bytes:
+def _message_bytes(message: Message) -> bytes:
     """Role and content, each piece length-prefixed (no two different messages serialize alike)."""
     pieces = [message.role]
-    content = message.content
-    if isinstance(content, str):
-        pieces.append(f"t{content}")
-    elif content is not None:
-        for part in content:
-            pieces.append(f"t{part.text}" if isinstance(part, TextPart) else f"i{part.image.url}")
+    for part in message.parts:
+        pieces.append(f"i{part.url}" if isinstance(part, ImageInput) else f"t{part}")
     return b"".join(len(p.encode()).to_bytes(8, "big") + p.encode() for p in pieces)

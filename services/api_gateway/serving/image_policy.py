@@ -21,9 +21,9 @@ from services.common.config import ModelsConfig
 from services.common.errors import InvalidRequestError
 
 from ..clients.text_engine import ChatTurn
-from ..schemas.chat import ChatMessage
+from .conversation import Conversation
 from .images import ImageLoader
-from .turns import chat_turn, native_turn
+from .turns import engine_turn, native_turn
 from .vision_rewrite import PendingImages, ProxyVisionRewriter
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,14 @@ class ImagePolicy:
     model: str
     mode: ImageMode
 
-    def refusal(self) -> InvalidRequestError:
+    def refusal(self, param: str = "messages") -> InvalidRequestError:
         """The 400 for images sent to a model that cannot take them."""
         return InvalidRequestError(
             f"The model '{self.model}' cannot take images: it is text-only (vision_mode 'disabled') and no vision "
             "model is configured to describe images for it. To enable images, add a model with "
             "capabilities.vision_mode 'proxy' to models.yaml (it captions images for text models), or serve a "
             "vision-language model with capabilities.vision_mode 'native'; or send text only.",
-            param="messages", code="images_not_supported",
+            param=param, code="images_not_supported",
         )  # fmt: skip
 
 
@@ -70,19 +70,20 @@ class ImagePolicies:
         """The policy of a served chat model."""
         return self.policies[model]
 
-    async def prepare(self, model: str, messages: list[ChatMessage],
+    async def prepare(self, model: str, conversation: Conversation,
                       timeout: float) -> list[ChatTurn] | PendingImages:  # fmt: skip
         """The engine's turns, ready now (text only, or a native model's images as parts), or the images still
         to be captioned (proxy). Raises our 4xx/503 errors before any response starts."""
-        refs = self._loader.find(messages)
+        messages = conversation.messages
+        refs = self._loader.find(messages, conversation.messages_param)
         if not refs:
-            return [chat_turn(m) for m in messages]
+            return [engine_turn(m) for m in messages]
         policy = self.of(model)
         if policy.mode == "refuse":
-            raise policy.refusal()
+            raise policy.refusal(conversation.messages_param)
         if policy.mode == "proxy":
             return await self._rewriter.prepare(messages, refs=refs, timeout=timeout)  # type: ignore[return-value]
         log.info("Processing multimodal request with %d images (native: %s)", len(refs), model)
         loaded = await self._loader.load(refs)
-        return [native_turn(m, loaded.by_message[i]) if i in loaded.by_message else chat_turn(m)
+        return [native_turn(m, loaded.by_message[i]) if i in loaded.by_message else engine_turn(m)
                 for i, m in enumerate(messages)]  # fmt: skip

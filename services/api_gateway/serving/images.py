@@ -27,16 +27,16 @@ from ..clients.images import ImageBytes
 from ..media.data_urls import decode_data_url
 from ..media.fetcher import NOT_ACCESSIBLE, ImageFetcher
 from ..metrics import GatewayMetrics
-from ..schemas.chat import ChatMessage, ImageURL
+from .conversation import ImageInput, Message
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    """Where an image is in the request: message `message`, content part `part`."""
+    """Where an image is in the conversation: message `message`, content part `part`."""
 
     message: int
     part: int
-    image: ImageURL
+    image: ImageInput
 
 
 @dataclass
@@ -59,18 +59,19 @@ class ImageLoader:
         self._limits = limits
         self._metrics = metrics or GatewayMetrics()
 
-    def find(self, messages: list[ChatMessage]) -> list[ImageRef]:
-        """Every image of the request, in order ([] for text only); a 400 for an image outside a user message
-        or more images than allowed."""
-        refs = [ImageRef(m, p, image) for m, message in enumerate(messages) for p, image in _image_parts(message)]
+    def find(self, messages: tuple[Message, ...], messages_param: str = "messages") -> list[ImageRef]:
+        """Every image of the conversation, in order ([] for text only); a 400 for an image outside a user or tool
+        message (a tool's result may be a screenshot) or more images than allowed."""
+        refs = [ImageRef(m, p, part) for m, message in enumerate(messages) for p, part in enumerate(message.parts)
+                if isinstance(part, ImageInput)]  # fmt: skip
         for ref in refs:
-            if messages[ref.message].role != "user":
-                raise InvalidRequestError("Images are only supported in user messages",
-                                          param=f"messages[{ref.message}].content")  # fmt: skip
+            if messages[ref.message].role not in ("user", "tool"):
+                raise InvalidRequestError("Images are only supported in user messages and tool results",
+                                          param=ref.image.param or messages_param)  # fmt: skip
         if len(refs) > self._limits.max_images_per_request:
             raise TooManyImagesError(
                 f"Too many images: {len(refs)} in this request, at most {self._limits.max_images_per_request} allowed",
-                param="messages",
+                param=messages_param,
             )  # fmt: skip
         return refs
 
@@ -78,14 +79,14 @@ class ImageLoader:
         """Download or decode every image concurrently and check it (raises our 4xx errors)."""
         started = time.monotonic()
         loaded = await asyncio.gather(
-            *(self._load(ref.image, f"messages[{ref.message}].content[{ref.part}].image_url") for ref in refs)
+            *(self._load(ref.image, ref.image.param or f"messages[{ref.message}].content[{ref.part}]") for ref in refs)
         )
         grouped: dict[int, list[ImageBytes]] = {}
         for ref, item in zip(refs, loaded):
             grouped.setdefault(ref.message, []).append(item)
         return LoadedImages(grouped, (time.monotonic() - started) * 1000)
 
-    async def _load(self, image: ImageURL, param: str) -> ImageBytes:
+    async def _load(self, image: ImageInput, param: str) -> ImageBytes:
         url = image.url.strip()
         is_data = url[:5].lower() == "data:"
         self._metrics.images.labels("data" if is_data else "url").inc()
@@ -95,7 +96,7 @@ class ImageLoader:
             self._metrics.fetch_failures.labels(error.code or "invalid_image").inc()
             raise
 
-    async def _load_checked(self, image: ImageURL, url: str, is_data: bool, param: str) -> ImageBytes:
+    async def _load_checked(self, image: ImageInput, url: str, is_data: bool, param: str) -> ImageBytes:
         if is_data:
             data, _ = decode_data_url(url, max_bytes=self._limits.max_image_bytes, param=param)
         elif url.split(":", 1)[0].lower() in ("http", "https"):
@@ -105,9 +106,3 @@ class ImageLoader:
         decoded = await asyncio.to_thread(decode_image, data, max_pixels=self._limits.max_image_pixels, param=param)
         return ImageBytes(data, MIME_BY_FORMAT.get(decoded.format, "application/octet-stream"), image.detail,
                           hashlib.sha256(data).hexdigest())  # fmt: skip
-
-
-def _image_parts(message: ChatMessage) -> list[tuple[int, ImageURL]]:
-    if not isinstance(message.content, list):
-        return []
-    return [(p, part.image) for p, part in enumerate(message.content) if part.type == "image_url"]

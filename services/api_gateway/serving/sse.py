@@ -8,9 +8,8 @@ there is no long silence to fill and no per-token overhead worth paying.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 
 from starlette.responses import StreamingResponse
 
@@ -23,22 +22,19 @@ def event(payload: dict) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-async def keepalive_until_done(work: asyncio.Future, interval: float) -> AsyncIterator[str]:
-    """Yield a keep-alive comment every `interval` seconds until `work` is done (it is not awaited here:
-    the caller takes its result or exception). Used for the long silences of a stream: images being
-    described, and the wait for the first token."""
-    while not work.done():
-        await asyncio.wait({work}, timeout=interval)
-        if not work.done():
-            yield KEEPALIVE
+def timing_comment(timings, text_ttft_ms: float) -> str:
+    """Where a multimodal request's time went (a `vision_rewrite.Timings`), as an SSE comment: clients ignore
+    comments, benchmarks read it."""
+    return (f": timing fetch_ms={timings.fetch_ms:.1f} vision_ms={timings.vision_ms:.1f} "
+            f"text_ttft_ms={text_ttft_ms:.1f}\n\n")  # fmt: skip
 
 
 class FrameStream:
-    """The SSE frames of one completion, owning the engine call behind them.
+    """The SSE frames of one answer, owning the engine calls behind them.
 
-    `aclose()` releases the engine call even when iteration never started (the client left before
-    the first byte): closing a never-started generator would not run its `finally`, so the call (anything
-    with an `aclose()`: an `EngineCall`) is closed here as well."""
+    `aclose()` releases the engine calls even when iteration never started (the client left before
+    the first byte): closing a never-started generator would not run its `finally`, so the calls (anything
+    with an `aclose()`: a `LiveGeneration`) are closed here as well."""
 
     def __init__(self, frames: AsyncGenerator[str, None], call=None) -> None:
         self._frames = frames

@@ -21,9 +21,9 @@ from services.common.errors import EngineUnavailableError
 from ..clients.images import ImageBytes
 from ..clients.text_engine import ChatTurn
 from ..clients.vision_engine import VisionEngineClient
-from ..schemas.chat import ChatMessage, TextPart
+from .conversation import Message
 from .images import ImageLoader, ImageRef
-from .turns import chat_turn
+from .turns import engine_turn
 from .vision_status import VisionBackend
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class ImageCaption:
 class PendingImages:
     """A request's images, downloaded and checked, waiting to be described."""
 
-    messages: list[ChatMessage]
+    messages: tuple[Message, ...]
     images: dict[int, list[ImageBytes]]  # message index -> its images, in order
     client: VisionEngineClient
     backend: VisionBackend
@@ -78,8 +78,8 @@ class PendingImages:
         by_message = dict(zip(indices, described))
         self.captions = [caption for i in indices for caption in by_message[i]]
         # Every message keeps its tool data (an assistant's calls, a tool message's call id and name).
-        return [chat_turn(message, captioned_text(message, by_message[index])) if index in by_message
-                else chat_turn(message) for index, message in enumerate(self.messages)]  # fmt: skip
+        return [engine_turn(message, captioned_text(message, by_message[index])) if index in by_message
+                else engine_turn(message) for index, message in enumerate(self.messages)]  # fmt: skip
 
     def proxy_vision(self) -> dict:
         """The answer's `proxy_vision` field: what the text model was told about each image."""
@@ -94,17 +94,17 @@ class PendingImages:
         return [c or ImageCaption(index, i, "", False, 0.0) for i, c in enumerate(captions)]
 
 
-def captioned_text(message: ChatMessage, captions: list[ImageCaption]) -> str:
+def captioned_text(message: Message, captions: list[ImageCaption]) -> str:
     """The message as text, each image replaced where it was by `Image <n>: <caption>` (numbered per message):
-    "compare this [image] with this [image]" keeps its order. Text pieces are joined as `ChatMessage.text()`
+    "compare this [image] with this [image]" keeps its order. Text pieces are joined as `Message.text()`
     joins them (a newline), a caption is set off from the text around it by a blank line, and captions that
     follow each other are one per line."""
     pieces: list[tuple[bool, str]] = []  # (is a caption, text)
     images = iter(captions)
-    for part in message.content:
-        if isinstance(part, TextPart):
-            if part.text:
-                pieces.append((False, part.text))
+    for part in message.parts:
+        if isinstance(part, str):
+            if part:
+                pieces.append((False, part))
         else:
             caption = next(images)
             pieces.append((True, f"Image {caption.index + 1}: {caption.caption}"))
@@ -125,7 +125,7 @@ class ProxyVisionRewriter:
         self._backend = backend
         self._timeout = timeout
 
-    async def prepare(self, messages: list[ChatMessage], *, refs: list[ImageRef] | None = None,
+    async def prepare(self, messages: tuple[Message, ...], *, refs: list[ImageRef] | None = None,
                       timeout: float | None = None) -> PendingImages | None:  # fmt: skip
         """None for text-only requests; else the checked images (raises our 4xx/503 errors). `refs`: the images
         `ImageLoader.find` found (found here when not given); `timeout` is the deadline of the Describe calls

@@ -18,7 +18,8 @@ from services.api_gateway.clients.text_engine import (
     TextDelta,  # fmt: skip
 )
 from services.api_gateway.clients.vision_engine import Caption
-from services.api_gateway.serving.chat import ChatService
+from services.api_gateway.serving.core import GenerationCore
+from services.api_gateway.serving.protocols.chat import ChatCompletions
 from services.api_gateway.serving.image_policy import ImagePolicies
 from services.api_gateway.serving.images import ImageLoader
 from services.api_gateway.serving.registry import EngineRegistry
@@ -112,14 +113,17 @@ def make_config(*, vision: bool = False, default: str | None = None) -> ModelsCo
 
 
 def make_state(engines: dict[str, FakeTextEngine], config: ModelsConfig | None = None, **options) -> GatewayState:
-    """Gateway state over fakes (`options`: ChatService keywords); text-only requests never touch the fetcher."""
+    """Gateway state over fakes (`options`: GenerationCore keywords, and the chat protocol's `reasoning_field`); text-only requests never touch the fetcher."""
     config = config or make_config()
     registry = EngineRegistry(config, dict(engines), None)
     backend = VisionBackend(None)
     loader = ImageLoader(None, ImageLimits())  # type: ignore[arg-type]
     images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, 5.0))
-    chat = ChatService(registry, images, 5.0, **options)
-    return GatewayState(config, registry, chat, backend, int(time.time()))
+    reasoning_field = options.pop("reasoning_field", None)
+    state = GatewayState(config, registry, GenerationCore(registry, images, 5.0, **options), backend, int(time.time()))
+    if reasoning_field is not None:
+        state.chat = ChatCompletions(state.core, reasoning_field)
+    return state
 
 
 class FakeVision:
@@ -164,5 +168,5 @@ async def make_vision_state(config: ModelsConfig, engines: dict[str, FakeTextEng
     loader = ImageLoader(None, config.gateway.images)  # type: ignore[arg-type]
     images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, 5.0))
     options.setdefault("show_captions", config.gateway.show_captions)
-    chat = ChatService(registry, images, 5.0, **options)
+    chat = GenerationCore(registry, images, 5.0, **options)
     return GatewayState(config, registry, chat, backend, int(time.time()))

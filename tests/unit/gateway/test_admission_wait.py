@@ -22,10 +22,9 @@ def busy() -> list:
 
 async def plan_for(engine: FakeTextEngine, timeout: float = 5.0):
     state = make_state({TEXT: engine})
-    service = state.chat
-    plan = await service.plan(ChatCompletionRequest(model=TEXT, messages=[{"role": "user", "content": "hi"}]))
-    plan.timeout = timeout
-    return service, plan
+    plan = await state.chat.plan(ChatCompletionRequest(model=TEXT, messages=[{"role": "user", "content": "hi"}]))
+    plan.core.timeout = timeout
+    return state.core, plan.core
 
 
 async def drain(calls) -> str:

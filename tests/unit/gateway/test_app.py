@@ -175,5 +175,5 @@ async def test_engine_calls_get_the_clients_timeout_when_it_is_shorter(client, e
     assert (
         await client.post("/v1/chat/completions", json=body, headers={"X-Stainless-Timeout": "soon"})
     ).status_code == 200
-    configured = 5.0  # make_state's ChatService deadline
+    configured = 5.0  # make_state's GenerationCore deadline
     assert [call.timeout for call in engines[TEXT].calls] == [2.5, configured, configured]

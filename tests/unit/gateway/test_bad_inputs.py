@@ -23,7 +23,7 @@ from services.api_gateway.clients.text_engine import OutputOptions, to_request
 from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.dependencies import get_state
 from services.api_gateway.media.fetcher import ImageFetcher
-from services.api_gateway.serving.chat import ChatService
+from services.api_gateway.serving.core import GenerationCore
 from services.api_gateway.serving.image_policy import ImagePolicies
 from services.api_gateway.serving.images import ImageLoader
 from services.api_gateway.serving.registry import EngineRegistry
@@ -99,7 +99,7 @@ async def hostile_app(config: ModelsConfig, engine: FakeTextEngine):
     fetcher = ImageFetcher(config.gateway.images, resolver=public_resolver, transport=httpx.MockTransport(serve_images))
     loader = ImageLoader(fetcher, config.gateway.images)
     images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, 5.0))
-    state = GatewayState(config, registry, ChatService(registry, images, 5.0, max_n=4), backend, int(time.time()))
+    state = GatewayState(config, registry, GenerationCore(registry, images, 5.0, max_n=4), backend, int(time.time()))
     app.dependency_overrides[get_state] = lambda: state
     return app
 
@@ -460,7 +460,7 @@ BAD = [
         ),
         JSON,
         400,
-        "messages[0].content",
+        "messages[0].content[0].image_url",
     ),  # fmt: skip
     (
         "more images than allowed",

@@ -83,7 +83,7 @@ async def test_native_stream_is_accepted_before_it_starts_like_text():
     engine = FakeTextEngine(NATIVE, hello_script())
     state = await make_vision_state(config(), {TEXT: FakeTextEngine(TEXT), NATIVE: engine}, FakeVision())
     plan = await state.chat.plan(compare_request(NATIVE, stream=True))
-    assert plan.images is None and plan.turns is not None  # nothing to wait for: no caption step
+    assert plan.core.images is None and plan.core.turns is not None  # nothing to wait for: no caption step
     transcript = "".join([frame async for frame in await state.chat.stream(plan, "rid")])
     assert '"content":"Hello"' in transcript and "proxy_vision" not in transcript and ": timing" not in transcript
     assert engine.calls[0].messages[1].parts[0] == "compare this"
@@ -152,4 +152,4 @@ async def test_native_images_outside_user_messages_are_refused():
         {"role": "system", "content": [image_part(RED)]}, {"role": "user", "content": "hi"}]})  # fmt: skip
     with pytest.raises(InvalidRequestError) as info:
         await state.chat.plan(request)
-    assert info.value.param == "messages[0].content"
+    assert info.value.param == "messages[0].content[0].image_url"

@@ -7,6 +7,7 @@ from services.api_gateway.clients.images import ImageBytes
 from services.api_gateway.clients.text_engine import ToolCall
 from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.schemas.chat import ChatCompletionRequest
+from services.api_gateway.serving.protocols.chat import chat_conversation
 from services.api_gateway.serving.vision_rewrite import PendingImages
 from services.api_gateway.serving.vision_status import VisionBackend
 
@@ -36,7 +37,7 @@ async def test_captioned_conversation_keeps_tool_calls_ids_names_and_tool_text()
         ]})  # fmt: skip
     vision = FakeVision()
     image = ImageBytes(b"png", "image/png", "auto", "hash")
-    pending = PendingImages(request.messages, {0: [image]}, vision, VisionBackend(None), 5.0)  # type: ignore[arg-type]
+    pending = PendingImages(chat_conversation(request).messages, {0: [image]}, vision, VisionBackend(None), 5.0)  # type: ignore[arg-type]
     user, assistant, tool = await pending.describe("rid")
     assert (user.role, user.content) == ("user", "What is this?\n\nImage 1: a red bicycle")
     assert (

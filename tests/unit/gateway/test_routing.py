@@ -21,6 +21,7 @@ from services.api_gateway.clients.text_engine import Accepted, Finished, Generat
 from services.api_gateway.clients.vision_engine import VisionEngineClient
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.conversation_key import conversation_key
+from services.api_gateway.serving.protocols.chat import chat_conversation
 from services.common.config import TlsSettings
 from services.common.errors import EngineUnavailableError, InvalidRequestError
 from services.common.pb.proxyvision.v1 import (
@@ -459,8 +460,9 @@ async def test_abort_calls_ends_every_sub_call_of_a_describe(vision, replicas):
 # --- the conversation key ---------------------------------------------------------------------------------------
 
 
-def chat_request(messages: list[dict], **fields) -> ChatCompletionRequest:
-    return ChatCompletionRequest.model_validate({"model": TEXT, "messages": messages, **fields})
+def chat_request(messages: list[dict], **fields):
+    """A chat request's conversation (the key is computed on the protocol-neutral form)."""
+    return chat_conversation(ChatCompletionRequest.model_validate({"model": TEXT, "messages": messages, **fields}))
 
 
 SYSTEM = {"role": "system", "content": "You are terse."}
@@ -497,6 +499,8 @@ def test_the_user_field_is_the_key_when_sent():
 async def test_the_chat_service_routes_every_choice_by_the_conversation_key():
     engine = FakeTextEngine(TEXT, hello_script())
     state = make_state({TEXT: engine})
-    body = chat_request([{"role": "user", "content": "Hi"}], user="alice", n=2)
+    body = ChatCompletionRequest.model_validate(
+        {"model": TEXT, "messages": [{"role": "user", "content": "Hi"}], "user": "alice", "n": 2}
+    )
     await state.chat.complete(await state.chat.plan(body), "rid-1")
     assert [call.affinity_key for call in engine.calls] == ["user:alice", "user:alice"]

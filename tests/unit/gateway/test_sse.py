@@ -5,9 +5,10 @@ import pytest
 from starlette.requests import ClientDisconnect
 
 from services.api_gateway.serving import sse
+from services.api_gateway.serving.core import ticks_until_done
 
 
-async def test_keepalive_comments_only_while_work_is_pending():
+async def test_keepalive_ticks_only_while_work_is_pending():
     release = asyncio.Event()
 
     async def work():
@@ -18,14 +19,14 @@ async def test_keepalive_comments_only_while_work_is_pending():
     comments = []
 
     async def consume():
-        async for comment in sse.keepalive_until_done(task, interval=0.01):
-            comments.append(comment)
+        async for tick in ticks_until_done(task, interval=0.01):
+            comments.append(tick)
             if len(comments) == 3:
                 release.set()
 
     await asyncio.wait_for(consume(), timeout=5)
-    assert comments == [sse.KEEPALIVE] * 3 and task.result() == "captions"
-    done = [c async for c in sse.keepalive_until_done(task, interval=0.01)]
+    assert len(comments) == 3 and task.result() == "captions"
+    done = [c async for c in ticks_until_done(task, interval=0.01)]
     assert done == []
 
 
