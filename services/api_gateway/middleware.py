@@ -30,13 +30,15 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _UNEXPECTED = json.dumps(InternalError("The server had an error while processing your request.").to_openai()).encode()
 
 
-CHAT_PATH = "/v1/chat/completions"
+# The routes that generate (every protocol's): counted, and waited for by a drain.
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/completions"})
 
 
 class RequestIdMiddleware:
     """Wraps the app: assigns the id, adds the header, logs one line per request, turns a crash into a 500.
 
-    Chat completions are also counted (status, latency to the last byte, in flight): a streamed response
+    Generation requests (chat completions and the other protocols') are also counted (status, latency to the last
+    byte, in flight): a streamed response
     is only over when the app returns, which is exactly what a drain must wait for."""
 
     def __init__(self, app, metrics: GatewayMetrics, drain: Drain) -> None:
@@ -54,7 +56,7 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.monotonic()
         status = {"code": 0}
-        is_chat = scope["path"] == CHAT_PATH
+        is_chat = scope["path"] in GENERATION_PATHS
         if is_chat:
             self._drain.inflight += 1
 
