@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class TextEngineServicer(text_engine_pb2_grpc.TextEngineServicer):
-    """Serves Generate and GetModelInfo for one model."""
+    """Serves Generate, CountTokens and GetModelInfo for one model."""
 
     def __init__(self, engine: InferenceEngine) -> None:
         self._engine = engine
@@ -40,6 +40,17 @@ class TextEngineServicer(text_engine_pb2_grpc.TextEngineServicer):
                 yield event_to_pb(event)
         except ProxyVisionError as error:
             log.info("Generate refused: %s", error.message)
+            await abort_with(context, error)
+
+    async def CountTokens(self, request: text_engine_pb2.GenerateRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        """The prompt tokens Generate would count for the same request; errors as Generate's."""
+        request_id = bind_request_id(context, request.request_id)
+        await ensure_model(context, request.model, self._engine.entry.name)
+        try:
+            count = await self._engine.count_tokens(request_from_pb(request, request_id))
+            return text_engine_pb2.CountTokensResponse(prompt_tokens=count)
+        except ProxyVisionError as error:
+            log.info("CountTokens refused: %s", error.message)
             await abort_with(context, error)
 
     async def GetModelInfo(self, request: common_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext):

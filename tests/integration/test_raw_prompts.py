@@ -9,6 +9,7 @@ process, serving the tiny stand-ins.
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -42,6 +43,7 @@ class Engine:
         return self.server.engine.lifecycle.resource.loaded.tokenizer
 
 
+@asynccontextmanager
 async def serve(name: str, path):
     entry = parse_models_config(ModelsYaml().text(name, local_path=path, params=PARAMS).to_dict()).models[0]
     server = TextEngineServer(entry, EngineOptions(device="cpu"), idle_unload_secs=300)
@@ -56,20 +58,20 @@ async def serve(name: str, path):
 
 @pytest_asyncio.fixture(scope="module")
 async def ministral(tiny_models):
-    async for engine in serve("ministral-3-tiny", tiny_models["text"]):
+    async with serve("ministral-3-tiny", tiny_models["text"]) as engine:
         yield engine
 
 
 @pytest_asyncio.fixture(scope="module")
 async def qwen3():
-    async for engine in serve("qwen3-tiny", build_all(REPO_ROOT / "models" / "tiny", only={"qwen3"})["qwen3"]):
+    async with serve("qwen3-tiny", build_all(REPO_ROOT / "models" / "tiny", only={"qwen3"})["qwen3"]) as engine:
         yield engine
 
 
 @pytest_asyncio.fixture(scope="module")
 async def scripted():
     path = build_all(REPO_ROOT / "models" / "tiny", only={"reasoning"})["reasoning"]
-    async for engine in serve("scripted", path):
+    async with serve("scripted", path) as engine:
         yield engine
 
 

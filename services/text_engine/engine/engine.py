@@ -3,6 +3,7 @@
 `start()` loads the model (through the shared ModelLifecycle) and starts the batcher; `generate()` admits
 requests FIFO up to `max_num_seqs`, streams their text, and aborts them in the batcher when the caller
 goes away; a watchdog restarts a batching loop that died, failing only the requests it held.
+`count_tokens()` builds a request's prompt as `generate()` does, without the model's weights.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from services.common.hub_download import fetch_checkpoint
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import EngineMetrics, ModelSnapshot
 
-from .admission import prepare_request
+from .admission import build_prompt, prepare_request
 from .backends import load_model, new_token_source, restarts_in_place
 from .loader import LoadedModel
 from .logprobs import LogprobFormatter
@@ -55,6 +56,17 @@ class TextRuntime:
     parser: ParserSpec
     grammars: GrammarCompiler
     logprobs: LogprobFormatter
+
+
+@dataclass(frozen=True)
+class Prompting:
+    """What building a prompt needs, and nothing that holds the weights: the last load's tokenizer, config and
+    image processor (`loaded.model` is None), its output parsing and its image batches' KV tokens. Kept across an
+    idle unload, so counting tokens never loads the model."""
+
+    loaded: LoadedModel
+    parser: ParserSpec
+    image_capacity: int
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,7 @@ class InferenceEngine:
         self._deaths: list[float] = []
         # The defaults of the last load, so GetModelInfo still shows them while the model is unloaded.
         self._last_sampling: ResolvedSampling | None = None
+        self._prompting: Prompting | None = None  # the last load's, for count_tokens (set by _build)
 
     async def start(self) -> None:
         """Load the model and start watching the batching loop."""
@@ -168,6 +181,7 @@ class InferenceEngine:
                      "(half of mem); text requests keep continuous batching", entry.name, loaded.family.name,
                      params.max_num_seqs, batcher.image_capacity_tokens)  # fmt: skip
         grammars = GrammarCompiler(loaded.tokenizer, loaded.text_config.vocab_size, loaded.eos_token_ids)
+        self._prompting = Prompting(dataclasses.replace(loaded, model=None), parser, batcher.image_capacity_tokens)
         return TextRuntime(loaded, batcher, parser, grammars, LogprobFormatter(loaded.tokenizer))
 
     def _new_batcher(self, loaded: LoadedModel) -> TokenSource:
@@ -275,6 +289,21 @@ class InferenceEngine:
                     self._running -= 1
             finally:
                 self._slots.release()
+
+    async def count_tokens(self, request: GenerationRequest) -> int:
+        """The prompt tokens `generate()` would count for `request` (its `Accepted.prompt_tokens`), through the
+        same `build_prompt`, with no admission: no queue, no slot, no context or KV check. It uses the last load's
+        tokenizer, so an idle-unloaded model stays unloaded; before the first load has finished, it waits for it
+        (and fails as `generate()` would when it cannot load). Raises our errors for a request `generate()` would
+        refuse for its content."""
+        prompting = self._prompting
+        if prompting is None:
+            async with self.lifecycle.use():
+                prompting = self._prompting
+            assert prompting is not None
+        prompt = await asyncio.to_thread(build_prompt, request, prompting.loaded, self.entry, prompting.parser,
+                                         prompting.image_capacity)  # fmt: skip
+        return len(prompt.ids)
 
     def abort_all(self, reason: str) -> None:
         """End every running request with UNAVAILABLE (the drain grace is over)."""
