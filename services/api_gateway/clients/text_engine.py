@@ -9,6 +9,7 @@ from typing import Protocol
 
 import grpc
 
+from services.common.errors import EngineUnavailableError
 from services.common.grpc_server import REQUEST_ID_KEY
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 
@@ -93,6 +94,18 @@ class OutputOptions:
 
 
 @dataclass(frozen=True)
+class RawPrompt:
+    """A prompt sent as it is, instead of a conversation (legacy /v1/completions): `text` (the engine tokenizes it
+    with the tokenizer's defaults) or `token_ids` (used as given), not both; a `suffix` asks for fill-in-the-middle
+    (models with FIM tokens only). The engine applies no chat template and parses no reasoning or tool calls out of
+    the answer: it is all `TextDelta`s."""
+
+    text: str = ""
+    token_ids: tuple[int, ...] = ()
+    suffix: str = ""
+
+
+@dataclass(frozen=True)
 class Accepted:
     """The engine admitted the request (always its first event): the HTTP response may start."""
 
@@ -168,8 +181,12 @@ class TextEngine(Protocol):
     model: str
 
     def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                 timeout: float | None, options: OutputOptions = OutputOptions(),
-                 affinity_key: str = "") -> AsyncIterator[EngineEvent]: ...  # fmt: skip
+                 timeout: float | None, options: OutputOptions = OutputOptions(), affinity_key: str = "",
+                 prompt: RawPrompt | None = None) -> AsyncIterator[EngineEvent]: ...  # fmt: skip
+
+    async def count_tokens(self, messages: Sequence[ChatTurn], options: OutputOptions = OutputOptions(), *,
+                           prompt: RawPrompt | None = None, request_id: str, timeout: float | None,
+                           affinity_key: str = "") -> int: ...  # fmt: skip
 
     async def model_info(self, timeout: float) -> EngineModelInfo: ...
 
@@ -185,13 +202,14 @@ class TextEngineClient(EngineClient):
         super().__init__(routing, model, text_engine_pb2_grpc.TextEngineStub)
 
     async def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                       timeout: float | None, options: OutputOptions = OutputOptions(),
-                       affinity_key: str = "") -> AsyncIterator[EngineEvent]:  # fmt: skip
+                       timeout: float | None, options: OutputOptions = OutputOptions(), affinity_key: str = "",
+                       prompt: RawPrompt | None = None) -> AsyncIterator[EngineEvent]:  # fmt: skip
         """Stream the engine's events: `Accepted`, deltas, then one `Finished`. Closing the iterator (aclose,
         or the consuming task being cancelled) cancels the call, so the engine frees the slot. gRPC
         failures are raised as `services.common.errors` classes. `affinity_key` names the conversation, for
-        `routing.text: affinity` (its replica keeps the history in its prefix cache)."""
-        request = to_request(self.model, messages, params, options, request_id)
+        `routing.text: affinity` (its replica keeps the history in its prefix cache). With `prompt`, `messages`
+        is empty and the engine completes the raw prompt (no tools: the engine refuses them)."""
+        request = to_request(self.model, messages, params, options, request_id, prompt)
         metadata = ((REQUEST_ID_KEY, request_id),)
         responses = self.routed(affinity_key, lambda stub, left: stub.Generate(request, timeout=left, metadata=metadata),
                                 timeout)  # fmt: skip
@@ -200,6 +218,38 @@ class TextEngineClient(EngineClient):
                 event = to_event(response)
                 if event is not None:
                     yield event
+
+    async def count_tokens(self, messages: Sequence[ChatTurn], options: OutputOptions = OutputOptions(), *,
+                           prompt: RawPrompt | None = None, request_id: str, timeout: float | None,
+                           affinity_key: str = "") -> int:  # fmt: skip
+        """The prompt tokens `generate` would be accepted with for the same messages, tools and raw prompt (the
+        engine's chat template and tokenizer; nothing generated, an idle-unloaded model not loaded). Routed and
+        failed over as `generate` is; errors are generate's (NotFound, InvalidRequest...)."""
+        request = to_request(self.model, messages, GenerationParams(), options, request_id, prompt)
+        metadata = ((REQUEST_ID_KEY, request_id),)
+
+        def start(stub, left: float | None) -> _Unary:
+            return _Unary(stub.CountTokens(request, timeout=left, metadata=metadata))
+
+        answers = self.routed(affinity_key, start, timeout)
+        async with aclosing(answers):
+            async for answer in answers:
+                return answer.prompt_tokens
+        raise EngineUnavailableError("The engine ended CountTokens without an answer")
+
+
+class _Unary:
+    """A unary call in the shape `EngineClient.attempt` takes a streaming one: iterated for its one answer, and
+    cancellable (a cancelled count ends like a cancelled stream)."""
+
+    def __init__(self, call: grpc.aio.UnaryUnaryCall) -> None:
+        self._call = call
+
+    def cancel(self) -> bool:
+        return self._call.cancel()
+
+    async def __aiter__(self):
+        yield await self._call
 
 
 def to_event(response: pb.GenerateResponse) -> EngineEvent | None:
@@ -228,8 +278,8 @@ def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:
 
 
 def to_request(model: str, messages: Sequence[ChatTurn], params: GenerationParams, options: OutputOptions,
-               request_id: str) -> pb.GenerateRequest:  # fmt: skip
-    """The GenerateRequest of one engine call."""
+               request_id: str, prompt: RawPrompt | None = None) -> pb.GenerateRequest:  # fmt: skip
+    """The GenerateRequest of one engine call (of Generate or CountTokens)."""
     # Mapped by name: a new parameter is a field of GenerationParams and of the proto, nothing here.
     sampling = pb.SamplingParams(**{f.name: getattr(params, f.name) for f in fields(GenerationParams)
                                     if getattr(params, f.name) is not None})  # fmt: skip
@@ -244,6 +294,8 @@ def to_request(model: str, messages: Sequence[ChatTurn], params: GenerationParam
         request.response_format.CopyFrom(pb.ResponseFormat(
             type=pb.ResponseFormat.Type.Value(f"RESPONSE_FORMAT_{options.response_format.upper()}"),
             schema=options.schema, name=options.schema_name))  # fmt: skip
+    if prompt is not None:
+        request.prompt.CopyFrom(pb.RawPrompt(text=prompt.text, token_ids=prompt.token_ids, suffix=prompt.suffix))
     return request
 
 

@@ -14,14 +14,15 @@ from services.api_gateway.clients.text_engine import (
     Finished,
     GenerationParams,
     OutputOptions,
+    RawPrompt,
     ReasoningDelta,
     TextDelta,  # fmt: skip
 )
 from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.serving.core import GenerationCore
-from services.api_gateway.serving.protocols.chat import ChatCompletions
 from services.api_gateway.serving.image_policy import ImagePolicies
 from services.api_gateway.serving.images import ImageLoader
+from services.api_gateway.serving.protocols.chat import ChatCompletions
 from services.api_gateway.serving.registry import EngineRegistry
 from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
 from services.api_gateway.serving.vision_status import VisionBackend
@@ -35,7 +36,7 @@ VISION = "qwen2-vl-7b"
 
 @dataclass
 class Call:
-    """One generate() call as the fake saw it."""
+    """One generate() (or count_tokens()) call as the fake saw it."""
 
     messages: list[ChatTurn]
     params: GenerationParams
@@ -44,25 +45,38 @@ class Call:
     options: OutputOptions = OutputOptions()
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     affinity_key: str = ""  # the conversation key the serving layer routed the call by
+    prompt: RawPrompt | None = None  # a raw prompt (legacy completions) instead of messages
 
 
 class FakeTextEngine:
     """Replays `script` (events, or an exception to raise at that point) for every call; with `scripts`, the
-    i-th call replays scripts[i] (n > 1: each choice its own answer)."""
+    i-th call replays scripts[i] (n > 1: each choice its own answer). count_tokens() answers `prompt_tokens`
+    (or raises it when it is an exception) and records its call in `counts`."""
 
     def __init__(self, model: str, script: Sequence = (), *, health: str = "SERVING",
-                 scripts: Sequence[Sequence] = ()) -> None:  # fmt: skip
+                 scripts: Sequence[Sequence] = (), prompt_tokens: int | BaseException = 7) -> None:  # fmt: skip
         self.model = model
         self.script = list(script)
         self.scripts = [list(s) for s in scripts]
         self.status = health
+        self.prompt_tokens = prompt_tokens
         self.calls: list[Call] = []
+        self.counts: list[Call] = []
 
-    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions(), affinity_key=""):
-        call = Call(list(messages), params, request_id, timeout, options, affinity_key=affinity_key)
+    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions(), affinity_key="",
+                 prompt=None):  # fmt: skip
+        call = Call(list(messages), params, request_id, timeout, options, affinity_key=affinity_key, prompt=prompt)
         script = self.scripts[len(self.calls)] if self.scripts else self.script
         self.calls.append(call)
         return self._replay(call, script)
+
+    async def count_tokens(self, messages, options=OutputOptions(), *, prompt=None, request_id, timeout,
+                           affinity_key="") -> int:  # fmt: skip
+        self.counts.append(Call(list(messages), GenerationParams(), request_id, timeout, options,
+                                affinity_key=affinity_key, prompt=prompt))  # fmt: skip
+        if isinstance(self.prompt_tokens, BaseException):
+            raise self.prompt_tokens
+        return self.prompt_tokens
 
     @staticmethod
     async def _replay(call: Call, script: list):

@@ -1,18 +1,25 @@
-"""clients/text_engine.py: GenerationParams, OutputOptions and ChatTurns to the proto by name (dicts to
-maps, tuples to repeated fields), and the engine's stream messages back to events."""
+"""clients/text_engine.py: GenerationParams, OutputOptions, ChatTurns and RawPrompts to the proto by name (dicts to
+maps, tuples to repeated fields), the engine's stream messages back to events, and count_tokens over real grpc.aio
+servers on loopback (port 0), routed and failed over as generate is."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 
+import grpc
 import pytest
 
+from services.api_gateway.clients.channels import open_replica_channel
+from services.api_gateway.clients.replicas import ReplicaSet
+from services.api_gateway.clients.routing import AffinityRouting
 from services.api_gateway.clients.text_engine import (
     ChatTurn,
     Finished,
     GenerationParams,
     OutputOptions,
+    RawPrompt,
     TextDelta,
+    TextEngineClient,
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
@@ -21,7 +28,8 @@ from services.api_gateway.clients.text_engine import (
     to_event,  # fmt: skip
     to_request,
 )
-from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
+from services.common.errors import InvalidRequestError, ModelNotFoundError
+from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 
 
 def test_every_generation_parameter_is_a_sampling_field_of_the_proto():
@@ -84,3 +92,90 @@ def test_stream_messages_become_events():
                                                     usage=pb.Usage(prompt_tokens=3, completion_tokens=4)))  # fmt: skip
     assert to_event(done) == Finished("tool_calls", 3, 4)
     assert to_event(pb.GenerateResponse()) is None
+
+
+def test_a_raw_prompt_maps_to_the_request_and_no_prompt_leaves_it_unset():
+    request = to_request("m", [], GenerationParams(max_tokens=4), OutputOptions(), "r",
+                         RawPrompt("def f(", suffix="    return 1"))  # fmt: skip
+    assert (request.prompt.text, list(request.prompt.token_ids), request.prompt.suffix) == (
+        "def f(",
+        [],
+        "    return 1",
+    )
+    assert not request.messages and request.sampling.max_tokens == 4
+    by_ids = to_request("m", [], GenerationParams(), OutputOptions(), "r", RawPrompt(token_ids=(1, 2, 3)))
+    assert list(by_ids.prompt.token_ids) == [1, 2, 3] and by_ids.prompt.text == ""
+    assert not to_request("m", [ChatTurn("user", "hi")], GenerationParams(), OutputOptions(), "r").HasField("prompt")
+
+
+class CountingEngine(text_engine_pb2_grpc.TextEngineServicer):
+    """An engine that counts the characters of what it is sent, records it, and refuses as `mode` says."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"  # ok | refuse (UNAVAILABLE: draining) | unknown (NOT_FOUND) | bad (INVALID_ARGUMENT)
+        self.requests: list[tuple[pb.GenerateRequest, str]] = []
+
+    async def CountTokens(self, request, context):  # noqa: N802 - the gRPC method's name
+        self.requests.append((request, dict(context.invocation_metadata())["x-request-id"]))
+        if self.mode == "refuse":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "draining")
+        if self.mode == "unknown":
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"The model '{request.model}' does not exist")
+        if self.mode == "bad":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tools need messages")
+        text = (
+            request.prompt.text + "".join(m.content for m in request.messages) + "".join(t.name for t in request.tools)
+        )
+        return pb.CountTokensResponse(prompt_tokens=len(text) + len(request.prompt.token_ids))
+
+
+@pytest.fixture
+async def counters():
+    engines, servers = {}, []
+    for _ in range(2):
+        engine, server = CountingEngine(), grpc.aio.server()
+        text_engine_pb2_grpc.add_TextEngineServicer_to_server(engine, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        engines[f"127.0.0.1:{port}"] = engine
+        servers.append(server)
+    yield engines
+    for server in servers:
+        await server.stop(None)
+
+
+async def test_count_tokens_sends_the_request_generate_would_and_returns_the_count(counters):
+    address, engine = next(iter(counters.items()))
+    async with grpc.aio.insecure_channel(address) as channel:
+        client = TextEngineClient(channel, "m")
+        options = OutputOptions(tools=(ToolSpec("lookup"),), tool_choice="required")
+        assert await client.count_tokens([ChatTurn("user", "hello")], options, request_id="req-1", timeout=5) == 11
+        assert await client.count_tokens([], prompt=RawPrompt(token_ids=(7, 8)), request_id="req-2", timeout=5) == 2
+        (chat, chat_id), (raw, raw_id) = engine.requests
+        assert chat == to_request("m", [ChatTurn("user", "hello")], GenerationParams(), options, "req-1")
+        assert raw == to_request("m", [], GenerationParams(), OutputOptions(), "req-2", RawPrompt(token_ids=(7, 8)))
+        assert (chat_id, raw_id) == ("req-1", "req-2")
+        engine.mode = "unknown"
+        with pytest.raises(ModelNotFoundError):
+            await client.count_tokens([], prompt=RawPrompt("hi"), request_id="r", timeout=5)
+        engine.mode = "bad"
+        with pytest.raises(InvalidRequestError, match="tools need messages"):
+            await client.count_tokens([], prompt=RawPrompt("hi"), request_id="r", timeout=5)
+
+
+async def test_count_tokens_goes_to_the_keys_owner_and_fails_over_when_it_refuses(counters):
+    replica_set = ReplicaSet("m", "ipv4:" + ",".join(counters), lambda address, name: open_replica_channel(address))
+    routing = AffinityRouting(replica_set)
+    await routing.start()
+    try:
+        client = TextEngineClient(routing, "m")
+        owner, next_owner = routing.replicas.ring.owners("user:alice")[:2]
+        assert await client.count_tokens([], prompt=RawPrompt("four"), request_id="r", timeout=5,
+                                         affinity_key="user:alice") == 4  # fmt: skip
+        assert (len(counters[owner].requests), len(counters[next_owner].requests)) == (1, 0)
+        counters[owner].mode = "refuse"
+        assert await client.count_tokens([], prompt=RawPrompt("four"), request_id="r", timeout=5,
+                                         affinity_key="user:alice") == 4  # fmt: skip
+        assert (len(counters[owner].requests), len(counters[next_owner].requests)) == (2, 1)
+    finally:
+        await routing.close()
