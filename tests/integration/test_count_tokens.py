@@ -18,6 +18,7 @@ from services.common.engine_server import EngineOptions
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
 from services.model_builder import build_all
 from services.text_engine.server import TextEngineServer
+from tests.support.images import png
 from tests.support.models_yaml import ModelsYaml
 from tests.support.processes import REPO_ROOT
 
@@ -27,8 +28,13 @@ WEATHER = pb.Tool(name="get_weather", description="The weather in a city",
 
 
 @asynccontextmanager
-async def serve(name: str, path, *, idle_unload_secs: int = 300, **fields):
-    entry = parse_models_config(ModelsYaml().text(name, local_path=path, params=PARAMS, **fields).to_dict()).models[0]
+async def serve(name: str, path, *, idle_unload_secs: int = 300, native: bool = False, **fields):
+    config = (
+        ModelsYaml().native(name, local_path=path, params=PARAMS)
+        if native
+        else ModelsYaml().text(name, local_path=path, params=PARAMS, **fields)
+    )
+    entry = parse_models_config(config.to_dict()).models[0]
     server = TextEngineServer(entry, EngineOptions(device="cpu"), idle_unload_secs=idle_unload_secs)
     await server.start()
     channel = grpc.aio.insecure_channel(server.address)
@@ -88,6 +94,23 @@ async def test_a_raw_prompt_counts_what_generate_accepts(qwen3):
                    pb.RawPrompt(text="def add(a, b):\n    return", suffix="\nprint(add(1, 2))")):  # fmt: skip
         request = pb.GenerateRequest(model="qwen3-tiny", prompt=prompt, sampling=pb.SamplingParams(max_tokens=1))
         assert await count(qwen3, request) == await accepted_tokens(qwen3, request) > 0
+
+
+async def test_a_natively_seeing_model_counts_the_image_tokens_generate_accepts(tiny_models):
+    """Qwen2-VL served with `vision_mode: native`: each image's tokens (by its size and detail) are in the count."""
+    async with serve("qwen2-vl", tiny_models["vision"], native=True) as stub:
+
+        def request(*images: bytes, detail=common_pb2.DETAIL_AUTO) -> pb.GenerateRequest:
+            parts = [pb.ContentPart(text="What is in this picture?")]
+            parts += [pb.ContentPart(image=common_pb2.ImageInput(data=d, mime_type="image/png", detail=detail))
+                      for d in images]  # fmt: skip
+            return pb.GenerateRequest(model="qwen2-vl", messages=[pb.ChatMessage(role="user", parts=parts)],
+                                      sampling=pb.SamplingParams(max_tokens=1))  # fmt: skip
+
+        text_only = await count(stub, request())
+        for req in (request(png(size=(96, 64))), request(png(size=(160, 120)), png(), detail=common_pb2.DETAIL_LOW)):
+            tokens = await count(stub, req)
+            assert tokens == await accepted_tokens(stub, req) > text_only + 4
 
 
 async def test_errors_are_generates(ministral):
