@@ -241,6 +241,14 @@ class GenerationCore:
             await calls.aclose()
         return Outcome(answers, [finished[i] for i in range(plan.n)], self._proxy_vision(plan))
 
+    async def count_tokens(self, plan: Plan, request_id: str) -> int:
+        """The prompt tokens the planned conversation would be accepted with, as its `Finished.prompt_tokens` would
+        say: its images are described first, as for a real request (the vision engine caches the captions, so the
+        request that usually follows a count does not describe them again)."""
+        turns = await self._turns(plan, request_id)
+        return await plan.client.count_tokens(turns, plan.conversation.options, request_id=request_id,
+                                              timeout=plan.timeout, affinity_key=plan.affinity_key)  # fmt: skip
+
     async def stream(self, plan: Plan, request_id: str) -> LiveGeneration:
         """The live events. Text-only: first waits for the engine to accept the request (raising its refusal)."""
         if plan.images is not None:
