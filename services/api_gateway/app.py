@@ -21,11 +21,12 @@ from .media.fetcher import ImageFetcher
 from .metrics import GatewayMetrics
 from .middleware import RequestIdMiddleware
 from .openapi import install_openapi
-from .routers import chat, health, metrics as metrics_router, models, ui
+from .routers import chat, health, metrics as metrics_router, models, responses, ui
 from .serving.core import GenerationCore
 from .serving.image_policy import ImagePolicies
 from .serving.images import ImageLoader
 from .serving.registry import EngineRegistry
+from .serving.response_store import open_response_store
 from .serving.vision_rewrite import ProxyVisionRewriter
 from .serving.vision_status import VisionBackend
 from .state import Drain, GatewayState
@@ -62,7 +63,8 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, timeout))
         core = GenerationCore(registry, images, timeout, metrics=metrics, max_n=config.gateway.max_n,
                               show_captions=config.gateway.show_captions)  # fmt: skip
-        app.state.gateway = GatewayState(config, registry, core, backend, int(time.time()), metrics, drain)
+        store = open_response_store(config)
+        app.state.gateway = GatewayState(config, registry, core, backend, int(time.time()), metrics, drain, store)
         await backend.start()
         log.info(
             "Gateway ready: text models %s, default %s", [m.name for m in config.text_models], config.default_model_name
@@ -72,6 +74,7 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         finally:
             await backend.stop()
             await image_fetcher.aclose()
+            await store.aclose()
             for routing in routings.values():
                 await routing.close()
 
@@ -87,6 +90,7 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
     key_policy = install_api_keys(app, config.gateway)  # before RequestIdMiddleware: a 401 gets its id and access line
     install_openapi(app, key_policy=key_policy)
     app.include_router(chat.router)
+    app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)

@@ -9,7 +9,9 @@ from services.common.config import ModelsConfig
 from .metrics import GatewayMetrics
 from .serving.core import GenerationCore
 from .serving.protocols.chat import ChatCompletions
+from .serving.protocols.responses import Responses
 from .serving.registry import EngineRegistry
+from .serving.response_store import MemoryResponseStore, ResponseStore
 from .serving.vision_status import VisionBackend
 
 
@@ -33,5 +35,9 @@ class GatewayState:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     drain: Drain = field(default_factory=Drain)
 
+    store: ResponseStore | None = None  # stored responses; None: in this gateway's memory
+
     def __post_init__(self) -> None:
         self.chat = ChatCompletions(self.core, self.config.gateway.reasoning_field)
+        self.store = self.store or MemoryResponseStore(self.config.gateway.responses)
+        self.responses = Responses(self.core, self.store, self.config.gateway.show_captions)

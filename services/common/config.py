@@ -367,6 +367,21 @@ class RoutingSettings(_Strict):
     )
 
 
+class ResponseStoreSettings(_Strict):
+    """Stored responses of the Responses API (`store: true`, the default, and `previous_response_id`).
+
+    In the gateway's memory by default: bounded by `max_entries` (the oldest go first) and `ttl_secs`, and a
+    follow-up must reach the same gateway replica. With `vision_proxy.shared_cache` configured (the chart's shared
+    Redis), they live in that Redis under `key_prefix` with the same TTL, so a follow-up may land on any replica."""
+
+    ttl_secs: int = Field(24 * 3600, gt=0, description="Seconds a stored response can be retrieved or continued.")
+    max_entries: int = Field(10_000, gt=0, description="Most responses kept in memory (the oldest are dropped).")
+    max_bytes: int = Field(
+        4 * 1024 * 1024, gt=0, description="Largest stored response (its conversation included); larger: not stored."
+    )
+    key_prefix: str = Field("proxyvision:response:", description="Prefix of every key the Redis store writes.")
+
+
 class GatewaySettings(_Strict):
     """Settings of the API gateway."""
 
@@ -381,6 +396,7 @@ class GatewaySettings(_Strict):
     images: ImageLimits = ImageLimits()
     limits: RequestLimits = RequestLimits()
     routing: RoutingSettings = RoutingSettings()
+    responses: ResponseStoreSettings = ResponseStoreSettings()
     show_captions: bool = Field(
         True,
         description="Answers to requests with proxied images carry `proxy_vision: {images: [{message, index, caption, "

@@ -57,12 +57,18 @@ class ContextLengthExceededError(InvalidRequestError):
     default_code = "context_length_exceeded"
 
 
-class ModelNotFoundError(ProxyVisionError):
-    """The requested model is not served here."""
+class NotFoundError(ProxyVisionError):
+    """What the request names does not exist here (a stored response, a route)."""
 
     grpc_status = grpc.StatusCode.NOT_FOUND
     http_status = 404
     error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    """The requested model is not served here."""
+
     default_code = "model_not_found"
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from services.common.errors import RequestCancelledError, ShuttingDownError
+from services.common.errors import ShuttingDownError
 
 from ..dependencies import get_state, request_id
 from ..openapi import error_responses
 from ..schemas.chat import ChatCompletion, ChatCompletionRequest
 from ..serving.sse import EventStreamResponse
 from ..state import GatewayState
+from .generation import client_timeout, unless_disconnected
 
 router = APIRouter(tags=["chat"])
 
@@ -34,8 +31,6 @@ _RESPONSES = {
           "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
     **error_responses(400, 404, 413, 500, 503, 504),
 }  # fmt: skip
-DISCONNECT_POLL_SECS = 0.5
-T = TypeVar("T")
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=_RESPONSES)
@@ -50,39 +45,8 @@ async def create_chat_completion(
     request.state.model = plan.entry.name  # for the request metrics
     if body.stream:
         # Until the engine accepts (it may queue the request), nothing is sent: watch the client meanwhile.
-        frames = await _unless_disconnected(request, state.chat.stream(plan, rid))
+        frames = await unless_disconnected(request, state.chat.stream(plan, rid))
         return EventStreamResponse(frames)
     # Sent as built: the body is already the OpenAI shape, and re-validating it against the response model
     # (documentation) would drop what the model does not spell out.
-    return JSONResponse(await _unless_disconnected(request, state.chat.complete(plan, rid)))
-
-
-def client_timeout(request: Request) -> float | None:
-    """The timeout the official OpenAI SDKs announce (`X-Stainless-Timeout`, seconds), if any and sane."""
-    try:
-        value = float(request.headers.get("x-stainless-timeout", ""))
-    except ValueError:
-        return None
-    return value if 0 < value < float("inf") else None
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Run `work`, cancelling it (and so the engine call) if the client goes away first.
-
-    The 499 that follows is never read by anyone; it keeps the access log honest and spares the
-    server a CancelledError traceback."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECS)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                (late,) = await asyncio.gather(task, return_exceptions=True)
-                if hasattr(late, "aclose"):  # the stream was ready just as the client left
-                    await late.aclose()
-                raise RequestCancelledError("The client closed the connection")
-    finally:
-        if not task.done():
-            task.cancel()
+    return JSONResponse(await unless_disconnected(request, state.chat.complete(plan, rid)))
