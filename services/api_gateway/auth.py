@@ -1,4 +1,5 @@
-"""API keys: with keys configured, every `/v1` request must carry `Authorization: Bearer <key>`.
+"""API keys: with keys configured, every `/v1` request must carry `Authorization: Bearer <key>` (or, as Anthropic's
+clients send it, `x-api-key: <key>`). A refusal under /v1/messages is in Anthropic's error shape (errors.py).
 
 An ASGI middleware rather than a FastAPI dependency, because:
 - it guards a path prefix, so a `/v1` route added later is covered without anyone remembering a
@@ -36,6 +37,8 @@ from fastapi import FastAPI
 from services.common.config import ConfigError, GatewaySettings, api_key_problem
 from services.common.errors import ProxyVisionError
 
+from .errors import app_path, error_body
+
 log = logging.getLogger(__name__)
 
 PROTECTED_PREFIX = "/v1"
@@ -61,7 +64,7 @@ class MissingKeyError(AuthenticationError):
 
 # OpenAI echoes part of a wrong key; we never do.
 MISSING_KEY = MissingKeyError("You didn't provide an API key. This server needs one in an Authorization header "
-                              "using Bearer auth (Authorization: Bearer YOUR_KEY).")  # fmt: skip
+                              "using Bearer auth (Authorization: Bearer YOUR_KEY), or in an x-api-key header.")  # fmt: skip
 MALFORMED_HEADER = AuthenticationError("The Authorization header must be 'Bearer YOUR_KEY'.")
 INCORRECT_KEY = AuthenticationError("Incorrect API key provided. Ask the operator of this server for a valid key.")
 
@@ -197,8 +200,21 @@ def bearer_token(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def presented_key(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """The key a request presents: its Bearer token, else its `x-api-key` header (Anthropic's SDKs and Claude
+    Code send that one); otherwise what `bearer_token` says ("" for another scheme, None without the header)."""
+    token = bearer_token(headers)
+    if token:
+        return token
+    for name, value in headers:
+        if name.lower() == b"x-api-key" and (key := value.decode("latin-1").strip()):
+            return key
+    return token
+
+
 class ApiKeyMiddleware:
-    """Answers 401 (OpenAI's shape) to a guarded request without an accepted key; passes everything else."""
+    """Answers 401 (OpenAI's shape; Anthropic's under /v1/messages) to a guarded request without an accepted key;
+    passes everything else."""
 
     def __init__(self, app, keys: ApiKeys, policy: KeyPolicy) -> None:
         self.app = app
@@ -206,10 +222,11 @@ class ApiKeyMiddleware:
         self._policy = policy
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] not in ("http", "websocket") or not self._policy.guards(_app_path(scope)):
+        path = app_path(scope)
+        if scope["type"] not in ("http", "websocket") or not self._policy.guards(path):
             await self.app(scope, receive, send)
             return
-        token = bearer_token(scope["headers"])
+        token = presented_key(scope["headers"])
         if token is None:
             refusal = MISSING_KEY
         elif not token:
@@ -222,17 +239,12 @@ class ApiKeyMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})  # policy violation; we serve no websockets anyway
             return
-        body = json.dumps(refusal.to_openai()).encode()
-        await send({"type": "http.response.start", "status": refusal.http_status,
+        status, payload = error_body(refusal, path)
+        body = json.dumps(payload).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"www-authenticate", b'Bearer realm="proxyvision"')]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})
-
-
-def _app_path(scope) -> str:
-    # Behind a proxy that sets root_path, scope["path"] carries the prefix; the routes do not.
-    path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def install_api_keys(app: FastAPI, settings: GatewaySettings) -> KeyPolicy | None:

@@ -126,8 +126,9 @@ async def test_the_openapi_document_declares_the_bearer_scheme_and_the_401():
     assert {path for path, _ in v1} >= {"/v1/chat/completions", "/v1/models", "/v1/models/{model_id}"}
     for path, operation in v1:
         assert operation["security"] == [{"ApiKey": []}], path
+        shape = "AnthropicErrorResponse" if path.startswith("/v1/messages") else "ErrorResponse"  # Anthropic's clients
         assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/ErrorResponse"
+            "$ref": f"#/components/schemas/{shape}"
         }
     assert "security" not in doc["paths"]["/health"]["get"] and "401" not in doc["paths"]["/health"]["get"]["responses"]
 
