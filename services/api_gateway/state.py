@@ -8,6 +8,7 @@ from services.common.config import ModelsConfig
 
 from .metrics import GatewayMetrics
 from .serving.core import GenerationCore
+from .serving.protocols.anthropic import AnthropicMessages
 from .serving.protocols.chat import ChatCompletions
 from .serving.protocols.responses import Responses
 from .serving.registry import EngineRegistry
@@ -39,5 +40,6 @@ class GatewayState:
 
     def __post_init__(self) -> None:
         self.chat = ChatCompletions(self.core, self.config.gateway.reasoning_field)
+        self.messages = AnthropicMessages(self.core)
         self.store = self.store or MemoryResponseStore(self.config.gateway.responses)
         self.responses = Responses(self.core, self.store, self.config.gateway.show_captions)
