@@ -1,6 +1,7 @@
 """tool_choice required/named: random-logit decoding through the real grammar compiler's masks yields output
 that the model's own tool parser reads as valid calls (names from the tools, arguments valid against their
-schemas, one call unless parallel); and validate_tools refuses what a model cannot serve, naming the field."""
+schemas, one call unless `required` with parallel calls); and validate_tools refuses what a model cannot serve,
+naming the field."""
 
 from __future__ import annotations
 
@@ -86,16 +87,19 @@ def parsed(fmt, tokens):
 def test_random_decoding_under_the_grammar_gives_valid_calls(fmt, choice, parallel):
     _, spec, compiler = model(fmt)
     grammar = tool_call_grammar(spec, TOOLS, choice, parallel)
+    several = parallel and choice.mode is ToolChoiceMode.REQUIRED
     counts = set()
-    for seed in range(6):
+    # With parallel calls a random walk may end after any call (Hermes: after its newline too), so it takes
+    # more walks to see several calls.
+    for seed in range(12 if several else 6):
         answer, calls = parsed(fmt, random_walk(compiler, grammar, seed))
         assert answer.strip() == "" and calls
-        assert parallel or len(calls) == 1
         counts.add(len(calls))
         for call in calls:
             assert call["name"] in (SCHEMAS if choice.mode is ToolChoiceMode.REQUIRED else [choice.name])
             jsonschema.validate(json.loads(call["arguments"]), SCHEMAS[call["name"]])
-    assert counts == {1} if not parallel else max(counts) > 1  # parallel: one or more calls
+    # `required` with parallel calls: one or more; otherwise one (a named choice is one call, as OpenAI's).
+    assert max(counts) > 1 if several else counts == {1}
 
 
 def test_the_grammar_rejects_another_tool_and_invalid_arguments():
