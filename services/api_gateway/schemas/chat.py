@@ -16,15 +16,10 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from services.common.config import SamplingDefaults
-
 from ..limits import active_limits, check_chat_limits
 from .json_values import check_json_values
+from .sampling import UINT32, SamplingFields
 from .tools import NamedToolChoice, ResponseFormat, Tool, ToolCall, ToolChoice
-
-MAX_LOGIT_BIAS = 300  # entries, as OpenAI
-INT32 = 2**31
-UINT32 = 2**32  # the proto's token counts and top_k are uint32: larger values could not be sent
 
 
 def _parsable_url(url: str) -> str:
@@ -145,16 +140,7 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-def _sampling_bounds(name: str) -> dict[str, float]:
-    """The bounds models.yaml validates the default of `name` with: one definition for both."""
-    return {k: getattr(m, k) for m in SamplingDefaults.model_fields[name].metadata for k in ("gt", "ge", "lt", "le")
-            if hasattr(m, k)}  # fmt: skip
-
-
-TokenId = Annotated[int, Field(ge=0, lt=INT32)]
-
-
-class ChatCompletionRequest(_Lenient):
+class ChatCompletionRequest(SamplingFields):
     """`POST /v1/chat/completions` body."""
 
     model: str = Field(min_length=1)
@@ -165,22 +151,8 @@ class ChatCompletionRequest(_Lenient):
     max_completion_tokens: int | None = Field(
         None, ge=1, lt=UINT32, description="At most gateway.limits.max_completion_tokens."
     )
-    temperature: float | None = Field(None, **_sampling_bounds("temperature"))
-    top_p: float | None = Field(None, **_sampling_bounds("top_p"))
-    top_k: int | None = Field(None, **_sampling_bounds("top_k"), description="vLLM extra: 0 disables it.")
-    seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="Choice i of n samples with seed + i.")
-    stop: str | list[str] | None = None
-    presence_penalty: float | None = Field(None, **_sampling_bounds("presence_penalty"))
-    frequency_penalty: float | None = Field(None, **_sampling_bounds("frequency_penalty"))
-    repetition_penalty: float | None = Field(None, **_sampling_bounds("repetition_penalty"),
-                                             description="vLLM extra: multiplicative penalty on tokens seen so far; 1 disables it.")  # fmt: skip
-    min_p: float | None = Field(None, **_sampling_bounds("min_p"), description="vLLM extra: 0 disables it.")
     min_tokens: int | None = Field(None, ge=0, lt=UINT32, description="vLLM extra: no end of sequence before this many tokens "
                                    "(at most max_tokens).")  # fmt: skip
-    stop_token_ids: list[TokenId] | None = Field(None, description="vLLM extra: token ids that end the answer.")
-    ignore_eos: bool | None = Field(None, description="vLLM extra: generate up to max_tokens past end of sequence.")
-    logit_bias: dict[str, float] | None = Field(None, description=f"Token id (as a string) -> bias in [-100, 100] "
-                                                f"added to its logit; at most {MAX_LOGIT_BIAS} entries.")  # fmt: skip
     n: int | None = Field(None, ge=1, description="Choices to generate: at most `gateway.max_n` (default 8).")
     user: str | None = None
     logprobs: bool | None = None
@@ -213,33 +185,12 @@ class ChatCompletionRequest(_Lenient):
         check_json_values(data)
         return data
 
-    @field_validator("stop")
-    @classmethod
-    def _at_most_four_stops(cls, value):
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
-        return value
-
     @field_validator("min_tokens")
     @classmethod
     def _min_tokens_within_max(cls, value, info: ValidationInfo):
         limit = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
         if value is not None and limit is not None and value > limit:
             raise ValueError(f"min_tokens ({value}) must not exceed max_tokens ({limit})")
-        return value
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _token_ids_and_biases(cls, value):
-        if value is None:
-            return value
-        if len(value) > MAX_LOGIT_BIAS:
-            raise ValueError(f"at most {MAX_LOGIT_BIAS} entries are allowed")
-        for key, bias in value.items():
-            if not key.isdigit() or int(key) >= INT32:
-                raise ValueError(f"keys must be token ids (non-negative integers as strings), not {key!r}")
-            if not -100 <= bias <= 100:
-                raise ValueError(f"the bias of token {key} must be in [-100, 100], not {bias}")
         return value
 
     @field_validator("top_logprobs")
@@ -274,13 +225,6 @@ class ChatCompletionRequest(_Lenient):
         if value is not None:
             raise ValueError("audio output is not supported")
         return value
-
-    @property
-    def stop_list(self) -> tuple[str, ...]:
-        """`stop` as a tuple of non-empty strings."""
-        if self.stop is None:
-            return ()
-        return tuple(s for s in ([self.stop] if isinstance(self.stop, str) else self.stop) if s)
 
     @property
     def completion_limit(self) -> int | None:

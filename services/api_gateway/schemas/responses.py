@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 from ..limits import active_limits, check_chat_limits
-from .chat import UINT32, ImageAddress, _sampling_bounds
+from .chat import ImageAddress
 from .json_values import check_json_values
+from .sampling import UINT32, SamplingFields
 from .tools import FUNCTION_NAME, JsonSchema
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
@@ -168,7 +169,7 @@ class ReasoningConfig(_Lenient):
     summary: str | None = None
 
 
-class ResponsesRequest(_Lenient):
+class ResponsesRequest(SamplingFields):
     """`POST /v1/responses` body."""
 
     model: str = Field(min_length=1)
@@ -178,8 +179,6 @@ class ResponsesRequest(_Lenient):
     store: bool = Field(True, description="Keep the response for GET and previous_response_id (gateway.responses).")
     stream: bool = False
     max_output_tokens: int | None = Field(None, ge=1, lt=UINT32)
-    temperature: float | None = Field(None, **_sampling_bounds("temperature"))
-    top_p: float | None = Field(None, **_sampling_bounds("top_p"))
     top_logprobs: int | None = Field(None, ge=0, le=20)
     include: list[str] | None = None
     tools: list[FunctionTool] | None = None

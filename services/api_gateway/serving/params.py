@@ -1,12 +1,13 @@
-"""Engine parameters every protocol shares: a tool's spec, and the seed of each of the `n` choices."""
+"""Engine parameters every protocol shares: sampling, a tool's spec, and the seed of each of the `n` choices."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from ..clients.text_engine import GenerationParams, ToolSpec
+from ..schemas.sampling import SamplingFields
 
 TOP_K_MAX = 2**32 - 1
 
@@ -20,6 +21,23 @@ def tool_spec(name: str, description: str | None, parameters: dict[str, Any] | N
 def top_k(value: int | None) -> int | None:
     """Any top_k past the vocabulary keeps every token; past uint32 (the proto's type) it could not be sent."""
     return None if value is None else min(value, TOP_K_MAX)
+
+
+# Sampling fields whose body form differs from the engine's (the rest are taken by name).
+_RENAMED = {
+    "top_k": lambda r: top_k(r.top_k),
+    "stop": lambda r: r.stop_list,
+    "stop_token_ids": lambda r: tuple(r.stop_token_ids or ()),
+    "logit_bias": lambda r: {int(k): v for k, v in r.logit_bias.items()} if r.logit_bias else None,
+}
+
+
+def sampling_params(request: SamplingFields, **protocol_fields) -> GenerationParams:
+    """The engine's parameters from a validated request's sampling fields, field by field; `protocol_fields` are
+    the ones each protocol spells its own way (max_tokens, top_logprobs, min_tokens)."""
+    values = {f.name: _RENAMED[f.name](request) if f.name in _RENAMED else getattr(request, f.name)
+              for f in fields(GenerationParams) if f.name in _RENAMED or f.name in SamplingFields.model_fields}  # fmt: skip
+    return GenerationParams(**values, **protocol_fields)
 
 
 def choice_params(params: GenerationParams, index: int) -> GenerationParams:

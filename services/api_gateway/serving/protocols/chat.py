@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from services.common.config import ModelEntry, ReasoningField
 from services.common.errors import InternalError, ProxyVisionError
@@ -33,26 +33,18 @@ from ...schemas.tools import JsonSchemaFormat, NamedToolChoice
 from .. import chunks, sse
 from ..conversation import Conversation, ImageInput, Message, Part
 from ..core import CaptionsMade, FirstToken, GenerationCore, KeepAlive, LiveGeneration, Output, Plan
-from ..params import tool_spec, top_k
+from ..params import sampling_params, tool_spec
 
 log = logging.getLogger(__name__)
 
-# Request fields whose body name or form differs from the engine's (the rest are taken by name).
-_RENAMED = {
-    "max_tokens": lambda r: r.completion_limit,
-    "top_k": lambda r: top_k(r.top_k),
-    "stop": lambda r: r.stop_list,
-    "stop_token_ids": lambda r: tuple(r.stop_token_ids or ()),
-    "logit_bias": lambda r: {int(k): v for k, v in r.logit_bias.items()} if r.logit_bias else None,
-    # The engine returns logprobs when top_logprobs is set: logprobs true alone means 0 alternatives.
-    "top_logprobs": lambda r: (r.top_logprobs or 0) if r.logprobs else None,
-}
-
 
 def generation_params(request: ChatCompletionRequest) -> GenerationParams:
-    """The engine's sampling parameters from a validated request, field by field."""
-    return GenerationParams(**{f.name: _RENAMED[f.name](request) if f.name in _RENAMED else getattr(request, f.name)
-                               for f in fields(GenerationParams)})  # fmt: skip
+    """The engine's sampling parameters from a validated request."""
+    return sampling_params(
+        request, max_tokens=request.completion_limit, min_tokens=request.min_tokens,
+        # The engine returns logprobs when top_logprobs is set: logprobs true alone means 0 alternatives.
+        top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+    )  # fmt: skip
 
 
 def output_options(request: ChatCompletionRequest) -> OutputOptions:

@@ -25,7 +25,7 @@ from ...schemas.responses import (
     ResponsesRequest,
 )
 from ..conversation import Conversation, ImageInput, Message, Part
-from ..params import tool_spec
+from ..params import sampling_params, tool_spec
 
 
 @dataclass
@@ -116,11 +116,9 @@ def output_options(request: ResponsesRequest) -> OutputOptions:
 
 
 def generation_params(request: ResponsesRequest) -> GenerationParams:
-    """Sampling: the Responses API has fewer knobs than Chat Completions (no stop, seed or penalties)."""
-    return GenerationParams(
-        max_tokens=request.max_output_tokens, temperature=request.temperature, top_p=request.top_p,
-        top_logprobs=(request.top_logprobs or 0) if request.wants_logprobs else None,
-    )  # fmt: skip
+    """Sampling: OpenAI's Responses API has temperature and top_p; the other sampling fields are vLLM's extras."""
+    return sampling_params(request, max_tokens=request.max_output_tokens,
+                           top_logprobs=(request.top_logprobs or 0) if request.wants_logprobs else None)  # fmt: skip
 
 
 def responses_conversation(request: ResponsesRequest, history: list[InputItem]) -> Conversation:
