@@ -42,7 +42,7 @@ class TextEngineServicer(text_engine_pb2_grpc.TextEngineServicer):
             log.info("Generate refused: %s", error.message)
             await abort_with(context, error)
 
-    async def CountTokens(self, request: text_engine_pb2.GenerateRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+    async def CountTokens(self, request: text_engine_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
         """The prompt tokens Generate would count for the same request; errors as Generate's."""
         request_id = bind_request_id(context, request.request_id)
         await ensure_model(context, request.model, self._engine.entry.name)
