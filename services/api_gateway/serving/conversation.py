@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..clients.text_engine import GenerationParams, OutputOptions, ToolCall
+from ..clients.text_engine import GenerationParams, OutputOptions, RawPrompt, ToolCall
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -57,8 +57,10 @@ class Message:
 class Conversation:
     """A protocol-neutral request: what to generate from, how to sample, and what the answer may be.
 
-    `messages_param` is the client's name for the conversation (`messages`, `input`), for errors that name it;
-    `user` identifies an end user's session (routing affinity), when the protocol carries one."""
+    What to generate from is the `messages` (the engine applies the chat template), or a `prompt` sent as it is
+    (legacy completions; `messages` is then empty). `messages_param` is the client's name for the conversation
+    (`messages`, `input`), for errors that name it; `user` identifies an end user's session (routing affinity),
+    when the protocol carries one."""
 
     model: str
     messages: tuple[Message, ...]
@@ -67,3 +69,4 @@ class Conversation:
     n: int = 1
     user: str | None = None
     messages_param: str = "messages"
+    prompt: RawPrompt | None = None

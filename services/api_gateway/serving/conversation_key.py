@@ -4,7 +4,8 @@ A conversation should land on the replica whose prefix cache holds its history. 
 the whole history, so what identifies a conversation across its turns is how it began: the key is the request's
 `user` when the client sends one (an explicit "this is one user's session"), else a hash of its first messages:
 the system (or developer) messages it opens with and the first user message, each as its role and content
-(text as is, an image by its URL: a data: URL is the image's bytes, so the same picture gives the same key).
+(text as is, an image by its URL: a data: URL is the image's bytes, so the same picture gives the same key); for
+a raw prompt (legacy completions), its first `PROMPT_OPENING` characters.
 Turn N re-sends those same messages, so it gets the same key as turn 1; two conversations that begin
 alike share a key, and also a prefix worth caching together.
 """
@@ -16,6 +17,7 @@ import hashlib
 from .conversation import Conversation, ImageInput, Message
 
 _OPENING_ROLES = ("system", "developer")
+PROMPT_OPENING = 1024  # characters of a raw prompt that make its key
 
 
 def conversation_key(conversation: Conversation) -> str:
@@ -24,6 +26,13 @@ def conversation_key(conversation: Conversation) -> str:
     if conversation.user:
         return f"user:{conversation.user}"
     digest = hashlib.blake2b(digest_size=16)
+    if conversation.prompt is not None:
+        # A raw prompt (an editor's completions): its opening, which the next keystroke's prompt shares.
+        prompt = conversation.prompt
+        opening = (
+            prompt.text[:PROMPT_OPENING] if prompt.text else ",".join(map(str, prompt.token_ids[: PROMPT_OPENING // 4]))
+        )
+        digest.update(opening.encode())
     for message in opening_messages(conversation.messages):
         digest.update(_message_bytes(message))
     return f"conv:{digest.hexdigest()}"

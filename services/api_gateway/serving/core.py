@@ -169,7 +169,7 @@ class GenerationCore:
         timeout = plan.timeout if timeout is None else timeout
         conversation = plan.conversation
         return ChoiceCalls([EngineCall(plan.client.generate(turns, choice_params(conversation.params, i),
-                                                            options=conversation.options,
+                                                            options=conversation.options, prompt=conversation.prompt,
                                                             request_id=request_id, timeout=timeout,
                                                             affinity_key=plan.affinity_key))
                             for i in range(plan.n)])  # fmt: skip
@@ -246,7 +246,8 @@ class GenerationCore:
         say: its images are described first, as for a real request (the vision engine caches the captions, so the
         request that usually follows a count does not describe them again)."""
         turns = await self._turns(plan, request_id)
-        return await plan.client.count_tokens(turns, plan.conversation.options, request_id=request_id,
+        return await plan.client.count_tokens(turns, plan.conversation.options, prompt=plan.conversation.prompt,
+                                              request_id=request_id,
                                               timeout=plan.timeout, affinity_key=plan.affinity_key)  # fmt: skip
 
     async def stream(self, plan: Plan, request_id: str) -> LiveGeneration:
