@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from ..limits import active_limits, check_chat_limits
 from .chat import ImageAddress, ProxyVision
-from .sampling import UINT32, sampling_bounds
 from .json_values import check_json_values
+from .sampling import UINT32, sampling_bounds
 
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,128}$"  # Anthropic's rule: wider than OpenAI's 64 (Claude Code's MCP tool names)
 MAX_STOP_SEQUENCES = 16  # Anthropic documents none; the engine matches each against every delta, so bound them
