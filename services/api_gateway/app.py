@@ -21,7 +21,7 @@ from .media.fetcher import ImageFetcher
 from .metrics import GatewayMetrics
 from .middleware import RequestIdMiddleware
 from .openapi import install_openapi
-from .routers import anthropic, chat, health, metrics as metrics_router, models, responses, ui
+from .routers import anthropic, chat, completions, health, metrics as metrics_router, models, responses, ui
 from .serving.core import GenerationCore
 from .serving.image_policy import ImagePolicies
 from .serving.images import ImageLoader
@@ -92,6 +92,7 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
     app.include_router(chat.router)
     app.include_router(anthropic.router)
     app.include_router(responses.router)
+    app.include_router(completions.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics_router.router)

@@ -10,6 +10,7 @@ from .metrics import GatewayMetrics
 from .serving.core import GenerationCore
 from .serving.protocols.anthropic import AnthropicMessages
 from .serving.protocols.chat import ChatCompletions
+from .serving.protocols.completions import Completions
 from .serving.protocols.responses import Responses
 from .serving.registry import EngineRegistry
 from .serving.response_store import MemoryResponseStore, ResponseStore
@@ -43,3 +44,4 @@ class GatewayState:
         self.messages = AnthropicMessages(self.core)
         self.store = self.store or MemoryResponseStore(self.config.gateway.responses)
         self.responses = Responses(self.core, self.store, self.config.gateway.show_captions)
+        self.completions = Completions(self.core, self.config.gateway.max_n)
