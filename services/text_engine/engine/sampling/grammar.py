@@ -9,10 +9,13 @@ Threads: `GrammarCompiler.compile` runs on worker threads (admission), so it is 
 llguidance drops the GIL while it builds a grammar. A `GrammarMatcher` belongs to one request and is only
 touched by the engine's generation thread, so it needs no lock.
 
-Whitespace: every JSON grammar is formatted exactly like Python's `json.dumps` (`", "` between items,
-`": "` after keys, nothing else). llguidance's default allows any run of whitespace between tokens, which
-weak (random-weight, tiny) models fill with newlines until max_tokens; a fixed layout also makes the
-output of every model look the same. Tool-call grammars embed `JSON_FORMAT_OPTIONS` as `"x-guidance"`.
+Whitespace: between two JSON tokens every JSON grammar allows at most one line break and an indentation of
+up to `MAX_JSON_INDENT` spaces or tabs (`JSON_WHITESPACE`), so json.dumps' layout, the compact one and a
+pretty-printed one all pass. llguidance's default allows any run of whitespace there, which weak models
+(random-weight, tiny) fill with newlines until max_tokens; no whitespace at all (the layout was fixed to
+json.dumps' before) masks the newline and indentation a small instruct model wants and derails it (SmolLM2
+under instructor's JSON mode). The library matches the pattern at most once per gap (llguidance >= 1.8), so
+the bound holds for the whole gap. Tool-call grammars embed `JSON_FORMAT_OPTIONS` as `"x-guidance"`.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ from services.common.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
-# llguidance's JSON compile options (its `x-guidance` keys): json.dumps layout, no free whitespace.
-JSON_FORMAT_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# Deep enough for 2-space indents 8 levels down (4-space: 4 levels), short enough that a model cannot idle long.
+MAX_JSON_INDENT = 16
+# Spaces or tabs alone, or one line break (LF or CRLF) and an indentation.
+JSON_WHITESPACE = rf"[\x20\x09]{{1,{MAX_JSON_INDENT}}}|\x0D?\x0A[\x20\x09]{{0,{MAX_JSON_INDENT}}}"
+# llguidance's JSON compile options (its `x-guidance` keys): plain separators, the bounded whitespace around them.
+JSON_FORMAT_OPTIONS = {"whitespace_pattern": JSON_WHITESPACE, "item_separator": ",", "key_separator": ":"}
 # An error message from the library can carry a dump of its parser state; the client needs the first lines.
 MAX_ERROR_CHARS = 600
 
