@@ -2,8 +2,9 @@
 `GET`/`DELETE /v1/responses/{id}` and `previous_response_id`.
 
 A stream is typed SSE events (`event:` + `data:`), no `[DONE]`: `response.created`, `response.in_progress`, then
-each output item's events (responses_output.py), then `response.completed` (`response.incomplete` when cut by
-`max_output_tokens`); a failure after the first byte is `response.failed` with the error in `response.error`.
+each output item's events (responses_output.py), then `response.completed`, whose response's `status` is
+`incomplete` when the answer was cut by `max_output_tokens` (as vLLM sends it: the SDK's stream helpers finish only
+on `response.completed`); a failure after the first byte is `response.failed` with the error in `response.error`.
 With `store` (the default, as OpenAI's), the finished response is kept with the conversation that led to it.
 """
 
@@ -114,7 +115,7 @@ class Responses:
                     captions = self._captions(item.proxy_vision)
             status = status_of(finished)
             done = await self._finish(plan, status, events.output, finished, extra=captions)
-            yield events.event(f"response.{status}", response=done)
+            yield events.event("response.completed", response=done)
         except ProxyVisionError as error:
             log.info("Response stream failed after it started: %s", error.message)
             yield events.event("response.failed", response=self._failed(plan, events, error))
