@@ -102,24 +102,27 @@ async def _refuse(send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def check_chat_limits(data: object, limits: RequestLimits) -> None:
-    """Raise a 400 naming the field if the raw (parsed, not yet validated) chat request is over a limit.
+def check_chat_limits(data: object, limits: RequestLimits, *, messages_field: str = "messages",
+                      token_fields: tuple[str, ...] = ("max_tokens", "max_completion_tokens")) -> None:  # fmt: skip
+    """Raise a 400 naming the field if the raw (parsed, not yet validated) request is over a limit: a chat request,
+    or another protocol's whose conversation is `messages_field` and whose completion limit is `token_fields`.
 
     Anything of the wrong shape is left alone: the schema's own validation reports it."""
     if not isinstance(data, dict):
         return
-    messages = data.get("messages")
+    name = messages_field
+    messages = data.get(name)
     if isinstance(messages, list):
         if len(messages) > limits.max_messages:
-            raise InvalidRequestError(f"Invalid 'messages': {len(messages)} messages is more than this server accepts "
+            raise InvalidRequestError(f"Invalid '{name}': {len(messages)} messages is more than this server accepts "
                                       f"(at most {limits.max_messages}; gateway.limits.max_messages).",
-                                      param="messages", code="too_many_messages")  # fmt: skip
+                                      param=name, code="too_many_messages")  # fmt: skip
         chars = sum(_text_chars(m) for m in messages)
         if chars > limits.max_text_chars:
-            raise InvalidRequestError(f"Invalid 'messages': {chars} characters of text is more than this server "
+            raise InvalidRequestError(f"Invalid '{name}': {chars} characters of text is more than this server "
                                       f"accepts (at most {limits.max_text_chars}; gateway.limits.max_text_chars).",
-                                      param="messages", code="text_too_long")  # fmt: skip
-    for name in ("max_tokens", "max_completion_tokens"):
+                                      param=name, code="text_too_long")  # fmt: skip
+    for name in token_fields:
         value = data.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > limits.max_completion_tokens:
             value = int(value) if isinstance(value, float) and value.is_integer() else value  # 40000.0 is read as 40000
@@ -129,14 +132,14 @@ def check_chat_limits(data: object, limits: RequestLimits) -> None:
 
 
 def _text_chars(message: object) -> int:
-    """Characters of text one raw message carries into the prompt (image parts are not text)."""
+    """Characters of text one raw message (or Responses item) carries into the prompt (image parts are not text)."""
     if not isinstance(message, dict):
         return 0
-    total = sum(len(v) for k in ("content", "reasoning_content", "reasoning", "name")
+    total = sum(len(v) for k in ("content", "reasoning_content", "reasoning", "name", "output", "arguments")
                 if isinstance(v := message.get(k), str))  # fmt: skip
-    content = message.get("content")
-    if isinstance(content, list):
-        total += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    for key in ("content", "output", "summary"):
+        if isinstance(parts := message.get(key), list):
+            total += sum(len(p["text"]) for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
     calls = message.get("tool_calls")
     if isinstance(calls, list):
         for call in calls:

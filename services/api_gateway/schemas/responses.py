@@ -198,7 +198,10 @@ class ResponsesRequest(SamplingFields):
         if isinstance(data, dict):
             limits = active_limits.get()
             if limits is not None:
-                check_chat_limits({"max_tokens": data.get("max_output_tokens")}, limits)
+                items = data.get("input")
+                check_chat_limits({"input": items if isinstance(items, list) else [{"content": items}],
+                                   "max_output_tokens": data.get("max_output_tokens")},
+                                  limits, messages_field="input", token_fields=("max_output_tokens",))  # fmt: skip
             check_json_values(data)
             if isinstance(data.get("input"), list):
                 data = {**data, "input": [_message_unless_typed(item) for item in data["input"]]}

@@ -43,11 +43,11 @@ class WireCheckingEngine(FakeTextEngine):
     """The fake engine behind a check the real client makes implicitly: every call's GenerateRequest is built
     and serialized first (protobuf refuses what it cannot carry: lone surrogates, ints past uint32)."""
 
-    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions(), affinity_key=""):
-        request = to_request(self.model, messages, params, options, request_id)
-        events = super().generate(
-            messages, params, request_id=request_id, timeout=timeout, options=options, affinity_key=affinity_key
-        )
+    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions(), affinity_key="",
+                 prompt=None):  # fmt: skip
+        request = to_request(self.model, messages, params, options, request_id, prompt)
+        events = super().generate(messages, params, request_id=request_id, timeout=timeout, options=options,
+                                  affinity_key=affinity_key, prompt=prompt)  # fmt: skip
         return _serialized_first(request, events)
 
 

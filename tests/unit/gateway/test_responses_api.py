@@ -227,3 +227,16 @@ def _request(body: dict):
     from services.api_gateway.schemas.responses import ResponsesRequest
 
     return ResponsesRequest.model_validate(body)
+
+
+@pytest.mark.parametrize("body, param, code", [
+    ({"input": [{"role": "user", "content": "x"}] * 3000}, "input", "too_many_messages"),
+    ({"input": "x" * 2_000_001}, "input", "text_too_long"),
+    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x" * 2_000_001}]}, "input",
+     "text_too_long"),
+    ({"input": "x", "max_output_tokens": 10**6}, "max_output_tokens", "invalid_value"),
+])  # fmt: skip
+async def test_the_request_limits_apply_and_name_the_responses_fields(client, body, param, code):
+    response = await client.post("/v1/responses", json={"model": TEXT, **body})
+    error = response.json()["error"]
+    assert (response.status_code, error["param"], error["code"]) == (400, param, code), error
