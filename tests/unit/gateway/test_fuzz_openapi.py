@@ -5,7 +5,8 @@ answered 404), and every response must be no server error and conform to what th
 
 The app is the one of test_bad_inputs.py: a fake text engine that serializes each call as the real client
 would, a captioning vision engine, an image fetcher with no network. Bounded by max_examples per operation
-(PROXYVISION_FUZZ_EXAMPLES, default 250 for the chat route; 20 for the others), under a minute on 2 cores;
+(PROXYVISION_FUZZ_EXAMPLES, default 250 for the chat route, a quarter of that for each other protocol's
+generation route, 20 for the rest), under a minute on 2 cores;
 `make fuzz` runs it with 2,500.
 """
 
@@ -32,6 +33,9 @@ from .fakes import TEXT, VISION, hello_script
 from .test_bad_inputs import WireCheckingEngine, hostile_app, hostile_config
 
 CHAT_EXAMPLES = int(os.environ.get("PROXYVISION_FUZZ_EXAMPLES", "250"))
+# The other protocols' generation routes: the same core behind them, so fewer cases each.
+PROTOCOLS = ("POST /v1/responses", "POST /v1/messages", "POST /v1/completions")
+PROTOCOL_EXAMPLES = max(20, CHAT_EXAMPLES // 4)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance, negative_data_rejection]  # fmt: skip
 # Mostly the served text model; sometimes the vision model (not a chat model: 400/404) or an unknown one (404).
@@ -59,6 +63,8 @@ def load_schema(app, mode: GenerationMode):
             return st.tuples(MODELS, st.booleans(), st.booleans()).map(
                 lambda drawn: {**body, "model": drawn[0], "messages": body["messages"] if drawn[1] and drawn[2]
                                else [_plausible(m) for m in body["messages"]]})  # fmt: skip
+        if isinstance(body, dict) and "model" in body:  # another protocol's request: a model that exists, mostly
+            return MODELS.map(lambda model: {**body, "model": model})
         return st.just(body)
 
     return schema
@@ -88,7 +94,8 @@ def test_every_generated_request_is_answered_as_documented(app, mode):
     for operation in operations(load_schema(app, mode)):
         if mode is GenerationMode.NEGATIVE and "requestBody" not in operation.definition.raw:
             continue  # nothing to get wrong: no body, and a string path parameter accepts any string
-        examples = CHAT_EXAMPLES if operation.label == "POST /v1/chat/completions" else 20
+        examples = CHAT_EXAMPLES if operation.label == "POST /v1/chat/completions" else (
+            PROTOCOL_EXAMPLES if operation.label in PROTOCOLS else 20)  # fmt: skip
         fuzz(operation, mode, examples)()
 
 
@@ -115,4 +122,8 @@ def test_the_fuzzing_reached_the_chat_core():
         f"\nfuzz cases: {sum(STATUSES.values())} in all; POST /v1/chat/completions by status: {dict(sorted(chat.items()))}"
     )
     assert chat[200] >= 10 and chat[400] >= 10, chat
+    for label in PROTOCOLS:
+        answered = Counter({status: n for (seen, _, status), n in STATUSES.items() if seen == label})
+        print(f"{label} by status: {dict(sorted(answered.items()))}")
+        assert answered[200] >= 3, (label, answered)
     assert not any(status >= 500 for (*_, status) in STATUSES), STATUSES
