@@ -22,6 +22,8 @@ import json
 from services.common.config import RequestLimits
 from services.common.errors import InvalidRequestError, ProxyVisionError
 
+from .errors import app_path, error_body
+
 # Set by the middleware for the duration of one request; None outside requests (a schema validated in a
 # test, or by code that is not answering a client, is not limited).
 active_limits: contextvars.ContextVar[RequestLimits | None] = contextvars.ContextVar("request_limits", default=None)
@@ -65,7 +67,7 @@ class RequestLimitsMiddleware:
         limit = self._limits.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await _refuse(send, limit)  # not one byte of it is read
+            await _refuse(scope, send, limit)  # not one byte of it is read
             return None
         messages, total = [], 0
         while True:
@@ -74,7 +76,7 @@ class RequestLimitsMiddleware:
                 return None
             total += len(message.get("body", b""))
             if total > limit:
-                await _refuse(send, limit)
+                await _refuse(scope, send, limit)
                 return None
             messages.append(message)
             if not message.get("more_body", False):
@@ -93,8 +95,9 @@ def _replay(messages: list[dict], receive):
     return replayed
 
 
-async def _refuse(send, limit: int) -> None:
-    body = json.dumps(too_large(limit).to_openai()).encode()
+async def _refuse(scope, send, limit: int) -> None:
+    _, payload = error_body(too_large(limit), app_path(scope))  # Anthropic's shape under /v1/messages
+    body = json.dumps(payload).encode()
     # The rest of the body is not read: close the connection rather than leave it for the next request.
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -21,13 +21,14 @@ import uuid
 from services.common.errors import InternalError
 from services.common.logging_setup import request_id_var
 
+from .errors import app_path, error_body
 from .metrics import GatewayMetrics
 from .state import Drain
 
 log = logging.getLogger("services.api_gateway.access")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_UNEXPECTED = json.dumps(InternalError("The server had an error while processing your request.").to_openai()).encode()
+_UNEXPECTED = InternalError("The server had an error while processing your request.")
 
 
 # The routes that generate (every protocol's): counted, and waited for by a drain.
@@ -72,11 +73,12 @@ class RequestIdMiddleware:
             log.exception("Unhandled error on %s %s", scope["method"], scope["path"])
             if status["code"]:
                 raise  # headers are out: all the server can do is drop the connection
-            # The traceback stays in the log; the client gets the OpenAI shape and nothing else.
+            # The traceback stays in the log; the client gets the error shape of its protocol and nothing else.
+            body = json.dumps(error_body(_UNEXPECTED, app_path(scope))[1]).encode()
             await send_with_id({"type": "http.response.start", "status": 500,
                                 "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(_UNEXPECTED)).encode())]})  # fmt: skip
-            await send({"type": "http.response.body", "body": _UNEXPECTED})
+                                            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.monotonic() - started
             if is_chat:

@@ -376,6 +376,22 @@ async def test_engine_refusals_have_anthropics_statuses(refusal, status, kind, r
         assert response.headers.get("retry-after") == retry_after
 
 
+async def test_a_body_over_the_limit_is_413_request_too_large():
+    config = parse_models_config({"models": [{"name": TEXT, "hf_id": "x/text", "endpoint": "127.0.0.1:1"}],
+                                  "gateway": {"limits": {"max_body_bytes": 1000}}})  # fmt: skip
+    engine = FakeTextEngine(TEXT, hello_script())
+    async with client_of(make_state({TEXT: engine}, config), config) as client:
+        response = await client.post("/v1/messages", json=body(system="x" * 2000))
+    assert (response.status_code, anthropic_error(response)["type"]) == (413, "request_too_large")
+    assert engine.calls == []
+
+
+async def test_an_unexpected_exception_is_500_api_error_without_internals():
+    response = await post(FakeTextEngine(TEXT, [RuntimeError("secret internal detail")]), body())
+    assert (response.status_code, anthropic_error(response)["type"]) == (500, "api_error")
+    assert "secret" not in response.text
+
+
 async def test_unknown_paths_under_messages_are_anthropic_404s_and_other_paths_stay_openai():
     async with client_of(make_state({TEXT: FakeTextEngine(TEXT, hello_script())})) as client:
         unknown = await client.post("/v1/messages/batches", json={})
