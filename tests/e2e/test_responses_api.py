@@ -156,6 +156,12 @@ def test_an_image_is_captioned_by_the_proxy_vision_model(stack):
     (caption,) = response["proxy_vision"]["images"]
     assert caption["caption"] and (caption["message"], caption["index"]) == (0, 0)
     assert response["status"] in ("completed", "incomplete")
+    # The next turn re-sends the image (from the stored conversation): its caption comes from the cache.
+    follow = {"model": TEXT_MODEL, "max_output_tokens": 4, "temperature": 0, "previous_response_id": response["id"],
+              "input": "And what colour is it?"}  # fmt: skip
+    again = httpx.post(f"{stack.base_url}/v1/responses", json=follow, timeout=120).json()
+    (cached,) = again["proxy_vision"]["images"]
+    assert cached["cached"] and cached["caption"] == caption["caption"]
 
 
 def test_stored_responses_are_retrieved_and_deleted(client):
