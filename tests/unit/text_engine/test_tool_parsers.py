@@ -112,27 +112,32 @@ def test_mistral_parallel_calls():
     )
 
 
-def test_mistral_arguments_stream_as_they_arrive():
+def test_mistral_call_goes_out_whole_once_its_arguments_close():
     parser = mistral()
-    assert parser.feed(TOOL_CALLS) == [] and parser.feed("f") == []
-    assert parser.feed(ARGS) == [ToolCallDelta(0, id="id0", name="f")]
-    assert parser.feed('{"a": ') == [ToolCallDelta(0, arguments='{"a": ')]
-    assert parser.feed("1}") == [ToolCallDelta(0, arguments="1}")]
+    assert parser.feed(TOOL_CALLS) == [] and parser.feed("f") == [] and parser.feed(ARGS) == []
+    assert parser.feed('{"a": {"b": "}"}') == [] and parser.made_calls  # held: the call may still be cut
+    assert parser.feed("} ") == [ToolCallDelta(0, id="id0", name="f"), ToolCallDelta(0, arguments='{"a": {"b": "}"}}')]
+    assert parser.feed("trailing") == [] and parser.finish() == []  # after the arguments, up to the next call
 
 
-def test_mistral_call_cut_off_by_max_tokens_keeps_what_it_has():
-    # The arguments stop mid-object: still a call (its arguments incomplete), as vLLM streams it.
-    assert every_split(mistral, [TOOL_CALLS, "f", ARGS, '{"a": "x']) == ("", [call(0, "f", '{"a": "x')], True)
-    # Cut before [ARGS]: no call was made; the name goes out as answer text.
-    assert every_split(mistral, ["Hi ", TOOL_CALLS, "get_we"]) == ("Hi get_we", [], False)
-    # Cut before [ARGS] of a second call: the model was calling tools; the cut header is no answer text.
+def test_mistral_call_cut_off_by_max_tokens_is_dropped():
+    # The arguments stop mid-object: no call, and the answer is what came before it.
+    assert every_split(mistral, ["Hi", TOOL_CALLS, "f", ARGS, '{"a": "x']) == ("Hi", [], False)
+    # Cut before [ARGS]: no call either; the name is no answer text.
+    assert every_split(mistral, ["Hi ", TOOL_CALLS, "get_we"]) == ("Hi ", [], False)
+    # Cut in a second call: the first went out whole; the output was cut, so the answer is no longer calls.
     pieces = [TOOL_CALLS, "f", ARGS, '{"a": 1}', TOOL_CALLS, "get"]
-    assert every_split(mistral, pieces) == ("", [call(0, "f", '{"a": 1}')], True)
+    assert every_split(mistral, pieces) == ("", [call(0, "f", '{"a": 1}')], False)
+    # Arguments without brackets that are whole when the output ends make a call.
+    assert every_split(mistral, [TOOL_CALLS, "f", ARGS, "42"]) == ("", [call(0, "f", "42")], True)
 
 
 def test_mistral_malformed_calls():
-    # Arguments that are not JSON still make a call (vLLM: the model sees in the history that it tried).
-    assert every_split(mistral, [TOOL_CALLS, "f", ARGS, "not json"]) == ("", [call(0, "f", "not json")], True)
+    # Arguments that are not JSON still make a call when the model moves on to the next one (vLLM: the model
+    # sees in the history that it tried); at the end of the output they cannot be told from cut ones.
+    pieces = [TOOL_CALLS, "f", ARGS, "not json", TOOL_CALLS, "g", ARGS, "{}"]
+    assert every_split(mistral, pieces) == ("", [call(0, "f", "not json"), call(1, "g", "{}")], True)
+    assert every_split(mistral, [TOOL_CALLS, "f", ARGS, "not json"]) == ("", [], False)
     # Text after [TOOL_CALLS] that is no function name: it was prose, and stays answer text.
     assert every_split(mistral, [TOOL_CALLS, "I cannot do that.", ARGS, "{}"]) == ("I cannot do that.{}", [], False)
     # [TOOL_CALLS][ARGS] with no name: no call.
@@ -143,8 +148,8 @@ def test_mistral_malformed_calls():
 
 def test_mistral_ids_are_nine_alphanumerics():
     parser = MistralToolParser(TOOL_CALLS.token_id, ARGS.token_id)
-    parser.feed(TOOL_CALLS), parser.feed("f")
-    (delta,) = parser.feed(ARGS)
+    parser.feed(TOOL_CALLS), parser.feed("f"), parser.feed(ARGS)
+    delta, _ = parser.feed("{}")
     assert re.fullmatch(r"[A-Za-z0-9]{9}", delta.id) and re.fullmatch(r"[A-Za-z0-9]{9}", mistral_call_id())
     assert re.fullmatch(r"call_[A-Za-z0-9]{24}", openai_call_id())
 
@@ -172,11 +177,12 @@ def test_hermes_single_and_parallel_calls_with_text_before_them(tags):
     assert every_split(hermes, pieces(two)) == ("", [call(0, "get_weather", ONE_ARGS), call(1, "get_time", "{}")], True)
 
 
-def test_hermes_arguments_stream_before_the_call_is_complete():
+def test_hermes_call_goes_out_whole_once_its_arguments_close():
     parser = hermes()
-    assert parser.feed('<tool_call>\n{"name": "f", "argu') == []
-    assert parser.feed('ments": {"a": ') == [ToolCallDelta(0, id="id0", name="f"), ToolCallDelta(0, arguments='{"a": ')]
-    assert parser.feed("[1, 2]}}\n</tool") == [ToolCallDelta(0, arguments="[1, 2]}")]
+    assert parser.feed('<tool_call>\n{"name": "f", "argu') == [] and not parser.made_calls
+    assert parser.feed('ments": {"a": ') == [] and parser.made_calls  # held: the call may still be cut
+    assert parser.feed("[1, 2]}}\n</tool") == [ToolCallDelta(0, id="id0", name="f"),
+                                                ToolCallDelta(0, arguments='{"a": [1, 2]}')]  # fmt: skip
     assert parser.feed("_call>") == [] and parser.finish() == []
 
 
@@ -188,18 +194,24 @@ def test_hermes_text_after_a_call_stays_answer_but_its_whitespace_does_not():
     assert every_split(hermes, [ONE + "\n\nDone.\n"]) == ("Done.\n", [call(0, "get_weather", ONE_ARGS)], True)
 
 
-def test_hermes_call_cut_off_by_max_tokens():
-    # Inside the arguments: a call with what arrived.
-    assert every_split(hermes, ['<tool_call>\n{"name": "f", "arguments": {"a": "x']) == (
-        "",
-        [call(0, "f", '{"a": "x')],
+def test_hermes_call_cut_off_by_max_tokens_is_dropped():
+    # Inside the arguments or before them: no call, no markup; the answer is what came before it.
+    assert every_split(hermes, ['Hi\n<tool_call>\n{"name": "f", "arguments": {"a": "x']) == ("Hi", [], False)
+    assert every_split(hermes, ['Hi\n<tool_call>\n{"name": "f"']) == ("Hi", [], False)
+    # Cut in a second call: the first went out whole; the output was cut, so the answer is no longer calls.
+    second = ONE + '\n<tool_call>\n{"name": "get_weat'
+    assert every_split(hermes, [second]) == ("", [call(0, "get_weather", ONE_ARGS)], False)
+    # Cut after the arguments closed: the call is whole.
+    assert every_split(hermes, [ONE.removesuffix("}\n</tool_call>")]) == ("", [call(0, "get_weather", ONE_ARGS)], True)
+
+
+def test_hermes_block_that_closes_inside_its_arguments_is_a_call_with_what_arrived():
+    # The model ended it (`<` is never JSON outside a string), as the next [TOOL_CALLS] ends a Mistral call.
+    assert every_split(hermes, ['<tool_call>{"name": "f", "arguments": {"a": </tool_call> ok']) == (
+        "ok",
+        [call(0, "f", '{"a": ')],
         True,
     )
-    # Before the arguments started: no call; the text goes out as answer, as vLLM returns unparsable output.
-    assert every_split(hermes, ['Hi\n<tool_call>\n{"name": "f"']) == ('Hi\n<tool_call>\n{"name": "f"', [], False)
-    # ... unless calls came before it: then it is the cut-off start of one more call, and dropped.
-    second = ONE + '\n<tool_call>\n{"name": "get_weat'
-    assert every_split(hermes, [second]) == ("", [call(0, "get_weather", ONE_ARGS)], True)
 
 
 def test_hermes_blocks_of_another_shape_are_parsed_whole_or_returned_as_text():

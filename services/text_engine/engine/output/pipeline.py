@@ -20,7 +20,8 @@ class OutputPipeline:
     `push(token_id)` returns the deltas that token completes (neighbours merged, see `merge_deltas`); once a
     stop string matched, `stopped` is True and later tokens are ignored. `reasoning_tokens` counts the
     tokens generated inside the reasoning, its start and end markers included. `made_tool_calls` says
-    whether a tool call started (the request then finishes with TOOL_CALLS). Without a tool parser
+    whether the answer is tool calls (the request then finishes with TOOL_CALLS); a call goes out whole, once
+    its end is read, and one the output ends in (cut by max_tokens) is dropped. Without a tool parser
     (`tools=None`: the model has no tool format, or the request asked for no tool calls) the answer is all
     text."""
 
@@ -45,7 +46,8 @@ class OutputPipeline:
 
     @property
     def made_tool_calls(self) -> bool:
-        """Whether the answer contains a tool call (at least its first delta went out)."""
+        """Whether the answer is tool calls: from a call's head on; after `finish`, only if no call was cut
+        off (see ToolCallParser.made_calls)."""
         return self._tools is not None and self._tools.made_calls
 
     def push(self, token_id: int) -> list[OutputDelta]:

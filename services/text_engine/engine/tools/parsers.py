@@ -3,15 +3,24 @@
 They run after the reasoning parser, on the answer's pieces only (text, and the `Marker`s the detokenizer
 kept), so a call is never read out of the reasoning. Each returns answer text (and markers it does not own,
 which the pipeline drops) and `ToolCallDelta`s as OpenAI streams them: a call's first delta has its index,
-id and name; the later ones are fragments of its arguments' JSON text, sent as they arrive.
+id and name, the next one its arguments' JSON text.
+
+A call goes out whole, once its end is read: its arguments' closing bracket, or the model moving on (the
+next call, the block's closing tag). Until then it is held, because a call cut off by max_tokens must never
+reach a client (OpenAI and vLLM report a cut call as `length`, without the call), and a streamed delta
+cannot be taken back. At the end of the output, a call still held was cut: it is dropped, with its markup,
+and `made_calls` turns False so the request keeps its own finish reason (`length`); the text before the
+first call stays the answer. Calls complete before it stay: they went out already.
 
 The formats and the handling of odd output follow vLLM's parsers of the same names:
 - `mistral` (Ministral-3 / Magistral, tokenizer v11+): `[TOOL_CALLS]name[ARGS]{...}`, repeated for parallel
-  calls; both markers are special tokens. Text before the first `[TOOL_CALLS]` is answer. Everything after
-  `[ARGS]` up to the next `[TOOL_CALLS]` (or the end) is that call's arguments, streamed verbatim: arguments
-  that are not valid JSON still make a call (vLLM's choice: the model sees in the history that it tried to
-  call). A `[TOOL_CALLS]` whose name is not a function name, or that never gets its `[ARGS]`, was no call:
-  its text goes out as answer. Ids are 9 alphanumerics, as mistral-common requires.
+  calls; both markers are special tokens. Text before the first `[TOOL_CALLS]` is answer. What follows
+  `[ARGS]` is that call's arguments, verbatim, up to the bracket that closes them (text after it, up to the
+  next `[TOOL_CALLS]`, is dropped: once the model calls tools, the rest of its output is calls). Arguments
+  that are not valid JSON still make a call when the next `[TOOL_CALLS]` ends them (vLLM's choice: the
+  model sees in the history that it tried to call); at the end of the output they make one only if they
+  parse. A `[TOOL_CALLS]` whose name is not a function name was no call: its text goes out as answer. Ids
+  are 9 alphanumerics, as mistral-common requires.
 - `hermes` (Qwen2.5 / Qwen3): `<tool_call>\n{"name": "f", "arguments": {...}}\n</tool_call>`, possibly several.
   The tags are special tokens in some vocabularies and plain text in others; both are read, as text. Ids
   are `call_` + 24 alphanumerics. See `HermesToolParser` for the odd cases.
@@ -55,13 +64,49 @@ class ToolCallParser(Protocol):
 
     @property
     def made_calls(self) -> bool:
-        """Whether a call has started (its first delta went out): the request finishes with TOOL_CALLS."""
+        """Whether the answer is tool calls, so that the request finishes with TOOL_CALLS: True once a call's
+        head is read (its tokens are no answer text); after `finish`, False if the output ended inside a call
+        (cut off: dropped, and the request keeps its own finish reason)."""
 
     def feed(self, piece: Piece) -> list[Piece | ToolCallDelta]:
         """The next answer piece: answer text, markers this parser does not own, and call deltas."""
 
     def finish(self) -> list[Piece | ToolCallDelta]:
-        """End of output: anything still held."""
+        """End of output: answer text still held; a call still held was cut off and is dropped."""
+
+
+class _JsonEnd:
+    """Where a JSON object or array that arrives in pieces ends: brackets counted outside its strings."""
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._in_string = self._escaped = False
+
+    def scan(self, text: str, stop: str = "") -> tuple[int, bool]:
+        """(how much of `text` belongs to the value, whether the value ended there). A `stop` character outside
+        a string ends the reading early (not the value). A value that is no object or array never ends here."""
+        for i, char in enumerate(text):
+            if self._in_string:
+                self._in_string, self._escaped = self._escaped or char != '"', not self._escaped and char == "\\"
+            elif char in stop:
+                return i, False
+            elif char == '"':
+                self._in_string = True
+            elif char in "{[":
+                self._depth += 1
+            elif char in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    return i + 1, True
+        return len(text), False
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 class MistralToolParser:
@@ -69,19 +114,22 @@ class MistralToolParser:
 
     def __init__(self, tool_calls_id: int, args_id: int, new_id: Callable[[], str] = mistral_call_id) -> None:
         self._tool_calls, self._args, self._new_id = tool_calls_id, args_id, new_id
-        self._state = "text"  # "text" | "name" (after [TOOL_CALLS]) | "args" (after [ARGS])
-        self._name = ""
+        # "text" | "name" (after [TOOL_CALLS]) | "args" (after [ARGS], the call held) | "after" (its arguments closed)
+        self._state = "text"
+        self._name = self._arguments = ""
+        self._end = _JsonEnd()
         self._calls = 0
+        self._cut = False
 
     @property
     def made_calls(self) -> bool:
-        return self._calls > 0
+        return (self._calls > 0 or self._state == "args") and not self._cut
 
     def feed(self, piece: Piece) -> list[Piece | ToolCallDelta]:
         if isinstance(piece, str):
             return self._text(piece)
         if piece.token_id == self._tool_calls:
-            out = self._abandon_name()  # a [TOOL_CALLS] still waiting for its [ARGS] was no call
+            out = self._abandon_name() + self._call()  # a call still open ends here: the model moved on
             self._state, self._name = "name", ""
             return out
         if piece.token_id == self._args:
@@ -90,27 +138,40 @@ class MistralToolParser:
             if not self._name:
                 self._state = "text"  # [TOOL_CALLS][ARGS]: no name, no call; what follows is answer
                 return []
-            self._state = "args"
-            self._calls += 1
-            return [ToolCallDelta(self._calls - 1, id=self._new_id(), name=self._name)]
+            self._state, self._arguments, self._end = "args", "", _JsonEnd()
+            return []
         return [piece]
 
     def finish(self) -> list[Piece | ToolCallDelta]:
-        # A call header cut off after complete calls (max_tokens) is the start of one more call, not answer
-        # text: once the model is calling tools, the rest of its output is calls (vLLM keeps only the text
-        # before the first call as content).
-        held = self._abandon_name()
-        return [] if self._calls else held
+        if self._state == "args" and _parses(self._arguments):
+            return self._call()  # arguments without brackets (a number, a string) that are whole
+        if self._state in ("name", "args"):
+            self._cut = True  # the output ended inside a call (max_tokens): no call, no name as answer text
+        self._state = "text"
+        return []
 
     def _text(self, text: str) -> list[Piece | ToolCallDelta]:
         if self._state == "text":
             return [text]
+        if self._state == "after":
+            return []
         if self._state == "args":
-            return [ToolCallDelta(self._calls - 1, arguments=text)]
+            used, ended = self._end.scan(text)
+            self._arguments += text[:used]
+            return self._call() if ended else []
         self._name += text
         if not is_function_name(self._name):
             return self._abandon_name()  # not a function name: the model was writing prose
         return []
+
+    def _call(self) -> list[Piece | ToolCallDelta]:
+        """The held call, whole: its deltas."""
+        if self._state != "args":
+            return []
+        self._state, index = "after", self._calls
+        self._calls += 1
+        head = ToolCallDelta(index, id=self._new_id(), name=self._name)
+        return [head, ToolCallDelta(index, arguments=self._arguments)] if self._arguments else [head]
 
     def _abandon_name(self) -> list[Piece | ToolCallDelta]:
         if self._state != "name":
@@ -130,16 +191,16 @@ def _partial_suffix(text: str, tag: str) -> int:
 class HermesToolParser:
     """`<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks in the answer.
 
-    The call's head (`{"name": "f", "arguments": `) is held until it is complete; then the id and name go
-    out and the arguments object streams as it arrives (its end found by brace matching outside strings).
-    What follows it up to `</tool_call>` (the head's closing `}`) is dropped. Odd cases:
+    The call's head (`{"name": "f", "arguments": `) is read, then its arguments object up to its closing
+    brace (found by brace matching outside strings); then the call goes out. What follows it up to
+    `</tool_call>` (the head's closing `}`) is dropped. Odd cases:
     - a block whose head does not have that shape (keys in the other order, no arguments) is held whole
       and parsed as JSON at `</tool_call>` (or at the end); a JSON object with a string `name` is a call
-      (no `arguments`: `{}`), and anything else goes out as answer text, tags included (vLLM returns
-      unparsable output as content);
-    - a block cut off before its arguments started (max_tokens) is answer text too, for the same reason,
-      unless calls came before it (then it is dropped: the model was calling tools); one cut off inside its
-      arguments stays a call whose arguments are incomplete;
+      (no `arguments`: `{}`); a closed block that is anything else goes out as answer text, tags included
+      (vLLM returns unparsable output as content);
+    - a `<` outside a string in the arguments: the block closes before its arguments did; the call goes out
+      with what arrived (the model ended it, as a Mistral call the next one ends);
+    - a block (or a tag longer than `<`) the output ended in was cut off: dropped (see the module docstring);
     - whitespace between the answer text and a call, or between calls, is dropped: the template's own
       newlines around the tags are not part of the answer.
     """
@@ -152,13 +213,14 @@ class HermesToolParser:
         self._buf = ""  # text held: a possible tag start (text, tail), the head, or an odd block
         self._space = ""  # whitespace after answer text, dropped if a call follows
         self._after_call = False  # leading whitespace after a call is dropped
-        self._depth = 0
-        self._in_string = self._escaped = False
+        self._name = self._arguments = ""  # the call held while its arguments arrive
+        self._end = _JsonEnd()
         self._calls = 0
+        self._cut = False
 
     @property
     def made_calls(self) -> bool:
-        return self._calls > 0
+        return (self._calls > 0 or self._state == "args") and not self._cut
 
     def feed(self, piece: Piece) -> list[Piece | ToolCallDelta]:
         if not isinstance(piece, str):
@@ -173,12 +235,14 @@ class HermesToolParser:
 
     def finish(self) -> list[Piece | ToolCallDelta]:
         out: list[Piece | ToolCallDelta] = []
-        if self._state == "text":
-            self._answer(self._buf, out)
+        if self._state == "text" and len(self._buf) < 2:
+            self._answer(self._buf, out)  # a lone `<` is too common in text to be the start of a cut tag
             out.append(self._space)
-        elif self._state in ("head", "whole") and not self._calls:
-            self._whole_block(self._buf, out)  # after complete calls, a cut-off block is no answer text (see Mistral's)
-        self._buf = self._space = ""
+        elif self._state == "whole" and self._whole_block(self._buf, out):
+            pass  # its closing tag is missing, but its JSON is whole: a call
+        elif self._state != "tail":
+            self._cut = True  # the output ended inside a call (max_tokens): no call, no markup as answer text
+        self._state, self._buf, self._space = "text", "", ""
         return [o for o in out if o != ""]
 
     # Each state takes the text not yet read, appends what it can emit, and returns what is left.
@@ -221,45 +285,29 @@ class HermesToolParser:
             self._state = "whole"
             text, self._buf = self._buf, ""
             return text
-        name, args_at = matched
-        self._calls += 1
-        self._space = ""  # whitespace before a call is not part of the answer
-        out.append(ToolCallDelta(self._calls - 1, id=self._new_id(), name=name))
-        rest, self._buf = self._buf[args_at:], ""
-        self._state, self._depth, self._in_string, self._escaped = "args", 0, False, False
+        self._name, args_at = matched
+        rest, self._buf, self._arguments, self._end = self._buf[args_at:], "", "", _JsonEnd()
+        self._state = "args"
         return rest
 
     def _args(self, text: str, out: list) -> str:
-        for i, char in enumerate(text):
-            if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif char == "\\":
-                    self._escaped = True
-                elif char == '"':
-                    self._in_string = False
-                continue
-            if char == "<":
-                # Never valid JSON outside a string: the block is closing before its arguments did.
-                self._emit_args(text[:i], out)
-                self._state = "tail"
-                return text[i:]
-            if char == '"':
-                self._in_string = True
-            elif char in "{[":
-                self._depth += 1
-            elif char in "}]":
-                self._depth -= 1
-                if self._depth == 0:
-                    self._emit_args(text[: i + 1], out)
-                    self._state = "tail"
-                    return text[i + 1 :]
-        self._emit_args(text, out)
-        return ""
+        # `<` is never valid JSON outside a string: the block is closing before its arguments did.
+        used, ended = self._end.scan(text, stop="<")
+        self._arguments += text[:used]
+        if not ended and used == len(text):
+            return ""
+        self._call(self._name, self._arguments, out)
+        self._state = "tail"
+        return text[used:]
 
-    def _emit_args(self, fragment: str, out: list) -> None:
-        if fragment:
-            out.append(ToolCallDelta(self._calls - 1, arguments=fragment))
+    def _call(self, name: str, arguments: str, out: list) -> None:
+        """A whole call: its deltas."""
+        index = self._calls
+        self._calls += 1
+        self._space = ""  # whitespace before a call is not part of the answer
+        out.append(ToolCallDelta(index, id=self._new_id(), name=name))
+        if arguments:
+            out.append(ToolCallDelta(index, arguments=arguments))
 
     def _tail(self, text: str, out: list) -> str:
         buf = self._buf + text
@@ -284,23 +332,21 @@ class HermesToolParser:
         return rest
 
     def _whole_block(self, block: str, out: list, closed: bool = False) -> bool:
-        """A block read whole: a call when it is a JSON object with a string name, else answer text.
-        Returns whether it was a call."""
+        """A block read whole: a call when it is a JSON object with a string name, else (when `closed`) answer
+        text. Returns whether it was a call."""
         try:
             call = json.loads(block)
         except ValueError:
             call = None
         if isinstance(call, dict) and isinstance(call.get("name"), str) and call["name"]:
             arguments = call.get("arguments", {})
-            self._calls += 1
-            self._space = ""
-            out.append(ToolCallDelta(self._calls - 1, id=self._new_id(), name=call["name"]))
             text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-            out.append(ToolCallDelta(self._calls - 1, arguments=text))
+            self._call(call["name"], text, out)
             return True
-        self._after_call = False
-        out.append(self._space + self.OPEN + block + (self.CLOSE if closed else ""))
-        self._space = ""
+        if closed:
+            self._after_call = False
+            out.append(self._space + self.OPEN + block + self.CLOSE)
+            self._space = ""
         return False
 
     def _end_call(self, called: bool) -> None:
