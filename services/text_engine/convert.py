@@ -109,7 +109,12 @@ def event_to_pb(event: GenerationEvent) -> pb.GenerateResponse:
         usage = pb.Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
                          reasoning_tokens=event.reasoning_tokens)  # fmt: skip
         return pb.GenerateResponse(
-            finished=pb.Finished(finish_reason=_FINISH[event.reason], usage=usage, error_message=event.error_message)
+            finished=pb.Finished(
+                finish_reason=_FINISH[event.reason],
+                usage=usage,
+                error_message=event.error_message,
+                stop_sequence=event.stop_sequence,
+            )
         )
     if isinstance(event, Accepted):
         return pb.GenerateResponse(accepted=pb.Accepted(prompt_tokens=event.prompt_tokens))

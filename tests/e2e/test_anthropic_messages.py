@@ -168,6 +168,18 @@ def test_thinking_blocks_come_from_the_reasoning_model(client):
     assert [b.type for b in hidden.content] == ["text"] and text_of(hidden) == SCRIPTED_ANSWER
 
 
+def test_a_stop_sequence_ends_the_answer_and_is_named(client):
+    # "think" is only in the reasoning, which stop sequences never cut; "four" is in the answer.
+    kwargs = {"model": SCRIPTED, "max_tokens": 64, "messages": ASK, "stop_sequences": ["think", "four"],
+              "extra_body": GREEDY}  # fmt: skip
+    message = client.messages.create(**kwargs)
+    assert (message.stop_reason, message.stop_sequence, text_of(message)) == ("stop_sequence", "four", "It is ")
+    with client.messages.stream(**kwargs) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence, text_of(final)) == ("stop_sequence", "four", "It is ")
+    assert SCRIPTED_ANSWER.startswith("It is four")
+
+
 def test_bad_requests_raise_the_sdks_errors(client):
     with pytest.raises(anthropic.BadRequestError) as bad:
         client.messages.create(model=TEXT_MODEL, max_tokens=4, messages=ASK, extra_body={"temperature": 1.5})

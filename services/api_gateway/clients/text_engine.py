@@ -166,6 +166,7 @@ class Finished:
     completion_tokens: int
     error_message: str = ""
     reasoning_tokens: int = 0  # of completion_tokens
+    stop_sequence: str = ""  # the stop string that ended the answer ("" when none did)
 
 
 EngineEvent = Accepted | TextDelta | ReasoningDelta | ToolCallDelta | Finished
@@ -268,7 +269,7 @@ def to_event(response: pb.GenerateResponse) -> EngineEvent | None:
         return None
     f = response.finished
     return Finished(_FINISH.get(f.finish_reason, "error"), f.usage.prompt_tokens, f.usage.completion_tokens,
-                    f.error_message, f.usage.reasoning_tokens)  # fmt: skip
+                    f.error_message, f.usage.reasoning_tokens, f.stop_sequence)  # fmt: skip
 
 
 def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 @dataclass
 class StopResult:
-    """What to emit now, and whether a stop string matched."""
+    """What to emit now, and whether a stop string matched (`stop`: which one)."""
 
     text: str
     stopped: bool
+    stop: str = ""
 
 
 class StopStringMatcher:
@@ -32,7 +33,7 @@ class StopStringMatcher:
         first = min(((buffer.find(s), s) for s in self._stops if s in buffer), default=None)
         if first is not None:
             self._held = ""
-            return StopResult(buffer[: first[0]], True)
+            return StopResult(buffer[: first[0]], True, first[1])
         keep = self._longest_partial_suffix(buffer)
         self._held = buffer[len(buffer) - keep :] if keep else ""
         return StopResult(buffer[: len(buffer) - keep], False)

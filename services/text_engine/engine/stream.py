@@ -68,7 +68,8 @@ class RequestStream:
     def _finished(self, reason: FinishReason, error: str = "") -> Finished:
         if reason in (FinishReason.STOP, FinishReason.LENGTH) and self._output.made_tool_calls:
             reason = FinishReason.TOOL_CALLS  # as vLLM: a call was made, even if max_tokens cut it
-        return Finished(reason, len(self._prepared.prompt_ids), self._seen, error, self._output.reasoning_tokens)
+        stop = self._output.stop_sequence if reason is FinishReason.STOP else ""
+        return Finished(reason, len(self._prepared.prompt_ids), self._seen, error, self._output.reasoning_tokens, stop)
 
     def _push(self, token: int) -> list:
         """One token through the output pipeline, noting its logprob record when it is an answer token."""

@@ -230,6 +230,7 @@ class Finished:
     completion_tokens: int
     error_message: str = ""
     reasoning_tokens: int = 0  # of completion_tokens
+    stop_sequence: str = ""  # the stop string that ended the answer, if one did
 
 
 GenerationEvent = Accepted | TextDelta | ReasoningDelta | ToolCallDelta | Finished

@@ -15,6 +15,7 @@ from services.api_gateway.app import build_app
 from services.api_gateway.clients.text_engine import (
     Accepted,
     ChatTurn,
+    Finished,
     ReasoningDelta,
     TextDelta,
     ToolCall,
@@ -207,6 +208,14 @@ async def test_max_tokens_reached_is_stop_reason_max_tokens():
     answer = (await post(FakeTextEngine(TEXT, script), body(max_tokens=1))).json()
     assert (answer["stop_reason"], answer["stop_sequence"], answer["content"]) == (
         "max_tokens", None, [{"type": "text", "text": "Hel"}])  # fmt: skip
+
+
+async def test_a_matched_stop_sequence_is_stop_reason_stop_sequence_streamed_or_not():
+    script = [Accepted(7), TextDelta("It is "), Finished("stop", 7, 3, stop_sequence="four")]
+    answer = (await post(FakeTextEngine(TEXT, script), body(stop_sequences=["four"]))).json()
+    assert (answer["stop_reason"], answer["stop_sequence"]) == ("stop_sequence", "four")
+    streamed = events((await post(FakeTextEngine(TEXT, script), body(stop_sequences=["four"], stream=True))).text)
+    assert streamed[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "four"}
 
 
 # --- streams ---------------------------------------------------------------------------------------------------

@@ -91,6 +91,9 @@ def test_stream_messages_become_events():
     done = pb.GenerateResponse(finished=pb.Finished(finish_reason=pb.FINISH_REASON_TOOL_CALLS,
                                                     usage=pb.Usage(prompt_tokens=3, completion_tokens=4)))  # fmt: skip
     assert to_event(done) == Finished("tool_calls", 3, 4)
+    stopped = pb.GenerateResponse(finished=pb.Finished(finish_reason=pb.FINISH_REASON_STOP, stop_sequence="END",
+                                                       usage=pb.Usage(prompt_tokens=3, completion_tokens=4)))  # fmt: skip
+    assert to_event(stopped) == Finished("stop", 3, 4, stop_sequence="END")
     assert to_event(pb.GenerateResponse()) is None
 
 

@@ -146,6 +146,13 @@ async def test_stop_strings_apply_to_the_answer_only():
     assert reasoning_tokens == 4
 
 
+async def test_the_finish_names_the_stop_string_that_ended_the_answer():
+    *_, stopped = await run(ids("Hello", " STOP", " here", EOS), stop=("END", "STOP"))
+    *_, ended = await run(ids("Hello", EOS), stop=("STOP",))
+    assert (stopped.reason.name, stopped.stop_sequence) == ("STOP", "STOP")
+    assert (ended.reason.name, ended.stop_sequence) == ("STOP", "")  # end of sequence: no stop string
+
+
 async def test_a_character_split_across_tokens_before_a_marker_stays_on_its_side():
     e_acute = list("é".encode())
     tokens = ids(THINK, *e_acute, END_THINK, *e_acute, EOS)

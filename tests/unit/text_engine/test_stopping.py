@@ -1,4 +1,4 @@
-from services.text_engine.engine.stopping import StopStringMatcher
+from services.text_engine.engine.stopping import StopResult, StopStringMatcher
 
 
 def feed(matcher, pieces):
@@ -38,3 +38,9 @@ def test_held_text_that_is_not_a_stop_is_released():
 
 def test_earliest_of_several_stops_wins():
     assert feed(StopStringMatcher(("b", "a")), ["xxabyy"]) == ("xx", True)
+
+
+def test_the_result_says_which_stop_matched():
+    matcher = StopStringMatcher(("END", "STOP"))
+    assert matcher.push("abc ST").stop == ""
+    assert matcher.push("OP END") == StopResult("", True, "STOP")  # "abc " went out with the first push

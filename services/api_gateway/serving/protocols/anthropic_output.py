@@ -38,7 +38,7 @@ def message_id() -> str:
 
 def stop_reason(finished: Finished) -> tuple[str, str | None]:
     """Anthropic's `stop_reason` and `stop_sequence` of an engine's `Finished`."""
-    if finished.finish_reason == "stop" and getattr(finished, "stop_sequence", ""):
+    if finished.finish_reason == "stop" and finished.stop_sequence:
         return "stop_sequence", finished.stop_sequence
     return STOP_REASONS.get(finished.finish_reason, "end_turn"), None
 

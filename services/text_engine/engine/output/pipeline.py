@@ -18,7 +18,7 @@ class OutputPipeline:
     for one request.
 
     `push(token_id)` returns the deltas that token completes (neighbours merged, see `merge_deltas`); once a
-    stop string matched, `stopped` is True and later tokens are ignored. `reasoning_tokens` counts the
+    stop string matched, `stopped` is True (`stop_sequence` says which one) and later tokens are ignored. `reasoning_tokens` counts the
     tokens generated inside the reasoning, its start and end markers included. `made_tool_calls` says
     whether the answer is tool calls (the request then finishes with TOOL_CALLS); a call goes out whole, once
     its end is read, and one the output ends in (cut by max_tokens) is dropped. Without a tool parser
@@ -30,6 +30,7 @@ class OutputPipeline:
         self._detok, self._parser, self._stops, self._tools = detokenizer, parser, stops, tools
         self.reasoning_tokens = 0
         self.stopped = False
+        self.stop_sequence = ""  # the stop string that matched
 
     @classmethod
     def for_request(cls, spec: ParserSpec, tokenizer, prompt_ids: Sequence[int], stop: tuple[str, ...],
@@ -104,7 +105,7 @@ class OutputPipeline:
             result = self._stops.push(item.piece)
             out.append(TextDelta(result.text))
             if result.stopped:
-                self.stopped = True
+                self.stopped, self.stop_sequence = True, result.stop
                 break
         return merge_deltas(out)
 
