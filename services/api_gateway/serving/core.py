@@ -116,6 +116,12 @@ class LiveGeneration:
         self.events = events
         self._calls = calls
 
+    @property
+    def prompt_tokens(self) -> int | None:
+        """The prompt's tokens as the engine counted them, when it accepted the calls before the stream started
+        (text-only requests); None when the stream starts first (images to caption) and in the events."""
+        return self._calls.calls[0].prompt_tokens if self._calls is not None else None
+
     async def aclose(self) -> None:
         """Stop the events and cancel the engine calls (no-ops once finished)."""
         try:

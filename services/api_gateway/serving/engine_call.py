@@ -43,11 +43,14 @@ class EngineCall(BackgroundRead):
     def __init__(self, events: AsyncGenerator[EngineEvent, None]) -> None:
         self._events = events
         self._head: EngineEvent | None = None  # an event read while waiting for acceptance
+        self.prompt_tokens: int | None = None  # the templated prompt's tokens, once the engine accepted the call
 
     async def accept(self) -> None:
         """Wait until the engine admitted the request; its refusal (a 4xx/503 error) is raised here."""
         first = await self._read()
-        if not isinstance(first, Accepted):
+        if isinstance(first, Accepted):
+            self.prompt_tokens = first.prompt_tokens
+        else:
             self._head = first
 
     async def next(self) -> EngineEvent:

@@ -234,6 +234,7 @@ async def test_a_stream_is_anthropics_events_in_order():
     ]  # fmt: skip
     start = got[0][1]["message"]
     assert (start["role"], start["content"], start["stop_reason"], start["model"]) == ("assistant", [], None, TEXT)
+    assert start["usage"]["input_tokens"] == 9  # a text-only request was accepted (and counted) before the stream
     blocks = [data for kind, data in got if kind == "content_block_start"]
     assert [b["index"] for b in blocks] == [0, 1, 2]
     assert [b["content_block"] for b in blocks] == [

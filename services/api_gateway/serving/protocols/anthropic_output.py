@@ -6,9 +6,10 @@ with no content yet) at once, then writes each content block as `content_block_s
 and `content_block_stop`, with increasing `index`; then `message_delta` (`stop_reason`, `stop_sequence`, usage) and
 `message_stop`. Keep-alives are `ping` events. After the first byte an error is an `error` event, the last frame.
 
-`message_start` goes out before the engine has counted the prompt (a captioned request's text engine is not even
-called yet), so its `usage.input_tokens` is 0; `message_delta`'s usage carries the count (usage on a message_delta
-is cumulative: the SDK's accumulated message takes its input_tokens).
+`message_start`'s `usage.input_tokens` is the engine's count of a text-only request's prompt (it accepted the request
+before the stream started); a request with images to caption starts its stream before the text engine is called,
+so there it is 0. `message_delta`'s usage always carries the count (usage on a message_delta is cumulative: the
+SDK's accumulated message takes its input_tokens).
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ class BlockWriter:
 async def message_frames(live: LiveGeneration, model: str, shows_thinking: bool) -> AsyncIterator[str]:
     """The frames of one streamed message, answered as `model` (the name the request used)."""
     message = {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": [],
-               "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}  # fmt: skip
+               "stop_reason": None, "stop_sequence": None,
+               "usage": {"input_tokens": live.prompt_tokens or 0, "output_tokens": 0}}  # fmt: skip
     yield frame("message_start", {"message": message})
     blocks = BlockWriter(shows_thinking)
     proxy_vision = None
