@@ -240,3 +240,28 @@ async def test_the_request_limits_apply_and_name_the_responses_fields(client, bo
     response = await client.post("/v1/responses", json={"model": TEXT, **body})
     error = response.json()["error"]
     assert (response.status_code, error["param"], error["code"]) == (400, param, code), error
+
+
+async def test_a_response_too_large_to_store_says_it_was_not_stored():
+    state = make_state({TEXT: FakeTextEngine(TEXT, hello_script())})
+    state.responses.store = MemoryResponseStore(ResponseStoreSettings(max_bytes=100))
+    body = await state.responses.complete(await state.responses.plan(_request({"model": TEXT, "input": "Hi"})), "r")
+    assert body["store"] is False and await state.responses.store.get(body["id"]) is None
+
+
+async def test_an_image_in_a_function_call_output_is_captioned():
+    from .fakes import FakeVision, make_vision_state
+    from .test_captions import RED, config
+    from .test_image_policy import image_part
+
+    engine = FakeTextEngine(TEXT, hello_script())
+    state = await make_vision_state(config(), {TEXT: engine}, FakeVision())
+    items = [{"role": "user", "content": "Take a screenshot."},
+             {"type": "function_call", "call_id": "c1", "name": "screenshot", "arguments": "{}"},
+             {"type": "function_call_output", "call_id": "c1", "output": [
+                 {"type": "input_text", "text": "Here it is:"}, {"type": "input_image", "image_url": image_part(RED)["image_url"]["url"]}]}]  # fmt: skip
+    plan = await state.responses.plan(_request({"model": TEXT, "input": items}))
+    body = await state.responses.complete(plan, "r")
+    tool = engine.calls[0].messages[2]
+    assert (tool.role, tool.tool_call_id, tool.name) == ("tool", "c1", "screenshot")
+    assert tool.content.startswith("Here it is:\n\nImage 1: ") and body["proxy_vision"]["images"][0]["message"] == 2

@@ -144,7 +144,8 @@ class Responses:
         if plan.request.store:
             items = [*plan.history, *(i.model_dump(mode="json", by_alias=True, exclude_none=True)
                                       for i in request_items(plan.request))]  # fmt: skip
-            await self.store.put(plan.response_id, {"response": response, "items": items})
+            if not await self.store.put(plan.response_id, {"response": response, "items": items}):
+                response["store"] = False  # too large to keep (logged): the answer says so rather than pretend
         return response
 
     async def retrieve(self, response_id: str) -> dict:
