@@ -150,11 +150,20 @@ def test_streamed_tool_call_assembles_to_the_non_streamed_one(client, no_think, 
 
 
 @pytest.mark.parametrize("model", [TEXT_MODEL, QWEN3])
-def test_required_tool_choice_over_seeds_with_and_without_parallel_calls(stack, no_think, model):
+def test_required_tool_choice_over_seeds_with_and_without_parallel_calls(stack, models, no_think, model):
+    # The grammar lets a model end after any call (for Qwen3's, after the newline that ends a call's line too).
+    # The random-weight Qwen3 stand-in mostly does; a bias on <tool_call> stands for a model that goes on to
+    # one more call once it ended the line, so that some parallel answers have several.
+    more = {}
+    if model == QWEN3:
+        more = {str(load_tokenizer(str(models["qwen3"])).convert_tokens_to_ids("<tool_call>")): 5}
+
     async def ask(client, seed: int, parallel: bool):
-        return await client.chat.completions.create(**call_kwargs(
-            no_think, model, tools=[WEATHER, TIME], tool_choice="required", seed=seed, parallel_tool_calls=parallel,
-            max_tokens=160))  # fmt: skip
+        kwargs = call_kwargs(no_think, model, tools=[WEATHER, TIME], tool_choice="required", seed=seed,
+                             parallel_tool_calls=parallel, max_tokens=160)  # fmt: skip
+        if parallel:
+            kwargs["logit_bias"] = {**kwargs["logit_bias"], **more}
+        return await client.chat.completions.create(**kwargs)
 
     async def main():
         async with stack.async_client() as client:
@@ -166,15 +175,40 @@ def test_required_tool_choice_over_seeds_with_and_without_parallel_calls(stack, 
     single, parallel = answers[:6], answers[6:]
     for response in answers:
         choice = response.choices[0]
-        assert choice.finish_reason == "tool_calls" and choice.message.tool_calls, choice
+        assert choice.message.tool_calls, choice
         for call in choice.message.tool_calls:
-            assert_valid_call(call)
+            assert_valid_call(call)  # never a call cut by max_tokens
         if response.usage.completion_tokens < 160:  # ended by end-of-sequence: nothing but calls
-            assert not choice.message.content, choice.message
+            assert choice.finish_reason == "tool_calls" and not choice.message.content, choice
+        else:  # max_tokens: "length" if it cut one more call (dropped), else the calls are the answer
+            assert choice.finish_reason in ("length", "tool_calls"), choice
     assert all(len(r.choices[0].message.tool_calls) == 1 for r in single)
     assert all(r.usage.completion_tokens < 160 for r in single)  # one bounded call always fits
     assert max(len(r.choices[0].message.tool_calls) for r in parallel) > 1  # several calls are allowed
     assert {c.function.name for r in answers for c in r.choices[0].message.tool_calls} == {"get_weather", "get_time"}
+
+
+@pytest.mark.parametrize("model", [TEXT_MODEL, QWEN3])
+def test_a_named_tool_choice_is_one_call_even_with_parallel_calls(client, no_think, model):
+    for seed in range(4):
+        response = client.chat.completions.create(**call_kwargs(no_think, model, seed=seed, parallel_tool_calls=True))
+        choice = response.choices[0]
+        assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1, choice
+        assert choice.message.tool_calls[0].function.name == "get_weather"
+
+
+@pytest.mark.parametrize("model", [TEXT_MODEL, QWEN3])
+def test_a_call_cut_by_max_tokens_is_length_without_the_call(client, no_think, model):
+    # Cut inside the forced call's arguments (the call's head is 6 tokens of Ministral's, 24 of Qwen3's stand-in):
+    # no call, not even a streamed piece of one, and no markup as content.
+    cut = {TEXT_MODEL: 10, QWEN3: 30}[model]
+    kwargs = call_kwargs(no_think, model, seed=0, parallel_tool_calls=False, max_tokens=cut)
+    choice = client.chat.completions.create(**kwargs).choices[0]
+    assert (choice.finish_reason, choice.message.tool_calls, choice.message.content or "") == ("length", None, "")
+    chunks = list(client.chat.completions.create(**kwargs, stream=True))
+    calls, finish = streamed_tool_calls(chunks)
+    assert (calls, finish) == ([], "length")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""
 
 
 @pytest.mark.parametrize("model", [TEXT_MODEL, QWEN3])
