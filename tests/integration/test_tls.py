@@ -301,7 +301,8 @@ def test_a_real_engine_and_gateway_over_mtls(pki, tiny_models, tmp_path):
         finally:
             gateway.stop()
         assert f"listening on {engine.address} (mTLS (client certificates required))" in engine.log_text()
-        # The README's grpcurl lines: the CA and a client certificate; without the certificate, refused.
+        # The grpcurl lines of docs/operations.md (talking to an engine directly): the CA and a client certificate;
+        # without the certificate, refused.
         grpcurl = [str(Path(sys.executable).parent / "grpcurl"), "-cacert", str(pki.ca)]
         health = ["-d", '{"service": ""}', engine.address, "grpc.health.v1.Health/Check"]
         answer = subprocess.run([*grpcurl, "-cert", str(pki.client.cert), "-key", str(pki.client.key), *health],
