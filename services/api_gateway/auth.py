@@ -222,7 +222,8 @@ class ApiKeyMiddleware:
         self._policy = policy
 
     async def __call__(self, scope, receive, send) -> None:
-        path = app_path(scope)
+        # A lifespan scope has no path: it passes before the path is read.
+        path = app_path(scope) if scope["type"] in ("http", "websocket") else ""
         if scope["type"] not in ("http", "websocket") or not self._policy.guards(path):
             await self.app(scope, receive, send)
             return

@@ -72,7 +72,7 @@ def test_the_bundled_redis_runs_as_the_other_pods_do_and_models_yaml_points_the_
     assert set(caches.values()) == {None}  # text models have no caption cache
 
 
-def test_the_network_policy_admits_only_the_vision_engines_to_redis():
+def test_the_network_policy_admits_only_the_vision_engines_and_the_gateway_to_redis():
     rendered = render(BUNDLED)
     policy = rendered.get("NetworkPolicy", CACHE)["spec"]
     assert selects(policy["podSelector"], pod_labels(rendered, CACHE))
@@ -80,10 +80,10 @@ def test_the_network_policy_admits_only_the_vision_engines_to_redis():
                    for d in rendered.of_kind("Deployment") if d["metadata"]["name"] != CACHE)  # fmt: skip
     (rule,) = policy["ingress"]
     assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
-    (peer,) = rule["from"]
-    admitted = [d["metadata"]["name"] for d in rendered.of_kind("Deployment")
-                if selects(peer["podSelector"], pod_labels(rendered, d["metadata"]["name"]))]  # fmt: skip
-    assert admitted == [VISION]
+    admitted = sorted(d["metadata"]["name"] for d in rendered.of_kind("Deployment")
+                      if any(selects(peer["podSelector"], pod_labels(rendered, d["metadata"]["name"]))
+                             for peer in rule["from"]))  # fmt: skip
+    assert admitted == sorted([VISION, f"{RELEASE}-gateway"])  # captions; stored responses
     # The engines' own policy still selects the engines only (the Redis pod is not an engine).
     engines = rendered.get("NetworkPolicy", f"{RELEASE}-engines")["spec"]
     assert not selects(engines["podSelector"], pod_labels(rendered, CACHE))
