@@ -19,16 +19,13 @@ import httpx
 import jsonschema
 import pytest
 
-from services.model_builder import build_all
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_COMPLETION_IDS, SCRIPTED_REASONING
 from tests.conftest import TEXT_MODEL
 from tests.support.images import png
-from tests.support.processes import REPO_ROOT
 
-from .stack import make_stack
+from .conftest import SCRIPTED
 
 pytestmark = pytest.mark.e2e
-SCRIPTED = "scripted-reasoning"
 GREEDY = {"temperature": 0}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER_INPUT = {
@@ -40,15 +37,6 @@ WEATHER_INPUT = {
 WEATHER = {"name": "get_weather", "description": "Current weather in a city.", "input_schema": WEATHER_INPUT}
 RED_PNG = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                        "data": base64.b64encode(png((200, 30, 30))).decode()}}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    models = build_all(REPO_ROOT / "models" / "tiny", only={"text", "vision", "reasoning"})
-    s = make_stack(tmp_path_factory.mktemp("anthropic"), {"text": models["text"], "vision": models["vision"]},
-                   vision=True, more_text={SCRIPTED: models["reasoning"]})  # fmt: skip
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

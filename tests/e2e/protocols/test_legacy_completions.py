@@ -15,30 +15,14 @@ import openai
 import pytest
 
 from services.common.tokenizers import load_tokenizer
-from services.model_builder import build_all
 from tests.conftest import TEXT_MODEL
-from tests.support.processes import REPO_ROOT
 
-from .stack import make_stack
+from .conftest import QWEN3
 
 pytestmark = pytest.mark.e2e
-QWEN3 = "qwen3-tiny"
 PROMPT = "def add(a, b):"
 GREEDY = {"temperature": 0, "max_tokens": 8, "extra_body": {"ignore_eos": True}}  # always 8 tokens
 SAMPLED = {"temperature": 1.0, "seed": 7, "max_tokens": 8, "extra_body": {"ignore_eos": True}}
-
-
-@pytest.fixture(scope="module")
-def models():
-    return build_all(REPO_ROOT / "models" / "tiny", only={"text", "qwen3"})
-
-
-@pytest.fixture(scope="module")
-def stack(models, tmp_path_factory):
-    s = make_stack(tmp_path_factory.mktemp("completions"), {"text": models["text"]}, vision=False,
-                   more_text={QWEN3: models["qwen3"]})  # fmt: skip
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """The Responses API end to end: the official openai SDK (`responses.create`, `responses.stream`, `responses.parse`,
-`retrieve`, `delete`) -> real uvicorn gateway -> real gRPC engines with tiny stand-ins (the Ministral-3 stand-in as
-TEXT_MODEL, the proxy vision model, and the scripted reasoning model), including an agent's tool loop through
+`retrieve`, `delete`) -> real uvicorn gateway -> real gRPC engines with tiny stand-ins (the package's stack: conftest.py), including an agent's tool loop through
 `function_call_output`, with and without stored responses."""
 
 from __future__ import annotations
@@ -16,16 +15,13 @@ import pytest
 from pydantic import BaseModel, Field
 
 from services.common.tokenizers import load_tokenizer
-from services.model_builder import build_all
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_REASONING
 from tests.conftest import TEXT_MODEL
 from tests.support.images import png
-from tests.support.processes import REPO_ROOT
 
-from .stack import make_stack
+from .conftest import SCRIPTED
 
 pytestmark = pytest.mark.e2e
-SCRIPTED = "scripted-reasoning"
 WEATHER_PARAMS = {
     "type": "object",
     "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["celsius", "fahrenheit"]}},
@@ -46,28 +42,15 @@ class Person(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def models():
-    return build_all(REPO_ROOT / "models" / "tiny", only={"reasoning"})
-
-
-@pytest.fixture(scope="module")
-def stack(tiny_models, models, tmp_path_factory):
-    s = make_stack(tmp_path_factory.mktemp("responses"), tiny_models, vision=True,
-                   more_text={SCRIPTED: models["reasoning"]})  # fmt: skip
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def client(stack):
     return stack.client()
 
 
 @pytest.fixture(scope="module")
-def no_think(tiny_models) -> dict:
+def no_think(models) -> dict:
     """vLLM's logit_bias extra, banning the random-weight model's reasoning start: thinking, it would rarely
     reach its constrained answer within max_output_tokens."""
-    token_id = load_tokenizer(str(tiny_models["text"])).convert_tokens_to_ids("[THINK]")
+    token_id = load_tokenizer(str(models["text"])).convert_tokens_to_ids("[THINK]")
     return {"logit_bias": {str(token_id): -100}}
 
 
