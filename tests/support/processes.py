@@ -23,9 +23,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def free_port() -> int:
     """A port that was free a moment ago (the kernel picks it by binding port 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different ports that were free a moment ago: every socket stays bound until all are picked, so the
+    kernel cannot hand one port out twice (separate `free_port()` calls can: two services of one stack then race
+    for one port, and the loser's address answers as the winner)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @dataclass

@@ -28,6 +28,7 @@ from tests.support.processes import (
     ServiceProcess,
     engine_python,
     free_port,
+    free_ports,
     start_service,
     stop_all,
     wait_grpc_serving,
@@ -204,8 +205,15 @@ def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: boo
     fills in the endpoints. `more_text` (model name -> checkpoint) adds text models beside TEXT_MODEL, with its
     params, each served by an engine of its own (a name `config` already has keeps its entry, e.g. a
     `ModelsYaml.native` one, and only gets its engine). `env` goes to every process."""
-    ports = {name: free_port() for name in ("text", "vision", "gateway", "text_metrics", "vision_metrics")}
-    ports.update({f"text:{name}": free_port() for name in more_text or {}})
+    names = [
+        "text",
+        "vision",
+        "gateway",
+        "text_metrics",
+        "vision_metrics",
+        *(f"text:{name}" for name in more_text or {}),
+    ]
+    ports = dict(zip(names, free_ports(len(names))))
     if config is None:
         config = tiny(tiny_models, vision=vision, text_params=text_params)
         if gateway_extra:
