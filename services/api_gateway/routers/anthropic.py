@@ -11,25 +11,18 @@ from services.common.errors import ShuttingDownError
 from ..dependencies import get_state, request_id
 from ..openapi import anthropic_error_responses
 from ..schemas.anthropic import AnthropicMessage, CountTokensRequest, CountTokensResponse, MessagesRequest
-from ..serving.sse import EventStreamResponse
 from ..state import GatewayState
-from .generation import client_timeout, unless_disconnected
+from .generation import client_timeout, serve, stream_responses, unless_disconnected
 
 router = APIRouter(tags=["anthropic"])
 
-_SSE_EVENT = {
-    "type": "object", "required": ["event", "data"],
-    "properties": {"event": {"type": "string", "description": "message_start, content_block_start, "
-                                                             "content_block_delta, content_block_stop, message_delta, "
-                                                             "message_stop, ping; after the first byte, error"},
-                   "data": {"type": "string", "description": "The event as JSON, its `type` the event's name"}},
-}  # fmt: skip
-_RESPONSES = {
-    200: {"description": "A `message`, or with `stream: true` a `text/event-stream` of Anthropic's message events",
-          # Before OpenAPI 3.2 (FastAPI writes 3.1) a stream's `schema` describes one event, as a parsed SSE event.
-          "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
-    **anthropic_error_responses(400, 404, 413, 500, 503, 504, 529),
-}  # fmt: skip
+_RESPONSES = stream_responses(
+    "A `message`, or with `stream: true` a `text/event-stream` of Anthropic's message events",
+    {"event": "message_start, content_block_start, content_block_delta, content_block_stop, message_delta, "
+              "message_stop, ping; after the first byte, error",
+     "data": "The event as JSON, its `type` the event's name"},
+    anthropic_error_responses(400, 404, 413, 500, 503, 504, 529),
+)  # fmt: skip
 
 
 def _refuse_while_draining(state: GatewayState) -> None:
@@ -42,14 +35,7 @@ async def create_message(
     body: MessagesRequest, request: Request, state: GatewayState = Depends(get_state), rid: str = Depends(request_id)
 ):
     """Anthropic Messages, streamed (SSE) or not; images are described by the vision engine."""
-    _refuse_while_draining(state)
-    plan = await state.messages.plan(body, client_timeout(request))
-    request.state.model = plan.entry.name  # for the request metrics
-    if body.stream:
-        # Until the engine accepts (it may queue the request), nothing is sent: watch the client meanwhile.
-        return EventStreamResponse(await unless_disconnected(request, state.messages.stream(plan, rid)))
-    # Sent as built, as chat completions are (re-validating against the documentation model would drop fields).
-    return JSONResponse(await unless_disconnected(request, state.messages.complete(plan, rid)))
+    return await serve(request, state.messages, body, rid, state.drain.draining)
 
 
 @router.post(

@@ -6,28 +6,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from services.common.errors import ShuttingDownError
-
 from ..dependencies import get_state, request_id
 from ..openapi import error_responses
 from ..schemas.responses import ResponsesRequest
-from ..serving.sse import EventStreamResponse
 from ..state import GatewayState
-from .generation import client_timeout, unless_disconnected
+from .generation import serve, stream_responses
 
 router = APIRouter(tags=["responses"])
 
-_SSE_EVENT = {
-    "type": "object", "required": ["event", "data"],
-    "properties": {"event": {"type": "string", "description": "The event's type: `response.created`, "
-                                                               "`response.output_text.delta`, ... `response.completed`"},
-                   "data": {"type": "string", "description": "The event as JSON, with `type` and `sequence_number`"}},
-}  # fmt: skip
-_CREATED = {
-    200: {"description": "A `response` object, or with `stream: true` a `text/event-stream` of typed Responses events",
-          "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
-    **error_responses(400, 404, 413, 500, 503, 504),
-}  # fmt: skip
+_CREATED = stream_responses(
+    "A `response` object, or with `stream: true` a `text/event-stream` of typed Responses events",
+    {"event": "The event's type: `response.created`, `response.output_text.delta`, ... `response.completed`",
+     "data": "The event as JSON, with `type` and `sequence_number`"},
+    error_responses(400, 404, 413, 500, 503, 504),
+)  # fmt: skip
 
 
 @router.post("/v1/responses", responses=_CREATED)
@@ -35,13 +27,7 @@ async def create_response(body: ResponsesRequest, request: Request, state: Gatew
                           rid: str = Depends(request_id)):  # fmt: skip
     """OpenAI Responses: text, images, function tools, structured outputs, reasoning; stored for
     `previous_response_id` unless `store` is false."""
-    if state.drain.draining:
-        raise ShuttingDownError("The server is shutting down; retry in a moment (another replica will answer)")
-    plan = await state.responses.plan(body, client_timeout(request))
-    request.state.model = plan.entry.name  # for the request metrics
-    if body.stream:
-        return EventStreamResponse(await unless_disconnected(request, state.responses.stream(plan, rid)))
-    return JSONResponse(await unless_disconnected(request, state.responses.complete(plan, rid)))
+    return await serve(request, state.responses, body, rid, state.drain.draining)
 
 
 @router.get("/v1/responses/{response_id}", responses=error_responses(404, 503))

@@ -9,9 +9,14 @@ there is no long silence to fill and no per-token overhead worth paying.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.responses import StreamingResponse
+
+from services.common.errors import InternalError, ProxyVisionError
+
+log = logging.getLogger(__name__)
 
 DONE = "data: [DONE]\n\n"
 KEEPALIVE = ": keep-alive\n\n"
@@ -27,6 +32,24 @@ def timing_comment(timings, text_ttft_ms: float) -> str:
     comments, benchmarks read it."""
     return (f": timing fetch_ms={timings.fetch_ms:.1f} vision_ms={timings.vision_ms:.1f} "
             f"text_ttft_ms={text_ttft_ms:.1f}\n\n")  # fmt: skip
+
+
+async def ending_with_done(frames: AsyncIterator[str], calls) -> AsyncIterator[str]:
+    """An OpenAI-style stream's `frames`, then `[DONE]`: an error after the first byte becomes an error event
+    first (the client is owed an answer), and the engine calls (`calls`: anything with an `aclose()`) are closed
+    however the frames end."""
+    try:
+        async for frame in frames:
+            yield frame
+    except ProxyVisionError as error:
+        log.info("Stream failed after it started: %s", error.message)
+        yield event(error.to_openai())
+    except Exception:  # a bug: the client still gets an error event and [DONE], the log the traceback
+        log.exception("Stream failed unexpectedly")
+        yield event(InternalError("The server had an error while processing your request.").to_openai())
+    finally:
+        await calls.aclose()
+    yield DONE
 
 
 class FrameStream:

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.common.config import ModelEntry, ReasoningField
-from services.common.errors import InternalError, ProxyVisionError
 
 from ...clients.text_engine import (
     Finished,
@@ -136,7 +135,7 @@ class ChatCompletions:
     async def stream(self, plan: ChatPlan, request_id: str) -> sse.FrameStream:
         """SSE frames. Text-only: first waits for the engine to accept the request (raising its refusal)."""
         live = await self.core.stream(plan.core, request_id)
-        return sse.FrameStream(self._frames(plan, live), live)
+        return sse.FrameStream(sse.ending_with_done(self._frames(plan, live), live), live)
 
     async def _frames(self, plan: ChatPlan, live: LiveGeneration) -> AsyncIterator[str]:
         chunk = chunks.ChunkMaker(plan.entry.name, self._reasoning_field)
@@ -144,31 +143,21 @@ class ChatCompletions:
         with_logprobs = bool(plan.request.logprobs)
         for index in range(plan.n):
             yield chunk.delta({"role": "assistant", "content": ""}, index)
-        try:
-            finished: dict[int, Finished] = {}
-            async for item in live.events:
-                if isinstance(item, KeepAlive):
-                    yield sse.KEEPALIVE
-                elif isinstance(item, CaptionsMade):
-                    # Its own chunk, so the per-token frames stay prebuilt (chunks.ChunkMaker).
-                    yield chunk.annotation({"proxy_vision": item.proxy_vision})
-                elif isinstance(item, FirstToken):
-                    if item.timings is not None:
-                        yield sse.timing_comment(item.timings, item.text_ttft_ms)
-                elif isinstance(item, Output):
-                    for frame in self._output_frames(chunk, item, include_reasoning, with_logprobs, finished):
-                        yield frame
-            if plan.request.stream_options and plan.request.stream_options.include_usage:
-                yield chunk.usage(chunks.usage([finished[i] for i in range(plan.n)]))
-        except ProxyVisionError as error:
-            log.info("Stream failed after it started: %s", error.message)
-            yield sse.event(error.to_openai())
-        except Exception:  # a bug: the client still gets an error event and [DONE], the log the traceback
-            log.exception("Stream failed unexpectedly")
-            yield sse.event(InternalError("The server had an error while processing your request.").to_openai())
-        finally:
-            await live.aclose()
-        yield sse.DONE
+        finished: dict[int, Finished] = {}
+        async for item in live.events:
+            if isinstance(item, KeepAlive):
+                yield sse.KEEPALIVE
+            elif isinstance(item, CaptionsMade):
+                # Its own chunk, so the per-token frames stay prebuilt (chunks.ChunkMaker).
+                yield chunk.annotation({"proxy_vision": item.proxy_vision})
+            elif isinstance(item, FirstToken):
+                if item.timings is not None:
+                    yield sse.timing_comment(item.timings, item.text_ttft_ms)
+            elif isinstance(item, Output):
+                for frame in self._output_frames(chunk, item, include_reasoning, with_logprobs, finished):
+                    yield frame
+        if plan.request.stream_options and plan.request.stream_options.include_usage:
+            yield chunk.usage(chunks.usage([finished[i] for i in range(plan.n)]))
 
     @staticmethod
     def _output_frames(chunk: chunks.ChunkMaker, item: Output, include_reasoning: bool, with_logprobs: bool,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from services.common.config import ModelEntry
-from services.common.errors import InternalError, InvalidRequestError, ProxyVisionError
+from services.common.errors import InvalidRequestError
 
 from ...clients.text_engine import Finished, RawPrompt, TextDelta, TokenLogprob
 from ...schemas.completions import CompletionRequest, PromptItem
@@ -140,7 +140,7 @@ class Completions:
     async def stream(self, plan: CompletionsPlan, request_id: str) -> sse.FrameStream:
         """SSE frames, once the engine has accepted every prompt's generations (raising the first refusal)."""
         batch = _Batch(await _together(self.core.stream(core, request_id) for core in plan.cores), plan.n)
-        return sse.FrameStream(self._frames(plan, batch), batch)
+        return sse.FrameStream(sse.ending_with_done(self._frames(plan, batch), batch), batch)
 
     async def _frames(self, plan: CompletionsPlan, batch: _Batch) -> AsyncIterator[str]:
         chunk = _ChunkMaker(plan.entry.name)
@@ -149,31 +149,21 @@ class Completions:
         if plan.request.echo:
             for index in range(total):
                 yield chunk.text(plan.echoed(index), index)
-        try:
-            finished: dict[int, Finished] = {}
-            async for item in batch.events():
-                if isinstance(item, KeepAlive):
-                    yield sse.KEEPALIVE
-                elif isinstance(item, Output):  # (FirstToken and CaptionsMade say nothing to a raw prompt's client)
-                    index, event = item.index, item.event
-                    if isinstance(event, TextDelta) and (event.text or (logprobs and event.logprobs)):
-                        yield chunk.text(event.text, index, logprobs[index].add(event.logprobs) if logprobs else None)
-                    elif isinstance(event, Finished):
-                        finished[index] = event
-                        yield chunk.finish(event.finish_reason, index)
-            options = plan.request.stream_options
-            if options is not None and options.include_usage:
-                per_prompt = [[finished[p * plan.n + c] for c in range(plan.n)] for p in range(len(plan.prompts))]
-                yield chunk.usage(usage(per_prompt))
-        except ProxyVisionError as error:
-            log.info("Completion stream failed after it started: %s", error.message)
-            yield sse.event(error.to_openai())
-        except Exception:  # a bug: the client still gets an error event and [DONE], the log the traceback
-            log.exception("Completion stream failed unexpectedly")
-            yield sse.event(InternalError("The server had an error while processing your request.").to_openai())
-        finally:
-            await batch.aclose()
-        yield sse.DONE
+        finished: dict[int, Finished] = {}
+        async for item in batch.events():
+            if isinstance(item, KeepAlive):
+                yield sse.KEEPALIVE
+            elif isinstance(item, Output):  # (FirstToken and CaptionsMade say nothing to a raw prompt's client)
+                index, event = item.index, item.event
+                if isinstance(event, TextDelta) and (event.text or (logprobs and event.logprobs)):
+                    yield chunk.text(event.text, index, logprobs[index].add(event.logprobs) if logprobs else None)
+                elif isinstance(event, Finished):
+                    finished[index] = event
+                    yield chunk.finish(event.finish_reason, index)
+        options = plan.request.stream_options
+        if options is not None and options.include_usage:
+            per_prompt = [[finished[p * plan.n + c] for c in range(plan.n)] for p in range(len(plan.prompts))]
+            yield chunk.usage(usage(per_prompt))
 
 
 def completion_id() -> str:
