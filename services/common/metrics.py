@@ -1,6 +1,6 @@
 """Prometheus metrics: one registry per process, engine series shared by both engines, an HTTP exporter.
 
-Every series is named `proxyvision_*` and documented in the README. Counters and histograms are updated
+Every series is named `proxyvision_*` and documented in docs/operations.md (Metrics). Counters and histograms are updated
 where the event happens; gauges that describe a state (running, waiting, memory, model state) are read
 from the engine's own snapshot at scrape time, so they can never drift from what the engine reports in
 GetModelInfo. The exporter runs in prometheus_client's own thread: a scrape never waits on the event loop.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    """The supervisor's restart constants (the README's launcher section lists the defaults)."""
+    """The supervisor's restart constants (docs/operations.md, "The launcher", lists the defaults)."""
 
     initial_backoff_secs: float = 1.0
     max_backoff_secs: float = 30.0

@@ -16,7 +16,7 @@ Where the real sizes come from:
   9216 / 26 / 32 / 8 / 128, `tie_word_embeddings: true`). Context 262144 with YaRN factor 16 over 16384,
   rope_theta 1e6, beta_fast 32, beta_slow 1, mscale 1, llama_4_scaling_beta 0.1: the model card's 256k
   window and the rope parameters the Ministral 3 configs carry (as mlx-vlm's port of the 3B reads them).
-  Cross-check: 26 layers x 2 x 8 x 128 x 2 bytes = 104 KiB of bf16 KV cache per token, the README's figure.
+  Cross-check: 26 layers x 2 x 8 x 128 x 2 bytes = 104 KiB of bf16 KV cache per token, docs/operations.md's figure (Memory budget).
   Vision (`pixtral`): hidden 1024, ffn 4096, 24 layers, 16 heads, head_dim 64, image 1540, patch 14 —
   transformers' `Mistral3Config` vision defaults (the Mistral-Small-3.1 tower the Ministral 3 family reuses);
   spatial_merge_size 2, gelu projector without bias, image token 10: `Mistral3Config`'s defaults and the

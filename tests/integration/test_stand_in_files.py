@@ -1,6 +1,6 @@
 """The stand-ins carry their hub repos' files and key layouts, and load through the engines' own loaders.
 
-Hub file sets (from the public repos; README "Real models" says what differs and why it does not matter):
+Hub file sets (from the public repos; docs/configuration.md "Real models" says what differs and why it does not matter):
 - mistralai/Ministral-3-3B-Reasoning-2512: config.json, model.safetensors, generation_config.json,
   tekken.json (no tokenizer.json), chat_template.jinja, SYSTEM_PROMPT.txt, processor_config.json,
   params.json, consolidated.safetensors;

@@ -51,7 +51,7 @@ def token_logprobs(
 
     The distribution is log-softmax of the processed logits (after penalties, logit_bias and grammar masks,
     before temperature, top-k, top-p and min-p): what the model says given the request's constraints, not an
-    artefact of the sampling settings. The README says so."""
+    artefact of the sampling settings. docs/api.md says so."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     chosen_lp = logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()
     k = max(top_n, default=0)
