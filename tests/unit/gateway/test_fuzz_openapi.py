@@ -5,7 +5,7 @@ answered 404), and every response must be no server error and conform to what th
 
 The app is the one of test_bad_inputs.py: a fake text engine that serializes each call as the real client
 would, a captioning vision engine, an image fetcher with no network. Bounded by max_examples per operation
-(PROXYVISION_FUZZ_EXAMPLES, default 250 for the chat route, a quarter of that for each other protocol's
+(PROXYVISION_FUZZ_EXAMPLES, default 250 for the chat route, a sixth of that for each other protocol's
 generation route, 20 for the rest), under a minute on 2 cores;
 `make fuzz` runs it with 2,500.
 """
@@ -35,7 +35,7 @@ from .test_bad_inputs import WireCheckingEngine, hostile_app, hostile_config
 CHAT_EXAMPLES = int(os.environ.get("PROXYVISION_FUZZ_EXAMPLES", "250"))
 # The other protocols' generation routes: the same core behind them, so fewer cases each.
 PROTOCOLS = ("POST /v1/responses", "POST /v1/messages", "POST /v1/completions")
-PROTOCOL_EXAMPLES = max(20, CHAT_EXAMPLES // 4)
+PROTOCOL_EXAMPLES = max(20, CHAT_EXAMPLES // 6)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance, negative_data_rejection]  # fmt: skip
 # Mostly the served text model; sometimes the vision model (not a chat model: 400/404) or an unknown one (404).

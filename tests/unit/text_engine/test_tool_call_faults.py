@@ -30,6 +30,7 @@ REQUIRED, NAMED = ToolChoice(ToolChoiceMode.REQUIRED), ToolChoice(ToolChoiceMode
 
 
 @cache
+@cache  # loading a tokenizer and building its grammar compiler is most of these tests' time
 def model(fmt):
     path, eos = MODELS[fmt]
     tokenizer = load_tokenizer(path)
@@ -73,7 +74,8 @@ def allowed_after(fmt, grammar: GrammarSpec, text: str) -> set[int] | None:
         return None
     mask = torch.zeros((compiler.vocab_size + 31) // 32, dtype=torch.int32)
     matcher.unsafe_compute_mask_ptr(mask.data_ptr(), mask.numel() * 4)
-    return {i for i in range(compiler.vocab_size) if (int(mask[i // 32]) >> (i % 32)) & 1}
+    bits = (mask.view(-1, 1) >> torch.arange(32, dtype=torch.int32)) & 1  # bit j of word w: token 32w + j
+    return {i for i in bits.flatten().nonzero().flatten().tolist() if i < compiler.vocab_size}
 
 
 # 2. required + parallel: the model may end after any complete call ------------------------------------------
