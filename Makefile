@@ -23,6 +23,7 @@ help:
 	@echo "make bench   - benchmark against the in-process engine and 'transformers serve'"
 	@echo "make bench-engines - the text engine on transformers vs on vLLM vs vLLM's own server, one checkpoint"
 	@echo "make bench-gguf - one GGUF on the CPU: ProxyVision vs 'transformers serve' vs llama.cpp's server"
+	@echo "make image REGISTRY=... TAG=... - build and push the chart's image (needs Docker and its registries)"
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -152,6 +153,16 @@ clean:
 # beside it; under 8 minutes. Runs with the machine's own python/torch; pinned packages it lacks come from
 # .gpu-wheels/ (make gpu-wheels, where the index is reachable; GPU_PYTHONS names the machine's CPython).
 GPU_PYTHON ?= python3
+# make image REGISTRY=… TAG=…: the one image every pod of the chart runs (CUDA torch unless TORCH_INDEX says
+# otherwise), built and pushed (docs/operations.md). Needs Docker and its registries; not run by the tests.
+REGISTRY ?= proxyvision
+TAG ?= 0.1.0
+TORCH_INDEX ?=
+.PHONY: image
+image:
+	docker build $(if $(TORCH_INDEX),--build-arg TORCH_INDEX=$(TORCH_INDEX)) -t $(REGISTRY)/proxyvision:$(TAG) .
+	docker push $(REGISTRY)/proxyvision:$(TAG)
+
 GPU_PYTHONS ?= 3.12
 GPU_CHECK_ARGS ?=
 .PHONY: gpu-check gpu-wheels
