@@ -191,6 +191,10 @@ class ModelEntry(_Strict):
     """One model and the engine that serves it."""
 
     name: str = Field(min_length=1)
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other names requests may use for this model (e.g. its hub id), listed in /v1/models.",
+    )
     hf_id: str | None = None
     local_path: str | None = None
     revision: str | None = None
@@ -486,9 +490,12 @@ class ModelsConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> ModelsConfig:
         names = [m.name for m in self.models]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        called = [*names, *(alias for m in self.models for alias in m.aliases if alias != m.name)]
+        duplicates = sorted({n for n in called if called.count(n) > 1})
         if duplicates:
-            raise ValueError(f"duplicate model name(s): {', '.join(duplicates)}")
+            raise ValueError(f"duplicate model name(s) or alias(es): {', '.join(duplicates)}")
+        if "default" in called:
+            raise ValueError("'default' is not a model name or alias: requests use it for default_model")
         if self.default_model is not None and self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not one of the models: {', '.join(names)}")
         if not self.text_models:
@@ -518,9 +525,9 @@ class ModelsConfig(_Strict):
         return self.default_model or self.text_models[0].name
 
     def model(self, name: str) -> ModelEntry:
-        """The entry called `name`; KeyError if there is none."""
+        """The entry called `name` (or aliased so); KeyError if there is none."""
         for entry in self.models:
-            if entry.name == name:
+            if entry.name == name or name in entry.aliases:
                 return entry
         raise KeyError(name)
 

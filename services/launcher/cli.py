@@ -1,4 +1,5 @@
-"""`proxyvision serve --models-config models.yaml --port 2000 [--ui-server]` (and the brief's forms).
+"""`proxyvision serve --models-config models.yaml --port 2000 [--ui-server]` (and the brief's forms), and
+`proxyvision config [...]`, which prints the configuration `serve` would run.
 
 The config is loaded and validated once, here; the children read the resolved copy this writes.
 Exit codes: 0 after a requested stop, 1 when a required child fails for good (a text model fails to load:
@@ -18,6 +19,8 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from services.common.backends import vllm_python
 from services.common.config import ConfigError, ModelsConfig, load_models_config, parse_models_config
@@ -58,12 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "models.yaml, else transformers); vllm needs `make install-vllm`")  # fmt: skip
     serve.add_argument("--ready-timeout", type=float, default=600.0,
                        help="seconds the engines may take to load before the launcher gives up (0: no limit)")  # fmt: skip
+    show = sub.add_parser("config", help="print the configuration `serve` would run, as models.yaml; loads nothing")
+    show.add_argument("--models-config", help="models.yaml (env PROXYVISION_MODELS_CONFIG)")
+    show.add_argument("--m", dest="model_id", help="hf_id or local path of a text model (instead of a file)")
+    show.add_argument("--vision-model", help="hf_id or local path of a proxy vision model")
+    show.add_argument("--backend", choices=["transformers", "vllm"], help="as serve's --backend")
     return parser
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The brief writes `candle-vllm --models-config ...` with no subcommand: treat that as `serve`."""
-    if not argv or argv[0] not in ("serve", "-h", "--help"):
+    if not argv or argv[0] not in ("serve", "config", "-h", "--help"):
         argv = ["serve", *argv]
     return build_parser().parse_args(argv)
 
@@ -154,8 +162,25 @@ def log_level(args: argparse.Namespace, environ=None) -> str:
     return normalize_level(log_level_from(args.log_level, environ)) or ("DEBUG" if args.log else "INFO")
 
 
+def print_config(args: argparse.Namespace) -> int:
+    """`proxyvision config`: the validated configuration `serve` would run (the `--m` form's names and aliases, a
+    `--backend` applied, every default filled in), as models.yaml on stdout, like `helm template`. API keys are
+    shown as `<redacted>`. Nothing is downloaded or loaded; a bad config is one line on stderr and exit 2."""
+    try:
+        config = load_config(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"proxyvision config: {exc}", file=sys.stderr)
+        return 2
+    data = config.model_dump(mode="json", exclude_none=True)
+    data["gateway"]["api_keys"] = ["<redacted>"] * len(config.gateway.api_keys)
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "config":
+        return print_config(args)
     try:
         level = log_level(args)
     except ValueError as exc:

@@ -9,6 +9,7 @@ config (endpoints filled in, local paths absolute) is what every child reads.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,10 +71,29 @@ class StackPlan:
     skipped_vision: str | None = None  # name of a vision model left out because its engine is missing
 
 
-def entry_for_model_id(source: str, *, vision: bool = False) -> dict:
-    """A models.yaml entry for an hf_id or a local directory, named after its last path component."""
+# Release suffixes a served name leaves out: a YYMM date code (Ministral-3-3B-Reasoning-2512) and the instruct/chat
+# tuning marker (Qwen2-VL-7B-Instruct), as the brief names its models (`ministral-3-3b-reasoning`, `qwen2-vl-7b`).
+_RELEASE_SUFFIX = re.compile(r"-(\d{4}|instruct|chat|it)$")
+
+
+def served_name(source: str) -> str:
+    """The name a model given by hf_id or path is served as: its last path component, lower-cased, without
+    release suffixes (`mistralai/Ministral-3-3B-Reasoning-2512` -> `ministral-3-3b-reasoning`)."""
     name = Path(source.rstrip("/")).name.lower()
+    while (shorter := _RELEASE_SUFFIX.sub("", name)) != name and shorter:
+        name = shorter
+    return name
+
+
+def entry_for_model_id(source: str, *, vision: bool = False) -> dict:
+    """A models.yaml entry for an hf_id or a local directory, named as the brief names its models
+    (`served_name`); the hub id and the plain lower-cased last component are its aliases."""
+    name = served_name(source)
+    aliases = [] if Path(source).exists() else [source]
+    aliases += [Path(source.rstrip("/")).name.lower()]
     entry: dict = {"name": name, "params": {"dtype": "auto"}}
+    if unique := [a for a in dict.fromkeys(aliases) if a != name]:
+        entry["aliases"] = unique
     if Path(source).exists():
         entry["local_path"] = str(Path(source).resolve())
     else:

@@ -39,6 +39,8 @@ async def _describe(state: GatewayState) -> list[dict]:
                              "image_input": entry.is_native_vision or
                                             (not entry.is_vision_proxy and config.vision_model is not None)},
         }  # fmt: skip
+        if entry.aliases:
+            item["aliases"] = list(entry.aliases)
         if entry.description:
             item["description"] = entry.description
         if isinstance(info, ProxyVisionError) or info is None:
@@ -53,6 +55,9 @@ async def _describe(state: GatewayState) -> list[dict]:
                 item["stand_in_for"] = info.stand_in_for
                 item["note"] = f"offline tiny random-weight stand-in for {info.stand_in_for}"
         listing.append(item)
+        # Each alias is listed too (as vLLM lists every served model name), pointing at the model it names.
+        canonical = {k: v for k, v in item.items() if k != "aliases"}
+        listing += [{**canonical, "id": alias, "default": False, "alias_of": entry.name} for alias in entry.aliases]
     return listing
 
 
@@ -69,7 +74,7 @@ async def list_models(state: GatewayState = Depends(get_state)) -> dict:
     return {"object": "list", "data": await _describe(state), "default": state.config.default_model_name}
 
 
-@router.get("/v1/models/{model_id}", responses=error_responses(404))
+@router.get("/v1/models/{model_id:path}", responses=error_responses(404))
 async def get_model(model_id: str, state: GatewayState = Depends(get_state)) -> dict:
     """One model."""
     for item in await _describe(state):

@@ -21,9 +21,12 @@ class EngineRegistry:
     text: dict[str, TextEngine]
     vision: VisionEngineClient | None
 
+    def __post_init__(self) -> None:
+        self._aliased = {alias: entry.name for entry in self.config.models for alias in entry.aliases}
+
     def text_client(self, model: str) -> tuple[ModelEntry, TextEngine]:
-        """The text model a request names (or the default for "default"); 404 for unknown names."""
-        name = self.config.default_model_name if model == DEFAULT_ALIAS else model
+        """The text model a request names, by name or alias (or the default for "default"); 404 for unknown names."""
+        name = self.config.default_model_name if model == DEFAULT_ALIAS else self._aliased.get(model, model)
         if name not in self.text:
             vision = self.config.vision_model
             if vision is not None and name == vision.name:

@@ -132,10 +132,14 @@ def test_unworkable_ports_are_refused(brief_file, options, message):
 
 def test_model_id_fallback_synthesizes_a_valid_config(tmp_path):
     config = config_from_model_ids("mistralai/Ministral-3-3B-Reasoning-2512", "Qwen/Qwen2-VL-7B-Instruct")
-    assert config.text_models[0].name == "ministral-3-3b-reasoning-2512"
-    assert config.text_models[0].hf_id == "mistralai/Ministral-3-3B-Reasoning-2512"
-    assert config.vision_model.name == "qwen2-vl-7b-instruct" and config.vision_model.is_vision_proxy
-    assert config.vision_model.hf_id == "Qwen/Qwen2-VL-7B-Instruct"
+    # The brief's names (its requests say "ministral-3-3b-reasoning"), answering to the hub id and the plain
+    # lower-cased repo name as well.
+    text, vision = config.text_models[0], config.vision_model
+    assert text.name == "ministral-3-3b-reasoning" and text.hf_id == "mistralai/Ministral-3-3B-Reasoning-2512"
+    assert text.aliases == ["mistralai/Ministral-3-3B-Reasoning-2512", "ministral-3-3b-reasoning-2512"]
+    assert config.model("ministral-3-3b-reasoning-2512") is text
+    assert vision.name == "qwen2-vl-7b" and vision.is_vision_proxy and vision.hf_id == "Qwen/Qwen2-VL-7B-Instruct"
+    assert vision.aliases == ["Qwen/Qwen2-VL-7B-Instruct", "qwen2-vl-7b-instruct"]
     local = tmp_path / "My-Model"
     local.mkdir()
     only_text = config_from_model_ids(str(local) + "/", None)
@@ -174,7 +178,7 @@ def test_vision_model_flag_adds_a_proxy_vision_model_to_a_file_config(tmp_path, 
     text_only.write_text(yaml.safe_dump({"models": [{"name": "t", "hf_id": "org/text"}]}))
     config = load_config(parse_args(["--models-config", str(text_only), "--vision-model", "Qwen/Qwen2-VL-7B-Instruct"]))
     assert (
-        config.vision_model.name == "qwen2-vl-7b-instruct" and config.vision_model.hf_id == "Qwen/Qwen2-VL-7B-Instruct"
+        config.vision_model.name == "qwen2-vl-7b" and config.vision_model.hf_id == "Qwen/Qwen2-VL-7B-Instruct"
     )
     with pytest.raises(ConfigError, match="already has a vision model"):
         load_config(parse_args(["--models-config", str(brief_file), "--vision-model", "x/y"]))
@@ -208,3 +212,30 @@ def test_banner_says_where_to_point_clients(brief_file):
     assert "http://[::1]:2000/v1" in ready_banner(config, "::1", 2000, ui_server=False)
     degraded = ready_banner(config, "0.0.0.0", 2000, ui_server=False, vision_error="ImportError: no accelerate")
     assert f"vision          : UNAVAILABLE: {VISION} failed to load (ImportError: no accelerate); text only" in degraded
+
+
+def test_config_prints_what_serve_would_run_as_models_yaml(tmp_path, capsys):
+    assert main(["config", "--m", "mistralai/Ministral-3-3B-Reasoning-2512",
+                 "--vision-model", "Qwen/Qwen2-VL-7B-Instruct", "--backend", "transformers"]) == 0  # fmt: skip
+    printed = yaml.safe_load(capsys.readouterr().out)
+    config = parse_models_config(printed, "printed")  # it is a models.yaml serve accepts as is
+    assert [m.name for m in config.models] == ["ministral-3-3b-reasoning", "qwen2-vl-7b"]
+    assert config == config_from_model_ids("mistralai/Ministral-3-3B-Reasoning-2512", "Qwen/Qwen2-VL-7B-Instruct")
+    keyed = tmp_path / "models.yaml"
+    keyed.write_text(yaml.safe_dump({"models": [{"name": "a", "hf_id": "x/a"}],
+                                     "gateway": {"api_keys": ["sk-secret-one"]}}))  # fmt: skip
+    assert main(["config", "--models-config", str(keyed)]) == 0
+    out = capsys.readouterr().out
+    assert "sk-secret-one" not in out and yaml.safe_load(out)["gateway"]["api_keys"] == ["<redacted>"]
+    assert main(["config", "--m", "a/b", "--models-config", str(keyed)]) == 2
+    assert "either --models-config or --m" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("models, message", [
+    ([{"name": "a", "hf_id": "x/a", "aliases": ["b"]}, {"name": "b", "hf_id": "x/b"}], "duplicate model name"),
+    ([{"name": "a", "hf_id": "x/a", "aliases": ["z"]}, {"name": "b", "hf_id": "x/b", "aliases": ["z"]}], "z"),
+    ([{"name": "a", "hf_id": "x/a", "aliases": ["default"]}], "'default' is not a model name"),
+])  # fmt: skip
+def test_aliases_must_name_one_model_each(models, message):
+    with pytest.raises(ValueError, match=message):
+        parse_models_config({"models": models}, "test")
