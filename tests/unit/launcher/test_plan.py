@@ -177,9 +177,7 @@ def test_vision_model_flag_adds_a_proxy_vision_model_to_a_file_config(tmp_path, 
     text_only = tmp_path / "text.yaml"
     text_only.write_text(yaml.safe_dump({"models": [{"name": "t", "hf_id": "org/text"}]}))
     config = load_config(parse_args(["--models-config", str(text_only), "--vision-model", "Qwen/Qwen2-VL-7B-Instruct"]))
-    assert (
-        config.vision_model.name == "qwen2-vl-7b" and config.vision_model.hf_id == "Qwen/Qwen2-VL-7B-Instruct"
-    )
+    assert config.vision_model.name == "qwen2-vl-7b" and config.vision_model.hf_id == "Qwen/Qwen2-VL-7B-Instruct"
     with pytest.raises(ConfigError, match="already has a vision model"):
         load_config(parse_args(["--models-config", str(brief_file), "--vision-model", "x/y"]))
 
