@@ -242,7 +242,9 @@ class Supervisor:
         """Signal handler: the first call makes `wait` return; a second one kills the children at once."""
         self._stop_requests += 1
         if self._stop_requests == 1:
-            log.info("%s received; stopping", signal.Signals(signum).name)
+            # What happens next, and how to skip it: a drain with streams open can take the whole grace period.
+            log.info("%s received; stopping: running requests get up to %.0fs to finish (%s again to stop now)",
+                     signal.Signals(signum).name, self.grace_secs, "Ctrl-C" if signum == signal.SIGINT else "the signal")  # fmt: skip
         elif self._stopping:  # else `stop`, about to run, sees the count and kills
             self._kill_all()
 

@@ -123,11 +123,12 @@ def launcher():
         proc.stderr.close()
 
 
-def wait_for_line(proc: subprocess.Popen, needle: str) -> None:
-    """Read the launcher's log until `needle` (pytest-timeout bounds a launcher that never says it)."""
+def wait_for_line(proc: subprocess.Popen, needle: str) -> str:
+    """Read the launcher's log until a line with `needle`, and return it (pytest-timeout bounds a launcher that
+    never says it)."""
     for line in proc.stderr:
         if needle in line:
-            return
+            return line
     raise AssertionError(f"launcher exited ({proc.wait()}) without logging {needle!r}")
 
 
@@ -176,8 +177,22 @@ def test_a_second_signal_kills_at_once(launcher, tmp_path):
     read_when_written(ready)
     [child] = child_pids(proc.pid)
     proc.send_signal(signal.SIGTERM)
-    wait_for_line(proc, "SIGTERM received")  # two signals sent too close together count as one
+    line = wait_for_line(proc, "SIGTERM received")  # two signals sent too close together count as one
+    assert "up to 60s to finish (the signal again to stop now)" in line
     proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 0
+    wait_gone([child])
+
+
+@pytest.mark.timeout(20)
+def test_ctrl_c_says_how_long_the_drain_may_take_and_that_a_second_ctrl_c_stops_at_once(launcher, tmp_path):
+    ready = tmp_path / "stubborn"
+    proc = launcher(f"[('stubborn', {program(STUBBORN, str(ready))!r})]", grace=45.0)
+    read_when_written(ready)
+    [child] = child_pids(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    assert "up to 45s to finish (Ctrl-C again to stop now)" in wait_for_line(proc, "SIGINT received")
+    proc.send_signal(signal.SIGINT)
     assert proc.wait(5) == 0
     wait_gone([child])
 
