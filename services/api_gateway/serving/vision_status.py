@@ -16,6 +16,8 @@ from ..clients.vision_engine import VisionEngineClient
 
 log = logging.getLogger(__name__)
 
+NOT_READY = "vision model not ready"  # the engine is up and says what its load is doing
+
 
 class VisionBackend:
     """Availability of the proxy vision engine (None when no vision model is configured)."""
@@ -64,7 +66,7 @@ class VisionBackend:
         if info is not None and info.error:
             return f"vision model failed to load: {info.error}"
         if info is not None and info.status:
-            return f"vision model not ready: {info.status}"
+            return f"{NOT_READY}: {info.status}"
         return "vision engine not serving (model not loaded)"
 
     async def require(self) -> VisionEngineClient:
@@ -82,10 +84,15 @@ class VisionBackend:
 
     def _set(self, available: bool, reason: str) -> None:
         changed = available != self.available or (not available and reason != self.reason)
+        # At start-up the vision model may still be loading (the launcher starts the gateway once text is served):
+        # that is news, not a problem, so it is said at INFO; a failure or a loss of vision stays a warning.
+        still_loading = self.available is None and reason.startswith(NOT_READY)
         self.available, self.reason = available, reason
         if changed:
             if available:
                 log.info("Vision backend: Available")
+            elif still_loading:
+                log.info("Vision backend: Unavailable (%s; images are described once it is ready)", reason)
             else:
                 log.warning("Vision backend: Unavailable (%s)", reason)
 

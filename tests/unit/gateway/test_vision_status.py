@@ -42,3 +42,16 @@ async def test_an_unavailable_vision_engine_is_refused_with_its_own_reason(clien
 async def test_a_serving_vision_engine_is_handed_out():
     client = FakeVisionClient("SERVING")
     assert await VisionBackend(client).require() is client  # type: ignore[arg-type]
+
+
+async def test_a_vision_model_still_loading_at_start_up_is_news_not_a_warning(caplog):
+    loading = FakeVisionClient("NOT_SERVING", status="loading weights")
+    with caplog.at_level("INFO", logger="services.api_gateway.serving.vision_status"):
+        backend = VisionBackend(loading)  # type: ignore[arg-type]
+        await backend.refresh()
+        loading.status, loading.error = "NOT_SERVING", "CUDA out of memory"
+        await backend.refresh()
+    (first, second) = caplog.records
+    assert first.levelname == "INFO" and "Vision backend: Unavailable (vision model not ready: loading weights" in (
+        first.getMessage())  # fmt: skip
+    assert second.levelname == "WARNING" and "failed to load: CUDA out of memory" in second.getMessage()
