@@ -64,11 +64,12 @@ export class SamplingFields {
     const name = input.dataset.sampling;
     const defaults = this.model?.sampling_defaults;
     const note = document.getElementById(input.getAttribute("aria-describedby"));
-    input.placeholder = defaults ? String(defaults[name] ?? input.dataset.unset) : "model default";
+    const theirs = String(defaults?.[name] ?? input.dataset.unset ?? "model default");
+    input.placeholder = defaults ? theirs : "model default";
     if (!defaults) {
       note.textContent = name in this.own ? "yours" : "model default (not known yet)";
     } else if (name in this.own) {
-      note.textContent = `yours · the model's: ${defaults[name] ?? input.dataset.unset}`;
+      note.textContent = `yours · the model's: ${theirs}`;
     } else {
       note.textContent = `model default · ${SOURCES[defaults.sources?.[name]] ?? "engine"}`;
     }
