@@ -257,10 +257,21 @@ class ModelEntry(_Strict):
     def source(self) -> str:
         """What `from_pretrained` is given: the local path or the hub id (a lone gguf_file: the file). For the
         proxy vision model, `vision_proxy.local_path` / `hf_id` when set (they name the captioning checkpoint)."""
+        return self._source_and_field()[0]
+
+    @property
+    def source_field(self) -> str:
+        """The models.yaml field `source` comes from ("local_path", "capabilities.vision_proxy.hf_id", ...), for
+        messages that name what to fix."""
+        return self._source_and_field()[1]
+
+    def _source_and_field(self) -> tuple[str, str]:
         proxy = self.capabilities.vision_proxy
         if self.is_vision_proxy and proxy is not None and (proxy.local_path or proxy.hf_id):
-            return proxy.local_path or proxy.hf_id  # type: ignore[return-value]
-        return self.local_path or self.hf_id or self.gguf_file  # type: ignore[return-value]
+            field = "local_path" if proxy.local_path else "hf_id"
+            return getattr(proxy, field), f"capabilities.vision_proxy.{field}"
+        field = "local_path" if self.local_path else "hf_id" if self.hf_id else "gguf_file"
+        return getattr(self, field), field
 
     @property
     def is_vision_proxy(self) -> bool:

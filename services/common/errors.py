@@ -153,13 +153,25 @@ def from_grpc(status: grpc.StatusCode, details: str | None, trailers: tuple | No
 
 
 class ImageDownloadTimeoutError(InvalidRequestError):
-    """The image URL did not deliver in time (the brief's words)."""
+    """The image URL did not deliver in time: "Image download timeout" (the brief's words), then the host and the
+    limit ("...: images.example did not answer within 10 s")."""
 
     default_code = "image_download_timeout"
 
 
 class ImageUrlNotAccessibleError(InvalidRequestError):
-    """The image URL cannot or may not be fetched; deliberately says nothing about why."""
+    """The image URL cannot or may not be fetched: "Image URL not accessible" (the brief's words), then why, naming
+    the host ("...: localhost resolves to a loopback address (127.0.0.0/8)", "...: the server at images.example
+    answered 404").
+
+    Saying why is safe because the message holds only what the client sent and what anyone outside can learn about
+    it: the address class with its public registry block, never the address a name resolved to (an internal DNS
+    answer); the status a server answered, never a network error's text, a stack trace or the allowlist. What a
+    probing client can learn beyond that is whether a name exists in the gateway's DNS and which class of address
+    it has ("resolves to a private address (10.0.0.0/8)" against "does not resolve"): never an address, and no
+    connection is made to it. Operators who must hide even that set `gateway.images.allowed_domains`, which
+    refuses every other host before any lookup. The `code` stays the same whatever the reason: clients match on
+    it, not on the text."""
 
     default_code = "image_url_not_accessible"
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
+from .config import ModelEntry
+
 MIB = 1024 * 1024
 
 _DTYPES = {
@@ -52,6 +54,24 @@ def stand_in_for(source: str) -> str:
     """The hub id an offline tiny checkpoint stands in for ('' for real checkpoints)."""
     marker = read_tiny_marker(source)
     return marker.get("stands_in_for", "") if marker else ""
+
+
+def check_local_source(entry: ModelEntry) -> None:
+    """A local checkpoint that is not there fails here, in one line naming the path and the fix. transformers
+    would take the missing path for a hub repo id and answer "Repo id must be in the form 'repo_name' or
+    'namespace/repo_name'", which names neither."""
+    field = entry.source_field
+    if not field.endswith("local_path"):
+        return
+    path = Path(entry.source)
+    if path.is_dir():
+        return
+    what = "is not a directory" if path.exists() else "does not exist"
+    raise ModelLoadError(
+        f"{field} {path} {what} (model {entry.name!r}; a relative path is relative to models.yaml): point "
+        f"{field} at a checkpoint directory on this machine, or set {field.replace('local_path', 'hf_id')} "
+        "instead to download one from the Hugging Face hub"
+    )
 
 
 def head_dim(text_config) -> int:

@@ -198,28 +198,34 @@ def test_multi_turn_conversation_reuses_captions(client, images_server, stack):
 
 
 @pytest.mark.parametrize(
-    "url, code",
+    "url, code, why",
     [
-        ("http://169.254.169.254/latest/meta-data/", "image_url_not_accessible"),
-        ("file:///etc/passwd", "image_url_not_accessible"),
-        ("{base}/missing.jpg", "image_url_not_accessible"),
-        ("{base}/slow.jpg", "image_download_timeout"),
-        ("{base}/random.bin", "invalid_image"),
-        ("data:image/png;base64,@@@@", "invalid_image"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "image_url_not_accessible",
+            "169.254.169.254 is a link-local/metadata address (169.254.0.0/16)",
+        ),
+        ("file:///etc/passwd", "image_url_not_accessible", "the scheme 'file' is not supported"),
+        ("{base}/missing.jpg", "image_url_not_accessible", "the server at 127.0.0.1 answered 404"),
+        ("{base}/slow.jpg", "image_download_timeout", "127.0.0.1 did not answer within 2 s"),
+        ("{base}/random.bin", "invalid_image", "from 127.0.0.1 (served as image/jpeg): not a decodable image"),
+        ("data:image/png;base64,@@@@", "invalid_image", "invalid base64 in data URL"),
         (
             "data:image/svg+xml;base64," + base64.b64encode(b"<svg xmlns='http://www.w3.org/2000/svg'/>").decode(),
             "invalid_image",
+            "not a decodable image in a supported format",
         ),
     ],
 )
-def test_bad_images_are_400s_with_the_brief_words(client, images_server, stack, url, code):
+def test_bad_images_are_400s_with_the_brief_words_and_the_reason(client, images_server, stack, url, code, why):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=TEXT_MODEL, max_tokens=3, messages=[{"role": "user", "content": [
             {"type": "text", "text": "What is this?"}, image_part(url.format(base=images_server.base))]}])  # fmt: skip
-    assert info.value.body["code"] == code
+    assert info.value.body["code"] == code and info.value.body["param"] == "messages[0].content[1].image_url"
     expected = {"image_url_not_accessible": "Image URL not accessible", "image_download_timeout": "Image download timeout",
                 "invalid_image": "Invalid image"}[code]  # fmt: skip
     assert info.value.body["message"].startswith(expected)
+    assert why in info.value.body["message"]
     assert httpx.get(f"{stack.base_url}/health").status_code == 200
 
 

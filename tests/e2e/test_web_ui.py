@@ -1,8 +1,8 @@
 """The web UI (`--ui-server`) in Debian's Chromium, driven by Playwright.
 
 Against real services with the tiny models: the page loads from the gateway alone, streams a text
-answer, sends attached images (file, drag and drop, paste, URL) and shows the "describing" state, and
-Stop frees the engine's slot. Against the real gateway over the scripted fake engine (exact replies):
+answer, sends attached images (file, drag and drop, paste, URL) and shows the "describing" state, the
+settings start from each model's own sampling defaults, and Stop frees the engine's slot. Against the real gateway over the scripted fake engine (exact replies):
 untrusted model output (answer and reasoning) renders as text, markdown renders, reasoning from its own
 field shows collapsed ("Thinking…" while it streams) and is kept with the chat, think markers in an answer
 are just text, API errors read clearly, and the page works at phone width in dark mode by keyboard. Screenshots go to test-artifacts/ui/.
@@ -299,13 +299,23 @@ def test_image_url_shows_describing_state_until_the_first_token(open_ui, stack, 
     watch.assert_quiet()
 
 
+NATIVE_MODEL = "qwen2-vl-native"
+# Distinctive models.yaml sampling defaults, one set per chat model of the native stack. Greedy: the tiny text
+# model then runs to its max_tokens, which shows the engine applied it.
+TEXT_SAMPLING = {"max_tokens": 77, "temperature": 0.0}
+NATIVE_SAMPLING = {"max_tokens": 33, "temperature": 0.25}
+
+
 @pytest.fixture(scope="module")
 def native_stack(tiny_models, tmp_path_factory):
-    """The tiny Qwen2-VL served as a chat model that sees images itself (`vision_mode: native`)."""
+    """The tiny Qwen2-VL served as a chat model that sees images itself (`vision_mode: native`), beside the
+    tiny text model; each with its own sampling defaults in models.yaml."""
     images = {"allow_private_networks": ["127.0.0.0/8"], "fetch_timeout_secs": 30}
-    config = tiny(tiny_models).native("qwen2-vl-native", local_path=tiny_models["vision"]).gateway(images=images)
+    config = tiny(tiny_models).native(NATIVE_MODEL, local_path=tiny_models["vision"], sampling=NATIVE_SAMPLING)
+    config.entry(TEXT_MODEL)["sampling"] = TEXT_SAMPLING
+    config.gateway(images=images)
     s = make_stack(tmp_path_factory.mktemp("web_ui_native"), tiny_models, config=config, vision=False,
-                   more_text={"qwen2-vl-native": tiny_models["vision"]})  # fmt: skip
+                   more_text={NATIVE_MODEL: tiny_models["vision"]})  # fmt: skip
     yield s
     s.stop()
 
@@ -314,7 +324,7 @@ def test_a_native_model_looks_at_the_image_itself_and_shows_no_caption(open_ui, 
     """No "Describing" for a model that is not captioned for: the status says it is looking at the image, and the
     answer has no caption under the image (no proxy_vision came)."""
     page, watch = open_ui(native_stack.base_url)
-    page.get_by_label("Model").select_option("qwen2-vl-native")
+    page.get_by_label("Model").select_option(NATIVE_MODEL)
     configure(page, max_tokens=6, temperature=0)
     url = f"{images_server.base}/slow.png"
     images_server.release.clear()
@@ -329,6 +339,87 @@ def test_a_native_model_looks_at_the_image_itself_and_shows_no_caption(open_ui, 
     expect(answer).to_have_attribute("data-state", "done", timeout=SLOW)
     expect(page.locator("article.user figure.msg-image img")).to_have_count(1)
     expect(page.locator("article.user figcaption.image-caption")).to_have_count(0)
+    watch.assert_quiet()
+
+
+def test_settings_start_from_each_models_own_sampling_defaults(open_ui, native_stack):
+    """Max tokens and temperature show the selected model's defaults (models.yaml's, through /v1/models) and
+    follow the model picker. A field left alone is not sent, and the engine applies the model's default; a
+    typed value is sent, for every model, until "Model defaults" drops it."""
+    page, watch = open_ui(native_stack.base_url)
+    dialog = page.get_by_role("dialog", name="Settings")
+    max_tokens, temperature = dialog.get_by_label("Max tokens"), dialog.get_by_label("Temperature")
+
+    def settings_of(model: str) -> None:
+        page.get_by_label("Model").select_option(model)
+        page.get_by_role("button", name="Settings").click()
+
+    def done() -> None:
+        dialog.get_by_role("button", name="Done").click()
+        expect(dialog).to_be_hidden()
+
+    settings_of(TEXT_MODEL)
+    expect(max_tokens).to_have_value("77")
+    expect(temperature).to_have_value("0")
+    expect(max_tokens).to_have_accessible_description("model default · models.yaml")
+    expect(temperature).to_have_accessible_description("model default · models.yaml")
+    done()
+    settings_of(NATIVE_MODEL)
+    expect(max_tokens).to_have_value("33")
+    expect(temperature).to_have_value("0.25")
+    screenshot(page, "settings-model-defaults")
+    done()
+
+    # Left alone, nothing is sent: the engine applies the text model's 77 tokens, greedily.
+    page.get_by_label("Model").select_option(TEXT_MODEL)
+    with page.expect_request("**/v1/chat/completions") as request_info:
+        send(page, "Hello, how are you?")
+    sent = request_info.value.post_data_json
+    assert "max_tokens" not in sent and "temperature" not in sent, sent
+    answer = last_answer(page)
+    expect(answer).to_have_attribute("data-state", "done", timeout=SLOW)
+    expect(answer.locator(".meta .usage")).to_contain_text("+ 77 completion tokens")
+    expect(answer.locator(".meta .finish")).to_have_text("cut at max tokens")
+
+    # A typed value is the user's, whichever model is picked, and is sent.
+    settings_of(TEXT_MODEL)
+    max_tokens.fill("5")
+    expect(max_tokens).to_have_accessible_description("yours · the model's: 77")
+    done()
+    settings_of(NATIVE_MODEL)
+    expect(max_tokens).to_have_value("5")
+    expect(max_tokens).to_have_accessible_description("yours · the model's: 33")
+    expect(temperature).to_have_value("0.25")
+    done()
+    with page.expect_request("**/v1/chat/completions") as request_info:
+        send(page, "And now?")
+    sent = request_info.value.post_data_json
+    assert sent["model"] == NATIVE_MODEL and sent["max_tokens"] == 5 and "temperature" not in sent, sent
+    expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=SLOW)
+
+    # "Model defaults" drops it, and that is saved: after a reload the model's own shows again.
+    settings_of(NATIVE_MODEL)
+    dialog.get_by_role("button", name="Model defaults").click()
+    expect(max_tokens).to_have_value("33")
+    expect(max_tokens).to_have_accessible_description("model default · models.yaml")
+    done()
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    settings_of(TEXT_MODEL)
+    expect(max_tokens).to_have_value("77")
+    done()
+
+    # Settings saved before this: the old built-in 1024 (saved whether or not chosen) gives way to the model's
+    # default; a temperature the user set stays theirs.
+    page.evaluate("""() => localStorage.setItem("proxyvision.settings.v1",
+        JSON.stringify({apiKey: "", systemPrompt: "", maxTokens: 1024, temperature: 0.5}))""")
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    settings_of(TEXT_MODEL)
+    expect(max_tokens).to_have_value("77")
+    expect(temperature).to_have_value("0.5")
+    expect(temperature).to_have_accessible_description("yours · the model's: 0")
+    done()
     watch.assert_quiet()
 
 

@@ -4,7 +4,7 @@
 `ImageLoader.find()` does the checks that need no I/O (images only in user messages, at most
 `max_images_per_request`); `load()` fetches URLs through the SSRF-safe fetcher and decodes data URLs, all
 concurrently, and decodes every image under the byte and pixel limits. Every refusal is our 4xx error,
-before any response starts.
+before any response starts, and says why (a fetched image that does not decode names the host that sent it).
 """
 
 from __future__ import annotations
@@ -15,17 +15,12 @@ import time
 from dataclasses import dataclass
 
 from services.common.config import ImageLimits
-from services.common.errors import (
-    ImageUrlNotAccessibleError,
-    InvalidRequestError,
-    ProxyVisionError,  # fmt: skip
-    TooManyImagesError,
-)
-from services.common.images import MIME_BY_FORMAT, decode_image
+from services.common.errors import ImageUrlNotAccessibleError, InvalidRequestError, ProxyVisionError, TooManyImagesError
+from services.common.images import MIME_BY_FORMAT, InvalidImageError, decode_image
 
 from ..clients.images import ImageBytes
 from ..media.data_urls import decode_data_url
-from ..media.fetcher import NOT_ACCESSIBLE, ImageFetcher
+from ..media.fetcher import NOT_ACCESSIBLE, FetchedImage, ImageFetcher, scheme_refusal
 from ..metrics import GatewayMetrics
 from .conversation import ImageInput, Message
 
@@ -97,12 +92,23 @@ class ImageLoader:
             raise
 
     async def _load_checked(self, image: ImageInput, url: str, is_data: bool, param: str) -> ImageBytes:
+        fetched: FetchedImage | None = None
         if is_data:
             data, _ = decode_data_url(url, max_bytes=self._limits.max_image_bytes, param=param)
-        elif url.split(":", 1)[0].lower() in ("http", "https"):
-            data = (await self._fetcher.fetch(url, param=param)).data
+        elif (refusal := scheme_refusal(url)) is None:
+            fetched = await self._fetcher.fetch(url, param=param)
+            data = fetched.data
         else:
-            raise ImageUrlNotAccessibleError(NOT_ACCESSIBLE, param=param)
-        decoded = await asyncio.to_thread(decode_image, data, max_pixels=self._limits.max_image_pixels, param=param)
+            raise ImageUrlNotAccessibleError(f"{NOT_ACCESSIBLE}: {refusal}", param=param)
+        try:
+            decoded = await asyncio.to_thread(decode_image, data, max_pixels=self._limits.max_image_pixels, param=param)
+        except InvalidImageError as error:
+            if fetched is None:
+                raise
+            served = fetched.content_type.split(";", 1)[0].strip()[:60] or "no Content-Type"
+            reason = error.message.removeprefix("Invalid image: ")
+            raise InvalidImageError(
+                f"Invalid image from {fetched.host} (served as {served}): {reason}", param=param
+            ) from None
         return ImageBytes(data, MIME_BY_FORMAT.get(decoded.format, "application/octet-stream"), image.detail,
                           hashlib.sha256(data).hexdigest())  # fmt: skip

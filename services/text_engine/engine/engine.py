@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from services.common.config import ModelEntry, ResolvedSampling
 from services.common.errors import OverloadedError, ShuttingDownError
-from services.common.hf_models import MIB
+from services.common.hf_models import MIB, check_local_source
 from services.common.hub_download import fetch_checkpoint
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import EngineMetrics, ModelSnapshot
@@ -161,6 +161,7 @@ class InferenceEngine:
             params.prefill_chunk_size, params.block_size, entry.max_model_len, self._idle_unload_secs,
         )  # fmt: skip
         started = time.monotonic()
+        check_local_source(entry)
         fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
         self.lifecycle.report(f"loading weights from {entry.source}")
         loaded = load_model(entry, self._device)

@@ -23,7 +23,7 @@ from services.common.errors import (
     ProxyVisionError,
     ShuttingDownError,
 )
-from services.common.hf_models import MIB
+from services.common.hf_models import MIB, check_local_source
 from services.common.hub_download import fetch_checkpoint
 from services.common.images import decode_image
 from services.common.lifecycle import ModelLifecycle, ModelState
@@ -134,6 +134,7 @@ class CaptionEngine:
             # vision_proxy.local_path / hf_id name the captioning checkpoint; say so when the entry names another.
             log.info("Vision model %s: captioning with %s from vision_proxy (not the entry's own %s)",
                      entry.name, entry.source, own)  # fmt: skip
+        check_local_source(entry)
         fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
         self.lifecycle.report(f"loading weights from {entry.source}")
         loaded = load_vision_model(entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,

@@ -83,20 +83,24 @@ def serve_images(request: httpx.Request) -> httpx.Response:
     return httpx.Response(404)
 
 
-def hostile_config(limits: dict | None = None) -> ModelsConfig:
+def hostile_config(limits: dict | None = None, images: dict | None = None) -> ModelsConfig:
     models = [{"name": TEXT, "hf_id": "x/text", "endpoint": "127.0.0.1:1"},
               {"name": VISION, "hf_id": "x/vision", "endpoint": "127.0.0.1:3", "capabilities": {"vision_mode": "proxy"}}]  # fmt: skip
-    gateway = {"images": {"max_images_per_request": 3, "max_image_bytes": 64 * 1024}, "limits": limits or {}}
+    images = {"max_images_per_request": 3, "max_image_bytes": 64 * 1024, **(images or {})}
+    gateway = {"images": images, "limits": limits or {}}
     return parse_models_config({"models": models, "gateway": gateway})
 
 
-async def hostile_app(config: ModelsConfig, engine: FakeTextEngine):
-    """The gateway app over the fakes above (the caller enters an httpx client on it)."""
+async def hostile_app(config: ModelsConfig, engine: FakeTextEngine, fetcher: ImageFetcher | None = None):
+    """The gateway app over the fakes above (the caller enters an httpx client on it); `fetcher` replaces the
+    one whose internet is one public host serving /cat.png."""
     app = build_app(config)
     registry = EngineRegistry(config, {TEXT: engine}, None)
     backend = VisionBackend(CaptioningVision())  # type: ignore[arg-type]
     await backend.refresh()
-    fetcher = ImageFetcher(config.gateway.images, resolver=public_resolver, transport=httpx.MockTransport(serve_images))
+    if fetcher is None:
+        internet = httpx.MockTransport(serve_images)
+        fetcher = ImageFetcher(config.gateway.images, resolver=public_resolver, transport=internet)
     loader = ImageLoader(fetcher, config.gateway.images)
     images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, 5.0))
     state = GatewayState(config, registry, GenerationCore(registry, images, 5.0, max_n=4), backend, int(time.time()))

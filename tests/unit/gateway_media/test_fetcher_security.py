@@ -14,6 +14,7 @@ from tests.support.http_servers import Canary, ScriptedServer, redirect_to, send
 from tests.support.images import png
 
 PUBLIC_IP = "93.184.216.34"  # never connected to: requests to it go to an in-memory transport
+NA = "Image URL not accessible: "  # the brief's words; the reason follows
 
 
 @pytest.fixture()
@@ -27,31 +28,33 @@ def closed_fetcher(**kw) -> ImageFetcher:
     return ImageFetcher(ImageLimits(fetch_timeout_secs=3), **kw)
 
 
+# Each URL and why it is refused (what the message says after "Image URL not accessible: ").
 REFUSED = [
-    "http://127.0.0.1:{P}/",
-    "http://localhost:{P}/",
-    "http://2130706433:{P}/",
-    "http://0x7f.0.0.1:{P}/",
-    "http://127.1:{P}/",
-    "http://0:{P}/",
-    "http://[::1]:{P}/",
-    "http://[::ffff:127.0.0.1]:{P}/",
-    "http://169.254.169.254/latest/meta-data/",
-    "file:///etc/passwd",
-    "http://127.0.0.1:{P}\\@example.com/",
-    "http://user:pw@127.0.0.1:{P}/",
-    "gopher://127.0.0.1:{P}/",
+    ("http://127.0.0.1:{P}/", "127.0.0.1 is a loopback address (127.0.0.0/8)"),
+    ("http://localhost:{P}/", "localhost resolves to a loopback address"),
+    ("http://2130706433:{P}/", "2130706433 resolves to a loopback address (127.0.0.0/8)"),
+    ("http://0x7f.0.0.1:{P}/", "0x7f.0.0.1 resolves to a loopback address (127.0.0.0/8)"),
+    ("http://127.1:{P}/", "127.1 resolves to a loopback address (127.0.0.0/8)"),
+    ("http://0:{P}/", "0 resolves to an unspecified address (0.0.0.0/8)"),
+    ("http://[::1]:{P}/", "::1 is a loopback address (::1/128)"),
+    ("http://[::ffff:127.0.0.1]:{P}/", "::ffff:127.0.0.1 is an IPv6 form of a loopback address (127.0.0.0/8)"),
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local/metadata address (169.254.0.0/16)"),
+    ("file:///etc/passwd", "the scheme 'file' is not supported"),
+    ("http://127.0.0.1:{P}\\@example.com/", "the URL contains a backslash, a space or a control character"),
+    ("http://user:pw@127.0.0.1:{P}/", "the URL carries a user name or password (user@host), which is not allowed"),
+    ("gopher://127.0.0.1:{P}/", "the scheme 'gopher' is not supported"),
 ]
 
 
-@pytest.mark.parametrize("template", REFUSED)
-async def test_internal_targets_are_refused_without_connecting(template, canary):
+@pytest.mark.parametrize("template, why", REFUSED, ids=[t for t, _ in REFUSED])
+async def test_internal_targets_are_refused_without_connecting(template, why, canary):
     fetcher = closed_fetcher()
     try:
         with pytest.raises(ImageUrlNotAccessibleError) as info:
             await fetcher.fetch(template.format(P=canary.port), param="messages[0].content[1]")
-        assert info.value.message == "Image URL not accessible"  # no internal detail echoed
-        assert info.value.code == "image_url_not_accessible"
+        assert info.value.message.startswith(NA + why), info.value.message
+        assert (info.value.code, info.value.param) == ("image_url_not_accessible", "messages[0].content[1]")
+        assert ":pw" not in info.value.message
     finally:
         await fetcher.aclose()
     assert canary.connections == 0
@@ -63,8 +66,10 @@ async def test_public_looking_host_with_private_dns_answer_is_refused(canary):
 
     fetcher = closed_fetcher(resolver=lying_dns)
     try:
-        with pytest.raises(ImageUrlNotAccessibleError):
+        with pytest.raises(ImageUrlNotAccessibleError) as info:
             await fetcher.fetch(f"http://images.example.com:{canary.port}/cat.png")
+        # The class of the first refused answer, never the answer itself (the gateway's DNS may be internal).
+        assert info.value.message == NA + "images.example.com resolves to a private address (10.0.0.0/8)"
     finally:
         await fetcher.aclose()
     assert canary.connections == 0
@@ -76,8 +81,9 @@ async def test_one_private_answer_among_public_ones_is_enough_to_refuse(canary):
 
     fetcher = closed_fetcher(resolver=mixed_dns)
     try:
-        with pytest.raises(ImageUrlNotAccessibleError):
+        with pytest.raises(ImageUrlNotAccessibleError) as info:
             await fetcher.fetch(f"http://mixed.example.com:{canary.port}/")
+        assert info.value.message == NA + "mixed.example.com resolves to a loopback address (127.0.0.0/8)"
     finally:
         await fetcher.aclose()
     assert canary.connections == 0
@@ -114,8 +120,11 @@ async def test_redirect_from_allowed_server_to_loopback_is_refused(canary):
     server = ScriptedServer({"/img.png": redirect_to(f"http://127.0.0.1:{canary.port}/secret")}, host="127.0.0.2")
     fetcher = ImageFetcher(ImageLimits(fetch_timeout_secs=3, allow_private_networks=["127.0.0.2/32"]))
     try:
-        with pytest.raises(ImageUrlNotAccessibleError):
+        with pytest.raises(ImageUrlNotAccessibleError) as info:
             await fetcher.fetch(f"{server.base}/img.png")
+        assert (
+            info.value.message == NA + "after a redirect from 127.0.0.2, 127.0.0.1 is a loopback address (127.0.0.0/8)"
+        )
         assert [path for path, _ in server.requests] == ["/img.png"]
     finally:
         await fetcher.aclose()
@@ -132,6 +141,33 @@ def test_address_policy_classification():
     for allowed in [PUBLIC_IP, "8.8.8.8", "2606:4700:4700::1111"]:
         assert policy.permits(allowed), allowed
     assert AddressPolicy(["10.0.0.0/8"]).permits("10.9.9.9")
+
+
+def test_a_refused_address_is_named_by_its_class_and_block():
+    policy = AddressPolicy()
+    assert {address: policy.refusal(address) for address in [
+        "10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+        "224.0.0.1", "240.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "::ffff:10.0.0.1",
+        "64:ff9b::7f00:1", "2002:7f00:1::", PUBLIC_IP]} == {
+        "10.1.2.3": "a private address (10.0.0.0/8)",
+        "172.16.0.1": "a private address (172.16.0.0/12)",
+        "192.168.1.1": "a private address (192.168.0.0/16)",
+        "127.0.0.1": "a loopback address (127.0.0.0/8)",
+        "169.254.169.254": "a link-local/metadata address (169.254.0.0/16)",
+        "100.64.0.1": "a carrier-grade NAT address (100.64.0.0/10)",
+        "0.0.0.0": "an unspecified address (0.0.0.0/8)",
+        "224.0.0.1": "a multicast address (224.0.0.0/4)",
+        "240.0.0.1": "a reserved address (240.0.0.0/4)",
+        "255.255.255.255": "the broadcast address (255.255.255.255/32)",
+        "::1": "a loopback address (::1/128)",
+        "::": "an unspecified address (::/128)",
+        "fe80::1": "a link-local address (fe80::/10)",
+        "fc00::1": "a private (unique local) address (fc00::/7)",
+        "::ffff:10.0.0.1": "an IPv6 form of a private address (10.0.0.0/8)",
+        "64:ff9b::7f00:1": "an IPv6 form of a loopback address (127.0.0.0/8)",
+        "2002:7f00:1::": "an IPv6 form of a loopback address (127.0.0.0/8)",
+        PUBLIC_IP: None,
+    }  # fmt: skip
 
 
 # Opt-in behaviour against a real local server -------------------------------------------------------
@@ -155,8 +191,9 @@ async def test_allowed_local_server_serves_images_and_5xx_is_retried(local_fetch
         assert (await fetcher.fetch(f"{server.base}/ok.png")).data == png()
         assert (await fetcher.fetch(f"{server.base}/flaky.png")).data == png()
         assert attempts["n"] == 2
-        with pytest.raises(ImageUrlNotAccessibleError):
+        with pytest.raises(ImageUrlNotAccessibleError) as info:
             await fetcher.fetch(f"{server.base}/missing.png")  # 404: not retried, not accessible
+        assert info.value.message == NA + "the server at 127.0.0.1 answered 404"
     finally:
         await fetcher.aclose()
         server.close()
@@ -174,9 +211,11 @@ async def test_size_limit_is_enforced_while_streaming(local_fetch_limits):
     server = ScriptedServer({"/declared.png": send_bytes(b"x" * 20_000), "/chunked.png": chunked_big})
     fetcher = ImageFetcher(local_fetch_limits)
     try:
-        for path in ("/declared.png", "/chunked.png"):
-            with pytest.raises(ImageTooLargeError):
-                await fetcher.fetch(f"{server.base}{path}")
+        for path, how in [("/declared.png", "declared 20000"), ("/chunked.png", "sent more")]:
+            with pytest.raises(ImageTooLargeError) as info:
+                await fetcher.fetch(f"{server.base}{path}", param="messages[0].content[1]")
+            assert info.value.message == f"Image is larger than the limit of 10000 bytes: 127.0.0.1 {how}"
+            assert (info.value.code, info.value.param) == ("image_too_large", "messages[0].content[1]")
     finally:
         await fetcher.aclose()
         server.close()
@@ -195,7 +234,8 @@ async def test_slow_server_hits_the_deadline():
     try:
         with pytest.raises(ImageDownloadTimeoutError) as info:
             await fetcher.fetch(f"{server.base}/slow.png")
-        assert info.value.message == "Image download timeout" and info.value.code == "image_download_timeout"
+        assert info.value.message == "Image download timeout: 127.0.0.1 did not answer within 0.5 s"
+        assert info.value.code == "image_download_timeout"
     finally:
         release.set()
         await fetcher.aclose()

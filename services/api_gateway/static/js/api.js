@@ -42,6 +42,13 @@ export async function listModels(apiKey) {
   return { models, defaultId: body.default || fallback?.id };
 }
 
+/** GET v1/models/{id}: one model's entry (its `sampling_defaults` once it has loaded). */
+export async function getModel(id, apiKey) {
+  const response = await fetch(`v1/models/${encodeURIComponent(id)}`, { headers: headers(apiKey) });
+  if (!response.ok) throw await errorFromResponse(response);
+  return response.json();
+}
+
 /**
  * POST v1/chat/completions with `stream: true` and yield the stream's events: `{comment}` for SSE
  * comments, `{chunk}` for completion chunks. Throws `ApiError` for an HTTP error, and for an error event

@@ -1,9 +1,10 @@
 // The page's controller: wires the DOM to the store, the attachments and the streamed completions.
 // One answer streams at a time; its AbortController is the Stop button.
 
-import { listModels, toApiMessages } from "./api.js";
+import { getModel, listModels, toApiMessages } from "./api.js";
 import { Attachments, isImageUrl } from "./attachments.js";
 import { newAssistantMessage, runCompletion } from "./completion.js";
+import { SamplingFields } from "./sampling.js";
 import { ChatStore, loadSettings, saveSettings } from "./store.js";
 import { messageElement, renderChatList, updateAssistant } from "./view.js";
 
@@ -16,11 +17,13 @@ const ui = {
   imageUrl: $("image-url"), addUrl: $("add-url"), cancelUrl: $("cancel-url"), detail: $("detail"),
   detailField: $("detail-field"), notice: $("notice"), dropOverlay: $("drop-overlay"),
   settings: $("settings"), openSettings: $("open-settings"), apiKey: $("api-key"), systemPrompt: $("system-prompt"),
-  maxTokens: $("max-tokens"), temperature: $("temperature"), apiKeyProblem: $("api-key-problem"),
+  samplingReset: $("sampling-reset"), apiKeyProblem: $("api-key-problem"),
 };
 
 const store = new ChatStore();
 const settings = loadSettings();
+const sampling = new SamplingFields(ui.settings);
+let models = new Map(); // the chat models of /v1/models, by id
 const attachments = new Attachments($("attachments"), (count) => { ui.detailField.hidden = count === 0; }, ui.prompt);
 let active = null; // the answer being streamed: {controller, chat, message, article}
 
@@ -105,28 +108,32 @@ function askForKey(error) {
   ui.apiKey.focus();
 }
 
+/** The settings dialog, its sampling fields showing the selected model's defaults (and the user's own values). */
 function openSettings() {
   ui.apiKey.value = settings.apiKey;
   ui.systemPrompt.value = settings.systemPrompt;
-  ui.maxTokens.value = settings.maxTokens ?? "";
-  ui.temperature.value = settings.temperature ?? "";
+  const id = ui.model.value;
+  sampling.show(models.get(id), settings.sampling);
   ui.settings.showModal();
+  if (!id) return; // no models listed (yet)
+  // The list may predate the model's load (no defaults yet), or its reload: ask again, and show the answer.
+  getModel(id, settings.apiKey).then((model) => {
+    models.set(id, model);
+    if (ui.settings.open) sampling.refresh(model);
+  }, () => {}); // no answer: the fields keep what the list said
 }
-
-// Models that look at images themselves (vision_mode native, from /v1/models): their images are not captioned.
-let nativeModels = new Set();
 
 async function loadModels() {
   try {
-    const { models, defaultId } = await listModels(settings.apiKey);
-    nativeModels = new Set(models.filter((m) => m.capabilities?.vision_mode === "native").map((m) => m.id));
-    ui.model.replaceChildren(...models.map((m) => {
+    const listing = await listModels(settings.apiKey);
+    models = new Map(listing.models.map((m) => [m.id, m]));
+    ui.model.replaceChildren(...listing.models.map((m) => {
       const flags = [m.stand_in_for && "tiny stand-in", m.state === "unreachable" && "unreachable"].filter(Boolean);
       const option = new Option(flags.length ? `${m.id} (${flags.join(", ")})` : m.id, m.id);
       option.title = m.note || m.description || "";
       return option;
     }));
-    ui.model.value = defaultId;
+    ui.model.value = listing.defaultId;
     ui.apiKeyProblem.hidden = true;
   } catch (error) {
     ui.model.replaceChildren(new Option("(no models)", ""));
@@ -136,10 +143,9 @@ async function loadModels() {
 }
 
 function requestBody(chat, sentImages) {
-  const body = { model: ui.model.value, messages: toApiMessages(chat.messages, settings.systemPrompt, sentImages) };
-  if (settings.maxTokens) body.max_tokens = Number(settings.maxTokens);
-  if (settings.temperature !== null && settings.temperature !== "") body.temperature = Number(settings.temperature);
-  return body;
+  // Only the user's own sampling values: the engine applies the model's defaults to the rest (sampling.js).
+  const messages = toApiMessages(chat.messages, settings.systemPrompt, sentImages);
+  return { model: ui.model.value, messages, ...settings.sampling };
 }
 
 function setStreaming(streaming) {
@@ -163,7 +169,9 @@ async function answer(chat) {
   const body = requestBody(chat, sentImages);
   const imageCount = body.messages.flatMap((m) => (Array.isArray(m.content) ? m.content : []))
     .filter((part) => part.type === "image_url").length;
-  const message = newAssistantMessage(body.model, imageCount, nativeModels.has(body.model));
+  // A model that looks at images itself (vision_mode native) has no captions to wait for.
+  const native = models.get(body.model)?.capabilities?.vision_mode === "native";
+  const message = newAssistantMessage(body.model, imageCount, native);
   chat.messages.push(message);
   active = { controller: new AbortController(), chat, message, article: null };
   store.touch(chat);
@@ -344,12 +352,12 @@ function wireChrome() {
     if (event.key === "Escape" && ui.app.classList.contains("sidebar-open")) setSidebar(false);
   });
   ui.openSettings.addEventListener("click", openSettings);
+  ui.samplingReset.addEventListener("click", () => sampling.reset());
   ui.settings.addEventListener("close", () => {
     const keyChanged = ui.apiKey.value !== settings.apiKey;
     Object.assign(settings, {
       apiKey: ui.apiKey.value, systemPrompt: ui.systemPrompt.value.trim(),
-      maxTokens: ui.maxTokens.value === "" ? null : Number(ui.maxTokens.value),
-      temperature: ui.temperature.value === "" ? null : Number(ui.temperature.value),
+      sampling: sampling.values(),
     });
     saveSettings(settings);
     if (keyChanged) loadModels();

@@ -2,7 +2,10 @@
 
 const CHATS_KEY = "proxyvision.chats.v1";
 const SETTINGS_KEY = "proxyvision.settings.v1";
-const DEFAULT_SETTINGS = { apiKey: "", systemPrompt: "", maxTokens: 1024, temperature: null };
+// `sampling`: the user's own sampling values by API parameter (max_tokens, temperature); the rest are the
+// selected model's defaults, applied by the server (sampling.js).
+const DEFAULT_SETTINGS = { apiKey: "", systemPrompt: "", sampling: {} };
+const OLD_MAX_TOKENS_DEFAULT = 1024;
 
 function newId() {
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
@@ -99,7 +102,14 @@ export class ChatStore {
 
 /** Settings as saved, with defaults for what is missing. */
 export function loadSettings(storage = window.localStorage) {
-  return { ...DEFAULT_SETTINGS, ...readJson(storage, SETTINGS_KEY, {}) };
+  const { maxTokens, temperature, ...saved } = readJson(storage, SETTINGS_KEY, {});
+  const own = saved.sampling && typeof saved.sampling === "object" ? saved.sampling : {};
+  const settings = { ...DEFAULT_SETTINGS, ...saved, sampling: { ...own } };
+  // Saved before `sampling`: `maxTokens` (saved as 1024 whether or not the user chose it, so 1024 is dropped
+  // and the model's own default applies) and `temperature` (null: the model's).
+  if (typeof maxTokens === "number" && maxTokens !== OLD_MAX_TOKENS_DEFAULT) settings.sampling.max_tokens ??= maxTokens;
+  if (typeof temperature === "number") settings.sampling.temperature ??= temperature;
+  return settings;
 }
 
 export function saveSettings(settings, storage = window.localStorage) {
