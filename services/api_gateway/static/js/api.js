@@ -37,7 +37,8 @@ export async function listModels(apiKey) {
   const response = await fetch("v1/models", { headers: headers(apiKey) });
   if (!response.ok) throw await errorFromResponse(response);
   const body = await response.json();
-  const models = body.data.filter((m) => m.role !== "vision-proxy");
+  // The vision model is not chat-able, and an alias (`alias_of`) is another name of a model already listed.
+  const models = body.data.filter((m) => m.role !== "vision-proxy" && !m.alias_of);
   const fallback = models.find((m) => m.default) || models[0];
   return { models, defaultId: body.default || fallback?.id };
 }
