@@ -36,7 +36,7 @@ def test_wrong_type_names_path():
 
 
 def test_duplicate_names_and_missing_source_and_bad_default():
-    assert "duplicate model name(s): a" in errors_of(
+    assert "duplicate model name(s) or alias(es): a" in errors_of(
         {"models": [{"name": "a", "hf_id": "x"}, {"name": "a", "hf_id": "y"}]}
     )
     assert "models[0]: needs either hf_id or local_path" in errors_of({"models": [{"name": "a"}]})
