@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from ..limits import active_limits, check_chat_limits
 from .json_values import check_json_values
 from .sampling import UINT32, SamplingFields
-from .tools import NamedToolChoice, ResponseFormat, Tool, ToolCall, ToolChoice
+from .tools import NamedToolChoice, ResponseFormat, Tool, ToolCall, ToolChoice, check_tool_choice
 
 
 def _parsable_url(url: str) -> str:
@@ -205,11 +205,8 @@ class ChatCompletionRequest(SamplingFields):
     def _tool_choice_within_tools(cls, value, info: ValidationInfo):
         if value in (None, "none", "auto") or "tools" not in info.data:  # no tools field: it failed on its own
             return value
-        names = [t.function.name for t in info.data["tools"] or ()]
-        if not names:
-            raise ValueError("tool_choice other than 'none' or 'auto' requires tools")
-        if isinstance(value, NamedToolChoice) and value.function.name not in names:
-            raise ValueError(f"function {value.function.name!r} is not one of the tools")
+        named = value.function.name if isinstance(value, NamedToolChoice) else None
+        check_tool_choice(named, [t.function.name for t in info.data["tools"] or ()])
         return value
 
     @field_validator("functions", "function_call")

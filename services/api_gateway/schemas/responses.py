@@ -15,7 +15,7 @@ from ..limits import active_limits, check_chat_limits
 from .chat import ImageAddress
 from .json_values import check_json_values
 from .sampling import UINT32, SamplingFields
-from .tools import FUNCTION_NAME, JsonSchema
+from .tools import FUNCTION_NAME, JsonSchema, check_tool_choice
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -228,11 +228,8 @@ class ResponsesRequest(SamplingFields):
     def _tool_choice_within_tools(cls, value, info: ValidationInfo):
         if value in (None, "none", "auto") or "tools" not in info.data:
             return value
-        names = [t.name for t in info.data["tools"] or ()]
-        if not names:
-            raise ValueError("tool_choice other than 'none' or 'auto' requires tools")
-        if isinstance(value, NamedFunction) and value.name not in names:
-            raise ValueError(f"function {value.name!r} is not one of the tools")
+        check_tool_choice(value.name if isinstance(value, NamedFunction) else None,
+                          [t.name for t in info.data["tools"] or ()])  # fmt: skip
         return value
 
     @field_validator("background")

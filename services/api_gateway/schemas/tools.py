@@ -101,3 +101,12 @@ class ToolCall(BaseModel):
     id: str = Field(min_length=1)
     type: Literal["function"] = "function"
     function: FunctionCall
+
+
+def check_tool_choice(named: str | None, tool_names: list[str]) -> None:
+    """The rule both OpenAI APIs apply to a `tool_choice` other than none/auto: it needs tools, and a named
+    function (`named`) must be one of them. ValueError names what is wrong."""
+    if not tool_names:
+        raise ValueError("tool_choice other than 'none' or 'auto' requires tools")
+    if named is not None and named not in tool_names:
+        raise ValueError(f"function {named!r} is not one of the tools")
