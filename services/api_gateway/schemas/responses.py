@@ -199,9 +199,15 @@ class ResponsesRequest(SamplingFields):
             limits = active_limits.get()
             if limits is not None:
                 items = data.get("input")
-                check_chat_limits({"input": items if isinstance(items, list) else [{"content": items}],
-                                   "max_output_tokens": data.get("max_output_tokens")},
-                                  limits, messages_field="input", token_fields=("max_output_tokens",))  # fmt: skip
+                check_chat_limits(
+                    {
+                        "input": items if isinstance(items, list) else [{"content": items}],
+                        "max_output_tokens": data.get("max_output_tokens"),
+                    },
+                    limits,
+                    messages_field="input",
+                    token_fields=("max_output_tokens",),
+                )
             check_json_values(data)
             if isinstance(data.get("input"), list):
                 data = {**data, "input": [_message_unless_typed(item) for item in data["input"]]}
@@ -217,7 +223,9 @@ class ResponsesRequest(SamplingFields):
     @field_validator("tools", mode="before")
     @classmethod
     def _only_function_tools(cls, value):
-        for index, tool in enumerate(value or ()):
+        if not isinstance(value, list):
+            return value  # not a list: the field's own type check answers it
+        for index, tool in enumerate(value):
             kind = tool.get("type") if isinstance(tool, dict) else None
             if kind != "function":
                 raise ValueError(f"tools[{index}]: only function tools are supported on this server, not {kind!r}")
@@ -228,8 +236,9 @@ class ResponsesRequest(SamplingFields):
     def _tool_choice_within_tools(cls, value, info: ValidationInfo):
         if value in (None, "none", "auto") or "tools" not in info.data:
             return value
-        check_tool_choice(value.name if isinstance(value, NamedFunction) else None,
-                          [t.name for t in info.data["tools"] or ()])  # fmt: skip
+        check_tool_choice(
+            value.name if isinstance(value, NamedFunction) else None, [t.name for t in info.data["tools"] or ()]
+        )
         return value
 
     @field_validator("background")

@@ -16,14 +16,22 @@ from services.common.config import ResponseStoreSettings
 
 from .fakes import TEXT, FakeTextEngine, finished, hello_script, make_config, make_state, reasoning_script
 
-WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {
-    "city": {"type": "string"}}, "required": ["city"]}}  # fmt: skip
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 
 
 def call_script() -> list:
-    return [Accepted(9), TextDelta("Let me check."), ToolCallDelta(0, "call_1", "get_weather"),
-            ToolCallDelta(0, arguments='{"city": '), ToolCallDelta(0, arguments='"Paris"}'),
-            finished("tool_calls", prompt=9, completion=6)]  # fmt: skip
+    return [
+        Accepted(9),
+        TextDelta("Let me check."),
+        ToolCallDelta(0, "call_1", "get_weather"),
+        ToolCallDelta(0, arguments='{"city": '),
+        ToolCallDelta(0, arguments='"Paris"}'),
+        finished("tool_calls", prompt=9, completion=6),
+    ]
 
 
 @pytest.fixture
@@ -54,8 +62,10 @@ def events_of(text: str) -> list[dict]:
 
 
 async def test_a_string_input_is_one_user_message_after_the_instructions(client, engine):
-    response = await client.post("/v1/responses", json={"model": TEXT, "input": "Hi", "instructions": "Be terse.",
-                                                        "max_output_tokens": 5, "temperature": 0.2})  # fmt: skip
+    response = await client.post(
+        "/v1/responses",
+        json={"model": TEXT, "input": "Hi", "instructions": "Be terse.", "max_output_tokens": 5, "temperature": 0.2},
+    )
     body = response.json()
     assert response.status_code == 200, body
     assert [(t.role, t.content) for t in engine.calls[0].messages] == [("system", "Be terse."), ("user", "Hi")]
@@ -63,9 +73,18 @@ async def test_a_string_input_is_one_user_message_after_the_instructions(client,
     assert body["object"] == "response" and body["status"] == "completed" and body["id"].startswith("resp_")
     (message,) = body["output"]
     assert message["type"] == "message" and message["content"][0] == {
-        "type": "output_text", "text": "Hello wörld", "annotations": [], "logprobs": []}  # fmt: skip
-    assert body["usage"] == {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 2,
-                             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 9}  # fmt: skip
+        "type": "output_text",
+        "text": "Hello wörld",
+        "annotations": [],
+        "logprobs": [],
+    }
+    assert body["usage"] == {
+        "input_tokens": 7,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 2,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 9,
+    }
 
 
 async def test_items_fold_into_chat_turns_with_calls_results_and_reasoning(client, engine):
@@ -89,13 +108,24 @@ async def test_items_fold_into_chat_turns_with_calls_results_and_reasoning(clien
 
 async def test_tool_choice_and_text_format_reach_the_engine(client, engine):
     fmt = {"type": "json_schema", "name": "city", "schema": {"type": "object"}, "strict": True}
-    await client.post("/v1/responses", json={"model": TEXT, "input": "x", "tools": [WEATHER],
-                                             "tool_choice": {"type": "function", "name": "get_weather"},
-                                             "parallel_tool_calls": False, "text": {"format": fmt}})  # fmt: skip
+    await client.post(
+        "/v1/responses",
+        json={
+            "model": TEXT,
+            "input": "x",
+            "tools": [WEATHER],
+            "tool_choice": {"type": "function", "name": "get_weather"},
+            "parallel_tool_calls": False,
+            "text": {"format": fmt},
+        },
+    )
     options = engine.calls[0].options
     assert (options.tool_choice, options.tool_name, options.parallel_tool_calls) == ("named", "get_weather", False)
     assert (options.response_format, options.schema_name, json.loads(options.schema)) == (
-        "json_schema", "city", {"type": "object"})  # fmt: skip
+        "json_schema",
+        "city",
+        {"type": "object"},
+    )
 
 
 async def test_a_call_is_a_function_call_item_after_the_text():
@@ -105,16 +135,21 @@ async def test_a_call_is_a_function_call_item_after_the_text():
     message, call = body["output"]
     assert message["content"][0]["text"] == "Let me check."
     assert {k: call[k] for k in ("type", "call_id", "name", "arguments", "status")} == {
-        "type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}',
-        "status": "completed"}  # fmt: skip
+        "type": "function_call",
+        "call_id": "call_1",
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+        "status": "completed",
+    }
 
 
 async def test_reasoning_is_a_reasoning_item_first():
     state = make_state({TEXT: FakeTextEngine(TEXT, reasoning_script())})
     body = await state.responses.complete(await state.responses.plan(_request({"model": TEXT, "input": "Hi"})), "r")
     reasoning, message = body["output"]
-    assert reasoning["type"] == "reasoning" and reasoning["content"] == [{"type": "reasoning_text",
-                                                                          "text": "Let me think."}]  # fmt: skip
+    assert reasoning["type"] == "reasoning" and reasoning["content"] == [
+        {"type": "reasoning_text", "text": "Let me think."}
+    ]
     assert message["content"][0]["text"] == "Hello!"
 
 
@@ -126,22 +161,39 @@ async def test_a_cut_answer_is_incomplete_with_its_reason():
 
 
 async def test_the_stream_is_typed_events_in_order_with_sequence_numbers():
-    script = [Accepted(9), ReasoningDelta("Hm."), TextDelta("Let me check."), ToolCallDelta(0, "call_1", "get_weather"),
-              ToolCallDelta(0, arguments='{"city":"Paris"}'), finished("tool_calls", prompt=9, completion=6)]  # fmt: skip
+    script = [
+        Accepted(9),
+        ReasoningDelta("Hm."),
+        TextDelta("Let me check."),
+        ToolCallDelta(0, "call_1", "get_weather"),
+        ToolCallDelta(0, arguments='{"city":"Paris"}'),
+        finished("tool_calls", prompt=9, completion=6),
+    ]
     state = make_state({TEXT: FakeTextEngine(TEXT, script)})
     plan = await state.responses.plan(_request({"model": TEXT, "input": "x", "tools": [WEATHER], "stream": True}))
     events = events_of("".join([frame async for frame in await state.responses.stream(plan, "r")]))
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert [e["type"] for e in events] == [
-        "response.created", "response.in_progress",
-        "response.output_item.added", "response.content_part.added", "response.reasoning_text.delta",
-        "response.reasoning_text.done", "response.content_part.done", "response.output_item.done",
-        "response.output_item.added", "response.content_part.added", "response.output_text.delta",
-        "response.output_text.done", "response.content_part.done", "response.output_item.done",
-        "response.output_item.added", "response.function_call_arguments.delta",
-        "response.function_call_arguments.done", "response.output_item.done",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
         "response.completed",
-    ]  # fmt: skip
+    ]
     final = events[-1]["response"]
     assert [i["type"] for i in final["output"]] == ["reasoning", "message", "function_call"]
     assert [e["output_index"] for e in events if e["type"] == "response.output_item.added"] == [0, 1, 2]
@@ -163,12 +215,21 @@ async def test_an_error_after_the_first_byte_is_response_failed():
 
 async def test_previous_response_id_continues_the_stored_conversation(client, engine):
     engine.scripts = [call_script(), hello_script()]
-    first = (await client.post("/v1/responses", json={"model": TEXT, "input": "Paris?", "tools": [WEATHER],
-                                                      "instructions": "Only first."})).json()  # fmt: skip
+    first = (
+        await client.post(
+            "/v1/responses", json={"model": TEXT, "input": "Paris?", "tools": [WEATHER], "instructions": "Only first."}
+        )
+    ).json()
     call = first["output"][1]
-    follow = await client.post("/v1/responses", json={
-        "model": TEXT, "previous_response_id": first["id"], "tools": [WEATHER],
-        "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "18C"}]})  # fmt: skip
+    follow = await client.post(
+        "/v1/responses",
+        json={
+            "model": TEXT,
+            "previous_response_id": first["id"],
+            "tools": [WEATHER],
+            "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "18C"}],
+        },
+    )
     assert follow.status_code == 200, follow.text
     turns = engine.calls[1].messages
     assert [t.role for t in turns] == ["user", "assistant", "tool"]  # instructions are not carried over
@@ -186,21 +247,26 @@ async def test_stored_responses_can_be_read_and_deleted_and_unstored_ones_cannot
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "response_not_found"
     unstored = (await client.post("/v1/responses", json={"model": TEXT, "input": "Hi", "store": False})).json()
     assert (await client.get(f"/v1/responses/{unstored['id']}")).status_code == 404
-    follow = await client.post("/v1/responses", json={"model": TEXT, "input": "Hi",
-                                                      "previous_response_id": unstored["id"]})  # fmt: skip
+    follow = await client.post(
+        "/v1/responses", json={"model": TEXT, "input": "Hi", "previous_response_id": unstored["id"]}
+    )
     assert follow.status_code == 400 and follow.json()["error"]["param"] == "previous_response_id"
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"input": []}, "input"),
-    ({"input": "x", "tools": [{"type": "web_search"}]}, "tools"),
-    ({"input": "x", "tool_choice": "required"}, "tool_choice"),
-    ({"input": "x", "background": True}, "background"),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f_1"}]}]}, "input[0].content[0]"),
-    ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
-    ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]"),
-    ({"input": [{"role": "assistant", "content": "only me"}]}, "input"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"input": []}, "input"),
+        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools"),
+        ({"input": "x", "tools": 1.5}, "tools"),  # found by the OpenAPI fuzzer: was a 500
+        ({"input": "x", "tool_choice": "required"}, "tool_choice"),
+        ({"input": "x", "background": True}, "background"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f_1"}]}]}, "input[0].content[0]"),
+        ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]"),
+        ({"input": [{"role": "assistant", "content": "only me"}]}, "input"),
+    ],
+)
 async def test_bad_requests_are_400_naming_the_field(client, body, param):
     response = await client.post("/v1/responses", json={"model": TEXT, **body})
     error = response.json()["error"]
@@ -229,13 +295,19 @@ def _request(body: dict):
     return ResponsesRequest.model_validate(body)
 
 
-@pytest.mark.parametrize("body, param, code", [
-    ({"input": [{"role": "user", "content": "x"}] * 3000}, "input", "too_many_messages"),
-    ({"input": "x" * 2_000_001}, "input", "text_too_long"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x" * 2_000_001}]}, "input",
-     "text_too_long"),
-    ({"input": "x", "max_output_tokens": 10**6}, "max_output_tokens", "invalid_value"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, param, code",
+    [
+        ({"input": [{"role": "user", "content": "x"}] * 3000}, "input", "too_many_messages"),
+        ({"input": "x" * 2_000_001}, "input", "text_too_long"),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "c", "output": "x" * 2_000_001}]},
+            "input",
+            "text_too_long",
+        ),
+        ({"input": "x", "max_output_tokens": 10**6}, "max_output_tokens", "invalid_value"),
+    ],
+)
 async def test_the_request_limits_apply_and_name_the_responses_fields(client, body, param, code):
     response = await client.post("/v1/responses", json={"model": TEXT, **body})
     error = response.json()["error"]
@@ -256,10 +328,18 @@ async def test_an_image_in_a_function_call_output_is_captioned():
 
     engine = FakeTextEngine(TEXT, hello_script())
     state = await make_vision_state(config(), {TEXT: engine}, FakeVision())
-    items = [{"role": "user", "content": "Take a screenshot."},
-             {"type": "function_call", "call_id": "c1", "name": "screenshot", "arguments": "{}"},
-             {"type": "function_call_output", "call_id": "c1", "output": [
-                 {"type": "input_text", "text": "Here it is:"}, {"type": "input_image", "image_url": image_part(RED)["image_url"]["url"]}]}]  # fmt: skip
+    items = [
+        {"role": "user", "content": "Take a screenshot."},
+        {"type": "function_call", "call_id": "c1", "name": "screenshot", "arguments": "{}"},
+        {
+            "type": "function_call_output",
+            "call_id": "c1",
+            "output": [
+                {"type": "input_text", "text": "Here it is:"},
+                {"type": "input_image", "image_url": image_part(RED)["image_url"]["url"]},
+            ],
+        },
+    ]
     plan = await state.responses.plan(_request({"model": TEXT, "input": items}))
     body = await state.responses.complete(plan, "r")
     tool = engine.calls[0].messages[2]
