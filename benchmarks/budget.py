@@ -46,8 +46,16 @@ def model_info(address: str) -> common_pb2.ModelInfo:
         return text_engine_pb2_grpc.TextEngineStub(channel).GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
 
 
-def budget_sweep(model_dir: str, model_name: str, params: dict, work: Path, budgets: tuple[int, ...],
-                 concurrency: int, max_tokens: int, rounds: int) -> list[SweepRow]:  # fmt: skip
+def budget_sweep(
+    model_dir: str,
+    model_name: str,
+    params: dict,
+    work: Path,
+    budgets: tuple[int, ...],
+    concurrency: int,
+    max_tokens: int,
+    rounds: int,
+) -> list[SweepRow]:
     rows = []
     for mem in budgets:
         with our_stack(model_dir, model_name, {**params, "mem": mem}, work) as stack:
@@ -87,12 +95,16 @@ async def _cold_start(stack, model_name: str, repeats: int, max_tokens: int) -> 
 
 
 def report(rows: list[SweepRow], cold: ColdStart, concurrency: int, max_tokens: int) -> str:
-    lines = [f"budget sweep: {concurrency} concurrent streams x {max_tokens} tokens through gateway + engine, medians",
-             f"  {'mem':>9} {'KV cache':>14} {'tok/s':>8} {'TTFT p50':>10} {'TTFT p95':>10}"]  # fmt: skip
+    lines = [
+        f"budget sweep: {concurrency} concurrent streams x {max_tokens} tokens through gateway + engine, medians",
+        f"  {'mem':>9} {'KV cache':>14} {'tok/s':>8} {'TTFT p50':>10} {'TTFT p95':>10}",
+    ]
     for row in rows:
         s = row.summary
-        lines.append(f"  {row.mem_mib:>5} MiB {row.kv_tokens:>7} tokens {s.tokens_per_sec:8.1f} "
-                     f"{s.ttft_pct(50) * 1000:8.1f}ms {s.ttft_pct(95) * 1000:8.1f}ms")  # fmt: skip
+        lines.append(
+            f"  {row.mem_mib:>5} MiB {row.kv_tokens:>7} tokens {s.tokens_per_sec:8.1f} "
+            f"{s.ttft_pct(50) * 1000:8.1f}ms {s.ttft_pct(95) * 1000:8.1f}ms"
+        )
     c, w = statistics.median(cold.cold_ttft), statistics.median(cold.warm_ttft)
     lines += [
         f"cold start after an idle unload ({len(cold.cold_ttft)} times, medians):",

@@ -42,12 +42,19 @@ def bench_params(model_dir: str, concurrency: int, num_blocks: int, block_size: 
 
     per_token = kv_bytes_per_token(AutoConfig.from_pretrained(model_dir).get_text_config(), torch.float32)
     mem = max(1, math.ceil(num_blocks * block_size * per_token / MIB))
-    return {"mem": mem, "dtype": "f32", "max_num_seqs": concurrency, "prefill_chunk_size": 1024,
-            "block_size": block_size, **overrides}  # fmt: skip
+    return {
+        "mem": mem,
+        "dtype": "f32",
+        "max_num_seqs": concurrency,
+        "prefill_chunk_size": 1024,
+        "block_size": block_size,
+        **overrides,
+    }
 
 
-async def alternate(contenders: dict[str, Callable], concurrency: int, max_tokens: int,
-                    rounds: int) -> dict[str, Summary]:  # fmt: skip
+async def alternate(
+    contenders: dict[str, Callable], concurrency: int, max_tokens: int, rounds: int
+) -> dict[str, Summary]:
     """Each contender once per round, in turn (the machine's speed drifts; alternating spreads it evenly)."""
     runs: dict[str, list] = {key: [] for key in contenders}
     for _ in range(rounds):
@@ -61,8 +68,10 @@ def print_table(title: str, summaries: dict[str, Summary], baseline: str) -> Non
     base = summaries[baseline]
     for summary in summaries.values():
         print(f"  {summary.row()}")
-        print(f"      vs {baseline}: tok/s x{summary.tokens_per_sec / base.tokens_per_sec:.2f}, "
-              f"TTFT p50 x{summary.ttft_pct(50) / base.ttft_pct(50):.2f}")  # fmt: skip
+        print(
+            f"      vs {baseline}: tok/s x{summary.tokens_per_sec / base.tokens_per_sec:.2f}, "
+            f"TTFT p50 x{summary.ttft_pct(50) / base.ttft_pct(50):.2f}"
+        )
 
 
 def compile_section(model_dir: str, args) -> None:
@@ -82,8 +91,12 @@ def compile_section(model_dir: str, args) -> None:
         warm, summaries = asyncio.run(go())
     finally:
         eager.close(), compiled.close()
-    print_table(f"torch.compile of the CB forward ({args.concurrency} streams x {args.compile_tokens} tokens; "
-                f"compile load + warm-up {warm:.0f} s)", summaries, "eager")  # fmt: skip
+    print_table(
+        f"torch.compile of the CB forward ({args.concurrency} streams x {args.compile_tokens} tokens; "
+        f"compile load + warm-up {warm:.0f} s)",
+        summaries,
+        "eager",
+    )
 
 
 def threads_section(model_dir: str, args, work: Path) -> None:
@@ -94,10 +107,14 @@ def threads_section(model_dir: str, args, work: Path) -> None:
     threads = torch.get_num_threads()
     one_dir, default_dir = work / "threads-1", work / "threads-default"
     one_dir.mkdir(), default_dir.mkdir()
-    with our_stack(model_dir, MODEL_NAME, params, default_dir) as default_stack, \
-            our_stack(model_dir, MODEL_NAME, params, one_dir, engine_env={"OMP_NUM_THREADS": "1"}) as one_stack:  # fmt: skip
-        contenders = {f"engine {threads} threads": openai_stream_fn(default_stack.base_url, MODEL_NAME),
-                      "engine 1 thread": openai_stream_fn(one_stack.base_url, MODEL_NAME)}  # fmt: skip
+    with (
+        our_stack(model_dir, MODEL_NAME, params, default_dir) as default_stack,
+        our_stack(model_dir, MODEL_NAME, params, one_dir, engine_env={"OMP_NUM_THREADS": "1"}) as one_stack,
+    ):
+        contenders = {
+            f"engine {threads} threads": openai_stream_fn(default_stack.base_url, MODEL_NAME),
+            "engine 1 thread": openai_stream_fn(one_stack.base_url, MODEL_NAME),
+        }
 
         async def go():
             for fn in contenders.values():
@@ -105,16 +122,24 @@ def threads_section(model_dir: str, args, work: Path) -> None:
             return await alternate(contenders, args.concurrency, args.max_tokens, args.rounds)
 
         summaries = asyncio.run(go())
-    print_table(f"engine torch threads, gateway+engine stack ({args.concurrency} streams x {args.max_tokens} tokens)",
-                summaries, f"engine {threads} threads")  # fmt: skip
+    print_table(
+        f"engine torch threads, gateway+engine stack ({args.concurrency} streams x {args.max_tokens} tokens)",
+        summaries,
+        f"engine {threads} threads",
+    )
 
 
 def chunk_section(model_dir: str, args) -> None:
     budgets = [int(b) for b in args.chunks.split(",")]
     # Longer prompts (~300 tokens each), all at once: the budget decides how many prefill in one forward.
     long_prompts = [(p + " ") * 12 for p in PROMPTS]
-    managers = {f"max_batch_tokens {b}": InProcessManager(model_dir, ModelParams(**bench_params(
-        model_dir, args.concurrency, args.num_blocks * 2, prefill_chunk_size=b))) for b in budgets}  # fmt: skip
+    managers = {
+        f"max_batch_tokens {b}": InProcessManager(
+            model_dir,
+            ModelParams(**bench_params(model_dir, args.concurrency, args.num_blocks * 2, prefill_chunk_size=b)),
+        )
+        for b in budgets
+    }
 
     def long_stream(manager: InProcessManager):
         counter = iter(range(10**9))
@@ -135,8 +160,11 @@ def chunk_section(model_dir: str, args) -> None:
     finally:
         for manager in managers.values():
             manager.close()
-    print_table(f"batch-token budget ({args.concurrency} prompts of ~300 tokens at once x {args.max_tokens} tokens)",
-                summaries, "max_batch_tokens 1024")  # fmt: skip
+    print_table(
+        f"batch-token budget ({args.concurrency} prompts of ~300 tokens at once x {args.max_tokens} tokens)",
+        summaries,
+        "max_batch_tokens 1024",
+    )
 
 
 def main() -> None:
@@ -151,8 +179,10 @@ def main() -> None:
     parser.add_argument("--sections", default="threads,chunk,compile")
     args = parser.parse_args()
     model_dir = str(Path(args.model_dir).resolve())
-    print(f"engine A/Bs  {datetime.date.today()}  {platform.node()}  torch {torch.__version__}  "
-          f"cores={__import__('os').cpu_count()}  model {model_dir}  medians of {args.rounds} alternated rounds")  # fmt: skip
+    print(
+        f"engine A/Bs  {datetime.date.today()}  {platform.node()}  torch {torch.__version__}  "
+        f"cores={__import__('os').cpu_count()}  model {model_dir}  medians of {args.rounds} alternated rounds"
+    )
     sections = args.sections.split(",")
     with tempfile.TemporaryDirectory(prefix="pv-ab-") as tmp:
         for section in sections:

@@ -57,9 +57,18 @@ def kv_bytes_per_token(model_dir: str) -> int:
 def our_stack(model_dir: str, backend: str, num_blocks: int, concurrency: int, work: Path, env: dict):
     """Text engine on `backend` + gateway, as the launcher runs them. Yields the OpenAI base URL."""
     mem = max(1, math.ceil(num_blocks * 64 * kv_bytes_per_token(model_dir) / MIB))
-    config = ModelsYaml().text(MODEL_NAME, local_path=model_dir, backend=backend, tiny_defaults=False,
-                               params={"mem": mem, "dtype": "f32", "max_num_seqs": concurrency, "block_size": 64},
-                               capabilities={"vision_mode": "disabled"}).set(idle_unload_secs=0)  # fmt: skip
+    config = (
+        ModelsYaml()
+        .text(
+            MODEL_NAME,
+            local_path=model_dir,
+            backend=backend,
+            tiny_defaults=False,
+            params={"mem": mem, "dtype": "f32", "max_num_seqs": concurrency, "block_size": 64},
+            capabilities={"vision_mode": "disabled"},
+        )
+        .set(idle_unload_secs=0)
+    )
     work = work / backend
     work.mkdir()
     with text_stack(config, MODEL_NAME, work, timeout=900, engine_env=env, engine_backend=backend) as stack:
@@ -71,11 +80,36 @@ def vllm_own_server(model_dir: str, num_blocks: int, concurrency: int, work: Pat
     """vLLM's OpenAI-compatible server on the same checkpoint and cache. Yields the OpenAI base URL."""
     port = free_port()
     cache = (num_blocks + 1) * 64 * kv_bytes_per_token(model_dir)  # + the null block, as our adapter gives it
-    proc = spawn([vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-                  "--served-model-name", MODEL_NAME, "--dtype", "float32", "--max-num-seqs", str(concurrency),
-                  "--max-model-len", str(num_blocks * 64), "--block-size", "64", "--kv-cache-memory-bytes", str(cache),
-                  "--enforce-eager", "--disable-log-stats", "--host", "127.0.0.1", "--port", str(port)],
-                 work / "vllm_server.log", port, env)  # fmt: skip
+    proc = spawn(
+        [
+            vllm_python(),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model_dir,
+            "--served-model-name",
+            MODEL_NAME,
+            "--dtype",
+            "float32",
+            "--max-num-seqs",
+            str(concurrency),
+            "--max-model-len",
+            str(num_blocks * 64),
+            "--block-size",
+            "64",
+            "--kv-cache-memory-bytes",
+            str(cache),
+            "--enforce-eager",
+            "--disable-log-stats",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        work / "vllm_server.log",
+        port,
+        env,
+    )
     try:
         wait_ready(f"{proc.url}/health", [proc], 900)
         yield f"{proc.url}/v1"
@@ -102,8 +136,9 @@ async def greedy_answers(base_url: str, max_tokens: int) -> list[tuple[str, int]
     client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=600)
     answers = []
     for prompt in PROMPTS:
-        reply = await client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": prompt}],
-                                                     max_tokens=max_tokens, temperature=0)  # fmt: skip
+        reply = await client.chat.completions.create(
+            model=MODEL_NAME, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0
+        )
         answers.append((reply.choices[0].message.content, reply.usage.completion_tokens))
     return answers
 
@@ -114,21 +149,27 @@ def report(results: dict, answers: dict, concurrency: int) -> str:
         lines += [f"{single.row()}  {single.runs[0].tokens} tok", f"{multi.row()}  {multi.runs[0].tokens} tok"]
     if "a" in results and "b" in results:
         (a1, an), (b1, bn) = results["a"], results["b"]
-        lines.append(f"\nvllm/transformers = {bn.tokens_per_sec / an.tokens_per_sec:.2f} at {concurrency} streams "
-                     f"({b1.tokens_per_sec / a1.tokens_per_sec:.2f} at 1 stream; TTFT p50 ratio "
-                     f"{bn.ttft_pct(50) / an.ttft_pct(50):.2f} at {concurrency})")  # fmt: skip
+        lines.append(
+            f"\nvllm/transformers = {bn.tokens_per_sec / an.tokens_per_sec:.2f} at {concurrency} streams "
+            f"({b1.tokens_per_sec / a1.tokens_per_sec:.2f} at 1 stream; TTFT p50 ratio "
+            f"{bn.ttft_pct(50) / an.ttft_pct(50):.2f} at {concurrency})"
+        )
     if "b" in results and "c" in results:
         (b1, bn), (c1, cn) = results["b"], results["c"]
-        lines.append(f"served vllm / vllm's own server = {bn.tokens_per_sec / cn.tokens_per_sec:.2f} at {concurrency} "
-                     f"streams ({b1.tokens_per_sec / c1.tokens_per_sec:.2f} at 1 stream)")  # fmt: skip
+        lines.append(
+            f"served vllm / vllm's own server = {bn.tokens_per_sec / cn.tokens_per_sec:.2f} at {concurrency} "
+            f"streams ({b1.tokens_per_sec / c1.tokens_per_sec:.2f} at 1 stream)"
+        )
     if "a" in answers and "b" in answers:
         same = answers["a"] == answers["b"]
         lines.append(f"greedy tokens identical: {'yes' if same else 'no'} ((a) vs (b), {len(PROMPTS)} prompts)")
         if not same:
             lines += [f"  (a) {a!r}\n  (b) {b!r}" for a, b in zip(answers["a"], answers["b"]) if a != b]
     if "c" in answers and "b" in answers:
-        lines.append(f"  (c) vLLM's own server, same text as (b): {'yes' if answers['c'] == answers['b'] else 'no'} "
-                     "(it renders the chat template itself)")  # fmt: skip
+        lines.append(
+            f"  (c) vLLM's own server, same text as (b): {'yes' if answers['c'] == answers['b'] else 'no'} "
+            "(it renders the chat template itself)"
+        )
     return "\n".join(lines)
 
 
@@ -141,16 +182,21 @@ def main() -> None:
     parser.add_argument("--num-blocks", type=int, default=32, help="KV cache of every contender, in 64-token blocks")
     parser.add_argument("--contenders", default="a,b,c")
     parser.add_argument("--together", action="store_true", help="start all contenders at once and alternate them")
-    parser.add_argument("--vllm-reserved-cpus", help="VLLM_CPU_NUM_OF_RESERVED_CPU for (b) and (c) (default: what "
-                        "our engine sets, 0, for both; vLLM's own default is 1)")  # fmt: skip
+    parser.add_argument(
+        "--vllm-reserved-cpus",
+        help="VLLM_CPU_NUM_OF_RESERVED_CPU for (b) and (c) (default: what "
+        "our engine sets, 0, for both; vLLM's own default is 1)",
+    )
     parser.add_argument("--work", help="keep the servers' logs in this directory (default: a temporary one)")
     args = parser.parse_args()
     model_dir = args.model_dir or str(smollm2_checkpoint())
     keys = args.contenders.split(",")
     vllm_env = {"VLLM_CPU_NUM_OF_RESERVED_CPU": args.vllm_reserved_cpus or DEFAULT_RESERVED_CPUS}
-    header = (f"{datetime.date.today()}  {platform.node()}  {platform.machine()}  cores={os.cpu_count()}  torch "
-              f"{torch.__version__}  transformers {transformers.__version__} (vLLM's venv has its own)  model "
-              f"{Path(model_dir).name}  cache {args.num_blocks}x64 tokens  vLLM env {vllm_env or 'default'}")  # fmt: skip
+    header = (
+        f"{datetime.date.today()}  {platform.node()}  {platform.machine()}  cores={os.cpu_count()}  torch "
+        f"{torch.__version__}  transformers {transformers.__version__} (vLLM's venv has its own)  model "
+        f"{Path(model_dir).name}  cache {args.num_blocks}x64 tokens  vLLM env {vllm_env or 'default'}"
+    )
     with tempfile.TemporaryDirectory(prefix="pv-bench-engines-") as tmp, ExitStack() as stack:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -175,8 +221,10 @@ def main() -> None:
                     run({key: url})
     print(f"\nProxyVision engine backends benchmark  {header}")
     how = "started together, alternated" if args.together else "each alone, one after another"
-    print(f"load: 1 and {args.concurrency} concurrent streams x {args.max_tokens} tokens, greedy; contenders {how}, "
-          f"{args.rounds} rounds, medians\n")  # fmt: skip
+    print(
+        f"load: 1 and {args.concurrency} concurrent streams x {args.max_tokens} tokens, greedy; contenders {how}, "
+        f"{args.rounds} rounds, medians\n"
+    )
     print(report(results, answers, args.concurrency), flush=True)
 
 

@@ -50,8 +50,15 @@ KV_BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: 30 layers x 3 KV heads
 def our_gguf_stack(gguf: Path, num_tokens: int, concurrency: int, work: Path):
     """Text engine (`gguf_file`) + gateway, as the launcher runs them. Yields the OpenAI base URL."""
     mem = max(1, math.ceil(num_tokens * KV_BYTES_PER_TOKEN / MIB))
-    config = ModelsYaml().model(MODEL_NAME, gguf_file=str(gguf), params={"mem": mem, "dtype": "f32",
-                                "max_num_seqs": concurrency, "block_size": 64}).set(idle_unload_secs=0)  # fmt: skip
+    config = (
+        ModelsYaml()
+        .model(
+            MODEL_NAME,
+            gguf_file=str(gguf),
+            params={"mem": mem, "dtype": "f32", "max_num_seqs": concurrency, "block_size": 64},
+        )
+        .set(idle_unload_secs=0)
+    )
     with text_stack(config, MODEL_NAME, work, timeout=600) as stack:
         yield stack.base_url
 
@@ -64,9 +71,30 @@ def transformers_serve_converted(num_blocks: int, work: Path):
     port = free_port()
     model = str(build_all(Path(__file__).resolve().parents[1] / "models" / "tiny", only={"smollm2"})["smollm2"])
     cli = Path(sys.executable).parent / "transformers"
-    proc = spawn([str(cli), "serve", model, "--continuous-batching", "--cb-block-size", "64", "--cb-num-blocks",
-                  str(num_blocks), "--cb-max-batch-tokens", "1024", "--device", "cpu", "--dtype", "float32",
-                  "--port", str(port), "--host", "127.0.0.1"], work / "transformers_serve.log", port)  # fmt: skip
+    proc = spawn(
+        [
+            str(cli),
+            "serve",
+            model,
+            "--continuous-batching",
+            "--cb-block-size",
+            "64",
+            "--cb-num-blocks",
+            str(num_blocks),
+            "--cb-max-batch-tokens",
+            "1024",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        work / "transformers_serve.log",
+        port,
+    )
     try:
         wait_ready(f"{proc.url}/health", [proc], 600)
         yield f"{proc.url}/v1", model
@@ -78,11 +106,32 @@ def transformers_serve_converted(num_blocks: int, work: Path):
 def llama_cpp_server(python: str, gguf: Path, n_ctx: int, threads: int, work: Path):
     """llama-cpp-python's OpenAI-compatible server on the file itself. Yields (base URL, model)."""
     port = free_port()
-    proc = spawn([python, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_NAME,
-                  "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-                  # Its default cuts a running stream short whenever a new request arrives: queue them instead.
-                  "--interrupt_requests", "False", "--host", "127.0.0.1", "--port", str(port)],
-                 work / "llama_cpp.log", port)  # fmt: skip
+    proc = spawn(
+        [
+            python,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            MODEL_NAME,
+            "--n_ctx",
+            str(n_ctx),
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
+            # Its default cuts a running stream short whenever a new request arrives: queue them instead.
+            "--interrupt_requests",
+            "False",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        work / "llama_cpp.log",
+        port,
+    )
     try:
         wait_ready(f"{proc.url}/v1/models", [proc], 300)
         yield f"{proc.url}/v1", MODEL_NAME
@@ -114,9 +163,11 @@ def report(results: dict, concurrency: int) -> str:
     lines.append("\nratios, ProxyVision (b) / other (throughput: > 1 is faster; TTFT: < 1 is faster):")
     for key in [k for k in results if k != "b"]:
         o1, on = results[key]
-        lines.append(f"  vs {LABELS[key]:<28} tok/s c=1 {b1.tokens_per_sec / o1.tokens_per_sec:5.2f}  "
-                     f"c={concurrency} {bn.tokens_per_sec / on.tokens_per_sec:5.2f}   TTFT p50 c=1 "
-                     f"{b1.ttft_pct(50) / o1.ttft_pct(50):5.2f}  c={concurrency} {bn.ttft_pct(50) / on.ttft_pct(50):5.2f}")  # fmt: skip
+        lines.append(
+            f"  vs {LABELS[key]:<28} tok/s c=1 {b1.tokens_per_sec / o1.tokens_per_sec:5.2f}  "
+            f"c={concurrency} {bn.tokens_per_sec / on.tokens_per_sec:5.2f}   TTFT p50 c=1 "
+            f"{b1.ttft_pct(50) / o1.ttft_pct(50):5.2f}  c={concurrency} {bn.ttft_pct(50) / on.ttft_pct(50):5.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -137,8 +188,10 @@ def main() -> None:
     gguf = packaged_gguf()
     threads = os.cpu_count() or 1
     keys = [k for k in args.contenders.split(",") if k != "d" or args.llama_python]
-    header = (f"{datetime.date.today()}  {platform.node()}  {platform.machine()}  torch {torch.__version__}  "
-              f"cores={threads}  file {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB)")  # fmt: skip
+    header = (
+        f"{datetime.date.today()}  {platform.node()}  {platform.machine()}  torch {torch.__version__}  "
+        f"cores={threads}  file {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB)"
+    )
     with tempfile.TemporaryDirectory(prefix="pv-bench-gguf-") as tmp, ExitStack() as stack:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -156,8 +209,10 @@ def main() -> None:
             contenders["d"] = openai_stream_fn(url, model)
         results = asyncio.run(alternate(contenders, args.concurrency, args.max_tokens, args.rounds))
     print(f"\nProxyVision GGUF-on-CPU benchmark  {header}")
-    print(f"load: 1 and {args.concurrency} concurrent streams x {args.max_tokens} tokens, greedy; contenders alternated "
-          f"over {args.rounds} rounds, medians\n")  # fmt: skip
+    print(
+        f"load: 1 and {args.concurrency} concurrent streams x {args.max_tokens} tokens, greedy; contenders alternated "
+        f"over {args.rounds} rounds, medians\n"
+    )
     print(report(results, args.concurrency), flush=True)
 
 

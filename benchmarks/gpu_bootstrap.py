@@ -93,8 +93,12 @@ print(json.dumps(info))
 def machine_report(python: str = sys.executable) -> dict:
     """Python, torch, numpy, CUDA device and driver. Torch is asked in a child process: a CUDA context in this
     one would hold GPU memory for the whole run and blur the memory figures."""
-    report = {"python": platform.python_version(), "executable": python, "platform": platform.platform(),
-              "cpu_count": os.cpu_count()}  # fmt: skip
+    report = {
+        "python": platform.python_version(),
+        "executable": python,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
     try:
         probe = subprocess.run([python, "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
@@ -104,8 +108,12 @@ def machine_report(python: str = sys.executable) -> dict:
     report.update(json.loads(probe.stdout.strip().splitlines()[-1]))
     smi = shutil.which("nvidia-smi")
     if smi:
-        query = subprocess.run([smi, "--query-gpu=driver_version,name,memory.total", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=30)  # fmt: skip
+        query = subprocess.run(
+            [smi, "--query-gpu=driver_version,name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         report["nvidia_smi"] = query.stdout.strip() or query.stderr.strip()
     else:
         report["nvidia_smi"] = None
@@ -127,15 +135,28 @@ def _make_venv() -> list[str]:
     """Create .gpu-venv (once) and return the pip command that installs into it."""
     python = _venv_python()
     if not python.exists():
-        made = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(VENV_DIR)],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        made = subprocess.run(
+            [sys.executable, "-m", "venv", "--system-site-packages", str(VENV_DIR)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if made.returncode != 0:
             # Debian's python3 without python3-venv has no ensurepip: a venv without pip, filled by our pip.
             shutil.rmtree(VENV_DIR, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(VENV_DIR)],
-                           check=True, capture_output=True, timeout=120)  # fmt: skip
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()  # fmt: skip
+            subprocess.run(
+                [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(VENV_DIR)],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
     # After the venv's own site-packages on sys.path, so the pinned versions installed there win.
     Path(purelib, "proxyvision_machine_site.pth").write_text("\n".join(_machine_site_dirs()) + "\n")
     has_pip = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True, timeout=60).returncode == 0
@@ -157,18 +178,34 @@ def install_pinned(wrong: list[tuple[str, str, str | None]]) -> Path:
     pip = _make_venv()
     # --no-deps: the file is the whole pinned closure already, and resolving would also re-check the machine's
     # torch against its own requirements (a setuptools or sympy pin the folder does not carry).
-    command = [*pip, "install", "--isolated", "--no-index", "--no-deps", "--find-links", str(WHEELS_DIR),
-               "--disable-pip-version-check", "--quiet", "-r", str(requirements)]  # fmt: skip
-    print(f"bootstrap: installing {len(wrong)} pinned package(s) from {WHEELS_DIR.name}/ into {VENV_DIR.name}/ "
-          f"({', '.join(n for n, _, _ in wrong)})", flush=True)  # fmt: skip
+    command = [
+        *pip,
+        "install",
+        "--isolated",
+        "--no-index",
+        "--no-deps",
+        "--find-links",
+        str(WHEELS_DIR),
+        "--disable-pip-version-check",
+        "--quiet",
+        "-r",
+        str(requirements),
+    ]
+    print(
+        f"bootstrap: installing {len(wrong)} pinned package(s) from {WHEELS_DIR.name}/ into {VENV_DIR.name}/ "
+        f"({', '.join(n for n, _, _ in wrong)})",
+        flush=True,
+    )
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise BootstrapError(f"pip install from {WHEELS_DIR} took over {PIP_TIMEOUT} s") from None
     if done.returncode != 0:
         tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
-        raise BootstrapError(f"pip install --no-index from {WHEELS_DIR} failed (this Python is {tag}; the folder "
-                             f"must hold its wheels: make gpu-wheels GPU_PYTHONS=...):\n{done.stderr[-3000:]}")  # fmt: skip
+        raise BootstrapError(
+            f"pip install --no-index from {WHEELS_DIR} failed (this Python is {tag}; the folder "
+            f"must hold its wheels: make gpu-wheels GPU_PYTHONS=...):\n{done.stderr[-3000:]}"
+        )
     return _venv_python()
 
 

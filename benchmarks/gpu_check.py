@@ -111,8 +111,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def engine_summary(info) -> dict:
     """What the summary keeps of an engine's ModelInfo (read while its model is loaded)."""
-    return {"device": info.device, "dtype": info.dtype, "load_s": round(info.last_load_seconds, 1),
-            "kv_cache_tokens": info.kv_cache_tokens, "stand_in_for": info.stand_in_for}  # fmt: skip
+    return {
+        "device": info.device,
+        "dtype": info.dtype,
+        "load_s": round(info.last_load_seconds, 1),
+        "kv_cache_tokens": info.kv_cache_tokens,
+        "stand_in_for": info.stand_in_for,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,8 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     budget -= max(0.0, time.time() - first_start)
     phases = Phases(budget, {"bootstrap": 60.0 if args.small else 200.0})
     _watchdog(budget)
-    summary: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "device": args.device,
-                     "size": "small" if args.small else "real", "budget_s": budget, "failures": []}  # fmt: skip
+    summary: dict = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": args.device,
+        "size": "small" if args.small else "real",
+        "budget_s": budget,
+        "failures": [],
+    }
     try:
         with phases("bootstrap"):
             summary["machine"] = ensure_packages("benchmarks.gpu_check", argv)
@@ -169,9 +179,12 @@ def _installed(pins: dict[str, str]) -> dict[str, str | None]:
 
 
 def _print_machine(machine: dict, packages: dict) -> None:
-    cuda = (f"CUDA {machine.get('torch_cuda')}, {machine.get('device_name')} (sm {machine.get('capability')}, "
-            f"{machine.get('total_mib', 0) / 1024:.0f} GiB, {machine.get('free_mib', 0) / 1024:.0f} GiB free)"
-            if machine.get("cuda_available") else "no CUDA device")  # fmt: skip
+    cuda = (
+        f"CUDA {machine.get('torch_cuda')}, {machine.get('device_name')} (sm {machine.get('capability')}, "
+        f"{machine.get('total_mib', 0) / 1024:.0f} GiB, {machine.get('free_mib', 0) / 1024:.0f} GiB free)"
+        if machine.get("cuda_available")
+        else "no CUDA device"
+    )
     print(f"python {machine['python']} ({machine['executable']}), {machine['platform']}, {machine['cpu_count']} CPUs")
     print(
         f"torch {machine['torch']} ({cuda}), numpy {machine['numpy']}; nvidia-smi: {machine['nvidia_smi'] or 'absent'}"
@@ -213,8 +226,13 @@ def _run(args: argparse.Namespace, work: Path, phases: Phases, summary: dict) ->
 
     with contextlib.ExitStack() as running:
         with phases("stack start"):
-            config = stack_config(paths["text"], paths["vision"], text_params=profile.text_params,
-                                  vision_params=profile.vision_params, idle_unload_secs=profile.idle_unload_secs)  # fmt: skip
+            config = stack_config(
+                paths["text"],
+                paths["vision"],
+                text_params=profile.text_params,
+                vision_params=profile.vision_params,
+                idle_unload_secs=profile.idle_unload_secs,
+            )
             stack: LauncherStack = running.enter_context(
                 launcher_stack(config, args.device, work, timeout=phases.records["stack start"]["limit_s"] - 5)
             )
@@ -223,8 +241,9 @@ def _run(args: argparse.Namespace, work: Path, phases: Phases, summary: dict) ->
         # no KV cache and no stand-in).
         summary["engines"] = {}
         with phases("text: proxyvision"):
-            summary.setdefault("text", {})["proxyvision"] = gp.text_load("ProxyVision (launcher)", f"{stack.base_url}/v1",
-                                                                         TEXT_MODEL, profile)  # fmt: skip
+            summary.setdefault("text", {})["proxyvision"] = gp.text_load(
+                "ProxyVision (launcher)", f"{stack.base_url}/v1", TEXT_MODEL, profile
+            )
             summary["engines"]["text"] = engine_summary(stack.model_info("text"))
         with phases("captions"):
             summary["captions"] = gp.captions(stack, profile)
@@ -241,40 +260,60 @@ def _run(args: argparse.Namespace, work: Path, phases: Phases, summary: dict) ->
     block = profile.text_params.get("block_size", 64)
     with contextlib.ExitStack() as running:
         with phases("transformers serve start"):
-            base_url, _ = running.enter_context(transformers_serve(
-                paths["text_only"], device=args.device, dtype=profile.dtype_flag, block_size=block,
-                num_blocks=max(1, kv_tokens // block), max_batch_tokens=profile.text_params["prefill_chunk_size"],
-                work=work, timeout=phases.records["transformers serve start"]["limit_s"] - 5))  # fmt: skip
+            base_url, _ = running.enter_context(
+                transformers_serve(
+                    paths["text_only"],
+                    device=args.device,
+                    dtype=profile.dtype_flag,
+                    block_size=block,
+                    num_blocks=max(1, kv_tokens // block),
+                    max_batch_tokens=profile.text_params["prefill_chunk_size"],
+                    work=work,
+                    timeout=phases.records["transformers serve start"]["limit_s"] - 5,
+                )
+            )
         with phases("text: transformers serve"):
-            summary["text"]["transformers_serve"] = gp.text_load("transformers serve --cb", base_url,
-                                                                 paths["text_only"], profile)  # fmt: skip
+            summary["text"]["transformers_serve"] = gp.text_load(
+                "transformers serve --cb", base_url, paths["text_only"], profile
+            )
     summary["ratios"] = _ratios(summary["text"])
 
 
 def _ratios(text: dict) -> dict:
     ours, theirs = text["proxyvision"], text["transformers_serve"]
-    return {level: {"tok_per_s": round(ours[level]["tok_per_s"] / theirs[level]["tok_per_s"], 2),
-                    "ttft_p50": round(ours[level]["ttft_p50_ms"] / theirs[level]["ttft_p50_ms"], 2)}
-            for level in ours if level in theirs and theirs[level]["tok_per_s"] and theirs[level]["ttft_p50_ms"]}  # fmt: skip
+    return {
+        level: {
+            "tok_per_s": round(ours[level]["tok_per_s"] / theirs[level]["tok_per_s"], 2),
+            "ttft_p50": round(ours[level]["ttft_p50_ms"] / theirs[level]["ttft_p50_ms"], 2),
+        }
+        for level in ours
+        if level in theirs and theirs[level]["tok_per_s"] and theirs[level]["ttft_p50_ms"]
+    }
 
 
 def _print_summary(summary: dict, out: Path) -> None:
     machine = summary.get("machine", {})
-    print(f"\nGPU check summary  {summary['date']}  {summary['device']} ({machine.get('device_name', 'no GPU')})  "
-          f"{summary['size']} sizes  torch {machine.get('torch')}")  # fmt: skip
+    print(
+        f"\nGPU check summary  {summary['date']}  {summary['device']} ({machine.get('device_name', 'no GPU')})  "
+        f"{summary['size']} sizes  torch {machine.get('torch')}"
+    )
     profile = summary.get("profile", {})
     for label, key in (("ProxyVision", "proxyvision"), ("transformers serve", "transformers_serve")):
         for level, row in summary.get("text", {}).get(key, {}).items():
-            print(f"  text  {label:<19} {level:>3} streams x {profile.get('max_tokens')} tokens  {row['tok_per_s']:8.1f} tok/s  "
-                  f"TTFT p50 {row['ttft_p50_ms']:8.1f} ms  p95 {row['ttft_p95_ms']:8.1f} ms  ({row['tokens']}/{row['expected_tokens']} tokens)")  # fmt: skip
+            print(
+                f"  text  {label:<19} {level:>3} streams x {profile.get('max_tokens')} tokens  {row['tok_per_s']:8.1f} tok/s  "
+                f"TTFT p50 {row['ttft_p50_ms']:8.1f} ms  p95 {row['ttft_p95_ms']:8.1f} ms  ({row['tokens']}/{row['expected_tokens']} tokens)"
+            )
     for level, ratio in summary.get("ratios", {}).items():
         print(
             f"  ours / transformers serve at {level:>3} streams: tok/s {ratio['tok_per_s']:.2f}, TTFT p50 {ratio['ttft_p50']:.2f}"
         )
     captions = summary.get("captions")
     if captions:
-        print(f"  captions  1 image {captions['one_image_ms']:.1f} ms, 4 images {captions['four_images_ms']:.1f} ms, "
-              f"cached {captions['cached_ms']:.1f} ms, one-image chat TTFT {captions['e2e_ttft_ms']:.1f} ms")  # fmt: skip
+        print(
+            f"  captions  1 image {captions['one_image_ms']:.1f} ms, 4 images {captions['four_images_ms']:.1f} ms, "
+            f"cached {captions['cached_ms']:.1f} ms, one-image chat TTFT {captions['e2e_ttft_ms']:.1f} ms"
+        )
     memory = summary.get("memory")
     if memory and summary["device"] == "cpu":
         print("  memory  GPU memory before/after idle unload: n/a on cpu")

@@ -52,24 +52,48 @@ class Profile:
 # ~80k tokens at 104 KiB per token, enough for 64 streams of a ~600-token prompt + 128 tokens without
 # preemption. Vision: 4 images of 256 tokens + prompt + 32-token captions in one batch.
 GPU = Profile(
-    device="cuda", size="real", max_tokens=128, levels=(1, 16, 64),
+    device="cuda",
+    size="real",
+    max_tokens=128,
+    levels=(1, 16, 64),
     text_params={"mem": 8192, "dtype": "bf16", "max_num_seqs": 64, "prefill_chunk_size": 2048},
     vision_params={"mem": 4096, "dtype": "bf16", "max_num_seqs": 8},
-    idle_unload_secs=20, caption_repeats=3,
-    limits={"bootstrap": 200, "build": 200, "stack start": 240, "text: proxyvision": 120, "captions": 120,
-            "idle unload": 90, "transformers serve start": 200, "text: transformers serve": 120},
+    idle_unload_secs=20,
+    caption_repeats=3,
+    limits={
+        "bootstrap": 200,
+        "build": 200,
+        "stack start": 240,
+        "text: proxyvision": 120,
+        "captions": 120,
+        "idle unload": 90,
+        "transformers serve start": 200,
+        "text: transformers serve": 120,
+    },
     unloaded_max_mib=1536,
-)  # fmt: skip
+)
 # The tiny stand-ins' sizes on this project's 2-core machine: the same phases, in about two minutes.
 CPU = Profile(
-    device="cpu", size="small", max_tokens=16, levels=(1, 16, 64),
+    device="cpu",
+    size="small",
+    max_tokens=16,
+    levels=(1, 16, 64),
     text_params={"mem": 64, "dtype": "bf16", "max_num_seqs": 64, "prefill_chunk_size": 2048},
     vision_params={"mem": 64, "dtype": "bf16", "max_num_seqs": 8},
-    idle_unload_secs=4, caption_repeats=2,
-    limits={"bootstrap": 60, "build": 90, "stack start": 120, "text: proxyvision": 60, "captions": 60,
-            "idle unload": 40, "transformers serve start": 90, "text: transformers serve": 60},
+    idle_unload_secs=4,
+    caption_repeats=2,
+    limits={
+        "bootstrap": 60,
+        "build": 90,
+        "stack start": 120,
+        "text: proxyvision": 60,
+        "captions": 60,
+        "idle unload": 40,
+        "transformers serve start": 90,
+        "text: transformers serve": 60,
+    },
     unloaded_max_mib=0,
-)  # fmt: skip
+)
 
 
 # One event loop for every phase, closed at the end of the run (close_loop): the SDK's clients outlive a phase,
@@ -90,8 +114,17 @@ def close_loop() -> None:
 def build_checkpoints(profile: Profile, out: Path, timeout: float) -> dict:
     """services/model_builder/real_size.py in a child process: its CUDA context (and the memory it cached for
     the random init) ends with it, so the stack starts on an empty GPU."""
-    command = [sys.executable, "-m", "services.model_builder.real_size", "--out", str(out), "--size", profile.size,
-               "--device", profile.device]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "services.model_builder.real_size",
+        "--out",
+        str(out),
+        "--size",
+        profile.size,
+        "--device",
+        profile.device,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"building the checkpoints failed:\n{done.stderr[-4000:]}")
@@ -99,9 +132,15 @@ def build_checkpoints(profile: Profile, out: Path, timeout: float) -> dict:
 
 
 def _load_row(result: LoadResult, expected_tokens: int) -> dict:
-    return {"concurrency": result.concurrency, "tokens": result.tokens, "expected_tokens": expected_tokens,
-            "wall_s": round(result.wall, 3), "tok_per_s": round(result.tokens_per_sec, 1),
-            "ttft_p50_ms": round(result.ttft_pct(50) * 1000, 1), "ttft_p95_ms": round(result.ttft_pct(95) * 1000, 1)}  # fmt: skip
+    return {
+        "concurrency": result.concurrency,
+        "tokens": result.tokens,
+        "expected_tokens": expected_tokens,
+        "wall_s": round(result.wall, 3),
+        "tok_per_s": round(result.tokens_per_sec, 1),
+        "ttft_p50_ms": round(result.ttft_pct(50) * 1000, 1),
+        "ttft_p95_ms": round(result.ttft_pct(95) * 1000, 1),
+    }
 
 
 def text_load(label: str, base_url: str, model: str, profile: Profile) -> dict[str, dict]:
@@ -179,8 +218,14 @@ def idle_unload(stack: LauncherStack, profile: Profile, baseline_device_mib: int
         while not _dropped(after, profile) and time.monotonic() < deadline:
             time.sleep(0.5)
             after = _memory_now(stack, cuda)
-    result = {"before": before, "states_before": states, "after": after, "seconds_until_unloaded": waits, "baseline_device_mib": baseline_device_mib,
-              "idle_unload_secs": profile.idle_unload_secs}  # fmt: skip
+    result = {
+        "before": before,
+        "states_before": states,
+        "after": after,
+        "seconds_until_unloaded": waits,
+        "baseline_device_mib": baseline_device_mib,
+        "idle_unload_secs": profile.idle_unload_secs,
+    }
     if cuda:
         result["unload_ok"] = _dropped(after, profile)
         result["threshold_mib"] = profile.unloaded_max_mib

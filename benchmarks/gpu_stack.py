@@ -86,14 +86,17 @@ class LauncherStack:
             return stub_class(channel).GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
 
 
-def stack_config(text_dir: str, vision_dir: str, *, text_params: dict, vision_params: dict,
-                 idle_unload_secs: int) -> ModelsYaml:  # fmt: skip
+def stack_config(
+    text_dir: str, vision_dir: str, *, text_params: dict, vision_params: dict, idle_unload_secs: int
+) -> ModelsYaml:
     """The brief's pair: the Ministral-3 text model (its images captioned) and the Qwen2-VL proxy."""
-    return (ModelsYaml()
-            .text(TEXT_MODEL, local_path=text_dir, tiny_defaults=False, params=text_params)
-            .vision(VISION_MODEL, local_path=vision_dir, tiny_defaults=False, prompt_template=None, params=vision_params)
-            .set(idle_unload_secs=idle_unload_secs)
-            .gateway(images={"allow_private_networks": ["127.0.0.0/8"]}))  # fmt: skip
+    return (
+        ModelsYaml()
+        .text(TEXT_MODEL, local_path=text_dir, tiny_defaults=False, params=text_params)
+        .vision(VISION_MODEL, local_path=vision_dir, tiny_defaults=False, prompt_template=None, params=vision_params)
+        .set(idle_unload_secs=idle_unload_secs)
+        .gateway(images={"allow_private_networks": ["127.0.0.0/8"]})
+    )
 
 
 @contextmanager
@@ -102,14 +105,34 @@ def launcher_stack(config: ModelsYaml, device: str, work: Path, *, timeout: floa
     Yields a LauncherStack; stops it (SIGTERM, the launcher drains and stops its children) on the way out."""
     path = config.write(work / "gpu-check.models.yaml")
     base, port = free_engine_port_base(), free_port()
-    argv = [sys.executable, "-m", "services.launcher", "serve", "--models-config", str(path), "--host", "127.0.0.1",
-            "--port", str(port), "--engine-port-base", str(base), "--device", device, "--log-level", "WARNING",
-            "--drain-grace-secs", "5", "--ready-timeout", str(int(timeout))]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "services.launcher",
+        "serve",
+        "--models-config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--engine-port-base",
+        str(base),
+        "--device",
+        device,
+        "--log-level",
+        "WARNING",
+        "--drain-grace-secs",
+        "5",
+        "--ready-timeout",
+        str(int(timeout)),
+    ]
     log_path = work / "launcher.log"
     service = start_process("proxyvision serve", argv, port, log_path, OFFLINE)
     STARTED.append(service)
-    stack = LauncherStack(service, base, service.url, log_path,
-                          {"text": f"127.0.0.1:{base}", "vision": f"127.0.0.1:{base + 1}"})  # fmt: skip
+    stack = LauncherStack(
+        service, base, service.url, log_path, {"text": f"127.0.0.1:{base}", "vision": f"127.0.0.1:{base + 1}"}
+    )
     try:
         deadline = time.monotonic() + timeout
         wait_http(f"{service.url}/ready", service, timeout=timeout)
@@ -131,14 +154,42 @@ def _wait_serving(address: str, launcher: ServiceProcess, deadline: float, what:
 
 
 @contextmanager
-def transformers_serve(model_dir: str, *, device: str, dtype: str, block_size: int, num_blocks: int,
-                       max_batch_tokens: int, work: Path, timeout: float):  # fmt: skip
+def transformers_serve(
+    model_dir: str,
+    *,
+    device: str,
+    dtype: str,
+    block_size: int,
+    num_blocks: int,
+    max_batch_tokens: int,
+    work: Path,
+    timeout: float,
+):
     """`transformers serve <dir> --continuous-batching` on `device` in `dtype` with the given paged cache.
     Yields (base URL of its OpenAI API, the process)."""
     port = free_port()
-    argv = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_dir, "--continuous-batching",
-            "--cb-block-size", str(block_size), "--cb-num-blocks", str(num_blocks), "--cb-max-batch-tokens",
-            str(max_batch_tokens), "--device", device, "--dtype", dtype, "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "transformers.cli.transformers",
+        "serve",
+        model_dir,
+        "--continuous-batching",
+        "--cb-block-size",
+        str(block_size),
+        "--cb-num-blocks",
+        str(num_blocks),
+        "--cb-max-batch-tokens",
+        str(max_batch_tokens),
+        "--device",
+        device,
+        "--dtype",
+        dtype,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
     service = start_process("transformers serve", argv, port, work / "transformers_serve.log", OFFLINE)
     STARTED.append(service)
     try:
@@ -155,8 +206,12 @@ def gpu_memory_by_pid() -> dict[int, int] | None:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
-    done = subprocess.run([smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    done = subprocess.run(
+        [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     table = {}
     for line in done.stdout.splitlines():
         pid, _, mib = line.partition(",")

@@ -24,9 +24,17 @@ from .gpu_bootstrap import MACHINE_PACKAGES, REPO_ROOT, REQUIREMENTS, WHEELS_DIR
 
 EXTRA_ROOTS = ("openai", "jinja2")
 LEFT_OUT = {*MACHINE_PACKAGES, "triton", "setuptools"}
-PLATFORMS = ("manylinux_2_31_x86_64", "manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-             "manylinux2014_x86_64", "manylinux_2_12_x86_64", "manylinux2010_x86_64", "manylinux_2_5_x86_64",
-             "manylinux1_x86_64")  # fmt: skip
+PLATFORMS = (
+    "manylinux_2_31_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux_2_12_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux_2_5_x86_64",
+    "manylinux1_x86_64",
+)
 MIB = 1024 * 1024
 CARRY_LIMIT_MIB = 64
 
@@ -54,9 +62,25 @@ def download(pins: dict[str, str], out: Path, pythons: list[str]) -> None:
     (out / REQUIREMENTS).write_text("".join(f"{name}=={version}\n" for name, version in pins.items()))
     platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
     for python in pythons:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *platforms,
-                   "--python-version", python, "--implementation", "cp", "--dest", str(out), "--quiet",
-                   "--disable-pip-version-check", "-r", str(out / REQUIREMENTS)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            *platforms,
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            "--dest",
+            str(out),
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            str(out / REQUIREMENTS),
+        ]
         print(f"pip download for CPython {python} ...", flush=True)
         subprocess.run(command, check=True, timeout=900)
 
@@ -75,8 +99,11 @@ def main() -> int:
     largest = ", ".join(f"{p.name.split('-')[0]} {p.stat().st_size / MIB:.1f}" for p in wheels[:4])
     print(f"{len(pins)} pinned packages, {len(wheels)} wheels in {out}: {size / MIB:.1f} MiB (largest: {largest})")
     if size > args.limit_mib * MIB:
-        print(f"error: {size / MIB:.1f} MiB is over {args.limit_mib:g} MiB (what the device tool carries); "
-              "name fewer --pythons", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {size / MIB:.1f} MiB is over {args.limit_mib:g} MiB (what the device tool carries); "
+            "name fewer --pythons",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

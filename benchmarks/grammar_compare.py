@@ -57,8 +57,12 @@ class Forecast(pydantic.BaseModel):
     alerts: list[Location] = []
 
 
-FLAT = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-        "required": ["name", "age"], "additionalProperties": False}  # fmt: skip
+FLAT = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
 NESTED = {
     "type": "object",
     "properties": {
@@ -67,7 +71,7 @@ NESTED = {
             "properties": {"id": {"type": "integer"}, "status": {"enum": ["new", "paid", "sent"]}},
             "required": ["id", "status"],
             "additionalProperties": False,
-        },  # fmt: skip
+        },
         "items": {
             "type": "array",
             "items": {
@@ -75,7 +79,7 @@ NESTED = {
                 "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}},
                 "required": ["sku", "qty"],
             },
-        },  # fmt: skip
+        },
         "note": {"type": "string"},
     },
     "required": ["order", "items"],
@@ -154,8 +158,12 @@ def llguidance_special_tokens(tok) -> str:
     src = f'start: <[{tc}]> "get_weather" <[{args}]> args\nargs: %json {json.dumps(FLAT)}\n'
     compiler = GrammarCompiler(tok, len(tok), [tok.eos_token_id])
     matcher = compiler.compile(GrammarSpec("lark", src)).matcher()
-    ids = [tc, *tok.encode("get_weather", add_special_tokens=False), args,
-           *tok.encode('{"name": "x", "age": 3}', add_special_tokens=False)]  # fmt: skip
+    ids = [
+        tc,
+        *tok.encode("get_weather", add_special_tokens=False),
+        args,
+        *tok.encode('{"name": "x", "age": 3}', add_special_tokens=False),
+    ]
     for t in ids:
         matcher.accept(t)
     return f'yes: lark `<[{tc}]> "get_weather" <[{args}]> %json{{...}}` accepts the sequence, finished={matcher.is_finished}'
@@ -231,13 +239,26 @@ def xgrammar_special_tokens(xgr, tok) -> str:
         notes.append(f"EBNF literal '[TOOL_CALLS]' accepts special token {tc}: {m.accept_token(tc)}")
     except Exception as exc:
         notes.append(f"EBNF: {type(exc).__name__}: {exc}"[:160])
-    tag = {"type": "structural_tag", "format": {"type": "sequence", "elements": [
-        {"type": "token", "token": tc}, {"type": "const_string", "value": "get_weather"},
-        {"type": "token", "token": args}, {"type": "json_schema", "json_schema": FLAT}]}}  # fmt: skip
+    tag = {
+        "type": "structural_tag",
+        "format": {
+            "type": "sequence",
+            "elements": [
+                {"type": "token", "token": tc},
+                {"type": "const_string", "value": "get_weather"},
+                {"type": "token", "token": args},
+                {"type": "json_schema", "json_schema": FLAT},
+            ],
+        },
+    }
     try:
         m = xgr.GrammarMatcher(compiler.compile_structural_tag(json.dumps(tag)))
-        ids = [tc, *tok.encode("get_weather", add_special_tokens=False), args,
-               *tok.encode('{"name": "x", "age": 3}', add_special_tokens=False)]  # fmt: skip
+        ids = [
+            tc,
+            *tok.encode("get_weather", add_special_tokens=False),
+            args,
+            *tok.encode('{"name": "x", "age": 3}', add_special_tokens=False),
+        ]
         ok = all(m.accept_token(t) for t in ids)
         notes.append(f"structural tag with token formats accepts the sequence: {ok}, completed={m.is_completed()}")
     except Exception as exc:

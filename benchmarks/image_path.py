@@ -92,8 +92,10 @@ class SplitRow:
 
     def line(self) -> str:
         m = self.median
-        return (f"  {self.label:34s} {m('ttft'):7.1f} {m('fetch_ms'):7.1f} {m('vision_ms'):7.1f} {m('caption'):8.1f} "
-                f"{m('text_ttft_ms'):7.1f} {m('rest'):6.1f}   vision {100 * m('vision_ms') / m('ttft'):.0f}%")  # fmt: skip
+        return (
+            f"  {self.label:34s} {m('ttft'):7.1f} {m('fetch_ms'):7.1f} {m('vision_ms'):7.1f} {m('caption'):8.1f} "
+            f"{m('text_ttft_ms'):7.1f} {m('rest'):6.1f}   vision {100 * m('vision_ms') / m('ttft'):.0f}%"
+        )
 
 
 SPLIT_HEADER = f"  {'':34s} {'TTFT':>7s} {'fetch':>7s} {'vision':>7s} {'caption':>8s} {'text':>7s} {'rest':>6s}"
@@ -124,28 +126,44 @@ class ImagePathResults:
     def report(self) -> str:
         lines = ["1. one image (448x448 JPEG), streamed TTFT split today, ms (tiny Ministral-3 text):", SPLIT_HEADER]
         lines += [row.line() for row in self.split]
-        lines.append("  (fetch = find+fetch/decode+check, all before the 200; vision = the Describe calls as the gateway "
-                     "times them; caption = the vision engine's own ms; text = the text engine's first token; rest = "
-                     "HTTP and framing)")  # fmt: skip
+        lines.append(
+            "  (fetch = find+fetch/decode+check, all before the 200; vision = the Describe calls as the gateway "
+            "times them; caption = the vision engine's own ms; text = the text engine's first token; rest = "
+            "HTTP and framing)"
+        )
         lines.append("   caption limit  image           detail  image tokens  caption tokens  caption ms")
         for (limit, size, detail), timings in self.details.items():
-            lines.append(f"   {limit:>13d}  {size:14s}  {detail:6s}  {_median(t.image_tokens for t in timings):12.0f}  "
-                         f"{_median(t.caption_tokens for t in timings):14.0f}  {_median(t.engine_ms for t in timings):10.1f}")  # fmt: skip
-        lines.append("\n2. prefix prefill overlap, emulated: B also sends the system prompt + the user's text without the "
-                     f"image (max_tokens {WARM_UP_TOKENS}) at the same moment; B1 the same with max_tokens 1")  # fmt: skip
-        lines.append(f"   {'text model, system prompt':30s} {'':2s} {'TTFT':>7s} {'vision':>7s} {'text':>7s}  prefix hits / prompt tokens  warm-up ms (done before the captions)")  # fmt: skip
+            lines.append(
+                f"   {limit:>13d}  {size:14s}  {detail:6s}  {_median(t.image_tokens for t in timings):12.0f}  "
+                f"{_median(t.caption_tokens for t in timings):14.0f}  {_median(t.engine_ms for t in timings):10.1f}"
+            )
+        lines.append(
+            "\n2. prefix prefill overlap, emulated: B also sends the system prompt + the user's text without the "
+            f"image (max_tokens {WARM_UP_TOKENS}) at the same moment; B1 the same with max_tokens 1"
+        )
+        lines.append(
+            f"   {'text model, system prompt':30s} {'':2s} {'TTFT':>7s} {'vision':>7s} {'text':>7s}  prefix hits / prompt tokens  warm-up ms (done before the captions)"
+        )
         for (model, system), variants in self.overlap.items():
             for name, row in variants.items():
                 tokens = _median(r.prompt_tokens for r in row.runs)
-                warm = (f"{_median(row.warmup_ms):7.1f} ({sum(row.warmup_first)}/{len(row.warmup_first)})"
-                        if row.warmup_ms else "")  # fmt: skip
-                lines.append(f"   {model + ', ' + system:30s} {name:2s} {_median(r.ttft_ms for r in row.runs):7.1f} "
-                             f"{_median(r.split.get('vision_ms', 0) for r in row.runs):7.1f} "
-                             f"{_median(r.split.get('text_ttft_ms', 0) for r in row.runs):7.1f}  "
-                             f"{_median(row.hits):11.0f} / {tokens:<13.0f}  {warm}")  # fmt: skip
+                warm = (
+                    f"{_median(row.warmup_ms):7.1f} ({sum(row.warmup_first)}/{len(row.warmup_first)})"
+                    if row.warmup_ms
+                    else ""
+                )
+                lines.append(
+                    f"   {model + ', ' + system:30s} {name:2s} {_median(r.ttft_ms for r in row.runs):7.1f} "
+                    f"{_median(r.split.get('vision_ms', 0) for r in row.runs):7.1f} "
+                    f"{_median(r.split.get('text_ttft_ms', 0) for r in row.runs):7.1f}  "
+                    f"{_median(row.hits):11.0f} / {tokens:<13.0f}  {warm}"
+                )
             alone = _median(r.ttft_ms for r in variants["A"].runs)
-            ratios = "   ".join(f"{name}/A = {_median(r.ttft_ms for r in row.runs) / alone:.2f}"
-                                for name, row in variants.items() if name != "A")  # fmt: skip
+            ratios = "   ".join(
+                f"{name}/A = {_median(r.ttft_ms for r in row.runs) / alone:.2f}"
+                for name, row in variants.items()
+                if name != "A"
+            )
             lines.append(f"   {'':30s} TTFT {ratios}")
         lines.append(
             f"\n3. fetch overlap: 4 images in one message, by URL (origin delays {'/'.join(map(str, FETCH_DELAYS_MS))} ms) vs data URLs"
@@ -154,22 +172,28 @@ class ImagePathResults:
         lines += [self.fetch_url.line(), self.fetch_data.line()]
         first, last = _median(a[0] for a in self.arrivals), _median(a[1] for a in self.arrivals)
         wait = self.fetch_url.median("ttft") - self.fetch_data.median("ttft")
-        lines.append(f"   TTFT URL - data = {wait:.1f} ms (the fetch wait); images arrived {first:.1f} .. {last:.1f} ms after "
-                     f"the POST: {last - first:.1f} ms between first and last = what describing each image as it "
-                     f"arrives could hide at most")  # fmt: skip
+        lines.append(
+            f"   TTFT URL - data = {wait:.1f} ms (the fetch wait); images arrived {first:.1f} .. {last:.1f} ms after "
+            f"the POST: {last - first:.1f} ms between first and last = what describing each image as it "
+            f"arrives could hide at most"
+        )
         return "\n".join(lines)
 
 
 def _split_runs(stack: ImagePathStack, server: DelayedImageServer, repeats: int) -> list[SplitRow]:
-    url, data, short = SplitRow("URL, max_caption_tokens 256"), SplitRow("data URL, max_caption_tokens 256"), \
-        SplitRow("URL, max_caption_tokens 64")  # fmt: skip
+    url, data, short = (
+        SplitRow("URL, max_caption_tokens 256"),
+        SplitRow("data URL, max_caption_tokens 256"),
+        SplitRow("URL, max_caption_tokens 64"),
+    )
     for _ in range(repeats):
         for row, limit, as_url in ((url, 256, True), (data, 256, False), (short, 64, True)):
             tag = next(_tags)
             image = fresh_image(SMALL)
             source = server.add(f"/one-{tag}.jpg", image) if as_url else _data_url(image)
-            row.runs.append(timed_chat(stack.gateways[limit], TINY_TEXT,
-                                       [_image_message(f"(run {tag}) {PROMPT}", [source])]))  # fmt: skip
+            row.runs.append(
+                timed_chat(stack.gateways[limit], TINY_TEXT, [_image_message(f"(run {tag}) {PROMPT}", [source])])
+            )
     return [url, data, short]
 
 
@@ -191,8 +215,9 @@ def _system_prompt(kind: str, tag: int) -> str:
     return f"Session {tag}. {rules}"
 
 
-def _overlap_run(stack: ImagePathStack, server: DelayedImageServer, model: str, kind: str, row: OverlapRow,
-                 warm_up: int) -> None:  # fmt: skip
+def _overlap_run(
+    stack: ImagePathStack, server: DelayedImageServer, model: str, kind: str, row: OverlapRow, warm_up: int
+) -> None:
     """One captioned request (system prompt `kind`, one new image by URL); with `warm_up` (its max_tokens), the
     system prompt and the user's text without the image go to the text model through the gateway at the same
     moment."""
@@ -260,8 +285,11 @@ def _warm_up(stack: ImagePathStack, server: DelayedImageServer) -> None:
         describe(stack.vision[limit], fresh_image(SMALL))
         for model in (TINY_TEXT, BENCH_TEXT):
             tag = next(_tags)
-            timed_chat(stack.gateways[limit], model,
-                       [_image_message(f"(warm-up {tag}) {PROMPT}", [server.add(f"/warm-{tag}.jpg", fresh_image())])])  # fmt: skip
+            timed_chat(
+                stack.gateways[limit],
+                model,
+                [_image_message(f"(warm-up {tag}) {PROMPT}", [server.add(f"/warm-{tag}.jpg", fresh_image())])],
+            )
 
 
 def run_image_path_section(tiny_dir: str | Path, work: Path, repeats: int = 3) -> ImagePathResults:
@@ -290,8 +318,10 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pv-image-path-") as tmp:
         results = run_image_path_section(args.tiny_dir, Path(tmp), args.repeats)
-    print(f"\nProxyVision image path (tiny Qwen2-VL captions; tiny Ministral-3 and the 58M bench-text as text models; "
-          f"medians of {args.repeats}; {time.monotonic() - started:.0f} s)")  # fmt: skip
+    print(
+        f"\nProxyVision image path (tiny Qwen2-VL captions; tiny Ministral-3 and the 58M bench-text as text models; "
+        f"medians of {args.repeats}; {time.monotonic() - started:.0f} s)"
+    )
     print(results.report())
 
 

@@ -59,10 +59,22 @@ def image_path_stack(text_models: dict[str, str], vision_dir: str, work: Path, c
         for limit in caption_limits:
             config = ModelsYaml()
             for name, checkpoint in text_models.items():
-                config.text(name, local_path=checkpoint, endpoint=f"127.0.0.1:{text_ports[name][0]}",
-                            tiny_defaults=False, params=TEXT_PARAMS, capabilities={"vision_mode": "disabled"})  # fmt: skip
-            config.vision(CAPTIONER, local_path=vision_dir, endpoint=f"127.0.0.1:{vision_ports[limit]}",
-                          tiny_defaults=False, prompt_template=None, params=VISION_PARAMS)  # fmt: skip
+                config.text(
+                    name,
+                    local_path=checkpoint,
+                    endpoint=f"127.0.0.1:{text_ports[name][0]}",
+                    tiny_defaults=False,
+                    params=TEXT_PARAMS,
+                    capabilities={"vision_mode": "disabled"},
+                )
+            config.vision(
+                CAPTIONER,
+                local_path=vision_dir,
+                endpoint=f"127.0.0.1:{vision_ports[limit]}",
+                tiny_defaults=False,
+                prompt_template=None,
+                params=VISION_PARAMS,
+            )
             config.entry(CAPTIONER)["capabilities"]["vision_proxy"] = {"max_caption_tokens": limit}
             path = (
                 config.set(idle_unload_secs=0)
@@ -71,10 +83,23 @@ def image_path_stack(text_models: dict[str, str], vision_dir: str, work: Path, c
             )
             if limit == caption_limits[0]:  # the text engines read the first config; every gateway points at them
                 for name, (port, metrics_port) in text_ports.items():
-                    services.append(start_text_engine(path, work, model=name, port=port, metrics_port=metrics_port,
-                                                      args=QUIET, env=OFFLINE, wait=False))  # fmt: skip
-            services.append(start_vision_engine(path, work, model=CAPTIONER, port=vision_ports[limit], args=QUIET,
-                                                env=OFFLINE, wait=False))  # fmt: skip
+                    services.append(
+                        start_text_engine(
+                            path,
+                            work,
+                            model=name,
+                            port=port,
+                            metrics_port=metrics_port,
+                            args=QUIET,
+                            env=OFFLINE,
+                            wait=False,
+                        )
+                    )
+            services.append(
+                start_vision_engine(
+                    path, work, model=CAPTIONER, port=vision_ports[limit], args=QUIET, env=OFFLINE, wait=False
+                )
+            )
             gateways[limit] = start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None)
             services.append(gateways[limit])
         for gateway in gateways.values():
@@ -140,8 +165,14 @@ class ChatTiming:
 def timed_chat(base_url: str, model: str, messages: list[dict], max_tokens: int = 8) -> ChatTiming:
     """POST a streamed chat (greedy, usage included) and time it: TTFT is the first token of its answer or of its
     reasoning (a reasoning model may spend all its tokens thinking)."""
-    body = {"model": model, "stream": True, "max_tokens": max_tokens, "temperature": 0, "messages": messages,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        "model": model,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "messages": messages,
+        "stream_options": {"include_usage": True},
+    }
     started = time.perf_counter()
     out = ChatTiming(started, 0.0)
     ttft = None
@@ -189,8 +220,10 @@ class DescribeTiming:
 
 def describe(address: str, image: bytes, detail: str = "auto", max_tokens: int = 0) -> DescribeTiming:
     """One Describe of one JPEG at `detail` (`max_tokens` 0: the engine's max_caption_tokens)."""
-    request = pb.DescribeRequest(images=[common_pb2.ImageInput(data=image, mime_type="image/jpeg",
-                                                                 detail=DETAILS[detail])], max_tokens=max_tokens)  # fmt: skip
+    request = pb.DescribeRequest(
+        images=[common_pb2.ImageInput(data=image, mime_type="image/jpeg", detail=DETAILS[detail])],
+        max_tokens=max_tokens,
+    )
     with grpc.insecure_channel(address) as channel:
         stub = vision_engine_pb2_grpc.VisionEngineStub(channel)
         started = time.perf_counter()

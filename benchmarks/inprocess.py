@@ -27,14 +27,19 @@ class InProcessManager:
         self.loaded = load_text_model(model_dir, dtype=params.dtype, device="cpu")
         budget = kv_budget(self.loaded.text_config, self.loaded.dtype, params.mem, params.block_size)
         self.manager = self.loaded.model.init_continuous_batching(
-            generation_config=GenerationConfig(do_sample=False, eos_token_id=self.loaded.eos_token_ids,
-                                               pad_token_id=self.loaded.eos_token_ids[0]),
-            continuous_batching_config=ContinuousBatchingConfig(
-                page_size=params.block_size, num_blocks=budget.num_blocks,
-                max_batch_tokens=params.prefill_chunk_size, max_requests_per_batch=params.max_num_seqs,
-                use_cuda_graph=False, use_async_batching=False, **cb_overrides,
+            generation_config=GenerationConfig(
+                do_sample=False, eos_token_id=self.loaded.eos_token_ids, pad_token_id=self.loaded.eos_token_ids[0]
             ),
-        )  # fmt: skip
+            continuous_batching_config=ContinuousBatchingConfig(
+                page_size=params.block_size,
+                num_blocks=budget.num_blocks,
+                max_batch_tokens=params.prefill_chunk_size,
+                max_requests_per_batch=params.max_num_seqs,
+                use_cuda_graph=False,
+                use_async_batching=False,
+                **cb_overrides,
+            ),
+        )
         self.manager.start()
         self._n = 0
 

@@ -78,9 +78,14 @@ def openai_stream_fn(base_url: str, model: str, **extra) -> StreamFn:
         chunks = 0
         usage_tokens = None
         stream = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
-            temperature=0, stream=True, stream_options={"include_usage": True}, **extra,
-        )  # fmt: skip
+            model=model,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            **extra,
+        )
         async for chunk in stream:
             if chunk.usage is not None:
                 usage_tokens = chunk.usage.completion_tokens

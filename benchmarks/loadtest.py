@@ -72,8 +72,13 @@ class Load:
                 {"type": "text", "text": "What is in this image?"},
                 {"type": "image_url", "image_url": {"url": url}},
             ]
-        return {"model": TEXT_MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": self.max_tokens,
-                "stream": stream, "temperature": 0.7}  # fmt: skip
+        return {
+            "model": TEXT_MODEL,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": self.max_tokens,
+            "stream": stream,
+            "temperature": 0.7,
+        }
 
     async def one(self, client: httpx.AsyncClient) -> None:
         kind = "image" if self.rng.random() < 0.4 else "text"
@@ -145,8 +150,10 @@ async def run_round(base_url: str, images: ScriptedServer, clients: int, max_tok
 
 
 def rss_mib(stack) -> dict[str, float]:
-    return {name: psutil.Process(service.proc.pid).memory_info().rss / 2**20
-            for name, service in (("gateway", stack.gateway), ("text", stack.text), ("vision", stack.vision))}  # fmt: skip
+    return {
+        name: psutil.Process(service.proc.pid).memory_info().rss / 2**20
+        for name, service in (("gateway", stack.gateway), ("text", stack.text), ("vision", stack.vision))
+    }
 
 
 def gauges(stack) -> dict[str, float]:
@@ -188,8 +195,10 @@ def main() -> int:
             stack.stop()
             images.close()
     total: Counter[str] = Counter()
-    print(f"\nProxyVision load test ({time.strftime('%Y-%m-%d')}): {args.clients} concurrent clients x {args.rounds} "
-          f"rounds, max_tokens {args.max_tokens}, 40% image, 60% streamed, 25% leave early")  # fmt: skip
+    print(
+        f"\nProxyVision load test ({time.strftime('%Y-%m-%d')}): {args.clients} concurrent clients x {args.rounds} "
+        f"rounds, max_tokens {args.max_tokens}, 40% image, 60% streamed, 25% leave early"
+    )
     print(
         f"{'round':>5} {'sent':>5} "
         + " ".join(f"{o:>12}" for o in OUTCOMES)
@@ -199,8 +208,11 @@ def main() -> int:
         total += load.outcomes
         lat = sorted(load.latencies) or [0.0]
         p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-        print(f"{i:>5} {sum(load.outcomes.values()):>5} " + " ".join(f"{load.outcomes[o]:>12}" for o in OUTCOMES)
-              + f" {statistics.median(lat):>7.2f} {p95:>7.2f} {wall:>7.1f}")  # fmt: skip
+        print(
+            f"{i:>5} {sum(load.outcomes.values()):>5} "
+            + " ".join(f"{load.outcomes[o]:>12}" for o in OUTCOMES)
+            + f" {statistics.median(lat):>7.2f} {p95:>7.2f} {wall:>7.1f}"
+        )
     print("RSS MiB before -> after: " + ", ".join(f"{k} {before[k]:.0f} -> {after[k]:.0f}" for k in before))
     print("gauges after the load: " + ", ".join(f"{k} {v:g}" for k, v in settled.items()))
     lost = [line for load, _ in rounds for line in load.lost]

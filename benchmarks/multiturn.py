@@ -43,8 +43,11 @@ def conversation(
     for turn in range(turns):
         answer = stream_chat(base_url, model, messages, max_tokens)
         ttfts.append(answer.ttft_ms)
-        messages = [*messages, {"role": "assistant", "content": answer.text or "..."},
-                    {"role": "user", "content": QUESTIONS[(turn + 1) % len(QUESTIONS)]}]  # fmt: skip
+        messages = [
+            *messages,
+            {"role": "assistant", "content": answer.text or "..."},
+            {"role": "user", "content": QUESTIONS[(turn + 1) % len(QUESTIONS)]},
+        ]
     return ttfts
 
 
@@ -65,11 +68,12 @@ class MultiTurnResults:
                 + "  ".join(f"{ms:8.1f}" for ms in ttfts)
                 + f"   turn 5 / turn 1 = {ttfts[-1] / ttfts[0]:.2f}"
             )
-        return "\n".join(lines)  # fmt: skip
+        return "\n".join(lines)
 
 
-def run_multiturn(contenders: dict[str, tuple[str, str, bool]], repeats: int = 3, turns: int = 5,
-                  max_tokens: int = 24) -> MultiTurnResults:  # fmt: skip
+def run_multiturn(
+    contenders: dict[str, tuple[str, str, bool]], repeats: int = 3, turns: int = 5, max_tokens: int = 24
+) -> MultiTurnResults:
     """`contenders`: label -> (base URL, model, with an image). Conversations alternate between contenders; each
     has its own system prompt and image."""
     runs: dict[str, list[list[float]]] = {label: [] for label in contenders}
@@ -79,5 +83,6 @@ def run_multiturn(contenders: dict[str, tuple[str, str, bool]], repeats: int = 3
         for label, (base_url, model, with_image) in contenders.items():
             image = fresh_image() if with_image else None
             runs[label].append(conversation(base_url, model, turns, max_tokens, f"{label} #{r}", image))
-    return MultiTurnResults({label: [statistics.median(run[t] for run in rs) for t in range(turns)]
-                             for label, rs in runs.items()})  # fmt: skip
+    return MultiTurnResults(
+        {label: [statistics.median(run[t] for run in rs) for t in range(turns)] for label, rs in runs.items()}
+    )

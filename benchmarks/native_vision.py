@@ -101,7 +101,7 @@ class NativeResults:
             ms for ms, _ in self.turns_uncached[1:]
         )
         lines.append(f"  turns 2-3 TTFT, cached / uncached = {later:.2f}")
-        return "\n".join(lines)  # fmt: skip
+        return "\n".join(lines)
 
 
 def three_turns(base_url: str, model: str, image: bytes, max_tokens: int) -> list[tuple[float, bool]]:
@@ -111,13 +111,17 @@ def three_turns(base_url: str, model: str, image: bytes, max_tokens: int) -> lis
     for turn in range(3):
         answer = stream_chat(base_url, model, messages, max_tokens)
         out.append((answer.ttft_ms, bool(answer.captions) and all(c.get("cached") for c in answer.captions)))
-        messages = [*messages, {"role": "assistant", "content": answer.text or "..."},
-                    {"role": "user", "content": f"Tell me more ({turn + 2})."}]  # fmt: skip
+        messages = [
+            *messages,
+            {"role": "assistant", "content": answer.text or "..."},
+            {"role": "user", "content": f"Tell me more ({turn + 2})."},
+        ]
     return out
 
 
-def run_native_section(base_url: str, native_model: str, proxy_model: str, uncached_base_url: str,
-                       repeats: int = 3, max_tokens: int = 16) -> NativeResults:  # fmt: skip
+def run_native_section(
+    base_url: str, native_model: str, proxy_model: str, uncached_base_url: str, repeats: int = 3, max_tokens: int = 16
+) -> NativeResults:
     """Measure every row; medians of `repeats` (contenders alternated run by run, fresh images each time)."""
     for model in (native_model, proxy_model):  # warm-up: first-call costs (allocations, lazy imports)
         stream_chat(base_url, model, one_turn([fresh_image()]), 4)
@@ -135,5 +139,6 @@ def run_native_section(base_url: str, native_model: str, proxy_model: str, uncac
     def per_turn(runs):
         return [(statistics.median(r[t][0] for r in runs), all(r[t][1] for r in runs)) for t in range(3)]
 
-    return NativeResults(max_tokens, _median(native), _median(proxy), _median(four), per_turn(cached_runs),
-                         per_turn(uncached_runs))  # fmt: skip
+    return NativeResults(
+        max_tokens, _median(native), _median(proxy), _median(four), per_turn(cached_runs), per_turn(uncached_runs)
+    )

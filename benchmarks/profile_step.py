@@ -71,14 +71,20 @@ def main() -> None:
         wall_ms = step_wall * steps
     finally:
         manager.close()
-    print(f"plain decode step: batch 1 {plain[1]:.1f} ms, batch {args.concurrency} {plain[args.concurrency]:.1f} ms "
-          f"(bf16 weights: {plain_bf16:.1f} ms, bf16/f32 = {plain_bf16 / plain[args.concurrency]:.2f})")  # fmt: skip
-    print(f"continuous batching, {args.concurrency} streams x {args.max_tokens} tokens: {load.tokens_per_sec:.1f} tok/s "
-          f"= {step_ms:.1f} ms per step (x{step_ms / plain[args.concurrency]:.2f} the plain forward)")  # fmt: skip
+    print(
+        f"plain decode step: batch 1 {plain[1]:.1f} ms, batch {args.concurrency} {plain[args.concurrency]:.1f} ms "
+        f"(bf16 weights: {plain_bf16:.1f} ms, bf16/f32 = {plain_bf16 / plain[args.concurrency]:.2f})"
+    )
+    print(
+        f"continuous batching, {args.concurrency} streams x {args.max_tokens} tokens: {load.tokens_per_sec:.1f} tok/s "
+        f"= {step_ms:.1f} ms per step (x{step_ms / plain[args.concurrency]:.2f} the plain forward)"
+    )
     events = prof.key_averages()
     op_ms = sum(e.self_cpu_time_total for e in events) / 1000
-    print(f"profiled plain decode ({steps} steps, batch {args.concurrency}): ~{wall_ms:.0f} ms wall, "
-          f"torch ops' self CPU time {op_ms:.0f} ms ({op_ms / wall_ms:.0%} of wall; the rest is Python between ops)")  # fmt: skip
+    print(
+        f"profiled plain decode ({steps} steps, batch {args.concurrency}): ~{wall_ms:.0f} ms wall, "
+        f"torch ops' self CPU time {op_ms:.0f} ms ({op_ms / wall_ms:.0%} of wall; the rest is Python between ops)"
+    )
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
 
 

@@ -50,8 +50,10 @@ async def interleaved(
         for key, fn in contenders.items():
             runs[key][0].append(await run_load(f"{LABELS[key]} single", fn, 1, max_tokens))
             runs[key][1].append(await run_load(LABELS[key], fn, concurrency, max_tokens))
-    return {key: (Summary(f"{LABELS[key]} single", single), Summary(LABELS[key], multi))
-            for key, (single, multi) in runs.items()}  # fmt: skip
+    return {
+        key: (Summary(f"{LABELS[key]} single", single), Summary(LABELS[key], multi))
+        for key, (single, multi) in runs.items()
+    }
 
 
 LABELS = {"a": "(a) in-process CB manager", "b": "(b) ProxyVision gateway+engine", "c": "(c) transformers serve --cb"}
@@ -77,11 +79,18 @@ def main() -> None:
     text_config = AutoConfig.from_pretrained(model_dir).get_text_config()
     per_token = kv_bytes_per_token(text_config, torch.float32)
     mem_mib = max(1, math.ceil(args.num_blocks * args.block_size * per_token / MIB))
-    params = {"mem": mem_mib, "dtype": "f32", "max_num_seqs": args.concurrency, "prefill_chunk_size": 1024,
-              "block_size": args.block_size}  # fmt: skip
+    params = {
+        "mem": mem_mib,
+        "dtype": "f32",
+        "max_num_seqs": args.concurrency,
+        "prefill_chunk_size": 1024,
+        "block_size": args.block_size,
+    }
     sections = set(args.sections.split(","))
-    header = (f"{datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}"
-              f"  torch {torch.__version__}  cores={__import__('os').cpu_count()}")  # fmt: skip
+    header = (
+        f"{datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}"
+        f"  torch {torch.__version__}  cores={__import__('os').cpu_count()}"
+    )
     with tempfile.TemporaryDirectory(prefix="pv-bench-") as tmp:
         work = Path(tmp)
         if "text" in sections:
@@ -90,8 +99,16 @@ def main() -> None:
             print_roofline(results, args, model_dir)
         if "budget" in sections:
             budgets = tuple(int(b) for b in args.budgets.split(","))
-            rows = budget_sweep(model_dir, MODEL_NAME, params, work, budgets, args.concurrency, args.max_tokens,
-                                max(1, args.repeats // 2 + 1))  # fmt: skip
+            rows = budget_sweep(
+                model_dir,
+                MODEL_NAME,
+                params,
+                work,
+                budgets,
+                args.concurrency,
+                args.max_tokens,
+                max(1, args.repeats // 2 + 1),
+            )
             cold = cold_start(model_dir, MODEL_NAME, {**params, "mem": 64}, work, args.repeats)
             print(f"\nProxyVision budget benchmark  {header}\nmodel {model_dir}")
             print(budget_report(rows, cold, args.concurrency, args.max_tokens))
@@ -107,23 +124,32 @@ def main() -> None:
             print(multiturn.report())
         if "native" in sections:
             native = native_section(args, work)
-            print(f"\nProxyVision native vs proxy vision (tiny Ministral-3 + its Pixtral tower vs tiny Qwen2-VL captions, "
-                  f"448x448 images, medians of {args.repeats})")  # fmt: skip
+            print(
+                f"\nProxyVision native vs proxy vision (tiny Ministral-3 + its Pixtral tower vs tiny Qwen2-VL captions, "
+                f"448x448 images, medians of {args.repeats})"
+            )
             print(native.report())
         if "image" in sections:
             image = run_image_path_section(args.tiny_dir, work, max(1, args.repeats // 2 + 1))
-            print(f"\nProxyVision image path (tiny Qwen2-VL captions, tiny Ministral-3 and bench-text as text models, "
-                  f"medians of {image.repeats})")  # fmt: skip
+            print(
+                f"\nProxyVision image path (tiny Qwen2-VL captions, tiny Ministral-3 and bench-text as text models, "
+                f"medians of {image.repeats})"
+            )
             print(image.report())
 
 
 def text_section(model_dir: str, params: dict, args, work: Path) -> dict:
     manager = InProcessManager(model_dir, ModelParams(**params))
     try:
-        with our_stack(model_dir, MODEL_NAME, params, work) as ours, \
-                transformers_serve(model_dir, args.block_size, args.num_blocks, 1024, work) as theirs:  # fmt: skip
-            contenders = {"a": manager.stream, "b": openai_stream_fn(ours.base_url, MODEL_NAME),
-                          "c": openai_stream_fn(theirs, model_dir)}  # fmt: skip
+        with (
+            our_stack(model_dir, MODEL_NAME, params, work) as ours,
+            transformers_serve(model_dir, args.block_size, args.num_blocks, 1024, work) as theirs,
+        ):
+            contenders = {
+                "a": manager.stream,
+                "b": openai_stream_fn(ours.base_url, MODEL_NAME),
+                "c": openai_stream_fn(theirs, model_dir),
+            }
             return asyncio.run(interleaved(contenders, args.concurrency, args.max_tokens, args.repeats))
     finally:
         manager.close()
@@ -161,9 +187,11 @@ def print_roofline(results: dict, args, model_dir: str) -> None:
             f"  batch {batch:<3} bound: {roofline_tokens_per_sec(machine, cost, batch):8.1f} tok/s ({bound_by(machine, cost, batch)}-bound)"
         )
     for key, (single, multi) in results.items():
-        fractions = [f"c={s.runs[0].concurrency}: {s.tokens_per_sec / roofline_tokens_per_sec(machine, cost, s.runs[0].concurrency):.2f}"
-                     for s in (single, multi)]  # fmt: skip
-        print(f"  {LABELS[key]:<38} fraction of roofline  {'   '.join(fractions)}")  # fmt: skip
+        fractions = [
+            f"c={s.runs[0].concurrency}: {s.tokens_per_sec / roofline_tokens_per_sec(machine, cost, s.runs[0].concurrency):.2f}"
+            for s in (single, multi)
+        ]
+        print(f"  {LABELS[key]:<38} fraction of roofline  {'   '.join(fractions)}")
 
 
 def multiturn_section(args, model_dir: str, params: dict, work: Path):
@@ -172,24 +200,32 @@ def multiturn_section(args, model_dir: str, params: dict, work: Path):
     text, vision = str(tiny / "ministral-3-tiny"), str(tiny / "qwen2-vl-tiny")
     on_dir, off_dir = work / "prefix-on", work / "prefix-off"
     on_dir.mkdir(), off_dir.mkdir()
-    with our_stack(model_dir, MODEL_NAME, params, on_dir) as on, \
-            our_stack(model_dir, MODEL_NAME, {**params, "prefix_caching": False}, off_dir) as off, \
-            native_stack(text, vision, work, tag="images-cached") as images_on, \
-            native_stack(text, vision, work, tag="images-uncached", cache_entries=0,
-                         text_params={"prefix_caching": False}) as images_off:  # fmt: skip
-        return run_multiturn({
-            "bench model, prefix cache on": (on.base_url.removesuffix("/v1"), MODEL_NAME, False),
-            "bench model, prefix cache off": (off.base_url.removesuffix("/v1"), MODEL_NAME, False),
-            "image, prefix + caption caches": (images_on, "proxied", True),
-            "image, no caches": (images_off, "proxied", True),
-        }, args.repeats)  # fmt: skip
+    with (
+        our_stack(model_dir, MODEL_NAME, params, on_dir) as on,
+        our_stack(model_dir, MODEL_NAME, {**params, "prefix_caching": False}, off_dir) as off,
+        native_stack(text, vision, work, tag="images-cached") as images_on,
+        native_stack(
+            text, vision, work, tag="images-uncached", cache_entries=0, text_params={"prefix_caching": False}
+        ) as images_off,
+    ):
+        return run_multiturn(
+            {
+                "bench model, prefix cache on": (on.base_url.removesuffix("/v1"), MODEL_NAME, False),
+                "bench model, prefix cache off": (off.base_url.removesuffix("/v1"), MODEL_NAME, False),
+                "image, prefix + caption caches": (images_on, "proxied", True),
+                "image, no caches": (images_off, "proxied", True),
+            },
+            args.repeats,
+        )
 
 
 def native_section(args, work: Path):
     tiny = Path(args.tiny_dir).resolve()
     text, vision = str(tiny / "ministral-3-tiny"), str(tiny / "qwen2-vl-tiny")
-    with native_stack(text, vision, work) as base_url, \
-            native_stack(text, vision, work, cache_entries=0, tag="uncached") as uncached:  # fmt: skip
+    with (
+        native_stack(text, vision, work) as base_url,
+        native_stack(text, vision, work, cache_entries=0, tag="uncached") as uncached,
+    ):
         return run_native_section(base_url, "native", "proxied", uncached, args.repeats)
 
 
@@ -197,8 +233,9 @@ def vision_section(args, work: Path):
     tiny = Path(args.tiny_dir).resolve()
     image_server = ScriptedServer({})
     try:
-        with vision_stack(str(tiny / "ministral-3-tiny"), str(tiny / "qwen2-vl-tiny"), "ministral-3-3b-reasoning",
-                          "qwen2-vl-7b", work) as (base_url, vision_address):  # fmt: skip
+        with vision_stack(
+            str(tiny / "ministral-3-tiny"), str(tiny / "qwen2-vl-tiny"), "ministral-3-3b-reasoning", "qwen2-vl-7b", work
+        ) as (base_url, vision_address):
             return run_vision_section(vision_address, base_url, "ministral-3-3b-reasoning", image_server, args.repeats)
     finally:
         image_server.close()

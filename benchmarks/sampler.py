@@ -44,8 +44,10 @@ def main() -> None:
         specs = [SamplingSpec(temperature=0.7, top_p=top_p, top_k=0).bind(torch.device("cpu")) for _ in range(rows)]
         for _ in range(3):
             old, new = per_step_ms(per_row_reference, logits, specs), per_step_ms(sample_batch, logits, specs)
-            print(f"{rows} rows x {vocab} vocab, temperature 0.7, top_p {top_p}: per-row {old:.3f} ms/step, "
-                  f"batched {new:.3f} ms/step, batched/per-row = {new / old:.2f}")  # fmt: skip
+            print(
+                f"{rows} rows x {vocab} vocab, temperature 0.7, top_p {top_p}: per-row {old:.3f} ms/step, "
+                f"batched {new:.3f} ms/step, batched/per-row = {new / old:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,13 @@ from tests.deploy.local_cluster import LocalCluster, LocalPod, sample, scrape
 from .vision import fresh_image
 
 TEXT, VISION = "ministral-3-3b-reasoning", "qwen2-vl-7b"
-QUESTIONS = ["What is in this picture?", "What colour is the top-left corner?", "Is there any text?",
-             "Describe the background.", "Summarise what we said."]  # fmt: skip
+QUESTIONS = [
+    "What is in this picture?",
+    "What colour is the top-left corner?",
+    "Is there any text?",
+    "Describe the background.",
+    "Summarise what we said.",
+]
 
 
 @dataclass
@@ -100,14 +105,19 @@ class VariantResult:
         return values[min(len(values) - 1, round(pct / 100 * (len(values) - 1)))] if values else float("nan")
 
     def row(self) -> str:
-        kill = (f"  recomputed after the kill {self.computed_after_kill:.0f} (killed replica's share {self.killed_share:.0f})"
-                if self.variant.kill_vision_after_turn else "")  # fmt: skip
+        kill = (
+            f"  recomputed after the kill {self.computed_after_kill:.0f} (killed replica's share {self.killed_share:.0f})"
+            if self.variant.kill_vision_after_turn
+            else ""
+        )
         if self.variant.redis:
             kill += f"  shared cache errors {self.shared_errors:.0f}"
-        return (f"{self.variant.label:<40} hit rate {self.hit_rate:4.2f}  captions computed {self.captions_computed:4.0f}  "
-                f"TTFT t2-5 p50 {self.ttft(50):7.1f} ms p90 {self.ttft(90):7.1f} ms  prefix hits {self.prefix_hit_ratio:4.2f}  "
-                f"CPU s text {self.cpu_seconds.get('text', 0):6.1f} vision {self.cpu_seconds.get('vision', 0):6.1f}  "
-                f"errors {self.errors}  wall {self.wall_s:5.1f} s{kill}")  # fmt: skip
+        return (
+            f"{self.variant.label:<40} hit rate {self.hit_rate:4.2f}  captions computed {self.captions_computed:4.0f}  "
+            f"TTFT t2-5 p50 {self.ttft(50):7.1f} ms p90 {self.ttft(90):7.1f} ms  prefix hits {self.prefix_hit_ratio:4.2f}  "
+            f"CPU s text {self.cpu_seconds.get('text', 0):6.1f} vision {self.cpu_seconds.get('vision', 0):6.1f}  "
+            f"errors {self.errors}  wall {self.wall_s:5.1f} s{kill}"
+        )
 
 
 def chart_values(variant: Variant, replicas: int, caption_tokens: int) -> dict:
@@ -181,8 +191,16 @@ def vision_misses(pods: list[LocalPod]) -> dict[str, float]:
 
 def shared_errors(pods: list[LocalPod]) -> float:
     """Shared-cache lookups the live vision replicas could not get an answer from Redis for."""
-    return sum(sample(scrape(f"127.0.0.1:{pod.local_port('metrics')}"), "proxyvision_vision_shared_cache_requests_total",
-                      model=VISION, result="error") for pod in pods if pod.proc.poll() is None)  # fmt: skip
+    return sum(
+        sample(
+            scrape(f"127.0.0.1:{pod.local_port('metrics')}"),
+            "proxyvision_vision_shared_cache_requests_total",
+            model=VISION,
+            result="error",
+        )
+        for pod in pods
+        if pod.proc.poll() is None
+    )
 
 
 def prefix_ratio(pods: list[LocalPod], before: dict[str, tuple[float, float]]) -> float:
@@ -200,8 +218,10 @@ def prefix_counts(pods: list[LocalPod]) -> dict[str, tuple[float, float]]:
     out = {}
     for pod in pods:
         samples = scrape(f"127.0.0.1:{pod.local_port('metrics')}")
-        out[pod.name] = (sample(samples, "proxyvision_prefix_cache_queries_total", model=TEXT),
-                         sample(samples, "proxyvision_prefix_cache_hits_total", model=TEXT))  # fmt: skip
+        out[pod.name] = (
+            sample(samples, "proxyvision_prefix_cache_queries_total", model=TEXT),
+            sample(samples, "proxyvision_prefix_cache_hits_total", model=TEXT),
+        )
     return out
 
 
@@ -221,16 +241,29 @@ def run_variant(variant: Variant, args, work: Path) -> VariantResult:
         vision_pods = cluster.pods_behind(f"{RELEASE}-vision-{VISION}")
         with httpx.Client() as client:  # warm-up: every replica loads and runs once (images not used later)
             for _ in range(2 * args.replicas):
-                stream_turn(client, base_url, [{"role": "user", "content": [
-                    {"type": "text", "text": "warm up"}, {"type": "image_url", "image_url": {"url": data_url(fresh_image((64, 48)))}}]}], 4)  # fmt: skip
+                stream_turn(
+                    client,
+                    base_url,
+                    [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": "warm up"},
+                                {"type": "image_url", "image_url": {"url": data_url(fresh_image((64, 48)))}},
+                            ],
+                        }
+                    ],
+                    4,
+                )
         result.turns = drive(variant, args, base_url, text_pods, vision_pods, result)
     finally:
         cluster.stop()
     return result
 
 
-def drive(variant: Variant, args, base_url: str, text_pods: list[LocalPod], vision_pods: list[LocalPod],
-          result: VariantResult) -> list[Turn]:  # fmt: skip
+def drive(
+    variant: Variant, args, base_url: str, text_pods: list[LocalPod], vision_pods: list[LocalPod], result: VariantResult
+) -> list[Turn]:
     """The conversations, turn by turn (all of a turn at once; a barrier between turns, where the kill happens)."""
     images = [fresh_image((args.image_size, args.image_size)) for _ in range(args.conversations)]
     misses_start = vision_misses(vision_pods)
@@ -256,9 +289,16 @@ def drive(variant: Variant, args, base_url: str, text_pods: list[LocalPod], visi
     lock = threading.Lock()
 
     def conversation(index: int) -> None:
-        messages = [{"role": "system", "content": f"Conversation {index}: answer about the user's picture."},
-                    {"role": "user", "content": [{"type": "text", "text": QUESTIONS[0]},
-                                                 {"type": "image_url", "image_url": {"url": data_url(images[index])}}]}]  # fmt: skip
+        messages = [
+            {"role": "system", "content": f"Conversation {index}: answer about the user's picture."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": QUESTIONS[0]},
+                    {"type": "image_url", "image_url": {"url": data_url(images[index])}},
+                ],
+            },
+        ]
         with httpx.Client() as client:
             for turn in range(1, args.turns + 1):
                 try:
@@ -269,19 +309,24 @@ def drive(variant: Variant, args, base_url: str, text_pods: list[LocalPod], visi
                 with lock:
                     done_turns.append(record)
                 barrier.wait()
-                messages = [*messages, {"role": "assistant", "content": text or "..."},
-                            {"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]}]  # fmt: skip
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": text or "..."},
+                    {"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]},
+                ]
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(args.conversations) as pool:
         list(pool.map(conversation, range(args.conversations)))
     result.wall_s = time.perf_counter() - started
-    result.cpu_seconds = {"text": cpu_seconds(text_pods, seen) - cpu_before["text"],
-                          "vision": cpu_seconds(vision_pods, seen) - cpu_before["vision"]}  # fmt: skip
+    result.cpu_seconds = {
+        "text": cpu_seconds(text_pods, seen) - cpu_before["text"],
+        "vision": cpu_seconds(vision_pods, seen) - cpu_before["vision"],
+    }
     misses_end = vision_misses(vision_pods)
-    result.captions_computed = sum(misses_end.values()) - sum(
-        misses_start.get(n, 0) for n in misses_end
-    ) + killed.get("share", 0)  # fmt: skip
+    result.captions_computed = (
+        sum(misses_end.values()) - sum(misses_start.get(n, 0) for n in misses_end) + killed.get("share", 0)
+    )
     if killed:
         result.killed_share = killed["share"]
         result.computed_after_kill = sum(v - killed.get(f"before:{n}", 0) for n, v in misses_end.items())
@@ -310,11 +355,23 @@ def main() -> None:
     }
     variants = [known[v] for v in args.variants.split(",")]
     if args.kill_vision:
-        variants += [Variant(f"{v.label}, vision replica killed after turn 2", v.text_routing, v.vision_routing,
-                             v.redis, kill_vision_after_turn=2) for v in variants if v.vision_routing == "affinity"]  # fmt: skip
-    print(f"scale-out  {datetime.date.today()}  {platform.node()}  cores={psutil.cpu_count()}  {args.replicas} replicas "
-          f"of each engine, {args.conversations} conversations x {args.turns} turns, one {args.image_size}px image "
-          f"re-sent per turn, {args.max_tokens} answer tokens, {args.caption_tokens} caption tokens", flush=True)  # fmt: skip
+        variants += [
+            Variant(
+                f"{v.label}, vision replica killed after turn 2",
+                v.text_routing,
+                v.vision_routing,
+                v.redis,
+                kill_vision_after_turn=2,
+            )
+            for v in variants
+            if v.vision_routing == "affinity"
+        ]
+    print(
+        f"scale-out  {datetime.date.today()}  {platform.node()}  cores={psutil.cpu_count()}  {args.replicas} replicas "
+        f"of each engine, {args.conversations} conversations x {args.turns} turns, one {args.image_size}px image "
+        f"re-sent per turn, {args.max_tokens} answer tokens, {args.caption_tokens} caption tokens",
+        flush=True,
+    )
     results = []
     for variant in variants:
         with tempfile.TemporaryDirectory(prefix="pv-scale-") as tmp:
@@ -326,12 +383,22 @@ def main() -> None:
     base = results[0]
     print(f"\nvs {base.variant.label}:")
     for r in results[1:]:
-        print(f"  {r.variant.label:<60} TTFT t2-5 p50 x{r.ttft(50) / base.ttft(50):.2f}  "
-              f"captions computed x{r.captions_computed / max(base.captions_computed, 1):.2f}  "
-              f"engine CPU s x{sum(r.cpu_seconds.values()) / max(sum(base.cpu_seconds.values()), 1e-9):.2f}")  # fmt: skip
-    print("median TTFT by turn: " + "; ".join(
-        f"{r.variant.label}: " + " ".join(f"{statistics.median([t.ttft_ms for t in r.turns if t.turn == n and not t.error] or [0]):.0f}"
-                                          for n in range(1, args.turns + 1)) for r in results))  # fmt: skip
+        print(
+            f"  {r.variant.label:<60} TTFT t2-5 p50 x{r.ttft(50) / base.ttft(50):.2f}  "
+            f"captions computed x{r.captions_computed / max(base.captions_computed, 1):.2f}  "
+            f"engine CPU s x{sum(r.cpu_seconds.values()) / max(sum(base.cpu_seconds.values()), 1e-9):.2f}"
+        )
+    print(
+        "median TTFT by turn: "
+        + "; ".join(
+            f"{r.variant.label}: "
+            + " ".join(
+                f"{statistics.median([t.ttft_ms for t in r.turns if t.turn == n and not t.error] or [0]):.0f}"
+                for n in range(1, args.turns + 1)
+            )
+            for r in results
+        )
+    )
 
 
 if __name__ == "__main__":

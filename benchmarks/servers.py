@@ -38,8 +38,15 @@ class OurStack:
 
 
 @contextmanager
-def text_stack(config: ModelsYaml, model_name: str, work: Path, *, timeout: float = START_TIMEOUT,
-               engine_env: dict | None = None, engine_backend: str = "transformers"):  # fmt: skip
+def text_stack(
+    config: ModelsYaml,
+    model_name: str,
+    work: Path,
+    *,
+    timeout: float = START_TIMEOUT,
+    engine_env: dict | None = None,
+    engine_backend: str = "transformers",
+):
     """A text engine for `model_name` + gateway as separate processes (as the launcher runs them), both loading at
     once; `config` gets the engine's endpoint; `engine_env`: more environment of the engine (e.g. OMP_NUM_THREADS);
     `engine_backend`: the model's backend in `config` (vllm: the engine runs under .venv-vllm's python).
@@ -47,8 +54,18 @@ def text_stack(config: ModelsYaml, model_name: str, work: Path, *, timeout: floa
     engine_port = free_port()
     config.endpoints({model_name: f"127.0.0.1:{engine_port}"})
     path = config.write(work / f"{model_name}.models.yaml")
-    services = [start_text_engine(path, work, model=model_name, port=engine_port, args=QUIET,
-                                  env={**OFFLINE, **(engine_env or {})}, wait=False, backend=engine_backend)]  # fmt: skip
+    services = [
+        start_text_engine(
+            path,
+            work,
+            model=model_name,
+            port=engine_port,
+            args=QUIET,
+            env={**OFFLINE, **(engine_env or {})},
+            wait=False,
+            backend=engine_backend,
+        )
+    ]
     try:
         services.append(start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None))
         wait_ready(f"{services[1].url}/ready", services, timeout)
@@ -58,8 +75,15 @@ def text_stack(config: ModelsYaml, model_name: str, work: Path, *, timeout: floa
 
 
 @contextmanager
-def our_stack(model_dir: str, model_name: str, params: dict, work: Path, *, idle_unload_secs: int = 0,
-              engine_env: dict | None = None):  # fmt: skip
+def our_stack(
+    model_dir: str,
+    model_name: str,
+    params: dict,
+    work: Path,
+    *,
+    idle_unload_secs: int = 0,
+    engine_env: dict | None = None,
+):
     """Text engine + gateway on one checkpoint (`params` as given). Yields an OurStack."""
     config = ModelsYaml().text(model_name, local_path=model_dir, params=params, tiny_defaults=False)
     with text_stack(config.set(idle_unload_secs=idle_unload_secs), model_name, work, engine_env=engine_env) as stack:
@@ -71,10 +95,30 @@ def transformers_serve(model_dir: str, block_size: int, num_blocks: int, max_bat
     """`transformers serve <dir> --continuous-batching` on the same checkpoint and cache size."""
     port = free_port()
     cli = Path(sys.executable).parent / "transformers"
-    proc = spawn([str(cli), "serve", model_dir, "--continuous-batching", "--cb-block-size", str(block_size),
-                  "--cb-num-blocks", str(num_blocks), "--cb-max-batch-tokens", str(max_batch_tokens),
-                  "--device", "cpu", "--dtype", "float32", "--port", str(port), "--host", "127.0.0.1"],
-                 work / "transformers_serve.log", port)  # fmt: skip
+    proc = spawn(
+        [
+            str(cli),
+            "serve",
+            model_dir,
+            "--continuous-batching",
+            "--cb-block-size",
+            str(block_size),
+            "--cb-num-blocks",
+            str(num_blocks),
+            "--cb-max-batch-tokens",
+            str(max_batch_tokens),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        work / "transformers_serve.log",
+        port,
+    )
     try:
         wait_ready(f"{proc.url}/health", [proc])
         yield f"{proc.url}/v1"
@@ -86,21 +130,35 @@ def transformers_serve(model_dir: str, block_size: int, num_blocks: int, max_bat
 def vision_stack(text_dir: str, vision_dir: str, text_name: str, vision_name: str, work: Path):
     """Tiny text engine + vision engine + gateway (fetching allowed from 127.0.0.1). Yields (base URL, vision address)."""
     text_port, vision_port = free_port(), free_port()
-    path = (ModelsYaml()
-            .text(text_name, local_path=text_dir, endpoint=f"127.0.0.1:{text_port}", tiny_defaults=False,
-                  params={"mem": 8, "dtype": "f32", "max_num_seqs": 16})
-            .vision(vision_name, local_path=vision_dir, endpoint=f"127.0.0.1:{vision_port}", tiny_defaults=False,
-                    prompt_template=None, params={"mem": 256, "dtype": "f32", "max_num_seqs": 4})
-            .set(idle_unload_secs=0)
-            .gateway(images={"allow_private_networks": ["127.0.0.0/8"]})
-            .write(work / "vision.models.yaml"))  # fmt: skip
+    path = (
+        ModelsYaml()
+        .text(
+            text_name,
+            local_path=text_dir,
+            endpoint=f"127.0.0.1:{text_port}",
+            tiny_defaults=False,
+            params={"mem": 8, "dtype": "f32", "max_num_seqs": 16},
+        )
+        .vision(
+            vision_name,
+            local_path=vision_dir,
+            endpoint=f"127.0.0.1:{vision_port}",
+            tiny_defaults=False,
+            prompt_template=None,
+            params={"mem": 256, "dtype": "f32", "max_num_seqs": 4},
+        )
+        .set(idle_unload_secs=0)
+        .gateway(images={"allow_private_networks": ["127.0.0.0/8"]})
+        .write(work / "vision.models.yaml")
+    )
     services = []
     try:
         services.append(
             start_text_engine(path, work, model=text_name, port=text_port, args=QUIET, env=OFFLINE, wait=False)
         )
-        services.append(start_vision_engine(path, work, model=vision_name, port=vision_port, args=QUIET, env=OFFLINE,
-                                            wait=False))  # fmt: skip
+        services.append(
+            start_vision_engine(path, work, model=vision_name, port=vision_port, args=QUIET, env=OFFLINE, wait=False)
+        )
         services.append(start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None))
         wait_ready(f"{services[2].url}/ready", services)
         yield services[2].url, services[1].address
@@ -109,8 +167,15 @@ def vision_stack(text_dir: str, vision_dir: str, text_name: str, vision_name: st
 
 
 @contextmanager
-def native_stack(text_dir: str, vision_dir: str, work: Path, *, cache_entries: int = 1024, tag: str = "native",
-                 text_params: dict | None = None):  # fmt: skip
+def native_stack(
+    text_dir: str,
+    vision_dir: str,
+    work: Path,
+    *,
+    cache_entries: int = 1024,
+    tag: str = "native",
+    text_params: dict | None = None,
+):
     """The tiny Ministral-3 twice (text-only, its images captioned by the tiny Qwen2-VL vision engine; and
     `vision_mode: native`) + the vision engine + a gateway. Yields the gateway's base URL.
 
@@ -119,23 +184,33 @@ def native_stack(text_dir: str, vision_dir: str, work: Path, *, cache_entries: i
     params = {"mem": 64, "dtype": "f32", "max_num_seqs": 16, **(text_params or {})}
     work = work / tag
     work.mkdir(parents=True, exist_ok=True)
-    config = (ModelsYaml()
-              .text("proxied", local_path=text_dir, tiny_defaults=False, params=params)
-              .text("native", local_path=text_dir, tiny_defaults=False, params=params,
-                    capabilities={"vision_mode": "native"})
-              .vision("captioner", local_path=vision_dir, tiny_defaults=False, prompt_template=None,
-                      params={"mem": 256, "dtype": "f32", "max_num_seqs": 4})
-              .set(idle_unload_secs=0))  # fmt: skip
+    config = (
+        ModelsYaml()
+        .text("proxied", local_path=text_dir, tiny_defaults=False, params=params)
+        .text("native", local_path=text_dir, tiny_defaults=False, params=params, capabilities={"vision_mode": "native"})
+        .vision(
+            "captioner",
+            local_path=vision_dir,
+            tiny_defaults=False,
+            prompt_template=None,
+            params={"mem": 256, "dtype": "f32", "max_num_seqs": 4},
+        )
+        .set(idle_unload_secs=0)
+    )
     config.models[-1]["capabilities"]["vision_proxy"] = {"cache_max_entries": cache_entries}
     config.endpoints({name: f"127.0.0.1:{port}" for name, port in ports.items()})
     path = config.write(work / f"{tag}.models.yaml")
     services = []
     try:
         for name in ("proxied", "native"):
-            services.append(start_text_engine(path, work, model=name, port=ports[name], args=QUIET, env=OFFLINE,
-                                              wait=False))  # fmt: skip
-        services.append(start_vision_engine(path, work, model="captioner", port=ports["captioner"], args=QUIET,
-                                            env=OFFLINE, wait=False))  # fmt: skip
+            services.append(
+                start_text_engine(path, work, model=name, port=ports[name], args=QUIET, env=OFFLINE, wait=False)
+            )
+        services.append(
+            start_vision_engine(
+                path, work, model="captioner", port=ports["captioner"], args=QUIET, env=OFFLINE, wait=False
+            )
+        )
         services.append(start_gateway(path, work, args=QUIET, env=OFFLINE, ready=None))
         wait_ready(f"{services[-1].url}/ready", services)
         yield services[-1].url

@@ -35,19 +35,41 @@ BEFORE = "73da19c"  # main before issue 12's sampling changes
 FREE_TEXT = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 SCHEMAS = {
     "flat": FREE_TEXT,
-    "person": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
-                                                 "age": {"type": "integer", "minimum": 0, "maximum": 150},
-                                                 "tags": {"type": "array", "items": {"type": "string"}}},
-               "required": ["name", "age"], "additionalProperties": False},
-    "nested": {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
-        "id": {"type": "integer"}, "kind": {"enum": ["a", "b", "c"]}, "ok": {"type": "boolean"}},
-        "required": ["id", "kind"]}}}, "required": ["items"]},
-}  # fmt: skip
+    "person": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "age": {"type": "integer", "minimum": 0, "maximum": 150},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    },
+    "nested": {
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "kind": {"enum": ["a", "b", "c"]},
+                        "ok": {"type": "boolean"},
+                    },
+                    "required": ["id", "kind"],
+                },
+            }
+        },
+        "required": ["items"],
+    },
+}
 
 
 def _old_sampler_module():
-    source = subprocess.run(["git", "show", f"{BEFORE}:services/text_engine/engine/sampler.py"], check=True,
-                            capture_output=True, text=True).stdout  # fmt: skip
+    source = subprocess.run(
+        ["git", "show", f"{BEFORE}:services/text_engine/engine/sampler.py"], check=True, capture_output=True, text=True
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "old_sampler.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("old_sampler", path)
@@ -86,8 +108,9 @@ def step_ab(vocab: int, rows: int = 16, rounds: int = 5) -> list[str]:
         for _ in range(rounds):
             specs_old = [old.SamplingSpec(temperature, 0.9, 0).bind(torch.device("cpu")) for _ in range(rows)]
             specs_new = [SamplingSpec(temperature, 0.9, 0).bind(torch.device("cpu")) for _ in range(rows)]
-            times["before"].append(_per_step_ms(old.RequestSampler(), scores,
-                                                [_Future(_State(old.SPEC_KEY, s)) for s in specs_old]))  # fmt: skip
+            times["before"].append(
+                _per_step_ms(old.RequestSampler(), scores, [_Future(_State(old.SPEC_KEY, s)) for s in specs_old])
+            )
             times["now"].append(
                 _per_step_ms(RequestSampler(), scores, [_Future(_State(SPEC_KEY, s)) for s in specs_new])
             )
@@ -129,8 +152,11 @@ def compile_times(tokenizer, vocab: int, eos: list[int]) -> list[str]:
 
 async def mixed_load(base_url: str, model: str, concurrency: int, max_tokens: int, rounds: int) -> tuple[list, list]:
     free = openai_stream_fn(base_url, model)
-    constrained = openai_stream_fn(base_url, model, response_format={
-        "type": "json_schema", "json_schema": {"name": "free_text", "schema": FREE_TEXT}})  # fmt: skip
+    constrained = openai_stream_fn(
+        base_url,
+        model,
+        response_format={"type": "json_schema", "json_schema": {"name": "free_text", "schema": FREE_TEXT}},
+    )
 
     counter = itertools.count()
 
@@ -168,8 +194,10 @@ def main() -> None:
     print("\n".join(compile_times(loaded.tokenizer, vocab, loaded.eos_token_ids)))
     del loaded
     params = {"mem": 64, "dtype": "f32", "max_num_seqs": args.concurrency, "prefill_chunk_size": 1024, "block_size": 64}
-    with tempfile.TemporaryDirectory(prefix="pv-structured-") as tmp, \
-            our_stack(str(Path(args.model_dir).resolve()), "bench-text", params, Path(tmp)) as stack:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="pv-structured-") as tmp,
+        our_stack(str(Path(args.model_dir).resolve()), "bench-text", params, Path(tmp)) as stack,
+    ):
         plain, mixed = asyncio.run(
             mixed_load(stack.base_url, "bench-text", args.concurrency, args.max_tokens, args.rounds)
         )

@@ -44,14 +44,16 @@ class VisionResults:
     text_ttft_ms: float
 
     def report(self) -> str:
-        return "\n".join([
-            f"caption latency, 1 image            {self.one_image_ms:8.1f} ms",
-            f"caption latency, 4 images (1 call)  {self.four_images_ms:8.1f} ms   ratio 4/1 = {self.four_images_ms / self.one_image_ms:.2f}   [<= 2.0]",
-            f"first describe                      {self.first_ms:8.1f} ms",
-            f"cached repeat                       {self.cached_ms:8.1f} ms   ratio cached/first = {self.cached_ms / self.first_ms:.3f}   [<= 0.05]",
-            f"one-image streamed chat TTFT        {self.e2e_ttft_ms:8.1f} ms   = fetch {self.fetch_ms:.1f} + vision {self.vision_ms:.1f} "
-            f"+ text {self.text_ttft_ms:.1f} (+ {self.e2e_ttft_ms - self.fetch_ms - self.vision_ms - self.text_ttft_ms:.1f} HTTP/gateway)",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                f"caption latency, 1 image            {self.one_image_ms:8.1f} ms",
+                f"caption latency, 4 images (1 call)  {self.four_images_ms:8.1f} ms   ratio 4/1 = {self.four_images_ms / self.one_image_ms:.2f}   [<= 2.0]",
+                f"first describe                      {self.first_ms:8.1f} ms",
+                f"cached repeat                       {self.cached_ms:8.1f} ms   ratio cached/first = {self.cached_ms / self.first_ms:.3f}   [<= 0.05]",
+                f"one-image streamed chat TTFT        {self.e2e_ttft_ms:8.1f} ms   = fetch {self.fetch_ms:.1f} + vision {self.vision_ms:.1f} "
+                f"+ text {self.text_ttft_ms:.1f} (+ {self.e2e_ttft_ms - self.fetch_ms - self.vision_ms - self.text_ttft_ms:.1f} HTTP/gateway)",
+            ]
+        )
 
 
 def _describe_ms(stub, images: list[bytes], max_tokens: int) -> float:
@@ -80,10 +82,25 @@ def run_vision_section(vision_address: str, base_url: str, model: str, image_ser
     for _ in range(repeats):
         path = f"/bench-{next(_colours)}.jpg"
         image_server.add(path, fresh_image())
-        messages = [{"role": "user", "content": [{"type": "text", "text": "Describe this image:"},
-                                                 {"type": "image_url", "image_url": {"url": f"{image_server.base}{path}"}}]}]  # fmt: skip
+        messages = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Describe this image:"},
+                    {"type": "image_url", "image_url": {"url": f"{image_server.base}{path}"}},
+                ],
+            }
+        ]
         runs.append(timed_chat(base_url, model, messages, max_tokens=16))
     ttft = statistics.median(r.ttft_ms for r in runs)
     split = {k: statistics.median(r.split[k] for r in runs) for k in ("fetch_ms", "vision_ms", "text_ttft_ms")}
-    return VisionResults(one, four, statistics.median(firsts), statistics.median(cached), ttft,
-                         split["fetch_ms"], split["vision_ms"], split["text_ttft_ms"])  # fmt: skip
+    return VisionResults(
+        one,
+        four,
+        statistics.median(firsts),
+        statistics.median(cached),
+        ttft,
+        split["fetch_ms"],
+        split["vision_ms"],
+        split["text_ttft_ms"],
+    )

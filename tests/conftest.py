@@ -52,8 +52,15 @@ def bench_model() -> Path:
     return build_all(REPO_ROOT / "models" / "tiny", only={"bench"})["bench"]
 
 
-def write_models_yaml(path: Path, tiny_models: dict[str, Path], *, endpoints: dict[str, str] | None = None,
-                      vision: bool = False, extra: dict | None = None, text_params: dict | None = None) -> Path:  # fmt: skip
+def write_models_yaml(
+    path: Path,
+    tiny_models: dict[str, Path],
+    *,
+    endpoints: dict[str, str] | None = None,
+    vision: bool = False,
+    extra: dict | None = None,
+    text_params: dict | None = None,
+) -> Path:
     """A models.yaml of the brief's shape pointing at the tiny checkpoints (kept for the tests that call it:
     new code builds with tests/support/models_yaml.py, of which this is the `tiny` preset)."""
     config = models_yaml.tiny(tiny_models, vision=vision, text_params=text_params, endpoints=endpoints)

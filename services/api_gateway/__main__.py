@@ -30,18 +30,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models-config", help="models.yaml (env PROXYVISION_MODELS_CONFIG)")
     parser.add_argument("--host", help="bind address (env PROXYVISION_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (env PROXYVISION_PORT, default 2000)")
-    parser.add_argument("--endpoint", action="append", default=[], metavar="NAME=TARGET",
-                        help="engine address of a model, e.g. ministral-3-3b-reasoning=127.0.0.1:50051 "
-                             "(repeatable; env PROXYVISION_ENDPOINTS='a=h:p,b=h:p'; overrides models.yaml)")  # fmt: skip
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="NAME=TARGET",
+        help="engine address of a model, e.g. ministral-3-3b-reasoning=127.0.0.1:50051 "
+        "(repeatable; env PROXYVISION_ENDPOINTS='a=h:p,b=h:p'; overrides models.yaml)",
+    )
     parser.add_argument("--ui-server", action="store_true", help="serve the web UI at /")
-    parser.add_argument("--drain-grace-secs", type=float, help="on SIGTERM, how long running requests may finish "
-                        f"(env PROXYVISION_DRAIN_GRACE_SECS, default {DEFAULT_DRAIN_GRACE_SECS:.0f})")  # fmt: skip
-    parser.add_argument("--request-timeout-secs", type=float, help="deadline of one engine call (env "
-                        "PROXYVISION_REQUEST_TIMEOUT_SECS; default gateway.request_timeout_secs of models.yaml, 600)")  # fmt: skip
-    parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
-                        help="a key clients must send as 'Authorization: Bearer KEY' on /v1 (repeatable or "
-                             "comma-separated; env PROXYVISION_API_KEY; replaces gateway.api_keys of models.yaml). "
-                             "Other users can read a command line: prefer the env or a key file")  # fmt: skip
+    parser.add_argument(
+        "--drain-grace-secs",
+        type=float,
+        help="on SIGTERM, how long running requests may finish "
+        f"(env PROXYVISION_DRAIN_GRACE_SECS, default {DEFAULT_DRAIN_GRACE_SECS:.0f})",
+    )
+    parser.add_argument(
+        "--request-timeout-secs",
+        type=float,
+        help="deadline of one engine call (env "
+        "PROXYVISION_REQUEST_TIMEOUT_SECS; default gateway.request_timeout_secs of models.yaml, 600)",
+    )
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a key clients must send as 'Authorization: Bearer KEY' on /v1 (repeatable or "
+        "comma-separated; env PROXYVISION_API_KEY; replaces gateway.api_keys of models.yaml). "
+        "Other users can read a command line: prefer the env or a key file",
+    )
     parser.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
     add_tls_arguments(parser, side="gateway")
     return parser.parse_args(argv)
@@ -68,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             channel_credentials(config.tls)  # reads the files now: a missing one is a config error at start
         timeout = first_set(args.request_timeout_secs, "PROXYVISION_REQUEST_TIMEOUT_SECS")
         if timeout is not None:
-            config = config.model_copy(update={"gateway": config.gateway.model_copy(
-                update={"request_timeout_secs": float(timeout)})})  # fmt: skip
+            config = config.model_copy(
+                update={"gateway": config.gateway.model_copy(update={"request_timeout_secs": float(timeout)})}
+            )
         config = with_api_keys(config, args.api_key)
         grace = float(
             first_set(args.drain_grace_secs, "PROXYVISION_DRAIN_GRACE_SECS", default=DEFAULT_DRAIN_GRACE_SECS)
@@ -83,8 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     host = first_set(args.host, "PROXYVISION_HOST", default="127.0.0.1")
     port = int(first_set(args.port, "PROXYVISION_PORT", default=2000))
     # loop="asyncio": grpc.aio supports the standard event loop; never let an installed uvloop be picked.
-    server_config = uvicorn.Config(app, host=host, port=port, log_level=level.lower(), access_log=False,
-                                   log_config=None, loop="asyncio", timeout_graceful_shutdown=5)  # fmt: skip
+    server_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=level.lower(),
+        access_log=False,
+        log_config=None,
+        loop="asyncio",
+        timeout_graceful_shutdown=5,
+    )
     DrainingServer(server_config, app, drain, grace).run()
     return 0
 

@@ -34,8 +34,9 @@ from .state import Drain, GatewayState
 log = logging.getLogger(__name__)
 
 
-def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFetcher | None = None,
-              drain: Drain | None = None) -> FastAPI:  # fmt: skip
+def build_app(
+    config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFetcher | None = None, drain: Drain | None = None
+) -> FastAPI:
     """The gateway app for `config`; every model must have an `endpoint`. `drain` is shared with the server
     that runs the app (it flips it on SIGTERM)."""
     missing = [m.name for m in config.models if not m.endpoint]
@@ -61,8 +62,14 @@ def build_app(config: ModelsConfig, *, ui_server: bool = False, fetcher: ImageFe
         timeout = config.gateway.request_timeout_secs
         loader = ImageLoader(image_fetcher, config.gateway.images, metrics)
         images = ImagePolicies(config, loader, ProxyVisionRewriter(loader, backend, timeout))
-        core = GenerationCore(registry, images, timeout, metrics=metrics, max_n=config.gateway.max_n,
-                              show_captions=config.gateway.show_captions)  # fmt: skip
+        core = GenerationCore(
+            registry,
+            images,
+            timeout,
+            metrics=metrics,
+            max_n=config.gateway.max_n,
+            show_captions=config.gateway.show_captions,
+        )
         store = open_response_store(config)
         app.state.gateway = GatewayState(config, registry, core, backend, int(time.time()), metrics, drain, store)
         await backend.start()
@@ -111,10 +118,15 @@ def open_routings(config: ModelsConfig, metrics: GatewayMetrics) -> dict[str, Ro
         is_vision = vision is not None and entry.name == vision.name
         policy = settings.vision if is_vision else settings.text
         routing = open_routing(
-            entry.name, entry.endpoint, policy, config.tls, settings, load_guard=not is_vision,
+            entry.name,
+            entry.endpoint,
+            policy,
+            config.tls,
+            settings,
+            load_guard=not is_vision,
             close_grace=config.gateway.request_timeout_secs,
             count_route=lambda outcome, m=entry.name, p=policy: metrics.routes.labels(m, p, outcome).inc(),
-        )  # fmt: skip
+        )
         if isinstance(routing, AffinityRouting):
             replicas = routing.replicas
             metrics.replicas.labels(entry.name, "ready").set_function(replicas.ready_count)

@@ -63,8 +63,10 @@ class MissingKeyError(AuthenticationError):
 
 
 # OpenAI echoes part of a wrong key; we never do.
-MISSING_KEY = MissingKeyError("You didn't provide an API key. This server needs one in an Authorization header "
-                              "using Bearer auth (Authorization: Bearer YOUR_KEY), or in an x-api-key header.")  # fmt: skip
+MISSING_KEY = MissingKeyError(
+    "You didn't provide an API key. This server needs one in an Authorization header "
+    "using Bearer auth (Authorization: Bearer YOUR_KEY), or in an x-api-key header."
+)
 MALFORMED_HEADER = AuthenticationError("The Authorization header must be 'Bearer YOUR_KEY'.")
 INCORRECT_KEY = AuthenticationError("Incorrect API key provided. Ask the operator of this server for a valid key.")
 
@@ -108,8 +110,14 @@ def _signature(path: Path) -> tuple[int, int, int]:
 class ApiKeys:
     """The accepted keys: the configured list plus a file re-read when it changes. Holds digests only."""
 
-    def __init__(self, keys: Sequence[str], file: Path | None = None, *, recheck_secs: float = RECHECK_SECS,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        keys: Sequence[str],
+        file: Path | None = None,
+        *,
+        recheck_secs: float = RECHECK_SECS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._inline = tuple(digest(k) for k in keys)
         self._file = file
         self._recheck_secs = recheck_secs
@@ -164,16 +172,22 @@ class ApiKeys:
                 return
             self._load_file()
         except (OSError, UnicodeDecodeError, ConfigError) as exc:
-            log.warning("API key file %s could not be re-read (%s); the keys read before stay in force", self._file,
-                        exc.strerror if isinstance(exc, OSError) else exc)  # fmt: skip
+            log.warning(
+                "API key file %s could not be re-read (%s); the keys read before stay in force",
+                self._file,
+                exc.strerror if isinstance(exc, OSError) else exc,
+            )
             return
         if self._file_digests:
             log.info(
                 "API key file %s re-read: %d key(s) from it, %d in all", self._file, len(self._file_digests), self.count
             )
         else:
-            log.warning("API key file %s re-read: it has no keys now; only gateway.api_keys are accepted (%d)",
-                        self._file, self.count)  # fmt: skip
+            log.warning(
+                "API key file %s re-read: it has no keys now; only gateway.api_keys are accepted (%d)",
+                self._file,
+                self.count,
+            )
 
 
 @dataclass(frozen=True)
@@ -242,9 +256,17 @@ class ApiKeyMiddleware:
             return
         status, payload = error_body(refusal, path)
         body = json.dumps(payload).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", b'Bearer realm="proxyvision"')]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="proxyvision"'),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -30,10 +30,19 @@ ANTHROPIC_PREFIX = "/v1/messages"
 # queue (OverloadedError) is Anthropic's own "overloaded": 529, which its SDK and Claude Code retry. Our other 503s
 # (an engine restarting or unreachable, the vision model down, a drain) are not load: they stay 503, as api_error
 # (the SDK retries every 5xx, and Retry-After says when).
-ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                   404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
-                   429: "rate_limit_error", 500: "api_error", 503: "api_error", 504: "timeout_error",
-                   529: "overloaded_error"}  # fmt: skip
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
 OVERLOADED_STATUS = 529
 
 
@@ -92,8 +101,11 @@ def validation_error(exc: RequestValidationError, content_type: str | None = Non
     if not errors:
         return InvalidRequestError("Invalid request body")
     if any(e.get("type") == "json_invalid" for e in errors):
-        return InvalidRequestError("We could not parse the JSON body of your request. (HINT: This likely means you "
-                                   "aren't using your HTTP library correctly.)", code="invalid_json")  # fmt: skip
+        return InvalidRequestError(
+            "We could not parse the JSON body of your request. (HINT: This likely means you "
+            "aren't using your HTTP library correctly.)",
+            code="invalid_json",
+        )
     # The deepest location is the one that names what is wrong (not the union branch that did not fit); at equal
     # depth, a bad value of the right type (an empty or malformed URL string) beats "should be an object".
     first = max(errors, key=lambda e: (len(e.get("loc", ())), not str(e.get("type", "")).endswith("_type")))
@@ -112,8 +124,11 @@ def _bad_body(error: dict, content_type: str | None) -> InvalidRequestError:
     if error.get("type") == "missing":
         return InvalidRequestError("The request body is empty: send a JSON object.", code="invalid_json")
     if "json" not in (content_type or "").lower():
-        return InvalidRequestError(f"The request body must be JSON (got Content-Type {content_type or 'none'!r}); "
-                                   "send 'Content-Type: application/json'.", code="invalid_json")  # fmt: skip
+        return InvalidRequestError(
+            f"The request body must be JSON (got Content-Type {content_type or 'none'!r}); "
+            "send 'Content-Type: application/json'.",
+            code="invalid_json",
+        )
     return InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
 
 
@@ -134,8 +149,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        message = {404: f"Unknown request URL: {request.method} {request.url.path}",
-                   405: f"Method {request.method} not allowed for {request.url.path}"}.get(exc.status_code, str(exc.detail))  # fmt: skip
+        message = {
+            404: f"Unknown request URL: {request.method} {request.url.path}",
+            405: f"Method {request.method} not allowed for {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
         error = ProxyVisionError(message, code=code)
         error.http_status, error.error_type = exc.status_code, kind  # this one error's, not its class's
         status, body = error_body(error, app_path(request.scope))

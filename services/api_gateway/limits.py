@@ -39,8 +39,10 @@ class RequestTooLargeError(ProxyVisionError):
 
 def too_large(limit: int) -> RequestTooLargeError:
     """The 413 of a body over `limit` bytes."""
-    return RequestTooLargeError(f"The request body is larger than this server accepts ({limit} bytes; "
-                                "gateway.limits.max_body_bytes). Send images by URL, or fewer or smaller ones.")  # fmt: skip
+    return RequestTooLargeError(
+        f"The request body is larger than this server accepts ({limit} bytes; "
+        "gateway.limits.max_body_bytes). Send images by URL, or fewer or smaller ones."
+    )
 
 
 class RequestLimitsMiddleware:
@@ -99,14 +101,27 @@ async def _refuse(scope, send, limit: int) -> None:
     _, payload = error_body(too_large(limit), app_path(scope))  # Anthropic's shape under /v1/messages
     body = json.dumps(payload).encode()
     # The rest of the body is not read: close the connection rather than leave it for the next request.
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
-def check_chat_limits(data: object, limits: RequestLimits, *, messages_field: str = "messages",
-                      token_fields: tuple[str, ...] = ("max_tokens", "max_completion_tokens")) -> None:  # fmt: skip
+def check_chat_limits(
+    data: object,
+    limits: RequestLimits,
+    *,
+    messages_field: str = "messages",
+    token_fields: tuple[str, ...] = ("max_tokens", "max_completion_tokens"),
+) -> None:
     """Raise a 400 naming the field if the raw (parsed, not yet validated) request is over a limit: a chat request,
     or another protocol's whose conversation is `messages_field` and whose completion limit is `token_fields`.
 
@@ -117,29 +132,42 @@ def check_chat_limits(data: object, limits: RequestLimits, *, messages_field: st
     messages = data.get(name)
     if isinstance(messages, list):
         if len(messages) > limits.max_messages:
-            raise InvalidRequestError(f"Invalid '{name}': {len(messages)} messages is more than this server accepts "
-                                      f"(at most {limits.max_messages}; gateway.limits.max_messages).",
-                                      param=name, code="too_many_messages")  # fmt: skip
+            raise InvalidRequestError(
+                f"Invalid '{name}': {len(messages)} messages is more than this server accepts "
+                f"(at most {limits.max_messages}; gateway.limits.max_messages).",
+                param=name,
+                code="too_many_messages",
+            )
         chars = sum(_text_chars(m) for m in messages)
         if chars > limits.max_text_chars:
-            raise InvalidRequestError(f"Invalid '{name}': {chars} characters of text is more than this server "
-                                      f"accepts (at most {limits.max_text_chars}; gateway.limits.max_text_chars).",
-                                      param=name, code="text_too_long")  # fmt: skip
+            raise InvalidRequestError(
+                f"Invalid '{name}': {chars} characters of text is more than this server "
+                f"accepts (at most {limits.max_text_chars}; gateway.limits.max_text_chars).",
+                param=name,
+                code="text_too_long",
+            )
     for name in token_fields:
         value = data.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > limits.max_completion_tokens:
             value = int(value) if isinstance(value, float) and value.is_integer() else value  # 40000.0 is read as 40000
-            raise InvalidRequestError(f"Invalid '{name}': {value} is more than this server allows (at most "
-                                      f"{limits.max_completion_tokens} completion tokens; "
-                                      "gateway.limits.max_completion_tokens).", param=name, code="invalid_value")  # fmt: skip
+            raise InvalidRequestError(
+                f"Invalid '{name}': {value} is more than this server allows (at most "
+                f"{limits.max_completion_tokens} completion tokens; "
+                "gateway.limits.max_completion_tokens).",
+                param=name,
+                code="invalid_value",
+            )
 
 
 def _text_chars(message: object) -> int:
     """Characters of text one raw message (or Responses item) carries into the prompt (image parts are not text)."""
     if not isinstance(message, dict):
         return 0
-    total = sum(len(v) for k in ("content", "reasoning_content", "reasoning", "name", "output", "arguments")
-                if isinstance(v := message.get(k), str))  # fmt: skip
+    total = sum(
+        len(v)
+        for k in ("content", "reasoning_content", "reasoning", "name", "output", "arguments")
+        if isinstance(v := message.get(k), str)
+    )
     for key in ("content", "output", "summary"):
         if isinstance(parts := message.get(key), list):
             total += sum(len(p["text"]) for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))

@@ -75,9 +75,13 @@ class RequestIdMiddleware:
                 raise  # headers are out: all the server can do is drop the connection
             # The traceback stays in the log; the client gets the error shape of its protocol and nothing else.
             body = json.dumps(error_body(_UNEXPECTED, app_path(scope))[1]).encode()
-            await send_with_id({"type": "http.response.start", "status": 500,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.monotonic() - started

@@ -60,19 +60,27 @@ def install_openapi(app: FastAPI, *, key_policy: KeyPolicy | None = None) -> Non
                     error_ref = ANTHROPIC_ERROR_REF if speaks_anthropic(route) else ERROR_REF
                     if key_policy is not None and key_policy.guards(route):
                         operation["security"] = [{SECURITY_SCHEME: []}]
-                        responses["401"] = {"description": _DESCRIPTIONS[401],
-                                            "content": {"application/json": {"schema": error_ref}}}  # fmt: skip
+                        responses["401"] = {
+                            "description": _DESCRIPTIONS[401],
+                            "content": {"application/json": {"schema": error_ref}},
+                        }
                     # A body that fails validation is a 400; a path parameter of type str cannot fail.
                     if responses.pop("422", None) is not None and "requestBody" in operation and "400" not in responses:
-                        responses["400"] = {"description": _DESCRIPTIONS[400],
-                                            "content": {"application/json": {"schema": error_ref}}}  # fmt: skip
+                        responses["400"] = {
+                            "description": _DESCRIPTIONS[400],
+                            "content": {"application/json": {"schema": error_ref}},
+                        }
             components = doc.setdefault("components", {})
             if key_policy is not None:
-                components["securitySchemes"] = {SECURITY_SCHEME: {
-                    "type": "http", "scheme": "bearer",
-                    "description": "One of the keys the server is configured with (--api-key, PROXYVISION_API_KEY, "
-                                   "gateway.api_keys or gateway.api_keys_file). An `x-api-key: <key>` header, "
-                                   "as Anthropic's clients send it, is accepted too."}}  # fmt: skip
+                components["securitySchemes"] = {
+                    SECURITY_SCHEME: {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "One of the keys the server is configured with (--api-key, PROXYVISION_API_KEY, "
+                        "gateway.api_keys or gateway.api_keys_file). An `x-api-key: <key>` header, "
+                        "as Anthropic's clients send it, is accepted too.",
+                    }
+                }
             schemas = components.setdefault("schemas", {})
             for name in _FASTAPI_ONLY:
                 schemas.pop(name, None)

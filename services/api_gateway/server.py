@@ -53,8 +53,12 @@ class DrainingServer(uvicorn.Server):
         if not await self._wait_idle(self._grace):
             state = getattr(self._app.state, "gateway", None)
             aborted = state.registry.abort_calls() if state is not None else 0
-            log.warning("Drain grace of %.0fs over: aborted %d engine call(s) of %d request(s)", self._grace,
-                        aborted, self._drain.inflight)  # fmt: skip
+            log.warning(
+                "Drain grace of %.0fs over: aborted %d engine call(s) of %d request(s)",
+                self._grace,
+                aborted,
+                self._drain.inflight,
+            )
             self._hurry = False
             await self._wait_idle(ABORT_FLUSH_SECS)
         log.info("Drained; shutting down")

@@ -27,9 +27,16 @@ def has_vllm(python: str) -> bool:
     if python == sys.executable:
         return importlib.util.find_spec("vllm") is not None
     try:
-        probe = subprocess.run([python, "-c", "import importlib.util as u, sys; "
-                                "sys.exit(not (u.find_spec('vllm') and u.find_spec('services.text_engine')))"],
-                               capture_output=True, timeout=60)  # fmt: skip
+        probe = subprocess.run(
+            [
+                python,
+                "-c",
+                "import importlib.util as u, sys; "
+                "sys.exit(not (u.find_spec('vllm') and u.find_spec('services.text_engine')))",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0

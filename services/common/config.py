@@ -482,8 +482,11 @@ class TlsSettings(_Strict):
 
     def relative_to(self, directory: Path) -> TlsSettings:
         """A copy whose relative file paths are resolved against `directory` (the yaml's)."""
-        update = {key: str((directory / value).resolve()) for key in _TLS_FILES
-                  if (value := getattr(self, key)) and not Path(value).is_absolute()}  # fmt: skip
+        update = {
+            key: str((directory / value).resolve())
+            for key in _TLS_FILES
+            if (value := getattr(self, key)) and not Path(value).is_absolute()
+        }
         return self.model_copy(update=update)
 
 

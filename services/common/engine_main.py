@@ -33,10 +33,18 @@ def parse_args(prog: str, default_port: int, argv: list[str] | None) -> argparse
         "--port", type=int, help=f"port (env PROXYVISION_PORT, default {default_port}; 0 picks a free one)"
     )
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], help="env PROXYVISION_DEVICE, default auto")
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at http://HOST:PORT/metrics "
-                        "(env PROXYVISION_METRICS_PORT; default: no exporter; 0 picks a free port)")  # fmt: skip
-    parser.add_argument("--drain-grace-secs", type=float, help="on SIGTERM, how long running requests may finish "
-                        f"(env PROXYVISION_DRAIN_GRACE_SECS, default {DEFAULT_DRAIN_GRACE_SECS:.0f})")  # fmt: skip
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+        "(env PROXYVISION_METRICS_PORT; default: no exporter; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--drain-grace-secs",
+        type=float,
+        help="on SIGTERM, how long running requests may finish "
+        f"(env PROXYVISION_DRAIN_GRACE_SECS, default {DEFAULT_DRAIN_GRACE_SECS:.0f})",
+    )
     parser.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
     add_tls_arguments(parser, side="engine")
     return parser.parse_args(argv)
@@ -60,8 +68,14 @@ def resolve_options(args: argparse.Namespace, default_port: int, config: ModelsC
     )
 
 
-def engine_main(*, service: str, default_port: int, pick_model: Callable[[ModelsConfig, str | None], ModelEntry],
-                build_server: BuildServer, argv: list[str] | None = None) -> int:  # fmt: skip
+def engine_main(
+    *,
+    service: str,
+    default_port: int,
+    pick_model: Callable[[ModelsConfig, str | None], ModelEntry],
+    build_server: BuildServer,
+    argv: list[str] | None = None,
+) -> int:
     """Entry point of `python -m services.<service>`; returns the exit code."""
     args = parse_args(f"python -m services.{service}", default_port, argv)
     setup_service_logging(service, args.log_level)

@@ -68,8 +68,10 @@ class GgufSummary:
         types = ", ".join(
             f"{name} x{count}" for name, count in sorted(self.tensor_types.items(), key=lambda kv: -kv[1])
         )
-        return (f"gguf {types}, dequantized to {str(dtype).removeprefix('torch.')} at load: "
-                f"{self.dequantized_bytes(dtype) / 1e6:.0f} MB of weights (file {self.file_bytes / 1e6:.0f} MB)")  # fmt: skip
+        return (
+            f"gguf {types}, dequantized to {str(dtype).removeprefix('torch.')} at load: "
+            f"{self.dequantized_bytes(dtype) / 1e6:.0f} MB of weights (file {self.file_bytes / 1e6:.0f} MB)"
+        )
 
 
 def locate(source: str, gguf_file: str, revision: str | None = None) -> GgufLocation:

@@ -87,8 +87,12 @@ def bind_request_id(context: grpc.aio.ServicerContext, fallback: str = "") -> st
 async def ensure_model(context: grpc.aio.ServicerContext, requested: str, served: str) -> None:
     """Abort with NOT_FOUND when a request names a model this engine does not serve ('' means this one)."""
     if requested and requested != served:
-        await abort_with(context, ModelNotFoundError(
-            f"The model '{requested}' does not exist on this engine (it serves '{served}')", param="model"))  # fmt: skip
+        await abort_with(
+            context,
+            ModelNotFoundError(
+                f"The model '{requested}' does not exist on this engine (it serves '{served}')", param="model"
+            ),
+        )
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: ProxyVisionError) -> None:

@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.common.health_check", description=__doc__)
     parser.add_argument("--models-config", help="models.yaml (env PROXYVISION_MODELS_CONFIG)")
     parser.add_argument("--port", type=int, required=True, help="the engine's gRPC port")
-    parser.add_argument("--server-name", help="name to verify the engine's certificate as (default tls.server_name, "
-                        "else 127.0.0.1)")  # fmt: skip
+    parser.add_argument(
+        "--server-name", help="name to verify the engine's certificate as (default tls.server_name, else 127.0.0.1)"
+    )
     parser.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args(argv)
     try:

@@ -14,10 +14,15 @@ from .config import ModelEntry
 MIB = 1024 * 1024
 
 _DTYPES = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "f16": torch.float16, "fp16": torch.float16, "float16": torch.float16,
-    "f32": torch.float32, "fp32": torch.float32, "float32": torch.float32,
-}  # fmt: skip
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "f16": torch.float16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "f32": torch.float32,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
 
 
 class ModelLoadError(RuntimeError):

@@ -149,8 +149,16 @@ def fetch_checkpoint(source: str, *, revision: str | None, report: Report, list_
     try:
         files = files_to_fetch(list(list_files(source, revision=revision)))
         for i, name in enumerate(files, 1):
-            download(source, name, revision=revision,
-                     tqdm_class=DownloadProgress.bound(source, f"file {i} of {len(files)}", report))  # fmt: skip
+            download(
+                source,
+                name,
+                revision=revision,
+                tqdm_class=DownloadProgress.bound(source, f"file {i} of {len(files)}", report),
+            )
     except Exception as exc:  # noqa: BLE001 - from_pretrained retries and raises the error that matters
-        log.warning("Could not pre-fetch %s (%s: %s); transformers will download it itself", source,
-                    type(exc).__name__, " ".join(str(exc).split())[:300])  # fmt: skip
+        log.warning(
+            "Could not pre-fetch %s (%s: %s); transformers will download it itself",
+            source,
+            type(exc).__name__,
+            " ".join(str(exc).split())[:300],
+        )

@@ -73,13 +73,16 @@ class _SnapshotCollector(Collector):
         yield gauge("model_load_seconds", "Duration of the last model load (0 before the first).", s.last_load_seconds)
         if s.kv_cache_usage_ratio is not None:
             yield gauge("kv_cache_usage_ratio", "Fraction of the paged KV cache in use.", s.kv_cache_usage_ratio)
-        for name, doc, value in (("model_loads", "Model loads (the first and every reload after an idle unload).", s.loads),
-                                 ("model_unloads", "Idle unloads.", s.unloads)):  # fmt: skip
+        for name, doc, value in (
+            ("model_loads", "Model loads (the first and every reload after an idle unload).", s.loads),
+            ("model_unloads", "Idle unloads.", s.unloads),
+        ):
             counter = CounterMetricFamily(f"proxyvision_{name}", doc, labels=["model"])
             counter.add_metric(label, value)
             yield counter
-        states = GaugeMetricFamily("proxyvision_model_state", "1 for the model's current state, 0 for the others.",
-                                   labels=["model", "state"])  # fmt: skip
+        states = GaugeMetricFamily(
+            "proxyvision_model_state", "1 for the model's current state, 0 for the others.", labels=["model", "state"]
+        )
         for state in ModelState:
             states.add_metric([self._model, state.value], 1.0 if state is s.state else 0.0)
         yield states
@@ -92,23 +95,53 @@ class EngineMetrics:
         self.model = model
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter("proxyvision_requests", "Requests handled, by final status "
-                                "(ok, cancelled, error, rejected, overloaded).", ["model", "status"], registry=r)  # fmt: skip
-        self.ttft = Histogram("proxyvision_time_to_first_token_seconds", "Time from arrival to the first output.",
-                              ["model"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.latency = Histogram("proxyvision_request_duration_seconds", "Time from arrival to the last output.",
-                                 ["model"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.requests = Counter(
+            "proxyvision_requests",
+            "Requests handled, by final status (ok, cancelled, error, rejected, overloaded).",
+            ["model", "status"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "proxyvision_time_to_first_token_seconds",
+            "Time from arrival to the first output.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "proxyvision_request_duration_seconds",
+            "Time from arrival to the last output.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.prompt_tokens = Counter("proxyvision_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
         self.generation_tokens = Counter("proxyvision_generation_tokens", "Tokens generated.", ["model"], registry=r)
-        self.kv_preemptions = Counter("proxyvision_kv_preemptions", "Requests preempted because the KV cache was "
-                                      "full (they resume, recomputed, when blocks free up).", ["model"], registry=r)  # fmt: skip
+        self.kv_preemptions = Counter(
+            "proxyvision_kv_preemptions",
+            "Requests preempted because the KV cache was full (they resume, recomputed, when blocks free up).",
+            ["model"],
+            registry=r,
+        )
         # In tokens, as vLLM's prefix_cache_queries/hits: hits / queries is the share of prompt tokens not prefilled.
-        self.prefix_cache_queries = Counter("proxyvision_prefix_cache_queries", "Prompt tokens looked up in the "
-                                            "prefix cache (text engines).", ["model"], registry=r)  # fmt: skip
-        self.backend = Gauge("proxyvision_model_backend", "1 for what runs the model's forward passes (models.yaml "
-                             "backend: transformers or vllm).", ["model", "backend"], registry=r)  # fmt: skip
-        self.prefix_cache_hits = Counter("proxyvision_prefix_cache_hits", "Prompt tokens whose KV blocks came from "
-                                         "the prefix cache instead of a prefill (text engines).", ["model"], registry=r)  # fmt: skip
+        self.prefix_cache_queries = Counter(
+            "proxyvision_prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache (text engines).",
+            ["model"],
+            registry=r,
+        )
+        self.backend = Gauge(
+            "proxyvision_model_backend",
+            "1 for what runs the model's forward passes (models.yaml backend: transformers or vllm).",
+            ["model", "backend"],
+            registry=r,
+        )
+        self.prefix_cache_hits = Counter(
+            "proxyvision_prefix_cache_hits",
+            "Prompt tokens whose KV blocks came from the prefix cache instead of a prefill (text engines).",
+            ["model"],
+            registry=r,
+        )
 
     def watch(self, snapshot: Callable[[], ModelSnapshot]) -> None:
         """Export the state gauges of `snapshot()` (called by the exporter thread at each scrape)."""
@@ -118,8 +151,13 @@ class EngineMetrics:
         """One finished request."""
         self.requests.labels(self.model, status).inc()
 
-    async def observe(self, events: AsyncIterator[E], *, is_output: Callable[[E], bool] = lambda event: True,
-                      outcome: Callable[[E], str | None] = lambda event: None) -> AsyncIterator[E]:  # fmt: skip
+    async def observe(
+        self,
+        events: AsyncIterator[E],
+        *,
+        is_output: Callable[[E], bool] = lambda event: True,
+        outcome: Callable[[E], str | None] = lambda event: None,
+    ) -> AsyncIterator[E]:
         """Pass one request's events through, counting it: time to the first event that `is_output`, its
         status (`outcome(event)` of a final event, else "ok" when the events run out, the error's status
         when one is raised, "cancelled" when the caller leaves) and, for finished requests, its duration.
@@ -170,15 +208,27 @@ class VisionMetrics(EngineMetrics):
         super().__init__(model, registry)
         r = self.registry
         self.images = Counter("proxyvision_vision_images", "Images described (cached or not).", ["model"], registry=r)
-        self.cache_hits = Counter("proxyvision_vision_cache_hits", "Images answered from the caption cache.",
-                                  ["model"], registry=r)  # fmt: skip
-        self.cache_misses = Counter("proxyvision_vision_cache_misses", "Images that needed the model (or joined "
-                                    "a caption already being computed).", ["model"], registry=r)  # fmt: skip
+        self.cache_hits = Counter(
+            "proxyvision_vision_cache_hits", "Images answered from the caption cache.", ["model"], registry=r
+        )
+        self.cache_misses = Counter(
+            "proxyvision_vision_cache_misses",
+            "Images that needed the model (or joined a caption already being computed).",
+            ["model"],
+            registry=r,
+        )
         # The shared cache (vision_proxy.shared_cache) behind the in-process one: an in-process miss that Redis
         # answers is counted above as a miss and here as a hit. Counted per image looked up; "error" when Redis
         # did not answer (failed, timed out, or skipped for retry_secs after a failure).
-        self.shared_cache_requests = Counter("proxyvision_vision_shared_cache_requests", "Images looked up in the "
-                                             "shared caption cache (Redis), by result (hit, miss, error).",
-                                             ["model", "result"], registry=r)  # fmt: skip
-        self.shared_cache_up = Gauge("proxyvision_vision_shared_cache_up", "1 when the last call to the shared "
-                                     "caption cache succeeded, 0 when it failed.", ["model"], registry=r)  # fmt: skip
+        self.shared_cache_requests = Counter(
+            "proxyvision_vision_shared_cache_requests",
+            "Images looked up in the shared caption cache (Redis), by result (hit, miss, error).",
+            ["model", "result"],
+            registry=r,
+        )
+        self.shared_cache_up = Gauge(
+            "proxyvision_vision_shared_cache_up",
+            "1 when the last call to the shared caption cache succeeded, 0 when it failed.",
+            ["model"],
+            registry=r,
+        )

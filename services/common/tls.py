@@ -48,8 +48,13 @@ def add_tls_arguments(parser, *, side: str) -> None:
         flag("server_cert", "PEM certificate chain the engine serves")
         flag("server_key", "PEM private key of --tls-server-cert")
         env, dest = TLS_OVERRIDES["require_client_cert"]
-        group.add_argument("--tls-require-client-cert", dest=dest, action="store_const", const=True,
-                           help=f"mTLS: refuse clients without a certificate signed by --tls-ca (env {env})")  # fmt: skip
+        group.add_argument(
+            "--tls-require-client-cert",
+            dest=dest,
+            action="store_const",
+            const=True,
+            help=f"mTLS: refuse clients without a certificate signed by --tls-ca (env {env})",
+        )
     else:
         flag("client_cert", "PEM certificate the gateway presents to the engines (mTLS)")
         flag("client_key", "PEM private key of --tls-client-cert")
@@ -113,8 +118,9 @@ def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
     """An engine's credentials: its certificate and key, and with `require_client_cert` the CA it checks
     clients against. ConfigError when the engine's part of the section is missing or unreadable."""
     if not tls.server_cert:
-        raise ConfigError("tls.server_cert: an engine needs its certificate and key (tls.server_cert, tls.server_key) "
-                          "when TLS is on")  # fmt: skip
+        raise ConfigError(
+            "tls.server_cert: an engine needs its certificate and key (tls.server_cert, tls.server_key) when TLS is on"
+        )
     pair = [(_read(tls, "server_key"), _read(tls, "server_cert"))]
     if tls.require_client_cert:
         return grpc.ssl_server_credentials(pair, root_certificates=_read(tls, "ca"), require_client_auth=True)
@@ -125,8 +131,9 @@ def channel_credentials(tls: TlsSettings) -> grpc.ChannelCredentials:
     """The gateway's credentials: the CA it verifies engines with and, for mTLS, its own certificate."""
     root = _read(tls, "ca") if tls.ca else None
     if tls.client_cert:
-        return grpc.ssl_channel_credentials(root_certificates=root, private_key=_read(tls, "client_key"),
-                                            certificate_chain=_read(tls, "client_cert"))  # fmt: skip
+        return grpc.ssl_channel_credentials(
+            root_certificates=root, private_key=_read(tls, "client_key"), certificate_chain=_read(tls, "client_cert")
+        )
     return grpc.ssl_channel_credentials(root_certificates=root)
 
 

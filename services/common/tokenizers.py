@@ -36,7 +36,7 @@ def _has_file(source: str, filename: str, revision: str | None) -> bool:
             revision=revision,
             _raise_exceptions_for_missing_entries=False,
             _raise_exceptions_for_connection_errors=False,
-        )  # fmt: skip
+        )
         is not None
     )
 

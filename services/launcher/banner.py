@@ -15,9 +15,16 @@ def base_url(host: str, port: int) -> str:
     return f"http://{connect_host(host)}:{port}"
 
 
-def ready_banner(config: ModelsConfig, host: str, port: int, *, ui_server: bool,
-                 engine_metrics: list[tuple[str, int]] = (), vision_error: str | None = None,
-                 keys_required: bool = False) -> str:  # fmt: skip
+def ready_banner(
+    config: ModelsConfig,
+    host: str,
+    port: int,
+    *,
+    ui_server: bool,
+    engine_metrics: list[tuple[str, int]] = (),
+    vision_error: str | None = None,
+    keys_required: bool = False,
+) -> str:
     """The ready banner (stdout, so it stands apart from the log lines on stderr). `vision_error`: why
     the vision model failed to load (text is served; image requests get "Vision model unavailable").
     `keys_required`: API keys are configured, so the examples say a key is needed (never which)."""

@@ -45,22 +45,42 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--vision-model", help="hf_id or local path of a proxy vision model")
     serve.add_argument("--host", help="gateway bind address (env PROXYVISION_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gateway port (env PROXYVISION_PORT, default 2000)")
-    serve.add_argument("--engine-port-base", type=int, default=50051,
-                       help="port of the first text engine; the others and the vision engine follow (default 50051)")  # fmt: skip
+    serve.add_argument(
+        "--engine-port-base",
+        type=int,
+        default=50051,
+        help="port of the first text engine; the others and the vision engine follow (default 50051)",
+    )
     serve.add_argument("--device", choices=["cpu", "cuda", "auto"], help="env PROXYVISION_DEVICE, default auto")
     serve.add_argument("--ui-server", action="store_true", help="serve the web UI at the gateway's /")
     serve.add_argument("--log", action="store_true", help="detailed (DEBUG) logs unless a level is given")
     serve.add_argument("--log-level", help="env LOG_LEVEL or RUST_LOG, default INFO")
-    serve.add_argument("--drain-grace-secs", type=float, help="on Ctrl-C/SIGTERM, how long running requests may "
-                       "finish before they are aborted (env PROXYVISION_DRAIN_GRACE_SECS, default 30)")  # fmt: skip
-    serve.add_argument("--api-key", action="append", default=[], metavar="KEY",
-                       help="a key clients must send as 'Authorization: Bearer KEY' on /v1 (repeatable or "
-                            "comma-separated; env PROXYVISION_API_KEY; replaces gateway.api_keys)")  # fmt: skip
-    serve.add_argument("--backend", choices=["transformers", "vllm"],
-                       help="what runs every text model (env PROXYVISION_BACKEND; default: each model's `backend` in "
-                            "models.yaml, else transformers); vllm needs `make install-vllm`")  # fmt: skip
-    serve.add_argument("--ready-timeout", type=float, default=600.0,
-                       help="seconds the engines may take to load before the launcher gives up (0: no limit)")  # fmt: skip
+    serve.add_argument(
+        "--drain-grace-secs",
+        type=float,
+        help="on Ctrl-C/SIGTERM, how long running requests may "
+        "finish before they are aborted (env PROXYVISION_DRAIN_GRACE_SECS, default 30)",
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a key clients must send as 'Authorization: Bearer KEY' on /v1 (repeatable or "
+        "comma-separated; env PROXYVISION_API_KEY; replaces gateway.api_keys)",
+    )
+    serve.add_argument(
+        "--backend",
+        choices=["transformers", "vllm"],
+        help="what runs every text model (env PROXYVISION_BACKEND; default: each model's `backend` in "
+        "models.yaml, else transformers); vllm needs `make install-vllm`",
+    )
+    serve.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=600.0,
+        help="seconds the engines may take to load before the launcher gives up (0: no limit)",
+    )
     show = sub.add_parser("config", help="print the configuration `serve` would run, as models.yaml; loads nothing")
     show.add_argument("--models-config", help="models.yaml (env PROXYVISION_MODELS_CONFIG)")
     show.add_argument("--m", dest="model_id", help="hf_id or local path of a text model (instead of a file)")
@@ -213,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s", exc)
             return 2
         # The children drain for up to their grace period; SIGKILL only comes after that, with a margin.
-        supervisor = Supervisor(processes, env=child_env, probe=is_ready,
-                                grace_secs=options.drain_grace_secs + STOP_MARGIN_SECS)  # fmt: skip
+        supervisor = Supervisor(
+            processes, env=child_env, probe=is_ready, grace_secs=options.drain_grace_secs + STOP_MARGIN_SECS
+        )
         gateway = plan.processes[-1]
         vision = next((spec.name for spec in plan.processes if spec.kind == "vision_engine"), None)
 
@@ -222,9 +243,15 @@ def main(argv: list[str] | None = None) -> int:
         keys_required = bool(api_key_env(args.api_key) or gw.api_keys or gw.api_keys_file)
 
         def announce(failed: dict[str, str]) -> None:
-            banner = ready_banner(plan.config, gateway.host, gateway.port, ui_server=args.ui_server,
-                                  engine_metrics=[(spec.name, spec.metrics_port) for spec in plan.processes if spec.metrics_port],
-                                  vision_error=failed.get(vision), keys_required=keys_required)  # fmt: skip
+            banner = ready_banner(
+                plan.config,
+                gateway.host,
+                gateway.port,
+                ui_server=args.ui_server,
+                engine_metrics=[(spec.name, spec.metrics_port) for spec in plan.processes if spec.metrics_port],
+                vision_error=failed.get(vision),
+                keys_required=keys_required,
+            )
             print(banner, flush=True)
 
         return supervisor.run(on_ready=announce, ready_timeout=args.ready_timeout)

@@ -117,8 +117,9 @@ def engine_ports(config: ModelsConfig, base: int) -> dict[str, int]:
     return {entry.name: base + i for i, entry in enumerate(order)}
 
 
-def plan_stack(config: ModelsConfig, options: StackOptions, resolved_config_path: Path, *,
-               vision_engine_installed: bool = True) -> StackPlan:  # fmt: skip
+def plan_stack(
+    config: ModelsConfig, options: StackOptions, resolved_config_path: Path, *, vision_engine_installed: bool = True
+) -> StackPlan:
     """Assign ports, fill in endpoints, and list the processes (engines first, gateway last).
 
     ValueError if the ports cannot work (out of range, or the gateway's is also an engine's).
@@ -139,8 +140,14 @@ def plan_stack(config: ModelsConfig, options: StackOptions, resolved_config_path
     # children (which inherit the environment anyway) and the launcher's probes agree. The engines are dialled
     # as 127.0.0.1: their certificate must name it, or tls.server_name the name it carries.
     resolved = config.with_endpoints(endpoints).model_copy(update={"tls": resolve_tls(config.tls)})
-    common = ("--models-config", str(resolved_config_path), "--log-level", options.log_level,
-              "--drain-grace-secs", f"{options.drain_grace_secs:g}")  # fmt: skip
+    common = (
+        "--models-config",
+        str(resolved_config_path),
+        "--log-level",
+        options.log_level,
+        "--drain-grace-secs",
+        f"{options.drain_grace_secs:g}",
+    )
     processes = [
         _engine(
             kind,
@@ -155,9 +162,18 @@ def plan_stack(config: ModelsConfig, options: StackOptions, resolved_config_path
         for entry in entries
     ]
     # --endpoint flags as well as the file: they beat a PROXYVISION_ENDPOINTS the gateway would inherit.
-    gateway = (sys.executable, "-m", "services.api_gateway", *common, "--host", options.host, "--port", str(options.port),
-               *(arg for name, target in endpoints.items() for arg in ("--endpoint", f"{name}={target}")),
-               *(("--ui-server",) if options.ui_server else ()))  # fmt: skip
+    gateway = (
+        sys.executable,
+        "-m",
+        "services.api_gateway",
+        *common,
+        "--host",
+        options.host,
+        "--port",
+        str(options.port),
+        *(arg for name, target in endpoints.items() for arg in ("--endpoint", f"{name}={target}")),
+        *(("--ui-server",) if options.ui_server else ()),
+    )
     processes.append(ProcessSpec("api_gateway", "api_gateway", gateway, options.port, options.host, "http"))
     return StackPlan(resolved, processes, skipped)
 
@@ -183,10 +199,25 @@ def _engine(
             f"model {model} has backend: vllm, but no python with vLLM was given (StackOptions.vllm_python)"
         )
     metrics_port = port + METRICS_PORT_OFFSET
-    argv = (python, "-m", f"services.{kind}", *common, "--model", model, "--host", ENGINE_HOST,
-            "--port", str(port), "--device", device, "--metrics-port", str(metrics_port))  # fmt: skip
-    return ProcessSpec(f"{kind}[{model}]", kind, argv, port, ENGINE_HOST, "grpc", metrics_port,
-                       required=kind == "text_engine", tls=tls)  # fmt: skip
+    argv = (
+        python,
+        "-m",
+        f"services.{kind}",
+        *common,
+        "--model",
+        model,
+        "--host",
+        ENGINE_HOST,
+        "--port",
+        str(port),
+        "--device",
+        device,
+        "--metrics-port",
+        str(metrics_port),
+    )
+    return ProcessSpec(
+        f"{kind}[{model}]", kind, argv, port, ENGINE_HOST, "grpc", metrics_port, required=kind == "text_engine", tls=tls
+    )
 
 
 def write_config(config: ModelsConfig, path: Path) -> None:

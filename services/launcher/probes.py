@@ -22,8 +22,10 @@ from .plan import ProcessSpec
 
 PROBE_TIMEOUT_SECS = 1.0
 # Both engine services answer GetModelInfo with the same ModelInfo message.
-_MODEL_INFO_METHOD = {"text_engine": "/proxyvision.v1.TextEngine/GetModelInfo",
-                      "vision_engine": "/proxyvision.v1.VisionEngine/GetModelInfo"}  # fmt: skip
+_MODEL_INFO_METHOD = {
+    "text_engine": "/proxyvision.v1.TextEngine/GetModelInfo",
+    "vision_engine": "/proxyvision.v1.VisionEngine/GetModelInfo",
+}
 
 
 @dataclass(frozen=True)
@@ -79,23 +81,28 @@ def grpc_serving(target: str, timeout: float = PROBE_TIMEOUT_SECS, tls: TlsSetti
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def model_info(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS,
-               tls: TlsSettings | None = None) -> common_pb2.ModelInfo | None:  # fmt: skip
+def model_info(
+    target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS, tls: TlsSettings | None = None
+) -> common_pb2.ModelInfo | None:
     """The engine's GetModelInfo answer, or None while it does not answer (still starting)."""
     method = _MODEL_INFO_METHOD.get(kind)
     if method is None:
         return None
     with open_sync_channel(target, tls) as channel:
-        call = channel.unary_unary(method, request_serializer=common_pb2.GetModelInfoRequest.SerializeToString,
-                                   response_deserializer=common_pb2.ModelInfo.FromString)  # fmt: skip
+        call = channel.unary_unary(
+            method,
+            request_serializer=common_pb2.GetModelInfoRequest.SerializeToString,
+            response_deserializer=common_pb2.ModelInfo.FromString,
+        )
         try:
             return call(common_pb2.GetModelInfoRequest(), timeout=timeout)
         except grpc.RpcError:
             return None
 
 
-def engine_readiness(target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS,
-                     tls: TlsSettings | None = None) -> Readiness:  # fmt: skip
+def engine_readiness(
+    target: str, kind: str, timeout: float = PROBE_TIMEOUT_SECS, tls: TlsSettings | None = None
+) -> Readiness:
     """SERVING is ready; otherwise GetModelInfo tells a model still loading from one that failed to load."""
     if grpc_serving(target, timeout, tls):
         return Readiness(ready=True)

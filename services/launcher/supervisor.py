@@ -106,8 +106,15 @@ class Supervisor:
     """Owns the children of one launcher: start, watch (probe, restart with backoff, give up on a crash
     loop) until a stop is requested or a required child is lost, stop."""
 
-    def __init__(self, specs: Sequence[ProcessSpec], *, grace_secs: float = 10.0, env: dict | None = None,
-                 probe: Probe | None = None, restart: RestartPolicy | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        specs: Sequence[ProcessSpec],
+        *,
+        grace_secs: float = 10.0,
+        env: dict | None = None,
+        probe: Probe | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> None:
         self.specs = list(specs)
         self.grace_secs = grace_secs
         self._env = env
@@ -129,15 +136,27 @@ class Supervisor:
     def _start(self, child: _Child) -> None:
         # stdin closed: a child in a background process group that read the terminal would be stopped.
         # Output through a pipe we pass on: its last lines explain a crash loop.
-        proc = subprocess.Popen(list(child.spec.argv), env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, preexec_fn=self._hook, process_group=0)  # fmt: skip
+        proc = subprocess.Popen(
+            list(child.spec.argv),
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self._hook,
+            process_group=0,
+        )
         child.proc, child.output, child.reaped, child.restart_at = proc, OutputTail(proc.stdout), False, None
         child.started_at = time.monotonic()
         self.procs[child.spec.name] = proc
         log.info("started %s (pid %d, port %d)", child.spec.name, proc.pid, child.spec.port)
 
-    def wait(self, *, on_ready: Callable[[dict[str, str]], None] | None = None, ready_timeout: float = 600.0,
-             poll_secs: float = 0.25) -> int:  # fmt: skip
+    def wait(
+        self,
+        *,
+        on_ready: Callable[[dict[str, str]], None] | None = None,
+        ready_timeout: float = 600.0,
+        poll_secs: float = 0.25,
+    ) -> int:
         """Block until a stop is requested (0) or the stack cannot go on (1); returns the exit code.
 
         Children not yet ready are probed each round; each is logged when it becomes ready, and
@@ -211,20 +230,37 @@ class Supervisor:
         decision = child.history.on_exit(now, now - child.started_at)
         if isinstance(decision, GiveUp):
             tail = child.output.text() if child.output else ""
-            log.error("%s exited unexpectedly with %s, its %d%s crash in %.0fs: a crash loop, giving up on it. "
-                      "Its last output:\n%s", spec.name, status, decision.crashes, _ordinal(decision.crashes),
-                      self.restart.crash_window_secs, _indented(tail))  # fmt: skip
+            log.error(
+                "%s exited unexpectedly with %s, its %d%s crash in %.0fs: a crash loop, giving up on it. "
+                "Its last output:\n%s",
+                spec.name,
+                status,
+                decision.crashes,
+                _ordinal(decision.crashes),
+                self.restart.crash_window_secs,
+                _indented(tail),
+            )
             if spec.required:
                 log.error("%s is required; stopping the stack", spec.name)
                 raise _StopStack
             self.failed[spec.name] = f"crash loop ({decision.crashes} crashes, last {status})"
-            log.warning("%s is optional: the stack keeps serving without it (image requests answer 503 "
-                        "vision_unavailable until the launcher is restarted)", spec.name)  # fmt: skip
+            log.warning(
+                "%s is optional: the stack keeps serving without it (image requests answer 503 "
+                "vision_unavailable until the launcher is restarted)",
+                spec.name,
+            )
             return
         child.restart_at = now + decision.delay_secs
-        log.warning("%s exited unexpectedly with %s after %.1fs; restarting it in %gs (crash %d of %d allowed in %.0fs)",
-                    spec.name, status, now - child.started_at, decision.delay_secs, decision.crashes,
-                    self.restart.max_crashes - 1, self.restart.crash_window_secs)  # fmt: skip
+        log.warning(
+            "%s exited unexpectedly with %s after %.1fs; restarting it in %gs (crash %d of %d allowed in %.0fs)",
+            spec.name,
+            status,
+            now - child.started_at,
+            decision.delay_secs,
+            decision.crashes,
+            self.restart.max_crashes - 1,
+            self.restart.crash_window_secs,
+        )
 
     def _doing(self, spec: ProcessSpec) -> str:
         status = self._status.get(spec.name, "")
@@ -243,8 +279,12 @@ class Supervisor:
         self._stop_requests += 1
         if self._stop_requests == 1:
             # What happens next, and how to skip it: a drain with streams open can take the whole grace period.
-            log.info("%s received; stopping: running requests get up to %.0fs to finish (%s again to stop now)",
-                     signal.Signals(signum).name, self.grace_secs, "Ctrl-C" if signum == signal.SIGINT else "the signal")  # fmt: skip
+            log.info(
+                "%s received; stopping: running requests get up to %.0fs to finish (%s again to stop now)",
+                signal.Signals(signum).name,
+                self.grace_secs,
+                "Ctrl-C" if signum == signal.SIGINT else "the signal",
+            )
         elif self._stopping:  # else `stop`, about to run, sees the count and kills
             self._kill_all()
 

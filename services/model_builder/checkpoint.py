@@ -62,8 +62,13 @@ def build_atomically(target: Path, stands_in_for: str, write: Callable[[Path], d
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the checkpoint from other users (e.g. a container's)
         try:
             details = write(tmp)
-            marker = {"tiny_offline_stand_in": True, "stands_in_for": stands_in_for, "random_weights": True,
-                      "builder_version": BUILDER_VERSION, **details}  # fmt: skip
+            marker = {
+                "tiny_offline_stand_in": True,
+                "stands_in_for": stands_in_for,
+                "random_weights": True,
+                "builder_version": BUILDER_VERSION,
+                **details,
+            }
             (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
             for file in tmp.iterdir():
                 file.chmod(0o644)  # safetensors are written 0600; readable by all, like the directory

@@ -97,9 +97,14 @@ def corpus(sentences: int = 3000, seed: int = 0) -> list[str]:
 
     def fill(template: str) -> str:
         return template.format(
-            n=rng.choice(nouns), n2=rng.choice(nouns), n3=rng.choice(nouns), a=rng.choice(adjectives),
-            a2=rng.choice(adjectives), v=rng.choice(verbs), p=rng.choice(places),
-        )  # fmt: skip
+            n=rng.choice(nouns),
+            n2=rng.choice(nouns),
+            n3=rng.choice(nouns),
+            a=rng.choice(adjectives),
+            a2=rng.choice(adjectives),
+            v=rng.choice(verbs),
+            p=rng.choice(places),
+        )
 
     lines = []
     for i in range(sentences):

@@ -38,19 +38,44 @@ VOCAB_SIZE = 151936
 
 # config.json as the repo has it, with this model's sizes.
 CONFIG = {
-    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-    "bos_token_id": ENDOFTEXT, "eos_token_id": IM_END, "head_dim": 128, "hidden_act": "silu", "hidden_size": 64,
-    "initializer_range": 0.02, "intermediate_size": 192, "max_position_embeddings": 40960, "max_window_layers": 2,
-    "model_type": "qwen3", "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
-    "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None,
-    "tie_word_embeddings": True, "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": True,
-    "use_sliding_window": False, "vocab_size": VOCAB_SIZE,
-}  # fmt: skip
+    "architectures": ["Qwen3ForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": ENDOFTEXT,
+    "eos_token_id": IM_END,
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "hidden_size": 64,
+    "initializer_range": 0.02,
+    "intermediate_size": 192,
+    "max_position_embeddings": 40960,
+    "max_window_layers": 2,
+    "model_type": "qwen3",
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": None,
+    "rope_theta": 1000000,
+    "sliding_window": None,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.51.0",
+    "use_cache": True,
+    "use_sliding_window": False,
+    "vocab_size": VOCAB_SIZE,
+}
 
 GENERATION_CONFIG = {
-    "bos_token_id": ENDOFTEXT, "do_sample": True, "eos_token_id": [IM_END, ENDOFTEXT], "pad_token_id": ENDOFTEXT,
-    "temperature": 0.6, "top_k": 20, "top_p": 0.95, "transformers_version": "4.51.0",
-}  # fmt: skip
+    "bos_token_id": ENDOFTEXT,
+    "do_sample": True,
+    "eos_token_id": [IM_END, ENDOFTEXT],
+    "pad_token_id": ENDOFTEXT,
+    "temperature": 0.6,
+    "top_k": 20,
+    "top_p": 0.95,
+    "transformers_version": "4.51.0",
+}
 
 
 @torch.no_grad()

@@ -41,24 +41,45 @@ QWEN2_SPLIT = (
 
 # The added tokens in id order from BPE_VOCAB, with their `special` flags.
 ADDED_TOKENS = [
-    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True), ("<|object_ref_start|>", True),
-    ("<|object_ref_end|>", True), ("<|box_start|>", True), ("<|box_end|>", True), ("<|quad_start|>", True),
-    ("<|quad_end|>", True), ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
-    ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False), ("</tool_call>", False),
-    ("<|fim_prefix|>", False), ("<|fim_middle|>", False), ("<|fim_suffix|>", False), ("<|fim_pad|>", False),
-    ("<|repo_name|>", False), ("<|file_sep|>", False), ("<tool_response>", False), ("</tool_response>", False),
-    ("<think>", False), ("</think>", False),
-]  # fmt: skip
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False),
+    ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
+    ("<tool_response>", False),
+    ("</tool_response>", False),
+    ("<think>", False),
+    ("</think>", False),
+]
 TOKEN_IDS = {token: BPE_VOCAB + i for i, (token, _) in enumerate(ADDED_TOKENS)}
 NUM_TOKENS = BPE_VOCAB + len(ADDED_TOKENS)  # 151669, len(tokenizer) of the real one
 
 
 def _pipeline(tok: Tokenizer) -> Tokenizer:
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-    ])  # fmt: skip
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
     tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     return tok
@@ -79,8 +100,12 @@ def build_qwen3_tokenizer(added: int = len(ADDED_TOKENS)) -> Tokenizer:
     """The full-size tokenizer: learned BPE, filler up to id 151642, then the first `added` of the 26 real added
     tokens at their ids (Qwen3 has all 26; the Qwen-VL repos, released before the tool and think tokens, fewer)."""
     learner = _pipeline(Tokenizer(models.BPE(unk_token=None)))
-    trainer = trainers.BpeTrainer(vocab_size=LEARNED_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=[], show_progress=False)  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=LEARNED_VOCAB,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+        show_progress=False,
+    )
     learner.train_from_iterator(corpus(), trainer)
     if learner.get_vocab_size() != LEARNED_VOCAB:
         # The corpus is sized so this cannot happen; a smaller vocabulary would silently change every id.
@@ -90,8 +115,13 @@ def build_qwen3_tokenizer(added: int = len(ADDED_TOKENS)) -> Tokenizer:
     for i, word in enumerate(_filler(set(vocab), BPE_VOCAB - len(vocab)), start=len(vocab)):
         vocab[word] = i
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
-    tok = _pipeline(Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False,
-                                         byte_fallback=False, ignore_merges=False)))  # fmt: skip
+    tok = _pipeline(
+        Tokenizer(
+            models.BPE(
+                vocab=vocab, merges=merges, unk_token=None, fuse_unk=False, byte_fallback=False, ignore_merges=False
+            )
+        )
+    )
     for token, special in ADDED_TOKENS[:added]:  # one at a time, so each takes the next id
         item = AddedToken(token, special=special, normalized=False)
         if special:
@@ -109,16 +139,28 @@ def tokenizer_config(chat_template: str) -> dict:
     return {
         "add_prefix_space": False,
         "added_tokens_decoder": {
-            str(TOKEN_IDS[token]): {"content": token, "lstrip": False, "normalized": False, "rstrip": False,
-                                    "single_word": False, "special": special}
+            str(TOKEN_IDS[token]): {
+                "content": token,
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": special,
+            }
             for token, special in ADDED_TOKENS
         },
         "additional_special_tokens": [t for t, special in ADDED_TOKENS[1:] if special],  # <|endoftext|> is pad
-        "bos_token": None, "chat_template": chat_template, "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": CONTEXT,
-        "pad_token": "<|endoftext|>", "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer",
+        "bos_token": None,
+        "chat_template": chat_template,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>",
+        "errors": "replace",
+        "model_max_length": CONTEXT,
+        "pad_token": "<|endoftext|>",
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
         "unk_token": None,
-    }  # fmt: skip
+    }
 
 
 def write_qwen3_tokenizer(out: Path, chat_template: str) -> None:
@@ -129,5 +171,6 @@ def write_qwen3_tokenizer(out: Path, chat_template: str) -> None:
     (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False) + "\n")
     merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(chat_template), indent=2,
-                                                          ensure_ascii=False) + "\n")  # fmt: skip
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(tokenizer_config(chat_template), indent=2, ensure_ascii=False) + "\n"
+    )

@@ -154,22 +154,74 @@ class Sizes:
 
 REAL = Sizes(
     "real",
-    Ministral3Size(vocab=131072, hidden=3072, layers=26, heads=32, kv_heads=8, head_dim=128, ffn=9216,
-                   context=262144, vision_hidden=1024, vision_ffn=4096, vision_layers=24, vision_heads=16,
-                   vision_head_dim=64, shards=2),
-    Qwen2VLSize(vocab=152064, hidden=3584, ffn=18944, layers=28, heads=28, kv_heads=4, context=32768,
-                mrope_section=(16, 24, 24), vision_depth=32, vision_embed=1280, vision_mlp_ratio=4, vision_heads=16,
-                shards=4),
-)  # fmt: skip
+    Ministral3Size(
+        vocab=131072,
+        hidden=3072,
+        layers=26,
+        heads=32,
+        kv_heads=8,
+        head_dim=128,
+        ffn=9216,
+        context=262144,
+        vision_hidden=1024,
+        vision_ffn=4096,
+        vision_layers=24,
+        vision_heads=16,
+        vision_head_dim=64,
+        shards=2,
+    ),
+    Qwen2VLSize(
+        vocab=152064,
+        hidden=3584,
+        ffn=18944,
+        layers=28,
+        heads=28,
+        kv_heads=4,
+        context=32768,
+        mrope_section=(16, 24, 24),
+        vision_depth=32,
+        vision_embed=1280,
+        vision_mlp_ratio=4,
+        vision_heads=16,
+        shards=4,
+    ),
+)
 
 # The tiny stand-ins' sizes, with vocabularies a little past the tokenizers' so the undecodable-rows path runs.
 SMALL = Sizes(
     "small",
-    Ministral3Size(vocab=2 * TINY_VOCAB, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, ffn=256, context=4096,
-                   vision_hidden=32, vision_ffn=64, vision_layers=1, vision_heads=2, vision_head_dim=16, shards=2),
-    Qwen2VLSize(vocab=2048, hidden=64, ffn=256, layers=2, heads=4, kv_heads=2, context=QWEN_TINY_CONTEXT,
-                mrope_section=(2, 3, 3), vision_depth=2, vision_embed=32, vision_mlp_ratio=2, vision_heads=2, shards=2),
-)  # fmt: skip
+    Ministral3Size(
+        vocab=2 * TINY_VOCAB,
+        hidden=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        head_dim=16,
+        ffn=256,
+        context=4096,
+        vision_hidden=32,
+        vision_ffn=64,
+        vision_layers=1,
+        vision_heads=2,
+        vision_head_dim=16,
+        shards=2,
+    ),
+    Qwen2VLSize(
+        vocab=2048,
+        hidden=64,
+        ffn=256,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        context=QWEN_TINY_CONTEXT,
+        mrope_section=(2, 3, 3),
+        vision_depth=2,
+        vision_embed=32,
+        vision_mlp_ratio=2,
+        vision_heads=2,
+        shards=2,
+    ),
+)
 
 SIZES = {sizes.name: sizes for sizes in (REAL, SMALL)}
 
@@ -219,15 +271,36 @@ def write_ministral3(out: Path, text_only: Path, size: Ministral3Size, device: s
     model alone as `Ministral3ForCausalLM` at `text_only`. Returns details for the marker."""
     torch.manual_seed(0)
     started = time.monotonic()
-    text = _text_config(size.vocab, hidden=size.hidden, layers=size.layers, heads=size.heads, kv_heads=size.kv_heads,
-                        head_dim=size.head_dim, ffn=size.ffn, context=size.context, tied=True)  # fmt: skip
-    vision = PixtralVisionConfig(hidden_size=size.vision_hidden, intermediate_size=size.vision_ffn,
-                                 num_hidden_layers=size.vision_layers, num_attention_heads=size.vision_heads,
-                                 head_dim=size.vision_head_dim, image_size=1540, patch_size=14)  # fmt: skip
+    text = _text_config(
+        size.vocab,
+        hidden=size.hidden,
+        layers=size.layers,
+        heads=size.heads,
+        kv_heads=size.kv_heads,
+        head_dim=size.head_dim,
+        ffn=size.ffn,
+        context=size.context,
+        tied=True,
+    )
+    vision = PixtralVisionConfig(
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_ffn,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads,
+        head_dim=size.vision_head_dim,
+        image_size=1540,
+        patch_size=14,
+    )
     config = Mistral3Config(
-        text_config=text, vision_config=vision, image_token_index=IMG, spatial_merge_size=2,
-        projector_hidden_act="gelu", multimodal_projector_bias=False, vision_feature_layer=-1, tie_word_embeddings=True,
-    )  # fmt: skip
+        text_config=text,
+        vision_config=vision,
+        image_token_index=IMG,
+        spatial_merge_size=2,
+        projector_hidden_act="gelu",
+        multimodal_projector_bias=False,
+        vision_feature_layer=-1,
+        tie_word_embeddings=True,
+    )
     config.architectures = ["Mistral3ForConditionalGeneration"]
     with _building_on(device, dtype):
         model = Mistral3ForConditionalGeneration(config)
@@ -260,9 +333,15 @@ def write_ministral3(out: Path, text_only: Path, size: Ministral3Size, device: s
     shutil.rmtree(text_only, ignore_errors=True)
     building.rename(text_only)
     language_model = sum(p.numel() for p in model.model.language_model.parameters())
-    details = {"parameters": sum(p.numel() for p in model.parameters()), "language_model_parameters": language_model,
-               "dtype": str(dtype).removeprefix("torch."), "built_on": device, "init_seconds": round(built, 2),
-               "size": asdict(size), "tokenizer_vocab": TINY_VOCAB}  # fmt: skip
+    details = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "language_model_parameters": language_model,
+        "dtype": str(dtype).removeprefix("torch."),
+        "built_on": device,
+        "init_seconds": round(built, 2),
+        "size": asdict(size),
+        "tokenizer_vocab": TINY_VOCAB,
+    }
     del model, causal
     return details
 
@@ -270,15 +349,29 @@ def write_ministral3(out: Path, text_only: Path, size: Ministral3Size, device: s
 def _qwen_flat_config(ids: dict[str, int], size: Qwen2VLSize) -> dict:
     """The 7B repo's config.json layout (vision_model._flat_config) with `size`'s dimensions."""
     flat = _flat_config(ids, size.vocab)
-    flat.update({
-        "hidden_size": size.hidden, "intermediate_size": size.ffn, "num_hidden_layers": size.layers,
-        "max_window_layers": size.layers, "num_attention_heads": size.heads, "num_key_value_heads": size.kv_heads,
-        "max_position_embeddings": size.context, "sliding_window": size.context, "torch_dtype": "bfloat16",
-        "rope_scaling": {"type": "mrope", "mrope_section": list(size.mrope_section)},
-    })  # fmt: skip
-    flat["vision_config"].update({"depth": size.vision_depth, "embed_dim": size.vision_embed,
-                                  "mlp_ratio": size.vision_mlp_ratio, "num_heads": size.vision_heads,
-                                  "hidden_size": size.hidden})  # fmt: skip
+    flat.update(
+        {
+            "hidden_size": size.hidden,
+            "intermediate_size": size.ffn,
+            "num_hidden_layers": size.layers,
+            "max_window_layers": size.layers,
+            "num_attention_heads": size.heads,
+            "num_key_value_heads": size.kv_heads,
+            "max_position_embeddings": size.context,
+            "sliding_window": size.context,
+            "torch_dtype": "bfloat16",
+            "rope_scaling": {"type": "mrope", "mrope_section": list(size.mrope_section)},
+        }
+    )
+    flat["vision_config"].update(
+        {
+            "depth": size.vision_depth,
+            "embed_dim": size.vision_embed,
+            "mlp_ratio": size.vision_mlp_ratio,
+            "num_heads": size.vision_heads,
+            "hidden_size": size.hidden,
+        }
+    )
     return flat
 
 
@@ -301,8 +394,15 @@ def write_qwen2_vl(out: Path, size: Qwen2VLSize, device: str, dtype: torch.dtype
     """A random `Qwen2VLForConditionalGeneration` of `size` in the 7B repo's (pre-transformers-5) layout."""
     torch.manual_seed(2)
     started = time.monotonic()
-    tok = train_tokenizer(QWEN_TOKENIZER_VOCAB, trailing_specials=QWEN_SPECIAL_TOKENS, bos=None, eos="<|im_end|>",
-                          unk=None, pad="<|endoftext|>", model_max_length=size.context)  # fmt: skip
+    tok = train_tokenizer(
+        QWEN_TOKENIZER_VOCAB,
+        trailing_specials=QWEN_SPECIAL_TOKENS,
+        bos=None,
+        eos="<|im_end|>",
+        unk=None,
+        pad="<|endoftext|>",
+        model_max_length=size.context,
+    )
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     flat = _qwen_flat_config(ids, size)
     # A copy: the config class rewrites the rope dict it is given, and config.json must keep the old form.
@@ -316,14 +416,24 @@ def write_qwen2_vl(out: Path, size: Qwen2VLSize, device: str, dtype: torch.dtype
     built = time.monotonic() - started
     _save_shards({_legacy_name(k): v for k, v in model.state_dict().items()}, out, size.shards)
     (out / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
-    generation = {"bos_token_id": endoftext, "pad_token_id": endoftext, "eos_token_id": [im_end, endoftext],
-                  **QWEN_GENERATION_CONFIG, "transformers_version": "4.41.2"}  # fmt: skip
+    generation = {
+        "bos_token_id": endoftext,
+        "pad_token_id": endoftext,
+        "eos_token_id": [im_end, endoftext],
+        **QWEN_GENERATION_CONFIG,
+        "transformers_version": "4.41.2",
+    }
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     _write_tokenizer(tok, out, ids)
     (out / "preprocessor_config.json").write_text(json.dumps(QWEN_PREPROCESSOR_CONFIG, indent=2) + "\n")
-    details = {"parameters": sum(p.numel() for p in model.parameters()), "dtype": str(dtype).removeprefix("torch."),
-               "built_on": device, "init_seconds": round(built, 2), "size": asdict(size),
-               "tokenizer_vocab": len(tok)}  # fmt: skip
+    details = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(dtype).removeprefix("torch."),
+        "built_on": device,
+        "init_seconds": round(built, 2),
+        "size": asdict(size),
+        "tokenizer_vocab": len(tok),
+    }
     del model
     return details
 

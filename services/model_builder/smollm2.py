@@ -26,17 +26,24 @@ def packaged_gguf() -> Path:
     """The GGUF file inside the installed wheel; RuntimeError with the install command if it is not there."""
     spec = importlib.util.find_spec(PACKAGE)  # finds the package without running its __init__
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"{DISTRIBUTION} is not installed: pip install --no-deps {DISTRIBUTION}=={VERSION} "
-                           "(`make install` does)")  # fmt: skip
+        raise RuntimeError(
+            f"{DISTRIBUTION} is not installed: pip install --no-deps {DISTRIBUTION}=={VERSION} (`make install` does)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.is_file():
-        raise RuntimeError(f"{DISTRIBUTION} is installed but has no {GGUF_NAME} at {path.parent}; "
-                           f"reinstall {DISTRIBUTION}=={VERSION}")  # fmt: skip
+        raise RuntimeError(
+            f"{DISTRIBUTION} is installed but has no {GGUF_NAME} at {path.parent}; reinstall {DISTRIBUTION}=={VERSION}"
+        )
     return path
 
 
 def write_smollm2(out: Path) -> dict:
     """Convert the packaged GGUF into `out`; the marker says it is real and where it came from."""
     details = convert_to_checkpoint(packaged_gguf(), out)
-    return {**details, "tiny_offline_stand_in": False, "random_weights": False, "real_model": HUB_ID,
-            "from_package": f"{DISTRIBUTION}=={VERSION}"}  # fmt: skip
+    return {
+        **details,
+        "tiny_offline_stand_in": False,
+        "random_weights": False,
+        "real_model": HUB_ID,
+        "from_package": f"{DISTRIBUTION}=={VERSION}",
+    }

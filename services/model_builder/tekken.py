@@ -23,12 +23,33 @@ VERSION = "v13"
 
 # id -> token for the named special tokens; every other id below NUM_SPECIAL_TOKENS is `<SPECIAL_id>`.
 NAMED_SPECIAL_TOKENS = {
-    0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]", 5: "[AVAILABLE_TOOLS]", 6: "[/AVAILABLE_TOOLS]",
-    7: "[TOOL_RESULTS]", 8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]", 10: "[IMG]", 11: "<pad>", 12: "[IMG_BREAK]",
-    13: "[IMG_END]", 14: "[PREFIX]", 15: "[MIDDLE]", 16: "[SUFFIX]", 17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]",
-    19: "[TOOL_CONTENT]", 24: "[AUDIO]", 25: "[BEGIN_AUDIO]", 32: "[ARGS]", 33: "[CALL_ID]", 34: "[THINK]",
+    0: "<unk>",
+    1: "<s>",
+    2: "</s>",
+    3: "[INST]",
+    4: "[/INST]",
+    5: "[AVAILABLE_TOOLS]",
+    6: "[/AVAILABLE_TOOLS]",
+    7: "[TOOL_RESULTS]",
+    8: "[/TOOL_RESULTS]",
+    9: "[TOOL_CALLS]",
+    10: "[IMG]",
+    11: "<pad>",
+    12: "[IMG_BREAK]",
+    13: "[IMG_END]",
+    14: "[PREFIX]",
+    15: "[MIDDLE]",
+    16: "[SUFFIX]",
+    17: "[SYSTEM_PROMPT]",
+    18: "[/SYSTEM_PROMPT]",
+    19: "[TOOL_CONTENT]",
+    24: "[AUDIO]",
+    25: "[BEGIN_AUDIO]",
+    32: "[ARGS]",
+    33: "[CALL_ID]",
+    34: "[THINK]",
     35: "[/THINK]",
-}  # fmt: skip
+}
 
 
 def special_tokens() -> list[str]:

@@ -63,14 +63,28 @@ TINY_CONTEXT = 4096
 # processor's config, no preprocessor_config.json): PixtralProcessor's image tokens and geometry, and the
 # PixtralImageProcessorFast settings that `AutoImageProcessor` loads (native vision reads them).
 IMAGE_PROCESSOR_CONFIG = {
-    "data_format": "channels_first", "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_processor_type": "PixtralImageProcessorFast",
-    "image_std": [0.26862954, 0.26130258, 0.27577711], "patch_size": 14, "resample": 3,
-    "rescale_factor": 0.00392156862745098, "size": {"longest_edge": 1540},
-}  # fmt: skip
-PROCESSOR_CONFIG = {"image_break_token": "[IMG_BREAK]", "image_end_token": "[IMG_END]",
-                    "image_processor": IMAGE_PROCESSOR_CONFIG, "image_token": "[IMG]", "patch_size": 14,
-                    "processor_class": "PixtralProcessor", "spatial_merge_size": 2}  # fmt: skip
+    "data_format": "channels_first",
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_processor_type": "PixtralImageProcessorFast",
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "patch_size": 14,
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"longest_edge": 1540},
+}
+PROCESSOR_CONFIG = {
+    "image_break_token": "[IMG_BREAK]",
+    "image_end_token": "[IMG_END]",
+    "image_processor": IMAGE_PROCESSOR_CONFIG,
+    "image_token": "[IMG]",
+    "patch_size": 14,
+    "processor_class": "PixtralProcessor",
+    "spatial_merge_size": 2,
+}
 
 # The bench tokenizer's leading special tokens: the first 36 ids of the real tekken vocabulary.
 SPECIAL_TOKENS = [NAMED_SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>") for i in range(36)]
@@ -85,14 +99,21 @@ TEXT_ONLY_KEY_MAPPING = {
 
 # transformers' Ministral3 names -> Mistral's native (consolidated.safetensors) names.
 _NATIVE_NAMES = [
-    ("language_model.model.embed_tokens.", "tok_embeddings."), ("language_model.model.norm.", "norm."),
-    ("language_model.model.layers.", "layers."), (".self_attn.q_proj.", ".attention.wq."),
-    (".self_attn.k_proj.", ".attention.wk."), (".self_attn.v_proj.", ".attention.wv."),
-    (".self_attn.o_proj.", ".attention.wo."), (".mlp.gate_proj.", ".feed_forward.w1."),
-    (".mlp.down_proj.", ".feed_forward.w2."), (".mlp.up_proj.", ".feed_forward.w3."),
-    (".input_layernorm.", ".attention_norm."), (".post_attention_layernorm.", ".ffn_norm."),
-    ("vision_tower.", "vision_encoder."), ("multi_modal_projector.", "vision_language_adapter."),
-]  # fmt: skip
+    ("language_model.model.embed_tokens.", "tok_embeddings."),
+    ("language_model.model.norm.", "norm."),
+    ("language_model.model.layers.", "layers."),
+    (".self_attn.q_proj.", ".attention.wq."),
+    (".self_attn.k_proj.", ".attention.wk."),
+    (".self_attn.v_proj.", ".attention.wv."),
+    (".self_attn.o_proj.", ".attention.wo."),
+    (".mlp.gate_proj.", ".feed_forward.w1."),
+    (".mlp.down_proj.", ".feed_forward.w2."),
+    (".mlp.up_proj.", ".feed_forward.w3."),
+    (".input_layernorm.", ".attention_norm."),
+    (".post_attention_layernorm.", ".ffn_norm."),
+    ("vision_tower.", "vision_encoder."),
+    ("multi_modal_projector.", "vision_language_adapter."),
+]
 
 
 def text_only_key_mapping() -> dict[str, str]:
@@ -102,50 +123,109 @@ def text_only_key_mapping() -> dict[str, str]:
 
 def ministral3_tokenizer(vocab_size: int, context: int):
     """The bench's locally trained stand-in for the tekken tokenizer, with the Ministral-3 chat template."""
-    tok = train_tokenizer(vocab_size, leading_specials=SPECIAL_TOKENS, bos="<s>", eos="</s>", unk="<unk>",
-                          pad="<pad>", model_max_length=context)  # fmt: skip
+    tok = train_tokenizer(
+        vocab_size,
+        leading_specials=SPECIAL_TOKENS,
+        bos="<s>",
+        eos="</s>",
+        unk="<unk>",
+        pad="<pad>",
+        model_max_length=context,
+    )
     tok.chat_template = MINISTRAL3_CHAT_TEMPLATE
     return tok
 
 
 def _rope(context: int) -> dict:
     # The real model's YaRN rope (factor 16, theta 1e6, Llama-4 attention scaling), scaled to this context.
-    return {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 16.0, "original_max_position_embeddings": context // 16,
-            "max_position_embeddings": context, "beta_fast": 32.0, "beta_slow": 1.0, "mscale_all_dim": 1.0,
-            "mscale": 1.0, "llama_4_scaling_beta": 0.1}  # fmt: skip
+    return {
+        "rope_type": "yarn",
+        "rope_theta": 1000000.0,
+        "factor": 16.0,
+        "original_max_position_embeddings": context // 16,
+        "max_position_embeddings": context,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "mscale_all_dim": 1.0,
+        "mscale": 1.0,
+        "llama_4_scaling_beta": 0.1,
+    }
 
 
-def _text_config(vocab_size: int, *, hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, ffn: int,
-                 context: int, tied: bool) -> Ministral3Config:  # fmt: skip
+def _text_config(
+    vocab_size: int,
+    *,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    ffn: int,
+    context: int,
+    tied: bool,
+) -> Ministral3Config:
     return Ministral3Config(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
-        max_position_embeddings=context, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
-        rms_norm_eps=1e-5, tie_word_embeddings=tied, rope_parameters=_rope(context),
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        max_position_embeddings=context,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
+        rope_parameters=_rope(context),
+    )
 
 
 def _generation_config() -> GenerationConfig:
     # The card's recommended sampling, as the hub repo's generation_config.json carries it.
-    return GenerationConfig(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, do_sample=True, temperature=0.7,
-                            top_p=0.95)  # fmt: skip
+    return GenerationConfig(
+        bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, do_sample=True, temperature=0.7, top_p=0.95
+    )
 
 
 def _params_json(text: Ministral3Config, vision: PixtralVisionConfig) -> dict:
     """params.json: the native format's view of the same model (what mistral-inference and vLLM read)."""
     original = text.rope_parameters["original_max_position_embeddings"]
     return {
-        "dim": text.hidden_size, "n_layers": text.num_hidden_layers, "head_dim": text.head_dim,
-        "hidden_dim": text.intermediate_size, "n_heads": text.num_attention_heads,
-        "n_kv_heads": text.num_key_value_heads, "rope_theta": 1000000.0, "norm_eps": text.rms_norm_eps,
-        "vocab_size": text.vocab_size, "tied_embeddings": True, "max_position_embeddings": text.max_position_embeddings,
+        "dim": text.hidden_size,
+        "n_layers": text.num_hidden_layers,
+        "head_dim": text.head_dim,
+        "hidden_dim": text.intermediate_size,
+        "n_heads": text.num_attention_heads,
+        "n_kv_heads": text.num_key_value_heads,
+        "rope_theta": 1000000.0,
+        "norm_eps": text.rms_norm_eps,
+        "vocab_size": text.vocab_size,
+        "tied_embeddings": True,
+        "max_position_embeddings": text.max_position_embeddings,
         "llama_4_scaling": {"original_max_position_embeddings": original, "beta": 0.1},
-        "yarn": {"original_max_position_embeddings": original, "factor": 16, "apply_scale": False, "beta": 32, "alpha": 1},
-        "vision_encoder": {"hidden_size": vision.hidden_size, "num_channels": 3, "max_image_size": vision.image_size,
-                           "patch_size": vision.patch_size, "rope_theta": 10000.0, "intermediate_size": vision.intermediate_size,
-                           "num_hidden_layers": vision.num_hidden_layers, "num_attention_heads": vision.num_attention_heads,
-                           "image_token_id": IMG, "spatial_merge_size": 2, "adapter_bias": False},
-    }  # fmt: skip
+        "yarn": {
+            "original_max_position_embeddings": original,
+            "factor": 16,
+            "apply_scale": False,
+            "beta": 32,
+            "alpha": 1,
+        },
+        "vision_encoder": {
+            "hidden_size": vision.hidden_size,
+            "num_channels": 3,
+            "max_image_size": vision.image_size,
+            "patch_size": vision.patch_size,
+            "rope_theta": 10000.0,
+            "intermediate_size": vision.intermediate_size,
+            "num_hidden_layers": vision.num_hidden_layers,
+            "num_attention_heads": vision.num_attention_heads,
+            "image_token_id": IMG,
+            "spatial_merge_size": 2,
+            "adapter_bias": False,
+        },
+    }
 
 
 def _native_name(name: str) -> str:
@@ -156,15 +236,29 @@ def _native_name(name: str) -> str:
 
 def _write_ministral3(out: Path, arrange=None) -> dict:
     tied = True
-    text = _text_config(TINY_VOCAB, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, ffn=256,
-                        context=TINY_CONTEXT, tied=tied)  # fmt: skip
+    text = _text_config(
+        TINY_VOCAB, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, ffn=256, context=TINY_CONTEXT, tied=tied
+    )
     # The real pixtral tower's patch and image sizes; everything else as small as it goes.
-    vision = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                 head_dim=16, image_size=1540, patch_size=14)  # fmt: skip
+    vision = PixtralVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        head_dim=16,
+        image_size=1540,
+        patch_size=14,
+    )
     config = Mistral3Config(
-        text_config=text, vision_config=vision, image_token_index=IMG, spatial_merge_size=2,
-        projector_hidden_act="gelu", multimodal_projector_bias=False, vision_feature_layer=-1, tie_word_embeddings=tied,
-    )  # fmt: skip
+        text_config=text,
+        vision_config=vision,
+        image_token_index=IMG,
+        spatial_merge_size=2,
+        projector_hidden_act="gelu",
+        multimodal_projector_bias=False,
+        vision_feature_layer=-1,
+        tie_word_embeddings=tied,
+    )
     config.architectures = ["Mistral3ForConditionalGeneration"]
     model = Mistral3ForConditionalGeneration(config)
     if arrange is not None:
@@ -219,12 +313,14 @@ def write_bench_ministral3(out: Path) -> dict:
     torch.manual_seed(1)
     context = 8192
     tok = ministral3_tokenizer(2048, context)
-    config = _text_config(len(tok), hidden=768, layers=8, heads=12, kv_heads=4, head_dim=64, ffn=2304,
-                          context=context, tied=False)  # fmt: skip
+    config = _text_config(
+        len(tok), hidden=768, layers=8, heads=12, kv_heads=4, head_dim=64, ffn=2304, context=context, tied=False
+    )
     config.architectures = ["Ministral3ForCausalLM"]
     model = Ministral3ForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, do_sample=True,
-                                               temperature=0.7, top_p=0.95)  # fmt: skip
+    model.generation_config = GenerationConfig(
+        bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, do_sample=True, temperature=0.7, top_p=0.95
+    )
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return {"parameters": sum(p.numel() for p in model.parameters())}

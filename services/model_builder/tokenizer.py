@@ -40,9 +40,11 @@ def train_tokenizer(
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(leading_specials),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        special_tokens=list(leading_specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus(), trainer)
     if tok.get_vocab_size() != vocab_size:
         # The corpus is sized so this cannot happen; a smaller vocabulary would silently change every id.
@@ -50,9 +52,14 @@ def train_tokenizer(
     # Added to the raw tokenizer first so they get consecutive ids in the given order.
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in trailing_specials])
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token=unk, pad_token=pad,
-        clean_up_tokenization_spaces=False, model_max_length=model_max_length,
-    )  # fmt: skip
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        unk_token=unk,
+        pad_token=pad,
+        clean_up_tokenization_spaces=False,
+        model_max_length=model_max_length,
+    )
     named = {bos, eos, unk, pad}
     # Registered with the wrapper too, so they are saved as special tokens and skipped by `skip_special_tokens`.
     wrapped.add_special_tokens(

@@ -45,8 +45,17 @@ from .corpus import corpus
 from .vision_files import save_shards, write_json
 
 GEMMA3_HUB_ID = "google/gemma-3-4b-it"
-LEADING = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "[multimodal]", *(f"<unused{i}>" for i in range(99)),
-           "<start_of_turn>", "<end_of_turn>"]  # fmt: skip
+LEADING = [
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<mask>",
+    "[multimodal]",
+    *(f"<unused{i}>" for i in range(99)),
+    "<start_of_turn>",
+    "<end_of_turn>",
+]
 BYTES = [f"<0x{b:02X}>" for b in range(256)]
 BOI, EOI, IMAGE = 255999, 256000, 262144
 BPE_VOCAB = 262144  # ids 0..262143 in the model vocabulary; <image_soft_token> is added after them
@@ -97,31 +106,68 @@ GEMMA3_CHAT_TEMPLATE = """{{ bos_token }}
 """
 
 CONFIG = {
-    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": BOI, "eoi_token_index": EOI,
-    "eos_token_id": [1, 106], "image_token_index": IMAGE, "initializer_range": 0.02, "mm_tokens_per_image": 256,
+    "architectures": ["Gemma3ForConditionalGeneration"],
+    "boi_token_index": BOI,
+    "eoi_token_index": EOI,
+    "eos_token_id": [1, 106],
+    "image_token_index": IMAGE,
+    "initializer_range": 0.02,
+    "mm_tokens_per_image": 256,
     "model_type": "gemma3",
     "text_config": {
-        "head_dim": 256, "hidden_size": 32, "intermediate_size": 64, "model_type": "gemma3_text",
-        "num_attention_heads": 2, "num_hidden_layers": 6, "num_key_value_heads": 1,
-        "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024,
+        "head_dim": 256,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "model_type": "gemma3_text",
+        "num_attention_heads": 2,
+        "num_hidden_layers": 6,
+        "num_key_value_heads": 1,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "sliding_window": 1024,
     },
-    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.50.0.dev0",
     "vision_config": {
-        "hidden_size": 32, "image_size": 896, "intermediate_size": 64, "model_type": "siglip_vision_model",
-        "num_attention_heads": 2, "num_hidden_layers": 2, "patch_size": 14, "vision_use_head": False,
+        "hidden_size": 32,
+        "image_size": 896,
+        "intermediate_size": 64,
+        "model_type": "siglip_vision_model",
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "patch_size": 14,
+        "vision_use_head": False,
     },
-}  # fmt: skip
+}
 
-GENERATION_CONFIG = {"bos_token_id": 2, "cache_implementation": "hybrid", "do_sample": True, "eos_token_id": [1, 106],
-                     "pad_token_id": 0, "top_k": 64, "top_p": 0.95, "transformers_version": "4.50.0.dev0"}  # fmt: skip
+GENERATION_CONFIG = {
+    "bos_token_id": 2,
+    "cache_implementation": "hybrid",
+    "do_sample": True,
+    "eos_token_id": [1, 106],
+    "pad_token_id": 0,
+    "top_k": 64,
+    "top_p": 0.95,
+    "transformers_version": "4.50.0.dev0",
+}
 
 PREPROCESSOR_CONFIG = {
-    "do_convert_rgb": None, "do_normalize": True, "do_pan_and_scan": None, "do_rescale": True, "do_resize": True,
-    "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "Gemma3ImageProcessor", "image_seq_length": 256,
-    "image_std": [0.5, 0.5, 0.5], "pan_and_scan_max_num_crops": None, "pan_and_scan_min_crop_size": None,
-    "pan_and_scan_min_ratio_to_activate": None, "processor_class": "Gemma3Processor", "resample": 2,
-    "rescale_factor": 0.00392156862745098, "size": {"height": 896, "width": 896},
-}  # fmt: skip
+    "do_convert_rgb": None,
+    "do_normalize": True,
+    "do_pan_and_scan": None,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_processor_type": "Gemma3ImageProcessor",
+    "image_seq_length": 256,
+    "image_std": [0.5, 0.5, 0.5],
+    "pan_and_scan_max_num_crops": None,
+    "pan_and_scan_min_crop_size": None,
+    "pan_and_scan_min_ratio_to_activate": None,
+    "processor_class": "Gemma3Processor",
+    "resample": 2,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"height": 896, "width": 896},
+}
 
 
 def _specials() -> dict[int, str]:
@@ -167,8 +213,13 @@ def build_gemma3_tokenizer() -> Tokenizer:
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for i, t in sorted(specials.items())
-                            if i < len(LEADING) or i in (BOI, EOI)])  # fmt: skip
+    tok.add_special_tokens(
+        [
+            AddedToken(t, special=True, normalized=False)
+            for i, t in sorted(specials.items())
+            if i < len(LEADING) or i in (BOI, EOI)
+        ]
+    )
     tok.add_special_tokens([AddedToken("<image_soft_token>", special=True, normalized=False)])
     wrong = {t: i for i, t in [*specials.items(), (IMAGE, "<image_soft_token>")] if tok.token_to_id(t) != i}
     if wrong:
@@ -180,20 +231,46 @@ def _write_tokenizer(out: Path) -> int:
     tok, learned_end = build_gemma3_tokenizer()
     tok.save(str(out / "tokenizer.json"))
     extra = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
-    decoder = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                        "special": True}
-               for i, t in [*((i, t) for i, t in _specials().items() if i < len(LEADING) or i in (BOI, EOI)),
-                            (IMAGE, "<image_soft_token>")]}  # fmt: skip
-    write_json(out / "tokenizer_config.json", {
-        "add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": decoder, **extra,
-        "bos_token": "<bos>", "chat_template": GEMMA3_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
-        "eos_token": "<eos>", "extra_special_tokens": extra, "model_max_length": 1000000000000000019884624838656,
-        "pad_token": "<pad>", "processor_class": "Gemma3Processor", "sp_model_kwargs": None,
-        "spaces_between_special_tokens": False, "tokenizer_class": "GemmaTokenizer", "unk_token": "<unk>",
-        "use_default_system_prompt": False,
-    })  # fmt: skip
-    write_json(out / "special_tokens_map.json", {**extra, "bos_token": "<bos>", "eos_token": "<eos>",
-                                                 "pad_token": "<pad>", "unk_token": "<unk>"})  # fmt: skip
+    decoder = {
+        str(i): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, t in [
+            *((i, t) for i, t in _specials().items() if i < len(LEADING) or i in (BOI, EOI)),
+            (IMAGE, "<image_soft_token>"),
+        ]
+    }
+    write_json(
+        out / "tokenizer_config.json",
+        {
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "added_tokens_decoder": decoder,
+            **extra,
+            "bos_token": "<bos>",
+            "chat_template": GEMMA3_CHAT_TEMPLATE,
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<eos>",
+            "extra_special_tokens": extra,
+            "model_max_length": 1000000000000000019884624838656,
+            "pad_token": "<pad>",
+            "processor_class": "Gemma3Processor",
+            "sp_model_kwargs": None,
+            "spaces_between_special_tokens": False,
+            "tokenizer_class": "GemmaTokenizer",
+            "unk_token": "<unk>",
+            "use_default_system_prompt": False,
+        },
+    )
+    write_json(
+        out / "special_tokens_map.json",
+        {**extra, "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"},
+    )
     write_json(out / "chat_template.json", {"chat_template": GEMMA3_CHAT_TEMPLATE})
     return learned_end
 
@@ -201,8 +278,11 @@ def _write_tokenizer(out: Path) -> int:
 def legacy_name(name: str) -> str:
     """transformers-5 module names -> the 4b-it repo's (transformers 4.50) weight names."""
     # transformers 5's SiglipVisionModel has no `vision_model.` level; the repo's names (4.50) do.
-    for new, old in (("model.language_model.", "language_model.model."), ("model.vision_tower.", "vision_tower.vision_model."),
-                     ("model.multi_modal_projector.", "multi_modal_projector.")):  # fmt: skip
+    for new, old in (
+        ("model.language_model.", "language_model.model."),
+        ("model.vision_tower.", "vision_tower.vision_model."),
+        ("model.multi_modal_projector.", "multi_modal_projector."),
+    ):
         if name.startswith(new):
             return old + name[len(new) :]
     return name

@@ -37,10 +37,21 @@ from .tokenizer import train_tokenizer
 
 QWEN2_VL_HUB_ID = "Qwen/Qwen2-VL-7B-Instruct"
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|image_pad|>", "<|video_pad|>",
-]  # fmt: skip
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 # Qwen/Qwen2-VL-7B-Instruct's preprocessor_config.json, verbatim: 56x56 to ~3584x3584 pixels, one image
 # token per 28x28 pixels after the 2x2 merge.
@@ -65,22 +76,49 @@ CONTEXT = 8192
 def _flat_config(ids: dict[str, int], vocab_size: int) -> dict:
     """config.json as the 7B repo lays it out (transformers 4.4x), with this model's sizes."""
     return {
-        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
-        "attention_dropout": 0.0, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-        "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
-        "vision_token_id": ids["<|vision_pad|>"], "image_token_id": ids["<|image_pad|>"],
-        "video_token_id": ids["<|video_pad|>"], "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
-        "intermediate_size": 256, "max_position_embeddings": CONTEXT, "max_window_layers": 2,
-        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
-        "rope_theta": 1000000.0, "sliding_window": CONTEXT, "tie_word_embeddings": False, "torch_dtype": "float32",
-        "transformers_version": "4.41.2", "use_cache": True, "use_sliding_window": False,
-        "vision_config": {"depth": 2, "embed_dim": 32, "mlp_ratio": 2, "num_heads": 2, "in_chans": 3,
-                          "hidden_size": 64, "patch_size": 14, "spatial_merge_size": 2, "spatial_patch_size": 14,
-                          "temporal_patch_size": 2},
+        "architectures": ["Qwen2VLForConditionalGeneration"],
+        "model_type": "qwen2_vl",
+        "attention_dropout": 0.0,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "vision_token_id": ids["<|vision_pad|>"],
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 256,
+        "max_position_embeddings": CONTEXT,
+        "max_window_layers": 2,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "sliding_window": CONTEXT,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.41.2",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vision_config": {
+            "depth": 2,
+            "embed_dim": 32,
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "in_chans": 3,
+            "hidden_size": 64,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "spatial_patch_size": 14,
+            "temporal_patch_size": 2,
+        },
         # M-RoPE: temporal/height/width sections sum to head_dim / 2 (16 / 2), as 16+24+24 does for 128.
         "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
         "vocab_size": vocab_size,
-    }  # fmt: skip
+    }
 
 
 def _legacy_name(name: str) -> str:
@@ -102,16 +140,28 @@ def _write_tokenizer(tok, out: Path, ids: dict[str, int]) -> None:
     config = {
         "add_prefix_space": False,
         "added_tokens_decoder": {
-            str(ids[t]): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                          "special": True}
+            str(ids[t]): {
+                "content": t,
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": True,
+            }
             for t in SPECIAL_TOKENS
         },
         "additional_special_tokens": SPECIAL_TOKENS[1:],  # all but <|endoftext|>, the pad token
-        "bos_token": None, "chat_template": QWEN2_VL_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": 32768,
-        "pad_token": "<|endoftext|>", "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer",
+        "bos_token": None,
+        "chat_template": QWEN2_VL_CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>",
+        "errors": "replace",
+        "model_max_length": 32768,
+        "pad_token": "<|endoftext|>",
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
         "unk_token": None,
-    }  # fmt: skip
+    }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     (out / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_VL_CHAT_TEMPLATE}, indent=2) + "\n")
 
@@ -119,8 +169,15 @@ def _write_tokenizer(tok, out: Path, ids: dict[str, int]) -> None:
 def write_tiny_qwen2_vl(out: Path) -> dict:
     """Write a ~0.3M-parameter `Qwen2VLForConditionalGeneration` in the 7B repo's layout to `out`."""
     torch.manual_seed(2)
-    tok = train_tokenizer(1024, trailing_specials=SPECIAL_TOKENS, bos=None, eos="<|im_end|>", unk=None,
-                          pad="<|endoftext|>", model_max_length=CONTEXT)  # fmt: skip
+    tok = train_tokenizer(
+        1024,
+        trailing_specials=SPECIAL_TOKENS,
+        bos=None,
+        eos="<|im_end|>",
+        unk=None,
+        pad="<|endoftext|>",
+        model_max_length=CONTEXT,
+    )
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     flat = _flat_config(ids, len(tok))
     # A copy: the config class rewrites the rope dict it is given, and config.json must keep the old form.
@@ -130,8 +187,13 @@ def write_tiny_qwen2_vl(out: Path) -> dict:
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
     endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
-    generation = {"bos_token_id": endoftext, "pad_token_id": endoftext, "eos_token_id": [im_end, endoftext],
-                  **GENERATION_CONFIG, "transformers_version": "4.41.2"}  # fmt: skip
+    generation = {
+        "bos_token_id": endoftext,
+        "pad_token_id": endoftext,
+        "eos_token_id": [im_end, endoftext],
+        **GENERATION_CONFIG,
+        "transformers_version": "4.41.2",
+    }
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     _write_tokenizer(tok, out, ids)
     (out / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")

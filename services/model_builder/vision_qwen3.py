@@ -49,44 +49,88 @@ IDS = qwen_vl_token_ids(ADDED)
 VOCAB_SIZE = 151936
 
 CONFIG = {
-    "architectures": ["Qwen3VLForConditionalGeneration"], "image_token_id": IDS["<|image_pad|>"],
+    "architectures": ["Qwen3VLForConditionalGeneration"],
+    "image_token_id": IDS["<|image_pad|>"],
     "model_type": "qwen3_vl",
     "text_config": {
-        "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": IDS["<|endoftext|>"],
-        "dtype": "bfloat16", "eos_token_id": IDS["<|im_end|>"], "head_dim": 128, "hidden_act": "silu",
-        "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 192, "max_position_embeddings": 262144,
-        "model_type": "qwen3_vl_text", "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": IDS["<|endoftext|>"],
+        "dtype": "bfloat16",
+        "eos_token_id": IDS["<|im_end|>"],
+        "head_dim": 128,
+        "hidden_act": "silu",
+        "hidden_size": 64,
+        "initializer_range": 0.02,
+        "intermediate_size": 192,
+        "max_position_embeddings": 262144,
+        "model_type": "qwen3_vl_text",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
         "rms_norm_eps": 1e-06,
         "rope_scaling": {"mrope_interleaved": True, "mrope_section": [24, 20, 20], "rope_type": "default"},
-        "rope_theta": 5000000, "tie_word_embeddings": True, "use_cache": True, "vocab_size": VOCAB_SIZE,
+        "rope_theta": 5000000,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "vocab_size": VOCAB_SIZE,
     },
-    "tie_word_embeddings": True, "transformers_version": "4.57.0.dev0", "video_token_id": IDS["<|video_pad|>"],
+    "tie_word_embeddings": True,
+    "transformers_version": "4.57.0.dev0",
+    "video_token_id": IDS["<|video_pad|>"],
     "vision_config": {
-        "deepstack_visual_indexes": [0, 1], "depth": 2, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 32,
-        "in_channels": 3, "initializer_range": 0.02, "intermediate_size": 64, "model_type": "qwen3_vl",
-        "num_heads": 2, "num_position_embeddings": 2304, "out_hidden_size": 64, "patch_size": 16,
-        "spatial_merge_size": 2, "temporal_patch_size": 2,
+        "deepstack_visual_indexes": [0, 1],
+        "depth": 2,
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 32,
+        "in_channels": 3,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "model_type": "qwen3_vl",
+        "num_heads": 2,
+        "num_position_embeddings": 2304,
+        "out_hidden_size": 64,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
     },
-    "vision_end_token_id": IDS["<|vision_end|>"], "vision_start_token_id": IDS["<|vision_start|>"],
-}  # fmt: skip
+    "vision_end_token_id": IDS["<|vision_end|>"],
+    "vision_start_token_id": IDS["<|vision_start|>"],
+}
 
 GENERATION_CONFIG = {
-    "bos_token_id": IDS["<|endoftext|>"], "pad_token_id": IDS["<|endoftext|>"], "do_sample": True,
-    "eos_token_id": [IDS["<|im_end|>"], IDS["<|endoftext|>"]], "top_k": 20, "top_p": 0.8,
-    "repetition_penalty": 1.0, "temperature": 0.7, "transformers_version": "4.56.0",
-}  # fmt: skip
+    "bos_token_id": IDS["<|endoftext|>"],
+    "pad_token_id": IDS["<|endoftext|>"],
+    "do_sample": True,
+    "eos_token_id": [IDS["<|im_end|>"], IDS["<|endoftext|>"]],
+    "top_k": 20,
+    "top_p": 0.8,
+    "repetition_penalty": 1.0,
+    "temperature": 0.7,
+    "transformers_version": "4.56.0",
+}
 
 PREPROCESSOR_CONFIG = {
-    "size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16, "temporal_patch_size": 2,
-    "merge_size": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-    "processor_class": "Qwen3VLProcessor", "image_processor_type": "Qwen2VLImageProcessorFast",
-}  # fmt: skip
+    "size": {"longest_edge": 16777216, "shortest_edge": 65536},
+    "patch_size": 16,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "processor_class": "Qwen3VLProcessor",
+    "image_processor_type": "Qwen2VLImageProcessorFast",
+}
 
 VIDEO_PREPROCESSOR_CONFIG = {
-    "size": {"longest_edge": 25165824, "shortest_edge": 4096}, "patch_size": 16, "temporal_patch_size": 2,
-    "merge_size": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-    "processor_class": "Qwen3VLProcessor", "video_processor_type": "Qwen3VLVideoProcessor",
-}  # fmt: skip
+    "size": {"longest_edge": 25165824, "shortest_edge": 4096},
+    "patch_size": 16,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "processor_class": "Qwen3VLProcessor",
+    "video_processor_type": "Qwen3VLVideoProcessor",
+}
 
 
 def write_tiny_qwen3_vl(out: Path) -> dict:

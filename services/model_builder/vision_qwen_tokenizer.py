@@ -31,15 +31,27 @@ def write_qwen_vl_tokenizer(out: Path, *, added: int, chat_template: str, model_
     config = {
         "add_prefix_space": False,
         "added_tokens_decoder": {
-            str(BPE_VOCAB + i): {"content": token, "lstrip": False, "normalized": False, "rstrip": False,
-                                 "single_word": False, "special": special}
+            str(BPE_VOCAB + i): {
+                "content": token,
+                "lstrip": False,
+                "normalized": False,
+                "rstrip": False,
+                "single_word": False,
+                "special": special,
+            }
             for i, (token, special) in enumerate(tokens)
         },
         "additional_special_tokens": [t for t, special in tokens[1:] if special],  # <|endoftext|> is pad
-        "bos_token": None, "chat_template": chat_template, "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": model_max_length,
-        "pad_token": "<|endoftext|>", "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer",
+        "bos_token": None,
+        "chat_template": chat_template,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>",
+        "errors": "replace",
+        "model_max_length": model_max_length,
+        "pad_token": "<|endoftext|>",
+        "split_special_tokens": False,
+        "tokenizer_class": "Qwen2Tokenizer",
         "unk_token": None,
-    }  # fmt: skip
+    }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     (out / "chat_template.json").write_text(json.dumps({"chat_template": chat_template}, indent=2) + "\n")

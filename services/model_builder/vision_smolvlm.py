@@ -46,14 +46,33 @@ from .vision_files import save_shards, write_json
 
 SMOLVLM_HUB_ID = "HuggingFaceTB/SmolVLM-256M-Instruct"
 LEADING = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>", "<filename>",
-    "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>", "<jupyter_text>",
-    "<jupyter_code>", "<jupyter_output>", "<jupyter_script>", "<empty_output>",
-]  # fmt: skip
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<repo_name>",
+    "<reponame>",
+    "<file_sep>",
+    "<filename>",
+    "<gh_stars>",
+    "<issue_start>",
+    "<issue_comment>",
+    "<issue_closed>",
+    "<jupyter_start>",
+    "<jupyter_text>",
+    "<jupyter_code>",
+    "<jupyter_output>",
+    "<jupyter_script>",
+    "<empty_output>",
+]
 BPE_VOCAB = 49152
 ROWS = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
-ADDED = {"<global-img>": 49152, **{t: 49153 + i for i, t in enumerate(ROWS)}, "<fake_token_around_image>": 49189,
-         "<image>": 49190, "<end_of_utterance>": 49279}  # fmt: skip
+ADDED = {
+    "<global-img>": 49152,
+    **{t: 49153 + i for i, t in enumerate(ROWS)},
+    "<fake_token_around_image>": 49189,
+    "<image>": 49190,
+    "<end_of_utterance>": 49279,
+}
 VOCAB_SIZE = 49280
 LEARNED_VOCAB = 2048
 IMAGE, EOU, BOS, PAD = ADDED["<image>"], ADDED["<end_of_utterance>"], 1, 2
@@ -68,39 +87,75 @@ SMOLVLM_CHAT_TEMPLATE = (
 )
 
 CONFIG = {
-    "architectures": ["Idefics3ForConditionalGeneration"], "image_seq_len": 64, "image_token_id": IMAGE,
-    "model_type": "idefics3", "scale_factor": 4,
+    "architectures": ["Idefics3ForConditionalGeneration"],
+    "image_seq_len": 64,
+    "image_token_id": IMAGE,
+    "model_type": "idefics3",
+    "scale_factor": 4,
     "text_config": {
-        "architectures": ["VLlama3ForCausalLM"], "head_dim": 16, "hidden_size": 64, "intermediate_size": 192,
-        "max_position_embeddings": 8192, "model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": 2,
-        "num_key_value_heads": 2, "pad_token_id": PAD, "rms_norm_eps": 1e-05, "rope_theta": 100000,
-        "torch_dtype": "bfloat16", "vocab_size": VOCAB_SIZE,
+        "architectures": ["VLlama3ForCausalLM"],
+        "head_dim": 16,
+        "hidden_size": 64,
+        "intermediate_size": 192,
+        "max_position_embeddings": 8192,
+        "model_type": "llama",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "pad_token_id": PAD,
+        "rms_norm_eps": 1e-05,
+        "rope_theta": 100000,
+        "torch_dtype": "bfloat16",
+        "vocab_size": VOCAB_SIZE,
     },
-    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.46.0", "use_cache": True,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.46.0",
+    "use_cache": True,
     "vision_config": {
-        "hidden_size": 32, "image_size": 512, "intermediate_size": 64, "max_image_size": {"longest_edge": 512},
-        "model_type": "idefics3", "num_attention_heads": 2, "num_hidden_layers": 2, "patch_size": 16,
-        "size": {"longest_edge": 2048}, "tie_word_embeddings": False, "use_base_siglip": False,
+        "hidden_size": 32,
+        "image_size": 512,
+        "intermediate_size": 64,
+        "max_image_size": {"longest_edge": 512},
+        "model_type": "idefics3",
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "patch_size": 16,
+        "size": {"longest_edge": 2048},
+        "tie_word_embeddings": False,
+        "use_base_siglip": False,
     },
     "vocab_size": VOCAB_SIZE,
-}  # fmt: skip
+}
 
 PREPROCESSOR_CONFIG = {
-    "do_convert_rgb": True, "do_image_splitting": True, "do_normalize": True, "do_pad": True, "do_rescale": True,
-    "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "Idefics3ImageProcessor",
-    "image_std": [0.5, 0.5, 0.5], "max_image_size": {"longest_edge": 512}, "processor_class": "Idefics3Processor",
-    "resample": 1, "rescale_factor": 0.00392156862745098, "size": {"longest_edge": 2048},
-}  # fmt: skip
+    "do_convert_rgb": True,
+    "do_image_splitting": True,
+    "do_normalize": True,
+    "do_pad": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_processor_type": "Idefics3ImageProcessor",
+    "image_std": [0.5, 0.5, 0.5],
+    "max_image_size": {"longest_edge": 512},
+    "processor_class": "Idefics3Processor",
+    "resample": 1,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"longest_edge": 2048},
+}
 
 GENERATION_CONFIG = {"bos_token_id": BOS, "eos_token_id": EOU, "pad_token_id": PAD, "transformers_version": "4.46.0"}
 
 
 def _pipeline(tok: Tokenizer) -> Tokenizer:
     # SmolLM2's: single digits, then byte-level with GPT-2's regex.
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-    ])  # fmt: skip
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ]
+    )
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     tok.decoder = decoders.ByteLevel()
     return tok
@@ -109,8 +164,12 @@ def _pipeline(tok: Tokenizer) -> Tokenizer:
 def build_smolvlm_tokenizer() -> Tokenizer:
     """Every id 0..49279 in the model's vocabulary (specials at their real ids), the specials registered."""
     learner = _pipeline(Tokenizer(models.BPE(unk_token=None)))
-    trainer = trainers.BpeTrainer(vocab_size=LEARNED_VOCAB, special_tokens=LEADING, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=LEARNED_VOCAB,
+        special_tokens=LEADING,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     learner.train_from_iterator(corpus(), trainer)
     learned = json.loads(learner.to_str())["model"]
     vocab = dict(learned["vocab"])
@@ -138,20 +197,49 @@ def _write_tokenizer(out: Path) -> None:
     merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     write_json(out / "added_tokens.json", ADDED)
-    decoder = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                        "special": True} for i, t in [*enumerate(LEADING), *((i, t) for t, i in ADDED.items())]}  # fmt: skip
+    decoder = {
+        str(i): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, t in [*enumerate(LEADING), *((i, t) for t, i in ADDED.items())]
+    }
     extra = ["<fake_token_around_image>", "<image>", "<end_of_utterance>"]
-    write_json(out / "tokenizer_config.json", {
-        "add_prefix_space": False, "added_tokens_decoder": decoder, "additional_special_tokens": extra,
-        "bos_token": "<|im_start|>", "chat_template": SMOLVLM_CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
-        "eos_token": "<end_of_utterance>", "extra_special_tokens": {}, "legacy": False, "model_max_length": 8192,
-        "pad_token": "<|im_end|>", "processor_class": "Idefics3Processor", "tokenizer_class": "GPT2Tokenizer",
-        "truncation_side": "left", "unk_token": "<|endoftext|>", "vocab_size": BPE_VOCAB,
-    })  # fmt: skip
-    write_json(out / "special_tokens_map.json", {
-        "additional_special_tokens": extra, "bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>",
-        "pad_token": "<|im_end|>", "unk_token": "<|endoftext|>",
-    })  # fmt: skip
+    write_json(
+        out / "tokenizer_config.json",
+        {
+            "add_prefix_space": False,
+            "added_tokens_decoder": decoder,
+            "additional_special_tokens": extra,
+            "bos_token": "<|im_start|>",
+            "chat_template": SMOLVLM_CHAT_TEMPLATE,
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<end_of_utterance>",
+            "extra_special_tokens": {},
+            "legacy": False,
+            "model_max_length": 8192,
+            "pad_token": "<|im_end|>",
+            "processor_class": "Idefics3Processor",
+            "tokenizer_class": "GPT2Tokenizer",
+            "truncation_side": "left",
+            "unk_token": "<|endoftext|>",
+            "vocab_size": BPE_VOCAB,
+        },
+    )
+    write_json(
+        out / "special_tokens_map.json",
+        {
+            "additional_special_tokens": extra,
+            "bos_token": "<|im_start|>",
+            "eos_token": "<end_of_utterance>",
+            "pad_token": "<|im_end|>",
+            "unk_token": "<|endoftext|>",
+        },
+    )
     write_json(out / "chat_template.json", {"chat_template": SMOLVLM_CHAT_TEMPLATE})
 
 

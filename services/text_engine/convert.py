@@ -25,7 +25,7 @@ from .engine.types import (
     TextDelta,
     TextPart,
     Tool,
-    ToolCall,  # fmt: skip
+    ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolChoiceMode,
@@ -38,16 +38,25 @@ _FINISH = {
     FinishReason.ERROR: pb.FINISH_REASON_ERROR,
     FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
 }
-_TOOL_CHOICE = {pb.ToolChoice.TOOL_CHOICE_AUTO: ToolChoiceMode.AUTO, pb.ToolChoice.TOOL_CHOICE_NONE: ToolChoiceMode.NONE,
-                pb.ToolChoice.TOOL_CHOICE_REQUIRED: ToolChoiceMode.REQUIRED,
-                pb.ToolChoice.TOOL_CHOICE_NAMED: ToolChoiceMode.NAMED}  # fmt: skip
-_RESPONSE_FORMAT = {pb.ResponseFormat.RESPONSE_FORMAT_TEXT: ResponseFormatType.TEXT,
-                    pb.ResponseFormat.RESPONSE_FORMAT_JSON_OBJECT: ResponseFormatType.JSON_OBJECT,
-                    pb.ResponseFormat.RESPONSE_FORMAT_JSON_SCHEMA: ResponseFormatType.JSON_SCHEMA}  # fmt: skip
+_TOOL_CHOICE = {
+    pb.ToolChoice.TOOL_CHOICE_AUTO: ToolChoiceMode.AUTO,
+    pb.ToolChoice.TOOL_CHOICE_NONE: ToolChoiceMode.NONE,
+    pb.ToolChoice.TOOL_CHOICE_REQUIRED: ToolChoiceMode.REQUIRED,
+    pb.ToolChoice.TOOL_CHOICE_NAMED: ToolChoiceMode.NAMED,
+}
+_RESPONSE_FORMAT = {
+    pb.ResponseFormat.RESPONSE_FORMAT_TEXT: ResponseFormatType.TEXT,
+    pb.ResponseFormat.RESPONSE_FORMAT_JSON_OBJECT: ResponseFormatType.JSON_OBJECT,
+    pb.ResponseFormat.RESPONSE_FORMAT_JSON_SCHEMA: ResponseFormatType.JSON_SCHEMA,
+}
 
 
-_DETAIL = {common_pb2.DETAIL_UNSPECIFIED: Detail.AUTO, common_pb2.DETAIL_AUTO: Detail.AUTO,
-           common_pb2.DETAIL_LOW: Detail.LOW, common_pb2.DETAIL_HIGH: Detail.HIGH}  # fmt: skip
+_DETAIL = {
+    common_pb2.DETAIL_UNSPECIFIED: Detail.AUTO,
+    common_pb2.DETAIL_AUTO: Detail.AUTO,
+    common_pb2.DETAIL_LOW: Detail.LOW,
+    common_pb2.DETAIL_HIGH: Detail.HIGH,
+}
 
 
 def part_from_pb(part: pb.ContentPart) -> ContentPart:
@@ -88,7 +97,7 @@ def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationR
                 tuple(part_from_pb(p) for p in m.parts),
             )
             for m in message.messages
-        ),  # fmt: skip
+        ),
         sampling=SamplingRequest(**sampling),
         tools=tuple(Tool(t.name, t.description, t.parameters, t.strict) for t in message.tools),
         tool_choice=ToolChoice(_TOOL_CHOICE[message.tool_choice.mode], message.tool_choice.name),
@@ -106,8 +115,11 @@ def raw_prompt_from_pb(prompt: pb.RawPrompt) -> RawPrompt:
 def event_to_pb(event: GenerationEvent) -> pb.GenerateResponse:
     """One stream message."""
     if isinstance(event, Finished):
-        usage = pb.Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
-                         reasoning_tokens=event.reasoning_tokens)  # fmt: skip
+        usage = pb.Usage(
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+            reasoning_tokens=event.reasoning_tokens,
+        )
         return pb.GenerateResponse(
             finished=pb.Finished(
                 finish_reason=_FINISH[event.reason],
@@ -121,14 +133,19 @@ def event_to_pb(event: GenerationEvent) -> pb.GenerateResponse:
     if isinstance(event, ReasoningDelta):
         return pb.GenerateResponse(reasoning=pb.ReasoningDelta(text=event.text))
     if isinstance(event, ToolCallDelta):
-        return pb.GenerateResponse(tool_call=pb.ToolCallDelta(index=event.index, id=event.id, name=event.name,
-                                                              arguments=event.arguments))  # fmt: skip
+        return pb.GenerateResponse(
+            tool_call=pb.ToolCallDelta(index=event.index, id=event.id, name=event.name, arguments=event.arguments)
+        )
     assert isinstance(event, TextDelta)
     logprobs = [
-        pb.TokenLogprob(token=t.token, logprob=t.logprob, bytes=t.bytes,
-                        top_logprobs=[pb.TopLogprob(token=a.token, logprob=a.logprob, bytes=a.bytes) for a in t.top_logprobs])
+        pb.TokenLogprob(
+            token=t.token,
+            logprob=t.logprob,
+            bytes=t.bytes,
+            top_logprobs=[pb.TopLogprob(token=a.token, logprob=a.logprob, bytes=a.bytes) for a in t.top_logprobs],
+        )
         for t in event.logprobs
-    ]  # fmt: skip
+    ]
     return pb.GenerateResponse(delta=pb.TextDelta(text=event.text, logprobs=logprobs))
 
 

@@ -34,9 +34,12 @@ class TextEngineServicer(text_engine_pb2_grpc.TextEngineServicer):
                 if isinstance(event, Finished):
                     log.info(
                         "Generate finished: reason=%s prompt_tokens=%d completion_tokens=%d in %.0fms%s",
-                        event.reason.value, event.prompt_tokens, event.completion_tokens,
-                        (time.monotonic() - started) * 1000, f" error={event.error_message}" if event.error_message else "",
-                    )  # fmt: skip
+                        event.reason.value,
+                        event.prompt_tokens,
+                        event.completion_tokens,
+                        (time.monotonic() - started) * 1000,
+                        f" error={event.error_message}" if event.error_message else "",
+                    )
                 yield event_to_pb(event)
         except ProxyVisionError as error:
             log.info("Generate refused: %s", error.message)

@@ -20,7 +20,12 @@ class VisionEngineServer(EngineServer):
         super().__init__(SERVICE_NAME, options, VisionMetrics(entry.name))
         settings = entry.vision_proxy
         self.engine = CaptionEngine(
-            entry, device=options.device, idle_unload_secs=idle_unload_secs, cache_entries=settings.cache_max_entries,
-            cache_bytes=settings.cache_max_bytes, on_serving_change=self.report_serving, metrics=self.metrics,
-        )  # fmt: skip
+            entry,
+            device=options.device,
+            idle_unload_secs=idle_unload_secs,
+            cache_entries=settings.cache_max_entries,
+            cache_bytes=settings.cache_max_bytes,
+            on_serving_change=self.report_serving,
+            metrics=self.metrics,
+        )
         vision_engine_pb2_grpc.add_VisionEngineServicer_to_server(VisionEngineServicer(self.engine), self.server)

@@ -58,8 +58,11 @@ class Rendered:
     def deployments_selected_by(self, service: dict) -> list[dict]:
         """The Deployments whose pods a Service's selector matches."""
         selector = service["spec"]["selector"]
-        return [d for d in self.of_kind("Deployment")
-                if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]  # fmt: skip
+        return [
+            d
+            for d in self.of_kind("Deployment")
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
 
     def engine_deployments(self) -> list[dict]:
         return [d for d in self.of_kind("Deployment") if main_container(d)["name"] in ("text-engine", "vision-engine")]

@@ -100,8 +100,11 @@ class LocalCluster:
     def __init__(self, rendered: Rendered, tmp: Path, namespace: str) -> None:
         self.rendered = rendered
         self.namespace = namespace
-        pods = [LocalPod(d, tmp, replica) for d in rendered.of_kind("Deployment")
-                for replica in range(d["spec"].get("replicas", 1))]  # fmt: skip
+        pods = [
+            LocalPod(d, tmp, replica)
+            for d in rendered.of_kind("Deployment")
+            for replica in range(d["spec"].get("replicas", 1))
+        ]
         self.pods = {pod.name: pod for pod in pods}
         for pod in self.pods.values():
             pod.root = tmp / pod.name
@@ -205,8 +208,9 @@ class LocalCluster:
     def start(self) -> None:
         for pod in self.pods.values():
             argv, env = self._argv_env(pod, pod.container)
-            pod.process = start_process(pod.name, argv, 0, pod.root / "container.log", env, inherit_env=False,
-                                        new_session=True)  # fmt: skip
+            pod.process = start_process(
+                pod.name, argv, 0, pod.root / "container.log", env, inherit_env=False, new_session=True
+            )
 
     def wait_ready(self, timeout: float = 180) -> None:
         """Every pod passes its rendered readiness probe (after its startup probe) within `timeout`."""
@@ -230,8 +234,9 @@ class LocalCluster:
                 return grpc_serving(channel, probe["grpc"].get("service", ""), probe["timeoutSeconds"])
         if "tcpSocket" in probe:
             try:
-                socket.create_connection(("127.0.0.1", pod.local_port(probe["tcpSocket"]["port"])),
-                                         timeout=probe["timeoutSeconds"]).close()  # fmt: skip
+                socket.create_connection(
+                    ("127.0.0.1", pod.local_port(probe["tcpSocket"]["port"])), timeout=probe["timeoutSeconds"]
+                ).close()
             except OSError:
                 return False
             return True

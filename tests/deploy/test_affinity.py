@@ -68,8 +68,12 @@ def cluster(tiny_models, tmp_path_factory):
         for process in processes:
             wait_grpc_serving(process)
         vision, text = [Replica(p) for p in processes[:3]], [Replica(p) for p in processes[3:]]
-        config.endpoints({VISION_MODEL: "ipv4:" + ",".join(r.name for r in vision),
-                          TEXT_MODEL: "ipv4:" + ",".join(r.name for r in text)})  # fmt: skip
+        config.endpoints(
+            {
+                VISION_MODEL: "ipv4:" + ",".join(r.name for r in vision),
+                TEXT_MODEL: "ipv4:" + ",".join(r.name for r in text),
+            }
+        )
         config.gateway(routing={"text": "affinity", "vision": "affinity", "load_guard_gap": 1})
         gateway = start_gateway(config.write(tmp / "gateway.yaml"), tmp, ready="/ready")
         processes.append(gateway)
@@ -86,16 +90,24 @@ def picture(color: tuple[int, int, int]) -> tuple[dict, str]:
 
 
 def ask_about(cluster: Cluster, *parts: dict) -> None:
-    response = cluster.client.chat.completions.create(model=TEXT_MODEL, max_tokens=2, messages=[
-        {"role": "user", "content": [{"type": "text", "text": "What is this?"}, *parts]}])  # fmt: skip
+    response = cluster.client.chat.completions.create(
+        model=TEXT_MODEL,
+        max_tokens=2,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "What is this?"}, *parts]}],
+    )
     assert response.choices[0].finish_reason in ("stop", "length")
 
 
 def cache_counts(cluster: Cluster) -> dict[str, tuple[float, float]]:
     """(misses, hits) of each vision replica still running."""
-    return {r.name: (r.metric("proxyvision_vision_cache_misses_total", model=VISION_MODEL),
-                     r.metric("proxyvision_vision_cache_hits_total", model=VISION_MODEL))
-            for r in cluster.vision if r.process.proc.poll() is None}  # fmt: skip
+    return {
+        r.name: (
+            r.metric("proxyvision_vision_cache_misses_total", model=VISION_MODEL),
+            r.metric("proxyvision_vision_cache_hits_total", model=VISION_MODEL),
+        )
+        for r in cluster.vision
+        if r.process.proc.poll() is None
+    }
 
 
 def delta(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, tuple]:
@@ -157,10 +169,13 @@ def test_five_turns_of_one_conversation_stay_on_one_replica_and_reuse_its_prefix
     owner = next(r for r in cluster.text if r.name == cluster.text_ring.owner(key))
     before, hits_before = served(cluster.text), owner.metric("proxyvision_prefix_cache_hits_total", model=TEXT_MODEL)
     for turn in range(5):
-        response = cluster.client.chat.completions.create(model=TEXT_MODEL, messages=messages, max_tokens=3,
-                                                          temperature=0)  # fmt: skip
-        messages += [{"role": "assistant", "content": response.choices[0].message.content or ""},
-                     {"role": "user", "content": f"And then? ({turn})"}]  # fmt: skip
+        response = cluster.client.chat.completions.create(
+            model=TEXT_MODEL, messages=messages, max_tokens=3, temperature=0
+        )
+        messages += [
+            {"role": "assistant", "content": response.choices[0].message.content or ""},
+            {"role": "user", "content": f"And then? ({turn})"},
+        ]
     after = served(cluster.text)
     assert {name: after[name] - before[name] for name in after} == {
         r.name: 5 if r is owner else 0 for r in cluster.text
@@ -181,8 +196,9 @@ def test_conversations_with_a_user_go_where_the_ring_says(cluster):
         owner = cluster.text_ring.owner(f"user:{user}")
         before = served(cluster.text)
         for text in ("Hi", "Something else entirely", "A third opening"):  # the user is the key, not the text
-            cluster.client.chat.completions.create(model=TEXT_MODEL, max_tokens=2, user=user,
-                                                   messages=[{"role": "user", "content": text}])  # fmt: skip
+            cluster.client.chat.completions.create(
+                model=TEXT_MODEL, max_tokens=2, user=user, messages=[{"role": "user", "content": text}]
+            )
         after = served(cluster.text)
         assert {n: after[n] - before[n] for n in after} == {n: 3 if n == owner else 0 for n in after}
 
@@ -202,8 +218,9 @@ def test_the_load_guard_sends_a_conversation_elsewhere_while_its_owner_is_busy(c
     try:
         next(iter(long_call))  # its role chunk: the owner accepted it, it is generating (1 in flight vs 0)
         before = served(cluster.text)
-        cluster.client.chat.completions.create(model=TEXT_MODEL, max_tokens=2, user=user,
-                                               messages=[{"role": "user", "content": "Meanwhile"}])  # fmt: skip
+        cluster.client.chat.completions.create(
+            model=TEXT_MODEL, max_tokens=2, user=user, messages=[{"role": "user", "content": "Meanwhile"}]
+        )
         after = served(cluster.text)
     finally:
         long_call.close()
@@ -219,8 +236,11 @@ def test_after_an_owner_is_killed_its_images_go_to_the_next_owner_and_no_other_k
     part, sha = picture((200, 30, 30))  # the first test's image: its owner has its caption
     owners = cluster.vision_ring.owners(sha)
     # An image the earlier test had captioned by a replica that stays up.
-    survivors_image = next(image for image in one_image_per_replica(cluster) if image[1] != sha
-                           and cluster.vision_ring.owner(image[1]) != owners[0])  # fmt: skip
+    survivors_image = next(
+        image
+        for image in one_image_per_replica(cluster)
+        if image[1] != sha and cluster.vision_ring.owner(image[1]) != owners[0]
+    )
     killed = cluster.vision_replica(owners[0]).process.proc
     killed.kill()
     killed.wait(10)
@@ -239,6 +259,8 @@ def test_after_an_owner_is_killed_its_images_go_to_the_next_owner_and_no_other_k
     assert sum(m for m, _ in moved.values()) == 0
 
     assert cluster.gateway_metric("proxyvision_gateway_routes_total", model=VISION_MODEL, outcome="next_owner") >= 3
-    wait_until(lambda: cluster.gateway_metric("proxyvision_gateway_replicas", model=VISION_MODEL,
-                                              state="unavailable") == 1, timeout=15,
-               message="the killed replica counted unavailable")  # fmt: skip
+    wait_until(
+        lambda: cluster.gateway_metric("proxyvision_gateway_replicas", model=VISION_MODEL, state="unavailable") == 1,
+        timeout=15,
+        message="the killed replica counted unavailable",
+    )

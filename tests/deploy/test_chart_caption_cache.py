@@ -76,13 +76,18 @@ def test_the_network_policy_admits_only_the_vision_engines_and_the_gateway_to_re
     rendered = render(BUNDLED)
     policy = rendered.get("NetworkPolicy", CACHE)["spec"]
     assert selects(policy["podSelector"], pod_labels(rendered, CACHE))
-    assert not any(selects(policy["podSelector"], pod_labels(rendered, d["metadata"]["name"]))
-                   for d in rendered.of_kind("Deployment") if d["metadata"]["name"] != CACHE)  # fmt: skip
+    assert not any(
+        selects(policy["podSelector"], pod_labels(rendered, d["metadata"]["name"]))
+        for d in rendered.of_kind("Deployment")
+        if d["metadata"]["name"] != CACHE
+    )
     (rule,) = policy["ingress"]
     assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
-    admitted = sorted(d["metadata"]["name"] for d in rendered.of_kind("Deployment")
-                      if any(selects(peer["podSelector"], pod_labels(rendered, d["metadata"]["name"]))
-                             for peer in rule["from"]))  # fmt: skip
+    admitted = sorted(
+        d["metadata"]["name"]
+        for d in rendered.of_kind("Deployment")
+        if any(selects(peer["podSelector"], pod_labels(rendered, d["metadata"]["name"])) for peer in rule["from"])
+    )
     assert admitted == sorted([VISION, f"{RELEASE}-gateway"])  # captions; stored responses
     # The engines' own policy still selects the engines only (the Redis pod is not an engine).
     engines = rendered.get("NetworkPolicy", f"{RELEASE}-engines")["spec"]
@@ -147,8 +152,9 @@ def test_lint_and_kubernetes_validate_pass_strictly(kube_version):
 
 def test_a_real_redis_server_takes_the_rendered_arguments(tmp_path):
     """The Deployment's command and args, on a free port, run by the redis-server the tests use."""
-    container = main_container(render({"captionCache": {"redis": {"enabled": True, "maxMemory": "64mb"}}})
-                               .get("Deployment", CACHE))  # fmt: skip
+    container = main_container(
+        render({"captionCache": {"redis": {"enabled": True, "maxMemory": "64mb"}}}).get("Deployment", CACHE)
+    )
     args = list(container["args"])
     port = free_port()
     args[args.index("--port") + 1] = str(port)
@@ -165,10 +171,18 @@ def test_a_real_redis_server_takes_the_rendered_arguments(tmp_path):
                 return False
 
         wait_until(answers, timeout=10, message="the rendered redis-server answering PING")
-        config = {k: v for name in ("maxmemory", "maxmemory-policy", "save", "appendonly", "protected-mode")
-                  for k, v in client.config_get(name).items()}  # fmt: skip
-        assert config == {"maxmemory": str(64 * 1024 * 1024), "maxmemory-policy": "allkeys-lru", "save": "",
-                          "appendonly": "no", "protected-mode": "no"}  # fmt: skip
+        config = {
+            k: v
+            for name in ("maxmemory", "maxmemory-policy", "save", "appendonly", "protected-mode")
+            for k, v in client.config_get(name).items()
+        }
+        assert config == {
+            "maxmemory": str(64 * 1024 * 1024),
+            "maxmemory-policy": "allkeys-lru",
+            "save": "",
+            "appendonly": "no",
+            "protected-mode": "no",
+        }
         client.close()
     finally:
         server.stop()

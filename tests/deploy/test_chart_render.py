@@ -27,7 +27,7 @@ from .chart import (
     env_of,
     example_values,
     main_container,
-    render,  # fmt: skip
+    render,
     value_sets,
 )
 
@@ -85,8 +85,9 @@ def test_the_kubernetes_validate_command_line_accepts_the_rendered_files(tmp_pat
 def test_the_configmap_is_a_valid_models_yaml_whose_endpoints_reach_each_model_s_engine(values_name):
     rendered = render(VALUE_SETS[values_name])
     config = parse_models_config(yaml.safe_load(rendered.models_yaml()), "rendered models.yaml")
-    assert [m.name for m in config.models] == [m["name"] for m in (VALUE_SETS[values_name].get("modelsConfig") or
-                                                                  render_defaults()["modelsConfig"])["models"]]  # fmt: skip
+    assert [m.name for m in config.models] == [
+        m["name"] for m in (VALUE_SETS[values_name].get("modelsConfig") or render_defaults()["modelsConfig"])["models"]
+    ]
     for model in config.models:
         match = re.fullmatch(rf"dns:///([a-z0-9-]+)\.{NAMESPACE}\.svc\.cluster\.local:(\d+)", model.endpoint or "")
         assert match, model.endpoint
@@ -163,8 +164,9 @@ def test_probes_drain_and_security_of_every_pod(values_name):
             assert startup["periodSeconds"] * startup["failureThreshold"] >= 20 * 60
         assert int(env["PROXYVISION_GRPC_MAX_CONNECTION_AGE_MS"]["value"]) > 0
         assert env["PROXYVISION_METRICS_PORT"]["value"] == str(container_port(container, "metrics"))
-        assert env["HF_HOME"]["value"].startswith(next(m["mountPath"] for m in container["volumeMounts"]
-                                                       if m["name"] == "model-cache"))  # fmt: skip
+        assert env["HF_HOME"]["value"].startswith(
+            next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "model-cache")
+        )
 
 
 @pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
@@ -174,8 +176,11 @@ def test_every_deployment_has_a_disruption_budget_over_exactly_its_pods(values_n
     assert len(budgets) == len(rendered.of_kind("Deployment"))
     for budget in budgets:
         selector = budget["spec"]["selector"]["matchLabels"]
-        matched = [d for d in rendered.of_kind("Deployment")
-                   if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]  # fmt: skip
+        matched = [
+            d
+            for d in rendered.of_kind("Deployment")
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert [d["metadata"]["name"] for d in matched] == [budget["metadata"]["name"]]
 
 
@@ -241,9 +246,12 @@ def test_service_monitors_scrape_ports_that_the_selected_services_have():
     for monitor in monitors:
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         selector = monitor["spec"]["selector"]
-        services = [s for s in rendered.of_kind("Service")
-                    if selector["matchLabels"].items() <= s["metadata"]["labels"].items()
-                    and all(s["metadata"]["labels"].get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))]  # fmt: skip
+        services = [
+            s
+            for s in rendered.of_kind("Service")
+            if selector["matchLabels"].items() <= s["metadata"]["labels"].items()
+            and all(s["metadata"]["labels"].get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))
+        ]
         assert services, monitor["metadata"]["name"]
         for service in services:
             port_names = {p["name"] for p in service["spec"]["ports"]}

@@ -34,8 +34,11 @@ def cluster(tmp_path_factory):
         # The gateway is ready once the text engine serves; the vision engine is watched in the background
         # and may have been unreachable when the gateway first looked (all pods start at once).
         ready_url = f"http://{local.service_address(RELEASE, 'http')}/ready"
-        wait_until(lambda: httpx.get(ready_url, timeout=5).json()["vision"]["available"] is True, timeout=60,
-                   message="the gateway sees the vision engine")  # fmt: skip
+        wait_until(
+            lambda: httpx.get(ready_url, timeout=5).json()["vision"]["available"] is True,
+            timeout=60,
+            message="the gateway sees the vision engine",
+        )
         yield local
     finally:
         codes = local.stop()
@@ -56,12 +59,25 @@ def test_the_init_containers_built_the_models_into_the_cache_volume(cluster):
 
 
 def test_a_chat_with_an_image_through_the_gateway_service(cluster):
-    client = openai.OpenAI(base_url=f"http://{cluster.service_address(RELEASE, 'http')}/v1", api_key="not-needed",
-                           max_retries=0, timeout=120)  # fmt: skip
+    client = openai.OpenAI(
+        base_url=f"http://{cluster.service_address(RELEASE, 'http')}/v1",
+        api_key="not-needed",
+        max_retries=0,
+        timeout=120,
+    )
     data_url = "data:image/png;base64," + base64.b64encode(png((200, 30, 30), (64, 48))).decode()
     question = "What is in this image?"
-    with_image = client.chat.completions.create(model=TEXT, max_tokens=8, temperature=0, messages=[
-        {"role": "user", "content": [{"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": data_url}}]}])  # fmt: skip
+    with_image = client.chat.completions.create(
+        model=TEXT,
+        max_tokens=8,
+        temperature=0,
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": data_url}}],
+            }
+        ],
+    )
     text_only = client.chat.completions.create(
         model=TEXT, max_tokens=1, messages=[{"role": "user", "content": question}]
     )

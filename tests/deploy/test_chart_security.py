@@ -35,10 +35,14 @@ def test_no_api_keys_by_default():
     assert "api-keys" not in {v["name"] for v in gateway_pod(rendered)["volumes"]}
 
 
-@pytest.mark.parametrize("api_keys, secret_name, key", [
-    ({"create": True, "keys": ["sk-dev-1", "sk-dev-2"]}, f"{RELEASE}-api-keys", "api-keys"),
-    ({"existingSecret": "team-keys", "key": "keys.txt"}, "team-keys", "keys.txt"),
-], ids=["created", "existing"])  # fmt: skip
+@pytest.mark.parametrize(
+    "api_keys, secret_name, key",
+    [
+        ({"create": True, "keys": ["sk-dev-1", "sk-dev-2"]}, f"{RELEASE}-api-keys", "api-keys"),
+        ({"existingSecret": "team-keys", "key": "keys.txt"}, "team-keys", "keys.txt"),
+    ],
+    ids=["created", "existing"],
+)
 def test_keys_come_from_a_secret_mounted_as_a_file_that_models_yaml_names(api_keys, secret_name, key):
     rendered = render({"gateway": {"apiKeys": api_keys}})
     validate_all(rendered)
@@ -48,8 +52,11 @@ def test_keys_come_from_a_secret_mounted_as_a_file_that_models_yaml_names(api_ke
     (volume,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
     assert volume["secret"]["secretName"] == secret_name
     assert volume["secret"]["items"] == [{"key": key, "path": "api-keys"}]
-    (mount,) = [m for m in main_container(rendered.get("Deployment", f"{RELEASE}-gateway"))["volumeMounts"]
-                if m["name"] == "api-keys"]  # fmt: skip
+    (mount,) = [
+        m
+        for m in main_container(rendered.get("Deployment", f"{RELEASE}-gateway"))["volumeMounts"]
+        if m["name"] == "api-keys"
+    ]
     # A directory mount: with subPath the kubelet would never update the file (no rotation).
     assert mount == {"name": "api-keys", "mountPath": "/etc/proxyvision-api-keys", "readOnly": True}
     # The keys are not in the ConfigMap, nor in the pod's environment or arguments.
@@ -72,8 +79,12 @@ def test_api_key_mistakes_are_refused():
     assert "at least one key" in render_failure({"gateway": {"apiKeys": {"create": True}}})
     assert "put them in a Secret" in render_failure({"modelsConfig": {**_brief(), "gateway": {"api_keys": ["k"]}}})
     assert "probes" in render_failure({"modelsConfig": {**_brief(), "gateway": {"api_keys_protect_health": True}}})
-    assert "the chart sets it" in render_failure({"gateway": {"apiKeys": {"existingSecret": "s"}},
-                                                  "modelsConfig": {**_brief(), "gateway": {"api_keys_file": "/x"}}})  # fmt: skip
+    assert "the chart sets it" in render_failure(
+        {
+            "gateway": {"apiKeys": {"existingSecret": "s"}},
+            "modelsConfig": {**_brief(), "gateway": {"api_keys_file": "/x"}},
+        }
+    )
 
 
 def _brief() -> dict:

@@ -52,12 +52,18 @@ def test_tls_is_off_by_default():
 def test_tls_mounts_each_sides_files_where_models_yaml_points():
     rendered = render({"tls": TLS})
     section = tls_section(rendered)
-    assert section == {"ca": "/etc/proxyvision-tls/ca/ca.crt", "server_cert": "/etc/proxyvision-tls/server/tls.crt",
-                       "server_key": "/etc/proxyvision-tls/server/tls.key", "require_client_cert": False}  # fmt: skip
+    assert section == {
+        "ca": "/etc/proxyvision-tls/ca/ca.crt",
+        "server_cert": "/etc/proxyvision-tls/server/tls.crt",
+        "server_key": "/etc/proxyvision-tls/server/tls.key",
+        "require_client_cert": False,
+    }
     for deployment in rendered.engine_deployments():
         # The engine reads its certificate and key; without mTLS it needs no CA, and never the gateway's files.
-        assert mounted_files(deployment) == {section["server_cert"]: ("engine-tls", "tls.crt"),
-                                             section["server_key"]: ("engine-tls", "tls.key")}  # fmt: skip
+        assert mounted_files(deployment) == {
+            section["server_cert"]: ("engine-tls", "tls.crt"),
+            section["server_key"]: ("engine-tls", "tls.key"),
+        }
     # The gateway gets only the CA (cert-manager's ca.crt of the engines' Secret), never the engines' key.
     assert mounted_files(gateway(rendered)) == {section["ca"]: ("engine-tls", "ca.crt")}
 
@@ -71,11 +77,22 @@ def test_engines_are_probed_over_tls_as_their_service_name():
         host = f"{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert container[probe]["exec"]["command"] == [
-                "python", "-m", "services.common.health_check", "--models-config", "/etc/proxyvision/models.yaml",
-                "--port", port, "--server-name", host]  # fmt: skip
+                "python",
+                "-m",
+                "services.common.health_check",
+                "--models-config",
+                "/etc/proxyvision/models.yaml",
+                "--port",
+                port,
+                "--server-name",
+                host,
+            ]
         # ... and that is the name the gateway dials, so one certificate check fits both.
-        endpoint = next(m["endpoint"] for m in yaml.safe_load(rendered.models_yaml())["models"]
-                        if m["name"] == deployment["metadata"]["annotations"]["proxyvision.io/model"])  # fmt: skip
+        endpoint = next(
+            m["endpoint"]
+            for m in yaml.safe_load(rendered.models_yaml())["models"]
+            if m["name"] == deployment["metadata"]["annotations"]["proxyvision.io/model"]
+        )
         assert endpoint == f"dns:///{host}:{port}"
         assert "checksum/tls" in deployment["spec"]["template"]["metadata"]["annotations"]
 
@@ -85,13 +102,17 @@ def test_mtls_gives_engines_the_ca_and_the_gateway_its_client_certificate():
     section = tls_section(rendered)
     assert section["require_client_cert"] is True and section["server_name"] == "engines.proxyvision.internal"
     for deployment in rendered.engine_deployments():
-        assert mounted_files(deployment) == {section["ca"]: ("our-ca", "bundle.pem"),
-                                             section["server_cert"]: ("engine-tls", "tls.crt"),
-                                             section["server_key"]: ("engine-tls", "tls.key")}  # fmt: skip
+        assert mounted_files(deployment) == {
+            section["ca"]: ("our-ca", "bundle.pem"),
+            section["server_cert"]: ("engine-tls", "tls.crt"),
+            section["server_key"]: ("engine-tls", "tls.key"),
+        }
         assert main_container(deployment)["readinessProbe"]["exec"]["command"][-1] == "engines.proxyvision.internal"
-    assert mounted_files(gateway(rendered)) == {section["ca"]: ("our-ca", "bundle.pem"),
-                                                section["client_cert"]: ("gateway-tls", "tls.crt"),
-                                                section["client_key"]: ("gateway-tls", "tls.key")}  # fmt: skip
+    assert mounted_files(gateway(rendered)) == {
+        section["ca"]: ("our-ca", "bundle.pem"),
+        section["client_cert"]: ("gateway-tls", "tls.crt"),
+        section["client_key"]: ("gateway-tls", "tls.key"),
+    }
 
 
 def failure(values: dict) -> str:

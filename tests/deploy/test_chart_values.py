@@ -74,8 +74,19 @@ def test_the_hub_token_cannot_be_a_plain_value():
 def test_every_object_in_the_schema_refuses_unknown_keys_except_kubernetes_pass_throughs():
     # Maps handed to Kubernetes as they are (labels, affinity, security contexts, HPA specs) are
     # validated by the API server; everything the chart itself reads must refuse unknown keys.
-    pass_through = {"affinity", "podSecurityContext", "securityContext", "behavior", "metrics", "tolerations",
-                    "topologySpreadConstraints", "extraEnv", "tls", "claims", "metricsFrom"}  # fmt: skip
+    pass_through = {
+        "affinity",
+        "podSecurityContext",
+        "securityContext",
+        "behavior",
+        "metrics",
+        "tolerations",
+        "topologySpreadConstraints",
+        "extraEnv",
+        "tls",
+        "claims",
+        "metricsFrom",
+    }
     open_objects = []
 
     def walk(node, path):
@@ -162,14 +173,18 @@ def test_models_whose_names_collide_as_kubernetes_names_are_refused():
 def test_cpu_autoscaling_without_a_cpu_request_is_refused():
     assert "needs resources.requests.cpu" in render_failure({"engineDefaults": {"autoscaling": {"enabled": True}}})
     assert "needs gateway.resources.requests.cpu" in render_failure(
-        {"gateway": {"resources": {"requests": None}, "autoscaling": {"enabled": True}}})  # fmt: skip
+        {"gateway": {"resources": {"requests": None}, "autoscaling": {"enabled": True}}}
+    )
 
 
 def test_long_and_odd_model_names_give_unique_valid_kubernetes_names():
     long_a = "organisation-with-a-long-name/some-very-long-model-name-v1.5-instruct-awq-a"
     long_b = long_a[:-1] + "b"
-    models = [{"name": long_a, "hf_id": "a/b"}, {"name": long_b, "hf_id": "a/c"}, {"name": "Qwen/Qwen2.5-VL", "hf_id": "q/v",
-              "capabilities": {"vision_mode": "proxy"}}]  # fmt: skip
+    models = [
+        {"name": long_a, "hf_id": "a/b"},
+        {"name": long_b, "hf_id": "a/c"},
+        {"name": "Qwen/Qwen2.5-VL", "hf_id": "q/v", "capabilities": {"vision_mode": "proxy"}},
+    ]
     rendered = render({"modelsConfig": {"models": models}})
     names = [d["metadata"]["name"] for d in rendered.engine_deployments()]
     assert len(set(names)) == 3 and all(len(n) <= 63 for n in names), names

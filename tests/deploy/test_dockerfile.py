@@ -53,8 +53,12 @@ def run_step(prefix: str) -> str:
 
 def test_hadolint_finds_nothing():
     hadolint = Path(sys.executable).with_name("hadolint")
-    result = subprocess.run([str(hadolint), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [str(hadolint), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
 
 
@@ -125,14 +129,23 @@ def test_the_grpc_code_step_generates_importable_modules(tmp_path):
     command = run_step("rm -rf services/common/pb").replace("/opt/tools/bin/python", sys.executable)
     subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True, timeout=120)
     generated = tmp_path / "services" / "common" / "pb" / "proxyvision" / "v1"
-    assert {p.name for p in generated.glob("*_pb2_grpc.py")} == {"common_pb2_grpc.py", "text_engine_pb2_grpc.py",
-                                                                 "vision_engine_pb2_grpc.py"}  # fmt: skip
+    assert {p.name for p in generated.glob("*_pb2_grpc.py")} == {
+        "common_pb2_grpc.py",
+        "text_engine_pb2_grpc.py",
+        "vision_engine_pb2_grpc.py",
+    }
     probe = (
         "from services.common.pb.proxyvision.v1 import text_engine_pb2_grpc, vision_engine_pb2_grpc; "
         "print(text_engine_pb2_grpc.TextEngineStub.__name__, vision_engine_pb2_grpc.VisionEngineStub.__name__)"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert result.stdout.split() == ["TextEngineStub", "VisionEngineStub"], result.stderr
 
 
@@ -151,8 +164,11 @@ def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_sends_what_the_build_copies_and_nothing_else():
-    patterns = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]  # fmt: skip
+    patterns = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     sources = [rest.split()[:-1] for keyword, rest in stages()[0] if keyword == "COPY"]
     for source in (s for group in sources for s in group):
         assert not _dockerignore_excludes(source.rstrip("/"), patterns), source
@@ -162,7 +178,14 @@ def test_dockerignore_sends_what_the_build_copies_and_nothing_else():
         "protos/proxyvision/v1/common.proto",
     ):
         assert (REPO_ROOT / path).exists() and not _dockerignore_excludes(path, patterns), path
-    for path in (".venv/bin/python", "models/tiny/ministral-3-tiny/model.safetensors", ".git/config", "tests/conftest.py",
-                 "services/common/pb/proxyvision/v1/common_pb2.py", "services/text_engine/__pycache__/server.cpython-311.pyc",
-                 "deploy/k8s/values.yaml", "README.md"):  # fmt: skip
+    for path in (
+        ".venv/bin/python",
+        "models/tiny/ministral-3-tiny/model.safetensors",
+        ".git/config",
+        "tests/conftest.py",
+        "services/common/pb/proxyvision/v1/common_pb2.py",
+        "services/text_engine/__pycache__/server.cpython-311.pyc",
+        "deploy/k8s/values.yaml",
+        "README.md",
+    ):
         assert _dockerignore_excludes(path, patterns), path

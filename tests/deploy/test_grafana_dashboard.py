@@ -32,8 +32,21 @@ TARGET_LABELS = {"namespace", "pod", "service", "container", "endpoint", "job", 
 # Words of PromQL that look like identifiers but never name a series. Functions and aggregations are
 # recognised by the `(` after them and label lists (by/without/on/ignoring/group_* with their labels) are
 # removed whole, so neither needs a list.
-KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-            "offset", "inf", "nan"}  # fmt: skip
+KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+}
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _NAME_MATCHER = re.compile(r'__name__\s*=\s*"([^"]+)"')
 _LABEL_LIST = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
@@ -122,10 +135,15 @@ def exported() -> dict[str, set[str]]:
 def test_the_exported_series_come_from_the_services():
     series = exported()
     # One of each kind, so a broken collection (nothing found, suffixes lost) fails here and not below.
-    assert {"proxyvision_gateway_requests_total", "proxyvision_gateway_requests_running",
-            "proxyvision_gateway_request_duration_seconds_bucket", "proxyvision_requests_waiting",
-            "proxyvision_kv_cache_usage_ratio", "proxyvision_model_loads_total",
-            "proxyvision_vision_cache_hits_total"} <= set(series)  # fmt: skip
+    assert {
+        "proxyvision_gateway_requests_total",
+        "proxyvision_gateway_requests_running",
+        "proxyvision_gateway_request_duration_seconds_bucket",
+        "proxyvision_requests_waiting",
+        "proxyvision_kv_cache_usage_ratio",
+        "proxyvision_model_loads_total",
+        "proxyvision_vision_cache_hits_total",
+    } <= set(series)
     assert "proxyvision_gateway_requests" not in series  # a counter's family name is not a series
     assert series["proxyvision_model_state"] == {"model", "state"}
 
@@ -222,11 +240,13 @@ def test_the_configmap_carries_the_sidecar_label_and_the_repository_s_json():
 
 
 def test_label_annotations_and_namespace_are_configurable():
-    configmap = dashboard_configmap({
-        "labels": {"grafana_dashboard": None, "dashboards": "proxyvision"},
-        "annotations": {"grafana_folder": "ProxyVision"},
-        "namespace": "monitoring",
-    })  # fmt: skip
+    configmap = dashboard_configmap(
+        {
+            "labels": {"grafana_dashboard": None, "dashboards": "proxyvision"},
+            "annotations": {"grafana_folder": "ProxyVision"},
+            "namespace": "monitoring",
+        }
+    )
     metadata = configmap["metadata"]
     assert metadata["namespace"] == "monitoring"
     assert metadata["labels"]["dashboards"] == "proxyvision" and "grafana_dashboard" not in metadata["labels"]

@@ -31,9 +31,15 @@ class Replica:
     def __init__(self, tmp, config, name: str, drain_grace_secs: int = 5) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.process: ServiceProcess = start_service(
-            "services.text_engine", ["--models-config", str(config), "--model", TEXT_MODEL, "--port", str(self.port),
-                                     "--device", "cpu"], self.port, tmp,
-            env={"PROXYVISION_METRICS_PORT": str(self.metrics_port), "PROXYVISION_DRAIN_GRACE_SECS": str(drain_grace_secs)})  # fmt: skip
+            "services.text_engine",
+            ["--models-config", str(config), "--model", TEXT_MODEL, "--port", str(self.port), "--device", "cpu"],
+            self.port,
+            tmp,
+            env={
+                "PROXYVISION_METRICS_PORT": str(self.metrics_port),
+                "PROXYVISION_DRAIN_GRACE_SECS": str(drain_grace_secs),
+            },
+        )
         self.name = name
 
     def served(self, status: str = "ok") -> float:
@@ -59,8 +65,13 @@ def replicas_and_gateway(tiny_models, tmp_path):
             tmp_path / "gateway.models.yaml", tiny_models, endpoints={TEXT_MODEL: target}
         )
         gateway_port = free_port()
-        gateway = start_service("services.api_gateway", ["--models-config", str(gateway_config), "--port", str(gateway_port)],
-                                gateway_port, tmp_path, env={"PROXYVISION_DRAIN_GRACE_SECS": "5"})  # fmt: skip
+        gateway = start_service(
+            "services.api_gateway",
+            ["--models-config", str(gateway_config), "--port", str(gateway_port)],
+            gateway_port,
+            tmp_path,
+            env={"PROXYVISION_DRAIN_GRACE_SECS": "5"},
+        )
         wait_http(f"http://127.0.0.1:{gateway_port}/ready", gateway)
         yield replicas, gateway
     finally:
@@ -110,8 +121,12 @@ async def start_draining(replica: Replica) -> grpc.aio.Call:
     """SIGTERM `replica` while a long generation (called on it directly) keeps it draining: a rolling
     update's old pod, whose connection the gateway still holds. Cancel the returned call to let it exit."""
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}")
-    call = text_engine_pb2_grpc.TextEngineStub(channel).Generate(pb.GenerateRequest(
-        messages=[pb.ChatMessage(role="user", content="Hello")], sampling=pb.SamplingParams(max_tokens=3000, temperature=0)))  # fmt: skip
+    call = text_engine_pb2_grpc.TextEngineStub(channel).Generate(
+        pb.GenerateRequest(
+            messages=[pb.ChatMessage(role="user", content="Hello")],
+            sampling=pb.SamplingParams(max_tokens=3000, temperature=0),
+        )
+    )
     call.add_done_callback(lambda _: asyncio.get_running_loop().create_task(channel.close()))
     assert (await call.read()).HasField("accepted")
     assert (await call.read()).HasField("delta")  # generating: the replica has a request in flight

@@ -15,11 +15,18 @@ from tests.support.processes import ServiceProcess, free_port, wait_grpc_serving
 from tests.support.stack import start_gateway, start_text_engine
 
 
-def bench_config(tmp: Path, bench_model: Path, *, params: dict | None = None, idle_unload_secs: int = 300,
-                 endpoint: str | None = None) -> Path:  # fmt: skip
+def bench_config(
+    tmp: Path,
+    bench_model: Path,
+    *,
+    params: dict | None = None,
+    idle_unload_secs: int = 300,
+    endpoint: str | None = None,
+) -> Path:
     """A models.yaml with the bench checkpoint as its only text model."""
-    return models_yaml.bench(bench_model, params=params, idle_unload_secs=idle_unload_secs,
-                             endpoint=endpoint).write(tmp / "models.yaml")  # fmt: skip
+    return models_yaml.bench(bench_model, params=params, idle_unload_secs=idle_unload_secs, endpoint=endpoint).write(
+        tmp / "models.yaml"
+    )
 
 
 class EngineProcess:
@@ -27,8 +34,9 @@ class EngineProcess:
 
     def __init__(self, tmp: Path, config: Path, *, env: dict | None = None, port: int | None = None) -> None:
         self.port, self.metrics_port = port or free_port(), free_port()
-        self.service: ServiceProcess = start_text_engine(config, tmp, model=BENCH, port=self.port,
-                                                         metrics_port=self.metrics_port, env=env, wait=False)  # fmt: skip
+        self.service: ServiceProcess = start_text_engine(
+            config, tmp, model=BENCH, port=self.port, metrics_port=self.metrics_port, env=env, wait=False
+        )
         self.channel = grpc.insecure_channel(self.service.address)
         self.stub = text_engine_pb2_grpc.TextEngineStub(self.channel)
 
@@ -45,11 +53,19 @@ class EngineProcess:
     def metrics(self) -> Scrape:
         return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
-    def generate(self, prompt: str = "Tell me a story.", max_tokens: int = 16, timeout: float = 120,
-                 first_delta: threading.Event | None = None):  # fmt: skip
+    def generate(
+        self,
+        prompt: str = "Tell me a story.",
+        max_tokens: int = 16,
+        timeout: float = 120,
+        first_delta: threading.Event | None = None,
+    ):
         """A streamed Generate, consumed whole: (text, finished message); sets `first_delta` on the first token."""
-        request = pb.GenerateRequest(model=BENCH, messages=[pb.ChatMessage(role="user", content=prompt)],
-                                     sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0.0))  # fmt: skip
+        request = pb.GenerateRequest(
+            model=BENCH,
+            messages=[pb.ChatMessage(role="user", content=prompt)],
+            sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0.0),
+        )
         text, finished = [], None
         for response in self.stub.Generate(request, timeout=timeout):
             if response.HasField("delta"):
@@ -68,8 +84,9 @@ class EngineProcess:
 class BenchStack:
     """The bench-model engine behind a real gateway (both with metrics)."""
 
-    def __init__(self, tmp: Path, bench_model: Path, *, params: dict | None = None,
-                 engine_env: dict | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, tmp: Path, bench_model: Path, *, params: dict | None = None, engine_env: dict | None = None
+    ) -> None:
         self.tmp = tmp
         port = free_port()
         self.config = bench_config(tmp, bench_model, params=params, endpoint=f"127.0.0.1:{port}")

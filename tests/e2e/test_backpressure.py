@@ -12,8 +12,13 @@ from .stack import wait_until
 
 
 def chat(base_url: str, max_tokens: int, stream: bool = False) -> httpx.Response:
-    body = {"model": BENCH, "messages": [{"role": "user", "content": "Tell me a long story."}],
-            "max_tokens": max_tokens, "temperature": 0, "stream": stream}  # fmt: skip
+    body = {
+        "model": BENCH,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+    }
     with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=120) as response:
         response.read()
         return response

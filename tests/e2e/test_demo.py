@@ -31,10 +31,27 @@ def demo(tiny_models):
     """The demo stack, started as `make demo` starts it; yields (base URL, banner)."""
     port = free_port()
     cli = Path(sys.executable).parent / "proxyvision"
-    proc = subprocess.Popen([str(cli), "serve", "--models-config", str(DEMO_CONFIG), "--host", "127.0.0.1",
-                             "--port", str(port), "--engine-port-base", str(free_port()), "--ui-server",
-                             "--device", "cpu"],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            str(cli),
+            "serve",
+            "--models-config",
+            str(DEMO_CONFIG),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--engine-port-base",
+            str(free_port()),
+            "--ui-server",
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output: list[str] = []
         deadline = time.monotonic() + 240
@@ -81,7 +98,10 @@ def test_hello_in_the_web_ui_gets_an_answer_in_words(demo):
 
 def test_the_brief_request_still_reaches_the_brief_model_name(demo):
     base, _ = demo
-    reply = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
-        "model": TEXT_MODEL, "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 100})  # fmt: skip
+    reply = httpx.post(
+        f"{base}/v1/chat/completions",
+        timeout=60,
+        json={"model": TEXT_MODEL, "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 100},
+    )
     assert reply.status_code == 200 and reply.json()["model"] == TEXT_MODEL
     assert reply.json()["usage"]["completion_tokens"] > 0

@@ -26,9 +26,26 @@ CLI = Path(sys.executable).parent / "proxyvision"
 
 
 def serve(config: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen([str(CLI), "serve", "--models-config", str(config), "--host", "127.0.0.1", "--port",
-                             str(port), "--engine-port-base", str(free_port()), "--device", "cpu"],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [
+            str(CLI),
+            "serve",
+            "--models-config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--engine-port-base",
+            str(free_port()),
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +70,11 @@ def demo(tiny_models):
 
 
 def chat(base: str, model: str, content, **extra) -> dict:
-    reply = httpx.post(f"{base}/v1/chat/completions", timeout=120,
-                       json={"model": model, "messages": [{"role": "user", "content": content}], **extra})  # fmt: skip
+    reply = httpx.post(
+        f"{base}/v1/chat/completions",
+        timeout=120,
+        json={"model": model, "messages": [{"role": "user", "content": content}], **extra},
+    )
     assert reply.status_code == 200, reply.text
     return reply.json()
 
@@ -62,9 +82,11 @@ def chat(base: str, model: str, content, **extra) -> dict:
 def test_each_model_runs_on_the_backend_the_file_names(demo):
     listing = {m["id"]: m for m in httpx.get(f"{demo}/v1/models").json()["data"]}
     assert {name: m["backend"] for name, m in listing.items()} == {
-        REAL_MODEL: "vllm", "qwen3-0.6b": "vllm", "ministral-3-3b-reasoning": "transformers",
+        REAL_MODEL: "vllm",
+        "qwen3-0.6b": "vllm",
+        "ministral-3-3b-reasoning": "transformers",
         "qwen2-vl-7b": "transformers",
-    }  # fmt: skip
+    }
     assert all(m["state"] == "ready" for m in listing.values())
 
 

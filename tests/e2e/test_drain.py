@@ -38,8 +38,11 @@ def test_gateway_drains_on_sigterm(stack):
 
     ready = httpx.get(f"{stack.base_url}/ready", timeout=5)
     assert ready.status_code == 503 and ready.json()["status"] == "draining"
-    late = httpx.post(f"{stack.base_url}/v1/chat/completions", timeout=5,
-                      json={"model": BENCH, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    late = httpx.post(
+        f"{stack.base_url}/v1/chat/completions",
+        timeout=5,
+        json={"model": BENCH, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert late.status_code == 503 and late.headers["retry-after"] == "1"
     assert late.json()["error"]["code"] == "server_shutting_down"
 

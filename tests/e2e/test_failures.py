@@ -22,8 +22,9 @@ HELLO = [{"role": "user", "content": "Hello, how are you?"}]
 @pytest.fixture(scope="module")
 def slow_stack(tiny_models, tmp_path_factory):
     """A gateway whose engine deadline (0.5 s) is shorter than a long generation."""
-    s = make_stack(tmp_path_factory.mktemp("deadline"), tiny_models, vision=False,
-                   gateway_extra={"request_timeout_secs": 0.5})  # fmt: skip
+    s = make_stack(
+        tmp_path_factory.mktemp("deadline"), tiny_models, vision=False, gateway_extra={"request_timeout_secs": 0.5}
+    )
     yield s
     s.stop()
 
@@ -63,13 +64,18 @@ def test_error_after_first_byte_is_an_sse_error_event(slow_stack):
     client = slow_stack.client()
     received = []
     with pytest.raises(openai.APIError) as info:
-        for chunk in client.chat.completions.create(model=TEXT_MODEL, messages=HELLO, max_tokens=3500,
-                                                     temperature=0, stream=True):  # fmt: skip
+        for chunk in client.chat.completions.create(
+            model=TEXT_MODEL, messages=HELLO, max_tokens=3500, temperature=0, stream=True
+        ):
             received.append(chunk)
     assert received, "the stream had started before the deadline"
     assert "deadline" in str(info.value).lower() or "timeout" in str(info.value).lower()
-    with httpx.stream("POST", f"{slow_stack.base_url}/v1/chat/completions", timeout=30,
-                      json={"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3500, "temperature": 0, "stream": True}) as reply:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        f"{slow_stack.base_url}/v1/chat/completions",
+        timeout=30,
+        json={"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3500, "temperature": 0, "stream": True},
+    ) as reply:
         frames = [f for f in reply.read().decode().split("\n\n") if f]
     assert frames[-1] == "data: [DONE]" and '"error"' in frames[-2]
     assert httpx.get(f"{slow_stack.base_url}/health").status_code == 200

@@ -48,8 +48,9 @@ class Supervised:
     """`proxyvision serve` over the tiny models, and the pids of its children by service."""
 
     def __init__(self, tmp: Path, tiny_models) -> None:
-        config = write_models_yaml(tmp / "models.yaml", tiny_models, vision=True,
-                                   extra={"gateway": {"request_timeout_secs": 60}})  # fmt: skip
+        config = write_models_yaml(
+            tmp / "models.yaml", tiny_models, vision=True, extra={"gateway": {"request_timeout_secs": 60}}
+        )
         data = yaml.safe_load(config.read_text())
         # Captions that take a few seconds: long enough to kill one in the middle, short enough to prove recovery.
         data["models"][1]["capabilities"]["vision_proxy"]["max_caption_tokens"] = 400
@@ -59,12 +60,29 @@ class Supervised:
         self.log_path = tmp / "launcher.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROXYVISION_DRAIN_GRACE_SECS": "5"}
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "proxyvision"), "serve", "--models-config",
-                                          str(config), "--port", str(self.port), "--engine-port-base", str(base),
-                                          "--device", "cpu"], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env)  # fmt: skip
-        wait_until(lambda: "Ctrl-C stops everything" in self.log() or self.proc.poll() is not None, timeout=120,
-                   message="the ready banner")  # fmt: skip
+            self.proc = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "proxyvision"),
+                    "serve",
+                    "--models-config",
+                    str(config),
+                    "--port",
+                    str(self.port),
+                    "--engine-port-base",
+                    str(base),
+                    "--device",
+                    "cpu",
+                ],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        wait_until(
+            lambda: "Ctrl-C stops everything" in self.log() or self.proc.poll() is not None,
+            timeout=120,
+            message="the ready banner",
+        )
         assert self.proc.poll() is None, self.log()[-4000:]
         self.gateway_pid = self.pid("api_gateway")
 
@@ -186,13 +204,17 @@ def test_vision_engine_killed_mid_stream(stack):
     vision_pid = stack.pid("vision_engine")
     os.kill(stack.proc.pid, signal.SIGSTOP)
     try:
-        with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", json=image_request(1, stream=True),
-                          timeout=30) as reply:  # fmt: skip
+        with httpx.stream(
+            "POST", f"{stack.base_url}/v1/chat/completions", json=image_request(1, stream=True), timeout=30
+        ) as reply:
             assert reply.status_code == 200
 
             def captioning(frame) -> bool:  # the role chunk is out and the vision engine is at work
-                wait_until(lambda: scrape(stack.vision_metrics).value("proxyvision_requests_running") == 1, timeout=10,
-                           message="the caption in progress")  # fmt: skip
+                wait_until(
+                    lambda: scrape(stack.vision_metrics).value("proxyvision_requests_running") == 1,
+                    timeout=10,
+                    message="the caption in progress",
+                )
                 return True
 
             rest, ended = kill_mid_stream(reply, vision_pid, captioning)
@@ -223,6 +245,9 @@ def test_a_hung_text_engine_ends_requests_at_their_deadline(stack):
             assert DEADLINE_SECS <= elapsed < DEADLINE_SECS + STREAM_END_SECS  # at the deadline, not later
     finally:
         os.kill(text_pid, signal.SIGCONT)
-    wait_until(lambda: served(stack, {"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3}), timeout=30,
-               message="the resumed engine serving")  # fmt: skip
+    wait_until(
+        lambda: served(stack, {"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3}),
+        timeout=30,
+        message="the resumed engine serving",
+    )
     assert stack.pid("text_engine") == text_pid and stack.pid("api_gateway") == stack.gateway_pid

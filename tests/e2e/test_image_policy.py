@@ -30,8 +30,12 @@ def stack(tiny_models, tmp_path_factory):
 def test_images_for_a_model_that_cannot_see_them_are_a_400_that_says_how(stack, stream):
     client = stack.client()
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model=TEXT_MODEL, max_tokens=3, stream=stream, messages=[
-            {"role": "user", "content": [{"type": "text", "text": "What is it?"}, IMAGE]}])  # fmt: skip
+        client.chat.completions.create(
+            model=TEXT_MODEL,
+            max_tokens=3,
+            stream=stream,
+            messages=[{"role": "user", "content": [{"type": "text", "text": "What is it?"}, IMAGE]}],
+        )
     body = info.value.body
     assert info.value.status_code == 400 and body["code"] == "images_not_supported" and body["param"] == "messages"
     assert body["message"].startswith(f"The model '{TEXT_MODEL}' cannot take images")
@@ -40,7 +44,8 @@ def test_images_for_a_model_that_cannot_see_them_are_a_400_that_says_how(stack, 
 
 
 def test_text_is_still_served_and_the_gateway_stays_ready(stack):
-    answer = stack.client().chat.completions.create(model=TEXT_MODEL, max_tokens=3,
-                                                    messages=[{"role": "user", "content": "Hello"}])  # fmt: skip
+    answer = stack.client().chat.completions.create(
+        model=TEXT_MODEL, max_tokens=3, messages=[{"role": "user", "content": "Hello"}]
+    )
     assert answer.usage.completion_tokens == 3 and "proxy_vision" not in (answer.model_extra or {})
     assert httpx.get(f"{stack.base_url}/ready").status_code == 200

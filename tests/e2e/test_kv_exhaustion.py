@@ -25,8 +25,12 @@ TOPICS = ("rivers", "mountains", "deserts")
 
 @pytest.fixture(scope="module")
 def stack(tiny_models, tmp_path_factory):
-    s = make_stack(tmp_path_factory.mktemp("kv"), tiny_models, vision=False,
-                   text_params={"mem": 1, "block_size": 16, "max_num_seqs": len(TOPICS), "prefill_chunk_size": 256})  # fmt: skip
+    s = make_stack(
+        tmp_path_factory.mktemp("kv"),
+        tiny_models,
+        vision=False,
+        text_params={"mem": 1, "block_size": 16, "max_num_seqs": len(TOPICS), "prefill_chunk_size": 256},
+    )
     yield s
     s.stop()
 
@@ -40,8 +44,14 @@ def reasoning_of(obj) -> str:
 
 
 async def streamed(client, topic: str, **kw) -> tuple[str, str, object]:
-    stream = await client.chat.completions.create(model=TEXT_MODEL, messages=messages(topic), temperature=0,
-                                                  stream=True, stream_options={"include_usage": True}, **kw)  # fmt: skip
+    stream = await client.chat.completions.create(
+        model=TEXT_MODEL,
+        messages=messages(topic),
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        **kw,
+    )
     text, reasoning, finish, usage = [], [], None, None
     async for chunk in stream:
         if chunk.usage is not None:

@@ -33,9 +33,25 @@ def test_serve_prints_banner_serves_and_stops_cleanly(tiny_models, tmp_path):
     config = write_models_yaml(tmp_path / "models.yaml", tiny_models, vision=True)
     port, base = free_port(), free_port()
     cli = Path(sys.executable).parent / "proxyvision"
-    proc = subprocess.Popen([str(cli), "serve", "--models-config", str(config), "--port", str(port),
-                             "--engine-port-base", str(base), "--device", "cpu", "--ui-server"],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            str(cli),
+            "serve",
+            "--models-config",
+            str(config),
+            "--port",
+            str(port),
+            "--engine-port-base",
+            str(base),
+            "--device",
+            "cpu",
+            "--ui-server",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output = []
         deadline = time.monotonic() + 120
@@ -46,8 +62,15 @@ def test_serve_prints_banner_serves_and_stops_cleanly(tiny_models, tmp_path):
         assert f"base_url : http://127.0.0.1:{port}/v1" in banner and "Building InferenceEngine" in banner
         children = children_of(proc.pid)
         assert len(children) == 3  # text engine, vision engine, gateway
-        reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
-                           json={"model": TEXT_MODEL, "messages": [{"role": "user", "content": "Hello, how are you?"}], "max_tokens": 100})  # fmt: skip
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            timeout=60,
+            json={
+                "model": TEXT_MODEL,
+                "messages": [{"role": "user", "content": "Hello, how are you?"}],
+                "max_tokens": 100,
+            },
+        )
         assert reply.status_code == 200
         assert "<title>ProxyVision</title>" in httpx.get(f"http://127.0.0.1:{port}/").text
         proc.send_signal(signal.SIGINT)
@@ -68,8 +91,12 @@ def test_busy_port_fails_fast(tiny_models, tmp_path):
         held.listen()
         port = held.getsockname()[1]
         cli = Path(sys.executable).parent / "proxyvision"
-        result = subprocess.run([str(cli), "--models-config", str(config), "--port", str(port),
-                                 "--engine-port-base", str(free_port())], capture_output=True, text=True, timeout=60)  # fmt: skip
+        result = subprocess.run(
+            [str(cli), "--models-config", str(config), "--port", str(port), "--engine-port-base", str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 1 and f"port(s) already in use: {port}" in result.stderr
     assert yaml.safe_load(config.read_text())["models"][0]["name"] == TEXT_MODEL
 
@@ -79,9 +106,26 @@ def test_sigterm_to_the_launcher_drains_running_streams_and_exits_0(bench_model,
     config = bench_config(tmp_path, bench_model, params={"max_num_seqs": 2})
     port, base = free_port(), free_port()
     cli = Path(sys.executable).parent / "proxyvision"
-    proc = subprocess.Popen([str(cli), "serve", "--models-config", str(config), "--port", str(port),
-                             "--engine-port-base", str(base), "--device", "cpu", "--drain-grace-secs", "60"],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            str(cli),
+            "serve",
+            "--models-config",
+            str(config),
+            "--port",
+            str(port),
+            "--engine-port-base",
+            str(base),
+            "--device",
+            "cpu",
+            "--drain-grace-secs",
+            "60",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output = []
         while "Ctrl-C stops everything" not in "".join(output):
@@ -90,8 +134,11 @@ def test_sigterm_to_the_launcher_drains_running_streams_and_exits_0(bench_model,
         metrics_url = f"http://127.0.0.1:{base + 1000}/metrics"
         assert metrics_url in "".join(output)  # the banner says where each engine's metrics are
         threads, results = start_streams(f"http://127.0.0.1:{port}", BENCH, 2, max_tokens=64)
-        wait_until(lambda: scrape(metrics_url).value("proxyvision_requests_running", model=BENCH) == 2, timeout=30,
-                   message="2 streams running")  # fmt: skip
+        wait_until(
+            lambda: scrape(metrics_url).value("proxyvision_requests_running", model=BENCH) == 2,
+            timeout=30,
+            message="2 streams running",
+        )
         proc.send_signal(signal.SIGTERM)
         for thread in threads:
             thread.join(60)
@@ -113,9 +160,26 @@ def test_serve_with_keys_protecting_health_still_gets_ready(tiny_models, tmp_pat
     config.write_text(yaml.safe_dump(data))
     port, base = free_port(), free_port()
     cli = Path(sys.executable).parent / "proxyvision"
-    proc = subprocess.Popen([str(cli), "serve", "--models-config", str(config), "--port", str(port),
-                             "--engine-port-base", str(base), "--device", "cpu", "--ready-timeout", "90"],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            str(cli),
+            "serve",
+            "--models-config",
+            str(config),
+            "--port",
+            str(port),
+            "--engine-port-base",
+            str(base),
+            "--device",
+            "cpu",
+            "--ready-timeout",
+            "90",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output = []
         deadline = time.monotonic() + 120

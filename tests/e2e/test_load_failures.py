@@ -34,10 +34,26 @@ class Launcher:
 
     def __init__(self, config: Path, port: int) -> None:
         cli = Path(sys.executable).parent / "proxyvision"
-        self.proc = subprocess.Popen([str(cli), "serve", "--models-config", str(config), "--port", str(port),
-                                      "--engine-port-base", str(free_port()), "--device", "cpu",
-                                      "--ready-timeout", str(READY_TIMEOUT)],
-                                     cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [
+                str(cli),
+                "serve",
+                "--models-config",
+                str(config),
+                "--port",
+                str(port),
+                "--engine-port-base",
+                str(free_port()),
+                "--device",
+                "cpu",
+                "--ready-timeout",
+                str(READY_TIMEOUT),
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -116,18 +132,41 @@ def test_a_vision_model_that_fails_to_load_leaves_text_served_and_says_why(tiny_
         assert f"UNAVAILABLE: {VISION_MODEL} failed to load (" in banner_line and "text only" in banner_line
         base = f"http://127.0.0.1:{port}"
         # The gateway's channel to the vision engine may still be in its reconnect backoff (up to 10 s).
-        wait_until(lambda: httpx.get(f"{base}/ready", timeout=10).json()["engines"][VISION_MODEL] == "NOT_SERVING",
-                   timeout=30, message="the gateway to reach the vision engine")  # fmt: skip
+        wait_until(
+            lambda: httpx.get(f"{base}/ready", timeout=10).json()["engines"][VISION_MODEL] == "NOT_SERVING",
+            timeout=30,
+            message="the gateway to reach the vision engine",
+        )
         ready = httpx.get(f"{base}/ready", timeout=10)
         assert ready.status_code == 200
         detail = ready.json()["models"][VISION_MODEL]
         assert detail["state"] == "failed" and detail["error"] and detail["error"] in banner_line
-        chat = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
-            "model": TEXT_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "Hello"}]})  # fmt: skip
+        chat = httpx.post(
+            f"{base}/v1/chat/completions",
+            timeout=60,
+            json={"model": TEXT_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "Hello"}]},
+        )
         assert chat.status_code == 200
-        image = httpx.post(f"{base}/v1/chat/completions", timeout=60, json={
-            "model": TEXT_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
-                {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}]}]})  # fmt: skip
+        image = httpx.post(
+            f"{base}/v1/chat/completions",
+            timeout=60,
+            json={
+                "model": TEXT_MODEL,
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "What is this?"},
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()},
+                            },
+                        ],
+                    }
+                ],
+            },
+        )
         assert image.status_code == 503 and "Vision model unavailable" in image.json()["error"]["message"]
     finally:
         launcher.stop()

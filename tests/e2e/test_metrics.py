@@ -18,8 +18,12 @@ IMAGE_URL = "data:image/png;base64," + base64.b64encode(png()).decode()
 
 
 def image_message(url: str) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                         {"type": "image_url", "image_url": {"url": url}}]}]  # fmt: skip
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": url}}],
+        }
+    ]
 
 
 def delta(after: Scrape, before: Scrape, name: str, **labels) -> float:
@@ -32,11 +36,21 @@ def test_counters_and_gauges_follow_the_traffic(tmp_path, tiny_models):
         urls = {s: stack.metrics_url(s) for s in ("gateway", "text", "vision")}
         before = {s: scrape(u) for s, u in urls.items()}
         client = stack.client()
-        usages = [client.chat.completions.create(model=TEXT_MODEL, max_tokens=5,
-                                                 messages=[{"role": "user", "content": "Hello"}]).usage]  # fmt: skip
+        usages = [
+            client.chat.completions.create(
+                model=TEXT_MODEL, max_tokens=5, messages=[{"role": "user", "content": "Hello"}]
+            ).usage
+        ]
         for messages in ([{"role": "user", "content": "Hi there"}], image_message(IMAGE_URL), image_message(IMAGE_URL)):
-            chunks = list(client.chat.completions.create(model=TEXT_MODEL, max_tokens=4, messages=messages, stream=True,
-                                                         stream_options={"include_usage": True}))  # fmt: skip
+            chunks = list(
+                client.chat.completions.create(
+                    model=TEXT_MODEL,
+                    max_tokens=4,
+                    messages=messages,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
             usages.append(chunks[-1].usage)
         with pytest.raises(openai.BadRequestError):  # refused before any engine: a private address
             client.chat.completions.create(model=TEXT_MODEL, messages=image_message("http://127.0.0.1:9/cat.png"))

@@ -20,8 +20,12 @@ from .test_vision_chat import image_part
 
 pytestmark = pytest.mark.e2e
 NATIVE = "qwen2-vl-native"
-IMAGES = {"/image.jpg": jpeg((200, 40, 40)), "/photo.jpg": jpeg((40, 200, 40), (80, 60)),
-          "/image1.jpg": jpeg((10, 10, 200)), "/image2.jpg": png((250, 250, 0), (50, 70))}  # fmt: skip
+IMAGES = {
+    "/image.jpg": jpeg((200, 40, 40)),
+    "/photo.jpg": jpeg((40, 200, 40), (80, 60)),
+    "/image1.jpg": jpeg((10, 10, 200)),
+    "/image2.jpg": png((250, 250, 0), (50, 70)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +39,12 @@ def images_server():
 def stack(tiny_models, tmp_path_factory):
     images = {"allow_private_networks": ["127.0.0.0/8"], "fetch_timeout_secs": 5, "max_images_per_request": 4}
     config = tiny(tiny_models, vision=True).native(NATIVE, local_path=tiny_models["vision"]).gateway(images=images)
-    s = make_stack(tmp_path_factory.mktemp("native_vision_chat"), tiny_models, config=config,
-                   more_text={NATIVE: tiny_models["vision"]})  # fmt: skip
+    s = make_stack(
+        tmp_path_factory.mktemp("native_vision_chat"),
+        tiny_models,
+        config=config,
+        more_text={NATIVE: tiny_models["vision"]},
+    )
     yield s
     s.stop()
 
@@ -55,8 +63,12 @@ def text(value: str) -> dict:
 
 
 def test_single_image_url_is_answered_natively_without_a_caption(stack, client, images_server):
-    response = client.chat.completions.create(model=NATIVE, max_tokens=8, temperature=0, messages=user(
-        text("What's in this image?"), image_part(f"{images_server.base}/photo.jpg")))  # fmt: skip
+    response = client.chat.completions.create(
+        model=NATIVE,
+        max_tokens=8,
+        temperature=0,
+        messages=user(text("What's in this image?"), image_part(f"{images_server.base}/photo.jpg")),
+    )
     assert response.model == NATIVE and response.choices[0].message.content
     assert "proxy_vision" not in (response.model_extra or {})  # nothing was captioned
     stack.gateway.wait_for_log(f"Processing multimodal request with 1 images (native: {NATIVE})")
@@ -67,23 +79,39 @@ def test_single_image_url_is_answered_natively_without_a_caption(stack, client, 
 
 def test_base64_data_url_with_detail_high(client):
     data = base64.b64encode(jpeg((90, 90, 90), (64, 64))).decode("utf-8")
-    response = client.chat.completions.create(model=NATIVE, max_tokens=5, messages=user(
-        text("Analyze this image:"), image_part(f"data:image/jpeg;base64,{data}", "high")))  # fmt: skip
+    response = client.chat.completions.create(
+        model=NATIVE,
+        max_tokens=5,
+        messages=user(text("Analyze this image:"), image_part(f"data:image/jpeg;base64,{data}", "high")),
+    )
     assert response.usage.completion_tokens == 5 and "proxy_vision" not in (response.model_extra or {})
 
 
 def test_multiple_images_each_count_in_the_prompt(client, images_server):
-    one = client.chat.completions.create(model=NATIVE, max_tokens=2, messages=user(
-        text("Compare these two images:"), image_part(f"{images_server.base}/image1.jpg", "high")))  # fmt: skip
-    two = client.chat.completions.create(model=NATIVE, max_tokens=2, messages=user(
-        text("Compare these two images:"), image_part(f"{images_server.base}/image1.jpg", "high"),
-        image_part(f"{images_server.base}/image2.jpg", "high")))  # fmt: skip
+    one = client.chat.completions.create(
+        model=NATIVE,
+        max_tokens=2,
+        messages=user(text("Compare these two images:"), image_part(f"{images_server.base}/image1.jpg", "high")),
+    )
+    two = client.chat.completions.create(
+        model=NATIVE,
+        max_tokens=2,
+        messages=user(
+            text("Compare these two images:"),
+            image_part(f"{images_server.base}/image1.jpg", "high"),
+            image_part(f"{images_server.base}/image2.jpg", "high"),
+        ),
+    )
     assert two.usage.prompt_tokens > one.usage.prompt_tokens + 4
 
 
 def test_streaming_multimodal_response(client, images_server):
-    stream = client.chat.completions.create(model=NATIVE, max_tokens=6, stream=True, messages=user(
-        text("Describe this image:"), image_part(f"{images_server.base}/image.jpg")))  # fmt: skip
+    stream = client.chat.completions.create(
+        model=NATIVE,
+        max_tokens=6,
+        stream=True,
+        messages=user(text("Describe this image:"), image_part(f"{images_server.base}/image.jpg")),
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason == "length"
@@ -103,12 +131,16 @@ def test_side_by_side_the_text_model_is_still_captioned_through_the_proxy(stack,
 
 def test_bad_images_for_the_native_model_are_the_gateways_400s(client):
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model=NATIVE, max_tokens=3, messages=user(
-            text("What is this?"), image_part("data:image/png;base64,@@@@")))  # fmt: skip
+        client.chat.completions.create(
+            model=NATIVE, max_tokens=3, messages=user(text("What is this?"), image_part("data:image/png;base64,@@@@"))
+        )
     assert info.value.body["code"] == "invalid_image" and info.value.body["message"].startswith("Invalid image")
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model=NATIVE, max_tokens=3, messages=user(
-            text("What is this?"), image_part("http://169.254.169.254/latest/meta-data/")))  # fmt: skip
+        client.chat.completions.create(
+            model=NATIVE,
+            max_tokens=3,
+            messages=user(text("What is this?"), image_part("http://169.254.169.254/latest/meta-data/")),
+        )
     assert info.value.body["code"] == "image_url_not_accessible"
 
 

@@ -34,8 +34,10 @@ def data_url(data: bytes) -> str:
 
 
 def with_image(text: str, data: bytes) -> dict:
-    return {"role": "user", "content": [{"type": "text", "text": text},
-                                        {"type": "image_url", "image_url": {"url": data_url(data)}}]}  # fmt: skip
+    return {
+        "role": "user",
+        "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": data_url(data)}}],
+    }
 
 
 @pytest.fixture(scope="module", params=["transformers", pytest.param("vllm", marks=pytest.mark.vllm)])
@@ -46,12 +48,25 @@ def stack(tmp_path_factory, request):
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"real_model_{backend}")
     text_port, vision_port = free_port(), free_port()
-    config = (ModelsYaml()
-              .text(REAL_MODEL, local_path=smollm2_checkpoint(), endpoint=f"127.0.0.1:{text_port}", tiny_defaults=False,
-                    params={"mem": 32, "dtype": "f32", "max_num_seqs": 4}, backend=backend)
-              .vision(VISION, hf_id="scripted/vision", endpoint=f"127.0.0.1:{vision_port}", tiny_defaults=False,
-                      prompt_template=None)
-              .write(tmp / "models.yaml"))  # fmt: skip
+    config = (
+        ModelsYaml()
+        .text(
+            REAL_MODEL,
+            local_path=smollm2_checkpoint(),
+            endpoint=f"127.0.0.1:{text_port}",
+            tiny_defaults=False,
+            params={"mem": 32, "dtype": "f32", "max_num_seqs": 4},
+            backend=backend,
+        )
+        .vision(
+            VISION,
+            hf_id="scripted/vision",
+            endpoint=f"127.0.0.1:{vision_port}",
+            tiny_defaults=False,
+            prompt_template=None,
+        )
+        .write(tmp / "models.yaml")
+    )
     services = [
         start_text_engine(config, tmp, model=REAL_MODEL, port=text_port, wait=False, backend=backend),
         start_fake_vision_engine(tmp, port=vision_port, wait=False),
@@ -74,8 +89,9 @@ def ask(client, messages: list, max_tokens: int = 24) -> str:
 
 
 def ask_streamed(client, messages: list, max_tokens: int = 24) -> str:
-    stream = client.chat.completions.create(model=REAL_MODEL, messages=messages, max_tokens=max_tokens, temperature=0,
-                                            stream=True)  # fmt: skip
+    stream = client.chat.completions.create(
+        model=REAL_MODEL, messages=messages, max_tokens=max_tokens, temperature=0, stream=True
+    )
     return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
 
 

@@ -14,7 +14,7 @@ from services.model_builder.scripted import (
     SCRIPTED_ANSWER,
     SCRIPTED_COMPLETION_IDS,
     SCRIPTED_REASONING,
-    THINK_ID,  # fmt: skip
+    THINK_ID,
 )
 from tests.conftest import TEXT_MODEL
 from tests.support.processes import REPO_ROOT
@@ -58,8 +58,9 @@ def test_non_streamed_answer_has_reasoning_apart_from_content(client):
 
 
 def test_streamed_reasoning_comes_first_in_its_own_field(client):
-    stream = client.chat.completions.create(model=TEXT_MODEL, messages=ASK, temperature=0, stream=True,
-                                            stream_options={"include_usage": True})  # fmt: skip
+    stream = client.chat.completions.create(
+        model=TEXT_MODEL, messages=ASK, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
     kinds, reasoning, answer, usage, finish = [], "", "", None, None
     for chunk in stream:
         if chunk.usage is not None:
@@ -81,13 +82,17 @@ def test_streamed_reasoning_comes_first_in_its_own_field(client):
 
 
 def test_include_reasoning_false_drops_it_streamed_and_not(client):
-    response = client.chat.completions.create(model=TEXT_MODEL, messages=ASK, temperature=0,
-                                              extra_body={"include_reasoning": False})  # fmt: skip
+    response = client.chat.completions.create(
+        model=TEXT_MODEL, messages=ASK, temperature=0, extra_body={"include_reasoning": False}
+    )
     assert response.choices[0].message.content == SCRIPTED_ANSWER
     assert getattr(response.choices[0].message, "reasoning_content", None) is None
     assert response.usage.completion_tokens_details.reasoning_tokens == reasoning_tokens()  # still generated
-    chunks = list(client.chat.completions.create(model=TEXT_MODEL, messages=ASK, temperature=0, stream=True,
-                                                 extra_body={"include_reasoning": False}))  # fmt: skip
+    chunks = list(
+        client.chat.completions.create(
+            model=TEXT_MODEL, messages=ASK, temperature=0, stream=True, extra_body={"include_reasoning": False}
+        )
+    )
     assert not any(getattr(c.choices[0].delta, "reasoning_content", None) for c in chunks if c.choices)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == SCRIPTED_ANSWER
 
@@ -120,11 +125,15 @@ def test_reasoning_sent_back_is_rendered_as_the_template_renders_thinking(client
     follow_up = {"role": "user", "content": "And three plus three?"}
     without = client.chat.completions.create(model=TEXT_MODEL, messages=[*ASK, answer, follow_up], temperature=0)
     with_reasoning = client.chat.completions.create(
-        model=TEXT_MODEL, temperature=0,
+        model=TEXT_MODEL,
+        temperature=0,
         messages=[*ASK, {**answer, "reasoning_content": SCRIPTED_REASONING}, follow_up],
-    )  # fmt: skip
-    thinking = {"role": "assistant", "content": [{"type": "thinking", "thinking": SCRIPTED_REASONING},
-                                                 {"type": "text", "text": SCRIPTED_ANSWER}]}  # fmt: skip
-    expected = tokenizer.apply_chat_template([*ASK, thinking, follow_up], add_generation_prompt=True, tokenize=True,
-                                             return_dict=False)  # fmt: skip
+    )
+    thinking = {
+        "role": "assistant",
+        "content": [{"type": "thinking", "thinking": SCRIPTED_REASONING}, {"type": "text", "text": SCRIPTED_ANSWER}],
+    }
+    expected = tokenizer.apply_chat_template(
+        [*ASK, thinking, follow_up], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
     assert with_reasoning.usage.prompt_tokens == len(expected) > without.usage.prompt_tokens

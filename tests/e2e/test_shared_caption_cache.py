@@ -36,8 +36,9 @@ def config(tiny_models, tmp_path_factory, redis_server):
     tmp = tmp_path_factory.mktemp("shared_caption_cache")
     models = tiny(tiny_models, vision=True)
     shared = {"url": redis_server.url, "ttl_secs": 600, "timeout_ms": 300, "retry_secs": 1, "key_prefix": PREFIX}
-    models.entry(VISION_MODEL)["capabilities"]["vision_proxy"].update(max_caption_tokens=MAX_TOKENS,
-                                                                      shared_cache=shared)  # fmt: skip
+    models.entry(VISION_MODEL)["capabilities"]["vision_proxy"].update(
+        max_caption_tokens=MAX_TOKENS, shared_cache=shared
+    )
     return models.write(tmp / "models.yaml"), tmp
 
 
@@ -51,8 +52,9 @@ class Replica:
         self.service: ServiceProcess | None = None
 
     def start(self) -> Replica:
-        self.service = start_vision_engine(self.config, self.tmp, port=self.port, metrics_port=self.metrics_port,
-                                           wait=False)  # fmt: skip
+        self.service = start_vision_engine(
+            self.config, self.tmp, port=self.port, metrics_port=self.metrics_port, wait=False
+        )
         return self
 
     def wait(self) -> Replica:
@@ -65,9 +67,14 @@ class Replica:
     def describe(self, data: bytes) -> vpb.CaptionDone:
         with grpc.insecure_channel(self.service.address) as channel:
             stub = vision_engine_pb2_grpc.VisionEngineStub(channel)
-            responses = list(stub.Describe(vpb.DescribeRequest(
-                images=[common_pb2.ImageInput(data=data, mime_type="image/png", detail=common_pb2.DETAIL_LOW)],
-            ), timeout=60))  # fmt: skip
+            responses = list(
+                stub.Describe(
+                    vpb.DescribeRequest(
+                        images=[common_pb2.ImageInput(data=data, mime_type="image/png", detail=common_pb2.DETAIL_LOW)],
+                    ),
+                    timeout=60,
+                )
+            )
         return responses[-1].done
 
     def info(self) -> common_pb2.ModelInfo:
@@ -111,13 +118,20 @@ def test_a_caption_made_on_one_replica_is_a_cached_answer_on_the_other(replicas,
     assert one.shared("miss") == one_misses + 1
     # The write is fire-and-forget: wait for it to land (a readiness poll), then ask the other replica.
     wait_until(lambda: shared_keys(redis_server) == keys + 1, timeout=10, message="the caption shared in Redis")
-    misses, hits, shared_hits, shared_misses = (two.counter("proxyvision_vision_cache_misses_total"),
-                                                two.counter("proxyvision_vision_cache_hits_total"),
-                                                two.shared("hit"), two.shared("miss"))  # fmt: skip
+    misses, hits, shared_hits, shared_misses = (
+        two.counter("proxyvision_vision_cache_misses_total"),
+        two.counter("proxyvision_vision_cache_hits_total"),
+        two.shared("hit"),
+        two.shared("miss"),
+    )
     second = two.describe(image)
     assert second.cached and second.elapsed_ms == 0
     assert (second.caption, second.finish_reason, second.image_tokens, second.caption_tokens) == (
-        first.caption, first.finish_reason, first.image_tokens, first.caption_tokens)  # fmt: skip
+        first.caption,
+        first.finish_reason,
+        first.image_tokens,
+        first.caption_tokens,
+    )
     # An in-process miss that Redis answered: no model work on replica two, nothing new shared.
     assert (two.shared("hit"), two.shared("miss"), two.shared("error")) == (shared_hits + 1, shared_misses, 0)
     assert two.counter("proxyvision_vision_cache_misses_total") == misses + 1
@@ -179,6 +193,7 @@ def test_with_redis_killed_both_replicas_still_caption(replicas, redis_server):
         assert "down, retrying every 1s" in replica.info().shared_cache
     # What a replica captioned itself is still answered from its own cache.
     assert one.describe(images[0]).cached
-    warnings = [line for line in one.service.log_text().splitlines() if "WARNING" in line and
-                "Shared caption cache" in line]  # fmt: skip
+    warnings = [
+        line for line in one.service.log_text().splitlines() if "WARNING" in line and "Shared caption cache" in line
+    ]
     assert len(warnings) == 1 and "unavailable" in warnings[0], warnings

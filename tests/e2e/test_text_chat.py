@@ -69,15 +69,27 @@ def test_streamed_without_and_with_usage(client):
     once = client.chat.completions.create(model=TEXT_MODEL, messages=HELLO, max_tokens=10, temperature=0)
     assert streamed_text == once.choices[0].message.content  # greedy: streaming changes nothing
 
-    with_usage = list(client.chat.completions.create(model=TEXT_MODEL, messages=HELLO, max_tokens=10, temperature=0,
-                                                     stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    with_usage = list(
+        client.chat.completions.create(
+            model=TEXT_MODEL,
+            messages=HELLO,
+            max_tokens=10,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert with_usage[-1].choices == [] and with_usage[-1].usage.completion_tokens == 10
     assert with_usage[-2].choices[0].finish_reason == "length"
 
 
 def test_sse_framing_ends_with_done(stack):
-    with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", timeout=60,
-                      json={"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3, "stream": True}) as reply:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/v1/chat/completions",
+        timeout=60,
+        json={"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3, "stream": True},
+    ) as reply:
         assert reply.headers["content-type"].startswith("text/event-stream")
         frames = [f for f in reply.read().decode().split("\n\n") if f]
     assert frames[-1] == "data: [DONE]"
@@ -174,8 +186,12 @@ def test_context_too_long_is_400(client):
 
 
 def test_request_id_travels_to_the_engine(stack):
-    reply = httpx.post(f"{stack.base_url}/v1/chat/completions", headers={"x-request-id": "e2e-trace-123"},
-                       json={"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 2}, timeout=60)  # fmt: skip
+    reply = httpx.post(
+        f"{stack.base_url}/v1/chat/completions",
+        headers={"x-request-id": "e2e-trace-123"},
+        json={"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 2},
+        timeout=60,
+    )
     assert reply.headers["x-request-id"] == "e2e-trace-123"
     stack.text.wait_for_log("[e2e-trace-123]")
     stack.gateway.wait_for_log("[e2e-trace-123]")
@@ -184,8 +200,12 @@ def test_request_id_travels_to_the_engine(stack):
 
 
 def test_client_disconnect_mid_stream_frees_the_engine_slot(stack):
-    with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", timeout=60,
-                      json={"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3000, "temperature": 0, "stream": True}) as reply:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/v1/chat/completions",
+        timeout=60,
+        json={"model": TEXT_MODEL, "messages": HELLO, "max_tokens": 3000, "temperature": 0, "stream": True},
+    ) as reply:
         lines = reply.iter_lines()
         next(lines)
         assert engine_running(stack) == 1
@@ -198,8 +218,13 @@ def test_32_concurrent_streams_complete_unmixed(stack):
     client = stack.async_client()
 
     async def run_one(i: int, stream: bool) -> str:
-        kw = {"model": TEXT_MODEL, "messages": [{"role": "user", "content": f"Request number {i}: tell me about {i * 7}"}],
-              "max_tokens": 16, "temperature": 1.0, "seed": 1000 + i}  # fmt: skip
+        kw = {
+            "model": TEXT_MODEL,
+            "messages": [{"role": "user", "content": f"Request number {i}: tell me about {i * 7}"}],
+            "max_tokens": 16,
+            "temperature": 1.0,
+            "seed": 1000 + i,
+        }
         if not stream:
             return (await client.chat.completions.create(**kw)).choices[0].message.content
         parts = []

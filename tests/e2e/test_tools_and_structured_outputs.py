@@ -45,8 +45,10 @@ TIME_PARAMS = {
     "required": ["zone"],
     "additionalProperties": False,
 }
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city.",
-                                            "parameters": WEATHER_PARAMS}}  # fmt: skip
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Current weather in a city.", "parameters": WEATHER_PARAMS},
+}
 TIME = {"type": "function", "function": {"name": "get_time", "description": "The time now.", "parameters": TIME_PARAMS}}
 PARAMS_OF = {"get_weather": WEATHER_PARAMS, "get_time": TIME_PARAMS}
 NAMED_WEATHER = {"type": "function", "function": {"name": "get_weather"}}
@@ -67,8 +69,12 @@ def models():
 
 @pytest.fixture(scope="module")
 def stack(models, tmp_path_factory):
-    s = make_stack(tmp_path_factory.mktemp("tools"), {"text": models["text"]}, vision=False,
-                   more_text={QWEN3: models["qwen3"], SCRIPTED: models["reasoning"]})  # fmt: skip
+    s = make_stack(
+        tmp_path_factory.mktemp("tools"),
+        {"text": models["text"]},
+        vision=False,
+        more_text={QWEN3: models["qwen3"], SCRIPTED: models["reasoning"]},
+    )
     yield s
     s.stop()
 
@@ -93,8 +99,16 @@ def no_think(models) -> dict[str, dict[str, int]]:
 
 
 def call_kwargs(no_think, model: str, **kw) -> dict:
-    return {"model": model, "messages": ASK, "tools": [WEATHER], "tool_choice": NAMED_WEATHER, "temperature": 1.0,
-            "max_tokens": 96, "logit_bias": no_think[model], **kw}  # fmt: skip
+    return {
+        "model": model,
+        "messages": ASK,
+        "tools": [WEATHER],
+        "tool_choice": NAMED_WEATHER,
+        "temperature": 1.0,
+        "max_tokens": 96,
+        "logit_bias": no_think[model],
+        **kw,
+    }
 
 
 def assert_valid_call(call) -> None:
@@ -159,8 +173,15 @@ def test_required_tool_choice_over_seeds_with_and_without_parallel_calls(stack, 
         more = {str(load_tokenizer(str(models["qwen3"])).convert_tokens_to_ids("<tool_call>")): 5}
 
     async def ask(client, seed: int, parallel: bool):
-        kwargs = call_kwargs(no_think, model, tools=[WEATHER, TIME], tool_choice="required", seed=seed,
-                             parallel_tool_calls=parallel, max_tokens=160)  # fmt: skip
+        kwargs = call_kwargs(
+            no_think,
+            model,
+            tools=[WEATHER, TIME],
+            tool_choice="required",
+            seed=seed,
+            parallel_tool_calls=parallel,
+            max_tokens=160,
+        )
         if parallel:
             kwargs["logit_bias"] = {**kwargs["logit_bias"], **more}
         return await client.chat.completions.create(**kwargs)
@@ -217,12 +238,22 @@ def test_a_tool_result_sent_back_gets_an_answer(client, no_think, model):
     call = first.choices[0].message.tool_calls[0]
     history = [
         *ASK,
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.function.name, "arguments": call.function.arguments},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21, "sky": "clear"}'},
-    ]  # fmt: skip
-    second = client.chat.completions.create(model=model, messages=history, tools=[WEATHER], temperature=0, max_tokens=12,
-                                            logit_bias=no_think[model])  # fmt: skip
+    ]
+    second = client.chat.completions.create(
+        model=model, messages=history, tools=[WEATHER], temperature=0, max_tokens=12, logit_bias=no_think[model]
+    )
     assert second.choices[0].finish_reason in ("stop", "length", "tool_calls")
     assert second.choices[0].message.role == "assistant"
     # The call and its result are part of the prompt now: more than the first request's prompt plus the call.
@@ -231,8 +262,15 @@ def test_a_tool_result_sent_back_gets_an_answer(client, no_think, model):
 
 def test_parse_with_a_pydantic_model_returns_instances(stack, no_think):
     async def parse(client, seed: int):
-        return await client.chat.completions.parse(model=TEXT_MODEL, messages=ASK, response_format=Person, seed=seed,
-                                                   temperature=1.0, max_tokens=96, logit_bias=no_think[TEXT_MODEL])  # fmt: skip
+        return await client.chat.completions.parse(
+            model=TEXT_MODEL,
+            messages=ASK,
+            response_format=Person,
+            seed=seed,
+            temperature=1.0,
+            max_tokens=96,
+            logit_bias=no_think[TEXT_MODEL],
+        )
 
     async def main():
         async with stack.async_client() as client:
@@ -250,9 +288,15 @@ def test_parse_with_a_pydantic_model_returns_instances(stack, no_think):
 def test_json_object_answers_are_objects(client, no_think):
     finished = 0
     for seed in range(6):
-        response = client.chat.completions.create(model=TEXT_MODEL, messages=ASK, response_format={"type": "json_object"},
-                                                  seed=seed, temperature=0.8, max_tokens=64,
-                                                  logit_bias=no_think[TEXT_MODEL])  # fmt: skip
+        response = client.chat.completions.create(
+            model=TEXT_MODEL,
+            messages=ASK,
+            response_format={"type": "json_object"},
+            seed=seed,
+            temperature=0.8,
+            max_tokens=64,
+            logit_bias=no_think[TEXT_MODEL],
+        )
         content = response.choices[0].message.content
         if response.choices[0].finish_reason == "stop":
             finished += 1
@@ -275,8 +319,9 @@ def test_an_invalid_schema_is_a_bad_request_naming_response_format(client):
 
 def test_the_reasoning_model_reasons_freely_then_answers_in_the_schema(client):
     schema = {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER_PARAMS}}
-    response = client.chat.completions.create(model=SCRIPTED, messages=ASK, temperature=0, max_tokens=96,
-                                              response_format=schema)  # fmt: skip
+    response = client.chat.completions.create(
+        model=SCRIPTED, messages=ASK, temperature=0, max_tokens=96, response_format=schema
+    )
     message = response.choices[0].message
     assert message.reasoning_content == SCRIPTED_REASONING  # the constraint starts after [/THINK]
     assert response.choices[0].finish_reason == "stop"
@@ -317,8 +362,15 @@ def test_logprobs_cover_every_answer_token_streamed_and_not(client):
 
 
 def test_n_choices_are_seeded_and_counted(client, no_think):
-    kwargs = {"model": TEXT_MODEL, "messages": ASK, "n": 3, "seed": 7, "temperature": 1.0, "max_tokens": 12,
-              "logit_bias": no_think[TEXT_MODEL]}  # fmt: skip
+    kwargs = {
+        "model": TEXT_MODEL,
+        "messages": ASK,
+        "n": 3,
+        "seed": 7,
+        "temperature": 1.0,
+        "max_tokens": 12,
+        "logit_bias": no_think[TEXT_MODEL],
+    }
     first, again = client.chat.completions.create(**kwargs), client.chat.completions.create(**kwargs)
     assert [c.index for c in first.choices] == [0, 1, 2]
     assert [c.message.content for c in first.choices] == [c.message.content for c in again.choices]
@@ -343,8 +395,14 @@ def test_n_choices_are_seeded_and_counted(client, no_think):
 def test_a_last_token_without_text_still_has_its_logprob(client, no_think):
     """Seed 9 samples a special token (no text: skipped in the content) as its 12th and last token. Its entry
     must be there like those of the special tokens before it: one entry per answer token."""
-    kwargs = {"model": TEXT_MODEL, "messages": ASK, "seed": 9, "temperature": 1.0, "logprobs": True,
-              "logit_bias": no_think[TEXT_MODEL]}  # fmt: skip
+    kwargs = {
+        "model": TEXT_MODEL,
+        "messages": ASK,
+        "seed": 9,
+        "temperature": 1.0,
+        "logprobs": True,
+        "logit_bias": no_think[TEXT_MODEL],
+    }
     longer = client.chat.completions.create(**kwargs, max_tokens=13).choices[0].logprobs.content
     assert longer[11].token.startswith("<SPECIAL_")  # the 12th token is one without text
     response = client.chat.completions.create(**kwargs, max_tokens=12)
@@ -361,14 +419,16 @@ def test_vllm_sampling_extras_reach_the_engine(client, models):
     tokenizer = load_tokenizer(str(models["text"]))
     eos, cat = tokenizer.eos_token_id, tokenizer.encode("cat", add_special_tokens=False)[0]
     extras = {"min_tokens": 4, "ignore_eos": True, "repetition_penalty": 1.2, "min_p": 0.1, "stop_token_ids": [cat]}
-    response = client.chat.completions.create(model=TEXT_MODEL, messages=ASK, temperature=1.0, seed=1, max_tokens=8,
-                                              extra_body=extras)  # fmt: skip
+    response = client.chat.completions.create(
+        model=TEXT_MODEL, messages=ASK, temperature=1.0, seed=1, max_tokens=8, extra_body=extras
+    )
     assert (response.usage.completion_tokens, response.choices[0].finish_reason) == (8, "length")
 
     def ask(**extra):
         # End-of-sequence is all the model wants to say: what decides the length is the parameters.
-        return client.chat.completions.create(model=TEXT_MODEL, messages=ASK, temperature=0, max_tokens=8,
-                                              logit_bias={str(eos): 100}, extra_body=extra)  # fmt: skip
+        return client.chat.completions.create(
+            model=TEXT_MODEL, messages=ASK, temperature=0, max_tokens=8, logit_bias={str(eos): 100}, extra_body=extra
+        )
 
     for extra, tokens, finish in (({}, 1, "stop"), ({"min_tokens": 4}, 5, "stop"), ({"ignore_eos": True}, 8, "length")):
         response = ask(**extra)
@@ -389,8 +449,9 @@ def test_stop_token_ids_end_the_answer_and_min_p_one_is_greedy(client, models):
     # Random weights' logits are all near 0, so a mild penalty moves them less than the gaps between them (the
     # greedy answer repeats one token, penalty 1.2 or not): a strong one shows that the penalty reaches the
     # sampler, every token seen (prompt and answer) being pushed towards 0.
-    penalized = client.chat.completions.create(**{**base, "temperature": 0}, logprobs=True,
-                                               extra_body={"repetition_penalty": 10.0})  # fmt: skip
+    penalized = client.chat.completions.create(
+        **{**base, "temperature": 0}, logprobs=True, extra_body={"repetition_penalty": 10.0}
+    )
     tokens = [e.token for e in penalized.choices[0].logprobs.content]
     assert len(tokens) == 5 and len(set(tokens)) == 5, tokens
     assert penalized.choices[0].message.content != greedy

@@ -20,8 +20,12 @@ from .stack import make_stack
 
 pytestmark = pytest.mark.e2e
 
-IMAGES = {"/image.jpg": jpeg((200, 40, 40)), "/photo.jpg": jpeg((40, 200, 40), (80, 60)),
-          "/image1.jpg": jpeg((10, 10, 200)), "/image2.jpg": png((250, 250, 0), (50, 70))}  # fmt: skip
+IMAGES = {
+    "/image.jpg": jpeg((200, 40, 40)),
+    "/photo.jpg": jpeg((40, 200, 40), (80, 60)),
+    "/image1.jpg": jpeg((10, 10, 200)),
+    "/image2.jpg": png((250, 250, 0), (50, 70)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +62,30 @@ def image_part(url: str, detail: str | None = None) -> dict:
 
 def describe_directly(stack, data: bytes, user_prompt: str, detail=common_pb2.DETAIL_AUTO) -> vpb.CaptionDone:
     with grpc.insecure_channel(stack.vision.address) as channel:
-        responses = list(vision_engine_pb2_grpc.VisionEngineStub(channel).Describe(vpb.DescribeRequest(
-            images=[common_pb2.ImageInput(data=data, mime_type="image/jpeg", detail=detail)], user_prompt=user_prompt)))  # fmt: skip
+        responses = list(
+            vision_engine_pb2_grpc.VisionEngineStub(channel).Describe(
+                vpb.DescribeRequest(
+                    images=[common_pb2.ImageInput(data=data, mime_type="image/jpeg", detail=detail)],
+                    user_prompt=user_prompt,
+                )
+            )
+        )
     return responses[-1].done
 
 
 def text_only_prompt_tokens(client, text: str) -> int:
-    return client.chat.completions.create(model=TEXT_MODEL, messages=[{"role": "user", "content": text}],
-                                          max_tokens=1).usage.prompt_tokens  # fmt: skip
+    return client.chat.completions.create(
+        model=TEXT_MODEL, messages=[{"role": "user", "content": text}], max_tokens=1
+    ).usage.prompt_tokens
 
 
 def test_single_image_url_and_the_text_engine_sees_the_rewritten_prompt(stack, client, images_server):
     url = f"{images_server.base}/photo.jpg"
-    response = client.chat.completions.create(model=TEXT_MODEL, max_tokens=8, messages=[
-        {"role": "user", "content": [{"type": "text", "text": "What's in this image?"}, image_part(url)]}])  # fmt: skip
+    response = client.chat.completions.create(
+        model=TEXT_MODEL,
+        max_tokens=8,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "What's in this image?"}, image_part(url)]}],
+    )
     assert response.choices[0].message.content is not None
     # The caption the gateway used is in the vision cache now: ask for it directly (a cache hit).
     caption = describe_directly(stack, IMAGES["/photo.jpg"], "What's in this image?")
@@ -86,16 +100,38 @@ def test_single_image_url_and_the_text_engine_sees_the_rewritten_prompt(stack, c
 
 
 def test_brief_multimodal_curl_with_detail_high(stack, images_server):
-    body = {"model": TEXT_MODEL, "max_tokens": 200, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What do you see in this image?"}, image_part(f"{images_server.base}/image.jpg", "high")]}]}  # fmt: skip
+    body = {
+        "model": TEXT_MODEL,
+        "max_tokens": 200,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What do you see in this image?"},
+                    image_part(f"{images_server.base}/image.jpg", "high"),
+                ],
+            }
+        ],
+    }
     reply = httpx.post(f"{stack.base_url}/v1/chat/completions", json=body, timeout=120)
     assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["role"] == "assistant"
 
 
 def test_two_images_are_numbered_in_the_rewrite(stack, client, images_server):
-    response = client.chat.completions.create(model=TEXT_MODEL, max_tokens=4, messages=[{"role": "user", "content": [
-        {"type": "text", "text": "Compare these two images:"},
-        image_part(f"{images_server.base}/image1.jpg", "high"), image_part(f"{images_server.base}/image2.jpg", "high")]}])  # fmt: skip
+    response = client.chat.completions.create(
+        model=TEXT_MODEL,
+        max_tokens=4,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Compare these two images:"},
+                    image_part(f"{images_server.base}/image1.jpg", "high"),
+                    image_part(f"{images_server.base}/image2.jpg", "high"),
+                ],
+            }
+        ],
+    )
     first = describe_directly(stack, IMAGES["/image1.jpg"], "Compare these two images:", common_pb2.DETAIL_HIGH)
     second = describe_directly(stack, IMAGES["/image2.jpg"], "Compare these two images:", common_pb2.DETAIL_HIGH)
     assert first.cached and second.cached
@@ -104,37 +140,68 @@ def test_two_images_are_numbered_in_the_rewrite(stack, client, images_server):
     stack.gateway.wait_for_log("Processing multimodal request with 2 images")
     told = response.model_extra["proxy_vision"]["images"]
     assert [(i["message"], i["index"], i["caption"]) for i in told] == [
-        (0, 0, first.caption.strip()), (0, 1, second.caption.strip())]  # fmt: skip
+        (0, 0, first.caption.strip()),
+        (0, 1, second.caption.strip()),
+    ]
 
 
 def test_captions_land_where_each_image_was(stack, client, images_server):
     """'compare this [image] with this [image]': each caption stands where its image was, between the texts."""
-    response = client.chat.completions.create(model=TEXT_MODEL, max_tokens=2, messages=[
-        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": [
-            {"type": "text", "text": "compare this"}, image_part(f"{images_server.base}/image1.jpg", "low"),
-            {"type": "text", "text": "with this"}, image_part(f"{images_server.base}/photo.jpg", "low"),
-            {"type": "text", "text": "Which is bluer?"}]}])  # fmt: skip
+    response = client.chat.completions.create(
+        model=TEXT_MODEL,
+        max_tokens=2,
+        messages=[
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "compare this"},
+                    image_part(f"{images_server.base}/image1.jpg", "low"),
+                    {"type": "text", "text": "with this"},
+                    image_part(f"{images_server.base}/photo.jpg", "low"),
+                    {"type": "text", "text": "Which is bluer?"},
+                ],
+            },
+        ],
+    )
     prompt = "compare this\nwith this\nWhich is bluer?"  # what the vision model was asked about the images
     first = describe_directly(stack, IMAGES["/image1.jpg"], prompt, common_pb2.DETAIL_LOW)
     second = describe_directly(stack, IMAGES["/photo.jpg"], prompt, common_pb2.DETAIL_LOW)
     assert first.cached and second.cached
     told = response.model_extra["proxy_vision"]["images"]
     assert [(i["message"], i["index"], i["caption"]) for i in told] == [
-        (2, 0, first.caption.strip()), (2, 1, second.caption.strip())]  # fmt: skip
-    in_place = (f"compare this\n\nImage 1: {first.caption.strip()}\n\nwith this\n\nImage 2: {second.caption.strip()}"
-                f"\n\nWhich is bluer?")  # fmt: skip
-    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-               {"role": "user", "content": in_place}]  # fmt: skip
+        (2, 0, first.caption.strip()),
+        (2, 1, second.caption.strip()),
+    ]
+    in_place = (
+        f"compare this\n\nImage 1: {first.caption.strip()}\n\nwith this\n\nImage 2: {second.caption.strip()}"
+        f"\n\nWhich is bluer?"
+    )
+    history = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": in_place},
+    ]
     expected = client.chat.completions.create(model=TEXT_MODEL, max_tokens=1, messages=history).usage.prompt_tokens
     assert response.usage.prompt_tokens == expected
 
 
 def test_base64_data_url(client):
     data = base64.b64encode(jpeg((90, 90, 90), (64, 64))).decode("utf-8")
-    response = client.chat.completions.create(model=TEXT_MODEL, max_tokens=5, messages=[{"role": "user", "content": [
-        {"type": "text", "text": "Analyze this image:"},
-        {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}", "detail": "high"}}]}])  # fmt: skip
+    response = client.chat.completions.create(
+        model=TEXT_MODEL,
+        max_tokens=5,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Analyze this image:"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}", "detail": "high"}},
+                ],
+            }
+        ],
+    )
     assert response.usage.completion_tokens == 5
     (told,) = response.model_extra["proxy_vision"]["images"]
     assert (told["message"], told["index"]) == (0, 0) and told["caption"]
@@ -142,14 +209,37 @@ def test_base64_data_url(client):
 
 def test_plain_string_image_url_form(client):
     data = base64.b64encode(png((1, 2, 3))).decode()
-    response = client.chat.completions.create(model=TEXT_MODEL, max_tokens=3, messages=[{"role": "user", "content": [
-        {"type": "text", "text": "Look"}, {"type": "image_url", "image_url": f"data:image/png;base64,{data}"}]}])  # fmt: skip
+    response = client.chat.completions.create(
+        model=TEXT_MODEL,
+        max_tokens=3,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Look"},
+                    {"type": "image_url", "image_url": f"data:image/png;base64,{data}"},
+                ],
+            }
+        ],
+    )
     assert response.usage.completion_tokens == 3
 
 
 def test_streaming_multimodal_response(client, images_server):
-    stream = client.chat.completions.create(model=TEXT_MODEL, max_tokens=6, stream=True, messages=[{"role": "user", "content": [
-        {"type": "text", "text": "Describe this image:"}, image_part(f"{images_server.base}/image.jpg")]}])  # fmt: skip
+    stream = client.chat.completions.create(
+        model=TEXT_MODEL,
+        max_tokens=6,
+        stream=True,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Describe this image:"},
+                    image_part(f"{images_server.base}/image.jpg"),
+                ],
+            }
+        ],
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason == "length"
@@ -163,8 +253,17 @@ def test_streaming_multimodal_response(client, images_server):
 
 
 def test_streamed_multimodal_reports_its_time_split_as_an_sse_comment(stack, images_server):
-    body = {"model": TEXT_MODEL, "stream": True, "max_tokens": 3, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "Time me"}, image_part(f"{images_server.base}/image1.jpg", "low")]}]}  # fmt: skip
+    body = {
+        "model": TEXT_MODEL,
+        "stream": True,
+        "max_tokens": 3,
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Time me"}, image_part(f"{images_server.base}/image1.jpg", "low")],
+            }
+        ],
+    }
     with httpx.stream("POST", f"{stack.base_url}/v1/chat/completions", json=body, timeout=60) as reply:
         lines = [line for line in reply.iter_lines() if line]
     timing = next(line for line in lines if line.startswith(": timing "))
@@ -219,11 +318,25 @@ def test_multi_turn_conversation_reuses_captions(client, images_server, stack):
 )
 def test_bad_images_are_400s_with_the_brief_words_and_the_reason(client, images_server, stack, url, code, why):
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model=TEXT_MODEL, max_tokens=3, messages=[{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"}, image_part(url.format(base=images_server.base))]}])  # fmt: skip
+        client.chat.completions.create(
+            model=TEXT_MODEL,
+            max_tokens=3,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is this?"},
+                        image_part(url.format(base=images_server.base)),
+                    ],
+                }
+            ],
+        )
     assert info.value.body["code"] == code and info.value.body["param"] == "messages[0].content[1].image_url"
-    expected = {"image_url_not_accessible": "Image URL not accessible", "image_download_timeout": "Image download timeout",
-                "invalid_image": "Invalid image"}[code]  # fmt: skip
+    expected = {
+        "image_url_not_accessible": "Image URL not accessible",
+        "image_download_timeout": "Image download timeout",
+        "invalid_image": "Invalid image",
+    }[code]
     assert info.value.body["message"].startswith(expected)
     assert why in info.value.body["message"]
     assert httpx.get(f"{stack.base_url}/health").status_code == 200
@@ -232,8 +345,13 @@ def test_bad_images_are_400s_with_the_brief_words_and_the_reason(client, images_
 def test_too_many_images(client):
     data = "data:image/png;base64," + base64.b64encode(png()).decode()
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model=TEXT_MODEL, max_tokens=3, messages=[{"role": "user", "content": [
-            {"type": "text", "text": "Many"}, *[image_part(data) for _ in range(5)]]}])  # fmt: skip
+        client.chat.completions.create(
+            model=TEXT_MODEL,
+            max_tokens=3,
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "Many"}, *[image_part(data) for _ in range(5)]]}
+            ],
+        )
     assert info.value.body["code"] == "too_many_images"
 
 

@@ -45,20 +45,39 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vllm_backend")
-    models = [(HF, "transformers", smollm2_checkpoint()), (VLLM, "vllm", smollm2_checkpoint()),
-              (QWEN_HF, "transformers", qwen3_checkpoint()), (QWEN_VLLM, "vllm", qwen3_checkpoint())]  # fmt: skip
+    models = [
+        (HF, "transformers", smollm2_checkpoint()),
+        (VLLM, "vllm", smollm2_checkpoint()),
+        (QWEN_HF, "transformers", qwen3_checkpoint()),
+        (QWEN_VLLM, "vllm", qwen3_checkpoint()),
+    ]
     *engine_ports, metrics_port = free_ports(len(models) + 1)
     ports = {name: port for (name, _, _), port in zip(models, engine_ports)}
     yaml = ModelsYaml()
     for name, backend, path in models:
-        yaml = yaml.text(name, local_path=path, endpoint=f"127.0.0.1:{ports[name]}", backend=backend,
-                         tiny_defaults=False, params=PARAMS, max_model_len=2048, capabilities={"vision_mode": "disabled"})  # fmt: skip
+        yaml = yaml.text(
+            name,
+            local_path=path,
+            endpoint=f"127.0.0.1:{ports[name]}",
+            backend=backend,
+            tiny_defaults=False,
+            params=PARAMS,
+            max_model_len=2048,
+            capabilities={"vision_mode": "disabled"},
+        )
     config = yaml.write(tmp / "models.yaml")
     engines = [
-        start_text_engine(config, tmp, model=name, port=ports[name], wait=False, backend=backend,
-                          metrics_port=metrics_port if name == VLLM else None)
+        start_text_engine(
+            config,
+            tmp,
+            model=name,
+            port=ports[name],
+            wait=False,
+            backend=backend,
+            metrics_port=metrics_port if name == VLLM else None,
+        )
         for name, backend, _ in models
-    ]  # fmt: skip
+    ]
     services = list(engines)
     try:
         for engine in engines:
@@ -157,37 +176,72 @@ def test_sampling_parameters_reach_vllm(stack):
     assert [t.token for t in biased.choices[0].logprobs.content] == [","] * 4
 
 
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
-          "required": ["city", "population"], "additionalProperties": False}  # fmt: skip
-WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}  # fmt: skip
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+    "additionalProperties": False,
+}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 @pytest.mark.parametrize("model_pair", [(HF, VLLM), (QWEN_HF, QWEN_VLLM)], ids=["smollm2", "qwen3-reasoning"])
 def test_a_json_schema_answer_is_the_same_valid_json_on_both_backends(stack, model_pair):
     fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA, "strict": True}}
-    hf, vllm = (chat(stack["client"], model, "Describe Paris as JSON.", max_tokens=60, response_format=fmt)
-                for model in model_pair)  # fmt: skip
+    hf, vllm = (
+        chat(stack["client"], model, "Describe Paris as JSON.", max_tokens=60, response_format=fmt)
+        for model in model_pair
+    )
     assert vllm.choices[0].message.model_dump() == hf.choices[0].message.model_dump()
     if vllm.choices[0].finish_reason == "stop":  # complete: it must parse and match the schema
         jsonschema.validate(json.loads(vllm.choices[0].message.content), SCHEMA)
-    streamed = streamed_text(stack["client"], model_pair[1], "Describe Paris as JSON.", max_tokens=60,
-                             response_format=fmt)  # fmt: skip
+    streamed = streamed_text(
+        stack["client"], model_pair[1], "Describe Paris as JSON.", max_tokens=60, response_format=fmt
+    )
     assert streamed == vllm.choices[0].message.content
 
 
 def test_a_required_tool_call_is_the_same_call_on_both_backends(stack):
-    bounded = {"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string", "maxLength": 6}}, "required": ["city"],
-        "additionalProperties": False}}}  # fmt: skip
+    bounded = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 6}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    }
     calls, cut = [], []
     for model in (QWEN_HF, QWEN_VLLM):
-        reply = chat(stack["client"], model, "What is the weather in Paris?", max_tokens=240, tools=[bounded], parallel_tool_calls=False,
-                     tool_choice="required")  # fmt: skip
+        reply = chat(
+            stack["client"],
+            model,
+            "What is the weather in Paris?",
+            max_tokens=240,
+            tools=[bounded],
+            parallel_tool_calls=False,
+            tool_choice="required",
+        )
         calls.append([(c.function.name, c.function.arguments) for c in reply.choices[0].message.tool_calls or []])
         # The random stand-in's unbounded `city` string runs until max_tokens cuts the call: never sent, `length`.
-        unbounded = chat(stack["client"], model, "What is the weather in Paris?", max_tokens=60, tools=[WEATHER_TOOL],
-                         tool_choice="required")  # fmt: skip
+        unbounded = chat(
+            stack["client"],
+            model,
+            "What is the weather in Paris?",
+            max_tokens=60,
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+        )
         cut.append((unbounded.choices[0].finish_reason, unbounded.choices[0].message.tool_calls))
     # A whole call on both, valid against the schema. Not the same bytes: the grammar lets JSON whitespace through
     # (bounded), and on whitespace the random stand-in's greedy choice is a near-tie that the two backends' kernels
@@ -204,8 +258,12 @@ def test_backend_is_shown_in_models_model_info_and_metrics(stack):
     with grpc.insecure_channel(stack["vllm"].address) as channel:
         info = text_engine_pb2_grpc.TextEngineStub(channel).GetModelInfo(common_pb2.GetModelInfoRequest())
     assert info.backend == "vllm" and info.kv_cache_tokens == 1408
-    assert scrape(f"http://127.0.0.1:{stack['metrics']}/metrics").value("proxyvision_model_backend", model=VLLM,
-                                                                           backend="vllm") == 1  # fmt: skip
+    assert (
+        scrape(f"http://127.0.0.1:{stack['metrics']}/metrics").value(
+            "proxyvision_model_backend", model=VLLM, backend="vllm"
+        )
+        == 1
+    )
     assert "backend=vllm" in stack["vllm"].wait_for_log(f"Model {VLLM} ready")
 
 
@@ -214,14 +272,20 @@ def test_vllms_prefix_cache_is_counted_in_our_metrics(stack):
 
     def counted() -> tuple[float, float]:
         scraped = scrape(url)
-        return (scraped.value("proxyvision_prefix_cache_queries_total", model=VLLM),
-                scraped.value("proxyvision_prefix_cache_hits_total", model=VLLM))  # fmt: skip
+        return (
+            scraped.value("proxyvision_prefix_cache_queries_total", model=VLLM),
+            scraped.value("proxyvision_prefix_cache_hits_total", model=VLLM),
+        )
 
     system = "You are a helpful assistant. " * 40  # a long shared prefix: several 64-token blocks
     before = counted()
     for question in ("Name a fruit.", "Name a color."):
-        stack["client"].chat.completions.create(model=VLLM, max_tokens=2, temperature=0, messages=[
-            {"role": "system", "content": system}, {"role": "user", "content": question}])  # fmt: skip
+        stack["client"].chat.completions.create(
+            model=VLLM,
+            max_tokens=2,
+            temperature=0,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+        )
     deadline = time.monotonic() + 10
     while counted()[1] - before[1] < 64 and time.monotonic() < deadline:  # stats arrive after the engine's step
         time.sleep(0.2)
@@ -250,11 +314,21 @@ def test_a_client_that_leaves_frees_its_slot_in_vllm(stack):
 
 def test_idle_unload_ends_vllms_processes_and_a_request_reloads_it(tmp_path):
     port = free_port()
-    config = (ModelsYaml()
-              .text(VLLM, local_path=smollm2_checkpoint(), endpoint=f"127.0.0.1:{port}", backend="vllm",
-                    tiny_defaults=False, params=PARAMS, max_model_len=2048, idle_unload_secs=3,
-                    capabilities={"vision_mode": "disabled"})
-              .write(tmp_path / "models.yaml"))  # fmt: skip
+    config = (
+        ModelsYaml()
+        .text(
+            VLLM,
+            local_path=smollm2_checkpoint(),
+            endpoint=f"127.0.0.1:{port}",
+            backend="vllm",
+            tiny_defaults=False,
+            params=PARAMS,
+            max_model_len=2048,
+            idle_unload_secs=3,
+            capabilities={"vision_mode": "disabled"},
+        )
+        .write(tmp_path / "models.yaml")
+    )
     engine = start_text_engine(config, tmp_path, model=VLLM, port=port, backend="vllm")
     try:
         process = psutil.Process(engine.proc.pid)
@@ -286,9 +360,16 @@ def test_idle_unload_ends_vllms_processes_and_a_request_reloads_it(tmp_path):
             assert stub.GetModelInfo(common_pb2.GetModelInfoRequest()).state == common_pb2.MODEL_STATE_UNLOADED
         gateway = start_gateway(config, tmp_path)
         try:
-            reply = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=240, json={
-                "model": VLLM, "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 8,
-                "temperature": 0})  # fmt: skip
+            reply = httpx.post(
+                f"{gateway.url}/v1/chat/completions",
+                timeout=240,
+                json={
+                    "model": VLLM,
+                    "messages": [{"role": "user", "content": PROMPTS[0]}],
+                    "max_tokens": 8,
+                    "temperature": 0,
+                },
+            )
             assert reply.status_code == 200 and "Paris" in reply.json()["choices"][0]["message"]["content"]
         finally:
             gateway.stop()

@@ -151,8 +151,13 @@ def last_answer(page: Page):
 
 
 def image_parts(request_body: dict) -> list[dict]:
-    return [part for message in request_body["messages"] if isinstance(message["content"], list)
-            for part in message["content"] if part["type"] == "image_url"]  # fmt: skip
+    return [
+        part
+        for message in request_body["messages"]
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part["type"] == "image_url"
+    ]
 
 
 # --- real services, tiny models -------------------------------------------------------------------------
@@ -206,10 +211,12 @@ def test_page_loads_from_the_gateway_alone_and_streams_a_text_answer(open_ui, st
 def test_attach_by_file_drop_and_paste_then_send_an_image(open_ui, stack):
     page, watch = open_ui(stack.base_url)
     configure(page, max_tokens=16, temperature=0)
-    page.locator("#file-input").set_input_files([
-        {"name": "landscape.png", "mimeType": "image/png", "buffer": PICTURE},
-        {"name": "red.png", "mimeType": "image/png", "buffer": png()},
-    ])  # fmt: skip
+    page.locator("#file-input").set_input_files(
+        [
+            {"name": "landscape.png", "mimeType": "image/png", "buffer": PICTURE},
+            {"name": "red.png", "mimeType": "image/png", "buffer": png()},
+        ]
+    )
     thumbs = page.locator("#attachments figure")
     expect(thumbs).to_have_count(2)
     expect(thumbs.locator("img").first).to_have_attribute(
@@ -217,13 +224,16 @@ def test_attach_by_file_drop_and_paste_then_send_an_image(open_ui, stack):
     )
 
     # Drag and drop, and paste, of image files (the events a real drop or Ctrl+V would fire).
-    page.evaluate("""([name, b64]) => {
+    page.evaluate(
+        """([name, b64]) => {
         const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
         const transfer = () => { const dt = new DataTransfer(); dt.items.add(new File([bytes], name, {type: "image/png"})); return dt; };
         window.dropTransfer = transfer();
         document.querySelector("#prompt").dispatchEvent(
             new ClipboardEvent("paste", {clipboardData: transfer(), bubbles: true, cancelable: true}));
-    }""", ["dropped.png", base64.b64encode(png((0, 0, 255))).decode()])  # fmt: skip
+    }""",
+        ["dropped.png", base64.b64encode(png((0, 0, 255))).decode()],
+    )
     expect(thumbs).to_have_count(3)
     drop = page.evaluate_handle("window.dropTransfer")
     page.dispatch_event("#messages", "dragenter", {"dataTransfer": drop})
@@ -254,8 +264,9 @@ def test_attach_by_file_drop_and_paste_then_send_an_image(open_ui, stack):
     stack.gateway.wait_for_log("Processing multimodal request with 1 images")
     # The vision model's caption, from the stream's proxy_vision chunk, shows under the image it describes. The
     # same request through the SDK is answered from the caption cache: the caption the text model was told.
-    again = stack.client().chat.completions.create(model=TEXT_MODEL, max_tokens=1,
-                                                   messages=request_info.value.post_data_json["messages"])  # fmt: skip
+    again = stack.client().chat.completions.create(
+        model=TEXT_MODEL, max_tokens=1, messages=request_info.value.post_data_json["messages"]
+    )
     (told,) = again.model_extra["proxy_vision"]["images"]
     assert told["cached"] and (told["message"], told["index"]) == (0, 0) and told["caption"].strip()
     told = told["caption"]
@@ -314,8 +325,13 @@ def native_stack(tiny_models, tmp_path_factory):
     config = tiny(tiny_models).native(NATIVE_MODEL, local_path=tiny_models["vision"], sampling=NATIVE_SAMPLING)
     config.entry(TEXT_MODEL)["sampling"] = TEXT_SAMPLING
     config.gateway(images=images)
-    s = make_stack(tmp_path_factory.mktemp("web_ui_native"), tiny_models, config=config, vision=False,
-                   more_text={NATIVE_MODEL: tiny_models["vision"]})  # fmt: skip
+    s = make_stack(
+        tmp_path_factory.mktemp("web_ui_native"),
+        tiny_models,
+        config=config,
+        vision=False,
+        more_text={NATIVE_MODEL: tiny_models["vision"]},
+    )
     yield s
     s.stop()
 
@@ -448,8 +464,10 @@ def test_stop_aborts_the_stream_and_frees_the_engine_slot(open_ui, stack):
 
 # Inline HTML, an HTML block, and a markdown link to a javascript: URL (each in its own paragraph: an
 # HTML block would swallow the link as text).
-XSS = ("Look: <img src=x onerror=\"window.pwned='img'\"> and <script>window.pwned='script'</script>\n\n"
-       "<iframe src=\"javascript:window.pwned='iframe'\"></iframe>\n\n[click me](javascript:window.pwned='link')")  # fmt: skip
+XSS = (
+    "Look: <img src=x onerror=\"window.pwned='img'\"> and <script>window.pwned='script'</script>\n\n"
+    "<iframe src=\"javascript:window.pwned='iframe'\"></iframe>\n\n[click me](javascript:window.pwned='link')"
+)
 
 
 @pytest.mark.parametrize("where", ["answer", "reasoning"])
@@ -523,7 +541,10 @@ def test_reasoning_is_shown_collapsed_from_its_field_and_kept_in_the_history(ope
     with page.expect_request("**/v1/chat/completions") as request_info:
         send(page, "thanks")
     assert request_info.value.post_data_json["messages"] == [
-        {"role": "user", "content": prompt}, {"role": "assistant", "content": CODE}, {"role": "user", "content": "thanks"}]  # fmt: skip
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": CODE},
+        {"role": "user", "content": "thanks"},
+    ]
     expect(last_answer(page)).to_have_attribute("data-state", "done")
     expect(last_answer(page).locator(".content")).to_have_text("thanks")
     expect(last_answer(page).locator("details.reasoning")).to_be_hidden()  # an answer without reasoning has none
@@ -537,8 +558,9 @@ def test_thinking_shows_while_reasoning_streams_then_collapses_for_the_answer(op
     send(page, f"{REASON}{thought}{REASON_SPLIT}Four.")
     answer = last_answer(page)
     # Checked at every animation frame: the moment the first reasoning piece is on screen.
-    page.wait_for_function("() => document.querySelector('article.assistant:last-of-type')?.dataset.thinking === 'true'",
-                           polling="raf")  # fmt: skip
+    page.wait_for_function(
+        "() => document.querySelector('article.assistant:last-of-type')?.dataset.thinking === 'true'", polling="raf"
+    )
     expect(answer.locator("details.reasoning summary")).to_have_text("Thinking…")
     expect(answer.locator(".reasoning-text")).to_be_visible()  # open while the model thinks
     expect(answer.locator(".reasoning-text")).to_contain_text("Let me think")

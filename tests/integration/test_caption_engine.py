@@ -20,11 +20,19 @@ from tests.support.images import png
 
 
 def entry_for(tiny_models, **params):
-    return parse_models_config({"models": [
-        {"name": "t", "hf_id": "unused"},
-        {"name": "v", "local_path": str(tiny_models["vision"]), "capabilities": {"vision_mode": "proxy"},
-         "params": {"mem": 256, "dtype": "f32", "max_num_seqs": 4, **params}},
-    ]}).model("v")  # fmt: skip
+    return parse_models_config(
+        {
+            "models": [
+                {"name": "t", "hf_id": "unused"},
+                {
+                    "name": "v",
+                    "local_path": str(tiny_models["vision"]),
+                    "capabilities": {"vision_mode": "proxy"},
+                    "params": {"mem": 256, "dtype": "f32", "max_num_seqs": 4, **params},
+                },
+            ]
+        }
+    ).model("v")
 
 
 def job(*images: bytes, max_tokens: int = 8) -> DescribeJob:

@@ -22,7 +22,7 @@ from services.text_engine.engine.types import (
     FinishReason,
     GenerationRequest,
     ReasoningDelta,
-    ResponseFormat,  # fmt: skip
+    ResponseFormat,
     ResponseFormatType,
     SamplingRequest,
     TextDelta,
@@ -43,10 +43,17 @@ PERSON = {
 
 
 def engine_for(path) -> InferenceEngine:
-    entry = parse_models_config({"models": [{
-        "name": "m", "local_path": str(path),
-        "params": {"mem": 16, "dtype": "f32", "max_num_seqs": 8, "prefill_chunk_size": 256},
-    }]}).models[0]  # fmt: skip
+    entry = parse_models_config(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "local_path": str(path),
+                    "params": {"mem": 16, "dtype": "f32", "max_num_seqs": 8, "prefill_chunk_size": 256},
+                }
+            ]
+        }
+    ).models[0]
     return InferenceEngine(entry, device="cpu", idle_unload_secs=0)
 
 
@@ -86,9 +93,15 @@ async def test_json_schema_output_validates_for_many_seeds(text_engine):
     import asyncio
 
     fmt = ResponseFormat(ResponseFormatType.JSON_SCHEMA, json.dumps(PERSON), "person")
-    runs = await asyncio.gather(*(run(text_engine, request(fmt=fmt, temperature=1.0, seed=seed, max_tokens=96,
-                                                           logit_bias=no_think(text_engine)))
-                                  for seed in range(24)))  # fmt: skip
+    runs = await asyncio.gather(
+        *(
+            run(
+                text_engine,
+                request(fmt=fmt, temperature=1.0, seed=seed, max_tokens=96, logit_bias=no_think(text_engine)),
+            )
+            for seed in range(24)
+        )
+    )
     for events in runs:
         assert events[-1].reason is FinishReason.STOP, answer(events)
         jsonschema.validate(json.loads(answer(events)), PERSON)
@@ -99,8 +112,9 @@ async def test_json_object_output_is_an_object(text_engine):
     fmt = ResponseFormat(ResponseFormatType.JSON_OBJECT)
     finished = 0
     for seed in range(8):
-        events = await run(text_engine, request(fmt=fmt, temperature=0.8, seed=seed, max_tokens=64,
-                                                logit_bias=no_think(text_engine)))  # fmt: skip
+        events = await run(
+            text_engine, request(fmt=fmt, temperature=0.8, seed=seed, max_tokens=64, logit_bias=no_think(text_engine))
+        )
         text = answer(events)
         if events[-1].reason is FinishReason.STOP:
             finished += 1
@@ -146,8 +160,10 @@ async def test_logit_bias_forces_a_token_and_stop_token_ids_end_the_answer(text_
     events = await run(text_engine, request(temperature=1.0, seed=1, max_tokens=5, logit_bias={forced: 100.0}))
     assert answer(events) == loaded.tokenizer.decode([forced] * 5)
     # The same forced token listed as a stop token: the answer ends before it, with finish "stop".
-    events = await run(text_engine, request(temperature=1.0, seed=1, max_tokens=5, logit_bias={forced: 100.0},
-                                            stop_token_ids=(forced,)))  # fmt: skip
+    events = await run(
+        text_engine,
+        request(temperature=1.0, seed=1, max_tokens=5, logit_bias={forced: 100.0}, stop_token_ids=(forced,)),
+    )
     assert answer(events) == "" and events[-1].reason is FinishReason.STOP
 
 
@@ -163,8 +179,12 @@ async def test_min_tokens_holds_off_the_end_and_ignore_eos_runs_to_max_tokens(te
 
 
 async def test_token_parameters_outside_the_vocabulary_are_refused(text_engine):
-    for kw, param in (({"logit_bias": {10**7: 1.0}}, "logit_bias"), ({"stop_token_ids": (-1,)}, "stop_token_ids"),
-                      ({"top_logprobs": 21}, "top_logprobs"), ({"max_tokens": 4, "min_tokens": 5}, "min_tokens")):  # fmt: skip
+    for kw, param in (
+        ({"logit_bias": {10**7: 1.0}}, "logit_bias"),
+        ({"stop_token_ids": (-1,)}, "stop_token_ids"),
+        ({"top_logprobs": 21}, "top_logprobs"),
+        ({"max_tokens": 4, "min_tokens": 5}, "min_tokens"),
+    ):
         with pytest.raises(InvalidRequestError) as info:
             await run(text_engine, request(**kw))
         assert info.value.param == param

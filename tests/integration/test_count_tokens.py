@@ -23,8 +23,11 @@ from tests.support.models_yaml import ModelsYaml
 from tests.support.processes import REPO_ROOT
 
 PARAMS = {"mem": 16, "dtype": "f32", "max_num_seqs": 4, "prefill_chunk_size": 256}
-WEATHER = pb.Tool(name="get_weather", description="The weather in a city",
-                  parameters=json.dumps({"type": "object", "properties": {"city": {"type": "string"}}}))  # fmt: skip
+WEATHER = pb.Tool(
+    name="get_weather",
+    description="The weather in a city",
+    parameters=json.dumps({"type": "object", "properties": {"city": {"type": "string"}}}),
+)
 
 
 @asynccontextmanager
@@ -61,10 +64,12 @@ def chat_with_tools(model: str) -> pb.GenerateRequest:
     messages = [
         pb.ChatMessage(role="system", content="You are terse."),
         pb.ChatMessage(role="user", content="Weather in Paris?"),
-        pb.ChatMessage(role="assistant", tool_calls=[pb.ToolCall(id="call_abcdefghi", name="get_weather",
-                                                                 arguments='{"city": "Paris"}')]),
+        pb.ChatMessage(
+            role="assistant",
+            tool_calls=[pb.ToolCall(id="call_abcdefghi", name="get_weather", arguments='{"city": "Paris"}')],
+        ),
         pb.ChatMessage(role="tool", content="sunny", tool_call_id="call_abcdefghi"),
-    ]  # fmt: skip
+    ]
     return pb.GenerateRequest(model=model, messages=messages, tools=[WEATHER], sampling=pb.SamplingParams(max_tokens=1))
 
 
@@ -90,8 +95,11 @@ async def test_a_chat_with_tools_counts_what_generate_accepts(ministral, qwen3):
 
 
 async def test_a_raw_prompt_counts_what_generate_accepts(qwen3):
-    for prompt in (pb.RawPrompt(text="def add(a, b):"), pb.RawPrompt(token_ids=[10, 20, 30]),
-                   pb.RawPrompt(text="def add(a, b):\n    return", suffix="\nprint(add(1, 2))")):  # fmt: skip
+    for prompt in (
+        pb.RawPrompt(text="def add(a, b):"),
+        pb.RawPrompt(token_ids=[10, 20, 30]),
+        pb.RawPrompt(text="def add(a, b):\n    return", suffix="\nprint(add(1, 2))"),
+    ):
         request = pb.GenerateRequest(model="qwen3-tiny", prompt=prompt, sampling=pb.SamplingParams(max_tokens=1))
         assert await count(qwen3, request) == await accepted_tokens(qwen3, request) > 0
 
@@ -102,10 +110,15 @@ async def test_a_natively_seeing_model_counts_the_image_tokens_generate_accepts(
 
         def request(*images: bytes, detail=common_pb2.DETAIL_AUTO) -> pb.GenerateRequest:
             parts = [pb.ContentPart(text="What is in this picture?")]
-            parts += [pb.ContentPart(image=common_pb2.ImageInput(data=d, mime_type="image/png", detail=detail))
-                      for d in images]  # fmt: skip
-            return pb.GenerateRequest(model="qwen2-vl", messages=[pb.ChatMessage(role="user", parts=parts)],
-                                      sampling=pb.SamplingParams(max_tokens=1))  # fmt: skip
+            parts += [
+                pb.ContentPart(image=common_pb2.ImageInput(data=d, mime_type="image/png", detail=detail))
+                for d in images
+            ]
+            return pb.GenerateRequest(
+                model="qwen2-vl",
+                messages=[pb.ChatMessage(role="user", parts=parts)],
+                sampling=pb.SamplingParams(max_tokens=1),
+            )
 
         text_only = await count(stub, request())
         for req in (request(png(size=(96, 64))), request(png(size=(160, 120)), png(), detail=common_pb2.DETAIL_LOW)):
@@ -117,10 +130,12 @@ async def test_errors_are_generates(ministral):
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await count(ministral, pb.GenerateRequest(model="no-such-model", prompt=pb.RawPrompt(text="hi")))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
-    for bad in (pb.GenerateRequest(prompt=pb.RawPrompt(text="hi"), tools=[WEATHER]),
-                pb.GenerateRequest(prompt=pb.RawPrompt(token_ids=[99_999])),
-                pb.GenerateRequest(prompt=pb.RawPrompt(text="hi", suffix="there")),
-                pb.GenerateRequest()):  # fmt: skip
+    for bad in (
+        pb.GenerateRequest(prompt=pb.RawPrompt(text="hi"), tools=[WEATHER]),
+        pb.GenerateRequest(prompt=pb.RawPrompt(token_ids=[99_999])),
+        pb.GenerateRequest(prompt=pb.RawPrompt(text="hi", suffix="there")),
+        pb.GenerateRequest(),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await count(ministral, bad)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
@@ -130,8 +145,9 @@ async def test_counts_without_loading_an_unloaded_model_and_without_admission(ti
     """An engine that unloads after 1 s idle and takes 64-token contexts: CountTokens still answers (the last
     load's tokenizer), leaves the model unloaded, and counts a prompt too long for Generate."""
     async with serve("short", tiny_models["text"], idle_unload_secs=1, max_model_len=64) as stub:
-        request = pb.GenerateRequest(model="short", prompt=pb.RawPrompt(text="hello there"),
-                                     sampling=pb.SamplingParams(max_tokens=1))  # fmt: skip
+        request = pb.GenerateRequest(
+            model="short", prompt=pb.RawPrompt(text="hello there"), sampling=pb.SamplingParams(max_tokens=1)
+        )
         loaded_count = await count(stub, request)
         assert loaded_count == await accepted_tokens(stub, request)
         deadline = time.monotonic() + 30
@@ -144,8 +160,11 @@ async def test_counts_without_loading_an_unloaded_model_and_without_admission(ti
         assert await count(stub, chat_with_tools("short")) > 0
         info = await stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
         assert info.state == common_pb2.MODEL_STATE_UNLOADED
-        long = pb.GenerateRequest(model="short", prompt=pb.RawPrompt(token_ids=list(range(100, 200))),
-                                  sampling=pb.SamplingParams(max_tokens=1))  # fmt: skip
+        long = pb.GenerateRequest(
+            model="short",
+            prompt=pb.RawPrompt(token_ids=list(range(100, 200))),
+            sampling=pb.SamplingParams(max_tokens=1),
+        )
         assert await count(stub, long) == 100
         with pytest.raises(grpc.aio.AioRpcError) as too_long:
             await accepted_tokens(stub, long)

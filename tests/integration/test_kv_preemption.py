@@ -19,8 +19,23 @@ MAX_TOKENS = 1500  # two of them (plus prompts) overflow the 2048-token cache be
 
 def entry_for(path):
     # mem=1 MiB at 512 bytes/token and 16-token blocks: a 2048-token cache.
-    return parse_models_config({"models": [{"name": "m", "local_path": str(path), "params": {
-        "mem": 1, "dtype": "f32", "max_num_seqs": 2, "prefill_chunk_size": 256, "block_size": 16}}]}).models[0]  # fmt: skip
+    return parse_models_config(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "local_path": str(path),
+                    "params": {
+                        "mem": 1,
+                        "dtype": "f32",
+                        "max_num_seqs": 2,
+                        "prefill_chunk_size": 256,
+                        "block_size": 16,
+                    },
+                }
+            ]
+        }
+    ).models[0]
 
 
 async def until(predicate, timeout: float = 120.0, what: str = "condition") -> None:
@@ -37,8 +52,9 @@ class Run:
     def __init__(self, engine: InferenceEngine, name: str) -> None:
         self.name = name
         self.final: Finished | None = None
-        request = GenerationRequest(name, (ChatTurn("user", f"Tell me about {name}."),),
-                                    SamplingRequest(max_tokens=MAX_TOKENS, temperature=0.0))  # fmt: skip
+        request = GenerationRequest(
+            name, (ChatTurn("user", f"Tell me about {name}."),), SamplingRequest(max_tokens=MAX_TOKENS, temperature=0.0)
+        )
         self.task = asyncio.create_task(self._consume(engine, request))
 
     async def _consume(self, engine, request) -> None:

@@ -19,9 +19,17 @@ from services.text_engine.server import TextEngineServer
 
 
 def entry_for(path):
-    return parse_models_config({"models": [{
-        "name": "m", "local_path": str(path), "params": {"mem": 8, "dtype": "f32", "max_num_seqs": 2},
-    }]}).models[0]  # fmt: skip
+    return parse_models_config(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "local_path": str(path),
+                    "params": {"mem": 8, "dtype": "f32", "max_num_seqs": 2},
+                }
+            ]
+        }
+    ).models[0]
 
 
 def gated(fn, reached: threading.Event, go: threading.Event):

@@ -85,17 +85,29 @@ async def text_only(tiny_models):
         await server.stop(grace=0)
 
 
-def image_request(model: str, *images: bytes, text: str = "What is in this picture?", max_tokens: int = 8,
-                  detail=common_pb2.DETAIL_AUTO, **sampling) -> pb.GenerateRequest:  # fmt: skip
+def image_request(
+    model: str,
+    *images: bytes,
+    text: str = "What is in this picture?",
+    max_tokens: int = 8,
+    detail=common_pb2.DETAIL_AUTO,
+    **sampling,
+) -> pb.GenerateRequest:
     parts = [pb.ContentPart(text=text)]
     parts += [pb.ContentPart(image=common_pb2.ImageInput(data=d, mime_type="image/png", detail=detail)) for d in images]
-    return pb.GenerateRequest(model=model, messages=[pb.ChatMessage(role="user", parts=parts)],
-                              sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0, **sampling))  # fmt: skip
+    return pb.GenerateRequest(
+        model=model,
+        messages=[pb.ChatMessage(role="user", parts=parts)],
+        sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0, **sampling),
+    )
 
 
 def text_request(model: str, text: str = "Hello, how are you?", max_tokens: int = 8) -> pb.GenerateRequest:
-    return pb.GenerateRequest(model=model, messages=[pb.ChatMessage(role="user", content=text)],
-                              sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0))  # fmt: skip
+    return pb.GenerateRequest(
+        model=model,
+        messages=[pb.ChatMessage(role="user", content=text)],
+        sampling=pb.SamplingParams(max_tokens=max_tokens, temperature=0),
+    )
 
 
 @dataclass
@@ -187,8 +199,10 @@ async def test_four_image_requests_in_one_batch_answer_as_alone(native):
     try:
         blocker = asyncio.create_task(generate(native.stub, image_request(native.name, RED, max_tokens=2)))
         await until(lambda: len(batcher.batch_sizes) > blocker_sizes, what="the blocker's batch")
-        tasks = [asyncio.create_task(generate(native.stub, image_request(native.name, image, max_tokens=10)))
-                 for image in images]  # fmt: skip
+        tasks = [
+            asyncio.create_task(generate(native.stub, image_request(native.name, image, max_tokens=10)))
+            for image in images
+        ]
         await until(lambda: batcher.waiting == 4, what="4 queued image requests")
     finally:
         lock.release()

@@ -77,8 +77,11 @@ async def scripted():
 
 def raw(model: str, text: str = "", token_ids=(), suffix: str = "", **sampling) -> pb.GenerateRequest:
     sampling.setdefault("max_tokens", 6)
-    return pb.GenerateRequest(model=model, prompt=pb.RawPrompt(text=text, token_ids=token_ids, suffix=suffix),
-                              sampling=pb.SamplingParams(**sampling))  # fmt: skip
+    return pb.GenerateRequest(
+        model=model,
+        prompt=pb.RawPrompt(text=text, token_ids=token_ids, suffix=suffix),
+        sampling=pb.SamplingParams(**sampling),
+    )
 
 
 @dataclass
@@ -115,8 +118,11 @@ async def test_a_text_prompt_is_tokenized_as_is_with_no_chat_template(ministral)
     answer = await generate(ministral.stub, raw(ministral.name, text, temperature=0, ignore_eos=True))
     # The tokenizer's own defaults (tekken adds no BOS by default), not the chat template's [INST] wrapping.
     assert answer.prompt_tokens == len(ministral.tokenizer(text)["input_ids"])
-    chat = pb.GenerateRequest(model=ministral.name, messages=[pb.ChatMessage(role="user", content=text)],
-                              sampling=pb.SamplingParams(max_tokens=1))  # fmt: skip
+    chat = pb.GenerateRequest(
+        model=ministral.name,
+        messages=[pb.ChatMessage(role="user", content=text)],
+        sampling=pb.SamplingParams(max_tokens=1),
+    )
     assert (await generate(ministral.stub, chat)).prompt_tokens > answer.prompt_tokens
     assert answer.finished.finish_reason == pb.FINISH_REASON_LENGTH and answer.finished.usage.completion_tokens == 6
 
@@ -138,12 +144,16 @@ async def test_a_token_id_outside_the_vocabulary_is_refused_by_name(ministral):
 async def test_refused_combinations(ministral):
     cases = {
         "tools": pb.GenerateRequest(model=ministral.name, prompt=pb.RawPrompt(text="hi"), tools=[pb.Tool(name="f")]),
-        "tool_choice": pb.GenerateRequest(model=ministral.name, prompt=pb.RawPrompt(text="hi"),
-                                          tool_choice=pb.ToolChoice(mode=pb.ToolChoice.TOOL_CHOICE_REQUIRED)),
-        "messages": pb.GenerateRequest(model=ministral.name, prompt=pb.RawPrompt(text="hi"),
-                                       messages=[pb.ChatMessage(role="user", content="hi")]),
+        "tool_choice": pb.GenerateRequest(
+            model=ministral.name,
+            prompt=pb.RawPrompt(text="hi"),
+            tool_choice=pb.ToolChoice(mode=pb.ToolChoice.TOOL_CHOICE_REQUIRED),
+        ),
+        "messages": pb.GenerateRequest(
+            model=ministral.name, prompt=pb.RawPrompt(text="hi"), messages=[pb.ChatMessage(role="user", content="hi")]
+        ),
         "prompt": pb.GenerateRequest(model=ministral.name, prompt=pb.RawPrompt(text="hi", token_ids=[5])),
-    }  # fmt: skip
+    }
     for name, request in cases.items():
         error = await refused(ministral.stub, request)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and param(error) == name, (name, error.details())
@@ -168,9 +178,13 @@ async def test_seed_and_logprobs_work_on_raw_prompts(ministral):
 async def test_a_suffix_builds_the_fill_in_the_middle_prompt(qwen3):
     tokenizer = qwen3.tokenizer
     prefix, suffix = "def add(a, b):\n    return", "\n\nprint(add(1, 2))\n"
-    expected = [QWEN_FIM["<|fim_prefix|>"], *tokenizer(prefix, add_special_tokens=False)["input_ids"],
-                QWEN_FIM["<|fim_suffix|>"], *tokenizer(suffix, add_special_tokens=False)["input_ids"],
-                QWEN_FIM["<|fim_middle|>"]]  # fmt: skip
+    expected = [
+        QWEN_FIM["<|fim_prefix|>"],
+        *tokenizer(prefix, add_special_tokens=False)["input_ids"],
+        QWEN_FIM["<|fim_suffix|>"],
+        *tokenizer(suffix, add_special_tokens=False)["input_ids"],
+        QWEN_FIM["<|fim_middle|>"],
+    ]
     prefix_ids = tuple(tokenizer(prefix, add_special_tokens=False)["input_ids"])
     vocab = qwen3.server.engine.lifecycle.resource.loaded.text_config.vocab_size
     for prompt in (RawPrompt(prefix, suffix=suffix), RawPrompt(token_ids=prefix_ids, suffix=suffix)):
@@ -198,12 +212,21 @@ async def test_a_reasoning_models_raw_output_is_not_split(scripted):
 
 
 async def test_stop_strings_and_lengths_apply_to_the_whole_raw_output(scripted):
-    stopped = await generate(scripted.stub, raw(scripted.name, token_ids=[END_INST_ID], temperature=0, max_tokens=32,
-                                                stop=["think"]))  # fmt: skip
+    stopped = await generate(
+        scripted.stub, raw(scripted.name, token_ids=[END_INST_ID], temperature=0, max_tokens=32, stop=["think"])
+    )
     assert stopped.text == "[THINK]" + SCRIPTED_REASONING.split("think")[0]
     assert stopped.finished.finish_reason == pb.FINISH_REASON_STOP
     cut = await generate(scripted.stub, raw(scripted.name, token_ids=[END_INST_ID], temperature=0, max_tokens=3))
     assert cut.finished.finish_reason == pb.FINISH_REASON_LENGTH and cut.text == "[THINK]Let"
-    ended = await generate(scripted.stub, raw(scripted.name, token_ids=[END_INST_ID], temperature=0, max_tokens=32,
-                                              stop_token_ids=[SCRIPTED_COMPLETION_IDS[-2]]))  # fmt: skip
+    ended = await generate(
+        scripted.stub,
+        raw(
+            scripted.name,
+            token_ids=[END_INST_ID],
+            temperature=0,
+            max_tokens=32,
+            stop_token_ids=[SCRIPTED_COMPLETION_IDS[-2]],
+        ),
+    )
     assert ended.finished.finish_reason == pb.FINISH_REASON_STOP and ended.text == SCRIPTED_TEXT.removesuffix(".")

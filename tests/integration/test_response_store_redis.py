@@ -34,8 +34,10 @@ async def store(server):
 
 
 async def test_round_trip_ttl_and_delete(server, store):
-    record = {"response": {"id": "resp_1", "output": []}, "items": [{"type": "message", "role": "user",
-                                                                     "content": "héllo"}]}  # fmt: skip
+    record = {
+        "response": {"id": "resp_1", "output": []},
+        "items": [{"type": "message", "role": "user", "content": "héllo"}],
+    }
     assert await store.put("resp_1", record)
     assert await store.get("resp_1") == record
     ttl = redis.Redis(port=server.port).ttl("test:response:resp_1")
@@ -64,11 +66,15 @@ async def test_a_follow_up_is_continued_by_another_gateway_replica(server):
         stores.append(store)
     try:
         first = (await clients[0].post("/v1/responses", json={"model": TEXT, "input": "Hi"})).json()
-        follow = await clients[1].post("/v1/responses", json={"model": TEXT, "input": "And?",
-                                                               "previous_response_id": first["id"]})  # fmt: skip
+        follow = await clients[1].post(
+            "/v1/responses", json={"model": TEXT, "input": "And?", "previous_response_id": first["id"]}
+        )
         assert follow.status_code == 200, follow.text
         assert [(t.role, t.content) for t in engines[1].calls[0].messages] == [
-            ("user", "Hi"), ("assistant", "Hello wörld"), ("user", "And?")]  # fmt: skip
+            ("user", "Hi"),
+            ("assistant", "Hello wörld"),
+            ("user", "And?"),
+        ]
         assert (await clients[1].get(f"/v1/responses/{first['id']}")).json() == first
     finally:
         for client, store in zip(clients, stores):
@@ -84,7 +90,11 @@ def _returning(state):
 def test_the_shared_cache_setting_chooses_redis(server):
     base = make_config().model_dump(exclude_none=True)
     assert type(open_response_store(ModelsConfig.model_validate(base))).__name__ == "MemoryResponseStore"
-    vision = {"name": "captioner", "local_path": "/models/vl", "endpoint": "127.0.0.1:1",
-              "capabilities": {"vision_mode": "proxy", "vision_proxy": {"shared_cache": {"url": server.url}}}}  # fmt: skip
+    vision = {
+        "name": "captioner",
+        "local_path": "/models/vl",
+        "endpoint": "127.0.0.1:1",
+        "capabilities": {"vision_mode": "proxy", "vision_proxy": {"shared_cache": {"url": server.url}}},
+    }
     shared = ModelsConfig.model_validate({**base, "models": [*base["models"], vision]})
     assert isinstance(open_response_store(shared), RedisResponseStore)

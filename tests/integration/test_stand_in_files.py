@@ -57,7 +57,10 @@ def test_ministral3_config_weights_and_native_files(stand_ins):
     config = read_json(path / "config.json")
     text = config["text_config"]
     assert (config["model_type"], text["model_type"], config["vision_config"]["model_type"]) == (
-        "mistral3", "ministral3", "pixtral")  # fmt: skip
+        "mistral3",
+        "ministral3",
+        "pixtral",
+    )
     assert config["tie_word_embeddings"] is True and text["tie_word_embeddings"] is True
     rope = text["rope_parameters"]
     assert rope["rope_type"] == "yarn" and rope["factor"] == 16.0 and rope["llama_4_scaling_beta"] == 0.1
@@ -68,7 +71,10 @@ def test_ministral3_config_weights_and_native_files(stand_ins):
     params = read_json(path / "params.json")
     assert params["tied_embeddings"] is True and params["llama_4_scaling"]["beta"] == 0.1
     assert (params["dim"], params["n_layers"], params["vocab_size"]) == (
-        text["hidden_size"], text["num_hidden_layers"], text["vocab_size"])  # fmt: skip
+        text["hidden_size"],
+        text["num_hidden_layers"],
+        text["vocab_size"],
+    )
     native = load_file(path / "consolidated.safetensors")
     hf = load_file(path / "model.safetensors")
     assert torch.equal(native["tok_embeddings.weight"], hf["language_model.model.embed_tokens.weight"])
@@ -127,14 +133,22 @@ def test_thinking_tools_tool_calls_and_tool_results_render_as_the_real_template(
     tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
     messages = [
         {"role": "system", "content": "S"},
-        {"role": "user", "content": [{"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": "u"}}]},
-        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "Ok"}],
-         "tool_calls": [{"id": "1", "type": "function", "function": {"name": "add", "arguments": {"a": 1}}},
-                        {"id": "2", "type": "function", "function": {"name": "now", "arguments": ""}}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": "u"}}],
+        },
+        {
+            "role": "assistant",
+            "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "Ok"}],
+            "tool_calls": [
+                {"id": "1", "type": "function", "function": {"name": "add", "arguments": {"a": 1}}},
+                {"id": "2", "type": "function", "function": {"name": "now", "arguments": ""}},
+            ],
+        },
         {"role": "tool", "tool_call_id": "1", "content": "2"},
         {"role": "assistant", "content": "Two"},
         {"role": "user", "content": "Thanks"},
-    ]  # fmt: skip
+    ]
     assert render(ministral.tokenizer, messages, tools=tools) == (
         '<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][AVAILABLE_TOOLS][{"type": "function", "function": {"name": "add", '
         '"parameters": {"type": "object"}}}][/AVAILABLE_TOOLS][INST][IMG]Look[/INST][THINK]hmm[/THINK]Ok'
@@ -175,8 +189,9 @@ def test_scripted_stand_in_greedily_writes_its_chain(stand_ins, messages):
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
     assert prompt[-1] == tok.convert_tokens_to_ids("[/INST]")
     ids = torch.tensor([prompt])
-    out = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False,
-                                eos_token_id=loaded.eos_token_ids)  # fmt: skip
+    out = loaded.model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False, eos_token_id=loaded.eos_token_ids
+    )
     completion = out[0, len(prompt) :].tolist()
     assert completion == list(SCRIPTED_COMPLETION_IDS)
     assert tok.decode(completion) == f"[THINK]{SCRIPTED_REASONING}[/THINK]{SCRIPTED_ANSWER}</s>"
@@ -202,7 +217,12 @@ def test_qwen2_vl_has_the_7b_repos_flat_config_and_legacy_weight_names(stand_ins
     )
     generation = read_json(path / "generation_config.json")
     assert {k: generation[k] for k in ("do_sample", "repetition_penalty", "temperature", "top_k", "top_p")} == {
-        "do_sample": True, "repetition_penalty": 1.05, "temperature": 0.01, "top_k": 1, "top_p": 0.001}  # fmt: skip
+        "do_sample": True,
+        "repetition_penalty": 1.05,
+        "temperature": 0.01,
+        "top_k": 1,
+        "top_p": 0.001,
+    }
 
 
 def test_qwen2_vl_loads_with_the_key_mapping_and_captions_honour_its_repetition_penalty(stand_ins):
@@ -210,7 +230,8 @@ def test_qwen2_vl_loads_with_the_key_mapping_and_captions_honour_its_repetition_
     loaded = load_vision_model(str(path), dtype="f32", device="cpu")  # refuses any missing weight
     model, tok = loaded.model, loaded.tokenizer
     assert type(tok).__name__ == "Qwen2Tokenizer" and loaded.eos_token_ids == sorted(
-        tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]))  # fmt: skip
+        tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    )
     legacy = load_file(path / "model.safetensors")
     torch.testing.assert_close(
         model.model.language_model.layers[1].mlp.up_proj.weight, legacy["model.layers.1.mlp.up_proj.weight"]
@@ -221,13 +242,23 @@ def test_qwen2_vl_loads_with_the_key_mapping_and_captions_honour_its_repetition_
     pixels = AutoImageProcessor.from_pretrained(path)(
         images=[Image.new("RGB", (56, 56), (9, 99, 199))], return_tensors="pt"
     )
-    prompt = tok.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe"}]}],
-                                     add_generation_prompt=True, tokenize=False)  # fmt: skip
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe"}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
     n = int(pixels["image_grid_thw"].prod()) // 4
     inputs = tok(prompt.replace(loaded.family.placeholder, loaded.family.placeholder * n), return_tensors="pt")
     with torch.no_grad():
-        out = model.generate(**inputs, **pixels, max_new_tokens=1, do_sample=False, output_logits=True,
-                             output_scores=True, return_dict_in_generate=True)  # fmt: skip
+        out = model.generate(
+            **inputs,
+            **pixels,
+            max_new_tokens=1,
+            do_sample=False,
+            output_logits=True,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
     expected = RepetitionPenaltyLogitsProcessor(1.05)(inputs["input_ids"], out.logits[0].clone())
     torch.testing.assert_close(out.scores[0], expected)
     assert not torch.equal(out.scores[0], out.logits[0])
@@ -237,25 +268,71 @@ def test_qwen2_vl_loads_with_the_key_mapping_and_captions_honour_its_repetition_
 
 # Qwen/Qwen3-0.6B's config.json keys (transformers 4.51 layout) and its added tokens, id -> (content, special).
 QWEN3_CONFIG_KEYS = {
-    "architectures", "attention_bias", "attention_dropout", "bos_token_id", "eos_token_id", "head_dim", "hidden_act",
-    "hidden_size", "initializer_range", "intermediate_size", "max_position_embeddings", "max_window_layers",
-    "model_type", "num_attention_heads", "num_hidden_layers", "num_key_value_heads", "rms_norm_eps", "rope_scaling",
-    "rope_theta", "sliding_window", "tie_word_embeddings", "torch_dtype", "transformers_version", "use_cache",
-    "use_sliding_window", "vocab_size",
-}  # fmt: skip
+    "architectures",
+    "attention_bias",
+    "attention_dropout",
+    "bos_token_id",
+    "eos_token_id",
+    "head_dim",
+    "hidden_act",
+    "hidden_size",
+    "initializer_range",
+    "intermediate_size",
+    "max_position_embeddings",
+    "max_window_layers",
+    "model_type",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "rms_norm_eps",
+    "rope_scaling",
+    "rope_theta",
+    "sliding_window",
+    "tie_word_embeddings",
+    "torch_dtype",
+    "transformers_version",
+    "use_cache",
+    "use_sliding_window",
+    "vocab_size",
+}
 QWEN3_ADDED_TOKENS = {
-    151643: ("<|endoftext|>", True), 151644: ("<|im_start|>", True), 151645: ("<|im_end|>", True),
-    151646: ("<|object_ref_start|>", True), 151647: ("<|object_ref_end|>", True), 151648: ("<|box_start|>", True),
-    151649: ("<|box_end|>", True), 151650: ("<|quad_start|>", True), 151651: ("<|quad_end|>", True),
-    151652: ("<|vision_start|>", True), 151653: ("<|vision_end|>", True), 151654: ("<|vision_pad|>", True),
-    151655: ("<|image_pad|>", True), 151656: ("<|video_pad|>", True), 151657: ("<tool_call>", False),
-    151658: ("</tool_call>", False), 151659: ("<|fim_prefix|>", False), 151660: ("<|fim_middle|>", False),
-    151661: ("<|fim_suffix|>", False), 151662: ("<|fim_pad|>", False), 151663: ("<|repo_name|>", False),
-    151664: ("<|file_sep|>", False), 151665: ("<tool_response>", False), 151666: ("</tool_response>", False),
-    151667: ("<think>", False), 151668: ("</think>", False),
-}  # fmt: skip
-QWEN3_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-               "vocab.json", "merges.txt", TINY_MARKER}  # fmt: skip
+    151643: ("<|endoftext|>", True),
+    151644: ("<|im_start|>", True),
+    151645: ("<|im_end|>", True),
+    151646: ("<|object_ref_start|>", True),
+    151647: ("<|object_ref_end|>", True),
+    151648: ("<|box_start|>", True),
+    151649: ("<|box_end|>", True),
+    151650: ("<|quad_start|>", True),
+    151651: ("<|quad_end|>", True),
+    151652: ("<|vision_start|>", True),
+    151653: ("<|vision_end|>", True),
+    151654: ("<|vision_pad|>", True),
+    151655: ("<|image_pad|>", True),
+    151656: ("<|video_pad|>", True),
+    151657: ("<tool_call>", False),
+    151658: ("</tool_call>", False),
+    151659: ("<|fim_prefix|>", False),
+    151660: ("<|fim_middle|>", False),
+    151661: ("<|fim_suffix|>", False),
+    151662: ("<|fim_pad|>", False),
+    151663: ("<|repo_name|>", False),
+    151664: ("<|file_sep|>", False),
+    151665: ("<tool_response>", False),
+    151666: ("</tool_response>", False),
+    151667: ("<think>", False),
+    151668: ("</think>", False),
+}
+QWEN3_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    TINY_MARKER,
+}
 
 
 @pytest.fixture(scope="module")
@@ -273,14 +350,38 @@ def test_qwen3_has_the_hub_repos_files_config_and_tied_bf16_weights(qwen3_path):
     assert read_json(qwen3_path / TINY_MARKER)["stands_in_for"] == "Qwen/Qwen3-0.6B"
     config = read_json(qwen3_path / "config.json")
     assert set(config) == QWEN3_CONFIG_KEYS  # no transformers-5 keys (dtype, rope_parameters, layer_types)
-    assert {k: config[k] for k in ("architectures", "model_type", "tie_word_embeddings", "head_dim", "vocab_size",
-                                   "rope_theta", "rope_scaling", "max_position_embeddings", "torch_dtype",
-                                   "bos_token_id", "eos_token_id", "sliding_window", "use_sliding_window")} == {
-        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "tie_word_embeddings": True, "head_dim": 128,
-        "vocab_size": 151936, "rope_theta": 1000000, "rope_scaling": None, "max_position_embeddings": 40960,
-        "torch_dtype": "bfloat16", "bos_token_id": 151643, "eos_token_id": 151645, "sliding_window": None,
+    assert {
+        k: config[k]
+        for k in (
+            "architectures",
+            "model_type",
+            "tie_word_embeddings",
+            "head_dim",
+            "vocab_size",
+            "rope_theta",
+            "rope_scaling",
+            "max_position_embeddings",
+            "torch_dtype",
+            "bos_token_id",
+            "eos_token_id",
+            "sliding_window",
+            "use_sliding_window",
+        )
+    } == {
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        "tie_word_embeddings": True,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "rope_theta": 1000000,
+        "rope_scaling": None,
+        "max_position_embeddings": 40960,
+        "torch_dtype": "bfloat16",
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "sliding_window": None,
         "use_sliding_window": False,
-    }  # fmt: skip
+    }
     with safe_open(qwen3_path / "model.safetensors", "pt") as weights:
         names = set(weights.keys())
         embed = weights.get_tensor("model.embed_tokens.weight")
@@ -346,8 +447,9 @@ def test_qwen3_greedy_output_is_visible_text(qwen3):
     tok = qwen3.tokenizer
     prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_dict=False)
     ids = torch.tensor([prompt])
-    out = qwen3.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                               eos_token_id=qwen3.eos_token_ids)  # fmt: skip
+    out = qwen3.model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False, eos_token_id=qwen3.eos_token_ids
+    )
     completion = out[0, len(prompt) :].tolist()
     assert max(completion) < 151669  # never an id without a token
     assert tok.decode(completion, skip_special_tokens=True).strip()
@@ -371,12 +473,25 @@ def test_qwen3_template_renders_tools_and_a_tool_round_trip_as_hermes(qwen3):
     messages = [
         {"role": "system", "content": "S"},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
-            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                },
+                {
+                    "id": "call_2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                },
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
         {"role": "tool", "tool_call_id": "call_2", "content": '{"temp": 3}'},
-    ]  # fmt: skip
+    ]
     rendered = render(qwen3.tokenizer, messages, tools=[QWEN3_TOOL], add_generation_prompt=True)
     assert rendered == (
         "<|im_start|>system\nS\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -402,7 +517,8 @@ def test_qwen3_template_thinking_rules(qwen3):
     user = [{"role": "user", "content": "Hi"}]
     assert render(tok, user, add_generation_prompt=True) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert render(tok, user, add_generation_prompt=True, enable_thinking=False).endswith(
-        "<|im_start|>assistant\n<think>\n\n</think>\n\n")  # fmt: skip
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
     history = [
         *user,
         {"role": "assistant", "content": "<think>\nold\n</think>\n\nHello"},
@@ -423,41 +539,110 @@ _QWEN_TOKENIZER = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
 # kind -> the hub repo's files (README, LICENSE and the like aside), as listed on each repo's page.
 VISION_FILES = {
     "qwen25_vl": {"config.json", "generation_config.json", "preprocessor_config.json", *_SHARDS, *_QWEN_TOKENIZER},
-    "qwen3_vl": {"config.json", "generation_config.json", "preprocessor_config.json",
-                 "video_preprocessor_config.json", "model.safetensors", *_QWEN_TOKENIZER},
-    "smolvlm": {"config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
-                "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                "added_tokens.json", "special_tokens_map.json", "chat_template.json"},
-    "gemma3": {"config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
-               *_SHARDS, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.json"},
-}  # fmt: skip
+    "qwen3_vl": {
+        "config.json",
+        "generation_config.json",
+        "preprocessor_config.json",
+        "video_preprocessor_config.json",
+        "model.safetensors",
+        *_QWEN_TOKENIZER,
+    },
+    "smolvlm": {
+        "config.json",
+        "generation_config.json",
+        "preprocessor_config.json",
+        "processor_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+        "added_tokens.json",
+        "special_tokens_map.json",
+        "chat_template.json",
+    },
+    "gemma3": {
+        "config.json",
+        "generation_config.json",
+        "preprocessor_config.json",
+        "processor_config.json",
+        *_SHARDS,
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.json",
+    },
+}
 # kind -> the top-level weight-name prefixes the repo stores (pre-transformers-5 names where the repo has them).
 VISION_WEIGHT_PREFIXES = {
-    "qwen25_vl": {"model.embed_tokens", "model.layers", "model.norm", "visual.blocks", "visual.merger",
-                  "visual.patch_embed"},
+    "qwen25_vl": {
+        "model.embed_tokens",
+        "model.layers",
+        "model.norm",
+        "visual.blocks",
+        "visual.merger",
+        "visual.patch_embed",
+    },
     "qwen3_vl": {"model.language_model", "model.visual"},
     "smolvlm": {"model.text_model", "model.vision_model", "model.connector", "lm_head.weight"},
-    "gemma3": {"language_model.model", "vision_tower.vision_model", "multi_modal_projector.mm_input_projection_weight",
-               "multi_modal_projector.mm_soft_emb_norm"},
-}  # fmt: skip
+    "gemma3": {
+        "language_model.model",
+        "vision_tower.vision_model",
+        "multi_modal_projector.mm_input_projection_weight",
+        "multi_modal_projector.mm_soft_emb_norm",
+    },
+}
 # kind -> token -> the id the hub tokenizer gives it (and the config / generation_config names).
 VISION_TOKEN_IDS = {
-    "qwen25_vl": {"<|endoftext|>": 151643, "<|im_end|>": 151645, "<|vision_start|>": 151652, "<|image_pad|>": 151655,
-                  "<|file_sep|>": 151664},
-    "qwen3_vl": {"<|endoftext|>": 151643, "<|im_end|>": 151645, "<|vision_start|>": 151652, "<|image_pad|>": 151655,
-                 "</think>": 151668},
-    "smolvlm": {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "<global-img>": 49152, "<row_1_col_1>": 49153,
-                "<row_6_col_6>": 49188, "<fake_token_around_image>": 49189, "<image>": 49190,
-                "<end_of_utterance>": 49279},
-    "gemma3": {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<start_of_turn>": 105, "<end_of_turn>": 106,
-               "<start_of_image>": 255999, "<end_of_image>": 256000, "<image_soft_token>": 262144},
-}  # fmt: skip
+    "qwen25_vl": {
+        "<|endoftext|>": 151643,
+        "<|im_end|>": 151645,
+        "<|vision_start|>": 151652,
+        "<|image_pad|>": 151655,
+        "<|file_sep|>": 151664,
+    },
+    "qwen3_vl": {
+        "<|endoftext|>": 151643,
+        "<|im_end|>": 151645,
+        "<|vision_start|>": 151652,
+        "<|image_pad|>": 151655,
+        "</think>": 151668,
+    },
+    "smolvlm": {
+        "<|endoftext|>": 0,
+        "<|im_start|>": 1,
+        "<|im_end|>": 2,
+        "<global-img>": 49152,
+        "<row_1_col_1>": 49153,
+        "<row_6_col_6>": 49188,
+        "<fake_token_around_image>": 49189,
+        "<image>": 49190,
+        "<end_of_utterance>": 49279,
+    },
+    "gemma3": {
+        "<pad>": 0,
+        "<eos>": 1,
+        "<bos>": 2,
+        "<unk>": 3,
+        "<start_of_turn>": 105,
+        "<end_of_turn>": 106,
+        "<start_of_image>": 255999,
+        "<end_of_image>": 256000,
+        "<image_soft_token>": 262144,
+    },
+}
 VISION_GENERATION = {
     "qwen25_vl": {"eos_token_id": [151645, 151643], "pad_token_id": 151643, "repetition_penalty": 1.05, "top_k": 1},
     "qwen3_vl": {"eos_token_id": [151645, 151643], "temperature": 0.7, "top_p": 0.8, "top_k": 20},
     "smolvlm": {"bos_token_id": 1, "eos_token_id": 49279, "pad_token_id": 2},
-    "gemma3": {"eos_token_id": [1, 106], "pad_token_id": 0, "top_k": 64, "top_p": 0.95, "cache_implementation": "hybrid"},
-}  # fmt: skip
+    "gemma3": {
+        "eos_token_id": [1, 106],
+        "pad_token_id": 0,
+        "top_k": 64,
+        "top_p": 0.95,
+        "cache_implementation": "hybrid",
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -502,8 +687,10 @@ def test_vision_stand_ins_special_tokens_and_configs_agree_with_the_repos(vision
     assert image_id == VISION_TOKEN_IDS[kind].get("<|image_pad|>", VISION_TOKEN_IDS[kind].get("<image>", 262144))
     generation = GenerationConfig.from_pretrained(path)
     assert {k: getattr(generation, k) for k in VISION_GENERATION[kind]} == VISION_GENERATION[kind]
-    assert read_json(path / "chat_template.json")["chat_template"] == read_json(path / "tokenizer_config.json")[
-        "chat_template"]  # fmt: skip
+    assert (
+        read_json(path / "chat_template.json")["chat_template"]
+        == read_json(path / "tokenizer_config.json")["chat_template"]
+    )
     # Every id the tokenizer can produce has an embedding row, and the config's vocabulary covers the tokenizer.
     assert len(tok) <= config.get_text_config().vocab_size
 
@@ -515,7 +702,8 @@ def test_qwen25_vl_config_is_flat_with_the_old_vision_key_names(vision_stand_ins
     vision = config["vision_config"]
     assert {"in_chans", "spatial_patch_size", "fullatt_block_indexes", "window_size", "out_hidden_size"} <= set(vision)
     assert read_json(vision_stand_ins["qwen25_vl"] / "preprocessor_config.json")["image_processor_type"] == (
-        "Qwen2VLImageProcessor")  # fmt: skip
+        "Qwen2VLImageProcessor"
+    )
 
 
 def test_qwen3_vl_config_is_nested_with_interleaved_mrope_and_deepstack(vision_stand_ins):
@@ -538,10 +726,12 @@ def test_qwen3_vl_config_is_nested_with_interleaved_mrope_and_deepstack(vision_s
 def test_smolvlm_and_gemma3_prompts_are_their_templates(vision_stand_ins):
     smol = load_vision_model(str(vision_stand_ins["smolvlm"]), dtype="f32", device="cpu")
     assert render_prompt(smol.tokenizer, "<image>", "Describe") == (
-        "<|im_start|>User:<image>Describe<end_of_utterance>\nAssistant:")  # fmt: skip
+        "<|im_start|>User:<image>Describe<end_of_utterance>\nAssistant:"
+    )
     gemma = load_vision_model(str(vision_stand_ins["gemma3"]), dtype="f32", device="cpu")
     assert render_prompt(gemma.tokenizer, "<start_of_image>", "Describe") == (
-        "<bos><start_of_turn>user\n<start_of_image>Describe<end_of_turn>\n<start_of_turn>model\n")  # fmt: skip
+        "<bos><start_of_turn>user\n<start_of_image>Describe<end_of_turn>\n<start_of_turn>model\n"
+    )
     text = read_json(vision_stand_ins["gemma3"] / "config.json")["text_config"]
     assert (
         set(text) >= {"hidden_size", "num_hidden_layers", "rope_scaling", "sliding_window"} and "vocab_size" not in text

@@ -80,9 +80,13 @@ def test_grpcurl_lists_describes_and_checks_health(engine):
 
 def test_grpcurl_streams_generate(engine):
     out = grpcurl(
-        engine.address, "proxyvision.v1.TextEngine/Generate",
-        data={"messages": [{"role": "user", "content": "Hello, how are you?"}], "sampling": {"maxTokens": 5, "temperature": 0}},
-    )  # fmt: skip
+        engine.address,
+        "proxyvision.v1.TextEngine/Generate",
+        data={
+            "messages": [{"role": "user", "content": "Hello, how are you?"}],
+            "sampling": {"maxTokens": 5, "temperature": 0},
+        },
+    )
     messages = [json.loads(chunk) for chunk in out.replace("}\n{", "}\x00{").split("\x00")]
     finished = messages[-1]["finished"]
     assert finished["finish_reason"] == "FINISH_REASON_LENGTH"

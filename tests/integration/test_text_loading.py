@@ -113,8 +113,11 @@ def test_fp8_weights_without_their_quantization_config_are_refused(fp8_checkpoin
     config = json.loads((stripped / "config.json").read_text())
     del config["quantization_config"]
     (stripped / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match=r"quantization scale\(s\) of the text model were not loaded.*"
-                                             r"no quantization_config.*unscaled weights"):  # fmt: skip
+    with pytest.raises(
+        ModelLoadError,
+        match=r"quantization scale\(s\) of the text model were not loaded.*"
+        r"no quantization_config.*unscaled weights",
+    ):
         load_text_model(str(stripped), dtype="f32", device="cpu")
 
 
@@ -132,8 +135,11 @@ def dequantized_checkpoint(fp8_checkpoint, tmp_path_factory) -> Path:
     """The FP8 checkpoint's reference twin: weight x scale computed by hand, saved unquantized."""
     out = tmp_path_factory.mktemp("dequantized") / "ministral-3-dequantized"
     shutil.copytree(fp8_checkpoint, out)
-    save_file(dequantize_fp8(load_file(fp8_checkpoint / "model.safetensors")), out / "model.safetensors",
-              metadata={"format": "pt"})  # fmt: skip
+    save_file(
+        dequantize_fp8(load_file(fp8_checkpoint / "model.safetensors")),
+        out / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     config = json.loads((out / "config.json").read_text())
     del config["quantization_config"]
     (out / "config.json").write_text(json.dumps(config))
@@ -149,8 +155,11 @@ def _greedy(service, text: str) -> tuple[list[str], int, common_pb2.ModelInfo]:
     wait_grpc_serving(service)
     with grpc.insecure_channel(service.address) as channel:
         stub = text_engine_pb2_grpc.TextEngineStub(channel)
-        request = pb.GenerateRequest(model=TEXT_MODEL, messages=[pb.ChatMessage(role="user", content=text)],
-                                     sampling=pb.SamplingParams(max_tokens=24, temperature=0))  # fmt: skip
+        request = pb.GenerateRequest(
+            model=TEXT_MODEL,
+            messages=[pb.ChatMessage(role="user", content=text)],
+            sampling=pb.SamplingParams(max_tokens=24, temperature=0),
+        )
         run = list(stub.Generate(request, timeout=60))
         info = stub.GetModelInfo(common_pb2.GetModelInfoRequest())
     # The text and the final event; not the deltas one by one: how tokens group into messages depends on timing.
@@ -185,8 +194,12 @@ def test_tied_embeddings_use_the_embedding_matrix_as_output_projection(tiny_mode
     loaded = load_text_model(str(tied), dtype="f32", device="cpu")
     assert loaded.text_config.tie_word_embeddings is True
     # Reference with explicit weights: the full model's decoder states times the stored embedding matrix.
-    embed = next(v for k, v in state.items() if k.endswith("language_model.model.embed_tokens.weight")
-                 or k.endswith("model.language_model.embed_tokens.weight"))  # fmt: skip
+    embed = next(
+        v
+        for k, v in state.items()
+        if k.endswith("language_model.model.embed_tokens.weight")
+        or k.endswith("model.language_model.embed_tokens.weight")
+    )
     full = Mistral3ForConditionalGeneration.from_pretrained(tied, dtype=torch.float32).eval()
     with torch.no_grad():
         hidden = full.model.language_model(input_ids=IDS).last_hidden_state
@@ -204,8 +217,16 @@ def test_untied_checkpoint_without_lm_head_is_refused(tiny_models, tmp_path):
 
 
 # Sampling defaults through the real engine and gateway ---------------------------------------------------
-CHECKPOINT_GENERATION = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 11, "do_sample": True,
-                         "temperature": 0.6, "top_p": 0.9, "top_k": 20, "max_new_tokens": 48}  # fmt: skip
+CHECKPOINT_GENERATION = {
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 11,
+    "do_sample": True,
+    "temperature": 0.6,
+    "top_p": 0.9,
+    "top_k": 20,
+    "max_new_tokens": 48,
+}
 
 
 @pytest.fixture(scope="module")
@@ -225,11 +246,26 @@ def engine_with_defaults(tiny_models, tmp_path_factory):
         assert service.stop() == 0, service.log_text()[-3000:]
 
 
-EXPECTED_DEFAULTS = {"temperature": 0.0, "top_p": 0.9, "top_k": 20, "max_tokens": 48, "presence_penalty": 0.0,
-                     "frequency_penalty": 0.0, "repetition_penalty": 1.0, "min_p": 0.0}  # fmt: skip
-EXPECTED_SOURCES = {"temperature": "models.yaml", "top_p": "generation_config.json", "top_k": "generation_config.json",
-                    "max_tokens": "generation_config.json", "presence_penalty": "default", "frequency_penalty": "default",
-                    "repetition_penalty": "default", "min_p": "default"}  # fmt: skip
+EXPECTED_DEFAULTS = {
+    "temperature": 0.0,
+    "top_p": 0.9,
+    "top_k": 20,
+    "max_tokens": 48,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "repetition_penalty": 1.0,
+    "min_p": 0.0,
+}
+EXPECTED_SOURCES = {
+    "temperature": "models.yaml",
+    "top_p": "generation_config.json",
+    "top_k": "generation_config.json",
+    "max_tokens": "generation_config.json",
+    "presence_penalty": "default",
+    "frequency_penalty": "default",
+    "repetition_penalty": "default",
+    "min_p": "default",
+}
 
 
 def test_get_model_info_shows_the_effective_defaults(engine_with_defaults):

@@ -107,23 +107,33 @@ async def test_a_gateway_that_does_not_trust_the_engines_ca_cannot_connect(pki, 
         assert "handshake failed" in error.message.lower()
         answer = await ready(url)
         assert answer.status_code == 503
-        assert answer.json()["engines"][TEXT] == ("UNREACHABLE: TLS handshake failed: CERTIFICATE_VERIFY_FAILED: "
-                                                  "unable to get local issuer certificate")  # fmt: skip
+        assert answer.json()["engines"][TEXT] == (
+            "UNREACHABLE: TLS handshake failed: CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate"
+        )
     logged = [r.getMessage() for r in caplog.records if r.name.startswith("services.api_gateway")]
     assert any("-> 503" in line and "handshake failed" in line.lower() for line in logged), logged
 
 
 async def test_the_certificate_must_name_the_dialled_host_unless_server_name_says_otherwise(pki, tmp_path):
     _, ca_cert, ca_key = make_ca(tmp_path, "svc-ca")
-    named = issue(tmp_path, "text-engine", ca_cert, ca_key, server=True,
-                  dns_names=("text-engine.proxyvision.svc.cluster.local",), ip_addresses=())  # fmt: skip
+    named = issue(
+        tmp_path,
+        "text-engine",
+        ca_cert,
+        ca_key,
+        server=True,
+        dns_names=("text-engine.proxyvision.svc.cluster.local",),
+        ip_addresses=(),
+    )
     ca = tmp_path / "svc-ca.pem"
     tls = TlsSettings(server_cert=str(named.cert), server_key=str(named.key))
     async with fake_engine(tls) as engine:
         async with gateway_to(engine.address, gateway_tls(ca)) as url:
             await refused(url)  # it dials 127.0.0.1, which the certificate does not name
-            assert (await ready(url)).json()["engines"][TEXT] == ("UNREACHABLE: TLS handshake failed: the engine's "
-                                                                  "certificate does not name the host dialled (see tls.server_name)")  # fmt: skip
+            assert (await ready(url)).json()["engines"][TEXT] == (
+                "UNREACHABLE: TLS handshake failed: the engine's "
+                "certificate does not name the host dialled (see tls.server_name)"
+            )
         async with gateway_to(
             engine.address, gateway_tls(ca, server_name="text-engine.proxyvision.svc.cluster.local")
         ) as url:
@@ -163,8 +173,16 @@ async def test_the_kubernetes_probe_checks_an_mtls_engine_with_its_own_certifica
             run_cli, "services.common.health_check", "--models-config", str(config), "--port", port
         )
         assert probe.returncode == 0 and probe.stdout.strip() == "SERVING", probe.stderr
-        wrong = await asyncio.to_thread(run_cli, "services.common.health_check", "--models-config", str(config),
-                                        "--port", port, "--server-name", "someone-else.example")  # fmt: skip
+        wrong = await asyncio.to_thread(
+            run_cli,
+            "services.common.health_check",
+            "--models-config",
+            str(config),
+            "--port",
+            port,
+            "--server-name",
+            "someone-else.example",
+        )
         assert wrong.returncode == 1 and "Hostname Verification Check failed" in wrong.stderr
         await engine.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         loading = await asyncio.to_thread(
@@ -177,14 +195,20 @@ async def test_the_kubernetes_probe_checks_an_mtls_engine_with_its_own_certifica
 BASE = {"models": [{"name": TEXT, "hf_id": STAND_IN}]}
 
 
-@pytest.mark.parametrize(("section", "message"), [
-    ({"server_cert": "engine.pem"}, "tls: server_key is required when server_cert is set"),
-    ({"server_key": "engine-key.pem"}, "tls: server_cert is required when server_key is set"),
-    ({"ca": "ca.pem", "client_cert": "gw.pem"}, "tls: client_key is required when client_cert is set"),
-    ({"ca": "ca.pem", "client_key": "gw-key.pem"}, "tls: client_cert is required when client_key is set"),
-    ({"server_cert": "e.pem", "server_key": "k.pem", "require_client_cert": True}, "tls: require_client_cert needs ca"),
-    ({"ca": "ca.pem", "cert": "x.pem"}, "tls.cert: unknown key"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"server_cert": "engine.pem"}, "tls: server_key is required when server_cert is set"),
+        ({"server_key": "engine-key.pem"}, "tls: server_cert is required when server_key is set"),
+        ({"ca": "ca.pem", "client_cert": "gw.pem"}, "tls: client_key is required when client_cert is set"),
+        ({"ca": "ca.pem", "client_key": "gw-key.pem"}, "tls: client_cert is required when client_key is set"),
+        (
+            {"server_cert": "e.pem", "server_key": "k.pem", "require_client_cert": True},
+            "tls: require_client_cert needs ca",
+        ),
+        ({"ca": "ca.pem", "cert": "x.pem"}, "tls.cert: unknown key"),
+    ],
+)
 def test_a_half_configured_tls_section_is_a_config_error_naming_the_key(section, message):
     with pytest.raises(ConfigError, match="^models.yaml: " + message.replace(".", r"\.")):
         parse_models_config({**BASE, "tls": section})
@@ -200,11 +224,17 @@ def test_without_a_tls_section_everything_stays_plaintext():
 def test_paths_are_relative_to_the_models_yaml(tmp_path):
     (tmp_path / "conf").mkdir()
     path = tmp_path / "conf" / "models.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "tls": {"ca": "certs/ca.pem", "server_cert": "/etc/engine.pem",
-                                                    "server_key": "../engine-key.pem"}}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {**BASE, "tls": {"ca": "certs/ca.pem", "server_cert": "/etc/engine.pem", "server_key": "../engine-key.pem"}}
+        )
+    )
     tls = load_models_config(path).tls
-    assert (tls.ca, tls.server_cert, tls.server_key) == (str(tmp_path / "conf" / "certs" / "ca.pem"), "/etc/engine.pem",
-                                                         str(tmp_path / "engine-key.pem"))  # fmt: skip
+    assert (tls.ca, tls.server_cert, tls.server_key) == (
+        str(tmp_path / "conf" / "certs" / "ca.pem"),
+        "/etc/engine.pem",
+        str(tmp_path / "engine-key.pem"),
+    )
 
 
 def test_flags_beat_variables_beat_the_file():
@@ -212,11 +242,18 @@ def test_flags_beat_variables_beat_the_file():
         tls_ca = "flag-ca.pem"
 
     file_value = TlsSettings(ca="file-ca.pem", client_cert="file-gw.pem", client_key="file-gw-key.pem")
-    environ = {"PROXYVISION_TLS_CA": "env-ca.pem", "PROXYVISION_TLS_CLIENT_CERT": "env-gw.pem",
-               "PROXYVISION_TLS_REQUIRE_CLIENT_CERT": "true"}  # fmt: skip
+    environ = {
+        "PROXYVISION_TLS_CA": "env-ca.pem",
+        "PROXYVISION_TLS_CLIENT_CERT": "env-gw.pem",
+        "PROXYVISION_TLS_REQUIRE_CLIENT_CERT": "true",
+    }
     tls = resolve_tls(file_value, Args(), environ)
     assert (tls.ca, tls.client_cert, tls.client_key, tls.require_client_cert) == (
-        "flag-ca.pem", "env-gw.pem", "file-gw-key.pem", True)  # fmt: skip
+        "flag-ca.pem",
+        "env-gw.pem",
+        "file-gw-key.pem",
+        True,
+    )
     # A variable alone turns TLS on, and is checked like the file.
     assert resolve_tls(None, environ={"PROXYVISION_TLS_CA": "ca.pem"}) == TlsSettings(ca="ca.pem")
     with pytest.raises(ConfigError, match="tls: server_key is required when server_cert is set"):
@@ -242,8 +279,11 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_services_refuse_to_start_with_a_tls_setup_they_cannot_use(pki, tmp_path):
     config = tmp_path / "models.yaml"
-    config.write_text(yaml.safe_dump({"models": [{"name": TEXT, "hf_id": STAND_IN, "endpoint": "127.0.0.1:1"}],
-                                      "tls": {"ca": "no-such-ca.pem"}}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {"models": [{"name": TEXT, "hf_id": STAND_IN, "endpoint": "127.0.0.1:1"}], "tls": {"ca": "no-such-ca.pem"}}
+        )
+    )
     gateway = run_cli("services.api_gateway", "--models-config", str(config), "--port", "0")
     assert gateway.returncode == 2 and "tls.ca: cannot read" in gateway.stderr and "no-such-ca.pem" in gateway.stderr
     # An engine reading the same section has no certificate to serve.
@@ -252,8 +292,16 @@ def test_the_services_refuse_to_start_with_a_tls_setup_they_cannot_use(pki, tmp_
     # mTLS asked for on the command line, with no CA anywhere.
     plain = tmp_path / "plain.yaml"
     plain.write_text(yaml.safe_dump(BASE))
-    engine = run_cli("services.text_engine", "--models-config", str(plain), "--tls-server-cert", str(pki.server.cert),
-                     "--tls-server-key", str(pki.server.key), "--tls-require-client-cert")  # fmt: skip
+    engine = run_cli(
+        "services.text_engine",
+        "--models-config",
+        str(plain),
+        "--tls-server-cert",
+        str(pki.server.cert),
+        "--tls-server-key",
+        str(pki.server.key),
+        "--tls-require-client-cert",
+    )
     assert engine.returncode == 2 and "require_client_cert needs ca" in engine.stderr, engine.stderr
 
 
@@ -262,13 +310,17 @@ def test_the_launcher_gives_its_engine_probes_the_tls_the_children_read(pki, tmp
     engines with the same settings (services/launcher/probes.py uses ProcessSpec.tls)."""
     monkeypatch.setenv("PROXYVISION_TLS_SERVER_NAME", "localhost")  # an override reaches the children's file too
     path = tmp_path / "models.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "tls": {"ca": str(pki.ca), "server_cert": str(pki.server.cert),
-                                                    "server_key": str(pki.server.key)}}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {**BASE, "tls": {"ca": str(pki.ca), "server_cert": str(pki.server.cert), "server_key": str(pki.server.key)}}
+        )
+    )
     resolved = tmp_path / "resolved.yaml"
     plan = plan_stack(load_models_config(path), StackOptions(), resolved)
     write_config(plan.config, resolved)
-    expected = TlsSettings(ca=str(pki.ca), server_cert=str(pki.server.cert), server_key=str(pki.server.key),
-                           server_name="localhost")  # fmt: skip
+    expected = TlsSettings(
+        ca=str(pki.ca), server_cert=str(pki.server.cert), server_key=str(pki.server.key), server_name="localhost"
+    )
     assert load_models_config(resolved).tls == expected
     assert [(p.kind, p.tls) for p in plan.processes] == [("text_engine", expected), ("api_gateway", None)]
     monkeypatch.delenv("PROXYVISION_TLS_SERVER_NAME")
@@ -282,20 +334,35 @@ def test_a_real_engine_and_gateway_over_mtls(pki, tiny_models, tmp_path):
     """The engine gets its part through --tls-* flags, the gateway through PROXYVISION_TLS_* variables; the
     shared models.yaml has no tls section."""
     engine_config = tiny(tiny_models).write(tmp_path / "engine.yaml")
-    engine = start_text_engine(engine_config, tmp_path, wait=False, args=[
-        "--tls-server-cert", str(pki.server.cert), "--tls-server-key", str(pki.server.key),
-        "--tls-ca", str(pki.ca), "--tls-require-client-cert"])  # fmt: skip
+    engine = start_text_engine(
+        engine_config,
+        tmp_path,
+        wait=False,
+        args=[
+            "--tls-server-cert",
+            str(pki.server.cert),
+            "--tls-server-key",
+            str(pki.server.key),
+            "--tls-ca",
+            str(pki.ca),
+            "--tls-require-client-cert",
+        ],
+    )
     try:
         gateway_config = tiny(tiny_models, endpoints={TEXT_MODEL: engine.address}).write(tmp_path / "gateway.yaml")
-        env = {"PROXYVISION_TLS_CA": str(pki.ca), "PROXYVISION_TLS_CLIENT_CERT": str(pki.client.cert),
-               "PROXYVISION_TLS_CLIENT_KEY": str(pki.client.key)}  # fmt: skip
+        env = {
+            "PROXYVISION_TLS_CA": str(pki.ca),
+            "PROXYVISION_TLS_CLIENT_CERT": str(pki.client.cert),
+            "PROXYVISION_TLS_CLIENT_KEY": str(pki.client.key),
+        }
         gateway = start_gateway(
             gateway_config, tmp_path, env=env, ready="/ready"
         )  # /ready: the engine SERVING over mTLS
         try:
             client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0, timeout=60)
-            reply = client.chat.completions.create(model=TEXT_MODEL, messages=[{"role": "user", "content": "hi"}],
-                                                   max_tokens=4)  # fmt: skip
+            reply = client.chat.completions.create(
+                model=TEXT_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4
+            )
             assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens > 0
             assert "Engine channels: mTLS (presenting a client certificate)" in gateway.log_text()
         finally:
@@ -305,8 +372,12 @@ def test_a_real_engine_and_gateway_over_mtls(pki, tiny_models, tmp_path):
         # without the certificate, refused.
         grpcurl = [str(Path(sys.executable).parent / "grpcurl"), "-cacert", str(pki.ca)]
         health = ["-d", '{"service": ""}', engine.address, "grpc.health.v1.Health/Check"]
-        answer = subprocess.run([*grpcurl, "-cert", str(pki.client.cert), "-key", str(pki.client.key), *health],
-                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        answer = subprocess.run(
+            [*grpcurl, "-cert", str(pki.client.cert), "-key", str(pki.client.key), *health],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert answer.returncode == 0 and '"status": "SERVING"' in answer.stdout, answer.stderr
         assert subprocess.run([*grpcurl, *health], capture_output=True, text=True, timeout=30).returncode != 0
     finally:

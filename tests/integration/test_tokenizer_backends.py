@@ -62,8 +62,15 @@ def probe(path: Path, *, with_mistral_common: bool) -> dict:
         )
         paths.append(str(MISTRAL_COMMON_SITE))
     env["PYTHONPATH"] = os.pathsep.join(paths)
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path), json.dumps(MESSAGES)], env=env, cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), json.dumps(MESSAGES)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -72,7 +79,8 @@ def expected_ids(path: Path) -> dict[str, list[int]]:
     tok = load_tokenizer(str(path))
     text = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     bos, inst, end_inst, sys_, end_sys = tok.convert_tokens_to_ids(
-        ["<s>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"])  # fmt: skip
+        ["<s>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
+    )
     default = (path / "SYSTEM_PROMPT.txt").read_text()
     # The default prompt holds [THINK]..[/THINK]: special tokens inside text are matched as such.
     return {

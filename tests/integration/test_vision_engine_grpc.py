@@ -43,8 +43,11 @@ def test_grpcurl_lists_describes_and_streams_describe(engine):
     assert "proxyvision.v1.VisionEngine" in grpcurl(engine.address, "list").split()
     assert "rpc Describe" in grpcurl(engine.address, "describe", "proxyvision.v1.VisionEngine")
     data = base64.b64encode(png((9, 99, 199))).decode()
-    out = grpcurl(engine.address, "proxyvision.v1.VisionEngine/Describe",
-                  data={"images": [{"data": data, "mime_type": "image/png", "detail": "DETAIL_LOW"}], "max_tokens": 6})  # fmt: skip
+    out = grpcurl(
+        engine.address,
+        "proxyvision.v1.VisionEngine/Describe",
+        data={"images": [{"data": data, "mime_type": "image/png", "detail": "DETAIL_LOW"}], "max_tokens": 6},
+    )
     messages = [json.loads(chunk) for chunk in out.replace("}\n{", "}\x00{").split("\x00")]
     done = messages[-1]["done"]
     assert done["caption_tokens"] == 6 and done["finish_reason"] == "length" and done["caption"]

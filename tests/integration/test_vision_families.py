@@ -28,8 +28,13 @@ from tests.support.images import png
 from tests.support.processes import REPO_ROOT
 
 # builder kind -> the adapter that must serve it
-FAMILIES = {"vision": "qwen2_vl", "qwen25_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "smolvlm": "idefics3",
-            "gemma3": "gemma3"}  # fmt: skip
+FAMILIES = {
+    "vision": "qwen2_vl",
+    "qwen25_vl": "qwen2_5_vl",
+    "qwen3_vl": "qwen3_vl",
+    "smolvlm": "idefics3",
+    "gemma3": "gemma3",
+}
 MAX_IMAGE_TOKENS = 1024
 BIG = (900, 600)
 
@@ -48,12 +53,19 @@ def kind(request) -> str:
 def entry_for(models: dict[str, Path], kind: str, **settings):
     """The proxy entry: its own source the Qwen2-VL stand-in, vision_proxy.local_path the family's."""
     vision_proxy = {"local_path": str(models[kind]), "max_image_tokens": MAX_IMAGE_TOKENS, **settings}
-    return parse_models_config({"models": [
-        {"name": "t", "hf_id": "unused"},
-        {"name": "v", "local_path": str(models["vision"]),
-         "capabilities": {"vision_mode": "proxy", "vision_proxy": vision_proxy},
-         "params": {"mem": 512, "dtype": "f32", "max_num_seqs": 4}},
-    ]}).model("v")  # fmt: skip
+    return parse_models_config(
+        {
+            "models": [
+                {"name": "t", "hf_id": "unused"},
+                {
+                    "name": "v",
+                    "local_path": str(models["vision"]),
+                    "capabilities": {"vision_mode": "proxy", "vision_proxy": vision_proxy},
+                    "params": {"mem": 512, "dtype": "f32", "max_num_seqs": 4},
+                },
+            ]
+        }
+    ).model("v")
 
 
 def job(*images: bytes, detail: str = "low", max_tokens: int = 6, user_prompt: str = "") -> DescribeJob:
@@ -71,8 +83,12 @@ def done(events: list) -> CaptionDone:
 
 
 async def started(models, kind, **settings) -> CaptionEngine:
-    engine = CaptionEngine(entry_for(models, kind, **settings), device="cpu", idle_unload_secs=0,
-                           cache_entries=settings.get("cache_max_entries", 1024))  # fmt: skip
+    engine = CaptionEngine(
+        entry_for(models, kind, **settings),
+        device="cpu",
+        idle_unload_secs=0,
+        cache_entries=settings.get("cache_max_entries", 1024),
+    )
     await engine.start()
     return engine
 
@@ -89,8 +105,10 @@ async def test_the_vision_proxy_checkpoint_is_loaded_and_the_override_logged(fam
         if kind == "vision":  # the override names the entry's own checkpoint: nothing to say
             assert override == []
         else:
-            assert override == [f"Vision model v: captioning with {family_models[kind]} from vision_proxy "
-                                f"(not the entry's own {family_models['vision']})"]  # fmt: skip
+            assert override == [
+                f"Vision model v: captioning with {family_models[kind]} from vision_proxy "
+                f"(not the entry's own {family_models['vision']})"
+            ]
     finally:
         await engine.stop()
 
@@ -117,7 +135,10 @@ async def test_greedy_captions_are_deterministic(family_models, kind):
         first, second = done(await collect(engine, job(image))), done(await collect(engine, job(image)))
         assert engine.lifecycle.resource.batcher.captioned == 2
         assert (first.caption, first.caption_tokens, first.image_tokens) == (
-            second.caption, second.caption_tokens, second.image_tokens)  # fmt: skip
+            second.caption,
+            second.caption_tokens,
+            second.image_tokens,
+        )
     finally:
         await engine.stop()
 
@@ -200,18 +221,22 @@ def test_every_familys_template_places_the_image_and_the_default_instruction(fam
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_a_grpc_vision_engine_serves_the_family(family_models, kind):
-    server = VisionEngineServer(entry_for(family_models, kind), EngineOptions(port=0, device="cpu"),
-                                idle_unload_secs=0)  # fmt: skip
+    server = VisionEngineServer(entry_for(family_models, kind), EngineOptions(port=0, device="cpu"), idle_unload_secs=0)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = vision_engine_pb2_grpc.VisionEngineStub(channel)
-            request = pb.DescribeRequest(max_tokens=5, images=[
-                common_pb2.ImageInput(data=png((9, 99, 199), (160, 100)), mime_type="image/png",
-                                      detail=common_pb2.DETAIL_LOW),
-                common_pb2.ImageInput(data=png((199, 99, 9), (100, 160)), mime_type="image/png",
-                                      detail=common_pb2.DETAIL_HIGH),
-            ])  # fmt: skip
+            request = pb.DescribeRequest(
+                max_tokens=5,
+                images=[
+                    common_pb2.ImageInput(
+                        data=png((9, 99, 199), (160, 100)), mime_type="image/png", detail=common_pb2.DETAIL_LOW
+                    ),
+                    common_pb2.ImageInput(
+                        data=png((199, 99, 9), (100, 160)), mime_type="image/png", detail=common_pb2.DETAIL_HIGH
+                    ),
+                ],
+            )
             responses = [r async for r in stub.Describe(request)]
             finished = {r.done.image_index: r.done for r in responses if r.HasField("done")}
             assert sorted(finished) == [0, 1]
@@ -233,9 +258,12 @@ def test_the_cache_key_names_the_checkpoint_not_only_the_entry(family_models):
     item = ImageItem(png(), "image/png", "auto")
     keys = {
         CaptionEngine(entry, device="cpu", idle_unload_secs=0).cache_key(item, DEFAULT_VISION_PROMPT, 64)
-        for entry in (entry_for(family_models, "smolvlm"), entry_for(family_models, "gemma3"),
-                      entry_for(family_models, "gemma3").model_copy(update={"revision": "abc123"}))
-    }  # fmt: skip
+        for entry in (
+            entry_for(family_models, "smolvlm"),
+            entry_for(family_models, "gemma3"),
+            entry_for(family_models, "gemma3").model_copy(update={"revision": "abc123"}),
+        )
+    }
     assert len(keys) == 3 and {key.model for key in keys} == {
         str(family_models["smolvlm"]),
         str(family_models["gemma3"]),

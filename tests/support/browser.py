@@ -17,8 +17,16 @@ from tests.support.processes import REPO_ROOT
 # Debian's package (.ci/run installs it); Playwright's own browser downloads are never used.
 CHROMIUM = "/usr/bin/chromium"
 # Headless, and nothing that would reach the network on its own (component updates, sync, QUIC probes).
-LAUNCH_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]  # fmt: skip
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "ui"
 
 

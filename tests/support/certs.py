@@ -44,8 +44,9 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))  # fmt: skip
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return path
 
 
@@ -56,25 +57,52 @@ def _write_cert(cert: x509.Certificate, path: Path) -> Path:
 
 def _builder(subject: str, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
-    return (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer).public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + VALID_FOR))  # fmt: skip
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALID_FOR)
+    )
 
 
 def make_ca(directory: Path, name: str) -> tuple[Path, x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A self-signed CA certificate (written as `<name>.pem`), with the certificate and key to sign with."""
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (_builder(name, _name(name), key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))  # fmt: skip
+    cert = (
+        _builder(name, _name(name), key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
     return _write_cert(cert, directory / f"{name}.pem"), cert, key
 
 
-def issue(directory: Path, name: str, ca_cert: x509.Certificate, ca_key, *, server: bool,
-          dns_names: tuple[str, ...] = ("localhost",), ip_addresses: tuple[str, ...] = ("127.0.0.1",)) -> CertPair:  # fmt: skip
+def issue(
+    directory: Path,
+    name: str,
+    ca_cert: x509.Certificate,
+    ca_key,
+    *,
+    server: bool,
+    dns_names: tuple[str, ...] = ("localhost",),
+    ip_addresses: tuple[str, ...] = ("127.0.0.1",),
+) -> CertPair:
     """A leaf certificate signed by the CA: for a server (SANs; serverAuth and clientAuth, so that the engine's
     own health probe can present it under mTLS) or a client (clientAuth)."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -83,9 +111,11 @@ def issue(directory: Path, name: str, ca_cert: x509.Certificate, ca_key, *, serv
         if server
         else [ExtendedKeyUsageOID.CLIENT_AUTH]
     )
-    builder = (_builder(name, ca_cert.subject, key.public_key())
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage(usages), critical=False))  # fmt: skip
+    builder = (
+        _builder(name, ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
     if server:
         sans = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)

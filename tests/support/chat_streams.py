@@ -10,8 +10,13 @@ import httpx
 
 def stream_events(base_url: str, model: str, max_tokens: int) -> list:
     """A streamed chat read to its end: the decoded `data:` payloads ('[DONE]' as is)."""
-    body = {"model": model, "messages": [{"role": "user", "content": "Tell me a long story."}],
-            "max_tokens": max_tokens, "temperature": 0, "stream": True}  # fmt: skip
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
     events = []
     with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=120) as response:
         assert response.status_code == 200

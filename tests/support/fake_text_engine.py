@@ -60,8 +60,10 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
             prompt = request.messages[-1].content
             prompt_tokens = len(prompt.split())
             if prompt == "TOO_LONG":  # refused at admission: before `accepted`, as the real engine does
-                await abort_with(context, ContextLengthExceededError("This model's maximum context length is 64 tokens",
-                                                                     param="messages"))  # fmt: skip
+                await abort_with(
+                    context,
+                    ContextLengthExceededError("This model's maximum context length is 64 tokens", param="messages"),
+                )
             yield accepted(prompt_tokens)
             if prompt == "SLEEP":
                 await asyncio.sleep(10)
@@ -111,8 +113,13 @@ class ScriptedEngine(text_engine_pb2_grpc.TextEngineServicer):
             raise
 
     async def GetModelInfo(self, request, context):
-        return common_pb2.ModelInfo(name=TEXT, hf_id="tiny/ministral", max_context=2048,
-                                    state=common_pb2.MODEL_STATE_READY, stand_in_for=STAND_IN)  # fmt: skip
+        return common_pb2.ModelInfo(
+            name=TEXT,
+            hf_id="tiny/ministral",
+            max_context=2048,
+            state=common_pb2.MODEL_STATE_READY,
+            stand_in_for=STAND_IN,
+        )
 
 
 def call_id(index: int) -> str:

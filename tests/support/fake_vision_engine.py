@@ -44,12 +44,20 @@ class ScriptedVisionEngine(vision_engine_pb2_grpc.VisionEngineServicer):
         for index, image in enumerate(request.images):
             caption = caption_for(image.data, self.caption)
             yield pb.DescribeResponse(delta=pb.CaptionDelta(image_index=index, text=caption))
-            yield pb.DescribeResponse(done=pb.CaptionDone(image_index=index, finish_reason="stop", image_tokens=1,
-                                                          caption_tokens=len(caption.split()), caption=caption))  # fmt: skip
+            yield pb.DescribeResponse(
+                done=pb.CaptionDone(
+                    image_index=index,
+                    finish_reason="stop",
+                    image_tokens=1,
+                    caption_tokens=len(caption.split()),
+                    caption=caption,
+                )
+            )
 
     async def GetModelInfo(self, request, context):
-        return common_pb2.ModelInfo(name=VISION, hf_id="scripted/vision", max_context=4096,
-                                    state=common_pb2.MODEL_STATE_READY)  # fmt: skip
+        return common_pb2.ModelInfo(
+            name=VISION, hf_id="scripted/vision", max_context=4096, state=common_pb2.MODEL_STATE_READY
+        )
 
 
 async def start_fake_vision_engine(

@@ -39,8 +39,15 @@ class ModelsYaml:
     top: dict[str, Any] = field(default_factory=dict)
 
     # --- models ---------------------------------------------------------------------------------------
-    def model(self, name: str, *, local_path: str | Path | None = None, endpoint: str | None = None,
-              params: dict | None = None, **fields: Any) -> ModelsYaml:  # fmt: skip
+    def model(
+        self,
+        name: str,
+        *,
+        local_path: str | Path | None = None,
+        endpoint: str | None = None,
+        params: dict | None = None,
+        **fields: Any,
+    ) -> ModelsYaml:
         """Any model entry: `local_path`, `hf_id` or `gguf_file` names the weights; `fields` go in as given."""
         entry: dict[str, Any] = {"name": name}
         if local_path is not None:
@@ -53,8 +60,9 @@ class ModelsYaml:
         self.models.append(entry)
         return self
 
-    def text(self, name: str = TEXT_MODEL, *, params: dict | None = None, tiny_defaults: bool = True,
-             **fields: Any) -> ModelsYaml:  # fmt: skip
+    def text(
+        self, name: str = TEXT_MODEL, *, params: dict | None = None, tiny_defaults: bool = True, **fields: Any
+    ) -> ModelsYaml:
         """A text model; with `tiny_defaults` its params start from TINY_TEXT_PARAMS and `params` overrides them,
         and vision is disabled (the model answers text only) unless `capabilities` says otherwise."""
         if tiny_defaults:
@@ -69,8 +77,15 @@ class ModelsYaml:
             capabilities["native_vision"] = {"max_image_tokens": max_image_tokens}
         return self.text(name, capabilities=capabilities, **fields)
 
-    def vision(self, name: str = VISION_MODEL, *, params: dict | None = None, tiny_defaults: bool = True,
-               prompt_template: str | None = PROXY_PROMPT, **fields: Any) -> ModelsYaml:  # fmt: skip
+    def vision(
+        self,
+        name: str = VISION_MODEL,
+        *,
+        params: dict | None = None,
+        tiny_defaults: bool = True,
+        prompt_template: str | None = PROXY_PROMPT,
+        **fields: Any,
+    ) -> ModelsYaml:
         """A vision model in proxy mode (it captions images for the text model); `prompt_template=None`
         keeps the product's default prompt. With `tiny_defaults` its params start from TINY_VISION_PARAMS."""
         if tiny_defaults:
@@ -126,8 +141,13 @@ class ModelsYaml:
         return path
 
 
-def tiny(tiny_models: dict[str, Path], *, vision: bool = False, text_params: dict | None = None,
-         endpoints: dict[str, str] | None = None) -> ModelsYaml:  # fmt: skip
+def tiny(
+    tiny_models: dict[str, Path],
+    *,
+    vision: bool = False,
+    text_params: dict | None = None,
+    endpoints: dict[str, str] | None = None,
+) -> ModelsYaml:
     """The tiny stand-ins: TEXT_MODEL (and VISION_MODEL, proxying for it, with `vision`), idle unload at 300 s."""
     config = ModelsYaml().text(local_path=tiny_models["text"], params=text_params)
     if vision:
@@ -135,8 +155,14 @@ def tiny(tiny_models: dict[str, Path], *, vision: bool = False, text_params: dic
     return config.endpoints(endpoints or {}).set(idle_unload_secs=300)
 
 
-def bench(bench_model: Path, *, params: dict | None = None, idle_unload_secs: int = 300,
-          endpoint: str | None = None) -> ModelsYaml:  # fmt: skip
+def bench(
+    bench_model: Path, *, params: dict | None = None, idle_unload_secs: int = 300, endpoint: str | None = None
+) -> ModelsYaml:
     """The bench checkpoint as the only text model (BENCH_MODEL), for lifecycle tests."""
-    return ModelsYaml().model(BENCH_MODEL, local_path=bench_model, endpoint=endpoint, idle_unload_secs=idle_unload_secs,
-                              params={**BENCH_PARAMS, **(params or {})})  # fmt: skip
+    return ModelsYaml().model(
+        BENCH_MODEL,
+        local_path=bench_model,
+        endpoint=endpoint,
+        idle_unload_secs=idle_unload_secs,
+        params={**BENCH_PARAMS, **(params or {})},
+    )

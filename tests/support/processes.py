@@ -86,8 +86,16 @@ class ServiceProcess:
         return self.proc.returncode
 
 
-def start_process(name: str, argv: list[str], port: int, log_path: Path, env: dict | None = None, *,
-                  inherit_env: bool = True, new_session: bool = False) -> ServiceProcess:  # fmt: skip
+def start_process(
+    name: str,
+    argv: list[str],
+    port: int,
+    log_path: Path,
+    env: dict | None = None,
+    *,
+    inherit_env: bool = True,
+    new_session: bool = False,
+) -> ServiceProcess:
     """Run `argv` from the repository root with stdout and stderr in `log_path`. `env` adds to os.environ, or with
     `inherit_env=False` is the whole environment (a container's, say); `new_session` gives it a process group."""
     if inherit_env:
@@ -96,14 +104,16 @@ def start_process(name: str, argv: list[str], port: int, log_path: Path, env: di
     else:
         full_env = dict(env or {})
     log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
-    proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=full_env,
-                            start_new_session=new_session)  # fmt: skip
+    proc = subprocess.Popen(
+        argv, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, start_new_session=new_session
+    )
     log_file.close()
     return ServiceProcess(name, proc, port, log_path)
 
 
-def start_service(module: str, args: list[str], port: int, log_dir: Path, env: dict | None = None, *,
-                  python: str | None = None) -> ServiceProcess:  # fmt: skip
+def start_service(
+    module: str, args: list[str], port: int, log_dir: Path, env: dict | None = None, *, python: str | None = None
+) -> ServiceProcess:
     """`python -m module args...` with output in log_dir/<module>-<port>.log; `python`: another interpreter than
     the tests' (the vLLM backend's venv)."""
     log_path = log_dir / f"{module.rsplit('.', 1)[-1]}-{port}.log"
@@ -132,8 +142,9 @@ def stop_all(services: list[ServiceProcess], timeout: float = 20.0) -> None:
 def grpc_serving(channel: grpc.Channel, service_name: str = "", timeout: float = 1.0) -> bool:
     """One grpc.health.v1 Check: True if SERVING (False if not, or if nothing answers)."""
     try:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service_name),
-                                                          timeout=timeout)  # fmt: skip
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service_name), timeout=timeout
+        )
     except grpc.RpcError:
         return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -61,8 +61,19 @@ class RedisServer:
         """Start one on `port` (a free one unless given) and wait until it answers PING."""
         port = port or free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(workdir)]  # fmt: skip
+        argv = [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ]
         if password is not None:
             argv += ["--requirepass", password]
         service = start_process("redis-server", argv, port, workdir / f"redis-{port}.log")

@@ -36,9 +36,15 @@ from tests.support.processes import (
 )
 
 __all__ = [
-    "Stack", "make_stack", "start_text_engine", "start_vision_engine", "start_gateway", "start_fake_text_engine",
-    "start_fake_vision_engine", "gateway_in_process",
-]  # fmt: skip
+    "Stack",
+    "make_stack",
+    "start_text_engine",
+    "start_vision_engine",
+    "start_gateway",
+    "start_fake_text_engine",
+    "start_fake_vision_engine",
+    "gateway_in_process",
+]
 
 
 # --- single processes --------------------------------------------------------------------------------------
@@ -52,8 +58,18 @@ def _ready(service: ServiceProcess, wait) -> ServiceProcess:
     return service
 
 
-def _engine(module: str, config: Path, tmp: Path, model: str, port: int | None, metrics_port: int | None,
-            args: Sequence[str], env: dict | None, wait: bool, backend: str = "transformers") -> ServiceProcess:  # fmt: skip
+def _engine(
+    module: str,
+    config: Path,
+    tmp: Path,
+    model: str,
+    port: int | None,
+    metrics_port: int | None,
+    args: Sequence[str],
+    env: dict | None,
+    wait: bool,
+    backend: str = "transformers",
+) -> ServiceProcess:
     port = port or free_port()
     argv = ["--models-config", str(config), "--model", model, "--port", str(port), "--device", "cpu"]
     if metrics_port is not None:
@@ -63,18 +79,35 @@ def _engine(module: str, config: Path, tmp: Path, model: str, port: int | None, 
     return _ready(service, lambda: wait_grpc_serving(service)) if wait else service
 
 
-def start_text_engine(config: Path, tmp: Path, *, model: str = TEXT_MODEL, port: int | None = None,
-                      metrics_port: int | None = None, args: Sequence[str] = (), env: dict | None = None,
-                      wait: bool = True, backend: str = "transformers") -> ServiceProcess:  # fmt: skip
+def start_text_engine(
+    config: Path,
+    tmp: Path,
+    *,
+    model: str = TEXT_MODEL,
+    port: int | None = None,
+    metrics_port: int | None = None,
+    args: Sequence[str] = (),
+    env: dict | None = None,
+    wait: bool = True,
+    backend: str = "transformers",
+) -> ServiceProcess:
     """`python -m services.text_engine` for `model` on the CPU (a free port unless given); with `wait`, returns
     once it is SERVING (its model loaded). `metrics_port` starts its Prometheus exporter there. `backend`: the
     model's `backend` in the config, which picks the interpreter (vllm: .venv-vllm's) as the launcher does."""
     return _engine("services.text_engine", config, tmp, model, port, metrics_port, args, env, wait, backend)
 
 
-def start_vision_engine(config: Path, tmp: Path, *, model: str = VISION_MODEL, port: int | None = None,
-                        metrics_port: int | None = None, args: Sequence[str] = (), env: dict | None = None,
-                        wait: bool = True) -> ServiceProcess:  # fmt: skip
+def start_vision_engine(
+    config: Path,
+    tmp: Path,
+    *,
+    model: str = VISION_MODEL,
+    port: int | None = None,
+    metrics_port: int | None = None,
+    args: Sequence[str] = (),
+    env: dict | None = None,
+    wait: bool = True,
+) -> ServiceProcess:
     """`python -m services.vision_engine`, as start_text_engine."""
     return _engine("services.vision_engine", config, tmp, model, port, metrics_port, args, env, wait)
 
@@ -87,8 +120,9 @@ def start_fake_text_engine(tmp: Path, *, port: int | None = None, wait: bool = T
     return _ready(service, lambda: wait_grpc_serving(service, timeout=30)) if wait else service
 
 
-def start_fake_vision_engine(tmp: Path, *, port: int | None = None, caption: str | None = None,
-                             wait: bool = True) -> ServiceProcess:  # fmt: skip
+def start_fake_vision_engine(
+    tmp: Path, *, port: int | None = None, caption: str | None = None, wait: bool = True
+) -> ServiceProcess:
     """The scripted fake vision engine (tests/support/fake_vision_engine.py) in a process of its own."""
     port = port or free_port()
     args = ["--port", str(port), *(["--caption", caption] if caption is not None else [])]
@@ -96,8 +130,16 @@ def start_fake_vision_engine(tmp: Path, *, port: int | None = None, caption: str
     return _ready(service, lambda: wait_grpc_serving(service)) if wait else service
 
 
-def start_gateway(config: Path, tmp: Path, *, port: int | None = None, ui: bool = False, args: Sequence[str] = (),
-                  env: dict | None = None, ready: str | None = "/health") -> ServiceProcess:  # fmt: skip
+def start_gateway(
+    config: Path,
+    tmp: Path,
+    *,
+    port: int | None = None,
+    ui: bool = False,
+    args: Sequence[str] = (),
+    env: dict | None = None,
+    ready: str | None = "/health",
+) -> ServiceProcess:
     """`python -m services.api_gateway` (with `ui`: --ui-server); waits until GET `ready` answers 200
     ("/health": the process is up; "/ready": its engines are serving too; None: no wait). Every start_*
     stops the process again when it does not become ready, and fails with its log."""
@@ -167,24 +209,38 @@ class Stack:
         return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", max_retries=0, timeout=120, **kw)
 
     def start_text(self, wait: bool = False) -> ServiceProcess:
-        self.text = start_text_engine(self.config_path, self.tmp, port=self.ports["text"], env=self.env,
-                                      metrics_port=self.ports["text_metrics"], wait=wait)  # fmt: skip
+        self.text = start_text_engine(
+            self.config_path,
+            self.tmp,
+            port=self.ports["text"],
+            env=self.env,
+            metrics_port=self.ports["text_metrics"],
+            wait=wait,
+        )
         return self.text
 
     def start_more_text(self, name: str, wait: bool = False) -> ServiceProcess:
         """The engine of `name`, one of make_stack's `more_text` models (own port, no metrics exporter)."""
-        self.more_text[name] = start_text_engine(self.config_path, self.tmp, model=name, port=self.ports[f"text:{name}"],
-                                                 env=self.env, wait=wait)  # fmt: skip
+        self.more_text[name] = start_text_engine(
+            self.config_path, self.tmp, model=name, port=self.ports[f"text:{name}"], env=self.env, wait=wait
+        )
         return self.more_text[name]
 
     def start_vision(self, wait: bool = False) -> ServiceProcess:
-        self.vision = start_vision_engine(self.config_path, self.tmp, port=self.ports["vision"], env=self.env,
-                                          metrics_port=self.ports["vision_metrics"], wait=wait)  # fmt: skip
+        self.vision = start_vision_engine(
+            self.config_path,
+            self.tmp,
+            port=self.ports["vision"],
+            env=self.env,
+            metrics_port=self.ports["vision_metrics"],
+            wait=wait,
+        )
         return self.vision
 
     def start_gateway(self) -> ServiceProcess:
-        self.gateway = start_gateway(self.config_path, self.tmp, port=self.ports["gateway"], args=self.gateway_args,
-                                     env=self.env)  # fmt: skip
+        self.gateway = start_gateway(
+            self.config_path, self.tmp, port=self.ports["gateway"], args=self.gateway_args, env=self.env
+        )
         return self.gateway
 
     def stop(self) -> None:
@@ -194,10 +250,19 @@ class Stack:
         stop_all([s for s in (self.text, self.vision, *self.more_text.values()) if s is not None])
 
 
-def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: bool = True, gateway_extra: dict | None = None,
-               text_params: dict | None = None, more_text: dict[str, Path] | None = None,
-               config: ModelsYaml | None = None, env: dict | None = None,
-               gateway_args: Sequence[str] = ("--ui-server",)) -> Stack:  # fmt: skip
+def make_stack(
+    tmp: Path,
+    tiny_models,
+    *,
+    vision: bool = True,
+    start_vision: bool = True,
+    gateway_extra: dict | None = None,
+    text_params: dict | None = None,
+    more_text: dict[str, Path] | None = None,
+    config: ModelsYaml | None = None,
+    env: dict | None = None,
+    gateway_args: Sequence[str] = ("--ui-server",),
+) -> Stack:
     """Write the config and start text engine, vision engine (optional) and gateway (with the web UI).
 
     The config is `tiny(tiny_models, vision=..., text_params=...)` with `gateway_extra` as its gateway section,
@@ -224,8 +289,9 @@ def make_stack(tmp: Path, tiny_models, *, vision: bool = True, start_vision: boo
             config.endpoints({name: f"127.0.0.1:{ports[f'text:{name}']}"})
         else:
             config.copy_model(TEXT_MODEL, name, local_path=path, endpoint=f"127.0.0.1:{ports[f'text:{name}']}")
-    stack = Stack(tmp, config.write(tmp / "models.yaml"), ports=ports, env=dict(env or {}),
-                  gateway_args=tuple(gateway_args))  # fmt: skip
+    stack = Stack(
+        tmp, config.write(tmp / "models.yaml"), ports=ports, env=dict(env or {}), gateway_args=tuple(gateway_args)
+    )
     try:
         # All engines load at once (in parallel on the CPUs), then the gateway starts over serving engines.
         stack.start_text()

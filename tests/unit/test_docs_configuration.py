@@ -83,8 +83,12 @@ def doc() -> dict[str, str]:
 
 
 def documented_keys(doc: dict[str, str]) -> set[str]:
-    return {span for cell, _ in first_cells(doc["models.yaml reference"]) for span in code_spans(cell)
-            if re.split(r"[.\[]", span)[0] in TOP_LEVEL}  # fmt: skip
+    return {
+        span
+        for cell, _ in first_cells(doc["models.yaml reference"])
+        for span in code_spans(cell)
+        if re.split(r"[.\[]", span)[0] in TOP_LEVEL
+    }
 
 
 def test_every_models_yaml_key_is_documented(doc):
@@ -133,8 +137,12 @@ def built_parser(monkeypatch, build) -> argparse.ArgumentParser:
 
 
 def long_flags(parser: argparse.ArgumentParser) -> set[str]:
-    return {option for action in parser._actions for option in action.option_strings
-            if option.startswith("--") and option != "--help"}  # fmt: skip
+    return {
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
 
 
 def launcher_flags() -> set[str]:

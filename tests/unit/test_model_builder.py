@@ -33,17 +33,43 @@ MINISTRAL = "mistralai/Ministral-3-3B-Reasoning-2512"
 QWEN2_VL = "Qwen/Qwen2-VL-7B-Instruct"
 # What each checkpoint holds: the hub repo's file set (tests/integration/test_stand_in_files.py says why) plus
 # the builder's marker.
-MINISTRAL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tekken.json", "chat_template.jinja",
-                   "SYSTEM_PROMPT.txt", "params.json", "consolidated.safetensors", "processor_config.json",
-                   MARKER}  # fmt: skip
+MINISTRAL_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tekken.json",
+    "chat_template.jinja",
+    "SYSTEM_PROMPT.txt",
+    "params.json",
+    "consolidated.safetensors",
+    "processor_config.json",
+    MARKER,
+}
 FILES = {
     "text": MINISTRAL_FILES,
     "reasoning": MINISTRAL_FILES,
-    "vision": {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-               "vocab.json", "merges.txt", "chat_template.json", "preprocessor_config.json", MARKER},
-    "bench": {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-              "chat_template.jinja", MARKER},
-}  # fmt: skip
+    "vision": {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+        "chat_template.json",
+        "preprocessor_config.json",
+        MARKER,
+    },
+    "bench": {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        MARKER,
+    },
+}
 
 
 @pytest.fixture(scope="session")
@@ -57,9 +83,12 @@ def digest(path: Path) -> str:
 
 
 def test_layout_markers_and_permissions(built, tmp_path):
-    assert {k: p.name for k, p in built.items()} == {"text": "ministral-3-tiny", "vision": "qwen2-vl-tiny",
-                                                     "reasoning": "ministral-3-reasoning-scripted",
-                                                     "bench": "bench-text"}  # fmt: skip
+    assert {k: p.name for k, p in built.items()} == {
+        "text": "ministral-3-tiny",
+        "vision": "qwen2-vl-tiny",
+        "reasoning": "ministral-3-reasoning-scripted",
+        "bench": "bench-text",
+    }
     for kind, path in built.items():
         assert {f.name for f in path.iterdir()} == FILES[kind]
         assert all(f.stat().st_mode & 0o777 == 0o644 for f in path.iterdir())
@@ -126,10 +155,16 @@ def test_ministral3_has_the_real_architecture_and_hub_weight_names(built):
     assert config.tie_word_embeddings is True and config.text_config.tie_word_embeddings is True
     with safe_open(built["text"] / "model.safetensors", "pt") as weights:
         prefixes = {".".join(k.split(".")[:2]) for k in weights.keys()}  # noqa: SIM118 - safe_open is not iterable
-    assert prefixes == {"language_model.model", "vision_tower.ln_pre",
-                        "vision_tower.patch_conv", "vision_tower.transformer", "multi_modal_projector.linear_1",
-                        "multi_modal_projector.linear_2", "multi_modal_projector.norm",
-                        "multi_modal_projector.patch_merger"}  # fmt: skip
+    assert prefixes == {
+        "language_model.model",
+        "vision_tower.ln_pre",
+        "vision_tower.patch_conv",
+        "vision_tower.transformer",
+        "multi_modal_projector.linear_1",
+        "multi_modal_projector.linear_2",
+        "multi_modal_projector.norm",
+        "multi_modal_projector.patch_merger",
+    }
     _, info = Mistral3ForConditionalGeneration.from_pretrained(built["text"], output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
@@ -175,8 +210,19 @@ def test_byte_level_tokenizers_round_trip_any_text(built, kind, text):
 
 def test_ministral3_special_tokens_and_stop_ids(built):
     tok = load_tokenizer(str(built["text"]))
-    names = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", "<pad>", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
-             "[THINK]", "[/THINK]")  # fmt: skip
+    names = (
+        "<unk>",
+        "<s>",
+        "</s>",
+        "[INST]",
+        "[/INST]",
+        "[IMG]",
+        "<pad>",
+        "[SYSTEM_PROMPT]",
+        "[/SYSTEM_PROMPT]",
+        "[THINK]",
+        "[/THINK]",
+    )
     ids = {t: tok.convert_tokens_to_ids(t) for t in names}
     assert list(ids.values()) == [0, 1, 2, 3, 4, 10, 11, 17, 18, 34, 35]  # the real tekken ids
     config, generation = AutoConfig.from_pretrained(built["text"]), GenerationConfig.from_pretrained(built["text"])
@@ -214,15 +260,18 @@ def test_qwen2_vl_tokens_template_and_image_processor(built):
         ("<|vision_start|>", "vision_start_token_id"),
         ("<|vision_end|>", "vision_end_token_id"),
     ]:
-        assert tok.convert_tokens_to_ids(token) == getattr(config, key)  # fmt: skip
+        assert tok.convert_tokens_to_ids(token) == getattr(config, key)
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>" and tok.bos_token is None
     assert GenerationConfig.from_pretrained(path).eos_token_id == [tok.eos_token_id, tok.pad_token_id]
     text = tok.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe"}]}],
-        add_generation_prompt=True, tokenize=False,
-    )  # fmt: skip
-    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                    "<|vision_start|><|image_pad|><|vision_end|>Describe<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>Describe<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert json.loads((path / "preprocessor_config.json").read_text()) == PREPROCESSOR_CONFIG
     assert type(AutoImageProcessor.from_pretrained(path)).__name__.startswith("Qwen2VLImageProcessor")
 
@@ -235,8 +284,11 @@ def test_qwen2_vl_loads_and_generates_from_an_image(built):
     tok, processor = load_tokenizer(str(path)), AutoImageProcessor.from_pretrained(path)
     pixels = processor(images=[Image.new("RGB", (64, 48), (200, 30, 30))], return_tensors="pt")
     image_tokens = int(pixels["image_grid_thw"].prod()) // 4  # one token per 2x2 merged patches
-    prompt = tok.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}],
-                                     add_generation_prompt=True, tokenize=False)  # fmt: skip
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
     inputs = tok(prompt.replace("<|image_pad|>", "<|image_pad|>" * image_tokens), return_tensors="pt")
     out = model.generate(**inputs, **pixels, max_new_tokens=3, do_sample=False, min_new_tokens=3)
     assert out.shape == (1, inputs["input_ids"].shape[1] + 3)

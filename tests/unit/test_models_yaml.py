@@ -15,19 +15,34 @@ CHECKPOINTS = {"text": Path("/m/text"), "vision": Path("/m/vision")}
 
 
 def test_tiny_preset_is_the_stand_in_config(tmp_path):
-    path = tiny(CHECKPOINTS, vision=True, text_params={"max_num_seqs": 4},
-                endpoints={TEXT_MODEL: "127.0.0.1:1", VISION_MODEL: "127.0.0.1:2"}).write(tmp_path / "m.yaml")  # fmt: skip
+    path = tiny(
+        CHECKPOINTS,
+        vision=True,
+        text_params={"max_num_seqs": 4},
+        endpoints={TEXT_MODEL: "127.0.0.1:1", VISION_MODEL: "127.0.0.1:2"},
+    ).write(tmp_path / "m.yaml")
     assert yaml.safe_load(path.read_text()) == {
         "models": [
-            {"name": TEXT_MODEL, "local_path": "/m/text", "capabilities": {"vision_mode": "disabled"},
-             "params": {"mem": 16, "dtype": "f32", "max_num_seqs": 4, "prefill_chunk_size": 512},
-             "endpoint": "127.0.0.1:1"},
-            {"name": VISION_MODEL, "local_path": "/m/vision",
-             "capabilities": {"vision_mode": "proxy", "vision_proxy": {"prompt_template": "Describe this image in detail:"}},
-             "params": {"mem": 64, "dtype": "f32", "max_num_seqs": 4}, "endpoint": "127.0.0.1:2"},
+            {
+                "name": TEXT_MODEL,
+                "local_path": "/m/text",
+                "capabilities": {"vision_mode": "disabled"},
+                "params": {"mem": 16, "dtype": "f32", "max_num_seqs": 4, "prefill_chunk_size": 512},
+                "endpoint": "127.0.0.1:1",
+            },
+            {
+                "name": VISION_MODEL,
+                "local_path": "/m/vision",
+                "capabilities": {
+                    "vision_mode": "proxy",
+                    "vision_proxy": {"prompt_template": "Describe this image in detail:"},
+                },
+                "params": {"mem": 64, "dtype": "f32", "max_num_seqs": 4},
+                "endpoint": "127.0.0.1:2",
+            },
         ],
         "idle_unload_secs": 300,
-    }  # fmt: skip
+    }
     config = load_models_config(path)
     assert config.vision_model.name == VISION_MODEL and config.model(TEXT_MODEL).params.max_num_seqs == 4
 
@@ -35,9 +50,17 @@ def test_tiny_preset_is_the_stand_in_config(tmp_path):
 def test_bench_preset_and_gateway_settings(tmp_path):
     path = bench(Path("/m/bench"), params={"max_num_seqs": 2}, idle_unload_secs=3).gateway(request_timeout_secs=5)
     data = yaml.safe_load(path.write(tmp_path / "m.yaml").read_text())
-    assert data == {"models": [{"name": BENCH_MODEL, "local_path": "/m/bench", "idle_unload_secs": 3,
-                                "params": {"mem": 16, "dtype": "f32", "max_num_seqs": 2, "prefill_chunk_size": 256}}],
-                    "gateway": {"request_timeout_secs": 5}}  # fmt: skip
+    assert data == {
+        "models": [
+            {
+                "name": BENCH_MODEL,
+                "local_path": "/m/bench",
+                "idle_unload_secs": 3,
+                "params": {"mem": 16, "dtype": "f32", "max_num_seqs": 2, "prefill_chunk_size": 256},
+            }
+        ],
+        "gateway": {"request_timeout_secs": 5},
+    }
 
 
 def test_copy_model_keeps_the_template_but_for_name_and_overrides():

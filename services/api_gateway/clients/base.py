@@ -86,8 +86,9 @@ class EngineClient:
         except asyncio.CancelledError:
             # Only a cancel of ours (not of the task) turns into an error the stream can report.
             if call in self._aborted:
-                raise ShuttingDownError("The gateway is shutting down; the request was aborted after the drain "
-                                        "grace period") from None  # fmt: skip
+                raise ShuttingDownError(
+                    "The gateway is shutting down; the request was aborted after the drain grace period"
+                ) from None
             raise
         finally:
             route.end()
@@ -143,13 +144,19 @@ class EngineClient:
         except grpc.aio.AioRpcError as exc:
             raise translate(exc) from None
         return EngineModelInfo(
-            name=info.name, source=info.hf_id, max_context=info.max_context, running=info.running,
-            waiting=info.waiting, stand_in_for=info.stand_in_for,
+            name=info.name,
+            source=info.hf_id,
+            max_context=info.max_context,
+            running=info.running,
+            waiting=info.waiting,
+            stand_in_for=info.stand_in_for,
             sampling_defaults=_fields(info.sampling_defaults) if info.HasField("sampling_defaults") else None,
             sampling_sources=dict(info.sampling_defaults.sources) if info.HasField("sampling_defaults") else None,
-            quantization=info.quantization, status=info.status, error=info.error,
+            quantization=info.quantization,
+            status=info.status,
+            error=info.error,
             state=common_pb2.ModelState.Name(info.state).removeprefix("MODEL_STATE_").lower(),
-        )  # fmt: skip
+        )
 
     async def health(self, timeout: float) -> str:
         """'SERVING' when any replica serves, else 'NOT_SERVING' when any answers, else 'UNREACHABLE: ...'."""

@@ -22,5 +22,6 @@ class ImageBytes:
 
 def image_to_pb(image: ImageBytes) -> common_pb2.ImageInput:
     """The proto `ImageInput` of one image."""
-    return common_pb2.ImageInput(data=image.data, mime_type=image.mime_type, detail=_DETAIL[image.detail],
-                                 sha256=image.sha256)  # fmt: skip
+    return common_pb2.ImageInput(
+        data=image.data, mime_type=image.mime_type, detail=_DETAIL[image.detail], sha256=image.sha256
+    )

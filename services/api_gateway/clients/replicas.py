@@ -137,9 +137,16 @@ class Replica:
 class ReplicaSet:
     """The replicas of one model's endpoint, their ring, and the lookups that keep both current."""
 
-    def __init__(self, model: str, target: str, open_channel: Callable[[str, str | None], grpc.aio.Channel], *,
-                 resolve_interval: float = 10.0, close_grace: float = 600.0,
-                 resolver: Callable[[str, int], Awaitable[list[str]]] = resolve) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: str,
+        target: str,
+        open_channel: Callable[[str, str | None], grpc.aio.Channel],
+        *,
+        resolve_interval: float = 10.0,
+        close_grace: float = 600.0,
+        resolver: Callable[[str, int], Awaitable[list[str]]] = resolve,
+    ) -> None:
         """`open_channel(address_target, server_name)` dials one replica; `server_name` is the looked-up host
         (the name a TLS certificate carries) or None for fixed addresses."""
         self.model = model
@@ -194,8 +201,13 @@ class ReplicaSet:
             addresses = await self._addresses()
         except (OSError, ValueError) as exc:
             if str(exc) != self._resolve_error:
-                log.warning("Replicas of %s: cannot resolve %s (%s); keeping %d", self.model, self.target, exc,
-                            len(self.replicas))  # fmt: skip
+                log.warning(
+                    "Replicas of %s: cannot resolve %s (%s); keeping %d",
+                    self.model,
+                    self.target,
+                    exc,
+                    len(self.replicas),
+                )
             self._resolve_error = str(exc)
             return
         self._resolve_error = ""

@@ -167,8 +167,9 @@ class AffinityRouting:
 
     policy = "affinity"
 
-    def __init__(self, replicas: ReplicaSet, *, load_guard_gap: int | None = None,
-                 count_route: Callable[[str], None] = _no_count) -> None:  # fmt: skip
+    def __init__(
+        self, replicas: ReplicaSet, *, load_guard_gap: int | None = None, count_route: Callable[[str], None] = _no_count
+    ) -> None:
         """`load_guard_gap`: None for no load guard (the vision engine: a caption made twice costs the whole
         caption, and an image's calls are short)."""
         self.replicas = replicas
@@ -254,8 +255,17 @@ class Failover:
         return self._refusals < max(MAX_ATTEMPTS, self._routing.size())
 
 
-def open_routing(model: str, endpoint: str, policy: str, tls: TlsSettings | None, settings: RoutingSettings, *,
-                 load_guard: bool, close_grace: float, count_route: Callable[[str], None] = _no_count) -> Routing:  # fmt: skip
+def open_routing(
+    model: str,
+    endpoint: str,
+    policy: str,
+    tls: TlsSettings | None,
+    settings: RoutingSettings,
+    *,
+    load_guard: bool,
+    close_grace: float,
+    count_route: Callable[[str], None] = _no_count,
+) -> Routing:
     """The routing of one model's endpoint under `policy` (round_robin or affinity); `load_guard` for text
     engines. `close_grace`: how long a replica that left may finish its calls before its channel is closed."""
     if policy == "round_robin":

@@ -172,8 +172,13 @@ class Finished:
 EngineEvent = Accepted | TextDelta | ReasoningDelta | ToolCallDelta | Finished
 
 
-_FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length", pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
-           pb.FINISH_REASON_CANCELLED: "cancelled", pb.FINISH_REASON_ERROR: "error"}  # fmt: skip
+_FINISH = {
+    pb.FINISH_REASON_STOP: "stop",
+    pb.FINISH_REASON_LENGTH: "length",
+    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+    pb.FINISH_REASON_CANCELLED: "cancelled",
+    pb.FINISH_REASON_ERROR: "error",
+}
 
 
 class TextEngine(Protocol):
@@ -181,13 +186,28 @@ class TextEngine(Protocol):
 
     model: str
 
-    def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                 timeout: float | None, options: OutputOptions = OutputOptions(), affinity_key: str = "",
-                 prompt: RawPrompt | None = None) -> AsyncIterator[EngineEvent]: ...  # fmt: skip
+    def generate(
+        self,
+        messages: Sequence[ChatTurn],
+        params: GenerationParams,
+        *,
+        request_id: str,
+        timeout: float | None,
+        options: OutputOptions = OutputOptions(),
+        affinity_key: str = "",
+        prompt: RawPrompt | None = None,
+    ) -> AsyncIterator[EngineEvent]: ...
 
-    async def count_tokens(self, messages: Sequence[ChatTurn], options: OutputOptions = OutputOptions(), *,
-                           prompt: RawPrompt | None = None, request_id: str, timeout: float | None,
-                           affinity_key: str = "") -> int: ...  # fmt: skip
+    async def count_tokens(
+        self,
+        messages: Sequence[ChatTurn],
+        options: OutputOptions = OutputOptions(),
+        *,
+        prompt: RawPrompt | None = None,
+        request_id: str,
+        timeout: float | None,
+        affinity_key: str = "",
+    ) -> int: ...
 
     async def model_info(self, timeout: float) -> EngineModelInfo: ...
 
@@ -202,9 +222,17 @@ class TextEngineClient(EngineClient):
     def __init__(self, routing: Routing | grpc.aio.Channel, model: str) -> None:
         super().__init__(routing, model, text_engine_pb2_grpc.TextEngineStub)
 
-    async def generate(self, messages: Sequence[ChatTurn], params: GenerationParams, *, request_id: str,
-                       timeout: float | None, options: OutputOptions = OutputOptions(), affinity_key: str = "",
-                       prompt: RawPrompt | None = None) -> AsyncIterator[EngineEvent]:  # fmt: skip
+    async def generate(
+        self,
+        messages: Sequence[ChatTurn],
+        params: GenerationParams,
+        *,
+        request_id: str,
+        timeout: float | None,
+        options: OutputOptions = OutputOptions(),
+        affinity_key: str = "",
+        prompt: RawPrompt | None = None,
+    ) -> AsyncIterator[EngineEvent]:
         """Stream the engine's events: `Accepted`, deltas, then one `Finished`. Closing the iterator (aclose,
         or the consuming task being cancelled) cancels the call, so the engine frees the slot. gRPC
         failures are raised as `services.common.errors` classes. `affinity_key` names the conversation, for
@@ -212,17 +240,25 @@ class TextEngineClient(EngineClient):
         is empty and the engine completes the raw prompt (no tools: the engine refuses them)."""
         request = to_request(self.model, messages, params, options, request_id, prompt)
         metadata = ((REQUEST_ID_KEY, request_id),)
-        responses = self.routed(affinity_key, lambda stub, left: stub.Generate(request, timeout=left, metadata=metadata),
-                                timeout)  # fmt: skip
+        responses = self.routed(
+            affinity_key, lambda stub, left: stub.Generate(request, timeout=left, metadata=metadata), timeout
+        )
         async with aclosing(responses):
             async for response in responses:
                 event = to_event(response)
                 if event is not None:
                     yield event
 
-    async def count_tokens(self, messages: Sequence[ChatTurn], options: OutputOptions = OutputOptions(), *,
-                           prompt: RawPrompt | None = None, request_id: str, timeout: float | None,
-                           affinity_key: str = "") -> int:  # fmt: skip
+    async def count_tokens(
+        self,
+        messages: Sequence[ChatTurn],
+        options: OutputOptions = OutputOptions(),
+        *,
+        prompt: RawPrompt | None = None,
+        request_id: str,
+        timeout: float | None,
+        affinity_key: str = "",
+    ) -> int:
         """The prompt tokens `generate` would be accepted with for the same messages, tools and raw prompt (the
         engine's chat template and tokenizer; nothing generated, an idle-unloaded model not loaded). Routed and
         failed over as `generate` is; errors are generate's (NotFound, InvalidRequest...)."""
@@ -268,8 +304,14 @@ def to_event(response: pb.GenerateResponse) -> EngineEvent | None:
     if kind != "finished":
         return None
     f = response.finished
-    return Finished(_FINISH.get(f.finish_reason, "error"), f.usage.prompt_tokens, f.usage.completion_tokens,
-                    f.error_message, f.usage.reasoning_tokens, f.stop_sequence)  # fmt: skip
+    return Finished(
+        _FINISH.get(f.finish_reason, "error"),
+        f.usage.prompt_tokens,
+        f.usage.completion_tokens,
+        f.error_message,
+        f.usage.reasoning_tokens,
+        f.stop_sequence,
+    )
 
 
 def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:
@@ -278,33 +320,59 @@ def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:
     )
 
 
-def to_request(model: str, messages: Sequence[ChatTurn], params: GenerationParams, options: OutputOptions,
-               request_id: str, prompt: RawPrompt | None = None) -> pb.GenerateRequest:  # fmt: skip
+def to_request(
+    model: str,
+    messages: Sequence[ChatTurn],
+    params: GenerationParams,
+    options: OutputOptions,
+    request_id: str,
+    prompt: RawPrompt | None = None,
+) -> pb.GenerateRequest:
     """The GenerateRequest of one engine call (of Generate or CountTokens)."""
     # Mapped by name: a new parameter is a field of GenerationParams and of the proto, nothing here.
-    sampling = pb.SamplingParams(**{f.name: getattr(params, f.name) for f in fields(GenerationParams)
-                                    if getattr(params, f.name) is not None})  # fmt: skip
-    request = pb.GenerateRequest(request_id=request_id, model=model, sampling=sampling,
-                                 messages=[_message(m) for m in messages], parallel_tool_calls=options.parallel_tool_calls)  # fmt: skip
+    sampling = pb.SamplingParams(
+        **{f.name: getattr(params, f.name) for f in fields(GenerationParams) if getattr(params, f.name) is not None}
+    )
+    request = pb.GenerateRequest(
+        request_id=request_id,
+        model=model,
+        sampling=sampling,
+        messages=[_message(m) for m in messages],
+        parallel_tool_calls=options.parallel_tool_calls,
+    )
     if options.tools:  # tool_choice means nothing without tools; left unset, as is a text response_format
-        request.tools.extend(pb.Tool(name=t.name, description=t.description, parameters=t.parameters, strict=t.strict)
-                             for t in options.tools)  # fmt: skip
-        request.tool_choice.CopyFrom(pb.ToolChoice(mode=pb.ToolChoice.Mode.Value(f"TOOL_CHOICE_{options.tool_choice.upper()}"),
-                                                   name=options.tool_name))  # fmt: skip
+        request.tools.extend(
+            pb.Tool(name=t.name, description=t.description, parameters=t.parameters, strict=t.strict)
+            for t in options.tools
+        )
+        request.tool_choice.CopyFrom(
+            pb.ToolChoice(
+                mode=pb.ToolChoice.Mode.Value(f"TOOL_CHOICE_{options.tool_choice.upper()}"), name=options.tool_name
+            )
+        )
     if options.response_format != "text":
-        request.response_format.CopyFrom(pb.ResponseFormat(
-            type=pb.ResponseFormat.Type.Value(f"RESPONSE_FORMAT_{options.response_format.upper()}"),
-            schema=options.schema, name=options.schema_name))  # fmt: skip
+        request.response_format.CopyFrom(
+            pb.ResponseFormat(
+                type=pb.ResponseFormat.Type.Value(f"RESPONSE_FORMAT_{options.response_format.upper()}"),
+                schema=options.schema,
+                name=options.schema_name,
+            )
+        )
     if prompt is not None:
         request.prompt.CopyFrom(pb.RawPrompt(text=prompt.text, token_ids=prompt.token_ids, suffix=prompt.suffix))
     return request
 
 
 def _message(turn: ChatTurn) -> pb.ChatMessage:
-    return pb.ChatMessage(role=turn.role, content=turn.content, reasoning=turn.reasoning, tool_call_id=turn.tool_call_id,
-                          name=turn.name, tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments)
-                                                      for c in turn.tool_calls],
-                          parts=[_part(p) for p in turn.parts])  # fmt: skip
+    return pb.ChatMessage(
+        role=turn.role,
+        content=turn.content,
+        reasoning=turn.reasoning,
+        tool_call_id=turn.tool_call_id,
+        name=turn.name,
+        tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in turn.tool_calls],
+        parts=[_part(p) for p in turn.parts],
+    )
 
 
 def _part(part: str | ImageBytes) -> pb.ContentPart:

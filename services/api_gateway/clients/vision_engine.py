@@ -43,8 +43,9 @@ class VisionEngineClient(EngineClient):
     def __init__(self, routing: Routing | grpc.aio.Channel, model: str) -> None:
         super().__init__(routing, model, vision_engine_pb2_grpc.VisionEngineStub)
 
-    async def describe(self, images: Sequence[ImageBytes], *, user_prompt: str, request_id: str,
-                       timeout: float | None) -> AsyncIterator[Caption]:  # fmt: skip
+    async def describe(
+        self, images: Sequence[ImageBytes], *, user_prompt: str, request_id: str, timeout: float | None
+    ) -> AsyncIterator[Caption]:
         """Yield each image's finished caption as it completes (deltas are not needed by the rewrite)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         failover = Failover(self.routing)
@@ -52,8 +53,12 @@ class VisionEngineClient(EngineClient):
         running: dict[asyncio.Task, tuple[Route, list[int]]] = {}
 
         async def sub_call(route: Route, indices: list[int]) -> None:
-            request = pb.DescribeRequest(request_id=request_id, model=self.model, user_prompt=user_prompt,
-                                         images=[image_to_pb(images[i]) for i in indices])  # fmt: skip
+            request = pb.DescribeRequest(
+                request_id=request_id,
+                model=self.model,
+                user_prompt=user_prompt,
+                images=[image_to_pb(images[i]) for i in indices],
+            )
             left = None if deadline is None else max(0.001, deadline - time.monotonic())
 
             def start(stub):
@@ -63,8 +68,16 @@ class VisionEngineClient(EngineClient):
                 async for response in responses:
                     if response.HasField("done"):
                         d = response.done
-                        finished.put_nowait(Caption(indices[d.image_index], d.caption, d.cached, d.elapsed_ms,
-                                                    d.image_tokens, d.caption_tokens))  # fmt: skip
+                        finished.put_nowait(
+                            Caption(
+                                indices[d.image_index],
+                                d.caption,
+                                d.cached,
+                                d.elapsed_ms,
+                                d.image_tokens,
+                                d.caption_tokens,
+                            )
+                        )
 
         async def launch(indices: list[int]) -> None:
             """Group `indices` by the replica each image's key routes to; one sub-call per group."""

@@ -17,30 +17,33 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 # What a refused address is, from the IANA special-purpose registries; the first match names it.
-_KINDS = [(ipaddress.ip_network(block), kind) for block, kind in (
-    ("0.0.0.0/8", "an unspecified address"),
-    ("10.0.0.0/8", "a private address"),
-    ("100.64.0.0/10", "a carrier-grade NAT address"),
-    ("127.0.0.0/8", "a loopback address"),
-    ("169.254.0.0/16", "a link-local/metadata address"),
-    ("172.16.0.0/12", "a private address"),
-    ("192.0.0.0/24", "an IETF protocol address"),
-    ("192.0.2.0/24", "a documentation address"),
-    ("192.168.0.0/16", "a private address"),
-    ("198.18.0.0/15", "a benchmarking address"),
-    ("198.51.100.0/24", "a documentation address"),
-    ("203.0.113.0/24", "a documentation address"),
-    ("224.0.0.0/4", "a multicast address"),
-    ("255.255.255.255/32", "the broadcast address"),
-    ("240.0.0.0/4", "a reserved address"),
-    ("::/128", "an unspecified address"),
-    ("::1/128", "a loopback address"),
-    ("100::/64", "a discard-only address"),
-    ("2001:db8::/32", "a documentation address"),
-    ("fc00::/7", "a private (unique local) address"),
-    ("fe80::/10", "a link-local address"),
-    ("ff00::/8", "a multicast address"),
-)]  # fmt: skip
+_KINDS = [
+    (ipaddress.ip_network(block), kind)
+    for block, kind in (
+        ("0.0.0.0/8", "an unspecified address"),
+        ("10.0.0.0/8", "a private address"),
+        ("100.64.0.0/10", "a carrier-grade NAT address"),
+        ("127.0.0.0/8", "a loopback address"),
+        ("169.254.0.0/16", "a link-local/metadata address"),
+        ("172.16.0.0/12", "a private address"),
+        ("192.0.0.0/24", "an IETF protocol address"),
+        ("192.0.2.0/24", "a documentation address"),
+        ("192.168.0.0/16", "a private address"),
+        ("198.18.0.0/15", "a benchmarking address"),
+        ("198.51.100.0/24", "a documentation address"),
+        ("203.0.113.0/24", "a documentation address"),
+        ("224.0.0.0/4", "a multicast address"),
+        ("255.255.255.255/32", "the broadcast address"),
+        ("240.0.0.0/4", "a reserved address"),
+        ("::/128", "an unspecified address"),
+        ("::1/128", "a loopback address"),
+        ("100::/64", "a discard-only address"),
+        ("2001:db8::/32", "a documentation address"),
+        ("fc00::/7", "a private (unique local) address"),
+        ("fe80::/10", "a link-local address"),
+        ("ff00::/8", "a multicast address"),
+    )
+]
 
 
 def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:

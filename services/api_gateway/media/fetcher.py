@@ -81,15 +81,23 @@ class ImageFetcher:
 
     ATTEMPTS = 3
 
-    def __init__(self, limits: ImageLimits, *, resolver: Resolver = system_resolver,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        limits: ImageLimits,
+        *,
+        resolver: Resolver = system_resolver,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._limits = limits
         self._policy = AddressPolicy(limits.allow_private_networks)
         self._resolver = resolver
         self._client = httpx.AsyncClient(
-            trust_env=False, follow_redirects=False, transport=transport,
-            timeout=httpx.Timeout(limits.fetch_timeout_secs), headers={"User-Agent": "ProxyVision-image-fetcher/1"},
-        )  # fmt: skip
+            trust_env=False,
+            follow_redirects=False,
+            transport=transport,
+            timeout=httpx.Timeout(limits.fetch_timeout_secs),
+            headers={"User-Agent": "ProxyVision-image-fetcher/1"},
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -179,9 +187,11 @@ class ImageFetcher:
 
     async def _get_with_retries(self, target: _Target, address: str) -> FetchedImage | str:
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.ATTEMPTS), wait=wait_exponential(multiplier=0.2, max=2),
-            retry=retry_if_exception_type(_Retryable), reraise=True,
-        )  # fmt: skip
+            stop=stop_after_attempt(self.ATTEMPTS),
+            wait=wait_exponential(multiplier=0.2, max=2),
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
         try:
             async for attempt in retrying:
                 with attempt:
@@ -193,9 +203,11 @@ class ImageFetcher:
     async def _get_once(self, target: _Target, address: str) -> FetchedImage | str:
         host_header = target.url.netloc.decode("ascii")
         request = self._client.build_request(
-            "GET", target.url.copy_with(host=address), headers={"Host": host_header},
+            "GET",
+            target.url.copy_with(host=address),
+            headers={"Host": host_header},
             extensions={"sni_hostname": target.host} if target.url.scheme == "https" else {},
-        )  # fmt: skip
+        )
         host = _shown(target.host)
         try:
             response = await self._client.send(request, stream=True)

@@ -18,11 +18,13 @@ router = APIRouter(tags=["anthropic"])
 
 _RESPONSES = stream_responses(
     "A `message`, or with `stream: true` a `text/event-stream` of Anthropic's message events",
-    {"event": "message_start, content_block_start, content_block_delta, content_block_stop, message_delta, "
-              "message_stop, ping; after the first byte, error",
-     "data": "The event as JSON, its `type` the event's name"},
+    {
+        "event": "message_start, content_block_start, content_block_delta, content_block_stop, message_delta, "
+        "message_stop, ping; after the first byte, error",
+        "data": "The event as JSON, its `type` the event's name",
+    },
     anthropic_error_responses(400, 404, 413, 500, 503, 504, 529),
-)  # fmt: skip
+)
 
 
 def _refuse_while_draining(state: GatewayState) -> None:

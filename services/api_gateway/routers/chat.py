@@ -15,17 +15,21 @@ router = APIRouter(tags=["chat"])
 _RESPONSES = stream_responses(
     "A `chat.completion`, or with `stream: true` a `text/event-stream` of `chat.completion.chunk` events ending with "
     "`data: [DONE]`",
-    {"data": "A `chat.completion.chunk` as JSON; after the first byte, an error as `{\"error\": {...}}`; last, "
-             "`[DONE]`. With images captioned, one chunk also carries `proxy_vision` (as in ChatCompletion)",
-     "event": "Always the default, `message`"},
+    {
+        "data": 'A `chat.completion.chunk` as JSON; after the first byte, an error as `{"error": {...}}`; last, '
+        "`[DONE]`. With images captioned, one chunk also carries `proxy_vision` (as in ChatCompletion)",
+        "event": "Always the default, `message`",
+    },
     error_responses(400, 404, 413, 500, 503, 504),
-)  # fmt: skip
+)
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=_RESPONSES)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, state: GatewayState = Depends(get_state),
+    body: ChatCompletionRequest,
+    request: Request,
+    state: GatewayState = Depends(get_state),
     rid: str = Depends(request_id),
-):  # fmt: skip
+):
     """OpenAI chat completions, streamed (SSE) or not; images are described by the vision engine."""
     return await serve(request, state.chat, body, rid, state.drain.draining)

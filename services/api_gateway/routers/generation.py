@@ -24,8 +24,11 @@ def stream_responses(description: str, event: dict[str, str], errors: dict) -> d
     events `event` describes (field -> description; `data` always, `event` when the protocol names its events),
     and the route's documented errors."""
     required = ["data"] if event.get("event", "").startswith("Always the default") else sorted(event)
-    schema = {"type": "object", "required": required,
-              "properties": {name: {"type": "string", "description": text} for name, text in event.items()}}  # fmt: skip
+    schema = {
+        "type": "object",
+        "required": required,
+        "properties": {name: {"type": "string", "description": text} for name, text in event.items()},
+    }
     # Before OpenAPI 3.2 (FastAPI writes 3.1) a stream's `schema` describes one event, as a parsed SSE event.
     return {200: {"description": description, "content": {"text/event-stream": {"schema": schema}}}, **errors}
 

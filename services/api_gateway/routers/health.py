@@ -37,8 +37,11 @@ async def ready(state: GatewayState = Depends(get_state)) -> JSONResponse:
     report = {name: status for name, status in zip(engines, statuses)}
     ok = not state.drain.draining and all(report[name] == "SERVING" for name in state.registry.text)
     status = "draining" if state.drain.draining else ("ready" if ok else "not ready")
-    body = {"status": status, "engines": report,
-            "vision": {"available": bool(state.vision.available), "reason": state.vision.reason or None}}  # fmt: skip
+    body = {
+        "status": status,
+        "engines": report,
+        "vision": {"available": bool(state.vision.available), "reason": state.vision.reason or None},
+    }
     waiting = {name: engines[name] for name, health in report.items() if health == "NOT_SERVING"}
     if waiting:
         infos = await asyncio.gather(*(_model_state(c) for c in waiting.values()))

@@ -29,16 +29,21 @@ async def _describe(state: GatewayState) -> list[dict]:
     for entry in ordered:
         info = by_name.get(entry.name)
         item = {
-            "id": entry.name, "object": "model", "created": state.started_at, "owned_by": "proxyvision",
+            "id": entry.name,
+            "object": "model",
+            "created": state.started_at,
+            "owned_by": "proxyvision",
             "default": entry.name == default,
             "source": entry.source,
             "role": "vision-proxy" if entry.is_vision_proxy else "text",
             "backend": entry.backend,
             # image_input: whether a chat request to it may carry images (native, or captioned by the proxy).
-            "capabilities": {"vision_mode": entry.capabilities.vision_mode,
-                             "image_input": entry.is_native_vision or
-                                            (not entry.is_vision_proxy and config.vision_model is not None)},
-        }  # fmt: skip
+            "capabilities": {
+                "vision_mode": entry.capabilities.vision_mode,
+                "image_input": entry.is_native_vision
+                or (not entry.is_vision_proxy and config.vision_model is not None),
+            },
+        }
         if entry.aliases:
             item["aliases"] = list(entry.aliases)
         if entry.description:

@@ -16,15 +16,18 @@ router = APIRouter(tags=["responses"])
 
 _CREATED = stream_responses(
     "A `response` object, or with `stream: true` a `text/event-stream` of typed Responses events",
-    {"event": "The event's type: `response.created`, `response.output_text.delta`, ... `response.completed`",
-     "data": "The event as JSON, with `type` and `sequence_number`"},
+    {
+        "event": "The event's type: `response.created`, `response.output_text.delta`, ... `response.completed`",
+        "data": "The event as JSON, with `type` and `sequence_number`",
+    },
     error_responses(400, 404, 413, 500, 503, 504),
-)  # fmt: skip
+)
 
 
 @router.post("/v1/responses", responses=_CREATED)
-async def create_response(body: ResponsesRequest, request: Request, state: GatewayState = Depends(get_state),
-                          rid: str = Depends(request_id)):  # fmt: skip
+async def create_response(
+    body: ResponsesRequest, request: Request, state: GatewayState = Depends(get_state), rid: str = Depends(request_id)
+):
     """OpenAI Responses: text, images, function tools, structured outputs, reasoning; stored for
     `previous_response_id` unless `store` is false."""
     return await serve(request, state.responses, body, rid, state.drain.draining)

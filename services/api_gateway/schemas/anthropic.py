@@ -100,8 +100,10 @@ ContentBlock = Annotated[
     TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
     Field(discriminator="type"),
 ]
-BLOCKS_OF_ROLE = {"user": {"text", "image", "tool_result"},
-                  "assistant": {"text", "tool_use", "thinking", "redacted_thinking"}}  # fmt: skip
+BLOCKS_OF_ROLE = {
+    "user": {"text", "image", "tool_result"},
+    "assistant": {"text", "tool_use", "thinking", "redacted_thinking"},
+}
 
 
 class InputMessage(_Lenient):
@@ -205,8 +207,10 @@ class _Prompt(_Lenient):
     @classmethod
     def _no_prefill(cls, value):
         if value and value[-1].role == "assistant":
-            raise ValueError("the last message must be a user message: continuing a final assistant message "
-                             "(prefill) is not supported")  # fmt: skip
+            raise ValueError(
+                "the last message must be a user message: continuing a final assistant message "
+                "(prefill) is not supported"
+            )
         return value
 
     @field_validator("thinking", check_fields=False)
@@ -351,8 +355,10 @@ class CountTokensResponse(BaseModel):
 class AnthropicErrorDetail(BaseModel):
     """`error` of an Anthropic error body."""
 
-    type: str = Field(description="invalid_request_error, authentication_error, not_found_error, request_too_large, "
-                      "api_error, overloaded_error, timeout_error, ...")  # fmt: skip
+    type: str = Field(
+        description="invalid_request_error, authentication_error, not_found_error, request_too_large, "
+        "api_error, overloaded_error, timeout_error, ..."
+    )
     message: str
 
 

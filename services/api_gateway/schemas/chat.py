@@ -110,8 +110,9 @@ class ChatMessage(_Lenient):
     def _content_unless_tool_calls(cls, value, info: ValidationInfo):
         role = info.data.get("role")
         if value is None and role is not None and not (role == "assistant" and info.data.get("tool_calls")):
-            raise PydanticCustomError("missing", "content is required (an assistant message may omit it only "
-                                      "when it has tool_calls)")  # fmt: skip
+            raise PydanticCustomError(
+                "missing", "content is required (an assistant message may omit it only when it has tool_calls)"
+            )
         return value
 
     @property
@@ -151,16 +152,21 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(
         None, ge=1, lt=UINT32, description="At most gateway.limits.max_completion_tokens."
     )
-    min_tokens: int | None = Field(None, ge=0, lt=UINT32, description="vLLM extra: no end of sequence before this many tokens "
-                                   "(at most max_tokens).")  # fmt: skip
+    min_tokens: int | None = Field(
+        None,
+        ge=0,
+        lt=UINT32,
+        description="vLLM extra: no end of sequence before this many tokens (at most max_tokens).",
+    )
     n: int | None = Field(None, ge=1, description="Choices to generate: at most `gateway.max_n` (default 8).")
     user: str | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token; needs logprobs true.")
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = Field(None, description="A choice other than none/auto needs tools; a named "
-                                           "function must be one of them.")  # fmt: skip
+    tool_choice: ToolChoice | None = Field(
+        None, description="A choice other than none/auto needs tools; a named function must be one of them."
+    )
     parallel_tool_calls: bool | None = Field(
         None, description="Whether one answer may hold several calls (default true)."
     )
@@ -294,8 +300,10 @@ class ImageCaption(BaseModel):
     """What the text model was told about one image of the request."""
 
     message: int = Field(description="Index of the message the image is in (in `messages`).")
-    index: int = Field(description="Index of the image among that message's images, from 0 (the caption stands in "
-                       "the text the model read as `Image <index + 1>: <caption>`).")  # fmt: skip
+    index: int = Field(
+        description="Index of the image among that message's images, from 0 (the caption stands in "
+        "the text the model read as `Image <index + 1>: <caption>`)."
+    )
     caption: str = Field(description="The vision model's caption, as the text model read it.")
     cached: bool = Field(description="Whether the caption came from the caption cache (no vision model work).")
     ms: float = Field(description="The vision engine's time for this caption, in milliseconds (0 when cached).")

@@ -40,18 +40,33 @@ class CompletionRequest(SamplingFields):
         description="A prompt (text or token ids) or a batch of them: each prompt of a list gets its own `n` "
         "choices, choice `index` = prompt index x n + choice. prompts x n is at most `gateway.max_n`."
     )
-    suffix: str | None = Field(None, description="Fill-in-the-middle: the text after the completion (models with "
-                               "FIM tokens only, e.g. Qwen2.5-Coder, StarCoder).")  # fmt: skip
-    max_tokens: int | None = Field(DEFAULT_MAX_TOKENS, ge=1, lt=UINT32, description="At most "
-                                   "gateway.limits.max_completion_tokens; null: as many as the context allows.")  # fmt: skip
-    min_tokens: int | None = Field(None, ge=0, lt=UINT32, description="vLLM extra: no end of sequence before this many tokens "
-                                   "(at most max_tokens).")  # fmt: skip
+    suffix: str | None = Field(
+        None,
+        description="Fill-in-the-middle: the text after the completion (models with "
+        "FIM tokens only, e.g. Qwen2.5-Coder, StarCoder).",
+    )
+    max_tokens: int | None = Field(
+        DEFAULT_MAX_TOKENS,
+        ge=1,
+        lt=UINT32,
+        description="At most gateway.limits.max_completion_tokens; null: as many as the context allows.",
+    )
+    min_tokens: int | None = Field(
+        None,
+        ge=0,
+        lt=UINT32,
+        description="vLLM extra: no end of sequence before this many tokens (at most max_tokens).",
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(None, ge=1, description="Choices per prompt.")
     best_of: int | None = Field(None, ge=1, description="Only equal to n (every candidate is returned).")
-    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="Return each token's logprob and this many "
-                                 "alternatives (up to 20, as vLLM; OpenAI allows 5).")  # fmt: skip
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_LOGPROBS,
+        description="Return each token's logprob and this many alternatives (up to 20, as vLLM; OpenAI allows 5).",
+    )
     echo: bool = Field(False, description="Put the prompt before the completion (text prompts, without logprobs).")
     user: str | None = None
 
@@ -94,8 +109,10 @@ class CompletionRequest(SamplingFields):
     def _best_of_is_n(cls, value, info: ValidationInfo):
         n = info.data.get("n") or 1
         if value is not None and value != n:
-            raise ValueError(f"best_of ({value}) must equal n ({n}) or be left out: this server returns every "
-                             "completion it generates and does not rank candidates")  # fmt: skip
+            raise ValueError(
+                f"best_of ({value}) must equal n ({n}) or be left out: this server returns every "
+                "completion it generates and does not rank candidates"
+            )
         return value
 
     @field_validator("echo")
@@ -104,8 +121,9 @@ class CompletionRequest(SamplingFields):
         if not value:
             return value
         if info.data.get("logprobs") is not None:
-            raise ValueError("echo with logprobs needs the prompt's logprobs, which this server does not compute; "
-                             "send one of them")  # fmt: skip
+            raise ValueError(
+                "echo with logprobs needs the prompt's logprobs, which this server does not compute; send one of them"
+            )
         if any(not isinstance(p, str) for p in _as_list(info.data.get("prompt"))):
             raise ValueError("echo needs text prompts: token-id prompts cannot be written back as text here")
         return value
@@ -137,9 +155,12 @@ def _check_prompt_size(prompt: object, max_chars: int) -> None:
     items = prompt if isinstance(prompt, list) else [prompt]
     size = sum(len(item) if isinstance(item, str | list) else 1 for item in items)
     if size > max_chars:
-        raise InvalidRequestError(f"Invalid 'prompt': {size} characters (or token ids) is more than this server "
-                                  f"accepts (at most {max_chars}; gateway.limits.max_text_chars).",
-                                  param="prompt", code="text_too_long")  # fmt: skip
+        raise InvalidRequestError(
+            f"Invalid 'prompt': {size} characters (or token ids) is more than this server "
+            f"accepts (at most {max_chars}; gateway.limits.max_text_chars).",
+            param="prompt",
+            code="text_too_long",
+        )
 
 
 class CompletionLogprobs(BaseModel):

@@ -20,8 +20,12 @@ UINT32 = 2**32  # the proto's token counts and top_k are uint32: larger values c
 
 def sampling_bounds(name: str) -> dict[str, float]:
     """The bounds models.yaml validates the default of `name` with: one definition for both."""
-    return {k: getattr(m, k) for m in SamplingDefaults.model_fields[name].metadata for k in ("gt", "ge", "lt", "le")
-            if hasattr(m, k)}  # fmt: skip
+    return {
+        k: getattr(m, k)
+        for m in SamplingDefaults.model_fields[name].metadata
+        for k in ("gt", "ge", "lt", "le")
+        if hasattr(m, k)
+    }
 
 
 TokenId = Annotated[int, Field(ge=0, lt=INT32)]
@@ -39,13 +43,19 @@ class SamplingFields(BaseModel):
     stop: str | list[str] | None = None
     presence_penalty: float | None = Field(None, **sampling_bounds("presence_penalty"))
     frequency_penalty: float | None = Field(None, **sampling_bounds("frequency_penalty"))
-    repetition_penalty: float | None = Field(None, **sampling_bounds("repetition_penalty"),
-                                             description="vLLM extra: multiplicative penalty on tokens seen so far; 1 disables it.")  # fmt: skip
+    repetition_penalty: float | None = Field(
+        None,
+        **sampling_bounds("repetition_penalty"),
+        description="vLLM extra: multiplicative penalty on tokens seen so far; 1 disables it.",
+    )
     min_p: float | None = Field(None, **sampling_bounds("min_p"), description="vLLM extra: 0 disables it.")
     stop_token_ids: list[TokenId] | None = Field(None, description="vLLM extra: token ids that end the answer.")
     ignore_eos: bool | None = Field(None, description="vLLM extra: generate up to max_tokens past end of sequence.")
-    logit_bias: dict[str, float] | None = Field(None, description=f"Token id (as a string) -> bias in [-100, 100] "
-                                                f"added to its logit; at most {MAX_LOGIT_BIAS} entries.")  # fmt: skip
+    logit_bias: dict[str, float] | None = Field(
+        None,
+        description=f"Token id (as a string) -> bias in [-100, 100] "
+        f"added to its logit; at most {MAX_LOGIT_BIAS} entries.",
+    )
 
     @field_validator("stop")
     @classmethod

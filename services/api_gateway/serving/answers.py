@@ -39,12 +39,24 @@ class ChoiceAnswer:
             call.id, call.name = event.id or call.id, event.name or call.name
             call.arguments.append(event.arguments)
 
-    def choice(self, index: int, finished: Finished, *, include_reasoning: bool, reasoning_field: ReasoningField,
-               logprobs: bool) -> dict:  # fmt: skip
+    def choice(
+        self,
+        index: int,
+        finished: Finished,
+        *,
+        include_reasoning: bool,
+        reasoning_field: ReasoningField,
+        logprobs: bool,
+    ) -> dict:
         """`choices[index]` of the `chat.completion`."""
-        tool_calls = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": "".join(c.arguments)}}
-                      for _, c in sorted(self.calls.items())]  # fmt: skip
+        tool_calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": "".join(c.arguments)}}
+            for _, c in sorted(self.calls.items())
+        ]
         thinking = "".join(self.reasoning) if include_reasoning else None
-        return {"index": index, "message": chunks.message("".join(self.text), thinking, reasoning_field, tool_calls),
-                "finish_reason": finished.finish_reason,
-                "logprobs": chunks.choice_logprobs(self.logprobs) if logprobs else None}  # fmt: skip
+        return {
+            "index": index,
+            "message": chunks.message("".join(self.text), thinking, reasoning_field, tool_calls),
+            "finish_reason": finished.finish_reason,
+            "logprobs": chunks.choice_logprobs(self.logprobs) if logprobs else None,
+        }

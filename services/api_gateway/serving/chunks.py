@@ -29,8 +29,12 @@ def usage(finished: Sequence[Finished]) -> dict:
     completion tokens (reasoning tokens among them) summed, as vLLM counts n > 1."""
     prompt = finished[0].prompt_tokens
     completion = sum(f.completion_tokens for f in finished)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "completion_tokens_details": {"reasoning_tokens": sum(f.reasoning_tokens for f in finished)}}  # fmt: skip
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "completion_tokens_details": {"reasoning_tokens": sum(f.reasoning_tokens for f in finished)},
+    }
 
 
 def reasoning_fields(field: ReasoningField, text: str) -> dict:
@@ -54,10 +58,17 @@ MASKED_LOGPROB = -9999.0
 
 def token_logprobs(entries: Sequence[TokenLogprob]) -> list[dict]:
     """OpenAI `logprobs.content` entries (`bytes` as a list of ints; the token's UTF-8 if the engine sent none)."""
-    return [{"token": e.token, "logprob": _finite(e.logprob), "bytes": _bytes(e.token, e.bytes),
-             "top_logprobs": [{"token": t.token, "logprob": _finite(t.logprob), "bytes": _bytes(t.token, t.bytes)}
-                              for t in e.top]}
-            for e in entries]  # fmt: skip
+    return [
+        {
+            "token": e.token,
+            "logprob": _finite(e.logprob),
+            "bytes": _bytes(e.token, e.bytes),
+            "top_logprobs": [
+                {"token": t.token, "logprob": _finite(t.logprob), "bytes": _bytes(t.token, t.bytes)} for t in e.top
+            ],
+        }
+        for e in entries
+    ]
 
 
 def _finite(logprob: float) -> float:
@@ -80,8 +91,13 @@ class ChunkMaker:
     around the encoded text, built once per stream and choice."""
 
     def __init__(self, model: str, reasoning_field: ReasoningField = "reasoning_content") -> None:
-        self._base = {"id": completion_id(), "object": "chat.completion.chunk", "created": int(time.time()),
-                      "model": model, "system_fingerprint": None}  # fmt: skip
+        self._base = {
+            "id": completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
         self._reasoning_field = reasoning_field
         self._templates: dict[int, tuple[list[str], list[str]]] = {}  # choice index -> (content, reasoning)
 
@@ -89,8 +105,10 @@ class ChunkMaker:
 
     def _templates_of(self, index: int) -> tuple[list[str], list[str]]:
         if index not in self._templates:
-            self._templates[index] = (self._template({"content": self._MARKER}, index),
-                                      self._template(reasoning_fields(self._reasoning_field, self._MARKER), index))  # fmt: skip
+            self._templates[index] = (
+                self._template({"content": self._MARKER}, index),
+                self._template(reasoning_fields(self._reasoning_field, self._MARKER), index),
+            )
         return self._templates[index]
 
     def _template(self, delta: dict, index: int) -> list[str]:
@@ -116,8 +134,12 @@ class ChunkMaker:
         arguments fragment if any."""
         frames = []
         if piece.id or piece.name:
-            opening = {"index": piece.index, "id": piece.id, "type": "function",
-                       "function": {"name": piece.name, "arguments": ""}}  # fmt: skip
+            opening = {
+                "index": piece.index,
+                "id": piece.id,
+                "type": "function",
+                "function": {"name": piece.name, "arguments": ""},
+            }
             frames.append(self.delta({"tool_calls": [opening]}, index))
         if piece.arguments:
             fragment = {"index": piece.index, "function": {"arguments": piece.arguments}}
@@ -125,8 +147,9 @@ class ChunkMaker:
         return frames
 
     def delta(self, delta: dict, index: int = 0, logprobs: dict | None = None) -> str:
-        return sse.event({**self._base, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
-                                                     "finish_reason": None}]})  # fmt: skip
+        return sse.event(
+            {**self._base, "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None}]}
+        )
 
     def finish(self, reason: str, index: int = 0) -> str:
         return sse.event(
@@ -136,8 +159,9 @@ class ChunkMaker:
     def annotation(self, fields: dict) -> str:
         """A chunk that carries `fields` at the top level (e.g. `proxy_vision`) and an empty delta for choice 0:
         a client that reads `chunk.choices[0]` of every chunk finds one, with nothing to add to the answer."""
-        return sse.event({**self._base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                                                     "finish_reason": None}], **fields})  # fmt: skip
+        return sse.event(
+            {**self._base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": None}], **fields}
+        )
 
     def usage(self, usage: dict) -> str:
         return sse.event({**self._base, "choices": [], "usage": usage})

@@ -140,9 +140,16 @@ class GenerationCore:
     ADMISSION_RETRY_SECS = 0.1
     ADMISSION_RETRY_MAX_SECS = 2.0
 
-    def __init__(self, registry: EngineRegistry, images: ImagePolicies, timeout: float,
-                 keepalive_secs: float = KEEPALIVE_SECS, metrics: GatewayMetrics | None = None,
-                 max_n: int = MAX_N, show_captions: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        registry: EngineRegistry,
+        images: ImagePolicies,
+        timeout: float,
+        keepalive_secs: float = KEEPALIVE_SECS,
+        metrics: GatewayMetrics | None = None,
+        max_n: int = MAX_N,
+        show_captions: bool = True,
+    ) -> None:
         self.registry = registry
         self._max_n = max_n
         self._metrics = metrics or GatewayMetrics()
@@ -162,8 +169,9 @@ class GenerationCore:
         prepared = await self._images.prepare(entry.name, conversation, timeout)
         images = prepared if isinstance(prepared, PendingImages) else None
         turns = None if images is not None else prepared
-        return Plan(conversation, entry, client, turns, images, started, timeout,
-                    affinity_key=conversation_key(conversation))  # fmt: skip
+        return Plan(
+            conversation, entry, client, turns, images, started, timeout, affinity_key=conversation_key(conversation)
+        )
 
     async def _turns(self, plan: Plan, request_id: str) -> list[ChatTurn]:
         if plan.images is None:
@@ -174,11 +182,22 @@ class GenerationCore:
         """One engine call per choice, all started now (choice i samples with seed + i)."""
         timeout = plan.timeout if timeout is None else timeout
         conversation = plan.conversation
-        return ChoiceCalls([EngineCall(plan.client.generate(turns, choice_params(conversation.params, i),
-                                                            options=conversation.options, prompt=conversation.prompt,
-                                                            request_id=request_id, timeout=timeout,
-                                                            affinity_key=plan.affinity_key))
-                            for i in range(plan.n)])  # fmt: skip
+        return ChoiceCalls(
+            [
+                EngineCall(
+                    plan.client.generate(
+                        turns,
+                        choice_params(conversation.params, i),
+                        options=conversation.options,
+                        prompt=conversation.prompt,
+                        request_id=request_id,
+                        timeout=timeout,
+                        affinity_key=plan.affinity_key,
+                    )
+                )
+                for i in range(plan.n)
+            ]
+        )
 
     async def admitted_calls(self, plan: Plan, turns: list[ChatTurn], request_id: str) -> ChoiceCalls:
         """The engine calls of a stream that has already started, once the engine admitted them all (a full
@@ -214,8 +233,10 @@ class GenerationCore:
             except OverloadedError as error:
                 refusals += 1
                 if time.monotonic() + delay >= deadline:
-                    raise DeadlineExceededError(f"The {what} stayed at capacity for the request's whole deadline "
-                                                f"({plan.timeout:.0f}s): {error.message}") from None  # fmt: skip
+                    raise DeadlineExceededError(
+                        f"The {what} stayed at capacity for the request's whole deadline "
+                        f"({plan.timeout:.0f}s): {error.message}"
+                    ) from None
                 if refusals == 1:
                     log.info("The %s is at capacity after the stream started; waiting for a slot", what)
                 await asyncio.sleep(delay)
@@ -252,9 +273,14 @@ class GenerationCore:
         say: its images are described first, as for a real request (the vision engine caches the captions, so the
         request that usually follows a count does not describe them again)."""
         turns = await self._turns(plan, request_id)
-        return await plan.client.count_tokens(turns, plan.conversation.options, prompt=plan.conversation.prompt,
-                                              request_id=request_id,
-                                              timeout=plan.timeout, affinity_key=plan.affinity_key)  # fmt: skip
+        return await plan.client.count_tokens(
+            turns,
+            plan.conversation.options,
+            prompt=plan.conversation.prompt,
+            request_id=request_id,
+            timeout=plan.timeout,
+            affinity_key=plan.affinity_key,
+        )
 
     async def stream(self, plan: Plan, request_id: str) -> LiveGeneration:
         """The live events. Text-only: first waits for the engine to accept the request (raising its refusal)."""
@@ -268,8 +294,9 @@ class GenerationCore:
             raise
         return LiveGeneration(self._events(plan, request_id, calls), calls)
 
-    async def _events(self, plan: Plan, request_id: str,
-                      accepted: ChoiceCalls | None) -> AsyncGenerator[CoreEvent, None]:  # fmt: skip
+    async def _events(
+        self, plan: Plan, request_id: str, accepted: ChoiceCalls | None
+    ) -> AsyncGenerator[CoreEvent, None]:
         calls = accepted
         generation_started = plan.started
         try:

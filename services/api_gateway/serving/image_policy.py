@@ -45,16 +45,19 @@ class ImagePolicy:
             "model is configured to describe images for it. To enable images, add a model with "
             "capabilities.vision_mode 'proxy' to models.yaml (it captions images for text models), or serve a "
             "vision-language model with capabilities.vision_mode 'native'; or send text only.",
-            param=param, code="images_not_supported",
-        )  # fmt: skip
+            param=param,
+            code="images_not_supported",
+        )
 
 
 def decide(config: ModelsConfig) -> dict[str, ImagePolicy]:
     """Every chat model's policy: native if it sees images itself, else proxy if a vision model captions, else
     refuse."""
     has_proxy = config.vision_model is not None
-    return {m.name: ImagePolicy(m.name, "native" if m.is_native_vision else "proxy" if has_proxy else "refuse")
-            for m in config.text_models}  # fmt: skip
+    return {
+        m.name: ImagePolicy(m.name, "native" if m.is_native_vision else "proxy" if has_proxy else "refuse")
+        for m in config.text_models
+    }
 
 
 class ImagePolicies:
@@ -70,8 +73,7 @@ class ImagePolicies:
         """The policy of a served chat model."""
         return self.policies[model]
 
-    async def prepare(self, model: str, conversation: Conversation,
-                      timeout: float) -> list[ChatTurn] | PendingImages:  # fmt: skip
+    async def prepare(self, model: str, conversation: Conversation, timeout: float) -> list[ChatTurn] | PendingImages:
         """The engine's turns, ready now (text only, or a native model's images as parts), or the images still
         to be captioned (proxy). Raises our 4xx/503 errors before any response starts."""
         messages = conversation.messages
@@ -85,5 +87,7 @@ class ImagePolicies:
             return await self._rewriter.prepare(messages, refs=refs, timeout=timeout)  # type: ignore[return-value]
         log.info("Processing multimodal request with %d images (native: %s)", len(refs), model)
         loaded = await self._loader.load(refs)
-        return [native_turn(m, loaded.by_message[i]) if i in loaded.by_message else engine_turn(m)
-                for i, m in enumerate(messages)]  # fmt: skip
+        return [
+            native_turn(m, loaded.by_message[i]) if i in loaded.by_message else engine_turn(m)
+            for i, m in enumerate(messages)
+        ]

@@ -57,17 +57,23 @@ class ImageLoader:
     def find(self, messages: tuple[Message, ...], messages_param: str = "messages") -> list[ImageRef]:
         """Every image of the conversation, in order ([] for text only); a 400 for an image outside a user or tool
         message (a tool's result may be a screenshot) or more images than allowed."""
-        refs = [ImageRef(m, p, part) for m, message in enumerate(messages) for p, part in enumerate(message.parts)
-                if isinstance(part, ImageInput)]  # fmt: skip
+        refs = [
+            ImageRef(m, p, part)
+            for m, message in enumerate(messages)
+            for p, part in enumerate(message.parts)
+            if isinstance(part, ImageInput)
+        ]
         for ref in refs:
             if messages[ref.message].role not in ("user", "tool"):
-                raise InvalidRequestError("Images are only supported in user messages and tool results",
-                                          param=ref.image.param or messages_param)  # fmt: skip
+                raise InvalidRequestError(
+                    "Images are only supported in user messages and tool results",
+                    param=ref.image.param or messages_param,
+                )
         if len(refs) > self._limits.max_images_per_request:
             raise TooManyImagesError(
                 f"Too many images: {len(refs)} in this request, at most {self._limits.max_images_per_request} allowed",
                 param=messages_param,
-            )  # fmt: skip
+            )
         return refs
 
     async def load(self, refs: list[ImageRef]) -> LoadedImages:
@@ -110,5 +116,9 @@ class ImageLoader:
             raise InvalidImageError(
                 f"Invalid image from {fetched.host} (served as {served}): {reason}", param=param
             ) from None
-        return ImageBytes(data, MIME_BY_FORMAT.get(decoded.format, "application/octet-stream"), image.detail,
-                          hashlib.sha256(data).hexdigest())  # fmt: skip
+        return ImageBytes(
+            data,
+            MIME_BY_FORMAT.get(decoded.format, "application/octet-stream"),
+            image.detail,
+            hashlib.sha256(data).hexdigest(),
+        )

@@ -35,8 +35,11 @@ _RENAMED = {
 def sampling_params(request: SamplingFields, **protocol_fields) -> GenerationParams:
     """The engine's parameters from a validated request's sampling fields, field by field; `protocol_fields` are
     the ones each protocol spells its own way (max_tokens, top_logprobs, min_tokens)."""
-    values = {f.name: _RENAMED[f.name](request) if f.name in _RENAMED else getattr(request, f.name)
-              for f in fields(GenerationParams) if f.name in _RENAMED or f.name in SamplingFields.model_fields}  # fmt: skip
+    values = {
+        f.name: _RENAMED[f.name](request) if f.name in _RENAMED else getattr(request, f.name)
+        for f in fields(GenerationParams)
+        if f.name in _RENAMED or f.name in SamplingFields.model_fields
+    }
     return GenerationParams(**values, **protocol_fields)
 
 

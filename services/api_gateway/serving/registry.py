@@ -33,8 +33,9 @@ class EngineRegistry:
                 raise InvalidRequestError(
                     f"The model '{name}' is the vision model that describes images; chat with a text model "
                     f"(e.g. '{self.config.default_model_name}') and send the images to it.",
-                    param="model", code="model_not_supported",
-                )  # fmt: skip
+                    param="model",
+                    code="model_not_supported",
+                )
             raise ModelNotFoundError(f"The model '{model}' does not exist", param="model")
         return self.config.model(name), self.text[name]
 

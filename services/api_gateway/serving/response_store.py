@@ -37,8 +37,12 @@ class ResponseStore(Protocol):
 def _encoded(record: dict, settings: ResponseStoreSettings, response_id: str) -> bytes | None:
     data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
     if len(data) > settings.max_bytes:
-        log.warning("Response %s not stored: %d bytes is over gateway.responses.max_bytes (%d)", response_id,
-                    len(data), settings.max_bytes)  # fmt: skip
+        log.warning(
+            "Response %s not stored: %d bytes is over gateway.responses.max_bytes (%d)",
+            response_id,
+            len(data),
+            settings.max_bytes,
+        )
         return None
     return data
 

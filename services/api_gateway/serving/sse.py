@@ -30,8 +30,10 @@ def event(payload: dict) -> str:
 def timing_comment(timings, text_ttft_ms: float) -> str:
     """Where a multimodal request's time went (a `vision_rewrite.Timings`), as an SSE comment: clients ignore
     comments, benchmarks read it."""
-    return (f": timing fetch_ms={timings.fetch_ms:.1f} vision_ms={timings.vision_ms:.1f} "
-            f"text_ttft_ms={text_ttft_ms:.1f}\n\n")  # fmt: skip
+    return (
+        f": timing fetch_ms={timings.fetch_ms:.1f} vision_ms={timings.vision_ms:.1f} "
+        f"text_ttft_ms={text_ttft_ms:.1f}\n\n"
+    )
 
 
 async def ending_with_done(frames: AsyncIterator[str], calls) -> AsyncIterator[str]:
@@ -84,8 +86,9 @@ class EventStreamResponse(StreamingResponse):
     sequence's slot and KV blocks."""
 
     def __init__(self, frames: FrameStream) -> None:
-        super().__init__(frames, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+        super().__init__(
+            frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         try:

@@ -13,13 +13,14 @@ def engine_turn(message: Message, text: str | None = None, parts: tuple[str | Im
     native model's text and images in order."""
     is_tool = message.role == "tool"
     return ChatTurn(
-        message.role, "" if parts else message.text() if text is None else text,
+        message.role,
+        "" if parts else message.text() if text is None else text,
         message.reasoning if message.role == "assistant" else "",
         tool_calls=message.tool_calls if message.role == "assistant" else (),
         tool_call_id=message.tool_call_id if is_tool else "",
         name=message.name if is_tool else "",  # a user's `name` is not the engine's business
         parts=parts,
-    )  # fmt: skip
+    )
 
 
 def native_turn(message: Message, images: list[ImageBytes]) -> ChatTurn:

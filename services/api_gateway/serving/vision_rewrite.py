@@ -48,8 +48,13 @@ class ImageCaption:
     ms: float  # the vision engine's time for it (0 for a cache hit)
 
     def to_json(self) -> dict:
-        return {"message": self.message, "index": self.index, "caption": self.caption, "cached": self.cached,
-                "ms": round(self.ms, 1)}  # fmt: skip
+        return {
+            "message": self.message,
+            "index": self.index,
+            "caption": self.caption,
+            "cached": self.cached,
+            "ms": round(self.ms, 1),
+        }
 
 
 @dataclass
@@ -78,8 +83,12 @@ class PendingImages:
         by_message = dict(zip(indices, described))
         self.captions = [caption for i in indices for caption in by_message[i]]
         # Every message keeps its tool data (an assistant's calls, a tool message's call id and name).
-        return [engine_turn(message, captioned_text(message, by_message[index])) if index in by_message
-                else engine_turn(message) for index, message in enumerate(self.messages)]  # fmt: skip
+        return [
+            engine_turn(message, captioned_text(message, by_message[index]))
+            if index in by_message
+            else engine_turn(message)
+            for index, message in enumerate(self.messages)
+        ]
 
     def proxy_vision(self) -> dict:
         """The answer's `proxy_vision` field: what the text model was told about each image."""
@@ -88,8 +97,9 @@ class PendingImages:
     async def _describe_message(self, index: int, request_id: str) -> list[ImageCaption]:
         images = self.images[index]
         captions: list[ImageCaption | None] = [None] * len(images)
-        async for c in self.client.describe(images, user_prompt=self.messages[index].text(),
-                                            request_id=request_id, timeout=self.timeout):  # fmt: skip
+        async for c in self.client.describe(
+            images, user_prompt=self.messages[index].text(), request_id=request_id, timeout=self.timeout
+        ):
             captions[c.image_index] = ImageCaption(index, c.image_index, c.text.strip(), c.cached, c.elapsed_ms)
         return [c or ImageCaption(index, i, "", False, 0.0) for i, c in enumerate(captions)]
 
@@ -125,8 +135,9 @@ class ProxyVisionRewriter:
         self._backend = backend
         self._timeout = timeout
 
-    async def prepare(self, messages: tuple[Message, ...], *, refs: list[ImageRef] | None = None,
-                      timeout: float | None = None) -> PendingImages | None:  # fmt: skip
+    async def prepare(
+        self, messages: tuple[Message, ...], *, refs: list[ImageRef] | None = None, timeout: float | None = None
+    ) -> PendingImages | None:
         """None for text-only requests; else the checked images (raises our 4xx/503 errors). `refs`: the images
         `ImageLoader.find` found (found here when not given); `timeout` is the deadline of the Describe calls
         (default: the configured one)."""

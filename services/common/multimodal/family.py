@@ -84,8 +84,10 @@ class VisionFamily(ABC):
         """Raise ValueError when the checkpoint's files disagree with what this adapter expects."""
         expected = getattr(self.config, "image_token_id", None) or getattr(self.config, "image_token_index", None)
         if expected is not None and self.placeholder_id != expected:
-            raise ValueError(f"image token {self.placeholder!r} (id {self.placeholder_id}) does not match the "
-                             f"config's image token id {expected}")  # fmt: skip
+            raise ValueError(
+                f"image token {self.placeholder!r} (id {self.placeholder_id}) does not match the "
+                f"config's image token id {expected}"
+            )
 
 
 def expand_placeholders(prompt_ids: list[int], placeholder_id: int, images: list[EncodedImage]) -> list[int]:

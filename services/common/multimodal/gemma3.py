@@ -58,8 +58,10 @@ class Gemma3Family(VisionFamily):
         return {"token_type_ids": (input_ids == self.image_token_id).long()}
 
     def check(self) -> None:
-        for name, token, expected in (("boi_token_index", self.placeholder, self.config.boi_token_index),
-                                      ("image_token_index", self.tokenizer.image_token, self.config.image_token_index)):  # fmt: skip
+        for name, token, expected in (
+            ("boi_token_index", self.placeholder, self.config.boi_token_index),
+            ("image_token_index", self.tokenizer.image_token, self.config.image_token_index),
+        ):
             actual = self.tokenizer.convert_tokens_to_ids(token)
             if actual != expected:
                 raise ValueError(f"{token!r} is id {actual} in the tokenizer but {name} is {expected}")

@@ -74,8 +74,9 @@ class Idefics3Family(VisionFamily):
 
     def encode(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
         edge = self._edge_for(*image.size, max_image_tokens)
-        out = self.image_processor(images=[[image]], return_tensors="pt", return_row_col_info=True,
-                                   size={"longest_edge": edge})  # fmt: skip
+        out = self.image_processor(
+            images=[[image]], return_tensors="pt", return_row_col_info=True, size={"longest_edge": edge}
+        )
         rows, cols = out["rows"][0][0], out["cols"][0][0]
         tokens = tuple(self.tokenizer(self.prompt_for(rows, cols), add_special_tokens=False)["input_ids"])
         count = sum(1 for token in tokens if token == self.placeholder_id)
@@ -91,5 +92,7 @@ class Idefics3Family(VisionFamily):
             pad = torch.zeros((tensor.shape[0], most - tensor.shape[1], *tensor.shape[2:]), dtype=tensor.dtype)
             return torch.cat([tensor, pad], dim=1)
 
-        return {key: torch.cat([padded(image.tensors[key]) for image in images])
-                for key in ("pixel_values", "pixel_attention_mask")}  # fmt: skip
+        return {
+            key: torch.cat([padded(image.tensors[key]) for image in images])
+            for key in ("pixel_values", "pixel_attention_mask")
+        }

@@ -84,8 +84,12 @@ class PixtralFamily(VisionFamily):
     def encode(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
         edge = self.edge_for(image.width, image.height, max_image_tokens)
         # PixtralProcessor passes patch_size * spatial_merge_size to its image processor (`_process_images`).
-        out = self.image_processor(images=[image], return_tensors="pt", size={"longest_edge": edge},
-                                   patch_size={"height": self.cell, "width": self.cell})  # fmt: skip
+        out = self.image_processor(
+            images=[image],
+            return_tensors="pt",
+            size={"longest_edge": edge},
+            patch_size={"height": self.cell, "width": self.cell},
+        )
         height, width = (int(v) for v in out["image_sizes"][0])
         rows, cols = height // self.cell, width // self.cell
         tokens = self.expansion(rows, cols)

@@ -44,8 +44,10 @@ class Qwen2VLFamily(VisionFamily):
 
     def encode(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
         # Qwen's processor reads `size` as a pixel range: shortest_edge = min pixels, longest_edge = max pixels.
-        size = {"shortest_edge": self.min_pixels,
-                "longest_edge": max(self.min_pixels, max_image_tokens * self.patch_factor**2)}  # fmt: skip
+        size = {
+            "shortest_edge": self.min_pixels,
+            "longest_edge": max(self.min_pixels, max_image_tokens * self.patch_factor**2),
+        }
         out = self.image_processor(images=[image], return_tensors="pt", size=size)
         grid = out["image_grid_thw"]
         count = int(grid.prod()) // (self.image_processor.merge_size**2)

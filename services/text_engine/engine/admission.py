@@ -59,8 +59,13 @@ class Prompt:
     images: tuple[EncodedImage, ...] = ()
 
 
-def build_prompt(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry,
-                 parser: ParserSpec = ParserSpec("none"), image_capacity: int = 0) -> Prompt:  # fmt: skip
+def build_prompt(
+    request: GenerationRequest,
+    loaded: LoadedModel,
+    entry: ModelEntry,
+    parser: ParserSpec = ParserSpec("none"),
+    image_capacity: int = 0,
+) -> Prompt:
     """The prompt of one request: its conversation through the chat template (tools validated, images encoded and
     expanded), or its raw prompt as given. The one place Generate (`prepare_request`) and CountTokens build a
     prompt, so their counts cannot differ. Needs no weights (`loaded.model` may be None). Worker thread."""
@@ -76,9 +81,15 @@ def build_prompt(request: GenerationRequest, loaded: LoadedModel, entry: ModelEn
     return Prompt(prompt_ids, tuple(images))
 
 
-def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry, budget: KvBudget,
-                    parser: ParserSpec = ParserSpec("none"), grammars: GrammarCompiler | None = None,
-                    image_capacity: int = 0) -> PreparedRequest:  # fmt: skip
+def prepare_request(
+    request: GenerationRequest,
+    loaded: LoadedModel,
+    entry: ModelEntry,
+    budget: KvBudget,
+    parser: ParserSpec = ParserSpec("none"),
+    grammars: GrammarCompiler | None = None,
+    image_capacity: int = 0,
+) -> PreparedRequest:
     """Template, count and validate one request, and compile its grammar (runs in a worker thread: tokenizing
     and compiling are CPU work). `image_capacity`: KV tokens of one image batch (0: the model takes no images).
     A raw prompt is admitted as a chat is; its output is parsed by no reasoning or tool format (`raw`), so a
@@ -122,13 +133,22 @@ def prepare_request(request: GenerationRequest, loaded: LoadedModel, entry: Mode
     _token_parameters(spec, sampling, loaded, max_new)
     spec.constraint = _constraint(request, parser, grammars, prompt_ids)
     if spec.constraint is not None and (spec.banned_ids or spec.min_tokens):
-        raise InvalidRequestError("ignore_eos and min_tokens cannot be combined with a response_format or tool_choice "
-                                  "that constrains the output: the grammar decides where it ends",
-                                  param="ignore_eos" if spec.banned_ids else "min_tokens")  # fmt: skip
-    return PreparedRequest(prompt_ids=prompt_ids, max_new_tokens=max_new, spec=spec, stop=sampling.stop,
-                           stop_token_ids=sampling.stop_token_ids, parse_tools=calls_tools(request),
-                           constrained=spec.constraint is not None and spec.constraint.masks,
-                           images=images, raw=raw)  # fmt: skip
+        raise InvalidRequestError(
+            "ignore_eos and min_tokens cannot be combined with a response_format or tool_choice "
+            "that constrains the output: the grammar decides where it ends",
+            param="ignore_eos" if spec.banned_ids else "min_tokens",
+        )
+    return PreparedRequest(
+        prompt_ids=prompt_ids,
+        max_new_tokens=max_new,
+        spec=spec,
+        stop=sampling.stop,
+        stop_token_ids=sampling.stop_token_ids,
+        parse_tools=calls_tools(request),
+        constrained=spec.constraint is not None and spec.constraint.masks,
+        images=images,
+        raw=raw,
+    )
 
 
 # Every parameter that has a model default, except max_tokens (the completion budget, decided above).
@@ -139,8 +159,10 @@ def sampling_spec(sampling: SamplingRequest, defaults: SamplingDefaults) -> Samp
     """The request's parameters over the model's defaults, validated against the one definition of their
     bounds (`SamplingDefaults`, which also validates models.yaml): engines are called directly too (grpcurl),
     so they check what the gateway already checked."""
-    values = {name: getattr(defaults, name) if getattr(sampling, name) is None else getattr(sampling, name)
-              for name in _SAMPLED}  # fmt: skip
+    values = {
+        name: getattr(defaults, name) if getattr(sampling, name) is None else getattr(sampling, name)
+        for name in _SAMPLED
+    }
     try:
         SamplingDefaults.model_validate(values)
     except ValidationError as exc:
@@ -160,8 +182,9 @@ def _token_parameters(spec: SamplingSpec, sampling: SamplingRequest, loaded: Loa
     for name, ids in (("logit_bias", list(sampling.logit_bias)), ("stop_token_ids", list(sampling.stop_token_ids))):
         bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
-            raise InvalidRequestError(f"{name}: token id {bad[0]} is not in this model's vocabulary (0..{vocab - 1})",
-                                      param=name)  # fmt: skip
+            raise InvalidRequestError(
+                f"{name}: token id {bad[0]} is not in this model's vocabulary (0..{vocab - 1})", param=name
+            )
     bias = [v for v in sampling.logit_bias.values() if not -100.0 <= v <= 100.0]
     if bias:
         raise InvalidRequestError(f"logit_bias: {bias[0]} is outside [-100, 100]", param="logit_bias")
@@ -169,8 +192,9 @@ def _token_parameters(spec: SamplingSpec, sampling: SamplingRequest, loaded: Loa
         raise InvalidRequestError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
     min_tokens = sampling.min_tokens or 0
     if min_tokens > max_new:
-        raise InvalidRequestError(f"min_tokens ({min_tokens}) exceeds the completion budget ({max_new} tokens)",
-                                  param="min_tokens")  # fmt: skip
+        raise InvalidRequestError(
+            f"min_tokens ({min_tokens}) exceeds the completion budget ({max_new} tokens)", param="min_tokens"
+        )
     spec.logit_bias = dict(sampling.logit_bias)
     spec.min_tokens = min_tokens
     spec.end_ids = tuple(dict.fromkeys([*loaded.eos_token_ids, *sampling.stop_token_ids]))
@@ -184,8 +208,9 @@ def grammar_spec(request: GenerationRequest, parser: ParserSpec) -> GrammarSpec 
     fmt = request.response_format
     tools = tool_call_grammar(parser, request.tools, request.tool_choice, request.parallel_tool_calls)
     if tools is not None and fmt.type is not ResponseFormatType.TEXT:
-        raise InvalidRequestError("response_format cannot be combined with a tool_choice that forces a tool call",
-                                  param="response_format")  # fmt: skip
+        raise InvalidRequestError(
+            "response_format cannot be combined with a tool_choice that forces a tool call", param="response_format"
+        )
     if fmt.type is ResponseFormatType.JSON_OBJECT:
         return GrammarSpec("json_object")
     if fmt.type is ResponseFormatType.JSON_SCHEMA:
@@ -195,8 +220,9 @@ def grammar_spec(request: GenerationRequest, parser: ParserSpec) -> GrammarSpec 
     return tools
 
 
-def _constraint(request: GenerationRequest, parser: ParserSpec, grammars: GrammarCompiler | None,
-                prompt_ids: list[int]) -> Constraint | None:  # fmt: skip
+def _constraint(
+    request: GenerationRequest, parser: ParserSpec, grammars: GrammarCompiler | None, prompt_ids: list[int]
+) -> Constraint | None:
     """The request's compiled grammar, gated so that a reasoning model's reasoning stays free: the grammar
     starts after the reasoning's end marker when the prompt opened a reasoning (DeepSeek-R1 templates) or the
     model opens one with its first token (Ministral-3, Qwen3); otherwise it shapes the answer from the start."""

@@ -22,21 +22,38 @@ from .token_source import TokenSource
 def load_model(entry: ModelEntry, device: str) -> LoadedModel:
     """The model's tokenizer, config and sampling defaults, and its weights when our process runs it."""
     return load_text_model(
-        entry.source, dtype=entry.params.dtype, device=device, revision=entry.revision,
-        trust_remote_code=entry.trust_remote_code, max_model_len=entry.max_model_len, sampling=entry.sampling,
-        gguf_file=entry.gguf_file, native_vision=entry.is_native_vision, weights=entry.backend == "transformers",
-    )  # fmt: skip
+        entry.source,
+        dtype=entry.params.dtype,
+        device=device,
+        revision=entry.revision,
+        trust_remote_code=entry.trust_remote_code,
+        max_model_len=entry.max_model_len,
+        sampling=entry.sampling,
+        gguf_file=entry.gguf_file,
+        native_vision=entry.is_native_vision,
+        weights=entry.backend == "transformers",
+    )
 
 
-def new_token_source(entry: ModelEntry, loaded: LoadedModel, on_preempt: Callable[[int], None],
-                     on_prefix_lookup: Callable[[int, int], None]) -> TokenSource:  # fmt: skip
+def new_token_source(
+    entry: ModelEntry,
+    loaded: LoadedModel,
+    on_preempt: Callable[[int], None],
+    on_prefix_lookup: Callable[[int, int], None],
+) -> TokenSource:
     """A started batching loop over `loaded` (blocking: a worker thread)."""
     if entry.backend == "vllm":
         from .vllm_source import VllmTokenSource
 
-        return VllmTokenSource(loaded, entry.source, entry.params, revision=entry.revision,
-                               trust_remote_code=entry.trust_remote_code, on_preempt=on_preempt,
-                               on_prefix_lookup=on_prefix_lookup)  # fmt: skip
+        return VllmTokenSource(
+            loaded,
+            entry.source,
+            entry.params,
+            revision=entry.revision,
+            trust_remote_code=entry.trust_remote_code,
+            on_preempt=on_preempt,
+            on_prefix_lookup=on_prefix_lookup,
+        )
     if loaded.family is not None:
         return NativeVisionBatcher(loaded, entry.params, on_preempt, on_prefix_lookup)
     return ContinuousBatcher(loaded, entry.params, on_preempt, on_prefix_lookup)

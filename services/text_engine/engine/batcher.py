@@ -120,8 +120,13 @@ class ContinuousBatcher:
         on_preempt: Callable[[int], None] = lambda n: None,
         on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None,
     ) -> None:
-        self.budget: KvBudget = kv_budget(loaded.text_config, loaded.dtype, params.mem, params.block_size,
-                                          max_useful_tokens=params.max_num_seqs * loaded.max_context)  # fmt: skip
+        self.budget: KvBudget = kv_budget(
+            loaded.text_config,
+            loaded.dtype,
+            params.mem,
+            params.block_size,
+            max_useful_tokens=params.max_num_seqs * loaded.max_context,
+        )
         generation_config = GenerationConfig(
             # Our RequestSampler returns one-hot scores, so the manager's own argmax picks its choice.
             do_sample=False,
@@ -204,10 +209,15 @@ class ContinuousBatcher:
             if preempted > 0:
                 self.preemptions += preempted
                 self._on_preempt(preempted)
-                log.log(logging.WARNING if self.preemptions == preempted else logging.INFO,
-                        "KV cache full (%d tokens, mem=%d MiB): preempted %d request(s), %d so far; they resume "
-                        "when blocks free up (recomputed). A larger mem or a lower max_num_seqs avoids it",
-                        self.budget.capacity_tokens, mem_mib, preempted, self.preemptions)  # fmt: skip
+                log.log(
+                    logging.WARNING if self.preemptions == preempted else logging.INFO,
+                    "KV cache full (%d tokens, mem=%d MiB): preempted %d request(s), %d so far; they resume "
+                    "when blocks free up (recomputed). A larger mem or a lower max_num_seqs avoids it",
+                    self.budget.capacity_tokens,
+                    mem_mib,
+                    preempted,
+                    self.preemptions,
+                )
             return offloaded
 
         def clear_cancelled_requests():

@@ -40,7 +40,7 @@ from .types import (
     GenerationRequest,
     ReasoningDelta,
     TextDelta,
-    ToolCallDelta,  # fmt: skip
+    ToolCallDelta,
 )
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,15 @@ class InferenceEngine:
     MAX_RESTARTS = 3
     CRASH_WINDOW_SECS = 60.0
 
-    def __init__(self, entry: ModelEntry, *, device: str, idle_unload_secs: int,
-                 on_serving_change: Callable[[bool], None] = lambda serving: None,
-                 metrics: EngineMetrics | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        entry: ModelEntry,
+        *,
+        device: str,
+        idle_unload_secs: int,
+        on_serving_change: Callable[[bool], None] = lambda serving: None,
+        metrics: EngineMetrics | None = None,
+    ) -> None:
         self.entry = entry
         self.metrics = metrics or EngineMetrics(entry.name)
         self.metrics.watch(self._snapshot)
@@ -125,9 +131,12 @@ class InferenceEngine:
         self._device = device
         self._idle_unload_secs = idle_unload_secs
         self.lifecycle: ModelLifecycle[TextRuntime] = ModelLifecycle(
-            entry.name, self._build, self._teardown,
-            idle_unload_secs=idle_unload_secs, on_serving_change=on_serving_change,
-        )  # fmt: skip
+            entry.name,
+            self._build,
+            self._teardown,
+            idle_unload_secs=idle_unload_secs,
+            on_serving_change=on_serving_change,
+        )
         self._slots = asyncio.Semaphore(entry.params.max_num_seqs)
         self._running = 0
         self._waiting = 0  # for a slot (requests still loading the model or templating are not counted)
@@ -157,9 +166,18 @@ class InferenceEngine:
         log.info(
             "Building InferenceEngine for model %s (backend=%s, source=%s, dtype=%s, device=%s, mem=%d MiB, "
             "max_num_seqs=%d, prefill_chunk_size=%d, block_size=%d, max_model_len=%s, idle_unload_secs=%d)",
-            entry.name, entry.backend, entry.source, params.dtype, self._device, params.mem, params.max_num_seqs,
-            params.prefill_chunk_size, params.block_size, entry.max_model_len, self._idle_unload_secs,
-        )  # fmt: skip
+            entry.name,
+            entry.backend,
+            entry.source,
+            params.dtype,
+            self._device,
+            params.mem,
+            params.max_num_seqs,
+            params.prefill_chunk_size,
+            params.block_size,
+            entry.max_model_len,
+            self._idle_unload_secs,
+        )
         started = time.monotonic()
         check_local_source(entry)
         fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
@@ -173,14 +191,29 @@ class InferenceEngine:
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         log.info(
             "Model %s ready%s in %.1fs (backend=%s): max_context=%d, KV cache: %d blocks × %d tokens = %d tokens (mem=%d MiB, "
-            "%d bytes/token); reasoning parser: %s, tool-call parser: %s", entry.name, note, time.monotonic() - started, entry.backend,
-            loaded.max_context, budget.num_blocks, budget.page_size, budget.capacity_tokens, params.mem, budget.bytes_per_token,
-            parser.reasoning, parser.tools,
-        )  # fmt: skip
+            "%d bytes/token); reasoning parser: %s, tool-call parser: %s",
+            entry.name,
+            note,
+            time.monotonic() - started,
+            entry.backend,
+            loaded.max_context,
+            budget.num_blocks,
+            budget.page_size,
+            budget.capacity_tokens,
+            params.mem,
+            budget.bytes_per_token,
+            parser.reasoning,
+            parser.tools,
+        )
         if isinstance(batcher, NativeVisionBatcher):
-            log.info("Model %s answers images itself (%s adapter): image batches of up to %d requests and %d KV tokens "
-                     "(half of mem); text requests keep continuous batching", entry.name, loaded.family.name,
-                     params.max_num_seqs, batcher.image_capacity_tokens)  # fmt: skip
+            log.info(
+                "Model %s answers images itself (%s adapter): image batches of up to %d requests and %d KV tokens "
+                "(half of mem); text requests keep continuous batching",
+                entry.name,
+                loaded.family.name,
+                params.max_num_seqs,
+                batcher.image_capacity_tokens,
+            )
         grammars = GrammarCompiler(loaded.tokenizer, loaded.text_config.vocab_size, loaded.eos_token_ids)
         self._prompting = Prompting(dataclasses.replace(loaded, model=None), parser, batcher.image_capacity_tokens)
         return TextRuntime(loaded, batcher, parser, grammars, LogprobFormatter(loaded.tokenizer))
@@ -218,8 +251,13 @@ class InferenceEngine:
             self._deaths = [t for t in self._deaths if now - t < self.CRASH_WINDOW_SECS] + [now]
             if len(self._deaths) > self.MAX_RESTARTS:
                 # Restarting again would only hide a loop that cannot run: stop serving, say why.
-                log.error("Batching loop of %s died %d times in %.0fs (%s); giving up", self.entry.name,
-                          len(self._deaths), self.CRASH_WINDOW_SECS, error)  # fmt: skip
+                log.error(
+                    "Batching loop of %s died %d times in %.0fs (%s); giving up",
+                    self.entry.name,
+                    len(self._deaths),
+                    self.CRASH_WINDOW_SECS,
+                    error,
+                )
                 await self.lifecycle.fail(f"batching loop keeps failing: {error}")
                 continue
             log.error("Batching loop of %s died (%s); restarting it", self.entry.name, error)
@@ -228,8 +266,11 @@ class InferenceEngine:
     # Requests -------------------------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream the completion of one request. Raises our errors before the first event."""
-        return self.metrics.observe(self._generate(request), is_output=lambda e: isinstance(e, (TextDelta, ReasoningDelta, ToolCallDelta)),
-                                    outcome=self._finished)  # fmt: skip
+        return self.metrics.observe(
+            self._generate(request),
+            is_output=lambda e: isinstance(e, (TextDelta, ReasoningDelta, ToolCallDelta)),
+            outcome=self._finished,
+        )
 
     def _finished(self, event: GenerationEvent) -> str | None:
         """Token counters and the request's status, from its final event."""
@@ -253,8 +294,10 @@ class InferenceEngine:
             )
             limit = self.entry.params.queue_limit
             if self._slots.locked() and self._waiting >= limit:
-                raise OverloadedError(f"The engine serving {self.entry.name} is at capacity ({self._running} running, "
-                                      f"{self._waiting} waiting, max_queue={limit}); retry shortly")  # fmt: skip
+                raise OverloadedError(
+                    f"The engine serving {self.entry.name} is at capacity ({self._running} running, "
+                    f"{self._waiting} waiting, max_queue={limit}); retry shortly"
+                )
             # Admitted: from here on the request is served (or fails with an error *event*), so the caller
             # may commit to its response now instead of guessing from a timer.
             yield Accepted(len(prepared.prompt_ids))
@@ -268,8 +311,14 @@ class InferenceEngine:
                 key = f"{request.request_id}#{next(self._ids)}"
                 # The batcher may have been restarted while this request waited for a slot.
                 batcher = (self.lifecycle.resource or runtime).batcher
-                stream = RequestStream(key, prepared, runtime.loaded.tokenizer, runtime.loaded.eos_token_ids, runtime.parser,
-                                       runtime.logprobs)  # fmt: skip
+                stream = RequestStream(
+                    key,
+                    prepared,
+                    runtime.loaded.tokenizer,
+                    runtime.loaded.eos_token_ids,
+                    runtime.parser,
+                    runtime.logprobs,
+                )
                 self._streams[key] = stream
                 try:
                     batcher.submit(
@@ -302,8 +351,9 @@ class InferenceEngine:
             async with self.lifecycle.use():
                 prompting = self._prompting
             assert prompting is not None
-        prompt = await asyncio.to_thread(build_prompt, request, prompting.loaded, self.entry, prompting.parser,
-                                         prompting.image_capacity)  # fmt: skip
+        prompt = await asyncio.to_thread(
+            build_prompt, request, prompting.loaded, self.entry, prompting.parser, prompting.image_capacity
+        )
         return len(prompt.ids)
 
     def abort_all(self, reason: str) -> None:
@@ -353,11 +403,16 @@ class InferenceEngine:
     def _snapshot(self) -> ModelSnapshot:
         info = self.info()
         return ModelSnapshot(
-            state=info.state, running=info.running, waiting=info.waiting,
-            memory_budget_bytes=info.memory_budget_bytes, memory_used_bytes=info.memory_used_bytes,
-            last_load_seconds=info.last_load_seconds, kv_cache_usage_ratio=info.kv_cache_usage,
-            loads=self.lifecycle.loads, unloads=self.lifecycle.unloads,
-        )  # fmt: skip
+            state=info.state,
+            running=info.running,
+            waiting=info.waiting,
+            memory_budget_bytes=info.memory_budget_bytes,
+            memory_used_bytes=info.memory_used_bytes,
+            last_load_seconds=info.last_load_seconds,
+            kv_cache_usage_ratio=info.kv_cache_usage,
+            loads=self.lifecycle.loads,
+            unloads=self.lifecycle.unloads,
+        )
 
     @property
     def serving(self) -> bool:

@@ -14,8 +14,16 @@ from services.common.hf_models import eos_token_ids, read_generation_config, res
 from .loader import LoadedModel, checkpoint_sampling, max_context
 
 
-def load_gguf_text_model(source: str, gguf_file: str, *, dtype: str, device: str, revision: str | None = None,
-                         max_model_len: int | None = None, sampling: SamplingDefaults | None = None) -> LoadedModel:  # fmt: skip
+def load_gguf_text_model(
+    source: str,
+    gguf_file: str,
+    *,
+    dtype: str,
+    device: str,
+    revision: str | None = None,
+    max_model_len: int | None = None,
+    sampling: SamplingDefaults | None = None,
+) -> LoadedModel:
     """Load `gguf_file` (in `source`, see `locate`) for the batching loop; ModelLoadError naming the file."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)

@@ -45,10 +45,21 @@ log = logging.getLogger(__name__)
 
 # generate() would otherwise apply the checkpoint's generation_config (a repetition penalty, sampling) before
 # our processor sees the logits: these are the neutral values, passed explicitly so they win.
-NEUTRAL_GENERATE = {"do_sample": False, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0,
-                    "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
-                    "forced_bos_token_id": None, "forced_eos_token_id": None, "renormalize_logits": False,
-                    "temperature": None, "top_p": None, "top_k": None}  # fmt: skip
+NEUTRAL_GENERATE = {
+    "do_sample": False,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "min_length": 0,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "renormalize_logits": False,
+    "temperature": None,
+    "top_p": None,
+    "top_k": None,
+}
 
 
 @dataclass
@@ -90,13 +101,27 @@ class ImageBatcher:
         self._thread.start()
 
     # Event-loop side -------------------------------------------------------------------------------
-    def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
-               on_output: Callable[[TokenProgress], None], images: Sequence[EncodedImage] = ()) -> None:  # fmt: skip
+    def submit(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        max_new_tokens: int,
+        spec: SamplingSpec,
+        on_output: Callable[[TokenProgress], None],
+        images: Sequence[EncodedImage] = (),
+    ) -> None:
         """Queue an image request (FIFO)."""
         if not images:
             raise ValueError("the image batcher serves requests with images")
-        job = _Job(request_id, list(prompt_ids), max_new_tokens, spec.bind(self._loaded.device), on_output,
-                   tuple(images), asyncio.get_running_loop())  # fmt: skip
+        job = _Job(
+            request_id,
+            list(prompt_ids),
+            max_new_tokens,
+            spec.bind(self._loaded.device),
+            on_output,
+            tuple(images),
+            asyncio.get_running_loop(),
+        )
         self._jobs[request_id] = job
         self._queue.put(job)
 
@@ -186,8 +211,10 @@ class ImageBatcher:
         mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
         # The model fills image tokens in prompt order across the flattened batch: the rows' images, in row order.
         images = self._family.collate([image for r in rows for image in r.images])
-        extra = {key: value.to(loaded.device, loaded.dtype) if value.is_floating_point() else value.to(loaded.device)
-                 for key, value in images.items()}  # fmt: skip
+        extra = {
+            key: value.to(loaded.device, loaded.dtype) if value.is_floating_point() else value.to(loaded.device)
+            for key, value in images.items()
+        }
         extra.update({key: value.to(loaded.device) for key, value in self._family.text_inputs(ids, mask).items()})
         self.tokens_in_flight = len(rows) * width
         with torch.inference_mode():

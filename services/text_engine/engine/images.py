@@ -34,22 +34,31 @@ def refuse_images(request: GenerationRequest, entry: ModelEntry) -> None:
         )
 
 
-def encode_images(request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry,
-                  memory_tokens: int) -> list[EncodedImage]:  # fmt: skip
+def encode_images(
+    request: GenerationRequest, loaded: LoadedModel, entry: ModelEntry, memory_tokens: int
+) -> list[EncodedImage]:
     """Every image part of the request, in message order, preprocessed for the model's vision encoder."""
     family = loaded.family
     if family is None:
         refuse_images(request, entry)
         return []
-    parts = [(m, p, part) for m, turn in enumerate(request.messages) for p, part in enumerate(turn.parts)
-             if isinstance(part, ImagePart)]  # fmt: skip
+    parts = [
+        (m, p, part)
+        for m, turn in enumerate(request.messages)
+        for p, part in enumerate(turn.parts)
+        if isinstance(part, ImagePart)
+    ]
     share = max(MIN_IMAGE_TOKENS, memory_tokens // max(1, len(parts)))
     encoded = []
     for m, p, part in parts:
         param = f"messages[{m}].parts[{p}].image"
         image = decode_image(part.data, max_pixels=MAX_DECODE_PIXELS, param=param).image
-        budget = image_token_budget(part.detail, family.natural_tokens(*image.size),
-                                    max_image_tokens=entry.native_vision.max_image_tokens, memory_tokens=share)  # fmt: skip
+        budget = image_token_budget(
+            part.detail,
+            family.natural_tokens(*image.size),
+            max_image_tokens=entry.native_vision.max_image_tokens,
+            memory_tokens=share,
+        )
         try:
             encoded.append(family.encode(image, budget))
         except Exception as exc:  # noqa: BLE001 - the image processor's own errors: this image cannot be used

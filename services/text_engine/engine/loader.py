@@ -32,7 +32,7 @@ from services.common.hf_models import (
     eos_token_ids,
     read_generation_config,
     resolve_device,
-    resolve_dtype,  # fmt: skip
+    resolve_dtype,
     stand_in_for,
 )
 from services.common.multimodal import VisionFamily, load_family
@@ -44,7 +44,7 @@ from .quantization import (
     import_error,
     plan_quantization,
     quantization_config_of,
-)  # fmt: skip
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,15 @@ def load_text_model(
     if gguf_file is not None:
         from .gguf_loading import load_gguf_text_model  # imports this module: imported here, not at the top
 
-        return load_gguf_text_model(source, gguf_file, dtype=dtype, device=device, revision=revision,
-                                    max_model_len=max_model_len, sampling=sampling)  # fmt: skip
+        return load_gguf_text_model(
+            source,
+            gguf_file,
+            dtype=dtype,
+            device=device,
+            revision=revision,
+            max_model_len=max_model_len,
+            sampling=sampling,
+        )
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     common = {"revision": revision, "trust_remote_code": trust_remote_code}
@@ -119,8 +126,10 @@ def load_text_model(
     family = None
     if native_vision:
         if not _is_multimodal(config):
-            raise ModelLoadError(f"{source!r} is not a vision-language checkpoint (config {type(config).__name__} has "
-                                 "no vision part): vision_mode 'native' needs one")  # fmt: skip
+            raise ModelLoadError(
+                f"{source!r} is not a vision-language checkpoint (config {type(config).__name__} has "
+                "no vision part): vision_mode 'native' needs one"
+            )
         try:
             family = load_family(source, config, tokenizer, **common)
         except (OSError, ValueError) as exc:
@@ -139,12 +148,18 @@ def load_text_model(
         model_cls = AutoModelForCausalLM
         extra = {}
     model_config = config if native_vision else text_config
-    model = _load_weights(source, model_cls, model_config, quantization, plan, torch_dtype, torch_device, common,
-                          extra) if weights else None  # fmt: skip
+    model = (
+        _load_weights(source, model_cls, model_config, quantization, plan, torch_dtype, torch_device, common, extra)
+        if weights
+        else None
+    )
     generation = read_generation_config(source, common)
     resolved = resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(generation, source))
-    log.info("Sampling defaults of %s: %s", source,
-             ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.values.model_dump().items()))  # fmt: skip
+    log.info(
+        "Sampling defaults of %s: %s",
+        source,
+        ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.values.model_dump().items()),
+    )
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -185,8 +200,14 @@ def _load_weights(source, model_cls, model_config, quantization, plan, torch_dty
 
 # generation_config.json key -> our sampling default. Like vLLM, `do_sample` is not read (a request without
 # parameters samples at the resolved temperature) and neither is `max_length` (prompt + completion: the context).
-_CHECKPOINT_SAMPLING_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "max_new_tokens": "max_tokens",
-                             "repetition_penalty": "repetition_penalty", "min_p": "min_p"}  # fmt: skip
+_CHECKPOINT_SAMPLING_KEYS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "max_new_tokens": "max_tokens",
+    "repetition_penalty": "repetition_penalty",
+    "min_p": "min_p",
+}
 # Set in some checkpoints but not applied by this engine's sampler: said in the log, never shown as in effect.
 # Each with its neutral value (a checkpoint that sets that is not warned about).
 _NOT_APPLIED = {"typical_p": 1.0, "no_repeat_ngram_size": 0}
@@ -216,9 +237,15 @@ def checkpoint_sampling(generation: GenerationConfig | None, source: str) -> Sam
             )
             continue
         found[name] = value
-    ignored = {key: value for key, neutral in _NOT_APPLIED.items()
-               if (value := getattr(generation, key, None)) is not None and value != neutral}  # fmt: skip
+    ignored = {
+        key: value
+        for key, neutral in _NOT_APPLIED.items()
+        if (value := getattr(generation, key, None)) is not None and value != neutral
+    }
     if ignored:
-        log.warning("%s: generation_config.json sets %s, which this engine does not apply", source,
-                    ", ".join(f"{k}={v}" for k, v in ignored.items()))  # fmt: skip
+        log.warning(
+            "%s: generation_config.json sets %s, which this engine does not apply",
+            source,
+            ", ".join(f"{k}={v}" for k, v in ignored.items()),
+        )
     return SamplingDefaults(**found)

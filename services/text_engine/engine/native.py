@@ -64,16 +64,22 @@ def restore_forward(model) -> None:
 class NativeVisionBatcher:
     """Routes each request to the loop that can serve it; looks like one loop to the engine."""
 
-    def __init__(self, loaded: LoadedModel, params: ModelParams, on_preempt: Callable[[int], None] = lambda n: None,
-                 on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        params: ModelParams,
+        on_preempt: Callable[[int], None] = lambda n: None,
+        on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None,
+    ) -> None:
         text_mib, image_mib = split_memory(params.mem)
         self._model = loaded.model
         self.image_bytes_per_token = kv_bytes_per_token(loaded.text_config, loaded.dtype)
         self.image_capacity_tokens = max(1, (image_mib * MIB) // self.image_bytes_per_token)
         serialise_forward(loaded.model, threading.Lock())
         try:
-            self.text = ContinuousBatcher(loaded, params.model_copy(update={"mem": text_mib}), on_preempt,
-                                          on_prefix_lookup)  # fmt: skip
+            self.text = ContinuousBatcher(
+                loaded, params.model_copy(update={"mem": text_mib}), on_preempt, on_prefix_lookup
+            )
         except Exception:
             restore_forward(loaded.model)
             raise
@@ -88,8 +94,15 @@ class NativeVisionBatcher:
             raise
         self._routes: dict[str, TokenSource] = {}
 
-    def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
-               on_output: Callable[[TokenOutput], None], images: Sequence[EncodedImage] = ()) -> None:  # fmt: skip
+    def submit(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        max_new_tokens: int,
+        spec: SamplingSpec,
+        on_output: Callable[[TokenOutput], None],
+        images: Sequence[EncodedImage] = (),
+    ) -> None:
         """Image requests to the image batcher, the others to continuous batching."""
         loop: TokenSource = self.images if images else self.text  # type: ignore[assignment]
 

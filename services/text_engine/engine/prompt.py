@@ -101,8 +101,9 @@ def render_prompt(tokenizer, request: GenerationRequest, parser: ParserSpec = Pa
     messages = [template_message(m, parser, call_names) for m in request.messages]
     extra = {"tools": [template_tool(tool) for tool in request.tools]} if request.tools else {}
     try:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False,
-                                            **extra)  # fmt: skip
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False, **extra
+        )
     except Exception as exc:  # noqa: BLE001 - templates raise jinja's own exceptions for bad conversations
         raise InvalidRequestError(
             f"The model's chat template rejected these messages: {exc}", param="messages"
@@ -137,8 +138,9 @@ def render_raw_prompt(tokenizer, request: GenerationRequest, vocab_size: int, mo
         raise InvalidRequestError("prompt: give its text or its token ids, not both", param="prompt")
     bad = next((i for i in prompt.token_ids if not 0 <= i < vocab_size), None)
     if bad is not None:
-        raise InvalidRequestError(f"prompt: token id {bad} is not in this model's vocabulary (0..{vocab_size - 1})",
-                                  param="prompt")  # fmt: skip
+        raise InvalidRequestError(
+            f"prompt: token id {bad} is not in this model's vocabulary (0..{vocab_size - 1})", param="prompt"
+        )
     ids = _fim(tokenizer, prompt, model) if prompt.suffix else _tokens(tokenizer, prompt)
     if not ids:
         raise InvalidRequestError("prompt must not be empty", param="prompt")
@@ -167,8 +169,9 @@ def _fim(tokenizer, prompt: RawPrompt, model: str) -> list[int]:
     token ids, the FIM tokens' ids and the suffix's tokens (no special tokens added)."""
     style = fim_tokens(tokenizer)
     if style is None:
-        raise InvalidRequestError(f"model {model} has no fill-in-the-middle tokens; suffix is not supported",
-                                  param="suffix")  # fmt: skip
+        raise InvalidRequestError(
+            f"model {model} has no fill-in-the-middle tokens; suffix is not supported", param="suffix"
+        )
     prefix, suffix, middle = style
     if not prompt.token_ids:
         return list(tokenizer(f"{prefix}{prompt.text}{suffix}{prompt.suffix}{middle}")["input_ids"])

@@ -106,8 +106,9 @@ def carry_quantization_config(text_config, qc: dict, plan: QuantizationPlan) -> 
     """Give the text config the checkpoint's quantization config (with the plan's dequantize flag)."""
     text_config.quantization_config = {**qc, "dequantize": True} if plan.dequantize else dict(qc)
     if plan.dequantize:
-        log.warning("FP8 checkpoint: %s; dequantizing the weights at load (correct, but 2-4x the weight memory)",
-                    plan.reason)  # fmt: skip
+        log.warning(
+            "FP8 checkpoint: %s; dequantizing the weights at load (correct, but 2-4x the weight memory)", plan.reason
+        )
 
 
 def check_skipped_scales(source: str, unexpected_keys, plan: QuantizationPlan | None) -> None:
@@ -115,8 +116,11 @@ def check_skipped_scales(source: str, unexpected_keys, plan: QuantizationPlan | 
     skipped = sorted(k for k in unexpected_keys if _SCALE_KEY.search(k) and not _NOT_TEXT.match(k))
     if not skipped:
         return
-    how = (f"the checkpoint's quantization_config ({plan.method}) did not account for them" if plan
-           else "config.json has no quantization_config, so the weights would be read without their scales")  # fmt: skip
+    how = (
+        f"the checkpoint's quantization_config ({plan.method}) did not account for them"
+        if plan
+        else "config.json has no quantization_config, so the weights would be read without their scales"
+    )
     raise ModelLoadError(
         f"{source!r}: {len(skipped)} quantization scale(s) of the text model were not loaded (e.g. "
         f"{', '.join(skipped[:3])}): {how}; refusing to serve unscaled weights"
@@ -127,5 +131,7 @@ def import_error(source: str, exc: ImportError) -> ModelLoadError:
     """A load that needs a package that is not installed (FP8 needs accelerate; kernels need `kernels`)."""
     missing = getattr(exc, "name", None)
     package = f"the Python package {missing!r}" if missing else "a Python package that is not installed"
-    return ModelLoadError(f"cannot load {source!r}: it needs {package}: {exc}. Install it into the engine's "
-                          "environment (e.g. `pip install accelerate` for FP8 checkpoints) and restart")  # fmt: skip
+    return ModelLoadError(
+        f"cannot load {source!r}: it needs {package}: {exc}. Install it into the engine's "
+        "environment (e.g. `pip install accelerate` for FP8 checkpoints) and restart"
+    )

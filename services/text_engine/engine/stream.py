@@ -22,8 +22,15 @@ from .types import Finished, FinishReason, GenerationEvent, TextDelta, TokenLogp
 class RequestStream:
     """Converts GenerationOutputs of one request into GenerationEvents."""
 
-    def __init__(self, key: str, prepared: PreparedRequest, tokenizer, eos_token_ids: list[int],
-                 parser: ParserSpec = ParserSpec("none"), logprobs: LogprobFormatter | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        key: str,
+        prepared: PreparedRequest,
+        tokenizer,
+        eos_token_ids: list[int],
+        parser: ParserSpec = ParserSpec("none"),
+        logprobs: LogprobFormatter | None = None,
+    ) -> None:
         self.key = key
         self.engine_finished = False
         self._prepared = prepared

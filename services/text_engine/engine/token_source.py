@@ -49,8 +49,15 @@ class TokenSource(Protocol):
     budget: KvBudget  # the paged KV cache of text requests
     image_capacity_tokens: int  # KV tokens of one image batch; 0 when the loop takes no images
 
-    def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
-               on_output: Callable[[TokenOutput], None], images: Sequence[EncodedImage] = ()) -> None:  # fmt: skip
+    def submit(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        max_new_tokens: int,
+        spec: SamplingSpec,
+        on_output: Callable[[TokenOutput], None],
+        images: Sequence[EncodedImage] = (),
+    ) -> None:
         """Queue a request; `images` fill the prompt's image tokens, in order (only a native-vision loop takes
         them). `on_output` runs on the calling event loop."""
 

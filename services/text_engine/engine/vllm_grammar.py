@@ -31,15 +31,25 @@ from .sampling.pipeline import mask_constrained
 EXTRA_KEY = "proxyvision_grammar"
 
 
-def grammar_args(constraint: Constraint, tokenizer_source: str, revision: str | None, vocab_size: int,
-                 eos_token_ids: list[int]) -> dict:  # fmt: skip
+def grammar_args(
+    constraint: Constraint, tokenizer_source: str, revision: str | None, vocab_size: int, eos_token_ids: list[int]
+) -> dict:
     """What the worker needs to rebuild `constraint` (plain values: they cross vLLM's MessagePack transport)."""
     spec: GrammarSpec = constraint.spec  # type: ignore[assignment]
-    return {EXTRA_KEY: {
-        "kind": spec.kind, "source": spec.source, "param": spec.param, "think_start": constraint.think_start,
-        "think_end": constraint.think_end, "state": constraint.state, "tokenizer": tokenizer_source,
-        "revision": revision, "vocab_size": vocab_size, "eos": list(eos_token_ids),
-    }}  # fmt: skip
+    return {
+        EXTRA_KEY: {
+            "kind": spec.kind,
+            "source": spec.source,
+            "param": spec.param,
+            "think_start": constraint.think_start,
+            "think_end": constraint.think_end,
+            "state": constraint.state,
+            "tokenizer": tokenizer_source,
+            "revision": revision,
+            "vocab_size": vocab_size,
+            "eos": list(eos_token_ids),
+        }
+    }
 
 
 @dataclass

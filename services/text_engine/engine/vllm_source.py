@@ -88,8 +88,13 @@ class VllmTokenSource:
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", DEFAULT_RESERVED_CPUS)
         vllm, engine_args_cls, async_llm_cls = _import_vllm()
         _check_runnable(vllm, loaded, source)
-        self.budget: KvBudget = kv_budget(loaded.text_config, loaded.dtype, params.mem, params.block_size,
-                                          max_useful_tokens=params.max_num_seqs * loaded.max_context)  # fmt: skip
+        self.budget: KvBudget = kv_budget(
+            loaded.text_config,
+            loaded.dtype,
+            params.mem,
+            params.block_size,
+            max_useful_tokens=params.max_num_seqs * loaded.max_context,
+        )
         self.stats = EngineStats()
         self._on_preempt = on_preempt
         self._on_prefix_lookup = on_prefix_lookup
@@ -173,8 +178,15 @@ class VllmTokenSource:
         """Fraction of the KV cache held by requests after the last engine step."""
         return max(0.0, min(1.0, self.stats.kv_cache_usage))
 
-    def submit(self, request_id: str, prompt_ids: list[int], max_new_tokens: int, spec: SamplingSpec,
-               on_output: Callable, images: Sequence = ()) -> None:  # fmt: skip
+    def submit(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        max_new_tokens: int,
+        spec: SamplingSpec,
+        on_output: Callable,
+        images: Sequence = (),
+    ) -> None:
         """Start the request in the engine core; `on_output(TokenProgress)` runs on this event loop."""
         if images:
             raise ValueError("backend: vllm takes text requests only here")
@@ -252,20 +264,25 @@ def _check_runnable(vllm, loaded: LoadedModel, source: str) -> None:
     supported = vllm.ModelRegistry.get_supported_archs()
     archs = ", ".join(loaded.architectures)
     if loaded.architectures and not any(arch in supported for arch in loaded.architectures):
-        raise ModelLoadError(f"{source!r}: vLLM {vllm.__version__} has no implementation of {archs}; "
-                             "serve it with backend: transformers")  # fmt: skip
+        raise ModelLoadError(
+            f"{source!r}: vLLM {vllm.__version__} has no implementation of {archs}; serve it with backend: transformers"
+        )
     if any(arch.endswith("ForConditionalGeneration") for arch in loaded.architectures) and not _torchvision_loads():
-        raise ModelLoadError(f"{source!r}: vLLM runs {archs} with its vision-language classes, which import "
-                             "torchvision, and no torchvision loads in this environment (the package registry has "
-                             "none for the CPU torch 2.13); serve it with backend: transformers, or on a GPU image "
-                             "whose vLLM brings its torchvision")  # fmt: skip
+        raise ModelLoadError(
+            f"{source!r}: vLLM runs {archs} with its vision-language classes, which import "
+            "torchvision, and no torchvision loads in this environment (the package registry has "
+            "none for the CPU torch 2.13); serve it with backend: transformers, or on a GPU image "
+            "whose vLLM brings its torchvision"
+        )
     if loaded.device.type == "cpu":
         from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
         sizes = CPUAttentionBackend.get_supported_head_sizes()
         if head_dim(loaded.text_config) not in sizes:
-            raise ModelLoadError(f"{source!r}: vLLM's CPU attention takes head sizes {sizes}, this model's heads are "
-                                 f"{head_dim(loaded.text_config)}; serve it with backend: transformers (or on a GPU)")  # fmt: skip
+            raise ModelLoadError(
+                f"{source!r}: vLLM's CPU attention takes head sizes {sizes}, this model's heads are "
+                f"{head_dim(loaded.text_config)}; serve it with backend: transformers (or on a GPU)"
+            )
 
 
 def _torchvision_loads() -> bool:
@@ -280,8 +297,9 @@ def _sampled(token: int, ranked: dict, top: int) -> SampledToken:
     """vLLM's logprobs of one position ({token: Logprob(logprob, rank)}) as our record."""
     best = sorted(ranked.items(), key=lambda item: item[1].rank)[:top]
     own = ranked.get(token)
-    return SampledToken(token, own.logprob if own is not None else float("-inf"),
-                        tuple((t, lp.logprob) for t, lp in best))  # fmt: skip
+    return SampledToken(
+        token, own.logprob if own is not None else float("-inf"), tuple((t, lp.logprob) for t, lp in best)
+    )
 
 
 def _first_line(exc: BaseException) -> str:

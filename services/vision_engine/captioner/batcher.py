@@ -186,8 +186,10 @@ class CaptionBatcher:
         processors = (
             [UnpaddedRepetitionPenalty(penalty, [width - len(r.prompt_ids) for r in rows])] if penalty != 1.0 else []
         )
-        images = {key: value.to(loaded.device, loaded.dtype) if value.is_floating_point() else value.to(loaded.device)
-                  for key, value in loaded.family.collate([r.image for r in rows]).items()}  # fmt: skip
+        images = {
+            key: value.to(loaded.device, loaded.dtype) if value.is_floating_point() else value.to(loaded.device)
+            for key, value in loaded.family.collate([r.image for r in rows]).items()
+        }
         # Per-token inputs some families need beside the images (Gemma 3's token_type_ids), padded rows included.
         text_inputs = {
             key: value.to(loaded.device) for key, value in loaded.family.text_inputs(input_ids, mask).items()

@@ -25,8 +25,16 @@ class CacheKey:
     revision: str
 
     @classmethod
-    def of(cls, image_sha256: str, detail: str, instruction: str, *, max_tokens: int, model: str,
-           revision: str | None = None) -> CacheKey:  # fmt: skip
+    def of(
+        cls,
+        image_sha256: str,
+        detail: str,
+        instruction: str,
+        *,
+        max_tokens: int,
+        model: str,
+        revision: str | None = None,
+    ) -> CacheKey:
         digest = hashlib.sha256(f"{instruction}\x00{max_tokens}".encode()).hexdigest()
         return cls(image_sha256, detail, digest, model, revision or "")
 

@@ -89,9 +89,17 @@ class VisionEngineInfo:
 class CaptionEngine:
     """Serves the proxy vision model entry of models.yaml."""
 
-    def __init__(self, entry: ModelEntry, *, device: str, idle_unload_secs: int, cache_entries: int = 1024,
-                 cache_bytes: int = 8 * 1024 * 1024, on_serving_change: Callable[[bool], None] = lambda s: None,
-                 metrics: VisionMetrics | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        entry: ModelEntry,
+        *,
+        device: str,
+        idle_unload_secs: int,
+        cache_entries: int = 1024,
+        cache_bytes: int = 8 * 1024 * 1024,
+        on_serving_change: Callable[[bool], None] = lambda s: None,
+        metrics: VisionMetrics | None = None,
+    ) -> None:
         self.entry = entry
         self.metrics = metrics or VisionMetrics(entry.name)
         self.metrics.watch(self._snapshot)
@@ -100,12 +108,16 @@ class CaptionEngine:
         self._idle_unload_secs = idle_unload_secs
         shared = entry.vision_proxy.shared_cache
         self.shared = SharedCaptionStore(shared, model=entry.name, metrics=self.metrics) if shared else None
-        self.board = FlightBoard(CaptionCache(cache_entries, cache_bytes),
-                                 on_caption=self.shared.put if self.shared else None)  # fmt: skip
+        self.board = FlightBoard(
+            CaptionCache(cache_entries, cache_bytes), on_caption=self.shared.put if self.shared else None
+        )
         self.lifecycle: ModelLifecycle[VisionRuntime] = ModelLifecycle(
-            entry.name, self._build, lambda runtime: runtime.batcher.stop(),
-            idle_unload_secs=idle_unload_secs, on_serving_change=on_serving_change,
-        )  # fmt: skip
+            entry.name,
+            self._build,
+            lambda runtime: runtime.batcher.stop(),
+            idle_unload_secs=idle_unload_secs,
+            on_serving_change=on_serving_change,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -126,23 +138,45 @@ class CaptionEngine:
         log.info(
             "Building InferenceEngine for model %s (vision proxy; source=%s, dtype=%s, device=%s, mem=%d MiB, "
             "max_num_seqs=%d, max_image_tokens=%d, idle_unload_secs=%d, shared_cache=%s)",
-            entry.name, entry.source, params.dtype, self._device, params.mem, params.max_num_seqs,
-            entry.vision_proxy.max_image_tokens, self._idle_unload_secs, self.shared.url if self.shared else "none",
-        )  # fmt: skip
+            entry.name,
+            entry.source,
+            params.dtype,
+            self._device,
+            params.mem,
+            params.max_num_seqs,
+            entry.vision_proxy.max_image_tokens,
+            self._idle_unload_secs,
+            self.shared.url if self.shared else "none",
+        )
         own = entry.local_path or entry.hf_id
         if own and own != entry.source:
             # vision_proxy.local_path / hf_id name the captioning checkpoint; say so when the entry names another.
-            log.info("Vision model %s: captioning with %s from vision_proxy (not the entry's own %s)",
-                     entry.name, entry.source, own)  # fmt: skip
+            log.info(
+                "Vision model %s: captioning with %s from vision_proxy (not the entry's own %s)",
+                entry.name,
+                entry.source,
+                own,
+            )
         check_local_source(entry)
         fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
         self.lifecycle.report(f"loading weights from {entry.source}")
-        loaded = load_vision_model(entry.source, dtype=params.dtype, device=self._device, revision=entry.revision,
-                                   trust_remote_code=entry.trust_remote_code)  # fmt: skip
+        loaded = load_vision_model(
+            entry.source,
+            dtype=params.dtype,
+            device=self._device,
+            revision=entry.revision,
+            trust_remote_code=entry.trust_remote_code,
+        )
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         batcher = CaptionBatcher(loaded, params, self._loop)
-        log.info("Vision model %s ready%s: batch budget %d tokens of prompt + image + caption (mem=%d MiB, "
-                 "%d bytes/token)", entry.name, note, batcher.token_budget, params.mem, loaded.kv_bytes_per_token)  # fmt: skip
+        log.info(
+            "Vision model %s ready%s: batch budget %d tokens of prompt + image + caption (mem=%d MiB, %d bytes/token)",
+            entry.name,
+            note,
+            batcher.token_budget,
+            params.mem,
+            loaded.kv_bytes_per_token,
+        )
         return VisionRuntime(loaded, batcher)
 
     def describe(self, job: DescribeJob) -> AsyncIterator[CaptionEvent]:
@@ -162,8 +196,10 @@ class CaptionEngine:
         async with self.lifecycle.use() as runtime:
             limit = self.entry.params.queue_limit
             if runtime.batcher.waiting >= limit:
-                raise OverloadedError(f"The vision engine is at capacity ({runtime.batcher.waiting} images waiting, "
-                                      f"max_queue={limit}); retry shortly")  # fmt: skip
+                raise OverloadedError(
+                    f"The vision engine is at capacity ({runtime.batcher.waiting} images waiting, "
+                    f"max_queue={limit}); retry shortly"
+                )
             self._listeners.add(events)
             try:
                 keys = [self.cache_key(item, instruction, max_tokens) for item in job.images]
@@ -206,8 +242,9 @@ class CaptionEngine:
         """The cache key of one image of a request: its bytes and detail, the instruction and caption limit, and
         the checkpoint this engine loads (source and revision)."""
         sha = item.sha256 or hashlib.sha256(item.data).hexdigest()
-        return CacheKey.of(sha, item.detail, instruction, max_tokens=max_tokens, model=self.entry.source,
-                           revision=self.entry.revision)  # fmt: skip
+        return CacheKey.of(
+            sha, item.detail, instruction, max_tokens=max_tokens, model=self.entry.source, revision=self.entry.revision
+        )
 
     def _answer_from_cache(self, events: asyncio.Queue, index: int, key: CacheKey) -> bool:
         """Queue image `index`'s cached caption, if there is one."""
@@ -247,9 +284,11 @@ class CaptionEngine:
         # One sequence may use the whole batch budget, less its text and caption.
         memory_tokens = runtime.batcher.token_budget - max_tokens - 128
         return image_token_budget(
-            detail, runtime.loaded.family.natural_tokens(*image.size),
-            max_image_tokens=self.entry.vision_proxy.max_image_tokens, memory_tokens=memory_tokens,
-        )  # fmt: skip
+            detail,
+            runtime.loaded.family.natural_tokens(*image.size),
+            max_image_tokens=self.entry.vision_proxy.max_image_tokens,
+            memory_tokens=memory_tokens,
+        )
 
     @staticmethod
     def _submit(
@@ -288,7 +327,12 @@ class CaptionEngine:
     def _snapshot(self) -> ModelSnapshot:
         info = self.info()
         return ModelSnapshot(
-            state=info.state, running=info.running, waiting=info.waiting,
-            memory_budget_bytes=self.entry.params.mem * MIB, memory_used_bytes=info.memory_used_bytes,
-            last_load_seconds=info.last_load_seconds, loads=self.lifecycle.loads, unloads=self.lifecycle.unloads,
-        )  # fmt: skip
+            state=info.state,
+            running=info.running,
+            waiting=info.waiting,
+            memory_budget_bytes=self.entry.params.mem * MIB,
+            memory_used_bytes=info.memory_used_bytes,
+            last_load_seconds=info.last_load_seconds,
+            loads=self.lifecycle.loads,
+            unloads=self.lifecycle.unloads,
+        )

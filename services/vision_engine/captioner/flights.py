@@ -50,8 +50,17 @@ class Flight:
     def on_done(self, result: CaptionResult) -> None:
         self._on_landed(self, result)
         for events, index in self._subscribers:
-            events.put_nowait(CaptionDone(index, result.text, result.finish_reason, result.image_tokens,
-                                          result.caption_tokens, False, result.elapsed_ms))  # fmt: skip
+            events.put_nowait(
+                CaptionDone(
+                    index,
+                    result.text,
+                    result.finish_reason,
+                    result.image_tokens,
+                    result.caption_tokens,
+                    False,
+                    result.elapsed_ms,
+                )
+            )
 
     def on_error(self, message: str) -> None:
         self._on_landed(self, None)
@@ -63,8 +72,9 @@ class FlightBoard:
     """The cache and the flights in the air, keyed alike. `on_caption` hears of every caption that lands (the
     shared cache publishes it); it must not block."""
 
-    def __init__(self, cache: CaptionCache,
-                 on_caption: Callable[[CacheKey, CachedCaption], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, cache: CaptionCache, on_caption: Callable[[CacheKey, CachedCaption], None] | None = None
+    ) -> None:
         self.cache = cache
         self._flights: dict[CacheKey, Flight] = {}
         self._on_caption = on_caption

@@ -26,7 +26,7 @@ from services.common.hf_models import (
     eos_token_ids,
     kv_bytes_per_token,
     read_generation_config,
-    resolve_device,  # fmt: skip
+    resolve_device,
     resolve_dtype,
     stand_in_for,
 )
@@ -52,8 +52,9 @@ class LoadedVisionModel:
     kv_bytes_per_token: int
 
 
-def load_vision_model(source: str, *, dtype: str, device: str, revision: str | None = None,
-                      trust_remote_code: bool = False) -> LoadedVisionModel:  # fmt: skip
+def load_vision_model(
+    source: str, *, dtype: str, device: str, revision: str | None = None, trust_remote_code: bool = False
+) -> LoadedVisionModel:
     """Load tokenizer, image processor and weights; fail loudly on missing weights."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)

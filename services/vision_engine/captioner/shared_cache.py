@@ -128,8 +128,14 @@ class SharedCaptionStore:
     """The Redis side of the caption cache for one vision model: `get_many` at a request's in-process misses,
     `put` when a caption lands, `check` at startup, `close` at shutdown. Nothing here raises on Redis trouble."""
 
-    def __init__(self, settings: SharedCaptionCache, *, model: str, metrics: VisionMetrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: SharedCaptionCache,
+        *,
+        model: str,
+        metrics: VisionMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.url = display_url(settings.url)
         self._model = model
@@ -140,9 +146,12 @@ class SharedCaptionStore:
         try:
             # No retries inside redis-py: one attempt within our deadline, then the breaker decides.
             self._client = Redis.from_url(
-                settings.url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0,
-            )  # fmt: skip
+                settings.url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
         except ValueError as exc:
             raise ConfigError(f"vision_proxy.shared_cache.url {self.url!r}: {exc}") from None
 
@@ -160,8 +169,12 @@ class SharedCaptionStore:
         """PING once (at startup), so the log and the up gauge say at once whether the cache is reachable."""
         ok = await self._call(lambda: self._client.ping()) is not _FAILED
         if ok:
-            log.info("Shared caption cache %s: reachable (ttl %ds, timeout %dms)", self.url,
-                     self.settings.ttl_secs, self.settings.timeout_ms)  # fmt: skip
+            log.info(
+                "Shared caption cache %s: reachable (ttl %ds, timeout %dms)",
+                self.url,
+                self.settings.ttl_secs,
+                self.settings.timeout_ms,
+            )
         return ok
 
     async def get_many(self, keys: Sequence[CacheKey]) -> list[CachedCaption | None]:
@@ -223,8 +236,13 @@ class SharedCaptionStore:
         self._metrics.shared_cache_up.labels(self._model).set(0)
         if self._breaker.failed():
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            log.warning("Shared caption cache %s unavailable (%s): captions are cached in this replica only; "
-                        "retrying every %gs", self.url, reason, self.settings.retry_secs)  # fmt: skip
+            log.warning(
+                "Shared caption cache %s unavailable (%s): captions are cached in this replica only; "
+                "retrying every %gs",
+                self.url,
+                reason,
+                self.settings.retry_secs,
+            )
 
 
 _FAILED = object()  # _call's "no reply" (None is a reply: MGET of nothing, SET's nil)

@@ -21,7 +21,11 @@ def models():
 
 @pytest.fixture(scope="package")
 def stack(models, tmp_path_factory):
-    s = make_stack(tmp_path_factory.mktemp("protocols"), {"text": models["text"], "vision": models["vision"]},
-                   vision=True, more_text={SCRIPTED: models["reasoning"], QWEN3: models["qwen3"]})  # fmt: skip
+    s = make_stack(
+        tmp_path_factory.mktemp("protocols"),
+        {"text": models["text"], "vision": models["vision"]},
+        vision=True,
+        more_text={SCRIPTED: models["reasoning"], QWEN3: models["qwen3"]},
+    )
     yield s
     s.stop()

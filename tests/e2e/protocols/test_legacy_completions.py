@@ -116,8 +116,11 @@ def test_suffix_on_a_model_without_fim_tokens_is_a_400_naming_it(client):
 
 
 def test_a_streamed_completion_is_the_same_text_then_its_finish_and_usage(client, greedy):
-    chunks = list(client.completions.create(model=TEXT_MODEL, prompt=PROMPT, stream=True,
-                                            stream_options={"include_usage": True}, **GREEDY))  # fmt: skip
+    chunks = list(
+        client.completions.create(
+            model=TEXT_MODEL, prompt=PROMPT, stream=True, stream_options={"include_usage": True}, **GREEDY
+        )
+    )
     texts = [c.choices[0].text for c in chunks if c.choices]
     assert "".join(texts) == greedy and len(texts) > 2  # streamed in pieces, not in one
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
@@ -127,8 +130,10 @@ def test_a_streamed_completion_is_the_same_text_then_its_finish_and_usage(client
 
 
 def test_echo_with_token_ids_and_echo_with_logprobs_are_400s_naming_echo(client, tokenizer):
-    for kwargs in ({"prompt": tokenizer(PROMPT)["input_ids"], "echo": True},
-                   {"prompt": PROMPT, "echo": True, "logprobs": 1}):  # fmt: skip
+    for kwargs in (
+        {"prompt": tokenizer(PROMPT)["input_ids"], "echo": True},
+        {"prompt": PROMPT, "echo": True, "logprobs": 1},
+    ):
         with pytest.raises(openai.BadRequestError) as info:
             client.completions.create(model=TEXT_MODEL, max_tokens=4, **kwargs)
         assert info.value.param == "echo"

@@ -28,8 +28,12 @@ WEATHER_PARAMS = {
     "required": ["city", "unit"],
     "additionalProperties": False,
 }
-WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather in a city.",
-           "parameters": WEATHER_PARAMS}  # fmt: skip
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather in a city.",
+    "parameters": WEATHER_PARAMS,
+}
 NAMED = {"type": "function", "name": "get_weather"}
 
 
@@ -56,8 +60,9 @@ def no_think(models) -> dict:
 
 def test_a_string_input_counts_the_prompt_as_chat_completions_does(client):
     response = client.responses.create(model=TEXT_MODEL, input="Hello there", max_output_tokens=6, temperature=0)
-    chat = client.chat.completions.create(model=TEXT_MODEL, messages=[{"role": "user", "content": "Hello there"}],
-                                          max_tokens=6, temperature=0)  # fmt: skip
+    chat = client.chat.completions.create(
+        model=TEXT_MODEL, messages=[{"role": "user", "content": "Hello there"}], max_tokens=6, temperature=0
+    )
     assert response.object == "response" and response.status in ("completed", "incomplete")
     assert response.usage.input_tokens == chat.usage.prompt_tokens
     assert response.output_text == (chat.choices[0].message.content or "")  # greedy: the same answer
@@ -65,8 +70,9 @@ def test_a_string_input_counts_the_prompt_as_chat_completions_does(client):
 
 
 def test_a_stream_builds_the_same_response_its_events_describe(client):
-    with client.responses.stream(model=TEXT_MODEL, input="Tell me a story", max_output_tokens=8,
-                                 temperature=0) as stream:  # fmt: skip
+    with client.responses.stream(
+        model=TEXT_MODEL, input="Tell me a story", max_output_tokens=8, temperature=0
+    ) as stream:
         events = list(stream)
         final = stream.get_final_response()
     kinds = [e.type for e in events]
@@ -78,15 +84,26 @@ def test_a_stream_builds_the_same_response_its_events_describe(client):
 
 
 def test_an_agent_tool_loop_through_stored_responses(client, no_think):
-    first = client.responses.create(model=TEXT_MODEL, input="What is the weather in Paris?", tools=[WEATHER],
-                                    tool_choice=NAMED, max_output_tokens=96, temperature=1.0, extra_body={"seed": 0,
-                                    **no_think})  # fmt: skip
+    first = client.responses.create(
+        model=TEXT_MODEL,
+        input="What is the weather in Paris?",
+        tools=[WEATHER],
+        tool_choice=NAMED,
+        max_output_tokens=96,
+        temperature=1.0,
+        extra_body={"seed": 0, **no_think},
+    )
     calls = [item for item in first.output if item.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "get_weather", first.output
     jsonschema.validate(json.loads(calls[0].arguments), WEATHER_PARAMS)
-    follow = client.responses.create(model=TEXT_MODEL, previous_response_id=first.id, tools=[WEATHER],
-                                     input=[{"type": "function_call_output", "call_id": calls[0].call_id,
-                                             "output": "18C and sunny"}], max_output_tokens=4, temperature=0)  # fmt: skip
+    follow = client.responses.create(
+        model=TEXT_MODEL,
+        previous_response_id=first.id,
+        tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "18C and sunny"}],
+        max_output_tokens=4,
+        temperature=0,
+    )
     assert follow.previous_response_id == first.id and follow.status in ("completed", "incomplete")
     # The follow-up's prompt is the whole conversation: the first prompt, the call, and its result.
     assert follow.usage.input_tokens > first.usage.input_tokens + len(calls[0].arguments) // 8
@@ -94,13 +111,22 @@ def test_an_agent_tool_loop_through_stored_responses(client, no_think):
 
 def test_an_agent_tool_loop_that_sends_its_items_back_without_a_store(client, no_think):
     items = [{"role": "user", "content": "What is the weather in Rome?"}]
-    first = client.responses.create(model=TEXT_MODEL, input=items, tools=[WEATHER], tool_choice=NAMED, store=False,
-                                    max_output_tokens=96, temperature=1.0, extra_body={"seed": 1, **no_think})  # fmt: skip
+    first = client.responses.create(
+        model=TEXT_MODEL,
+        input=items,
+        tools=[WEATHER],
+        tool_choice=NAMED,
+        store=False,
+        max_output_tokens=96,
+        temperature=1.0,
+        extra_body={"seed": 1, **no_think},
+    )
     call = next(item for item in first.output if item.type == "function_call")
     items += [item.model_dump(exclude_none=True) for item in first.output]
     items.append({"type": "function_call_output", "call_id": call.call_id, "output": "22C"})
-    follow = client.responses.create(model=TEXT_MODEL, input=items, tools=[WEATHER], store=False,
-                                     max_output_tokens=4, temperature=0)  # fmt: skip
+    follow = client.responses.create(
+        model=TEXT_MODEL, input=items, tools=[WEATHER], store=False, max_output_tokens=4, temperature=0
+    )
     assert follow.status in ("completed", "incomplete") and follow.usage.input_tokens > first.usage.input_tokens
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(first.id)  # store=False: nothing kept
@@ -125,23 +151,45 @@ def test_a_streamed_reasoning_comes_as_reasoning_text_deltas_first(client):
 
 
 def test_structured_output_through_text_format(client, no_think):
-    response = client.responses.parse(model=TEXT_MODEL, input="A person, please.", text_format=Person,
-                                      max_output_tokens=96, temperature=1.0, extra_body={"seed": 3, **no_think})  # fmt: skip
+    response = client.responses.parse(
+        model=TEXT_MODEL,
+        input="A person, please.",
+        text_format=Person,
+        max_output_tokens=96,
+        temperature=1.0,
+        extra_body={"seed": 3, **no_think},
+    )
     assert isinstance(response.output_parsed, Person), response.output_text
 
 
 def test_an_image_is_captioned_by_the_proxy_vision_model(stack):
     data = base64.b64encode(png((200, 30, 30))).decode()
-    body = {"model": TEXT_MODEL, "max_output_tokens": 4, "temperature": 0, "input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "What is in this picture?"},
-        {"type": "input_image", "image_url": f"data:image/png;base64,{data}"}]}]}  # fmt: skip
+    body = {
+        "model": TEXT_MODEL,
+        "max_output_tokens": 4,
+        "temperature": 0,
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What is in this picture?"},
+                    {"type": "input_image", "image_url": f"data:image/png;base64,{data}"},
+                ],
+            }
+        ],
+    }
     response = httpx.post(f"{stack.base_url}/v1/responses", json=body, timeout=120).json()
     (caption,) = response["proxy_vision"]["images"]
     assert caption["caption"] and (caption["message"], caption["index"]) == (0, 0)
     assert response["status"] in ("completed", "incomplete")
     # The next turn re-sends the image (from the stored conversation): its caption comes from the cache.
-    follow = {"model": TEXT_MODEL, "max_output_tokens": 4, "temperature": 0, "previous_response_id": response["id"],
-              "input": "And what colour is it?"}  # fmt: skip
+    follow = {
+        "model": TEXT_MODEL,
+        "max_output_tokens": 4,
+        "temperature": 0,
+        "previous_response_id": response["id"],
+        "input": "And what colour is it?",
+    }
     again = httpx.post(f"{stack.base_url}/v1/responses", json=follow, timeout=120).json()
     (cached,) = again["proxy_vision"]["images"]
     assert cached["cached"] and cached["caption"] == caption["caption"]

@@ -15,9 +15,20 @@ from services.common.hub_download import DownloadProgress, fetch_checkpoint, fil
 
 GB = 1_000_000_000
 # The brief's text model repo as the hub lists it.
-MINISTRAL_FILES = ["README.md", ".gitattributes", "SYSTEM_PROMPT.txt", "chat_template.jinja", "config.json",
-                   "consolidated.safetensors", "generation_config.json", "model.safetensors", "params.json",
-                   "processor_config.json", "tekken.json", "tokenizer_config.json"]  # fmt: skip
+MINISTRAL_FILES = [
+    "README.md",
+    ".gitattributes",
+    "SYSTEM_PROMPT.txt",
+    "chat_template.jinja",
+    "config.json",
+    "consolidated.safetensors",
+    "generation_config.json",
+    "model.safetensors",
+    "params.json",
+    "processor_config.json",
+    "tekken.json",
+    "tokenizer_config.json",
+]
 
 
 class Clock:
@@ -34,8 +45,14 @@ def http_download(sizes: dict[str, int], clock: Clock, chunk: int):
 
     def download(repo, filename, *, revision, tqdm_class):
         fetched.append((repo, filename, revision))
-        with _get_progress_bar_context(desc=filename, log_level=logging.INFO, total=sizes[filename], initial=0,
-                                       name="huggingface_hub.http_get", tqdm_class=tqdm_class) as bar:  # fmt: skip
+        with _get_progress_bar_context(
+            desc=filename,
+            log_level=logging.INFO,
+            total=sizes[filename],
+            initial=0,
+            name="huggingface_hub.http_get",
+            tqdm_class=tqdm_class,
+        ) as bar:
             for start in range(0, sizes[filename], chunk):
                 clock.now += 1.0
                 n = min(chunk, sizes[filename] - start)
@@ -47,9 +64,16 @@ def http_download(sizes: dict[str, int], clock: Clock, chunk: int):
 
 
 def test_only_the_files_transformers_reads_are_fetched():
-    assert files_to_fetch(MINISTRAL_FILES) == ["SYSTEM_PROMPT.txt", "chat_template.jinja", "config.json",
-                                               "generation_config.json", "model.safetensors",
-                                               "processor_config.json", "tekken.json", "tokenizer_config.json"]  # fmt: skip
+    assert files_to_fetch(MINISTRAL_FILES) == [
+        "SYSTEM_PROMPT.txt",
+        "chat_template.jinja",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "processor_config.json",
+        "tekken.json",
+        "tokenizer_config.json",
+    ]
     assert files_to_fetch(["config.json", "pytorch_model.bin"]) == ["config.json", "pytorch_model.bin"]
     assert files_to_fetch(["model.safetensors", "pytorch_model.bin"]) == ["model.safetensors"]
 
@@ -61,8 +85,13 @@ def test_a_download_logs_periodically_and_reports_its_status(monkeypatch, caplog
     sizes = {"config.json": 1_000, "model.safetensors": 30 * 250_000_000}  # 7.5 GB in 30 chunks, 1 s each
     download, fetched = http_download(sizes, clock, 250_000_000)
     with caplog.at_level(logging.INFO, logger="services.common.hub_download"):
-        fetch_checkpoint("org/model", revision="main", report=statuses.append,
-                         list_files=lambda repo, revision: list(sizes), download=download)  # fmt: skip
+        fetch_checkpoint(
+            "org/model",
+            revision="main",
+            report=statuses.append,
+            list_files=lambda repo, revision: list(sizes),
+            download=download,
+        )
     assert fetched == [("org/model", "config.json", "main"), ("org/model", "model.safetensors", "main")]
     assert statuses[0] == "listing the files of org/model"
     assert (
@@ -91,10 +120,16 @@ def test_a_xet_download_uses_one_bar_named_after_the_file(caplog):
         total_bytes_completion_rate = None
         total_transfer_bytes_completion_rate = None
 
-    with caplog.at_level(logging.INFO, logger="services.common.hub_download"), \
-            XetDownloadProgressReporter(reconstruction_desc="model.safetensors: reconstructing file",
-                                        transfer_desc="model.safetensors: downloading bytes", total=6 * GB,
-                                        log_level=logging.INFO, tqdm_class=cls) as progress:  # fmt: skip
+    with (
+        caplog.at_level(logging.INFO, logger="services.common.hub_download"),
+        XetDownloadProgressReporter(
+            reconstruction_desc="model.safetensors: reconstructing file",
+            transfer_desc="model.safetensors: downloading bytes",
+            total=6 * GB,
+            log_level=logging.INFO,
+            tqdm_class=cls,
+        ) as progress,
+    ):
         progress.update_progress(Report())
     assert progress.transfer_bar is progress.reconstruction_bar  # one bar: one set of lines
     assert statuses == ["downloading model.safetensors 0 B/6.0 GB", "downloading model.safetensors 3.0/6.0 GB"]

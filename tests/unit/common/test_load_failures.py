@@ -29,16 +29,27 @@ def missing_module() -> ImportError:
     raise AssertionError("unreachable")
 
 
-@pytest.mark.parametrize(("exc", "expected"), [
-    (ModelLoadError("cannot load weights from '/m': no file named model.safetensors"),
-     "cannot load weights from '/m': no file named model.safetensors"),
-    (missing_module(), "a Python module the model needs is missing ('accelerate_that_is_not_installed'): "
-                       "No module named 'accelerate_that_is_not_installed'"),
-    (KeyError("lm_head.weight"), "KeyError: 'lm_head.weight'"),
-    (AssertionError(), "AssertionError"),
-    (RuntimeError("CUDA out of memory.\n  Tried to allocate 2 GiB"), "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"),
-    (SystemExit(3), "SystemExit: 3"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (
+            ModelLoadError("cannot load weights from '/m': no file named model.safetensors"),
+            "cannot load weights from '/m': no file named model.safetensors",
+        ),
+        (
+            missing_module(),
+            "a Python module the model needs is missing ('accelerate_that_is_not_installed'): "
+            "No module named 'accelerate_that_is_not_installed'",
+        ),
+        (KeyError("lm_head.weight"), "KeyError: 'lm_head.weight'"),
+        (AssertionError(), "AssertionError"),
+        (
+            RuntimeError("CUDA out of memory.\n  Tried to allocate 2 GiB"),
+            "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB",
+        ),
+        (SystemExit(3), "SystemExit: 3"),
+    ],
+)
 async def test_every_load_error_becomes_failed_with_one_line(exc, expected, caplog):
     serving: list[bool] = []
     lifecycle = ModelLifecycle("m", failing(exc), lambda r: None, idle_unload_secs=0, on_serving_change=serving.append)

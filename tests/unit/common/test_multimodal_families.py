@@ -15,8 +15,13 @@ from services.vision_engine.captioner.loader import load_vision_model
 from services.vision_engine.captioner.prompts import render_prompt
 from tests.support.processes import REPO_ROOT
 
-KINDS = {"vision": "qwen2_vl", "qwen25_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "smolvlm": "idefics3",
-         "gemma3": "gemma3"}  # fmt: skip
+KINDS = {
+    "vision": "qwen2_vl",
+    "qwen25_vl": "qwen2_5_vl",
+    "qwen3_vl": "qwen3_vl",
+    "smolvlm": "idefics3",
+    "gemma3": "gemma3",
+}
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +71,9 @@ def test_idefics3_matches_idefics3processor_at_the_edge_its_budget_allows(loaded
     encoded = family.encode(image, budget)
     fits = []
     for edge in (2048, 1536, 1024, 512):
-        out = processor(text=[prompt], images=[[image]], return_tensors="pt", add_special_tokens=False,
-                        size={"longest_edge": edge})  # fmt: skip
+        out = processor(
+            text=[prompt], images=[[image]], return_tensors="pt", add_special_tokens=False, size={"longest_edge": edge}
+        )
         count = int((out["input_ids"] == family.placeholder_id).sum())
         if count <= budget or edge == 512:
             fits.append((edge, out, count))
@@ -95,8 +101,7 @@ def test_idefics3_collate_pads_tiles_and_masks_like_a_processor_batch(loaded):
 def test_gemma3_matches_gemma3processor(loaded):
     model = loaded("gemma3")
     family, image = model.family, picture()
-    processor = Gemma3Processor(image_processor=family.image_processor, tokenizer=model.tokenizer,
-                                image_seq_length=256)  # fmt: skip
+    processor = Gemma3Processor(image_processor=family.image_processor, tokenizer=model.tokenizer, image_seq_length=256)
     prompt = render_prompt(model.tokenizer, family.placeholder, "Describe.")
     expected = processor(text=[prompt], images=[[image]], return_tensors="pt", add_special_tokens=False)
     encoded = family.encode(image, 64)  # a fixed cost: the budget does not change it
@@ -140,7 +145,8 @@ def test_qwen_families_give_generate_the_image_token_types_mrope_needs(loaded, k
     types = family.text_inputs(ids, mask)["mm_token_type_ids"]
     assert int(types.sum()) == encoded.image_tokens and not types[0, :3].any()  # image tokens only, no padding
     grid = encoded.tensors["image_grid_thw"]
-    positions, _ = model.model.model.get_rope_index(input_ids=ids, mm_token_type_ids=types, image_grid_thw=grid,
-                                                    attention_mask=mask)  # fmt: skip
+    positions, _ = model.model.model.get_rope_index(
+        input_ids=ids, mm_token_type_ids=types, image_grid_thw=grid, attention_mask=mask
+    )
     image = positions[:, 0, types[0].bool()]  # (temporal, height, width) of the image tokens
     assert not torch.equal(image[1], image[2])  # a 2-D grid, not one running position

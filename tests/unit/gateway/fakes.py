@@ -16,7 +16,7 @@ from services.api_gateway.clients.text_engine import (
     OutputOptions,
     RawPrompt,
     ReasoningDelta,
-    TextDelta,  # fmt: skip
+    TextDelta,
 )
 from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.serving.core import GenerationCore
@@ -53,8 +53,15 @@ class FakeTextEngine:
     i-th call replays scripts[i] (n > 1: each choice its own answer). count_tokens() answers `prompt_tokens`
     (or raises it when it is an exception) and records its call in `counts`."""
 
-    def __init__(self, model: str, script: Sequence = (), *, health: str = "SERVING",
-                 scripts: Sequence[Sequence] = (), prompt_tokens: int | BaseException = 7) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: str,
+        script: Sequence = (),
+        *,
+        health: str = "SERVING",
+        scripts: Sequence[Sequence] = (),
+        prompt_tokens: int | BaseException = 7,
+    ) -> None:
         self.model = model
         self.script = list(script)
         self.scripts = [list(s) for s in scripts]
@@ -63,17 +70,26 @@ class FakeTextEngine:
         self.calls: list[Call] = []
         self.counts: list[Call] = []
 
-    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions(), affinity_key="",
-                 prompt=None):  # fmt: skip
+    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions(), affinity_key="", prompt=None):
         call = Call(list(messages), params, request_id, timeout, options, affinity_key=affinity_key, prompt=prompt)
         script = self.scripts[len(self.calls)] if self.scripts else self.script
         self.calls.append(call)
         return self._replay(call, script)
 
-    async def count_tokens(self, messages, options=OutputOptions(), *, prompt=None, request_id, timeout,
-                           affinity_key="") -> int:  # fmt: skip
-        self.counts.append(Call(list(messages), GenerationParams(), request_id, timeout, options,
-                                affinity_key=affinity_key, prompt=prompt))  # fmt: skip
+    async def count_tokens(
+        self, messages, options=OutputOptions(), *, prompt=None, request_id, timeout, affinity_key=""
+    ) -> int:
+        self.counts.append(
+            Call(
+                list(messages),
+                GenerationParams(),
+                request_id,
+                timeout,
+                options,
+                affinity_key=affinity_key,
+                prompt=prompt,
+            )
+        )
         if isinstance(self.prompt_tokens, BaseException):
             raise self.prompt_tokens
         return self.prompt_tokens
@@ -113,16 +129,30 @@ def hello_script() -> list:
 
 def reasoning_script() -> list:
     """What the engine sends for a reasoning model: reasoning deltas, then the answer."""
-    return [Accepted(7), ReasoningDelta("Let me"), ReasoningDelta(" think."), TextDelta("Hello"), TextDelta("!"),
-            finished("stop", completion=6, reasoning=4)]  # fmt: skip
+    return [
+        Accepted(7),
+        ReasoningDelta("Let me"),
+        ReasoningDelta(" think."),
+        TextDelta("Hello"),
+        TextDelta("!"),
+        finished("stop", completion=6, reasoning=4),
+    ]
 
 
 def make_config(*, vision: bool = False, default: str | None = None) -> ModelsConfig:
-    models = [{"name": TEXT, "hf_id": "mistralai/Ministral-3-3B-Reasoning-2512", "endpoint": "127.0.0.1:1"},
-              {"name": OTHER, "hf_id": "x/other", "endpoint": "127.0.0.1:2"}]  # fmt: skip
+    models = [
+        {"name": TEXT, "hf_id": "mistralai/Ministral-3-3B-Reasoning-2512", "endpoint": "127.0.0.1:1"},
+        {"name": OTHER, "hf_id": "x/other", "endpoint": "127.0.0.1:2"},
+    ]
     if vision:
-        models.append({"name": VISION, "hf_id": "Qwen/Qwen2-VL-7B-Instruct", "endpoint": "127.0.0.1:3",
-                       "capabilities": {"vision_mode": "proxy"}})  # fmt: skip
+        models.append(
+            {
+                "name": VISION,
+                "hf_id": "Qwen/Qwen2-VL-7B-Instruct",
+                "endpoint": "127.0.0.1:3",
+                "capabilities": {"vision_mode": "proxy"},
+            }
+        )
     return parse_models_config({"models": models, "default_model": default})
 
 
@@ -147,8 +177,9 @@ class FakeVision:
 
     model = VISION
 
-    def __init__(self, captions: dict[str, str] | None = None, cached: set[str] = frozenset(), *,
-                 health: str = "SERVING") -> None:  # fmt: skip
+    def __init__(
+        self, captions: dict[str, str] | None = None, cached: set[str] = frozenset(), *, health: str = "SERVING"
+    ) -> None:
         self.captions = dict(captions or {})
         self.cached = set(cached)
         self.status = health
@@ -172,8 +203,9 @@ class FakeVision:
         return 0
 
 
-async def make_vision_state(config: ModelsConfig, engines: dict[str, FakeTextEngine], vision: FakeVision | None,
-                            **options) -> GatewayState:  # fmt: skip
+async def make_vision_state(
+    config: ModelsConfig, engines: dict[str, FakeTextEngine], vision: FakeVision | None, **options
+) -> GatewayState:
     """Gateway state over fakes, images included: data URLs are decoded and checked for real (no fetcher: a
     test that needs http URLs builds its own); `vision` None is a config without a proxy."""
     registry = EngineRegistry(config, dict(engines), vision)  # type: ignore[arg-type]

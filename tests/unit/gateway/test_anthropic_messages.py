@@ -50,8 +50,11 @@ from .fakes import (
 HI = [{"role": "user", "content": "Hi"}]
 RED = png((200, 30, 30))
 RED_HASH = hashlib.sha256(RED).hexdigest()
-WEATHER = {"name": "get_weather", "description": "Weather in a city.",
-           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}  # fmt: skip
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather in a city.",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
 
 
 def body(**fields) -> dict:
@@ -59,14 +62,21 @@ def body(**fields) -> dict:
 
 
 def image_block(payload: bytes = RED) -> dict:
-    return {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                        "data": base64.b64encode(payload).decode()}}  # fmt: skip
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": base64.b64encode(payload).decode()},
+    }
 
 
 def tool_script() -> list:
     """A named call streamed as the engine streams it: the opening piece, then fragments of its arguments."""
-    return [Accepted(9), ToolCallDelta(0, "call_1", "get_weather"), ToolCallDelta(0, arguments='{"city": '),
-            ToolCallDelta(0, arguments='"Paris"}'), finished("tool_calls", prompt=9, completion=5)]  # fmt: skip
+    return [
+        Accepted(9),
+        ToolCallDelta(0, "call_1", "get_weather"),
+        ToolCallDelta(0, arguments='{"city": '),
+        ToolCallDelta(0, arguments='"Paris"}'),
+        finished("tool_calls", prompt=9, completion=5),
+    ]
 
 
 def client_of(state, config=None) -> httpx.AsyncClient:
@@ -106,25 +116,44 @@ def anthropic_error(response: httpx.Response) -> dict:
 
 # --- translation ----------------------------------------------------------------------------------------------
 def test_a_conversation_with_tools_thinking_and_images_becomes_the_cores_messages():
-    request = MessagesRequest.model_validate(body(
-        system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
-        messages=[
-            {"role": "user", "content": [{"type": "text", "text": "Weather?"}, image_block()]},
-            {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "Call the tool.", "signature": "sig"},
-                {"type": "redacted_thinking", "data": "opaque"},
-                {"type": "text", "text": "Let me look."},
-                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [
-                    {"type": "text", "text": "Sunny"},
-                    {"type": "image", "source": {"type": "url", "url": "https://example.com/sky.png"}}]},
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "timeout", "is_error": True},
-                {"type": "text", "text": "And tomorrow?"}]},
-        ],
-        tools=[WEATHER], tool_choice={"type": "any", "disable_parallel_tool_use": True}, stop_sequences=["END", ""],
-        temperature=0.5, top_k=40, metadata={"user_id": "u-42"},
-    ))  # fmt: skip
+    request = MessagesRequest.model_validate(
+        body(
+            system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"}, image_block()]},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "Call the tool.", "signature": "sig"},
+                        {"type": "redacted_thinking", "data": "opaque"},
+                        {"type": "text", "text": "Let me look."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "toolu_1",
+                            "content": [
+                                {"type": "text", "text": "Sunny"},
+                                {"type": "image", "source": {"type": "url", "url": "https://example.com/sky.png"}},
+                            ],
+                        },
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "timeout", "is_error": True},
+                        {"type": "text", "text": "And tomorrow?"},
+                    ],
+                },
+            ],
+            tools=[WEATHER],
+            tool_choice={"type": "any", "disable_parallel_tool_use": True},
+            stop_sequences=["END", ""],
+            temperature=0.5,
+            top_k=40,
+            metadata={"user_id": "u-42"},
+        )
+    )
     conversation = messages_conversation(request)
     system, user, assistant, result, error, follow_up = conversation.messages
     assert (system.role, system.parts) == ("system", ("Be brief.\nBe kind.",))
@@ -152,10 +181,15 @@ def test_a_conversation_with_tools_thinking_and_images_becomes_the_cores_message
     assert conversation.user == "u-42"
 
 
-@pytest.mark.parametrize("choice, mode, name", [
-    ({"type": "auto"}, "auto", ""), ({"type": "none"}, "none", ""), ({"type": "any"}, "required", ""),
-    ({"type": "tool", "name": "get_weather"}, "named", "get_weather"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "choice, mode, name",
+    [
+        ({"type": "auto"}, "auto", ""),
+        ({"type": "none"}, "none", ""),
+        ({"type": "any"}, "required", ""),
+        ({"type": "tool", "name": "get_weather"}, "named", "get_weather"),
+    ],
+)
 def test_tool_choice_maps_to_the_engines(choice, mode, name):
     options = messages_conversation(MessagesRequest.model_validate(body(tools=[WEATHER], tool_choice=choice))).options
     assert (options.tool_choice, options.tool_name, options.parallel_tool_calls) == (mode, name, None)
@@ -163,8 +197,9 @@ def test_tool_choice_maps_to_the_engines(choice, mode, name):
 
 def test_output_config_format_is_a_json_schema_answer():
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
-    request = MessagesRequest.model_validate(body(output_config={"format": {"type": "json_schema", "schema": schema},
-                                                                 "effort": "low"}))  # fmt: skip
+    request = MessagesRequest.model_validate(
+        body(output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "low"})
+    )
     options = messages_conversation(request).options
     assert (options.response_format, json.loads(options.schema)) == ("json_schema", schema)
 
@@ -176,16 +211,27 @@ async def test_the_engine_gets_the_turns_and_the_answer_names_the_model_as_reque
     answer = response.json()
     assert answer["id"].startswith("msg_") and answer["model"] == "default"
     assert {k: answer[k] for k in ("type", "role", "content", "stop_reason", "stop_sequence", "usage")} == {
-        "type": "message", "role": "assistant", "content": [{"type": "text", "text": "Hello wörld"}],
-        "stop_reason": "end_turn", "stop_sequence": None, "usage": {"input_tokens": 7, "output_tokens": 2}}  # fmt: skip
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Hello wörld"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 7, "output_tokens": 2},
+    }
     assert engine.calls[0].messages == [ChatTurn("system", "Be brief."), ChatTurn("user", "Hi")]
 
 
 # --- answers and stop reasons ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("thinking, shown", [
-    (None, False), ({"type": "disabled"}, False), ({"type": "adaptive"}, True),
-    ({"type": "enabled", "budget_tokens": 1024}, True), ({"type": "adaptive", "display": "omitted"}, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "thinking, shown",
+    [
+        (None, False),
+        ({"type": "disabled"}, False),
+        ({"type": "adaptive"}, True),
+        ({"type": "enabled", "budget_tokens": 1024}, True),
+        ({"type": "adaptive", "display": "omitted"}, False),
+    ],
+)
 async def test_thinking_blocks_only_when_thinking_is_enabled_or_adaptive(thinking, shown):
     response = await post(FakeTextEngine(TEXT, reasoning_script()), body(max_tokens=2048, thinking=thinking))
     content = response.json()["content"]
@@ -207,7 +253,10 @@ async def test_max_tokens_reached_is_stop_reason_max_tokens():
     script = [Accepted(7), TextDelta("Hel"), finished("length", completion=1)]
     answer = (await post(FakeTextEngine(TEXT, script), body(max_tokens=1))).json()
     assert (answer["stop_reason"], answer["stop_sequence"], answer["content"]) == (
-        "max_tokens", None, [{"type": "text", "text": "Hel"}])  # fmt: skip
+        "max_tokens",
+        None,
+        [{"type": "text", "text": "Hel"}],
+    )
 
 
 async def test_a_matched_stop_sequence_is_stop_reason_stop_sequence_streamed_or_not():
@@ -221,35 +270,53 @@ async def test_a_matched_stop_sequence_is_stop_reason_stop_sequence_streamed_or_
 # --- streams ---------------------------------------------------------------------------------------------------
 async def test_a_stream_is_anthropics_events_in_order():
     script = [Accepted(9), ReasoningDelta("Hmm."), TextDelta("Let me"), TextDelta(" look."), *tool_script()[1:]]
-    response = await post(FakeTextEngine(TEXT, script),
-                          body(stream=True, tools=[WEATHER], thinking={"type": "adaptive"}))  # fmt: skip
+    response = await post(
+        FakeTextEngine(TEXT, script), body(stream=True, tools=[WEATHER], thinking={"type": "adaptive"})
+    )
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     got = events(response.text)
     assert [kind for kind, _ in got] == [
         "message_start",
-        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",  # thinking, signed
-        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",  # text
-        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",  # tool_use
-        "message_delta", "message_stop",
-    ]  # fmt: skip
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",  # thinking, signed
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",  # text
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",  # tool_use
+        "message_delta",
+        "message_stop",
+    ]
     start = got[0][1]["message"]
     assert (start["role"], start["content"], start["stop_reason"], start["model"]) == ("assistant", [], None, TEXT)
     assert start["usage"]["input_tokens"] == 9  # a text-only request was accepted (and counted) before the stream
     blocks = [data for kind, data in got if kind == "content_block_start"]
     assert [b["index"] for b in blocks] == [0, 1, 2]
     assert [b["content_block"] for b in blocks] == [
-        {"type": "thinking", "thinking": "", "signature": ""}, {"type": "text", "text": ""},
-        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {}}]  # fmt: skip
+        {"type": "thinking", "thinking": "", "signature": ""},
+        {"type": "text", "text": ""},
+        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {}},
+    ]
     deltas = [(data["index"], data["delta"]) for kind, data in got if kind == "content_block_delta"]
     assert deltas == [
-        (0, {"type": "thinking_delta", "thinking": "Hmm."}), (0, {"type": "signature_delta", "signature": ""}),
-        (1, {"type": "text_delta", "text": "Let me"}), (1, {"type": "text_delta", "text": " look."}),
+        (0, {"type": "thinking_delta", "thinking": "Hmm."}),
+        (0, {"type": "signature_delta", "signature": ""}),
+        (1, {"type": "text_delta", "text": "Let me"}),
+        (1, {"type": "text_delta", "text": " look."}),
         (2, {"type": "input_json_delta", "partial_json": '{"city": '}),
         (2, {"type": "input_json_delta", "partial_json": '"Paris"}'}),
-    ]  # fmt: skip
+    ]
     assert [data["index"] for kind, data in got if kind == "content_block_stop"] == [0, 1, 2]
-    assert got[-2][1] == {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-                          "usage": {"input_tokens": 9, "output_tokens": 5}}  # fmt: skip
+    assert got[-2][1] == {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {"input_tokens": 9, "output_tokens": 5},
+    }
 
 
 async def test_a_stream_without_thinking_shown_has_only_the_answer():
@@ -271,16 +338,21 @@ async def test_a_queued_stream_pings_until_the_first_token():
     assert [kind for kind, _ in events("".join(rest))][-2:] == ["message_delta", "message_stop"]
 
 
-@pytest.mark.parametrize("failure, kind", [
-    (EngineUnavailableError("the engine went away"), "api_error"),
-    (OverloadedError("queue full"), "overloaded_error"),
-    (ContextLengthExceededError("too long"), "invalid_request_error"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "failure, kind",
+    [
+        (EngineUnavailableError("the engine went away"), "api_error"),
+        (OverloadedError("queue full"), "overloaded_error"),
+        (ContextLengthExceededError("too long"), "invalid_request_error"),
+    ],
+)
 async def test_an_error_after_the_first_byte_is_an_error_event_and_the_end(failure, kind):
     response = await post(FakeTextEngine(TEXT, [Accepted(7), TextDelta("Hel"), failure]), body(stream=True))
     got = events(response.text)
-    assert response.status_code == 200 and got[-1] == ("error", {"type": "error", "error": {"type": kind,
-                                                                                             "message": failure.message}})  # fmt: skip
+    assert response.status_code == 200 and got[-1] == (
+        "error",
+        {"type": "error", "error": {"type": kind, "message": failure.message}},
+    )
     assert "message_stop" not in [k for k, _ in got]
 
 
@@ -292,7 +364,7 @@ async def test_images_in_a_user_turn_and_a_tool_result_are_captioned():
         {"role": "user", "content": [{"type": "text", "text": "What is this?"}, image_block()]},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [image_block()]}]},
-    ]  # fmt: skip
+    ]
     async with client_of(state, make_config(vision=True)) as client:
         response = await client.post("/v1/messages", json=body(messages=messages, tools=[WEATHER]))
     assert response.status_code == 200
@@ -336,24 +408,40 @@ async def test_count_tokens_needs_no_max_tokens_but_refuses_what_messages_refuse
 
 
 # --- errors ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("payload, says", [
-    ({"model": TEXT, "messages": HI}, "max_tokens"),
-    (body(temperature=1.5), "temperature"),
-    (body(messages=[]), "messages"),
-    (body(messages=[*HI, {"role": "assistant", "content": "Sure"}]), "prefill"),
-    (body(messages=[{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]),
-     "tool_use block, which a user message cannot have"),
-    (body(messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}]), "messages[0].content[0]"),
-    (body(thinking={"type": "enabled", "budget_tokens": 1024}), "must be less than max_tokens"),
-    (body(thinking={"type": "enabled"}), "budget_tokens is required"),
-    (body(tools=[{"type": "web_search_20250305", "name": "web_search"}]), "server tools"),
-    (body(tools=[WEATHER], tool_choice={"type": "tool", "name": "other"}), "not one of the tools"),
-    (body(tool_choice={"type": "any"}), "requires tools"),
-    (body(stop_sequences=[str(i) for i in range(17)]), "stop_sequences"),
-    (body(messages=[{"role": "user", "content": [{**image_block(), "source": {"type": "base64", "media_type": "image/bmp",
-                                                                             "data": "AA=="}}]}]), "media_type"),
-    (body(max_tokens=10**6), "max_tokens"),  # over gateway.limits.max_completion_tokens
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "payload, says",
+    [
+        ({"model": TEXT, "messages": HI}, "max_tokens"),
+        (body(temperature=1.5), "temperature"),
+        (body(messages=[]), "messages"),
+        (body(messages=[*HI, {"role": "assistant", "content": "Sure"}]), "prefill"),
+        (
+            body(messages=[{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]),
+            "tool_use block, which a user message cannot have",
+        ),
+        (body(messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}]), "messages[0].content[0]"),
+        (body(thinking={"type": "enabled", "budget_tokens": 1024}), "must be less than max_tokens"),
+        (body(thinking={"type": "enabled"}), "budget_tokens is required"),
+        (body(tools=[{"type": "web_search_20250305", "name": "web_search"}]), "server tools"),
+        (body(tools=[WEATHER], tool_choice={"type": "tool", "name": "other"}), "not one of the tools"),
+        (body(tool_choice={"type": "any"}), "requires tools"),
+        (body(stop_sequences=[str(i) for i in range(17)]), "stop_sequences"),
+        (
+            body(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {**image_block(), "source": {"type": "base64", "media_type": "image/bmp", "data": "AA=="}}
+                        ],
+                    }
+                ]
+            ),
+            "media_type",
+        ),
+        (body(max_tokens=10**6), "max_tokens"),  # over gateway.limits.max_completion_tokens
+    ],
+)
 async def test_bad_requests_are_400_invalid_request_error(payload, says):
     response = await post(FakeTextEngine(TEXT, hello_script()), payload)
     error = anthropic_error(response)
@@ -373,12 +461,15 @@ async def test_bad_json_is_400_invalid_request_error(content, says):
     assert (response.status_code, error["type"]) == (400, "invalid_request_error") and says in error["message"]
 
 
-@pytest.mark.parametrize("refusal, status, kind, retry_after", [
-    (OverloadedError("queue full"), 529, "overloaded_error", "1"),
-    (EngineUnavailableError("restarting"), 503, "api_error", "1"),
-    (DeadlineExceededError("too slow"), 504, "timeout_error", None),
-    (ContextLengthExceededError("too long"), 400, "invalid_request_error", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "refusal, status, kind, retry_after",
+    [
+        (OverloadedError("queue full"), 529, "overloaded_error", "1"),
+        (EngineUnavailableError("restarting"), 503, "api_error", "1"),
+        (DeadlineExceededError("too slow"), 504, "timeout_error", None),
+        (ContextLengthExceededError("too long"), 400, "invalid_request_error", None),
+    ],
+)
 async def test_engine_refusals_have_anthropics_statuses(refusal, status, kind, retry_after):
     for stream in (False, True):
         response = await post(FakeTextEngine(TEXT, [refusal]), body(stream=stream))
@@ -387,8 +478,12 @@ async def test_engine_refusals_have_anthropics_statuses(refusal, status, kind, r
 
 
 async def test_a_body_over_the_limit_is_413_request_too_large():
-    config = parse_models_config({"models": [{"name": TEXT, "hf_id": "x/text", "endpoint": "127.0.0.1:1"}],
-                                  "gateway": {"limits": {"max_body_bytes": 1000}}})  # fmt: skip
+    config = parse_models_config(
+        {
+            "models": [{"name": TEXT, "hf_id": "x/text", "endpoint": "127.0.0.1:1"}],
+            "gateway": {"limits": {"max_body_bytes": 1000}},
+        }
+    )
     engine = FakeTextEngine(TEXT, hello_script())
     async with client_of(make_state({TEXT: engine}, config), config) as client:
         response = await client.post("/v1/messages", json=body(system="x" * 2000))
@@ -413,18 +508,28 @@ async def test_unknown_paths_under_messages_are_anthropic_404s_and_other_paths_s
 
 
 async def test_api_keys_x_api_key_or_bearer_and_anthropics_401():
-    config = parse_models_config({"models": [{"name": TEXT, "hf_id": "x/text", "endpoint": "127.0.0.1:1"}],
-                                  "gateway": {"api_keys": ["sk-right"]}})  # fmt: skip
+    config = parse_models_config(
+        {
+            "models": [{"name": TEXT, "hf_id": "x/text", "endpoint": "127.0.0.1:1"}],
+            "gateway": {"api_keys": ["sk-right"]},
+        }
+    )
     async with client_of(make_state({TEXT: FakeTextEngine(TEXT, hello_script())}, config), config) as client:
         missing = await client.post("/v1/messages", json=body())
         wrong = await client.post("/v1/messages", json=body(), headers={"x-api-key": "sk-wrong"})
-        by_header = await client.post("/v1/messages", json=body(), headers={"x-api-key": "sk-right",
-                                                                           "anthropic-version": "2023-06-01",
-                                                                           "anthropic-beta": "tools-2024"})  # fmt: skip
-        by_bearer = await client.post("/v1/messages/count_tokens", json={"model": TEXT, "messages": HI},
-                                      headers={"authorization": "Bearer sk-right"})  # fmt: skip
-        chat = await client.post("/v1/chat/completions", json={"model": TEXT, "messages": HI},
-                                 headers={"x-api-key": "sk-wrong"})  # fmt: skip
+        by_header = await client.post(
+            "/v1/messages",
+            json=body(),
+            headers={"x-api-key": "sk-right", "anthropic-version": "2023-06-01", "anthropic-beta": "tools-2024"},
+        )
+        by_bearer = await client.post(
+            "/v1/messages/count_tokens",
+            json={"model": TEXT, "messages": HI},
+            headers={"authorization": "Bearer sk-right"},
+        )
+        chat = await client.post(
+            "/v1/chat/completions", json={"model": TEXT, "messages": HI}, headers={"x-api-key": "sk-wrong"}
+        )
     for refused in (missing, wrong):
         assert (refused.status_code, anthropic_error(refused)["type"]) == (401, "authentication_error")
     assert "x-api-key" in anthropic_error(missing)["message"]

@@ -37,23 +37,28 @@ def error_of(response: httpx.Response) -> dict:
     return body["error"]
 
 
-@pytest.mark.parametrize("fields, param", [
-    ({"temperature": 2.5}, "temperature"),
-    ({"top_p": 0}, "top_p"),
-    ({"presence_penalty": -3}, "presence_penalty"),
-    ({"frequency_penalty": 2.1}, "frequency_penalty"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"max_completion_tokens": -1}, "max_completion_tokens"),
-    ({"seed": "abc"}, "seed"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"stream": "sometimes"}, "stream"),
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
-    ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages[0].content[0]"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-     "messages[0].content[0].image_url.url"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"temperature": 2.5}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"presence_penalty": -3}, "presence_penalty"),
+        ({"frequency_penalty": 2.1}, "frequency_penalty"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_completion_tokens": -1}, "max_completion_tokens"),
+        ({"seed": "abc"}, "seed"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stream": "sometimes"}, "stream"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
+        ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages[0].content[0]"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages[0].content[0].image_url.url",
+        ),
+    ],
+)
 async def test_invalid_values_are_400_naming_the_field(client, fields, param):
     response = await client.post("/v1/chat/completions", json={"model": TEXT, "messages": HI, **fields})
     error = error_of(response)
@@ -65,24 +70,33 @@ async def test_invalid_values_are_400_naming_the_field(client, fields, param):
 async def test_missing_field_is_400_not_422(client):
     response = await client.post("/v1/chat/completions", json={"model": TEXT})
     assert response.status_code == 400
-    assert error_of(response) == {"message": "Missing required parameter: 'messages'.", "type": "invalid_request_error",
-                                  "param": "messages", "code": "missing_required_parameter"}  # fmt: skip
+    assert error_of(response) == {
+        "message": "Missing required parameter: 'messages'.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "missing_required_parameter",
+    }
 
 
-@pytest.mark.parametrize("content, content_type, says", [
-    (b"{not json", "application/json", "could not parse the JSON body"),
-    (b"", "application/json", "body is empty"),
-    (b"[1, 2]", "application/json", "must be a JSON object"),
-    (json.dumps({"model": TEXT, "messages": HI}).encode(), "application/x-www-form-urlencoded", "Content-Type"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "content, content_type, says",
+    [
+        (b"{not json", "application/json", "could not parse the JSON body"),
+        (b"", "application/json", "body is empty"),
+        (b"[1, 2]", "application/json", "must be a JSON object"),
+        (json.dumps({"model": TEXT, "messages": HI}).encode(), "application/x-www-form-urlencoded", "Content-Type"),
+    ],
+)
 async def test_malformed_bodies_are_400(client, content, content_type, says):
     response = await client.post("/v1/chat/completions", content=content, headers={"content-type": content_type})
     assert response.status_code == 400 and says in error_of(response)["message"]
 
 
 async def test_unknown_fields_are_ignored(client):
-    response = await client.post("/v1/chat/completions", json={"model": TEXT, "messages": HI, "store": True,
-                                                               "metadata": {"a": "b"}, "user": "me"})  # fmt: skip
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"model": TEXT, "messages": HI, "store": True, "metadata": {"a": "b"}, "user": "me"},
+    )
     assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "Hello wörld"
 
 
@@ -91,11 +105,14 @@ async def test_unknown_model_is_404(client):
     assert response.status_code == 404 and error_of(response)["code"] == "model_not_found"
 
 
-@pytest.mark.parametrize("error, status", [
-    (ContextLengthExceededError("too long", param="messages"), 400),
-    (EngineUnavailableError("engine down"), 503),
-    (DeadlineExceededError("too slow"), 504),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (ContextLengthExceededError("too long", param="messages"), 400),
+        (EngineUnavailableError("engine down"), 503),
+        (DeadlineExceededError("too slow"), 504),
+    ],
+)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_engine_errors_before_the_first_byte_keep_their_status(client, engines, error, status, stream):
     engines[TEXT].script = [error]
@@ -105,8 +122,9 @@ async def test_engine_errors_before_the_first_byte_keep_their_status(client, eng
 
 async def test_unexpected_exception_is_500_without_internals(client, engines):
     engines[TEXT].script = [RuntimeError("secret internal detail")]
-    response = await client.post("/v1/chat/completions", json={"model": TEXT, "messages": HI},
-                                 headers={"x-request-id": "crash-1"})  # fmt: skip
+    response = await client.post(
+        "/v1/chat/completions", json={"model": TEXT, "messages": HI}, headers={"x-request-id": "crash-1"}
+    )
     assert response.status_code == 500 and response.headers["x-request-id"] == "crash-1"
     error = error_of(response)
     assert error["type"] == "server_error" and "secret" not in response.text and "Traceback" not in response.text
@@ -121,11 +139,13 @@ async def test_unknown_route_and_method_in_openai_shape(client):
 
 
 async def test_request_id_is_echoed_and_sent_to_the_engine(client, engines):
-    response = await client.post("/v1/chat/completions", json={"model": TEXT, "messages": HI},
-                                 headers={"x-request-id": "client-id-42"})  # fmt: skip
+    response = await client.post(
+        "/v1/chat/completions", json={"model": TEXT, "messages": HI}, headers={"x-request-id": "client-id-42"}
+    )
     assert response.headers["x-request-id"] == "client-id-42" and engines[TEXT].calls[0].request_id == "client-id-42"
-    generated = await client.post("/v1/chat/completions", json={"model": TEXT, "messages": HI},
-                                  headers={"x-request-id": "bad id\twith spaces"})  # fmt: skip
+    generated = await client.post(
+        "/v1/chat/completions", json={"model": TEXT, "messages": HI}, headers={"x-request-id": "bad id\twith spaces"}
+    )
     rid = generated.headers["x-request-id"]
     assert rid.startswith("req-") and engines[TEXT].calls[1].request_id == rid
 

@@ -120,8 +120,11 @@ async def test_health_ready_and_metrics_need_a_key_when_configured():
 async def test_the_openapi_document_declares_the_bearer_scheme_and_the_401():
     async with client_for(config_with(api_keys=KEYS)) as client:
         doc = (await client.get("/openapi.json")).json()
-    assert doc["components"]["securitySchemes"]["ApiKey"] == {"type": "http", "scheme": "bearer",
-                                                              "description": doc["components"]["securitySchemes"]["ApiKey"]["description"]}  # fmt: skip
+    assert doc["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": doc["components"]["securitySchemes"]["ApiKey"]["description"],
+    }
     v1 = [(path, op) for path, ops in doc["paths"].items() if path.startswith("/v1") for op in ops.values()]
     assert {path for path, _ in v1} >= {"/v1/chat/completions", "/v1/models", "/v1/models/{model_id}"}
     for path, operation in v1:
@@ -171,14 +174,16 @@ sk-file-one
    sk-file-two
 # retired: sk-old
 sk-file-three
-"""  # fmt: skip
+"""
 
 
 async def test_a_key_file_with_several_keys_blank_lines_and_comments(tmp_path):
     (tmp_path / "keys").write_text(KEY_FILE)
     assert parse_key_file(KEY_FILE, "keys") == ["sk-file-one", "sk-file-two", "sk-file-three"]
-    (tmp_path / "models.yaml").write_text(f"models:\n  - name: {TEXT}\n    hf_id: a/b\n    endpoint: 127.0.0.1:1\n"
-                                          "gateway:\n  api_keys: [sk-inline]\n  api_keys_file: keys\n")  # fmt: skip
+    (tmp_path / "models.yaml").write_text(
+        f"models:\n  - name: {TEXT}\n    hf_id: a/b\n    endpoint: 127.0.0.1:1\n"
+        "gateway:\n  api_keys: [sk-inline]\n  api_keys_file: keys\n"
+    )
     config = load_models_config(tmp_path / "models.yaml")
     assert config.gateway.api_keys_file == str(tmp_path / "keys")  # relative to models.yaml
     async with client_for(config) as client:

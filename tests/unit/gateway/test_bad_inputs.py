@@ -43,11 +43,17 @@ class WireCheckingEngine(FakeTextEngine):
     """The fake engine behind a check the real client makes implicitly: every call's GenerateRequest is built
     and serialized first (protobuf refuses what it cannot carry: lone surrogates, ints past uint32)."""
 
-    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions(), affinity_key="",
-                 prompt=None):  # fmt: skip
+    def generate(self, messages, params, *, request_id, timeout, options=OutputOptions(), affinity_key="", prompt=None):
         request = to_request(self.model, messages, params, options, request_id, prompt)
-        events = super().generate(messages, params, request_id=request_id, timeout=timeout, options=options,
-                                  affinity_key=affinity_key, prompt=prompt)  # fmt: skip
+        events = super().generate(
+            messages,
+            params,
+            request_id=request_id,
+            timeout=timeout,
+            options=options,
+            affinity_key=affinity_key,
+            prompt=prompt,
+        )
         return _serialized_first(request, events)
 
 
@@ -84,8 +90,10 @@ def serve_images(request: httpx.Request) -> httpx.Response:
 
 
 def hostile_config(limits: dict | None = None, images: dict | None = None) -> ModelsConfig:
-    models = [{"name": TEXT, "hf_id": "x/text", "endpoint": "127.0.0.1:1"},
-              {"name": VISION, "hf_id": "x/vision", "endpoint": "127.0.0.1:3", "capabilities": {"vision_mode": "proxy"}}]  # fmt: skip
+    models = [
+        {"name": TEXT, "hf_id": "x/text", "endpoint": "127.0.0.1:1"},
+        {"name": VISION, "hf_id": "x/vision", "endpoint": "127.0.0.1:3", "capabilities": {"vision_mode": "proxy"}},
+    ]
     images = {"max_images_per_request": 3, "max_image_bytes": 64 * 1024, **(images or {})}
     gateway = {"images": images, "limits": limits or {}}
     return parse_models_config({"models": models, "gateway": gateway})
@@ -115,8 +123,12 @@ def engine():
 
 @pytest.fixture
 async def client(engine):
-    app = await hostile_app(hostile_config({"max_messages": 64, "max_text_chars": 20_000, "max_completion_tokens": 4096,
-                                            "max_body_bytes": 256 * 1024}), engine)  # fmt: skip
+    app = await hostile_app(
+        hostile_config(
+            {"max_messages": 64, "max_text_chars": 20_000, "max_completion_tokens": 4096, "max_body_bytes": 256 * 1024}
+        ),
+        engine,
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         yield c
 
@@ -130,8 +142,15 @@ def openai_error(response: httpx.Response) -> dict:
 
 def image(url, **extra) -> list[dict]:
     """A user message with one image part (the object form; `url` may be anything)."""
-    return [{"role": "user", "content": [{"type": "text", "text": "What is it?"},
-                                         {"type": "image_url", "image_url": {"url": url, **extra}}]}]  # fmt: skip
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is it?"},
+                {"type": "image_url", "image_url": {"url": url, **extra}},
+            ],
+        }
+    ]
 
 
 def data_url(payload: bytes, mime: str = "image/png") -> str:
@@ -323,7 +342,7 @@ BAD = [
         JSON,
         400,
         "messages[0].content[0].image_url",
-    ),  # fmt: skip
+    ),
     (
         "image URL with port 99999",
         body(messages=image("http://images.example:99999/cat.png")),
@@ -344,7 +363,7 @@ BAD = [
         JSON,
         400,
         "messages[0].content[0].image_url",
-    ),  # fmt: skip
+    ),
     ("image URL empty (user message)", body(messages=image("")), JSON, 400, "messages[0].content[1].image_url.url"),
     (
         "image_url null",
@@ -465,7 +484,7 @@ BAD = [
         JSON,
         400,
         "messages[0].content[0].image_url",
-    ),  # fmt: skip
+    ),
     (
         "more images than allowed",
         body(
@@ -476,7 +495,7 @@ BAD = [
         JSON,
         400,
         "messages",
-    ),  # fmt: skip
+    ),
     # -- data URLs --
     (
         "data URL without a comma",
@@ -617,8 +636,11 @@ async def test_odd_but_valid_input_is_answered(client, engine, kind, content, re
 
 
 async def test_junk_headers_do_not_matter(client, engine):
-    response = await client.post("/v1/chat/completions", content=body(), headers={
-        "content-type": JSON, "x-request-id": "../../etc/passwd\t", "x-stainless-timeout": "NaN"})  # fmt: skip
+    response = await client.post(
+        "/v1/chat/completions",
+        content=body(),
+        headers={"content-type": JSON, "x-request-id": "../../etc/passwd\t", "x-stainless-timeout": "NaN"},
+    )
     assert response.status_code == 200 and response.headers["x-request-id"].startswith("req-")
     assert engine.calls[0].timeout == 5.0  # the configured deadline: NaN is no timeout
 

@@ -16,7 +16,7 @@ from services.common.errors import (
     ContextLengthExceededError,
     EngineUnavailableError,
     InternalError,
-    InvalidRequestError,  # fmt: skip
+    InvalidRequestError,
     ModelNotFoundError,
 )
 
@@ -63,8 +63,11 @@ async def test_stream_with_usage_matches_golden_transcript():
 async def test_stream_without_include_usage_has_no_usage_chunk():
     state = make_state({TEXT: FakeTextEngine(TEXT, hello_script())})
     transcript = normalized(await run_stream(state, request(stream=True)))
-    expected = "".join(f"{line}\n\n" for line in GOLDEN.read_text(encoding="utf-8").split("\n\n")
-                       if line and '"choices":[]' not in line)  # fmt: skip
+    expected = "".join(
+        f"{line}\n\n"
+        for line in GOLDEN.read_text(encoding="utf-8").split("\n\n")
+        if line and '"choices":[]' not in line
+    )
     assert transcript == expected
 
 
@@ -93,8 +96,17 @@ async def test_length_finish_reason_passes_through():
 async def test_only_parameters_the_client_sent_are_set():
     engine = FakeTextEngine(TEXT, hello_script())
     state = make_state({TEXT: engine})
-    plan = await state.chat.plan(request(temperature=0, max_tokens=9, max_completion_tokens=5, stop="END",
-                                         presence_penalty=0.5, user="u1", some_future_field={"x": 1}))  # fmt: skip
+    plan = await state.chat.plan(
+        request(
+            temperature=0,
+            max_tokens=9,
+            max_completion_tokens=5,
+            stop="END",
+            presence_penalty=0.5,
+            user="u1",
+            some_future_field={"x": 1},
+        )
+    )
     await state.chat.complete(plan, "r")
     params = engine.calls[0].params
     assert (params.temperature, params.max_tokens, params.stop, params.presence_penalty) == (0, 5, ("END",), 0.5)
@@ -106,8 +118,9 @@ async def test_text_parts_are_joined_into_one_text_turn():
     engine = FakeTextEngine(TEXT, hello_script())
     state = make_state({TEXT: engine})
     parts = [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]
-    body = ChatCompletionRequest.model_validate({"model": TEXT, "messages": [
-        {"role": "developer", "content": "be brief"}, {"role": "user", "content": parts}]})  # fmt: skip
+    body = ChatCompletionRequest.model_validate(
+        {"model": TEXT, "messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": parts}]}
+    )
     await state.chat.complete(await state.chat.plan(body), "r")
     assert [(t.role, t.content) for t in engine.calls[0].messages] == [("developer", "be brief"), ("user", "one\ntwo")]
 
@@ -148,12 +161,15 @@ async def test_error_before_the_first_event_is_raised_and_the_call_closed():
     assert engine.calls[0].closed.is_set()
 
 
-@pytest.mark.parametrize("tail, kind", [
-    ([finished("error", error="CUDA fell over")], "server_error"),
-    ([EngineUnavailableError("engine went away")], "server_error"),
-    ([], "server_error"),  # the engine ended without a Finished
-    ([RuntimeError("a bug")], "server_error"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "tail, kind",
+    [
+        ([finished("error", error="CUDA fell over")], "server_error"),
+        ([EngineUnavailableError("engine went away")], "server_error"),
+        ([], "server_error"),  # the engine ended without a Finished
+        ([RuntimeError("a bug")], "server_error"),
+    ],
+)
 async def test_error_after_the_first_byte_is_an_sse_error_event_then_done(tail, kind):
     engine = FakeTextEngine(TEXT, [Accepted(1), TextDelta("partial"), *tail])
     state = make_state({TEXT: engine})
@@ -258,8 +274,14 @@ async def test_reasoning_streams_in_its_own_field_and_counts_in_usage():
     assert normalized(transcript) == REASONING_GOLDEN.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("field, keys", [("reasoning_content", {"reasoning_content"}), ("reasoning", {"reasoning"}),
-                                         ("both", {"reasoning_content", "reasoning"})])  # fmt: skip
+@pytest.mark.parametrize(
+    "field, keys",
+    [
+        ("reasoning_content", {"reasoning_content"}),
+        ("reasoning", {"reasoning"}),
+        ("both", {"reasoning_content", "reasoning"}),
+    ],
+)
 async def test_the_reasoning_field_name_is_configurable(field, keys):
     state = make_state({TEXT: FakeTextEngine(TEXT, reasoning_script())}, reasoning_field=field)
     body = await state.chat.complete(await state.chat.plan(request()), "r")
@@ -267,8 +289,11 @@ async def test_the_reasoning_field_name_is_configurable(field, keys):
     assert message["content"] == "Hello!" and set(message) - {"role", "content"} == keys
     assert all(message[k] == "Let me think." for k in keys)
     assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 4}
-    deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in (await run_stream(state, request(stream=True))).splitlines()
-              if line.startswith("data: {")][1:-1]  # fmt: skip
+    deltas = [
+        json.loads(line[6:])["choices"][0]["delta"]
+        for line in (await run_stream(state, request(stream=True))).splitlines()
+        if line.startswith("data: {")
+    ][1:-1]
     assert [set(d) for d in deltas] == [keys, keys, {"content"}, {"content"}]
 
 
@@ -284,9 +309,13 @@ async def test_include_reasoning_false_drops_it_but_usage_still_counts_it():
 async def test_reasoning_sent_back_with_an_assistant_message_reaches_the_engine():
     engine = FakeTextEngine(TEXT, hello_script())
     state = make_state({TEXT: engine})
-    body = request(messages=[{"role": "user", "content": "Hi"},
-                             {"role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."},
-                             {"role": "assistant", "content": "Again", "reasoning": "vLLM's name"},
-                             {"role": "user", "content": "Bye", "reasoning_content": "ignored for users"}])  # fmt: skip
+    body = request(
+        messages=[
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!", "reasoning_content": "Greet back."},
+            {"role": "assistant", "content": "Again", "reasoning": "vLLM's name"},
+            {"role": "user", "content": "Bye", "reasoning_content": "ignored for users"},
+        ]
+    )
     await state.chat.complete(await state.chat.plan(body), "r")
     assert [t.reasoning for t in engine.calls[0].messages] == ["", "Greet back.", "vLLM's name", ""]

@@ -12,16 +12,31 @@ S = grpc.StatusCode
 
 TABLE = [
     # status, trailers, class, http, type, code, param
-    (S.INVALID_ARGUMENT, {"x-error-code": "context_length_exceeded", "x-error-param": "messages"},
-     errors.ContextLengthExceededError, 400, "invalid_request_error", "context_length_exceeded", "messages"),
-    (S.INVALID_ARGUMENT, {"x-error-param": "stop"}, errors.InvalidRequestError, 400, "invalid_request_error", None, "stop"),
+    (
+        S.INVALID_ARGUMENT,
+        {"x-error-code": "context_length_exceeded", "x-error-param": "messages"},
+        errors.ContextLengthExceededError,
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+        "messages",
+    ),
+    (
+        S.INVALID_ARGUMENT,
+        {"x-error-param": "stop"},
+        errors.InvalidRequestError,
+        400,
+        "invalid_request_error",
+        None,
+        "stop",
+    ),
     (S.NOT_FOUND, {}, errors.ModelNotFoundError, 404, "invalid_request_error", "model_not_found", None),
     (S.UNAVAILABLE, {}, errors.EngineUnavailableError, 503, "server_error", "engine_unavailable", None),
     (S.RESOURCE_EXHAUSTED, {}, errors.OverloadedError, 503, "server_error", "server_overloaded", None),
     (S.DEADLINE_EXCEEDED, {}, errors.DeadlineExceededError, 504, "timeout_error", "timeout", None),
     (S.INTERNAL, {}, errors.InternalError, 500, "server_error", None, None),
     (S.UNKNOWN, {}, errors.InternalError, 500, "server_error", None, None),  # anything unlisted
-]  # fmt: skip
+]
 
 
 def rpc_error(status: grpc.StatusCode, trailers: dict, details: str = "what the engine said") -> grpc.aio.AioRpcError:
@@ -39,8 +54,14 @@ def test_grpc_status_translates_to_our_error(status, trailers, cls, http, kind, 
 
 
 def test_every_error_class_round_trips_through_grpc_trailers():
-    for cls in (errors.InvalidRequestError, errors.ContextLengthExceededError, errors.ModelNotFoundError,
-                errors.EngineUnavailableError, errors.OverloadedError, errors.DeadlineExceededError):  # fmt: skip
+    for cls in (
+        errors.InvalidRequestError,
+        errors.ContextLengthExceededError,
+        errors.ModelNotFoundError,
+        errors.EngineUnavailableError,
+        errors.OverloadedError,
+        errors.DeadlineExceededError,
+    ):
         sent = cls("m", param="p")
         back = translate(rpc_error(sent.grpc_status, dict(sent.grpc_trailers()), "m"))
         assert type(back) is cls and back.to_openai() == sent.to_openai()

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
-    status_code_conformance,  # fmt: skip
+    status_code_conformance,
 )
 
 from .fakes import TEXT, VISION, hello_script
@@ -36,8 +36,14 @@ CHAT_EXAMPLES = int(os.environ.get("PROXYVISION_FUZZ_EXAMPLES", "250"))
 # The other protocols' generation routes: the same core behind them, so fewer cases each.
 PROTOCOLS = ("POST /v1/responses", "POST /v1/messages", "POST /v1/completions")
 PROTOCOL_EXAMPLES = max(20, CHAT_EXAMPLES // 6)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, negative_data_rejection]  # fmt: skip
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 # Mostly the served text model; sometimes the vision model (not a chat model: 400/404) or an unknown one (404).
 MODELS = st.sampled_from([TEXT] * 6 + [VISION, "no-such-model"])
 STATUSES: Counter = Counter()  # what the run saw, for docs/reliability.md (printed by the last test)
@@ -61,8 +67,14 @@ def load_schema(app, mode: GenerationMode):
             # rules the document cannot express (which roles need content, tool_call_id, tool_calls), so that
             # generated parameters reach the chat core instead of stopping at the first message.
             return st.tuples(MODELS, st.booleans(), st.booleans()).map(
-                lambda drawn: {**body, "model": drawn[0], "messages": body["messages"] if drawn[1] and drawn[2]
-                               else [_plausible(m) for m in body["messages"]]})  # fmt: skip
+                lambda drawn: {
+                    **body,
+                    "model": drawn[0],
+                    "messages": body["messages"]
+                    if drawn[1] and drawn[2]
+                    else [_plausible(m) for m in body["messages"]],
+                }
+            )
         if isinstance(body, dict) and "model" in body:  # another protocol's request: a model that exists, mostly
             return MODELS.map(lambda model: {**body, "model": model})
         return st.just(body)
@@ -94,8 +106,11 @@ def test_every_generated_request_is_answered_as_documented(app, mode):
     for operation in operations(load_schema(app, mode)):
         if mode is GenerationMode.NEGATIVE and "requestBody" not in operation.definition.raw:
             continue  # nothing to get wrong: no body, and a string path parameter accepts any string
-        examples = CHAT_EXAMPLES if operation.label == "POST /v1/chat/completions" else (
-            PROTOCOL_EXAMPLES if operation.label in PROTOCOLS else 20)  # fmt: skip
+        examples = (
+            CHAT_EXAMPLES
+            if operation.label == "POST /v1/chat/completions"
+            else (PROTOCOL_EXAMPLES if operation.label in PROTOCOLS else 20)
+        )
         fuzz(operation, mode, examples)()
 
 
@@ -103,8 +118,14 @@ def fuzz(operation, mode: GenerationMode, examples: int):
     """The hypothesis test of one operation: `examples` generated requests, each answered as documented."""
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     def answered_as_documented(case):
         response = case.call_and_validate(checks=CHECKS)
         STATUSES[(operation.label, mode.value, response.status_code)] += 1

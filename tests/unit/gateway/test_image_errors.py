@@ -76,48 +76,129 @@ NOT_ACCESSIBLE, TIMEOUT, TOO_LARGE, INVALID = (
 )
 # One case a row (reason, URL, code, the whole message): columns the formatter would break apart.
 CASES = [
-    ("private address", "http://images.corp/cat.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: images.corp resolves to a private address (10.0.0.0/8)"),
-    ("loopback", "http://localhost:8000/cat.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: localhost resolves to a loopback address (127.0.0.0/8)"),
-    ("metadata service", "http://169.254.169.254/latest/meta-data/", NOT_ACCESSIBLE,
-     "Image URL not accessible: 169.254.169.254 is a link-local/metadata address (169.254.0.0/16)"),
-    ("IPv6 loopback", "http://[::1]/cat.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: ::1 is a loopback address (::1/128)"),
-    ("DNS failure", "http://nosuch.example/cat.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: the host name nosuch.example does not resolve"),
-    ("host IDNA cannot encode", "http://images..example/cat.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: images..example is not a valid host name"),
-    ("HTTP status", "http://images.example/dog.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: the server at images.example answered 404"),
-    ("5xx after retries", "http://images.example/broken.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: the server at images.example answered 503 (3 attempts)"),
-    ("connection refused", "http://images.example/down.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: could not connect to images.example (3 attempts)"),
-    ("unsupported scheme", "ftp://images.example/cat.png", NOT_ACCESSIBLE,
-     f"Image URL not accessible: the scheme 'ftp' is not supported ({SCHEMES})"),
-    ("file scheme", "file:///etc/passwd", NOT_ACCESSIBLE,
-     f"Image URL not accessible: the scheme 'file' is not supported ({SCHEMES})"),
-    ("credentials in the URL", "http://user:pw@images.example/cat.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: the URL carries a user name or password (user@host), which is not allowed"),
-    ("redirect to a blocked address", "http://images.example/moved.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: after a redirect from images.example, 10.0.0.5 is a private address (10.0.0.0/8)"),
-    ("too many redirects", "http://images.example/loop.png", NOT_ACCESSIBLE,
-     "Image URL not accessible: more than 3 redirects, starting at images.example"),
-    ("too large", "http://images.example/big.png", TOO_LARGE,
-     f"Image is larger than the limit of {LIMIT} bytes: images.example declared {LIMIT + 1}"),
-    ("too large data URL", data_url("AAAA" * (LIMIT // 3 + 1)), TOO_LARGE,
-     f"Image is larger than the limit of {LIMIT} bytes: the data URL holds {3 * (LIMIT // 3 + 1)}"),
-    ("not an image", "http://images.example/page.html", INVALID,
-     "Invalid image from images.example (served as text/html): not a decodable image in a supported format "
-     "(JPEG, PNG, WEBP, GIF, BMP)"),
-    ("bad base64", data_url("@@@@"), INVALID, "Invalid image: invalid base64 in data URL (Only base64 data is allowed)"),
+    (
+        "private address",
+        "http://images.corp/cat.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: images.corp resolves to a private address (10.0.0.0/8)",
+    ),
+    (
+        "loopback",
+        "http://localhost:8000/cat.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: localhost resolves to a loopback address (127.0.0.0/8)",
+    ),
+    (
+        "metadata service",
+        "http://169.254.169.254/latest/meta-data/",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: 169.254.169.254 is a link-local/metadata address (169.254.0.0/16)",
+    ),
+    (
+        "IPv6 loopback",
+        "http://[::1]/cat.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: ::1 is a loopback address (::1/128)",
+    ),
+    (
+        "DNS failure",
+        "http://nosuch.example/cat.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: the host name nosuch.example does not resolve",
+    ),
+    (
+        "host IDNA cannot encode",
+        "http://images..example/cat.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: images..example is not a valid host name",
+    ),
+    (
+        "HTTP status",
+        "http://images.example/dog.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: the server at images.example answered 404",
+    ),
+    (
+        "5xx after retries",
+        "http://images.example/broken.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: the server at images.example answered 503 (3 attempts)",
+    ),
+    (
+        "connection refused",
+        "http://images.example/down.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: could not connect to images.example (3 attempts)",
+    ),
+    (
+        "unsupported scheme",
+        "ftp://images.example/cat.png",
+        NOT_ACCESSIBLE,
+        f"Image URL not accessible: the scheme 'ftp' is not supported ({SCHEMES})",
+    ),
+    (
+        "file scheme",
+        "file:///etc/passwd",
+        NOT_ACCESSIBLE,
+        f"Image URL not accessible: the scheme 'file' is not supported ({SCHEMES})",
+    ),
+    (
+        "credentials in the URL",
+        "http://user:pw@images.example/cat.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: the URL carries a user name or password (user@host), which is not allowed",
+    ),
+    (
+        "redirect to a blocked address",
+        "http://images.example/moved.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: after a redirect from images.example, 10.0.0.5 is a private address (10.0.0.0/8)",
+    ),
+    (
+        "too many redirects",
+        "http://images.example/loop.png",
+        NOT_ACCESSIBLE,
+        "Image URL not accessible: more than 3 redirects, starting at images.example",
+    ),
+    (
+        "too large",
+        "http://images.example/big.png",
+        TOO_LARGE,
+        f"Image is larger than the limit of {LIMIT} bytes: images.example declared {LIMIT + 1}",
+    ),
+    (
+        "too large data URL",
+        data_url("AAAA" * (LIMIT // 3 + 1)),
+        TOO_LARGE,
+        f"Image is larger than the limit of {LIMIT} bytes: the data URL holds {3 * (LIMIT // 3 + 1)}",
+    ),
+    (
+        "not an image",
+        "http://images.example/page.html",
+        INVALID,
+        "Invalid image from images.example (served as text/html): not a decodable image in a supported format "
+        "(JPEG, PNG, WEBP, GIF, BMP)",
+    ),
+    (
+        "bad base64",
+        data_url("@@@@"),
+        INVALID,
+        "Invalid image: invalid base64 in data URL (Only base64 data is allowed)",
+    ),
     ("bad padding", data_url("QQ="), INVALID, "Invalid image: invalid base64 in data URL (Incorrect padding)"),
-    ("bad data URL", "data:image/png;base64", INVALID,
-     "Invalid image: malformed data URL (expected data:image/<type>;base64,<data>)"),
-    ("data URL of text", "data:text/plain;base64," + base64.b64encode(b"hi").decode(), INVALID,
-     "Invalid image: data URL type 'text/plain' is not an image (data:image/<type>;base64,<data>)"),
-]  # fmt: skip
+    (
+        "bad data URL",
+        "data:image/png;base64",
+        INVALID,
+        "Invalid image: malformed data URL (expected data:image/<type>;base64,<data>)",
+    ),
+    (
+        "data URL of text",
+        "data:text/plain;base64," + base64.b64encode(b"hi").decode(),
+        INVALID,
+        "Invalid image: data URL type 'text/plain' is not an image (data:image/<type>;base64,<data>)",
+    ),
+]
 
 
 async def post_image(url: str, images: dict | None = None) -> dict:
@@ -152,8 +233,11 @@ async def test_a_timeout_names_the_host_and_the_limit_in_the_brief_words():
 
 
 async def test_a_refusal_shows_neither_resolved_addresses_nor_exception_text():
-    for url, hidden in [("http://images.corp/cat.png", "10.1.2.3"), ("http://images.example/down.png", SECRET),
-                        ("http://localhost/cat.png", "127.0.0.1")]:  # fmt: skip
+    for url, hidden in [
+        ("http://images.corp/cat.png", "10.1.2.3"),
+        ("http://images.example/down.png", SECRET),
+        ("http://localhost/cat.png", "127.0.0.1"),
+    ]:
         error = await post_image(url)
         assert hidden not in error["message"], error
         assert "Error" not in error["message"] and "Traceback" not in error["message"], error

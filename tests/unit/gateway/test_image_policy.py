@@ -27,11 +27,18 @@ RED, BLUE = png((200, 30, 30)), jpeg((30, 30, 200), (40, 30))
 def config(*, native: bool = True, proxy: bool = True, **gateway) -> ModelsConfig:
     models = [{"name": TEXT, "hf_id": "x/text", "endpoint": "127.0.0.1:1"}]
     if native:
-        models.append({"name": NATIVE, "hf_id": "Qwen/Qwen2-VL-2B-Instruct", "endpoint": "127.0.0.1:2",
-                       "capabilities": {"vision_mode": "native"}})  # fmt: skip
+        models.append(
+            {
+                "name": NATIVE,
+                "hf_id": "Qwen/Qwen2-VL-2B-Instruct",
+                "endpoint": "127.0.0.1:2",
+                "capabilities": {"vision_mode": "native"},
+            }
+        )
     if proxy:
-        models.append({"name": VISION, "hf_id": "x/vision", "endpoint": "127.0.0.1:3",
-                       "capabilities": {"vision_mode": "proxy"}})  # fmt: skip
+        models.append(
+            {"name": VISION, "hf_id": "x/vision", "endpoint": "127.0.0.1:3", "capabilities": {"vision_mode": "proxy"}}
+        )
     return parse_models_config({"models": models, "gateway": gateway})
 
 
@@ -44,11 +51,20 @@ def image_part(payload: bytes, detail: str = "auto", mime: str = "image/png") ->
 
 
 def compare_request(model: str, **fields) -> ChatCompletionRequest:
-    content = [{"type": "text", "text": "compare this"}, image_part(RED, "low"),
-               {"type": "text", "text": "with this"}, image_part(BLUE, "high", "image/jpeg"),
-               {"type": "text", "text": "please"}]  # fmt: skip
-    return ChatCompletionRequest.model_validate({"model": model, "messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": content}], **fields})  # fmt: skip
+    content = [
+        {"type": "text", "text": "compare this"},
+        image_part(RED, "low"),
+        {"type": "text", "text": "with this"},
+        image_part(BLUE, "high", "image/jpeg"),
+        {"type": "text", "text": "please"},
+    ]
+    return ChatCompletionRequest.model_validate(
+        {
+            "model": model,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}],
+            **fields,
+        }
+    )
 
 
 def test_policies_for_the_three_cases_and_side_by_side():
@@ -126,17 +142,24 @@ async def test_a_configured_proxy_that_is_down_is_still_the_503():
 @pytest.mark.parametrize(
     "content, code, param",
     [
-        ([{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@@"}}],
-         "invalid_image", "messages[0].content[1].image_url"),
+        (
+            [{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@@"}}],
+            "invalid_image",
+            "messages[0].content[1].image_url",
+        ),
         ([image_part(RED)] * 5, "too_many_images", "messages"),
-        ([{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}], "image_url_not_accessible",
-         "messages[0].content[0].image_url"),
+        (
+            [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}],
+            "image_url_not_accessible",
+            "messages[0].content[0].image_url",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_native_images_get_the_same_checks_and_400s(content, code, param):
     engine = FakeTextEngine(NATIVE, hello_script())
-    state = await make_vision_state(config(images={"max_images_per_request": 4}), {TEXT: FakeTextEngine(TEXT),
-                                    NATIVE: engine}, None)  # fmt: skip
+    state = await make_vision_state(
+        config(images={"max_images_per_request": 4}), {TEXT: FakeTextEngine(TEXT), NATIVE: engine}, None
+    )
     request = ChatCompletionRequest.model_validate(
         {"model": NATIVE, "messages": [{"role": "user", "content": content}]}
     )
@@ -148,8 +171,12 @@ async def test_native_images_get_the_same_checks_and_400s(content, code, param):
 
 async def test_native_images_outside_user_messages_are_refused():
     state = await make_vision_state(config(), {TEXT: FakeTextEngine(TEXT), NATIVE: FakeTextEngine(NATIVE)}, None)
-    request = ChatCompletionRequest.model_validate({"model": NATIVE, "messages": [
-        {"role": "system", "content": [image_part(RED)]}, {"role": "user", "content": "hi"}]})  # fmt: skip
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": NATIVE,
+            "messages": [{"role": "system", "content": [image_part(RED)]}, {"role": "user", "content": "hi"}],
+        }
+    )
     with pytest.raises(InvalidRequestError) as info:
         await state.chat.plan(request)
     assert info.value.param == "messages[0].content[0].image_url"

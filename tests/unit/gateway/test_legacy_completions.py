@@ -27,8 +27,10 @@ WORLD_2 = TokenLogprob("\ufffdrld", float("-inf"), b"\xb6rld")
 
 
 def config(**gateway):
-    models = [{"name": TEXT, "hf_id": "mistralai/Ministral-3-3B-Reasoning-2512", "endpoint": "127.0.0.1:1"},
-              {"name": OTHER, "hf_id": "x/other", "endpoint": "127.0.0.1:2"}]  # fmt: skip
+    models = [
+        {"name": TEXT, "hf_id": "mistralai/Ministral-3-3B-Reasoning-2512", "endpoint": "127.0.0.1:1"},
+        {"name": OTHER, "hf_id": "x/other", "endpoint": "127.0.0.1:2"},
+    ]
     return parse_models_config({"models": models, "gateway": gateway})
 
 
@@ -68,12 +70,15 @@ async def client(engine):
 
 
 # --- the request as the engine sees it -------------------------------------------------------------------------
-@pytest.mark.parametrize(("prompt", "raw"), [
-    ("def add(a, b):", [RawPrompt("def add(a, b):")]),
-    (["one", "two"], [RawPrompt("one"), RawPrompt("two")]),
-    ([1, 2, 3], [RawPrompt(token_ids=(1, 2, 3))]),
-    ([[1, 2], [3]], [RawPrompt(token_ids=(1, 2)), RawPrompt(token_ids=(3,))]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("prompt", "raw"),
+    [
+        ("def add(a, b):", [RawPrompt("def add(a, b):")]),
+        (["one", "two"], [RawPrompt("one"), RawPrompt("two")]),
+        ([1, 2, 3], [RawPrompt(token_ids=(1, 2, 3))]),
+        ([[1, 2], [3]], [RawPrompt(token_ids=(1, 2)), RawPrompt(token_ids=(3,))]),
+    ],
+)
 async def test_each_prompt_form_is_one_raw_prompt_per_prompt_with_no_messages(client, engine, prompt, raw):
     response = await client.post("/v1/completions", json={"model": TEXT, "prompt": prompt})
     assert response.status_code == 200, response.text
@@ -100,8 +105,20 @@ async def test_suffix_goes_with_every_prompt_and_an_engine_refusal_of_it_comes_b
 
 async def test_sampling_fields_map_to_the_engine_and_choice_i_samples_with_seed_plus_i(engine):
     state = make_state({TEXT: FakeTextEngine(TEXT, scripts=[script("x")] * 2)})
-    await complete(state, request(n=2, seed=41, stop=["\n\n", "def "], temperature=0.5, top_k=3, min_tokens=2,
-                                  max_tokens=9, logit_bias={"7": -100}, user="ann"))  # fmt: skip
+    await complete(
+        state,
+        request(
+            n=2,
+            seed=41,
+            stop=["\n\n", "def "],
+            temperature=0.5,
+            top_k=3,
+            min_tokens=2,
+            max_tokens=9,
+            logit_bias={"7": -100},
+            user="ann",
+        ),
+    )
     first, second = state.completions.core.registry.text[TEXT].calls
     assert (first.params.seed, second.params.seed) == (41, 42)
     assert first.params.stop == ("\n\n", "def ") and first.params.temperature == 0.5 and first.params.top_k == 3
@@ -126,8 +143,12 @@ async def test_a_text_completion_has_openais_shape_and_usage():
 
 
 async def test_a_batch_numbers_choices_prompt_times_n_plus_choice_and_counts_every_prompt():
-    scripts = [script("p0c0", 1, prompt=3), script("p0c1", 2, prompt=3), script("p1c0", 3, prompt=4),
-               script("p1c1", 4, prompt=4)]  # fmt: skip
+    scripts = [
+        script("p0c0", 1, prompt=3),
+        script("p0c1", 2, prompt=3),
+        script("p1c0", 3, prompt=4),
+        script("p1c1", 4, prompt=4),
+    ]
     engine = FakeTextEngine(TEXT, scripts=scripts)
     body = await complete(make_state({TEXT: engine}), request(prompt=["first", "second"], n=2))
     assert [(c["index"], c["text"]) for c in body["choices"]] == [(0, "p0c0"), (1, "p0c1"), (2, "p1c0"), (3, "p1c1")]
@@ -154,12 +175,13 @@ async def test_logprobs_have_the_legacy_shape_with_the_sampled_token_among_the_a
         "token_logprobs": [-0.25, -0.5, -9999.0],  # -inf is not JSON
         "top_logprobs": [{"Hello": -0.25, "Hi": -1.5}, {" x": -0.75, " w\ufffd": -0.5}, {"\ufffdrld": -9999.0}],
         "text_offset": [0, 5, 7],  # "ö" starts in the second token: the third starts at it, one character
-    }  # fmt: skip
+    }
 
 
 async def test_logprobs_zero_still_returns_each_tokens_own_logprob():
-    engine = FakeTextEngine(TEXT, [Accepted(7), TextDelta("Hello", (TokenLogprob("Hello", -0.25, b"Hello"),)),
-                                   finished("stop")])  # fmt: skip
+    engine = FakeTextEngine(
+        TEXT, [Accepted(7), TextDelta("Hello", (TokenLogprob("Hello", -0.25, b"Hello"),)), finished("stop")]
+    )
     body = await complete(make_state({TEXT: engine}), request(logprobs=0))
     assert engine.calls[0].params.top_logprobs == 0
     assert body["choices"][0]["logprobs"]["top_logprobs"] == [{"Hello": -0.25}]
@@ -189,10 +211,13 @@ async def test_without_include_usage_a_stream_has_no_usage_chunk(engine):
 
 async def test_a_streamed_batch_interleaves_prompts_with_their_indices_and_echoes_first():
     gate = asyncio.Event()  # prompt 0 waits until prompt 1 has finished: arrival order, not prompt order
-    engine = FakeTextEngine(TEXT, scripts=[[Accepted(3), TextDelta(" slow"), gate, finished("length", prompt=3)],
-                                           script(" fast", prompt=4)])  # fmt: skip
-    stream = await state_stream(make_state({TEXT: engine}), request(prompt=["a", "b"], echo=True, stream=True,
-                                                                    stream_options={"include_usage": True}))  # fmt: skip
+    engine = FakeTextEngine(
+        TEXT, scripts=[[Accepted(3), TextDelta(" slow"), gate, finished("length", prompt=3)], script(" fast", prompt=4)]
+    )
+    stream = await state_stream(
+        make_state({TEXT: engine}),
+        request(prompt=["a", "b"], echo=True, stream=True, stream_options={"include_usage": True}),
+    )
     frames = []
     async for frame in stream:
         frames.append(frame)
@@ -210,8 +235,9 @@ async def state_stream(state, body):
 
 
 async def test_streamed_logprobs_continue_their_offsets_across_chunks():
-    frames = await stream_frames(make_state({TEXT: FakeTextEngine(TEXT, logprob_script())}),
-                                 request(stream=True, logprobs=1))  # fmt: skip
+    frames = await stream_frames(
+        make_state({TEXT: FakeTextEngine(TEXT, logprob_script())}), request(stream=True, logprobs=1)
+    )
     first, second, _finish = (e["choices"][0]["logprobs"] for e in data_of(frames))
     assert first["tokens"] == ["Hello"] and first["text_offset"] == [0]
     assert second["tokens"] == [" w\ufffd", "\ufffdrld"] and second["text_offset"] == [5, 7]
@@ -229,8 +255,13 @@ async def test_keep_alives_are_sse_comments_until_the_first_token():
 
 
 async def test_an_error_after_the_first_byte_is_an_error_event_then_done_and_the_batch_is_cancelled():
-    engine = FakeTextEngine(TEXT, scripts=[[Accepted(7), TextDelta("fine"), asyncio.Event()],
-                                           [Accepted(7), TextDelta("x"), EngineUnavailableError("engine died")]])  # fmt: skip
+    engine = FakeTextEngine(
+        TEXT,
+        scripts=[
+            [Accepted(7), TextDelta("fine"), asyncio.Event()],
+            [Accepted(7), TextDelta("x"), EngineUnavailableError("engine died")],
+        ],
+    )
     frames = await stream_frames(make_state({TEXT: engine}), request(prompt=["a", "b"], stream=True))
     assert frames[-1] == sse.DONE and json.loads(frames[-2][6:])["error"]["message"] == "engine died"
     assert all(call.closed.is_set() for call in engine.calls)  # the other prompt's call is cancelled
@@ -253,27 +284,30 @@ async def test_a_non_streamed_batch_fails_whole_and_cancels_the_other_prompts():
 
 
 # --- refusals -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("body", "param"), [
-    ({"prompt": []}, "prompt"),
-    ({"prompt": ["a", [1]]}, "prompt"),
-    ({"prompt": [1, True]}, "prompt"),
-    ({"prompt": [[1], []]}, "prompt[1]"),
-    ({"prompt": [-1]}, "prompt[0]"),
-    ({"prompt": "x" * 51}, "prompt"),  # gateway.limits.max_text_chars
-    ({"prompt": [[1] * 30, [2] * 30]}, "prompt"),  # a token id counts as one character
-    ({"max_tokens": 101}, "max_tokens"),  # gateway.limits.max_completion_tokens
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"min_tokens": 17}, "min_tokens"),  # above the default max_tokens (16)
-    ({"best_of": 2}, "best_of"),
-    ({"n": 2, "best_of": 3}, "best_of"),
-    ({"logprobs": 21}, "logprobs"),
-    ({"echo": True, "logprobs": 1}, "echo"),
-    ({"echo": True, "prompt": [1, 2]}, "echo"),
-    ({"echo": True, "prompt": [[1], [2]]}, "echo"),
-    ({"n": 9}, "n"),  # gateway.max_n
-    ({"prompt": ["a", "b", "c"], "n": 3}, "prompt"),  # 9 completions > gateway.max_n
-    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": []}, "prompt"),
+        ({"prompt": ["a", [1]]}, "prompt"),
+        ({"prompt": [1, True]}, "prompt"),
+        ({"prompt": [[1], []]}, "prompt[1]"),
+        ({"prompt": [-1]}, "prompt[0]"),
+        ({"prompt": "x" * 51}, "prompt"),  # gateway.limits.max_text_chars
+        ({"prompt": [[1] * 30, [2] * 30]}, "prompt"),  # a token id counts as one character
+        ({"max_tokens": 101}, "max_tokens"),  # gateway.limits.max_completion_tokens
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"min_tokens": 17}, "min_tokens"),  # above the default max_tokens (16)
+        ({"best_of": 2}, "best_of"),
+        ({"n": 2, "best_of": 3}, "best_of"),
+        ({"logprobs": 21}, "logprobs"),
+        ({"echo": True, "logprobs": 1}, "echo"),
+        ({"echo": True, "prompt": [1, 2]}, "echo"),
+        ({"echo": True, "prompt": [[1], [2]]}, "echo"),
+        ({"n": 9}, "n"),  # gateway.max_n
+        ({"prompt": ["a", "b", "c"], "n": 3}, "prompt"),  # 9 completions > gateway.max_n
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ],
+)
 async def test_bad_requests_are_400s_naming_the_field(client, engine, body, param):
     response = await client.post("/v1/completions", json={"model": TEXT, "prompt": "x", **body})
     assert response.status_code == 400, response.text

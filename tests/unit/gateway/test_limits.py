@@ -108,13 +108,22 @@ async def test_too_many_messages_are_refused_before_any_message_is_validated(cli
     assert (await client.post("/v1/chat/completions", json=chat(messages=HI * 8))).status_code == 200
 
 
-@pytest.mark.parametrize("messages", [
-    [{"role": "user", "content": "x" * 1001}],
-    [{"role": "user", "content": "x" * 500}, {"role": "assistant", "content": "y" * 501}],
-    [{"role": "user", "content": [{"type": "text", "text": "x" * 600}, {"type": "text", "text": "y" * 401}]}],
-    [*HI, {"role": "assistant", "reasoning_content": "r" * 1000, "content": "done"}],
-    [*HI, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "a" * 1000}}]}],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "x" * 1001}],
+        [{"role": "user", "content": "x" * 500}, {"role": "assistant", "content": "y" * 501}],
+        [{"role": "user", "content": [{"type": "text", "text": "x" * 600}, {"type": "text", "text": "y" * 401}]}],
+        [*HI, {"role": "assistant", "reasoning_content": "r" * 1000, "content": "done"}],
+        [
+            *HI,
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "a" * 1000}}],
+            },
+        ],
+    ],
+)
 async def test_text_is_counted_across_messages_parts_reasoning_and_tool_calls(client, engine, messages):
     response = await client.post("/v1/chat/completions", json=chat(messages=messages))
     error = openai_error(response)
@@ -127,8 +136,14 @@ def test_image_data_urls_are_not_text():
     url = "data:image/png;base64," + base64.b64encode(b"\0" * 300).decode()
 
     def request(text: str) -> dict:
-        return {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                                          {"type": "text", "text": text}]}]}  # fmt: skip
+        return {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}],
+                }
+            ]
+        }
 
     check_chat_limits(request("ten chars!"), limits)  # 400 characters of URL beside it: not counted
     with pytest.raises(InvalidRequestError, match="11 characters"):

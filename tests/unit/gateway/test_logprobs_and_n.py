@@ -33,9 +33,20 @@ async def test_streamed_logprobs_ride_on_their_content_chunks():
     ]
     assert choices[0]["logprobs"] is None and choices[-1]["logprobs"] is None  # role and finish chunks
     assert choices[1]["delta"] == {"content": "Hello"}
-    assert choices[1]["logprobs"] == {"content": [{"token": "Hello", "logprob": -0.25, "bytes": list(b"Hello"), "top_logprobs": [
-        {"token": "Hello", "logprob": -0.25, "bytes": list(b"Hello")}, {"token": "Hi", "logprob": -1.5, "bytes": [72, 105]}]}],
-        "refusal": None}  # fmt: skip
+    assert choices[1]["logprobs"] == {
+        "content": [
+            {
+                "token": "Hello",
+                "logprob": -0.25,
+                "bytes": list(b"Hello"),
+                "top_logprobs": [
+                    {"token": "Hello", "logprob": -0.25, "bytes": list(b"Hello")},
+                    {"token": "Hi", "logprob": -1.5, "bytes": [72, 105]},
+                ],
+            }
+        ],
+        "refusal": None,
+    }
     second = choices[2]["logprobs"]["content"]
     assert [e["bytes"] for e in second] == [[32, 119, 0xC3], [0xB6, 114, 108, 100]]
     assert second[1]["logprob"] == chunks.MASKED_LOGPROB  # -inf is not JSON

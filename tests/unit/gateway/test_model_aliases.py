@@ -22,8 +22,19 @@ def engine():
 
 @pytest.fixture
 async def client(engine):
-    config = parse_models_config({"models": [{"name": NAME, "hf_id": HUB_ID, "endpoint": "127.0.0.1:1",
-                                              "aliases": [HUB_ID, "ministral-3-3b-reasoning-2512"]}]}, "test")  # fmt: skip
+    config = parse_models_config(
+        {
+            "models": [
+                {
+                    "name": NAME,
+                    "hf_id": HUB_ID,
+                    "endpoint": "127.0.0.1:1",
+                    "aliases": [HUB_ID, "ministral-3-3b-reasoning-2512"],
+                }
+            ]
+        },
+        "test",
+    )
     app = build_app(config)
     state = make_state({NAME: engine}, config)
     app.dependency_overrides[get_state] = lambda: state
@@ -33,8 +44,9 @@ async def client(engine):
 
 @pytest.mark.parametrize("asked", [NAME, HUB_ID, "ministral-3-3b-reasoning-2512", "default"])
 async def test_any_name_of_the_model_reaches_it(client, engine, asked):
-    response = await client.post("/v1/chat/completions", json={"model": asked, "messages": [
-        {"role": "user", "content": "Hi"}]})  # fmt: skip
+    response = await client.post(
+        "/v1/chat/completions", json={"model": asked, "messages": [{"role": "user", "content": "Hi"}]}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["model"] == NAME and len(engine.calls) == 1
 
@@ -42,7 +54,10 @@ async def test_any_name_of_the_model_reaches_it(client, engine, asked):
 async def test_models_lists_each_alias_pointing_at_its_model(client):
     listing = (await client.get("/v1/models")).json()["data"]
     assert [(m["id"], m.get("alias_of")) for m in listing] == [
-        (NAME, None), (HUB_ID, NAME), ("ministral-3-3b-reasoning-2512", NAME)]  # fmt: skip
+        (NAME, None),
+        (HUB_ID, NAME),
+        ("ministral-3-3b-reasoning-2512", NAME),
+    ]
     assert listing[0]["aliases"] == [HUB_ID, "ministral-3-3b-reasoning-2512"] and listing[0]["default"]
     assert not listing[1]["default"] and "aliases" not in listing[1]
     one = (await client.get(f"/v1/models/{HUB_ID}")).json()
@@ -50,6 +65,7 @@ async def test_models_lists_each_alias_pointing_at_its_model(client):
 
 
 async def test_an_unknown_name_is_still_404(client):
-    response = await client.post("/v1/chat/completions", json={"model": "ministral", "messages": [
-        {"role": "user", "content": "Hi"}]})  # fmt: skip
+    response = await client.post(
+        "/v1/chat/completions", json={"model": "ministral", "messages": [{"role": "user", "content": "Hi"}]}
+    )
     assert response.status_code == 404

@@ -101,10 +101,16 @@ async def test_proxy_vision_is_declared_and_a_captioned_answer_conforms_to_it(do
     app = await hostile_app(hostile_config(), WireCheckingEngine(TEXT, hello_script()))
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
-        reply = await client.post("/v1/chat/completions", json={"model": TEXT, "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "What is it?"}, image]}]})  # fmt: skip
+        reply = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": TEXT,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, image]}],
+            },
+        )
     assert reply.status_code == 200
     answer = reply.json()
-    assert answer["proxy_vision"] == {"images": [{"message": 0, "index": 0, "caption": "a cat", "cached": False,
-                                                  "ms": 1.0}]}  # fmt: skip
+    assert answer["proxy_vision"] == {
+        "images": [{"message": 0, "index": 0, "caption": "a cat", "cached": False, "ms": 1.0}]
+    }
     jsonschema.validate(answer, {"$ref": "#/components/schemas/ChatCompletion", "components": doc["components"]})

@@ -21,17 +21,29 @@ from services.common.images import InvalidImageError
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Any JSON value, as json.loads can return it (text without lone surrogates: json.dumps cannot write those).
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=20)  # fmt: skip
-URLS = st.one_of(st.text(max_size=40), st.from_regex(r"\Ahttps?://[\[\]a-z0-9.:@%/?#-]{0,30}\Z"),
-                 st.builds(lambda b: "data:image/png;base64," + base64.b64encode(b).decode(), st.binary(max_size=30)))  # fmt: skip
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+URLS = st.one_of(
+    st.text(max_size=40),
+    st.from_regex(r"\Ahttps?://[\[\]a-z0-9.:@%/?#-]{0,30}\Z"),
+    st.builds(lambda b: "data:image/png;base64," + base64.b64encode(b).decode(), st.binary(max_size=30)),
+)
 PART = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": st.text()}),
-    st.fixed_dictionaries({"type": st.just("image_url"), "image_url": URLS | st.fixed_dictionaries(
-        {"url": URLS}, optional={"detail": st.sampled_from(["low", "high", "auto", "ultra"])})}),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("image_url"),
+            "image_url": URLS
+            | st.fixed_dictionaries(
+                {"url": URLS}, optional={"detail": st.sampled_from(["low", "high", "auto", "ultra"])}
+            ),
+        }
+    ),
     st.dictionaries(st.sampled_from(["type", "text", "image_url"]), JSON, max_size=3),
-)  # fmt: skip
+)
 
 
 @SETTINGS
@@ -70,8 +82,11 @@ def test_any_json_body_validates_or_is_refused_with_a_validation_or_request_erro
 
 
 @SETTINGS
-@given(data=st.binary(max_size=300), mime=st.sampled_from(["image/png", "image/jpeg", "IMAGE/WebP"]),
-       wrap=st.integers(min_value=0, max_value=80))  # fmt: skip
+@given(
+    data=st.binary(max_size=300),
+    mime=st.sampled_from(["image/png", "image/jpeg", "IMAGE/WebP"]),
+    wrap=st.integers(min_value=0, max_value=80),
+)
 def test_data_urls_round_trip_whatever_the_line_wrapping(data, mime, wrap):
     payload = base64.b64encode(data).decode()
     if wrap:  # some clients wrap base64 lines
@@ -128,8 +143,12 @@ def test_json_that_json_dumps_can_write_passes_the_value_checks(value):
 
 
 @SETTINGS
-@given(text=st.text(max_size=20), at=st.integers(min_value=0, max_value=20), surrogate=st.integers(0xD800, 0xDFFF),
-       key=st.text(min_size=1, max_size=5).filter(lambda k: "." not in k and "[" not in k))  # fmt: skip
+@given(
+    text=st.text(max_size=20),
+    at=st.integers(min_value=0, max_value=20),
+    surrogate=st.integers(0xD800, 0xDFFF),
+    key=st.text(min_size=1, max_size=5).filter(lambda k: "." not in k and "[" not in k),
+)
 def test_a_lone_surrogate_anywhere_is_refused_naming_where(text, at, surrogate, key):
     bad = text[:at] + chr(surrogate) + text[at:]
     try:

@@ -28,13 +28,28 @@ class FakeVision:
 
 async def test_captioned_conversation_keeps_tool_calls_ids_names_and_tool_text():
     call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "bike"}'}}
-    request = ChatCompletionRequest.model_validate({"model": TEXT, "tools": [{"type": "function", "function": {"name": "lookup"}}],
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
-            {"role": "assistant", "content": None, "tool_calls": [call], "reasoning_content": "look it up"},
-            {"role": "tool", "tool_call_id": "call_1", "name": "lookup", "content": [{"type": "text", "text": "a bicycle"}]},
-        ]})  # fmt: skip
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": TEXT,
+            "tools": [{"type": "function", "function": {"name": "lookup"}}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    ],
+                },
+                {"role": "assistant", "content": None, "tool_calls": [call], "reasoning_content": "look it up"},
+                {
+                    "role": "tool",
+                    "tool_call_id": "call_1",
+                    "name": "lookup",
+                    "content": [{"type": "text", "text": "a bicycle"}],
+                },
+            ],
+        }
+    )
     vision = FakeVision()
     image = ImageBytes(b"png", "image/png", "auto", "hash")
     pending = PendingImages(chat_conversation(request).messages, {0: [image]}, vision, VisionBackend(None), 5.0)  # type: ignore[arg-type]

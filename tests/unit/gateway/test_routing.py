@@ -80,8 +80,9 @@ class Engine(text_engine_pb2_grpc.TextEngineServicer, vision_engine_pb2_grpc.Vis
             yield vpb.DescribeResponse(done=vpb.CaptionDone(image_index=index, caption=f"{self.name} {image.sha256}"))
 
     async def GetModelInfo(self, request, context):  # noqa: N802
-        return common_pb2.ModelInfo(name=MODEL, state=common_pb2.MODEL_STATE_READY, running=self.running,
-                                    waiting=self.waiting)  # fmt: skip
+        return common_pb2.ModelInfo(
+            name=MODEL, state=common_pb2.MODEL_STATE_READY, running=self.running, waiting=self.waiting
+        )
 
 
 class Replicas:
@@ -185,8 +186,14 @@ async def test_a_looked_up_replica_set_keeps_the_channels_of_addresses_that_stay
         dialled.append((address, server_name))
         return grpc.aio.insecure_channel(address)
 
-    replica_set = ReplicaSet(MODEL, "dns:///svc.ns.svc.cluster.local:50051", open_channel, resolver=resolver,
-                             resolve_interval=3600, close_grace=0)  # fmt: skip
+    replica_set = ReplicaSet(
+        MODEL,
+        "dns:///svc.ns.svc.cluster.local:50051",
+        open_channel,
+        resolver=resolver,
+        resolve_interval=3600,
+        close_grace=0,
+    )
     caplog.set_level(logging.INFO, logger="services.api_gateway.clients.replicas")
     await replica_set.start()
     try:
@@ -230,8 +237,9 @@ async def test_no_replica_at_all_is_an_engine_unavailable_error():
     async def resolver(host: str, port: int) -> list[str]:
         raise OSError("Name or service not known")
 
-    routing = AffinityRouting(ReplicaSet(MODEL, "dns:///gone:1", lambda a, n: grpc.aio.insecure_channel(a),
-                                         resolver=resolver))  # fmt: skip
+    routing = AffinityRouting(
+        ReplicaSet(MODEL, "dns:///gone:1", lambda a, n: grpc.aio.insecure_channel(a), resolver=resolver)
+    )
     await routing.start()
     try:
         client = TextEngineClient(routing, MODEL)
@@ -334,8 +342,9 @@ async def test_the_load_guard_spills_to_the_least_loaded_replica_past_the_gap(te
     client, routing = text  # load_guard_gap=2
     owner = routing.replicas.ring.owner("user:alice")
     replicas.engines[owner].mode = "hold"
-    held = [client.generate([], GenerationParams(), request_id="r", timeout=5, affinity_key="user:alice")
-            for _ in range(2)]  # fmt: skip
+    held = [
+        client.generate([], GenerationParams(), request_id="r", timeout=5, affinity_key="user:alice") for _ in range(2)
+    ]
     for call in held:
         assert isinstance(await anext(call), Accepted)  # both running on the owner
     assert routing.replicas.replicas[owner].in_flight == 2

@@ -25,7 +25,7 @@ from services.api_gateway.clients.text_engine import (
     ToolCallDelta,
     ToolSpec,
     TopLogprob,
-    to_event,  # fmt: skip
+    to_event,
     to_request,
 )
 from services.common.errors import InvalidRequestError, ModelNotFoundError
@@ -37,8 +37,18 @@ def test_every_generation_parameter_is_a_sampling_field_of_the_proto():
 
 
 def test_sampling_parameters_map_by_name_and_unset_ones_stay_unset():
-    params = GenerationParams(max_tokens=8, seed=3, stop=("END",), repetition_penalty=1.2, min_p=0.1, min_tokens=2,
-                              logit_bias={5: -100.0, 7: 2.5}, stop_token_ids=(1, 2), ignore_eos=True, top_logprobs=0)  # fmt: skip
+    params = GenerationParams(
+        max_tokens=8,
+        seed=3,
+        stop=("END",),
+        repetition_penalty=1.2,
+        min_p=0.1,
+        min_tokens=2,
+        logit_bias={5: -100.0, 7: 2.5},
+        stop_token_ids=(1, 2),
+        ignore_eos=True,
+        top_logprobs=0,
+    )
     sampling = to_request("m", [ChatTurn("user", "hi")], params, OutputOptions(), "r").sampling
     assert (sampling.max_tokens, sampling.seed, list(sampling.stop), sampling.min_tokens) == (8, 3, ["END"], 2)
     assert dict(sampling.logit_bias) == {5: -100.0, 7: 2.5} and list(sampling.stop_token_ids) == [1, 2]
@@ -49,9 +59,15 @@ def test_sampling_parameters_map_by_name_and_unset_ones_stay_unset():
 
 
 def test_tools_choice_and_format_map_to_the_request():
-    options = OutputOptions(tools=(ToolSpec("f", "does f", '{"type": "object"}', True), ToolSpec("g")),
-                            tool_choice="named", tool_name="g", parallel_tool_calls=False,
-                            response_format="json_schema", schema='{"type": "object"}', schema_name="out")  # fmt: skip
+    options = OutputOptions(
+        tools=(ToolSpec("f", "does f", '{"type": "object"}', True), ToolSpec("g")),
+        tool_choice="named",
+        tool_name="g",
+        parallel_tool_calls=False,
+        response_format="json_schema",
+        schema='{"type": "object"}',
+        schema_name="out",
+    )
     request = to_request("m", [], GenerationParams(), options, "r")
     assert [(t.name, t.description, t.parameters, t.strict) for t in request.tools] == [
         ("f", "does f", '{"type": "object"}', True),
@@ -72,8 +88,10 @@ def test_tools_choice_and_format_map_to_the_request():
 
 
 def test_tool_history_maps_to_the_messages():
-    turns = [ChatTurn("assistant", "", "thought", tool_calls=(ToolCall("call_1", "f", '{"a": 1}'),)),
-             ChatTurn("tool", "42", tool_call_id="call_1", name="f")]  # fmt: skip
+    turns = [
+        ChatTurn("assistant", "", "thought", tool_calls=(ToolCall("call_1", "f", '{"a": 1}'),)),
+        ChatTurn("tool", "42", tool_call_id="call_1", name="f"),
+    ]
     assistant, tool = to_request("m", turns, GenerationParams(), OutputOptions(), "r").messages
     assert (assistant.reasoning, [(c.id, c.name, c.arguments) for c in assistant.tool_calls]) == (
         "thought",
@@ -83,23 +101,43 @@ def test_tool_history_maps_to_the_messages():
 
 
 def test_stream_messages_become_events():
-    delta = pb.GenerateResponse(delta=pb.TextDelta(text="Hi", logprobs=[pb.TokenLogprob(
-        token="Hi", logprob=-0.5, bytes=b"Hi", top_logprobs=[pb.TopLogprob(token="Hey", logprob=-1.0, bytes=b"Hey")])]))  # fmt: skip
+    delta = pb.GenerateResponse(
+        delta=pb.TextDelta(
+            text="Hi",
+            logprobs=[
+                pb.TokenLogprob(
+                    token="Hi",
+                    logprob=-0.5,
+                    bytes=b"Hi",
+                    top_logprobs=[pb.TopLogprob(token="Hey", logprob=-1.0, bytes=b"Hey")],
+                )
+            ],
+        )
+    )
     assert to_event(delta) == TextDelta("Hi", (TokenLogprob("Hi", -0.5, b"Hi", (TopLogprob("Hey", -1.0, b"Hey"),)),))
     call = pb.GenerateResponse(tool_call=pb.ToolCallDelta(index=1, id="call_x", name="f", arguments="{"))
     assert to_event(call) == ToolCallDelta(1, "call_x", "f", "{")
-    done = pb.GenerateResponse(finished=pb.Finished(finish_reason=pb.FINISH_REASON_TOOL_CALLS,
-                                                    usage=pb.Usage(prompt_tokens=3, completion_tokens=4)))  # fmt: skip
+    done = pb.GenerateResponse(
+        finished=pb.Finished(
+            finish_reason=pb.FINISH_REASON_TOOL_CALLS, usage=pb.Usage(prompt_tokens=3, completion_tokens=4)
+        )
+    )
     assert to_event(done) == Finished("tool_calls", 3, 4)
-    stopped = pb.GenerateResponse(finished=pb.Finished(finish_reason=pb.FINISH_REASON_STOP, stop_sequence="END",
-                                                       usage=pb.Usage(prompt_tokens=3, completion_tokens=4)))  # fmt: skip
+    stopped = pb.GenerateResponse(
+        finished=pb.Finished(
+            finish_reason=pb.FINISH_REASON_STOP,
+            stop_sequence="END",
+            usage=pb.Usage(prompt_tokens=3, completion_tokens=4),
+        )
+    )
     assert to_event(stopped) == Finished("stop", 3, 4, stop_sequence="END")
     assert to_event(pb.GenerateResponse()) is None
 
 
 def test_a_raw_prompt_maps_to_the_request_and_no_prompt_leaves_it_unset():
-    request = to_request("m", [], GenerationParams(max_tokens=4), OutputOptions(), "r",
-                         RawPrompt("def f(", suffix="    return 1"))  # fmt: skip
+    request = to_request(
+        "m", [], GenerationParams(max_tokens=4), OutputOptions(), "r", RawPrompt("def f(", suffix="    return 1")
+    )
     assert (request.prompt.text, list(request.prompt.token_ids), request.prompt.suffix) == (
         "def f(",
         [],
@@ -173,12 +211,20 @@ async def test_count_tokens_goes_to_the_keys_owner_and_fails_over_when_it_refuse
     try:
         client = TextEngineClient(routing, "m")
         owner, next_owner = routing.replicas.ring.owners("user:alice")[:2]
-        assert await client.count_tokens([], prompt=RawPrompt("four"), request_id="r", timeout=5,
-                                         affinity_key="user:alice") == 4  # fmt: skip
+        assert (
+            await client.count_tokens(
+                [], prompt=RawPrompt("four"), request_id="r", timeout=5, affinity_key="user:alice"
+            )
+            == 4
+        )
         assert (len(counters[owner].requests), len(counters[next_owner].requests)) == (1, 0)
         counters[owner].mode = "refuse"
-        assert await client.count_tokens([], prompt=RawPrompt("four"), request_id="r", timeout=5,
-                                         affinity_key="user:alice") == 4  # fmt: skip
+        assert (
+            await client.count_tokens(
+                [], prompt=RawPrompt("four"), request_id="r", timeout=5, affinity_key="user:alice"
+            )
+            == 4
+        )
         assert (len(counters[owner].requests), len(counters[next_owner].requests)) == (2, 1)
     finally:
         await routing.close()

@@ -13,16 +13,27 @@ from .fakes import TEXT, FakeTextEngine, finished, make_state
 from .test_chat_service import normalized, request, run_stream
 
 GOLDEN = Path(__file__).parent / "fixtures" / "stream_tool_calls.sse"
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 TIME = {"type": "function", "function": {"name": "get_time"}}
 
 
 def tool_script() -> list:
     """Two calls, as the engine streams them: an opening delta (id, name), then argument fragments."""
-    return [Accepted(9), ToolCallDelta(0, "call_abc", "get_weather"), ToolCallDelta(0, arguments='{"city": '),
-            ToolCallDelta(0, arguments='"Paris"}'), ToolCallDelta(1, "call_def", "get_time", "{}"),
-            finished("tool_calls", prompt=9, completion=12)]  # fmt: skip
+    return [
+        Accepted(9),
+        ToolCallDelta(0, "call_abc", "get_weather"),
+        ToolCallDelta(0, arguments='{"city": '),
+        ToolCallDelta(0, arguments='"Paris"}'),
+        ToolCallDelta(1, "call_def", "get_time", "{}"),
+        finished("tool_calls", prompt=9, completion=12),
+    ]
 
 
 def data_of(transcript: str) -> list[dict]:
@@ -56,9 +67,18 @@ async def test_non_streamed_tool_calls_have_full_arguments_and_null_content():
     body = await state.chat.complete(await state.chat.plan(request(tools=[WEATHER, TIME])), "r")
     choice = body["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
-    assert choice["message"] == {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-        {"id": "call_def", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]}  # fmt: skip
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_abc",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            },
+            {"id": "call_def", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+        ],
+    }
 
 
 async def test_text_before_a_tool_call_is_kept_as_content():
@@ -77,11 +97,14 @@ async def test_tools_and_tool_choice_reach_the_engine():
     engine = FakeTextEngine(TEXT, tool_script())
     state = make_state({TEXT: engine})
     named = {"type": "function", "function": {"name": "get_time"}}
-    await state.chat.complete(await state.chat.plan(request(tools=[WEATHER, TIME], tool_choice=named,
-                                                            parallel_tool_calls=False)), "r")  # fmt: skip
+    await state.chat.complete(
+        await state.chat.plan(request(tools=[WEATHER, TIME], tool_choice=named, parallel_tool_calls=False)), "r"
+    )
     options = engine.calls[0].options
-    assert options.tools == (ToolSpec("get_weather", "Weather in a city", json.dumps(WEATHER["function"]["parameters"])),
-                             ToolSpec("get_time"))  # fmt: skip
+    assert options.tools == (
+        ToolSpec("get_weather", "Weather in a city", json.dumps(WEATHER["function"]["parameters"])),
+        ToolSpec("get_time"),
+    )
     assert (options.tool_choice, options.tool_name, options.parallel_tool_calls) == ("named", "get_time", False)
     await state.chat.complete(await state.chat.plan(request(tools=[TIME], tool_choice="required")), "r")
     assert (engine.calls[1].options.tool_choice, engine.calls[1].options.parallel_tool_calls) == ("required", None)
@@ -104,11 +127,19 @@ async def test_tool_history_reaches_the_engine():
     engine = FakeTextEngine(TEXT, [Accepted(1), TextDelta("It is sunny."), finished()])
     state = make_state({TEXT: engine})
     call = {"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-    body = request(tools=[WEATHER], messages=[
-        {"role": "user", "content": "Weather in Paris?", "name": "alice"},
-        {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": "call_abc", "name": "get_weather", "content": [{"type": "text", "text": "sunny"}]},
-    ])  # fmt: skip
+    body = request(
+        tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": "Weather in Paris?", "name": "alice"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {
+                "role": "tool",
+                "tool_call_id": "call_abc",
+                "name": "get_weather",
+                "content": [{"type": "text", "text": "sunny"}],
+            },
+        ],
+    )
     await state.chat.complete(await state.chat.plan(body), "r")
     user, assistant, tool = engine.calls[0].messages
     assert (user.content, user.name) == ("Weather in Paris?", "")  # a user's name is not sent

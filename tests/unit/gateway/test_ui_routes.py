@@ -61,12 +61,18 @@ async def test_every_asset_the_page_loads_is_served_locally():
                 assert not re.match(r"^(https?:)?//", target), f"{url} loads {target} from elsewhere"
                 pending.append(urljoin(url, target))
     loaded = {url.removeprefix(BASE) for url in seen}
-    assert {"ui/js/main.js", "ui/vendor/marked/marked.esm.js", "ui/vendor/dompurify/purify.es.js",
-            "ui/vendor/highlight/highlight.min.js", "ui/css/style.css"} <= loaded  # fmt: skip
+    assert {
+        "ui/js/main.js",
+        "ui/vendor/marked/marked.esm.js",
+        "ui/vendor/dompurify/purify.es.js",
+        "ui/vendor/highlight/highlight.min.js",
+        "ui/css/style.css",
+    } <= loaded
     assert {f"ui/js/{module.name}" for module in (STATIC_DIR / "js").glob("*.js")} <= loaded  # every module reached
 
 
-@pytest.mark.parametrize("path", ["/ui/vendor/marked/LICENSE", "/ui/vendor/dompurify/LICENSE",
-                                  "/ui/vendor/highlight/LICENSE"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path", ["/ui/vendor/marked/LICENSE", "/ui/vendor/dompurify/LICENSE", "/ui/vendor/highlight/LICENSE"]
+)
 async def test_vendored_libraries_ship_their_licences(path):
     assert (await get(build_app(make_config(), ui_server=True), path)).status_code == 200

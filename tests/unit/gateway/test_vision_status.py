@@ -21,17 +21,34 @@ class FakeVisionClient:
     async def model_info(self, timeout: float) -> EngineModelInfo:
         if self.info_fails:
             raise ConnectionError("gone")
-        return EngineModelInfo("qwen2-vl-7b", "x", "failed" if self.error else "loading", 0, 0, 0, "",
-                               status=self.load_status, error=self.error)  # fmt: skip
+        return EngineModelInfo(
+            "qwen2-vl-7b",
+            "x",
+            "failed" if self.error else "loading",
+            0,
+            0,
+            0,
+            "",
+            status=self.load_status,
+            error=self.error,
+        )
 
 
-@pytest.mark.parametrize("client, reason", [
-    (FakeVisionClient("NOT_SERVING", error="no weights in /models/qwen"), "vision model failed to load: no weights in /models/qwen"),
-    (FakeVisionClient("NOT_SERVING", status="downloading model.safetensors 1.0/7.5 GB"),
-     "vision model not ready: downloading model.safetensors 1.0/7.5 GB"),
-    (FakeVisionClient("NOT_SERVING", info_fails=True), "vision engine not serving (model not loaded)"),
-    (FakeVisionClient("UNKNOWN"), "vision engine unknown"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "client, reason",
+    [
+        (
+            FakeVisionClient("NOT_SERVING", error="no weights in /models/qwen"),
+            "vision model failed to load: no weights in /models/qwen",
+        ),
+        (
+            FakeVisionClient("NOT_SERVING", status="downloading model.safetensors 1.0/7.5 GB"),
+            "vision model not ready: downloading model.safetensors 1.0/7.5 GB",
+        ),
+        (FakeVisionClient("NOT_SERVING", info_fails=True), "vision engine not serving (model not loaded)"),
+        (FakeVisionClient("UNKNOWN"), "vision engine unknown"),
+    ],
+)
 async def test_an_unavailable_vision_engine_is_refused_with_its_own_reason(client, reason):
     backend = VisionBackend(client)  # type: ignore[arg-type]
     with pytest.raises(VisionUnavailableError) as info:
@@ -53,5 +70,6 @@ async def test_a_vision_model_still_loading_at_start_up_is_news_not_a_warning(ca
         await backend.refresh()
     (first, second) = caplog.records
     assert first.levelname == "INFO" and "Vision backend: Unavailable (vision model not ready: loading weights" in (
-        first.getMessage())  # fmt: skip
+        first.getMessage()
+    )
     assert second.levelname == "WARNING" and "failed to load: CUDA out of memory" in second.getMessage()

@@ -134,9 +134,24 @@ async def test_redirect_from_allowed_server_to_loopback_is_refused(canary):
 
 def test_address_policy_classification():
     policy = AddressPolicy()
-    for refused in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-                    "0.0.0.0", "::1", "::", "fe80::1", "fc00::1", "::ffff:10.0.0.1", "64:ff9b::7f00:1",
-                    "2002:7f00:1::", "224.0.0.1", "240.0.0.1"]:  # fmt: skip
+    for refused in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::",
+        "224.0.0.1",
+        "240.0.0.1",
+    ]:
         assert not policy.permits(refused), refused
     for allowed in [PUBLIC_IP, "8.8.8.8", "2606:4700:4700::1111"]:
         assert policy.permits(allowed), allowed
@@ -145,10 +160,29 @@ def test_address_policy_classification():
 
 def test_a_refused_address_is_named_by_its_class_and_block():
     policy = AddressPolicy()
-    assert {address: policy.refusal(address) for address in [
-        "10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-        "224.0.0.1", "240.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "::ffff:10.0.0.1",
-        "64:ff9b::7f00:1", "2002:7f00:1::", PUBLIC_IP]} == {
+    assert {
+        address: policy.refusal(address)
+        for address in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            PUBLIC_IP,
+        ]
+    } == {
         "10.1.2.3": "a private address (10.0.0.0/8)",
         "172.16.0.1": "a private address (172.16.0.0/12)",
         "192.168.1.1": "a private address (192.168.0.0/16)",
@@ -167,7 +201,7 @@ def test_a_refused_address_is_named_by_its_class_and_block():
         "64:ff9b::7f00:1": "an IPv6 form of a loopback address (127.0.0.0/8)",
         "2002:7f00:1::": "an IPv6 form of a loopback address (127.0.0.0/8)",
         PUBLIC_IP: None,
-    }  # fmt: skip
+    }
 
 
 # Opt-in behaviour against a real local server -------------------------------------------------------

@@ -81,11 +81,18 @@ def test_backend_from_the_environment_and_the_flag_wins(config_file, monkeypatch
 def test_vllm_engines_run_under_the_vllm_python_and_the_rest_under_the_launchers(config_file, tmp_path, monkeypatch):
     monkeypatch.delenv("PROXYVISION_BACKEND", raising=False)
     config = load_config(parse_args(["--models-config", str(config_file), "--backend", "vllm"]))
-    plan = plan_stack(config, StackOptions(vllm_python="/opt/vllm/bin/python"), tmp_path / "resolved.yaml",
-                      vision_engine_installed=True)  # fmt: skip
+    plan = plan_stack(
+        config,
+        StackOptions(vllm_python="/opt/vllm/bin/python"),
+        tmp_path / "resolved.yaml",
+        vision_engine_installed=True,
+    )
     pythons = {spec.name: spec.argv[0] for spec in plan.processes}
-    assert pythons == {"text_engine[chat]": "/opt/vllm/bin/python", "vision_engine[eyes]": sys.executable,
-                       "api_gateway": sys.executable}  # fmt: skip
+    assert pythons == {
+        "text_engine[chat]": "/opt/vllm/bin/python",
+        "vision_engine[eyes]": sys.executable,
+        "api_gateway": sys.executable,
+    }
 
 
 def test_a_python_without_vllm_is_refused_with_the_fix(tmp_path):

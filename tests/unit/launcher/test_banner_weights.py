@@ -16,12 +16,23 @@ def _checkpoint(path, stands_in_for: str):
 
 
 def test_the_banner_names_the_real_model_and_the_stand_ins(tmp_path):
-    config = parse_models_config({"models": [
-        {"name": "ministral", "local_path": _checkpoint(tmp_path / "m", "mistralai/Ministral-3-3B-Reasoning-2512")},
-        {"name": "smollm2", "local_path": _checkpoint(tmp_path / "s", "")},  # the converted real model's marker
-        {"name": "qwen", "local_path": _checkpoint(tmp_path / "q", "Qwen/Qwen2-VL-7B-Instruct"),
-         "capabilities": {"vision_mode": "proxy"}},
-    ], "default_model": "smollm2"})  # fmt: skip
+    config = parse_models_config(
+        {
+            "models": [
+                {
+                    "name": "ministral",
+                    "local_path": _checkpoint(tmp_path / "m", "mistralai/Ministral-3-3B-Reasoning-2512"),
+                },
+                {"name": "smollm2", "local_path": _checkpoint(tmp_path / "s", "")},  # the converted real model's marker
+                {
+                    "name": "qwen",
+                    "local_path": _checkpoint(tmp_path / "q", "Qwen/Qwen2-VL-7B-Instruct"),
+                    "capabilities": {"vision_mode": "proxy"},
+                },
+            ],
+            "default_model": "smollm2",
+        }
+    )
     text = ready_banner(config, "127.0.0.1", 2000, ui_server=True)
     assert (
         "  weights         : smollm2: real weights; ministral, qwen: tiny random-weight stand-ins (gibberish by design)"

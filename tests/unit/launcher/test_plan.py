@@ -90,15 +90,22 @@ def test_brief_config_plan(brief_file, tmp_path):
 
 
 def test_endpoints_in_the_file_are_overridden_and_text_models_come_first():
-    config = parse_models_config({"models": [
-        {"name": "v", "hf_id": "o/v", "capabilities": {"vision_mode": "proxy"}, "endpoint": "elsewhere:1"},
-        {"name": "a", "hf_id": "o/a"},
-        {"name": "b", "hf_id": "o/b", "endpoint": "elsewhere:2"},
-    ]})  # fmt: skip
+    config = parse_models_config(
+        {
+            "models": [
+                {"name": "v", "hf_id": "o/v", "capabilities": {"vision_mode": "proxy"}, "endpoint": "elsewhere:1"},
+                {"name": "a", "hf_id": "o/a"},
+                {"name": "b", "hf_id": "o/b", "endpoint": "elsewhere:2"},
+            ]
+        }
+    )
     plan = plan_stack(config, StackOptions(engine_port_base=6000, port=8000), "r.yaml")
     assert [(s.name, s.port, s.metrics_port) for s in plan.processes] == [
-        ("text_engine[a]", 6000, 7000), ("text_engine[b]", 6001, 7001), ("vision_engine[v]", 6002, 7002),
-        ("api_gateway", 8000, None)]  # fmt: skip
+        ("text_engine[a]", 6000, 7000),
+        ("text_engine[b]", 6001, 7001),
+        ("vision_engine[v]", 6002, 7002),
+        ("api_gateway", 8000, None),
+    ]
     assert all("--metrics-port" in s.argv and "--drain-grace-secs" in s.argv for s in plan.processes[:3])
     assert {m.name: m.endpoint for m in plan.config.models} == {
         "v": "127.0.0.1:6002",
@@ -120,11 +127,14 @@ def test_without_a_vision_engine_the_vision_model_is_left_out(brief_file):
     assert plan.config.vision_model is None and [m.name for m in plan.config.models] == [TEXT]
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (StackOptions(port=50051), "--port 50051 is also the port of ministral-3-3b-reasoning"),
-    (StackOptions(port=0), "port 0 of --port"),
-    (StackOptions(engine_port_base=65535), f"port 65536 of {VISION}"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (StackOptions(port=50051), "--port 50051 is also the port of ministral-3-3b-reasoning"),
+        (StackOptions(port=0), "port 0 of --port"),
+        (StackOptions(engine_port_base=65535), f"port 65536 of {VISION}"),
+    ],
+)
 def test_unworkable_ports_are_refused(brief_file, options, message):
     with pytest.raises(ValueError, match=message):
         plan_stack(load_models_config(brief_file), options, "r.yaml")
@@ -189,13 +199,16 @@ def test_brief_command_line_without_subcommand_is_serve():
     assert (args.model_id, args.vision_model) == ("a/B", "c/D")
 
 
-@pytest.mark.parametrize(("argv", "environ", "expected"), [
-    ([], {}, "INFO"),
-    (["--log"], {}, "DEBUG"),
-    (["--log"], {"RUST_LOG": "info"}, "INFO"),  # the brief's `RUST_LOG=info ... --log`
-    ([], {"RUST_LOG": "warn", "LOG_LEVEL": "error"}, "ERROR"),
-    (["--log-level", "debug"], {"LOG_LEVEL": "error", "RUST_LOG": "warn"}, "DEBUG"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        ([], {}, "INFO"),
+        (["--log"], {}, "DEBUG"),
+        (["--log"], {"RUST_LOG": "info"}, "INFO"),  # the brief's `RUST_LOG=info ... --log`
+        ([], {"RUST_LOG": "warn", "LOG_LEVEL": "error"}, "ERROR"),
+        (["--log-level", "debug"], {"LOG_LEVEL": "error", "RUST_LOG": "warn"}, "DEBUG"),
+    ],
+)
 def test_log_level_precedence(argv, environ, expected):
     assert log_level(parse_args(argv), environ) == expected
 
@@ -213,15 +226,28 @@ def test_banner_says_where_to_point_clients(brief_file):
 
 
 def test_config_prints_what_serve_would_run_as_models_yaml(tmp_path, capsys):
-    assert main(["config", "--m", "mistralai/Ministral-3-3B-Reasoning-2512",
-                 "--vision-model", "Qwen/Qwen2-VL-7B-Instruct", "--backend", "transformers"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "config",
+                "--m",
+                "mistralai/Ministral-3-3B-Reasoning-2512",
+                "--vision-model",
+                "Qwen/Qwen2-VL-7B-Instruct",
+                "--backend",
+                "transformers",
+            ]
+        )
+        == 0
+    )
     printed = yaml.safe_load(capsys.readouterr().out)
     config = parse_models_config(printed, "printed")  # it is a models.yaml serve accepts as is
     assert [m.name for m in config.models] == ["ministral-3-3b-reasoning", "qwen2-vl-7b"]
     assert config == config_from_model_ids("mistralai/Ministral-3-3B-Reasoning-2512", "Qwen/Qwen2-VL-7B-Instruct")
     keyed = tmp_path / "models.yaml"
-    keyed.write_text(yaml.safe_dump({"models": [{"name": "a", "hf_id": "x/a"}],
-                                     "gateway": {"api_keys": ["sk-secret-one"]}}))  # fmt: skip
+    keyed.write_text(
+        yaml.safe_dump({"models": [{"name": "a", "hf_id": "x/a"}], "gateway": {"api_keys": ["sk-secret-one"]}})
+    )
     assert main(["config", "--models-config", str(keyed)]) == 0
     out = capsys.readouterr().out
     assert "sk-secret-one" not in out and yaml.safe_load(out)["gateway"]["api_keys"] == ["<redacted>"]
@@ -229,11 +255,14 @@ def test_config_prints_what_serve_would_run_as_models_yaml(tmp_path, capsys):
     assert "either --models-config or --m" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("models, message", [
-    ([{"name": "a", "hf_id": "x/a", "aliases": ["b"]}, {"name": "b", "hf_id": "x/b"}], "duplicate model name"),
-    ([{"name": "a", "hf_id": "x/a", "aliases": ["z"]}, {"name": "b", "hf_id": "x/b", "aliases": ["z"]}], "z"),
-    ([{"name": "a", "hf_id": "x/a", "aliases": ["default"]}], "'default' is not a model name"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        ([{"name": "a", "hf_id": "x/a", "aliases": ["b"]}, {"name": "b", "hf_id": "x/b"}], "duplicate model name"),
+        ([{"name": "a", "hf_id": "x/a", "aliases": ["z"]}, {"name": "b", "hf_id": "x/b", "aliases": ["z"]}], "z"),
+        ([{"name": "a", "hf_id": "x/a", "aliases": ["default"]}], "'default' is not a model name"),
+    ],
+)
 def test_aliases_must_name_one_model_each(models, message):
     with pytest.raises(ValueError, match=message):
         parse_models_config({"models": models}, "test")

@@ -46,8 +46,9 @@ CRASHES_ONCE = """
         sys.exit(7)
     time.sleep(600)
 """
-FAST = RestartPolicy(initial_backoff_secs=0.05, max_backoff_secs=0.2, stable_after_secs=60, max_crashes=3,
-                     crash_window_secs=60)  # fmt: skip
+FAST = RestartPolicy(
+    initial_backoff_secs=0.05, max_backoff_secs=0.2, stable_after_secs=60, max_crashes=3, crash_window_secs=60
+)
 # Ignores SIGTERM, then says so by creating the file given as argv[1].
 STUBBORN = """
     import pathlib, signal, sys, time
@@ -110,8 +111,9 @@ def launcher():
                      for s in {specs}]
             sys.exit(Supervisor(specs, grace_secs={grace}, restart={restart!r}).run())
         """
-        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO_ROOT,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script)], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True
+        )
         started.append(proc)
         return proc
 
@@ -141,8 +143,14 @@ def child_pids(pid: int) -> list[int]:
 
 def test_stop_terminates_all_kills_the_stubborn_and_takes_grandchildren(tmp_path):
     stubborn_ready, grandchild_file = tmp_path / "stubborn", tmp_path / "grandchild"
-    sup = Supervisor([spec("sleeper", SLEEPER), spec("stubborn", program(STUBBORN, str(stubborn_ready))),
-                      spec("parent", program(PARENT_OF_ONE, str(grandchild_file)))], grace_secs=1.0)  # fmt: skip
+    sup = Supervisor(
+        [
+            spec("sleeper", SLEEPER),
+            spec("stubborn", program(STUBBORN, str(stubborn_ready))),
+            spec("parent", program(PARENT_OF_ONE, str(grandchild_file))),
+        ],
+        grace_secs=1.0,
+    )
     sup.start()
     try:
         pids = [p.pid for p in sup.procs.values()]
@@ -246,8 +254,12 @@ def test_a_restarted_child_is_probed_until_ready_again_and_announced_once(tmp_pa
         return sup.procs[s.name].poll() is None
 
     announced: list[dict] = []
-    sup = Supervisor([spec("flaky", program(CRASHES_ONCE, str(marker))), spec("gateway", SLEEPER)], grace_secs=1.0,
-                     probe=probe, restart=FAST)  # fmt: skip
+    sup = Supervisor(
+        [spec("flaky", program(CRASHES_ONCE, str(marker))), spec("gateway", SLEEPER)],
+        grace_secs=1.0,
+        probe=probe,
+        restart=FAST,
+    )
     sup.start()
     first = sup.procs["flaky"].pid
     results: list[int] = []
@@ -332,15 +344,21 @@ def test_wait_announces_readiness_once_and_asks_the_gateway_last(caplog):
     assert ready == ["a", "b", "gateway"]
 
 
-@pytest.mark.parametrize("laggard, said", [
-    (False, "not ready after 0s: slow (port 0)"),
-    (Readiness(status="downloading model.safetensors 1.2/7.5 GB"),
-     "not ready after 0s: slow (port 0: downloading model.safetensors 1.2/7.5 GB)"),  # what it was doing
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "laggard, said",
+    [
+        (False, "not ready after 0s: slow (port 0)"),
+        (
+            Readiness(status="downloading model.safetensors 1.2/7.5 GB"),
+            "not ready after 0s: slow (port 0: downloading model.safetensors 1.2/7.5 GB)",
+        ),  # what it was doing
+    ],
+)
 def test_a_stack_not_ready_in_time_fails_naming_the_laggard(caplog, laggard, said):
     ready = Readiness(ready=True) if isinstance(laggard, Readiness) else True
-    sup = Supervisor([spec("a", SLEEPER), spec("slow", SLEEPER)], grace_secs=1.0,
-                     probe=lambda s: ready if s.name == "a" else laggard)  # fmt: skip
+    sup = Supervisor(
+        [spec("a", SLEEPER), spec("slow", SLEEPER)], grace_secs=1.0, probe=lambda s: ready if s.name == "a" else laggard
+    )
     sup.start()
     try:
         assert sup.wait(ready_timeout=0.3, poll_secs=0.05) == 1

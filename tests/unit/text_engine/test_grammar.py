@@ -24,8 +24,11 @@ from services.text_engine.engine.sampling.grammar import (
 )
 from tests.support.processes import REPO_ROOT
 
-TOKENIZERS = {"ministral": ("ministral-3-tiny", [2]), "smollm2": ("smollm2-135m-instruct", [2]),
-              "qwen2vl": ("qwen2-vl-tiny", [1024, 1026])}  # fmt: skip
+TOKENIZERS = {
+    "ministral": ("ministral-3-tiny", [2]),
+    "smollm2": ("smollm2-135m-instruct", [2]),
+    "qwen2vl": ("qwen2-vl-tiny", [1024, 1026]),
+}
 PADDING = 64  # extra logit columns, as a model with padded embeddings has
 MAX_STEPS = 400
 
@@ -36,7 +39,7 @@ SCHEMAS = {
         "properties": {"name": {"type": "string", "maxLength": 8}, "ok": {"type": "boolean"}},
         "required": ["name", "ok"],
         "additionalProperties": False,
-    },  # fmt: skip
+    },
     "nested": {
         "type": "object",
         "properties": {
@@ -50,7 +53,7 @@ SCHEMAS = {
                     "required": ["qty"],
                     "additionalProperties": False,
                 },
-            },  # fmt: skip
+            },
         },
         "required": ["status", "items"],
         "additionalProperties": False,
@@ -63,7 +66,7 @@ SCHEMAS = {
                 "required": ["city"],
                 "additionalProperties": False,
             }
-        },  # fmt: skip
+        },
         "type": "object",
         "properties": {"home": {"$ref": "#/$defs/Loc"}, "unit": {"enum": ["c", "f"]}},
         "required": ["home", "unit"],

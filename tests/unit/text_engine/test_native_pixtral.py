@@ -51,10 +51,16 @@ def pixtral_processor():
 
 def processor_tokens(pixtral_processor, family: PixtralFamily, image: Image.Image, edge: int) -> list[int]:
     """What PixtralProcessor writes for `image`: its image processor at patch * merge, then its own expansion."""
-    processor = SimpleNamespace(patch_size=14, spatial_merge_size=2, image_token="[IMG]",
-                                image_break_token="[IMG_BREAK]", image_end_token="[IMG_END]")  # fmt: skip
-    inputs = family.image_processor(images=[image], return_tensors="pt", size={"longest_edge": edge},
-                                    patch_size={"height": 28, "width": 28})  # fmt: skip
+    processor = SimpleNamespace(
+        patch_size=14,
+        spatial_merge_size=2,
+        image_token="[IMG]",
+        image_break_token="[IMG_BREAK]",
+        image_end_token="[IMG_END]",
+    )
+    inputs = family.image_processor(
+        images=[image], return_tensors="pt", size={"longest_edge": edge}, patch_size={"height": 28, "width": 28}
+    )
     text = pixtral_processor.replace_image_token(processor, {"image_sizes": inputs["image_sizes"].tolist()}, 0)
     return family.tokenizer.encode(text, add_special_tokens=False)
 

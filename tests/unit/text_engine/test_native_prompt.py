@@ -17,7 +17,7 @@ from services.text_engine.engine.images import (
     encode_images,
     expand,
     refuse_images,
-)  # fmt: skip
+)
 from services.text_engine.engine.prompt import content_of, render_prompt
 from services.text_engine.engine.types import ChatTurn, Detail, GenerationRequest, ImagePart, TextPart
 from tests.support.images import png
@@ -53,8 +53,12 @@ def rendered(tokenizer, *turns: ChatTurn) -> str:
 
 def test_parts_become_template_chunks_in_order():
     turn = ChatTurn("user", "", parts=(ImagePart(RED), TextPart("compare"), ImagePart(RED), TextPart("with this")))
-    assert content_of(turn) == [{"type": "image"}, {"type": "text", "text": "compare"}, {"type": "image"},
-                                {"type": "text", "text": "with this"}]  # fmt: skip
+    assert content_of(turn) == [
+        {"type": "image"},
+        {"type": "text", "text": "compare"},
+        {"type": "image"},
+        {"type": "text", "text": "with this"},
+    ]
     # Text-only parts stay a string, so text-only templates keep working.
     assert content_of(ChatTurn("user", "", parts=(TextPart("a"), TextPart("b")))) == "a\nb"
     assert content_of(ChatTurn("user", "plain")) == "plain"
@@ -127,8 +131,11 @@ def test_detail_low_costs_fewer_tokens_than_high(stand_ins, kind):
 
 def test_a_bad_image_names_its_message_and_part(stand_ins):
     _, family = stand_ins["text"]
-    turns = (ChatTurn("user", "hi"), ChatTurn("assistant", "yes"),
-             ChatTurn("user", "", parts=(TextPart("look"), ImagePart(RED), ImagePart(b"\x89PNG broken"))))  # fmt: skip
+    turns = (
+        ChatTurn("user", "hi"),
+        ChatTurn("assistant", "yes"),
+        ChatTurn("user", "", parts=(TextPart("look"), ImagePart(RED), ImagePart(b"\x89PNG broken"))),
+    )
     with pytest.raises(InvalidRequestError, match="Invalid image") as caught:
         encode_images(request(*turns), SimpleNamespace(family=family), entry(), 10**6)
     assert caught.value.param == "messages[2].parts[2].image"

@@ -15,7 +15,7 @@ from services.text_engine.engine.quantization import (
     fp8_kernel_problem,
     import_error,
     plan_quantization,
-)  # fmt: skip
+)
 
 CUDA = torch.device("cuda")
 
@@ -66,18 +66,27 @@ def test_carried_config_sets_the_dequantize_flag_only_when_planned():
     assert text.quantization_config == QUANTIZATION_CONFIG and "dequantize" not in QUANTIZATION_CONFIG
 
 
-VISION_SKIPPED = ["vision_tower.transformer.layers.0.attention.q_proj.weight", "multi_modal_projector.linear_1.weight",
-                  "model.vision_tower.ln_pre.weight_scale_inv"]  # fmt: skip
+VISION_SKIPPED = [
+    "vision_tower.transformer.layers.0.attention.q_proj.weight",
+    "multi_modal_projector.linear_1.weight",
+    "model.vision_tower.ln_pre.weight_scale_inv",
+]
 
 
 def test_skipped_vision_weights_and_their_scales_are_fine():
     check_skipped_scales("m", VISION_SKIPPED, None)
 
 
-@pytest.mark.parametrize("key", [
-    "model.layers.0.self_attn.q_proj.weight_scale_inv", "model.layers.3.mlp.down_proj.activation_scale",
-    "model.layers.1.self_attn.k_proj.input_scale", "lm_head.weight_scale", "layers.0.attention.wq.qscale_weight",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "key",
+    [
+        "model.layers.0.self_attn.q_proj.weight_scale_inv",
+        "model.layers.3.mlp.down_proj.activation_scale",
+        "model.layers.1.self_attn.k_proj.input_scale",
+        "lm_head.weight_scale",
+        "layers.0.attention.wq.qscale_weight",
+    ],
+)
 def test_a_skipped_text_scale_fails_the_load(key):
     with pytest.raises(ModelLoadError, match=r"'m': 1 quantization scale\(s\).*no quantization_config.*unscaled"):
         check_skipped_scales("m", [*VISION_SKIPPED, key], None)

@@ -17,7 +17,7 @@ from services.common.config import (
     SamplingDefaults,
     parse_models_config,
     resolve_sampling,
-)  # fmt: skip
+)
 from services.common.hf_models import read_generation_config
 from services.text_engine.engine.loader import checkpoint_sampling
 
@@ -48,10 +48,15 @@ def test_models_yaml_wins_field_by_field_even_with_zero():
     resolved = resolve_sampling(configured, SamplingDefaults(temperature=0.6, top_p=0.9, top_k=40))
     assert (resolved.values.temperature, resolved.values.top_k, resolved.values.top_p) == (0.0, 0, 0.9)
     assert resolved.sources == {
-        "temperature": SOURCE_CONFIG, "top_k": SOURCE_CONFIG, "top_p": SOURCE_CHECKPOINT,
-        "max_tokens": SOURCE_BUILTIN, "presence_penalty": SOURCE_BUILTIN, "frequency_penalty": SOURCE_BUILTIN,
-        "repetition_penalty": SOURCE_BUILTIN, "min_p": SOURCE_BUILTIN,
-    }  # fmt: skip
+        "temperature": SOURCE_CONFIG,
+        "top_k": SOURCE_CONFIG,
+        "top_p": SOURCE_CHECKPOINT,
+        "max_tokens": SOURCE_BUILTIN,
+        "presence_penalty": SOURCE_BUILTIN,
+        "frequency_penalty": SOURCE_BUILTIN,
+        "repetition_penalty": SOURCE_BUILTIN,
+        "min_p": SOURCE_BUILTIN,
+    }
 
 
 def test_models_yaml_sampling_fields_are_optional_and_still_validated():
@@ -71,8 +76,18 @@ def _checkpoint(tmp_path, generation: dict | None):
 
 
 def test_checkpoint_sampling_reads_only_what_generation_config_sets(tmp_path):
-    source = _checkpoint(tmp_path, {"do_sample": True, "temperature": 0.7, "top_p": 0.95, "top_k": 20,
-                                    "max_new_tokens": 4096, "max_length": 262144, "eos_token_id": 2})  # fmt: skip
+    source = _checkpoint(
+        tmp_path,
+        {
+            "do_sample": True,
+            "temperature": 0.7,
+            "top_p": 0.95,
+            "top_k": 20,
+            "max_new_tokens": 4096,
+            "max_length": 262144,
+            "eos_token_id": 2,
+        },
+    )
     found = from_checkpoint(source)
     assert found == SamplingDefaults(temperature=0.7, top_p=0.95, top_k=20, max_tokens=4096)
 

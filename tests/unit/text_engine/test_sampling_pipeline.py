@@ -146,7 +146,11 @@ def test_each_row_keeps_its_own_parameters_in_a_mixed_batch():
 def test_sampling_follows_the_softmax_at_the_requested_temperature():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     s = spec(temperature=0.5, seed=5)
-    counts = torch.bincount(torch.tensor([int(sample_batch(torch.log(probs)[None, :], [s])[0]) for _ in range(4000)]),
-                            minlength=4).float() / 4000  # fmt: skip
+    counts = (
+        torch.bincount(
+            torch.tensor([int(sample_batch(torch.log(probs)[None, :], [s])[0]) for _ in range(4000)]), minlength=4
+        ).float()
+        / 4000
+    )
     expected = torch.softmax(torch.log(probs) / 0.5, dim=-1)
     assert torch.allclose(counts, expected, atol=0.03), (counts, expected)

@@ -23,8 +23,12 @@ from services.text_engine.engine.tools.constraints import tool_call_grammar
 from services.text_engine.engine.types import Tool, ToolChoice, ToolChoiceMode
 
 MODELS = {"mistral": ("models/tiny/ministral-3-tiny", [2]), "hermes": ("models/tiny/qwen3-tiny", [151645, 151643])}
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}}, "required": ["city"],
-           "additionalProperties": False}  # fmt: skip
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 8}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
 TOOLS = (Tool("get_weather", "", json.dumps(WEATHER)), Tool("get_time", "", ""))
 REQUIRED, NAMED = ToolChoice(ToolChoiceMode.REQUIRED), ToolChoice(ToolChoiceMode.NAMED, "get_weather")
 

@@ -29,8 +29,9 @@ async def stream(fmt, tokens):
     """The request stream's events over `tokens`, delivered one step at a time as the engine delivers them;
     the last is `Finished`. Unless the last token is an end-of-sequence, the request ran into max_tokens."""
     tokenizer, spec, compiler = model(fmt)
-    prepared = PreparedRequest(prompt_ids=[1], max_new_tokens=len(tokens), spec=SamplingSpec(0.0, 1.0, 0), stop=(),
-                               parse_tools=True)  # fmt: skip
+    prepared = PreparedRequest(
+        prompt_ids=[1], max_new_tokens=len(tokens), spec=SamplingSpec(0.0, 1.0, 0), stop=(), parse_tools=True
+    )
     request = RequestStream("k", prepared, tokenizer, list(compiler.eos_token_ids), spec)
     for n in range(1, len(tokens) + 1):
         request.on_output(Output(tokens[:n], finished=n == len(tokens)))
@@ -111,8 +112,15 @@ def test_a_cut_mistral_call_header_is_not_answer_text():
     assert out == ["Sure."] and not parser.made_calls
 
 
-@pytest.mark.parametrize("cut", ['Sure.\n<tool_call>\n{"name": "get_wea', "Sure.\n<tool_call>\n{", "Sure.\n<tool_ca",
-                                 'Sure.\n<tool_call>\n{"arguments": {"a": 1}, "na'])  # fmt: skip
+@pytest.mark.parametrize(
+    "cut",
+    [
+        'Sure.\n<tool_call>\n{"name": "get_wea',
+        "Sure.\n<tool_call>\n{",
+        "Sure.\n<tool_ca",
+        'Sure.\n<tool_call>\n{"arguments": {"a": 1}, "na',
+    ],
+)
 def test_a_cut_hermes_block_or_tag_is_not_answer_text(cut):
     parser = HermesToolParser()
     out = parser.feed(cut) + parser.finish()

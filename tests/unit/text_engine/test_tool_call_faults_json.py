@@ -17,17 +17,31 @@ from services.text_engine.engine.tools.constraints import tool_call_grammar
 from .test_tool_call_faults import MODELS, NAMED, TOOLS, WEATHER, allowed_after, head, model
 
 # What models write: json.dumps' layout, compact, pretty-printed with 2 or 4 spaces.
-PRETTY = ['{"city": "Oslo"}', '{"city":"Oslo"}', '{\n  "city": "Oslo"\n}', '{\n    "city": "Oslo"\n}',
-          '{ "city" : "Oslo" }', '{\n  "city":\n    "Oslo"\n}']  # fmt: skip
+PRETTY = [
+    '{"city": "Oslo"}',
+    '{"city":"Oslo"}',
+    '{\n  "city": "Oslo"\n}',
+    '{\n    "city": "Oslo"\n}',
+    '{ "city" : "Oslo" }',
+    '{\n  "city":\n    "Oslo"\n}',
+]
 # What a weak model loops on: blank lines, and runs of blanks no indentation needs.
-RAMBLING = ['{\n\n  "city": "Oslo"}', "{" + " " * 40 + '"city": "Oslo"}', '{"city":' + "\n" * 3 + '"Oslo"}',
-            "{\n" + " " * 40 + '"city": "Oslo"}', '{"city": "Oslo"' + "\t" * 40 + "}"]  # fmt: skip
+RAMBLING = [
+    '{\n\n  "city": "Oslo"}',
+    "{" + " " * 40 + '"city": "Oslo"}',
+    '{"city":' + "\n" * 3 + '"Oslo"}',
+    "{\n" + " " * 40 + '"city": "Oslo"}',
+    '{"city": "Oslo"' + "\t" * 40 + "}",
+]
 
 
 def json_grammars(fmt):
     """response_format json_object and json_schema, and a named call's arguments (after the call's head)."""
-    return [(GrammarSpec("json_object"), ""), (GrammarSpec("json_schema", json.dumps(WEATHER)), ""),
-            (tool_call_grammar(model(fmt)[1], TOOLS, NAMED, False), head(fmt, "get_weather"))]  # fmt: skip
+    return [
+        (GrammarSpec("json_object"), ""),
+        (GrammarSpec("json_schema", json.dumps(WEATHER)), ""),
+        (tool_call_grammar(model(fmt)[1], TOOLS, NAMED, False), head(fmt, "get_weather")),
+    ]
 
 
 @pytest.mark.parametrize("fmt", list(MODELS))

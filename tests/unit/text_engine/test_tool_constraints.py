@@ -25,18 +25,25 @@ from services.text_engine.engine.types import (
     TextDelta,
     Tool,
     ToolCallDelta,
-    ToolChoice,  # fmt: skip
+    ToolChoice,
     ToolChoiceMode,
 )
 
 MODELS = {"mistral": ("models/tiny/ministral-3-tiny", [2]), "hermes": ("models/tiny/qwen3-tiny", [151645, 151643])}
 MAX_STEPS = 400
 # Bounded schemas, so that every random walk ends within MAX_STEPS.
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 6}, "unit": {"enum": ["c", "f"]}},
-           "required": ["city", "unit"], "additionalProperties": False}  # fmt: skip
-ORDER = {"type": "object", "properties": {"qty": {"type": "integer", "minimum": 1, "maximum": 99},
-                                          "gift": {"type": "boolean"}},
-         "required": ["qty"], "additionalProperties": False}  # fmt: skip
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 6}, "unit": {"enum": ["c", "f"]}},
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+ORDER = {
+    "type": "object",
+    "properties": {"qty": {"type": "integer", "minimum": 1, "maximum": 99}, "gift": {"type": "boolean"}},
+    "required": ["qty"],
+    "additionalProperties": False,
+}
 TOOLS = (Tool("get_weather", "Weather now", json.dumps(WEATHER)), Tool("place_order", "", json.dumps(ORDER)))
 SCHEMAS = {"get_weather": WEATHER, "place_order": ORDER}
 
@@ -81,9 +88,14 @@ def parsed(fmt, tokens):
 
 
 @pytest.mark.parametrize("fmt", list(MODELS))
-@pytest.mark.parametrize(("choice", "parallel"), [(ToolChoice(ToolChoiceMode.REQUIRED), True),
-                                                  (ToolChoice(ToolChoiceMode.REQUIRED), False),
-                                                  (ToolChoice(ToolChoiceMode.NAMED, "place_order"), True)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("choice", "parallel"),
+    [
+        (ToolChoice(ToolChoiceMode.REQUIRED), True),
+        (ToolChoice(ToolChoiceMode.REQUIRED), False),
+        (ToolChoice(ToolChoiceMode.NAMED, "place_order"), True),
+    ],
+)
 def test_random_decoding_under_the_grammar_gives_valid_calls(fmt, choice, parallel):
     _, spec, compiler = model(fmt)
     grammar = tool_call_grammar(spec, TOOLS, choice, parallel)
@@ -108,8 +120,10 @@ def test_the_grammar_rejects_another_tool_and_invalid_arguments():
 
     def accepts(text):
         matcher = grammar.matcher()
-        return all(matcher.ll_matcher.consume_token(t) for t in tokenizer.encode(text, add_special_tokens=False)) \
-            and matcher.ll_matcher.is_accepting()  # fmt: skip
+        return (
+            all(matcher.ll_matcher.consume_token(t) for t in tokenizer.encode(text, add_special_tokens=False))
+            and matcher.ll_matcher.is_accepting()
+        )
 
     assert accepts('[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "unit": "c"}')
     assert not accepts('[TOOL_CALLS]place_order[ARGS]{"qty": 1}')  # not the named tool
@@ -128,17 +142,25 @@ def request(tools=TOOLS, choice=ToolChoice()):
     return GenerationRequest("r", (ChatTurn("user", "hi"),), tools=tools, tool_choice=choice)
 
 
-@pytest.mark.parametrize(("req", "fmt", "param", "needle"), [
-    (request(), "none", "tools", "no tool-call format"),
-    (request(choice=ToolChoice(ToolChoiceMode.NAMED, "fly")), "mistral", "tool_choice", "'fly', which is not in tools"),
-    (request(tools=(Tool("f", parameters="{nope"),)), "hermes", "tools", "not valid JSON"),
-    (request(tools=(Tool("f", parameters="[]"),)), "hermes", "tools", "must be a JSON Schema object"),
-    (request(tools=(Tool("f", parameters='{"type": "string"}'),)), "hermes", "tools", "must describe an object"),
-    (request(tools=(Tool("f"), Tool("f"))), "mistral", "tools", "given twice"),
-    (request(tools=(Tool("get weather"),)), "mistral", "tools", "not a function name"),
-    (request(tools=(), choice=ToolChoice(ToolChoiceMode.REQUIRED)), "mistral", "tool_choice", "needs tools"),
-    (request(tools=(), choice=ToolChoice(ToolChoiceMode.NAMED, "f")), "mistral", "tool_choice", "needs tools"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("req", "fmt", "param", "needle"),
+    [
+        (request(), "none", "tools", "no tool-call format"),
+        (
+            request(choice=ToolChoice(ToolChoiceMode.NAMED, "fly")),
+            "mistral",
+            "tool_choice",
+            "'fly', which is not in tools",
+        ),
+        (request(tools=(Tool("f", parameters="{nope"),)), "hermes", "tools", "not valid JSON"),
+        (request(tools=(Tool("f", parameters="[]"),)), "hermes", "tools", "must be a JSON Schema object"),
+        (request(tools=(Tool("f", parameters='{"type": "string"}'),)), "hermes", "tools", "must describe an object"),
+        (request(tools=(Tool("f"), Tool("f"))), "mistral", "tools", "given twice"),
+        (request(tools=(Tool("get weather"),)), "mistral", "tools", "not a function name"),
+        (request(tools=(), choice=ToolChoice(ToolChoiceMode.REQUIRED)), "mistral", "tool_choice", "needs tools"),
+        (request(tools=(), choice=ToolChoice(ToolChoiceMode.NAMED, "f")), "mistral", "tool_choice", "needs tools"),
+    ],
+)
 def test_validate_tools_refuses_with_the_field_it_is_about(req, fmt, param, needle):
     with pytest.raises(InvalidRequestError, match=needle) as error:
         validate_tools(req, fmt)

@@ -165,8 +165,12 @@ def test_hermes_single_and_parallel_calls_with_text_before_them(tags):
     def pieces(text):
         if tags == "text":
             return [text]
-        return [p for part in re.split(r"(</?tool_call>)", text) if part
-                for p in [{"<tool_call>": OPEN, "</tool_call>": CLOSE}.get(part, part)]]  # fmt: skip
+        return [
+            p
+            for part in re.split(r"(</?tool_call>)", text)
+            if part
+            for p in [{"<tool_call>": OPEN, "</tool_call>": CLOSE}.get(part, part)]
+        ]
 
     assert every_split(hermes, pieces("Let me check.\n\n" + ONE)) == (
         "Let me check.",
@@ -181,8 +185,10 @@ def test_hermes_call_goes_out_whole_once_its_arguments_close():
     parser = hermes()
     assert parser.feed('<tool_call>\n{"name": "f", "argu') == [] and not parser.made_calls
     assert parser.feed('ments": {"a": ') == [] and parser.made_calls  # held: the call may still be cut
-    assert parser.feed("[1, 2]}}\n</tool") == [ToolCallDelta(0, id="id0", name="f"),
-                                                ToolCallDelta(0, arguments='{"a": [1, 2]}')]  # fmt: skip
+    assert parser.feed("[1, 2]}}\n</tool") == [
+        ToolCallDelta(0, id="id0", name="f"),
+        ToolCallDelta(0, arguments='{"a": [1, 2]}'),
+    ]
     assert parser.feed("_call>") == [] and parser.finish() == []
 
 
@@ -251,8 +257,9 @@ class ToolTokenizer(WordTokenizer):
         self.chat_template = chat_template
 
     def decode(self, ids, skip_special_tokens=True):
-        return "".join(WORDS[i] if i in WORDS else super(ToolTokenizer, self).decode([i], skip_special_tokens)
-                       for i in ids)  # fmt: skip
+        return "".join(
+            WORDS[i] if i in WORDS else super(ToolTokenizer, self).decode([i], skip_special_tokens) for i in ids
+        )
 
 
 def run_pipeline(tokens, *, parse_tools=True, stop=(), spec=None, tokenizer=None):
@@ -304,8 +311,16 @@ def test_merge_deltas_keeps_logprobs_and_call_boundaries():
     assert merge_deltas([TextDelta("a", lp[:1]), TextDelta("", ()), TextDelta("b", lp[1:])]) == [TextDelta("ab", lp)]
     assert merge_deltas([TextDelta("", lp[:1])]) == [TextDelta("", lp[:1])]  # logprobs of a token with no text yet
     first, second = ToolCallDelta(0, id="x", name="f"), ToolCallDelta(1, id="y", name="g")
-    merged = merge_deltas([first, ToolCallDelta(0, arguments="{"), ToolCallDelta(0, arguments="}"), second,
-                           ToolCallDelta(1, arguments="{}"), ToolCallDelta(1)])  # fmt: skip
+    merged = merge_deltas(
+        [
+            first,
+            ToolCallDelta(0, arguments="{"),
+            ToolCallDelta(0, arguments="}"),
+            second,
+            ToolCallDelta(1, arguments="{}"),
+            ToolCallDelta(1),
+        ]
+    )
     assert merged == [first, ToolCallDelta(0, arguments="{}"), second, ToolCallDelta(1, arguments="{}")]
 
 
@@ -326,12 +341,15 @@ def test_a_real_tekken_tokenizers_call_becomes_a_call():
     tokenizer = load_tokenizer("models/tiny/ministral-3-tiny")
     spec = parser_for("auto", tokenizer, "auto")
     assert (spec.reasoning, spec.tools) == ("mistral", "mistral")
-    text = '[THINK]Weather, so a tool.[/THINK]On it.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}' \
-           '[TOOL_CALLS]get_time[ARGS]{"tz": "CET"}'  # fmt: skip
+    text = (
+        '[THINK]Weather, so a tool.[/THINK]On it.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}'
+        '[TOOL_CALLS]get_time[ARGS]{"tz": "CET"}'
+    )
     tokens = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
     deltas, pipeline = run_pipeline(tokens, spec=spec, tokenizer=tokenizer)
-    answer, calls = collect([d.text if isinstance(d, TextDelta) else d for d in deltas
-                             if not isinstance(d, ReasoningDelta)])  # fmt: skip
+    answer, calls = collect(
+        [d.text if isinstance(d, TextDelta) else d for d in deltas if not isinstance(d, ReasoningDelta)]
+    )
     assert "".join(d.text for d in deltas if isinstance(d, ReasoningDelta)) == "Weather, so a tool."
     assert answer == "On it." and pipeline.made_tool_calls
     assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [
@@ -351,10 +369,12 @@ def test_a_real_qwen3_tokenizers_calls_become_calls():
     )
     tokens = tokenizer.encode(text, add_special_tokens=False)
     assert spec.tool_markers[0].token_id in tokens  # the tags are single (non-special) tokens here
-    deltas, pipeline = run_pipeline(tokens + [tokenizer.convert_tokens_to_ids("<|im_end|>")], spec=spec,
-                                    tokenizer=tokenizer)  # fmt: skip
-    answer, calls = collect([d.text if isinstance(d, TextDelta) else d for d in deltas
-                             if not isinstance(d, ReasoningDelta)])  # fmt: skip
+    deltas, pipeline = run_pipeline(
+        tokens + [tokenizer.convert_tokens_to_ids("<|im_end|>")], spec=spec, tokenizer=tokenizer
+    )
+    answer, calls = collect(
+        [d.text if isinstance(d, TextDelta) else d for d in deltas if not isinstance(d, ReasoningDelta)]
+    )
     assert "".join(d.text for d in deltas if isinstance(d, ReasoningDelta)).strip() == "Weather, so a tool."
     assert answer.strip() == "On it." and pipeline.made_tool_calls
     assert [(c["name"], c["arguments"]) for c in calls] == [

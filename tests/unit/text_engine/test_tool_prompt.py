@@ -34,11 +34,15 @@ def rendered(tokenizer, spec, request):
 def test_ministral_prompt_shows_tools_calls_and_results(ministral):
     tokenizer, spec = ministral
     text = rendered(tokenizer, spec, GenerationRequest("r", HISTORY, tools=(WEATHER,)))
-    assert ('[AVAILABLE_TOOLS][{"type": "function", "function": {"name": "get_weather", "description": "Current '
-            'weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}][/AVAILABLE_TOOLS]'
-            "[INST]Weather in Paris?[/INST]") in text  # fmt: skip
-    assert text.endswith('[INST]Weather in Paris?[/INST][TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}</s>'
-                         "[TOOL_RESULTS]22 C[/TOOL_RESULTS]")  # fmt: skip
+    assert (
+        '[AVAILABLE_TOOLS][{"type": "function", "function": {"name": "get_weather", "description": "Current '
+        'weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}][/AVAILABLE_TOOLS]'
+        "[INST]Weather in Paris?[/INST]"
+    ) in text
+    assert text.endswith(
+        '[INST]Weather in Paris?[/INST][TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}</s>'
+        "[TOOL_RESULTS]22 C[/TOOL_RESULTS]"
+    )
     ids = render_prompt(tokenizer, GenerationRequest("r", HISTORY, tools=(WEATHER,)), spec)
     # The markers are the special tokens, not their spelling.
     for marker in ("[AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[ARGS]", "[TOOL_RESULTS]"):
@@ -49,19 +53,27 @@ def test_tools_stay_in_the_prompt_with_tool_choice_none_and_a_tool_without_param
     tokenizer, spec = ministral
     request = GenerationRequest("r", HISTORY[:1], tools=(Tool("ping"),), tool_choice=ToolChoice(ToolChoiceMode.NONE))
     text = rendered(tokenizer, spec, request)
-    assert '[AVAILABLE_TOOLS][{"type": "function", "function": {"name": "ping", "parameters": {"type": "object", ' \
-           '"properties": {}}}}][/AVAILABLE_TOOLS]' in text  # fmt: skip
+    assert (
+        '[AVAILABLE_TOOLS][{"type": "function", "function": {"name": "ping", "parameters": {"type": "object", '
+        '"properties": {}}}}][/AVAILABLE_TOOLS]' in text
+    )
     assert "[AVAILABLE_TOOLS]" not in rendered(tokenizer, spec, GenerationRequest("r", HISTORY[:1]))
 
 
 def test_parallel_calls_and_malformed_history_arguments_render_as_the_model_made_them(ministral):
     tokenizer, spec = ministral
     calls = (ToolCall("abcdefgh1", "get_weather", '{"city": "Paris"}'), ToolCall("abcdefgh2", "get_weather", "{oops"))
-    history = (HISTORY[0], ChatTurn("assistant", "Checking.", tool_calls=calls),
-               ChatTurn("tool", "22 C", tool_call_id="abcdefgh1"), ChatTurn("tool", "error", tool_call_id="abcdefgh2"))  # fmt: skip
+    history = (
+        HISTORY[0],
+        ChatTurn("assistant", "Checking.", tool_calls=calls),
+        ChatTurn("tool", "22 C", tool_call_id="abcdefgh1"),
+        ChatTurn("tool", "error", tool_call_id="abcdefgh2"),
+    )
     text = rendered(tokenizer, spec, GenerationRequest("r", history, tools=(WEATHER,)))
-    assert text.endswith('Checking.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_weather[ARGS]{oops</s>'
-                         "[TOOL_RESULTS]22 C[/TOOL_RESULTS][TOOL_RESULTS]error[/TOOL_RESULTS]")  # fmt: skip
+    assert text.endswith(
+        'Checking.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_weather[ARGS]{oops</s>'
+        "[TOOL_RESULTS]22 C[/TOOL_RESULTS][TOOL_RESULTS]error[/TOOL_RESULTS]"
+    )
 
 
 def test_history_messages_have_the_shape_hugging_face_templates_take(ministral):

@@ -33,8 +33,16 @@ def test_key_depends_on_every_part():
 
     base = of()
     assert base == of() and of(revision="") == base  # no revision and an empty one are the same checkpoint
-    variants = [of(sha="sha2"), of(detail="low"), of(detail="high"), of(instruction="q"), of(max_tokens=9),
-                of(model="org/b"), of(model="/models/a"), of(revision="abc123")]  # fmt: skip
+    variants = [
+        of(sha="sha2"),
+        of(detail="low"),
+        of(detail="high"),
+        of(instruction="q"),
+        of(max_tokens=9),
+        of(model="org/b"),
+        of(model="/models/a"),
+        of(revision="abc123"),
+    ]
     assert len({base, *variants}) == len(variants) + 1
     # Instruction and limit are hashed with a separator: moving a digit from one to the other changes the key.
     assert of(instruction="p", max_tokens=12) != of(instruction="p1", max_tokens=2)

@@ -43,8 +43,15 @@ class Clock:
 
 
 def key(n: int = 1, **changes) -> CacheKey:
-    parts = {"image_sha256": f"{n:064x}", "detail": "auto", "instruction": "Describe", "max_tokens": 16,
-             "model": "org/vlm", "revision": None, **changes}  # fmt: skip
+    parts = {
+        "image_sha256": f"{n:064x}",
+        "detail": "auto",
+        "instruction": "Describe",
+        "max_tokens": 16,
+        "model": "org/vlm",
+        "revision": None,
+        **changes,
+    }
     return CacheKey.of(parts.pop("image_sha256"), parts.pop("detail"), parts.pop("instruction"), **parts)
 
 
@@ -110,8 +117,14 @@ async def test_a_caption_written_by_one_store_is_read_by_another_with_its_ttl(se
 
 async def test_the_key_is_the_prefix_and_a_stable_digest_of_every_field():
     base = key(1)
-    variants = [key(2), key(detail="high"), key(instruction="Transcribe"), key(max_tokens=17), key(model="org/other"),
-                key(revision="abc123")]  # fmt: skip
+    variants = [
+        key(2),
+        key(detail="high"),
+        key(instruction="Transcribe"),
+        key(max_tokens=17),
+        key(model="org/other"),
+        key(revision="abc123"),
+    ]
     names = {redis_key(PREFIX, k) for k in [base, *variants]}
     assert len(names) == len(variants) + 1 and all(n.startswith(PREFIX) for n in names)
     assert redis_key("other:", base) == "other:" + redis_key(PREFIX, base).removeprefix(PREFIX)

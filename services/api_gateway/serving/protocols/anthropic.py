@@ -45,8 +45,10 @@ def _tool_message(block: ToolResultBlock, param: str, names: dict[str, str]) -> 
     elif isinstance(content, str):
         parts = (content,)
     else:
-        parts = tuple(b.text if isinstance(b, TextBlock) else _image(b, f"{param}.content[{k}].source")
-                      for k, b in enumerate(content))  # fmt: skip
+        parts = tuple(
+            b.text if isinstance(b, TextBlock) else _image(b, f"{param}.content[{k}].source")
+            for k, b in enumerate(content)
+        )
     if block.is_error:
         parts = ("Error:", *parts)
     return Message("tool", parts, tool_call_id=block.tool_use_id, name=names.get(block.tool_use_id, ""))
@@ -59,8 +61,14 @@ def turn_messages(turn: InputMessage, index: int, names: dict[str, str]) -> list
     if turn.role == "assistant":
         calls = tuple(ToolCall(b.id, b.name, json.dumps(b.input)) for b in turn.content if isinstance(b, ToolUseBlock))
         names.update((call.id, call.name) for call in calls)
-        return [Message("assistant", tuple(b.text for b in turn.content if isinstance(b, TextBlock)),
-                        "".join(b.thinking for b in turn.content if isinstance(b, ThinkingBlock)), tool_calls=calls)]  # fmt: skip
+        return [
+            Message(
+                "assistant",
+                tuple(b.text for b in turn.content if isinstance(b, TextBlock)),
+                "".join(b.thinking for b in turn.content if isinstance(b, ThinkingBlock)),
+                tool_calls=calls,
+            )
+        ]
     messages: list[Message] = []
     pending: list[Part] = []  # the user's own blocks since the last tool result
     for j, block in enumerate(turn.content):
@@ -86,19 +94,27 @@ def output_options(request: CountTokensRequest) -> OutputOptions:
     mode = {"any": "required", "tool": "named"}.get(choice.type, choice.type) if choice else "auto"
     fmt = request.output_config.format if request.output_config else None
     return OutputOptions(
-        tools=tools, tool_choice=mode, tool_name=(choice.name or "") if mode == "named" else "",
+        tools=tools,
+        tool_choice=mode,
+        tool_name=(choice.name or "") if mode == "named" else "",
         parallel_tool_calls=False if choice and choice.disable_parallel_tool_use else None,
-        response_format="json_schema" if fmt else "text", schema=json.dumps(fmt.schema_) if fmt else "",
+        response_format="json_schema" if fmt else "text",
+        schema=json.dumps(fmt.schema_) if fmt else "",
         schema_name="output" if fmt else "",
-    )  # fmt: skip
+    )
 
 
 def generation_params(request: CountTokensRequest) -> GenerationParams:
     """The sampling parameters a Messages request sets (none for a count)."""
     if not isinstance(request, MessagesRequest):
         return GenerationParams()
-    return GenerationParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
-                            top_k=top_k(request.top_k), stop=tuple(s for s in request.stop_sequences or () if s))  # fmt: skip
+    return GenerationParams(
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_k=top_k(request.top_k),
+        stop=tuple(s for s in request.stop_sequences or () if s),
+    )
 
 
 def messages_conversation(request: CountTokensRequest) -> Conversation:
@@ -108,8 +124,13 @@ def messages_conversation(request: CountTokensRequest) -> Conversation:
     for index, turn in enumerate(request.messages):
         messages.extend(turn_messages(turn, index, names))
     metadata = getattr(request, "metadata", None)
-    return Conversation(request.model, tuple(messages), generation_params(request), output_options(request),
-                        user=metadata.user_id if metadata else None)  # fmt: skip
+    return Conversation(
+        request.model,
+        tuple(messages),
+        generation_params(request),
+        output_options(request),
+        user=metadata.user_id if metadata else None,
+    )
 
 
 @dataclass
@@ -141,12 +162,16 @@ class AnthropicMessages:
         finished = outcome.finished[0]
         reason, sequence = stop_reason(finished)
         return {
-            "id": message_id(), "type": "message", "role": "assistant", "model": plan.request.model,
+            "id": message_id(),
+            "type": "message",
+            "role": "assistant",
+            "model": plan.request.model,
             "content": content_blocks(outcome.answers[0], plan.request.shows_thinking),
-            "stop_reason": reason, "stop_sequence": sequence,
+            "stop_reason": reason,
+            "stop_sequence": sequence,
             "usage": {"input_tokens": finished.prompt_tokens, "output_tokens": finished.completion_tokens},
             **({"proxy_vision": outcome.proxy_vision} if outcome.proxy_vision is not None else {}),
-        }  # fmt: skip
+        }
 
     async def stream(self, plan: MessagesPlan, request_id: str) -> sse.FrameStream:
         """Anthropic's SSE events. Text-only: first waits for the engine to accept the request (raising its
@@ -155,8 +180,9 @@ class AnthropicMessages:
         frames = message_frames(live, plan.request.model, plan.request.shows_thinking)
         return sse.FrameStream(frames, live)
 
-    async def count_tokens(self, request: CountTokensRequest, request_id: str,
-                           client_timeout: float | None = None) -> dict:  # fmt: skip
+    async def count_tokens(
+        self, request: CountTokensRequest, request_id: str, client_timeout: float | None = None
+    ) -> dict:
         """`{"input_tokens": n}`: what `usage.input_tokens` of the same request would say."""
         plan = await self.core.plan(messages_conversation(request), client_timeout)
         return {"input_tokens": await self.core.count_tokens(plan, request_id)}

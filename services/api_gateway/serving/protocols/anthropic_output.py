@@ -66,8 +66,10 @@ def content_blocks(answer: ChoiceAnswer, shows_thinking: bool) -> list[dict]:
         blocks.append({"type": "thinking", "thinking": thinking, "signature": ""})
     if text := "".join(answer.text):
         blocks.append({"type": "text", "text": text})
-    blocks.extend({"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input("".join(call.arguments))}
-                  for _, call in sorted(answer.calls.items()))  # fmt: skip
+    blocks.extend(
+        {"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input("".join(call.arguments))}
+        for _, call in sorted(answer.calls.items())
+    )
     return blocks
 
 
@@ -94,13 +96,17 @@ class BlockWriter:
         if isinstance(event, ReasoningDelta):
             if not (event.text and self._shows_thinking):
                 return []
-            return [*self._switch("thinking", {"type": "thinking", "thinking": "", "signature": ""}),
-                    self._delta({"type": "thinking_delta", "thinking": event.text})]  # fmt: skip
+            return [
+                *self._switch("thinking", {"type": "thinking", "thinking": "", "signature": ""}),
+                self._delta({"type": "thinking_delta", "thinking": event.text}),
+            ]
         if isinstance(event, TextDelta):
             if not event.text:
                 return []
-            return [*self._switch("text", {"type": "text", "text": ""}),
-                    self._delta({"type": "text_delta", "text": event.text})]  # fmt: skip
+            return [
+                *self._switch("text", {"type": "text", "text": ""}),
+                self._delta({"type": "text_delta", "text": event.text}),
+            ]
         out = []
         if event.id or event.name:  # a call's first piece: a block of its own
             out += self._close()
@@ -139,9 +145,16 @@ class BlockWriter:
 
 async def message_frames(live: LiveGeneration, model: str, shows_thinking: bool) -> AsyncIterator[str]:
     """The frames of one streamed message, answered as `model` (the name the request used)."""
-    message = {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": [],
-               "stop_reason": None, "stop_sequence": None,
-               "usage": {"input_tokens": live.prompt_tokens or 0, "output_tokens": 0}}  # fmt: skip
+    message = {
+        "id": message_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": live.prompt_tokens or 0, "output_tokens": 0},
+    }
     yield frame("message_start", {"message": message})
     blocks = BlockWriter(shows_thinking)
     proxy_vision = None

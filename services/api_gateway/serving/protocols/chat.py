@@ -40,27 +40,34 @@ log = logging.getLogger(__name__)
 def generation_params(request: ChatCompletionRequest) -> GenerationParams:
     """The engine's sampling parameters from a validated request."""
     return sampling_params(
-        request, max_tokens=request.completion_limit, min_tokens=request.min_tokens,
+        request,
+        max_tokens=request.completion_limit,
+        min_tokens=request.min_tokens,
         # The engine returns logprobs when top_logprobs is set: logprobs true alone means 0 alternatives.
         top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-    )  # fmt: skip
+    )
 
 
 def output_options(request: ChatCompletionRequest) -> OutputOptions:
     """Tools, tool_choice, parallel_tool_calls and response_format for the engine."""
-    tools = tuple(tool_spec(t.function.name, t.function.description, t.function.parameters, t.function.strict)
-                  for t in request.tools or ())  # fmt: skip
+    tools = tuple(
+        tool_spec(t.function.name, t.function.description, t.function.parameters, t.function.strict)
+        for t in request.tools or ()
+    )
     choice, name = request.tool_choice or "auto", ""
     if isinstance(choice, NamedToolChoice):
         choice, name = "named", choice.function.name
     fmt = request.response_format
     schema = fmt.json_schema if isinstance(fmt, JsonSchemaFormat) else None
     return OutputOptions(
-        tools=tools, tool_choice=choice, tool_name=name, parallel_tool_calls=request.parallel_tool_calls,
+        tools=tools,
+        tool_choice=choice,
+        tool_name=name,
+        parallel_tool_calls=request.parallel_tool_calls,
         response_format=fmt.type if fmt is not None else "text",
         schema=json.dumps(schema.schema_) if schema is not None and schema.schema_ is not None else "",
         schema_name=schema.name if schema is not None else "",
-    )  # fmt: skip
+    )
 
 
 def chat_message(message: ChatMessage, index: int) -> Message:
@@ -71,23 +78,31 @@ def chat_message(message: ChatMessage, index: int) -> Message:
         parts = (message.content,)
     else:
         parts = tuple(
-            p.text if isinstance(p, TextPart)
+            p.text
+            if isinstance(p, TextPart)
             else ImageInput(p.image.url, p.image.detail, f"messages[{index}].content[{j}].image_url")
             for j, p in enumerate(message.content)
-        )  # fmt: skip
+        )
     return Message(
-        message.role, parts, message.reasoning_text,
+        message.role,
+        parts,
+        message.reasoning_text,
         tool_calls=tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()),
-        tool_call_id=message.tool_call_id or "", name=message.name or "",
-    )  # fmt: skip
+        tool_call_id=message.tool_call_id or "",
+        name=message.name or "",
+    )
 
 
 def chat_conversation(request: ChatCompletionRequest) -> Conversation:
     """A validated chat request as the core's conversation."""
     return Conversation(
-        request.model, tuple(chat_message(m, i) for i, m in enumerate(request.messages)),
-        generation_params(request), output_options(request), n=request.n or 1, user=request.user,
-    )  # fmt: skip
+        request.model,
+        tuple(chat_message(m, i) for i, m in enumerate(request.messages)),
+        generation_params(request),
+        output_options(request),
+        n=request.n or 1,
+        user=request.user,
+    )
 
 
 @dataclass
@@ -123,14 +138,24 @@ class ChatCompletions:
         outcome = await self.core.complete(plan.core, request_id)
         request = plan.request
         return {
-            "id": chunks.completion_id(), "object": "chat.completion", "created": int(time.time()),
-            "model": plan.entry.name, "system_fingerprint": None,
-            "choices": [answer.choice(i, outcome.finished[i], include_reasoning=request.include_reasoning,
-                                      reasoning_field=self._reasoning_field, logprobs=bool(request.logprobs))
-                        for i, answer in enumerate(outcome.answers)],
+            "id": chunks.completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": plan.entry.name,
+            "system_fingerprint": None,
+            "choices": [
+                answer.choice(
+                    i,
+                    outcome.finished[i],
+                    include_reasoning=request.include_reasoning,
+                    reasoning_field=self._reasoning_field,
+                    logprobs=bool(request.logprobs),
+                )
+                for i, answer in enumerate(outcome.answers)
+            ],
             "usage": chunks.usage(outcome.finished),
             **({"proxy_vision": outcome.proxy_vision} if outcome.proxy_vision is not None else {}),
-        }  # fmt: skip
+        }
 
     async def stream(self, plan: ChatPlan, request_id: str) -> sse.FrameStream:
         """SSE frames. Text-only: first waits for the engine to accept the request (raising its refusal)."""
@@ -160,8 +185,13 @@ class ChatCompletions:
             yield chunk.usage(chunks.usage([finished[i] for i in range(plan.n)]))
 
     @staticmethod
-    def _output_frames(chunk: chunks.ChunkMaker, item: Output, include_reasoning: bool, with_logprobs: bool,
-                       finished: dict[int, Finished]) -> list[str]:  # fmt: skip
+    def _output_frames(
+        chunk: chunks.ChunkMaker,
+        item: Output,
+        include_reasoning: bool,
+        with_logprobs: bool,
+        finished: dict[int, Finished],
+    ) -> list[str]:
         index, event = item.index, item.event
         if isinstance(event, TextDelta):
             if event.text or (with_logprobs and event.logprobs):

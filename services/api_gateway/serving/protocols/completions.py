@@ -37,10 +37,18 @@ T = TypeVar("T")
 def completion_conversation(request: CompletionRequest, prompt: PromptItem) -> Conversation:
     """One prompt of a validated request as the core's conversation (no messages: the prompt goes as it is)."""
     text, token_ids = (prompt, ()) if isinstance(prompt, str) else ("", prompt)
-    params = sampling_params(request, max_tokens=request.max_tokens, min_tokens=request.min_tokens,
-                             top_logprobs=request.logprobs)  # fmt: skip
-    return Conversation(request.model, (), params, n=request.n or 1, user=request.user, messages_param="prompt",
-                        prompt=RawPrompt(text, token_ids, request.suffix or ""))  # fmt: skip
+    params = sampling_params(
+        request, max_tokens=request.max_tokens, min_tokens=request.min_tokens, top_logprobs=request.logprobs
+    )
+    return Conversation(
+        request.model,
+        (),
+        params,
+        n=request.n or 1,
+        user=request.user,
+        messages_param="prompt",
+        prompt=RawPrompt(text, token_ids, request.suffix or ""),
+    )
 
 
 class LegacyLogprobs:
@@ -116,9 +124,12 @@ class Completions:
         """Every prompt planned by the core (every refusal before a response starts)."""
         prompts, n = request.prompts, request.n or 1
         if len(prompts) > 1 and len(prompts) * n > self._max_n:
-            raise InvalidRequestError(f"{len(prompts)} prompts x n={n} is {len(prompts) * n} completions; this server "
-                                      f"generates at most {self._max_n} per request (gateway.max_n): send fewer "
-                                      "prompts per request", param="prompt")  # fmt: skip
+            raise InvalidRequestError(
+                f"{len(prompts)} prompts x n={n} is {len(prompts) * n} completions; this server "
+                f"generates at most {self._max_n} per request (gateway.max_n): send fewer "
+                "prompts per request",
+                param="prompt",
+            )
         cores = [await self.core.plan(completion_conversation(request, p), client_timeout) for p in prompts]
         return CompletionsPlan(request, prompts, cores)
 
@@ -130,12 +141,22 @@ class Completions:
         for p, outcome in enumerate(outcomes):
             for c, (answer, finished) in enumerate(zip(outcome.answers, outcome.finished, strict=True)):
                 index = p * plan.n + c
-                choices.append({"index": index, "text": plan.echoed(index) + "".join(answer.text),
-                                "logprobs": LegacyLogprobs().add(answer.logprobs) if with_logprobs else None,
-                                "finish_reason": finished.finish_reason})  # fmt: skip
-        return {"id": completion_id(), "object": "text_completion", "created": int(time.time()),
-                "model": plan.entry.name, "choices": choices,
-                "usage": usage([outcome.finished for outcome in outcomes])}  # fmt: skip
+                choices.append(
+                    {
+                        "index": index,
+                        "text": plan.echoed(index) + "".join(answer.text),
+                        "logprobs": LegacyLogprobs().add(answer.logprobs) if with_logprobs else None,
+                        "finish_reason": finished.finish_reason,
+                    }
+                )
+        return {
+            "id": completion_id(),
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": plan.entry.name,
+            "choices": choices,
+            "usage": usage([outcome.finished for outcome in outcomes]),
+        }
 
     async def stream(self, plan: CompletionsPlan, request_id: str) -> sse.FrameStream:
         """SSE frames, once the engine has accepted every prompt's generations (raising the first refusal)."""

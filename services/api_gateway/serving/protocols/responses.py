@@ -69,8 +69,11 @@ class Responses:
             return []
         record = await self.store.get(previous_id)
         if record is None:
-            raise InvalidRequestError(f"Previous response with id '{previous_id}' not found.",
-                                      param="previous_response_id", code="previous_response_not_found")  # fmt: skip
+            raise InvalidRequestError(
+                f"Previous response with id '{previous_id}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
         return [*record["items"], *record["response"]["output"]]
 
     async def complete(self, plan: ResponsesPlan, request_id: str) -> dict:
@@ -127,23 +130,34 @@ class Responses:
             await live.aclose()
 
     def _failed(self, plan: ResponsesPlan, events: StreamEvents, error: ProxyVisionError) -> dict:
-        return self._object(plan, "failed", events.output, error={"code": error.code or error.error_type,
-                                                                  "message": error.message})  # fmt: skip
+        return self._object(
+            plan, "failed", events.output, error={"code": error.code or error.error_type, "message": error.message}
+        )
 
     def _captions(self, proxy_vision: dict | None) -> dict:
         return {"proxy_vision": proxy_vision} if proxy_vision is not None and self._show_captions else {}
 
     def _object(self, plan: ResponsesPlan, status: str, output: list[dict], **fields) -> dict:
-        return response_object(plan.response_id, plan.request, plan.entry.name, created_at=plan.created_at,
-                               status=status, output=output, **fields)  # fmt: skip
+        return response_object(
+            plan.response_id,
+            plan.request,
+            plan.entry.name,
+            created_at=plan.created_at,
+            status=status,
+            output=output,
+            **fields,
+        )
 
-    async def _finish(self, plan: ResponsesPlan, status: str, output: list[dict], finished: Finished,
-                      extra: dict) -> dict:  # fmt: skip
+    async def _finish(
+        self, plan: ResponsesPlan, status: str, output: list[dict], finished: Finished, extra: dict
+    ) -> dict:
         """The finished response, stored when the request asked for it."""
         response = self._object(plan, status, output, finished=finished, extra=extra)
         if plan.request.store:
-            items = [*plan.history, *(i.model_dump(mode="json", by_alias=True, exclude_none=True)
-                                      for i in request_items(plan.request))]  # fmt: skip
+            items = [
+                *plan.history,
+                *(i.model_dump(mode="json", by_alias=True, exclude_none=True) for i in request_items(plan.request)),
+            ]
             if not await self.store.put(plan.response_id, {"response": response, "items": items}):
                 response["store"] = False  # too large to keep (logged): the answer says so rather than pretend
         return response
@@ -152,13 +166,15 @@ class Responses:
         """A stored response; 404 when unknown, expired or not stored."""
         record = await self.store.get(response_id)
         if record is None:
-            raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id",
-                                     code="response_not_found")  # fmt: skip
+            raise NotFoundError(
+                f"Response with id '{response_id}' not found.", param="response_id", code="response_not_found"
+            )
         return record["response"]
 
     async def delete(self, response_id: str) -> dict:
         """Forget a stored response; 404 when there is none."""
         if not await self.store.delete(response_id):
-            raise NotFoundError(f"Response with id '{response_id}' not found.", param="response_id",
-                                     code="response_not_found")  # fmt: skip
+            raise NotFoundError(
+                f"Response with id '{response_id}' not found.", param="response_id", code="response_not_found"
+            )
         return {"id": response_id, "object": "response", "deleted": True}

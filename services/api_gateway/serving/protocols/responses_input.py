@@ -37,8 +37,12 @@ class _Assistant:
     calls: list[ToolCall] = field(default_factory=list)
 
     def message(self) -> Message:
-        return Message("assistant", ("".join(self.text),) if self.text else (), "\n".join(self.reasoning),
-                       tool_calls=tuple(self.calls))  # fmt: skip
+        return Message(
+            "assistant",
+            ("".join(self.text),) if self.text else (),
+            "\n".join(self.reasoning),
+            tool_calls=tuple(self.calls),
+        )
 
 
 def _parts(content, where: str) -> tuple[Part, ...]:
@@ -83,8 +87,14 @@ def input_messages(items: list[InputItem], history: int = 0) -> list[Message]:
             assistant.text.append("".join(p for p in _parts(item.content, f"{where}.content") if isinstance(p, str)))
         elif isinstance(item, FunctionCallOutputItem):
             flush()
-            messages.append(Message("tool", _parts(item.output, f"{where}.output"),
-                                    tool_call_id=item.call_id, name=names.get(item.call_id, "")))  # fmt: skip
+            messages.append(
+                Message(
+                    "tool",
+                    _parts(item.output, f"{where}.output"),
+                    tool_call_id=item.call_id,
+                    name=names.get(item.call_id, ""),
+                )
+            )
         else:
             flush()
             messages.append(Message(item.role, _parts(item.content, f"{where}.content")))
@@ -108,17 +118,22 @@ def output_options(request: ResponsesRequest) -> OutputOptions:
     schema = fmt.json_schema() if fmt is not None else None
     return OutputOptions(
         tools=tuple(tool_spec(t.name, t.description, t.parameters, t.strict) for t in request.tools or ()),
-        tool_choice=choice, tool_name=name, parallel_tool_calls=request.parallel_tool_calls,
+        tool_choice=choice,
+        tool_name=name,
+        parallel_tool_calls=request.parallel_tool_calls,
         response_format=fmt.type if fmt is not None else "text",
         schema=json.dumps(schema.schema_) if schema is not None and schema.schema_ is not None else "",
         schema_name=schema.name if schema is not None else "",
-    )  # fmt: skip
+    )
 
 
 def generation_params(request: ResponsesRequest) -> GenerationParams:
     """Sampling: OpenAI's Responses API has temperature and top_p; the other sampling fields are vLLM's extras."""
-    return sampling_params(request, max_tokens=request.max_output_tokens,
-                           top_logprobs=(request.top_logprobs or 0) if request.wants_logprobs else None)  # fmt: skip
+    return sampling_params(
+        request,
+        max_tokens=request.max_output_tokens,
+        top_logprobs=(request.top_logprobs or 0) if request.wants_logprobs else None,
+    )
 
 
 def responses_conversation(request: ResponsesRequest, history: list[InputItem]) -> Conversation:
@@ -127,5 +142,11 @@ def responses_conversation(request: ResponsesRequest, history: list[InputItem]) 
     messages += input_messages([*history, *request_items(request)], history=len(history))
     if not any(m.role in ("user", "tool") for m in messages):
         raise InvalidRequestError("input has no user message or function call output to answer", param="input")
-    return Conversation(request.model, tuple(messages), generation_params(request), output_options(request),
-                        user=request.user, messages_param="input")  # fmt: skip
+    return Conversation(
+        request.model,
+        tuple(messages),
+        generation_params(request),
+        output_options(request),
+        user=request.user,
+        messages_param="input",
+    )

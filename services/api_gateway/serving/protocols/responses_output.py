@@ -26,15 +26,23 @@ def new_id(prefix: str) -> str:
 
 def usage(finished: Finished) -> dict:
     """The Responses API's `usage`."""
-    return {"input_tokens": finished.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": finished.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": finished.reasoning_tokens},
-            "total_tokens": finished.prompt_tokens + finished.completion_tokens}  # fmt: skip
+    return {
+        "input_tokens": finished.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": finished.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": finished.reasoning_tokens},
+        "total_tokens": finished.prompt_tokens + finished.completion_tokens,
+    }
 
 
 def reasoning_item(item_id: str, text: str, status: str = "completed") -> dict:
-    return {"id": item_id, "type": "reasoning", "summary": [], "status": status,
-            "content": [{"type": "reasoning_text", "text": text}] if status == "completed" else []}  # fmt: skip
+    return {
+        "id": item_id,
+        "type": "reasoning",
+        "summary": [],
+        "status": status,
+        "content": [{"type": "reasoning_text", "text": text}] if status == "completed" else [],
+    }
 
 
 def text_part(text: str, logprobs: list[dict] | None = None) -> dict:
@@ -42,13 +50,24 @@ def text_part(text: str, logprobs: list[dict] | None = None) -> dict:
 
 
 def message_item(item_id: str, text: str | None, logprobs: list[dict] | None = None, status: str = "completed") -> dict:
-    return {"id": item_id, "type": "message", "status": status, "role": "assistant",
-            "content": [text_part(text, logprobs)] if text is not None else []}  # fmt: skip
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [text_part(text, logprobs)] if text is not None else [],
+    }
 
 
 def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict:
-    return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name,
-            "arguments": arguments}  # fmt: skip
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
 
 
 def output_items(answer: ChoiceAnswer, finished: Finished, with_logprobs: bool) -> list[dict]:
@@ -66,29 +85,49 @@ def output_items(answer: ChoiceAnswer, finished: Finished, with_logprobs: bool) 
     return items
 
 
-def response_object(response_id: str, request: ResponsesRequest, model: str, *, created_at: int, status: str,
-                    output: list[dict], finished: Finished | None = None, error: dict | None = None,
-                    extra: dict | None = None) -> dict:  # fmt: skip
+def response_object(
+    response_id: str,
+    request: ResponsesRequest,
+    model: str,
+    *,
+    created_at: int,
+    status: str,
+    output: list[dict],
+    finished: Finished | None = None,
+    error: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
     """The `response` object: what was asked (echoed as OpenAI echoes it) and what came of it."""
     incomplete = status == "incomplete"
     fmt = request.text.format if request.text is not None and request.text.format is not None else None
     return {
-        "id": response_id, "object": "response", "created_at": created_at, "status": status,
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
         "completed_at": int(time.time()) if status in ("completed", "incomplete", "failed") else None,
-        "error": error, "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-        "instructions": request.instructions, "max_output_tokens": request.max_output_tokens, "model": model,
-        "output": output, "parallel_tool_calls": request.parallel_tool_calls is not False,
+        "error": error,
+        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        "instructions": request.instructions,
+        "max_output_tokens": request.max_output_tokens,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": request.parallel_tool_calls is not False,
         "previous_response_id": request.previous_response_id,
         "reasoning": request.reasoning.model_dump() if request.reasoning is not None else None,
-        "store": request.store, "temperature": request.temperature,
+        "store": request.store,
+        "temperature": request.temperature,
         "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt is not None else {"type": "text"}},
         "tool_choice": _tool_choice(request),
         "tools": [t.model_dump(exclude_none=True) for t in request.tools or ()],
-        "top_p": request.top_p, "top_logprobs": request.top_logprobs, "truncation": request.truncation or "disabled",
+        "top_p": request.top_p,
+        "top_logprobs": request.top_logprobs,
+        "truncation": request.truncation or "disabled",
         "usage": usage(finished) if finished is not None else None,
-        "user": request.user, "metadata": request.metadata or {},
+        "user": request.user,
+        "metadata": request.metadata or {},
         **(extra or {}),
-    }  # fmt: skip
+    }
 
 
 def _tool_choice(request: ResponsesRequest):
@@ -122,8 +161,11 @@ class StreamEvents:
         self._open = {"kind": kind, "id": item["id"], "index": index, "text": [], "logprobs": [], "item": item}
         frames = [self.event("response.output_item.added", output_index=index, item=item)]
         if part is not None:
-            frames.append(self.event("response.content_part.added", item_id=item["id"], output_index=index,
-                                     content_index=0, part=part))  # fmt: skip
+            frames.append(
+                self.event(
+                    "response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=part
+                )
+            )
         return frames
 
     def reasoning(self, text: str) -> list[str]:
@@ -137,8 +179,16 @@ class StreamEvents:
             )
         )
         self._open["text"].append(text)
-        return [*frames, self.event("response.reasoning_text.delta", item_id=self._open["id"],
-                                    output_index=self._open["index"], content_index=0, delta=text)]  # fmt: skip
+        return [
+            *frames,
+            self.event(
+                "response.reasoning_text.delta",
+                item_id=self._open["id"],
+                output_index=self._open["index"],
+                content_index=0,
+                delta=text,
+            ),
+        ]
 
     def text(self, text: str, logprobs: Sequence[TokenLogprob]) -> list[str]:
         """A piece of answer text (opens the message item if needed)."""
@@ -151,9 +201,17 @@ class StreamEvents:
         entries = token_logprobs(logprobs) if self._with_logprobs else []
         self._open["text"].append(text)
         self._open["logprobs"] += entries
-        return [*frames, self.event("response.output_text.delta", item_id=self._open["id"],
-                                    output_index=self._open["index"], content_index=0, delta=text,
-                                    logprobs=entries)]  # fmt: skip
+        return [
+            *frames,
+            self.event(
+                "response.output_text.delta",
+                item_id=self._open["id"],
+                output_index=self._open["index"],
+                content_index=0,
+                delta=text,
+                logprobs=entries,
+            ),
+        ]
 
     def tool_call(self, piece: ToolCallDelta) -> list[str]:
         """A piece of a function call: its opening (id and name) opens a new item, the rest are argument deltas."""
@@ -164,8 +222,14 @@ class StreamEvents:
             )
         if piece.arguments and self._is_open("function_call"):
             self._open["text"].append(piece.arguments)
-            frames.append(self.event("response.function_call_arguments.delta", item_id=self._open["id"],
-                                     output_index=self._open["index"], delta=piece.arguments))  # fmt: skip
+            frames.append(
+                self.event(
+                    "response.function_call_arguments.delta",
+                    item_id=self._open["id"],
+                    output_index=self._open["index"],
+                    delta=piece.arguments,
+                )
+            )
         return frames
 
     def _is_open(self, kind: str) -> bool:
@@ -180,14 +244,17 @@ class StreamEvents:
         kind, started = self._open["kind"], self._open["item"]
         if kind == "reasoning":
             part = {"type": "reasoning_text", "text": text}
-            frames = [self.event("response.reasoning_text.done", **common, content_index=0, text=text),
-                      self.event("response.content_part.done", **common, content_index=0, part=part)]  # fmt: skip
+            frames = [
+                self.event("response.reasoning_text.done", **common, content_index=0, text=text),
+                self.event("response.content_part.done", **common, content_index=0, part=part),
+            ]
             item = reasoning_item(item_id, text)
         elif kind == "message":
             logprobs = self._open["logprobs"]
-            frames = [self.event("response.output_text.done", **common, content_index=0, text=text, logprobs=logprobs),
-                      self.event("response.content_part.done", **common, content_index=0,
-                                 part=text_part(text, logprobs))]  # fmt: skip
+            frames = [
+                self.event("response.output_text.done", **common, content_index=0, text=text, logprobs=logprobs),
+                self.event("response.content_part.done", **common, content_index=0, part=text_part(text, logprobs)),
+            ]
             item = message_item(item_id, text, logprobs, status)
         else:
             frames = [self.event("response.function_call_arguments.done", **common, arguments=text)]

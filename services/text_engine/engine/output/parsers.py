@@ -184,8 +184,10 @@ def parser_for(name: ReasoningParser, tokenizer, tool_call_parser: ToolCallParse
         if None not in ids:
             return ParserSpec(fmt, (Marker(ids[0], start), Marker(ids[1], end)), tools, tool_markers)
         if name != "auto":
-            raise ModelLoadError(f"reasoning_parser {name!r} needs the tokens {start} and {end}, which this "
-                                 "tokenizer does not have as single tokens; use 'auto' or 'none'")  # fmt: skip
+            raise ModelLoadError(
+                f"reasoning_parser {name!r} needs the tokens {start} and {end}, which this "
+                "tokenizer does not have as single tokens; use 'auto' or 'none'"
+            )
     return ParserSpec("none", (), tools, tool_markers)
 
 
@@ -202,8 +204,10 @@ def tool_format_for(name: ToolCallParser, tokenizer) -> tuple[str, tuple[Marker,
     if name in ("auto", "mistral") and None not in mistral:
         return "mistral", tuple(Marker(i, t) for i, t in zip(mistral, _MISTRAL_TOOL_MARKERS))
     if name == "mistral":
-        raise ModelLoadError("tool_call_parser 'mistral' needs the tokens [TOOL_CALLS] and [ARGS], which this "
-                             "tokenizer does not have as single tokens; use 'auto', 'hermes' or 'none'")  # fmt: skip
+        raise ModelLoadError(
+            "tool_call_parser 'mistral' needs the tokens [TOOL_CALLS] and [ARGS], which this "
+            "tokenizer does not have as single tokens; use 'auto', 'hermes' or 'none'"
+        )
     if name == "hermes" or HermesToolParser.OPEN in _chat_templates(tokenizer):
         tags = ((special_token_id(tokenizer, t), t) for t in _HERMES_TAGS)
         return "hermes", tuple(Marker(i, t) for i, t in tags if i is not None)

@@ -25,16 +25,29 @@ class OutputPipeline:
     (`tools=None`: the model has no tool format, or the request asked for no tool calls) the answer is all
     text."""
 
-    def __init__(self, detokenizer: MarkerDetokenizer, parser: OutputParser, stops: StopStringMatcher,
-                 tools: ToolCallParser | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        detokenizer: MarkerDetokenizer,
+        parser: OutputParser,
+        stops: StopStringMatcher,
+        tools: ToolCallParser | None = None,
+    ) -> None:
         self._detok, self._parser, self._stops, self._tools = detokenizer, parser, stops, tools
         self.reasoning_tokens = 0
         self.stopped = False
         self.stop_sequence = ""  # the stop string that matched
 
     @classmethod
-    def for_request(cls, spec: ParserSpec, tokenizer, prompt_ids: Sequence[int], stop: tuple[str, ...],
-                    parse_tools: bool = False, constrained: bool = False, raw: bool = False) -> OutputPipeline:  # fmt: skip
+    def for_request(
+        cls,
+        spec: ParserSpec,
+        tokenizer,
+        prompt_ids: Sequence[int],
+        stop: tuple[str, ...],
+        parse_tools: bool = False,
+        constrained: bool = False,
+        raw: bool = False,
+    ) -> OutputPipeline:
         """The pipeline of one request of a model whose parsing is `spec`; `parse_tools` when the request
         offers tools and lets the model call them (tool_choice is not `none`); `constrained` when a grammar
         shapes the output from its first token (see `ParserSpec.new`); `raw` for a raw prompt (legacy
@@ -123,8 +136,12 @@ def merge_deltas(deltas: list[OutputDelta]) -> list[OutputDelta]:
             out[-1] = TextDelta(last.text + delta.text, last.logprobs + delta.logprobs)
         elif isinstance(delta, ReasoningDelta) and isinstance(last, ReasoningDelta):
             out[-1] = ReasoningDelta(last.text + delta.text)
-        elif (isinstance(delta, ToolCallDelta) and isinstance(last, ToolCallDelta) and last.index == delta.index
-              and not (last.id or last.name or delta.id or delta.name)):  # fmt: skip
+        elif (
+            isinstance(delta, ToolCallDelta)
+            and isinstance(last, ToolCallDelta)
+            and last.index == delta.index
+            and not (last.id or last.name or delta.id or delta.name)
+        ):
             out[-1] = ToolCallDelta(delta.index, arguments=last.arguments + delta.arguments)
         else:
             out.append(delta)

@@ -34,8 +34,14 @@ class Constraint:
     spec: object = None
 
     @classmethod
-    def for_model(cls, matcher: Matcher, think_start: int | None, think_end: int | None,
-                  starts_in_reasoning: bool, spec: object = None) -> Constraint:  # fmt: skip
+    def for_model(
+        cls,
+        matcher: Matcher,
+        think_start: int | None,
+        think_end: int | None,
+        starts_in_reasoning: bool,
+        spec: object = None,
+    ) -> Constraint:
         """The gate for a model's reasoning format."""
         if think_end is None:
             return cls(matcher, spec=spec)

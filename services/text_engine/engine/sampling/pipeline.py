@@ -48,8 +48,11 @@ def choose_tokens(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor | N
         # A grammar decides when its answer ends: bans that could leave it no token are not applied under it.
         if spec.constraint is None or not spec.constraint.masks:
             apply_bans(processed[i], spec, len(row.generated))
-    constrained = [(i, row.spec.constraint) for i, row in enumerate(rows)
-                   if row.spec.constraint is not None and row.spec.constraint.masks]  # fmt: skip
+    constrained = [
+        (i, row.spec.constraint)
+        for i, row in enumerate(rows)
+        if row.spec.constraint is not None and row.spec.constraint.masks
+    ]
     if constrained:
         mask_constrained(processed, constrained)
     chosen = sample_batch(processed, specs)
@@ -58,8 +61,9 @@ def choose_tokens(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor | N
     wanted = [i for i, spec in enumerate(specs) if spec.top_logprobs is not None]
     if wanted:
         index = torch.tensor(wanted, device=processed.device)
-        for i, (logprob, top) in zip(wanted, token_logprobs(processed[index], chosen[index],
-                                                              [specs[i].top_logprobs for i in wanted])):  # fmt: skip
+        for i, (logprob, top) in zip(
+            wanted, token_logprobs(processed[index], chosen[index], [specs[i].top_logprobs for i in wanted])
+        ):
             specs[i].sampled.append(SampledToken(int(chosen[i]), logprob, tuple(top)))
     return chosen
 

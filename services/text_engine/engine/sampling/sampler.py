@@ -19,10 +19,12 @@ def sample_batch(logits: torch.Tensor, specs: list[SamplingSpec]) -> torch.Tenso
     temperature = torch.tensor([1.0 if spec.greedy else spec.temperature for spec in specs], device=device)
     top_k = torch.tensor([spec.top_k if 0 < spec.top_k < vocab else vocab for spec in specs], device=device)
     top_p = torch.tensor([spec.top_p for spec in specs], device=device)
-    uniform = torch.stack([
-        torch.zeros((), device=device) if spec.greedy else torch.rand((), generator=spec.generator, device=device)
-        for spec in specs
-    ])  # fmt: skip
+    uniform = torch.stack(
+        [
+            torch.zeros((), device=device) if spec.greedy else torch.rand((), generator=spec.generator, device=device)
+            for spec in specs
+        ]
+    )
     scaled = logits / temperature[:, None]
     if any(spec.min_p > 0 for spec in specs):
         min_p = torch.tensor([spec.min_p for spec in specs], device=device)

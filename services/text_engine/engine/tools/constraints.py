@@ -46,8 +46,10 @@ def tool_call_grammar(
         return None
     chosen = [t for t in tools if choice.mode is ToolChoiceMode.REQUIRED or t.name == choice.name]
     several = parallel and choice.mode is ToolChoiceMode.REQUIRED  # a named choice is one call
-    arguments = [f"args{i}: %json {json.dumps({**parameters_schema(t), 'x-guidance': JSON_FORMAT_OPTIONS})}"
-                 for i, t in enumerate(chosen)]  # fmt: skip
+    arguments = [
+        f"args{i}: %json {json.dumps({**parameters_schema(t), 'x-guidance': JSON_FORMAT_OPTIONS})}"
+        for i, t in enumerate(chosen)
+    ]
     if parser.tools == "mistral":
         calls, args = (f"<[{m.token_id}]>" for m in parser.tool_markers)
         branches = " | ".join(f"{_literal(t.name)} {args} args{i}" for i, t in enumerate(chosen))
@@ -59,8 +61,10 @@ def tool_call_grammar(
         branches = " | ".join(
             f"{_literal(json.dumps(t.name) + _HERMES_ARGUMENTS_KEY)} args{i}" for i, t in enumerate(chosen)
         )
-        rules = ['start: call ("\\n" call)* "\\n"?' if several else 'start: call "\\n"?',
-                 f"call: {open_tag} {head} ( {branches} ) {tail} {close_tag}"]  # fmt: skip
+        rules = [
+            'start: call ("\\n" call)* "\\n"?' if several else 'start: call "\\n"?',
+            f"call: {open_tag} {head} ( {branches} ) {tail} {close_tag}",
+        ]
     else:
         raise ValueError(f"no tool-call grammar for the format {parser.tools!r}")  # validate_tools refuses these
     return GrammarSpec("lark", "\n".join(rules + arguments) + "\n", param="tools")

@@ -356,8 +356,18 @@ class HermesToolParser:
 
 # The head of a block, `{"name": "<name>", "arguments": {`, as a sequence of parts; whitespace may come
 # before each part except those inside the name's string.
-_HEAD_PARTS = (("{", True), ('"name"', True), (":", True), ('"', True), (None, False), ('"', False),
-               (",", True), ('"arguments"', True), (":", True), ("{", True))  # fmt: skip
+_HEAD_PARTS = (
+    ("{", True),
+    ('"name"', True),
+    (":", True),
+    ('"', True),
+    (None, False),
+    ('"', False),
+    (",", True),
+    ('"arguments"', True),
+    (":", True),
+    ("{", True),
+)
 
 
 def _match_head(buf: str) -> tuple[str, int] | bool | None:

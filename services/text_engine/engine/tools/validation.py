@@ -25,14 +25,21 @@ def parameters_schema(tool: Tool) -> dict:
     try:
         schema = json.loads(tool.parameters)
     except ValueError as exc:
-        raise InvalidRequestError(f"tools: the parameters of function {tool.name!r} are not valid JSON: {exc}",
-                                  param="tools") from exc  # fmt: skip
+        raise InvalidRequestError(
+            f"tools: the parameters of function {tool.name!r} are not valid JSON: {exc}", param="tools"
+        ) from exc
     if not isinstance(schema, dict):
-        raise InvalidRequestError(f"tools: the parameters of function {tool.name!r} must be a JSON Schema object, "
-                                  f"got {type(schema).__name__}", param="tools")  # fmt: skip
+        raise InvalidRequestError(
+            f"tools: the parameters of function {tool.name!r} must be a JSON Schema object, "
+            f"got {type(schema).__name__}",
+            param="tools",
+        )
     if schema.get("type", "object") != "object":
-        raise InvalidRequestError(f"tools: the parameters of function {tool.name!r} must describe an object "
-                                  f"(\"type\": \"object\"), got type {schema['type']!r}", param="tools")  # fmt: skip
+        raise InvalidRequestError(
+            f"tools: the parameters of function {tool.name!r} must describe an object "
+            f'("type": "object"), got type {schema["type"]!r}',
+            param="tools",
+        )
     return schema
 
 
@@ -47,24 +54,32 @@ def validate_tools(request: GenerationRequest, tool_format: str) -> None:
     model's `ParserSpec.tools`: "mistral", "hermes" or "none")."""
     mode = request.tool_choice.mode
     if mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.NAMED) and not request.tools:
-        raise InvalidRequestError(f"tool_choice {_choice(request)} needs tools, and the request has none",
-                                  param="tool_choice")  # fmt: skip
+        raise InvalidRequestError(
+            f"tool_choice {_choice(request)} needs tools, and the request has none", param="tool_choice"
+        )
     if not request.tools:
         return
     if tool_format == "none":
-        raise InvalidRequestError("This model has no tool-call format (tool_call_parser is 'none' or none was "
-                                  "detected), so it cannot be given tools", param="tools")  # fmt: skip
+        raise InvalidRequestError(
+            "This model has no tool-call format (tool_call_parser is 'none' or none was "
+            "detected), so it cannot be given tools",
+            param="tools",
+        )
     names = [tool.name for tool in request.tools]
     for tool in request.tools:
         if not is_function_name(tool.name):
-            raise InvalidRequestError(f"tools: {tool.name!r} is not a function name (1 to 64 letters, digits, "
-                                      "underscores, dashes or dots)", param="tools")  # fmt: skip
+            raise InvalidRequestError(
+                f"tools: {tool.name!r} is not a function name (1 to 64 letters, digits, underscores, dashes or dots)",
+                param="tools",
+            )
         if names.count(tool.name) > 1:
             raise InvalidRequestError(f"tools: the function name {tool.name!r} is given twice", param="tools")
         parameters_schema(tool)
     if mode is ToolChoiceMode.NAMED and request.tool_choice.name not in names:
-        raise InvalidRequestError(f"tool_choice names the function {request.tool_choice.name!r}, which is not in "
-                                  f"tools ({', '.join(names)})", param="tool_choice")  # fmt: skip
+        raise InvalidRequestError(
+            f"tool_choice names the function {request.tool_choice.name!r}, which is not in tools ({', '.join(names)})",
+            param="tool_choice",
+        )
 
 
 def _choice(request: GenerationRequest) -> str:
