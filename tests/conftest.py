@@ -6,11 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import models_yaml
-from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL
 from tests.support.processes import REPO_ROOT
-
-__all__ = ["TEXT_MODEL", "VISION_MODEL", "write_models_yaml"]
 
 # Tests that need checkpoints: those that take a fixture that builds them, and the unit tests below, which read
 # the stand-ins' tokenizers straight from models/tiny/ (built by `make models`). All are marked `needs_models`;
@@ -50,18 +46,3 @@ def bench_model() -> Path:
     from services.model_builder import build_all
 
     return build_all(REPO_ROOT / "models" / "tiny", only={"bench"})["bench"]
-
-
-def write_models_yaml(
-    path: Path,
-    tiny_models: dict[str, Path],
-    *,
-    endpoints: dict[str, str] | None = None,
-    vision: bool = False,
-    extra: dict | None = None,
-    text_params: dict | None = None,
-) -> Path:
-    """A models.yaml of the brief's shape pointing at the tiny checkpoints (kept for the tests that call it:
-    new code builds with tests/support/models_yaml.py, of which this is the `tiny` preset)."""
-    config = models_yaml.tiny(tiny_models, vision=vision, text_params=text_params, endpoints=endpoints)
-    return config.set(**(extra or {})).write(path, validate=False)

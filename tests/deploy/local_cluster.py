@@ -39,7 +39,7 @@ import httpx
 import yaml
 
 from tests.support.metrics import Scrape, scrape as scrape_url
-from tests.support.processes import REPO_ROOT, ServiceProcess, free_port, grpc_serving, start_process
+from tests.support.processes import REPO_ROOT, ServiceProcess, free_port, grpc_serving, start_process, wait_until
 
 from .chart import Rendered, main_container
 
@@ -219,14 +219,13 @@ class LocalCluster:
             for probe in ("startupProbe", "readinessProbe"):
                 if probe not in pod.container:
                     continue
-                while not self.probe(pod, pod.container[probe]):
-                    assert pod.proc.poll() is None, (
-                        f"{pod.name} exited {pod.proc.returncode}:\n{pod.log_text()[-4000:]}"
-                    )
-                    assert time.monotonic() < deadline, (
-                        f"{pod.name}: {probe} failing after {timeout}s:\n{pod.log_text()[-4000:]}"
-                    )
-                    time.sleep(0.2)
+                wait_until(
+                    lambda: self.probe(pod, pod.container[probe]),
+                    max(0.0, deadline - time.monotonic()),
+                    f"{pod.name}: {probe} passing",
+                    interval=0.2,
+                    watch=[pod.process],
+                )
 
     def probe(self, pod: LocalPod, probe: dict) -> bool:
         if "grpc" in probe:

@@ -16,10 +16,9 @@ from services.api_gateway.clients.hash_ring import HashRing
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.conversation_key import conversation_key
 from services.api_gateway.serving.protocols.chat import chat_conversation
-from tests.conftest import TEXT_MODEL, VISION_MODEL
 from tests.support.images import png
 from tests.support.metrics import scrape
-from tests.support.models_yaml import tiny
+from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, tiny
 from tests.support.processes import ServiceProcess, free_port, stop_all, wait_grpc_serving, wait_until
 from tests.support.stack import start_gateway, start_text_engine, start_vision_engine
 

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.stack import wait_until
 from tests.support.images import png
+from tests.support.processes import wait_until
 
 from .chart import NAMESPACE, RELEASE, example_values, render
 from .local_cluster import LocalCluster, sample, scrape

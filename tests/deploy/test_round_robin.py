@@ -14,9 +14,8 @@ import openai
 import pytest
 
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
-from tests.conftest import TEXT_MODEL, write_models_yaml
-from tests.e2e.stack import wait_http, wait_until
-from tests.support.processes import ServiceProcess, free_port, start_service, wait_grpc_serving
+from tests.support.models_yaml import TEXT_MODEL, tiny
+from tests.support.processes import ServiceProcess, free_port, start_service, wait_grpc_serving, wait_http, wait_until
 
 from .local_cluster import sample, scrape
 
@@ -52,7 +51,7 @@ class Replica:
 @pytest.fixture
 def replicas_and_gateway(tiny_models, tmp_path):
     """Replicas a and b (a drains for up to a minute on SIGTERM) behind one gateway address."""
-    engine_config = write_models_yaml(tmp_path / "engine.models.yaml", tiny_models)
+    engine_config = tiny(tiny_models).write(tmp_path / "engine.models.yaml")
     replicas = [Replica(tmp_path, engine_config, "a", drain_grace_secs=60), Replica(tmp_path, engine_config, "b")]
     gateway = None
     try:
@@ -61,9 +60,7 @@ def replicas_and_gateway(tiny_models, tmp_path):
         # One endpoint naming both replicas, as a headless Service's DNS name does in a cluster.
         # (In models.yaml: PROXYVISION_ENDPOINTS splits on commas, so it cannot carry this target.)
         target = "ipv4:" + ",".join(f"127.0.0.1:{r.port}" for r in replicas)
-        gateway_config = write_models_yaml(
-            tmp_path / "gateway.models.yaml", tiny_models, endpoints={TEXT_MODEL: target}
-        )
+        gateway_config = tiny(tiny_models, endpoints={TEXT_MODEL: target}).write(tmp_path / "gateway.models.yaml")
         gateway_port = free_port()
         gateway = start_service(
             "services.api_gateway",

@@ -6,9 +6,13 @@ import threading
 
 import httpx
 import openai
+import pytest
 
-from .engine_process import BENCH, BenchStack
-from .stack import wait_until
+from tests.support.models_yaml import BENCH_MODEL as BENCH
+from tests.support.processes import wait_until
+from tests.support.stack import bench_stack
+
+pytestmark = pytest.mark.e2e
 
 
 def chat(base_url: str, max_tokens: int, stream: bool = False) -> httpx.Response:
@@ -25,7 +29,7 @@ def chat(base_url: str, max_tokens: int, stream: bool = False) -> httpx.Response
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_later_requests_succeed(tmp_path, bench_model):
-    stack = BenchStack(tmp_path, bench_model, params={"max_num_seqs": 1, "max_queue": 1})
+    stack = bench_stack(tmp_path, bench_model, params={"max_num_seqs": 1, "max_queue": 1})
     try:
         results: dict[str, httpx.Response] = {}
 
@@ -48,7 +52,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_later_requests_succeed(tm
             < busy.value("proxyvision_memory_used_bytes", model=BENCH)
             < busy.value("proxyvision_memory_budget_bytes", model=BENCH)
         )
-        assert stack.gateway_metrics().value("proxyvision_gateway_requests_running") == 2
+        assert stack.scrape("gateway").value("proxyvision_gateway_requests_running") == 2
 
         refused = chat(stack.base_url, max_tokens=4)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
@@ -74,9 +78,9 @@ def test_a_full_queue_answers_503_with_retry_after_and_later_requests_succeed(tm
         engine = stack.engine.metrics()
         for gauge in ("proxyvision_requests_running", "proxyvision_requests_waiting", "proxyvision_memory_used_bytes"):
             assert engine.value(gauge, model=BENCH) == 0, gauge
-        assert stack.gateway_metrics().value("proxyvision_gateway_requests_running") == 0
+        assert stack.scrape("gateway").value("proxyvision_gateway_requests_running") == 0
         assert engine.value("proxyvision_requests_total", model=BENCH, status="overloaded") >= 1
         assert engine.value("proxyvision_requests_total", model=BENCH, status="ok") == 7
-        assert stack.gateway_metrics().value("proxyvision_gateway_requests_total", model=BENCH, status="503") >= 1
+        assert stack.scrape("gateway").value("proxyvision_gateway_requests_total", model=BENCH, status="503") >= 1
     finally:
         stack.stop()

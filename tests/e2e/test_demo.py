@@ -15,8 +15,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import TEXT_MODEL
 from tests.support.browser import chromium, new_page, screenshot
+from tests.support.models_yaml import TEXT_MODEL
 from tests.support.processes import REPO_ROOT, free_port
 from tests.support.real_model import REAL_MODEL
 

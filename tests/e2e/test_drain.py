@@ -11,9 +11,11 @@ import pytest
 
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb
 from tests.support.chat_streams import errors, finish_reasons, start_streams
+from tests.support.models_yaml import BENCH_MODEL as BENCH
+from tests.support.processes import wait_until
+from tests.support.stack import bench_stack
 
-from .engine_process import BENCH, BenchStack
-from .stack import wait_until
+pytestmark = pytest.mark.e2e
 
 STREAMS = 4
 # Streams that drain gracefully run for seconds on 2 CPU cores (4 x 160 tokens of the bench model), so the
@@ -22,8 +24,8 @@ STREAMS = 4
 
 @pytest.fixture
 def stack(tmp_path, bench_model):
-    stack = BenchStack(
-        tmp_path, bench_model, params={"max_num_seqs": STREAMS}, engine_env={"PROXYVISION_DRAIN_GRACE_SECS": "30"}
+    stack = bench_stack(
+        tmp_path, bench_model, params={"max_num_seqs": STREAMS}, env={"PROXYVISION_DRAIN_GRACE_SECS": "30"}
     )
     yield stack
     stack.stop()
@@ -72,8 +74,8 @@ def test_gateway_grace_shorter_than_the_streams_ends_them_with_an_error_event(st
 def test_engine_drains_on_sigterm_and_refuses_new_calls(stack):
     threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=160)
     wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
-    stack.engine.service.proc.send_signal(signal.SIGTERM)
-    stack.engine.service.wait_for_log("Draining: 4 request(s) in flight")
+    stack.text.proc.send_signal(signal.SIGTERM)
+    stack.text.wait_for_log("Draining: 4 request(s) in flight")
     request = pb.GenerateRequest(model=BENCH, messages=[pb.ChatMessage(role="user", content="hi")])
     with pytest.raises(grpc.RpcError) as refused:
         list(stack.engine.stub.Generate(request, timeout=10))
@@ -82,23 +84,23 @@ def test_engine_drains_on_sigterm_and_refuses_new_calls(stack):
         thread.join(60)
     for i in range(STREAMS):
         assert finish_reasons(results[i]) == ["length"] and not errors(results[i])
-    assert stack.engine.service.proc.wait(30) == 0
+    assert stack.text.proc.wait(30) == 0
 
 
 def test_engine_grace_shorter_than_the_streams_ends_them_with_an_error_event(tmp_path, bench_model):
-    stack = BenchStack(
-        tmp_path, bench_model, params={"max_num_seqs": STREAMS}, engine_env={"PROXYVISION_DRAIN_GRACE_SECS": "1"}
+    stack = bench_stack(
+        tmp_path, bench_model, params={"max_num_seqs": STREAMS}, env={"PROXYVISION_DRAIN_GRACE_SECS": "1"}
     )
     try:
         threads, results = start_streams(stack.base_url, BENCH, STREAMS, max_tokens=1000)
         wait_until(lambda: stack.engine.info().running == STREAMS, timeout=30, message="4 streams running")
-        stack.engine.service.proc.send_signal(signal.SIGTERM)
+        stack.text.proc.send_signal(signal.SIGTERM)
         for thread in threads:
             thread.join(30)
             assert not thread.is_alive(), "a stream hung past the grace period"
         for i in range(STREAMS):
             (error,) = errors(results[i])
             assert error["code"] == "server_shutting_down" and "drain grace" in error["message"]
-        assert stack.engine.service.proc.wait(30) == 0
+        assert stack.text.proc.wait(30) == 0
     finally:
         stack.stop()

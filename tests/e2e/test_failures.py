@@ -8,10 +8,9 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import TEXT_MODEL, write_models_yaml
-from tests.support.processes import free_port, start_service
-
-from .stack import make_stack, wait_http
+from tests.support.models_yaml import TEXT_MODEL, tiny
+from tests.support.processes import free_port, start_service, wait_http
+from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello, how are you?"}]
@@ -33,7 +32,7 @@ def slow_stack(tiny_models, tmp_path_factory):
 def orphan_gateway(tiny_models, tmp_path_factory):
     """A gateway whose text engine endpoint has nothing listening."""
     tmp = tmp_path_factory.mktemp("no_engine")
-    config = write_models_yaml(tmp / "models.yaml", tiny_models, endpoints={TEXT_MODEL: f"127.0.0.1:{free_port()}"})
+    config = tiny(tiny_models, endpoints={TEXT_MODEL: f"127.0.0.1:{free_port()}"}).write(tmp / "models.yaml")
     port = free_port()
     gateway = start_service("services.api_gateway", ["--models-config", str(config), "--port", str(port)], port, tmp)
     wait_http(f"http://127.0.0.1:{port}/health", gateway)

@@ -29,12 +29,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import TEXT_MODEL, write_models_yaml
 from tests.support.images import png
 from tests.support.metrics import scrape
-from tests.support.processes import REPO_ROOT, free_port
-
-from .stack import wait_until
+from tests.support.models_yaml import TEXT_MODEL, tiny
+from tests.support.processes import REPO_ROOT, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 DEADLINE_SECS = 3.0  # the hung-engine requests' own deadline (the SDK's x-stainless-timeout; the stack allows 60 s)
@@ -48,9 +46,7 @@ class Supervised:
     """`proxyvision serve` over the tiny models, and the pids of its children by service."""
 
     def __init__(self, tmp: Path, tiny_models) -> None:
-        config = write_models_yaml(
-            tmp / "models.yaml", tiny_models, vision=True, extra={"gateway": {"request_timeout_secs": 60}}
-        )
+        config = tiny(tiny_models, vision=True).gateway(request_timeout_secs=60).write(tmp / "models.yaml")
         data = yaml.safe_load(config.read_text())
         # Captions that take a few seconds: long enough to kill one in the middle, short enough to prove recovery.
         data["models"][1]["capabilities"]["vision_proxy"]["max_caption_tokens"] = 400

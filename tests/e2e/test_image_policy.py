@@ -10,10 +10,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TEXT_MODEL
 from tests.support.images import png
-
-from .stack import make_stack
+from tests.support.models_yaml import TEXT_MODEL
+from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}

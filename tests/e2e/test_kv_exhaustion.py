@@ -14,10 +14,9 @@ import grpc
 import pytest
 
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
-from tests.conftest import TEXT_MODEL
 from tests.support.metrics import scrape
-
-from .stack import make_stack
+from tests.support.models_yaml import TEXT_MODEL
+from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
 TOPICS = ("rivers", "mountains", "deserts")

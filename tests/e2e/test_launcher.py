@@ -13,13 +13,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import TEXT_MODEL, write_models_yaml
 from tests.support.chat_streams import finish_reasons, start_streams
 from tests.support.metrics import scrape
-from tests.support.processes import REPO_ROOT, free_port
-
-from .engine_process import BENCH, bench_config
-from .stack import wait_until
+from tests.support.models_yaml import BENCH_MODEL as BENCH, TEXT_MODEL, bench, tiny
+from tests.support.processes import REPO_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +27,7 @@ def children_of(pid: int) -> list[int]:
 
 
 def test_serve_prints_banner_serves_and_stops_cleanly(tiny_models, tmp_path):
-    config = write_models_yaml(tmp_path / "models.yaml", tiny_models, vision=True)
+    config = tiny(tiny_models, vision=True).write(tmp_path / "models.yaml")
     port, base = free_port(), free_port()
     cli = Path(sys.executable).parent / "proxyvision"
     proc = subprocess.Popen(
@@ -85,7 +82,7 @@ def test_serve_prints_banner_serves_and_stops_cleanly(tiny_models, tmp_path):
 def test_busy_port_fails_fast(tiny_models, tmp_path):
     import socket
 
-    config = write_models_yaml(tmp_path / "models.yaml", tiny_models)
+    config = tiny(tiny_models).write(tmp_path / "models.yaml")
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
@@ -103,7 +100,7 @@ def test_busy_port_fails_fast(tiny_models, tmp_path):
 
 def test_sigterm_to_the_launcher_drains_running_streams_and_exits_0(bench_model, tmp_path):
 
-    config = bench_config(tmp_path, bench_model, params={"max_num_seqs": 2})
+    config = bench(bench_model, params={"max_num_seqs": 2}).write(tmp_path / "models.yaml")
     port, base = free_port(), free_port()
     cli = Path(sys.executable).parent / "proxyvision"
     proc = subprocess.Popen(
@@ -153,7 +150,7 @@ def test_sigterm_to_the_launcher_drains_running_streams_and_exits_0(bench_model,
 def test_serve_with_keys_protecting_health_still_gets_ready(tiny_models, tmp_path):
     """With `api_keys_protect_health` the gateway's /ready needs a key: the launcher's own readiness probe sends
     the key file's first key, so the stack comes up (it used to wait for --ready-timeout and fail)."""
-    config = write_models_yaml(tmp_path / "models.yaml", tiny_models, vision=False)
+    config = tiny(tiny_models).write(tmp_path / "models.yaml")
     data = yaml.safe_load(config.read_text())
     (tmp_path / "keys.txt").write_text("# rotated monthly\nsk-launcher-probe-1\nsk-other-2\n")
     data["gateway"] = {**data.get("gateway", {}), "api_keys_file": "keys.txt", "api_keys_protect_health": True}

@@ -19,11 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEXT_MODEL, VISION_MODEL, write_models_yaml
 from tests.support.images import png
-from tests.support.processes import REPO_ROOT, free_port
-
-from .stack import wait_until
+from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, tiny
+from tests.support.processes import REPO_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 READY_TIMEOUT = 600  # the default: a launcher that waited for it would fail these tests by their own timeout
@@ -68,15 +66,20 @@ class Launcher:
 
     def wait_for(self, needle: str, timeout: float = 120.0) -> float:
         """When the first line containing `needle` arrived."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for at, line in list(self.lines):
-                if needle in line:
-                    return at
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{needle!r} not in the launcher's output:\n{self.output[-6000:]}")
+
+        def arrived() -> float | None:
+            return next((at for at, line in list(self.lines) if needle in line), None)
+
+        def over() -> bool:  # the launcher exited and all its output was read
+            return self.proc.poll() is not None and not self._reader.is_alive()
+
+        try:
+            wait_until(lambda: arrived() is not None or over(), timeout, f"{needle!r} in the launcher's output")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.output[-6000:]}") from None
+        at = arrived()
+        assert at is not None, f"{needle!r} not in the launcher's output:\n{self.output[-6000:]}"
+        return at
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -102,7 +105,7 @@ def with_corrupt_weights(source: Path, dest: Path) -> Path:
 
 def test_a_text_model_that_fails_to_load_stops_the_stack_within_seconds_with_the_reason(tiny_models, tmp_path):
     broken = without_weights(tiny_models["text"], tmp_path / "no-weights")
-    config = write_models_yaml(tmp_path / "models.yaml", {**tiny_models, "text": broken})
+    config = tiny({**tiny_models, "text": broken}).write(tmp_path / "models.yaml")
     launcher = Launcher(config, free_port())
     try:
         failed_at = launcher.wait_for(f"Model {TEXT_MODEL} failed to load")  # the engine's own log line
@@ -120,7 +123,7 @@ def test_a_text_model_that_fails_to_load_stops_the_stack_within_seconds_with_the
 
 def test_a_vision_model_that_fails_to_load_leaves_text_served_and_says_why(tiny_models, tmp_path):
     corrupt = with_corrupt_weights(tiny_models["vision"], tmp_path / "corrupt")
-    config = write_models_yaml(tmp_path / "models.yaml", {**tiny_models, "vision": corrupt}, vision=True)
+    config = tiny({**tiny_models, "vision": corrupt}, vision=True).write(tmp_path / "models.yaml")
     port = free_port()
     launcher = Launcher(config, port)
     try:

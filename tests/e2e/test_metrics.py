@@ -8,11 +8,12 @@ import openai
 import pytest
 
 from services.common.hf_models import MIB
-from tests.conftest import TEXT_MODEL, VISION_MODEL
 from tests.support.images import png
 from tests.support.metrics import Scrape, scrape
+from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL
+from tests.support.stack import make_stack
 
-from .stack import make_stack
+pytestmark = pytest.mark.e2e
 
 IMAGE_URL = "data:image/png;base64," + base64.b64encode(png()).decode()
 

@@ -10,12 +10,11 @@ import base64
 import openai
 import pytest
 
-from tests.conftest import TEXT_MODEL
 from tests.support.http_servers import ScriptedServer, send_bytes
 from tests.support.images import jpeg, png
-from tests.support.models_yaml import tiny
+from tests.support.models_yaml import TEXT_MODEL, tiny
+from tests.support.stack import make_stack
 
-from .stack import make_stack
 from .test_vision_chat import image_part
 
 pytestmark = pytest.mark.e2e

@@ -16,10 +16,9 @@ from services.model_builder.scripted import (
     SCRIPTED_REASONING,
     THINK_ID,
 )
-from tests.conftest import TEXT_MODEL
+from tests.support.models_yaml import TEXT_MODEL
 from tests.support.processes import REPO_ROOT
-
-from .stack import make_stack
+from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
 ASK = [{"role": "user", "content": "What is two plus two?"}]

@@ -12,9 +12,9 @@ import openai
 import pytest
 
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
-from tests.conftest import TEXT_MODEL
-
-from .stack import make_stack, wait_until
+from tests.support.models_yaml import TEXT_MODEL
+from tests.support.processes import wait_until
+from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello, how are you?"}]

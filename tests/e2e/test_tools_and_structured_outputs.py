@@ -24,10 +24,9 @@ from pydantic import BaseModel, Field
 from services.common.tokenizers import load_tokenizer
 from services.model_builder import build_all
 from services.model_builder.scripted import SCRIPTED_REASONING
-from tests.conftest import TEXT_MODEL
+from tests.support.models_yaml import TEXT_MODEL
 from tests.support.processes import REPO_ROOT
-
-from .stack import make_stack
+from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
 QWEN3 = "qwen3-tiny"

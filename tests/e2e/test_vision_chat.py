@@ -12,11 +12,10 @@ import openai
 import pytest
 
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as vpb, vision_engine_pb2_grpc
-from tests.conftest import TEXT_MODEL
 from tests.support.http_servers import ScriptedServer, send_bytes
 from tests.support.images import jpeg, png
-
-from .stack import make_stack
+from tests.support.models_yaml import TEXT_MODEL
+from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -9,11 +9,10 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TEXT_MODEL, VISION_MODEL
 from tests.support.images import png
-from tests.support.processes import wait_grpc_serving
-
-from .stack import make_stack, wait_until
+from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL
+from tests.support.processes import wait_grpc_serving, wait_until
+from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}

@@ -12,7 +12,6 @@ Marked `vllm`: `make test-vllm` runs them after `make install-vllm`.
 from __future__ import annotations
 
 import json
-import time
 
 import grpc
 import httpx
@@ -24,7 +23,7 @@ import pytest
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
 from tests.support.metrics import scrape
 from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import REPO_ROOT, free_port, free_ports, wait_grpc_serving
+from tests.support.processes import REPO_ROOT, free_port, free_ports, wait_grpc_serving, wait_until
 from tests.support.real_model import smollm2_checkpoint
 from tests.support.stack import start_gateway, start_text_engine
 
@@ -286,9 +285,8 @@ def test_vllms_prefix_cache_is_counted_in_our_metrics(stack):
             temperature=0,
             messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
         )
-    deadline = time.monotonic() + 10
-    while counted()[1] - before[1] < 64 and time.monotonic() < deadline:  # stats arrive after the engine's step
-        time.sleep(0.2)
+    # The stats arrive after the engine's step.
+    wait_until(lambda: counted()[1] - before[1] >= 64, 10, "64 prefix-cache hits counted", interval=0.2)
     queries, hits = (now - then for now, then in zip(counted(), before))
     assert queries >= 2 * 200 and hits >= 64, (queries, hits)  # the second prompt reused the first one's blocks
 
@@ -299,12 +297,10 @@ def test_a_client_that_leaves_frees_its_slot_in_vllm(stack):
         if i == 3:
             break
     stream.close()
-    deadline = time.monotonic() + 30
     with grpc.insecure_channel(stack["vllm"].address) as channel:
         stub = text_engine_pb2_grpc.TextEngineStub(channel)
-        while stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running == 0
+        idle = lambda: stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running == 0  # noqa: E731
+        wait_until(idle, 30, "the left client's slot freed", interval=0.2)
     # The engine still answers, and the same as before.
     assert (
         chat(stack["client"], VLLM, PROMPTS[0]).choices[0].message.content
@@ -350,10 +346,8 @@ def test_idle_unload_ends_vllms_processes_and_a_request_reloads_it(tmp_path):
 
         loaded_rss, loaded_children = tree_rss(), len(engine_core())
         engine.wait_for_log(f"Unloading model {VLLM} after 3s idle", timeout=60)
-        deadline = time.monotonic() + 30
-        while engine_core() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert loaded_children >= 1 and engine_core() == []
+        wait_until(lambda: not engine_core(), 30, "vLLM's processes gone", interval=0.2)
+        assert loaded_children >= 1
         assert tree_rss() < loaded_rss / 2, (tree_rss(), loaded_rss)
         with grpc.insecure_channel(engine.address) as channel:
             stub = text_engine_pb2_grpc.TextEngineStub(channel)

@@ -4,9 +4,7 @@ it never loads an idle-unloaded model."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from contextlib import asynccontextmanager
 
 import grpc
@@ -20,7 +18,7 @@ from services.model_builder import build_all
 from services.text_engine.server import TextEngineServer
 from tests.support.images import png
 from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, wait_until_async
 
 PARAMS = {"mem": 16, "dtype": "f32", "max_num_seqs": 4, "prefill_chunk_size": 256}
 WEATHER = pb.Tool(
@@ -150,12 +148,12 @@ async def test_counts_without_loading_an_unloaded_model_and_without_admission(ti
         )
         loaded_count = await count(stub, request)
         assert loaded_count == await accepted_tokens(stub, request)
-        deadline = time.monotonic() + 30
-        while (
-            await stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
-        ).state != common_pb2.MODEL_STATE_UNLOADED:
-            assert time.monotonic() < deadline, "the model never unloaded"
-            await asyncio.sleep(0.1)
+
+        async def unloaded() -> bool:
+            info = await stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
+            return info.state == common_pb2.MODEL_STATE_UNLOADED
+
+        await wait_until_async(unloaded, 30, "the model unloaded", interval=0.1)
         assert await count(stub, request) == loaded_count
         assert await count(stub, chat_with_tools("short")) > 0
         info = await stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)

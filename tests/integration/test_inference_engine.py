@@ -11,20 +11,10 @@ from services.common.config import parse_models_config
 from services.common.lifecycle import ModelState
 from services.text_engine.engine.engine import InferenceEngine
 from services.text_engine.engine.types import ChatTurn, Finished, GenerationRequest, SamplingRequest, TextDelta
+from tests.support.models_yaml import entry_for
+from tests.support.processes import wait_until_async
 
-
-def entry_for(tiny_models):
-    return parse_models_config(
-        {
-            "models": [
-                {
-                    "name": "m",
-                    "local_path": str(tiny_models["text"]),
-                    "params": {"mem": 8, "dtype": "f32", "max_num_seqs": 4, "prefill_chunk_size": 256},
-                }
-            ]
-        }
-    ).models[0]
+PARAMS = {"mem": 8, "dtype": "f32", "max_num_seqs": 4, "prefill_chunk_size": 256}
 
 
 async def run(engine, max_tokens=8, **kw):
@@ -34,18 +24,11 @@ async def run(engine, max_tokens=8, **kw):
     return "".join(e.text for e in events if isinstance(e, TextDelta)), events[-1]
 
 
-async def wait_until(predicate, timeout=30.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.asyncio(loop_scope="function")
 async def test_dead_batching_loop_is_reported_and_restarted(tiny_models):
     serving_log: list[bool] = []
     engine = InferenceEngine(
-        entry_for(tiny_models), device="cpu", idle_unload_secs=0, on_serving_change=serving_log.append
+        entry_for(tiny_models["text"], PARAMS), device="cpu", idle_unload_secs=0, on_serving_change=serving_log.append
     )
     await engine.start()
     try:
@@ -53,7 +36,7 @@ async def test_dead_batching_loop_is_reported_and_restarted(tiny_models):
         dead = engine.lifecycle.resource.batcher
         # Kill the manager's loop the way a crash would: it stops without our engine asking.
         await asyncio.to_thread(dead.manager.stop, True, 10, False, True)
-        await wait_until(
+        await wait_until_async(
             lambda: (
                 engine.lifecycle.resource is not None
                 and engine.lifecycle.resource.batcher is not dead
@@ -68,10 +51,10 @@ async def test_dead_batching_loop_is_reported_and_restarted(tiny_models):
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_idle_model_is_unloaded_and_reloaded_on_demand(tiny_models):
-    engine = InferenceEngine(entry_for(tiny_models), device="cpu", idle_unload_secs=1)
+    engine = InferenceEngine(entry_for(tiny_models["text"], PARAMS), device="cpu", idle_unload_secs=1)
     await engine.start()
     try:
-        await wait_until(lambda: engine.info().state is ModelState.UNLOADED, timeout=15)
+        await wait_until_async(lambda: engine.info().state is ModelState.UNLOADED, timeout=15)
         assert engine.serving  # unloaded is still "can serve": the next request reloads
         _, finished = await run(engine, max_tokens=3)
         assert finished.completion_tokens == 3 and engine.info().state is ModelState.READY
@@ -96,16 +79,16 @@ async def test_missing_checkpoint_fails_load_without_crashing(tmp_path):
 async def test_a_loop_that_keeps_dying_is_reported_failed_not_restarted_forever(tiny_models):
     serving_log: list[bool] = []
     engine = InferenceEngine(
-        entry_for(tiny_models), device="cpu", idle_unload_secs=0, on_serving_change=serving_log.append
+        entry_for(tiny_models["text"], PARAMS), device="cpu", idle_unload_secs=0, on_serving_change=serving_log.append
     )
     engine.MAX_RESTARTS = 1
     await engine.start()
     try:
         runtime = engine.lifecycle.resource
         await asyncio.to_thread(runtime.batcher.manager.stop, True, 10, False, True)
-        await wait_until(lambda: engine.lifecycle.resource not in (None, runtime))  # restarted once
+        await wait_until_async(lambda: engine.lifecycle.resource not in (None, runtime))  # restarted once
         await asyncio.to_thread(engine.lifecycle.resource.batcher.manager.stop, True, 10, False, True)
-        await wait_until(lambda: engine.info().state is ModelState.FAILED)  # dead again: no more restarts
+        await wait_until_async(lambda: engine.info().state is ModelState.FAILED)  # dead again: no more restarts
         assert "keeps failing" in engine.info().error
         assert serving_log[-1] is False and not engine.serving
     finally:
@@ -120,7 +103,9 @@ def test_a_cache_the_device_cannot_hold_fails_the_load(tiny_models):
     from services.text_engine.engine.loader import load_text_model
 
     loaded = load_text_model(str(tiny_models["text"]), dtype="f32", device="cpu")
-    params = entry_for(tiny_models).params.model_copy(update={"mem": 10_000_000, "prefill_chunk_size": 100_000})
+    params = entry_for(tiny_models["text"], PARAMS).params.model_copy(
+        update={"mem": 10_000_000, "prefill_chunk_size": 100_000}
+    )
     with pytest.raises(ModelLoadError, match="failed to start"):
         ContinuousBatcher(loaded, params)
 
@@ -132,7 +117,7 @@ async def test_a_later_turn_reuses_the_conversations_cached_prefix_only_when_pre
 ):
     """Turn 2 re-sends turn 1's history: with `prefix_caching` its full blocks come from the cache (counted in
     proxyvision_prefix_cache_hits), without it everything is prefilled again; the answers are the same."""
-    entry = entry_for(tiny_models)
+    entry = entry_for(tiny_models["text"], PARAMS)
     params = entry.params.model_copy(update={"block_size": 16, "prefix_caching": prefix_caching})
     engine = InferenceEngine(entry.model_copy(update={"params": params}), device="cpu", idle_unload_secs=0)
     await engine.start()

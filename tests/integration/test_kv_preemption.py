@@ -10,40 +10,16 @@ import asyncio
 
 import pytest
 
-from services.common.config import parse_models_config
 from services.text_engine.engine.engine import InferenceEngine
 from services.text_engine.engine.types import ChatTurn, Finished, GenerationRequest, SamplingRequest
+from tests.support.models_yaml import entry_for
+from tests.support.processes import wait_until_async
 
 MAX_TOKENS = 1500  # two of them (plus prompts) overflow the 2048-token cache below, one fits alone
 
 
-def entry_for(path):
-    # mem=1 MiB at 512 bytes/token and 16-token blocks: a 2048-token cache.
-    return parse_models_config(
-        {
-            "models": [
-                {
-                    "name": "m",
-                    "local_path": str(path),
-                    "params": {
-                        "mem": 1,
-                        "dtype": "f32",
-                        "max_num_seqs": 2,
-                        "prefill_chunk_size": 256,
-                        "block_size": 16,
-                    },
-                }
-            ]
-        }
-    ).models[0]
-
-
-async def until(predicate, timeout: float = 120.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+# mem=1 MiB at 512 bytes/token and 16-token blocks: a 2048-token cache.
+PARAMS = {"mem": 1, "dtype": "f32", "max_num_seqs": 2, "prefill_chunk_size": 256, "block_size": 16}
 
 
 class Run:
@@ -65,13 +41,13 @@ class Run:
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_a_preempted_request_resumes_when_the_running_one_is_cancelled(tiny_models):
-    engine = InferenceEngine(entry_for(tiny_models["text"]), device="cpu", idle_unload_secs=0)
+    engine = InferenceEngine(entry_for(tiny_models["text"], PARAMS), device="cpu", idle_unload_secs=0)
     await engine.start()
     try:
         batcher = engine.lifecycle.resource.batcher
         assert batcher.budget.capacity_tokens == 2048
         runs = [Run(engine, "alpha"), Run(engine, "beta")]
-        await until(lambda: batcher.preemptions > 0, what="the cache to run out")
+        await wait_until_async(lambda: batcher.preemptions > 0, 120, "the cache running out")
         # Which one kept running: the scheduler's view (the tiny model's text can be all special tokens, so
         # the streams' deltas cannot tell). Request keys are "<request_id>#<n>".
         active = list(batcher.manager.batch_processor.scheduler.active_requests)

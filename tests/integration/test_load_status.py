@@ -11,25 +11,13 @@ import threading
 import grpc
 import pytest
 
-from services.common.config import parse_models_config
 from services.common.engine_server import EngineOptions
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
 from services.text_engine.engine import engine as engine_module
 from services.text_engine.server import TextEngineServer
+from tests.support.models_yaml import entry_for
 
-
-def entry_for(path):
-    return parse_models_config(
-        {
-            "models": [
-                {
-                    "name": "m",
-                    "local_path": str(path),
-                    "params": {"mem": 8, "dtype": "f32", "max_num_seqs": 2},
-                }
-            ]
-        }
-    ).models[0]
+PARAMS = {"mem": 8, "dtype": "f32", "max_num_seqs": 2}
 
 
 def gated(fn, reached: threading.Event, go: threading.Event):
@@ -51,7 +39,7 @@ async def test_get_model_info_reports_each_phase_of_a_load(tiny_models, monkeypa
     weights, batcher = (threading.Event(), threading.Event()), (threading.Event(), threading.Event())
     monkeypatch.setattr(engine_module, "load_model", gated(engine_module.load_model, *weights))
     monkeypatch.setattr(engine_module, "new_token_source", gated(engine_module.new_token_source, *batcher))
-    server = TextEngineServer(entry_for(tiny_models["text"]), EngineOptions(device="cpu"), idle_unload_secs=0)
+    server = TextEngineServer(entry_for(tiny_models["text"], PARAMS), EngineOptions(device="cpu"), idle_unload_secs=0)
     starting = asyncio.create_task(server.start())
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
@@ -73,7 +61,7 @@ async def test_get_model_info_reports_each_phase_of_a_load(tiny_models, monkeypa
 @pytest.mark.asyncio(loop_scope="function")
 async def test_get_model_info_says_why_a_load_failed(tiny_models, tmp_path):
     (tmp_path / "config.json").write_text((tiny_models["text"] / "config.json").read_text())
-    server = TextEngineServer(entry_for(tmp_path), EngineOptions(device="cpu"), idle_unload_secs=0)
+    server = TextEngineServer(entry_for(tmp_path, PARAMS), EngineOptions(device="cpu"), idle_unload_secs=0)
     await server.start()  # a failed load does not raise: the engine stays up to say why
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -16,6 +15,7 @@ import pytest
 from services.common.errors import CODE_METADATA_KEY
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
 from tests.support.models_yaml import TEXT_MODEL, tiny
+from tests.support.processes import wait_until
 from tests.support.stack import start_text_engine
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
@@ -141,15 +141,13 @@ def test_cancelled_stream_frees_its_slot(engine, stub):
     """Cancel a long stream mid-way: the engine's running count returns to zero."""
     call = stub.Generate(chat(max_tokens=2000, temperature=0), timeout=60)  # greedy runs to max_tokens
     assert next(call).HasField("accepted")
-    deadline = time.monotonic() + 10
-    while stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running != 1:  # accepted, then given its slot
-        assert time.monotonic() < deadline, "the accepted request never got a slot"
-        time.sleep(0.01)
+
+    def running() -> int:
+        return stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running
+
+    wait_until(lambda: running() == 1, 10, "the accepted request given its slot", interval=0.01)
     call.cancel()
-    deadline = time.monotonic() + 10
-    while stub.GetModelInfo(common_pb2.GetModelInfoRequest()).running != 0:
-        assert time.monotonic() < deadline, "slot not freed after cancel"
-        time.sleep(0.05)
+    wait_until(lambda: running() == 0, 10, "the slot freed after the cancel", interval=0.05)
 
 
 def test_more_streams_than_slots_wait_fifo_and_all_complete(stub):

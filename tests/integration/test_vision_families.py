@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.common.config import DEFAULT_VISION_PROMPT, parse_models_config
+from services.common.config import DEFAULT_VISION_PROMPT
 from services.common.engine_server import EngineOptions
 from services.common.errors import InvalidRequestError
 from services.common.multimodal.detail import LOW_DETAIL_TOKENS
@@ -25,6 +25,7 @@ from services.vision_engine.captioner.engine import CaptionEngine
 from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob, ImageItem
 from services.vision_engine.server import VisionEngineServer
 from tests.support.images import png
+from tests.support.models_yaml import entry_for
 from tests.support.processes import REPO_ROOT
 
 # builder kind -> the adapter that must serve it
@@ -50,22 +51,14 @@ def kind(request) -> str:
     return request.param
 
 
-def entry_for(models: dict[str, Path], kind: str, **settings):
+PARAMS = {"mem": 512, "dtype": "f32", "max_num_seqs": 4}
+
+
+def proxy_entry(models: dict[str, Path], kind: str, **settings):
     """The proxy entry: its own source the Qwen2-VL stand-in, vision_proxy.local_path the family's."""
     vision_proxy = {"local_path": str(models[kind]), "max_image_tokens": MAX_IMAGE_TOKENS, **settings}
-    return parse_models_config(
-        {
-            "models": [
-                {"name": "t", "hf_id": "unused"},
-                {
-                    "name": "v",
-                    "local_path": str(models["vision"]),
-                    "capabilities": {"vision_mode": "proxy", "vision_proxy": vision_proxy},
-                    "params": {"mem": 512, "dtype": "f32", "max_num_seqs": 4},
-                },
-            ]
-        }
-    ).model("v")
+    capabilities = {"vision_mode": "proxy", "vision_proxy": vision_proxy}
+    return entry_for(models["vision"], PARAMS, vision=True, capabilities=capabilities)
 
 
 def job(*images: bytes, detail: str = "low", max_tokens: int = 6, user_prompt: str = "") -> DescribeJob:
@@ -84,7 +77,7 @@ def done(events: list) -> CaptionDone:
 
 async def started(models, kind, **settings) -> CaptionEngine:
     engine = CaptionEngine(
-        entry_for(models, kind, **settings),
+        proxy_entry(models, kind, **settings),
         device="cpu",
         idle_unload_secs=0,
         cache_entries=settings.get("cache_max_entries", 1024),
@@ -221,7 +214,9 @@ def test_every_familys_template_places_the_image_and_the_default_instruction(fam
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_a_grpc_vision_engine_serves_the_family(family_models, kind):
-    server = VisionEngineServer(entry_for(family_models, kind), EngineOptions(port=0, device="cpu"), idle_unload_secs=0)
+    server = VisionEngineServer(
+        proxy_entry(family_models, kind), EngineOptions(port=0, device="cpu"), idle_unload_secs=0
+    )
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
@@ -259,9 +254,9 @@ def test_the_cache_key_names_the_checkpoint_not_only_the_entry(family_models):
     keys = {
         CaptionEngine(entry, device="cpu", idle_unload_secs=0).cache_key(item, DEFAULT_VISION_PROMPT, 64)
         for entry in (
-            entry_for(family_models, "smolvlm"),
-            entry_for(family_models, "gemma3"),
-            entry_for(family_models, "gemma3").model_copy(update={"revision": "abc123"}),
+            proxy_entry(family_models, "smolvlm"),
+            proxy_entry(family_models, "gemma3"),
+            proxy_entry(family_models, "gemma3").model_copy(update={"revision": "abc123"}),
         )
     }
     assert len(keys) == 3 and {key.model for key in keys} == {

@@ -14,9 +14,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from services.common.config import ModelEntry
 
 TEXT_MODEL = "ministral-3-3b-reasoning"
 VISION_MODEL = "qwen2-vl-7b"
@@ -166,3 +169,18 @@ def bench(
         idle_unload_secs=idle_unload_secs,
         params={**BENCH_PARAMS, **(params or {})},
     )
+
+
+def entry_for(local_path: str | Path, params: dict, *, vision: bool = False, **fields: Any) -> ModelEntry:
+    """One parsed models.yaml entry, for a test that builds an engine or server in its own process (no file): the
+    text model "m", or with `vision` the proxy vision model "v" (beside a text model "t", which the schema requires of
+    a proxy). `params` are the entry's params as given (no tiny defaults); `fields` go into the entry too."""
+    from services.common.config import parse_models_config
+
+    config = ModelsYaml()
+    if vision:
+        config.model("t", hf_id="unused")
+        config.vision("v", local_path=local_path, params=params, tiny_defaults=False, prompt_template=None, **fields)
+    else:
+        config.model("m", local_path=local_path, params=params, **fields)
+    return parse_models_config(config.to_dict()).model("v" if vision else "m")

@@ -5,12 +5,15 @@ builds ProxyVision's engines, gateway and whole stacks on it."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +67,12 @@ class ServiceProcess:
 
     def wait_for_log(self, needle: str, timeout: float = 30.0) -> str:
         """Wait until `needle` appears in the log; return the log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_text()
-            if needle in text:
-                return text
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name}: {needle!r} not in log after {timeout}s:\n{self.log_text()[-4000:]}")
+        wait_until(lambda: needle in self.log_text(), timeout, f"{self.name}: {needle!r} in its log", watch=[self])
+        return self.log_text()
+
+    @property
+    def exited(self) -> bool:
+        return self.proc.poll() is not None
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, then SIGKILL if it does not exit; returns the exit code."""
@@ -152,38 +152,76 @@ def grpc_serving(channel: grpc.Channel, service_name: str = "", timeout: float =
 
 def wait_grpc_serving(service: ServiceProcess, timeout: float = 120.0, service_name: str = "") -> None:
     """Poll grpc.health.v1 until SERVING (the engine has loaded its model)."""
-    deadline = time.monotonic() + timeout
     with grpc.insecure_channel(service.address) as channel:
-        while time.monotonic() < deadline:
-            if service.proc.poll() is not None:
-                raise AssertionError(f"{service.name} exited {service.proc.returncode}:\n{service.log_text()[-4000:]}")
-            if grpc_serving(channel, service_name):
-                return
-            time.sleep(0.2)
-    raise AssertionError(f"{service.name} not SERVING after {timeout}s:\n{service.log_text()[-4000:]}")
+        wait_until(
+            lambda: grpc_serving(channel, service_name),
+            timeout,
+            f"{service.name} SERVING",
+            interval=0.2,
+            watch=[service],
+        )
 
 
 def wait_http(url: str, *services: ServiceProcess, timeout: float = 60.0, status: int = 200) -> None:
     """Poll GET `url` until it answers `status`; fail with the log of the first of `services` to exit."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for service in services:
-            if service.proc.poll() is not None:
-                raise AssertionError(f"{service.name} exited:\n{service.log_text()[-3000:]}")
+
+    def answers() -> bool:
         try:
-            if httpx.get(url, timeout=2).status_code == status:
-                return
+            return httpx.get(url, timeout=2).status_code == status
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    logs = "".join(f"\n--- {s.name}:\n{s.log_text()[-3000:]}" for s in services)
-    raise AssertionError(f"{url} did not answer {status} in {timeout}s:{logs}")
+            return False
+
+    wait_until(answers, timeout, f"{url} answering {status}", watch=services)
 
 
-def wait_until(predicate, timeout: float = 30.0, message: str = "condition") -> None:
-    """Poll `predicate` until it is true (a readiness poll, not a sleep standing in for synchronisation)."""
+def _not_reached(message: str, timeout: float, watch: Sequence[ServiceProcess]) -> AssertionError:
+    logs = "".join(f"\n--- {s.name}:\n{s.log_text()[-3000:]}" for s in watch)
+    return AssertionError(f"{message} not reached in {timeout}s{logs}")
+
+
+def _exited(message: str, watch: Sequence[ServiceProcess]) -> AssertionError | None:
+    for service in watch:
+        if service.exited:
+            log = service.log_text()[-4000:]
+            return AssertionError(f"{message}: {service.name} exited {service.proc.returncode}:\n{log}")
+    return None
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 30.0,
+    message: str = "condition",
+    *,
+    interval: float = 0.1,
+    watch: Sequence[ServiceProcess] = (),
+) -> None:
+    """Poll `predicate` until it is true: the one readiness poll of the tests (not a sleep standing in for
+    synchronisation). Fails after `timeout`, or at once when one of the `watch` processes has exited (a process
+    that died will never get there), with their logs."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        exited = _exited(message, watch)  # before the check: a process may write its last line and exit
+        if predicate():
+            return
+        if exited is not None:
+            raise exited
         if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached in {timeout}s")
-        time.sleep(0.1)
+            raise _not_reached(message, timeout, watch)
+        time.sleep(interval)
+
+
+async def wait_until_async(
+    predicate: Callable[[], object], timeout: float = 30.0, message: str = "condition", *, interval: float = 0.02
+) -> None:
+    """wait_until for a test running in an event loop: polls without blocking it. `predicate` may return an
+    awaitable (a coroutine function asking a server, say)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise _not_reached(message, timeout, ())
+        await asyncio.sleep(interval)

@@ -16,11 +16,10 @@ import os
 import shutil
 import signal
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import ServiceProcess, free_port, start_process
+from tests.support.processes import ServiceProcess, free_port, start_process, wait_until
 
 STARTUP_TIMEOUT_SECS = 10.0
 
@@ -77,12 +76,17 @@ class RedisServer:
         if password is not None:
             argv += ["--requirepass", password]
         service = start_process("redis-server", argv, port, workdir / f"redis-{port}.log")
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECS
-        while not _ping(port, password):
-            if service.proc.poll() is not None or time.monotonic() > deadline:
-                service.stop()
-                raise AssertionError(f"redis-server on port {port} did not answer PING:\n{service.log_text()[-2000:]}")
-            time.sleep(0.05)
+        try:
+            wait_until(
+                lambda: _ping(port, password),
+                STARTUP_TIMEOUT_SECS,
+                f"redis-server on port {port} answering PING",
+                interval=0.05,
+                watch=[service],
+            )
+        except AssertionError:
+            service.stop()
+            raise
         return cls(service, workdir, password)
 
     @property

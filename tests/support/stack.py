@@ -23,7 +23,9 @@ from pathlib import Path
 
 import openai
 
-from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, ModelsYaml, tiny
+from tests.support.engine_client import EngineClient
+from tests.support.metrics import Scrape, scrape
+from tests.support.models_yaml import BENCH_MODEL, TEXT_MODEL, VISION_MODEL, ModelsYaml, bench, tiny
 from tests.support.processes import (
     ServiceProcess,
     engine_python,
@@ -33,11 +35,13 @@ from tests.support.processes import (
     stop_all,
     wait_grpc_serving,
     wait_http,
+    wait_until_async,
 )
 
 __all__ = [
     "Stack",
     "make_stack",
+    "bench_stack",
     "start_text_engine",
     "start_vision_engine",
     "start_gateway",
@@ -163,9 +167,7 @@ async def gateway_in_process(config: ModelsYaml | dict) -> AsyncIterator[str]:
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(build_app(parsed), log_config=None, log_level="warning", access_log=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with asyncio.timeout(10):
-        while not server.started:  # readiness poll, not an assertion
-            await asyncio.sleep(0.01)
+    await wait_until_async(lambda: server.started, 10, "uvicorn started", interval=0.01)
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
@@ -189,6 +191,8 @@ class Stack:
     more_text: dict[str, ServiceProcess] = field(default_factory=dict)  # by model name, beside TEXT_MODEL's
     env: dict[str, str] = field(default_factory=dict)  # for every process
     gateway_args: tuple[str, ...] = ("--ui-server",)
+    text_model: str = TEXT_MODEL  # the model `text` serves
+    _engine: EngineClient | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -199,6 +203,19 @@ class Stack:
         if service == "gateway":
             return f"{self.base_url}/metrics"
         return f"http://127.0.0.1:{self.ports[service + '_metrics']}/metrics"
+
+    def scrape(self, service: str) -> Scrape:
+        """/metrics of "gateway", "text" or "vision", parsed."""
+        return scrape(self.metrics_url(service))
+
+    @property
+    def engine(self) -> EngineClient:
+        """A gRPC client of the text engine now running (a new one after `start_text`)."""
+        if self._engine is None or self._engine.service is not self.text:
+            if self._engine is not None:
+                self._engine.close()
+            self._engine = EngineClient(self.text, self.text_model)
+        return self._engine
 
     def client(self, **kw) -> openai.OpenAI:
         kw.setdefault("api_key", "not-needed")
@@ -212,6 +229,7 @@ class Stack:
         self.text = start_text_engine(
             self.config_path,
             self.tmp,
+            model=self.text_model,
             port=self.ports["text"],
             env=self.env,
             metrics_port=self.ports["text_metrics"],
@@ -237,16 +255,21 @@ class Stack:
         )
         return self.vision
 
-    def start_gateway(self) -> ServiceProcess:
-        self.gateway = start_gateway(
-            self.config_path, self.tmp, port=self.ports["gateway"], args=self.gateway_args, env=self.env
-        )
+    def start_gateway(self, *args: str) -> ServiceProcess:
+        """Start the gateway with `args` beside `gateway_args`; a gateway still running is stopped first (it must
+        exit 0), and the new one listens on the same port."""
+        if self.gateway is not None:
+            assert self.gateway.stop() == 0, self.gateway.log_text()[-3000:]
+        args = (*self.gateway_args, *args)
+        self.gateway = start_gateway(self.config_path, self.tmp, port=self.ports["gateway"], args=args, env=self.env)
         return self.gateway
 
     def stop(self) -> None:
         """The gateway first (its streams end while the engines still answer), then every engine at once."""
         if self.gateway is not None:
             self.gateway.stop()
+        if self._engine is not None:
+            self._engine.close()
         stop_all([s for s in (self.text, self.vision, *self.more_text.values()) if s is not None])
 
 
@@ -262,14 +285,16 @@ def make_stack(
     config: ModelsYaml | None = None,
     env: dict | None = None,
     gateway_args: Sequence[str] = ("--ui-server",),
+    text_model: str = TEXT_MODEL,
+    gateway: bool = True,
 ) -> Stack:
     """Write the config and start text engine, vision engine (optional) and gateway (with the web UI).
 
     The config is `tiny(tiny_models, vision=..., text_params=...)` with `gateway_extra` as its gateway section,
-    or `config` as built by the caller (it must name TEXT_MODEL, and VISION_MODEL with `vision`); make_stack
+    or `config` as built by the caller (it must name `text_model`, and VISION_MODEL with `vision`); make_stack
     fills in the endpoints. `more_text` (model name -> checkpoint) adds text models beside TEXT_MODEL, with its
     params, each served by an engine of its own (a name `config` already has keeps its entry, e.g. a
-    `ModelsYaml.native` one, and only gets its engine). `env` goes to every process."""
+    `ModelsYaml.native` one, and only gets its engine). `env` goes to every process; without `gateway`, only the engines start."""
     names = [
         "text",
         "vision",
@@ -283,14 +308,19 @@ def make_stack(
         config = tiny(tiny_models, vision=vision, text_params=text_params)
         if gateway_extra:
             config.gateway(**gateway_extra)
-    config.endpoints({TEXT_MODEL: f"127.0.0.1:{ports['text']}", VISION_MODEL: f"127.0.0.1:{ports['vision']}"})
+    config.endpoints({text_model: f"127.0.0.1:{ports['text']}", VISION_MODEL: f"127.0.0.1:{ports['vision']}"})
     for name, path in (more_text or {}).items():
         if any(m["name"] == name for m in config.models):  # the caller's own entry (e.g. a native one): wire it
             config.endpoints({name: f"127.0.0.1:{ports[f'text:{name}']}"})
         else:
-            config.copy_model(TEXT_MODEL, name, local_path=path, endpoint=f"127.0.0.1:{ports[f'text:{name}']}")
+            config.copy_model(text_model, name, local_path=path, endpoint=f"127.0.0.1:{ports[f'text:{name}']}")
     stack = Stack(
-        tmp, config.write(tmp / "models.yaml"), ports=ports, env=dict(env or {}), gateway_args=tuple(gateway_args)
+        tmp,
+        config.write(tmp / "models.yaml"),
+        ports=ports,
+        env=dict(env or {}),
+        gateway_args=tuple(gateway_args),
+        text_model=text_model,
     )
     try:
         # All engines load at once (in parallel on the CPUs), then the gateway starts over serving engines.
@@ -303,8 +333,26 @@ def make_stack(
             wait_grpc_serving(engine)
         if vision and start_vision:
             wait_grpc_serving(stack.vision)
-        stack.start_gateway()
+        if gateway:
+            stack.start_gateway()
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def bench_stack(
+    tmp: Path,
+    bench_model: Path,
+    *,
+    params: dict | None = None,
+    idle_unload_secs: int = 300,
+    env: dict | None = None,
+    gateway: bool = True,
+) -> Stack:
+    """The bench checkpoint (BENCH_MODEL, models_yaml.bench) on a text engine with its metrics exporter, behind a
+    gateway without the web UI (with `gateway`): the stack of lifecycle tests (drain, backpressure, idle unload)."""
+    config = bench(bench_model, params=params, idle_unload_secs=idle_unload_secs)
+    return make_stack(
+        tmp, {}, vision=False, config=config, env=env, gateway_args=(), text_model=BENCH_MODEL, gateway=gateway
+    )

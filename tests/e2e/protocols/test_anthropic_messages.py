@@ -20,8 +20,8 @@ import jsonschema
 import pytest
 
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_COMPLETION_IDS, SCRIPTED_REASONING
-from tests.conftest import TEXT_MODEL
 from tests.support.images import png
+from tests.support.models_yaml import TEXT_MODEL
 
 from .conftest import SCRIPTED
 

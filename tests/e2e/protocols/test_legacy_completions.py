@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from services.common.tokenizers import load_tokenizer
-from tests.conftest import TEXT_MODEL
+from tests.support.models_yaml import TEXT_MODEL
 
 from .conftest import QWEN3
 

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from services.common.tokenizers import load_tokenizer
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_REASONING
-from tests.conftest import TEXT_MODEL
 from tests.support.images import png
+from tests.support.models_yaml import TEXT_MODEL
 
 from .conftest import SCRIPTED
 

@@ -27,6 +27,7 @@ from services.launcher.plan import ProcessSpec
 from services.launcher.probes import Readiness, engine_readiness, grpc_serving, http_ready, port_is_free, ports_in_use
 from services.launcher.restarts import RestartPolicy
 from services.launcher.supervisor import Supervisor, exit_status
+from tests.support.processes import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -77,19 +78,12 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_until(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def wait_gone(pids, timeout: float = 10.0) -> None:
-    wait_until(lambda: not any(alive(p) for p in pids), f"pids {pids} to exit", timeout)
+    wait_until(lambda: not any(alive(p) for p in pids), timeout, f"pids {pids} gone", interval=0.05)
 
 
 def read_when_written(path: Path) -> str:
-    wait_until(lambda: path.exists() and path.read_text(), f"{path.name} to be written")
+    wait_until(lambda: path.exists() and path.read_text(), 10, f"{path.name} written", interval=0.05)
     return path.read_text()
 
 
@@ -207,7 +201,7 @@ def test_ctrl_c_says_how_long_the_drain_may_take_and_that_a_second_ctrl_c_stops_
 
 def test_a_required_child_in_a_crash_loop_stops_the_stack_naming_it_its_exit_and_its_output(launcher):
     proc = launcher(f"[('sleeper', {SLEEPER!r}), ('crasher', {CRASHER!r})]")
-    wait_until(lambda: len(child_pids(proc.pid)) == 2, "both children to start")
+    wait_until(lambda: len(child_pids(proc.pid)) == 2, 10, "both children started", interval=0.05)
     sleeper = child_pids(proc.pid)  # the crasher is still in its first run; the sleeper must not be restarted
     assert proc.wait(20) == 1
     log = proc.stderr.read()
@@ -236,7 +230,9 @@ def test_a_crashed_child_is_restarted_the_others_untouched(launcher, tmp_path):
     proc = launcher(f"[('sleeper', {SLEEPER!r}), ('flaky', {program(CRASHES_ONCE, str(marker))!r})]")
     wait_for_line(proc, "flaky exited unexpectedly with code 7")
     wait_for_line(proc, "started flaky")  # its second run, which stays up
-    wait_until(lambda: len(child_pids(proc.pid)) == 2, "the restarted child to run beside the sleeper")
+    wait_until(
+        lambda: len(child_pids(proc.pid)) == 2, 10, "the restarted child running beside the sleeper", interval=0.05
+    )
     children = child_pids(proc.pid)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(10) == 0
@@ -271,7 +267,9 @@ def test_a_restarted_child_is_probed_until_ready_again_and_announced_once(tmp_pa
             # crashed before its first probe (on a loaded machine the first round can come after the crash).
             wait_until(
                 lambda: "flaky is ready" in caplog.text.partition("flaky exited unexpectedly")[2],
-                "the restarted child to be ready again",
+                10,
+                "the restarted child ready again",
+                interval=0.05,
             )
         finally:
             sup.request_stop()
@@ -291,7 +289,7 @@ def test_a_stop_during_a_backoff_starts_nothing(tmp_path, caplog):
         waiter = threading.Thread(target=lambda: results.append(sup.wait(poll_secs=0.01)))
         waiter.start()
         try:
-            wait_until(lambda: "restarting it in 600s" in caplog.text, "the restart to be scheduled")
+            wait_until(lambda: "restarting it in 600s" in caplog.text, 10, "the restart scheduled", interval=0.05)
         finally:
             sup.request_stop()
             waiter.join(10)
@@ -306,7 +304,7 @@ def test_exit_status_names_signals():
 
 def test_children_die_with_a_sigkilled_launcher(launcher):
     proc = launcher(f"[('a', {SLEEPER!r}), ('b', {SLEEPER!r})]")
-    wait_until(lambda: len(child_pids(proc.pid)) == 2, "both children to start")
+    wait_until(lambda: len(child_pids(proc.pid)) == 2, 10, "both children started", interval=0.05)
     children = child_pids(proc.pid)
     proc.kill()
     proc.wait(5)
