@@ -204,18 +204,24 @@ class ModelLifecycle(Generic[R]):
         if self.state is not ModelState.FAILED:
             self.state = ModelState.UNLOADED
 
+    async def unload_idle(self) -> bool:
+        """Unload the ready model unless a request is inside `use()`: what the idle timer does once the model has
+        idled for `idle_unload_secs`. True if it unloaded."""
+        async with self._lock:
+            if self._active or self.state is not ModelState.READY:
+                return False
+            # The configured delay, not the measured one: operators grep for the number they set.
+            log.info("Unloading model %s after %ds idle", self.name, self._idle_unload_secs)
+            await self._unload()
+            self.unloads += 1
+            return True
+
     async def _idle_unloader(self) -> None:
         while True:
             await asyncio.sleep(min(5.0, self._idle_unload_secs / 4))
             idle_for = time.monotonic() - self._last_activity
             if self.state is ModelState.READY and self._active == 0 and idle_for >= self._idle_unload_secs:
-                async with self._lock:
-                    if self._active:
-                        continue
-                    # The configured delay, not the measured one: operators grep for the number they set.
-                    log.info("Unloading model %s after %ds idle", self.name, self._idle_unload_secs)
-                    await self._unload()
-                    self.unloads += 1
+                await self.unload_idle()
 
 
 def _expected(exc: BaseException) -> bool:

@@ -10,29 +10,18 @@ import threading
 import pytest
 import torch
 
-from services.common.config import parse_models_config
 from services.common.errors import OverloadedError, ShuttingDownError
 from services.vision_engine.captioner.engine import CaptionEngine
 from services.vision_engine.captioner.loader import load_vision_model
 from services.vision_engine.captioner.prompts import render_prompt
 from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob, ImageItem
 from tests.support.images import png
+from tests.support.models_yaml import entry_for
+from tests.support.processes import wait_until_async
 
 
-def entry_for(tiny_models, **params):
-    return parse_models_config(
-        {
-            "models": [
-                {"name": "t", "hf_id": "unused"},
-                {
-                    "name": "v",
-                    "local_path": str(tiny_models["vision"]),
-                    "capabilities": {"vision_mode": "proxy"},
-                    "params": {"mem": 256, "dtype": "f32", "max_num_seqs": 4, **params},
-                },
-            ]
-        }
-    ).model("v")
+def caption_entry(tiny_models, **params):
+    return entry_for(tiny_models["vision"], {"mem": 256, "dtype": "f32", "max_num_seqs": 4, **params}, vision=True)
 
 
 def job(*images: bytes, max_tokens: int = 8) -> DescribeJob:
@@ -46,7 +35,7 @@ async def collect(engine, j):
 @pytest.mark.asyncio(loop_scope="function")
 async def test_images_of_concurrent_requests_share_a_batch(tiny_models):
     """While one caption runs, three requests arrive; the next batch takes all three at once."""
-    engine = CaptionEngine(entry_for(tiny_models), device="cpu", idle_unload_secs=0)
+    engine = CaptionEngine(caption_entry(tiny_models), device="cpu", idle_unload_secs=0)
     await engine.start()
     try:
         batcher = engine.lifecycle.resource.batcher
@@ -67,7 +56,7 @@ async def test_images_of_concurrent_requests_share_a_batch(tiny_models):
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_identical_concurrent_requests_are_computed_once(tiny_models):
-    engine = CaptionEngine(entry_for(tiny_models), device="cpu", idle_unload_secs=0)
+    engine = CaptionEngine(caption_entry(tiny_models), device="cpu", idle_unload_secs=0)
     await engine.start()
     try:
         image = png((7, 7, 7))
@@ -98,7 +87,7 @@ class DecodeAfterGate(CaptionEngine):
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_a_caption_that_lands_while_a_request_decodes_is_not_computed_again(tiny_models):
-    engine = DecodeAfterGate(entry_for(tiny_models), device="cpu", idle_unload_secs=0)
+    engine = DecodeAfterGate(caption_entry(tiny_models), device="cpu", idle_unload_secs=0)
     await engine.start()
     try:
         image = png((9, 9, 9))
@@ -115,7 +104,7 @@ async def test_a_caption_that_lands_while_a_request_decodes_is_not_computed_agai
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_a_cancelled_request_stops_its_caption(tiny_models):
-    engine = CaptionEngine(entry_for(tiny_models, max_num_seqs=1), device="cpu", idle_unload_secs=0)
+    engine = CaptionEngine(caption_entry(tiny_models, max_num_seqs=1), device="cpu", idle_unload_secs=0)
     await engine.start()
     try:
         stream = engine.describe(job(png((1, 99, 1)), max_tokens=100_000))
@@ -135,20 +124,22 @@ async def test_a_cancelled_request_stops_its_caption(tiny_models):
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_a_full_queue_is_refused_at_once_and_a_drain_aborts_running_requests(tiny_models):
-    engine = CaptionEngine(entry_for(tiny_models, max_num_seqs=1, max_queue=1), device="cpu", idle_unload_secs=0)
+    engine = CaptionEngine(caption_entry(tiny_models, max_num_seqs=1, max_queue=1), device="cpu", idle_unload_secs=0)
     await engine.start()
     try:
         batcher = engine.lifecycle.resource.batcher
         running = engine.describe(job(png((3, 1, 1)), max_tokens=100_000))
         await anext(running)
         queued = asyncio.ensure_future(collect(engine, job(png((4, 1, 1)))))
-        deadline = asyncio.get_running_loop().time() + 20
-        while batcher.waiting < 1:
-            assert asyncio.get_running_loop().time() < deadline, "the second request never queued"
-            await asyncio.sleep(0.01)
+        await wait_until_async(lambda: batcher.waiting >= 1, 20, "the second request queued")
         with pytest.raises(OverloadedError, match="max_queue=1"):
             await collect(engine, job(png((5, 1, 1))))
-        assert engine.metrics.requests.labels("v", "overloaded")._value.get() == 1
+        assert (
+            engine.metrics.registry.get_sample_value(
+                "proxyvision_requests_total", {"model": "v", "status": "overloaded"}
+            )
+            == 1
+        )
 
         engine.lifecycle.begin_drain()
         engine.abort_all("shutting down")  # what the server does when the grace period is over

@@ -9,8 +9,6 @@ share one `generate()` batch for sure, not by timing luck.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
 import weakref
 from dataclasses import dataclass
 
@@ -25,10 +23,11 @@ from services.common.errors import PARAM_METADATA_KEY
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
 from services.model_builder import build_all
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_REASONING
+from services.text_engine.engine.native import forward_lock
 from services.text_engine.server import TextEngineServer
 from tests.support.images import encode, png
 from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, wait_until_async
 
 NATIVE_PARAMS = {"mem": 16, "dtype": "f32", "max_num_seqs": 8, "prefill_chunk_size": 512}
 STAND_INS = {"qwen2-vl": "vision", "ministral-3": "text"}  # model name -> tiny_models kind
@@ -138,19 +137,6 @@ def trailer(error: grpc.aio.AioRpcError, key: str) -> str | None:
     return dict(error.trailing_metadata() or ()).get(key)
 
 
-async def until(predicate, timeout: float = 30.0, what: str = "condition"):
-    """Wait for an engine state the test cannot be told about by an event (a gauge, a state); `predicate` may
-    be a coroutine function."""
-    deadline = time.monotonic() + timeout
-    while not await _value(predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def _value(result):
-    return await result if inspect.isawaitable(result) else result
-
-
 async def test_model_info_says_native_and_splits_mem(native, text_only):
     info = await native.stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
     assert info.vision_mode == "native" and info.state == common_pb2.MODEL_STATE_READY
@@ -193,17 +179,17 @@ async def test_four_image_requests_in_one_batch_answer_as_alone(native):
     images = [RED, NOISE, png((20, 200, 40), (64, 64)), png((30, 30, 230), (140, 56))]
     alone = [await generate(native.stub, image_request(native.name, image, max_tokens=10)) for image in images]
     batcher = native.runtime.batcher.images
-    lock = native.runtime.loaded.model.forward._proxyvision_lock
+    lock = forward_lock(native.runtime.loaded.model)
     blocker_sizes = len(batcher.batch_sizes)
     lock.acquire()  # the image loop stops at its next forward pass; requests queue behind it
     try:
         blocker = asyncio.create_task(generate(native.stub, image_request(native.name, RED, max_tokens=2)))
-        await until(lambda: len(batcher.batch_sizes) > blocker_sizes, what="the blocker's batch")
+        await wait_until_async(lambda: len(batcher.batch_sizes) > blocker_sizes, message="the blocker's batch")
         tasks = [
             asyncio.create_task(generate(native.stub, image_request(native.name, image, max_tokens=10)))
             for image in images
         ]
-        await until(lambda: batcher.waiting == 4, what="4 queued image requests")
+        await wait_until_async(lambda: batcher.waiting == 4, message="4 queued image requests")
     finally:
         lock.release()
     batched = await asyncio.gather(*tasks)
@@ -235,7 +221,7 @@ async def test_cancelled_image_request_frees_its_slot(native):
         info = await native.stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
         return info.running == 0 and info.waiting == 0 and native.runtime.batcher.images.tokens_in_flight == 0
 
-    await until(idle, what="the cancelled request to leave its slot and batch")
+    await wait_until_async(idle, message="the cancelled request to leave its slot and batch")
     after = await generate(native.stub, image_request(native.name, RED, max_tokens=4))
     assert after.finished.finish_reason in (pb.FINISH_REASON_LENGTH, pb.FINISH_REASON_STOP)
 
@@ -295,7 +281,7 @@ async def test_idle_unload_frees_the_vlm_and_the_next_request_reloads_it(tiny_mo
             info = await stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
             return info.state == common_pb2.MODEL_STATE_UNLOADED
 
-        await until(unloaded, what="the idle unload")
+        await wait_until_async(unloaded, message="the idle unload")
         assert server.engine.lifecycle.resource is None  # model, vision tower and both loops dropped
         assert vlm() is None and tower() is None  # and freed: nothing keeps the weights alive
         again = await generate(stub, image_request(name, RED))
@@ -333,7 +319,7 @@ async def test_max_num_seqs_and_the_queue_bound_span_image_and_text_requests(tin
     try:
         stub = text_engine_pb2_grpc.TextEngineStub(channel)
         runtime = server.engine.lifecycle.resource
-        lock = runtime.loaded.model.forward._proxyvision_lock
+        lock = forward_lock(runtime.loaded.model)
 
         async def load():
             info = await stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=10)
@@ -342,11 +328,11 @@ async def test_max_num_seqs_and_the_queue_bound_span_image_and_text_requests(tin
         lock.acquire()  # the image request takes the slot and stays in its first forward pass
         try:
             image = asyncio.create_task(generate(stub, image_request("one", RED, max_tokens=4)))
-            await until(lambda: len(runtime.batcher.images.batch_sizes) == 1, what="the image batch")
+            await wait_until_async(lambda: len(runtime.batcher.images.batch_sizes) == 1, message="the image batch")
             text = asyncio.create_task(generate(stub, text_request("one", max_tokens=4)))
 
             # Admitted and queued for the slot (not still templating): the queue bound counts it from here.
-            await until(lambda: server.engine._waiting == 1, what="the text request to wait for the slot")
+            await wait_until_async(lambda: server.engine.queued == 1, message="the text request to wait for the slot")
             assert await load() == (1, 1)
             for third in (image_request("one", NOISE), text_request("one")):
                 error = await refused(stub, third)

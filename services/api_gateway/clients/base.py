@@ -115,6 +115,11 @@ class EngineClient:
                 if not failover.refused(route):
                     raise translate(refused.error) from None
 
+    @property
+    def calls_in_flight(self) -> int:
+        """Streaming calls in flight now (what `abort_calls()` would cancel)."""
+        return len(self._calls)
+
     def abort_calls(self) -> int:
         """Cancel every streaming call in flight (the drain grace is over); returns how many."""
         calls = list(self._calls)

@@ -415,6 +415,12 @@ class InferenceEngine:
         )
 
     @property
+    def queued(self) -> int:
+        """Requests admitted and waiting for a slot: what `max_queue` bounds (GetModelInfo's `waiting` also counts
+        those still loading the model or templating)."""
+        return self._waiting
+
+    @property
     def serving(self) -> bool:
         """Whether requests can be served now."""
         return self.lifecycle.serving

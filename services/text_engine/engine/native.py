@@ -39,9 +39,14 @@ def split_memory(mem_mib: int) -> tuple[int, int]:
     return max(1, mem_mib - image), image
 
 
+def forward_lock(model) -> threading.Lock | None:
+    """The lock every forward pass of `model` holds (`serialise_forward`); None if its forward is not wrapped."""
+    return getattr(model.forward, "_proxyvision_lock", None)
+
+
 def serialise_forward(model, lock: threading.Lock) -> None:
     """Make every forward pass of `model` hold `lock` (idempotent: a restarted loop reuses the first wrap)."""
-    if getattr(model.forward, "_proxyvision_lock", None) is not None:
+    if forward_lock(model) is not None:
         return
     forward = model.forward
 
@@ -57,7 +62,7 @@ def serialise_forward(model, lock: threading.Lock) -> None:
 def restore_forward(model) -> None:
     """Undo `serialise_forward`: the wrapper holds the model (a reference cycle that only a later garbage
     collection would break, keeping the weights after an unload)."""
-    if getattr(model.forward, "_proxyvision_lock", None) is not None:
+    if forward_lock(model) is not None:
         del model.forward
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from services.common.errors import EngineUnavailableError, ShuttingDownError
 from services.common.lifecycle import ModelLifecycle, ModelState
+from tests.support.processes import wait_until_async
 
 
 class Resource:
@@ -29,20 +30,11 @@ class Resource:
         self.unloaded.append(value)
 
 
-async def until(predicate, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 async def test_concurrent_requests_after_an_unload_trigger_one_load():
     res = Resource()
     life = ModelLifecycle("m", res.load, res.unload, idle_unload_secs=0)
     await life.start()
-    async with life._lock:  # what the idle timer does
-        await life._unload()
+    assert await life.unload_idle()
     assert life.state is ModelState.UNLOADED and res.unloaded == [1]
     res.gate.clear()
 
@@ -51,7 +43,7 @@ async def test_concurrent_requests_after_an_unload_trigger_one_load():
             return value
 
     tasks = [asyncio.create_task(request()) for _ in range(10)]
-    await until(lambda: life.active == 10)
+    await wait_until_async(lambda: life.active == 10, 5)
     assert life.state is ModelState.LOADING
     res.gate.set()
     assert await asyncio.gather(*tasks) == [2] * 10
@@ -70,12 +62,8 @@ async def test_a_request_arriving_while_the_model_unloads_waits_and_reloads_it()
     life = ModelLifecycle("m", res.load, slow_unload, idle_unload_secs=0)
     await life.start()
 
-    async def unload() -> None:
-        async with life._lock:  # what the idle timer does
-            await life._unload()
-
-    unloader = asyncio.create_task(unload())
-    await until(unloading.is_set)
+    unloader = asyncio.create_task(life.unload_idle())
+    await wait_until_async(unloading.is_set, 5)
     assert life.state is ModelState.READY and life.resource is None
 
     async def request() -> int:
@@ -98,7 +86,7 @@ async def test_the_idle_timer_unloads_only_without_requests():
         async with life.use():
             await asyncio.sleep(1.6)  # longer than the idle time, but a request is inside
             assert life.state is ModelState.READY
-        await until(lambda: life.state is ModelState.UNLOADED)
+        await wait_until_async(lambda: life.state is ModelState.UNLOADED, 5)
         assert life.unloads == 1
     finally:
         await life.stop()

@@ -74,11 +74,14 @@ async def test_a_full_vision_queue_is_waited_out_too():
     service.ADMISSION_RETRY_SECS = 0.01
     refusals = [OverloadedError("The vision engine is at capacity (16 images waiting, max_queue=16)")] * 2
 
-    async def turns(plan, request_id):
-        if refusals:
-            raise refusals.pop()
-        return [ChatTurn("user", "hi\n\nImage 1: a red square")]
+    class FullVisionQueue:
+        """The plan's images, whose captioning is refused while `refusals` last."""
 
-    service._turns = turns
+        async def describe(self, request_id: str) -> list[ChatTurn]:
+            if refusals:
+                raise refusals.pop()
+            return [ChatTurn("user", "hi\n\nImage 1: a red square")]
+
+    plan.images = FullVisionQueue()
     described = await service.described_turns(plan, "r4")
     assert described[0].content.endswith("a red square") and not refusals

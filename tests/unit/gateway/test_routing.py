@@ -33,6 +33,7 @@ from services.common.pb.proxyvision.v1 import (
 )
 from tests.support.certs import issue, make_ca
 from tests.support.fake_text_engine import start_fake_text_engine
+from tests.support.processes import wait_until_async
 
 from .fakes import TEXT, FakeTextEngine, hello_script, make_state
 
@@ -442,10 +443,8 @@ async def test_one_failing_sub_call_fails_the_describe_and_cancels_the_others(vi
     replicas.engines[holding].mode = "hold"
     with pytest.raises(InvalidRequestError, match="not an image"):
         _ = [c async for c in client.describe(images, user_prompt="", request_id="r", timeout=5)]
-    for _ in range(100):  # the cancel reaches the server a moment later
-        if replicas.engines[holding].cancelled:
-            break
-        await asyncio.sleep(0.02)
+    # The cancel reaches the server a moment later.
+    await wait_until_async(lambda: replicas.engines[holding].cancelled, 2, "the cancel reaching the holding replica")
     assert replicas.engines[holding].cancelled == 1
     assert all(r.in_flight == 0 for r in routing.replicas.replicas.values())
 
@@ -457,10 +456,7 @@ async def test_abort_calls_ends_every_sub_call_of_a_describe(vision, replicas):
     images = [image(n) for n in range(9)]
     describing = client.describe(images, user_prompt="", request_id="r", timeout=5)
     reading = asyncio.ensure_future(anext(describing))
-    for _ in range(100):
-        if len(client._calls) == 3:
-            break
-        await asyncio.sleep(0.02)
+    await wait_until_async(lambda: client.calls_in_flight == 3, 2, "the describe's 3 sub-calls in flight")
     assert client.abort_calls() == 3
     with pytest.raises(EngineUnavailableError, match="shutting down"):
         await reading

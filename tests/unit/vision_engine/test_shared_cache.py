@@ -99,7 +99,8 @@ async def lookup(store: SharedCaptionStore, *keys: CacheKey) -> list[CachedCapti
 
 async def test_a_caption_written_by_one_store_is_read_by_another_with_its_ttl(server, metrics):
     writer = make_store(server.url, metrics, ttl_secs=3600)
-    reader = make_store(server.url, VisionMetrics(MODEL))
+    reader_metrics = VisionMetrics(MODEL)
+    reader = make_store(server.url, reader_metrics)
     try:
         writer.put(key(1), CAPTION)
         await writer.flush()
@@ -108,8 +109,8 @@ async def test_a_caption_written_by_one_store_is_read_by_another_with_its_ttl(se
             name = redis_key(PREFIX, key(1))
             assert 3590 <= client.ttl(name) <= 3600  # SET ... EX ttl_secs
             assert client.keys("*") == [name.encode()]  # written under key_prefix, nothing else
-        assert (requests(reader._metrics, "hit"), requests(reader._metrics, "miss")) == (2, 1)
-        assert up(metrics) == 1 and up(reader._metrics) == 1 and writer.up
+        assert (requests(reader_metrics, "hit"), requests(reader_metrics, "miss")) == (2, 1)
+        assert up(metrics) == 1 and up(reader_metrics) == 1 and writer.up
     finally:
         await writer.close()
         await reader.close()
