@@ -9,9 +9,9 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.support.engine_client import EngineClient
 from tests.support.models_yaml import BENCH_MODEL as BENCH
 from tests.support.processes import wait_until
+from tests.support.running_engine import RunningEngine
 from tests.support.stack import Stack, bench_stack
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ def weights_bytes(model_dir) -> int:
     return sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
 
 
-def rss(engine: EngineClient) -> int:
+def rss(engine: RunningEngine) -> int:
     return psutil.Process(engine.service.proc.pid).memory_info().rss
 
 

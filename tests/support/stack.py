@@ -23,7 +23,6 @@ from pathlib import Path
 
 import openai
 
-from tests.support.engine_client import EngineClient
 from tests.support.metrics import Scrape, scrape
 from tests.support.models_yaml import BENCH_MODEL, TEXT_MODEL, VISION_MODEL, ModelsYaml, bench, tiny
 from tests.support.processes import (
@@ -37,6 +36,7 @@ from tests.support.processes import (
     wait_http,
     wait_until_async,
 )
+from tests.support.running_engine import RunningEngine
 
 __all__ = [
     "Stack",
@@ -192,7 +192,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)  # for every process
     gateway_args: tuple[str, ...] = ("--ui-server",)
     text_model: str = TEXT_MODEL  # the model `text` serves
-    _engine: EngineClient | None = field(default=None, repr=False)
+    _engine: RunningEngine | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -209,12 +209,12 @@ class Stack:
         return scrape(self.metrics_url(service))
 
     @property
-    def engine(self) -> EngineClient:
+    def engine(self) -> RunningEngine:
         """A gRPC client of the text engine now running (a new one after `start_text`)."""
         if self._engine is None or self._engine.service is not self.text:
             if self._engine is not None:
                 self._engine.close()
-            self._engine = EngineClient(self.text, self.text_model)
+            self._engine = RunningEngine(self.text, self.text_model)
         return self._engine
 
     def client(self, **kw) -> openai.OpenAI:

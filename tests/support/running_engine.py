@@ -13,7 +13,7 @@ from tests.support.metrics import Scrape, scrape
 from tests.support.processes import ServiceProcess
 
 
-class EngineClient:
+class RunningEngine:
     """A gRPC channel to `service` (a text engine serving `model`); `close()` it when done."""
 
     def __init__(self, service: ServiceProcess, model: str) -> None:
