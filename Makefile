@@ -91,10 +91,10 @@ run: install
 	$(VENV)/bin/proxyvision serve --models-config $(MODELS_CONFIG) --port $(PORT)
 
 # Test files run on PYTEST_WORKERS pytest-xdist workers (0: in this process, one after another). Most of a file's
-# time is processes starting (one core each, importing torch), so 2 keeps two cores busy: 12 min instead of 17
-# here. It stays 0 by default until a drain test's stall, seen once on two workers (docs/reliability.md), is
-# understood.
-PYTEST_WORKERS ?= 0
+# time is processes starting (one core each, importing torch), so 2 keeps two cores busy. Engines of both workers
+# share the cores: tests/conftest.py makes OpenMP's waiting threads sleep, without which decoding ran 25x slower
+# (the drain stall of docs/reliability.md).
+PYTEST_WORKERS ?= 2
 test: models
 	$(PY) -m pytest -q --durations=25 -n $(PYTEST_WORKERS) --dist loadfile -m "not vllm" $(PYTEST_ARGS)
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import REPO_ROOT
+
+# Every engine a test starts (in its own process or in this one) shares the machine's cores with others: its stack's
+# other engine, the other xdist worker's engines. libgomp's default makes a thread that reaches a barrier spin for its
+# peers; when a peer is descheduled, each of a forward pass's hundreds of parallel regions costs a time slice, and
+# decoding ran 15-30x slower (the "drain stall" of docs/reliability.md). Waiting threads sleep instead. Set before
+# torch is imported (libgomp reads it when loaded); children inherit it; a value already set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Tests that need checkpoints: those that take a fixture that builds them, and the unit tests below, which read
 # the stand-ins' tokenizers straight from models/tiny/ (built by `make models`). All are marked `needs_models`;
