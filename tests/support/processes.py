@@ -72,6 +72,7 @@ class ServiceProcess:
 
     @property
     def exited(self) -> bool:
+        """The process has ended (its exit status is in `proc.returncode`)."""
         return self.proc.poll() is not None
 
     def stop(self, timeout: float = 15.0) -> int:
