@@ -180,7 +180,7 @@ class InferenceEngine:
         )
         started = time.monotonic()
         check_local_source(entry)
-        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
+        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report, field=entry.source_field)
         self.lifecycle.report(f"loading weights from {entry.source}")
         loaded = load_model(entry, self._device)
         parser = parser_for(entry.reasoning_parser, loaded.tokenizer, entry.tool_call_parser)

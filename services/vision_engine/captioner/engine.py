@@ -158,7 +158,7 @@ class CaptionEngine:
                 own,
             )
         check_local_source(entry)
-        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
+        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report, field=entry.source_field)
         self.lifecycle.report(f"loading weights from {entry.source}")
         loaded = load_vision_model(
             entry.source,
