@@ -16,7 +16,7 @@ from collections.abc import Callable
 from .config import ConfigError, ModelEntry, ModelsConfig, load_models_config
 from .engine_server import EngineOptions, EngineServer
 from .env import first_set, models_config_path
-from .logging_setup import setup_service_logging
+from .logging_setup import route_model_library_logs, setup_service_logging
 from .tls import add_tls_arguments, resolve_tls
 
 BuildServer = Callable[[ModelsConfig, ModelEntry, EngineOptions], EngineServer]
@@ -79,6 +79,7 @@ def engine_main(
     """Entry point of `python -m services.<service>`; returns the exit code."""
     args = parse_args(f"python -m services.{service}", default_port, argv)
     setup_service_logging(service, args.log_level)
+    route_model_library_logs()
     log = logging.getLogger(f"services.{service}")
     try:
         config = load_models_config(models_config_path(args.models_config))

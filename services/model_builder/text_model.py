@@ -43,6 +43,7 @@ from transformers import GenerationConfig, Mistral3Config, Mistral3ForConditiona
 from transformers.models.ministral3 import Ministral3Config, Ministral3ForCausalLM
 from transformers.models.pixtral import PixtralVisionConfig
 
+from services.common.hf_models import TEXT_ONLY_KEY_MAPPING
 from services.common.tokenizers import load_tokenizer
 
 from . import scripted
@@ -88,14 +89,6 @@ PROCESSOR_CONFIG = {
 
 # The bench tokenizer's leading special tokens: the first 36 ids of the real tekken vocabulary.
 SPECIAL_TOKENS = [NAMED_SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>") for i in range(36)]
-
-# Checkpoint key prefix -> Ministral3ForCausalLM key prefix. The first two are what these checkpoints (and
-# the hub's) hold; the third covers a checkpoint saved with transformers-5 module names.
-TEXT_ONLY_KEY_MAPPING = {
-    r"^language_model\.model\.": "model.",
-    r"^language_model\.lm_head\.": "lm_head.",
-    r"^model\.language_model\.": "model.",
-}
 
 # transformers' Ministral3 names -> Mistral's native (consolidated.safetensors) names.
 _NATIVE_NAMES = [
