@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from services.common.generation import DetailName
+
 from ..limits import active_limits, check_chat_limits
 from .json_values import check_json_values
 from .sampling import UINT32, SamplingFields
@@ -47,7 +49,7 @@ class ImageURL(_Lenient):
     """The `image_url` object of an image part."""
 
     url: ImageAddress
-    detail: Literal["low", "high", "auto"] = "auto"
+    detail: DetailName = "auto"
 
 
 class TextPart(_Lenient):

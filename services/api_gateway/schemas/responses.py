@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
+from services.common.generation import DetailName
+
 from ..limits import active_limits, check_chat_limits
 from .chat import ImageAddress
 from .json_values import check_json_values
@@ -37,7 +39,7 @@ class InputImage(_Lenient):
     type: Literal["input_image"]
     image_url: ImageAddress | None = None
     file_id: str | None = Field(None, description="Not supported (no Files API here): send image_url.")
-    detail: Literal["low", "high", "auto"] = "auto"
+    detail: DetailName = "auto"
 
     @model_validator(mode="after")
     def _an_image_url(self):

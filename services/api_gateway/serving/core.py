@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 from services.common.config import ModelEntry
 from services.common.errors import DeadlineExceededError, InternalError, InvalidRequestError, OverloadedError
+from services.common.generation import ChatTurn, Finished, ReasoningDelta, TextDelta, ToolCallDelta
 
-from ..clients.text_engine import ChatTurn, Finished, ReasoningDelta, TextDelta, TextEngine, ToolCallDelta
+from ..clients.text_engine import TextEngine
 from ..metrics import GatewayMetrics
 from .answers import ChoiceAnswer
 from .choices import ChoiceCalls
@@ -350,6 +351,6 @@ async def ticks_until_done(work: asyncio.Future, interval: float):
 
 
 def _check(finished: Finished) -> Finished:
-    if finished.finish_reason in ("error", "cancelled"):
-        raise InternalError(f"Generation failed: {finished.error_message or finished.finish_reason}")
+    if finished.reason in ("error", "cancelled"):
+        raise InternalError(f"Generation failed: {finished.error_message or finished.reason}")
     return finished
