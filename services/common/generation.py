@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+MAX_TOP_LOGPROBS = 20  # alternatives per token: OpenAI's bound (Chat, Responses), vLLM's default max_logprobs
+
 
 class Detail(StrEnum):
     """How much of an image the model looks at (`detail` of an OpenAI image part)."""
@@ -143,7 +145,7 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool | None = None
-    top_logprobs: int | None = None  # set (0..20): return logprobs, with this many alternatives
+    top_logprobs: int | None = None  # set (0..MAX_TOP_LOGPROBS): return logprobs, with this many alternatives
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-from services.common.generation import DetailName
+from services.common.generation import MAX_TOP_LOGPROBS, DetailName
 
 from ..limits import active_limits, check_chat_limits
 from .chat import ImageAddress
@@ -181,7 +181,7 @@ class ResponsesRequest(SamplingFields):
     store: bool = Field(True, description="Keep the response for GET and previous_response_id (gateway.responses).")
     stream: bool = False
     max_output_tokens: int | None = Field(None, ge=1, lt=UINT32)
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     include: list[str] | None = None
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from services.common.config import ModelEntry, SamplingDefaults
 from services.common.errors import ContextLengthExceededError, InvalidRequestError
-from services.common.generation import ResponseFormatType, SamplingParams
+from services.common.generation import MAX_TOP_LOGPROBS, ResponseFormatType, SamplingParams
 from services.common.multimodal import EncodedImage
 
 from .images import encode_images, expand, refuse_images
@@ -171,9 +171,6 @@ def sampling_spec(sampling: SamplingParams, defaults: SamplingDefaults) -> Sampl
         name = str(error["loc"][0])
         raise InvalidRequestError(f"{name}: {error['msg']}", param=name) from None
     return SamplingSpec(**values, seed=sampling.seed)
-
-
-MAX_TOP_LOGPROBS = 20  # OpenAI's bound
 
 
 def _token_parameters(spec: SamplingSpec, sampling: SamplingParams, loaded: LoadedModel, max_new: int) -> None:
