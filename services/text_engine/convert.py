@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 from services.common.config import ResolvedSampling
-from services.common.grpc_server import MODEL_STATE_TO_PB
-from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb
-
-from .engine.engine import EngineInfo
-from .engine.types import (
+from services.common.generation import (
     Accepted,
     ChatTurn,
     ContentPart,
-    Detail,
     Finished,
     FinishReason,
     GenerationEvent,
-    GenerationRequest,
-    ImagePart,
     RawPrompt,
     ReasoningDelta,
     ResponseFormat,
     ResponseFormatType,
-    SamplingRequest,
+    SamplingParams,
     TextDelta,
     TextPart,
     Tool,
@@ -30,6 +23,11 @@ from .engine.types import (
     ToolChoice,
     ToolChoiceMode,
 )
+from services.common.grpc_server import MODEL_STATE_TO_PB, image_from_pb
+from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb
+
+from .engine.engine import EngineInfo
+from .engine.types import GenerationRequest
 
 _FINISH = {
     FinishReason.STOP: pb.FINISH_REASON_STOP,
@@ -51,20 +49,9 @@ _RESPONSE_FORMAT = {
 }
 
 
-_DETAIL = {
-    common_pb2.DETAIL_UNSPECIFIED: Detail.AUTO,
-    common_pb2.DETAIL_AUTO: Detail.AUTO,
-    common_pb2.DETAIL_LOW: Detail.LOW,
-    common_pb2.DETAIL_HIGH: Detail.HIGH,
-}
-
-
 def part_from_pb(part: pb.ContentPart) -> ContentPart:
     """One content part; a part with neither text nor image is empty text."""
-    if part.WhichOneof("part") == "image":
-        image = part.image
-        return ImagePart(image.data, image.mime_type, _DETAIL.get(image.detail, Detail.AUTO), image.sha256)
-    return TextPart(part.text)
+    return image_from_pb(part.image) if part.WhichOneof("part") == "image" else TextPart(part.text)
 
 
 def _opt(message, field: str):
@@ -80,7 +67,7 @@ def _field_value(message, f):
 
 def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationRequest:
     """Build the domain request; unset optional fields stay None (model defaults apply). Sampling fields are
-    mapped by name, so a new parameter is added to the proto and to `SamplingRequest`, nothing here."""
+    mapped by name, so a new parameter is added to the proto and to `SamplingParams`, nothing here."""
     s = message.sampling
     sampling = {f.name: _field_value(s, f) for f in s.DESCRIPTOR.fields}
     fmt = message.response_format
@@ -98,7 +85,7 @@ def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationR
             )
             for m in message.messages
         ),
-        sampling=SamplingRequest(**sampling),
+        sampling=SamplingParams(**sampling),
         tools=tuple(Tool(t.name, t.description, t.parameters, t.strict) for t in message.tools),
         tool_choice=ToolChoice(_TOOL_CHOICE[message.tool_choice.mode], message.tool_choice.name),
         parallel_tool_calls=True if not message.HasField("parallel_tool_calls") else message.parallel_tool_calls,

@@ -8,12 +8,12 @@ import time
 import grpc
 
 from services.common.errors import ProxyVisionError
+from services.common.generation import Finished
 from services.common.grpc_server import abort_with, bind_request_id, ensure_model
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2, text_engine_pb2_grpc
 
 from .convert import event_to_pb, info_to_pb, request_from_pb
 from .engine.engine import InferenceEngine
-from .engine.types import Finished
 
 log = logging.getLogger(__name__)
 

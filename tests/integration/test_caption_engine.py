@@ -12,10 +12,11 @@ import torch
 
 from services.common.config import parse_models_config
 from services.common.errors import OverloadedError, ShuttingDownError
+from services.common.generation import Detail, ImageBytes
 from services.vision_engine.captioner.engine import CaptionEngine
 from services.vision_engine.captioner.loader import load_vision_model
 from services.vision_engine.captioner.prompts import render_prompt
-from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob, ImageItem
+from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob
 from tests.support.images import png
 
 
@@ -36,7 +37,7 @@ def entry_for(tiny_models, **params):
 
 
 def job(*images: bytes, max_tokens: int = 8) -> DescribeJob:
-    return DescribeJob("t", tuple(ImageItem(d, "image/png", "low") for d in images), max_tokens=max_tokens)
+    return DescribeJob("t", tuple(ImageBytes(d, "image/png", Detail.LOW) for d in images), max_tokens=max_tokens)
 
 
 async def collect(engine, j):

@@ -11,8 +11,9 @@ import asyncio
 import pytest
 
 from services.common.config import parse_models_config
+from services.common.generation import ChatTurn, Finished, SamplingParams
 from services.text_engine.engine.engine import InferenceEngine
-from services.text_engine.engine.types import ChatTurn, Finished, GenerationRequest, SamplingRequest
+from services.text_engine.engine.types import GenerationRequest
 
 MAX_TOKENS = 1500  # two of them (plus prompts) overflow the 2048-token cache below, one fits alone
 
@@ -53,7 +54,7 @@ class Run:
         self.name = name
         self.final: Finished | None = None
         request = GenerationRequest(
-            name, (ChatTurn("user", f"Tell me about {name}."),), SamplingRequest(max_tokens=MAX_TOKENS, temperature=0.0)
+            name, (ChatTurn("user", f"Tell me about {name}."),), SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0)
         )
         self.task = asyncio.create_task(self._consume(engine, request))
 

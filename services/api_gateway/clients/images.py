@@ -1,23 +1,12 @@
-"""An image as the gateway sends it to an engine: checked bytes from the request, one type for both the
-vision engine's Describe (proxy) and the text engine's ChatMessage.parts (native). Protobuf stays in here."""
+"""An image as the gateway sends it to an engine (`ImageBytes`, services/common/generation.py): one proto form for
+both the vision engine's Describe (proxy) and the text engine's ChatMessage.parts (native). Protobuf stays in here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from services.common.generation import Detail, ImageBytes
 from services.common.pb.proxyvision.v1 import common_pb2
 
-_DETAIL = {"low": common_pb2.DETAIL_LOW, "high": common_pb2.DETAIL_HIGH, "auto": common_pb2.DETAIL_AUTO}
-
-
-@dataclass(frozen=True)
-class ImageBytes:
-    """Validated image bytes from the request (fetched or decoded from a data URL, sniffed, size-checked)."""
-
-    data: bytes
-    mime_type: str  # from the sniffed format, not from what the client declared
-    detail: str  # "low" | "high" | "auto"
-    sha256: str  # hex digest of `data`
+_DETAIL = {Detail.LOW: common_pb2.DETAIL_LOW, Detail.HIGH: common_pb2.DETAIL_HIGH, Detail.AUTO: common_pb2.DETAIL_AUTO}
 
 
 def image_to_pb(image: ImageBytes) -> common_pb2.ImageInput:

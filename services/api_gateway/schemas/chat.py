@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from services.common.generation import MAX_TOP_LOGPROBS, DetailName
+
 from ..limits import active_limits, check_chat_limits
 from .json_values import check_json_values
 from .sampling import UINT32, SamplingFields
@@ -47,7 +49,7 @@ class ImageURL(_Lenient):
     """The `image_url` object of an image part."""
 
     url: ImageAddress
-    detail: Literal["low", "high", "auto"] = "auto"
+    detail: DetailName = "auto"
 
 
 class TextPart(_Lenient):
@@ -161,7 +163,9 @@ class ChatCompletionRequest(SamplingFields):
     n: int | None = Field(None, ge=1, description="Choices to generate: at most `gateway.max_n` (default 8).")
     user: str | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token; needs logprobs true.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="Alternatives per token; needs logprobs true."
+    )
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = Field(

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from services.common.errors import InvalidRequestError
+from services.common.generation import MAX_TOP_LOGPROBS
 
 from ..limits import active_limits, check_chat_limits
 from .chat import StreamOptions
@@ -25,7 +26,6 @@ from .json_values import check_json_values
 from .sampling import UINT32, SamplingFields, TokenId
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's and vLLM's default for this endpoint
-MAX_LOGPROBS = 20  # vLLM's default max_logprobs; OpenAI's legacy API allows 5
 
 TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 PromptItem = str | tuple[int, ...]  # one prompt of a batch: its text, or its token ids
@@ -64,7 +64,7 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = Field(
         None,
         ge=0,
-        le=MAX_LOGPROBS,
+        le=MAX_TOP_LOGPROBS,
         description="Return each token's logprob and this many alternatives (up to 20, as vLLM; OpenAI allows 5).",
     )
     echo: bool = Field(False, description="Put the prompt before the completion (text prompts, without logprobs).")

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
+from services.common.generation import MAX_TOP_LOGPROBS, DetailName
+
 from ..limits import active_limits, check_chat_limits
 from .chat import ImageAddress
 from .json_values import check_json_values
@@ -37,7 +39,7 @@ class InputImage(_Lenient):
     type: Literal["input_image"]
     image_url: ImageAddress | None = None
     file_id: str | None = Field(None, description="Not supported (no Files API here): send image_url.")
-    detail: Literal["low", "high", "auto"] = "auto"
+    detail: DetailName = "auto"
 
     @model_validator(mode="after")
     def _an_image_url(self):
@@ -179,7 +181,7 @@ class ResponsesRequest(SamplingFields):
     store: bool = Field(True, description="Keep the response for GET and previous_response_id (gateway.responses).")
     stream: bool = False
     max_output_tokens: int | None = Field(None, ge=1, lt=UINT32)
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     include: list[str] | None = None
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None

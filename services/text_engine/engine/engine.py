@@ -18,6 +18,15 @@ from dataclasses import dataclass
 
 from services.common.config import ModelEntry, ResolvedSampling
 from services.common.errors import OverloadedError, ShuttingDownError
+from services.common.generation import (
+    Accepted,
+    Finished,
+    FinishReason,
+    GenerationEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+)
 from services.common.hf_models import MIB, check_local_source
 from services.common.hub_download import fetch_checkpoint
 from services.common.lifecycle import ModelLifecycle, ModelState
@@ -32,16 +41,7 @@ from .output import ParserSpec, parser_for
 from .sampling.grammar import GrammarCompiler
 from .stream import RequestStream
 from .token_source import TokenSource
-from .types import (
-    Accepted,
-    Finished,
-    FinishReason,
-    GenerationEvent,
-    GenerationRequest,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-)
+from .types import GenerationRequest
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from services.common.errors import (
     ProxyVisionError,
     ShuttingDownError,
 )
+from services.common.generation import Detail, ImageBytes
 from services.common.hf_models import MIB, check_local_source
 from services.common.hub_download import fetch_checkpoint
 from services.common.images import decode_image
@@ -36,7 +37,7 @@ from .flights import CaptionFailed, Flight, FlightBoard
 from .loader import LoadedVisionModel, load_vision_model
 from .prompts import build_instruction
 from .shared_cache import SharedCaptionStore
-from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob, ImageItem
+from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ class CaptionEngine:
             "Vision processing completed in %.0fms (%d images)", (time.monotonic() - started) * 1000, len(job.images)
         )
 
-    def cache_key(self, item: ImageItem, instruction: str, max_tokens: int) -> CacheKey:
+    def cache_key(self, item: ImageBytes, instruction: str, max_tokens: int) -> CacheKey:
         """The cache key of one image of a request: its bytes and detail, the instruction and caption limit, and
         the checkpoint this engine loads (source and revision)."""
         sha = item.sha256 or hashlib.sha256(item.data).hexdigest()
@@ -280,7 +281,7 @@ class CaptionEngine:
             decode_image(job.images[i].data, max_pixels=MAX_DECODE_PIXELS, param=f"images[{i}]").image for i in indices
         ]
 
-    def _image_budget(self, runtime: VisionRuntime, detail: str, image, max_tokens: int) -> int:
+    def _image_budget(self, runtime: VisionRuntime, detail: Detail, image, max_tokens: int) -> int:
         # One sequence may use the whole batch budget, less its text and caption.
         memory_tokens = runtime.batcher.token_budget - max_tokens - 128
         return image_token_budget(

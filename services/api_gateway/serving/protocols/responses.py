@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pydantic import TypeAdapter
 
 from services.common.errors import InternalError, InvalidRequestError, NotFoundError, ProxyVisionError
+from services.common.generation import Finished, ReasoningDelta, TextDelta, ToolCallDelta
 
-from ...clients.text_engine import Finished, ReasoningDelta, TextDelta, ToolCallDelta
 from ...schemas.responses import InputItem, ResponsesRequest
 from .. import sse
 from ..core import CaptionsMade, GenerationCore, KeepAlive, LiveGeneration, Output, Plan

@@ -34,7 +34,7 @@ import string
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..types import ToolCallDelta
+from services.common.generation import ToolCallDelta
 
 if TYPE_CHECKING:  # the output package imports this module: only its types are needed here
     from ..output.detokenizer import Piece
