@@ -171,7 +171,8 @@ class CaptionEngine:
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         batcher = CaptionBatcher(loaded, params, self._loop)
         log.info(
-            "Vision model %s ready%s: batch budget %d tokens of prompt + image + caption (mem=%d MiB, %d bytes/token)",
+            "Vision model %s ready%s: batch budget %d KV tokens, rows x padded (prompt + image + caption) "
+            "(mem=%d MiB, %d bytes/token)",
             entry.name,
             note,
             batcher.token_budget,
