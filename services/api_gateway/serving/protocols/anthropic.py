@@ -11,9 +11,7 @@ think whatever `thinking` says; its thinking is returned only when `thinking` is
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
-from services.common.config import ModelEntry
 from services.common.generation import (
     Detail,
     ResponseFormat,
@@ -37,9 +35,10 @@ from ...schemas.anthropic import (
 )
 from .. import sse
 from ..conversation import Conversation, ImageInput, Message, Part
-from ..core import GenerationCore, Plan
+from ..core import GenerationCore
 from ..params import tool_spec, top_k
 from .anthropic_output import content_blocks, message_frames, message_id, stop_reason
+from .plan import ProtocolPlan
 
 
 def _image(block: ImageBlock, param: str) -> ImageInput:
@@ -141,17 +140,7 @@ def messages_conversation(request: CountTokensRequest) -> Conversation:
     )
 
 
-@dataclass
-class MessagesPlan:
-    """A validated Messages request and its planned conversation."""
-
-    request: MessagesRequest
-    core: Plan
-
-    @property
-    def entry(self) -> ModelEntry:
-        """The model that answers."""
-        return self.core.entry
+MessagesPlan = ProtocolPlan[MessagesRequest]
 
 
 class AnthropicMessages:

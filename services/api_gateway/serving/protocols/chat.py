@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-from services.common.config import ModelEntry, ReasoningField
+from services.common.config import ReasoningField
 from services.common.generation import (
     Detail,
     Finished,
@@ -34,8 +33,9 @@ from ...schemas.chat import ChatCompletionRequest, ChatMessage, TextPart
 from ...schemas.tools import JsonSchemaFormat, NamedToolChoice
 from .. import chunks, sse
 from ..conversation import Conversation, ImageInput, Message, Part
-from ..core import CaptionsMade, FirstToken, GenerationCore, KeepAlive, LiveGeneration, Output, Plan
+from ..core import CaptionsMade, FirstToken, GenerationCore, KeepAlive, LiveGeneration, Output
 from ..params import response_format, sampling_params, tool_spec
+from .plan import ProtocolPlan
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +106,7 @@ def chat_conversation(request: ChatCompletionRequest) -> Conversation:
     )
 
 
-@dataclass
-class ChatPlan:
-    """A validated chat request and its planned conversation."""
-
-    request: ChatCompletionRequest
-    core: Plan
-
-    @property
-    def entry(self) -> ModelEntry:
-        """The model that answers."""
-        return self.core.entry
-
-    @property
-    def n(self) -> int:
-        return self.core.n
+ChatPlan = ProtocolPlan[ChatCompletionRequest]
 
 
 class ChatCompletions:
