@@ -22,6 +22,7 @@ from ..limits import active_limits, check_chat_limits
 from .json_values import check_json_values
 from .sampling import UINT32, SamplingFields
 from .tools import NamedToolChoice, ResponseFormat, Tool, ToolCall, ToolChoice, check_tool_choice
+from .unsupported import unsupported
 
 
 def _parsable_url(url: str) -> str:
@@ -219,19 +220,10 @@ class ChatCompletionRequest(SamplingFields):
         check_tool_choice(named, [t.function.name for t in info.data["tools"] or ()])
         return value
 
-    @field_validator("functions", "function_call")
-    @classmethod
-    def _no_legacy_functions(cls, value, info: ValidationInfo):
-        if value is not None:
-            raise ValueError(f"the legacy {info.field_name} parameter is not supported: use tools and tool_choice")
-        return value
-
-    @field_validator("audio")
-    @classmethod
-    def _no_audio(cls, value):
-        if value is not None:
-            raise ValueError("audio output is not supported")
-        return value
+    _no_legacy_functions = unsupported(
+        "functions", "function_call", why="the legacy {field} parameter is not supported: use tools and tool_choice"
+    )
+    _no_audio = unsupported("audio", why="audio output is not supported")
 
     @property
     def completion_limit(self) -> int | None:

@@ -18,6 +18,7 @@ from .chat import ImageAddress
 from .json_values import check_json_values
 from .sampling import UINT32, SamplingFields
 from .tools import FUNCTION_NAME, JsonSchema, check_tool_choice
+from .unsupported import unsupported
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -243,19 +244,10 @@ class ResponsesRequest(SamplingFields):
         )
         return value
 
-    @field_validator("background")
-    @classmethod
-    def _foreground_only(cls, value):
-        if value:
-            raise ValueError("background responses are not supported on this server")
-        return value
-
-    @field_validator("conversation")
-    @classmethod
-    def _no_conversations(cls, value):
-        if value is not None:
-            raise ValueError("conversations are not supported on this server: use previous_response_id")
-        return value
+    _foreground_only = unsupported("background", why="background responses are not supported on this server", sent=bool)
+    _no_conversations = unsupported(
+        "conversation", why="conversations are not supported on this server: use previous_response_id"
+    )
 
     @property
     def wants_logprobs(self) -> bool:
