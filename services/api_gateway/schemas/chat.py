@@ -18,8 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from services.common.generation import MAX_TOP_LOGPROBS, DetailName
 
-from ..limits import active_limits, check_chat_limits
-from .json_values import check_json_values
+from ..limits import check_chat_limits, check_request_json
 from .sampling import UINT32, SamplingFields
 from .tools import NamedToolChoice, ResponseFormat, Tool, ToolCall, ToolChoice, check_tool_choice
 from .unsupported import unsupported
@@ -189,11 +188,7 @@ class ChatCompletionRequest(SamplingFields):
     @model_validator(mode="before")
     @classmethod
     def _within_limits_and_carriable(cls, data):
-        # On the parsed JSON, before any field is validated: counting is cheap, validating 10^6 messages is not.
-        limits = active_limits.get()
-        if limits is not None:
-            check_chat_limits(data, limits)
-        check_json_values(data)
+        check_request_json(data, check_chat_limits)
         return data
 
     @field_validator("min_tokens")

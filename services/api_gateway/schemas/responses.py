@@ -11,11 +11,11 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
+from services.common.config import RequestLimits
 from services.common.generation import MAX_TOP_LOGPROBS, DetailName
 
-from ..limits import active_limits, check_chat_limits
+from ..limits import check_chat_limits, check_request_json
 from .chat import ImageAddress
-from .json_values import check_json_values
 from .sampling import UINT32, SamplingFields
 from .tools import FUNCTION_NAME, JsonSchema, check_tool_choice
 from .unsupported import unsupported
@@ -172,6 +172,19 @@ class ReasoningConfig(_Lenient):
     summary: str | None = None
 
 
+def _check_limits(body: dict, limits: RequestLimits) -> None:
+    items = body.get("input")
+    check_chat_limits(
+        {
+            "input": items if isinstance(items, list) else [{"content": items}],
+            "max_output_tokens": body.get("max_output_tokens"),
+        },
+        limits,
+        messages_field="input",
+        token_fields=("max_output_tokens",),
+    )
+
+
 class ResponsesRequest(SamplingFields):
     """`POST /v1/responses` body."""
 
@@ -198,22 +211,9 @@ class ResponsesRequest(SamplingFields):
     @model_validator(mode="before")
     @classmethod
     def _within_limits_and_typed(cls, data):
-        if isinstance(data, dict):
-            limits = active_limits.get()
-            if limits is not None:
-                items = data.get("input")
-                check_chat_limits(
-                    {
-                        "input": items if isinstance(items, list) else [{"content": items}],
-                        "max_output_tokens": data.get("max_output_tokens"),
-                    },
-                    limits,
-                    messages_field="input",
-                    token_fields=("max_output_tokens",),
-                )
-            check_json_values(data)
-            if isinstance(data.get("input"), list):
-                data = {**data, "input": [_message_unless_typed(item) for item in data["input"]]}
+        check_request_json(data, _check_limits)
+        if isinstance(data, dict) and isinstance(data.get("input"), list):
+            data = {**data, "input": [_message_unless_typed(item) for item in data["input"]]}
         return data
 
     @field_validator("input")
