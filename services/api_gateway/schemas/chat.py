@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from services.common.generation import MAX_TOP_LOGPROBS, DetailName
 
 from ..limits import check_chat_limits, check_request_json
-from .sampling import UINT32, SamplingFields
+from .sampling import UINT32, SamplingFields, min_tokens_within
 from .tools import NamedToolChoice, ResponseFormat, Tool, ToolCall, ToolChoice, check_tool_choice
 from .unsupported import unsupported
 
@@ -194,10 +194,7 @@ class ChatCompletionRequest(SamplingFields):
     @field_validator("min_tokens")
     @classmethod
     def _min_tokens_within_max(cls, value, info: ValidationInfo):
-        limit = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
-        if value is not None and limit is not None and value > limit:
-            raise ValueError(f"min_tokens ({value}) must not exceed max_tokens ({limit})")
-        return value
+        return min_tokens_within(value, info.data.get("max_completion_tokens") or info.data.get("max_tokens"))
 
     @field_validator("top_logprobs")
     @classmethod

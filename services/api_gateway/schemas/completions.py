@@ -23,7 +23,7 @@ from services.common.generation import MAX_TOP_LOGPROBS
 
 from ..limits import check_chat_limits, check_request_json
 from .chat import StreamOptions
-from .sampling import UINT32, SamplingFields, TokenId
+from .sampling import UINT32, SamplingFields, TokenId, min_tokens_within
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's and vLLM's default for this endpoint
 
@@ -93,10 +93,7 @@ class CompletionRequest(SamplingFields):
     @field_validator("min_tokens")
     @classmethod
     def _min_tokens_within_max(cls, value, info: ValidationInfo):
-        limit = info.data.get("max_tokens")
-        if value is not None and limit is not None and value > limit:
-            raise ValueError(f"min_tokens ({value}) must not exceed max_tokens ({limit})")
-        return value
+        return min_tokens_within(value, info.data.get("max_tokens"))
 
     @field_validator("best_of")
     @classmethod
