@@ -33,6 +33,8 @@ from safetensors.torch import save_file
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from .chat_templates import QWEN2_VL_CHAT_TEMPLATE
+from .hub_files import write_json
+from .qwen3_tokenizer import write_qwen2_tokenizer
 from .tokenizer import train_tokenizer
 
 QWEN2_VL_HUB_ID = "Qwen/Qwen2-VL-7B-Instruct"
@@ -132,38 +134,9 @@ def _legacy_name(name: str) -> str:
 
 def _write_tokenizer(tok, out: Path, ids: dict[str, int]) -> None:
     """tokenizer.json, vocab.json, merges.txt, tokenizer_config.json and chat_template.json, as the repo has."""
-    tok.backend_tokenizer.save(str(out / "tokenizer.json"))
-    model = json.loads(tok.backend_tokenizer.to_str())["model"]
-    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False) + "\n")
-    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    config = {
-        "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(ids[t]): {
-                "content": t,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": True,
-            }
-            for t in SPECIAL_TOKENS
-        },
-        "additional_special_tokens": SPECIAL_TOKENS[1:],  # all but <|endoftext|>, the pad token
-        "bos_token": None,
-        "chat_template": QWEN2_VL_CHAT_TEMPLATE,
-        "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>",
-        "errors": "replace",
-        "model_max_length": 32768,
-        "pad_token": "<|endoftext|>",
-        "split_special_tokens": False,
-        "tokenizer_class": "Qwen2Tokenizer",
-        "unk_token": None,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_VL_CHAT_TEMPLATE}, indent=2) + "\n")
+    added = [(ids[t], t, True) for t in SPECIAL_TOKENS]
+    write_qwen2_tokenizer(tok.backend_tokenizer, out, added, QWEN2_VL_CHAT_TEMPLATE, model_max_length=32768)
+    write_json(out / "chat_template.json", {"chat_template": QWEN2_VL_CHAT_TEMPLATE})
 
 
 def write_tiny_qwen2_vl(out: Path) -> dict:

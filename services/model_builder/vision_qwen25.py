@@ -38,8 +38,8 @@ import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from .chat_templates import QWEN2_VL_CHAT_TEMPLATE
+from .hub_files import save_shards, write_json
 from .qwen3_tokenizer import BPE_VOCAB
-from .vision_files import save_shards, write_json
 from .vision_qwen_tokenizer import qwen_vl_token_ids, write_qwen_vl_tokenizer
 
 QWEN25_VL_HUB_ID = "Qwen/Qwen2.5-VL-3B-Instruct"

@@ -38,8 +38,8 @@ import torch
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from .chat_templates import QWEN3_VL_CHAT_TEMPLATE
+from .hub_files import save_shards, write_json
 from .qwen3_tokenizer import BPE_VOCAB
-from .vision_files import save_shards, write_json
 from .vision_qwen25 import silence_tokenless_ids
 from .vision_qwen_tokenizer import qwen_vl_token_ids, write_qwen_vl_tokenizer
 
