@@ -96,8 +96,8 @@ from .vision_model import (
     QWEN2_VL_HUB_ID,
     SPECIAL_TOKENS as QWEN_SPECIAL_TOKENS,
     _flat_config,
-    _legacy_name,
     _write_tokenizer,
+    legacy_name,
 )
 
 QUIET_SCALE = 0.05  # how much smaller the rows a random model must not pick are (see the module docstring)
@@ -414,7 +414,7 @@ def write_qwen2_vl(out: Path, size: Qwen2VLSize, device: str, dtype: torch.dtype
         _quiet_rows(model.lm_head.weight, range(0, len(tok)), also=(endoftext, im_end))
     _sync(device)
     built = time.monotonic() - started
-    _save_shards({_legacy_name(k): v for k, v in model.state_dict().items()}, out, size.shards)
+    _save_shards({legacy_name(k): v for k, v in model.state_dict().items()}, out, size.shards)
     (out / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
     generation = {
         "bos_token_id": endoftext,

@@ -123,8 +123,9 @@ def _flat_config(ids: dict[str, int], vocab_size: int) -> dict:
     }
 
 
-def _legacy_name(name: str) -> str:
-    # transformers-5 module names -> the 7B repo's weight names (the inverse of transformers' key mapping).
+def legacy_name(name: str) -> str:
+    """transformers-5 module names -> the pre-5 names the Qwen2-VL/2.5-VL repos store (the inverse of
+    transformers' key mapping)."""
     if name.startswith("model.language_model."):
         return "model." + name[len("model.language_model.") :]
     if name.startswith("model.visual."):
@@ -156,7 +157,7 @@ def write_tiny_qwen2_vl(out: Path) -> dict:
     # A copy: the config class rewrites the rope dict it is given, and config.json must keep the old form.
     config = Qwen2VLConfig(**{k: v for k, v in copy.deepcopy(flat).items() if k not in ("architectures", "model_type")})
     model = Qwen2VLForConditionalGeneration(config)
-    weights = {_legacy_name(k): v.contiguous() for k, v in model.state_dict().items()}
+    weights = {legacy_name(k): v.contiguous() for k, v in model.state_dict().items()}
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
     endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]

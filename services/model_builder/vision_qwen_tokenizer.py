@@ -19,6 +19,20 @@ def qwen_vl_token_ids(added: int) -> dict[str, int]:
     return {token: i for i, token, _ in added_tokens(added)}
 
 
+def qwen_vl_generation_config(**sampling) -> dict:
+    """generation_config.json of the Qwen2.5-VL and Qwen3-VL repos: bos and pad `<|endoftext|>`, do_sample, stop
+    on `<|im_end|>` or `<|endoftext|>`, then the repo's `sampling` keys in its order."""
+    ids = qwen_vl_token_ids(3)
+    endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
+    return {
+        "bos_token_id": endoftext,
+        "pad_token_id": endoftext,
+        "do_sample": True,
+        "eos_token_id": [im_end, endoftext],
+        **sampling,
+    }
+
+
 def write_qwen_vl_tokenizer(out: Path, *, added: int, chat_template: str, model_max_length: int) -> None:
     """tokenizer.json, vocab.json, merges.txt, tokenizer_config.json and chat_template.json, as the repos have."""
     write_qwen2_tokenizer(build_qwen3_tokenizer(added), out, added_tokens(added), chat_template, model_max_length)
