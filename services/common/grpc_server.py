@@ -14,7 +14,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .errors import ModelNotFoundError, ProxyVisionError
-from .generation import Detail, ImageBytes
 from .lifecycle import ModelState
 from .logging_setup import request_id_var
 from .pb.proxyvision.v1 import common_pb2
@@ -26,20 +25,6 @@ GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
 REQUEST_ID_KEY = "x-request-id"
-
-# An image's `detail` as the engines read it: unspecified (an older gateway) is auto.
-_DETAIL_FROM_PB = {
-    common_pb2.DETAIL_UNSPECIFIED: Detail.AUTO,
-    common_pb2.DETAIL_LOW: Detail.LOW,
-    common_pb2.DETAIL_HIGH: Detail.HIGH,
-    common_pb2.DETAIL_AUTO: Detail.AUTO,
-}
-
-
-def image_from_pb(image: common_pb2.ImageInput) -> ImageBytes:
-    """One image of a request (a Describe's, or a native model's content part); an unknown detail is auto."""
-    return ImageBytes(image.data, image.mime_type, _DETAIL_FROM_PB.get(image.detail, Detail.AUTO), image.sha256)
-
 
 # The engines' lifecycle states as GetModelInfo reports them.
 MODEL_STATE_TO_PB = {

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.common.grpc_server import MODEL_STATE_TO_PB, image_from_pb
+from services.common.generation_pb import image_from_pb
+from services.common.grpc_server import MODEL_STATE_TO_PB
 from services.common.hf_models import MIB
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb
 

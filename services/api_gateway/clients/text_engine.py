@@ -4,37 +4,35 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 
 from services.common.errors import EngineUnavailableError
 from services.common.generation import (
-    Accepted,
     ChatTurn,
-    ContentPart,
-    Finished,
-    FinishReason,
     GenerationEvent,
     RawPrompt,
-    ReasoningDelta,
     ResponseFormat,
     ResponseFormatType,
     SamplingParams,
-    TextDelta,
-    TextPart,
-    TokenLogprob,
     Tool,
-    ToolCallDelta,
     ToolChoice,
-    TopLogprob,
+)
+from services.common.generation_pb import (
+    event_from_pb,
+    raw_prompt_to_pb,
+    response_format_to_pb,
+    sampling_to_pb,
+    tool_choice_to_pb,
+    tool_to_pb,
+    turn_to_pb,
 )
 from services.common.grpc_server import REQUEST_ID_KEY
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 
 from .base import EngineClient, EngineModelInfo
-from .images import image_to_pb
 from .routing import Routing
 
 
@@ -47,15 +45,6 @@ class OutputOptions:
     tool_choice: ToolChoice = ToolChoice()
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat = ResponseFormat()
-
-
-_FINISH = {
-    pb.FINISH_REASON_STOP: FinishReason.STOP,
-    pb.FINISH_REASON_LENGTH: FinishReason.LENGTH,
-    pb.FINISH_REASON_TOOL_CALLS: FinishReason.TOOL_CALLS,
-    pb.FINISH_REASON_CANCELLED: FinishReason.CANCELLED,
-    pb.FINISH_REASON_ERROR: FinishReason.ERROR,
-}
 
 
 class TextEngine(Protocol):
@@ -122,7 +111,7 @@ class TextEngineClient(EngineClient):
         )
         async with aclosing(responses):
             async for response in responses:
-                event = to_event(response)
+                event = event_from_pb(response)
                 if event is not None:
                     yield event
 
@@ -166,37 +155,6 @@ class _Unary:
         yield await self._call
 
 
-def to_event(response: pb.GenerateResponse) -> GenerationEvent | None:
-    """Our event for one stream message; None for a kind this gateway does not know (a newer engine)."""
-    kind = response.WhichOneof("event")
-    if kind == "delta":
-        return TextDelta(response.delta.text, tuple(_logprob(lp) for lp in response.delta.logprobs))
-    if kind == "reasoning":
-        return ReasoningDelta(response.reasoning.text)
-    if kind == "tool_call":
-        call = response.tool_call
-        return ToolCallDelta(call.index, call.id, call.name, call.arguments)
-    if kind == "accepted":
-        return Accepted(response.accepted.prompt_tokens)
-    if kind != "finished":
-        return None
-    f = response.finished
-    return Finished(
-        _FINISH.get(f.finish_reason, FinishReason.ERROR),
-        f.usage.prompt_tokens,
-        f.usage.completion_tokens,
-        f.error_message,
-        f.usage.reasoning_tokens,
-        f.stop_sequence,
-    )
-
-
-def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:
-    return TokenLogprob(
-        lp.token, lp.logprob, lp.bytes, tuple(TopLogprob(t.token, t.logprob, t.bytes) for t in lp.top_logprobs)
-    )
-
-
 def to_request(
     model: str,
     messages: Sequence[ChatTurn],
@@ -206,49 +164,18 @@ def to_request(
     prompt: RawPrompt | None = None,
 ) -> pb.GenerateRequest:
     """The GenerateRequest of one engine call (of Generate or CountTokens)."""
-    # Mapped by name: a new parameter is a field of SamplingParams and of the proto, nothing here.
-    sampling = pb.SamplingParams(
-        **{f.name: getattr(params, f.name) for f in fields(SamplingParams) if getattr(params, f.name) is not None}
-    )
     request = pb.GenerateRequest(
         request_id=request_id,
         model=model,
-        sampling=sampling,
-        messages=[_message(m) for m in messages],
+        sampling=sampling_to_pb(params),
+        messages=[turn_to_pb(m) for m in messages],
         parallel_tool_calls=options.parallel_tool_calls,
     )
     if options.tools:  # tool_choice means nothing without tools; left unset, as is a text response_format
-        request.tools.extend(
-            pb.Tool(name=t.name, description=t.description, parameters=t.parameters, strict=t.strict)
-            for t in options.tools
-        )
-        choice = options.tool_choice
-        request.tool_choice.CopyFrom(
-            pb.ToolChoice(mode=pb.ToolChoice.Mode.Value(f"TOOL_CHOICE_{choice.mode.name}"), name=choice.name)
-        )
-    fmt = options.response_format
-    if fmt.type is not ResponseFormatType.TEXT:
-        request.response_format.CopyFrom(
-            pb.ResponseFormat(
-                type=pb.ResponseFormat.Type.Value(f"RESPONSE_FORMAT_{fmt.type.name}"), schema=fmt.schema, name=fmt.name
-            )
-        )
+        request.tools.extend(tool_to_pb(t) for t in options.tools)
+        request.tool_choice.CopyFrom(tool_choice_to_pb(options.tool_choice))
+    if options.response_format.type is not ResponseFormatType.TEXT:
+        request.response_format.CopyFrom(response_format_to_pb(options.response_format))
     if prompt is not None:
-        request.prompt.CopyFrom(pb.RawPrompt(text=prompt.text, token_ids=prompt.token_ids, suffix=prompt.suffix))
+        request.prompt.CopyFrom(raw_prompt_to_pb(prompt))
     return request
-
-
-def _message(turn: ChatTurn) -> pb.ChatMessage:
-    return pb.ChatMessage(
-        role=turn.role,
-        content=turn.content,
-        reasoning=turn.reasoning,
-        tool_call_id=turn.tool_call_id,
-        name=turn.name,
-        tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in turn.tool_calls],
-        parts=[_part(p) for p in turn.parts],
-    )
-
-
-def _part(part: ContentPart) -> pb.ContentPart:
-    return pb.ContentPart(text=part.text) if isinstance(part, TextPart) else pb.ContentPart(image=image_to_pb(part))

@@ -12,7 +12,7 @@ import pytest
 from services.api_gateway.clients.channels import open_replica_channel
 from services.api_gateway.clients.replicas import ReplicaSet
 from services.api_gateway.clients.routing import AffinityRouting
-from services.api_gateway.clients.text_engine import OutputOptions, TextEngineClient, to_event, to_request
+from services.api_gateway.clients.text_engine import OutputOptions, TextEngineClient, to_request
 from services.common.errors import InvalidRequestError, ModelNotFoundError
 from services.common.generation import (
     ChatTurn,
@@ -31,6 +31,7 @@ from services.common.generation import (
     ToolChoiceMode,
     TopLogprob,
 )
+from services.common.generation_pb import event_from_pb as to_event
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 
 
