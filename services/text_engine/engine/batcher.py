@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from transformers import GenerationConfig
@@ -40,6 +40,7 @@ from .kv_budget import KvBudget, kv_budget
 from .loader import LoadedModel
 from .sampling.pipeline import Row, choose_tokens
 from .sampling.spec import SamplingSpec
+from .token_source import OnOutput, TokenRequest
 
 log = logging.getLogger(__name__)
 
@@ -252,29 +253,21 @@ class ContinuousBatcher:
         free += sum(len(a.ledger.cached_blocks) * a.bytes_per_block for a in cache.cache_allocators.values())
         return max(0.0, min(1.0, 1.0 - free / total)) if total else 0.0
 
-    def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        spec: SamplingSpec,
-        on_output: Callable,
-        images: Sequence = (),
-    ) -> None:
+    def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
         """Queue a request; `on_output(GenerationOutput)` runs on the calling event loop. Loop thread only."""
-        if images:
+        if request.images:
             raise ValueError("continuous batching takes token ids only: image requests go to the image batcher")
         asyncio.get_running_loop()  # register_result_handler binds the callback to the running loop
-        self.manager.register_result_handler(request_id, on_output)
+        self.manager.register_result_handler(request.request_id, on_output)
         accepted = self.manager.add_request(
-            prompt_ids,
-            request_id=request_id,
-            max_new_tokens=max_new_tokens,
+            request.prompt_ids,
+            request_id=request.request_id,
+            max_new_tokens=request.max_new_tokens,
             streaming=True,
-            **{SPEC_KEY: spec.bind(self._device)},
+            **{SPEC_KEY: request.spec.bind(self._device)},
         )
         if accepted is None:
-            self.forget(request_id)
+            self.forget(request.request_id)
             raise RuntimeError("the batching loop is not accepting requests")
 
     def cancel(self, request_id: str) -> None:

@@ -40,7 +40,7 @@ from .native import NativeVisionBatcher
 from .output import ParserSpec, parser_for
 from .sampling.grammar import GrammarCompiler
 from .stream import RequestStream
-from .token_source import TokenSource
+from .token_source import TokenRequest, TokenSource
 from .types import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -322,12 +322,8 @@ class InferenceEngine:
                 self._streams[key] = stream
                 try:
                     batcher.submit(
-                        key,
-                        prepared.prompt_ids,
-                        prepared.max_new_tokens,
-                        prepared.spec,
+                        TokenRequest(key, prepared.prompt_ids, prepared.max_new_tokens, prepared.spec, prepared.images),
                         stream.on_output,
-                        prepared.images,
                     )
                     async for event in stream.events():
                         yield event

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from services.common.config import ModelParams
 from services.common.hf_models import MIB, kv_bytes_per_token
-from services.common.multimodal import EncodedImage
 
 from .batcher import ContinuousBatcher
 from .image_batcher import ImageBatcher
 from .loader import LoadedModel
-from .sampling.spec import SamplingSpec
-from .token_source import TokenOutput, TokenSource
+from .token_source import OnOutput, TokenOutput, TokenRequest, TokenSource
 
 IMAGE_MEMORY_SHARE = 0.5  # of params.mem, for image batches; the rest is the paged KV cache of text requests
 
@@ -94,28 +92,20 @@ class NativeVisionBatcher:
             raise
         self._routes: dict[str, TokenSource] = {}
 
-    def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        spec: SamplingSpec,
-        on_output: Callable[[TokenOutput], None],
-        images: Sequence[EncodedImage] = (),
-    ) -> None:
+    def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
         """Image requests to the image batcher, the others to continuous batching."""
-        loop: TokenSource = self.images if images else self.text  # type: ignore[assignment]
+        loop: TokenSource = self.images if request.images else self.text  # type: ignore[assignment]
 
         def delivered(output: TokenOutput) -> None:
             if output.is_finished():
-                self._routes.pop(request_id, None)
+                self._routes.pop(request.request_id, None)
             on_output(output)
 
-        self._routes[request_id] = loop
+        self._routes[request.request_id] = loop
         try:
-            loop.submit(request_id, prompt_ids, max_new_tokens, spec, delivered, images)
+            loop.submit(request, delivered)
         except Exception:
-            self._routes.pop(request_id, None)
+            self._routes.pop(request.request_id, None)
             raise
 
     def cancel(self, request_id: str) -> None:

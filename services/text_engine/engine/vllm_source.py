@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.config import ModelParams
@@ -36,7 +36,7 @@ from services.common.hf_models import ModelLoadError, head_dim
 from .kv_budget import KvBudget, kv_budget
 from .loader import LoadedModel
 from .sampling.spec import SampledToken, SamplingSpec
-from .token_source import TokenProgress
+from .token_source import OnOutput, TokenProgress, TokenRequest
 
 # vllm_grammar.py imports vLLM: its name is what vLLM's worker imports, and `grammar_args` is imported when used.
 LOGITS_PROCESSOR = "services.text_engine.engine.vllm_grammar:GrammarLogitsProcessor"
@@ -178,21 +178,13 @@ class VllmTokenSource:
         """Fraction of the KV cache held by requests after the last engine step."""
         return max(0.0, min(1.0, self.stats.kv_cache_usage))
 
-    def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        spec: SamplingSpec,
-        on_output: Callable,
-        images: Sequence = (),
-    ) -> None:
+    def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
         """Start the request in the engine core; `on_output(TokenProgress)` runs on this event loop."""
-        if images:
+        if request.images:
             raise ValueError("backend: vllm takes text requests only here")
-        params = self.sampling_params(spec, max_new_tokens)
-        self._requests[request_id] = asyncio.get_running_loop().create_task(
-            self._run(request_id, prompt_ids, params, spec, on_output)
+        params = self.sampling_params(request.spec, request.max_new_tokens)
+        self._requests[request.request_id] = asyncio.get_running_loop().create_task(
+            self._run(request.request_id, request.prompt_ids, params, request.spec, on_output)
         )
 
     def sampling_params(self, spec: SamplingSpec, max_new_tokens: int):
