@@ -40,7 +40,7 @@ from .native import NativeVisionBatcher
 from .output import ParserSpec, parser_for
 from .sampling.grammar import GrammarCompiler
 from .stream import RequestStream
-from .token_source import TokenRequest, TokenSource
+from .token_source import CacheEvents, TokenRequest, TokenSource
 from .types import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class InferenceEngine:
         return TextRuntime(loaded, batcher, parser, grammars, LogprobFormatter(loaded.tokenizer))
 
     def _new_batcher(self, loaded: LoadedModel) -> TokenSource:
-        return new_token_source(self.entry, loaded, self._count_preemptions, self._count_prefix_lookup)
+        return new_token_source(self.entry, loaded, CacheEvents(self._count_preemptions, self._count_prefix_lookup))
 
     def _count_prefix_lookup(self, queried: int, hit: int) -> None:
         self.metrics.prefix_cache_queries.labels(self.entry.name).inc(queried)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
 
 from services.common.config import ModelParams
 from services.common.hf_models import MIB, kv_bytes_per_token
@@ -26,7 +25,7 @@ from services.common.hf_models import MIB, kv_bytes_per_token
 from .batcher import ContinuousBatcher
 from .image_batcher import ImageBatcher
 from .loader import LoadedModel
-from .token_source import OnOutput, TokenOutput, TokenRequest, TokenSource
+from .token_source import NO_CACHE_EVENTS, CacheEvents, OnOutput, TokenOutput, TokenRequest, TokenSource
 
 IMAGE_MEMORY_SHARE = 0.5  # of params.mem, for image batches; the rest is the paged KV cache of text requests
 
@@ -62,22 +61,14 @@ def restore_forward(model) -> None:
 class NativeVisionBatcher:
     """Routes each request to the loop that can serve it; looks like one loop to the engine."""
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        params: ModelParams,
-        on_preempt: Callable[[int], None] = lambda n: None,
-        on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None,
-    ) -> None:
+    def __init__(self, loaded: LoadedModel, params: ModelParams, events: CacheEvents = NO_CACHE_EVENTS) -> None:
         text_mib, image_mib = split_memory(params.mem)
         self._model = loaded.model
         self.image_bytes_per_token = kv_bytes_per_token(loaded.text_config, loaded.dtype)
         self.image_capacity_tokens = max(1, (image_mib * MIB) // self.image_bytes_per_token)
         serialise_forward(loaded.model, threading.Lock())
         try:
-            self.text = ContinuousBatcher(
-                loaded, params.model_copy(update={"mem": text_mib}), on_preempt, on_prefix_lookup
-            )
+            self.text = ContinuousBatcher(loaded, params.model_copy(update={"mem": text_mib}), events)
         except Exception:
             restore_forward(loaded.model)
             raise

@@ -44,6 +44,18 @@ class TokenRequest:
 OnOutput = Callable[[TokenOutput], None]  # called with each progress of a request, on the event loop
 
 
+@dataclass(frozen=True)
+class CacheEvents:
+    """What a batching loop tells the engine's metrics about its KV cache. Called on the loop's own thread (or in
+    vLLM's stat logger): each must be thread-safe, as prometheus counters are."""
+
+    on_preempt: Callable[[int], None] = lambda count: None  # requests preempted because the cache was full
+    on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None  # prompt tokens looked up, reused
+
+
+NO_CACHE_EVENTS = CacheEvents()
+
+
 @dataclass
 class TokenProgress:
     """A TokenOutput of the loops whose outputs we make ourselves (the image batcher's, vLLM's adapter's);
