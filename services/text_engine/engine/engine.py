@@ -27,8 +27,8 @@ from services.common.generation import (
     TextDelta,
     ToolCallDelta,
 )
-from services.common.hf_models import MIB, check_local_source
-from services.common.hub_download import fetch_checkpoint
+from services.common.hf_models import MIB
+from services.common.hub_download import fetch_weights
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import EngineMetrics, ModelSnapshot
 
@@ -179,9 +179,7 @@ class InferenceEngine:
             self._idle_unload_secs,
         )
         started = time.monotonic()
-        check_local_source(entry)
-        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report, field=entry.source_field)
-        self.lifecycle.report(f"loading weights from {entry.source}")
+        fetch_weights(entry, self.lifecycle.report)
         loaded = load_model(entry, self._device)
         parser = parser_for(entry.reasoning_parser, loaded.tokenizer, entry.tool_call_parser)
         self._last_sampling = loaded.sampling
@@ -398,17 +396,7 @@ class InferenceEngine:
 
     def _snapshot(self) -> ModelSnapshot:
         info = self.info()
-        return ModelSnapshot(
-            state=info.state,
-            running=info.running,
-            waiting=info.waiting,
-            memory_budget_bytes=info.memory_budget_bytes,
-            memory_used_bytes=info.memory_used_bytes,
-            last_load_seconds=info.last_load_seconds,
-            kv_cache_usage_ratio=info.kv_cache_usage,
-            loads=self.lifecycle.loads,
-            unloads=self.lifecycle.unloads,
-        )
+        return ModelSnapshot.of(info, self.lifecycle, info.memory_budget_bytes, info.kv_cache_usage)
 
     @property
     def serving(self) -> bool:
