@@ -53,17 +53,9 @@ class ModelSnapshot:
         kv_cache_usage_ratio: float | None = None,
     ) -> ModelSnapshot:
         """An engine's gauges: its GetModelInfo snapshot, its memory budget, its lifecycle's loads and unloads."""
-        return cls(
-            state=info.state,
-            running=info.running,
-            waiting=info.waiting,
-            memory_budget_bytes=memory_budget_bytes,
-            memory_used_bytes=info.memory_used_bytes,
-            last_load_seconds=info.last_load_seconds,
-            loads=lifecycle.loads,
-            unloads=lifecycle.unloads,
-            kv_cache_usage_ratio=kv_cache_usage_ratio,
-        )
+        # In field order: the info's state and load, the budget, then the lifecycle's counts.
+        load = (info.state, info.running, info.waiting, memory_budget_bytes, info.memory_used_bytes)
+        return cls(*load, info.last_load_seconds, lifecycle.loads, lifecycle.unloads, kv_cache_usage_ratio)
 
 
 class EngineLoad(Protocol):
