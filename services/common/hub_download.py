@@ -2,8 +2,8 @@
 
 transformers' `from_pretrained` downloads through huggingface_hub with tqdm bars: on a non-tty (a
 launcher's child, a pod) they are either off or a stream of carriage returns, and nothing tells
-GetModelInfo how far a 7.5 GB download got. So the engines call `fetch_checkpoint` first: it lists the
-repo, downloads the files transformers will read one by one with `DownloadProgress` as the tqdm class
+GetModelInfo how far a 7.5 GB download got. So the engines call `fetch_checkpoint` first (in `fetch_weights`): it
+lists the repo, downloads the files transformers will read one by one with `DownloadProgress` as the tqdm class
 (a periodic log line with the file and bytes so far, and a status for GetModelInfo), and leaves them in
 the ordinary hub cache, where `from_pretrained` then finds them. Whether the checkpoint can be had at all
 is asked first, once (hub_access.py: no network and not cached, not found, gated: one line and no retries).
@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .config import ModelEntry
+from .hf_models import check_local_source
 from .hub_access import check_hub_source
 
 log = logging.getLogger(__name__)
@@ -178,3 +180,11 @@ def fetch_checkpoint(
             type(exc).__name__,
             " ".join(str(exc).split())[:300],
         )
+
+
+def fetch_weights(entry: ModelEntry, report: Report) -> None:
+    """The first steps of both engines' loads: a local checkpoint must be there (`check_local_source`), a hub one
+    is fetched into the cache with its progress through `report`; then `report` says the weights load."""
+    check_local_source(entry)
+    fetch_checkpoint(entry.source, revision=entry.revision, report=report, field=entry.source_field)
+    report(f"loading weights from {entry.source}")

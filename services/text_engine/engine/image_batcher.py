@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -37,7 +37,7 @@ from services.common.static_batches import RowsDone, RowStreamer, StaticBatchRun
 from .loader import LoadedModel
 from .sampling.pipeline import Row, choose_tokens
 from .sampling.spec import SamplingSpec
-from .token_source import TokenProgress
+from .token_source import OnOutput, TokenProgress, TokenRequest
 
 # generate() would otherwise apply the checkpoint's generation_config (a repetition penalty, sampling) before
 # our processor sees the logits: these are the neutral values, passed explicitly so they win.
@@ -64,7 +64,7 @@ class _Job:
     prompt_ids: list[int]
     max_new_tokens: int
     spec: SamplingSpec
-    on_output: Callable[[TokenProgress], None]
+    on_output: OnOutput
     images: tuple[EncodedImage, ...]
     loop: asyncio.AbstractEventLoop
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -90,28 +90,20 @@ class ImageBatcher(StaticBatchRunner[_Job, _Job]):
         super().__init__("image-batcher", max_batch=max_batch, token_budget=token_budget)
 
     # Event-loop side -------------------------------------------------------------------------------
-    def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        spec: SamplingSpec,
-        on_output: Callable[[TokenProgress], None],
-        images: Sequence[EncodedImage] = (),
-    ) -> None:
+    def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
         """Queue an image request (FIFO)."""
-        if not images:
+        if not request.images:
             raise ValueError("the image batcher serves requests with images")
         job = _Job(
-            request_id,
-            list(prompt_ids),
-            max_new_tokens,
-            spec.bind(self._loaded.device),
+            request.request_id,
+            list(request.prompt_ids),
+            request.max_new_tokens,
+            request.spec.bind(self._loaded.device),
             on_output,
-            tuple(images),
+            tuple(request.images),
             asyncio.get_running_loop(),
         )
-        self._jobs[request_id] = job
+        self._jobs[request.request_id] = job
         self.enqueue(job)
 
     def cancel(self, request_id: str) -> None:

@@ -24,8 +24,8 @@ from services.common.errors import (
     ShuttingDownError,
 )
 from services.common.generation import Detail, ImageBytes
-from services.common.hf_models import MIB, check_local_source
-from services.common.hub_download import fetch_checkpoint
+from services.common.hf_models import MIB
+from services.common.hub_download import fetch_weights
 from services.common.images import decode_image
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import ModelSnapshot, VisionMetrics
@@ -158,9 +158,7 @@ class CaptionEngine:
                 entry.source,
                 own,
             )
-        check_local_source(entry)
-        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report, field=entry.source_field)
-        self.lifecycle.report(f"loading weights from {entry.source}")
+        fetch_weights(entry, self.lifecycle.report)
         loaded = load_vision_model(
             entry.source,
             dtype=params.dtype,
@@ -327,14 +325,4 @@ class CaptionEngine:
         )
 
     def _snapshot(self) -> ModelSnapshot:
-        info = self.info()
-        return ModelSnapshot(
-            state=info.state,
-            running=info.running,
-            waiting=info.waiting,
-            memory_budget_bytes=self.entry.params.mem * MIB,
-            memory_used_bytes=info.memory_used_bytes,
-            last_load_seconds=info.last_load_seconds,
-            loads=self.lifecycle.loads,
-            unloads=self.lifecycle.unloads,
-        )
+        return ModelSnapshot.of(self.info(), self.lifecycle, self.entry.params.mem * MIB)
