@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextvars
 import json
+from collections.abc import Callable
 
 from services.common.config import RequestLimits
 from services.common.errors import InvalidRequestError, ProxyVisionError
 
 from .errors import app_path, error_body
+from .schemas.json_values import check_json_values
 
 # Set by the middleware for the duration of one request; None outside requests (a schema validated in a
 # test, or by code that is not answering a client, is not limited).
@@ -113,6 +115,16 @@ async def _refuse(scope, send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def check_request_json(data: object, check_limits: Callable[[dict, RequestLimits], None]) -> None:
+    """What every request model checks on the parsed JSON, before any field is validated (counting is cheap;
+    validating 10^6 messages or token ids is not): the served limits through `check_limits` (a protocol's own
+    fields), when a request is being served; then the values JSON cannot carry (schemas/json_values.py)."""
+    limits = active_limits.get()
+    if limits is not None and isinstance(data, dict):
+        check_limits(data, limits)
+    check_json_values(data)
 
 
 def check_chat_limits(

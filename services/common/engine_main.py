@@ -12,16 +12,30 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from typing import Protocol
 
 from .config import ConfigError, ModelEntry, ModelsConfig, load_models_config
 from .engine_server import EngineOptions, EngineServer
 from .env import first_set, models_config_path
-from .logging_setup import setup_service_logging
+from .logging_setup import route_model_library_logs, setup_service_logging
 from .tls import add_tls_arguments, resolve_tls
 
-BuildServer = Callable[[ModelsConfig, ModelEntry, EngineOptions], EngineServer]
 DEFAULT_DRAIN_GRACE_SECS = 30.0
 DEFAULT_MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+
+
+class ServerFactory(Protocol):
+    """An engine's server class (TextEngineServer, VisionEngineServer)."""
+
+    def __call__(self, entry: ModelEntry, options: EngineOptions, *, idle_unload_secs: int) -> EngineServer: ...
+
+
+def named_model(config: ModelsConfig, name: str) -> ModelEntry:
+    """The entry called `name` (or aliased so); ConfigError when there is none."""
+    try:
+        return config.model(name)
+    except KeyError:
+        raise ConfigError(f"no model named {name!r}") from None
 
 
 def parse_args(prog: str, default_port: int, argv: list[str] | None) -> argparse.Namespace:
@@ -73,12 +87,13 @@ def engine_main(
     service: str,
     default_port: int,
     pick_model: Callable[[ModelsConfig, str | None], ModelEntry],
-    build_server: BuildServer,
+    server: ServerFactory,
     argv: list[str] | None = None,
 ) -> int:
     """Entry point of `python -m services.<service>`; returns the exit code."""
     args = parse_args(f"python -m services.{service}", default_port, argv)
     setup_service_logging(service, args.log_level)
+    route_model_library_logs()
     log = logging.getLogger(f"services.{service}")
     try:
         config = load_models_config(models_config_path(args.models_config))
@@ -88,7 +103,7 @@ def engine_main(
         log.error("%s", exc)
         return 2
     try:
-        return asyncio.run(_serve(build_server, config, entry, options, log))
+        return asyncio.run(_serve(server, config, entry, options, log))
     except ConfigError as exc:  # the TLS files are read when the port is bound
         log.error("%s", exc)
         return 2
@@ -97,8 +112,8 @@ def engine_main(
         return 1
 
 
-async def _serve(build_server: BuildServer, config, entry, options: EngineOptions, log) -> int:
-    server = build_server(config, entry, options)
+async def _serve(new_server: ServerFactory, config: ModelsConfig, entry, options: EngineOptions, log) -> int:
+    server = new_server(entry, options, idle_unload_secs=config.idle_unload_secs_for(entry))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,8 +6,10 @@ with no proto files at hand, and Kubernetes probes use the standard `grpc.health
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -99,3 +101,23 @@ async def abort_with(context: grpc.aio.ServicerContext, error: ProxyVisionError)
     """End the call with the error's status; code and param travel as trailing metadata."""
     context.set_trailing_metadata(error.grpc_trailers())
     await context.abort(error.grpc_status, error.message)
+
+
+class EngineCalls:
+    """What every RPC of an engine's servicer does around its work (mixed into both servicers, which hold the
+    engine as `_engine`)."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def _call(self, context: grpc.aio.ServicerContext, request, rpc: str) -> AsyncIterator[str]:
+        """Bind the call's request id (yielded) and refuse a model this engine does not serve; our errors raised
+        inside, before or after the first message, end the call with their status (logged as refused)."""
+        request_id = bind_request_id(context, request.request_id)
+        await ensure_model(context, request.model, self._engine.entry.name)
+        try:
+            yield request_id
+        except ProxyVisionError as error:
+            logging.getLogger(type(self).__module__).info("%s refused: %s", rpc, error.message)
+            await abort_with(context, error)

@@ -4,6 +4,7 @@ recognising the offline tiny stand-ins."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -23,6 +24,19 @@ _DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
 }
+
+
+# Checkpoint key prefix -> the text model's key prefix, for loading a multimodal checkpoint's language model
+# alone (Mistral3 -> Ministral3ForCausalLM). The first two are what the hub's checkpoints hold; the third covers
+# a checkpoint saved with transformers-5 module names.
+TEXT_ONLY_KEY_MAPPING = {
+    r"^language_model\.model\.": "model.",
+    r"^language_model\.lm_head\.": "lm_head.",
+    r"^model\.language_model\.": "model.",
+}
+# The keys of a multimodal checkpoint's vision part (tower and projector, as the families name them): what a
+# text-only load leaves out on purpose.
+NOT_TEXT_KEY = re.compile(r"^(model\.)?(vision_tower|multi_modal_projector|vision_model|visual)\.")
 
 
 class ModelLoadError(RuntimeError):

@@ -2,12 +2,13 @@
 
 transformers' `from_pretrained` downloads through huggingface_hub with tqdm bars: on a non-tty (a
 launcher's child, a pod) they are either off or a stream of carriage returns, and nothing tells
-GetModelInfo how far a 7.5 GB download got. So the engines call `fetch_checkpoint` first: it lists the
-repo, downloads the files transformers will read one by one with `DownloadProgress` as the tqdm class
+GetModelInfo how far a 7.5 GB download got. So the engines call `fetch_checkpoint` first (in `fetch_weights`): it
+lists the repo, downloads the files transformers will read one by one with `DownloadProgress` as the tqdm class
 (a periodic log line with the file and bytes so far, and a status for GetModelInfo), and leaves them in
-the ordinary hub cache, where `from_pretrained` then finds them. Anything going wrong here (hub
-unreachable, offline mode, a gated repo) only skips the pre-fetch: `from_pretrained` then tries itself
-and reports the real error.
+the ordinary hub cache, where `from_pretrained` then finds them. Whether the checkpoint can be had at all
+is asked first, once (hub_access.py: no network and not cached, not found, gated: one line and no retries).
+A download failing after that only skips the pre-fetch: `from_pretrained` then tries itself and reports
+the real error.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from .config import ModelEntry
+from .hf_models import check_local_source
+from .hub_access import check_hub_source
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +138,30 @@ def files_to_fetch(repo_files: list[str]) -> list[str]:
     return sorted(wanted)
 
 
-def fetch_checkpoint(source: str, *, revision: str | None, report: Report, list_files=None, download=None) -> None:
+def fetch_checkpoint(
+    source: str,
+    *,
+    revision: str | None,
+    report: Report,
+    field: str = "hf_id",
+    check=check_hub_source,
+    list_files=None,
+    download=None,
+) -> None:
     """Download a hub checkpoint into the hub cache with progress; a no-op for a local directory.
 
-    `list_files(repo, revision=)` and `download(repo, filename, revision=, tqdm_class=)` default to
-    huggingface_hub's `list_repo_files` and `hf_hub_download` (tests pass fakes)."""
+    A checkpoint the hub cannot give (no network and not cached, not found, gated) raises ModelLoadError at
+    once, naming `field` (hub_access.check_hub_source).
+
+    `check`, `list_files(repo, revision=)` and `download(repo, filename, revision=, tqdm_class=)` default to
+    check_hub_source and huggingface_hub's `list_repo_files` and `hf_hub_download` (tests pass fakes)."""
     if Path(source).exists():
         return
+    check(source, revision=revision, field=field)
     from huggingface_hub import constants, hf_hub_download, list_repo_files
 
     if constants.HF_HUB_OFFLINE:
-        return  # from_pretrained reads the cache, or says the model is not there
+        return  # cached (check_hub_source said so): from_pretrained reads the cache
     list_files, download = list_files or list_repo_files, download or hf_hub_download
     report(f"listing the files of {source}")
     try:
@@ -162,3 +180,11 @@ def fetch_checkpoint(source: str, *, revision: str | None, report: Report, list_
             type(exc).__name__,
             " ".join(str(exc).split())[:300],
         )
+
+
+def fetch_weights(entry: ModelEntry, report: Report) -> None:
+    """The first steps of both engines' loads: a local checkpoint must be there (`check_local_source`), a hub one
+    is fetched into the cache with its progress through `report`; then `report` says the weights load."""
+    check_local_source(entry)
+    fetch_checkpoint(entry.source, revision=entry.revision, report=report, field=entry.source_field)
+    report(f"loading weights from {entry.source}")

@@ -72,3 +72,18 @@ def setup_service_logging(service: str, cli_level: str | None, default: str = "I
         raise SystemExit(2) from None
     setup_logging(service, level)
     return level
+
+
+def route_model_library_logs() -> None:
+    """In an engine: transformers' and huggingface_hub's messages go through our handler only, once each.
+
+    Both libraries give their root logger a stderr handler of their own and let it propagate too, so each of
+    their warnings was printed twice, once without our format (no time, no service, no level). transformers'
+    "Loading weights" bars are off as well: on a launcher's pipe or a pod's log they are a stream of carriage
+    returns, and the engine logs the load and its duration itself."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
+    transformers_logging.disable_progress_bar()
+    logging.getLogger("huggingface_hub").handlers.clear()

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .errors import InternalError, OverloadedError, ProxyVisionError, ShuttingDownError
-from .lifecycle import ModelState
+from .lifecycle import ModelLifecycle, ModelState
 
 log = logging.getLogger(__name__)
 E = TypeVar("E")
@@ -43,6 +43,29 @@ class ModelSnapshot:
     loads: int
     unloads: int
     kv_cache_usage_ratio: float | None = None  # text engines only
+
+    @classmethod
+    def of(
+        cls,
+        info: EngineLoad,
+        lifecycle: ModelLifecycle,
+        memory_budget_bytes: int,
+        kv_cache_usage_ratio: float | None = None,
+    ) -> ModelSnapshot:
+        """An engine's gauges: its GetModelInfo snapshot, its memory budget, its lifecycle's loads and unloads."""
+        # In field order: the info's state and load, the budget, then the lifecycle's counts.
+        load = (info.state, info.running, info.waiting, memory_budget_bytes, info.memory_used_bytes)
+        return cls(*load, info.last_load_seconds, lifecycle.loads, lifecycle.unloads, kv_cache_usage_ratio)
+
+
+class EngineLoad(Protocol):
+    """What `ModelSnapshot.of` reads of an engine's info (both engines' GetModelInfo snapshots have it)."""
+
+    state: ModelState
+    running: int
+    waiting: int
+    memory_used_bytes: int
+    last_load_seconds: float
 
 
 class _SnapshotCollector(Collector):

@@ -39,32 +39,21 @@ def add_tls_arguments(parser, *, side: str) -> None:
     """The --tls-* flags of one side ('engine' or 'gateway'): only the keys that side reads."""
     group = parser.add_argument_group("TLS on the gRPC hop (overrides models.yaml's tls: section)")
 
-    def flag(key: str, help_text: str) -> None:
+    def flag(key: str, help_text: str, **kwargs) -> None:
         env, dest = TLS_OVERRIDES[key]
-        group.add_argument(f"--tls-{key.replace('_', '-')}", dest=dest, metavar="PATH", help=f"{help_text} (env {env})")
+        options = {"metavar": "PATH", **kwargs}
+        group.add_argument(f"--tls-{key.replace('_', '-')}", dest=dest, help=f"{help_text} (env {env})", **options)
 
     flag("ca", "PEM CA bundle: verifies engines (gateway) / client certificates (engine, with mTLS)")
     if side == "engine":
         flag("server_cert", "PEM certificate chain the engine serves")
         flag("server_key", "PEM private key of --tls-server-cert")
-        env, dest = TLS_OVERRIDES["require_client_cert"]
-        group.add_argument(
-            "--tls-require-client-cert",
-            dest=dest,
-            action="store_const",
-            const=True,
-            help=f"mTLS: refuse clients without a certificate signed by --tls-ca (env {env})",
-        )
+        mtls = "mTLS: refuse clients without a certificate signed by --tls-ca"
+        flag("require_client_cert", mtls, action="store_const", const=True, metavar=None)
     else:
         flag("client_cert", "PEM certificate the gateway presents to the engines (mTLS)")
         flag("client_key", "PEM private key of --tls-client-cert")
-        env, dest = TLS_OVERRIDES["server_name"]
-        group.add_argument(
-            "--tls-server-name",
-            dest=dest,
-            metavar="NAME",
-            help=f"name the engines' certificates must carry, instead of the dialled host (env {env})",
-        )
+        flag("server_name", "name the engines' certificates must carry, instead of the dialled host", metavar="NAME")
 
 
 def resolve_tls(

@@ -20,6 +20,8 @@ missing. So the loader names the missing ones as tekken defines them (`<s>` 1, `
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import AutoTokenizer, TokenizersBackend
 from transformers.utils import cached_file
 
@@ -41,8 +43,24 @@ def _has_file(source: str, filename: str, revision: str | None) -> bool:
     )
 
 
+def _offline_snapshot(source: str, revision: str | None) -> str:
+    """A hub id read offline, as its cached snapshot directory; anything else as it is.
+
+    Offline, transformers cannot list a hub repo's files, and the listing is how it finds a `tekken.json` to
+    convert when the repo has no tokenizer.json: from a directory it lists the files itself."""
+    from huggingface_hub import constants, snapshot_download
+
+    if not constants.HF_HUB_OFFLINE or Path(source).is_dir():
+        return source
+    try:
+        return snapshot_download(source, revision=revision, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached: from_pretrained says so in its own words
+        return source
+
+
 def load_tokenizer(source: str, *, revision: str | None = None, trust_remote_code: bool = False):
     """The checkpoint's tokenizer as a `TokenizersBackend` (never `MistralCommonBackend`, see the module doc)."""
+    source = _offline_snapshot(source, revision)
     common = {"revision": revision, "trust_remote_code": trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(source, mistral_format=False, **common)
     if type(tokenizer).__name__ == "MistralCommonBackend":

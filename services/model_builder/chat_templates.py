@@ -256,7 +256,9 @@ QWEN3_CHAT_TEMPLATE = r"""{%- if tools %}
 # joined, tools in <tools></tools> in the system turn, `<|vision_start|><|image_pad|><|vision_end|>` per image
 # (also inside tool results), assistant tool calls as <tool_call> JSON, tool results as <tool_response> in a
 # user turn. Rebuilt from those rules, not copied: two macros stand for the file's repeated blocks, so the
-# bytes differ from the hub's file while the text it renders for these conversations is the same.
+# bytes differ from the hub's file while the text it renders for these conversations is the same. Its tools
+# preamble and <tool_call> / <tool_response> blocks repeat QWEN3_CHAT_TEMPLATE's on purpose: that one must stay
+# one verbatim string, and each template reads top to bottom like its repo's file.
 QWEN3_VL_CHAT_TEMPLATE = r"""{%- macro render_content(content) -%}
     {%- if content is string -%}
         {{- content -}}

@@ -29,6 +29,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .corpus import corpus
+from .hub_files import added_tokens_decoder, write_bpe_files, write_json
 
 BPE_VOCAB = 151643  # ids 0..151642: the real tokenizer's `vocab_size`
 LEARNED_VOCAB = 2048  # of those, learned from the corpus; the rest are filler
@@ -134,28 +135,24 @@ def build_qwen3_tokenizer(added: int = len(ADDED_TOKENS)) -> Tokenizer:
     return tok
 
 
-def tokenizer_config(chat_template: str) -> dict:
-    """tokenizer_config.json in the hub repo's layout (transformers 4.51's Qwen2Tokenizer)."""
+def added_tokens(count: int = len(ADDED_TOKENS)) -> list[tuple[int, str, bool]]:
+    """The first `count` added tokens as (id, content, special)."""
+    return [(BPE_VOCAB + i, token, special) for i, (token, special) in enumerate(ADDED_TOKENS[:count])]
+
+
+def tokenizer_config(added: list[tuple[int, str, bool]], chat_template: str, model_max_length: int) -> dict:
+    """tokenizer_config.json in the Qwen repos' layout (transformers 4.51's Qwen2Tokenizer), the text models'
+    and the VL ones' alike; `added` are the (id, content, special) tokens after the BPE, `<|endoftext|>` first."""
     return {
         "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(TOKEN_IDS[token]): {
-                "content": token,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": special,
-            }
-            for token, special in ADDED_TOKENS
-        },
-        "additional_special_tokens": [t for t, special in ADDED_TOKENS[1:] if special],  # <|endoftext|> is pad
+        "added_tokens_decoder": added_tokens_decoder(added),
+        "additional_special_tokens": [t for _, t, special in added[1:] if special],  # <|endoftext|> is pad
         "bos_token": None,
         "chat_template": chat_template,
         "clean_up_tokenization_spaces": False,
         "eos_token": "<|im_end|>",
         "errors": "replace",
-        "model_max_length": CONTEXT,
+        "model_max_length": model_max_length,
         "pad_token": "<|endoftext|>",
         "split_special_tokens": False,
         "tokenizer_class": "Qwen2Tokenizer",
@@ -163,14 +160,14 @@ def tokenizer_config(chat_template: str) -> dict:
     }
 
 
+def write_qwen2_tokenizer(
+    tok: Tokenizer, out: Path, added: list[tuple[int, str, bool]], chat_template: str, model_max_length: int
+) -> None:
+    """tokenizer.json, vocab.json, merges.txt and tokenizer_config.json, as the Qwen repos have them."""
+    write_bpe_files(tok, out)
+    write_json(out / "tokenizer_config.json", tokenizer_config(added, chat_template, model_max_length))
+
+
 def write_qwen3_tokenizer(out: Path, chat_template: str) -> None:
     """tokenizer.json, vocab.json, merges.txt and tokenizer_config.json, as the hub repo has them."""
-    tok = build_qwen3_tokenizer()
-    tok.save(str(out / "tokenizer.json"))
-    model = json.loads(tok.to_str())["model"]
-    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False) + "\n")
-    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(tokenizer_config(chat_template), indent=2, ensure_ascii=False) + "\n"
-    )
+    write_qwen2_tokenizer(build_qwen3_tokenizer(), out, added_tokens(), chat_template, CONTEXT)

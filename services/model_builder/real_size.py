@@ -63,45 +63,38 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from transformers import (
-    Mistral3Config,
     Mistral3ForConditionalGeneration,
-    Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
 )
 from transformers.models.ministral3 import Ministral3ForCausalLM
-from transformers.models.pixtral import PixtralVisionConfig
 
 from services.common.tokenizers import load_tokenizer
 
-from .chat_templates import MINISTRAL3_REASONING_CHAT_TEMPLATE, MINISTRAL3_REASONING_SYSTEM_PROMPT
 from .checkpoint import build_atomically
-from .tekken import NUM_SPECIAL_TOKENS, write_tekken
+from .hub_files import save_shards
+from .tekken import NUM_SPECIAL_TOKENS
 from .text_model import (
     EOS,
-    IMG,
     MINISTRAL_HUB_ID,
-    PROCESSOR_CONFIG,
     TINY_VOCAB,
     _generation_config,
-    _params_json,
     _text_config,
+    mistral3_config,
+    pixtral_config,
+    write_mistral3_files,
 )
-from .tokenizer import train_tokenizer
 from .vision_model import (
     CONTEXT as QWEN_TINY_CONTEXT,
-    GENERATION_CONFIG as QWEN_GENERATION_CONFIG,
-    PREPROCESSOR_CONFIG as QWEN_PREPROCESSOR_CONFIG,
     QWEN2_VL_HUB_ID,
-    SPECIAL_TOKENS as QWEN_SPECIAL_TOKENS,
     _flat_config,
-    _legacy_name,
-    _write_tokenizer,
+    legacy_name,
+    qwen2_vl_config,
+    qwen2_vl_tokenizer,
+    write_qwen2_vl_files,
 )
 
 QUIET_SCALE = 0.05  # how much smaller the rows a random model must not pick are (see the module docstring)
-QWEN_TOKENIZER_VOCAB = 1024  # learned BPE tokens of the tiny Qwen2-VL tokenizer (its specials come after)
 
 
 @dataclass(frozen=True)
@@ -282,26 +275,14 @@ def write_ministral3(out: Path, text_only: Path, size: Ministral3Size, device: s
         context=size.context,
         tied=True,
     )
-    vision = PixtralVisionConfig(
-        hidden_size=size.vision_hidden,
-        intermediate_size=size.vision_ffn,
-        num_hidden_layers=size.vision_layers,
-        num_attention_heads=size.vision_heads,
+    vision = pixtral_config(
+        hidden=size.vision_hidden,
+        ffn=size.vision_ffn,
+        layers=size.vision_layers,
+        heads=size.vision_heads,
         head_dim=size.vision_head_dim,
-        image_size=1540,
-        patch_size=14,
     )
-    config = Mistral3Config(
-        text_config=text,
-        vision_config=vision,
-        image_token_index=IMG,
-        spatial_merge_size=2,
-        projector_hidden_act="gelu",
-        multimodal_projector_bias=False,
-        vision_feature_layer=-1,
-        tie_word_embeddings=True,
-    )
-    config.architectures = ["Mistral3ForConditionalGeneration"]
+    config = mistral3_config(text, vision)
     with _building_on(device, dtype):
         model = Mistral3ForConditionalGeneration(config)
         embed = model.model.language_model.embed_tokens.weight  # also the output projection (tied)
@@ -310,11 +291,7 @@ def write_ministral3(out: Path, text_only: Path, size: Ministral3Size, device: s
     built = time.monotonic() - started
     model.generation_config = _generation_config()
     model.save_pretrained(out, max_shard_size=_shard_limit(model, size.shards))
-    write_tekken(out, TINY_VOCAB)
-    (out / "chat_template.jinja").write_text(MINISTRAL3_REASONING_CHAT_TEMPLATE)
-    (out / "SYSTEM_PROMPT.txt").write_text(MINISTRAL3_REASONING_SYSTEM_PROMPT)
-    (out / "params.json").write_text(json.dumps(_params_json(text, vision), indent=2) + "\n")
-    (out / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2) + "\n")
+    write_mistral3_files(out, config)
 
     # The text model alone: the same modules (no copy) under a CausalLM, saved with the same tokenizer.
     with torch.device("meta"):
@@ -375,57 +352,20 @@ def _qwen_flat_config(ids: dict[str, int], size: Qwen2VLSize) -> dict:
     return flat
 
 
-def _save_shards(weights: dict[str, torch.Tensor], out: Path, shards: int) -> None:
-    """model-0000i-of-0000n.safetensors + model.safetensors.index.json, as the 7B repo stores its weights."""
-    names = sorted(weights)
-    per = -(-len(names) // shards)
-    index: dict[str, str] = {}
-    for i in range(shards):
-        file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {name: weights[name].contiguous() for name in names[i * per : (i + 1) * per]}
-        save_file(part, out / file, metadata={"format": "pt"})
-        index.update(dict.fromkeys(part, file))
-    total = sum(t.numel() * t.element_size() for t in weights.values())
-    index_json = {"metadata": {"total_size": total}, "weight_map": index}
-    (out / "model.safetensors.index.json").write_text(json.dumps(index_json, indent=2) + "\n")
-
-
 def write_qwen2_vl(out: Path, size: Qwen2VLSize, device: str, dtype: torch.dtype) -> dict:
     """A random `Qwen2VLForConditionalGeneration` of `size` in the 7B repo's (pre-transformers-5) layout."""
     torch.manual_seed(2)
     started = time.monotonic()
-    tok = train_tokenizer(
-        QWEN_TOKENIZER_VOCAB,
-        trailing_specials=QWEN_SPECIAL_TOKENS,
-        bos=None,
-        eos="<|im_end|>",
-        unk=None,
-        pad="<|endoftext|>",
-        model_max_length=size.context,
-    )
-    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    tok, ids = qwen2_vl_tokenizer(size.context)
     flat = _qwen_flat_config(ids, size)
-    # A copy: the config class rewrites the rope dict it is given, and config.json must keep the old form.
-    config = Qwen2VLConfig(**{k: v for k, v in copy.deepcopy(flat).items() if k not in ("architectures", "model_type")})
     with _building_on(device, dtype):
-        model = Qwen2VLForConditionalGeneration(config)
-        endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
+        model = Qwen2VLForConditionalGeneration(qwen2_vl_config(flat))
         # Untied: the output rows decide what is generated; captions then run to their max_tokens.
-        _quiet_rows(model.lm_head.weight, range(0, len(tok)), also=(endoftext, im_end))
+        _quiet_rows(model.lm_head.weight, range(0, len(tok)), also=(ids["<|endoftext|>"], ids["<|im_end|>"]))
     _sync(device)
     built = time.monotonic() - started
-    _save_shards({_legacy_name(k): v for k, v in model.state_dict().items()}, out, size.shards)
-    (out / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
-    generation = {
-        "bos_token_id": endoftext,
-        "pad_token_id": endoftext,
-        "eos_token_id": [im_end, endoftext],
-        **QWEN_GENERATION_CONFIG,
-        "transformers_version": "4.41.2",
-    }
-    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    _write_tokenizer(tok, out, ids)
-    (out / "preprocessor_config.json").write_text(json.dumps(QWEN_PREPROCESSOR_CONFIG, indent=2) + "\n")
+    save_shards({legacy_name(k): v for k, v in model.state_dict().items()}, out, size.shards)
+    write_qwen2_vl_files(out, flat, tok, ids)
     details = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "dtype": str(dtype).removeprefix("torch."),

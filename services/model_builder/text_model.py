@@ -43,6 +43,7 @@ from transformers import GenerationConfig, Mistral3Config, Mistral3ForConditiona
 from transformers.models.ministral3 import Ministral3Config, Ministral3ForCausalLM
 from transformers.models.pixtral import PixtralVisionConfig
 
+from services.common.hf_models import TEXT_ONLY_KEY_MAPPING
 from services.common.tokenizers import load_tokenizer
 
 from . import scripted
@@ -88,14 +89,6 @@ PROCESSOR_CONFIG = {
 
 # The bench tokenizer's leading special tokens: the first 36 ids of the real tekken vocabulary.
 SPECIAL_TOKENS = [NAMED_SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>") for i in range(36)]
-
-# Checkpoint key prefix -> Ministral3ForCausalLM key prefix. The first two are what these checkpoints (and
-# the hub's) hold; the third covers a checkpoint saved with transformers-5 module names.
-TEXT_ONLY_KEY_MAPPING = {
-    r"^language_model\.model\.": "model.",
-    r"^language_model\.lm_head\.": "lm_head.",
-    r"^model\.language_model\.": "model.",
-}
 
 # transformers' Ministral3 names -> Mistral's native (consolidated.safetensors) names.
 _NATIVE_NAMES = [
@@ -234,21 +227,21 @@ def _native_name(name: str) -> str:
     return name
 
 
-def _write_ministral3(out: Path, arrange=None) -> dict:
-    tied = True
-    text = _text_config(
-        TINY_VOCAB, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, ffn=256, context=TINY_CONTEXT, tied=tied
-    )
-    # The real pixtral tower's patch and image sizes; everything else as small as it goes.
-    vision = PixtralVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        head_dim=16,
+def pixtral_config(*, hidden: int, ffn: int, layers: int, heads: int, head_dim: int) -> PixtralVisionConfig:
+    """A pixtral tower of these sizes with the real one's patch and image sizes."""
+    return PixtralVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        head_dim=head_dim,
         image_size=1540,
         patch_size=14,
     )
+
+
+def mistral3_config(text: Ministral3Config, vision: PixtralVisionConfig) -> Mistral3Config:
+    """The `Mistral3ForConditionalGeneration` config over these two, as the hub repo's config.json has it."""
     config = Mistral3Config(
         text_config=text,
         vision_config=vision,
@@ -257,19 +250,35 @@ def _write_ministral3(out: Path, arrange=None) -> dict:
         projector_hidden_act="gelu",
         multimodal_projector_bias=False,
         vision_feature_layer=-1,
-        tie_word_embeddings=tied,
+        tie_word_embeddings=text.tie_word_embeddings,
     )
     config.architectures = ["Mistral3ForConditionalGeneration"]
+    return config
+
+
+def write_mistral3_files(out: Path, config: Mistral3Config) -> None:
+    """The hub repo's files besides the weights and config.json: the tekken tokenizer, the chat template and
+    its default system prompt, params.json and processor_config.json."""
+    write_tekken(out, TINY_VOCAB)
+    (out / "chat_template.jinja").write_text(MINISTRAL3_REASONING_CHAT_TEMPLATE)
+    (out / "SYSTEM_PROMPT.txt").write_text(MINISTRAL3_REASONING_SYSTEM_PROMPT)
+    params = _params_json(config.text_config, config.vision_config)
+    (out / "params.json").write_text(json.dumps(params, indent=2) + "\n")
+    (out / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2) + "\n")
+
+
+def _write_ministral3(out: Path, arrange=None) -> dict:
+    text = _text_config(
+        TINY_VOCAB, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, ffn=256, context=TINY_CONTEXT, tied=True
+    )
+    # The vision tower as small as it goes.
+    config = mistral3_config(text, pixtral_config(hidden=32, ffn=64, layers=1, heads=2, head_dim=16))
     model = Mistral3ForConditionalGeneration(config)
     if arrange is not None:
         arrange(model.model.language_model)
     model.generation_config = _generation_config()
     model.save_pretrained(out)
-    write_tekken(out, TINY_VOCAB)
-    (out / "chat_template.jinja").write_text(MINISTRAL3_REASONING_CHAT_TEMPLATE)
-    (out / "SYSTEM_PROMPT.txt").write_text(MINISTRAL3_REASONING_SYSTEM_PROMPT)
-    (out / "params.json").write_text(json.dumps(_params_json(text, vision), indent=2) + "\n")
-    (out / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2) + "\n")
+    write_mistral3_files(out, config)
     # Written from the saved file, so its tensors are exactly model.safetensors' under the native names.
     native = {_native_name(k): v for k, v in load_file(out / "model.safetensors").items()}
     save_file(native, out / "consolidated.safetensors", metadata={"format": "pt"})
@@ -318,9 +327,7 @@ def write_bench_ministral3(out: Path) -> dict:
     )
     config.architectures = ["Ministral3ForCausalLM"]
     model = Ministral3ForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, do_sample=True, temperature=0.7, top_p=0.95
-    )
+    model.generation_config = _generation_config()
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return {"parameters": sum(p.numel() for p in model.parameters())}

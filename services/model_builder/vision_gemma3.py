@@ -42,7 +42,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
 from .corpus import corpus
-from .vision_files import save_shards, write_json
+from .hub_files import added_tokens_decoder, save_shards, write_json
 
 GEMMA3_HUB_ID = "google/gemma-3-4b-it"
 LEADING = [
@@ -231,20 +231,12 @@ def _write_tokenizer(out: Path) -> int:
     tok, learned_end = build_gemma3_tokenizer()
     tok.save(str(out / "tokenizer.json"))
     extra = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
-    decoder = {
-        str(i): {
-            "content": t,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for i, t in [
-            *((i, t) for i, t in _specials().items() if i < len(LEADING) or i in (BOI, EOI)),
-            (IMAGE, "<image_soft_token>"),
+    decoder = added_tokens_decoder(
+        [
+            *((i, t, True) for i, t in _specials().items() if i < len(LEADING) or i in (BOI, EOI)),
+            (IMAGE, "<image_soft_token>", True),
         ]
-    }
+    )
     write_json(
         out / "tokenizer_config.json",
         {

@@ -29,10 +29,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from .chat_templates import QWEN2_VL_CHAT_TEMPLATE
+from .hub_files import save_shards, write_json
+from .qwen3_tokenizer import write_qwen2_tokenizer
 from .tokenizer import train_tokenizer
 
 QWEN2_VL_HUB_ID = "Qwen/Qwen2-VL-7B-Instruct"
@@ -71,6 +72,7 @@ PREPROCESSOR_CONFIG = {
 GENERATION_CONFIG = {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.01, "top_k": 1, "top_p": 0.001}
 
 CONTEXT = 8192
+TOKENIZER_VOCAB = 1024  # learned BPE tokens of the tokenizer; the special tokens come after
 
 
 def _flat_config(ids: dict[str, int], vocab_size: int) -> dict:
@@ -121,8 +123,29 @@ def _flat_config(ids: dict[str, int], vocab_size: int) -> dict:
     }
 
 
-def _legacy_name(name: str) -> str:
-    # transformers-5 module names -> the 7B repo's weight names (the inverse of transformers' key mapping).
+def qwen2_vl_tokenizer(context: int) -> tuple[PreTrainedTokenizerFast, dict[str, int]]:
+    """The tokenizer (a BPE learned here, then the special tokens in the real order) and each special's id."""
+    tok = train_tokenizer(
+        TOKENIZER_VOCAB,
+        trailing_specials=SPECIAL_TOKENS,
+        bos=None,
+        eos="<|im_end|>",
+        unk=None,
+        pad="<|endoftext|>",
+        model_max_length=context,
+    )
+    return tok, {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+
+
+def qwen2_vl_config(flat: dict) -> Qwen2VLConfig:
+    """The config class for config.json's `flat` dict, which stays as it is."""
+    # A copy: the config class rewrites the rope dict it is given, and config.json must keep the old form.
+    return Qwen2VLConfig(**{k: v for k, v in copy.deepcopy(flat).items() if k not in ("architectures", "model_type")})
+
+
+def legacy_name(name: str) -> str:
+    """transformers-5 module names -> the pre-5 names the Qwen2-VL/2.5-VL repos store (the inverse of
+    transformers' key mapping)."""
     if name.startswith("model.language_model."):
         return "model." + name[len("model.language_model.") :]
     if name.startswith("model.visual."):
@@ -130,61 +153,10 @@ def _legacy_name(name: str) -> str:
     return name
 
 
-def _write_tokenizer(tok, out: Path, ids: dict[str, int]) -> None:
-    """tokenizer.json, vocab.json, merges.txt, tokenizer_config.json and chat_template.json, as the repo has."""
-    tok.backend_tokenizer.save(str(out / "tokenizer.json"))
-    model = json.loads(tok.backend_tokenizer.to_str())["model"]
-    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False) + "\n")
-    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    config = {
-        "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(ids[t]): {
-                "content": t,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": True,
-            }
-            for t in SPECIAL_TOKENS
-        },
-        "additional_special_tokens": SPECIAL_TOKENS[1:],  # all but <|endoftext|>, the pad token
-        "bos_token": None,
-        "chat_template": QWEN2_VL_CHAT_TEMPLATE,
-        "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>",
-        "errors": "replace",
-        "model_max_length": 32768,
-        "pad_token": "<|endoftext|>",
-        "split_special_tokens": False,
-        "tokenizer_class": "Qwen2Tokenizer",
-        "unk_token": None,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_VL_CHAT_TEMPLATE}, indent=2) + "\n")
-
-
-def write_tiny_qwen2_vl(out: Path) -> dict:
-    """Write a ~0.3M-parameter `Qwen2VLForConditionalGeneration` in the 7B repo's layout to `out`."""
-    torch.manual_seed(2)
-    tok = train_tokenizer(
-        1024,
-        trailing_specials=SPECIAL_TOKENS,
-        bos=None,
-        eos="<|im_end|>",
-        unk=None,
-        pad="<|endoftext|>",
-        model_max_length=CONTEXT,
-    )
-    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    flat = _flat_config(ids, len(tok))
-    # A copy: the config class rewrites the rope dict it is given, and config.json must keep the old form.
-    config = Qwen2VLConfig(**{k: v for k, v in copy.deepcopy(flat).items() if k not in ("architectures", "model_type")})
-    model = Qwen2VLForConditionalGeneration(config)
-    weights = {_legacy_name(k): v.contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+def write_qwen2_vl_files(out: Path, flat: dict, tok: PreTrainedTokenizerFast, ids: dict[str, int]) -> None:
+    """The repo's files besides the weights: config.json (`flat`), generation_config.json, the tokenizer's
+    (tokenizer.json, vocab.json, merges.txt, tokenizer_config.json, chat_template.json) and
+    preprocessor_config.json."""
     (out / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
     endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
     generation = {
@@ -195,6 +167,18 @@ def write_tiny_qwen2_vl(out: Path) -> dict:
         "transformers_version": "4.41.2",
     }
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    _write_tokenizer(tok, out, ids)
+    added = [(ids[t], t, True) for t in SPECIAL_TOKENS]
+    write_qwen2_tokenizer(tok.backend_tokenizer, out, added, QWEN2_VL_CHAT_TEMPLATE, model_max_length=32768)
+    write_json(out / "chat_template.json", {"chat_template": QWEN2_VL_CHAT_TEMPLATE})
     (out / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
+
+
+def write_tiny_qwen2_vl(out: Path) -> dict:
+    """Write a ~0.3M-parameter `Qwen2VLForConditionalGeneration` in the 7B repo's layout to `out`."""
+    torch.manual_seed(2)
+    tok, ids = qwen2_vl_tokenizer(CONTEXT)
+    flat = _flat_config(ids, len(tok))
+    model = Qwen2VLForConditionalGeneration(qwen2_vl_config(flat))
+    save_shards({legacy_name(k): v for k, v in model.state_dict().items()}, out, shards=1)
+    write_qwen2_vl_files(out, flat, tok, ids)
     return {"parameters": sum(p.numel() for p in model.parameters())}

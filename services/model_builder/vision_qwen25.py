@@ -38,9 +38,10 @@ import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from .chat_templates import QWEN2_VL_CHAT_TEMPLATE
+from .hub_files import save_shards, write_json
 from .qwen3_tokenizer import BPE_VOCAB
-from .vision_files import save_shards, write_json
-from .vision_qwen_tokenizer import qwen_vl_token_ids, write_qwen_vl_tokenizer
+from .vision_model import PREPROCESSOR_CONFIG as QWEN2_VL_PREPROCESSOR_CONFIG, legacy_name
+from .vision_qwen_tokenizer import qwen_vl_generation_config, qwen_vl_token_ids, write_qwen_vl_tokenizer
 
 QWEN25_VL_HUB_ID = "Qwen/Qwen2.5-VL-3B-Instruct"
 ADDED = 22  # the repo's added tokens: <|endoftext|> .. <|file_sep|>
@@ -95,38 +96,12 @@ CONFIG = {
     "vocab_size": VOCAB_SIZE,
 }
 
-GENERATION_CONFIG = {
-    "bos_token_id": IDS["<|endoftext|>"],
-    "pad_token_id": IDS["<|endoftext|>"],
-    "do_sample": True,
-    "eos_token_id": [IDS["<|im_end|>"], IDS["<|endoftext|>"]],
-    "repetition_penalty": 1.05,
-    "temperature": 0.1,
-    "top_p": 0.001,
-    "top_k": 1,
-    "transformers_version": "4.49.0.dev0",
-}
+GENERATION_CONFIG = qwen_vl_generation_config(
+    repetition_penalty=1.05, temperature=0.1, top_p=0.001, top_k=1, transformers_version="4.49.0.dev0"
+)
 
-PREPROCESSOR_CONFIG = {
-    "min_pixels": 3136,
-    "max_pixels": 12845056,
-    "patch_size": 14,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "image_processor_type": "Qwen2VLImageProcessor",
-    "processor_class": "Qwen2_5_VLProcessor",
-}
-
-
-def legacy_name(name: str) -> str:
-    """transformers-5 module names -> the pre-5 names the Qwen2-VL/2.5-VL repos store."""
-    if name.startswith("model.language_model."):
-        return "model." + name[len("model.language_model.") :]
-    if name.startswith("model.visual."):
-        return name[len("model.") :]
-    return name
+# The 7B Qwen2-VL repo's, under Qwen2.5-VL's processor: the image processor is the same.
+PREPROCESSOR_CONFIG = {**QWEN2_VL_PREPROCESSOR_CONFIG, "processor_class": "Qwen2_5_VLProcessor"}
 
 
 @torch.no_grad()

@@ -38,10 +38,10 @@ import torch
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from .chat_templates import QWEN3_VL_CHAT_TEMPLATE
+from .hub_files import save_shards, write_json
 from .qwen3_tokenizer import BPE_VOCAB
-from .vision_files import save_shards, write_json
 from .vision_qwen25 import silence_tokenless_ids
-from .vision_qwen_tokenizer import qwen_vl_token_ids, write_qwen_vl_tokenizer
+from .vision_qwen_tokenizer import qwen_vl_generation_config, qwen_vl_token_ids, write_qwen_vl_tokenizer
 
 QWEN3_VL_HUB_ID = "Qwen/Qwen3-VL-2B-Instruct"
 ADDED = 26
@@ -98,37 +98,27 @@ CONFIG = {
     "vision_start_token_id": IDS["<|vision_start|>"],
 }
 
-GENERATION_CONFIG = {
-    "bos_token_id": IDS["<|endoftext|>"],
-    "pad_token_id": IDS["<|endoftext|>"],
-    "do_sample": True,
-    "eos_token_id": [IDS["<|im_end|>"], IDS["<|endoftext|>"]],
-    "top_k": 20,
-    "top_p": 0.8,
-    "repetition_penalty": 1.0,
-    "temperature": 0.7,
-    "transformers_version": "4.56.0",
-}
+GENERATION_CONFIG = qwen_vl_generation_config(
+    top_k=20, top_p=0.8, repetition_penalty=1.0, temperature=0.7, transformers_version="4.56.0"
+)
 
+# What the image and the video processor configs share: the patching, the normalisation, the processor.
+_PATCHES = {
+    "patch_size": 16,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "processor_class": "Qwen3VLProcessor",
+}
 PREPROCESSOR_CONFIG = {
     "size": {"longest_edge": 16777216, "shortest_edge": 65536},
-    "patch_size": 16,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
-    "processor_class": "Qwen3VLProcessor",
+    **_PATCHES,
     "image_processor_type": "Qwen2VLImageProcessorFast",
 }
-
 VIDEO_PREPROCESSOR_CONFIG = {
     "size": {"longest_edge": 25165824, "shortest_edge": 4096},
-    "patch_size": 16,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
-    "processor_class": "Qwen3VLProcessor",
+    **_PATCHES,
     "video_processor_type": "Qwen3VLVideoProcessor",
 }
 

@@ -8,50 +8,32 @@ no `<tool_response>`/`<think>`), Qwen3-VL's all 26. Only the first 14 are `speci
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .qwen3_tokenizer import ADDED_TOKENS, BPE_VOCAB, build_qwen3_tokenizer
+from .hub_files import write_json
+from .qwen3_tokenizer import added_tokens, build_qwen3_tokenizer, write_qwen2_tokenizer
 
 
 def qwen_vl_token_ids(added: int) -> dict[str, int]:
     """Each added token's real id."""
-    return {token: BPE_VOCAB + i for i, (token, _) in enumerate(ADDED_TOKENS[:added])}
+    return {token: i for i, token, _ in added_tokens(added)}
+
+
+def qwen_vl_generation_config(**sampling) -> dict:
+    """generation_config.json of the Qwen2.5-VL and Qwen3-VL repos: bos and pad `<|endoftext|>`, do_sample, stop
+    on `<|im_end|>` or `<|endoftext|>`, then the repo's `sampling` keys in its order."""
+    ids = qwen_vl_token_ids(3)
+    endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
+    return {
+        "bos_token_id": endoftext,
+        "pad_token_id": endoftext,
+        "do_sample": True,
+        "eos_token_id": [im_end, endoftext],
+        **sampling,
+    }
 
 
 def write_qwen_vl_tokenizer(out: Path, *, added: int, chat_template: str, model_max_length: int) -> None:
     """tokenizer.json, vocab.json, merges.txt, tokenizer_config.json and chat_template.json, as the repos have."""
-    tok = build_qwen3_tokenizer(added)
-    tok.save(str(out / "tokenizer.json"))
-    model = json.loads(tok.to_str())["model"]
-    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False) + "\n")
-    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokens = ADDED_TOKENS[:added]
-    config = {
-        "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(BPE_VOCAB + i): {
-                "content": token,
-                "lstrip": False,
-                "normalized": False,
-                "rstrip": False,
-                "single_word": False,
-                "special": special,
-            }
-            for i, (token, special) in enumerate(tokens)
-        },
-        "additional_special_tokens": [t for t, special in tokens[1:] if special],  # <|endoftext|> is pad
-        "bos_token": None,
-        "chat_template": chat_template,
-        "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>",
-        "errors": "replace",
-        "model_max_length": model_max_length,
-        "pad_token": "<|endoftext|>",
-        "split_special_tokens": False,
-        "tokenizer_class": "Qwen2Tokenizer",
-        "unk_token": None,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": chat_template}, indent=2) + "\n")
+    write_qwen2_tokenizer(build_qwen3_tokenizer(added), out, added_tokens(added), chat_template, model_max_length)
+    write_json(out / "chat_template.json", {"chat_template": chat_template})

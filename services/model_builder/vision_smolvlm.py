@@ -41,8 +41,8 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
 from .corpus import corpus
+from .hub_files import added_tokens_decoder, save_shards, write_bpe_files, write_json
 from .qwen3_tokenizer import _filler
-from .vision_files import save_shards, write_json
 
 SMOLVLM_HUB_ID = "HuggingFaceTB/SmolVLM-256M-Instruct"
 LEADING = [
@@ -191,23 +191,11 @@ def build_smolvlm_tokenizer() -> Tokenizer:
 
 def _write_tokenizer(out: Path) -> None:
     tok = build_smolvlm_tokenizer()
-    tok.save(str(out / "tokenizer.json"))
-    model = json.loads(tok.to_str())["model"]
-    write_json(out / "vocab.json", {t: i for t, i in model["vocab"].items() if i < BPE_VOCAB})
-    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    write_bpe_files(tok, out, vocab_below=BPE_VOCAB, vocab_indent=2)
     write_json(out / "added_tokens.json", ADDED)
-    decoder = {
-        str(i): {
-            "content": t,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for i, t in [*enumerate(LEADING), *((i, t) for t, i in ADDED.items())]
-    }
+    decoder = added_tokens_decoder(
+        [*((i, t, True) for i, t in enumerate(LEADING)), *((i, t, True) for t, i in ADDED.items())]
+    )
     extra = ["<fake_token_around_image>", "<image>", "<end_of_utterance>"]
     write_json(
         out / "tokenizer_config.json",

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
+from services.common.generation_pb import image_from_pb
 from services.common.grpc_server import MODEL_STATE_TO_PB
 from services.common.hf_models import MIB
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb
 
 from .captioner.engine import VisionEngineInfo
-from .captioner.types import CaptionDone, CaptionEvent, DescribeJob, ImageItem
-
-_DETAIL = {
-    common_pb2.DETAIL_UNSPECIFIED: "auto",
-    common_pb2.DETAIL_LOW: "low",
-    common_pb2.DETAIL_HIGH: "high",
-    common_pb2.DETAIL_AUTO: "auto",
-}
+from .captioner.types import CaptionDone, CaptionEvent, DescribeJob
 
 
 def job_from_pb(message: pb.DescribeRequest, request_id: str) -> DescribeJob:
     """Build the domain request."""
     return DescribeJob(
         request_id=request_id,
-        images=tuple(ImageItem(i.data, i.mime_type, _DETAIL.get(i.detail, "auto"), i.sha256) for i in message.images),
+        images=tuple(image_from_pb(i) for i in message.images),
         prompt=message.prompt,
         user_prompt=message.user_prompt,
         max_tokens=message.max_tokens,

@@ -4,6 +4,8 @@ SmolLM2 model it preselects; the brief's own request still reaches the brief's m
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import signal
 import subprocess
@@ -16,6 +18,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.support.browser import chromium, new_page, screenshot
+from tests.support.docs_commands import doc_commands
+from tests.support.images import png
 from tests.support.models_yaml import TEXT_MODEL
 from tests.support.processes import REPO_ROOT, free_port
 from tests.support.real_model import REAL_MODEL
@@ -105,3 +109,37 @@ def test_the_brief_request_still_reaches_the_brief_model_name(demo):
     )
     assert reply.status_code == 200 and reply.json()["model"] == TEXT_MODEL
     assert reply.json()["usage"]["completion_tokens"] > 0
+
+
+def test_a_normal_start_up_warns_of_nothing(demo):
+    # What an operator sees before the banner: our log lines only, none of them a warning or an error, and no
+    # library output (transformers' LOAD REPORT table, "Loading weights" progress bars, duplicated lines).
+    _, output = demo
+    noisy = [
+        line
+        for line in output.splitlines()
+        if re.search(r" (WARNING|ERROR|CRITICAL) ", line) or "LOAD REPORT" in line or "Loading weights" in line
+    ]
+    assert not noisy, "\n".join(noisy)
+    assert "Traceback" not in output
+
+
+def test_the_docs_curl_commands_answer_as_shown(demo):
+    # Every curl of the README and docs/, run by bash as written: only localhost:2000 becomes the demo's port,
+    # and the elided image ("base64,...") a real one.
+    base, _ = demo
+    image = "data:image/png;base64," + base64.b64encode(png()).decode()
+    commands = [c for c in doc_commands() if c.text.startswith("curl ") and "localhost:2000" in c.text]
+    assert len(commands) >= 5
+    for command in commands:
+        text = command.text.replace("localhost:2000", base.removeprefix("http://"))
+        text = text.replace("data:image/png;base64,...", image)
+        run = subprocess.run(["bash", "-c", text], capture_output=True, text=True, timeout=300)
+        where = f"{command.where}: {command.text}"
+        assert run.returncode == 0, f"{where}\n{run.stderr}"
+        if '"stream": true' in text:
+            assert run.stdout.rstrip().endswith("data: [DONE]"), f"{where}\n{run.stdout[-2000:]}"
+            assert '"error"' not in run.stdout, f"{where}\n{run.stdout[-2000:]}"
+            continue
+        answer = json.loads(run.stdout)
+        assert answer.get("error") is None and answer.get("usage"), f"{where}\n{run.stdout}"

@@ -2,6 +2,8 @@
 engine's reason, instead of waiting out --ready-timeout.
 
 - a broken text checkpoint (a config but no weights) stops the stack: exit 1, reason in the output;
+- a hub id that cannot be fetched (no network, not cached) stops it within seconds, in one line naming the
+  fixes, and one that is in the hub cache loads from it with the hub unreachable;
 - a corrupt vision checkpoint (garbage safetensors: an exception type the loader does not expect) leaves
   text served: the banner and /ready say why vision is unavailable, and image requests get a clear 503.
 """
@@ -9,6 +11,7 @@ engine's reason, instead of waiting out --ready-timeout.
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +23,7 @@ import httpx
 import pytest
 
 from tests.support.images import png
-from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, tiny
+from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, ModelsYaml, tiny
 from tests.support.processes import REPO_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -30,8 +33,9 @@ READY_TIMEOUT = 600  # the default: a launcher that waited for it would fail the
 class Launcher:
     """`proxyvision serve` in a subprocess, its output read line by line with the time each line arrived."""
 
-    def __init__(self, config: Path, port: int) -> None:
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
         cli = Path(sys.executable).parent / "proxyvision"
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [
                 str(cli),
@@ -48,6 +52,7 @@ class Launcher:
                 str(READY_TIMEOUT),
             ],
             cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -174,3 +179,53 @@ def test_a_vision_model_that_fails_to_load_leaves_text_served_and_says_why(tiny_
     finally:
         launcher.stop()
     assert launcher.proc.returncode == 0
+
+
+HUB_ID = "proxyvision-test/tiny-text"
+
+
+def offline_hub(tmp_path: Path) -> dict[str, str]:
+    """An empty hub cache and a hub endpoint nothing listens on: what an engine without network access sees."""
+    return {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+
+
+def test_a_hub_id_that_cannot_be_fetched_stops_the_stack_in_one_line_naming_the_fixes(tmp_path):
+    config = ModelsYaml().text(hf_id=HUB_ID).write(tmp_path / "models.yaml")
+    launcher = Launcher(config, free_port(), env=offline_hub(tmp_path))
+    try:
+        building_at = launcher.wait_for("Building InferenceEngine")
+        failed_at = launcher.wait_for(f"Model {TEXT_MODEL} failed to load")
+        assert launcher.proc.wait(30) == 1
+    finally:
+        launcher.stop()
+    output = launcher.output
+    line = next(line for _, line in launcher.lines if f"Model {TEXT_MODEL} failed to load" in line)
+    assert f"hf_id {HUB_ID}: cannot reach the hub at http://127.0.0.1:" in line
+    assert all(fix in line for fix in ("HF_ENDPOINT", "HF_HUB_OFFLINE=1", "local_path")), line
+    # No retry ladder: the load fails as soon as the one probe does (it used to take ~55 s and ~70 lines).
+    assert failed_at - building_at < 20
+    assert "Retrying" not in output and "Traceback" not in output, output[-4000:]
+
+
+def test_a_hub_id_in_the_hub_cache_loads_from_it_when_the_hub_cannot_be_reached(tiny_models, tmp_path):
+    env = offline_hub(tmp_path)
+    # The stand-in, laid out as huggingface_hub caches a download of HUB_ID.
+    repo = Path(env["HF_HOME"]) / "hub" / f"models--{HUB_ID.replace('/', '--')}"
+    shutil.copytree(tiny_models["text"], repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    config = ModelsYaml().text(hf_id=HUB_ID).write(tmp_path / "models.yaml")
+    port = free_port()
+    launcher = Launcher(config, port, env=env)
+    try:
+        launcher.wait_for("Ctrl-C stops everything")
+        chat = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            timeout=60,
+            json={"model": TEXT_MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "Hello"}]},
+        )
+        assert chat.status_code == 200, chat.text
+    finally:
+        launcher.stop()
+    assert f"loading {HUB_ID} from the hub cache" in launcher.output
+    assert "Retrying" not in launcher.output

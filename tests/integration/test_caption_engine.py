@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from services.common.errors import OverloadedError, ShuttingDownError
+from services.common.generation import Detail, ImageBytes
 from services.vision_engine.captioner.engine import CaptionEngine
 from services.vision_engine.captioner.loader import load_vision_model
 from services.vision_engine.captioner.prompts import render_prompt
-from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob, ImageItem
+from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob
 from tests.support.images import png
 from tests.support.models_yaml import entry_for
 from tests.support.processes import wait_until_async
@@ -25,7 +26,7 @@ def caption_entry(tiny_models, **params):
 
 
 def job(*images: bytes, max_tokens: int = 8) -> DescribeJob:
-    return DescribeJob("t", tuple(ImageItem(d, "image/png", "low") for d in images), max_tokens=max_tokens)
+    return DescribeJob("t", tuple(ImageBytes(d, "image/png", Detail.LOW) for d in images), max_tokens=max_tokens)
 
 
 async def collect(engine, j):

@@ -13,20 +13,20 @@ import torch
 
 from services.common.config import parse_models_config
 from services.common.errors import InvalidRequestError
-from services.model_builder.build import build_all
-from services.text_engine.engine.engine import InferenceEngine
-from services.text_engine.engine.prompt import render_prompt
-from services.text_engine.engine.types import (
+from services.common.generation import (
     ChatTurn,
     Finished,
     FinishReason,
-    GenerationRequest,
     ReasoningDelta,
     ResponseFormat,
     ResponseFormatType,
-    SamplingRequest,
+    SamplingParams,
     TextDelta,
 )
+from services.model_builder.build import build_all
+from services.text_engine.engine.engine import InferenceEngine
+from services.text_engine.engine.prompt import render_prompt
+from services.text_engine.engine.types import GenerationRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PERSON = {
@@ -66,7 +66,7 @@ async def text_engine(tiny_models):
 
 
 def request(content="hello", fmt=ResponseFormat(), **sampling) -> GenerationRequest:
-    return GenerationRequest("t", (ChatTurn("user", content),), SamplingRequest(**sampling), response_format=fmt)
+    return GenerationRequest("t", (ChatTurn("user", content),), SamplingParams(**sampling), response_format=fmt)
 
 
 async def run(engine, req):

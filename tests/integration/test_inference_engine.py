@@ -8,9 +8,10 @@ import asyncio
 import pytest
 
 from services.common.config import parse_models_config
+from services.common.generation import ChatTurn, Finished, SamplingParams, TextDelta
 from services.common.lifecycle import ModelState
 from services.text_engine.engine.engine import InferenceEngine
-from services.text_engine.engine.types import ChatTurn, Finished, GenerationRequest, SamplingRequest, TextDelta
+from services.text_engine.engine.types import GenerationRequest
 from tests.support.models_yaml import entry_for
 from tests.support.processes import wait_until_async
 
@@ -18,7 +19,7 @@ PARAMS = {"mem": 8, "dtype": "f32", "max_num_seqs": 4, "prefill_chunk_size": 256
 
 
 async def run(engine, max_tokens=8, **kw):
-    request = GenerationRequest("t", (ChatTurn("user", "hello"),), SamplingRequest(max_tokens=max_tokens, **kw))
+    request = GenerationRequest("t", (ChatTurn("user", "hello"),), SamplingParams(max_tokens=max_tokens, **kw))
     events = [e async for e in engine.generate(request)]
     assert isinstance(events[-1], Finished)
     return "".join(e.text for e in events if isinstance(e, TextDelta)), events[-1]
@@ -124,7 +125,7 @@ async def test_a_later_turn_reuses_the_conversations_cached_prefix_only_when_pre
     history = (ChatTurn("user", "Tell me about the lighthouse keeper and his logbook. " * 6),)
 
     async def turn(turns) -> str:
-        request = GenerationRequest("t", turns, SamplingRequest(max_tokens=6, temperature=0.0))
+        request = GenerationRequest("t", turns, SamplingParams(max_tokens=6, temperature=0.0))
         events = [e async for e in engine.generate(request)]
         return "".join(e.text for e in events if isinstance(e, TextDelta))
 

@@ -10,8 +10,9 @@ import asyncio
 
 import pytest
 
+from services.common.generation import ChatTurn, Finished, SamplingParams
 from services.text_engine.engine.engine import InferenceEngine
-from services.text_engine.engine.types import ChatTurn, Finished, GenerationRequest, SamplingRequest
+from services.text_engine.engine.types import GenerationRequest
 from tests.support.models_yaml import entry_for
 from tests.support.processes import wait_until_async
 
@@ -29,7 +30,7 @@ class Run:
         self.name = name
         self.final: Finished | None = None
         request = GenerationRequest(
-            name, (ChatTurn("user", f"Tell me about {name}."),), SamplingRequest(max_tokens=MAX_TOKENS, temperature=0.0)
+            name, (ChatTurn("user", f"Tell me about {name}."),), SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0)
         )
         self.task = asyncio.create_task(self._consume(engine, request))
 

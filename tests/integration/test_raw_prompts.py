@@ -19,11 +19,12 @@ import pytest_asyncio
 from services.common.config import parse_models_config
 from services.common.engine_server import EngineOptions
 from services.common.errors import PARAM_METADATA_KEY
+from services.common.generation import RawPrompt
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 from services.model_builder import build_all
 from services.model_builder.scripted import END_INST_ID, SCRIPTED_COMPLETION_IDS, SCRIPTED_REASONING, SCRIPTED_TEXT
 from services.text_engine.engine.prompt import render_raw_prompt
-from services.text_engine.engine.types import GenerationRequest, RawPrompt
+from services.text_engine.engine.types import GenerationRequest
 from services.text_engine.server import TextEngineServer
 from tests.support.models_yaml import ModelsYaml
 from tests.support.processes import REPO_ROOT

@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, Mistral3ForConditionalGeneration
 from transformers.models.ministral3 import Ministral3ForCausalLM
 
-from services.common.hf_models import ModelLoadError
+from services.common.hf_models import TEXT_ONLY_KEY_MAPPING, ModelLoadError
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb, text_engine_pb2_grpc
 from services.model_builder.fp8_model import FP8, FP8_HUB_ID, dequantize_fp8, write_fp8_copy
-from services.text_engine.engine.loader import TEXT_ONLY_KEY_MAPPING, load_text_model
+from services.text_engine.engine.loader import load_text_model
 from tests.support.fake_text_engine import STAND_IN
 from tests.support.models_yaml import TEXT_MODEL, ModelsYaml, tiny
 from tests.support.processes import wait_grpc_serving
@@ -214,6 +214,20 @@ def test_untied_checkpoint_without_lm_head_is_refused(tiny_models, tmp_path):
     save_file({k: v for k, v in state.items() if "lm_head" not in k}, shard, metadata={"format": "pt"})
     with pytest.raises(ModelLoadError, match=r"missing from the checkpoint.*lm_head\.weight"):
         load_text_model(str(untied), dtype="f32", device="cpu")
+
+
+def test_a_text_only_load_of_a_multimodal_checkpoint_reports_nothing_unexpected(tiny_models, caplog):
+    # The vision tower is left out on purpose; transformers' LOAD REPORT (a warning table of every skipped key)
+    # would say otherwise at every normal start. The plain class, loaded the same way, shows the report is seen.
+    source = str(tiny_models["text"])
+    config = AutoConfig.from_pretrained(source).text_config
+    with caplog.at_level("WARNING", logger="transformers"):
+        Ministral3ForCausalLM.from_pretrained(source, config=config, key_mapping=TEXT_ONLY_KEY_MAPPING)
+        assert "LOAD REPORT" in caplog.text and "vision_tower" in caplog.text
+        caplog.clear()
+        loaded = load_text_model(source, dtype="f32", device="cpu")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    assert type(loaded.model).__name__ == "Ministral3ForCausalLM"
 
 
 # Sampling defaults through the real engine and gateway ---------------------------------------------------

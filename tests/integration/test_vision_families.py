@@ -17,12 +17,13 @@ import pytest
 from services.common.config import DEFAULT_VISION_PROMPT
 from services.common.engine_server import EngineOptions
 from services.common.errors import InvalidRequestError
+from services.common.generation import Detail, ImageBytes
 from services.common.multimodal.detail import LOW_DETAIL_TOKENS
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb, vision_engine_pb2_grpc
 from services.model_builder import build_all
 from services.model_builder.build import CHECKPOINTS
 from services.vision_engine.captioner.engine import CaptionEngine
-from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob, ImageItem
+from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob
 from services.vision_engine.server import VisionEngineServer
 from tests.support.images import png
 from tests.support.models_yaml import entry_for
@@ -62,7 +63,7 @@ def proxy_entry(models: dict[str, Path], kind: str, **settings):
 
 
 def job(*images: bytes, detail: str = "low", max_tokens: int = 6, user_prompt: str = "") -> DescribeJob:
-    items = tuple(ImageItem(data, "image/png", detail) for data in images)
+    items = tuple(ImageBytes(data, "image/png", Detail(detail)) for data in images)
     return DescribeJob("r", items, max_tokens=max_tokens, user_prompt=user_prompt)
 
 
@@ -250,7 +251,7 @@ async def test_a_grpc_vision_engine_serves_the_family(family_models, kind):
 
 def test_the_cache_key_names_the_checkpoint_not_only_the_entry(family_models):
     """Two entries called "v" that caption with different checkpoints (or revisions) never share captions."""
-    item = ImageItem(png(), "image/png", "auto")
+    item = ImageBytes(png(), "image/png", Detail.AUTO)
     keys = {
         CaptionEngine(entry, device="cpu", idle_unload_secs=0).cache_key(item, DEFAULT_VISION_PROMPT, 64)
         for entry in (

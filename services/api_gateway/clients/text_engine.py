@@ -4,181 +4,47 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 
 from services.common.errors import EngineUnavailableError
+from services.common.generation import (
+    ChatTurn,
+    GenerationEvent,
+    RawPrompt,
+    ResponseFormat,
+    ResponseFormatType,
+    SamplingParams,
+    Tool,
+    ToolChoice,
+)
+from services.common.generation_pb import (
+    event_from_pb,
+    raw_prompt_to_pb,
+    response_format_to_pb,
+    sampling_to_pb,
+    tool_choice_to_pb,
+    tool_to_pb,
+    turn_to_pb,
+)
 from services.common.grpc_server import REQUEST_ID_KEY
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 
 from .base import EngineClient, EngineModelInfo
-from .images import ImageBytes, image_to_pb
 from .routing import Routing
 
 
 @dataclass(frozen=True)
-class ToolCall:
-    """A call an earlier answer made (in the history sent back to the model)."""
-
-    id: str
-    name: str
-    arguments: str  # JSON text
-
-
-@dataclass(frozen=True)
-class ChatTurn:
-    """One message; an assistant turn may carry the reasoning and the tool calls its answer came with; a tool
-    turn answers the call `tool_call_id` (and may name its function).
-
-    A user turn for a natively seeing model (`vision_mode: native`) may carry `parts` instead of `content`: its
-    text pieces (str) and images in the order the user sent them. Every other turn is text only."""
-
-    role: str
-    content: str
-    reasoning: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str = ""
-    name: str = ""
-    parts: tuple[str | ImageBytes, ...] = ()
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """Sampling parameters, named as in the proto's `SamplingParams` (validated in the request schema,
-    once); None leaves the model's default. Mapped to the proto by name: a new parameter is a field here
-    and there (a dict maps to a proto map, a tuple to a repeated field)."""
-
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
-    min_p: float | None = None
-    min_tokens: int | None = None
-    logit_bias: dict[int, float] | None = None
-    stop_token_ids: tuple[int, ...] = ()
-    ignore_eos: bool | None = None
-    top_logprobs: int | None = None  # set (0..20): return logprobs, with this many alternatives
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A function the model may call; `parameters` is its JSON Schema as JSON text ('' for any object)."""
-
-    name: str
-    description: str = ""
-    parameters: str = ""
-    strict: bool = False
-
-
-@dataclass(frozen=True)
 class OutputOptions:
-    """What the answer may or must be, beyond sampling: tools to call and the answer's format.
+    """What the answer may or must be, beyond sampling: tools to call (`tool_choice` and `parallel_tool_calls` mean
+    nothing without them) and the answer's format. None for `parallel_tool_calls` leaves the engine's default."""
 
-    `tool_choice` is "auto", "none", "required" or "named" (then `tool_name` says which); `response_format`
-    is "text", "json_object" or "json_schema" (then `schema` is the JSON Schema as JSON text)."""
-
-    tools: tuple[ToolSpec, ...] = ()
-    tool_choice: str = "auto"
-    tool_name: str = ""
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
     parallel_tool_calls: bool | None = None
-    response_format: str = "text"
-    schema: str = ""
-    schema_name: str = ""
-
-
-@dataclass(frozen=True)
-class RawPrompt:
-    """A prompt sent as it is, instead of a conversation (legacy /v1/completions): `text` (the engine tokenizes it
-    with the tokenizer's defaults) or `token_ids` (used as given), not both; a `suffix` asks for fill-in-the-middle
-    (models with FIM tokens only). The engine applies no chat template and parses no reasoning or tool calls out of
-    the answer: it is all `TextDelta`s."""
-
-    text: str = ""
-    token_ids: tuple[int, ...] = ()
-    suffix: str = ""
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """The engine admitted the request (always its first event): the HTTP response may start."""
-
-    prompt_tokens: int
-
-
-@dataclass(frozen=True)
-class TopLogprob:
-    """An alternative at one position."""
-
-    token: str
-    logprob: float
-    bytes: bytes
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """One answer token's log-probability and its most likely alternatives."""
-
-    token: str
-    logprob: float
-    bytes: bytes
-    top: tuple[TopLogprob, ...] = ()
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    """New answer text; with logprobs requested, one entry per token it came from."""
-
-    text: str
-    logprobs: tuple[TokenLogprob, ...] = ()
-
-
-@dataclass(frozen=True)
-class ReasoningDelta:
-    """New reasoning text."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class ToolCallDelta:
-    """A piece of tool call `index`: its first piece carries the id and the name, later ones fragments of
-    the arguments' JSON text."""
-
-    index: int
-    id: str = ""
-    name: str = ""
-    arguments: str = ""
-
-
-@dataclass(frozen=True)
-class Finished:
-    """End of a generation."""
-
-    finish_reason: str  # "stop" | "length" | "tool_calls" | "cancelled" | "error"
-    prompt_tokens: int
-    completion_tokens: int
-    error_message: str = ""
-    reasoning_tokens: int = 0  # of completion_tokens
-    stop_sequence: str = ""  # the stop string that ended the answer ("" when none did)
-
-
-EngineEvent = Accepted | TextDelta | ReasoningDelta | ToolCallDelta | Finished
-
-
-_FINISH = {
-    pb.FINISH_REASON_STOP: "stop",
-    pb.FINISH_REASON_LENGTH: "length",
-    pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
-    pb.FINISH_REASON_CANCELLED: "cancelled",
-    pb.FINISH_REASON_ERROR: "error",
-}
+    response_format: ResponseFormat = ResponseFormat()
 
 
 class TextEngine(Protocol):
@@ -189,14 +55,14 @@ class TextEngine(Protocol):
     def generate(
         self,
         messages: Sequence[ChatTurn],
-        params: GenerationParams,
+        params: SamplingParams,
         *,
         request_id: str,
         timeout: float | None,
         options: OutputOptions = OutputOptions(),
         affinity_key: str = "",
         prompt: RawPrompt | None = None,
-    ) -> AsyncIterator[EngineEvent]: ...
+    ) -> AsyncIterator[GenerationEvent]: ...
 
     async def count_tokens(
         self,
@@ -225,14 +91,14 @@ class TextEngineClient(EngineClient):
     async def generate(
         self,
         messages: Sequence[ChatTurn],
-        params: GenerationParams,
+        params: SamplingParams,
         *,
         request_id: str,
         timeout: float | None,
         options: OutputOptions = OutputOptions(),
         affinity_key: str = "",
         prompt: RawPrompt | None = None,
-    ) -> AsyncIterator[EngineEvent]:
+    ) -> AsyncIterator[GenerationEvent]:
         """Stream the engine's events: `Accepted`, deltas, then one `Finished`. Closing the iterator (aclose,
         or the consuming task being cancelled) cancels the call, so the engine frees the slot. gRPC
         failures are raised as `services.common.errors` classes. `affinity_key` names the conversation, for
@@ -245,7 +111,7 @@ class TextEngineClient(EngineClient):
         )
         async with aclosing(responses):
             async for response in responses:
-                event = to_event(response)
+                event = event_from_pb(response)
                 if event is not None:
                     yield event
 
@@ -262,7 +128,7 @@ class TextEngineClient(EngineClient):
         """The prompt tokens `generate` would be accepted with for the same messages, tools and raw prompt (the
         engine's chat template and tokenizer; nothing generated, an idle-unloaded model not loaded). Routed and
         failed over as `generate` is; errors are generate's (NotFound, InvalidRequest...)."""
-        request = to_request(self.model, messages, GenerationParams(), options, request_id, prompt)
+        request = to_request(self.model, messages, SamplingParams(), options, request_id, prompt)
         metadata = ((REQUEST_ID_KEY, request_id),)
 
         def start(stub, left: float | None) -> _Unary:
@@ -289,91 +155,27 @@ class _Unary:
         yield await self._call
 
 
-def to_event(response: pb.GenerateResponse) -> EngineEvent | None:
-    """Our event for one stream message; None for a kind this gateway does not know (a newer engine)."""
-    kind = response.WhichOneof("event")
-    if kind == "delta":
-        return TextDelta(response.delta.text, tuple(_logprob(lp) for lp in response.delta.logprobs))
-    if kind == "reasoning":
-        return ReasoningDelta(response.reasoning.text)
-    if kind == "tool_call":
-        call = response.tool_call
-        return ToolCallDelta(call.index, call.id, call.name, call.arguments)
-    if kind == "accepted":
-        return Accepted(response.accepted.prompt_tokens)
-    if kind != "finished":
-        return None
-    f = response.finished
-    return Finished(
-        _FINISH.get(f.finish_reason, "error"),
-        f.usage.prompt_tokens,
-        f.usage.completion_tokens,
-        f.error_message,
-        f.usage.reasoning_tokens,
-        f.stop_sequence,
-    )
-
-
-def _logprob(lp: pb.TokenLogprob) -> TokenLogprob:
-    return TokenLogprob(
-        lp.token, lp.logprob, lp.bytes, tuple(TopLogprob(t.token, t.logprob, t.bytes) for t in lp.top_logprobs)
-    )
-
-
 def to_request(
     model: str,
     messages: Sequence[ChatTurn],
-    params: GenerationParams,
+    params: SamplingParams,
     options: OutputOptions,
     request_id: str,
     prompt: RawPrompt | None = None,
 ) -> pb.GenerateRequest:
     """The GenerateRequest of one engine call (of Generate or CountTokens)."""
-    # Mapped by name: a new parameter is a field of GenerationParams and of the proto, nothing here.
-    sampling = pb.SamplingParams(
-        **{f.name: getattr(params, f.name) for f in fields(GenerationParams) if getattr(params, f.name) is not None}
-    )
     request = pb.GenerateRequest(
         request_id=request_id,
         model=model,
-        sampling=sampling,
-        messages=[_message(m) for m in messages],
+        sampling=sampling_to_pb(params),
+        messages=[turn_to_pb(m) for m in messages],
         parallel_tool_calls=options.parallel_tool_calls,
     )
     if options.tools:  # tool_choice means nothing without tools; left unset, as is a text response_format
-        request.tools.extend(
-            pb.Tool(name=t.name, description=t.description, parameters=t.parameters, strict=t.strict)
-            for t in options.tools
-        )
-        request.tool_choice.CopyFrom(
-            pb.ToolChoice(
-                mode=pb.ToolChoice.Mode.Value(f"TOOL_CHOICE_{options.tool_choice.upper()}"), name=options.tool_name
-            )
-        )
-    if options.response_format != "text":
-        request.response_format.CopyFrom(
-            pb.ResponseFormat(
-                type=pb.ResponseFormat.Type.Value(f"RESPONSE_FORMAT_{options.response_format.upper()}"),
-                schema=options.schema,
-                name=options.schema_name,
-            )
-        )
+        request.tools.extend(tool_to_pb(t) for t in options.tools)
+        request.tool_choice.CopyFrom(tool_choice_to_pb(options.tool_choice))
+    if options.response_format.type is not ResponseFormatType.TEXT:
+        request.response_format.CopyFrom(response_format_to_pb(options.response_format))
     if prompt is not None:
-        request.prompt.CopyFrom(pb.RawPrompt(text=prompt.text, token_ids=prompt.token_ids, suffix=prompt.suffix))
+        request.prompt.CopyFrom(raw_prompt_to_pb(prompt))
     return request
-
-
-def _message(turn: ChatTurn) -> pb.ChatMessage:
-    return pb.ChatMessage(
-        role=turn.role,
-        content=turn.content,
-        reasoning=turn.reasoning,
-        tool_call_id=turn.tool_call_id,
-        name=turn.name,
-        tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in turn.tool_calls],
-        parts=[_part(p) for p in turn.parts],
-    )
-
-
-def _part(part: str | ImageBytes) -> pb.ContentPart:
-    return pb.ContentPart(text=part) if isinstance(part, str) else pb.ContentPart(image=image_to_pb(part))

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import grpc
 
 from services.common.errors import InternalError
+from services.common.generation import ImageBytes
+from services.common.generation_pb import image_to_pb
 from services.common.grpc_server import REQUEST_ID_KEY
 from services.common.pb.proxyvision.v1 import vision_engine_pb2 as pb, vision_engine_pb2_grpc
 
 from .base import EngineClient, Refused, translate
-from .images import ImageBytes, image_to_pb
 from .routing import Failover, Route, Routing
 
 

@@ -15,9 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ..limits import active_limits, check_chat_limits
+from ..limits import check_chat_limits, check_request_json
 from .chat import ImageAddress, ProxyVision
-from .json_values import check_json_values
 from .sampling import UINT32, sampling_bounds
 
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,128}$"  # Anthropic's rule: wider than OpenAI's 64 (Claude Code's MCP tool names)
@@ -196,11 +195,7 @@ class _Prompt(_Lenient):
     @model_validator(mode="before")
     @classmethod
     def _within_limits_and_carriable(cls, data):
-        # On the parsed JSON, before any field is validated: counting is cheap, validating 10^6 messages is not.
-        limits = active_limits.get()
-        if limits is not None and isinstance(data, dict):
-            check_chat_limits(_as_chat(data), limits)
-        check_json_values(data)
+        check_request_json(data, lambda body, limits: check_chat_limits(_as_chat(body), limits))
         return data
 
     @field_validator("messages")

@@ -16,10 +16,12 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..limits import active_limits, check_chat_limits
-from .json_values import check_json_values
-from .sampling import UINT32, SamplingFields
+from services.common.generation import MAX_TOP_LOGPROBS, DetailName
+
+from ..limits import check_chat_limits, check_request_json
+from .sampling import UINT32, SamplingFields, min_tokens_within
 from .tools import NamedToolChoice, ResponseFormat, Tool, ToolCall, ToolChoice, check_tool_choice
+from .unsupported import unsupported
 
 
 def _parsable_url(url: str) -> str:
@@ -47,7 +49,7 @@ class ImageURL(_Lenient):
     """The `image_url` object of an image part."""
 
     url: ImageAddress
-    detail: Literal["low", "high", "auto"] = "auto"
+    detail: DetailName = "auto"
 
 
 class TextPart(_Lenient):
@@ -161,7 +163,9 @@ class ChatCompletionRequest(SamplingFields):
     n: int | None = Field(None, ge=1, description="Choices to generate: at most `gateway.max_n` (default 8).")
     user: str | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token; needs logprobs true.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="Alternatives per token; needs logprobs true."
+    )
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = Field(
@@ -184,20 +188,13 @@ class ChatCompletionRequest(SamplingFields):
     @model_validator(mode="before")
     @classmethod
     def _within_limits_and_carriable(cls, data):
-        # On the parsed JSON, before any field is validated: counting is cheap, validating 10^6 messages is not.
-        limits = active_limits.get()
-        if limits is not None:
-            check_chat_limits(data, limits)
-        check_json_values(data)
+        check_request_json(data, check_chat_limits)
         return data
 
     @field_validator("min_tokens")
     @classmethod
     def _min_tokens_within_max(cls, value, info: ValidationInfo):
-        limit = info.data.get("max_completion_tokens") or info.data.get("max_tokens")
-        if value is not None and limit is not None and value > limit:
-            raise ValueError(f"min_tokens ({value}) must not exceed max_tokens ({limit})")
-        return value
+        return min_tokens_within(value, info.data.get("max_completion_tokens") or info.data.get("max_tokens"))
 
     @field_validator("top_logprobs")
     @classmethod
@@ -215,19 +212,10 @@ class ChatCompletionRequest(SamplingFields):
         check_tool_choice(named, [t.function.name for t in info.data["tools"] or ()])
         return value
 
-    @field_validator("functions", "function_call")
-    @classmethod
-    def _no_legacy_functions(cls, value, info: ValidationInfo):
-        if value is not None:
-            raise ValueError(f"the legacy {info.field_name} parameter is not supported: use tools and tool_choice")
-        return value
-
-    @field_validator("audio")
-    @classmethod
-    def _no_audio(cls, value):
-        if value is not None:
-            raise ValueError("audio output is not supported")
-        return value
+    _no_legacy_functions = unsupported(
+        "functions", "function_call", why="the legacy {field} parameter is not supported: use tools and tool_choice"
+    )
+    _no_audio = unsupported("audio", why="audio output is not supported")
 
     @property
     def completion_limit(self) -> int | None:

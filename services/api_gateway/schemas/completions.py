@@ -17,15 +17,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
+from services.common.config import RequestLimits
 from services.common.errors import InvalidRequestError
+from services.common.generation import MAX_TOP_LOGPROBS
 
-from ..limits import active_limits, check_chat_limits
+from ..limits import check_chat_limits, check_request_json
 from .chat import StreamOptions
-from .json_values import check_json_values
-from .sampling import UINT32, SamplingFields, TokenId
+from .sampling import UINT32, SamplingFields, TokenId, min_tokens_within
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's and vLLM's default for this endpoint
-MAX_LOGPROBS = 20  # vLLM's default max_logprobs; OpenAI's legacy API allows 5
 
 TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 PromptItem = str | tuple[int, ...]  # one prompt of a batch: its text, or its token ids
@@ -64,7 +64,7 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = Field(
         None,
         ge=0,
-        le=MAX_LOGPROBS,
+        le=MAX_TOP_LOGPROBS,
         description="Return each token's logprob and this many alternatives (up to 20, as vLLM; OpenAI allows 5).",
     )
     echo: bool = Field(False, description="Put the prompt before the completion (text prompts, without logprobs).")
@@ -73,13 +73,7 @@ class CompletionRequest(SamplingFields):
     @model_validator(mode="before")
     @classmethod
     def _within_limits_and_carriable(cls, data):
-        # On the parsed JSON, before any field is validated: counting is cheap, validating 10^6 token ids is not.
-        if isinstance(data, dict):
-            limits = active_limits.get()
-            if limits is not None:
-                check_chat_limits({"max_tokens": data.get("max_tokens")}, limits)
-                _check_prompt_size(data.get("prompt"), limits.max_text_chars)
-            check_json_values(data)
+        check_request_json(data, _check_limits)
         return data
 
     @field_validator("prompt", mode="before")
@@ -99,10 +93,7 @@ class CompletionRequest(SamplingFields):
     @field_validator("min_tokens")
     @classmethod
     def _min_tokens_within_max(cls, value, info: ValidationInfo):
-        limit = info.data.get("max_tokens")
-        if value is not None and limit is not None and value > limit:
-            raise ValueError(f"min_tokens ({value}) must not exceed max_tokens ({limit})")
-        return value
+        return min_tokens_within(value, info.data.get("max_tokens"))
 
     @field_validator("best_of")
     @classmethod
@@ -147,6 +138,11 @@ def _kind(item: object) -> str:
     if isinstance(item, bool):  # a bool is an int to Python, not a token id
         return "bool"
     return next((name for name, t in (("str", str), ("int", int), ("list", list)) if isinstance(item, t)), "other")
+
+
+def _check_limits(body: dict, limits: RequestLimits) -> None:
+    check_chat_limits({"max_tokens": body.get("max_tokens")}, limits)
+    _check_prompt_size(body.get("prompt"), limits.max_text_chars)
 
 
 def _check_prompt_size(prompt: object, max_chars: int) -> None:

@@ -11,11 +11,14 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-from ..limits import active_limits, check_chat_limits
+from services.common.config import RequestLimits
+from services.common.generation import MAX_TOP_LOGPROBS, DetailName
+
+from ..limits import check_chat_limits, check_request_json
 from .chat import ImageAddress
-from .json_values import check_json_values
 from .sampling import UINT32, SamplingFields
 from .tools import FUNCTION_NAME, JsonSchema, check_tool_choice
+from .unsupported import unsupported
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -37,7 +40,7 @@ class InputImage(_Lenient):
     type: Literal["input_image"]
     image_url: ImageAddress | None = None
     file_id: str | None = Field(None, description="Not supported (no Files API here): send image_url.")
-    detail: Literal["low", "high", "auto"] = "auto"
+    detail: DetailName = "auto"
 
     @model_validator(mode="after")
     def _an_image_url(self):
@@ -169,6 +172,19 @@ class ReasoningConfig(_Lenient):
     summary: str | None = None
 
 
+def _check_limits(body: dict, limits: RequestLimits) -> None:
+    items = body.get("input")
+    check_chat_limits(
+        {
+            "input": items if isinstance(items, list) else [{"content": items}],
+            "max_output_tokens": body.get("max_output_tokens"),
+        },
+        limits,
+        messages_field="input",
+        token_fields=("max_output_tokens",),
+    )
+
+
 class ResponsesRequest(SamplingFields):
     """`POST /v1/responses` body."""
 
@@ -179,7 +195,7 @@ class ResponsesRequest(SamplingFields):
     store: bool = Field(True, description="Keep the response for GET and previous_response_id (gateway.responses).")
     stream: bool = False
     max_output_tokens: int | None = Field(None, ge=1, lt=UINT32)
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     include: list[str] | None = None
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
@@ -195,22 +211,9 @@ class ResponsesRequest(SamplingFields):
     @model_validator(mode="before")
     @classmethod
     def _within_limits_and_typed(cls, data):
-        if isinstance(data, dict):
-            limits = active_limits.get()
-            if limits is not None:
-                items = data.get("input")
-                check_chat_limits(
-                    {
-                        "input": items if isinstance(items, list) else [{"content": items}],
-                        "max_output_tokens": data.get("max_output_tokens"),
-                    },
-                    limits,
-                    messages_field="input",
-                    token_fields=("max_output_tokens",),
-                )
-            check_json_values(data)
-            if isinstance(data.get("input"), list):
-                data = {**data, "input": [_message_unless_typed(item) for item in data["input"]]}
+        check_request_json(data, _check_limits)
+        if isinstance(data, dict) and isinstance(data.get("input"), list):
+            data = {**data, "input": [_message_unless_typed(item) for item in data["input"]]}
         return data
 
     @field_validator("input")
@@ -241,19 +244,10 @@ class ResponsesRequest(SamplingFields):
         )
         return value
 
-    @field_validator("background")
-    @classmethod
-    def _foreground_only(cls, value):
-        if value:
-            raise ValueError("background responses are not supported on this server")
-        return value
-
-    @field_validator("conversation")
-    @classmethod
-    def _no_conversations(cls, value):
-        if value is not None:
-            raise ValueError("conversations are not supported on this server: use previous_response_id")
-        return value
+    _foreground_only = unsupported("background", why="background responses are not supported on this server", sent=bool)
+    _no_conversations = unsupported(
+        "conversation", why="conversations are not supported on this server: use previous_response_id"
+    )
 
     @property
     def wants_logprobs(self) -> bool:

@@ -31,6 +31,14 @@ def sampling_bounds(name: str) -> dict[str, float]:
 TokenId = Annotated[int, Field(ge=0, lt=INT32)]
 
 
+def min_tokens_within(min_tokens: int | None, max_tokens: int | None) -> int | None:
+    """`min_tokens`, checked against the request's token limit (a field validator's body, for each protocol's
+    name of that limit)."""
+    if min_tokens is not None and max_tokens is not None and min_tokens > max_tokens:
+        raise ValueError(f"min_tokens ({min_tokens}) must not exceed max_tokens ({max_tokens})")
+    return min_tokens
+
+
 class SamplingFields(BaseModel):
     """How to sample, whatever the protocol; None leaves the model's default."""
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.common.config import ReasoningField
+from services.common.generation import Finished, GenerationEvent, ReasoningDelta, TextDelta, TokenLogprob, ToolCallDelta
 
-from ..clients.text_engine import EngineEvent, Finished, ReasoningDelta, TextDelta, TokenLogprob, ToolCallDelta
 from . import chunks
 
 
@@ -27,7 +27,7 @@ class ChoiceAnswer:
     calls: dict[int, _Call] = field(default_factory=dict)  # the call's index in the answer -> the call
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
-    def add(self, event: EngineEvent) -> None:
+    def add(self, event: GenerationEvent) -> None:
         """Take one output event (not the Finished)."""
         if isinstance(event, TextDelta):
             self.text.append(event.text)
@@ -57,6 +57,6 @@ class ChoiceAnswer:
         return {
             "index": index,
             "message": chunks.message("".join(self.text), thinking, reasoning_field, tool_calls),
-            "finish_reason": finished.finish_reason,
+            "finish_reason": finished.reason,
             "logprobs": chunks.choice_logprobs(self.logprobs) if logprobs else None,
         }

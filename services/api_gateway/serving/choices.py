@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from ..clients.text_engine import EngineEvent, Finished
+from services.common.generation import Finished, GenerationEvent
+
 from .engine_call import BackgroundRead, EngineCall
 
 
@@ -21,7 +22,7 @@ class ChoiceCalls(BackgroundRead):
         self.calls = calls
         self._open = set(range(len(calls)))  # choices whose Finished has not been read yet
         self._reads: dict[asyncio.Future, int] = {}  # reads in flight -> their choice (n > 1)
-        self._ready: deque[tuple[int, EngineEvent]] = deque()  # events read together, not yet returned
+        self._ready: deque[tuple[int, GenerationEvent]] = deque()  # events read together, not yet returned
 
     async def accept(self) -> None:
         """Wait until the engine admitted every call; the first refusal is raised (the others are then
@@ -37,7 +38,7 @@ class ChoiceCalls(BackgroundRead):
                 task.cancel()
             await asyncio.gather(*accepting, return_exceptions=True)
 
-    async def next(self) -> tuple[int, EngineEvent] | None:
+    async def next(self) -> tuple[int, GenerationEvent] | None:
         """The next output event and its choice index; None once every choice has finished. A failed call's
         error is raised here."""
         if not self._ready:

@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Sequence
 
 from services.common.config import ReasoningField
+from services.common.generation import Finished, TokenLogprob, ToolCallDelta
 
-from ..clients.text_engine import Finished, TokenLogprob, ToolCallDelta
 from . import sse
 
 
@@ -64,7 +64,8 @@ def token_logprobs(entries: Sequence[TokenLogprob]) -> list[dict]:
             "logprob": _finite(e.logprob),
             "bytes": _bytes(e.token, e.bytes),
             "top_logprobs": [
-                {"token": t.token, "logprob": _finite(t.logprob), "bytes": _bytes(t.token, t.bytes)} for t in e.top
+                {"token": t.token, "logprob": _finite(t.logprob), "bytes": _bytes(t.token, t.bytes)}
+                for t in e.top_logprobs
             ],
         }
         for e in entries

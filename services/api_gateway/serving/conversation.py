@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..clients.text_engine import GenerationParams, OutputOptions, RawPrompt, ToolCall
+from services.common.generation import Detail, RawPrompt, SamplingParams, ToolCall
+
+from ..clients.text_engine import OutputOptions
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -22,7 +24,7 @@ class ImageInput:
     client's own request (named in a 400 about it: `messages[0].content[1].image_url`, `input[2].content[0]`...)."""
 
     url: str
-    detail: Literal["low", "high", "auto"] = "auto"
+    detail: Detail = Detail.AUTO
     param: str = ""
 
 
@@ -64,7 +66,7 @@ class Conversation:
 
     model: str
     messages: tuple[Message, ...]
-    params: GenerationParams = field(default_factory=GenerationParams)
+    params: SamplingParams = field(default_factory=SamplingParams)
     options: OutputOptions = field(default_factory=OutputOptions)
     n: int = 1
     user: str | None = None

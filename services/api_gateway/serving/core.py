@@ -29,10 +29,11 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from services.common.config import ModelEntry
+from services.common.config import GatewaySettings, ModelEntry
 from services.common.errors import DeadlineExceededError, InternalError, InvalidRequestError, OverloadedError
+from services.common.generation import ChatTurn, Finished, ReasoningDelta, TextDelta, ToolCallDelta
 
-from ..clients.text_engine import ChatTurn, Finished, ReasoningDelta, TextDelta, TextEngine, ToolCallDelta
+from ..clients.text_engine import TextEngine
 from ..metrics import GatewayMetrics
 from .answers import ChoiceAnswer
 from .choices import ChoiceCalls
@@ -135,7 +136,6 @@ class GenerationCore:
     """Runs conversations against the engines, for every protocol."""
 
     KEEPALIVE_SECS = 10.0
-    MAX_N = 8
     # A started stream whose engine is at capacity asks again after this, doubling up to the cap.
     ADMISSION_RETRY_SECS = 0.1
     ADMISSION_RETRY_MAX_SECS = 2.0
@@ -147,7 +147,7 @@ class GenerationCore:
         timeout: float,
         keepalive_secs: float = KEEPALIVE_SECS,
         metrics: GatewayMetrics | None = None,
-        max_n: int = MAX_N,
+        max_n: int = GatewaySettings.model_fields["max_n"].default,  # gateway.max_n's default: one definition
         show_captions: bool = True,
     ) -> None:
         self.registry = registry
@@ -350,6 +350,6 @@ async def ticks_until_done(work: asyncio.Future, interval: float):
 
 
 def _check(finished: Finished) -> Finished:
-    if finished.finish_reason in ("error", "cancelled"):
-        raise InternalError(f"Generation failed: {finished.error_message or finished.finish_reason}")
+    if finished.reason in ("error", "cancelled"):
+        raise InternalError(f"Generation failed: {finished.error_message or finished.reason}")
     return finished

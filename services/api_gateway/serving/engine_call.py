@@ -13,8 +13,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from services.common.errors import InternalError
-
-from ..clients.text_engine import Accepted, EngineEvent
+from services.common.generation import Accepted, GenerationEvent
 
 
 class BackgroundRead:
@@ -40,9 +39,9 @@ class BackgroundRead:
 class EngineCall(BackgroundRead):
     """The events of one engine call, read in order by one coroutine."""
 
-    def __init__(self, events: AsyncGenerator[EngineEvent, None]) -> None:
+    def __init__(self, events: AsyncGenerator[GenerationEvent, None]) -> None:
         self._events = events
-        self._head: EngineEvent | None = None  # an event read while waiting for acceptance
+        self._head: GenerationEvent | None = None  # an event read while waiting for acceptance
         self.prompt_tokens: int | None = None  # the templated prompt's tokens, once the engine accepted the call
 
     async def accept(self) -> None:
@@ -53,7 +52,7 @@ class EngineCall(BackgroundRead):
         else:
             self._head = first
 
-    async def next(self) -> EngineEvent:
+    async def next(self) -> GenerationEvent:
         """The next output event (deltas, then the Finished); acceptances are skipped."""
         if self._head is not None:
             event, self._head = self._head, None
@@ -63,7 +62,7 @@ class EngineCall(BackgroundRead):
             event = await self._read()
         return event
 
-    async def _read(self) -> EngineEvent:
+    async def _read(self) -> GenerationEvent:
         try:
             return await anext(self._events)
         except StopAsyncIteration:

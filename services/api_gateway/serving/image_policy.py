@@ -19,8 +19,8 @@ from typing import Literal
 
 from services.common.config import ModelsConfig
 from services.common.errors import InvalidRequestError
+from services.common.generation import ChatTurn
 
-from ..clients.text_engine import ChatTurn
 from .conversation import Conversation
 from .images import ImageLoader
 from .turns import engine_turn, native_turn

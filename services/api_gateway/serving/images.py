@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from services.common.config import ImageLimits
 from services.common.errors import ImageUrlNotAccessibleError, InvalidRequestError, ProxyVisionError, TooManyImagesError
+from services.common.generation import ImageBytes
 from services.common.images import MIME_BY_FORMAT, InvalidImageError, decode_image
 
-from ..clients.images import ImageBytes
 from ..media.data_urls import decode_data_url
 from ..media.fetcher import NOT_ACCESSIBLE, FetchedImage, ImageFetcher, scheme_refusal
 from ..metrics import GatewayMetrics

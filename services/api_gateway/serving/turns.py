@@ -3,12 +3,12 @@ its captioned text; text-only requests pass none), or a natively seeing model's 
 
 from __future__ import annotations
 
-from ..clients.images import ImageBytes
-from ..clients.text_engine import ChatTurn
+from services.common.generation import ChatTurn, ContentPart, ImageBytes, TextPart
+
 from .conversation import ImageInput, Message
 
 
-def engine_turn(message: Message, text: str | None = None, parts: tuple[str | ImageBytes, ...] = ()) -> ChatTurn:
+def engine_turn(message: Message, text: str | None = None, parts: tuple[ContentPart, ...] = ()) -> ChatTurn:
     """One message as a `ChatTurn`; `text` replaces the message's own text (images described), `parts` carries a
     native model's text and images in order."""
     is_tool = message.role == "tool"
@@ -27,4 +27,6 @@ def native_turn(message: Message, images: list[ImageBytes]) -> ChatTurn:
     """A message with images for a natively seeing model: its text parts and `images` (checked, in the order of its
     image parts) as `parts`, in the order the client sent them."""
     pending = iter(images)
-    return engine_turn(message, parts=tuple(next(pending) if isinstance(p, ImageInput) else p for p in message.parts))
+    return engine_turn(
+        message, parts=tuple(next(pending) if isinstance(p, ImageInput) else TextPart(p) for p in message.parts)
+    )

@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 from services.common.errors import EngineUnavailableError
+from services.common.generation import ChatTurn, ImageBytes
 
-from ..clients.images import ImageBytes
-from ..clients.text_engine import ChatTurn
 from ..clients.vision_engine import VisionEngineClient
 from .conversation import Message
 from .images import ImageLoader, ImageRef

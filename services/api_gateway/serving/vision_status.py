@@ -17,6 +17,7 @@ from ..clients.vision_engine import VisionEngineClient
 log = logging.getLogger(__name__)
 
 NOT_READY = "vision model not ready"  # the engine is up and says what its load is doing
+FAILED = "vision model failed to load"
 
 
 class VisionBackend:
@@ -27,6 +28,7 @@ class VisionBackend:
         self._interval = interval
         self._timeout = timeout
         self.available: bool | None = None
+        self._was_available = False
         self.reason = "no vision model configured" if client is None else "not checked yet"
         self._task: asyncio.Task | None = None
 
@@ -64,7 +66,7 @@ class VisionBackend:
         except Exception:  # noqa: BLE001 - the health answer stands even if the engine cannot say more
             info = None
         if info is not None and info.error:
-            return f"vision model failed to load: {info.error}"
+            return f"{FAILED}: {info.error}"
         if info is not None and info.status:
             return f"{NOT_READY}: {info.status}"
         return "vision engine not serving (model not loaded)"
@@ -84,14 +86,19 @@ class VisionBackend:
 
     def _set(self, available: bool, reason: str) -> None:
         changed = available != self.available or (not available and reason != self.reason)
-        # At start-up the vision model may still be loading (the launcher starts the gateway once text is served):
-        # that is news, not a problem, so it is said at INFO; a failure or a loss of vision stays a warning.
-        still_loading = self.available is None and reason.startswith(NOT_READY)
+        # At start-up the vision engine may not listen yet or its model may still be loading (the launcher starts
+        # every process at once, and importing torch takes longer than starting the gateway), or none is
+        # configured (a text-only deployment): that is news, not a problem, so until vision has been available
+        # once it is said at INFO. A failed load, or vision lost after it was available, is a warning.
+        as_planned = not self._was_available and not reason.startswith(FAILED)
         self.available, self.reason = available, reason
+        self._was_available = self._was_available or available
         if changed:
             if available:
                 log.info("Vision backend: Available")
-            elif still_loading:
+            elif as_planned and self.client is None:
+                log.info("Vision backend: Unavailable (%s)", reason)
+            elif as_planned:
                 log.info("Vision backend: Unavailable (%s; images are described once it is ready)", reason)
             else:
                 log.warning("Vision backend: Unavailable (%s)", reason)

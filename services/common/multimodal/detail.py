@@ -9,20 +9,22 @@ tokens whatever the budget. The adapter resizes the image to fit, keeping its as
 
 from __future__ import annotations
 
+from ..generation import Detail
+
 LOW_DETAIL_TOKENS = 256
 MIN_IMAGE_TOKENS = 4
 
 
-def image_token_budget(detail: str, natural: int, *, max_image_tokens: int, memory_tokens: int) -> int:
+def image_token_budget(detail: Detail, natural: int, *, max_image_tokens: int, memory_tokens: int) -> int:
     """Maximum image tokens for one image.
 
-    `detail`: "low" | "high" | "auto" (or a str enum of those). `natural`: the image's tokens at its own size.
+    `natural`: the image's tokens at its own size.
     low: 256. high: `max_image_tokens`. auto: the image at its own size when that is at most `max_image_tokens`,
     else capped; always within what one sequence may take of the memory budget (`memory_tokens`).
     """
-    if detail == "low":
+    if detail == Detail.LOW:
         budget = LOW_DETAIL_TOKENS
-    elif detail == "high":
+    elif detail == Detail.HIGH:
         budget = max_image_tokens
     else:
         budget = min(max(natural, LOW_DETAIL_TOKENS), max_image_tokens)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from services.common.config import ModelEntry, SamplingDefaults
 from services.common.errors import ContextLengthExceededError, InvalidRequestError
+from services.common.generation import MAX_TOP_LOGPROBS, ResponseFormatType, SamplingParams
 from services.common.multimodal import EncodedImage
 
 from .images import encode_images, expand, refuse_images
@@ -26,7 +27,7 @@ from .sampling.grammar import GrammarCompiler, GrammarSpec
 from .sampling.spec import SamplingSpec
 from .tools.constraints import tool_call_grammar
 from .tools.validation import calls_tools, validate_tools
-from .types import GenerationRequest, ResponseFormatType, SamplingRequest
+from .types import GenerationRequest
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def prepare_request(
 _SAMPLED = tuple(name for name in SamplingDefaults.model_fields if name != "max_tokens")
 
 
-def sampling_spec(sampling: SamplingRequest, defaults: SamplingDefaults) -> SamplingSpec:
+def sampling_spec(sampling: SamplingParams, defaults: SamplingDefaults) -> SamplingSpec:
     """The request's parameters over the model's defaults, validated against the one definition of their
     bounds (`SamplingDefaults`, which also validates models.yaml): engines are called directly too (grpcurl),
     so they check what the gateway already checked."""
@@ -172,10 +173,7 @@ def sampling_spec(sampling: SamplingRequest, defaults: SamplingDefaults) -> Samp
     return SamplingSpec(**values, seed=sampling.seed)
 
 
-MAX_TOP_LOGPROBS = 20  # OpenAI's bound
-
-
-def _token_parameters(spec: SamplingSpec, sampling: SamplingRequest, loaded: LoadedModel, max_new: int) -> None:
+def _token_parameters(spec: SamplingSpec, sampling: SamplingParams, loaded: LoadedModel, max_new: int) -> None:
     """The parameters that name token ids or counts: checked against this model's vocabulary and the completion
     budget, then set on the spec (the ends min_tokens protects, the ids ignore_eos bans)."""
     vocab = loaded.text_config.vocab_size

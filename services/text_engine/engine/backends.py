@@ -9,14 +9,12 @@ tokenizer, config and sampling defaults, and vLLM's engine core loads the weight
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from services.common.config import ModelEntry
 
 from .batcher import ContinuousBatcher
 from .loader import LoadedModel, load_text_model
 from .native import NativeVisionBatcher
-from .token_source import TokenSource
+from .token_source import CacheEvents, TokenSource
 
 
 def load_model(entry: ModelEntry, device: str) -> LoadedModel:
@@ -38,8 +36,7 @@ def load_model(entry: ModelEntry, device: str) -> LoadedModel:
 def new_token_source(
     entry: ModelEntry,
     loaded: LoadedModel,
-    on_preempt: Callable[[int], None],
-    on_prefix_lookup: Callable[[int, int], None],
+    events: CacheEvents,
 ) -> TokenSource:
     """A started batching loop over `loaded` (blocking: a worker thread)."""
     if entry.backend == "vllm":
@@ -51,12 +48,11 @@ def new_token_source(
             entry.params,
             revision=entry.revision,
             trust_remote_code=entry.trust_remote_code,
-            on_preempt=on_preempt,
-            on_prefix_lookup=on_prefix_lookup,
+            events=events,
         )
     if loaded.family is not None:
-        return NativeVisionBatcher(loaded, entry.params, on_preempt, on_prefix_lookup)
-    return ContinuousBatcher(loaded, entry.params, on_preempt, on_prefix_lookup)
+        return NativeVisionBatcher(loaded, entry.params, events)
+    return ContinuousBatcher(loaded, entry.params, events)
 
 
 def restarts_in_place(source: TokenSource) -> bool:

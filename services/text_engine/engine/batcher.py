@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from transformers import GenerationConfig
@@ -36,10 +36,11 @@ from transformers.generation.configuration_utils import ContinuousBatchingConfig
 from services.common.config import ModelParams
 from services.common.hf_models import ModelLoadError
 
-from .kv_budget import KvBudget, kv_budget
+from .kv_budget import KvBudget, paged_kv_budget
 from .loader import LoadedModel
 from .sampling.pipeline import Row, choose_tokens
 from .sampling.spec import SamplingSpec
+from .token_source import NO_CACHE_EVENTS, CacheEvents, OnOutput, TokenRequest
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +114,8 @@ class ContinuousBatcher:
 
     image_capacity_tokens = 0  # takes no images (see the module docstring)
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        params: ModelParams,
-        on_preempt: Callable[[int], None] = lambda n: None,
-        on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None,
-    ) -> None:
-        self.budget: KvBudget = kv_budget(
-            loaded.text_config,
-            loaded.dtype,
-            params.mem,
-            params.block_size,
-            max_useful_tokens=params.max_num_seqs * loaded.max_context,
-        )
+    def __init__(self, loaded: LoadedModel, params: ModelParams, events: CacheEvents = NO_CACHE_EVENTS) -> None:
+        self.budget: KvBudget = paged_kv_budget(loaded, params)
         generation_config = GenerationConfig(
             # Our RequestSampler returns one-hot scores, so the manager's own argmax picks its choice.
             do_sample=False,
@@ -157,11 +146,11 @@ class ContinuousBatcher:
         self.manager.start()
         self._wait_until_running()
         self.preemptions = 0  # requests preempted because the KV cache was full (written by the loop thread)
-        self._on_preempt = on_preempt  # called on the loop thread with each preemption's count
+        self._on_preempt = events.on_preempt  # called on the loop thread with each preemption's count
         self._watch_preemption(params.mem)
         self.prefix_queried_tokens = 0  # prompt tokens looked up in the prefix cache (loop thread writes)
         self.prefix_hit_tokens = 0  # of those, tokens whose KV blocks were reused instead of prefilled
-        self._watch_prefix_hits(on_prefix_lookup)
+        self._watch_prefix_hits(events.on_prefix_lookup)
 
     def _watch_prefix_hits(self, on_lookup: Callable[[int, int], None]) -> None:
         """Count what the prefix cache saves: the scheduler asks the cache for each request's longest cached
@@ -252,29 +241,21 @@ class ContinuousBatcher:
         free += sum(len(a.ledger.cached_blocks) * a.bytes_per_block for a in cache.cache_allocators.values())
         return max(0.0, min(1.0, 1.0 - free / total)) if total else 0.0
 
-    def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        spec: SamplingSpec,
-        on_output: Callable,
-        images: Sequence = (),
-    ) -> None:
+    def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
         """Queue a request; `on_output(GenerationOutput)` runs on the calling event loop. Loop thread only."""
-        if images:
+        if request.images:
             raise ValueError("continuous batching takes token ids only: image requests go to the image batcher")
         asyncio.get_running_loop()  # register_result_handler binds the callback to the running loop
-        self.manager.register_result_handler(request_id, on_output)
+        self.manager.register_result_handler(request.request_id, on_output)
         accepted = self.manager.add_request(
-            prompt_ids,
-            request_id=request_id,
-            max_new_tokens=max_new_tokens,
+            request.prompt_ids,
+            request_id=request.request_id,
+            max_new_tokens=request.max_new_tokens,
             streaming=True,
-            **{SPEC_KEY: spec.bind(self._device)},
+            **{SPEC_KEY: request.spec.bind(self._device)},
         )
         if accepted is None:
-            self.forget(request_id)
+            self.forget(request.request_id)
             raise RuntimeError("the batching loop is not accepting requests")
 
     def cancel(self, request_id: str) -> None:

@@ -18,8 +18,17 @@ from dataclasses import dataclass
 
 from services.common.config import ModelEntry, ResolvedSampling
 from services.common.errors import OverloadedError, ShuttingDownError
-from services.common.hf_models import MIB, check_local_source
-from services.common.hub_download import fetch_checkpoint
+from services.common.generation import (
+    Accepted,
+    Finished,
+    FinishReason,
+    GenerationEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+)
+from services.common.hf_models import MIB
+from services.common.hub_download import fetch_weights
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import EngineMetrics, ModelSnapshot
 
@@ -31,17 +40,8 @@ from .native import NativeVisionBatcher
 from .output import ParserSpec, parser_for
 from .sampling.grammar import GrammarCompiler
 from .stream import RequestStream
-from .token_source import TokenSource
-from .types import (
-    Accepted,
-    Finished,
-    FinishReason,
-    GenerationEvent,
-    GenerationRequest,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-)
+from .token_source import CacheEvents, TokenRequest, TokenSource
+from .types import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +179,7 @@ class InferenceEngine:
             self._idle_unload_secs,
         )
         started = time.monotonic()
-        check_local_source(entry)
-        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
-        self.lifecycle.report(f"loading weights from {entry.source}")
+        fetch_weights(entry, self.lifecycle.report)
         loaded = load_model(entry, self._device)
         parser = parser_for(entry.reasoning_parser, loaded.tokenizer, entry.tool_call_parser)
         self._last_sampling = loaded.sampling
@@ -219,7 +217,7 @@ class InferenceEngine:
         return TextRuntime(loaded, batcher, parser, grammars, LogprobFormatter(loaded.tokenizer))
 
     def _new_batcher(self, loaded: LoadedModel) -> TokenSource:
-        return new_token_source(self.entry, loaded, self._count_preemptions, self._count_prefix_lookup)
+        return new_token_source(self.entry, loaded, CacheEvents(self._count_preemptions, self._count_prefix_lookup))
 
     def _count_prefix_lookup(self, queried: int, hit: int) -> None:
         self.metrics.prefix_cache_queries.labels(self.entry.name).inc(queried)
@@ -322,12 +320,8 @@ class InferenceEngine:
                 self._streams[key] = stream
                 try:
                     batcher.submit(
-                        key,
-                        prepared.prompt_ids,
-                        prepared.max_new_tokens,
-                        prepared.spec,
+                        TokenRequest(key, prepared.prompt_ids, prepared.max_new_tokens, prepared.spec, prepared.images),
                         stream.on_output,
-                        prepared.images,
                     )
                     async for event in stream.events():
                         yield event
@@ -402,17 +396,7 @@ class InferenceEngine:
 
     def _snapshot(self) -> ModelSnapshot:
         info = self.info()
-        return ModelSnapshot(
-            state=info.state,
-            running=info.running,
-            waiting=info.waiting,
-            memory_budget_bytes=info.memory_budget_bytes,
-            memory_used_bytes=info.memory_used_bytes,
-            last_load_seconds=info.last_load_seconds,
-            kv_cache_usage_ratio=info.kv_cache_usage,
-            loads=self.lifecycle.loads,
-            unloads=self.lifecycle.unloads,
-        )
+        return ModelSnapshot.of(info, self.lifecycle, info.memory_budget_bytes, info.kv_cache_usage)
 
     @property
     def queued(self) -> int:

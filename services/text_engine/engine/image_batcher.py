@@ -1,12 +1,13 @@
 """Static batches of image requests through `model.generate()`, for a `vision_mode: native` model.
 
 Why not continuous batching: transformers' manager takes token ids only (batcher.py's docstring), so a prompt
-whose image tokens must be filled from the vision encoder cannot go there. This loop is the honest
-alternative: one worker thread takes the image requests waiting (FIFO, at most `max_batch`, and at most
-`token_budget` tokens of KV cache for the whole batch: rows x (longest prompt + longest completion), which is
-what a left-padded `generate()` holds), runs ONE `generate()` over them with the family's collated image
-tensors, and streams each row's tokens as they come. A request that arrives while a batch runs waits for the
-next batch (static batching: no joining mid-flight), so a second image request waits out the first one's
+whose image tokens must be filled from the vision encoder cannot go there. Static batches are the honest
+alternative: the shared static-batch loop (services/common/static_batches.py) takes the image requests waiting
+(FIFO, at most `max_batch`, and at most `token_budget` tokens of KV cache for the whole batch, padding included:
+rows x (longest prompt + longest completion), which is what a left-padded `generate()` holds) on its worker
+thread, and this module runs ONE `generate()` over them with the family's collated image tensors, streaming each
+row's tokens as they come. A request that arrives while a batch runs waits for the next batch (static batching:
+no joining mid-flight), so a second image request waits out the first one's
 whole answer; rows that finish early keep their slot in the batch until the longest one ends (only their
 compute is wasted: they stop streaming and are reported finished at once).
 
@@ -23,25 +24,20 @@ Outputs (`TokenProgress`) have what stream.py's RequestStream reads of the manag
 from __future__ import annotations
 
 import asyncio
-import collections
-import logging
-import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
 from services.common.multimodal import EncodedImage
+from services.common.static_batches import RowsDone, RowStreamer, StaticBatchRunner, left_pad, to_device
 
 from .loader import LoadedModel
 from .sampling.pipeline import Row, choose_tokens
 from .sampling.spec import SamplingSpec
-from .token_source import TokenProgress
-
-log = logging.getLogger(__name__)
+from .token_source import OnOutput, TokenProgress, TokenRequest
 
 # generate() would otherwise apply the checkpoint's generation_config (a repetition penalty, sampling) before
 # our processor sees the logits: these are the neutral values, passed explicitly so they win.
@@ -68,7 +64,7 @@ class _Job:
     prompt_ids: list[int]
     max_new_tokens: int
     spec: SamplingSpec
-    on_output: Callable[[TokenProgress], None]
+    on_output: OnOutput
     images: tuple[EncodedImage, ...]
     loop: asyncio.AbstractEventLoop
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -76,54 +72,39 @@ class _Job:
     done: bool = False
 
 
-class ImageBatcher:
-    """Owns the worker thread that batches image requests; `submit` and `cancel` run on the event loop."""
+class ImageBatcher(StaticBatchRunner[_Job, _Job]):
+    """Image requests in static batches on the runner's worker thread; `submit` and `cancel` run on the event
+    loop."""
 
     def __init__(self, loaded: LoadedModel, *, max_batch: int, token_budget: int) -> None:
         if loaded.family is None:
             raise ValueError("an image batcher needs a model loaded with its vision family")
         self._loaded = loaded
         self._family = loaded.family
-        self.max_batch = max_batch
-        self.token_budget = token_budget  # KV tokens of one batch (rows x padded length)
         self._eos = set(loaded.eos_token_ids)
         self._pad = (
             loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.eos_token_ids[0]
         )
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._carry: _Job | None = None  # a job that did not fit the last batch leads the next one
         self._jobs: dict[str, _Job] = {}
-        self.tokens_in_flight = 0  # KV tokens the running batch holds now (rows x (padded prompt + steps))
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=256)  # recent batches, for tests
-        self._error: Exception | None = None
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="image-batcher", daemon=True)
-        self._thread.start()
+        # token_budget: KV tokens of one batch (rows x padded length)
+        super().__init__("image-batcher", max_batch=max_batch, token_budget=token_budget)
 
     # Event-loop side -------------------------------------------------------------------------------
-    def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        spec: SamplingSpec,
-        on_output: Callable[[TokenProgress], None],
-        images: Sequence[EncodedImage] = (),
-    ) -> None:
+    def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
         """Queue an image request (FIFO)."""
-        if not images:
+        if not request.images:
             raise ValueError("the image batcher serves requests with images")
         job = _Job(
-            request_id,
-            list(prompt_ids),
-            max_new_tokens,
-            spec.bind(self._loaded.device),
+            request.request_id,
+            list(request.prompt_ids),
+            request.max_new_tokens,
+            request.spec.bind(self._loaded.device),
             on_output,
-            tuple(images),
+            tuple(request.images),
             asyncio.get_running_loop(),
         )
-        self._jobs[request_id] = job
-        self._queue.put(job)
+        self._jobs[request.request_id] = job
+        self.enqueue(job)
 
     def cancel(self, request_id: str) -> None:
         """Drop a request: skipped if still queued, its row stops streaming (and generating, once every row
@@ -132,91 +113,34 @@ class ImageBatcher:
         if job is not None:
             job.cancelled.set()
 
-    @property
-    def alive(self) -> bool:
-        """False once the worker thread has exited."""
-        return self._thread.is_alive()
-
-    @property
-    def fatal_error(self) -> Exception | None:
-        """Why the worker died, if it did (a failed batch fails its own requests, not the worker)."""
-        return self._error
-
-    @property
-    def waiting(self) -> int:
-        """Requests queued for a batch."""
-        return self._queue.qsize() + (self._carry is not None)
-
     def stop(self) -> None:
         """Finish the running batch's current step, then exit the thread (blocking)."""
-        self._stopping = True
         for job in list(self._jobs.values()):
             job.cancelled.set()
-        self._queue.put(None)
-        self._thread.join(timeout=60)
+        super().stop()
 
     # Worker thread ---------------------------------------------------------------------------------
-    def _run(self) -> None:
+    def prepare(self, job: _Job) -> _Job:
+        return job  # its prompt and images were prepared at admission
+
+    def fail(self, row: _Job, exc: Exception) -> None:
+        self._finish(row, error=f"generation failed: {exc}")
+
+    def generate(self, rows: list[_Job], holding: Callable[[int], None]) -> None:
         try:
-            while not self._stopping:
-                rows = self._next_batch()
-                if rows:
-                    self._serve(rows)
-        except Exception as exc:  # noqa: BLE001 - recorded: the engine's watchdog restarts the loop
-            log.exception("Image batcher died")
-            self._error = exc
-
-    def _next_batch(self) -> list[_Job]:
-        job = self._carry or self._queue.get()
-        self._carry = None
-        rows: list[_Job] = []
-        while job is not None:
-            if not job.cancelled.is_set():
-                trial = [*rows, job]
-                if rows and self._cost(trial) > self.token_budget:
-                    self._carry = job  # FIFO: it leads the next batch
-                    break
-                rows = trial
-            if len(rows) >= self.max_batch:
-                break
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-        return rows
-
-    @staticmethod
-    def _cost(rows: list[_Job]) -> int:
-        """KV tokens a left-padded batch holds at its end."""
-        return len(rows) * (max(len(r.prompt_ids) for r in rows) + max(r.max_new_tokens for r in rows))
-
-    def _serve(self, rows: list[_Job]) -> None:
-        self.batch_sizes.append(len(rows))
-        try:
-            self._generate(rows)
-        except Exception as exc:  # noqa: BLE001 - fail this batch's requests, keep serving the next ones
-            log.exception("Image batch of %d failed", len(rows))
-            for row in rows:
-                if not row.done:
-                    self._finish(row, error=f"generation failed: {exc}")
+            self._generate(rows, holding)
         finally:
-            self.tokens_in_flight = 0
             for row in rows:
                 self._jobs.pop(row.key, None)
 
-    def _generate(self, rows: list[_Job]) -> None:
+    def _generate(self, rows: list[_Job], holding: Callable[[int], None]) -> None:
         loaded = self._loaded
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.tensor([[self._pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
-        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
+        ids, mask = left_pad(rows, self._pad)
         # The model fills image tokens in prompt order across the flattened batch: the rows' images, in row order.
-        images = self._family.collate([image for r in rows for image in r.images])
-        extra = {
-            key: value.to(loaded.device, loaded.dtype) if value.is_floating_point() else value.to(loaded.device)
-            for key, value in images.items()
-        }
-        extra.update({key: value.to(loaded.device) for key, value in self._family.text_inputs(ids, mask).items()})
-        self.tokens_in_flight = len(rows) * width
+        extra = to_device(
+            self._family.collate([image for r in rows for image in r.images]), loaded.device, loaded.dtype
+        )
+        extra.update(to_device(self._family.text_inputs(ids, mask), loaded.device, loaded.dtype))
         with torch.inference_mode():
             loaded.model.generate(
                 input_ids=ids.to(loaded.device),
@@ -227,20 +151,15 @@ class ImageBatcher:
                 pad_token_id=self._pad,
                 eos_token_id=loaded.eos_token_ids,
                 logits_processor=LogitsProcessorList([_RowSampler(rows, self._pad)]),
-                stopping_criteria=StoppingCriteriaList([_RowsDone(rows)]),
-                streamer=_RowStreamer(self, rows, width),
+                stopping_criteria=StoppingCriteriaList([RowsDone(rows)]),
+                streamer=RowStreamer(rows, self._step, holding),
             )
         for row in rows:  # rows generate() ended without their own end (its length limit)
             if not row.done:
                 self._finish(row)
 
     def _step(self, row: _Job, token: int) -> None:
-        """One generated token of a row (worker thread)."""
-        if row.done:
-            return
-        if row.cancelled.is_set():
-            row.done = True  # its caller left: nothing more goes out
-            return
+        """One generated token of an open row (worker thread)."""
         row.tokens.append(token)
         if token in self._eos or len(row.tokens) >= row.max_new_tokens:
             self._finish(row)
@@ -279,33 +198,3 @@ class _RowSampler(LogitsProcessor):
     def _row(job: _Job) -> Row:
         context = job.prompt_ids + job.tokens if job.spec.repetition_penalty != 1.0 else []
         return Row(job.spec, job.tokens, context)
-
-
-class _RowStreamer(BaseStreamer):
-    """Receives each step's tokens for the whole batch (the first call: the prompts) and routes them to rows."""
-
-    def __init__(self, batcher: ImageBatcher, rows: list[_Job], width: int) -> None:
-        self._batcher, self._rows, self._width = batcher, rows, width
-        self._steps = -1
-
-    def put(self, value: torch.Tensor) -> None:
-        self._steps += 1
-        if self._steps == 0:
-            return
-        self._batcher.tokens_in_flight = len(self._rows) * (self._width + self._steps)
-        for row, token in zip(self._rows, value.reshape(-1).tolist()):
-            self._batcher._step(row, token)
-
-    def end(self) -> None:
-        """Nothing buffered: rows finish in `put` or when generate returns."""
-
-
-class _RowsDone(StoppingCriteria):
-    """Per-row stop: finished or cancelled rows stop; generate ends when every row has."""
-
-    def __init__(self, rows: list[_Job]) -> None:
-        self._rows = rows
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        flags = [row.done or row.cancelled.is_set() for row in self._rows]
-        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)

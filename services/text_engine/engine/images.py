@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from services.common.config import ModelEntry
 from services.common.errors import InvalidRequestError
+from services.common.generation import ImageBytes
 from services.common.images import decode_image
 from services.common.multimodal import EncodedImage
 from services.common.multimodal.detail import MIN_IMAGE_TOKENS, image_token_budget
 from services.common.multimodal.family import expand_placeholders
 
 from .loader import LoadedModel
-from .types import GenerationRequest, ImagePart
+from .types import GenerationRequest
 
 # Pixels an image may have before decoding; the gateway enforces its own (configurable) limit first.
 MAX_DECODE_PIXELS = 100_000_000
@@ -46,7 +47,7 @@ def encode_images(
         (m, p, part)
         for m, turn in enumerate(request.messages)
         for p, part in enumerate(turn.parts)
-        if isinstance(part, ImagePart)
+        if isinstance(part, ImageBytes)
     ]
     share = max(MIN_IMAGE_TOKENS, memory_tokens // max(1, len(parts)))
     encoded = []

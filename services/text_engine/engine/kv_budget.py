@@ -7,10 +7,15 @@ attention masks huge and generation several times slower, and on a shared GPU st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
+from services.common.config import ModelParams
 from services.common.hf_models import MIB, kv_bytes_per_token
+
+if TYPE_CHECKING:  # loader.py imports torch and transformers: only its type is needed here
+    from .loader import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -40,3 +45,15 @@ def kv_budget(
     if max_useful_tokens is not None:
         num_blocks = min(num_blocks, max(1, -(-max_useful_tokens // page_size)))
     return KvBudget(bytes_per_token=per_token, page_size=page_size, num_blocks=num_blocks)
+
+
+def paged_kv_budget(loaded: LoadedModel, params: ModelParams) -> KvBudget:
+    """The paged cache of a model's text requests (either backend's): `params.mem` MiB in `block_size` pages,
+    capped at `max_num_seqs` whole contexts."""
+    return kv_budget(
+        loaded.text_config,
+        loaded.dtype,
+        params.mem,
+        params.block_size,
+        max_useful_tokens=params.max_num_seqs * loaded.max_context,
+    )

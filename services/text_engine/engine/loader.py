@@ -28,6 +28,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageText
 
 from services.common.config import ResolvedSampling, SamplingDefaults, resolve_sampling
 from services.common.hf_models import (
+    NOT_TEXT_KEY,
+    TEXT_ONLY_KEY_MAPPING,
     ModelLoadError,
     eos_token_ids,
     read_generation_config,
@@ -48,15 +50,9 @@ from .quantization import (
 
 log = logging.getLogger(__name__)
 
+
 # Checkpoint layouts of multimodal models seen in the wild: transformers 5 (`model.language_model.*`,
 # `lm_head.*`) and the older one (`language_model.model.*`, `language_model.lm_head.*`).
-TEXT_ONLY_KEY_MAPPING = {
-    r"^model\.language_model\.": "model.",
-    r"^language_model\.model\.": "model.",
-    r"^language_model\.lm_head\.": "lm_head.",
-}
-
-
 @dataclass
 class LoadedModel:
     """A model ready for the batching loop."""
@@ -141,7 +137,7 @@ def load_text_model(
         text_config = config.get_text_config()
         # The full model ties lm_head by the top-level flag; the text model alone must do the same.
         text_config.tie_word_embeddings = getattr(config, "tie_word_embeddings", text_config.tie_word_embeddings)
-        model_cls = AutoModelForCausalLM._model_mapping[type(text_config)]
+        model_cls = _text_part_of(AutoModelForCausalLM._model_mapping[type(text_config)])
         extra = {"key_mapping": TEXT_ONLY_KEY_MAPPING}
     else:
         text_config = config
@@ -173,6 +169,22 @@ def load_text_model(
         quantization=plan.describe(torch_dtype) if plan else "",
         family=family,
         architectures=tuple(getattr(config, "architectures", None) or ()),
+    )
+
+
+def _text_part_of(model_cls: type) -> type:
+    """`model_cls` told that the checkpoint's vision weights are left out on purpose.
+
+    transformers reports every checkpoint key the model does not use as UNEXPECTED, in a table logged as a warning
+    at each load: for a text-only load of a multimodal checkpoint that is the whole vision tower, at every normal
+    start. The class's own ignore patterns are how a model says which keys it skips by design; a subclass carries
+    ours so transformers' class stays as it is. Skipped quantization scales of the text model are still reported
+    (quantization.check_skipped_scales), and a missing weight still fails the load."""
+    ignored = {*(model_cls._keys_to_ignore_on_load_unexpected or ()), NOT_TEXT_KEY.pattern}
+    return type(
+        model_cls.__name__,
+        (model_cls,),
+        {"_keys_to_ignore_on_load_unexpected": sorted(ignored), "__module__": model_cls.__module__},
     )
 
 

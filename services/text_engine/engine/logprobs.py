@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from services.common.generation import TokenLogprob, TopLogprob
+
 from .sampling.spec import SampledToken
-from .types import TokenLogprob, TopLogprob
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 

@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Sequence
 
 from services.common.config import ModelParams
 from services.common.hf_models import MIB, kv_bytes_per_token
-from services.common.multimodal import EncodedImage
 
 from .batcher import ContinuousBatcher
 from .image_batcher import ImageBatcher
 from .loader import LoadedModel
-from .sampling.spec import SamplingSpec
-from .token_source import TokenOutput, TokenSource
+from .token_source import NO_CACHE_EVENTS, CacheEvents, OnOutput, TokenOutput, TokenRequest, TokenSource
 
 IMAGE_MEMORY_SHARE = 0.5  # of params.mem, for image batches; the rest is the paged KV cache of text requests
 
@@ -69,22 +66,14 @@ def restore_forward(model) -> None:
 class NativeVisionBatcher:
     """Routes each request to the loop that can serve it; looks like one loop to the engine."""
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        params: ModelParams,
-        on_preempt: Callable[[int], None] = lambda n: None,
-        on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None,
-    ) -> None:
+    def __init__(self, loaded: LoadedModel, params: ModelParams, events: CacheEvents = NO_CACHE_EVENTS) -> None:
         text_mib, image_mib = split_memory(params.mem)
         self._model = loaded.model
         self.image_bytes_per_token = kv_bytes_per_token(loaded.text_config, loaded.dtype)
         self.image_capacity_tokens = max(1, (image_mib * MIB) // self.image_bytes_per_token)
         serialise_forward(loaded.model, threading.Lock())
         try:
-            self.text = ContinuousBatcher(
-                loaded, params.model_copy(update={"mem": text_mib}), on_preempt, on_prefix_lookup
-            )
+            self.text = ContinuousBatcher(loaded, params.model_copy(update={"mem": text_mib}), events)
         except Exception:
             restore_forward(loaded.model)
             raise
@@ -99,28 +88,20 @@ class NativeVisionBatcher:
             raise
         self._routes: dict[str, TokenSource] = {}
 
-    def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        spec: SamplingSpec,
-        on_output: Callable[[TokenOutput], None],
-        images: Sequence[EncodedImage] = (),
-    ) -> None:
+    def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
         """Image requests to the image batcher, the others to continuous batching."""
-        loop: TokenSource = self.images if images else self.text  # type: ignore[assignment]
+        loop: TokenSource = self.images if request.images else self.text  # type: ignore[assignment]
 
         def delivered(output: TokenOutput) -> None:
             if output.is_finished():
-                self._routes.pop(request_id, None)
+                self._routes.pop(request.request_id, None)
             on_output(output)
 
-        self._routes[request_id] = loop
+        self._routes[request.request_id] = loop
         try:
-            loop.submit(request_id, prompt_ids, max_new_tokens, spec, delivered, images)
+            loop.submit(request, delivered)
         except Exception:
-            self._routes.pop(request_id, None)
+            self._routes.pop(request.request_id, None)
             raise
 
     def cancel(self, request_id: str) -> None:

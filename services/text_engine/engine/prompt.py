@@ -30,11 +30,12 @@ from __future__ import annotations
 import json
 
 from services.common.errors import InvalidRequestError
+from services.common.generation import ChatTurn, ImageBytes, RawPrompt, TextPart, Tool, ToolCall, ToolChoiceMode
 
 from .output import ParserSpec
 from .output.parsers import special_token_id
 from .tools.validation import parameters_schema
-from .types import ChatTurn, GenerationRequest, ImagePart, RawPrompt, TextPart, Tool, ToolCall, ToolChoiceMode
+from .types import GenerationRequest
 
 _ROLE_ALIASES = {"developer": "system"}
 
@@ -68,7 +69,8 @@ def content_of(turn: ChatTurn) -> str | list[dict]:
     if not turn.images:
         return "\n".join(part.text for part in turn.parts if isinstance(part, TextPart))
     return [
-        {"type": "image"} if isinstance(part, ImagePart) else {"type": "text", "text": part.text} for part in turn.parts
+        {"type": "image"} if isinstance(part, ImageBytes) else {"type": "text", "text": part.text}
+        for part in turn.parts
     ]
 
 

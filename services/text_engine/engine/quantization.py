@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from services.common.hf_models import ModelLoadError
+from services.common.hf_models import NOT_TEXT_KEY, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ FP8_MIN_CAPABILITY = (8, 9)
 # The last component of a key that holds a quantization scale: weight_scale_inv, weight_scale, input_scale,
 # activation_scale, qscale_weight, qscale_act, k_scale, ... (anything with "scale" in its name).
 _SCALE_KEY = re.compile(r"(^|\.)[^.]*scale[^.]*$")
-# Parts of a multimodal checkpoint a text-only load skips on purpose, scales included.
-_NOT_TEXT = re.compile(r"^(model\.)?(vision_tower|multi_modal_projector|vision_model|visual)\.")
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ def carry_quantization_config(text_config, qc: dict, plan: QuantizationPlan) -> 
 
 def check_skipped_scales(source: str, unexpected_keys, plan: QuantizationPlan | None) -> None:
     """Refuse a load that skipped quantization scales of the text model: its weights would be unscaled."""
-    skipped = sorted(k for k in unexpected_keys if _SCALE_KEY.search(k) and not _NOT_TEXT.match(k))
+    skipped = sorted(k for k in unexpected_keys if _SCALE_KEY.search(k) and not NOT_TEXT_KEY.match(k))
     if not skipped:
         return
     how = (

@@ -12,11 +12,12 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 
+from services.common.generation import Finished, FinishReason, GenerationEvent, TextDelta, TokenLogprob, ToolCallDelta
+
 from .admission import PreparedRequest
 from .logprobs import LogprobFormatter
 from .output import OutputPipeline, ParserSpec
 from .output.pipeline import merge_deltas
-from .types import Finished, FinishReason, GenerationEvent, TextDelta, TokenLogprob, ToolCallDelta
 
 
 class RequestStream:

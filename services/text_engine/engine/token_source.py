@@ -29,6 +29,33 @@ class TokenOutput(Protocol):
         """Whether this is the request's last output."""
 
 
+@dataclass(frozen=True)
+class TokenRequest:
+    """What a batching loop needs of one admitted request (the engine's `PreparedRequest` also carries what only
+    the output side reads: stops, parsing)."""
+
+    request_id: str  # the loop's key for it: `cancel` names it
+    prompt_ids: list[int]
+    max_new_tokens: int
+    spec: SamplingSpec
+    images: Sequence[EncodedImage] = ()  # fill the prompt's image tokens, in order (native-vision loops only)
+
+
+OnOutput = Callable[[TokenOutput], None]  # called with each progress of a request, on the event loop
+
+
+@dataclass(frozen=True)
+class CacheEvents:
+    """What a batching loop tells the engine's metrics about its KV cache. Called on the loop's own thread (or in
+    vLLM's stat logger): each must be thread-safe, as prometheus counters are."""
+
+    on_preempt: Callable[[int], None] = lambda count: None  # requests preempted because the cache was full
+    on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None  # prompt tokens looked up, reused
+
+
+NO_CACHE_EVENTS = CacheEvents()
+
+
 @dataclass
 class TokenProgress:
     """A TokenOutput of the loops whose outputs we make ourselves (the image batcher's, vLLM's adapter's);
@@ -49,17 +76,8 @@ class TokenSource(Protocol):
     budget: KvBudget  # the paged KV cache of text requests
     image_capacity_tokens: int  # KV tokens of one image batch; 0 when the loop takes no images
 
-    def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        spec: SamplingSpec,
-        on_output: Callable[[TokenOutput], None],
-        images: Sequence[EncodedImage] = (),
-    ) -> None:
-        """Queue a request; `images` fill the prompt's image tokens, in order (only a native-vision loop takes
-        them). `on_output` runs on the calling event loop."""
+    def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
+        """Queue a request; `on_output` runs on the calling event loop."""
 
     def cancel(self, request_id: str) -> None:
         """Abort a request and free what it holds; it delivers nothing more."""

@@ -17,7 +17,7 @@ Grammars (response_format, a required or named tool_choice) are ours too: vllm_g
 `Constraint` as a vLLM logits processor in its worker. Images are not taken (models.yaml refuses vision modes
 on this backend).
 
-Budget: `mem` is the KV cache (`kv_cache_memory_bytes`), sized by the same `kv_budget` as transformers'
+Budget: `mem` is the KV cache (`kv_cache_memory_bytes`), sized by the same `paged_kv_budget` as transformers'
 cache, so both hold the same number of tokens. Unloading shuts the engine core down (its processes exit, its
 memory goes back to the system).
 """
@@ -27,16 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.common.config import ModelParams
 from services.common.hf_models import ModelLoadError, head_dim
 
-from .kv_budget import KvBudget, kv_budget
+from .kv_budget import KvBudget, paged_kv_budget
 from .loader import LoadedModel
 from .sampling.spec import SampledToken, SamplingSpec
-from .token_source import TokenProgress
+from .token_source import NO_CACHE_EVENTS, CacheEvents, OnOutput, TokenProgress, TokenRequest
 
 # vllm_grammar.py imports vLLM: its name is what vLLM's worker imports, and `grammar_args` is imported when used.
 LOGITS_PROCESSOR = "services.text_engine.engine.vllm_grammar:GrammarLogitsProcessor"
@@ -81,23 +80,15 @@ class VllmTokenSource:
         *,
         revision: str | None = None,
         trust_remote_code: bool = False,
-        on_preempt: Callable[[int], None] = lambda n: None,
-        on_prefix_lookup: Callable[[int, int], None] = lambda queried, hit: None,
+        events: CacheEvents = NO_CACHE_EVENTS,
     ) -> None:
         # Read by vLLM's worker processes, which inherit this process's environment (set before they start).
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", DEFAULT_RESERVED_CPUS)
         vllm, engine_args_cls, async_llm_cls = _import_vllm()
         _check_runnable(vllm, loaded, source)
-        self.budget: KvBudget = kv_budget(
-            loaded.text_config,
-            loaded.dtype,
-            params.mem,
-            params.block_size,
-            max_useful_tokens=params.max_num_seqs * loaded.max_context,
-        )
+        self.budget: KvBudget = paged_kv_budget(loaded, params)
         self.stats = EngineStats()
-        self._on_preempt = on_preempt
-        self._on_prefix_lookup = on_prefix_lookup
+        self._events = events
         self._eos = list(loaded.eos_token_ids)
         self._source, self._revision, self._vocab_size = source, revision, loaded.text_config.vocab_size
         self._requests: dict[str, asyncio.Task] = {}  # running requests' generate() tasks
@@ -138,7 +129,7 @@ class VllmTokenSource:
     def _stat_logger_factory(self):
         from vllm.v1.metrics.loggers import StatLoggerBase
 
-        stats, on_preempt, on_prefix_lookup = self.stats, self._on_preempt, self._on_prefix_lookup
+        stats, on_preempt, on_prefix_lookup = self.stats, self._events.on_preempt, self._events.on_prefix_lookup
 
         class _Recorder(StatLoggerBase):
             """Keeps the last step's scheduler figures for GetModelInfo and our metrics."""
@@ -178,21 +169,13 @@ class VllmTokenSource:
         """Fraction of the KV cache held by requests after the last engine step."""
         return max(0.0, min(1.0, self.stats.kv_cache_usage))
 
-    def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        spec: SamplingSpec,
-        on_output: Callable,
-        images: Sequence = (),
-    ) -> None:
+    def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
         """Start the request in the engine core; `on_output(TokenProgress)` runs on this event loop."""
-        if images:
+        if request.images:
             raise ValueError("backend: vllm takes text requests only here")
-        params = self.sampling_params(spec, max_new_tokens)
-        self._requests[request_id] = asyncio.get_running_loop().create_task(
-            self._run(request_id, prompt_ids, params, spec, on_output)
+        params = self.sampling_params(request.spec, request.max_new_tokens)
+        self._requests[request.request_id] = asyncio.get_running_loop().create_task(
+            self._run(request.request_id, request.prompt_ids, params, request.spec, on_output)
         )
 
     def sampling_params(self, spec: SamplingSpec, max_new_tokens: int):

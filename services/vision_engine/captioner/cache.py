@@ -11,6 +11,8 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from services.common.generation import Detail
+
 
 @dataclass(frozen=True)
 class CacheKey:
@@ -19,7 +21,7 @@ class CacheKey:
     another model), asked the same instruction (user text included) for the same number of tokens."""
 
     image_sha256: str
-    detail: str
+    detail: Detail
     instruction_sha256: str  # of the instruction and the caption limit
     model: str  # the checkpoint's source (hub id or local path)
     revision: str
@@ -28,7 +30,7 @@ class CacheKey:
     def of(
         cls,
         image_sha256: str,
-        detail: str,
+        detail: Detail,
         instruction: str,
         *,
         max_tokens: int,

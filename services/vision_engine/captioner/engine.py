@@ -23,8 +23,9 @@ from services.common.errors import (
     ProxyVisionError,
     ShuttingDownError,
 )
-from services.common.hf_models import MIB, check_local_source
-from services.common.hub_download import fetch_checkpoint
+from services.common.generation import Detail, ImageBytes
+from services.common.hf_models import MIB
+from services.common.hub_download import fetch_weights
 from services.common.images import decode_image
 from services.common.lifecycle import ModelLifecycle, ModelState
 from services.common.metrics import ModelSnapshot, VisionMetrics
@@ -36,7 +37,7 @@ from .flights import CaptionFailed, Flight, FlightBoard
 from .loader import LoadedVisionModel, load_vision_model
 from .prompts import build_instruction
 from .shared_cache import SharedCaptionStore
-from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob, ImageItem
+from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,7 @@ class CaptionEngine:
                 entry.source,
                 own,
             )
-        check_local_source(entry)
-        fetch_checkpoint(entry.source, revision=entry.revision, report=self.lifecycle.report)
-        self.lifecycle.report(f"loading weights from {entry.source}")
+        fetch_weights(entry, self.lifecycle.report)
         loaded = load_vision_model(
             entry.source,
             dtype=params.dtype,
@@ -170,7 +169,8 @@ class CaptionEngine:
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         batcher = CaptionBatcher(loaded, params, self._loop)
         log.info(
-            "Vision model %s ready%s: batch budget %d tokens of prompt + image + caption (mem=%d MiB, %d bytes/token)",
+            "Vision model %s ready%s: batch budget %d KV tokens, rows x padded (prompt + image + caption) "
+            "(mem=%d MiB, %d bytes/token)",
             entry.name,
             note,
             batcher.token_budget,
@@ -238,7 +238,7 @@ class CaptionEngine:
             "Vision processing completed in %.0fms (%d images)", (time.monotonic() - started) * 1000, len(job.images)
         )
 
-    def cache_key(self, item: ImageItem, instruction: str, max_tokens: int) -> CacheKey:
+    def cache_key(self, item: ImageBytes, instruction: str, max_tokens: int) -> CacheKey:
         """The cache key of one image of a request: its bytes and detail, the instruction and caption limit, and
         the checkpoint this engine loads (source and revision)."""
         sha = item.sha256 or hashlib.sha256(item.data).hexdigest()
@@ -280,7 +280,7 @@ class CaptionEngine:
             decode_image(job.images[i].data, max_pixels=MAX_DECODE_PIXELS, param=f"images[{i}]").image for i in indices
         ]
 
-    def _image_budget(self, runtime: VisionRuntime, detail: str, image, max_tokens: int) -> int:
+    def _image_budget(self, runtime: VisionRuntime, detail: Detail, image, max_tokens: int) -> int:
         # One sequence may use the whole batch budget, less its text and caption.
         memory_tokens = runtime.batcher.token_budget - max_tokens - 128
         return image_token_budget(
@@ -325,14 +325,4 @@ class CaptionEngine:
         )
 
     def _snapshot(self) -> ModelSnapshot:
-        info = self.info()
-        return ModelSnapshot(
-            state=info.state,
-            running=info.running,
-            waiting=info.waiting,
-            memory_budget_bytes=self.entry.params.mem * MIB,
-            memory_used_bytes=info.memory_used_bytes,
-            last_load_seconds=info.last_load_seconds,
-            loads=self.lifecycle.loads,
-            unloads=self.lifecycle.unloads,
-        )
+        return ModelSnapshot.of(self.info(), self.lifecycle, self.entry.params.mem * MIB)

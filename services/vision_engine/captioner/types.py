@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class ImageItem:
-    """One image of a request."""
-
-    data: bytes
-    mime_type: str
-    detail: str  # "low" | "high" | "auto"
-    sha256: str = ""
+from services.common.generation import ImageBytes
 
 
 @dataclass(frozen=True)
@@ -20,7 +12,7 @@ class DescribeJob:
     """All images of one chat message and what to ask about them."""
 
     request_id: str
-    images: tuple[ImageItem, ...]
+    images: tuple[ImageBytes, ...]
     prompt: str = ""  # empty: the model's prompt_template
     user_prompt: str = ""
     max_tokens: int = 0  # 0: the configured max_caption_tokens

@@ -78,6 +78,10 @@ def test_only_the_files_transformers_reads_are_fetched():
     assert files_to_fetch(["model.safetensors", "pytorch_model.bin"]) == ["model.safetensors"]
 
 
+def reachable(repo, *, revision, field):
+    """check_hub_source's answer when the hub has the repo (test_hub_access.py tests the real one)."""
+
+
 def test_a_download_logs_periodically_and_reports_its_status(monkeypatch, caplog):
     clock = Clock()
     monkeypatch.setattr(DownloadProgress, "clock", staticmethod(clock))
@@ -89,6 +93,7 @@ def test_a_download_logs_periodically_and_reports_its_status(monkeypatch, caplog
             "org/model",
             revision="main",
             report=statuses.append,
+            check=reachable,
             list_files=lambda repo, revision: list(sizes),
             download=download,
         )
@@ -140,16 +145,18 @@ def test_local_directories_and_offline_mode_fetch_nothing(tmp_path, monkeypatch)
     def boom(*args, **kwargs):
         raise AssertionError("must not be called")
 
-    fetch_checkpoint(str(tmp_path), revision=None, report=boom, list_files=boom, download=boom)
+    fetch_checkpoint(str(tmp_path), revision=None, report=boom, check=boom, list_files=boom, download=boom)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    fetch_checkpoint("org/model", revision=None, report=boom, list_files=boom, download=boom)
+    fetch_checkpoint("org/model", revision=None, report=boom, check=reachable, list_files=boom, download=boom)
 
 
 def test_a_failed_prefetch_is_a_warning_and_leaves_the_load_to_transformers(caplog):
     def unreachable(repo, revision):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
-    fetch_checkpoint("org/model", revision=None, report=lambda s: None, list_files=unreachable, download=None)
+    fetch_checkpoint(
+        "org/model", revision=None, report=lambda s: None, check=reachable, list_files=unreachable, download=None
+    )
     assert "Could not pre-fetch org/model (OSError: [Errno -3] Temporary failure in name resolution)" in caplog.text
 
 

@@ -8,16 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from services.api_gateway.clients.base import EngineModelInfo
-from services.api_gateway.clients.text_engine import (
-    Accepted,
-    ChatTurn,
-    Finished,
-    GenerationParams,
-    OutputOptions,
-    RawPrompt,
-    ReasoningDelta,
-    TextDelta,
-)
+from services.api_gateway.clients.text_engine import OutputOptions
 from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.serving.core import GenerationCore
 from services.api_gateway.serving.image_policy import ImagePolicies
@@ -28,6 +19,16 @@ from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
 from services.api_gateway.serving.vision_status import VisionBackend
 from services.api_gateway.state import GatewayState
 from services.common.config import ImageLimits, ModelsConfig, parse_models_config
+from services.common.generation import (
+    Accepted,
+    ChatTurn,
+    Finished,
+    FinishReason,
+    RawPrompt,
+    ReasoningDelta,
+    SamplingParams,
+    TextDelta,
+)
 
 TEXT = "ministral-3-3b-reasoning"
 OTHER = "other-text-model"
@@ -39,7 +40,7 @@ class Call:
     """One generate() (or count_tokens()) call as the fake saw it."""
 
     messages: list[ChatTurn]
-    params: GenerationParams
+    params: SamplingParams
     request_id: str
     timeout: float | None
     options: OutputOptions = OutputOptions()
@@ -82,7 +83,7 @@ class FakeTextEngine:
         self.counts.append(
             Call(
                 list(messages),
-                GenerationParams(),
+                SamplingParams(),
                 request_id,
                 timeout,
                 options,
@@ -120,7 +121,7 @@ class FakeTextEngine:
 def finished(
     reason: str = "stop", prompt: int = 7, completion: int = 2, error: str = "", reasoning: int = 0
 ) -> Finished:
-    return Finished(reason, prompt, completion, error, reasoning)
+    return Finished(FinishReason(reason), prompt, completion, error, reasoning)
 
 
 def hello_script() -> list:

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from services.api_gateway.clients.text_engine import ChatTurn, Finished, TextDelta
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.common.errors import DeadlineExceededError, InvalidRequestError, OverloadedError
+from services.common.generation import ChatTurn, Finished, TextDelta
 
 from .fakes import TEXT, FakeTextEngine, hello_script, make_state
 
@@ -32,7 +32,7 @@ async def drain(calls) -> str:
     while (item := await calls.next()) is not None:
         if isinstance(item[1], TextDelta):
             text.append(item[1].text)
-        assert not isinstance(item[1], Finished) or item[1].finish_reason == "stop"
+        assert not isinstance(item[1], Finished) or item[1].reason == "stop"
     await calls.aclose()
     return "".join(text)
 

@@ -12,15 +12,6 @@ import httpx
 import pytest
 
 from services.api_gateway.app import build_app
-from services.api_gateway.clients.text_engine import (
-    Accepted,
-    ChatTurn,
-    Finished,
-    ReasoningDelta,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-)
 from services.api_gateway.dependencies import get_state
 from services.api_gateway.schemas.anthropic import MessagesRequest
 from services.api_gateway.serving.protocols.anthropic import messages_conversation
@@ -31,6 +22,16 @@ from services.common.errors import (
     DeadlineExceededError,
     EngineUnavailableError,
     OverloadedError,
+)
+from services.common.generation import (
+    Accepted,
+    ChatTurn,
+    Finished,
+    FinishReason,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
 )
 from tests.support.images import png
 
@@ -173,7 +174,7 @@ def test_a_conversation_with_tools_thinking_and_images_becomes_the_cores_message
     assert (error.role, error.parts) == ("tool", ("Error:", "timeout"))
     assert (follow_up.role, follow_up.parts) == ("user", ("And tomorrow?",))
     options, params = conversation.options, conversation.params
-    assert (options.tool_choice, options.tool_name, options.parallel_tool_calls) == ("required", "", False)
+    assert (options.tool_choice.mode, options.tool_choice.name, options.parallel_tool_calls) == ("required", "", False)
     assert [t.name for t in options.tools] == ["get_weather"] and json.loads(options.tools[0].parameters)[
         "type"
     ] == "object"
@@ -192,7 +193,7 @@ def test_a_conversation_with_tools_thinking_and_images_becomes_the_cores_message
 )
 def test_tool_choice_maps_to_the_engines(choice, mode, name):
     options = messages_conversation(MessagesRequest.model_validate(body(tools=[WEATHER], tool_choice=choice))).options
-    assert (options.tool_choice, options.tool_name, options.parallel_tool_calls) == (mode, name, None)
+    assert (options.tool_choice.mode, options.tool_choice.name, options.parallel_tool_calls) == (mode, name, None)
 
 
 def test_output_config_format_is_a_json_schema_answer():
@@ -201,7 +202,7 @@ def test_output_config_format_is_a_json_schema_answer():
         body(output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "low"})
     )
     options = messages_conversation(request).options
-    assert (options.response_format, json.loads(options.schema)) == ("json_schema", schema)
+    assert (options.response_format.type, json.loads(options.response_format.schema)) == ("json_schema", schema)
 
 
 async def test_the_engine_gets_the_turns_and_the_answer_names_the_model_as_requested():
@@ -260,7 +261,7 @@ async def test_max_tokens_reached_is_stop_reason_max_tokens():
 
 
 async def test_a_matched_stop_sequence_is_stop_reason_stop_sequence_streamed_or_not():
-    script = [Accepted(7), TextDelta("It is "), Finished("stop", 7, 3, stop_sequence="four")]
+    script = [Accepted(7), TextDelta("It is "), Finished(FinishReason.STOP, 7, 3, stop_sequence="four")]
     answer = (await post(FakeTextEngine(TEXT, script), body(stop_sequences=["four"]))).json()
     assert (answer["stop_reason"], answer["stop_sequence"]) == ("stop_sequence", "four")
     streamed = events((await post(FakeTextEngine(TEXT, script), body(stop_sequences=["four"], stream=True))).text)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from services.api_gateway.clients.text_engine import Accepted, TextDelta
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving import sse
 from services.common.errors import (
@@ -19,6 +18,7 @@ from services.common.errors import (
     InvalidRequestError,
     ModelNotFoundError,
 )
+from services.common.generation import Accepted, TextDelta
 
 from .fakes import (
     OTHER,

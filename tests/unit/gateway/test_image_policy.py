@@ -9,12 +9,12 @@ import hashlib
 
 import pytest
 
-from services.api_gateway.clients.images import ImageBytes
-from services.api_gateway.clients.text_engine import ChatTurn, GenerationParams, OutputOptions, to_request
+from services.api_gateway.clients.text_engine import OutputOptions, to_request
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.image_policy import ImagePolicy, decide
 from services.common.config import ModelsConfig, parse_models_config
 from services.common.errors import InvalidRequestError, VisionUnavailableError
+from services.common.generation import ChatTurn, Detail, ImageBytes, SamplingParams, TextPart
 from services.common.pb.proxyvision.v1 import common_pb2
 from tests.support.images import jpeg, png
 
@@ -84,11 +84,12 @@ async def test_native_model_gets_its_text_and_images_as_parts_in_order_and_nothi
     assert vision.calls == [] and engines[TEXT].calls == []
     system, user = engines[NATIVE].calls[0].messages
     assert system == ChatTurn("system", "Be brief.")
-    red = ImageBytes(RED, "image/png", "low", hashlib.sha256(RED).hexdigest())
-    blue = ImageBytes(BLUE, "image/jpeg", "high", hashlib.sha256(BLUE).hexdigest())
-    assert user == ChatTurn("user", "", parts=("compare this", red, "with this", blue, "please"))
+    red = ImageBytes(RED, "image/png", Detail.LOW, hashlib.sha256(RED).hexdigest())
+    blue = ImageBytes(BLUE, "image/jpeg", Detail.HIGH, hashlib.sha256(BLUE).hexdigest())
+    parts = (TextPart("compare this"), red, TextPart("with this"), blue, TextPart("please"))
+    assert user == ChatTurn("user", "", parts=parts)
     # On the wire: ChatMessage.parts in the same order, the image as bytes + mime + detail + sha256.
-    wire = to_request(NATIVE, [user], GenerationParams(), OutputOptions(), "rid").messages[0]
+    wire = to_request(NATIVE, [user], SamplingParams(), OutputOptions(), "rid").messages[0]
     assert [p.WhichOneof("part") for p in wire.parts] == ["text", "image", "text", "image", "text"]
     assert wire.content == "" and wire.parts[1].image.data == RED and wire.parts[3].image.mime_type == "image/jpeg"
     assert (wire.parts[1].image.detail, wire.parts[3].image.detail) == (common_pb2.DETAIL_LOW, common_pb2.DETAIL_HIGH)
@@ -102,7 +103,7 @@ async def test_native_stream_is_accepted_before_it_starts_like_text():
     assert plan.core.images is None and plan.core.turns is not None  # nothing to wait for: no caption step
     transcript = "".join([frame async for frame in await state.chat.stream(plan, "rid")])
     assert '"content":"Hello"' in transcript and "proxy_vision" not in transcript and ": timing" not in transcript
-    assert engine.calls[0].messages[1].parts[0] == "compare this"
+    assert engine.calls[0].messages[1].parts[0] == TextPart("compare this")
 
 
 async def test_side_by_side_the_text_model_is_captioned_through_the_proxy():

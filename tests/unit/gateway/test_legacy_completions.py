@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from services.api_gateway.app import build_app
-from services.api_gateway.clients.text_engine import Accepted, RawPrompt, TextDelta, TokenLogprob, TopLogprob
 from services.api_gateway.dependencies import get_state
 from services.api_gateway.schemas.completions import CompletionRequest
 from services.api_gateway.serving import sse
 from services.common.config import parse_models_config
 from services.common.errors import EngineUnavailableError, InvalidRequestError
+from services.common.generation import Accepted, RawPrompt, TextDelta, TokenLogprob, TopLogprob
 
 from .fakes import OTHER, TEXT, FakeTextEngine, finished, hello_script, make_state
 

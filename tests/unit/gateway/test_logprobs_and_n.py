@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from services.api_gateway.clients.text_engine import Accepted, TextDelta, TokenLogprob, TopLogprob
 from services.api_gateway.serving import chunks, sse
 from services.common.errors import ContextLengthExceededError, InvalidRequestError
+from services.common.generation import Accepted, TextDelta, TokenLogprob, TopLogprob
 
 from .fakes import TEXT, FakeTextEngine, finished, hello_script, make_state
 from .test_chat_service import request, run_stream

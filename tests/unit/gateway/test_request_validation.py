@@ -141,7 +141,7 @@ async def test_the_issue_12_parameters_are_accepted_and_reach_the_engine(client,
     assert (params.repetition_penalty, params.min_p, params.top_logprobs) == (1.1, 0.05, 20)
     assert (
         engine.calls[0].messages[2].tool_call_id == "call_1"
-        and engine.calls[0].options.response_format == "json_object"
+        and engine.calls[0].options.response_format.type == "json_object"
     )
 
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from services.api_gateway.app import build_app
-from services.api_gateway.clients.text_engine import Accepted, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta
 from services.api_gateway.dependencies import get_state
 from services.api_gateway.serving.response_store import MemoryResponseStore
 from services.common.config import ResponseStoreSettings
+from services.common.generation import Accepted, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta
 
 from .fakes import TEXT, FakeTextEngine, finished, hello_script, make_config, make_state, reasoning_script
 
@@ -103,7 +103,7 @@ async def test_items_fold_into_chat_turns_with_calls_results_and_reasoning(clien
     assert assistant.tool_calls == (ToolCall("call_1", "get_weather", '{"city":"Paris"}'),)
     assert (tool.role, tool.content, tool.tool_call_id, tool.name) == ("tool", "18C, sunny", "call_1", "get_weather")
     options = engine.calls[0].options
-    assert [t.name for t in options.tools] == ["get_weather"] and options.tool_choice == "auto"
+    assert [t.name for t in options.tools] == ["get_weather"] and options.tool_choice.mode == "auto"
 
 
 async def test_tool_choice_and_text_format_reach_the_engine(client, engine):
@@ -120,8 +120,12 @@ async def test_tool_choice_and_text_format_reach_the_engine(client, engine):
         },
     )
     options = engine.calls[0].options
-    assert (options.tool_choice, options.tool_name, options.parallel_tool_calls) == ("named", "get_weather", False)
-    assert (options.response_format, options.schema_name, json.loads(options.schema)) == (
+    assert (options.tool_choice.mode, options.tool_choice.name, options.parallel_tool_calls) == (
+        "named",
+        "get_weather",
+        False,
+    )
+    assert (options.response_format.type, options.response_format.name, json.loads(options.response_format.schema)) == (
         "json_schema",
         "city",
         {"type": "object"},

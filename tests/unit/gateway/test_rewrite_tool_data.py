@@ -3,13 +3,12 @@ user message has an image comes out as text turns with every call, call id and n
 
 from __future__ import annotations
 
-from services.api_gateway.clients.images import ImageBytes
-from services.api_gateway.clients.text_engine import ToolCall
 from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.protocols.chat import chat_conversation
 from services.api_gateway.serving.vision_rewrite import PendingImages
 from services.api_gateway.serving.vision_status import VisionBackend
+from services.common.generation import Detail, ImageBytes, ToolCall
 
 from .fakes import TEXT
 
@@ -51,7 +50,7 @@ async def test_captioned_conversation_keeps_tool_calls_ids_names_and_tool_text()
         }
     )
     vision = FakeVision()
-    image = ImageBytes(b"png", "image/png", "auto", "hash")
+    image = ImageBytes(b"png", "image/png", Detail.AUTO, "hash")
     pending = PendingImages(chat_conversation(request).messages, {0: [image]}, vision, VisionBackend(None), 5.0)  # type: ignore[arg-type]
     user, assistant, tool = await pending.describe("rid")
     assert (user.role, user.content) == ("user", "What is this?\n\nImage 1: a red bicycle")

@@ -14,16 +14,16 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.api_gateway.clients.channels import open_replica_channel
-from services.api_gateway.clients.images import ImageBytes
 from services.api_gateway.clients.replicas import Address, ReplicaSet, parse_target
 from services.api_gateway.clients.routing import AffinityRouting
-from services.api_gateway.clients.text_engine import Accepted, Finished, GenerationParams, TextDelta, TextEngineClient
+from services.api_gateway.clients.text_engine import TextEngineClient
 from services.api_gateway.clients.vision_engine import VisionEngineClient
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.conversation_key import conversation_key
 from services.api_gateway.serving.protocols.chat import chat_conversation
 from services.common.config import TlsSettings
 from services.common.errors import EngineUnavailableError, InvalidRequestError
+from services.common.generation import Accepted, Detail, Finished, ImageBytes, SamplingParams, TextDelta
 from services.common.pb.proxyvision.v1 import (
     common_pb2,
     text_engine_pb2 as tpb,
@@ -145,14 +145,14 @@ async def vision(replicas):
 
 async def answer(client: TextEngineClient, key: str) -> str:
     """The text of one generation (each fake engine answers its own name)."""
-    events = [e async for e in client.generate([], GenerationParams(), request_id="r", timeout=5, affinity_key=key)]
+    events = [e async for e in client.generate([], SamplingParams(), request_id="r", timeout=5, affinity_key=key)]
     assert isinstance(events[0], Accepted) and isinstance(events[-1], Finished)
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
 def image(n: int) -> ImageBytes:
     data = f"image {n}".encode()
-    return ImageBytes(data, "image/png", "auto", hashlib.sha256(data).hexdigest())
+    return ImageBytes(data, "image/png", Detail.AUTO, hashlib.sha256(data).hexdigest())
 
 
 # --- targets and the replica set ---------------------------------------------------------------------------------
@@ -344,7 +344,7 @@ async def test_the_load_guard_spills_to_the_least_loaded_replica_past_the_gap(te
     owner = routing.replicas.ring.owner("user:alice")
     replicas.engines[owner].mode = "hold"
     held = [
-        client.generate([], GenerationParams(), request_id="r", timeout=5, affinity_key="user:alice") for _ in range(2)
+        client.generate([], SamplingParams(), request_id="r", timeout=5, affinity_key="user:alice") for _ in range(2)
     ]
     for call in held:
         assert isinstance(await anext(call), Accepted)  # both running on the owner
@@ -354,7 +354,7 @@ async def test_the_load_guard_spills_to_the_least_loaded_replica_past_the_gap(te
     assert replicas.outcomes["load_guard"] == 1
     replicas.engines[owner].release.set()
     for call in held:
-        assert [e async for e in call][-1].finish_reason == "stop"
+        assert [e async for e in call][-1].reason == "stop"
     assert routing.replicas.replicas[owner].in_flight == 0
     assert await answer(client, "user:alice") == owner  # load gone: back to the owner
 
@@ -363,7 +363,7 @@ async def test_one_call_in_flight_under_the_gap_stays_with_the_owner(text, repli
     client, routing = text
     owner = routing.replicas.ring.owner("user:alice")
     replicas.engines[owner].mode = "hold"
-    held = client.generate([], GenerationParams(), request_id="r", timeout=5, affinity_key="user:alice")
+    held = client.generate([], SamplingParams(), request_id="r", timeout=5, affinity_key="user:alice")
     assert isinstance(await anext(held), Accepted)
     replicas.engines[owner].mode = "ok"
     assert await answer(client, "user:alice") == owner  # 1 - 0 < 2

@@ -1,4 +1,4 @@
-"""clients/text_engine.py: GenerationParams, OutputOptions, ChatTurns and RawPrompts to the proto by name (dicts to
+"""clients/text_engine.py: SamplingParams, OutputOptions, ChatTurns and RawPrompts to the proto by name (dicts to
 maps, tuples to repeated fields), the engine's stream messages back to events, and count_tokens over real grpc.aio
 servers on loopback (port 0), routed and failed over as generate is."""
 
@@ -12,32 +12,35 @@ import pytest
 from services.api_gateway.clients.channels import open_replica_channel
 from services.api_gateway.clients.replicas import ReplicaSet
 from services.api_gateway.clients.routing import AffinityRouting
-from services.api_gateway.clients.text_engine import (
+from services.api_gateway.clients.text_engine import OutputOptions, TextEngineClient, to_request
+from services.common.errors import InvalidRequestError, ModelNotFoundError
+from services.common.generation import (
     ChatTurn,
     Finished,
-    GenerationParams,
-    OutputOptions,
+    FinishReason,
     RawPrompt,
+    ResponseFormat,
+    ResponseFormatType,
+    SamplingParams,
     TextDelta,
-    TextEngineClient,
     TokenLogprob,
+    Tool,
     ToolCall,
     ToolCallDelta,
-    ToolSpec,
+    ToolChoice,
+    ToolChoiceMode,
     TopLogprob,
-    to_event,
-    to_request,
 )
-from services.common.errors import InvalidRequestError, ModelNotFoundError
+from services.common.generation_pb import event_from_pb as to_event
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 
 
 def test_every_generation_parameter_is_a_sampling_field_of_the_proto():
-    assert {f.name for f in fields(GenerationParams)} <= set(pb.SamplingParams.DESCRIPTOR.fields_by_name)
+    assert {f.name for f in fields(SamplingParams)} <= set(pb.SamplingParams.DESCRIPTOR.fields_by_name)
 
 
 def test_sampling_parameters_map_by_name_and_unset_ones_stay_unset():
-    params = GenerationParams(
+    params = SamplingParams(
         max_tokens=8,
         seed=3,
         stop=("END",),
@@ -54,21 +57,18 @@ def test_sampling_parameters_map_by_name_and_unset_ones_stay_unset():
     assert dict(sampling.logit_bias) == {5: -100.0, 7: 2.5} and list(sampling.stop_token_ids) == [1, 2]
     assert sampling.ignore_eos and sampling.HasField("top_logprobs") and sampling.top_logprobs == 0
     assert sampling.repetition_penalty == pytest.approx(1.2) and sampling.min_p == pytest.approx(0.1)
-    empty = to_request("m", [], GenerationParams(), OutputOptions(), "r").sampling
+    empty = to_request("m", [], SamplingParams(), OutputOptions(), "r").sampling
     assert empty.ListFields() == []
 
 
 def test_tools_choice_and_format_map_to_the_request():
     options = OutputOptions(
-        tools=(ToolSpec("f", "does f", '{"type": "object"}', True), ToolSpec("g")),
-        tool_choice="named",
-        tool_name="g",
+        tools=(Tool("f", "does f", '{"type": "object"}', True), Tool("g")),
+        tool_choice=ToolChoice(ToolChoiceMode.NAMED, "g"),
         parallel_tool_calls=False,
-        response_format="json_schema",
-        schema='{"type": "object"}',
-        schema_name="out",
+        response_format=ResponseFormat(ResponseFormatType.JSON_SCHEMA, '{"type": "object"}', "out"),
     )
-    request = to_request("m", [], GenerationParams(), options, "r")
+    request = to_request("m", [], SamplingParams(), options, "r")
     assert [(t.name, t.description, t.parameters, t.strict) for t in request.tools] == [
         ("f", "does f", '{"type": "object"}', True),
         ("g", "", "", False),
@@ -80,9 +80,15 @@ def test_tools_choice_and_format_map_to_the_request():
         "out",
     )
     for mode in ("auto", "none", "required"):
-        chosen = to_request("m", [], GenerationParams(), OutputOptions(tools=(ToolSpec("f"),), tool_choice=mode), "r")
+        chosen = to_request(
+            "m",
+            [],
+            SamplingParams(),
+            OutputOptions(tools=(Tool("f"),), tool_choice=ToolChoice(ToolChoiceMode(mode))),
+            "r",
+        )
         assert pb.ToolChoice.Mode.Name(chosen.tool_choice.mode) == f"TOOL_CHOICE_{mode.upper()}"
-    plain = to_request("m", [], GenerationParams(), OutputOptions(), "r")
+    plain = to_request("m", [], SamplingParams(), OutputOptions(), "r")
     assert not plain.HasField("tool_choice") and not plain.HasField("response_format")
     assert not plain.HasField("parallel_tool_calls") and not plain.tools
 
@@ -92,7 +98,7 @@ def test_tool_history_maps_to_the_messages():
         ChatTurn("assistant", "", "thought", tool_calls=(ToolCall("call_1", "f", '{"a": 1}'),)),
         ChatTurn("tool", "42", tool_call_id="call_1", name="f"),
     ]
-    assistant, tool = to_request("m", turns, GenerationParams(), OutputOptions(), "r").messages
+    assistant, tool = to_request("m", turns, SamplingParams(), OutputOptions(), "r").messages
     assert (assistant.reasoning, [(c.id, c.name, c.arguments) for c in assistant.tool_calls]) == (
         "thought",
         [("call_1", "f", '{"a": 1}')],
@@ -122,7 +128,7 @@ def test_stream_messages_become_events():
             finish_reason=pb.FINISH_REASON_TOOL_CALLS, usage=pb.Usage(prompt_tokens=3, completion_tokens=4)
         )
     )
-    assert to_event(done) == Finished("tool_calls", 3, 4)
+    assert to_event(done) == Finished(FinishReason.TOOL_CALLS, 3, 4)
     stopped = pb.GenerateResponse(
         finished=pb.Finished(
             finish_reason=pb.FINISH_REASON_STOP,
@@ -130,13 +136,13 @@ def test_stream_messages_become_events():
             usage=pb.Usage(prompt_tokens=3, completion_tokens=4),
         )
     )
-    assert to_event(stopped) == Finished("stop", 3, 4, stop_sequence="END")
+    assert to_event(stopped) == Finished(FinishReason.STOP, 3, 4, stop_sequence="END")
     assert to_event(pb.GenerateResponse()) is None
 
 
 def test_a_raw_prompt_maps_to_the_request_and_no_prompt_leaves_it_unset():
     request = to_request(
-        "m", [], GenerationParams(max_tokens=4), OutputOptions(), "r", RawPrompt("def f(", suffix="    return 1")
+        "m", [], SamplingParams(max_tokens=4), OutputOptions(), "r", RawPrompt("def f(", suffix="    return 1")
     )
     assert (request.prompt.text, list(request.prompt.token_ids), request.prompt.suffix) == (
         "def f(",
@@ -144,9 +150,9 @@ def test_a_raw_prompt_maps_to_the_request_and_no_prompt_leaves_it_unset():
         "    return 1",
     )
     assert not request.messages and request.sampling.max_tokens == 4
-    by_ids = to_request("m", [], GenerationParams(), OutputOptions(), "r", RawPrompt(token_ids=(1, 2, 3)))
+    by_ids = to_request("m", [], SamplingParams(), OutputOptions(), "r", RawPrompt(token_ids=(1, 2, 3)))
     assert list(by_ids.prompt.token_ids) == [1, 2, 3] and by_ids.prompt.text == ""
-    assert not to_request("m", [ChatTurn("user", "hi")], GenerationParams(), OutputOptions(), "r").HasField("prompt")
+    assert not to_request("m", [ChatTurn("user", "hi")], SamplingParams(), OutputOptions(), "r").HasField("prompt")
 
 
 class CountingEngine(text_engine_pb2_grpc.TextEngineServicer):
@@ -189,12 +195,12 @@ async def test_count_tokens_sends_the_request_generate_would_and_returns_the_cou
     address, engine = next(iter(counters.items()))
     async with grpc.aio.insecure_channel(address) as channel:
         client = TextEngineClient(channel, "m")
-        options = OutputOptions(tools=(ToolSpec("lookup"),), tool_choice="required")
+        options = OutputOptions(tools=(Tool("lookup"),), tool_choice=ToolChoice(ToolChoiceMode.REQUIRED))
         assert await client.count_tokens([ChatTurn("user", "hello")], options, request_id="req-1", timeout=5) == 11
         assert await client.count_tokens([], prompt=RawPrompt(token_ids=(7, 8)), request_id="req-2", timeout=5) == 2
         (chat, chat_id), (raw, raw_id) = engine.requests
-        assert chat == to_request("m", [ChatTurn("user", "hello")], GenerationParams(), options, "req-1")
-        assert raw == to_request("m", [], GenerationParams(), OutputOptions(), "req-2", RawPrompt(token_ids=(7, 8)))
+        assert chat == to_request("m", [ChatTurn("user", "hello")], SamplingParams(), options, "req-1")
+        assert raw == to_request("m", [], SamplingParams(), OutputOptions(), "req-2", RawPrompt(token_ids=(7, 8)))
         assert (chat_id, raw_id) == ("req-1", "req-2")
         engine.mode = "unknown"
         with pytest.raises(ModelNotFoundError):

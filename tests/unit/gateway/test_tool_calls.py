@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.api_gateway.clients.text_engine import Accepted, TextDelta, ToolCall, ToolCallDelta, ToolSpec
+from services.common.generation import Accepted, TextDelta, Tool, ToolCall, ToolCallDelta
 
 from .fakes import TEXT, FakeTextEngine, finished, make_state
 from .test_chat_service import normalized, request, run_stream
@@ -102,14 +102,18 @@ async def test_tools_and_tool_choice_reach_the_engine():
     )
     options = engine.calls[0].options
     assert options.tools == (
-        ToolSpec("get_weather", "Weather in a city", json.dumps(WEATHER["function"]["parameters"])),
-        ToolSpec("get_time"),
+        Tool("get_weather", "Weather in a city", json.dumps(WEATHER["function"]["parameters"])),
+        Tool("get_time"),
     )
-    assert (options.tool_choice, options.tool_name, options.parallel_tool_calls) == ("named", "get_time", False)
+    assert (options.tool_choice.mode, options.tool_choice.name, options.parallel_tool_calls) == (
+        "named",
+        "get_time",
+        False,
+    )
     await state.chat.complete(await state.chat.plan(request(tools=[TIME], tool_choice="required")), "r")
-    assert (engine.calls[1].options.tool_choice, engine.calls[1].options.parallel_tool_calls) == ("required", None)
+    assert (engine.calls[1].options.tool_choice.mode, engine.calls[1].options.parallel_tool_calls) == ("required", None)
     await state.chat.complete(await state.chat.plan(request()), "r")
-    assert engine.calls[2].options.tools == () and engine.calls[2].options.tool_choice == "auto"
+    assert engine.calls[2].options.tools == () and engine.calls[2].options.tool_choice.mode == "auto"
 
 
 async def test_response_formats_reach_the_engine():
@@ -119,8 +123,12 @@ async def test_response_formats_reach_the_engine():
     for fmt in ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}):
         await state.chat.complete(await state.chat.plan(request(response_format=fmt)), "r")
     first, second = (c.options for c in engine.calls)
-    assert (first.response_format, first.schema) == ("json_object", "")
-    assert (second.response_format, json.loads(second.schema), second.schema_name) == ("json_schema", schema, "answer")
+    assert (first.response_format.type, first.response_format.schema) == ("json_object", "")
+    assert (second.response_format.type, json.loads(second.response_format.schema), second.response_format.name) == (
+        "json_schema",
+        schema,
+        "answer",
+    )
 
 
 async def test_tool_history_reaches_the_engine():

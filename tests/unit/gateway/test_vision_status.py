@@ -73,3 +73,28 @@ async def test_a_vision_model_still_loading_at_start_up_is_news_not_a_warning(ca
         first.getMessage()
     )
     assert second.levelname == "WARNING" and "failed to load: CUDA out of memory" in second.getMessage()
+
+
+async def test_no_vision_model_configured_is_said_at_info(caplog):
+    # A text-only deployment is as configured: nothing at a normal start-up is a warning.
+    with caplog.at_level("INFO", logger="services.api_gateway.serving.vision_status"):
+        await VisionBackend(None).start()
+    (record,) = caplog.records
+    assert (record.levelname, record.getMessage()) == (
+        "INFO",
+        "Vision backend: Unavailable (no vision model configured)",
+    )
+
+
+async def test_an_engine_not_listening_yet_at_start_up_is_news_until_vision_was_available(caplog):
+    engine = FakeVisionClient("UNAVAILABLE")
+    with caplog.at_level("INFO", logger="services.api_gateway.serving.vision_status"):
+        backend = VisionBackend(engine)  # type: ignore[arg-type]
+        await backend.refresh()  # not listening yet: torch still importing
+        engine.status, engine.load_status = "NOT_SERVING", "loading weights"
+        await backend.refresh()
+        engine.status = "SERVING"
+        await backend.refresh()
+        engine.status = "UNAVAILABLE"
+        await backend.refresh()  # lost after it was available
+    assert [r.levelname for r in caplog.records] == ["INFO", "INFO", "INFO", "WARNING"], caplog.text

@@ -10,6 +10,7 @@ from transformers import AutoConfig
 
 from services.common.config import ModelEntry
 from services.common.errors import InvalidRequestError
+from services.common.generation import ChatTurn, Detail, ImageBytes, TextPart
 from services.common.multimodal import load_family
 from services.common.multimodal.detail import LOW_DETAIL_TOKENS, image_token_budget
 from services.common.tokenizers import load_tokenizer
@@ -19,7 +20,7 @@ from services.text_engine.engine.images import (
     refuse_images,
 )
 from services.text_engine.engine.prompt import content_of, render_prompt
-from services.text_engine.engine.types import ChatTurn, Detail, GenerationRequest, ImagePart, TextPart
+from services.text_engine.engine.types import GenerationRequest
 from tests.support.images import png
 
 RED = png((200, 20, 20), (100, 60))
@@ -52,7 +53,7 @@ def rendered(tokenizer, *turns: ChatTurn) -> str:
 
 
 def test_parts_become_template_chunks_in_order():
-    turn = ChatTurn("user", "", parts=(ImagePart(RED), TextPart("compare"), ImagePart(RED), TextPart("with this")))
+    turn = ChatTurn("user", "", parts=(ImageBytes(RED), TextPart("compare"), ImageBytes(RED), TextPart("with this")))
     assert content_of(turn) == [
         {"type": "image"},
         {"type": "text", "text": "compare"},
@@ -67,18 +68,18 @@ def test_parts_become_template_chunks_in_order():
 def test_ministral_template_renders_img_where_the_image_is(stand_ins):
     tokenizer, _ = stand_ins["text"]
     two = rendered(
-        tokenizer, ChatTurn("user", "", parts=(TextPart("first"), ImagePart(RED), TextPart("then"), ImagePart(RED)))
+        tokenizer, ChatTurn("user", "", parts=(TextPart("first"), ImageBytes(RED), TextPart("then"), ImageBytes(RED)))
     )
     assert two.endswith("[INST]first[IMG]then[IMG][/INST]")
     # The real template's one exception: a lone [text, image] pair is written image first.
-    pair = rendered(tokenizer, ChatTurn("user", "", parts=(TextPart("What is it?"), ImagePart(RED))))
+    pair = rendered(tokenizer, ChatTurn("user", "", parts=(TextPart("What is it?"), ImageBytes(RED))))
     assert pair.endswith("[INST][IMG]What is it?[/INST]")
 
 
 def test_qwen2_vl_template_renders_vision_tokens_in_order(stand_ins):
     tokenizer, _ = stand_ins["vision"]
     text = rendered(
-        tokenizer, ChatTurn("user", "", parts=(TextPart("A:"), ImagePart(RED), TextPart("B:"), ImagePart(RED)))
+        tokenizer, ChatTurn("user", "", parts=(TextPart("A:"), ImageBytes(RED), TextPart("B:"), ImageBytes(RED)))
     )
     image = "<|vision_start|><|image_pad|><|vision_end|>"
     assert f"<|im_start|>user\nA:{image}B:{image}<|im_end|>" in text
@@ -88,7 +89,7 @@ def test_qwen2_vl_template_renders_vision_tokens_in_order(stand_ins):
 def test_each_placeholder_expands_to_its_images_tokens(stand_ins, kind):
     tokenizer, family = stand_ins[kind]
     turns = (
-        ChatTurn("user", "", parts=(TextPart("x"), ImagePart(RED), TextPart("y"), ImagePart(png(size=(200, 90))))),
+        ChatTurn("user", "", parts=(TextPart("x"), ImageBytes(RED), TextPart("y"), ImageBytes(png(size=(200, 90))))),
     )
     loaded = SimpleNamespace(family=family)
     images = encode_images(request(*turns), loaded, entry(), memory_tokens=10**6)
@@ -101,7 +102,7 @@ def test_each_placeholder_expands_to_its_images_tokens(stand_ins, kind):
 
 def test_a_prompt_spelling_the_placeholder_itself_is_refused(stand_ins):
     tokenizer, family = stand_ins["text"]
-    turns = (ChatTurn("user", "", parts=(TextPart("sneaky [IMG] here"), ImagePart(RED))),)
+    turns = (ChatTurn("user", "", parts=(TextPart("sneaky [IMG] here"), ImageBytes(RED))),)
     loaded = SimpleNamespace(family=family)
     images = encode_images(request(*turns), loaded, entry(), memory_tokens=10**6)
     with pytest.raises(InvalidRequestError, match="do not match their images"):
@@ -123,7 +124,7 @@ def test_detail_low_costs_fewer_tokens_than_high(stand_ins, kind):
     big = png(size=(1200, 900))
     costs = {}
     for detail in (Detail.LOW, Detail.HIGH):
-        turns = (ChatTurn("user", "", parts=(ImagePart(big, detail=detail),)),)
+        turns = (ChatTurn("user", "", parts=(ImageBytes(big, detail=detail),)),)
         (image,) = encode_images(request(*turns), SimpleNamespace(family=family), entry(max_image_tokens=1024), 10**6)
         costs[detail] = image.image_tokens
     assert costs[Detail.LOW] <= LOW_DETAIL_TOKENS < costs[Detail.HIGH] <= 1024
@@ -134,7 +135,7 @@ def test_a_bad_image_names_its_message_and_part(stand_ins):
     turns = (
         ChatTurn("user", "hi"),
         ChatTurn("assistant", "yes"),
-        ChatTurn("user", "", parts=(TextPart("look"), ImagePart(RED), ImagePart(b"\x89PNG broken"))),
+        ChatTurn("user", "", parts=(TextPart("look"), ImageBytes(RED), ImageBytes(b"\x89PNG broken"))),
     )
     with pytest.raises(InvalidRequestError, match="Invalid image") as caught:
         encode_images(request(*turns), SimpleNamespace(family=family), entry(), 10**6)
@@ -142,7 +143,7 @@ def test_a_bad_image_names_its_message_and_part(stand_ins):
 
 
 def test_images_to_a_model_without_native_vision_are_refused():
-    turns = (ChatTurn("user", "", parts=(TextPart("look"), ImagePart(RED))),)
+    turns = (ChatTurn("user", "", parts=(TextPart("look"), ImageBytes(RED))),)
     with pytest.raises(InvalidRequestError, match=r"model m does not take images \(vision_mode 'disabled'\)"):
         refuse_images(request(*turns), entry("disabled"))
     with pytest.raises(InvalidRequestError, match="does not take images"):

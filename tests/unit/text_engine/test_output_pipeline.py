@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from services.common.generation import Finished, ReasoningDelta, TextDelta
 from services.common.hf_models import ModelLoadError
 from services.text_engine.engine.admission import PreparedRequest
 from services.text_engine.engine.output import parser_for
 from services.text_engine.engine.sampling.spec import SamplingSpec
 from services.text_engine.engine.stream import RequestStream
-from services.text_engine.engine.types import Finished, ReasoningDelta, TextDelta
 
 EOS, THINK, END_THINK, OPEN, CLOSE, TOOL = 502, 534, 535, 540, 541, 509
 SPECIALS = {

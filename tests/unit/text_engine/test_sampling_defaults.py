@@ -115,14 +115,14 @@ def test_neutral_unapplied_values_are_not_warned_about(tmp_path, caplog):
 def test_a_request_parameter_overrides_the_default_and_bounds_are_the_configs():
     from services.common.config import SamplingDefaults
     from services.common.errors import InvalidRequestError
+    from services.common.generation import SamplingParams
     from services.text_engine.engine.admission import sampling_spec
-    from services.text_engine.engine.types import SamplingRequest
 
     defaults = SamplingDefaults(temperature=0.7, top_p=0.95, top_k=0, presence_penalty=0.0, frequency_penalty=0.0)
-    spec = sampling_spec(SamplingRequest(temperature=0.0, seed=5), defaults)
+    spec = sampling_spec(SamplingParams(temperature=0.0, seed=5), defaults)
     assert (spec.temperature, spec.top_p, spec.top_k, spec.seed) == (0.0, 0.95, 0, 5)
     # Engines are called directly too (grpcurl): out-of-range values are refused with the parameter named.
     for field, value in (("temperature", 2.5), ("top_p", 0.0), ("top_k", -1), ("frequency_penalty", 3.0)):
         with pytest.raises(InvalidRequestError) as info:
-            sampling_spec(SamplingRequest(**{field: value}), defaults)
+            sampling_spec(SamplingParams(**{field: value}), defaults)
         assert info.value.param == field and field in info.value.message

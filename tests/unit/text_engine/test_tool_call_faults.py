@@ -16,11 +16,11 @@ from functools import cache
 import pytest
 import torch
 
+from services.common.generation import Tool, ToolChoice, ToolChoiceMode
 from services.common.tokenizers import load_tokenizer
 from services.text_engine.engine.output import parser_for
 from services.text_engine.engine.sampling.grammar import GrammarCompiler, GrammarSpec
 from services.text_engine.engine.tools.constraints import tool_call_grammar
-from services.text_engine.engine.types import Tool, ToolChoice, ToolChoiceMode
 
 MODELS = {"mistral": ("models/tiny/ministral-3-tiny", [2]), "hermes": ("models/tiny/qwen3-tiny", [151645, 151643])}
 WEATHER = {

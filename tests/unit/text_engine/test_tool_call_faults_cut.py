@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
+from services.common.generation import Finished, ReasoningDelta, TextDelta, ToolCallDelta
 from services.text_engine.engine.admission import PreparedRequest
 from services.text_engine.engine.output import Marker, OutputPipeline
 from services.text_engine.engine.sampling.spec import SamplingSpec
 from services.text_engine.engine.stream import RequestStream
 from services.text_engine.engine.tools.parsers import HermesToolParser, MistralToolParser
-from services.text_engine.engine.types import Finished, ReasoningDelta, TextDelta, ToolCallDelta
 
 from .test_output_pipeline import Output
 from .test_tool_call_faults import MODELS, call_text, calls_text, encode, head, model

@@ -13,14 +13,8 @@ import pytest
 import torch
 
 from services.common.errors import InvalidRequestError
-from services.common.tokenizers import load_tokenizer
-from services.text_engine.engine.output import OutputPipeline, parser_for
-from services.text_engine.engine.sampling.grammar import GrammarCompiler, apply_grammar_masks
-from services.text_engine.engine.tools.constraints import tool_call_grammar
-from services.text_engine.engine.tools.validation import calls_tools, validate_tools
-from services.text_engine.engine.types import (
+from services.common.generation import (
     ChatTurn,
-    GenerationRequest,
     ReasoningDelta,
     TextDelta,
     Tool,
@@ -28,6 +22,12 @@ from services.text_engine.engine.types import (
     ToolChoice,
     ToolChoiceMode,
 )
+from services.common.tokenizers import load_tokenizer
+from services.text_engine.engine.output import OutputPipeline, parser_for
+from services.text_engine.engine.sampling.grammar import GrammarCompiler, apply_grammar_masks
+from services.text_engine.engine.tools.constraints import tool_call_grammar
+from services.text_engine.engine.tools.validation import calls_tools, validate_tools
+from services.text_engine.engine.types import GenerationRequest
 
 MODELS = {"mistral": ("models/tiny/ministral-3-tiny", [2]), "hermes": ("models/tiny/qwen3-tiny", [151645, 151643])}
 MAX_STEPS = 400

@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from services.common.generation import ReasoningDelta, TextDelta, TokenLogprob, ToolCallDelta
 from services.common.hf_models import ModelLoadError
 from services.common.tokenizers import load_tokenizer
 from services.text_engine.engine.output import Marker, OutputPipeline, merge_deltas, parser_for
@@ -19,7 +20,6 @@ from services.text_engine.engine.tools.parsers import (
     mistral_call_id,
     openai_call_id,
 )
-from services.text_engine.engine.types import ReasoningDelta, TextDelta, TokenLogprob, ToolCallDelta
 
 from .test_output_pipeline import END_THINK, EOS, SPECIALS, THINK, WordTokenizer
 

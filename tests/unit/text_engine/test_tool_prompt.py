@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import InvalidRequestError
+from services.common.generation import ChatTurn, Tool, ToolCall, ToolChoice, ToolChoiceMode
 from services.common.tokenizers import load_tokenizer
 from services.text_engine.engine.output import parser_for
 from services.text_engine.engine.prompt import render_prompt, template_message
-from services.text_engine.engine.types import ChatTurn, GenerationRequest, Tool, ToolCall, ToolChoice, ToolChoiceMode
+from services.text_engine.engine.types import GenerationRequest
 
 MINISTRAL = "models/tiny/ministral-3-tiny"
 QWEN3 = "models/tiny/qwen3-tiny"

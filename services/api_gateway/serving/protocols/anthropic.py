@@ -11,11 +11,18 @@ think whatever `thinking` says; its thinking is returned only when `thinking` is
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
-from services.common.config import ModelEntry
+from services.common.generation import (
+    Detail,
+    ResponseFormat,
+    ResponseFormatType,
+    SamplingParams,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
+)
 
-from ...clients.text_engine import GenerationParams, OutputOptions, ToolCall
+from ...clients.text_engine import OutputOptions
 from ...schemas.anthropic import (
     CountTokensRequest,
     ImageBlock,
@@ -28,13 +35,14 @@ from ...schemas.anthropic import (
 )
 from .. import sse
 from ..conversation import Conversation, ImageInput, Message, Part
-from ..core import GenerationCore, Plan
+from ..core import GenerationCore
 from ..params import tool_spec, top_k
 from .anthropic_output import content_blocks, message_frames, message_id, stop_reason
+from .plan import ProtocolPlan
 
 
 def _image(block: ImageBlock, param: str) -> ImageInput:
-    return ImageInput(block.url, "auto", param)
+    return ImageInput(block.url, Detail.AUTO, param)
 
 
 def _tool_message(block: ToolResultBlock, param: str, names: dict[str, str]) -> Message:
@@ -91,24 +99,23 @@ def output_options(request: CountTokensRequest) -> OutputOptions:
     """Tools, tool_choice and the output format for the engine."""
     tools = tuple(tool_spec(t.name, t.description, t.input_schema, t.strict) for t in request.tools or ())
     choice = request.tool_choice
-    mode = {"any": "required", "tool": "named"}.get(choice.type, choice.type) if choice else "auto"
+    mode = ToolChoiceMode({"any": "required", "tool": "named"}.get(choice.type, choice.type) if choice else "auto")
     fmt = request.output_config.format if request.output_config else None
     return OutputOptions(
         tools=tools,
-        tool_choice=mode,
-        tool_name=(choice.name or "") if mode == "named" else "",
+        tool_choice=ToolChoice(mode, (choice.name or "") if mode is ToolChoiceMode.NAMED else ""),
         parallel_tool_calls=False if choice and choice.disable_parallel_tool_use else None,
-        response_format="json_schema" if fmt else "text",
-        schema=json.dumps(fmt.schema_) if fmt else "",
-        schema_name="output" if fmt else "",
+        response_format=ResponseFormat(ResponseFormatType.JSON_SCHEMA, json.dumps(fmt.schema_), "output")
+        if fmt
+        else ResponseFormat(),
     )
 
 
-def generation_params(request: CountTokensRequest) -> GenerationParams:
+def generation_params(request: CountTokensRequest) -> SamplingParams:
     """The sampling parameters a Messages request sets (none for a count)."""
     if not isinstance(request, MessagesRequest):
-        return GenerationParams()
-    return GenerationParams(
+        return SamplingParams()
+    return SamplingParams(
         max_tokens=request.max_tokens,
         temperature=request.temperature,
         top_p=request.top_p,
@@ -133,17 +140,7 @@ def messages_conversation(request: CountTokensRequest) -> Conversation:
     )
 
 
-@dataclass
-class MessagesPlan:
-    """A validated Messages request and its planned conversation."""
-
-    request: MessagesRequest
-    core: Plan
-
-    @property
-    def entry(self) -> ModelEntry:
-        """The model that answers."""
-        return self.core.entry
+MessagesPlan = ProtocolPlan[MessagesRequest]
 
 
 class AnthropicMessages:

@@ -20,8 +20,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 from services.common.errors import InternalError, ProxyVisionError
+from services.common.generation import Finished, ReasoningDelta, TextDelta, ToolCallDelta
 
-from ...clients.text_engine import Finished, ReasoningDelta, TextDelta, ToolCallDelta
 from ...errors import anthropic_error
 from .. import sse
 from ..answers import ChoiceAnswer
@@ -39,9 +39,9 @@ def message_id() -> str:
 
 def stop_reason(finished: Finished) -> tuple[str, str | None]:
     """Anthropic's `stop_reason` and `stop_sequence` of an engine's `Finished`."""
-    if finished.finish_reason == "stop" and finished.stop_sequence:
+    if finished.reason == "stop" and finished.stop_sequence:
         return "stop_sequence", finished.stop_sequence
-    return STOP_REASONS.get(finished.finish_reason, "end_turn"), None
+    return STOP_REASONS.get(finished.reason, "end_turn"), None
 
 
 def tool_input(arguments: str) -> dict:

@@ -10,34 +10,37 @@ the prompt once.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-from services.common.config import ModelEntry, ReasoningField
-
-from ...clients.text_engine import (
+from services.common.config import ReasoningField
+from services.common.generation import (
+    Detail,
     Finished,
-    GenerationParams,
-    OutputOptions,
     ReasoningDelta,
+    ResponseFormat,
+    SamplingParams,
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
 )
+
+from ...clients.text_engine import OutputOptions
 from ...schemas.chat import ChatCompletionRequest, ChatMessage, TextPart
 from ...schemas.tools import JsonSchemaFormat, NamedToolChoice
 from .. import chunks, sse
 from ..conversation import Conversation, ImageInput, Message, Part
-from ..core import CaptionsMade, FirstToken, GenerationCore, KeepAlive, LiveGeneration, Output, Plan
-from ..params import sampling_params, tool_spec
+from ..core import CaptionsMade, FirstToken, GenerationCore, KeepAlive, LiveGeneration, Output
+from ..params import response_format, sampling_params, tool_spec
+from .plan import ProtocolPlan
 
 log = logging.getLogger(__name__)
 
 
-def generation_params(request: ChatCompletionRequest) -> GenerationParams:
+def generation_params(request: ChatCompletionRequest) -> SamplingParams:
     """The engine's sampling parameters from a validated request."""
     return sampling_params(
         request,
@@ -54,19 +57,17 @@ def output_options(request: ChatCompletionRequest) -> OutputOptions:
         tool_spec(t.function.name, t.function.description, t.function.parameters, t.function.strict)
         for t in request.tools or ()
     )
-    choice, name = request.tool_choice or "auto", ""
-    if isinstance(choice, NamedToolChoice):
-        choice, name = "named", choice.function.name
+    choice = request.tool_choice or "auto"
     fmt = request.response_format
-    schema = fmt.json_schema if isinstance(fmt, JsonSchemaFormat) else None
     return OutputOptions(
         tools=tools,
-        tool_choice=choice,
-        tool_name=name,
+        tool_choice=ToolChoice(ToolChoiceMode.NAMED, choice.function.name)
+        if isinstance(choice, NamedToolChoice)
+        else ToolChoice(ToolChoiceMode(choice)),
         parallel_tool_calls=request.parallel_tool_calls,
-        response_format=fmt.type if fmt is not None else "text",
-        schema=json.dumps(schema.schema_) if schema is not None and schema.schema_ is not None else "",
-        schema_name=schema.name if schema is not None else "",
+        response_format=response_format(fmt.type, fmt.json_schema if isinstance(fmt, JsonSchemaFormat) else None)
+        if fmt is not None
+        else ResponseFormat(),
     )
 
 
@@ -80,7 +81,7 @@ def chat_message(message: ChatMessage, index: int) -> Message:
         parts = tuple(
             p.text
             if isinstance(p, TextPart)
-            else ImageInput(p.image.url, p.image.detail, f"messages[{index}].content[{j}].image_url")
+            else ImageInput(p.image.url, Detail(p.image.detail), f"messages[{index}].content[{j}].image_url")
             for j, p in enumerate(message.content)
         )
     return Message(
@@ -105,21 +106,7 @@ def chat_conversation(request: ChatCompletionRequest) -> Conversation:
     )
 
 
-@dataclass
-class ChatPlan:
-    """A validated chat request and its planned conversation."""
-
-    request: ChatCompletionRequest
-    core: Plan
-
-    @property
-    def entry(self) -> ModelEntry:
-        """The model that answers."""
-        return self.core.entry
-
-    @property
-    def n(self) -> int:
-        return self.core.n
+ChatPlan = ProtocolPlan[ChatCompletionRequest]
 
 
 class ChatCompletions:
@@ -203,5 +190,5 @@ class ChatCompletions:
             return chunk.tool_call(event, index)
         elif isinstance(event, Finished):
             finished[index] = event
-            return [chunk.finish(event.finish_reason, index)]
+            return [chunk.finish(event.reason, index)]
         return []

@@ -22,8 +22,8 @@ from typing import TypeVar
 
 from services.common.config import ModelEntry
 from services.common.errors import InvalidRequestError
+from services.common.generation import Finished, RawPrompt, TextDelta, TokenLogprob
 
-from ...clients.text_engine import Finished, RawPrompt, TextDelta, TokenLogprob
 from ...schemas.completions import CompletionRequest, PromptItem
 from .. import chunks, sse
 from ..conversation import Conversation
@@ -67,7 +67,7 @@ class LegacyLogprobs:
         """The legacy `logprobs` object of these tokens, the next ones of this choice."""
         out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         for entry in entries:
-            top = {t.token: _finite(t.logprob) for t in entry.top}
+            top = {t.token: _finite(t.logprob) for t in entry.top_logprobs}
             top.setdefault(entry.token, _finite(entry.logprob))
             out["tokens"].append(entry.token)
             out["token_logprobs"].append(_finite(entry.logprob))
@@ -146,7 +146,7 @@ class Completions:
                         "index": index,
                         "text": plan.echoed(index) + "".join(answer.text),
                         "logprobs": LegacyLogprobs().add(answer.logprobs) if with_logprobs else None,
-                        "finish_reason": finished.finish_reason,
+                        "finish_reason": finished.reason,
                     }
                 )
         return {
@@ -180,7 +180,7 @@ class Completions:
                     yield chunk.text(event.text, index, logprobs[index].add(event.logprobs) if logprobs else None)
                 elif isinstance(event, Finished):
                     finished[index] = event
-                    yield chunk.finish(event.finish_reason, index)
+                    yield chunk.finish(event.reason, index)
         options = plan.request.stream_options
         if options is not None and options.include_usage:
             per_prompt = [[finished[p * plan.n + c] for c in range(plan.n)] for p in range(len(plan.prompts))]

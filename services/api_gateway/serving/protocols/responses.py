@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pydantic import TypeAdapter
 
 from services.common.errors import InternalError, InvalidRequestError, NotFoundError, ProxyVisionError
+from services.common.generation import Finished, ReasoningDelta, TextDelta, ToolCallDelta
 
-from ...clients.text_engine import Finished, ReasoningDelta, TextDelta, ToolCallDelta
 from ...schemas.responses import InputItem, ResponsesRequest
 from .. import sse
-from ..core import CaptionsMade, GenerationCore, KeepAlive, LiveGeneration, Output, Plan
+from ..core import CaptionsMade, GenerationCore, KeepAlive, LiveGeneration, Output
 from ..response_store import ResponseStore
+from .plan import ProtocolPlan
 from .responses_input import request_items, responses_conversation
 from .responses_output import StreamEvents, new_id, output_items, response_object, status_of
 
@@ -33,19 +34,12 @@ _ITEMS = TypeAdapter(list[InputItem])
 
 
 @dataclass
-class ResponsesPlan:
+class ResponsesPlan(ProtocolPlan[ResponsesRequest]):
     """A validated request, its id, the conversation items it continues, and its planned conversation."""
 
-    request: ResponsesRequest
     response_id: str
     history: list[dict]  # the continued conversation's items (JSON), oldest first
-    core: Plan
     created_at: int
-
-    @property
-    def entry(self):
-        """The model that answers."""
-        return self.core.entry
 
 
 class Responses:
@@ -62,7 +56,7 @@ class Responses:
         history = await self._history(request.previous_response_id)
         conversation = responses_conversation(request, _ITEMS.validate_python(history))
         plan = await self.core.plan(conversation, client_timeout)
-        return ResponsesPlan(request, new_id("resp"), history, plan, int(time.time()))
+        return ResponsesPlan(request, plan, new_id("resp"), history, int(time.time()))
 
     async def _history(self, previous_id: str | None) -> list[dict]:
         if previous_id is None:

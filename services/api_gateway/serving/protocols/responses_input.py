@@ -8,12 +8,12 @@ one assistant message (its reasoning, content and tool calls, as the chat templa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from services.common.errors import InvalidRequestError
+from services.common.generation import Detail, ResponseFormat, SamplingParams, ToolCall, ToolChoice, ToolChoiceMode
 
-from ...clients.text_engine import GenerationParams, OutputOptions, ToolCall
+from ...clients.text_engine import OutputOptions
 from ...schemas.responses import (
     FunctionCallItem,
     FunctionCallOutputItem,
@@ -25,7 +25,7 @@ from ...schemas.responses import (
     ResponsesRequest,
 )
 from ..conversation import Conversation, ImageInput, Message, Part
-from ..params import sampling_params, tool_spec
+from ..params import response_format, sampling_params, tool_spec
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _parts(content, where: str) -> tuple[Part, ...]:
     parts: list[Part] = []
     for j, part in enumerate(content):
         if isinstance(part, InputImage):
-            parts.append(ImageInput(part.image_url, part.detail, f"{where}[{j}].image_url"))
+            parts.append(ImageInput(part.image_url, Detail(part.detail), f"{where}[{j}].image_url"))
         else:
             parts.append(part.refusal if part.type == "refusal" else part.text)
     return tuple(parts)
@@ -111,23 +111,19 @@ def request_items(request: ResponsesRequest) -> list[InputItem]:
 
 def output_options(request: ResponsesRequest) -> OutputOptions:
     """Tools, tool_choice and `text.format` for the engine."""
-    choice, name = request.tool_choice or "auto", ""
-    if isinstance(choice, NamedFunction):
-        choice, name = "named", choice.name
+    choice = request.tool_choice or "auto"
     fmt = request.text.format if request.text is not None else None
-    schema = fmt.json_schema() if fmt is not None else None
     return OutputOptions(
         tools=tuple(tool_spec(t.name, t.description, t.parameters, t.strict) for t in request.tools or ()),
-        tool_choice=choice,
-        tool_name=name,
+        tool_choice=ToolChoice(ToolChoiceMode.NAMED, choice.name)
+        if isinstance(choice, NamedFunction)
+        else ToolChoice(ToolChoiceMode(choice)),
         parallel_tool_calls=request.parallel_tool_calls,
-        response_format=fmt.type if fmt is not None else "text",
-        schema=json.dumps(schema.schema_) if schema is not None and schema.schema_ is not None else "",
-        schema_name=schema.name if schema is not None else "",
+        response_format=response_format(fmt.type, fmt.json_schema()) if fmt is not None else ResponseFormat(),
     )
 
 
-def generation_params(request: ResponsesRequest) -> GenerationParams:
+def generation_params(request: ResponsesRequest) -> SamplingParams:
     """Sampling: OpenAI's Responses API has temperature and top_p; the other sampling fields are vLLM's extras."""
     return sampling_params(
         request,

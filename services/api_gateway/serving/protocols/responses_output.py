@@ -13,7 +13,8 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from ...clients.text_engine import Finished, TokenLogprob, ToolCallDelta
+from services.common.generation import Finished, TokenLogprob, ToolCallDelta
+
 from ...schemas.responses import ResponsesRequest
 from ..answers import ChoiceAnswer
 from ..chunks import token_logprobs
@@ -77,7 +78,7 @@ def output_items(answer: ChoiceAnswer, finished: Finished, with_logprobs: bool) 
         items.append(reasoning_item(new_id("rs"), "".join(answer.reasoning)))
     text = "".join(answer.text)
     if text or not answer.calls:
-        status = "incomplete" if finished.finish_reason == "length" else "completed"
+        status = "incomplete" if finished.reason == "length" else "completed"
         logprobs = token_logprobs(answer.logprobs) if with_logprobs else None
         items.append(message_item(new_id("msg"), text, logprobs, status))
     for _, call in sorted(answer.calls.items()):
@@ -137,7 +138,7 @@ def _tool_choice(request: ResponsesRequest):
 
 def status_of(finished: Finished) -> str:
     """`incomplete` when the answer was cut by max_output_tokens, else `completed`."""
-    return "incomplete" if finished.finish_reason == "length" else "completed"
+    return "incomplete" if finished.reason == "length" else "completed"
 
 
 class StreamEvents:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from services.common.generation import ReasoningDelta, TextDelta, ToolCallDelta
+
 from ..stopping import StopStringMatcher
 from ..tools.parsers import ToolCallParser
-from ..types import ReasoningDelta, TextDelta, ToolCallDelta
 from .detokenizer import Marker, MarkerDetokenizer
 from .parsers import Channel, LiteralParser, OutputParser, ParserSpec, Segment
 

@@ -27,8 +27,9 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from services.common.generation import Tool, ToolChoice, ToolChoiceMode
+
 from ..sampling.grammar import JSON_FORMAT_OPTIONS, GrammarSpec
-from ..types import Tool, ToolChoice, ToolChoiceMode
 from .validation import parameters_schema
 
 if TYPE_CHECKING:

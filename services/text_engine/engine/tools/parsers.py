@@ -34,7 +34,7 @@ import string
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..types import ToolCallDelta
+from services.common.generation import ToolCallDelta
 
 if TYPE_CHECKING:  # the output package imports this module: only its types are needed here
     from ..output.detokenizer import Piece
@@ -109,12 +109,14 @@ def _parses(text: str) -> bool:
     return True
 
 
-class MistralToolParser:
-    """`[TOOL_CALLS]name[ARGS]{arguments}`, the markers matched by token id (see the module docstring)."""
+class _CallParser:
+    """What both formats' parsers keep of their calls: the one held while its arguments arrive (`_name`,
+    `_arguments`, `_end`: where they close), how many went out, whether the output ended inside one (`_cut`), and
+    how a whole call goes out. `_state` is "text" in answer text and "args" while a call's arguments arrive; each
+    parser has its other states."""
 
-    def __init__(self, tool_calls_id: int, args_id: int, new_id: Callable[[], str] = mistral_call_id) -> None:
-        self._tool_calls, self._args, self._new_id = tool_calls_id, args_id, new_id
-        # "text" | "name" (after [TOOL_CALLS]) | "args" (after [ARGS], the call held) | "after" (its arguments closed)
+    def __init__(self, new_id: Callable[[], str]) -> None:
+        self._new_id = new_id
         self._state = "text"
         self._name = self._arguments = ""
         self._end = _JsonEnd()
@@ -124,6 +126,24 @@ class MistralToolParser:
     @property
     def made_calls(self) -> bool:
         return (self._calls > 0 or self._state == "args") and not self._cut
+
+    def _deltas(self, name: str, arguments: str) -> list[Piece | ToolCallDelta]:
+        """A whole call as it goes out: its index, id and name, then its arguments (when there are any)."""
+        index = self._calls
+        self._calls += 1
+        head = ToolCallDelta(index, id=self._new_id(), name=name)
+        return [head, ToolCallDelta(index, arguments=arguments)] if arguments else [head]
+
+
+class MistralToolParser(_CallParser):
+    """`[TOOL_CALLS]name[ARGS]{arguments}`, the markers matched by token id (see the module docstring).
+
+    States: "text", "name" (after [TOOL_CALLS]), "args" (after [ARGS], the call held), "after" (its arguments
+    closed)."""
+
+    def __init__(self, tool_calls_id: int, args_id: int, new_id: Callable[[], str] = mistral_call_id) -> None:
+        super().__init__(new_id)
+        self._tool_calls, self._args = tool_calls_id, args_id
 
     def feed(self, piece: Piece) -> list[Piece | ToolCallDelta]:
         if isinstance(piece, str):
@@ -168,10 +188,8 @@ class MistralToolParser:
         """The held call, whole: its deltas."""
         if self._state != "args":
             return []
-        self._state, index = "after", self._calls
-        self._calls += 1
-        head = ToolCallDelta(index, id=self._new_id(), name=self._name)
-        return [head, ToolCallDelta(index, arguments=self._arguments)] if self._arguments else [head]
+        self._state = "after"
+        return self._deltas(self._name, self._arguments)
 
     def _abandon_name(self) -> list[Piece | ToolCallDelta]:
         if self._state != "name":
@@ -188,7 +206,7 @@ def _partial_suffix(text: str, tag: str) -> int:
     return 0
 
 
-class HermesToolParser:
+class HermesToolParser(_CallParser):
     """`<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks in the answer.
 
     The call's head (`{"name": "f", "arguments": `) is read, then its arguments object up to its closing
@@ -208,19 +226,10 @@ class HermesToolParser:
     OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
     def __init__(self, new_id: Callable[[], str] = openai_call_id) -> None:
-        self._new_id = new_id
-        self._state = "text"  # "text" | "head" | "args" | "tail" (after the arguments) | "whole" (odd head)
+        super().__init__(new_id)  # states: "text", "head", "args", "tail" (after the arguments), "whole" (odd head)
         self._buf = ""  # text held: a possible tag start (text, tail), the head, or an odd block
         self._space = ""  # whitespace after answer text, dropped if a call follows
         self._after_call = False  # leading whitespace after a call is dropped
-        self._name = self._arguments = ""  # the call held while its arguments arrive
-        self._end = _JsonEnd()
-        self._calls = 0
-        self._cut = False
-
-    @property
-    def made_calls(self) -> bool:
-        return (self._calls > 0 or self._state == "args") and not self._cut
 
     def feed(self, piece: Piece) -> list[Piece | ToolCallDelta]:
         if not isinstance(piece, str):
@@ -302,12 +311,8 @@ class HermesToolParser:
 
     def _call(self, name: str, arguments: str, out: list) -> None:
         """A whole call: its deltas."""
-        index = self._calls
-        self._calls += 1
         self._space = ""  # whitespace before a call is not part of the answer
-        out.append(ToolCallDelta(index, id=self._new_id(), name=name))
-        if arguments:
-            out.append(ToolCallDelta(index, arguments=arguments))
+        out.extend(self._deltas(name, arguments))
 
     def _tail(self, text: str, out: list) -> str:
         buf = self._buf + text

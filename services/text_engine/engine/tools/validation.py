@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 
 from services.common.errors import InvalidRequestError
+from services.common.generation import Tool, ToolChoiceMode
 
-from ..types import GenerationRequest, Tool, ToolChoiceMode
+from ..types import GenerationRequest
 from .parsers import is_function_name
 
 # A tool without parameters takes an object with anything in it (OpenAI: "omitting parameters defines a
