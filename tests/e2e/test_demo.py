@@ -9,9 +9,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +17,7 @@ from playwright.sync_api import expect
 from tests.support.browser import chromium, new_page, screenshot
 from tests.support.docs_commands import doc_commands
 from tests.support.images import png
+from tests.support.launcher import Launcher
 from tests.support.models_yaml import TEXT_MODEL
 from tests.support.processes import REPO_ROOT, free_port
 from tests.support.real_model import REAL_MODEL
@@ -33,41 +31,13 @@ COMMON_WORDS = {"hello", "hi", "how", "can", "i", "help", "you", "today", "assis
 @pytest.fixture(scope="module")
 def demo(tiny_models):
     """The demo stack, started as `make demo` starts it; yields (base URL, banner)."""
-    port = free_port()
-    cli = Path(sys.executable).parent / "proxyvision"
-    proc = subprocess.Popen(
-        [
-            str(cli),
-            "serve",
-            "--models-config",
-            str(DEMO_CONFIG),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--engine-port-base",
-            str(free_port()),
-            "--ui-server",
-            "--device",
-            "cpu",
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    launcher = Launcher(DEMO_CONFIG, free_port(), "--host", "127.0.0.1", "--ui-server")
     try:
-        output: list[str] = []
-        deadline = time.monotonic() + 240
-        while "Ctrl-C stops everything" not in "".join(output):
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(output)[-4000:]
-            output.append(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}", "".join(output)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        yield launcher.base_url, launcher.wait_ready()
+        launcher.proc.send_signal(signal.SIGINT)
+        assert launcher.proc.wait(60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        launcher.stop()
 
 
 def test_the_banner_says_which_model_is_real(demo):

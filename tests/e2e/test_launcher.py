@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,9 +13,10 @@ import pytest
 import yaml
 
 from tests.support.chat_streams import finish_reasons, start_streams
+from tests.support.launcher import Launcher
 from tests.support.metrics import scrape
 from tests.support.models_yaml import BENCH_MODEL as BENCH, TEXT_MODEL, bench, tiny
-from tests.support.processes import REPO_ROOT, free_port, wait_until
+from tests.support.processes import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,34 +28,10 @@ def children_of(pid: int) -> list[int]:
 
 def test_serve_prints_banner_serves_and_stops_cleanly(tiny_models, tmp_path):
     config = tiny(tiny_models, vision=True).write(tmp_path / "models.yaml")
-    port, base = free_port(), free_port()
-    cli = Path(sys.executable).parent / "proxyvision"
-    proc = subprocess.Popen(
-        [
-            str(cli),
-            "serve",
-            "--models-config",
-            str(config),
-            "--port",
-            str(port),
-            "--engine-port-base",
-            str(base),
-            "--device",
-            "cpu",
-            "--ui-server",
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    launcher = Launcher(config, port := free_port(), "--ui-server")
+    proc = launcher.proc
     try:
-        output = []
-        deadline = time.monotonic() + 120
-        while "Ctrl-C stops everything" not in "".join(output):
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(output)
-            output.append(proc.stdout.readline())
-        banner = "".join(output)
+        banner = launcher.wait_ready(120)
         assert f"base_url : http://127.0.0.1:{port}/v1" in banner and "Building InferenceEngine" in banner
         children = children_of(proc.pid)
         assert len(children) == 3  # text engine, vision engine, gateway
@@ -75,8 +51,7 @@ def test_serve_prints_banner_serves_and_stops_cleanly(tiny_models, tmp_path):
         for pid in children:
             assert not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        launcher.stop()
 
 
 def test_busy_port_fails_fast(tiny_models, tmp_path):
@@ -101,35 +76,12 @@ def test_busy_port_fails_fast(tiny_models, tmp_path):
 def test_sigterm_to_the_launcher_drains_running_streams_and_exits_0(bench_model, tmp_path):
 
     config = bench(bench_model, params={"max_num_seqs": 2}).write(tmp_path / "models.yaml")
-    port, base = free_port(), free_port()
-    cli = Path(sys.executable).parent / "proxyvision"
-    proc = subprocess.Popen(
-        [
-            str(cli),
-            "serve",
-            "--models-config",
-            str(config),
-            "--port",
-            str(port),
-            "--engine-port-base",
-            str(base),
-            "--device",
-            "cpu",
-            "--drain-grace-secs",
-            "60",
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    launcher = Launcher(config, port := free_port(), "--drain-grace-secs", "60")
+    proc, base = launcher.proc, launcher.engine_port_base
     try:
-        output = []
-        while "Ctrl-C stops everything" not in "".join(output):
-            assert proc.poll() is None, "".join(output)
-            output.append(proc.stdout.readline())
+        output = launcher.wait_ready()
         metrics_url = f"http://127.0.0.1:{base + 1000}/metrics"
-        assert metrics_url in "".join(output)  # the banner says where each engine's metrics are
+        assert metrics_url in output  # the banner says where each engine's metrics are
         threads, results = start_streams(f"http://127.0.0.1:{port}", BENCH, 2, max_tokens=64)
         wait_until(
             lambda: scrape(metrics_url).value("proxyvision_requests_running", model=BENCH) == 2,
@@ -143,8 +95,7 @@ def test_sigterm_to_the_launcher_drains_running_streams_and_exits_0(bench_model,
             assert finish_reasons(events) == ["length"] and events[-1] == "[DONE]"
         assert proc.wait(60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        launcher.stop()
 
 
 def test_serve_with_keys_protecting_health_still_gets_ready(tiny_models, tmp_path):
@@ -155,40 +106,15 @@ def test_serve_with_keys_protecting_health_still_gets_ready(tiny_models, tmp_pat
     (tmp_path / "keys.txt").write_text("# rotated monthly\nsk-launcher-probe-1\nsk-other-2\n")
     data["gateway"] = {**data.get("gateway", {}), "api_keys_file": "keys.txt", "api_keys_protect_health": True}
     config.write_text(yaml.safe_dump(data))
-    port, base = free_port(), free_port()
-    cli = Path(sys.executable).parent / "proxyvision"
-    proc = subprocess.Popen(
-        [
-            str(cli),
-            "serve",
-            "--models-config",
-            str(config),
-            "--port",
-            str(port),
-            "--engine-port-base",
-            str(base),
-            "--device",
-            "cpu",
-            "--ready-timeout",
-            "90",
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    launcher = Launcher(config, port := free_port(), "--ready-timeout", "90")
+    proc = launcher.proc
     try:
-        output = []
-        deadline = time.monotonic() + 120
-        while "Ctrl-C stops everything" not in "".join(output):
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(output)
-            output.append(proc.stdout.readline())
-        assert "sk-launcher-probe-1" not in "".join(output)  # the probe's key is never printed
+        output = launcher.wait_ready(120)
+        assert "sk-launcher-probe-1" not in output  # the probe's key is never printed
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10).status_code == 401
         ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=10, headers={"Authorization": "Bearer sk-other-2"})
         assert ready.status_code == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        launcher.stop()

@@ -11,89 +11,20 @@ engine's reason, instead of waiting out --ready-timeout.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.images import png
+from tests.support.launcher import Launcher
 from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, ModelsYaml, tiny
-from tests.support.processes import REPO_ROOT, free_port, wait_until
+from tests.support.processes import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
-READY_TIMEOUT = 600  # the default: a launcher that waited for it would fail these tests by their own timeout
-
-
-class Launcher:
-    """`proxyvision serve` in a subprocess, its output read line by line with the time each line arrived."""
-
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
-        cli = Path(sys.executable).parent / "proxyvision"
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [
-                str(cli),
-                "serve",
-                "--models-config",
-                str(config),
-                "--port",
-                str(port),
-                "--engine-port-base",
-                str(free_port()),
-                "--device",
-                "cpu",
-                "--ready-timeout",
-                str(READY_TIMEOUT),
-            ],
-            cwd=REPO_ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[tuple[float, str]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append((time.monotonic(), line))
-
-    @property
-    def output(self) -> str:
-        return "".join(line for _, line in self.lines)
-
-    def wait_for(self, needle: str, timeout: float = 120.0) -> float:
-        """When the first line containing `needle` arrived."""
-
-        def arrived() -> float | None:
-            return next((at for at, line in list(self.lines) if needle in line), None)
-
-        def over() -> bool:  # the launcher exited and all its output was read
-            return self.proc.poll() is not None and not self._reader.is_alive()
-
-        try:
-            wait_until(lambda: arrived() is not None or over(), timeout, f"{needle!r} in the launcher's output")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}:\n{self.output[-6000:]}") from None
-        at = arrived()
-        assert at is not None, f"{needle!r} not in the launcher's output:\n{self.output[-6000:]}"
-        return at
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._reader.join(10)
+# The default: a launcher that waited for it would fail these tests by their own timeout.
+READY = ("--ready-timeout", "600")
 
 
 def without_weights(source: Path, dest: Path) -> Path:
@@ -111,7 +42,7 @@ def with_corrupt_weights(source: Path, dest: Path) -> Path:
 def test_a_text_model_that_fails_to_load_stops_the_stack_within_seconds_with_the_reason(tiny_models, tmp_path):
     broken = without_weights(tiny_models["text"], tmp_path / "no-weights")
     config = tiny({**tiny_models, "text": broken}).write(tmp_path / "models.yaml")
-    launcher = Launcher(config, free_port())
+    launcher = Launcher(config, free_port(), *READY)
     try:
         failed_at = launcher.wait_for(f"Model {TEXT_MODEL} failed to load")  # the engine's own log line
         assert launcher.proc.wait(30) == 1
@@ -130,7 +61,7 @@ def test_a_vision_model_that_fails_to_load_leaves_text_served_and_says_why(tiny_
     corrupt = with_corrupt_weights(tiny_models["vision"], tmp_path / "corrupt")
     config = tiny({**tiny_models, "vision": corrupt}, vision=True).write(tmp_path / "models.yaml")
     port = free_port()
-    launcher = Launcher(config, port)
+    launcher = Launcher(config, port, *READY)
     try:
         launcher.wait_for("Ctrl-C stops everything")
         output = launcher.output
@@ -191,7 +122,7 @@ def offline_hub(tmp_path: Path) -> dict[str, str]:
 
 def test_a_hub_id_that_cannot_be_fetched_stops_the_stack_in_one_line_naming_the_fixes(tmp_path):
     config = ModelsYaml().text(hf_id=HUB_ID).write(tmp_path / "models.yaml")
-    launcher = Launcher(config, free_port(), env=offline_hub(tmp_path))
+    launcher = Launcher(config, free_port(), *READY, env=offline_hub(tmp_path))
     try:
         building_at = launcher.wait_for("Building InferenceEngine")
         failed_at = launcher.wait_for(f"Model {TEXT_MODEL} failed to load")
@@ -216,7 +147,7 @@ def test_a_hub_id_in_the_hub_cache_loads_from_it_when_the_hub_cannot_be_reached(
     (repo / "refs" / "main").write_text("0123abcd")
     config = ModelsYaml().text(hf_id=HUB_ID).write(tmp_path / "models.yaml")
     port = free_port()
-    launcher = Launcher(config, port, env=env)
+    launcher = Launcher(config, port, *READY, env=env)
     try:
         launcher.wait_for("Ctrl-C stops everything")
         chat = httpx.post(

@@ -17,7 +17,7 @@ from tests.support.processes import REPO_ROOT
 
 
 @dataclass(frozen=True)
-class Test:
+class RunBy:
     """Run by this test ("path::name")."""
 
     id: str
@@ -36,56 +36,56 @@ HUB = Needs("hub access to download the brief's checkpoints (and a GPU to be use
 CLUSTER = Needs("a Kubernetes cluster and an image registry (the chart's manifests run in tests/deploy)")
 
 # First match wins.
-HOW: list[tuple[str, Test | Needs]] = [
-    (r"^make demo$", Test(f"{DEMO}::test_the_banner_says_which_model_is_real")),
+HOW: list[tuple[str, RunBy | Needs]] = [
+    (r"^make demo$", RunBy(f"{DEMO}::test_the_banner_says_which_model_is_real")),
     (r"^make test$", Needs("itself: it is what CI runs (.ci/run)")),
-    (r"^curl .*localhost:2000/", Test(f"{DEMO}::test_the_docs_curl_commands_answer_as_shown")),
+    (r"^curl .*localhost:2000/", RunBy(f"{DEMO}::test_the_docs_curl_commands_answer_as_shown")),
     (
         r"^\.venv/bin/proxyvision serve --models-config configs/demo",
-        Test(f"{DEMO}::test_the_banner_says_which_model_is_real"),
+        RunBy(f"{DEMO}::test_the_banner_says_which_model_is_real"),
     ),
-    (r"^source \.venv/bin/activate$", Test(f"{DOCS_CLI}::test_the_cli_help_after_activating_the_venv")),
-    (r"^proxyvision serve --help$", Test(f"{DOCS_CLI}::test_the_cli_help_after_activating_the_venv")),
-    (r"^proxyvision config --m ", Test(f"{DOCS_CLI}::test_config_resolves_the_brief_form_without_loading")),
-    (r"^proxyvision config --models-config ", Test(f"{DOCS_CLI}::test_config_output_is_a_models_yaml_serve_accepts")),
-    (r"^make run MODELS_CONFIG=path/to/models\.yaml$", Test(f"{DOCS_CLI}::test_make_run_is_serve_on_port_2000")),
+    (r"^source \.venv/bin/activate$", RunBy(f"{DOCS_CLI}::test_the_cli_help_after_activating_the_venv")),
+    (r"^proxyvision serve --help$", RunBy(f"{DOCS_CLI}::test_the_cli_help_after_activating_the_venv")),
+    (r"^proxyvision config --m ", RunBy(f"{DOCS_CLI}::test_config_resolves_the_brief_form_without_loading")),
+    (r"^proxyvision config --models-config ", RunBy(f"{DOCS_CLI}::test_config_output_is_a_models_yaml_serve_accepts")),
+    (r"^make run MODELS_CONFIG=path/to/models\.yaml$", RunBy(f"{DOCS_CLI}::test_make_run_is_serve_on_port_2000")),
     (r"(--m mistralai/|configs/brief\.models\.yaml|--device cuda)", HUB),
     (
         r"^RUST_LOG=info proxyvision --models-config models\.yaml --log$",
-        Test("tests/unit/launcher/test_plan.py::test_log_level_precedence"),
+        RunBy("tests/unit/launcher/test_plan.py::test_log_level_precedence"),
     ),
     (
         r"^python -m services\.\w+ .*--tls-",
-        Test("tests/integration/test_tls.py::test_a_real_engine_and_gateway_over_mtls"),
+        RunBy("tests/integration/test_tls.py::test_a_real_engine_and_gateway_over_mtls"),
     ),
-    (r"^PROXYVISION_TLS_CA=", Test("tests/integration/test_tls.py::test_a_real_engine_and_gateway_over_mtls")),
+    (r"^PROXYVISION_TLS_CA=", RunBy("tests/integration/test_tls.py::test_a_real_engine_and_gateway_over_mtls")),
     # tests/support/processes.start_service runs each service by this command line, on free ports.
     (
         r"^python -m services\.(text_engine|api_gateway) ",
-        Test("tests/e2e/test_text_chat.py::test_brief_text_only_curl_verbatim"),
+        RunBy("tests/e2e/test_text_chat.py::test_brief_text_only_curl_verbatim"),
     ),
     (
         r"^python -m services\.vision_engine ",
-        Test("tests/integration/test_vision_engine_grpc.py::test_grpcurl_lists_describes_and_streams_describe"),
+        RunBy("tests/integration/test_vision_engine_grpc.py::test_grpcurl_lists_describes_and_streams_describe"),
     ),
     (
         r"--api-key sk-team-a --api-key",
-        Test("tests/unit/gateway/test_auth.py::test_the_launcher_passes_keys_to_the_gateway_in_its_environment"),
+        RunBy("tests/unit/gateway/test_auth.py::test_the_launcher_passes_keys_to_the_gateway_in_its_environment"),
     ),
-    (r"^PROXYVISION_API_KEY=", Test("tests/unit/gateway/test_auth.py::test_cli_beats_env_beats_models_yaml")),
+    (r"^PROXYVISION_API_KEY=", RunBy("tests/unit/gateway/test_auth.py::test_cli_beats_env_beats_models_yaml")),
     (
         r"^grpcurl -plaintext -d .*[\w.]+:50052 proxyvision\.v1\.VisionEngine/Describe$",
-        Test("tests/integration/test_vision_engine_grpc.py::test_grpcurl_lists_describes_and_streams_describe"),
+        RunBy("tests/integration/test_vision_engine_grpc.py::test_grpcurl_lists_describes_and_streams_describe"),
     ),
     (
         r"^grpcurl -plaintext (127\.0\.0\.1|localhost):50051 ",
-        Test("tests/integration/test_text_engine_grpc.py::test_grpcurl_lists_describes_and_checks_health"),
+        RunBy("tests/integration/test_text_engine_grpc.py::test_grpcurl_lists_describes_and_checks_health"),
     ),
     (
         r"^grpcurl -plaintext -d .* (127\.0\.0\.1|localhost):50051 ",
-        Test("tests/integration/test_text_engine_grpc.py::test_grpcurl_streams_generate"),
+        RunBy("tests/integration/test_text_engine_grpc.py::test_grpcurl_streams_generate"),
     ),
-    (r"^grpcurl -cacert ", Test("tests/integration/test_tls.py::test_a_real_engine_and_gateway_over_mtls")),
+    (r"^grpcurl -cacert ", RunBy("tests/integration/test_tls.py::test_a_real_engine_and_gateway_over_mtls")),
     (r"^(docker|kubectl|helm) ", CLUSTER),
     (r"^make image ", Needs("docker and an image registry")),
     (r"^make gpu-wheels", Needs("a download of 50 MiB of wheels from PyPI, made by hand before a GPU run")),
@@ -97,7 +97,7 @@ HOW: list[tuple[str, Test | Needs]] = [
 ]
 
 
-def _how(command: str) -> Test | Needs | None:
+def _how(command: str) -> RunBy | Needs | None:
     return next((how for pattern, how in HOW if re.search(pattern, command)), None)
 
 
@@ -112,7 +112,7 @@ def test_every_row_matches_a_command_in_the_docs():
     assert not stale, f"rows no docs command matches any more: {stale}"
 
 
-@pytest.mark.parametrize("test_id", sorted({how.id for _, how in HOW if isinstance(how, Test)}))
+@pytest.mark.parametrize("test_id", sorted({how.id for _, how in HOW if isinstance(how, RunBy)}))
 def test_every_named_test_exists(test_id):
     path, name = test_id.split("::")
     source = (REPO_ROOT / path).read_text(encoding="utf-8")
