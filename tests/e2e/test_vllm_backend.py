@@ -351,7 +351,13 @@ def test_idle_unload_ends_vllms_processes_and_a_request_reloads_it(tmp_path):
         assert tree_rss() < loaded_rss / 2, (tree_rss(), loaded_rss)
         with grpc.insecure_channel(engine.address) as channel:
             stub = text_engine_pb2_grpc.TextEngineStub(channel)
-            assert stub.GetModelInfo(common_pb2.GetModelInfoRequest()).state == common_pb2.MODEL_STATE_UNLOADED
+            # UNLOADED is said once the whole unload is done (its garbage collection included), a moment after
+            # vLLM's processes are gone.
+            wait_until(
+                lambda: stub.GetModelInfo(common_pb2.GetModelInfoRequest()).state == common_pb2.MODEL_STATE_UNLOADED,
+                30,
+                "GetModelInfo to say UNLOADED",
+            )
         gateway = start_gateway(config, tmp_path)
         try:
             reply = httpx.post(
