@@ -12,6 +12,7 @@ import torch
 
 from services.common.errors import OverloadedError, ShuttingDownError
 from services.common.generation import Detail, ImageBytes
+from services.common.lifecycle import ModelState
 from services.vision_engine.captioner.engine import CaptionEngine
 from services.vision_engine.captioner.loader import load_vision_model
 from services.vision_engine.captioner.prompts import render_prompt
@@ -174,3 +175,16 @@ def test_saved_processor_pieces_round_trip(tiny_models, tmp_path):
     prompt_b = render_prompt(reloaded.tokenizer, reloaded.family.placeholder, "Describe")
     assert prompt_a == prompt_b and prompt_a.count("<|image_pad|>") == 1
     assert original.tokenizer(prompt_a)["input_ids"] == reloaded.tokenizer(prompt_b)["input_ids"]
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_an_idle_unloaded_caption_model_still_says_what_it_stands_in_for(tiny_models):
+    engine = CaptionEngine(caption_entry(tiny_models), device="cpu", idle_unload_secs=0)
+    await engine.start()
+    try:
+        loaded = engine.info().stand_in_for
+        assert loaded == "Qwen/Qwen2-VL-7B-Instruct"
+        assert await engine.lifecycle.unload_idle()
+        assert engine.info().state is ModelState.UNLOADED and engine.info().stand_in_for == loaded
+    finally:
+        await engine.stop()

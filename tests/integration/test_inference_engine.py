@@ -57,6 +57,8 @@ async def test_idle_model_is_unloaded_and_reloaded_on_demand(tiny_models):
     try:
         await wait_until_async(lambda: engine.info().state is ModelState.UNLOADED, timeout=15)
         assert engine.serving  # unloaded is still "can serve": the next request reloads
+        # Unloaded, the checkpoint is still the stand-in it was (GetModelInfo, /v1/models and the gpu-check say so).
+        assert engine.info().stand_in_for == "mistralai/Ministral-3-3B-Reasoning-2512"
         _, finished = await run(engine, max_tokens=3)
         assert finished.completion_tokens == 3 and engine.info().state is ModelState.READY
     finally:

@@ -146,6 +146,7 @@ class InferenceEngine:
         self._deaths: list[float] = []
         # The defaults of the last load, so GetModelInfo still shows them while the model is unloaded.
         self._last_sampling: ResolvedSampling | None = None
+        self._stand_in_for = ""  # the same for what the last load said the checkpoint stands in for
         self._prompting: Prompting | None = None  # the last load's, for count_tokens (set by _build)
 
     async def start(self) -> None:
@@ -182,7 +183,7 @@ class InferenceEngine:
         fetch_weights(entry, self.lifecycle.report)
         loaded = load_model(entry, self._device)
         parser = parser_for(entry.reasoning_parser, loaded.tokenizer, entry.tool_call_parser)
-        self._last_sampling = loaded.sampling
+        self._last_sampling, self._stand_in_for = loaded.sampling, loaded.stand_in_for
         self.lifecycle.report("building KV cache")
         batcher = self._new_batcher(loaded)
         budget = batcher.budget
@@ -370,7 +371,7 @@ class InferenceEngine:
             max_num_seqs=self.entry.params.max_num_seqs,
             dtype=str(loaded.dtype).removeprefix("torch.") if loaded else self.entry.params.dtype,
             device=str(loaded.device) if loaded else self._device,
-            stand_in_for=loaded.stand_in_for if loaded else "",
+            stand_in_for=loaded.stand_in_for if loaded else self._stand_in_for,
             error=self.lifecycle.error,
             kv_cache_tokens=runtime.batcher.budget.capacity_tokens if runtime else 0,
             kv_cache_usage=runtime.batcher.cache_usage() if runtime else 0.0,

@@ -120,6 +120,8 @@ class CaptionEngine:
             on_serving_change=on_serving_change,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        # What the last load said the checkpoint stands in for: still true, and shown, while it is unloaded.
+        self._stand_in_for = ""
 
     async def start(self) -> None:
         """Check the shared cache (at most its timeout: unreachable is logged, not fatal), load the model."""
@@ -166,6 +168,7 @@ class CaptionEngine:
             revision=entry.revision,
             trust_remote_code=entry.trust_remote_code,
         )
+        self._stand_in_for = loaded.stand_in_for
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         batcher = CaptionBatcher(loaded, params, self._loop)
         log.info(
@@ -315,7 +318,7 @@ class CaptionEngine:
             max_context=loaded.max_context if loaded else 0,
             dtype=str(loaded.dtype).removeprefix("torch.") if loaded else self.entry.params.dtype,
             device=str(loaded.device) if loaded else self._device,
-            stand_in_for=loaded.stand_in_for if loaded else "",
+            stand_in_for=loaded.stand_in_for if loaded else self._stand_in_for,
             cache_entries=len(self.board.cache),
             cache_hits=self.board.cache.hits,
             memory_used_bytes=runtime.batcher.tokens_in_flight * loaded.kv_bytes_per_token if runtime else 0,
