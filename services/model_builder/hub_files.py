@@ -33,6 +33,20 @@ def save_shards(weights: dict[str, torch.Tensor], out: Path, shards: int) -> Non
     )
 
 
+# Files that stand in the hub repos as they ship them (processor configs, chat templates), one folder per family.
+DATA = Path(__file__).parent / "data"
+
+
+def data_text(name: str) -> str:
+    """`data/<name>` exactly (a template must not gain a newline)."""
+    return (DATA / name).read_text(encoding="utf-8")
+
+
+def data_json(name: str) -> dict:
+    """`data/<name>`, parsed: written back by `write_json`, it is byte for byte the file."""
+    return json.loads(data_text(name))
+
+
 def write_json(path: Path, value: dict) -> None:
     """JSON as the hub repos write it (indent 2, trailing newline)."""
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")

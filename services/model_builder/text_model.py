@@ -34,7 +34,6 @@ measured with those prompt lengths (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -52,6 +51,7 @@ from .chat_templates import (
     MINISTRAL3_REASONING_CHAT_TEMPLATE,
     MINISTRAL3_REASONING_SYSTEM_PROMPT,
 )
+from .hub_files import data_json, write_json
 from .tekken import NAMED_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS, write_tekken
 from .tokenizer import train_tokenizer
 
@@ -63,29 +63,7 @@ TINY_CONTEXT = 4096
 # processor_config.json as the hub repos ship it (transformers-5 layout: the image processor nested in the
 # processor's config, no preprocessor_config.json): PixtralProcessor's image tokens and geometry, and the
 # PixtralImageProcessorFast settings that `AutoImageProcessor` loads (native vision reads them).
-IMAGE_PROCESSOR_CONFIG = {
-    "data_format": "channels_first",
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_processor_type": "PixtralImageProcessorFast",
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "patch_size": 14,
-    "resample": 3,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"longest_edge": 1540},
-}
-PROCESSOR_CONFIG = {
-    "image_break_token": "[IMG_BREAK]",
-    "image_end_token": "[IMG_END]",
-    "image_processor": IMAGE_PROCESSOR_CONFIG,
-    "image_token": "[IMG]",
-    "patch_size": 14,
-    "processor_class": "PixtralProcessor",
-    "spatial_merge_size": 2,
-}
+PROCESSOR_CONFIG = data_json("ministral-3/processor_config.json")
 
 # The bench tokenizer's leading special tokens: the first 36 ids of the real tekken vocabulary.
 SPECIAL_TOKENS = [NAMED_SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>") for i in range(36)]
@@ -263,8 +241,8 @@ def write_mistral3_files(out: Path, config: Mistral3Config) -> None:
     (out / "chat_template.jinja").write_text(MINISTRAL3_REASONING_CHAT_TEMPLATE)
     (out / "SYSTEM_PROMPT.txt").write_text(MINISTRAL3_REASONING_SYSTEM_PROMPT)
     params = _params_json(config.text_config, config.vision_config)
-    (out / "params.json").write_text(json.dumps(params, indent=2) + "\n")
-    (out / "processor_config.json").write_text(json.dumps(PROCESSOR_CONFIG, indent=2) + "\n")
+    write_json(out / "params.json", params)
+    write_json(out / "processor_config.json", PROCESSOR_CONFIG)
 
 
 def _write_ministral3(out: Path, arrange=None) -> dict:

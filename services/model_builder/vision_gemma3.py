@@ -42,7 +42,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
 from .corpus import corpus
-from .hub_files import added_tokens_decoder, save_shards, write_json
+from .hub_files import added_tokens_decoder, data_json, save_shards, write_json
 
 GEMMA3_HUB_ID = "google/gemma-3-4b-it"
 LEADING = [
@@ -150,24 +150,7 @@ GENERATION_CONFIG = {
     "transformers_version": "4.50.0.dev0",
 }
 
-PREPROCESSOR_CONFIG = {
-    "do_convert_rgb": None,
-    "do_normalize": True,
-    "do_pan_and_scan": None,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_processor_type": "Gemma3ImageProcessor",
-    "image_seq_length": 256,
-    "image_std": [0.5, 0.5, 0.5],
-    "pan_and_scan_max_num_crops": None,
-    "pan_and_scan_min_crop_size": None,
-    "pan_and_scan_min_ratio_to_activate": None,
-    "processor_class": "Gemma3Processor",
-    "resample": 2,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"height": 896, "width": 896},
-}
+PREPROCESSOR_CONFIG = data_json("gemma-3/preprocessor_config.json")
 
 
 def _specials() -> dict[int, str]:

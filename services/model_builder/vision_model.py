@@ -25,14 +25,13 @@ processor instead.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
 from .chat_templates import QWEN2_VL_CHAT_TEMPLATE
-from .hub_files import save_shards, write_json
+from .hub_files import data_json, save_shards, write_json
 from .qwen3_tokenizer import write_qwen2_tokenizer
 from .tokenizer import train_tokenizer
 
@@ -56,17 +55,7 @@ SPECIAL_TOKENS = [
 
 # Qwen/Qwen2-VL-7B-Instruct's preprocessor_config.json, verbatim: 56x56 to ~3584x3584 pixels, one image
 # token per 28x28 pixels after the 2x2 merge.
-PREPROCESSOR_CONFIG = {
-    "min_pixels": 3136,
-    "max_pixels": 12845056,
-    "patch_size": 14,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
-    "image_processor_type": "Qwen2VLImageProcessor",
-    "processor_class": "Qwen2VLProcessor",
-}
+PREPROCESSOR_CONFIG = data_json("qwen2-vl/preprocessor_config.json")
 
 # The repo's generation_config.json, with its ids replaced by this vocabulary's (filled in below).
 GENERATION_CONFIG = {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.01, "top_k": 1, "top_p": 0.001}
@@ -157,7 +146,7 @@ def write_qwen2_vl_files(out: Path, flat: dict, tok: PreTrainedTokenizerFast, id
     """The repo's files besides the weights: config.json (`flat`), generation_config.json, the tokenizer's
     (tokenizer.json, vocab.json, merges.txt, tokenizer_config.json, chat_template.json) and
     preprocessor_config.json."""
-    (out / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
+    write_json(out / "config.json", flat)
     endoftext, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
     generation = {
         "bos_token_id": endoftext,
@@ -166,11 +155,11 @@ def write_qwen2_vl_files(out: Path, flat: dict, tok: PreTrainedTokenizerFast, id
         **GENERATION_CONFIG,
         "transformers_version": "4.41.2",
     }
-    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    write_json(out / "generation_config.json", generation)
     added = [(ids[t], t, True) for t in SPECIAL_TOKENS]
     write_qwen2_tokenizer(tok.backend_tokenizer, out, added, QWEN2_VL_CHAT_TEMPLATE, model_max_length=32768)
     write_json(out / "chat_template.json", {"chat_template": QWEN2_VL_CHAT_TEMPLATE})
-    (out / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
+    write_json(out / "preprocessor_config.json", PREPROCESSOR_CONFIG)
 
 
 def write_tiny_qwen2_vl(out: Path) -> dict:

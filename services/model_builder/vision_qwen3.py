@@ -38,7 +38,7 @@ import torch
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from .chat_templates import QWEN3_VL_CHAT_TEMPLATE
-from .hub_files import save_shards, write_json
+from .hub_files import data_json, save_shards, write_json
 from .qwen3_tokenizer import BPE_VOCAB
 from .vision_qwen25 import silence_tokenless_ids
 from .vision_qwen_tokenizer import qwen_vl_generation_config, qwen_vl_token_ids, write_qwen_vl_tokenizer
@@ -102,25 +102,9 @@ GENERATION_CONFIG = qwen_vl_generation_config(
     top_k=20, top_p=0.8, repetition_penalty=1.0, temperature=0.7, transformers_version="4.56.0"
 )
 
-# What the image and the video processor configs share: the patching, the normalisation, the processor.
-_PATCHES = {
-    "patch_size": 16,
-    "temporal_patch_size": 2,
-    "merge_size": 2,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
-    "processor_class": "Qwen3VLProcessor",
-}
-PREPROCESSOR_CONFIG = {
-    "size": {"longest_edge": 16777216, "shortest_edge": 65536},
-    **_PATCHES,
-    "image_processor_type": "Qwen2VLImageProcessorFast",
-}
-VIDEO_PREPROCESSOR_CONFIG = {
-    "size": {"longest_edge": 25165824, "shortest_edge": 4096},
-    **_PATCHES,
-    "video_processor_type": "Qwen3VLVideoProcessor",
-}
+# The repo's image and video processor configs (16-pixel patches, 2x2 merge), as it ships them.
+PREPROCESSOR_CONFIG = data_json("qwen3-vl/preprocessor_config.json")
+VIDEO_PREPROCESSOR_CONFIG = data_json("qwen3-vl/video_preprocessor_config.json")
 
 
 def write_tiny_qwen3_vl(out: Path) -> dict:

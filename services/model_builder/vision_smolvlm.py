@@ -41,7 +41,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration
 
 from .corpus import corpus
-from .hub_files import added_tokens_decoder, save_shards, write_bpe_files, write_json
+from .hub_files import added_tokens_decoder, data_json, save_shards, write_bpe_files, write_json
 from .qwen3_tokenizer import _filler
 
 SMOLVLM_HUB_ID = "HuggingFaceTB/SmolVLM-256M-Instruct"
@@ -128,22 +128,7 @@ CONFIG = {
     "vocab_size": VOCAB_SIZE,
 }
 
-PREPROCESSOR_CONFIG = {
-    "do_convert_rgb": True,
-    "do_image_splitting": True,
-    "do_normalize": True,
-    "do_pad": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_processor_type": "Idefics3ImageProcessor",
-    "image_std": [0.5, 0.5, 0.5],
-    "max_image_size": {"longest_edge": 512},
-    "processor_class": "Idefics3Processor",
-    "resample": 1,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"longest_edge": 2048},
-}
+PREPROCESSOR_CONFIG = data_json("smolvlm/preprocessor_config.json")
 
 GENERATION_CONFIG = {"bos_token_id": BOS, "eos_token_id": EOU, "pad_token_id": PAD, "transformers_version": "4.46.0"}
 
