@@ -7,11 +7,11 @@ The file is dequantized at load (see that module: ~40 s and parameters x 4 bytes
 
 from __future__ import annotations
 
-from services.common.config import SamplingDefaults, resolve_sampling
+from services.common.config import SamplingDefaults
 from services.common.gguf import load_gguf, locate, open_gguf
-from services.common.hf_models import eos_token_ids, read_generation_config, resolve_device, resolve_dtype
+from services.common.hf_models import resolve_device, resolve_dtype
 
-from .loader import LoadedModel, checkpoint_sampling, max_context
+from .loader import LoadedModel, with_checkpoint_defaults
 
 
 def load_gguf_text_model(
@@ -29,18 +29,17 @@ def load_gguf_text_model(
     torch_dtype = resolve_dtype(dtype, torch_device)
     path = open_gguf(locate(source, gguf_file, revision))
     config, tokenizer, model, summary = load_gguf(path, dtype=torch_dtype)
-    model = model.to(torch_device)
-    beside = str(path.parent)  # a generation_config.json next to the file, if any (hub repos rarely have one)
-    generation = read_generation_config(beside, {})
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        text_config=config,
-        eos_token_ids=eos_token_ids(generation, tokenizer),
-        max_context=max_context(config, max_model_len),
+    return with_checkpoint_defaults(
+        model.to(torch_device),
+        tokenizer,
+        config,
+        # A generation_config.json next to the file, if any (hub repos rarely have one).
+        generation_dir=str(path.parent),
+        common={},
+        sampling=sampling,
+        max_model_len=max_model_len,
         dtype=torch_dtype,
         device=torch_device,
         stand_in_for="",
-        sampling=resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(generation, beside)),
         quantization=summary.describe(torch_dtype),
     )

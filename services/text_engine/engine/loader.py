@@ -149,11 +149,41 @@ def load_text_model(
         if weights
         else None
     )
-    generation = read_generation_config(source, common)
-    resolved = resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(generation, source))
+    return with_checkpoint_defaults(
+        model,
+        tokenizer,
+        text_config,
+        generation_dir=source,
+        common=common,
+        sampling=sampling,
+        max_model_len=max_model_len,
+        dtype=torch_dtype,
+        device=torch_device,
+        stand_in_for=stand_in_for(source),
+        quantization=plan.describe(torch_dtype) if plan else "",
+        family=family,
+        architectures=tuple(getattr(config, "architectures", None) or ()),
+    )
+
+
+def with_checkpoint_defaults(
+    model,
+    tokenizer,
+    text_config,
+    *,
+    generation_dir: str,
+    common: dict,
+    sampling: SamplingDefaults | None,
+    max_model_len: int | None,
+    **rest,
+) -> LoadedModel:
+    """The `LoadedModel` of a loaded model: its end-of-sequence ids, context and sampling defaults from the
+    `generation_config.json` in `generation_dir` (models.yaml's `sampling` first), the same for every format."""
+    generation = read_generation_config(generation_dir, common)
+    resolved = resolve_sampling(sampling or SamplingDefaults(), checkpoint_sampling(generation, generation_dir))
     log.info(
         "Sampling defaults of %s: %s",
-        source,
+        generation_dir,
         ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.values.model_dump().items()),
     )
     return LoadedModel(
@@ -162,13 +192,8 @@ def load_text_model(
         text_config=text_config,
         eos_token_ids=eos_token_ids(generation, tokenizer),
         max_context=max_context(text_config, max_model_len),
-        dtype=torch_dtype,
-        device=torch_device,
-        stand_in_for=stand_in_for(source),
         sampling=resolved,
-        quantization=plan.describe(torch_dtype) if plan else "",
-        family=family,
-        architectures=tuple(getattr(config, "architectures", None) or ()),
+        **rest,
     )
 
 
