@@ -23,6 +23,7 @@ from collections.abc import Callable
 from services.common.config import RequestLimits
 from services.common.errors import InvalidRequestError, ProxyVisionError
 
+from .asgi import HttpMiddleware
 from .errors import app_path, error_body
 from .schemas.json_values import check_json_values
 
@@ -47,17 +48,14 @@ def too_large(limit: int) -> RequestTooLargeError:
     )
 
 
-class RequestLimitsMiddleware:
+class RequestLimitsMiddleware(HttpMiddleware):
     """Refuses oversized bodies while reading them and makes the limits known to the request schema."""
 
     def __init__(self, app, limits: RequestLimits) -> None:
-        self.app = app
+        super().__init__(app)
         self._limits = limits
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
         token = active_limits.set(self._limits)
         try:
             body = await self._read_body(scope, receive, send)

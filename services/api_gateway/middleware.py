@@ -21,6 +21,7 @@ import uuid
 from services.common.errors import InternalError
 from services.common.logging_setup import request_id_var
 
+from .asgi import HttpMiddleware
 from .errors import app_path, error_body
 from .metrics import GatewayMetrics
 from .state import Drain
@@ -35,7 +36,7 @@ _UNEXPECTED = InternalError("The server had an error while processing your reque
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/completions"})
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(HttpMiddleware):
     """Wraps the app: assigns the id, adds the header, logs one line per request, turns a crash into a 500.
 
     Generation requests (chat completions and the other protocols') are also counted (status, latency to the last
@@ -43,14 +44,11 @@ class RequestIdMiddleware:
     is only over when the app returns, which is exactly what a drain must wait for."""
 
     def __init__(self, app, metrics: GatewayMetrics, drain: Drain) -> None:
-        self.app = app
+        super().__init__(app)
         self._metrics = metrics
         self._drain = drain
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope, receive, send) -> None:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _SAFE_ID.match(given) else f"req-{uuid.uuid4().hex[:20]}"
         token = request_id_var.set(request_id)

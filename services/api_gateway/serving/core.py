@@ -41,6 +41,7 @@ from .conversation import Conversation
 from .conversation_key import conversation_key
 from .engine_call import EngineCall
 from .image_policy import ImagePolicies
+from .owned_stream import OwnedStream
 from .params import choice_params
 from .registry import EngineRegistry
 from .vision_rewrite import PendingImages, Timings
@@ -109,12 +110,11 @@ class Outcome:
     proxy_vision: dict | None
 
 
-class LiveGeneration:
-    """A started stream's events, owning the engine calls behind them: `aclose()` releases the calls even when the
-    events were never read (the client left before the first byte)."""
+class LiveGeneration(OwnedStream[CoreEvent]):
+    """A started stream's events (iterate it), owning the engine calls behind them."""
 
     def __init__(self, events: AsyncGenerator[CoreEvent, None], calls: ChoiceCalls | None) -> None:
-        self.events = events
+        super().__init__(events, calls)
         self._calls = calls
 
     @property
@@ -122,14 +122,6 @@ class LiveGeneration:
         """The prompt's tokens as the engine counted them, when it accepted the calls before the stream started
         (text-only requests); None when the stream starts first (images to caption) and in the events."""
         return self._calls.calls[0].prompt_tokens if self._calls is not None else None
-
-    async def aclose(self) -> None:
-        """Stop the events and cancel the engine calls (no-ops once finished)."""
-        try:
-            await self.events.aclose()
-        finally:
-            if self._calls is not None:
-                await self._calls.aclose()
 
 
 class GenerationCore:

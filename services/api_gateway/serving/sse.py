@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.responses import StreamingResponse
 
 from services.common.errors import InternalError, ProxyVisionError
+
+from .owned_stream import OwnedStream
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +56,8 @@ async def ending_with_done(frames: AsyncIterator[str], calls) -> AsyncIterator[s
     yield DONE
 
 
-class FrameStream:
-    """The SSE frames of one answer, owning the engine calls behind them.
-
-    `aclose()` releases the engine calls even when iteration never started (the client left before
-    the first byte): closing a never-started generator would not run its `finally`, so the calls (anything
-    with an `aclose()`: a `LiveGeneration`) are closed here as well."""
-
-    def __init__(self, frames: AsyncGenerator[str, None], call=None) -> None:
-        self._frames = frames
-        self._call = call
-
-    def __aiter__(self) -> AsyncGenerator[str, None]:
-        return self._frames
-
-    async def aclose(self) -> None:
-        """Stop the frames and cancel the engine call (both no-ops once finished)."""
-        try:
-            await self._frames.aclose()
-        finally:
-            if self._call is not None:
-                await self._call.aclose()
+class FrameStream(OwnedStream[str]):
+    """The SSE frames of one answer, owning the engine calls behind them (a `LiveGeneration`, `ChoiceCalls`)."""
 
 
 class EventStreamResponse(StreamingResponse):

@@ -159,7 +159,7 @@ async def message_frames(live: LiveGeneration, model: str, shows_thinking: bool)
     blocks = BlockWriter(shows_thinking)
     proxy_vision = None
     try:
-        async for item in live.events:
+        async for item in live:
             if isinstance(item, KeepAlive):
                 yield PING
             elif isinstance(item, CaptionsMade):

@@ -156,7 +156,7 @@ class ChatCompletions:
         for index in range(plan.n):
             yield chunk.delta({"role": "assistant", "content": ""}, index)
         finished: dict[int, Finished] = {}
-        async for item in live.events:
+        async for item in live:
             if isinstance(item, KeepAlive):
                 yield sse.KEEPALIVE
             elif isinstance(item, CaptionsMade):

@@ -240,14 +240,14 @@ class _Batch:
     async def events(self) -> AsyncIterator[CoreEvent]:
         """Every prompt's events as they come; the first failure of any prompt is raised."""
         if len(self._lives) == 1:  # the common case: no tasks, no queue
-            async for event in self._lives[0].events:
+            async for event in self._lives[0]:
                 yield event
             return
         queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(prompt: int, live: LiveGeneration) -> None:
             try:
-                async for event in live.events:
+                async for event in live:
                     queue.put_nowait((prompt, event))
             except Exception as error:  # noqa: BLE001 - handed to the reader, which raises it
                 queue.put_nowait((prompt, error))

@@ -92,7 +92,7 @@ class Responses:
         captions: dict = {}
         try:
             finished: Finished | None = None
-            async for item in live.events:
+            async for item in live:
                 if isinstance(item, KeepAlive):
                     yield sse.KEEPALIVE
                 elif isinstance(item, Output):
