@@ -58,6 +58,14 @@ def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
     return found
 
 
+def ip_of(text: str) -> IPAddress | None:
+    """`text` as an IP address (an IPv6 zone, `%eth0`, dropped), or None when it is not one (a host name)."""
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
 def describe(address: IPAddress) -> str:
     """What a non-public address is, for an error message: "a loopback address (127.0.0.0/8)"."""
     for block, kind in _KINDS:
@@ -87,9 +95,8 @@ class AddressPolicy:
 
     def refusal(self, address: str) -> str | None:
         """None when `address` may be connected to; else what it is (see `describe`)."""
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
+        ip = ip_of(address)
+        if ip is None:
             return "not an IP address"
         candidates = [ip, *embedded_ipv4(ip)]
         if any(c in net for c in candidates for net in self._allowed if c.version == net.version):

@@ -15,7 +15,6 @@ the log). The ImageUrlNotAccessibleError docstring says why that is safe.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import socket
@@ -30,7 +29,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from services.common.config import ImageLimits
 from services.common.errors import ImageDownloadTimeoutError, ImageTooLargeError, ImageUrlNotAccessibleError
 
-from .addresses import AddressPolicy
+from .addresses import AddressPolicy, ip_of
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +181,9 @@ class ImageFetcher:
         # The first refused answer's class, never the address: a name's address may be an internal DNS answer.
         refusal = next((r for r in map(self._policy.refusal, addresses) if r is not None), None)
         if refusal is not None:
-            raise _Refused(f"{host} is {refusal}" if _is_ip(target.host) else f"{host} resolves to {refusal}")
+            raise _Refused(
+                f"{host} is {refusal}" if ip_of(target.host) is not None else f"{host} resolves to {refusal}"
+            )
         return addresses[0]
 
     async def _get_with_retries(self, target: _Target, address: str) -> FetchedImage | str:
@@ -269,14 +270,6 @@ def _shown(host: str) -> str:
 
 def _text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _redact(url: str) -> str:

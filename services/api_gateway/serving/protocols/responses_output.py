@@ -179,17 +179,7 @@ class StreamEvents:
                 "reasoning", reasoning_item(new_id("rs"), "", "in_progress"), {"type": "reasoning_text", "text": ""}
             )
         )
-        self._open["text"].append(text)
-        return [
-            *frames,
-            self.event(
-                "response.reasoning_text.delta",
-                item_id=self._open["id"],
-                output_index=self._open["index"],
-                content_index=0,
-                delta=text,
-            ),
-        ]
+        return [*frames, self._delta("response.reasoning_text.delta", text)]
 
     def text(self, text: str, logprobs: Sequence[TokenLogprob]) -> list[str]:
         """A piece of answer text (opens the message item if needed)."""
@@ -200,19 +190,8 @@ class StreamEvents:
             + self._start("message", message_item(new_id("msg"), None, status="in_progress"), text_part(""))
         )
         entries = token_logprobs(logprobs) if self._with_logprobs else []
-        self._open["text"].append(text)
         self._open["logprobs"] += entries
-        return [
-            *frames,
-            self.event(
-                "response.output_text.delta",
-                item_id=self._open["id"],
-                output_index=self._open["index"],
-                content_index=0,
-                delta=text,
-                logprobs=entries,
-            ),
-        ]
+        return [*frames, self._delta("response.output_text.delta", text, logprobs=entries)]
 
     def tool_call(self, piece: ToolCallDelta) -> list[str]:
         """A piece of a function call: its opening (id and name) opens a new item, the rest are argument deltas."""
@@ -222,16 +201,16 @@ class StreamEvents:
                 "function_call", call_item(new_id("fc"), piece.id, piece.name, "", "in_progress")
             )
         if piece.arguments and self._is_open("function_call"):
-            self._open["text"].append(piece.arguments)
-            frames.append(
-                self.event(
-                    "response.function_call_arguments.delta",
-                    item_id=self._open["id"],
-                    output_index=self._open["index"],
-                    delta=piece.arguments,
-                )
-            )
+            frames.append(self._delta("response.function_call_arguments.delta", piece.arguments, in_content=False))
         return frames
+
+    def _delta(self, event: str, piece: str, *, in_content: bool = True, **after) -> str:
+        """`piece` added to the open item's text, and its delta `event` (of its content part when `in_content`)."""
+        self._open["text"].append(piece)
+        where = {"item_id": self._open["id"], "output_index": self._open["index"]}
+        if in_content:
+            where["content_index"] = 0
+        return self.event(event, **where, delta=piece, **after)
 
     def _is_open(self, kind: str) -> bool:
         return self._open is not None and self._open["kind"] == kind
