@@ -29,7 +29,7 @@ from services.common.generation import (
 )
 from services.common.hf_models import MIB
 from services.common.hub_download import fetch_weights
-from services.common.lifecycle import ModelLifecycle, ModelState
+from services.common.lifecycle import ModelLifecycle, ModelState, log_building
 from services.common.metrics import EngineMetrics, ModelSnapshot
 
 from .admission import build_prompt, prepare_request
@@ -164,20 +164,14 @@ class InferenceEngine:
     # Worker-thread side of the lifecycle ---------------------------------------------------------
     def _build(self) -> TextRuntime:
         entry, params = self.entry, self.entry.params
-        log.info(
-            "Building InferenceEngine for model %s (backend=%s, source=%s, dtype=%s, device=%s, mem=%d MiB, "
-            "max_num_seqs=%d, prefill_chunk_size=%d, block_size=%d, max_model_len=%s, idle_unload_secs=%d)",
-            entry.name,
-            entry.backend,
-            entry.source,
-            params.dtype,
+        log_building(
+            log,
+            entry,
             self._device,
-            params.mem,
-            params.max_num_seqs,
-            params.prefill_chunk_size,
-            params.block_size,
-            entry.max_model_len,
-            self._idle_unload_secs,
+            prefill_chunk_size=params.prefill_chunk_size,
+            block_size=params.block_size,
+            max_model_len=entry.max_model_len,
+            idle_unload_secs=self._idle_unload_secs,
         )
         started = time.monotonic()
         fetch_weights(entry, self.lifecycle.report)

@@ -27,7 +27,7 @@ from services.common.generation import Detail, ImageBytes
 from services.common.hf_models import MIB
 from services.common.hub_download import fetch_weights
 from services.common.images import decode_image
-from services.common.lifecycle import ModelLifecycle, ModelState
+from services.common.lifecycle import ModelLifecycle, ModelState, log_building
 from services.common.metrics import ModelSnapshot, VisionMetrics
 from services.common.multimodal.detail import image_token_budget
 
@@ -138,18 +138,13 @@ class CaptionEngine:
 
     def _build(self) -> VisionRuntime:
         entry, params = self.entry, self.entry.params
-        log.info(
-            "Building InferenceEngine for model %s (vision proxy; source=%s, dtype=%s, device=%s, mem=%d MiB, "
-            "max_num_seqs=%d, max_image_tokens=%d, idle_unload_secs=%d, shared_cache=%s)",
-            entry.name,
-            entry.source,
-            params.dtype,
+        log_building(
+            log,
+            entry,
             self._device,
-            params.mem,
-            params.max_num_seqs,
-            entry.vision_proxy.max_image_tokens,
-            self._idle_unload_secs,
-            self.shared.url if self.shared else "none",
+            max_image_tokens=entry.vision_proxy.max_image_tokens,
+            idle_unload_secs=self._idle_unload_secs,
+            shared_cache=self.shared.url if self.shared else "none",
         )
         own = entry.local_path or entry.hf_id
         if own and own != entry.source:
