@@ -40,7 +40,7 @@ async def test_images_of_concurrent_requests_share_a_batch(tiny_models):
     engine = CaptionEngine(caption_entry(tiny_models), device="cpu", idle_unload_secs=0)
     await engine.start()
     try:
-        batcher = engine.lifecycle.resource.batcher
+        batcher = engine.lifecycle.resource
         long_one = engine.describe(job(png((200, 1, 1)), max_tokens=100_000))
         await anext(long_one)  # the batcher is busy with it now
         waiting = [asyncio.ensure_future(collect(engine, job(png((i, 50, 50))))) for i in range(3)]
@@ -64,9 +64,9 @@ async def test_identical_concurrent_requests_are_computed_once(tiny_models):
         image = png((7, 7, 7))
         a, b = await asyncio.gather(collect(engine, job(image)), collect(engine, job(image)))
         assert a[-1].caption == b[-1].caption
-        assert engine.lifecycle.resource.batcher.captioned == 1
+        assert engine.lifecycle.resource.captioned == 1
         again = await collect(engine, job(image))
-        assert again[-1].cached and engine.lifecycle.resource.batcher.captioned == 1
+        assert again[-1].cached and engine.lifecycle.resource.captioned == 1
     finally:
         await engine.stop()
 
@@ -99,7 +99,7 @@ async def test_a_caption_that_lands_while_a_request_decodes_is_not_computed_agai
         engine.gate.set()
         done = (await second)[-1]
         assert done.cached and done.caption == (await first)[-1].caption
-        assert engine.lifecycle.resource.batcher.captioned == 1
+        assert engine.lifecycle.resource.captioned == 1
     finally:
         await engine.stop()
 
@@ -113,7 +113,7 @@ async def test_a_cancelled_request_stops_its_caption(tiny_models):
         first = await anext(stream)
         assert isinstance(first, CaptionDelta)
         await stream.aclose()  # the caller went away
-        batcher = engine.lifecycle.resource.batcher
+        batcher = engine.lifecycle.resource
         deadline = asyncio.get_running_loop().time() + 20
         while batcher.running:
             assert asyncio.get_running_loop().time() < deadline, "the cancelled caption kept running"
@@ -129,7 +129,7 @@ async def test_a_full_queue_is_refused_at_once_and_a_drain_aborts_running_reques
     engine = CaptionEngine(caption_entry(tiny_models, max_num_seqs=1, max_queue=1), device="cpu", idle_unload_secs=0)
     await engine.start()
     try:
-        batcher = engine.lifecycle.resource.batcher
+        batcher = engine.lifecycle.resource
         running = engine.describe(job(png((3, 1, 1)), max_tokens=100_000))
         await anext(running)
         queued = asyncio.ensure_future(collect(engine, job(png((4, 1, 1)))))

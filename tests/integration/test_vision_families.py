@@ -127,7 +127,7 @@ async def test_greedy_captions_are_deterministic(family_models, kind):
     try:
         image = png((30, 90, 200), (100, 70))
         first, second = done(await collect(engine, job(image))), done(await collect(engine, job(image)))
-        assert engine.lifecycle.resource.batcher.captioned == 2
+        assert engine.lifecycle.resource.captioned == 2
         assert (first.caption, first.caption_tokens, first.image_tokens) == (
             second.caption,
             second.caption_tokens,
@@ -144,7 +144,7 @@ async def test_a_caption_in_a_batch_equals_the_caption_alone(family_models, kind
     try:
         images = [png((250, 20, 20), (64, 48)), png((20, 250, 20), (300, 120)), png((20, 20, 250), (90, 260))]
         alone = [done(await collect(engine, job(image, detail="auto"))).caption for image in images]
-        batcher = engine.lifecycle.resource.batcher
+        batcher = engine.lifecycle.resource
         together = await collect(engine, job(*images, detail="auto"))
         assert list(batcher.batch_sizes)[-1] == 3  # the three went through one generate()
         by_index = {e.image_index: e.caption for e in together if isinstance(e, CaptionDone)}
@@ -177,7 +177,7 @@ async def test_a_repeat_is_a_cache_hit_and_another_instruction_or_detail_is_not(
         image = png((1, 2, 250), (80, 60))
         first = done(await collect(engine, job(image)))
         again = done(await collect(engine, job(image)))
-        batcher = engine.lifecycle.resource.batcher
+        batcher = engine.lifecycle.resource
         assert again.cached and again.caption == first.caption and batcher.captioned == 1
         assert not done(await collect(engine, job(image, user_prompt="What breed is it?"))).cached
         assert not done(await collect(engine, job(image, detail="high"))).cached
@@ -193,7 +193,7 @@ async def test_a_bad_image_is_refused_before_any_model_work(family_models, kind)
         with pytest.raises(InvalidRequestError, match="Invalid image") as info:
             await collect(engine, job(png(), b"definitely not an image"))
         assert info.value.param == "images[1]"
-        assert engine.lifecycle.resource.batcher.captioned == 0
+        assert engine.lifecycle.resource.captioned == 0
     finally:
         await engine.stop()
 
@@ -274,8 +274,8 @@ async def test_the_default_instruction_reaches_the_model(family_models):
     try:
         runtime = engine.lifecycle.resource
         submitted = []
-        submit = runtime.batcher.submit
-        runtime.batcher.submit = lambda j: (submitted.append(j), submit(j))[1]  # record, then queue as usual
+        submit = runtime.submit
+        runtime.submit = lambda j: (submitted.append(j), submit(j))[1]  # record, then queue as usual
         done(await collect(engine, job(png((5, 5, 5)), user_prompt="What does the sign say?")))
         (caption_job,) = submitted
         assert caption_job.instruction.startswith(DEFAULT_VISION_PROMPT)

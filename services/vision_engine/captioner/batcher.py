@@ -86,7 +86,7 @@ class CaptionBatcher(StaticBatchRunner[CaptionJob, _Row]):
     """Captions in static batches on the runner's worker thread; `submit` is thread-safe."""
 
     def __init__(self, loaded: LoadedVisionModel, params: ModelParams, loop: asyncio.AbstractEventLoop) -> None:
-        self._loaded = loaded
+        self.loaded = loaded
         self._loop = loop
         self._eos = set(loaded.eos_token_ids)
         self.captioned = 0  # images that went through the model (cache hits never get here)
@@ -102,7 +102,7 @@ class CaptionBatcher(StaticBatchRunner[CaptionJob, _Row]):
 
     # Worker thread ---------------------------------------------------------------------------------
     def prepare(self, job: CaptionJob) -> _Row | None:
-        loaded, family = self._loaded, self._loaded.family
+        loaded, family = self.loaded, self.loaded.family
         try:
             image = family.encode(job.image, job.max_image_tokens)
             prompt = render_prompt(loaded.tokenizer, family.placeholder, job.instruction)
@@ -116,7 +116,7 @@ class CaptionBatcher(StaticBatchRunner[CaptionJob, _Row]):
         self._call(row.job.on_error, f"captioning failed: {exc}")
 
     def generate(self, rows: list[_Row], holding: Callable[[int], None]) -> None:
-        loaded = self._loaded
+        loaded = self.loaded
         self.captioned += len(rows)
         input_ids, mask = left_pad(rows, loaded.pad_token_id)
         width = input_ids.shape[1]

@@ -34,7 +34,7 @@ from services.common.multimodal.detail import image_token_budget
 from .batcher import CaptionBatcher, CaptionJob
 from .cache import CachedCaption, CacheKey, CaptionCache
 from .flights import CaptionFailed, Flight, FlightBoard
-from .loader import LoadedVisionModel, load_vision_model
+from .loader import load_vision_model
 from .prompts import build_instruction
 from .shared_cache import SharedCaptionStore
 from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob
@@ -57,14 +57,6 @@ def _drain(first, events: asyncio.Queue) -> list:
         else:
             merged.append(event)
     return merged
-
-
-@dataclass(frozen=True)
-class VisionRuntime:
-    """What a load produces."""
-
-    loaded: LoadedVisionModel
-    batcher: CaptionBatcher
 
 
 @dataclass(frozen=True)
@@ -112,10 +104,10 @@ class CaptionEngine:
         self.board = FlightBoard(
             CaptionCache(cache_entries, cache_bytes), on_caption=self.shared.put if self.shared else None
         )
-        self.lifecycle: ModelLifecycle[VisionRuntime] = ModelLifecycle(
+        self.lifecycle: ModelLifecycle[CaptionBatcher] = ModelLifecycle(
             entry.name,
             self._build,
-            lambda runtime: runtime.batcher.stop(),
+            lambda batcher: batcher.stop(),
             idle_unload_secs=idle_unload_secs,
             on_serving_change=on_serving_change,
         )
@@ -136,7 +128,7 @@ class CaptionEngine:
         if self.shared is not None:
             await self.shared.close()
 
-    def _build(self) -> VisionRuntime:
+    def _build(self) -> CaptionBatcher:
         entry, params = self.entry, self.entry.params
         log_building(
             log,
@@ -175,7 +167,7 @@ class CaptionEngine:
             params.mem,
             loaded.kv_bytes_per_token,
         )
-        return VisionRuntime(loaded, batcher)
+        return batcher
 
     def describe(self, job: DescribeJob) -> AsyncIterator[CaptionEvent]:
         """Stream captions of all images of `job`; per image, deltas then one CaptionDone."""
@@ -191,11 +183,11 @@ class CaptionEngine:
         events: asyncio.Queue = asyncio.Queue()
         flights: list[Flight] = []
         pending = set(range(len(job.images)))
-        async with self.lifecycle.use() as runtime:
+        async with self.lifecycle.use() as batcher:
             limit = self.entry.params.queue_limit
-            if runtime.batcher.waiting >= limit:
+            if batcher.waiting >= limit:
                 raise OverloadedError(
-                    f"The vision engine is at capacity ({runtime.batcher.waiting} images waiting, "
+                    f"The vision engine is at capacity ({batcher.waiting} images waiting, "
                     f"max_queue={limit}); retry shortly"
                 )
             self._listeners.add(events)
@@ -212,10 +204,10 @@ class CaptionEngine:
                     if self._answer_from_cache(events, index, keys[index]):
                         continue
                     self.metrics.cache_misses.labels(self.entry.name).inc()
-                    budget = self._image_budget(runtime, job.images[index].detail, image, max_tokens)
+                    budget = self._image_budget(batcher, job.images[index].detail, image, max_tokens)
                     flight = self.board.join_or_start(
                         keys[index],
-                        lambda f, im=image, b=budget: self._submit(runtime, f, im, b, instruction, max_tokens),
+                        lambda f, im=image, b=budget: self._submit(batcher, f, im, b, instruction, max_tokens),
                     )
                     flight.subscribe(events, index)
                     flights.append(flight)
@@ -278,22 +270,22 @@ class CaptionEngine:
             decode_image(job.images[i].data, max_pixels=MAX_DECODE_PIXELS, param=f"images[{i}]").image for i in indices
         ]
 
-    def _image_budget(self, runtime: VisionRuntime, detail: Detail, image, max_tokens: int) -> int:
+    def _image_budget(self, batcher: CaptionBatcher, detail: Detail, image, max_tokens: int) -> int:
         # One sequence may use the whole batch budget, less its text and caption.
-        memory_tokens = runtime.batcher.token_budget - max_tokens - 128
+        memory_tokens = batcher.token_budget - max_tokens - 128
         return image_token_budget(
             detail,
-            runtime.loaded.family.natural_tokens(*image.size),
+            batcher.loaded.family.natural_tokens(*image.size),
             max_image_tokens=self.entry.vision_proxy.max_image_tokens,
             memory_tokens=memory_tokens,
         )
 
     @staticmethod
     def _submit(
-        runtime: VisionRuntime, flight: Flight, image, budget: int, instruction: str, max_tokens: int
+        batcher: CaptionBatcher, flight: Flight, image, budget: int, instruction: str, max_tokens: int
     ) -> CaptionJob:
         job = CaptionJob(image, instruction, budget, max_tokens, flight.on_delta, flight.on_done, flight.on_error)
-        runtime.batcher.submit(job)
+        batcher.submit(job)
         return job
 
     def abort_all(self, reason: str) -> None:
@@ -303,20 +295,20 @@ class CaptionEngine:
 
     def info(self) -> VisionEngineInfo:
         """Current state and load."""
-        runtime = self.lifecycle.resource
-        loaded = runtime.loaded if runtime else None
+        batcher = self.lifecycle.resource
+        loaded = batcher.loaded if batcher else None
         return VisionEngineInfo(
             state=self.lifecycle.state,
             error=self.lifecycle.error,
-            running=runtime.batcher.running if runtime else 0,
-            waiting=runtime.batcher.waiting if runtime else 0,
+            running=batcher.running if batcher else 0,
+            waiting=batcher.waiting if batcher else 0,
             max_context=loaded.max_context if loaded else 0,
             dtype=str(loaded.dtype).removeprefix("torch.") if loaded else self.entry.params.dtype,
             device=str(loaded.device) if loaded else self._device,
             stand_in_for=loaded.stand_in_for if loaded else self._stand_in_for,
             cache_entries=len(self.board.cache),
             cache_hits=self.board.cache.hits,
-            memory_used_bytes=runtime.batcher.tokens_in_flight * loaded.kv_bytes_per_token if runtime else 0,
+            memory_used_bytes=batcher.tokens_in_flight * loaded.kv_bytes_per_token if batcher else 0,
             last_load_seconds=self.lifecycle.last_load_seconds,
             status=self.lifecycle.status,
             shared_cache=self.shared.describe() if self.shared else "",
