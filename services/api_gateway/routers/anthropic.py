@@ -12,18 +12,16 @@ from ..dependencies import get_state, request_id
 from ..openapi import anthropic_error_responses
 from ..schemas.anthropic import AnthropicMessage, CountTokensRequest, CountTokensResponse, MessagesRequest
 from ..state import GatewayState
-from .generation import client_timeout, serve, stream_responses, unless_disconnected
+from .generation import Generation, client_timeout, stream_responses, unless_disconnected
 
 router = APIRouter(tags=["anthropic"])
 
 _RESPONSES = stream_responses(
     "A `message`, or with `stream: true` a `text/event-stream` of Anthropic's message events",
-    {
-        "event": "message_start, content_block_start, content_block_delta, content_block_stop, message_delta, "
-        "message_stop, ping; after the first byte, error",
-        "data": "The event as JSON, its `type` the event's name",
-    },
-    anthropic_error_responses(400, 404, 413, 500, 503, 504, 529),
+    "The event as JSON, its `type` the event's name",
+    events="message_start, content_block_start, content_block_delta, content_block_stop, message_delta, "
+    "message_stop, ping; after the first byte, error",
+    errors=anthropic_error_responses(400, 404, 413, 500, 503, 504, 529),
 )
 
 
@@ -33,11 +31,9 @@ def _refuse_while_draining(state: GatewayState) -> None:
 
 
 @router.post("/v1/messages", response_model=AnthropicMessage, responses=_RESPONSES)
-async def create_message(
-    body: MessagesRequest, request: Request, state: GatewayState = Depends(get_state), rid: str = Depends(request_id)
-):
+async def create_message(body: MessagesRequest, generation: Generation = Depends()):
     """Anthropic Messages, streamed (SSE) or not; images are described by the vision engine."""
-    return await serve(request, state.messages, body, rid, state.drain.draining)
+    return await generation.serve(generation.state.messages, body)
 
 
 @router.post(

@@ -3,36 +3,23 @@ the response type."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
-from ..dependencies import get_state, request_id
-from ..openapi import error_responses
 from ..schemas.completions import Completion, CompletionRequest
-from ..state import GatewayState
-from .generation import serve, stream_responses
+from .generation import Generation, stream_responses
 
 router = APIRouter(tags=["completions"])
 
 _RESPONSES = stream_responses(
     "A `text_completion`, or with `stream: true` a `text/event-stream` of `text_completion` chunks ending with "
     "`data: [DONE]`",
-    {
-        "data": "A `text_completion` chunk as JSON (one choice's new text, or its finish_reason; with include_usage, "
-        'last, the usage with no choices); after the first byte, an error as `{"error": {...}}`; last, '
-        "`[DONE]`",
-        "event": "Always the default, `message`",
-    },
-    error_responses(400, 404, 413, 500, 503, 504),
+    "A `text_completion` chunk as JSON (one choice's new text, or its finish_reason; with include_usage, last, the "
+    'usage with no choices); after the first byte, an error as `{"error": {...}}`; last, `[DONE]`',
 )
 
 
 @router.post("/v1/completions", response_model=Completion, responses=_RESPONSES)
-async def create_completion(
-    body: CompletionRequest,
-    request: Request,
-    state: GatewayState = Depends(get_state),
-    rid: str = Depends(request_id),
-):
+async def create_completion(body: CompletionRequest, generation: Generation = Depends()):
     """OpenAI legacy completions of a raw prompt (no chat template), streamed (SSE) or not; `suffix` for
     fill-in-the-middle (an editor's autocomplete)."""
-    return await serve(request, state.completions, body, rid, state.drain.draining)
+    return await generation.serve(generation.state.completions, body)

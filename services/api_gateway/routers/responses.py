@@ -3,34 +3,29 @@ serving/protocols/responses.py."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from ..dependencies import get_state, request_id
+from ..dependencies import get_state
 from ..openapi import error_responses
 from ..schemas.responses import ResponsesRequest
 from ..state import GatewayState
-from .generation import serve, stream_responses
+from .generation import Generation, stream_responses
 
 router = APIRouter(tags=["responses"])
 
 _CREATED = stream_responses(
     "A `response` object, or with `stream: true` a `text/event-stream` of typed Responses events",
-    {
-        "event": "The event's type: `response.created`, `response.output_text.delta`, ... `response.completed`",
-        "data": "The event as JSON, with `type` and `sequence_number`",
-    },
-    error_responses(400, 404, 413, 500, 503, 504),
+    "The event as JSON, with `type` and `sequence_number`",
+    events="The event's type: `response.created`, `response.output_text.delta`, ... `response.completed`",
 )
 
 
 @router.post("/v1/responses", responses=_CREATED)
-async def create_response(
-    body: ResponsesRequest, request: Request, state: GatewayState = Depends(get_state), rid: str = Depends(request_id)
-):
+async def create_response(body: ResponsesRequest, generation: Generation = Depends()):
     """OpenAI Responses: text, images, function tools, structured outputs, reasoning; stored for
     `previous_response_id` unless `store` is false."""
-    return await serve(request, state.responses, body, rid, state.drain.draining)
+    return await generation.serve(generation.state.responses, body)
 
 
 @router.get("/v1/responses/{response_id}", responses=error_responses(404, 503))
