@@ -31,13 +31,13 @@ def check_hub_source(repo: str, *, revision: str | None, field: str = "hf_id") -
     transformers reads the cache without retrying the network first."""
     from huggingface_hub import HfApi, constants, errors
 
-    cached = _cached_in(repo, revision)
+    cached = cached_snapshot(repo, revision)
     if constants.HF_HUB_OFFLINE:
         if cached is None:
             raise ModelLoadError(
                 f"{field} {repo} is not in the hub cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set: "
                 "download it once on a machine with hub access (huggingface-cli download, same HF_HOME), unset "
-                f"HF_HUB_OFFLINE, or set local_path to a checkpoint directory"
+                "HF_HUB_OFFLINE, or set local_path to a checkpoint directory"
             )
         return
     try:
@@ -70,7 +70,7 @@ def check_hub_source(repo: str, *, revision: str | None, field: str = "hf_id") -
     raise ModelLoadError(f"{field} {repo} {why}")
 
 
-def _cached_in(repo: str, revision: str | None) -> Path | None:
+def cached_snapshot(repo: str, revision: str | None) -> Path | None:
     """The repo's cached snapshot directory at `revision` (a branch, a tag or a commit), or None.
 
     Read from the hub cache's documented layout (models--ORG--NAME/refs/REV holds the commit,

@@ -25,6 +25,8 @@ from pathlib import Path
 from transformers import AutoTokenizer, TokenizersBackend
 from transformers.utils import cached_file
 
+from .hub_access import cached_snapshot
+
 TEKKEN_FILE = "tekken.json"
 # The special tokens of every tekken vocabulary, by role (mistral-common's SpecialTokens).
 TEKKEN_ROLE_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
@@ -48,14 +50,12 @@ def _offline_snapshot(source: str, revision: str | None) -> str:
 
     Offline, transformers cannot list a hub repo's files, and the listing is how it finds a `tekken.json` to
     convert when the repo has no tokenizer.json: from a directory it lists the files itself."""
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import constants
 
     if not constants.HF_HUB_OFFLINE or Path(source).is_dir():
         return source
-    try:
-        return snapshot_download(source, revision=revision, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not cached: from_pretrained says so in its own words
-        return source
+    snapshot = cached_snapshot(source, revision)
+    return str(snapshot) if snapshot is not None else source  # not cached: from_pretrained says so in its own words
 
 
 def load_tokenizer(source: str, *, revision: str | None = None, trust_remote_code: bool = False):
