@@ -35,6 +35,7 @@ def load_gguf_text_model(
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
+        config=config,
         text_config=config,
         eos_token_ids=eos_token_ids(generation, tokenizer),
         max_context=max_context(config, max_model_len),

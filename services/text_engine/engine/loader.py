@@ -59,6 +59,7 @@ class LoadedModel:
 
     model: torch.nn.Module | None  # None when another engine core holds the weights (backend: vllm)
     tokenizer: object
+    config: object  # the checkpoint's config.json as transformers reads it: text_config, or holding it (multimodal)
     text_config: object
     eos_token_ids: list[int]
     max_context: int
@@ -159,6 +160,7 @@ def load_text_model(
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
+        config=config,
         text_config=text_config,
         eos_token_ids=eos_token_ids(generation, tokenizer),
         max_context=max_context(text_config, max_model_len),
