@@ -107,8 +107,9 @@ def ministral3_tokenizer(vocab_size: int, context: int):
     return tok
 
 
-def _rope(context: int) -> dict:
-    # The real model's YaRN rope (factor 16, theta 1e6, Llama-4 attention scaling), scaled to this context.
+def ministral3_rope(context: int) -> dict:
+    """The real model's `rope_parameters` (YaRN: factor 16, theta 1e6; Llama-4 attention scaling), scaled to a
+    model of `context` positions: the original context is 1/16 of it, as on the hub."""
     return {
         "rope_type": "yarn",
         "rope_theta": 1000000.0,
@@ -149,7 +150,7 @@ def _text_config(
         pad_token_id=PAD,
         rms_norm_eps=1e-5,
         tie_word_embeddings=tied,
-        rope_parameters=_rope(context),
+        rope_parameters=ministral3_rope(context),
     )
 
 

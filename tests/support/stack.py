@@ -94,11 +94,13 @@ def start_text_engine(
     env: dict | None = None,
     wait: bool = True,
     backend: str = "transformers",
+    module: str = "services.text_engine",
 ) -> ServiceProcess:
     """`python -m services.text_engine` for `model` on the CPU (a free port unless given); with `wait`, returns
     once it is SERVING (its model loaded). `metrics_port` starts its Prometheus exporter there. `backend`: the
-    model's `backend` in the config, which picks the interpreter (vllm: .venv-vllm's) as the launcher does."""
-    return _engine("services.text_engine", config, tmp, model, port, metrics_port, args, env, wait, backend)
+    model's `backend` in the config, which picks the interpreter (vllm: .venv-vllm's) as the launcher does.
+    `module`: a test's variant of the engine to run instead (tests/support/vllm_engine_without_overrides.py)."""
+    return _engine(module, config, tmp, model, port, metrics_port, args, env, wait, backend)
 
 
 def start_vision_engine(

@@ -40,6 +40,7 @@ def load_gguf_text_model(
         max_model_len=max_model_len,
         dtype=torch_dtype,
         device=torch_device,
+        config=config,
         stand_in_for="",
         quantization=summary.describe(torch_dtype),
     )

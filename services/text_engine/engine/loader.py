@@ -59,6 +59,7 @@ class LoadedModel:
 
     model: torch.nn.Module | None  # None when another engine core holds the weights (backend: vllm)
     tokenizer: object
+    config: object  # the checkpoint's config.json as transformers reads it: text_config, or holding it (multimodal)
     text_config: object
     eos_token_ids: list[int]
     max_context: int
@@ -159,6 +160,7 @@ def load_text_model(
         max_model_len=max_model_len,
         dtype=torch_dtype,
         device=torch_device,
+        config=config,
         stand_in_for=stand_in_for(source),
         quantization=plan.describe(torch_dtype) if plan else "",
         family=family,

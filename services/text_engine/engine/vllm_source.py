@@ -36,6 +36,7 @@ from .kv_budget import KvBudget, paged_kv_budget
 from .loader import LoadedModel
 from .sampling.spec import SampledToken, SamplingSpec
 from .token_source import NO_CACHE_EVENTS, CacheEvents, OnOutput, TokenProgress, TokenRequest
+from .vllm_overrides import hf_overrides
 
 # vllm_grammar.py imports vLLM: its name is what vLLM's worker imports, and `grammar_args` is imported when used.
 LOGITS_PROCESSOR = "services.text_engine.engine.vllm_grammar:GrammarLogitsProcessor"
@@ -96,6 +97,8 @@ class VllmTokenSource:
             model=source,
             revision=revision,
             trust_remote_code=trust_remote_code,
+            # What vLLM does not read from config.json itself (Ministral-3's llama-4 attention scaling).
+            hf_overrides=hf_overrides(loaded.config),
             dtype=str(loaded.dtype).removeprefix("torch."),  # what our loader resolved (bf16 on GPU, f32 on CPU...)
             seed=0,
             # vLLM refuses to start unless one request of max_model_len fits the cache; admission already refuses
