@@ -59,6 +59,16 @@ class EngineServer:
         self._metrics_server = None
         self.engine = None
 
+    def engine_hooks(self, idle_unload_secs: int) -> dict:
+        """What this server gives the engine it serves (a `ModelEngine`'s keyword arguments): the device, the idle
+        unload, health that follows the engine's state, and the metrics it exports."""
+        return {
+            "device": self.options.device,
+            "idle_unload_secs": idle_unload_secs,
+            "on_serving_change": self.report_serving,
+            "metrics": self.metrics,
+        }
+
     def report_serving(self, serving: bool) -> None:
         """Callback for the engine: set the health status (from the event loop)."""
         if serving and self.engine is not None and self.engine.lifecycle.draining:

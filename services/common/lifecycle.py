@@ -26,7 +26,6 @@ from contextlib import asynccontextmanager
 from enum import Enum
 from typing import Generic, TypeVar
 
-from .config import ModelEntry
 from .errors import EngineUnavailableError, ShuttingDownError
 
 log = logging.getLogger(__name__)
@@ -245,21 +244,3 @@ def describe_load_error(exc: BaseException) -> str:
         module = f" ({exc.name!r})" if getattr(exc, "name", None) else ""
         return f"a Python module the model needs is missing{module}: {message}"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def log_building(logger: logging.Logger, entry: ModelEntry, device: str, **details) -> None:
-    """The brief's `Building InferenceEngine for model <name> (...)` line, at each load of either engine: the
-    backend, the checkpoint, where it runs and its budget, then the engine's own `details`."""
-    params = entry.params
-    parts = {
-        "backend": entry.backend,
-        "source": entry.source,
-        "dtype": params.dtype,
-        "device": device,
-        "mem": f"{params.mem} MiB",
-        "max_num_seqs": params.max_num_seqs,
-        **details,
-    }
-    logger.info(
-        "Building InferenceEngine for model %s (%s)", entry.name, ", ".join(f"{k}={v}" for k, v in parts.items())
-    )

@@ -18,11 +18,5 @@ class TextEngineServer(EngineServer):
 
     def __init__(self, entry: ModelEntry, options: EngineOptions, *, idle_unload_secs: int) -> None:
         super().__init__(SERVICE_NAME, options, EngineMetrics(entry.name))
-        self.engine = InferenceEngine(
-            entry,
-            device=options.device,
-            idle_unload_secs=idle_unload_secs,
-            on_serving_change=self.report_serving,
-            metrics=self.metrics,
-        )
+        self.engine = InferenceEngine(entry, **self.engine_hooks(idle_unload_secs))
         text_engine_pb2_grpc.add_TextEngineServicer_to_server(TextEngineServicer(self.engine), self.server)

@@ -21,11 +21,8 @@ class VisionEngineServer(EngineServer):
         settings = entry.vision_proxy
         self.engine = CaptionEngine(
             entry,
-            device=options.device,
-            idle_unload_secs=idle_unload_secs,
             cache_entries=settings.cache_max_entries,
             cache_bytes=settings.cache_max_bytes,
-            on_serving_change=self.report_serving,
-            metrics=self.metrics,
+            **self.engine_hooks(idle_unload_secs),
         )
         vision_engine_pb2_grpc.add_VisionEngineServicer_to_server(VisionEngineServicer(self.engine), self.server)

@@ -13,7 +13,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.common.config import ModelEntry, ResolvedSampling
@@ -29,8 +29,9 @@ from services.common.generation import (
 )
 from services.common.hf_models import MIB
 from services.common.hub_download import fetch_weights
-from services.common.lifecycle import ModelLifecycle, ModelState, log_building
+from services.common.lifecycle import ModelState
 from services.common.metrics import EngineMetrics, ModelSnapshot
+from services.common.model_engine import ModelEngine
 
 from .admission import build_prompt, prepare_request
 from .backends import load_model, new_token_source, restarts_in_place
@@ -108,35 +109,17 @@ class EngineInfo:
         return int(self.kv_cache_usage * self.kv_cache_bytes) + self.image_batch_bytes_used
 
 
-class InferenceEngine:
+class InferenceEngine(ModelEngine[TextRuntime]):
     """Serves one model entry of models.yaml."""
 
     WATCHDOG_INTERVAL_SECS = 0.5
     MAX_RESTARTS = 3
     CRASH_WINDOW_SECS = 60.0
 
-    def __init__(
-        self,
-        entry: ModelEntry,
-        *,
-        device: str,
-        idle_unload_secs: int,
-        on_serving_change: Callable[[bool], None] = lambda serving: None,
-        metrics: EngineMetrics | None = None,
-    ) -> None:
-        self.entry = entry
-        self.metrics = metrics or EngineMetrics(entry.name)
-        self.metrics.watch(self._snapshot)
+    def __init__(self, entry: ModelEntry, *, metrics: EngineMetrics | None = None, **hooks) -> None:
+        """`hooks`: ModelEngine's device, idle_unload_secs and on_serving_change."""
+        super().__init__(entry, metrics=metrics or EngineMetrics(entry.name), **hooks)
         self.metrics.backend.labels(entry.name, entry.backend).set(1)
-        self._device = device
-        self._idle_unload_secs = idle_unload_secs
-        self.lifecycle: ModelLifecycle[TextRuntime] = ModelLifecycle(
-            entry.name,
-            self._build,
-            self._teardown,
-            idle_unload_secs=idle_unload_secs,
-            on_serving_change=on_serving_change,
-        )
         self._slots = asyncio.Semaphore(entry.params.max_num_seqs)
         self._running = 0
         self._waiting = 0  # for a slot (requests still loading the model or templating are not counted)
@@ -146,7 +129,6 @@ class InferenceEngine:
         self._deaths: list[float] = []
         # The defaults of the last load, so GetModelInfo still shows them while the model is unloaded.
         self._last_sampling: ResolvedSampling | None = None
-        self._stand_in_for = ""  # the same for what the last load said the checkpoint stands in for
         self._prompting: Prompting | None = None  # the last load's, for count_tokens (set by _build)
 
     async def start(self) -> None:
@@ -164,20 +146,18 @@ class InferenceEngine:
     # Worker-thread side of the lifecycle ---------------------------------------------------------
     def _build(self) -> TextRuntime:
         entry, params = self.entry, self.entry.params
-        log_building(
+        self._announce(
             log,
-            entry,
-            self._device,
             prefill_chunk_size=params.prefill_chunk_size,
             block_size=params.block_size,
             max_model_len=entry.max_model_len,
-            idle_unload_secs=self._idle_unload_secs,
         )
         started = time.monotonic()
         fetch_weights(entry, self.lifecycle.report)
         loaded = load_model(entry, self._device)
         parser = parser_for(entry.reasoning_parser, loaded.tokenizer, entry.tool_call_parser)
-        self._last_sampling, self._stand_in_for = loaded.sampling, loaded.stand_in_for
+        self._last_sampling = loaded.sampling
+        self._built(loaded)
         self.lifecycle.report("building KV cache")
         batcher = self._new_batcher(loaded)
         budget = batcher.budget
@@ -221,8 +201,7 @@ class InferenceEngine:
     def _count_preemptions(self, count: int) -> None:
         self.metrics.kv_preemptions.labels(self.entry.name).inc(count)  # prometheus counters are thread-safe
 
-    @staticmethod
-    def _teardown(runtime: TextRuntime) -> None:
+    def _teardown(self, runtime: TextRuntime) -> None:
         runtime.batcher.stop()
 
     def _restart_batcher(self, runtime: TextRuntime) -> TextRuntime:
@@ -363,9 +342,7 @@ class InferenceEngine:
             running=self._running,
             waiting=max(0, self.lifecycle.active - self._running),
             max_num_seqs=self.entry.params.max_num_seqs,
-            dtype=str(loaded.dtype).removeprefix("torch.") if loaded else self.entry.params.dtype,
-            device=str(loaded.device) if loaded else self._device,
-            stand_in_for=loaded.stand_in_for if loaded else self._stand_in_for,
+            **self._placement(loaded),
             error=self.lifecycle.error,
             kv_cache_tokens=runtime.batcher.budget.capacity_tokens if runtime else 0,
             kv_cache_usage=runtime.batcher.cache_usage() if runtime else 0.0,

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.common.config import ModelEntry
@@ -27,8 +27,9 @@ from services.common.generation import Detail, ImageBytes
 from services.common.hf_models import MIB
 from services.common.hub_download import fetch_weights
 from services.common.images import decode_image
-from services.common.lifecycle import ModelLifecycle, ModelState, log_building
+from services.common.lifecycle import ModelState
 from services.common.metrics import ModelSnapshot, VisionMetrics
+from services.common.model_engine import ModelEngine
 from services.common.multimodal.detail import image_token_budget
 
 from .batcher import CaptionBatcher, CaptionJob
@@ -79,41 +80,27 @@ class VisionEngineInfo:
     shared_cache: str = ""  # the shared caption cache's URL (password masked) and state; "" when there is none
 
 
-class CaptionEngine:
+class CaptionEngine(ModelEngine[CaptionBatcher]):
     """Serves the proxy vision model entry of models.yaml."""
 
     def __init__(
         self,
         entry: ModelEntry,
         *,
-        device: str,
-        idle_unload_secs: int,
         cache_entries: int = 1024,
         cache_bytes: int = 8 * 1024 * 1024,
-        on_serving_change: Callable[[bool], None] = lambda s: None,
         metrics: VisionMetrics | None = None,
+        **hooks,
     ) -> None:
-        self.entry = entry
-        self.metrics = metrics or VisionMetrics(entry.name)
-        self.metrics.watch(self._snapshot)
+        """`hooks`: ModelEngine's device, idle_unload_secs and on_serving_change."""
+        super().__init__(entry, metrics=metrics or VisionMetrics(entry.name), **hooks)
         self._listeners: set[asyncio.Queue] = set()  # event queues of running requests (abort_all feeds them)
-        self._device = device
-        self._idle_unload_secs = idle_unload_secs
         shared = entry.vision_proxy.shared_cache
         self.shared = SharedCaptionStore(shared, model=entry.name, metrics=self.metrics) if shared else None
         self.board = FlightBoard(
             CaptionCache(cache_entries, cache_bytes), on_caption=self.shared.put if self.shared else None
         )
-        self.lifecycle: ModelLifecycle[CaptionBatcher] = ModelLifecycle(
-            entry.name,
-            self._build,
-            lambda batcher: batcher.stop(),
-            idle_unload_secs=idle_unload_secs,
-            on_serving_change=on_serving_change,
-        )
         self._loop: asyncio.AbstractEventLoop | None = None
-        # What the last load said the checkpoint stands in for: still true, and shown, while it is unloaded.
-        self._stand_in_for = ""
 
     async def start(self) -> None:
         """Check the shared cache (at most its timeout: unreachable is logged, not fatal), load the model."""
@@ -128,14 +115,14 @@ class CaptionEngine:
         if self.shared is not None:
             await self.shared.close()
 
+    def _teardown(self, batcher: CaptionBatcher) -> None:
+        batcher.stop()
+
     def _build(self) -> CaptionBatcher:
         entry, params = self.entry, self.entry.params
-        log_building(
+        self._announce(
             log,
-            entry,
-            self._device,
             max_image_tokens=entry.vision_proxy.max_image_tokens,
-            idle_unload_secs=self._idle_unload_secs,
             shared_cache=self.shared.url if self.shared else "none",
         )
         own = entry.local_path or entry.hf_id
@@ -155,7 +142,7 @@ class CaptionEngine:
             revision=entry.revision,
             trust_remote_code=entry.trust_remote_code,
         )
-        self._stand_in_for = loaded.stand_in_for
+        self._built(loaded)
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
         batcher = CaptionBatcher(loaded, params, self._loop)
         log.info(
@@ -303,9 +290,7 @@ class CaptionEngine:
             running=batcher.running if batcher else 0,
             waiting=batcher.waiting if batcher else 0,
             max_context=loaded.max_context if loaded else 0,
-            dtype=str(loaded.dtype).removeprefix("torch.") if loaded else self.entry.params.dtype,
-            device=str(loaded.device) if loaded else self._device,
-            stand_in_for=loaded.stand_in_for if loaded else self._stand_in_for,
+            **self._placement(loaded),
             cache_entries=len(self.board.cache),
             cache_hits=self.board.cache.hits,
             memory_used_bytes=batcher.tokens_in_flight * loaded.kv_bytes_per_token if batcher else 0,
