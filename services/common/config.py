@@ -260,6 +260,11 @@ class ModelEntry(_Strict):
         return self._source_and_field()[0]
 
     @property
+    def pretrained_options(self) -> dict:
+        """How `source` is read, as the loaders' `revision` and `trust_remote_code` keyword arguments."""
+        return {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
+
+    @property
     def source_field(self) -> str:
         """The models.yaml field `source` comes from ("local_path", "capabilities.vision_proxy.hf_id", ...), for
         messages that name what to fix."""

@@ -49,21 +49,21 @@ class ModelSnapshot:
         cls,
         info: EngineLoad,
         lifecycle: ModelLifecycle,
-        memory_budget_bytes: int,
         kv_cache_usage_ratio: float | None = None,
     ) -> ModelSnapshot:
-        """An engine's gauges: its GetModelInfo snapshot, its memory budget, its lifecycle's loads and unloads."""
+        """An engine's gauges: its GetModelInfo snapshot (state, load, budget), its lifecycle's loads and unloads."""
         # In field order: the info's state and load, the budget, then the lifecycle's counts.
-        load = (info.state, info.running, info.waiting, memory_budget_bytes, info.memory_used_bytes)
+        load = (info.state, info.running, info.waiting, info.memory_budget_bytes, info.memory_used_bytes)
         return cls(*load, info.last_load_seconds, lifecycle.loads, lifecycle.unloads, kv_cache_usage_ratio)
 
 
 class EngineLoad(Protocol):
-    """What `ModelSnapshot.of` reads of an engine's info (both engines' GetModelInfo snapshots have it)."""
+    """What `ModelSnapshot.of` reads of an engine's info (model_info.ModelInfo, which the gateway does not import)."""
 
     state: ModelState
     running: int
     waiting: int
+    memory_budget_bytes: int
     memory_used_bytes: int
     last_load_seconds: float
 

@@ -83,13 +83,32 @@ class ModelEngine(Generic[R]):
         """Remember what this load said about the checkpoint (shown while the model is unloaded)."""
         self._stand_in_for = loaded.stand_in_for
 
-    def _placement(self, loaded) -> dict:
-        """GetModelInfo's dtype, device and stand-in: the loaded model's, or while unloaded the configured ones
-        and the last load's stand-in."""
+    def _model_info(self, loaded, *, running: int, waiting: int, max_context: int, memory_used_bytes: int) -> dict:
+        """The `ModelInfo` fields every engine fills, given its load: the entry's, the lifecycle's, and the loaded
+        model's dtype, device and stand-in (while unloaded: the configured ones and the last load's stand-in)."""
+        entry, params, lifecycle = self.entry, self.entry.params, self.lifecycle
         if loaded is None:
-            return {"dtype": self.entry.params.dtype, "device": self._device, "stand_in_for": self._stand_in_for}
+            placement = {"dtype": params.dtype, "device": self._device, "stand_in_for": self._stand_in_for}
+        else:
+            placement = {
+                "dtype": str(loaded.dtype).removeprefix("torch."),
+                "device": str(loaded.device),
+                "stand_in_for": loaded.stand_in_for,
+            }
         return {
-            "dtype": str(loaded.dtype).removeprefix("torch."),
-            "device": str(loaded.device),
-            "stand_in_for": loaded.stand_in_for,
+            "name": entry.name,
+            "source": entry.source,
+            "backend": entry.backend,
+            "state": lifecycle.state,
+            "error": lifecycle.error,
+            "status": lifecycle.status,
+            "last_load_seconds": lifecycle.last_load_seconds,
+            **placement,
+            "max_context": max_context,
+            "running": running,
+            "waiting": waiting,
+            "max_num_seqs": params.max_num_seqs,
+            "max_queue": params.queue_limit,
+            "memory_budget_mib": params.mem,
+            "memory_used_bytes": memory_used_bytes,
         }

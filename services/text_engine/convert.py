@@ -13,7 +13,7 @@ from services.common.generation_pb import (
     tool_from_pb,
     turn_from_pb,
 )
-from services.common.grpc_server import MODEL_STATE_TO_PB
+from services.common.model_info import model_info_to_pb
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2 as pb
 
 from .engine.engine import EngineInfo
@@ -36,31 +36,13 @@ def request_from_pb(message: pb.GenerateRequest, request_id: str) -> GenerationR
 
 def info_to_pb(info: EngineInfo) -> common_pb2.ModelInfo:
     """GetModelInfo's answer."""
-    return common_pb2.ModelInfo(
-        name=info.name,
-        hf_id=info.source,
-        max_context=info.max_context,
-        state=MODEL_STATE_TO_PB[info.state],
-        memory_budget_mib=info.memory_budget_mib,
-        running=info.running,
-        waiting=info.waiting,
-        max_num_seqs=info.max_num_seqs,
-        dtype=info.dtype,
-        device=info.device,
-        stand_in_for=info.stand_in_for,
-        error=info.error,
+    return model_info_to_pb(
+        info,
         kv_cache_tokens=info.kv_cache_tokens,
-        memory_budget_bytes=info.memory_budget_bytes,
-        memory_used_bytes=info.memory_used_bytes,
-        memory_free_bytes=max(0, info.memory_budget_bytes - info.memory_used_bytes),
         kv_cache_usage=info.kv_cache_usage,
-        max_queue=info.max_queue,
-        last_load_seconds=info.last_load_seconds,
         sampling_defaults=sampling_defaults_to_pb(info.sampling),
         quantization=info.quantization,
-        status=info.status,
         vision_mode=info.vision_mode,
-        backend=info.backend,
     )
 
 

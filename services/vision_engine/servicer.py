@@ -24,4 +24,4 @@ class VisionEngineServicer(EngineCalls, vision_engine_pb2_grpc.VisionEngineServi
 
     async def GetModelInfo(self, request: common_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext):
         """Describe the model and the current load."""
-        return info_to_pb(self._engine.entry, self._engine.info())
+        return info_to_pb(self._engine.info())

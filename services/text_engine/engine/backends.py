@@ -23,8 +23,7 @@ def load_model(entry: ModelEntry, device: str) -> LoadedModel:
         entry.source,
         dtype=entry.params.dtype,
         device=device,
-        revision=entry.revision,
-        trust_remote_code=entry.trust_remote_code,
+        **entry.pretrained_options,
         max_model_len=entry.max_model_len,
         sampling=entry.sampling,
         gguf_file=entry.gguf_file,
@@ -46,8 +45,7 @@ def new_token_source(
             loaded,
             entry.source,
             entry.params,
-            revision=entry.revision,
-            trust_remote_code=entry.trust_remote_code,
+            **entry.pretrained_options,
             events=events,
         )
     if loaded.family is not None:

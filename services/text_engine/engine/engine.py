@@ -27,11 +27,10 @@ from services.common.generation import (
     TextDelta,
     ToolCallDelta,
 )
-from services.common.hf_models import MIB
 from services.common.hub_download import fetch_weights
-from services.common.lifecycle import ModelState
 from services.common.metrics import EngineMetrics, ModelSnapshot
 from services.common.model_engine import ModelEngine
+from services.common.model_info import ModelInfo
 
 from .admission import build_prompt, prepare_request
 from .backends import load_model, new_token_source, restarts_in_place
@@ -70,43 +69,17 @@ class Prompting:
     image_capacity: int
 
 
-@dataclass(frozen=True)
-class EngineInfo:
-    """A snapshot for GetModelInfo."""
+@dataclass(frozen=True, kw_only=True)
+class EngineInfo(ModelInfo):
+    """A text engine's snapshot for GetModelInfo: the common part, its KV cache and its sampling defaults."""
 
-    name: str
-    source: str
-    state: ModelState
-    max_context: int
-    memory_budget_mib: int
-    running: int
-    waiting: int
-    max_num_seqs: int
-    dtype: str
-    device: str
-    stand_in_for: str
-    error: str
     kv_cache_tokens: int
     kv_cache_usage: float  # 0..1
     kv_cache_bytes: int
-    max_queue: int
-    last_load_seconds: float
     sampling: ResolvedSampling | None = None  # effective sampling defaults (None until loaded)
     quantization: str = ""  # how a quantized checkpoint runs here; "" when unquantized
-    status: str = ""  # what a load is doing now ("downloading ...", "loading weights"); "" when serving
     vision_mode: str = ""  # "native" when the model answers images itself; "" for text only
     image_batch_bytes_used: int = 0  # native vision: KV bytes the running image batch holds now
-    backend: str = "transformers"  # models.yaml `backend`: what runs the forward passes
-
-    @property
-    def memory_budget_bytes(self) -> int:
-        """`params.mem` in bytes."""
-        return self.memory_budget_mib * MIB
-
-    @property
-    def memory_used_bytes(self) -> int:
-        """KV cache bytes holding tokens now (a native model's image batch included)."""
-        return int(self.kv_cache_usage * self.kv_cache_bytes) + self.image_batch_bytes_used
 
 
 class InferenceEngine(ModelEngine[TextRuntime]):
@@ -333,30 +306,27 @@ class InferenceEngine(ModelEngine[TextRuntime]):
         """Current state and load."""
         runtime = self.lifecycle.resource
         loaded = runtime.loaded if runtime else None
-        return EngineInfo(
-            name=self.entry.name,
-            source=self.entry.source,
-            state=self.lifecycle.state,
-            max_context=loaded.max_context if loaded else (self.entry.max_model_len or 0),
-            memory_budget_mib=self.entry.params.mem,
+        budget = runtime.batcher.budget if runtime else None
+        kv_cache_bytes = budget.capacity_tokens * budget.bytes_per_token if budget else 0
+        kv_cache_usage = runtime.batcher.cache_usage() if runtime else 0.0
+        image_batch_bytes = self._image_batch_bytes(runtime)
+        common = self._model_info(
+            loaded,
             running=self._running,
             waiting=max(0, self.lifecycle.active - self._running),
-            max_num_seqs=self.entry.params.max_num_seqs,
-            **self._placement(loaded),
-            error=self.lifecycle.error,
-            kv_cache_tokens=runtime.batcher.budget.capacity_tokens if runtime else 0,
-            kv_cache_usage=runtime.batcher.cache_usage() if runtime else 0.0,
-            kv_cache_bytes=runtime.batcher.budget.capacity_tokens * runtime.batcher.budget.bytes_per_token
-            if runtime
-            else 0,
-            max_queue=self.entry.params.queue_limit,
-            last_load_seconds=self.lifecycle.last_load_seconds,
+            max_context=loaded.max_context if loaded else (self.entry.max_model_len or 0),
+            # KV cache bytes holding tokens now (a native model's image batch included).
+            memory_used_bytes=int(kv_cache_usage * kv_cache_bytes) + image_batch_bytes,
+        )
+        return EngineInfo(
+            **common,
+            kv_cache_tokens=budget.capacity_tokens if budget else 0,
+            kv_cache_usage=kv_cache_usage,
+            kv_cache_bytes=kv_cache_bytes,
             sampling=loaded.sampling if loaded else self._last_sampling,
             quantization=loaded.quantization if loaded else "",
-            status=self.lifecycle.status,
             vision_mode="native" if self.entry.is_native_vision else "",
-            image_batch_bytes_used=self._image_batch_bytes(runtime),
-            backend=self.entry.backend,
+            image_batch_bytes_used=image_batch_bytes,
         )
 
     @staticmethod
@@ -368,7 +338,7 @@ class InferenceEngine(ModelEngine[TextRuntime]):
 
     def _snapshot(self) -> ModelSnapshot:
         info = self.info()
-        return ModelSnapshot.of(info, self.lifecycle, info.memory_budget_bytes, info.kv_cache_usage)
+        return ModelSnapshot.of(info, self.lifecycle, info.kv_cache_usage)
 
     @property
     def queued(self) -> int:

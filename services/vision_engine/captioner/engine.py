@@ -24,12 +24,11 @@ from services.common.errors import (
     ShuttingDownError,
 )
 from services.common.generation import Detail, ImageBytes
-from services.common.hf_models import MIB
 from services.common.hub_download import fetch_weights
 from services.common.images import decode_image
-from services.common.lifecycle import ModelState
 from services.common.metrics import ModelSnapshot, VisionMetrics
 from services.common.model_engine import ModelEngine
+from services.common.model_info import ModelInfo
 from services.common.multimodal.detail import image_token_budget
 
 from .batcher import CaptionBatcher, CaptionJob
@@ -60,23 +59,12 @@ def _drain(first, events: asyncio.Queue) -> list:
     return merged
 
 
-@dataclass(frozen=True)
-class VisionEngineInfo:
-    """A snapshot for GetModelInfo."""
+@dataclass(frozen=True, kw_only=True)
+class VisionEngineInfo(ModelInfo):
+    """The vision engine's snapshot for GetModelInfo: the common part and its caption caches."""
 
-    state: ModelState
-    error: str
-    running: int
-    waiting: int
-    max_context: int
-    dtype: str
-    device: str
-    stand_in_for: str
     cache_entries: int
     cache_hits: int
-    memory_used_bytes: int
-    last_load_seconds: float
-    status: str = ""  # what a load is doing now ("downloading ...", "loading weights"); "" when serving
     shared_cache: str = ""  # the shared caption cache's URL (password masked) and state; "" when there is none
 
 
@@ -139,8 +127,7 @@ class CaptionEngine(ModelEngine[CaptionBatcher]):
             entry.source,
             dtype=params.dtype,
             device=self._device,
-            revision=entry.revision,
-            trust_remote_code=entry.trust_remote_code,
+            **entry.pretrained_options,
         )
         self._built(loaded)
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
@@ -284,20 +271,19 @@ class CaptionEngine(ModelEngine[CaptionBatcher]):
         """Current state and load."""
         batcher = self.lifecycle.resource
         loaded = batcher.loaded if batcher else None
-        return VisionEngineInfo(
-            state=self.lifecycle.state,
-            error=self.lifecycle.error,
+        common = self._model_info(
+            loaded,
             running=batcher.running if batcher else 0,
             waiting=batcher.waiting if batcher else 0,
             max_context=loaded.max_context if loaded else 0,
-            **self._placement(loaded),
+            memory_used_bytes=batcher.tokens_in_flight * loaded.kv_bytes_per_token if batcher else 0,
+        )
+        return VisionEngineInfo(
+            **common,
             cache_entries=len(self.board.cache),
             cache_hits=self.board.cache.hits,
-            memory_used_bytes=batcher.tokens_in_flight * loaded.kv_bytes_per_token if batcher else 0,
-            last_load_seconds=self.lifecycle.last_load_seconds,
-            status=self.lifecycle.status,
             shared_cache=self.shared.describe() if self.shared else "",
         )
 
     def _snapshot(self) -> ModelSnapshot:
-        return ModelSnapshot.of(self.info(), self.lifecycle, self.entry.params.mem * MIB)
+        return ModelSnapshot.of(self.info(), self.lifecycle)
