@@ -36,7 +36,7 @@ from transformers import AutoConfig
 
 from services.common.backends import vllm_python
 from services.common.hf_models import MIB, kv_bytes_per_token as per_token
-from services.text_engine.engine.vllm_source import DEFAULT_RESERVED_CPUS
+from services.common.vllm_core import DEFAULT_RESERVED_CPUS
 from tests.support.models_yaml import ModelsYaml
 from tests.support.processes import free_port, stop_all
 from tests.support.real_model import smollm2_checkpoint

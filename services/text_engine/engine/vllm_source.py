@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 
 from services.common.config import ModelParams
-from services.common.hf_models import ModelLoadError, head_dim
+from services.common.vllm_core import check_runnable, first_line, import_vllm, start_engine
 
 from .kv_budget import KvBudget, paged_kv_budget
 from .loader import LoadedModel
@@ -42,23 +41,6 @@ from .vllm_overrides import hf_overrides
 LOGITS_PROCESSOR = "services.text_engine.engine.vllm_grammar:GrammarLogitsProcessor"
 
 log = logging.getLogger(__name__)
-
-# vLLM on the CPU keeps VLLM_CPU_NUM_OF_RESERVED_CPU cores (default 1) off its worker's OpenMP threads for the
-# processes in front of it. On this project's 2-core machine that halves the worker; our engine process and the
-# gateway need far less than a core: 0 served 1.39x the tokens/s of vLLM's default at 16 streams here, with a
-# lower TTFT (make bench-engines, docs/benchmarks.md). An operator's own setting wins.
-DEFAULT_RESERVED_CPUS = "0"
-INSTALL_HINT = "run `make install-vllm` and start the engine with .venv-vllm/bin/python (the launcher does)"
-
-
-def _import_vllm():
-    try:
-        import vllm
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-    except ImportError as exc:
-        raise ModelLoadError(f"backend: vllm, but vLLM cannot be imported here ({exc}): {INSTALL_HINT}") from None
-    return vllm, AsyncEngineArgs, AsyncLLM
 
 
 @dataclass
@@ -83,10 +65,14 @@ class VllmTokenSource:
         trust_remote_code: bool = False,
         events: CacheEvents = NO_CACHE_EVENTS,
     ) -> None:
-        # Read by vLLM's worker processes, which inherit this process's environment (set before they start).
-        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", DEFAULT_RESERVED_CPUS)
-        vllm, engine_args_cls, async_llm_cls = _import_vllm()
-        _check_runnable(vllm, loaded, source)
+        vllm, engine_args_cls, async_llm_cls = import_vllm()
+        check_runnable(
+            vllm,
+            architectures=loaded.architectures,
+            text_config=loaded.text_config,
+            device=loaded.device,
+            source=source,
+        )
         self.budget: KvBudget = paged_kv_budget(loaded, params)
         self.stats = EngineStats()
         self._events = events
@@ -119,10 +105,7 @@ class VllmTokenSource:
             enforce_eager=loaded.device.type == "cpu",
             logits_processors=[LOGITS_PROCESSOR],
         )
-        try:
-            self.llm = async_llm_cls.from_engine_args(args, stat_loggers=[self._stat_logger_factory()])
-        except Exception as exc:  # vLLM raises many kinds; each is a failed load with its reason
-            raise ModelLoadError(f"vLLM could not start {source!r}: {_first_line(exc)}") from exc
+        self.llm = start_engine(async_llm_cls, args, source, stat_loggers=[self._stat_logger_factory()])
         self._sampling_params_cls = vllm.SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -224,7 +207,7 @@ class VllmTokenSource:
                     return
         # cancel() raises CancelledError here, which passes through: vLLM's generate() aborts the request on its way out.
         except Exception as exc:  # the engine core died or refused the request: this request fails, with why
-            on_output(TokenProgress(tokens, error=f"vLLM: {_first_line(exc)}", finished=True))
+            on_output(TokenProgress(tokens, error=f"vLLM: {first_line(exc)}", finished=True))
         finally:
             self._requests.pop(request_id, None)
 
@@ -242,43 +225,6 @@ class VllmTokenSource:
         self.llm.shutdown()
 
 
-def _check_runnable(vllm, loaded: LoadedModel, source: str) -> None:
-    """The reasons vLLM cannot run a checkpoint that we know before it starts (its own failure only says "see
-    root cause above", in its child's log): an architecture it does not implement; a vision-language checkpoint
-    (vLLM's classes for them, Mistral3/Pixtral, Qwen2-VL..., import torchvision) where torchvision cannot load; on
-    the CPU, a head size its attention kernel lacks (the tiny stand-ins with 16-dim heads, for one)."""
-    supported = vllm.ModelRegistry.get_supported_archs()
-    archs = ", ".join(loaded.architectures)
-    if loaded.architectures and not any(arch in supported for arch in loaded.architectures):
-        raise ModelLoadError(
-            f"{source!r}: vLLM {vllm.__version__} has no implementation of {archs}; serve it with backend: transformers"
-        )
-    if any(arch.endswith("ForConditionalGeneration") for arch in loaded.architectures) and not _torchvision_loads():
-        raise ModelLoadError(
-            f"{source!r}: vLLM runs {archs} with its vision-language classes, which import "
-            "torchvision, and no torchvision loads in this environment (the package registry has "
-            "none for the CPU torch 2.13); serve it with backend: transformers, or on a GPU image "
-            "whose vLLM brings its torchvision"
-        )
-    if loaded.device.type == "cpu":
-        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-        sizes = CPUAttentionBackend.get_supported_head_sizes()
-        if head_dim(loaded.text_config) not in sizes:
-            raise ModelLoadError(
-                f"{source!r}: vLLM's CPU attention takes head sizes {sizes}, this model's heads are "
-                f"{head_dim(loaded.text_config)}; serve it with backend: transformers (or on a GPU)"
-            )
-
-
-def _torchvision_loads() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # ImportError, or a RuntimeError from a build that does not match this torch
-        return False
-    return True
-
-
 def _sampled(token: int, ranked: dict, top: int) -> SampledToken:
     """vLLM's logprobs of one position ({token: Logprob(logprob, rank)}) as our record."""
     best = sorted(ranked.items(), key=lambda item: item[1].rank)[:top]
@@ -286,8 +232,3 @@ def _sampled(token: int, ranked: dict, top: int) -> SampledToken:
     return SampledToken(
         token, own.logprob if own is not None else float("-inf"), tuple((t, lp.logprob) for t, lp in best)
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

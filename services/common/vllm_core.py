@@ -1,0 +1,86 @@
+"""What both engines' vLLM adapters share (`backend: vllm`): importing vLLM, the checks before its engine core
+starts, and starting it.
+
+The text engine's adapter (text_engine/engine/vllm_source.py) and the captioner's
+(vision_engine/captioner/vllm_captioner.py) each hold one `AsyncLLM`, as vLLM's own OpenAI server does: its
+engine core runs in child processes (scheduler, paged KV cache, continuous batching, the forward passes) and
+talks to the engine's process over ZeroMQ, so no event loop of ours runs a forward pass. vLLM is imported only
+here and in those adapters: it lives in its own venv (`make install-vllm`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .hf_models import ModelLoadError, head_dim
+
+# vLLM on the CPU keeps VLLM_CPU_NUM_OF_RESERVED_CPU cores (default 1) off its worker's OpenMP threads for the
+# processes in front of it. On this project's 2-core machine that halves the worker; our engine process and the
+# gateway need far less than a core: 0 served 1.39x the tokens/s of vLLM's default at 16 streams here, with a
+# lower TTFT (make bench-engines, docs/benchmarks.md). An operator's own setting wins.
+DEFAULT_RESERVED_CPUS = "0"
+INSTALL_HINT = "run `make install-vllm` and start the engine with .venv-vllm/bin/python (the launcher does)"
+
+
+def import_vllm():
+    """vLLM, its `AsyncEngineArgs` and `AsyncLLM`; ModelLoadError (one line, with the fix) when it is missing."""
+    # Read by vLLM's worker processes, which inherit this process's environment (set before they start).
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", DEFAULT_RESERVED_CPUS)
+    try:
+        import vllm
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+    except ImportError as exc:
+        raise ModelLoadError(f"backend: vllm, but vLLM cannot be imported here ({exc}): {INSTALL_HINT}") from None
+    return vllm, AsyncEngineArgs, AsyncLLM
+
+
+def start_engine(async_llm_cls, args, source: str, **options):
+    """`AsyncLLM.from_engine_args(args, **options)`; a failure is a ModelLoadError with vLLM's first line."""
+    try:
+        return async_llm_cls.from_engine_args(args, **options)
+    except Exception as exc:  # vLLM raises many kinds; each is a failed load with its reason
+        raise ModelLoadError(f"vLLM could not start {source!r}: {first_line(exc)}") from exc
+
+
+def check_runnable(vllm, *, architectures: list[str], text_config, device, source: str) -> None:
+    """The reasons vLLM cannot run a checkpoint that we know before it starts (its own failure only says "see
+    root cause above", in its child's log): an architecture it does not implement; a vision-language checkpoint
+    (vLLM runs them with transformers' image processors, which need torchvision) where torchvision cannot load;
+    on the CPU, a head size its attention kernel lacks."""
+    supported = vllm.ModelRegistry.get_supported_archs()
+    archs = ", ".join(architectures)
+    if architectures and not any(arch in supported for arch in architectures):
+        raise ModelLoadError(
+            f"{source!r}: vLLM {vllm.__version__} has no implementation of {archs}; serve it with backend: transformers"
+        )
+    if any(arch.endswith("ForConditionalGeneration") for arch in architectures) and not torchvision_loads():
+        raise ModelLoadError(
+            f"{source!r}: vLLM runs {archs} with transformers' image processors, which need torchvision, and "
+            "none loads in this environment: run `make install-vllm` (it installs one), or serve it with "
+            "backend: transformers"
+        )
+    if device.type == "cpu":
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        sizes = CPUAttentionBackend.get_supported_head_sizes()
+        if head_dim(text_config) not in sizes:
+            raise ModelLoadError(
+                f"{source!r}: vLLM's CPU attention takes head sizes {sizes}, this model's heads are "
+                f"{head_dim(text_config)}; serve it with backend: transformers (or on a GPU)"
+            )
+
+
+def torchvision_loads() -> bool:
+    """Whether torchvision imports here (a build for another torch raises a RuntimeError, not an ImportError)."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (vLLM's can run to pages)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
