@@ -21,7 +21,7 @@ from pathlib import Path
 from services.common.hf_models import TINY_MARKER, read_tiny_marker
 
 MARKER = TINY_MARKER
-BUILDER_VERSION = 8  # 8: Ministral processor_config.json image_processor, Gemma 3 vision weight names
+BUILDER_VERSION = 9  # 9: Qwen2-VL's 32-dim heads (vLLM's CPU attention)
 
 
 def is_tiny_stand_in(path: str | Path) -> str | None:
