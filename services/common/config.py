@@ -211,7 +211,7 @@ class ModelEntry(_Strict):
     backend: Backend = Field(
         "transformers",
         description="What runs the model under the engine: 'transformers' (continuous batching, the default) or "
-        "'vllm' (vLLM's engine core; needs `make install-vllm`; text models for now).",
+        "'vllm' (vLLM's engine core; needs `make install-vllm`).",
     )
     idle_unload_secs: int | None = Field(None, ge=0, description="Overrides the top-level value; 0 never unloads.")
     endpoint: str | None = Field(None, description="gRPC target of this model's engine, e.g. 127.0.0.1:50051.")
@@ -241,11 +241,6 @@ class ModelEntry(_Strict):
             raise ValueError("gguf_file: GGUF files are supported for text-only models (vision_mode 'disabled')")
         if self.hf_id and self.local_path:
             raise ValueError("set only one of hf_id and local_path")
-        if self.backend == "vllm" and self.capabilities.vision_mode != "disabled":
-            raise ValueError(
-                f"backend: vllm serves text models for now; vision_mode {self.capabilities.vision_mode!r} "
-                "runs on backend: transformers"
-            )
         if self.backend == "vllm" and self.gguf_file:
             raise ValueError(
                 "backend: vllm does not load gguf_file here; convert it (as `make models` does for "
@@ -566,7 +561,8 @@ class ModelsConfig(_Strict):
         return self.model_copy(update={"models": models})
 
     def with_backend(self, backend: Backend) -> ModelsConfig:
-        """A copy whose text-only models run on `backend` (the launcher's --backend); vision models keep theirs."""
+        """A copy whose text-only models run on `backend` (the launcher's --backend); vision models keep the
+        file's (a vision model's own `backend: vllm` puts it there: not every checkpoint runs on vLLM's CPU build)."""
         models = [
             m.model_copy(update={"backend": backend}) if m.capabilities.vision_mode == "disabled" else m
             for m in self.models

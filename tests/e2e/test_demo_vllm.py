@@ -1,7 +1,7 @@
 """`BACKEND=vllm make demo`: `proxyvision serve` on configs/demo.vllm.models.yaml (the Makefile's command, on free
 ports), the launcher starting the vLLM engines under .venv-vllm's python: the real SmolLM2 answers in words on vLLM,
-an image reaches it through the proxy captioner, the Qwen3 stand-in reasons on vLLM, the Ministral stand-in stays
-on transformers; and a model vLLM cannot run here stops the stack with one line that says why."""
+an image reaches it through the proxy captioner (on vLLM too), the Qwen3 stand-in reasons on vLLM, the Ministral
+stand-in stays on transformers; and a model vLLM cannot run here stops the stack with one line that says why."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def serve(config: Path, port: int) -> subprocess.Popen:
 def demo(tiny_models):
     from services.model_builder import build_all
 
-    build_all(REPO_ROOT / "models" / "tiny", only={"qwen3", "smollm2"})
+    build_all(REPO_ROOT / "models" / "tiny", only={"qwen3", "smollm2", "vision"})
     port = free_port()
     proc = serve(DEMO_CONFIG, port)
     try:
@@ -85,7 +85,7 @@ def test_each_model_runs_on_the_backend_the_file_names(demo):
         REAL_MODEL: "vllm",
         "qwen3-0.6b": "vllm",
         "ministral-3-3b-reasoning": "transformers",
-        "qwen2-vl-7b": "transformers",
+        "qwen2-vl-7b": "vllm",
     }
     assert all(m["state"] == "ready" for m in listing.values())
 
@@ -120,4 +120,4 @@ def test_a_model_vllm_cannot_run_here_stops_the_stack_with_the_reason(tmp_path):
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, output[-3000:]
     (line,) = [line for line in output.splitlines() if "model failed to load" in line and "proxyvision:" in line]
-    assert "which import torchvision" in line and "serve it with backend: transformers" in line
+    assert "vLLM's CPU attention takes head sizes" in line and "serve it with backend: transformers" in line

@@ -113,9 +113,10 @@ def start_vision_engine(
     args: Sequence[str] = (),
     env: dict | None = None,
     wait: bool = True,
+    backend: str = "transformers",
 ) -> ServiceProcess:
     """`python -m services.vision_engine`, as start_text_engine."""
-    return _engine("services.vision_engine", config, tmp, model, port, metrics_port, args, env, wait)
+    return _engine("services.vision_engine", config, tmp, model, port, metrics_port, args, env, wait, backend)
 
 
 def start_fake_text_engine(tmp: Path, *, port: int | None = None, wait: bool = True) -> ServiceProcess:

@@ -22,6 +22,8 @@ class EncodedImage:
     tensors: dict[str, torch.Tensor]  # this image's encoder inputs (what the processor returns for it alone)
     tokens: tuple[int, ...]  # the prompt tokens that stand for it (its placeholder, expanded)
     image_tokens: int  # how many of those tokens the encoder's output fills
+    # `handed_over`'s: the image at its encoded size, for another process's processor to encode (no tensors here).
+    image: Image.Image | None = None
 
 
 class VisionFamily(ABC):
@@ -63,6 +65,17 @@ class VisionFamily(ABC):
         """Preprocess one image for at most `max_image_tokens` image tokens (families with a fixed cost per
         image or tile use their own and may exceed it; `EncodedImage.image_tokens` says what it costs)."""
 
+    def handed_over(self, image: Image.Image, max_image_tokens: int) -> EncodedImage | None:
+        """The image for a backend whose own processor encodes it (vLLM's): resized as `encode` resizes it for
+        `max_image_tokens`, with the prompt tokens it will stand for, and no tensors. Given `kept_as_they_are`
+        too, that processor encodes it to the grid `encode` gives, so `detail` and the budgets hold there as here,
+        image by image. None: this family's processor sizes images itself (tiles, a fixed size)."""
+        return None
+
+    def kept_as_they_are(self, images: list[Image.Image]) -> dict:
+        """The image processor's keyword arguments under which it keeps the size of each `handed_over` image."""
+        return {}
+
     def collate(self, images: list[EncodedImage]) -> dict[str, torch.Tensor]:
         """`generate()` inputs for a batch's images, in prompt order (default: concatenate each tensor)."""
         keys = images[0].tensors.keys()
@@ -101,4 +114,26 @@ def expand_placeholders(prompt_ids: list[int], placeholder_id: int, images: list
         out += prompt_ids[start:position]
         out += image.tokens
         start = position + 1
+    return out + prompt_ids[start:]
+
+
+def collapse_placeholders(prompt_ids: list[int], placeholder_id: int, images: list[EncodedImage]) -> list[int]:
+    """`expand_placeholders` undone: each image's tokens, in order, back to one placeholder token (what a backend
+    whose own processor expands the images takes)."""
+    out: list[int] = []
+    start = 0
+    for image in images:
+        tokens, width = list(image.tokens), len(image.tokens)
+        position = next(
+            (
+                i
+                for i in range(start, len(prompt_ids) - width + 1)
+                if prompt_ids[i] == tokens[0] and prompt_ids[i : i + width] == tokens
+            ),
+            None,
+        )
+        if position is None:
+            raise ValueError("the prompt does not hold its images' tokens in order")
+        out += prompt_ids[start:position] + [placeholder_id]
+        start = position + width
     return out + prompt_ids[start:]

@@ -42,13 +42,38 @@ class Qwen2VLFamily(VisionFamily):
         """`mm_token_type_ids`: 1 at image tokens, 0 elsewhere (padding included), as the processor returns it."""
         return {"mm_token_type_ids": ((input_ids == self.placeholder_id) & (attention_mask == 1)).int()}
 
-    def encode(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
+    def _pixel_range(self, max_image_tokens: int) -> dict[str, int]:
         # Qwen's processor reads `size` as a pixel range: shortest_edge = min pixels, longest_edge = max pixels.
-        size = {
+        return {
             "shortest_edge": self.min_pixels,
             "longest_edge": max(self.min_pixels, max_image_tokens * self.patch_factor**2),
         }
-        out = self.image_processor(images=[image], return_tensors="pt", size=size)
+
+    def handed_over(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
+        # The processor's own arithmetic and resampling (smart_resize to whole merged patches within the pixel
+        # range, then bicubic), so the pixels are the ones `encode` feeds the vision tower.
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        pixels = self._pixel_range(max_image_tokens)
+        height, width = smart_resize(
+            image.height,
+            image.width,
+            factor=self.patch_factor,
+            min_pixels=pixels["shortest_edge"],
+            max_pixels=pixels["longest_edge"],
+        )
+        rgb = image.convert("RGB")
+        fitted = rgb if (width, height) == rgb.size else rgb.resize((width, height), Image.Resampling.BICUBIC)
+        count = (width // self.patch_factor) * (height // self.patch_factor)
+        return EncodedImage({}, (self.placeholder_id,) * count, count, fitted)
+
+    def kept_as_they_are(self, images: list[Image.Image]) -> dict:
+        # A size of whole merged patches within the pixel range is smart_resize's fixed point.
+        areas = [image.width * image.height for image in images]
+        return {"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}}
+
+    def encode(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
+        out = self.image_processor(images=[image], return_tensors="pt", size=self._pixel_range(max_image_tokens))
         grid = out["image_grid_thw"]
         count = int(grid.prod()) // (self.image_processor.merge_size**2)
         tensors = {"pixel_values": out["pixel_values"], "image_grid_thw": grid}

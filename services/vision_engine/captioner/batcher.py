@@ -61,6 +61,14 @@ class CaptionJob:
     on_error: Callable[[str], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.monotonic)
+    # What the captioner runs when the job is cancelled (on the event loop); the batcher's worker polls `cancelled`.
+    on_cancel: list[Callable[[], None]] = field(default_factory=list)
+
+    def cancel(self) -> None:
+        """Nobody waits for this caption any more: stop its work."""
+        self.cancelled.set()
+        for stop in self.on_cancel:
+            stop()
 
 
 @dataclass
@@ -120,7 +128,7 @@ class CaptionBatcher(StaticBatchRunner[CaptionJob, _Row]):
         self.captioned += len(rows)
         input_ids, mask = left_pad(rows, loaded.pad_token_id)
         width = input_ids.shape[1]
-        penalty = loaded.model.generation_config.repetition_penalty or 1.0
+        penalty = loaded.repetition_penalty
         processors = (
             [UnpaddedRepetitionPenalty(penalty, [width - len(r.prompt_ids) for r in rows])] if penalty != 1.0 else []
         )

@@ -38,6 +38,7 @@ from .loader import load_vision_model
 from .prompts import build_instruction
 from .shared_cache import SharedCaptionStore
 from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob
+from .vllm_captioner import VllmCaptioner
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,11 @@ class VisionEngineInfo(ModelInfo):
     shared_cache: str = ""  # the shared caption cache's URL (password masked) and state; "" when there is none
 
 
-class CaptionEngine(ModelEngine[CaptionBatcher]):
+# What captions for the engine: static batches on transformers, or vLLM's engine core (models.yaml `backend`).
+Captioner = CaptionBatcher | VllmCaptioner
+
+
+class CaptionEngine(ModelEngine[Captioner]):
     """Serves the proxy vision model entry of models.yaml."""
 
     def __init__(
@@ -103,10 +108,10 @@ class CaptionEngine(ModelEngine[CaptionBatcher]):
         if self.shared is not None:
             await self.shared.close()
 
-    def _teardown(self, batcher: CaptionBatcher) -> None:
+    def _teardown(self, batcher: Captioner) -> None:
         batcher.stop()
 
-    def _build(self) -> CaptionBatcher:
+    def _build(self) -> Captioner:
         entry, params = self.entry, self.entry.params
         self._announce(
             log,
@@ -123,25 +128,32 @@ class CaptionEngine(ModelEngine[CaptionBatcher]):
                 own,
             )
         fetch_weights(entry, self.lifecycle.report)
+        on_vllm = entry.backend == "vllm"
         loaded = load_vision_model(
             entry.source,
             dtype=params.dtype,
             device=self._device,
             **entry.pretrained_options,
+            weights=not on_vllm,  # vLLM's engine core loads them in its own processes
         )
         self._built(loaded)
         note = f" (offline tiny stand-in for {loaded.stand_in_for})" if loaded.stand_in_for else ""
-        batcher = CaptionBatcher(loaded, params, self._loop)
+        if on_vllm:
+            captioner = VllmCaptioner(loaded, entry)
+            costing = "vLLM's KV cache for all images in flight"
+        else:
+            captioner = CaptionBatcher(loaded, params, self._loop)
+            costing = "batch budget, rows x padded (prompt + image + caption)"
         log.info(
-            "Vision model %s ready%s: batch budget %d KV tokens, rows x padded (prompt + image + caption) "
-            "(mem=%d MiB, %d bytes/token)",
+            "Vision model %s ready%s: %d KV tokens, %s (mem=%d MiB, %d bytes/token)",
             entry.name,
             note,
-            batcher.token_budget,
+            captioner.token_budget,
+            costing,
             params.mem,
             loaded.kv_bytes_per_token,
         )
-        return batcher
+        return captioner
 
     def describe(self, job: DescribeJob) -> AsyncIterator[CaptionEvent]:
         """Stream captions of all images of `job`; per image, deltas then one CaptionDone."""
@@ -244,7 +256,7 @@ class CaptionEngine(ModelEngine[CaptionBatcher]):
             decode_image(job.images[i].data, max_pixels=MAX_DECODE_PIXELS, param=f"images[{i}]").image for i in indices
         ]
 
-    def _image_budget(self, batcher: CaptionBatcher, detail: Detail, image, max_tokens: int) -> int:
+    def _image_budget(self, batcher: Captioner, detail: Detail, image, max_tokens: int) -> int:
         # One sequence may use the whole batch budget, less its text and caption.
         memory_tokens = batcher.token_budget - max_tokens - 128
         return image_token_budget(
@@ -256,7 +268,7 @@ class CaptionEngine(ModelEngine[CaptionBatcher]):
 
     @staticmethod
     def _submit(
-        batcher: CaptionBatcher, flight: Flight, image, budget: int, instruction: str, max_tokens: int
+        batcher: Captioner, flight: Flight, image, budget: int, instruction: str, max_tokens: int
     ) -> CaptionJob:
         job = CaptionJob(image, instruction, budget, max_tokens, flight.on_delta, flight.on_done, flight.on_error)
         batcher.submit(job)

@@ -39,7 +39,7 @@ class Flight:
         """A requester left; cancel the work when nobody is waiting for it any more."""
         self._subscribers = [(q, i) for q, i in self._subscribers if q is not events]
         if not self._subscribers and self.job is not None:
-            self.job.cancelled.set()
+            self.job.cancel()
             self._on_landed(self, None)
 
     def on_delta(self, text: str) -> None:

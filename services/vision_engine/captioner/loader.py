@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class LoadedVisionModel:
     """A VLM ready for captioning."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None when vLLM's engine core holds the weights (backend: vllm)
     tokenizer: object
     family: VisionFamily  # how this checkpoint's images become model inputs and prompt tokens
     eos_token_ids: list[int]
@@ -50,21 +50,24 @@ class LoadedVisionModel:
     device: torch.device
     stand_in_for: str
     kv_bytes_per_token: int
+    architectures: list[str]  # config.json's, for what checks a backend makes before it starts
+    text_config: object
+    repetition_penalty: float  # the checkpoint's (generation_config.json), 1.0 when it has none
 
 
-def load_vision_model(
-    source: str, *, dtype: str, device: str, revision: str | None = None, trust_remote_code: bool = False
-) -> LoadedVisionModel:
-    """Load tokenizer, image processor and weights; fail loudly on missing weights."""
+def load_vision_model(source: str, *, dtype: str, device: str, weights: bool = True, **common) -> LoadedVisionModel:
+    """Load tokenizer, image processor and (unless `weights` is False: vLLM loads them) weights; fail loudly on
+    missing weights. `common`: how `source` is read (`revision`, `trust_remote_code`: ModelEntry.pretrained_options)."""
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    common = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(source, **common)
         tokenizer = load_tokenizer(source, **common)  # one backend for every checkpoint: services/common/tokenizers.py
         family = load_family(source, config, tokenizer, **common)
-        model, info = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=torch_dtype, output_loading_info=True, **common
+        model, info = (
+            AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, output_loading_info=True, **common)
+            if weights
+            else (None, {})
         )
     except (OSError, ValueError, ImportError) as exc:
         raise ModelLoadError(f"cannot load vision model from {source!r}: {exc}") from exc
@@ -72,10 +75,11 @@ def load_vision_model(
         raise ModelLoadError(f"{source!r}: weights missing from the checkpoint: {sorted(info['missing_keys'])[:5]}")
     tokenizer.padding_side = "left"  # batched generation appends to the right end of every row
     text_config = config.get_text_config()
-    eos_ids = eos_token_ids(read_generation_config(source, common), tokenizer)
+    generation_config = read_generation_config(source, common)
+    eos_ids = eos_token_ids(generation_config, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     return LoadedVisionModel(
-        model=model.to(torch_device).eval(),
+        model=model.to(torch_device).eval() if model is not None else None,
         tokenizer=tokenizer,
         family=family,
         eos_token_ids=eos_ids,
@@ -85,4 +89,7 @@ def load_vision_model(
         device=torch_device,
         stand_in_for=stand_in_for(source),
         kv_bytes_per_token=kv_bytes_per_token(text_config, torch_dtype),
+        architectures=list(getattr(config, "architectures", None) or []),
+        text_config=text_config,
+        repetition_penalty=float(getattr(generation_config, "repetition_penalty", None) or 1.0),
     )

@@ -150,3 +150,38 @@ def test_qwen_families_give_generate_the_image_token_types_mrope_needs(loaded, k
     )
     image = positions[:, 0, types[0].bool()]  # (temporal, height, width) of the image tokens
     assert not torch.equal(image[1], image[2])  # a 2-D grid, not one running position
+
+
+@pytest.mark.parametrize("kind", ["vision", "qwen25_vl", "qwen3_vl"])
+@pytest.mark.parametrize("budget", [4, 64, 300, 5000])
+def test_an_image_handed_over_encodes_as_ours_in_another_processor(loaded, kind, budget):
+    # What vLLM gets (handed_over's image, kept_as_they_are's arguments) through the checkpoint's processor must be
+    # what `encode` feeds the vision tower: the same grid, token count and pixels. The sizes include ones where
+    # the processor's rounding is not its own fixed point under the budget's range (700x300 at 4 tokens).
+    family = loaded(kind).family
+    for size in [(700, 300), (64, 48), (33, 900), (2000, 1500)]:
+        image = picture(size)
+        ours, handed = family.encode(image, budget), family.handed_over(image, budget)
+        assert handed.tensors == {} and (handed.tokens, handed.image_tokens) == (ours.tokens, ours.image_tokens)
+        theirs = family.image_processor(
+            images=[handed.image], return_tensors="pt", **family.kept_as_they_are([handed.image, picture((28, 28))])
+        )
+        assert torch.equal(theirs["image_grid_thw"], ours.tensors["image_grid_thw"])
+        assert torch.allclose(theirs["pixel_values"], ours.tensors["pixel_values"], atol=1e-6)
+
+
+def test_families_that_size_images_themselves_hand_over_nothing(loaded):
+    assert all(loaded(kind).family.handed_over(picture(), 64) is None for kind in ("smolvlm", "gemma3"))
+
+
+def test_collapsing_the_placeholders_undoes_their_expansion():
+    from services.common.multimodal import EncodedImage
+    from services.common.multimodal.family import collapse_placeholders, expand_placeholders
+
+    images = [EncodedImage({}, (9, 9, 9), 3), EncodedImage({}, (7, 9, 8, 9), 4)]
+    prompt = [1, 9, 2, 3, 9, 4]
+    expanded = expand_placeholders(prompt, 9, images)
+    assert expanded == [1, 9, 9, 9, 2, 3, 7, 9, 8, 9, 4]
+    assert collapse_placeholders(expanded, 9, images) == prompt
+    with pytest.raises(ValueError, match="in order"):
+        collapse_placeholders([1, 9, 2], 9, images)
