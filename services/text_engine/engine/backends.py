@@ -41,13 +41,7 @@ def new_token_source(
     if entry.backend == "vllm":
         from .vllm_source import VllmTokenSource
 
-        return VllmTokenSource(
-            loaded,
-            entry.source,
-            entry.params,
-            **entry.pretrained_options,
-            events=events,
-        )
+        return VllmTokenSource(loaded, entry, events)
     if loaded.family is not None:
         return NativeVisionBatcher(loaded, entry.params, events)
     return ContinuousBatcher(loaded, entry.params, events)

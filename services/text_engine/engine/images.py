@@ -61,7 +61,10 @@ def encode_images(
             memory_tokens=share,
         )
         try:
-            encoded.append(family.encode(image, budget))
+            # On vLLM its own processor encodes the image (in its engine core): we hand it over, sized here.
+            encoded.append(
+                family.handed_over(image, budget) if entry.backend == "vllm" else family.encode(image, budget)
+            )
         except Exception as exc:  # noqa: BLE001 - the image processor's own errors: this image cannot be used
             raise InvalidRequestError(
                 f"Invalid image: cannot preprocess it for this model: {exc}", param=param

@@ -14,8 +14,14 @@ checkpoint and the request's `stop_token_ids` (vLLM then stops on any of them, a
 Stop strings are matched by our pipeline, which then cancels the request as it does on transformers.
 
 Grammars (response_format, a required or named tool_choice) are ours too: vllm_grammar.py runs our
-`Constraint` as a vLLM logits processor in its worker. Images are not taken (models.yaml refuses vision modes
-on this backend).
+`Constraint` as a vLLM logits processor in its worker.
+
+Images (`vision_mode: native`): admission sizes each image for its token budget (the family's `handed_over`,
+images.py) and counts its tokens; here the prompt goes to vLLM with each image's tokens folded back into one
+placeholder, the sized images beside it, and the processor arguments that keep their sizes, so vLLM's processor
+(transformers', in vLLM's venv) encodes each to the grid ours would and expands the placeholders to the same
+count. Images and text share vLLM's one KV cache and its continuous batching (on transformers, images run in
+static batches beside it). Families whose processor sizes images itself (tiles, a fixed size) are refused at load.
 
 Budget: `mem` is the KV cache (`kv_cache_memory_bytes`), sized by the same `paged_kv_budget` as transformers'
 cache, so both hold the same number of tokens. Unloading shuts the engine core down (its processes exit, its
@@ -28,8 +34,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from services.common.config import ModelParams
-from services.common.vllm_core import check_runnable, first_line, import_vllm, start_engine
+from PIL import Image
+
+from services.common.config import ModelEntry
+from services.common.hf_models import ModelLoadError
+from services.common.multimodal.family import collapse_placeholders
+from services.common.vllm_core import first_line, start_vllm
 
 from .kv_budget import KvBudget, paged_kv_budget
 from .loader import LoadedModel
@@ -42,6 +52,10 @@ LOGITS_PROCESSOR = "services.text_engine.engine.vllm_grammar:GrammarLogitsProces
 
 log = logging.getLogger(__name__)
 
+# Images one prompt may carry on a natively seeing model: vLLM sizes its encoder cache for this many. The
+# gateway's `images.max_images_per_request` (default 8) refuses more before they get here.
+MAX_IMAGES_PER_PROMPT = 16
+
 
 @dataclass
 class EngineStats:
@@ -51,66 +65,49 @@ class EngineStats:
 
 
 class VllmTokenSource:
-    """Starts, feeds and stops one vLLM `AsyncLLM` over a checkpoint (text requests only)."""
+    """Starts, feeds and stops one vLLM `AsyncLLM` over a checkpoint (text requests, and image requests for a
+    natively seeing model)."""
 
-    image_capacity_tokens = 0  # takes no images (see the module docstring)
-
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        source: str,
-        params: ModelParams,
-        *,
-        revision: str | None = None,
-        trust_remote_code: bool = False,
-        events: CacheEvents = NO_CACHE_EVENTS,
-    ) -> None:
-        vllm, engine_args_cls, async_llm_cls = import_vllm()
-        check_runnable(
-            vllm,
-            architectures=loaded.architectures,
-            text_config=loaded.text_config,
-            device=loaded.device,
-            source=source,
-        )
+    def __init__(self, loaded: LoadedModel, entry: ModelEntry, events: CacheEvents = NO_CACHE_EVENTS) -> None:
+        params = entry.params
         self.budget: KvBudget = paged_kv_budget(loaded, params)
         self.stats = EngineStats()
         self._events = events
         self._eos = list(loaded.eos_token_ids)
-        self._source, self._revision, self._vocab_size = source, revision, loaded.text_config.vocab_size
+        self._source, self._revision, self._vocab_size = entry.source, entry.revision, loaded.text_config.vocab_size
         self._requests: dict[str, asyncio.Task] = {}  # running requests' generate() tasks
-        args = engine_args_cls(
-            model=source,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
+        self._family = loaded.family if entry.is_native_vision else None
+        if self._family is not None and self._family.handed_over(Image.new("RGB", (64, 64)), 64) is None:
+            raise ModelLoadError(
+                f"{entry.source!r}: vision_mode native on vLLM takes the families whose images it can size for "
+                f"vLLM's processor (Qwen2-VL, Qwen2.5-VL, Qwen3-VL), not {self._family.name}; serve it with "
+                "backend: transformers"
+            )
+        # Images share the one KV cache with text (vLLM batches them alike): an image request may use all of it.
+        self.image_capacity_tokens = self.budget.capacity_tokens if self._family is not None else 0
+        core = start_vllm(
+            loaded,
+            entry,
+            # The same usable cache as the transformers backend's for `mem` (its pages are block_size tokens).
+            kv_blocks=self.budget.num_blocks,
+            bytes_per_token=self.budget.bytes_per_token,
+            stat_loggers=[self._stat_logger_factory()],
             # What vLLM does not read from config.json itself (Ministral-3's llama-4 attention scaling).
             hf_overrides=hf_overrides(loaded.config),
-            dtype=str(loaded.dtype).removeprefix("torch."),  # what our loader resolved (bf16 on GPU, f32 on CPU...)
-            seed=0,
-            # vLLM refuses to start unless one request of max_model_len fits the cache; admission already refuses
-            # longer ones (they could never run), so the cache's capacity caps it here.
-            max_model_len=min(loaded.max_context, self.budget.capacity_tokens),
-            max_num_seqs=params.max_num_seqs,
             max_num_batched_tokens=max(params.prefill_chunk_size, params.max_num_seqs),
             enable_chunked_prefill=True,
-            block_size=params.block_size,
             enable_prefix_caching=params.prefix_caching,
-            # The same usable cache as the transformers backend's for `mem`, plus the one block vLLM's allocator
-            # keeps as its null block (never holds tokens).
-            kv_cache_memory_bytes=(self.budget.num_blocks + 1) * self.budget.page_size * self.budget.bytes_per_token,
             # Prompts arrive as token ids and outputs leave as token ids: our tokenizer and detokenizer own text.
-            skip_tokenizer_init=True,
-            # On the CPU, torch.compile costs ~90 s more at every load (an idle unload's reload included) for
-            # ~15 % more decode speed here (docs/benchmarks.md); on GPUs vLLM's compiled graphs are the point.
-            enforce_eager=loaded.device.type == "cpu",
+            # vLLM's image processing needs the checkpoint's processor, tokenizer included.
+            skip_tokenizer_init=self._family is None,
             logits_processors=[LOGITS_PROCESSOR],
+            **(
+                {"limit_mm_per_prompt": {"image": MAX_IMAGES_PER_PROMPT, "video": 0}}
+                if self._family is not None
+                else {}
+            ),
         )
-        self.llm = start_engine(async_llm_cls, args, source, stat_loggers=[self._stat_logger_factory()])
-        self._sampling_params_cls = vllm.SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        self._delta = RequestOutputKind.DELTA
-        log.info("vLLM %s engine core started for %s (backend=vllm)", vllm.__version__, source)
+        self.llm, self._sampling_params_cls, self._delta = core.llm, core.sampling_params, core.delta
 
     def _stat_logger_factory(self):
         from vllm.v1.metrics.loggers import StatLoggerBase
@@ -157,12 +154,23 @@ class VllmTokenSource:
 
     def submit(self, request: TokenRequest, on_output: OnOutput) -> None:
         """Start the request in the engine core; `on_output(TokenProgress)` runs on this event loop."""
-        if request.images:
-            raise ValueError("backend: vllm takes text requests only here")
         params = self.sampling_params(request.spec, request.max_new_tokens)
         self._requests[request.request_id] = asyncio.get_running_loop().create_task(
-            self._run(request.request_id, request.prompt_ids, params, request.spec, on_output)
+            self._run(request.request_id, self._prompt(request), params, request.spec, on_output)
         )
+
+    def _prompt(self, request: TokenRequest) -> dict:
+        """vLLM's prompt: the token ids, and for an image request its images (see the module docstring)."""
+        if not request.images:
+            return {"prompt_token_ids": request.prompt_ids}
+        if self._family is None:
+            raise ValueError("this model takes no images")
+        images = [image.image for image in request.images]
+        return {
+            "prompt_token_ids": collapse_placeholders(request.prompt_ids, self._family.placeholder_id, request.images),
+            "multi_modal_data": {"image": images},
+            "mm_processor_kwargs": self._family.kept_as_they_are(images),
+        }
 
     def sampling_params(self, spec: SamplingSpec, max_new_tokens: int):
         """Our resolved sampling spec as vLLM's `SamplingParams` (a grammar travels in `extra_args`)."""
@@ -192,10 +200,10 @@ class VllmTokenSource:
             else grammar_args(spec.constraint, self._source, self._revision, self._vocab_size, self._eos),
         )
 
-    async def _run(self, request_id: str, prompt_ids: list[int], params, spec: SamplingSpec, on_output) -> None:
+    async def _run(self, request_id: str, prompt: dict, params, spec: SamplingSpec, on_output) -> None:
         tokens: list[int] = []
         try:
-            async for out in self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id):
+            async for out in self.llm.generate(prompt, params, request_id):
                 completion = out.outputs[0]
                 new = list(completion.token_ids)
                 if spec.top_logprobs is not None and completion.logprobs:
