@@ -10,9 +10,14 @@ here and in those adapters: it lives in its own venv (`make install-vllm`).
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 
+from .config import ModelEntry
 from .hf_models import ModelLoadError, head_dim
+
+log = logging.getLogger(__name__)
 
 # vLLM on the CPU keeps VLLM_CPU_NUM_OF_RESERVED_CPU cores (default 1) off its worker's OpenMP threads for the
 # processes in front of it. On this project's 2-core machine that halves the worker; our engine process and the
@@ -35,12 +40,53 @@ def import_vllm():
     return vllm, AsyncEngineArgs, AsyncLLM
 
 
-def start_engine(async_llm_cls, args, source: str, **options):
-    """`AsyncLLM.from_engine_args(args, **options)`; a failure is a ModelLoadError with vLLM's first line."""
+@dataclass(frozen=True)
+class VllmEngine:
+    """A started vLLM engine core, and what an adapter needs of vLLM to feed it."""
+
+    llm: object  # vllm.v1.engine.async_llm.AsyncLLM
+    sampling_params: type  # vllm.SamplingParams
+    delta: object  # RequestOutputKind.DELTA: each output carries only the request's new tokens
+
+
+def start_vllm(
+    loaded, entry: ModelEntry, *, kv_blocks: int, bytes_per_token: int, stat_loggers=None, **engine_args
+) -> VllmEngine:
+    """Check that vLLM can run `loaded` (either engine's loaded model: its architectures, text config, dtype,
+    device and context), then start an `AsyncLLM` for `entry` with what both adapters set: the checkpoint and
+    how it is read, the dtype our loader resolved, `max_num_seqs`, a KV cache of `kv_blocks` blocks of
+    `block_size` tokens and `max_model_len` within it. `engine_args`: the adapter's own. Blocking (a worker thread);
+    a failure is a ModelLoadError with one line."""
+    vllm, engine_args_cls, async_llm_cls = import_vllm()
+    source, params = entry.source, entry.params
+    check_runnable(
+        vllm, architectures=loaded.architectures, text_config=loaded.text_config, device=loaded.device, source=source
+    )
+    args = engine_args_cls(
+        model=source,
+        **entry.pretrained_options,
+        dtype=str(loaded.dtype).removeprefix("torch."),  # what our loader resolved (bf16 on GPU, f32 on CPU...)
+        seed=0,
+        # vLLM refuses to start unless one request of max_model_len fits the cache; admission already refuses
+        # longer ones (they could never run), so the cache's capacity caps it here.
+        max_model_len=min(loaded.max_context, kv_blocks * params.block_size),
+        max_num_seqs=params.max_num_seqs,
+        block_size=params.block_size,
+        # The budget's blocks, plus the one block vLLM's allocator keeps as its null block (never holds tokens).
+        kv_cache_memory_bytes=(kv_blocks + 1) * params.block_size * bytes_per_token,
+        # On the CPU, torch.compile costs ~90 s more at every load (an idle unload's reload included) for
+        # ~15 % more decode speed here (docs/benchmarks.md); on GPUs vLLM's compiled graphs are the point.
+        enforce_eager=loaded.device.type == "cpu",
+        **engine_args,
+    )
     try:
-        return async_llm_cls.from_engine_args(args, **options)
+        llm = async_llm_cls.from_engine_args(args, stat_loggers=stat_loggers)
     except Exception as exc:  # vLLM raises many kinds; each is a failed load with its reason
         raise ModelLoadError(f"vLLM could not start {source!r}: {first_line(exc)}") from exc
+    from vllm.sampling_params import RequestOutputKind
+
+    log.info("vLLM %s engine core started for %s (backend=vllm)", vllm.__version__, source)
+    return VllmEngine(llm, vllm.SamplingParams, RequestOutputKind.DELTA)
 
 
 def check_runnable(vllm, *, architectures: list[str], text_config, device, source: str) -> None:
