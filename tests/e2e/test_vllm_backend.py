@@ -23,9 +23,9 @@ import pytest
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
 from tests.support.metrics import scrape
 from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import REPO_ROOT, free_port, free_ports, wait_grpc_serving, wait_until
+from tests.support.processes import REPO_ROOT, free_port, free_ports, wait_until
 from tests.support.real_model import smollm2_checkpoint
-from tests.support.stack import start_gateway, start_text_engine
+from tests.support.stack import TextEngineSpec, start_gateway, start_text_engine, text_engines_behind_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
@@ -66,28 +66,13 @@ def stack(tmp_path_factory):
         )
     config = yaml.write(tmp / "models.yaml")
     engines = [
-        start_text_engine(
-            config,
-            tmp,
-            model=name,
-            port=ports[name],
-            wait=False,
-            backend=backend,
-            metrics_port=metrics_port if name == VLLM else None,
-        )
+        TextEngineSpec(name, ports[name], backend, metrics_port=metrics_port if name == VLLM else None)
         for name, backend, _ in models
     ]
-    services = list(engines)
-    try:
-        for engine in engines:
-            wait_grpc_serving(engine, timeout=240)
-        gateway = start_gateway(config, tmp, ready="/ready")
-        services.append(gateway)
+    with text_engines_behind_gateway(config, tmp, engines, timeout=240) as services:
+        gateway = services[-1]
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0, timeout=120)
-        yield {"client": client, "base": gateway.url, "vllm": engines[1], "metrics": metrics_port}
-    finally:
-        for service in reversed(services):
-            service.stop()
+        yield {"client": client, "base": gateway.url, "vllm": services[1], "metrics": metrics_port}
 
 
 def qwen3_checkpoint():

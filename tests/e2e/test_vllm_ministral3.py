@@ -19,8 +19,8 @@ import openai
 import pytest
 
 from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import free_ports, stop_all, wait_grpc_serving
-from tests.support.stack import start_gateway, start_text_engine
+from tests.support.processes import free_ports
+from tests.support.stack import TextEngineSpec, text_engines_behind_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
@@ -80,17 +80,9 @@ def client(tmp_path_factory):
             backend=backend,
         )
     config = yaml.write(tmp / "models.yaml")
-    services = [
-        start_text_engine(config, tmp, model=name, port=ports[name], wait=False, backend=backend, module=module)
-        for name, backend, module in models
-    ]
-    try:
-        for engine in services:
-            wait_grpc_serving(engine, timeout=240)
-        services.append(start_gateway(config, tmp, ready="/ready"))
+    engines = [TextEngineSpec(name, ports[name], backend, module) for name, backend, module in models]
+    with text_engines_behind_gateway(config, tmp, engines, timeout=240) as services:
         yield openai.OpenAI(base_url=f"{services[-1].url}/v1", api_key="none", max_retries=0, timeout=120)
-    finally:
-        stop_all(services)  # at once: each vLLM engine takes seconds to shut its processes down
 
 
 def answer(client, model: str) -> list:

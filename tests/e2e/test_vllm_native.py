@@ -19,8 +19,8 @@ import pytest
 
 from tests.support.images import jpeg, png
 from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import free_ports, wait_grpc_serving
-from tests.support.stack import start_gateway, start_text_engine
+from tests.support.processes import free_ports
+from tests.support.stack import TextEngineSpec, text_engines_behind_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
@@ -50,20 +50,9 @@ def client(tiny_models, tmp_path_factory):
             max_model_len=4096,
         )
     config = yaml.write(tmp / "models.yaml")
-    engines = [
-        start_text_engine(config, tmp, model=name, port=ports[name], wait=False, backend=backend)
-        for name, backend in ((HF, "transformers"), (VLLM, "vllm"))
-    ]
-    services = list(engines)
-    try:
-        for engine in engines:
-            wait_grpc_serving(engine, timeout=300)
-        gateway = start_gateway(config, tmp, ready="/ready")
-        services.append(gateway)
-        yield openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0, timeout=120)
-    finally:
-        for service in reversed(services):
-            service.stop()
+    engines = [TextEngineSpec(name, ports[name], backend) for name, backend in ((HF, "transformers"), (VLLM, "vllm"))]
+    with text_engines_behind_gateway(config, tmp, engines) as services:
+        yield openai.OpenAI(base_url=f"{services[-1].url}/v1", api_key="none", max_retries=0, timeout=120)
 
 
 def image(data: bytes, detail: str = "auto") -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +101,46 @@ def start_text_engine(
     model's `backend` in the config, which picks the interpreter (vllm: .venv-vllm's) as the launcher does.
     `module`: a test's variant of the engine to run instead (tests/support/vllm_engine_without_overrides.py)."""
     return _engine(module, config, tmp, model, port, metrics_port, args, env, wait, backend)
+
+
+@dataclass(frozen=True)
+class TextEngineSpec:
+    """One text engine of a test's own stack: its model, the port its endpoint in the file names, its backend
+    (which picks the interpreter), the module to run and an optional metrics port."""
+
+    model: str
+    port: int
+    backend: str = "transformers"
+    module: str = "services.text_engine"
+    metrics_port: int | None = None
+
+
+@contextlib.contextmanager
+def text_engines_behind_gateway(
+    config: Path, tmp: Path, engines: Sequence[TextEngineSpec], *, timeout: float = 300
+) -> Iterator[list[ServiceProcess]]:
+    """Start `engines` together (a vLLM engine takes tens of seconds), wait until each serves, then the gateway
+    (ready on /ready); yields the engines and, last, the gateway. Stops them all at once on the way out."""
+    services = [
+        start_text_engine(
+            config,
+            tmp,
+            model=spec.model,
+            port=spec.port,
+            wait=False,
+            backend=spec.backend,
+            module=spec.module,
+            metrics_port=spec.metrics_port,
+        )
+        for spec in engines
+    ]
+    try:
+        for engine in list(services):
+            wait_grpc_serving(engine, timeout=timeout)
+        services.append(start_gateway(config, tmp, ready="/ready"))
+        yield services
+    finally:
+        stop_all(services)
 
 
 def start_vision_engine(
