@@ -23,8 +23,8 @@ Not checked against the repo's bytes here (offline; taken from public quotes and
 generation_config.json's temperature (0.1 here; some Instruct repos quote 1e-06), `transformers_version`
 strings, and whether the 3B's index lists an `lm_head.weight` (tied: transformers needs none).
 
-What differs: the sizes (text hidden 64, 2 layers, 4/2 heads of head_dim 16 so the M-RoPE sections are
-[2, 3, 3] for the real [16, 24, 24]; vision 2 blocks of 32 wide, window attention in block 0 and full
+What differs: the sizes (text hidden 64, 2 layers, 2/1 heads of head_dim 32, the least vLLM's CPU attention
+takes, so the M-RoPE sections are [4, 6, 6] for the real [16, 24, 24]; vision 2 blocks of 32 wide, window attention in block 0 and full
 attention in block 1, as the real 32 blocks alternate), `max_window_layers` (2) and the tokenizer's learned
 part (vision_qwen_tokenizer.py). The embedding keeps all 151,936 rows; the ids with no token are zero rows.
 """
@@ -65,9 +65,10 @@ CONFIG = {
     "max_position_embeddings": 128000,
     "max_window_layers": 2,
     "model_type": "qwen2_5_vl",
-    "num_attention_heads": 4,
+    # 2 heads of 32 (vLLM's CPU attention takes no smaller), sharing 1 KV head: grouped as the 3B's 16/2 are.
+    "num_attention_heads": 2,
     "num_hidden_layers": 2,
-    "num_key_value_heads": 2,
+    "num_key_value_heads": 1,
     "rms_norm_eps": 1e-06,
     "rope_theta": 1000000.0,
     "sliding_window": 32768,
@@ -92,7 +93,7 @@ CONFIG = {
         "tokens_per_second": 2,
         "temporal_patch_size": 2,
     },
-    "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+    "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
     "vocab_size": VOCAB_SIZE,
 }
 

@@ -24,7 +24,8 @@ Not checked against the repo's bytes here: generation_config.json (bos 1, eos 49
 and tokenizer name them), the ids 49191..49278 (see below) and the tokenizer_config.json keys beyond the
 special tokens.
 
-What differs: the sizes (text hidden 64, 2 layers, 4/2 heads of head_dim 16 for the real 9/3 of 64, MLP 192; vision 2
+What differs: the sizes (text hidden 64, 2 layers, 2/1 heads of head_dim 32 (the least vLLM's CPU attention
+takes) for the real 9/3 of 64, MLP 192; vision 2
 layers 32 wide), the BPE's learned part (trained on the built-in corpus, the rest of the ids filler words
 that no merge produces, as in qwen3_tokenizer.py) and the ids 49191..49278, which hold filler words here
 (the real tokenizer has nothing the stand-in relies on there). Rows of ids past the tokenizer get zero
@@ -94,14 +95,14 @@ CONFIG = {
     "scale_factor": 4,
     "text_config": {
         "architectures": ["VLlama3ForCausalLM"],
-        "head_dim": 16,
+        "head_dim": 32,  # vLLM's CPU attention takes no smaller (the real model's are 64)
         "hidden_size": 64,
         "intermediate_size": 192,
         "max_position_embeddings": 8192,
         "model_type": "llama",
-        "num_attention_heads": 4,
+        "num_attention_heads": 2,
         "num_hidden_layers": 2,
-        "num_key_value_heads": 2,
+        "num_key_value_heads": 1,
         "pad_token_id": PAD,
         "rms_norm_eps": 1e-05,
         "rope_theta": 100000,

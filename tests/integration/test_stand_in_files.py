@@ -206,7 +206,7 @@ def test_qwen2_vl_has_the_7b_repos_flat_config_and_legacy_weight_names(stand_ins
     path = stand_ins["vision"]
     config = read_json(path / "config.json")
     assert "text_config" not in config and config["hidden_size"] == 64 and config["rope_theta"] == 1000000.0
-    assert config["rope_scaling"] == {"type": "mrope", "mrope_section": [2, 3, 3]}
+    assert config["rope_scaling"] == {"type": "mrope", "mrope_section": [4, 6, 6]}
     assert {"in_chans", "spatial_patch_size"} <= set(config["vision_config"])
     with safe_open(path / "model.safetensors", "pt") as weights:
         prefixes = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("model.") else "") for k in weights.keys()}  # noqa: SIM118 - safe_open is not iterable
