@@ -174,7 +174,8 @@ def test_a_chat_image_reaches_the_text_model_through_the_vllm_captioner(engines,
         )
         (told,) = reply.model_extra["proxy_vision"]["images"]
         (same,) = describe(engines["transformers"], [IMAGES[1]], user_prompt=QUESTION)
-        assert told["caption"] == same.caption.strip() and told["caption"]
+        # Random weights may caption in whitespace only (Qwen2.5-VL's here), which the gateway strips.
+        assert told["caption"] == same.caption.strip() and same.caption_tokens > 0
         assert reply.choices[0].message.content
     finally:
         if gateway is not None:
