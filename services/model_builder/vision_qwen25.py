@@ -24,9 +24,9 @@ generation_config.json's temperature (0.1 here; some Instruct repos quote 1e-06)
 strings, and whether the 3B's index lists an `lm_head.weight` (tied: transformers needs none).
 
 What differs: the sizes (text hidden 64, 2 layers, 2/1 heads of head_dim 32, the least vLLM's CPU attention
-takes, so the M-RoPE sections are [4, 6, 6] for the real [16, 24, 24]; vision 2 blocks of 32 wide, window attention in block 0 and full
-attention in block 1, as the real 32 blocks alternate), `max_window_layers` (2) and the tokenizer's learned
-part (vision_qwen_tokenizer.py). The embedding keeps all 151,936 rows; the ids with no token are zero rows.
+takes, so the M-RoPE sections are [4, 6, 6] for the real [16, 24, 24]; vision 2 blocks of 32 wide, window
+attention in block 0 and full attention in block 1, as the real 32 blocks alternate), `max_window_layers` (2)
+and the tokenizer's learned part (vision_qwen_tokenizer.py). The embedding keeps all 151,936 rows; the ids with no token are zero rows.
 """
 
 from __future__ import annotations

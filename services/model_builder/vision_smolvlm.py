@@ -24,12 +24,11 @@ Not checked against the repo's bytes here: generation_config.json (bos 1, eos 49
 and tokenizer name them), the ids 49191..49278 (see below) and the tokenizer_config.json keys beyond the
 special tokens.
 
-What differs: the sizes (text hidden 64, 2 layers, 2/1 heads of head_dim 32 (the least vLLM's CPU attention
-takes) for the real 9/3 of 64, MLP 192; vision 2
-layers 32 wide), the BPE's learned part (trained on the built-in corpus, the rest of the ids filler words
-that no merge produces, as in qwen3_tokenizer.py) and the ids 49191..49278, which hold filler words here
-(the real tokenizer has nothing the stand-in relies on there). Rows of ids past the tokenizer get zero
-weights in lm_head, so the random model does not pick them.
+What differs: the sizes (text hidden 64, 2 layers, 2/1 heads of head_dim 32, the least vLLM's CPU attention takes,
+for the real 9/3 of 64, MLP 192; vision 2 layers 32 wide), the BPE's learned part (trained on the built-in corpus,
+the rest of the ids filler words that no merge produces, as in qwen3_tokenizer.py) and the ids 49191..49278, which
+hold filler words here (the real tokenizer has nothing the stand-in relies on there). Rows of ids past the
+tokenizer get zero weights in lm_head, so the random model does not pick them.
 """
 
 from __future__ import annotations

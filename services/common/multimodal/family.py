@@ -72,6 +72,11 @@ class VisionFamily(ABC):
         image by image. None: this family's processor sizes images itself (tiles, a fixed size)."""
         return None
 
+    @property
+    def hands_over(self) -> bool:
+        """Whether `handed_over` sizes this family's images: true where the family implements it."""
+        return type(self).handed_over is not VisionFamily.handed_over
+
     def kept_as_they_are(self, images: list[Image.Image]) -> dict:
         """The image processor's keyword arguments under which it keeps the size of each `handed_over` image."""
         return {}

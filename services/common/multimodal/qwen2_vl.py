@@ -62,7 +62,7 @@ class Qwen2VLFamily(VisionFamily):
             min_pixels=pixels["shortest_edge"],
             max_pixels=pixels["longest_edge"],
         )
-        rgb = image.convert("RGB")
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
         fitted = rgb if (width, height) == rgb.size else rgb.resize((width, height), Image.Resampling.BICUBIC)
         count = (width // self.patch_factor) * (height // self.patch_factor)
         return EncodedImage({}, (self.placeholder_id,) * count, count, fitted)

@@ -34,8 +34,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from PIL import Image
-
 from services.common.config import ModelEntry
 from services.common.hf_models import ModelLoadError
 from services.common.multimodal.family import collapse_placeholders
@@ -77,7 +75,7 @@ class VllmTokenSource:
         self._source, self._revision, self._vocab_size = entry.source, entry.revision, loaded.text_config.vocab_size
         self._requests: dict[str, asyncio.Task] = {}  # running requests' generate() tasks
         self._family = loaded.family if entry.is_native_vision else None
-        if self._family is not None and self._family.handed_over(Image.new("RGB", (64, 64)), 64) is None:
+        if self._family is not None and not self._family.hands_over:
             raise ModelLoadError(
                 f"{entry.source!r}: vision_mode native on vLLM takes the families whose images it can size for "
                 f"vLLM's processor (Qwen2-VL, Qwen2.5-VL, Qwen3-VL), not {self._family.name}; serve it with "

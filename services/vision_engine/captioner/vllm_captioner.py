@@ -5,10 +5,9 @@ Each image is one vLLM request, continuously batched with every other image in f
 captioner (batcher.py) runs static batches. What stays ours, so both backends caption alike: the prompt (the
 chat template with one image placeholder, prompts.py, tokenized by our tokenizer), the image's size under its
 token budget (the family's `handed_over`: resized as our processor would, and kept so by vLLM's, so `detail` and
-`max_image_tokens` hold as on transformers), greedy decoding
-with the checkpoint's repetition penalty, the stop tokens and the detokenizer. vLLM's processor (transformers',
-in vLLM's venv) expands the placeholder and encodes the image; its engine core runs the vision tower and the
-decoder.
+`max_image_tokens` hold as on transformers), greedy decoding with the checkpoint's repetition penalty, the stop
+tokens and the detokenizer. vLLM's processor (transformers', in vLLM's venv) expands the placeholder and encodes
+the image; its engine core runs the vision tower and the decoder.
 
 Budget: `mem` is the KV cache (`kv_cache_memory_bytes`), the same tokens the transformers captioner's batches
 may hold, and one image's prompt plus caption must fit it (`max_model_len`). Unloading shuts the engine core
@@ -109,14 +108,15 @@ class VllmCaptioner:
             detok = IncrementalDetokenizer(self.loaded.tokenizer)
             tokens: list[int] = []
             text: list[str] = []
-            image_tokens, reason = 0, "length"
+            prompt_tokens, image_tokens, reason = None, 0, "length"
             async for out in self.llm.generate(prompt, params, request_id):
-                expanded = out.prompt_token_ids or prompt["prompt_token_ids"]
-                image_tokens = image_tokens or expanded.count(placeholder)
+                if prompt_tokens is None:  # the prompt as vLLM's processor expanded it: the same in every output
+                    expanded = out.prompt_token_ids or prompt["prompt_token_ids"]
+                    prompt_tokens, image_tokens = len(expanded), expanded.count(placeholder)
                 completion = out.outputs[0]
                 new = [token for token in completion.token_ids if token not in self._eos]
                 tokens += new
-                self._holding[request_id] = len(expanded) + len(tokens)
+                self._holding[request_id] = prompt_tokens + len(tokens)
                 delta = detok.push(new)
                 if delta:
                     text.append(delta)

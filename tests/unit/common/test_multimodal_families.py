@@ -172,6 +172,13 @@ def test_an_image_handed_over_encodes_as_ours_in_another_processor(loaded, kind,
 
 def test_families_that_size_images_themselves_hand_over_nothing(loaded):
     assert all(loaded(kind).family.handed_over(picture(), 64) is None for kind in ("smolvlm", "gemma3"))
+    assert [loaded(kind).family.hands_over for kind in ("smolvlm", "gemma3", "vision", "qwen25_vl", "qwen3_vl")] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
 
 
 def test_collapsing_the_placeholders_undoes_their_expansion():
