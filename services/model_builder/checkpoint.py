@@ -21,7 +21,9 @@ from pathlib import Path
 from services.common.hf_models import TINY_MARKER, read_tiny_marker
 
 MARKER = TINY_MARKER
-BUILDER_VERSION = 10  # 9: Qwen2-VL's 32-dim heads (vLLM's CPU attention); 10: Qwen2.5-VL's and SmolVLM's
+# 9: Qwen2-VL's 32-dim heads (vLLM's CPU attention); 10: Qwen2.5-VL's and SmolVLM's; 11: Ministral-3's, and its
+# pixtral tower and projector under their native names in consolidated.safetensors and params.json
+BUILDER_VERSION = 11
 
 
 def is_tiny_stand_in(path: str | Path) -> str | None:

@@ -180,7 +180,8 @@ REAL = Sizes(
     ),
 )
 
-# The tiny stand-ins' sizes, with vocabularies a little past the tokenizers' so the undecodable-rows path runs.
+# Sizes like the tiny stand-ins' (with their first heads, 16 wide: this layout runs on transformers only), with
+# vocabularies a little past the tokenizers' so the undecodable-rows path runs.
 SMALL = Sizes(
     "small",
     Ministral3Size(

@@ -82,6 +82,26 @@ def test_ministral3_config_weights_and_native_files(stand_ins):
         native["layers.1.feed_forward.w2.weight"], hf["language_model.model.layers.1.mlp.down_proj.weight"]
     )
     assert len(native) == len(hf)
+    # The tower and the projector under the names mistral-inference and vLLM's Pixtral read.
+    for native_name, hf_name in (
+        (
+            "vision_encoder.transformer.layers.0.attention.wq.weight",
+            "vision_tower.transformer.layers.0.attention.q_proj.weight",
+        ),
+        (
+            "vision_encoder.transformer.layers.0.feed_forward.w1.weight",
+            "vision_tower.transformer.layers.0.feed_forward.gate_proj.weight",
+        ),
+        ("pre_mm_projector_norm.weight", "multi_modal_projector.norm.weight"),
+        ("patch_merger.merging_layer.weight", "multi_modal_projector.patch_merger.merging_layer.weight"),
+        ("vision_language_adapter.w_in.weight", "multi_modal_projector.linear_1.weight"),
+        ("vision_language_adapter.w_out.weight", "multi_modal_projector.linear_2.weight"),
+    ):
+        assert torch.equal(native[native_name], hf[hf_name]), native_name
+    vision = params["vision_encoder"]
+    assert vision["image_size"] == vision["max_image_size"] == config["vision_config"]["image_size"]
+    assert (vision["mm_projector_id"], vision["add_pre_mm_projector_layer_norm"]) == ("patch_merge", True)
+    assert (vision["image_token_id"], vision["image_break_token_id"], vision["image_end_token_id"]) == (10, 12, 13)
 
 
 def test_ministral3_generation_config_is_the_cards(stand_ins):
