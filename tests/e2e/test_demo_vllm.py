@@ -1,11 +1,13 @@
 """`BACKEND=vllm make demo`: `proxyvision serve` on configs/demo.vllm.models.yaml (the Makefile's command, on free
 ports), the launcher starting the vLLM engines under .venv-vllm's python: the real SmolLM2 answers in words on vLLM,
-an image reaches it through the proxy captioner (on vLLM too), the Qwen3 stand-in reasons on vLLM, the Ministral
-stand-in stays on transformers; and a model vLLM cannot run here stops the stack with one line that says why."""
+an image reaches it through the proxy captioner (on vLLM too), the Qwen3 stand-in and the brief's Ministral-3
+stand-in answer on vLLM; and a model vLLM cannot run here stops the stack with one line that says why."""
 
 from __future__ import annotations
 
 import base64
+import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,7 +86,7 @@ def test_each_model_runs_on_the_backend_the_file_names(demo):
     assert {name: m["backend"] for name, m in listing.items()} == {
         REAL_MODEL: "vllm",
         "qwen3-0.6b": "vllm",
-        "ministral-3-3b-reasoning": "transformers",
+        "ministral-3-3b-reasoning": "vllm",
         "qwen2-vl-7b": "vllm",
     }
     assert all(m["state"] == "ready" for m in listing.values())
@@ -109,10 +111,16 @@ def test_the_reasoning_stand_in_and_the_brief_model_answer(demo):
 
 
 def test_a_model_vllm_cannot_run_here_stops_the_stack_with_the_reason(tmp_path):
+    """The brief's stand-in as it was before its heads grew to 32: 16-dim heads, which vLLM's CPU attention lacks
+    (the check reads config.json, before any weight)."""
+    checkpoint = tmp_path / "ministral-16-dim-heads"
+    shutil.copytree(REPO_ROOT / "models" / "tiny" / "ministral-3-tiny", checkpoint)
+    hf_config = json.loads((checkpoint / "config.json").read_text())
+    hf_config["text_config"].update(head_dim=16, num_attention_heads=4, num_key_value_heads=2)
+    (checkpoint / "config.json").write_text(json.dumps(hf_config))
     config = yaml.safe_load(DEMO_CONFIG.read_text())
     brief = next(m for m in config["models"] if m["name"] == "ministral-3-3b-reasoning")
-    brief["backend"] = "vllm"
-    brief["local_path"] = str(REPO_ROOT / "models" / "tiny" / "ministral-3-tiny")
+    brief["local_path"] = str(checkpoint)
     config["models"], config["default_model"] = [brief], brief["name"]
     path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump(config))

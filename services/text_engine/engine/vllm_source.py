@@ -98,6 +98,9 @@ class VllmTokenSource:
             # Prompts arrive as token ids and outputs leave as token ids: our tokenizer and detokenizer own text.
             # vLLM's image processing needs the checkpoint's processor, tokenizer included.
             skip_tokenizer_init=self._family is None,
+            # A vision-language checkpoint serving text only (the brief's Mistral3 in proxy mode): vLLM runs its
+            # language model without the image processor (which would need the tokenizer) or image inputs.
+            language_model_only=self._family is None,
             logits_processors=[LOGITS_PROCESSOR],
             **(
                 {"limit_mm_per_prompt": {"image": MAX_IMAGES_PER_PROMPT, "video": 0}}
