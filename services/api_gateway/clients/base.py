@@ -163,12 +163,15 @@ class EngineClient:
             state=common_pb2.ModelState.Name(info.state).removeprefix("MODEL_STATE_").lower(),
         )
 
-    async def health(self, timeout: float) -> str:
-        """'SERVING' when any replica serves, else 'NOT_SERVING' when any answers, else 'UNREACHABLE: ...'."""
+    async def health(self, timeout: float, *, wait_for_ready: bool = False) -> str:
+        """'SERVING' when any replica serves, else 'NOT_SERVING' when any answers, else 'UNREACHABLE: ...'.
+        `wait_for_ready`: as channels.check_health."""
         routes = await self.routing.everyone()
         if not routes:
             return f"UNREACHABLE: {self.routing.why_none()}"
-        statuses = await asyncio.gather(*(check_health(r.channel, timeout) for r in routes))
+        statuses = await asyncio.gather(
+            *(check_health(r.channel, timeout, wait_for_ready=wait_for_ready) for r in routes)
+        )
         for status in ("SERVING", "NOT_SERVING"):
             if status in statuses:
                 return status

@@ -53,6 +53,8 @@ SERVICE_CONFIG = {
     # it the worst case is 4 quick local attempts when no replica is up at all.
 }
 
+RECONNECT_BACKOFF_MS = 2_000
+
 CHANNEL_OPTIONS = [
     *GRPC_OPTIONS,
     ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
@@ -61,8 +63,9 @@ CHANNEL_OPTIONS = [
     # make requests of several MiB, so the buffer is as large as the largest message we send.
     ("grpc.per_rpc_retry_buffer_size", MAX_MESSAGE_BYTES),
     # An engine that comes back at the same address (a restart under the launcher, or a pod that was not
-    # ready yet) is reconnected within 10 s, not after a backoff that grows to 2 minutes.
-    ("grpc.max_reconnect_backoff_ms", 10_000),
+    # ready yet) is reconnected within 2 s, not after a backoff that grows to 2 minutes: one connection attempt
+    # every 2 s to an engine that is down costs nothing next to a gateway that 503s for seconds after it is up.
+    ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
     # A connection that closes (an engine's max connection age, a pod gone) asks for a new DNS lookup;
     # allow one every 10 s (default 30 s) so pods that came or went are seen sooner.
     ("grpc.dns_min_time_between_resolutions_ms", 10_000),
@@ -75,7 +78,7 @@ REPLICA_CHANNEL_OPTIONS = [
     *GRPC_OPTIONS,
     ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"pick_first": {}}]})),
     ("grpc.enable_retries", 0),
-    ("grpc.max_reconnect_backoff_ms", 10_000),
+    ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
 ]
 
 
@@ -98,11 +101,15 @@ def open_replica_channel(
     return open_aio_channel(address, tls, options)
 
 
-async def check_health(channel: grpc.aio.Channel, timeout: float) -> str:
+async def check_health(channel: grpc.aio.Channel, timeout: float, *, wait_for_ready: bool = False) -> str:
     """'SERVING', 'NOT_SERVING', or 'UNREACHABLE: <why>' (e.g. 'UNREACHABLE: unavailable', or
-    'UNREACHABLE: TLS handshake failed: CERTIFICATE_VERIFY_FAILED: ...' when the certificates do not fit)."""
+    'UNREACHABLE: TLS handshake failed: CERTIFICATE_VERIFY_FAILED: ...' when the certificates do not fit).
+    `wait_for_ready`: a channel between connection attempts (its engine was down) waits up to `timeout` for the
+    next one instead of failing at once, so an engine that has just come back is seen."""
     try:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=wait_for_ready
+        )
     except grpc.aio.AioRpcError as exc:
         return f"UNREACHABLE: {handshake_failure(exc.details()) or exc.code().name.lower()}"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

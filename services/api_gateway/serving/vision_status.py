@@ -46,11 +46,11 @@ class VisionBackend:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def refresh(self) -> None:
-        """Ask the engine's health service."""
+    async def refresh(self, *, wait_for_ready: bool = False) -> None:
+        """Ask the engine's health service (`wait_for_ready`: as channels.check_health)."""
         if self.client is None:
             return
-        status = await self.client.health(self._timeout)
+        status = await self.client.health(self._timeout, wait_for_ready=wait_for_ready)
         if status == "SERVING":
             self._set(True, "")
         elif status == "NOT_SERVING":
@@ -72,9 +72,11 @@ class VisionBackend:
         return "vision engine not serving (model not loaded)"
 
     async def require(self) -> VisionEngineClient:
-        """The client, or the 503 the brief describes (re-checking first: the engine may be back)."""
+        """The client, or the 503 the brief describes. Re-checks first, waiting for the channel's next connection
+        attempt: an engine that has just started (the launcher's banner, a restart) is served, not refused
+        until the watcher's next look."""
         if not self.available and self.client is not None:
-            await self.refresh()
+            await self.refresh(wait_for_ready=True)
         if not self.available or self.client is None:
             raise VisionUnavailableError(f"Vision model unavailable: {self.reason}")
         return self.client

@@ -111,7 +111,7 @@ class FakeTextEngine:
     async def model_info(self, timeout: float) -> EngineModelInfo:
         return EngineModelInfo(self.model, "tiny/" + self.model, "ready", 4096, 0, 0, "mistralai/Big")
 
-    async def health(self, timeout: float) -> str:
+    async def health(self, timeout: float, *, wait_for_ready: bool = False) -> str:
         return self.status
 
     def abort_calls(self) -> int:
@@ -186,7 +186,7 @@ class FakeVision:
         self.status = health
         self.calls: list[tuple[str, list]] = []
 
-    async def health(self, timeout: float) -> str:
+    async def health(self, timeout: float, *, wait_for_ready: bool = False) -> str:
         return self.status
 
     async def model_info(self, timeout: float) -> EngineModelInfo:

@@ -66,7 +66,7 @@ async def _serialized_first(request, events):
 class CaptioningVision:
     """A vision engine that is up and calls every image 'a cat'."""
 
-    async def health(self, timeout):
+    async def health(self, timeout, *, wait_for_ready=False):
         return "SERVING"
 
     async def describe(self, images, *, user_prompt, request_id, timeout):

@@ -15,7 +15,7 @@ class FakeVisionClient:
     def __init__(self, health: str, *, error: str = "", status: str = "", info_fails: bool = False) -> None:
         self.status, self.error, self.load_status, self.info_fails = health, error, status, info_fails
 
-    async def health(self, timeout: float) -> str:
+    async def health(self, timeout: float, *, wait_for_ready: bool = False) -> str:
         return self.status
 
     async def model_info(self, timeout: float) -> EngineModelInfo:
