@@ -159,7 +159,10 @@ def resume(stack: Supervised) -> float:
 
 def time_recovery(stack: Supervised, body: dict, service: str, old_pid: int, resumed: float) -> float:
     """Seconds from `resumed` until `body` is served again, by a new `service` process and the same gateway."""
-    wait_until(lambda: served(stack, body), timeout=60, message=f"{service} served again")
+    try:
+        wait_until(lambda: served(stack, body), timeout=60, message=f"{service} served again")
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{stack.log()[-6000:]}") from None
     recovered = time.monotonic() - resumed
     assert stack.pid(service) != old_pid and stack.pid("api_gateway") == stack.gateway_pid
     assert f"{service}[" in stack.log() and "exited unexpectedly with killed by SIGKILL" in stack.log()
@@ -204,8 +207,11 @@ def bytes_unread_at(port: int) -> int:
 
 def test_vision_engine_killed_mid_stream(stack):
     vision_pid = stack.pid("vision_engine")
+    # The gateway has seen the engine serve (a paused engine cannot answer its health check) ...
+    first = stack.post(image_request(0, stream=False))
+    assert first.status_code == 200, f"{first.text}\n{stack.log()[-4000:]}"
     os.kill(stack.proc.pid, signal.SIGSTOP)
-    # The engine is paused first, so its caption cannot finish before the kill however short the stand-in's
+    # ... and the engine is paused, so its caption cannot finish before the kill however short the stand-in's
     # caption turns out: the kill lands once the caption request is waiting at the engine's socket.
     os.kill(vision_pid, signal.SIGSTOP)
     try:
