@@ -21,11 +21,12 @@ import psutil
 import pytest
 
 from services.common.pb.proxyvision.v1 import common_pb2, text_engine_pb2_grpc
+from tests.support.chat_streams import reasoning_and_content
 from tests.support.metrics import scrape
 from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import REPO_ROOT, free_port, free_ports, wait_until
+from tests.support.processes import REPO_ROOT, free_port, wait_until
 from tests.support.real_model import smollm2_checkpoint
-from tests.support.stack import TextEngineSpec, start_gateway, start_text_engine, text_engines_behind_gateway
+from tests.support.stack import checkpoints_behind_gateway, start_gateway, start_text_engine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
@@ -50,26 +51,14 @@ def stack(tmp_path_factory):
         (QWEN_HF, "transformers", qwen3_checkpoint()),
         (QWEN_VLLM, "vllm", qwen3_checkpoint()),
     ]
-    *engine_ports, metrics_port = free_ports(len(models) + 1)
-    ports = {name: port for (name, _, _), port in zip(models, engine_ports)}
-    yaml = ModelsYaml()
-    for name, backend, path in models:
-        yaml = yaml.text(
-            name,
-            local_path=path,
-            endpoint=f"127.0.0.1:{ports[name]}",
-            backend=backend,
-            tiny_defaults=False,
-            params=PARAMS,
-            max_model_len=2048,
-            capabilities={"vision_mode": "disabled"},
-        )
-    config = yaml.write(tmp / "models.yaml")
-    engines = [
-        TextEngineSpec(name, ports[name], backend, metrics_port=metrics_port if name == VLLM else None)
-        for name, backend, _ in models
-    ]
-    with text_engines_behind_gateway(config, tmp, engines, timeout=240) as services:
+    metrics_port = free_port()
+    fields = {
+        "tiny_defaults": False,
+        "params": PARAMS,
+        "max_model_len": 2048,
+        "capabilities": {"vision_mode": "disabled"},
+    }
+    with checkpoints_behind_gateway(tmp, models, metrics_ports={VLLM: metrics_port}, **fields) as services:
         gateway = services[-1]
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0, timeout=120)
         yield {"client": client, "base": gateway.url, "vllm": services[1], "metrics": metrics_port}
@@ -102,20 +91,10 @@ def test_greedy_answers_are_the_same_on_both_backends(stack, prompt):
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_a_reasoning_models_split_is_the_same_on_both_backends(stack, stream):
-    def answer(model: str) -> tuple[str, str]:
-        kwargs = {"max_tokens": 48}
-        if not stream:
-            message = chat(stack["client"], model, PROMPTS[0], **kwargs).choices[0].message
-            return message.model_extra.get("reasoning_content") or "", message.content or ""
-        parts = ["", ""]
-        for chunk in chat(stack["client"], model, PROMPTS[0], stream=True, **kwargs):
-            if chunk.choices:
-                parts[0] += chunk.choices[0].delta.model_extra.get("reasoning_content") or ""
-                parts[1] += chunk.choices[0].delta.content or ""
-        return parts[0], parts[1]
-
-    reasoning, content = answer(QWEN_VLLM)
-    assert (reasoning, content) == answer(QWEN_HF)
+    reasoning, content = reasoning_and_content(stack["client"], QWEN_VLLM, PROMPTS[0], stream=stream, max_tokens=48)
+    assert (reasoning, content) == reasoning_and_content(
+        stack["client"], QWEN_HF, PROMPTS[0], stream=stream, max_tokens=48
+    )
     assert reasoning  # the stand-in opens <think> at once: its parser routed tokens to the reasoning
 
 

@@ -23,9 +23,9 @@ import openai
 import pytest
 
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_REASONING
-from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import REPO_ROOT, free_ports
-from tests.support.stack import TextEngineSpec, text_engines_behind_gateway
+from tests.support.chat_streams import reasoning_and_content
+from tests.support.processes import REPO_ROOT
+from tests.support.stack import checkpoints_behind_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
@@ -45,29 +45,19 @@ def stack(tmp_path_factory):
     from services.model_builder import build_all
 
     tiny = build_all(REPO_ROOT / "models" / "tiny", only={"text", "reasoning"})
-    tmp = tmp_path_factory.mktemp("vllm_brief_model")
     models = [
         (HF, "transformers", tiny["text"]),
         (VLLM, "vllm", tiny["text"]),
         (SCRIPTED_HF, "transformers", tiny["reasoning"]),
         (SCRIPTED_VLLM, "vllm", tiny["reasoning"]),
     ]
-    ports = dict(zip([name for name, _, _ in models], free_ports(len(models))))
-    yaml = ModelsYaml()
-    for name, backend, path in models:
-        yaml = yaml.text(
-            name,
-            local_path=path,
-            endpoint=f"127.0.0.1:{ports[name]}",
-            backend=backend,
-            tiny_defaults=False,
-            params=PARAMS,
-            max_model_len=2048,
-            capabilities={"vision_mode": "disabled"},
-        )
-    config = yaml.write(tmp / "models.yaml")
-    engines = [TextEngineSpec(name, ports[name], backend) for name, backend, _ in models]
-    with text_engines_behind_gateway(config, tmp, engines, timeout=240) as services:
+    fields = {
+        "tiny_defaults": False,
+        "params": PARAMS,
+        "max_model_len": 2048,
+        "capabilities": {"vision_mode": "disabled"},
+    }
+    with checkpoints_behind_gateway(tmp_path_factory.mktemp("vllm_brief_model"), models, **fields) as services:
         yield openai.OpenAI(base_url=f"{services[-1].url}/v1", api_key="none", max_retries=0, timeout=120)
 
 
@@ -95,16 +85,6 @@ def test_the_answers_differ_by_prompt(stack):
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
 def test_the_scripted_reasoning_is_split_alike_on_both_backends(stack, stream):
-    def answer(model: str) -> tuple[str, str]:
-        if not stream:
-            message = greedy(stack, model, "Hello").choices[0].message
-            return message.model_extra.get("reasoning_content") or "", message.content or ""
-        parts = ["", ""]
-        for chunk in greedy(stack, model, "Hello", stream=True):
-            delta = chunk.choices[0].delta if chunk.choices else None
-            if delta is not None:
-                parts[0] += delta.model_extra.get("reasoning_content") or ""
-                parts[1] += delta.content or ""
-        return parts[0], parts[1]
-
-    assert answer(SCRIPTED_VLLM) == answer(SCRIPTED_HF) == (SCRIPTED_REASONING, SCRIPTED_ANSWER)
+    theirs = reasoning_and_content(stack, SCRIPTED_VLLM, "Hello", stream=stream)
+    assert theirs == reasoning_and_content(stack, SCRIPTED_HF, "Hello", stream=stream)
+    assert theirs == (SCRIPTED_REASONING, SCRIPTED_ANSWER)

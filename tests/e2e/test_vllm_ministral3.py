@@ -18,9 +18,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.models_yaml import ModelsYaml
-from tests.support.processes import free_ports
-from tests.support.stack import TextEngineSpec, text_engines_behind_gateway
+from tests.support.stack import checkpoints_behind_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
@@ -65,23 +63,9 @@ def write_checkpoint(out: Path) -> Path:
 def client(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vllm_ministral3")
     checkpoint = write_checkpoint(tmp / "checkpoint")
-    models = [
-        (HF, "transformers", "services.text_engine"),
-        (VLLM, "vllm", "services.text_engine"),
-        (UNSCALED, "vllm", "tests.support.vllm_engine_without_overrides"),
-    ]
-    ports = dict(zip((name for name, _, _ in models), free_ports(len(models))))
-    yaml = ModelsYaml()
-    for name, backend, _ in models:
-        yaml = yaml.text(
-            name,
-            local_path=checkpoint,
-            endpoint=f"127.0.0.1:{ports[name]}",
-            backend=backend,
-        )
-    config = yaml.write(tmp / "models.yaml")
-    engines = [TextEngineSpec(name, ports[name], backend, module) for name, backend, module in models]
-    with text_engines_behind_gateway(config, tmp, engines, timeout=240) as services:
+    models = [(HF, "transformers", checkpoint), (VLLM, "vllm", checkpoint), (UNSCALED, "vllm", checkpoint)]
+    modules = {UNSCALED: "tests.support.vllm_engine_without_overrides"}
+    with checkpoints_behind_gateway(tmp, models, modules=modules) as services:
         yield openai.OpenAI(base_url=f"{services[-1].url}/v1", api_key="none", max_retries=0, timeout=120)
 
 

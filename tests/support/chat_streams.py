@@ -1,4 +1,5 @@
-"""Streamed chat completions read raw (httpx), for tests that look at the SSE events themselves."""
+"""Streamed chat completions read raw (httpx), for tests that look at the SSE events themselves; and a reasoning
+model's answer split as a client sees it."""
 
 from __future__ import annotations
 
@@ -54,3 +55,19 @@ def finish_reasons(events: list) -> list:
 
 def errors(events: list) -> list:
     return [e["error"] for e in events if isinstance(e, dict) and "error" in e]
+
+
+def reasoning_and_content(client, model: str, prompt: str, *, stream: bool, **kwargs) -> tuple[str, str]:
+    """A greedy answer's `reasoning_content` and `content` through the SDK, the stream's deltas joined."""
+    messages = [{"role": "user", "content": prompt}]
+    if not stream:
+        message = client.chat.completions.create(model=model, messages=messages, temperature=0, **kwargs)
+        return message.choices[0].message.model_extra.get("reasoning_content") or "", message.choices[
+            0
+        ].message.content or ""
+    reasoning, content = "", ""
+    for chunk in client.chat.completions.create(model=model, messages=messages, temperature=0, stream=True, **kwargs):
+        if chunk.choices:
+            reasoning += chunk.choices[0].delta.model_extra.get("reasoning_content") or ""
+            content += chunk.choices[0].delta.content or ""
+    return reasoning, content

@@ -143,6 +143,38 @@ def text_engines_behind_gateway(
         stop_all(services)
 
 
+@contextlib.contextmanager
+def checkpoints_behind_gateway(
+    tmp: Path,
+    models: Sequence[tuple[str, str, Path]],
+    *,
+    modules: dict[str, str] | None = None,
+    metrics_ports: dict[str, int] | None = None,
+    timeout: float = 240,
+    **fields,
+) -> Iterator[list[ServiceProcess]]:
+    """A backend comparison's stack: each `(name, backend, checkpoint)` of `models` served by a text engine of its
+    own (`modules` may name another module to run for a name, `metrics_ports` a metrics port), with `fields` the
+    models.yaml fields every entry shares; one gateway in front. Yields the engines and, last, the gateway."""
+    ports = dict(zip((name for name, _, _ in models), free_ports(len(models))))
+    yaml = ModelsYaml()
+    for name, backend, checkpoint in models:
+        yaml = yaml.text(name, local_path=checkpoint, endpoint=f"127.0.0.1:{ports[name]}", backend=backend, **fields)
+    config = yaml.write(tmp / "models.yaml")
+    engines = [
+        TextEngineSpec(
+            name,
+            ports[name],
+            backend,
+            module=(modules or {}).get(name, "services.text_engine"),
+            metrics_port=(metrics_ports or {}).get(name),
+        )
+        for name, backend, _ in models
+    ]
+    with text_engines_behind_gateway(config, tmp, engines, timeout=timeout) as services:
+        yield services
+
+
 def start_vision_engine(
     config: Path,
     tmp: Path,
