@@ -23,6 +23,7 @@ import openai
 import pytest
 
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_REASONING
+from services.model_builder.text_model import TINY_CONTEXT, ministral3_rope
 from tests.support.chat_streams import reasoning_and_content
 from tests.support.processes import REPO_ROOT
 from tests.support.stack import checkpoints_behind_gateway
@@ -37,7 +38,8 @@ PROMPTS = [
     "Write a haiku about the sea.",
     "Explain what a CPU does in one sentence. " * 8,
 ]
-ORIGINAL_CONTEXT = 256  # TINY_CONTEXT / 16, as on the hub (ministral3_rope)
+# Where the Llama-4 attention scaling starts: the stand-in's original context (256, a 16th of it as on the hub).
+ORIGINAL_CONTEXT = ministral3_rope(TINY_CONTEXT)["original_max_position_embeddings"]
 
 
 @pytest.fixture(scope="module")

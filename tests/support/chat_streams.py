@@ -61,10 +61,9 @@ def reasoning_and_content(client, model: str, prompt: str, *, stream: bool, **kw
     """A greedy answer's `reasoning_content` and `content` through the SDK, the stream's deltas joined."""
     messages = [{"role": "user", "content": prompt}]
     if not stream:
-        message = client.chat.completions.create(model=model, messages=messages, temperature=0, **kwargs)
-        return message.choices[0].message.model_extra.get("reasoning_content") or "", message.choices[
-            0
-        ].message.content or ""
+        reply = client.chat.completions.create(model=model, messages=messages, temperature=0, **kwargs)
+        message = reply.choices[0].message
+        return message.model_extra.get("reasoning_content") or "", message.content or ""
     reasoning, content = "", ""
     for chunk in client.chat.completions.create(model=model, messages=messages, temperature=0, stream=True, **kwargs):
         if chunk.choices:
