@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .config import ModelEntry
 from .hf_models import ModelLoadError, head_dim
+from .multimodal.family import collapse_placeholders, expand_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,31 @@ def start_vllm(
 
     log.info("vLLM %s engine core started for %s (backend=vllm)", vllm.__version__, source)
     return VllmEngine(llm, vllm.SamplingParams, RequestOutputKind.DELTA)
+
+
+def image_prompt(llm, family, prompt_ids: list[int], images: list, *, expanded: bool) -> dict:
+    """vLLM's prompt for token ids with images (`EncodedImage`s from the family's `handed_over`): the ids, the sized
+    images and the processor arguments that keep their sizes. `expanded`: whether `prompt_ids` already hold each
+    image's tokens (else one placeholder each).
+
+    vLLM's processors of the transformers format (Qwen2-VL's family, Mistral3's PixtralProcessor) write each
+    image's tokens in place of one placeholder. Its Pixtral processor for Mistral's native format (params.json,
+    consolidated.safetensors, tekken.json: what it reads a Mistral repo that ships them in, on mistral-common's
+    tokenizer and image encoder) only checks the tokens, written out as mistral-common's chat encoding writes
+    them. Either way the tokens are the family's, so the counts are ours."""
+    from vllm.tokenizers.mistral import MistralTokenizer
+
+    placeholder = family.placeholder_id
+    if isinstance(llm.tokenizer, MistralTokenizer):
+        ids = prompt_ids if expanded else expand_placeholders(prompt_ids, placeholder, images)
+    else:
+        ids = collapse_placeholders(prompt_ids, placeholder, images) if expanded else prompt_ids
+    pictures = [image.image for image in images]
+    return {
+        "prompt_token_ids": ids,
+        "multi_modal_data": {"image": pictures},
+        "mm_processor_kwargs": family.kept_as_they_are(pictures),
+    }
 
 
 def check_runnable(vllm, *, architectures: list[str], text_config, device, source: str) -> None:

@@ -22,8 +22,9 @@ from services.common.hf_models import TINY_MARKER, read_tiny_marker
 
 MARKER = TINY_MARKER
 # 9: Qwen2-VL's 32-dim heads (vLLM's CPU attention); 10: Qwen2.5-VL's and SmolVLM's; 11: Ministral-3's, and its
-# pixtral tower and projector under their native names in consolidated.safetensors and params.json
-BUILDER_VERSION = 11
+# pixtral tower and projector under their native names in consolidated.safetensors and params.json; 12: the image
+# section of Ministral-3's tekken.json
+BUILDER_VERSION = 12
 
 
 def is_tiny_stand_in(path: str | Path) -> str | None:

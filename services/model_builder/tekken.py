@@ -57,8 +57,10 @@ def special_tokens() -> list[str]:
     return [NAMED_SPECIAL_TOKENS.get(i, f"<SPECIAL_{i}>") for i in range(NUM_SPECIAL_TOKENS)]
 
 
-def tekken_json(vocab_size: int) -> dict:
-    """The tekken.json content for a vocabulary of `vocab_size` ids (special tokens included)."""
+def tekken_json(vocab_size: int, image: dict | None = None) -> dict:
+    """The tekken.json content for a vocabulary of `vocab_size` ids (special tokens included). `image`: the
+    image encoder's section of a vision model's file (`image_patch_size`, `max_image_size`,
+    `spatial_merge_size`), from which mistral-common builds its `ImageEncoder`."""
     head = json.loads(VOCAB_HEAD.read_text())
     ranks = vocab_size - NUM_SPECIAL_TOKENS
     if not 256 <= ranks <= len(head["token_bytes"]):
@@ -79,12 +81,13 @@ def tekken_json(vocab_size: int) -> dict:
         "special_tokens": [
             {"rank": rank, "token_str": token, "is_control": True} for rank, token in enumerate(special_tokens())
         ],
+        **({"image": image} if image is not None else {}),
     }
 
 
-def write_tekken(out: Path, vocab_size: int) -> None:
+def write_tekken(out: Path, vocab_size: int, image: dict | None = None) -> None:
     """Write `out/tekken.json`."""
-    (out / "tekken.json").write_text(json.dumps(tekken_json(vocab_size), ensure_ascii=False) + "\n")
+    (out / "tekken.json").write_text(json.dumps(tekken_json(vocab_size, image), ensure_ascii=False) + "\n")
 
 
 def _text(b64: str) -> str | None:

@@ -8,7 +8,8 @@ The tiny ones carry mistralai/Ministral-3-3B-Reasoning-2512's file set and key l
     model.safetensors         the hub's weight names: language_model.model.*, vision_tower.*,
                               multi_modal_projector.*; tied, so no lm_head.weight is stored
     generation_config.json    bos 1, eos 2, pad 11, do_sample, temperature 0.7, top_p 0.95
-    tekken.json               the only tokenizer file (tekken.py); no tokenizer.json / tokenizer_config.json
+    tekken.json               the only tokenizer file (tekken.py); no tokenizer.json / tokenizer_config.json;
+                              its `image` section: patch 14, max_image_size 1540, spatial merge 2
     chat_template.jinja       the real template's behaviour (chat_templates.py)
     SYSTEM_PROMPT.txt         the default system prompt the template injects
     processor_config.json     PixtralProcessor's image tokens ([IMG], [IMG_BREAK], [IMG_END]), patch 14, merge 2,
@@ -255,7 +256,15 @@ def mistral3_config(text: Ministral3Config, vision: PixtralVisionConfig) -> Mist
 def write_mistral3_files(out: Path, config: Mistral3Config) -> None:
     """The hub repo's files besides the weights and config.json: the tekken tokenizer, the chat template and
     its default system prompt, params.json and processor_config.json."""
-    write_tekken(out, TINY_VOCAB)
+    vision = config.vision_config
+    # The image section of the hub repos' tekken.json (v13 files name it "image"): what mistral-common's image
+    # encoder, and so vLLM's Pixtral processor for the native format, sizes images by.
+    image = {
+        "image_patch_size": vision.patch_size,
+        "max_image_size": vision.image_size,
+        "spatial_merge_size": config.spatial_merge_size,
+    }
+    write_tekken(out, TINY_VOCAB, image)
     (out / "chat_template.jinja").write_text(MINISTRAL3_REASONING_CHAT_TEMPLATE)
     (out / "SYSTEM_PROMPT.txt").write_text(MINISTRAL3_REASONING_SYSTEM_PROMPT)
     params = _params_json(config.text_config, config.vision_config)

@@ -3,9 +3,11 @@ same checkpoint, over gRPC as the gateway calls them, then through the gateway a
 
 The checkpoints: the Qwen2-VL stand-in (the brief's captioner, Qwen/Qwen2-VL-7B-Instruct's layout, 32-dim heads),
 the Qwen2.5-VL one (Qwen/Qwen2.5-VL-3B-Instruct's, 32-dim heads) and the Qwen3-VL one (Qwen/Qwen3-VL-2B-Instruct's,
-128-dim heads), random weights; vLLM's CPU attention takes these head sizes. vLLM runs them with transformers' image
-processors, which need torchvision: .venv-vllm has the registry's torchvision less its compiled ops
-(deploy/vllm/torchvision_without_ops.py).
+128-dim heads) and the brief's Ministral-3 (mistralai/Ministral-3-3B-Reasoning-2512's files, 32-dim heads), random
+weights; vLLM's CPU attention takes these head sizes. vLLM runs the Qwen ones with transformers' image processors,
+which need torchvision: .venv-vllm has the registry's torchvision less its compiled ops
+(deploy/vllm/torchvision_without_ops.py). It reads the Ministral-3 one in Mistral's native format (params.json,
+consolidated.safetensors) and encodes its images with mistral-common's image encoder.
 Greedy captions must be the same text on both backends, at each `detail` (the family's processor arguments give
 vLLM's processor the same token budget, so both encode the same grid), alone or many at once (vLLM batches
 images continuously); the vision engine's ModelInfo says which backend runs it; a chat's image reaches the
@@ -32,7 +34,12 @@ from tests.support.stack import start_gateway, start_text_engine, start_vision_e
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
 # The captioner's name in models.yaml -> the stand-in it loads (services/model_builder/build.py's kinds).
-CHECKPOINTS = {"qwen2-vl-7b": "vision", "qwen2.5-vl-3b": "qwen25_vl", "qwen3-vl-2b": "qwen3_vl"}
+CHECKPOINTS = {
+    "qwen2-vl-7b": "vision",
+    "qwen2.5-vl-3b": "qwen25_vl",
+    "qwen3-vl-2b": "qwen3_vl",
+    "ministral-3-3b": "text",
+}
 PARAMS = {"mem": 64, "dtype": "f32", "max_num_seqs": 4}
 MAX_TOKENS = 12
 QUESTION = "What is in this picture?"

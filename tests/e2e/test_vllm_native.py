@@ -1,18 +1,26 @@
 """`vision_mode: native` on vLLM against transformers, on the same checkpoint, through one gateway and the SDK.
 
-Two text engines serve the Qwen2-VL stand-in natively (random weights in Qwen/Qwen2-VL-7B-Instruct's layout,
-32-dim heads): `hf` on transformers (images in static `generate()` batches beside continuous batching), `vllm` on
-vLLM's engine core (images and text in its one continuous batch; its processor, in .venv-vllm with torchvision
-less its compiled ops, encodes the images admission sized). Greedy answers must be the same text and the same
-prompt token count (image tokens included) for one image at each `detail`, two images of different details in one
-message, a text-only turn, streamed or not, and image requests sent together.
-Marked `vllm`: `make test-vllm` runs them after `make install-vllm`.
+Two text engines serve one stand-in natively: `hf` on transformers (images in static `generate()` batches beside
+continuous batching), `vllm` on vLLM's engine core (images and text in its one continuous batch; its processor
+encodes the images admission sized). Each stand-in in turn (random weights, 32-dim heads):
+- Qwen2-VL (Qwen/Qwen2-VL-7B-Instruct's layout): vLLM's processor is transformers', in .venv-vllm with
+  torchvision less its compiled ops; it writes each image's tokens in place of one placeholder.
+- Ministral-3 (the brief's mistralai/Ministral-3-3B-Reasoning-2512 layout): vLLM reads Mistral's native format
+  (params.json, consolidated.safetensors) and encodes images with mistral-common's image encoder, sized by
+  tekken.json's `image` section; it checks the image tokens written out in the prompt.
+- The same Ministral-3 without its native files (config.json and model.safetensors only, as a transformers-format
+  Mistral3 repo ships): vLLM runs it as Mistral3ForConditionalGeneration with transformers' PixtralProcessor.
+Greedy answers must be the same text and the same prompt token count (image tokens included) for one image at
+each `detail`, two images of different details in one message, a text-only turn, streamed or not, and image
+requests sent together. Marked `vllm`: `make test-vllm` runs them after `make install-vllm`.
 """
 
 from __future__ import annotations
 
 import base64
+import shutil
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 import pytest
@@ -24,7 +32,7 @@ from tests.support.stack import TextEngineSpec, text_engines_behind_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vllm]
 
-HF, VLLM = "qwen2-vl-hf", "qwen2-vl-vllm"
+HF, VLLM = "native-hf", "native-vllm"
 PARAMS = {"mem": 64, "dtype": "f32", "max_num_seqs": 4}
 PICTURES = [
     png((200, 30, 30)),
@@ -34,15 +42,31 @@ PICTURES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def client(tiny_models, tmp_path_factory):
+# Mistral's native files: without them vLLM reads a Mistral3 checkpoint in the transformers format.
+NATIVE_FORMAT_FILES = ("params.json", "consolidated.safetensors")
+
+
+def checkpoint(kind: str, tiny_models, tmp: Path) -> Path:
+    """The stand-in a `client` serves (see the module docstring)."""
+    if kind == "qwen2_vl":
+        return tiny_models["vision"]
+    if kind == "mistral3":
+        return tiny_models["text"]
+    copy = tmp / "ministral-3-transformers-format"
+    shutil.copytree(tiny_models["text"], copy, ignore=shutil.ignore_patterns(*NATIVE_FORMAT_FILES))
+    return copy
+
+
+@pytest.fixture(scope="module", params=["qwen2_vl", "mistral3", "mistral3_transformers_format"])
+def client(request, tiny_models, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vllm_native")
+    path = checkpoint(request.param, tiny_models, tmp)
     ports = dict(zip((HF, VLLM), free_ports(2)))
     yaml = ModelsYaml()
     for name, backend in ((HF, "transformers"), (VLLM, "vllm")):
         yaml = yaml.native(
             name,
-            local_path=tiny_models["vision"],
+            local_path=path,
             endpoint=f"127.0.0.1:{ports[name]}",
             backend=backend,
             tiny_defaults=False,
@@ -84,6 +108,12 @@ def test_one_image_gets_the_same_greedy_answer_on_both_backends(client, picture,
     hf = ask(client, HF, image(PICTURES[picture], detail))
     assert hf[0]  # something was said (random weights: not words)
     assert ask(client, VLLM, image(PICTURES[picture], detail)) == hf
+
+
+def test_the_answers_depend_on_the_image(client):
+    # Else equal answers would not show that vLLM's encoder saw the pixels ours did.
+    answers = {ask(client, VLLM, image(picture))[0] for picture in PICTURES}
+    assert len(answers) > 1
 
 
 def test_two_images_of_different_details_in_one_message(client):

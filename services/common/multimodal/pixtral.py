@@ -96,6 +96,21 @@ class PixtralFamily(VisionFamily):
         tensors = {"pixel_values": out["pixel_values"], "image_sizes": out["image_sizes"]}
         return EncodedImage(tensors, tokens, rows * cols)
 
+    def handed_over(self, image: Image.Image, max_image_tokens: int) -> EncodedImage:
+        # The image processor's own size rule and resampling (bicubic, to whole cells within the edge `encode`
+        # picks), so the pixels are the ones `encode` feeds the vision tower.
+        rows, cols = self.grid(image.width, image.height, self.edge_for(image.width, image.height, max_image_tokens))
+        width, height = cols * self.cell, rows * self.cell
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        fitted = rgb if (width, height) == rgb.size else rgb.resize((width, height), Image.Resampling.BICUBIC)
+        return EncodedImage({}, self.expansion(rows, cols), rows * cols, fitted)
+
+    def kept_as_they_are(self, images: list[Image.Image]) -> dict:
+        # Whole cells within the longest edge are the resize rule's fixed point: transformers' processor, and
+        # mistral-common's image encoder (which vLLM runs for the native format, and which takes no arguments),
+        # keep such an image as it is.
+        return {"size": {"longest_edge": max(max(image.size) for image in images)}}
+
     def expansion(self, rows: int, cols: int) -> tuple[int, ...]:
         """`[IMG]` x cols + `[IMG_BREAK]` per row; the last row's break is `[IMG_END]`."""
         image, brk, end = (

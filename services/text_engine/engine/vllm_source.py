@@ -17,10 +17,9 @@ Grammars (response_format, a required or named tool_choice) are ours too: vllm_g
 `Constraint` as a vLLM logits processor in its worker.
 
 Images (`vision_mode: native`): admission sizes each image for its token budget (the family's `handed_over`,
-images.py) and counts its tokens; here the prompt goes to vLLM with each image's tokens folded back into one
-placeholder, the sized images beside it, and the processor arguments that keep their sizes, so vLLM's processor
-(transformers', in vLLM's venv) encodes each to the grid ours would and expands the placeholders to the same
-count. Images and text share vLLM's one KV cache and its continuous batching (on transformers, images run in
+images.py) and counts its tokens; here the prompt goes to vLLM with the sized images beside it and the processor
+arguments that keep their sizes (vllm_core.image_prompt), so vLLM's processor encodes each to the grid ours would
+and the prompt's image tokens are the ones admission counted. Images and text share vLLM's one KV cache and its continuous batching (on transformers, images run in
 static batches beside it). Families whose processor sizes images itself (tiles, a fixed size) are refused at load.
 
 Budget: `mem` is the KV cache (`kv_cache_memory_bytes`), sized by the same `paged_kv_budget` as transformers'
@@ -36,8 +35,7 @@ from dataclasses import dataclass
 
 from services.common.config import ModelEntry
 from services.common.hf_models import ModelLoadError
-from services.common.multimodal.family import collapse_placeholders
-from services.common.vllm_core import first_line, start_vllm
+from services.common.vllm_core import first_line, image_prompt, start_vllm
 
 from .kv_budget import KvBudget, paged_kv_budget
 from .loader import LoadedModel
@@ -78,7 +76,7 @@ class VllmTokenSource:
         if self._family is not None and not self._family.hands_over:
             raise ModelLoadError(
                 f"{entry.source!r}: vision_mode native on vLLM takes the families whose images it can size for "
-                f"vLLM's processor (Qwen2-VL, Qwen2.5-VL, Qwen3-VL), not {self._family.name}; serve it with "
+                f"vLLM's processor (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Mistral3), not {self._family.name}; serve it with "
                 "backend: transformers"
             )
         # Images share the one KV cache with text (vLLM batches them alike): an image request may use all of it.
@@ -166,12 +164,7 @@ class VllmTokenSource:
             return {"prompt_token_ids": request.prompt_ids}
         if self._family is None:
             raise ValueError("this model takes no images")
-        images = [image.image for image in request.images]
-        return {
-            "prompt_token_ids": collapse_placeholders(request.prompt_ids, self._family.placeholder_id, request.images),
-            "multi_modal_data": {"image": images},
-            "mm_processor_kwargs": self._family.kept_as_they_are(images),
-        }
+        return image_prompt(self.llm, self._family, request.prompt_ids, request.images, expanded=True)
 
     def sampling_params(self, spec: SamplingSpec, max_new_tokens: int):
         """Our resolved sampling spec as vLLM's `SamplingParams` (a grammar travels in `extra_args`)."""

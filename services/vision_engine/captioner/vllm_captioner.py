@@ -6,8 +6,8 @@ captioner (batcher.py) runs static batches. What stays ours, so both backends ca
 chat template with one image placeholder, prompts.py, tokenized by our tokenizer), the image's size under its
 token budget (the family's `handed_over`: resized as our processor would, and kept so by vLLM's, so `detail` and
 `max_image_tokens` hold as on transformers), greedy decoding with the checkpoint's repetition penalty, the stop
-tokens and the detokenizer. vLLM's processor (transformers', in vLLM's venv) expands the placeholder and encodes
-the image; its engine core runs the vision tower and the decoder.
+tokens and the detokenizer. vLLM's processor encodes the image (transformers', in vLLM's venv, or for a Mistral
+repo in its native format mistral-common's); its engine core runs the vision tower and the decoder.
 
 Budget: `mem` is the KV cache (`kv_cache_memory_bytes`), the same tokens the transformers captioner's batches
 may hold, and one image's prompt plus caption must fit it (`max_model_len`). Unloading shuts the engine core
@@ -23,7 +23,7 @@ import time
 from services.common.config import ModelEntry
 from services.common.detokenizer import IncrementalDetokenizer
 from services.common.static_batches import budget_tokens
-from services.common.vllm_core import first_line, start_vllm
+from services.common.vllm_core import first_line, image_prompt, start_vllm
 
 from .batcher import CaptionJob, CaptionResult
 from .loader import LoadedVisionModel
@@ -76,17 +76,16 @@ class VllmCaptioner:
         job.on_cancel.append(task.cancel)
 
     def _prompt(self, job: CaptionJob) -> dict:
-        """vLLM's prompt: our token ids, with the one image placeholder that vLLM's processor expands, and the
-        image as the family hands it over (sized for the job's token budget, or as it came)."""
+        """vLLM's prompt: our token ids, with the image as the family hands it over (sized for the job's token
+        budget: vllm_core.image_prompt), or for a family that sizes images itself, as it came with the one
+        placeholder that vLLM's processor expands."""
         family, tokenizer = self.loaded.family, self.loaded.tokenizer
         text = render_prompt(tokenizer, family.placeholder, job.instruction)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         handed = family.handed_over(job.image, job.max_image_tokens)
-        image = handed.image if handed is not None else job.image
-        return {
-            "prompt_token_ids": tokenizer(text, add_special_tokens=False)["input_ids"],
-            "multi_modal_data": {"image": image},
-            "mm_processor_kwargs": family.kept_as_they_are([image]) if handed is not None else {},
-        }
+        if handed is not None:
+            return image_prompt(self.llm, family, ids, [handed], expanded=False)
+        return {"prompt_token_ids": ids, "multi_modal_data": {"image": job.image}}
 
     async def _caption(self, job: CaptionJob, request_id: str) -> None:
         try:

@@ -112,3 +112,32 @@ def test_collated_images_of_different_sizes_encode_as_each_alone(family, tiny_mo
     assert [t.shape[0] for t in together] == [image.image_tokens for image in images]
     for a, b in zip(alone, together):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("budget", [1, 16, 64, 10**6])
+@pytest.mark.parametrize("size", SIZES)
+def test_an_image_handed_over_encodes_as_ours_in_another_processor(family, size, budget):
+    # What vLLM gets (handed_over's image) must be what `encode` feeds the tower: the same grid, tokens and
+    # pixels, through PixtralProcessor's image processor (it passes patch * merge) under kept_as_they_are, as
+    # at the processor's defaults (patch 14: whole 28 px cells are whole 14 px patches too).
+    image = Image.effect_noise(size, 50).convert("RGB")
+    ours, handed = family.encode(image, budget), family.handed_over(image, budget)
+    assert handed.tensors == {} and (handed.tokens, handed.image_tokens) == (ours.tokens, ours.image_tokens)
+    assert [handed.image.height, handed.image.width] == ours.tensors["image_sizes"][0].tolist()
+    kept = family.kept_as_they_are([handed.image, Image.new("RGB", (28, 28))])
+    for patch in ({"patch_size": {"height": 28, "width": 28}}, {}):
+        theirs = family.image_processor(images=[handed.image], return_tensors="pt", **kept, **patch)
+        assert torch.equal(theirs["image_sizes"], ours.tensors["image_sizes"])
+        assert torch.allclose(theirs["pixel_values"], ours.tensors["pixel_values"], atol=1e-6)
+
+
+def test_the_tekken_file_carries_the_image_encoders_sizes(family, tiny_models):
+    # mistral-common builds its ImageEncoder (vLLM's Pixtral processor for the native format) from this section.
+    import json
+
+    image = json.loads((tiny_models["text"] / "tekken.json").read_text())["image"]
+    assert image == {
+        "image_patch_size": family.config.vision_config.patch_size,
+        "max_image_size": family.longest_edge,
+        "spatial_merge_size": family.config.spatial_merge_size,
+    }
