@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Protocol
 
 import grpc
 
@@ -32,7 +31,7 @@ from services.common.generation_pb import (
 from services.common.grpc_server import REQUEST_ID_KEY
 from services.common.pb.proxyvision.v1 import text_engine_pb2 as pb, text_engine_pb2_grpc
 
-from .base import EngineClient, EngineModelInfo
+from .base import EngineClient
 from .routing import Routing
 
 
@@ -47,43 +46,11 @@ class OutputOptions:
     response_format: ResponseFormat = ResponseFormat()
 
 
-class TextEngine(Protocol):
-    """What the serving layer needs from a text engine: `TextEngineClient`, or a hand-written fake in tests."""
-
-    model: str
-
-    def generate(
-        self,
-        messages: Sequence[ChatTurn],
-        params: SamplingParams,
-        *,
-        request_id: str,
-        timeout: float | None,
-        options: OutputOptions = OutputOptions(),
-        affinity_key: str = "",
-        prompt: RawPrompt | None = None,
-    ) -> AsyncIterator[GenerationEvent]: ...
-
-    async def count_tokens(
-        self,
-        messages: Sequence[ChatTurn],
-        options: OutputOptions = OutputOptions(),
-        *,
-        prompt: RawPrompt | None = None,
-        request_id: str,
-        timeout: float | None,
-        affinity_key: str = "",
-    ) -> int: ...
-
-    async def model_info(self, timeout: float) -> EngineModelInfo: ...
-
-    async def health(self, timeout: float, *, wait_for_ready: bool = False) -> str: ...
-
-    def abort_calls(self) -> int: ...
-
-
 class TextEngineClient(EngineClient):
-    """One text engine (one model), over one channel or routed over its replicas (clients/routing.py)."""
+    """One text engine (one model), over one channel or routed over its replicas (clients/routing.py).
+
+    The serving layer needs only this class's public methods: the gateway's unit tests give it a hand-written fake
+    with the same ones (tests/unit/gateway/fakes.py)."""
 
     def __init__(self, routing: Routing | grpc.aio.Channel, model: str) -> None:
         super().__init__(routing, model, text_engine_pb2_grpc.TextEngineStub)

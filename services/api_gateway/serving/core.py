@@ -33,7 +33,7 @@ from services.common.config import GatewaySettings, ModelEntry
 from services.common.errors import DeadlineExceededError, InternalError, InvalidRequestError, OverloadedError
 from services.common.generation import ChatTurn, Finished, ReasoningDelta, TextDelta, ToolCallDelta
 
-from ..clients.text_engine import TextEngine
+from ..clients.text_engine import TextEngineClient
 from ..metrics import GatewayMetrics
 from .answers import ChoiceAnswer
 from .choices import ChoiceCalls
@@ -55,7 +55,7 @@ class Plan:
 
     conversation: Conversation
     entry: ModelEntry
-    client: TextEngine
+    client: TextEngineClient
     turns: list[ChatTurn] | None  # the engine's conversation, when it is ready before the engine is called
     images: PendingImages | None  # else the images the proxy still has to caption
     started: float  # time.monotonic() when the request was planned (for time to first token)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from services.common.config import ModelEntry, ModelsConfig
 from services.common.errors import InvalidRequestError, ModelNotFoundError
 
-from ..clients.text_engine import TextEngine
+from ..clients.text_engine import TextEngineClient
 from ..clients.vision_engine import VisionEngineClient
 
 DEFAULT_ALIAS = "default"
@@ -18,13 +18,13 @@ class EngineRegistry:
     """Clients for every configured engine (built in the app's lifespan)."""
 
     config: ModelsConfig
-    text: dict[str, TextEngine]
+    text: dict[str, TextEngineClient]
     vision: VisionEngineClient | None
 
     def __post_init__(self) -> None:
         self._aliased = {alias: entry.name for entry in self.config.models for alias in entry.aliases}
 
-    def text_client(self, model: str) -> tuple[ModelEntry, TextEngine]:
+    def text_client(self, model: str) -> tuple[ModelEntry, TextEngineClient]:
         """The text model a request names, by name or alias (or the default for "default"); 404 for unknown names."""
         name = self.config.default_model_name if model == DEFAULT_ALIAS else self._aliased.get(model, model)
         if name not in self.text:
@@ -39,7 +39,7 @@ class EngineRegistry:
             raise ModelNotFoundError(f"The model '{model}' does not exist", param="model")
         return self.config.model(name), self.text[name]
 
-    def all_engines(self) -> dict[str, TextEngine | VisionEngineClient]:
+    def all_engines(self) -> dict[str, TextEngineClient | VisionEngineClient]:
         """Every engine by model name (for readiness)."""
         engines: dict = dict(self.text)
         if self.vision is not None:

@@ -1,4 +1,4 @@
-"""A hand-written fake text engine (the `TextEngine` protocol) and the gateway pieces around it."""
+"""A hand-written fake text engine (`TextEngineClient`'s public methods) and the gateway pieces around it."""
 
 from __future__ import annotations
 
