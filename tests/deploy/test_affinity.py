@@ -6,7 +6,6 @@ of each key (an image's sha256, a conversation's key)."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 import openai
@@ -16,7 +15,7 @@ from services.api_gateway.clients.hash_ring import HashRing
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.conversation_key import conversation_key
 from services.api_gateway.serving.protocols.chat import chat_conversation
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.metrics import scrape
 from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, tiny
 from tests.support.processes import ServiceProcess, free_port, stop_all, wait_grpc_serving, wait_until
@@ -84,8 +83,7 @@ def cluster(tiny_models, tmp_path_factory):
 def picture(color: tuple[int, int, int]) -> tuple[dict, str]:
     """An image part (a data URL) and the sha256 the gateway routes it by."""
     data = png(color, (32, 24))
-    url = "data:image/png;base64," + base64.b64encode(data).decode()
-    return {"type": "image_url", "image_url": {"url": url}}, hashlib.sha256(data).hexdigest()
+    return {"type": "image_url", "image_url": {"url": data_url(data)}}, hashlib.sha256(data).hexdigest()
 
 
 def ask_about(cluster: Cluster, *parts: dict) -> None:

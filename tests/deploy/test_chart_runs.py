@@ -6,13 +6,11 @@ goes through the gateway's Service to the engines the ConfigMap names, with the 
 
 from __future__ import annotations
 
-import base64
-
 import httpx
 import openai
 import pytest
 
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.processes import wait_until
 
 from .chart import NAMESPACE, RELEASE, example_values, render
@@ -65,7 +63,7 @@ def test_a_chat_with_an_image_through_the_gateway_service(cluster):
         max_retries=0,
         timeout=120,
     )
-    data_url = "data:image/png;base64," + base64.b64encode(png((200, 30, 30), (64, 48))).decode()
+    url = data_url(png((200, 30, 30), (64, 48)))
     question = "What is in this image?"
     with_image = client.chat.completions.create(
         model=TEXT,
@@ -74,7 +72,7 @@ def test_a_chat_with_an_image_through_the_gateway_service(cluster):
         messages=[
             {
                 "role": "user",
-                "content": [{"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": data_url}}],
+                "content": [{"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": url}}],
             }
         ],
     )

@@ -4,7 +4,6 @@ SmolLM2 model it preselects; the brief's own request still reaches the brief's m
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import signal
@@ -16,7 +15,7 @@ from playwright.sync_api import expect
 
 from tests.support.browser import chromium, new_page, screenshot
 from tests.support.docs_commands import doc_commands
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.launcher import Launcher
 from tests.support.models_yaml import TEXT_MODEL
 from tests.support.processes import REPO_ROOT, free_port
@@ -98,7 +97,7 @@ def test_the_docs_curl_commands_answer_as_shown(demo):
     # Every curl of the README and docs/, run by bash as written: only localhost:2000 becomes the demo's port,
     # and the elided image ("base64,...") a real one.
     base, _ = demo
-    image = "data:image/png;base64," + base64.b64encode(png()).decode()
+    image = data_url(png())
     commands = [c for c in doc_commands() if c.text.startswith("curl ") and "localhost:2000" in c.text]
     assert len(commands) >= 5
     for command in commands:

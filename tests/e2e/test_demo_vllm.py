@@ -5,7 +5,6 @@ stand-in answer on vLLM; and a model vLLM cannot run here stops the stack with o
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import signal
@@ -18,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.processes import REPO_ROOT, free_port
 from tests.support.real_model import REAL_MODEL
 
@@ -98,7 +97,7 @@ def test_the_real_model_answers_in_words_on_vllm(demo):
 
 
 def test_an_image_reaches_the_vllm_model_through_the_captioner(demo):
-    url = "data:image/png;base64," + base64.b64encode(png((200, 30, 30))).decode()
+    url = data_url(png((200, 30, 30)))
     content = [{"type": "text", "text": "What is in this picture?"}, {"type": "image_url", "image_url": {"url": url}}]
     answer = chat(demo, REAL_MODEL, content, temperature=0, max_tokens=16)
     assert answer["choices"][0]["message"]["content"] and len(answer["proxy_vision"]["images"]) == 1

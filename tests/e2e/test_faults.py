@@ -15,7 +15,6 @@ Timings are printed (`pytest -s`) for docs/reliability.md.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.models_yaml import TEXT_MODEL, tiny
 from tests.support.processes import REPO_ROOT, free_port, wait_until
 
@@ -116,7 +115,7 @@ def stack(tiny_models, tmp_path_factory):
 
 def image_request(seed: int, *, stream: bool) -> dict:
     """A request with an image of its own colour: never a caption-cache hit."""
-    url = "data:image/png;base64," + base64.b64encode(png(color=(seed % 256, 90, 160))).decode()
+    url = data_url(png(color=(seed % 256, 90, 160)))
     content = [{"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": url}}]
     return {"model": TEXT_MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 3, "stream": stream}
 

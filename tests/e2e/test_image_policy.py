@@ -4,18 +4,16 @@ served as usual. Real text engine and gateway processes, tiny model."""
 
 from __future__ import annotations
 
-import base64
-
 import httpx
 import openai
 import pytest
 
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.models_yaml import TEXT_MODEL
 from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
-IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}
+IMAGE = {"type": "image_url", "image_url": {"url": data_url(png())}}
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 from tests.support.chat_streams import finish_reasons, start_streams
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.launcher import Launcher
 from tests.support.metrics import scrape
 from tests.support.models_yaml import BENCH_MODEL as BENCH, TEXT_MODEL, bench, tiny
@@ -39,7 +38,7 @@ def test_serve_prints_banner_serves_and_stops_cleanly(tiny_models, tmp_path):
         assert len(children) == 3  # text engine, vision engine, gateway
         # Ready means vision too: the gateway's channel to the vision engine, in reconnect backoff since the
         # engine was not listening yet when the gateway started, is waited for, not answered with a 503.
-        image = "data:image/png;base64," + base64.b64encode(png(color=(40, 200, 90))).decode()
+        image = data_url(png(color=(40, 200, 90)))
         content = [{"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": image}}]
         reply = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",

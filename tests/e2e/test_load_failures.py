@@ -10,14 +10,13 @@ engine's reason, instead of waiting out --ready-timeout.
 
 from __future__ import annotations
 
-import base64
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.launcher import Launcher
 from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL, ModelsYaml, tiny
 from tests.support.processes import free_port, wait_until
@@ -99,7 +98,7 @@ def test_a_vision_model_that_fails_to_load_leaves_text_served_and_says_why(tiny_
                             {"type": "text", "text": "What is this?"},
                             {
                                 "type": "image_url",
-                                "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()},
+                                "image_url": {"url": data_url(png())},
                             },
                         ],
                     }

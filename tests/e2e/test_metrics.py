@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-
 import openai
 import pytest
 
 from services.common.hf_models import MIB
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.metrics import Scrape, scrape
 from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL
 from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
 
-IMAGE_URL = "data:image/png;base64," + base64.b64encode(png()).decode()
+IMAGE_URL = data_url(png())
 
 
 def image_message(url: str) -> list[dict]:

@@ -5,13 +5,11 @@ from a local HTTP server (the config opts in to 127.0.0.0/8)."""
 
 from __future__ import annotations
 
-import base64
-
 import openai
 import pytest
 
 from tests.support.http_servers import ScriptedServer, send_bytes
-from tests.support.images import jpeg, png
+from tests.support.images import data_url, jpeg, png
 from tests.support.models_yaml import TEXT_MODEL, tiny
 from tests.support.stack import make_stack
 
@@ -77,11 +75,10 @@ def test_single_image_url_is_answered_natively_without_a_caption(stack, client, 
 
 
 def test_base64_data_url_with_detail_high(client):
-    data = base64.b64encode(jpeg((90, 90, 90), (64, 64))).decode("utf-8")
     response = client.chat.completions.create(
         model=NATIVE,
         max_tokens=5,
-        messages=user(text("Analyze this image:"), image_part(f"data:image/jpeg;base64,{data}", "high")),
+        messages=user(text("Analyze this image:"), image_part(data_url(jpeg((90, 90, 90), (64, 64))), "high")),
     )
     assert response.usage.completion_tokens == 5 and "proxy_vision" not in (response.model_extra or {})
 

@@ -11,13 +11,11 @@ without a caption this model guesses "mango". One module-scoped stack per backen
 
 from __future__ import annotations
 
-import base64
-
 import httpx
 import pytest
 
 from tests.support.fake_vision_engine import VISION
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.models_yaml import ModelsYaml
 from tests.support.processes import free_port, wait_grpc_serving
 from tests.support.real_model import REAL_MODEL, smollm2_checkpoint
@@ -27,10 +25,6 @@ pytestmark = pytest.mark.e2e
 
 RED, YELLOW = png((200, 30, 30)), png((230, 200, 40))
 QUESTION = "Which fruit is in the picture?"
-
-
-def data_url(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
 def with_image(text: str, data: bytes) -> dict:

@@ -13,7 +13,7 @@ import pytest
 
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as vpb, vision_engine_pb2_grpc
 from tests.support.http_servers import ScriptedServer, send_bytes
-from tests.support.images import jpeg, png
+from tests.support.images import data_url, jpeg, png
 from tests.support.models_yaml import TEXT_MODEL
 from tests.support.stack import make_stack
 
@@ -187,7 +187,7 @@ def test_captions_land_where_each_image_was(stack, client, images_server):
 
 
 def test_base64_data_url(client):
-    data = base64.b64encode(jpeg((90, 90, 90), (64, 64))).decode("utf-8")
+    url = data_url(jpeg((90, 90, 90), (64, 64)))
     response = client.chat.completions.create(
         model=TEXT_MODEL,
         max_tokens=5,
@@ -196,7 +196,7 @@ def test_base64_data_url(client):
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Analyze this image:"},
-                    {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}", "detail": "high"}},
+                    {"type": "image_url", "image_url": {"url": url, "detail": "high"}},
                 ],
             }
         ],
@@ -207,7 +207,6 @@ def test_base64_data_url(client):
 
 
 def test_plain_string_image_url_form(client):
-    data = base64.b64encode(png((1, 2, 3))).decode()
     response = client.chat.completions.create(
         model=TEXT_MODEL,
         max_tokens=3,
@@ -216,7 +215,7 @@ def test_plain_string_image_url_form(client):
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Look"},
-                    {"type": "image_url", "image_url": f"data:image/png;base64,{data}"},
+                    {"type": "image_url", "image_url": data_url(png((1, 2, 3)))},
                 ],
             }
         ],
@@ -342,7 +341,7 @@ def test_bad_images_are_400s_with_the_brief_words_and_the_reason(client, images_
 
 
 def test_too_many_images(client):
-    data = "data:image/png;base64," + base64.b64encode(png()).decode()
+    data = data_url(png())
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(
             model=TEXT_MODEL,

@@ -3,19 +3,17 @@ a restarted vision engine is picked up without restarting the gateway."""
 
 from __future__ import annotations
 
-import base64
-
 import httpx
 import openai
 import pytest
 
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.models_yaml import TEXT_MODEL, VISION_MODEL
 from tests.support.processes import wait_grpc_serving, wait_until
 from tests.support.stack import make_stack
 
 pytestmark = pytest.mark.e2e
-IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}
+IMAGE = {"type": "image_url", "image_url": {"url": data_url(png())}}
 
 
 def ask(client, with_image: bool):

@@ -17,7 +17,6 @@ Marked `vllm`: `make test-vllm` runs them after `make install-vllm`.
 
 from __future__ import annotations
 
-import base64
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -25,7 +24,7 @@ import openai
 import pytest
 
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as vpb, vision_engine_pb2_grpc
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.models_yaml import ModelsYaml
 from tests.support.processes import REPO_ROOT, free_port, wait_grpc_serving, wait_until
 from tests.support.real_model import REAL_MODEL, smollm2_checkpoint
@@ -164,7 +163,7 @@ def test_a_chat_image_reaches_the_text_model_through_the_vllm_captioner(engines,
     try:
         gateway = start_gateway(config, tmp_path, ready="/ready")
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="none", max_retries=0, timeout=120)
-        url = "data:image/png;base64," + base64.b64encode(IMAGES[1]).decode()
+        url = data_url(IMAGES[1])
         reply = client.chat.completions.create(
             model=REAL_MODEL,
             messages=[

@@ -17,7 +17,6 @@ requests sent together. Marked `vllm`: `make test-vllm` runs them after `make in
 
 from __future__ import annotations
 
-import base64
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.images import jpeg, png
+from tests.support.images import data_url, jpeg, png
 from tests.support.models_yaml import ModelsYaml
 from tests.support.processes import free_ports
 from tests.support.stack import TextEngineSpec, text_engines_behind_gateway
@@ -80,9 +79,7 @@ def client(request, tiny_models, tmp_path_factory):
 
 
 def image(data: bytes, detail: str = "auto") -> dict:
-    kind = "png" if data.startswith(b"\x89PNG") else "jpeg"
-    url = f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
-    return {"type": "image_url", "image_url": {"url": url, "detail": detail}}
+    return {"type": "image_url", "image_url": {"url": data_url(data), "detail": detail}}
 
 
 def ask(client, model: str, *content, stream: bool = False) -> tuple[str, int | None]:

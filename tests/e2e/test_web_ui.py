@@ -25,7 +25,7 @@ from playwright.sync_api import Page, expect
 from tests.support.browser import PageWatch, chromium, new_page, screenshot
 from tests.support.fake_text_engine import REASON, REASON_SPLIT, STAND_IN, VERBATIM, VERBATIM_PIECE
 from tests.support.http_servers import ScriptedServer, send_bytes
-from tests.support.images import encode, png
+from tests.support.images import data_url, encode, png
 from tests.support.models_yaml import TEXT_MODEL, ModelsYaml, tiny
 from tests.support.processes import wait_until
 from tests.support.stack import make_stack, start_fake_text_engine, start_gateway
@@ -219,9 +219,7 @@ def test_attach_by_file_drop_and_paste_then_send_an_image(open_ui, stack):
     )
     thumbs = page.locator("#attachments figure")
     expect(thumbs).to_have_count(2)
-    expect(thumbs.locator("img").first).to_have_attribute(
-        "src", f"data:image/png;base64,{base64.b64encode(PICTURE).decode()}"
-    )
+    expect(thumbs.locator("img").first).to_have_attribute("src", data_url(PICTURE))
 
     # Drag and drop, and paste, of image files (the events a real drop or Ctrl+V would fire).
     page.evaluate(
@@ -254,7 +252,7 @@ def test_attach_by_file_drop_and_paste_then_send_an_image(open_ui, stack):
         send(page, "What is in this picture?")
     parts = image_parts(request_info.value.post_data_json)
     assert [p["image_url"]["detail"] for p in parts] == ["low"]
-    assert parts[0]["image_url"]["url"] == f"data:image/png;base64,{base64.b64encode(PICTURE).decode()}"
+    assert parts[0]["image_url"]["url"] == data_url(PICTURE)
     expect(thumbs).to_have_count(0)  # handed over to the message
     expect(page.locator("article.user img")).to_have_attribute("alt", "landscape.png")
     answer = last_answer(page)

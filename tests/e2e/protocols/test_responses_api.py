@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Literal
 
@@ -16,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from services.common.tokenizers import load_tokenizer
 from services.model_builder.scripted import SCRIPTED_ANSWER, SCRIPTED_REASONING
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.models_yaml import TEXT_MODEL
 
 from .conftest import SCRIPTED
@@ -163,7 +162,6 @@ def test_structured_output_through_text_format(client, no_think):
 
 
 def test_an_image_is_captioned_by_the_proxy_vision_model(stack):
-    data = base64.b64encode(png((200, 30, 30))).decode()
     body = {
         "model": TEXT_MODEL,
         "max_output_tokens": 4,
@@ -173,7 +171,7 @@ def test_an_image_is_captioned_by_the_proxy_vision_model(stack):
                 "role": "user",
                 "content": [
                     {"type": "input_text", "text": "What is in this picture?"},
-                    {"type": "input_image", "image_url": f"data:image/png;base64,{data}"},
+                    {"type": "input_image", "image_url": data_url(png((200, 30, 30)))},
                 ],
             }
         ],

@@ -14,7 +14,7 @@ from PIL import Image
 from services.api_gateway.media.data_urls import decode_data_url
 from services.common.errors import ImageTooLargeError
 from services.common.images import MIN_SIDE, InvalidImageError, decode_image
-from tests.support.images import encode, jpeg, png
+from tests.support.images import data_url, encode, jpeg, png
 
 LIMIT = 50_000_000
 
@@ -94,9 +94,7 @@ def test_accepted_formats(fmt):
 
 
 def test_data_url_decoding():
-    data, mime = decode_data_url(
-        "data:image/png;base64," + base64.b64encode(png()).decode(), max_bytes=10_000, param="p"
-    )
+    data, mime = decode_data_url(data_url(png()), max_bytes=10_000, param="p")
     assert data == png() and mime == "image/png"
     with pytest.raises(InvalidImageError, match="invalid base64"):
         decode_data_url("data:image/png;base64,@@@notbase64@@@", max_bytes=10_000, param="p")

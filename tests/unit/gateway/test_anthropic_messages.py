@@ -33,7 +33,7 @@ from services.common.generation import (
     ToolCall,
     ToolCallDelta,
 )
-from tests.support.images import png
+from tests.support.images import data_url, png
 
 from .fakes import (
     TEXT,
@@ -159,7 +159,7 @@ def test_a_conversation_with_tools_thinking_and_images_becomes_the_cores_message
     system, user, assistant, result, error, follow_up = conversation.messages
     assert (system.role, system.parts) == ("system", ("Be brief.\nBe kind.",))
     assert user.role == "user" and user.parts[0] == "Weather?"
-    assert user.parts[1].url == "data:image/png;base64," + base64.b64encode(RED).decode()
+    assert user.parts[1].url == data_url(RED)
     assert user.parts[1].param == "messages[0].content[1].source"
     assert (assistant.parts, assistant.reasoning) == (("Let me look.",), "Call the tool.")
     assert assistant.tool_calls == (ToolCall("toolu_1", "get_weather", '{"city": "Paris"}'),)

@@ -10,7 +10,6 @@ that look hostile but are fine: they must be answered (200), not refused.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import time
@@ -31,7 +30,7 @@ from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
 from services.api_gateway.serving.vision_status import VisionBackend
 from services.api_gateway.state import GatewayState
 from services.common.config import ModelsConfig, parse_models_config
-from tests.support.images import png
+from tests.support.images import data_url, png
 
 from .fakes import TEXT, VISION, FakeTextEngine, hello_script
 
@@ -151,10 +150,6 @@ def image(url, **extra) -> list[dict]:
             ],
         }
     ]
-
-
-def data_url(payload: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(payload).decode()}"
 
 
 def raw(text: str) -> bytes:
@@ -521,7 +516,7 @@ BAD = [
     ),
     (
         "data URL of bytes that are no image",
-        body(messages=image(data_url(b"not an image at all"))),
+        body(messages=image(data_url(b"not an image at all", "image/png"))),
         JSON,
         400,
         "messages[0].content[1].image_url",
@@ -535,7 +530,7 @@ BAD = [
     ),
     (
         "data URL over max_image_bytes",
-        body(messages=image(data_url(b"\0" * 70_000))),
+        body(messages=image(data_url(b"\0" * 70_000, "image/png"))),
         JSON,
         400,
         "messages[0].content[1].image_url",

@@ -4,7 +4,6 @@ and a proxied text model side by side; the same image checks for every model."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 import pytest
@@ -16,7 +15,7 @@ from services.common.config import ModelsConfig, parse_models_config
 from services.common.errors import InvalidRequestError, VisionUnavailableError
 from services.common.generation import ChatTurn, Detail, ImageBytes, SamplingParams, TextPart
 from services.common.pb.proxyvision.v1 import common_pb2
-from tests.support.images import jpeg, png
+from tests.support.images import data_url, jpeg, png
 
 from .fakes import TEXT, VISION, FakeTextEngine, FakeVision, hello_script, make_vision_state
 
@@ -40,10 +39,6 @@ def config(*, native: bool = True, proxy: bool = True, **gateway) -> ModelsConfi
             {"name": VISION, "hf_id": "x/vision", "endpoint": "127.0.0.1:3", "capabilities": {"vision_mode": "proxy"}}
         )
     return parse_models_config({"models": models, "gateway": gateway})
-
-
-def data_url(payload: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(payload).decode()}"
 
 
 def image_part(payload: bytes, detail: str = "auto", mime: str = "image/png") -> dict:

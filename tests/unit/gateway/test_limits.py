@@ -4,7 +4,6 @@ schema validates it; all in the OpenAI error shape, configurable, with defaults 
 
 from __future__ import annotations
 
-import base64
 import json
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 from services.api_gateway.limits import RequestLimitsMiddleware, check_chat_limits
 from services.common.config import ImageLimits, RequestLimits
 from services.common.errors import InvalidRequestError
+from tests.support.images import data_url
 
 from .fakes import TEXT, FakeTextEngine, hello_script
 from .test_bad_inputs import WireCheckingEngine, hostile_app, hostile_config, openai_error
@@ -133,7 +133,7 @@ async def test_text_is_counted_across_messages_parts_reasoning_and_tool_calls(cl
 
 def test_image_data_urls_are_not_text():
     limits = RequestLimits(max_text_chars=10)
-    url = "data:image/png;base64," + base64.b64encode(b"\0" * 300).decode()
+    url = data_url(b"\0" * 300, "image/png")
 
     def request(text: str) -> dict:
         return {

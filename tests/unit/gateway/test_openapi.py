@@ -3,7 +3,6 @@ statuses the gateway answers, and no FastAPI 422 anywhere (validation errors are
 
 from __future__ import annotations
 
-import base64
 import json
 
 import httpx
@@ -11,7 +10,7 @@ import jsonschema
 import pytest
 
 from services.api_gateway.app import build_app
-from tests.support.images import png
+from tests.support.images import data_url, png
 
 from .fakes import TEXT, hello_script, make_config
 from .test_bad_inputs import WireCheckingEngine, hostile_app, hostile_config
@@ -99,7 +98,7 @@ async def test_proxy_vision_is_declared_and_a_captioned_answer_conforms_to_it(do
     assert "proxy_vision" not in schemas["ChatCompletion"].get("required", [])
     assert set(schemas["ImageCaption"]["required"]) == {"message", "index", "caption", "cached", "ms"}
     app = await hostile_app(hostile_config(), WireCheckingEngine(TEXT, hello_script()))
-    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png()).decode()}}
+    image = {"type": "image_url", "image_url": {"url": data_url(png())}}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
         reply = await client.post(
             "/v1/chat/completions",
