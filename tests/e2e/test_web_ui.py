@@ -137,8 +137,20 @@ def configure(page: Page, *, max_tokens: int | None = None, temperature: float |
         dialog.get_by_label("Max tokens").fill(str(max_tokens))
     if temperature is not None:
         dialog.get_by_label("Temperature").fill(str(temperature))
+    close_settings(page)
+
+
+def close_settings(page: Page) -> None:
+    """Click the settings dialog's Done and wait until its `close` event has been handled. The page saves the
+    settings then, in a task after the dialog is hidden: a test that writes localStorage next must not race it."""
+    page.evaluate(
+        """() => { window.settingsClosed = new Promise((resolve) =>
+            document.getElementById("settings").addEventListener("close", () => resolve(), { once: true })); }"""
+    )
+    dialog = page.get_by_role("dialog", name="Settings")
     dialog.get_by_role("button", name="Done").click()
     expect(dialog).to_be_hidden()
+    page.evaluate("() => window.settingsClosed")  # this listener runs after the page's own, which saves
 
 
 def send(page: Page, text: str) -> None:
@@ -369,8 +381,7 @@ def test_settings_start_from_each_models_own_sampling_defaults(open_ui, native_s
         page.get_by_role("button", name="Settings").click()
 
     def done() -> None:
-        dialog.get_by_role("button", name="Done").click()
-        expect(dialog).to_be_hidden()
+        close_settings(page)
 
     settings_of(TEXT_MODEL)
     expect(max_tokens).to_have_value("77")
