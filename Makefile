@@ -11,7 +11,7 @@ MODELS_CONFIG ?= configs/demo.models.yaml
 PORT ?= 2000
 PYTEST_ARGS ?=
 
-.PHONY: install install-vllm protos models demo run test test-vllm unit lint bench bench-engines bench-gguf loadtest fuzz clean help
+.PHONY: install install-vllm protos models demo run test test-vllm unit lint bench bench-engines bench-native-backends bench-gguf loadtest fuzz clean help
 
 help:
 	@echo "make demo    - install, build the offline tiny models, start the stack on 127.0.0.1:$(PORT)"
@@ -22,6 +22,7 @@ help:
 	@echo "make run MODELS_CONFIG=path/to/models.yaml - start the stack on any config"
 	@echo "make bench   - benchmark against the in-process engine and 'transformers serve'"
 	@echo "make bench-engines - the text engine on transformers vs on vLLM vs vLLM's own server, one checkpoint"
+	@echo "make bench-native-backends - native image requests on the text engine's transformers vs vLLM backend"
 	@echo "make bench-gguf - one GGUF on the CPU: ProxyVision vs 'transformers serve' vs llama.cpp's server"
 	@echo "make image REGISTRY=... TAG=... - build and push the chart's image (needs Docker and its registries)"
 
@@ -138,6 +139,9 @@ bench: models
 BENCH_ENGINES_ARGS ?=
 bench-engines: models install-vllm
 	$(PY) -m benchmarks.engines $(BENCH_ENGINES_ARGS)
+
+bench-native-backends: models install-vllm
+	$(PY) -m benchmarks.native_backends $(BENCH_NATIVE_ARGS)
 
 LLAMA_VENV := .bench/llama-venv
 # llama.cpp is compiled for AVX2 + AVX-512 (what docs/benchmarks.md measured) without AMX: some VMs (this
