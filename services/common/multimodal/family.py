@@ -108,6 +108,13 @@ class VisionFamily(ABC):
             )
 
 
+def resized_rgb(image: Image.Image, width: int, height: int) -> Image.Image:
+    """`image` in RGB at `width` x `height`, resized (when it is not that size already) by bicubic resampling, as
+    the PIL image processors resize; for a family's `handed_over`."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return rgb if (width, height) == rgb.size else rgb.resize((width, height), Image.Resampling.BICUBIC)
+
+
 def expand_placeholders(prompt_ids: list[int], placeholder_id: int, images: list[EncodedImage]) -> list[int]:
     """Replace the i-th placeholder token by the i-th image's tokens; the counts must agree."""
     positions = [i for i, token in enumerate(prompt_ids) if token == placeholder_id]

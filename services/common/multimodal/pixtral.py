@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from transformers.models.pixtral.image_processing_pil_pixtral import get_resize_output_image_size
 
-from .family import EncodedImage, VisionFamily
+from .family import EncodedImage, VisionFamily, resized_rgb
 
 IMAGE_TOKEN = "[IMG]"
 IMAGE_BREAK_TOKEN = "[IMG_BREAK]"
@@ -100,9 +100,7 @@ class PixtralFamily(VisionFamily):
         # The image processor's own size rule and resampling (bicubic, to whole cells within the edge `encode`
         # picks), so the pixels are the ones `encode` feeds the vision tower.
         rows, cols = self.grid(image.width, image.height, self.edge_for(image.width, image.height, max_image_tokens))
-        width, height = cols * self.cell, rows * self.cell
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        fitted = rgb if (width, height) == rgb.size else rgb.resize((width, height), Image.Resampling.BICUBIC)
+        fitted = resized_rgb(image, cols * self.cell, rows * self.cell)
         return EncodedImage({}, self.expansion(rows, cols), rows * cols, fitted)
 
     def kept_as_they_are(self, images: list[Image.Image]) -> dict:

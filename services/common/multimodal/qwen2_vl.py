@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from .family import EncodedImage, VisionFamily
+from .family import EncodedImage, VisionFamily, resized_rgb
 
 
 class Qwen2VLFamily(VisionFamily):
@@ -62,10 +62,8 @@ class Qwen2VLFamily(VisionFamily):
             min_pixels=pixels["shortest_edge"],
             max_pixels=pixels["longest_edge"],
         )
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        fitted = rgb if (width, height) == rgb.size else rgb.resize((width, height), Image.Resampling.BICUBIC)
         count = (width // self.patch_factor) * (height // self.patch_factor)
-        return EncodedImage({}, (self.placeholder_id,) * count, count, fitted)
+        return EncodedImage({}, (self.placeholder_id,) * count, count, resized_rgb(image, width, height))
 
     def kept_as_they_are(self, images: list[Image.Image]) -> dict:
         # A size of whole merged patches within the pixel range is smart_resize's fixed point.

@@ -19,8 +19,9 @@ Grammars (response_format, a required or named tool_choice) are ours too: vllm_g
 Images (`vision_mode: native`): admission sizes each image for its token budget (the family's `handed_over`,
 images.py) and counts its tokens; here the prompt goes to vLLM with the sized images beside it and the processor
 arguments that keep their sizes (vllm_core.image_prompt), so vLLM's processor encodes each to the grid ours would
-and the prompt's image tokens are the ones admission counted. Images and text share vLLM's one KV cache and its continuous batching (on transformers, images run in
-static batches beside it). Families whose processor sizes images itself (tiles, a fixed size) are refused at load.
+and the prompt's image tokens are the ones admission counted. Images and text share vLLM's one KV cache and its
+continuous batching (on transformers, images run in static batches beside it). Families whose processor sizes
+images itself (tiles, a fixed size) are refused at load.
 
 Budget: `mem` is the KV cache (`kv_cache_memory_bytes`), sized by the same `paged_kv_budget` as transformers'
 cache, so both hold the same number of tokens. Unloading shuts the engine core down (its processes exit, its
