@@ -24,7 +24,6 @@ cache starts cold) unless a row says otherwise; runs alternate between rows, fig
 from __future__ import annotations
 
 import argparse
-import base64
 import itertools
 import statistics
 import tempfile
@@ -32,6 +31,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.images import data_url
 
 from .image_path_stack import (
     ChatTiming,
@@ -58,10 +59,6 @@ WARM_UP_TOKENS = 2
 LONG_SYSTEM_RULES = 16  # about 1,000 prompt tokens with either text model's tokenizer
 PROMPT = "Describe this image:"
 _tags = itertools.count(1)
-
-
-def _data_url(data: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
 def _image_message(text: str, urls: list[str], detail: str = "auto") -> dict:
@@ -190,7 +187,7 @@ def _split_runs(stack: ImagePathStack, server: DelayedImageServer, repeats: int)
         for row, limit, as_url in ((url, 256, True), (data, 256, False), (short, 64, True)):
             tag = next(_tags)
             image = fresh_image(SMALL)
-            source = server.add(f"/one-{tag}.jpg", image) if as_url else _data_url(image)
+            source = server.add(f"/one-{tag}.jpg", image) if as_url else data_url(image)
             row.runs.append(
                 timed_chat(stack.gateways[limit], TINY_TEXT, [_image_message(f"(run {tag}) {PROMPT}", [source])])
             )
@@ -272,7 +269,7 @@ def _fetch_runs(stack: ImagePathStack, server: DelayedImageServer, repeats: int)
         sent = sorted((server.sent[p] - chat.started) * 1000 for p in paths)
         arrivals.append((sent[0], sent[-1]))
         tag = next(_tags)
-        datas = [_data_url(fresh_image(SMALL)) for _ in FETCH_DELAYS_MS]
+        datas = [data_url(fresh_image(SMALL)) for _ in FETCH_DELAYS_MS]
         by_data.runs.append(
             timed_chat(stack.gateways[256], TINY_TEXT, [_image_message(f"(run {tag}) {PROMPT}", datas)])
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import itertools
 import json
 import random
@@ -34,7 +33,7 @@ import psutil
 
 from services.model_builder.build import build_all
 from tests.support.http_servers import ScriptedServer
-from tests.support.images import png
+from tests.support.images import data_url, png
 from tests.support.metrics import scrape
 from tests.support.models_yaml import TEXT_MODEL, tiny
 from tests.support.stack import make_stack
@@ -63,7 +62,7 @@ class Load:
         content: list[dict] | str = f"Say something about load number {self.rng.randrange(10**6)}."
         if kind == "image":
             if self.rng.random() < 0.5:
-                url = "data:image/png;base64," + base64.b64encode(fresh_png()).decode()
+                url = data_url(fresh_png())
             else:
                 path = f"/load-{next(_colours)}.png"
                 self.images.add(path, fresh_png(), "image/png")

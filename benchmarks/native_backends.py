@@ -11,9 +11,9 @@ other (an idle vLLM is not idle: its worker's threads spin), with the same `mem`
   Mistral repo in its native format).
 
 Load: waves of `concurrency` streamed chats at once (and waves of 1), each with an image never sent before (a JPEG,
-448x336, `detail: auto`), greedy, `max_tokens` tokens; per wave its wall time, per request its TTFT. Printed: medians
-per backend, `vllm/transformers images/s = R at C streams`, and whether the greedy answers to the same images are
-the same on both backends (`greedy answers identical: yes|no`).
+448x336, `detail: auto`, native_vision.py's `one_turn`), greedy, `max_tokens` tokens; per wave its wall time, per
+request its TTFT. Printed: medians per backend, `vllm/transformers images/s = R at C streams`, and whether the
+greedy answers to the same images are the same on both backends (`greedy answers identical: yes|no`).
 """
 
 from __future__ import annotations
@@ -25,30 +25,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.support.images import data_url
 from tests.support.models_yaml import ModelsYaml
 from tests.support.processes import REPO_ROOT
 
-from .native_vision import Timed, stream_chat
+from .native_vision import Timed, one_turn, stream_chat
 from .servers import text_stack
 from .vision import fresh_image
 
 MODEL_NAME = "native"
 BACKENDS = ("transformers", "vllm")
 IMAGE_SIZE = (448, 336)
-PROMPT = "What is in this picture?"
-
-
-def chat(image: bytes) -> list[dict]:
-    part = {"type": "image_url", "image_url": {"url": data_url(image), "detail": "auto"}}
-    return [{"role": "user", "content": [{"type": "text", "text": PROMPT}, part]}]
 
 
 def wave(base_url: str, images: list[bytes], max_tokens: int) -> tuple[float, list[Timed]]:
     """Send one streamed chat per image at once; the wave's wall time (s) and each answer."""
     started = time.perf_counter()
     with ThreadPoolExecutor(len(images)) as pool:
-        answers = list(pool.map(lambda image: stream_chat(base_url, MODEL_NAME, chat(image), max_tokens), images))
+        answers = list(pool.map(lambda image: stream_chat(base_url, MODEL_NAME, one_turn([image]), max_tokens), images))
     return time.perf_counter() - started, answers
 
 
@@ -63,12 +56,8 @@ def measure(base_url: str, concurrencies: list[int], rounds: int, max_tokens: in
             seconds.append(elapsed)
             ttfts += [answer.ttft_ms for answer in answers]
         wall = statistics.median(seconds)
-        rows[concurrency] = {
-            "images_per_s": concurrency / wall,
-            "wave_s": wall,
-            "ttft_p50_ms": statistics.median(ttfts),
-        }
-    greedy = [stream_chat(base_url, MODEL_NAME, chat(image), max_tokens).text for image in probes]
+        rows[concurrency] = {"images_per_s": concurrency / wall, "ttft_p50_ms": statistics.median(ttfts)}
+    greedy = [stream_chat(base_url, MODEL_NAME, one_turn([image]), max_tokens).text for image in probes]
     return {"rows": rows, "greedy": greedy}
 
 

@@ -10,7 +10,6 @@ caption cache and on one without (`cache_max_entries: 0`). Every image that must
 
 from __future__ import annotations
 
-import base64
 import json
 import statistics
 import time
@@ -18,13 +17,15 @@ from dataclasses import dataclass
 
 import httpx
 
+from tests.support.images import data_url
+
 from .vision import fresh_image
 
 PROMPT = "Describe this image:"
 
 
 def _image_part(data: bytes) -> dict:
-    return {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(data).decode()}}
+    return {"type": "image_url", "image_url": {"url": data_url(data)}}
 
 
 @dataclass(frozen=True)
