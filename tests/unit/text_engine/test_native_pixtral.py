@@ -9,6 +9,7 @@ and calls the processor's own method.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import sys
 import types
@@ -133,8 +134,6 @@ def test_an_image_handed_over_encodes_as_ours_in_another_processor(family, size,
 
 def test_the_tekken_file_carries_the_image_encoders_sizes(family, tiny_models):
     # mistral-common builds its ImageEncoder (vLLM's Pixtral processor for the native format) from this section.
-    import json
-
     image = json.loads((tiny_models["text"] / "tekken.json").read_text())["image"]
     assert image == {
         "image_patch_size": family.config.vision_config.patch_size,
