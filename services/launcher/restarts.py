@@ -23,21 +23,6 @@ class RestartPolicy:
     crash_window_secs: float = 300.0
 
 
-@dataclass(frozen=True)
-class Restart:
-    """Start the child again after `delay_secs`; `crashes` counts this one, within the window."""
-
-    delay_secs: float
-    crashes: int
-
-
-@dataclass(frozen=True)
-class GiveUp:
-    """A crash loop: `crashes` crashes within the window."""
-
-    crashes: int
-
-
 @dataclass
 class CrashHistory:
     """One child's recent crashes under a policy."""
@@ -45,15 +30,19 @@ class CrashHistory:
     policy: RestartPolicy
     _crashes: deque[float] = field(default_factory=deque)  # monotonic times, within the window
 
-    def on_exit(self, now: float, uptime_secs: float) -> Restart | GiveUp:
-        """The child exited at `now` after running `uptime_secs`: what to do."""
+    @property
+    def crashes(self) -> int:
+        """Crashes within the window, the last one included."""
+        return len(self._crashes)
+
+    def on_exit(self, now: float, uptime_secs: float) -> float | None:
+        """The child exited at `now` after running `uptime_secs`: the seconds to wait before starting it again, or
+        None for a crash loop (give up on it)."""
         if uptime_secs >= self.policy.stable_after_secs:
             self._crashes.clear()
         self._crashes.append(now)
         while now - self._crashes[0] > self.policy.crash_window_secs:
             self._crashes.popleft()
-        crashes = len(self._crashes)
-        if crashes >= self.policy.max_crashes:
-            return GiveUp(crashes)
-        delay = self.policy.initial_backoff_secs * 2 ** (crashes - 1)
-        return Restart(min(delay, self.policy.max_backoff_secs), crashes)
+        if self.crashes >= self.policy.max_crashes:
+            return None
+        return min(self.policy.initial_backoff_secs * 2 ** (self.crashes - 1), self.policy.max_backoff_secs)

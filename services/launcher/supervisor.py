@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from .child_output import OutputTail
 from .plan import ProcessSpec
 from .probes import Readiness
-from .restarts import CrashHistory, GiveUp, RestartPolicy
+from .restarts import CrashHistory, RestartPolicy
 
 log = logging.getLogger("proxyvision")
 
@@ -227,37 +227,38 @@ class Supervisor:
         _signal_group(proc, signal.SIGKILL)  # whatever it left behind goes with it, before its group id can be reused
         child.reaped = True
         status = exit_status(proc.returncode)
-        decision = child.history.on_exit(now, now - child.started_at)
-        if isinstance(decision, GiveUp):
+        delay = child.history.on_exit(now, now - child.started_at)
+        crashes = child.history.crashes
+        if delay is None:
             tail = child.output.text() if child.output else ""
             log.error(
                 "%s exited unexpectedly with %s, its %d%s crash in %.0fs: a crash loop, giving up on it. "
                 "Its last output:\n%s",
                 spec.name,
                 status,
-                decision.crashes,
-                _ordinal(decision.crashes),
+                crashes,
+                _ordinal(crashes),
                 self.restart.crash_window_secs,
                 _indented(tail),
             )
             if spec.required:
                 log.error("%s is required; stopping the stack", spec.name)
                 raise _StopStack
-            self.failed[spec.name] = f"crash loop ({decision.crashes} crashes, last {status})"
+            self.failed[spec.name] = f"crash loop ({crashes} crashes, last {status})"
             log.warning(
                 "%s is optional: the stack keeps serving without it (image requests answer 503 "
                 "vision_unavailable until the launcher is restarted)",
                 spec.name,
             )
             return
-        child.restart_at = now + decision.delay_secs
+        child.restart_at = now + delay
         log.warning(
             "%s exited unexpectedly with %s after %.1fs; restarting it in %gs (crash %d of %d allowed in %.0fs)",
             spec.name,
             status,
             now - child.started_at,
-            decision.delay_secs,
-            decision.crashes,
+            delay,
+            crashes,
             self.restart.max_crashes - 1,
             self.restart.crash_window_secs,
         )
