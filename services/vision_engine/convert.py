@@ -1,4 +1,4 @@
-"""Protobuf <-> captioner domain types. The only module of the vision engine that knows both."""
+"""Protobuf <-> the captioner's request and model info (its events are mapped by services/common/captions_pb.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from services.common.model_info import model_info_to_pb
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as pb
 
 from .captioner.engine import VisionEngineInfo
-from .captioner.types import CaptionDone, CaptionEvent, DescribeJob
+from .captioner.types import DescribeJob
 
 
 def job_from_pb(message: pb.DescribeRequest, request_id: str) -> DescribeJob:
@@ -19,23 +19,6 @@ def job_from_pb(message: pb.DescribeRequest, request_id: str) -> DescribeJob:
         user_prompt=message.user_prompt,
         max_tokens=message.max_tokens,
     )
-
-
-def event_to_pb(event: CaptionEvent) -> pb.DescribeResponse:
-    """One stream message."""
-    if isinstance(event, CaptionDone):
-        return pb.DescribeResponse(
-            done=pb.CaptionDone(
-                image_index=event.image_index,
-                finish_reason=event.finish_reason,
-                image_tokens=event.image_tokens,
-                caption_tokens=event.caption_tokens,
-                cached=event.cached,
-                elapsed_ms=event.elapsed_ms,
-                caption=event.caption,
-            )
-        )
-    return pb.DescribeResponse(delta=pb.CaptionDelta(image_index=event.image_index, text=event.text))
 
 
 def info_to_pb(info: VisionEngineInfo) -> common_pb2.ModelInfo:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import grpc
 
+from services.common.captions_pb import caption_event_to_pb
 from services.common.grpc_server import EngineCalls
 from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2, vision_engine_pb2_grpc
 
 from .captioner.engine import CaptionEngine
-from .convert import event_to_pb, info_to_pb, job_from_pb
+from .convert import info_to_pb, job_from_pb
 
 
 class VisionEngineServicer(EngineCalls, vision_engine_pb2_grpc.VisionEngineServicer):
@@ -20,7 +21,7 @@ class VisionEngineServicer(EngineCalls, vision_engine_pb2_grpc.VisionEngineServi
         """Stream captions of a request's images."""
         async with self._call(context, request, "Describe") as request_id:
             async for event in self._engine.describe(job_from_pb(request, request_id)):
-                yield event_to_pb(event)
+                yield caption_event_to_pb(event)
 
     async def GetModelInfo(self, request: common_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext):
         """Describe the model and the current load."""

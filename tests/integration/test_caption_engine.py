@@ -10,13 +10,14 @@ import threading
 import pytest
 import torch
 
+from services.common.captions import CaptionDelta, CaptionDone
 from services.common.errors import OverloadedError, ShuttingDownError
 from services.common.generation import Detail, ImageBytes
 from services.common.lifecycle import ModelState
 from services.vision_engine.captioner.engine import CaptionEngine
 from services.vision_engine.captioner.loader import load_vision_model
 from services.vision_engine.captioner.prompts import render_prompt
-from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob
+from services.vision_engine.captioner.types import DescribeJob
 from tests.support.images import png
 from tests.support.models_yaml import entry_for
 from tests.support.processes import wait_until_async

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.common.captions import CaptionDelta, CaptionDone
 from services.common.config import DEFAULT_VISION_PROMPT
 from services.common.engine_server import EngineOptions
 from services.common.errors import InvalidRequestError
@@ -23,7 +24,7 @@ from services.common.pb.proxyvision.v1 import common_pb2, vision_engine_pb2 as p
 from services.model_builder import build_all
 from services.model_builder.build import CHECKPOINTS
 from services.vision_engine.captioner.engine import CaptionEngine
-from services.vision_engine.captioner.types import CaptionDelta, CaptionDone, DescribeJob
+from services.vision_engine.captioner.types import DescribeJob
 from services.vision_engine.server import VisionEngineServer
 from tests.support.images import png
 from tests.support.models_yaml import entry_for

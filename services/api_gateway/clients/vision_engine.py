@@ -6,10 +6,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import replace
 
 import grpc
 
+from services.common.captions import CaptionDone
+from services.common.captions_pb import caption_event_from_pb
 from services.common.errors import InternalError
 from services.common.generation import ImageBytes
 from services.common.generation_pb import image_to_pb
@@ -18,18 +20,6 @@ from services.common.pb.proxyvision.v1 import vision_engine_pb2 as pb, vision_en
 
 from .base import EngineClient, Refused, translate
 from .routing import Failover, Route, Routing
-
-
-@dataclass(frozen=True)
-class Caption:
-    """One finished caption."""
-
-    image_index: int
-    text: str
-    cached: bool
-    elapsed_ms: float
-    image_tokens: int
-    caption_tokens: int
 
 
 class VisionEngineClient(EngineClient):
@@ -46,7 +36,7 @@ class VisionEngineClient(EngineClient):
 
     async def describe(
         self, images: Sequence[ImageBytes], *, user_prompt: str, request_id: str, timeout: float | None
-    ) -> AsyncIterator[Caption]:
+    ) -> AsyncIterator[CaptionDone]:
         """Yield each image's finished caption as it completes (deltas are not needed by the rewrite)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         failover = Failover(self.routing)
@@ -67,18 +57,9 @@ class VisionEngineClient(EngineClient):
 
             async with aclosing(self.attempt(route, start)) as responses:
                 async for response in responses:
-                    if response.HasField("done"):
-                        d = response.done
-                        finished.put_nowait(
-                            Caption(
-                                indices[d.image_index],
-                                d.caption,
-                                d.cached,
-                                d.elapsed_ms,
-                                d.image_tokens,
-                                d.caption_tokens,
-                            )
-                        )
+                    event = caption_event_from_pb(response)
+                    if isinstance(event, CaptionDone):
+                        finished.put_nowait(replace(event, image_index=indices[event.image_index]))
 
         async def launch(indices: list[int]) -> None:
             """Group `indices` by the replica each image's key routes to; one sub-call per group."""
@@ -95,7 +76,7 @@ class VisionEngineClient(EngineClient):
             await launch(list(range(len(images))))
             while running:
                 item = await finished.get()
-                if isinstance(item, Caption):
+                if isinstance(item, CaptionDone):
                     yield item
                     continue
                 route, group = running.pop(item)

@@ -99,7 +99,7 @@ class PendingImages:
         async for c in self.client.describe(
             images, user_prompt=self.messages[index].text(), request_id=request_id, timeout=self.timeout
         ):
-            captions[c.image_index] = ImageCaption(index, c.image_index, c.text.strip(), c.cached, c.elapsed_ms)
+            captions[c.image_index] = ImageCaption(index, c.image_index, c.caption.strip(), c.cached, c.elapsed_ms)
         return [c or ImageCaption(index, i, "", False, 0.0) for i, c in enumerate(captions)]
 
 

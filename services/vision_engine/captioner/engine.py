@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from services.common.captions import CaptionDelta, CaptionDone, CaptionEvent
 from services.common.config import ModelEntry
 from services.common.errors import (
     InternalError,
@@ -37,7 +38,7 @@ from .flights import CaptionFailed, Flight, FlightBoard
 from .loader import load_vision_model
 from .prompts import build_instruction
 from .shared_cache import SharedCaptionStore
-from .types import CaptionDelta, CaptionDone, CaptionEvent, DescribeJob
+from .types import DescribeJob
 from .vllm_captioner import VllmCaptioner
 
 log = logging.getLogger(__name__)

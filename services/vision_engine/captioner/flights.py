@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from services.common.captions import CaptionDelta, CaptionDone
+
 from .batcher import CaptionJob, CaptionResult
 from .cache import CachedCaption, CacheKey, CaptionCache
-from .types import CaptionDelta, CaptionDone
 
 
 class CaptionFailed(Exception):

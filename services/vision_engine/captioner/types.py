@@ -1,4 +1,4 @@
-"""Domain types of one Describe request and the events it produces."""
+"""The domain type of one Describe request (its events are services/common/captions.py's, shared with the gateway)."""
 
 from __future__ import annotations
 
@@ -16,27 +16,3 @@ class DescribeJob:
     prompt: str = ""  # empty: the model's prompt_template
     user_prompt: str = ""
     max_tokens: int = 0  # 0: the configured max_caption_tokens
-
-
-@dataclass(frozen=True)
-class CaptionDelta:
-    """New caption text of one image."""
-
-    image_index: int
-    text: str
-
-
-@dataclass(frozen=True)
-class CaptionDone:
-    """One image is done."""
-
-    image_index: int
-    caption: str
-    finish_reason: str
-    image_tokens: int
-    caption_tokens: int
-    cached: bool
-    elapsed_ms: float
-
-
-CaptionEvent = CaptionDelta | CaptionDone

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from services.api_gateway.clients.base import EngineModelInfo
 from services.api_gateway.clients.text_engine import OutputOptions
-from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.serving.core import GenerationCore
 from services.api_gateway.serving.image_policy import ImagePolicies
 from services.api_gateway.serving.images import ImageLoader
@@ -18,6 +17,7 @@ from services.api_gateway.serving.registry import EngineRegistry
 from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
 from services.api_gateway.serving.vision_status import VisionBackend
 from services.api_gateway.state import GatewayState
+from services.common.captions import CaptionDone
 from services.common.config import ImageLimits, ModelsConfig, parse_models_config
 from services.common.generation import (
     Accepted,
@@ -198,7 +198,7 @@ class FakeVision:
             image = images[index]
             text = self.captions.get(image.sha256, f"caption of image {index + 1}")
             hit = image.sha256 in self.cached
-            yield Caption(index, f" {text} ", hit, 0.0 if hit else 12.5, 16, 4)
+            yield CaptionDone(index, f" {text} ", "stop", 16, 4, hit, 0.0 if hit else 12.5)
 
     def abort_calls(self) -> int:
         return 0

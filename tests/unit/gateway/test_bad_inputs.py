@@ -19,7 +19,6 @@ import pytest
 
 from services.api_gateway.app import build_app
 from services.api_gateway.clients.text_engine import OutputOptions, to_request
-from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.dependencies import get_state
 from services.api_gateway.media.fetcher import ImageFetcher
 from services.api_gateway.serving.core import GenerationCore
@@ -29,6 +28,7 @@ from services.api_gateway.serving.registry import EngineRegistry
 from services.api_gateway.serving.vision_rewrite import ProxyVisionRewriter
 from services.api_gateway.serving.vision_status import VisionBackend
 from services.api_gateway.state import GatewayState
+from services.common.captions import CaptionDone
 from services.common.config import ModelsConfig, parse_models_config
 from tests.support.images import data_url, png
 
@@ -70,7 +70,7 @@ class CaptioningVision:
 
     async def describe(self, images, *, user_prompt, request_id, timeout):
         for index, _ in enumerate(images):
-            yield Caption(index, "a cat", False, 1.0, 4, 2)
+            yield CaptionDone(index, "a cat", "stop", 4, 2, False, 1.0)
 
 
 async def public_resolver(host: str, port: int) -> list[str]:

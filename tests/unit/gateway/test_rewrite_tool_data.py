@@ -3,11 +3,11 @@ user message has an image comes out as text turns with every call, call id and n
 
 from __future__ import annotations
 
-from services.api_gateway.clients.vision_engine import Caption
 from services.api_gateway.schemas.chat import ChatCompletionRequest
 from services.api_gateway.serving.protocols.chat import chat_conversation
 from services.api_gateway.serving.vision_rewrite import PendingImages
 from services.api_gateway.serving.vision_status import VisionBackend
+from services.common.captions import CaptionDone
 from services.common.generation import Detail, ImageBytes, ToolCall
 
 from .fakes import TEXT
@@ -22,7 +22,7 @@ class FakeVision:
     async def describe(self, images, *, user_prompt, request_id, timeout):
         self.prompts.append(user_prompt)
         for index, _ in enumerate(images):
-            yield Caption(index, " a red bicycle ", False, 1.0, 10, 4)
+            yield CaptionDone(index, " a red bicycle ", "stop", 10, 4, False, 1.0)
 
 
 async def test_captioned_conversation_keeps_tool_calls_ids_names_and_tool_text():

@@ -399,7 +399,7 @@ async def test_describe_sends_each_image_to_its_owner_and_maps_captions_back(vis
     client, routing = vision
     images = [image(n) for n in range(9)]
     captions = [c async for c in client.describe(images, user_prompt="", request_id="r", timeout=5)]
-    by_index = {c.image_index: c.text for c in captions}
+    by_index = {c.image_index: c.caption for c in captions}
     assert sorted(by_index) == list(range(9))
     for index, img in enumerate(images):
         assert by_index[index] == f"{routing.replicas.ring.owner(img.sha256)} {img.sha256}"
@@ -424,7 +424,7 @@ async def test_a_refused_describe_sends_its_images_to_their_next_owners(vision, 
     ring = routing.replicas.ring
     refusing = ring.owner(images[0].sha256)
     replicas.engines[refusing].mode = "refuse"
-    captions = {c.image_index: c.text async for c in client.describe(images, user_prompt="", request_id="r", timeout=5)}
+    captions = {c.image_index: c.caption async for c in client.describe(images, user_prompt="", request_id="r", timeout=5)}
     assert sorted(captions) == list(range(9))
     for index, img in enumerate(images):
         owners = ring.owners(img.sha256)

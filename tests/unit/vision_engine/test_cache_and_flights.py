@@ -1,9 +1,9 @@
 import asyncio
 
+from services.common.captions import CaptionDelta, CaptionDone
 from services.vision_engine.captioner.batcher import CaptionJob, CaptionResult
 from services.vision_engine.captioner.cache import CachedCaption, CacheKey, CaptionCache
 from services.vision_engine.captioner.flights import FlightBoard
-from services.vision_engine.captioner.types import CaptionDelta, CaptionDone
 
 
 def key(n: int) -> CacheKey:
