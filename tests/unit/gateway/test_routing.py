@@ -424,7 +424,9 @@ async def test_a_refused_describe_sends_its_images_to_their_next_owners(vision, 
     ring = routing.replicas.ring
     refusing = ring.owner(images[0].sha256)
     replicas.engines[refusing].mode = "refuse"
-    captions = {c.image_index: c.caption async for c in client.describe(images, user_prompt="", request_id="r", timeout=5)}
+    captions = {
+        c.image_index: c.caption async for c in client.describe(images, user_prompt="", request_id="r", timeout=5)
+    }
     assert sorted(captions) == list(range(9))
     for index, img in enumerate(images):
         owners = ring.owners(img.sha256)
