@@ -11,6 +11,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from services.common.captions import CaptionDone
 from services.common.generation import Detail
 
 
@@ -49,6 +50,12 @@ class CachedCaption:
     finish_reason: str
     image_tokens: int
     caption_tokens: int
+
+    def answer(self, image_index: int) -> CaptionDone:
+        """This caption as image `image_index`'s answer from a cache: no engine time spent on it."""
+        return CaptionDone(
+            image_index, self.text, self.finish_reason, self.image_tokens, self.caption_tokens, True, 0.0
+        )
 
 
 class CaptionCache:

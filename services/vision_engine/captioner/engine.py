@@ -229,9 +229,7 @@ class CaptionEngine(ModelEngine[Captioner]):
         if hit is None:
             return False
         self.metrics.cache_hits.labels(self.entry.name).inc()
-        events.put_nowait(
-            CaptionDone(index, hit.text, hit.finish_reason, hit.image_tokens, hit.caption_tokens, True, 0.0)
-        )
+        events.put_nowait(hit.answer(index))
         return True
 
     async def _answer_from_shared(self, events: asyncio.Queue, misses: list[int], keys: list[CacheKey]) -> list[int]:
@@ -246,9 +244,7 @@ class CaptionEngine(ModelEngine[Captioner]):
         for index, hit in found.items():
             self.board.cache.put(keys[index], hit)
             self.metrics.cache_misses.labels(self.entry.name).inc()  # an in-process miss, a shared hit
-            events.put_nowait(
-                CaptionDone(index, hit.text, hit.finish_reason, hit.image_tokens, hit.caption_tokens, True, 0.0)
-            )
+            events.put_nowait(hit.answer(index))
         return [index for index in misses if index not in found]
 
     @staticmethod
